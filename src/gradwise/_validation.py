@@ -1,0 +1,177 @@
+"""Constraints on user-facing values, declared as data, and the one error format.
+
+Every public boundary validates with these so that a bad value always reads::
+
+    The 'lr' parameter of Adam must be a float >= 0. Got -0.1 instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Protocol
+
+import torch
+
+
+class Constraint(Protocol):
+    """A rule a value must satisfy, with a phrase that completes "must be ..."."""
+
+    @property
+    def description(self) -> str: ...
+
+    def is_satisfied_by(self, value: Any) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A real number in a range; ``None`` leaves that side open-ended."""
+
+    low: float | None = None
+    high: float | None = None
+    low_closed: bool = True
+    high_closed: bool = True
+    kind: str = "float"
+
+    @property
+    def description(self) -> str:
+        noun = f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind}"
+        if self.low is not None and self.high is not None:
+            left = "[" if self.low_closed else "("
+            right = "]" if self.high_closed else ")"
+            return f"{noun} in {left}{_fmt(self.low)}, {_fmt(self.high)}{right}"
+        if self.low is not None:
+            return f"{noun} {'>=' if self.low_closed else '>'} {_fmt(self.low)}"
+        if self.high is not None:
+            return f"{noun} {'<=' if self.high_closed else '<'} {_fmt(self.high)}"
+        return f"a finite {self.kind}"
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.requires_grad:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, Real):
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        number = float(value)
+        if math.isnan(number):
+            return False
+        if self.low is not None and (
+            number < self.low or (number == self.low and not self.low_closed)
+        ):
+            return False
+        return not (
+            self.high is not None
+            and (number > self.high or (number == self.high and not self.high_closed))
+        )
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A value from a fixed set of choices."""
+
+    choices: tuple[Any, ...]
+
+    @property
+    def description(self) -> str:
+        return "one of " + ", ".join(repr(choice) for choice in self.choices)
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return any(value == choice and type(value) is type(choice) for choice in self.choices)
+
+
+@dataclass(frozen=True)
+class Boolean:
+    """True or False."""
+
+    description: str = "a bool"
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class PairOf:
+    """A tuple or list of two values that each satisfy ``item``."""
+
+    item: Constraint
+
+    @property
+    def description(self) -> str:
+        item = self.item.description.split(" ", 1)[1]  # drop the article
+        return "a pair of " + item.replace("float", "floats", 1).replace("int", "ints", 1)
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return (
+            isinstance(value, tuple | list)
+            and len(value) == 2
+            and all(self.item.is_satisfied_by(v) for v in value)
+        )
+
+
+@dataclass(frozen=True)
+class Either:
+    """A value that satisfies at least one of several constraints."""
+
+    options: tuple[Constraint, ...]
+
+    @property
+    def description(self) -> str:
+        return " or ".join(option.description for option in self.options)
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return any(option.is_satisfied_by(value) for option in self.options)
+
+
+@dataclass(frozen=True)
+class Satisfies:
+    """Any value accepted by a predicate, described in words."""
+
+    predicate: Callable[[Any], bool]
+    description: str
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return self.predicate(value)
+
+
+NON_NEGATIVE = Interval(low=0.0)
+POSITIVE = Interval(low=0.0, low_closed=False)
+UNIT_INTERVAL = Interval(low=0.0, high=1.0)
+HALF_OPEN_UNIT_INTERVAL = Interval(low=0.0, high=1.0, high_closed=False)
+POSITIVE_INT = Interval(low=1.0, kind="int")
+NON_NEGATIVE_INT = Interval(low=0.0, kind="int")
+
+
+def invalid_value_error(name: str, owner: str, expected: str, value: Any) -> ValueError:
+    """The one error format: what was wrong, what was expected."""
+    return ValueError(
+        f"The '{name}' parameter of {owner} must be {expected}. Got {value!r} instead."
+    )
+
+
+def check(name: str, owner: str, value: Any, constraint: Constraint) -> None:
+    """Raise the standard ValueError if ``value`` breaks ``constraint``.
+
+    A constraint may define ``explain(value) -> str`` to say more about a bad value
+    (which step of a schedule goes negative, say); it is appended to the message.
+    """
+    if constraint.is_satisfied_by(value):
+        return
+    error = invalid_value_error(name, owner, constraint.description, value)
+    explain = getattr(constraint, "explain", None)
+    if explain is not None:
+        error = ValueError(f"{str(error).removesuffix('.')}, {explain(value)}.")
+    raise error
+
+
+def check_all(owner: str, values: Mapping[str, Any], constraints: Mapping[str, Constraint]) -> None:
+    """Check every value that has a declared constraint."""
+    for name, constraint in constraints.items():
+        if name in values:
+            check(name, owner, values[name], constraint)
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() and abs(number) < 1e15 else repr(number)

@@ -1,0 +1,414 @@
+"""The one stateful shell: a real torch.optim.Optimizer that runs a gradient transform."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, cast, get_args
+
+import torch
+from torch import Tensor
+
+from gradwise._validation import Constraint, OneOf, check, check_all
+from gradwise.optim._compiled import CompiledGroupStep
+from gradwise.optim._torch_kernels import fused_kernel_devices
+from gradwise.optim._transform import GradientTransform, State
+
+Implementation = Literal["auto", "reference", "fused", "compiled"]
+TransformFactory = Callable[..., GradientTransform]
+_IMPLEMENTATIONS = OneOf(get_args(Implementation))
+
+
+@dataclass
+class _GroupRuntime:
+    """What one param group needs between steps; rebuilt when its hyperparameters change."""
+
+    hyperparameters_key: tuple[Any, ...]
+    transform: GradientTransform
+    per_parameter_keys: tuple[str, ...]
+    compiled: CompiledGroupStep | None = None
+    last_implementation: str | None = field(default=None)
+
+
+class Optimizer(torch.optim.Optimizer):
+    r"""Run a gradient transform as a ``torch.optim.Optimizer``.
+
+    ``transform`` is either a fixed :class:`GradientTransform`, or a factory that builds one
+    from keyword hyperparameters. With a factory, the keyword arguments given here are the
+    defaults, a param group may override any of them, and changing ``group["lr"]`` (as
+    torch's LR schedulers do) takes effect on the next step::
+
+        opt = Optimizer(
+            model.parameters(),
+            lambda lr, weight_decay: chain(
+                clip_by_global_norm(1.0),
+                scale_by_adam(),
+                add_decayed_weights(weight_decay),
+                scale_by_learning_rate(lr),
+            ),
+            lr=1e-3,
+            weight_decay=1e-2,
+        )
+
+    Each step applies ``p <- p + u`` with ``u`` the transform's output for ``p.grad``.
+    Parameters without ``.grad`` are skipped and their state does not advance, as in
+    torch.optim. State lives in ``optimizer.state[p]`` under the transforms' key names;
+    state shared by a whole group (a schedule's step count, a switching phase) lives under
+    the key ``"param_group_<i>"``. ``state_dict`` / ``load_state_dict`` are torch's own.
+
+    ``implementation`` picks how a step runs, at this one dispatch point:
+
+    - ``"reference"``: the transforms' own pure functions, eagerly. The specification the
+      fast paths are tested against.
+    - ``"fused"``: torch's fused kernel for the same algorithm (SGD, Adam, AdamW, Adagrad
+      on supported devices and dtypes).
+    - ``"compiled"``: the reference functions compiled by ``torch.compile`` into fused
+      kernels that update parameters and state in place. The first step compiles (tens of
+      seconds on a CPU for a large model); inductor caches the kernels on disk, so later
+      runs start in seconds. Worth it for large models, not for small ones.
+    - ``"auto"`` (default): ``"fused"`` where available, else ``"reference"``. The choice is
+      deterministic, so a run and its resumption take the same path.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.optim import Optimizer, chain, scale_by_adam, scale_by_learning_rate
+        >>> model = torch.nn.Linear(3, 1)
+        >>> opt = Optimizer(model.parameters(), chain(scale_by_adam(), scale_by_learning_rate(0.1)))
+        >>> model(torch.ones(1, 3)).sum().backward()
+        >>> opt.step()
+    """
+
+    #: Constraints on the hyperparameters, checked at construction and in add_param_group.
+    hyperparameter_constraints: ClassVar[Mapping[str, Constraint]] = {}
+    #: Whether ``_fused_step`` runs torch's fused kernel for this algorithm.
+    has_fused_kernel: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        transform: GradientTransform | TransformFactory,
+        *,
+        implementation: Implementation = "auto",
+        **hyperparameters: Any,
+    ) -> None:
+        check("implementation", self._owner, implementation, _IMPLEMENTATIONS)
+        if isinstance(transform, GradientTransform):
+            if hyperparameters:
+                raise ValueError(
+                    f"{self._owner} got hyperparameters {sorted(hyperparameters)} with a fixed "
+                    "transform. Pass a factory (a function of those hyperparameters that returns "
+                    "the transform) so that param groups and LR schedulers can change them."
+                )
+        elif callable(transform):
+            _check_factory_accepts(transform, hyperparameters, self._owner)
+        else:
+            raise TypeError(
+                f"The 'transform' parameter of {self._owner} must be a GradientTransform or a "
+                f"function returning one. Got {type(transform).__name__} instead."
+            )
+        if implementation == "fused" and not self.has_fused_kernel:
+            raise ValueError(
+                f"{self._owner} has no fused kernel; use implementation='compiled' for a fused "
+                "fast path generated by torch.compile, or 'auto'."
+            )
+        self._transform_source = transform
+        self.implementation: Implementation = implementation
+        self._runtimes: dict[int, _GroupRuntime] = {}
+        # Not self.defaults: torch adds its own flags there (differentiable, ...) on load.
+        self.hyperparameter_names: tuple[str, ...] = tuple(hyperparameters)
+        super().__init__(params, defaults=dict(hyperparameters))
+        self.register_load_state_dict_post_hook(_reset_after_load)
+
+    # -- construction ------------------------------------------------------------------------
+
+    @property
+    def _owner(self) -> str:
+        return type(self).__name__
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate the group's hyperparameters (with defaults filled in), then add it."""
+        if isinstance(param_group, dict):
+            merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+            self._validate_hyperparameters(merged)
+            self._build_transform(merged)
+        super().add_param_group(param_group)
+
+    def _validate_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
+        """Check declared constraints; subclasses add rules that relate several values."""
+        check_all(self._owner, hyperparameters, self.hyperparameter_constraints)
+
+    def _build_transform(self, hyperparameters: Mapping[str, Any]) -> GradientTransform:
+        source = self._transform_source
+        if isinstance(source, GradientTransform):
+            return source
+        return source(**{name: hyperparameters[name] for name in self.hyperparameter_names})
+
+    # -- the step ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Apply one update to every parameter that has a gradient; return the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for index, group in enumerate(self.param_groups):
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._step_group(index, group, params)
+        return loss
+
+    def _step_group(self, index: int, group: dict[str, Any], params: list[Tensor]) -> None:
+        grads = [cast(Tensor, p.grad) for p in params]
+        if any(g.is_sparse for g in grads):
+            raise RuntimeError(f"{self._owner} does not support sparse gradients.")
+        runtime = self._runtime(index, group)
+        self._initialize_state(index, runtime, params)
+        implementation = self._select_implementation(runtime, group, params)
+        runtime.last_implementation = implementation
+        if implementation == "fused":
+            self._fused_step(group, params, grads, [self.state[p] for p in params])
+            return
+        views = [torch.view_as_real(p) if p.is_complex() else p for p in params]
+        grad_views = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
+        state = self._gather_state(index, runtime, params)
+        if implementation == "compiled":
+            if runtime.compiled is None:
+                runtime.compiled = CompiledGroupStep(
+                    self._build_transform, self._hyperparameters(group)
+                )
+            new_state = runtime.compiled(self._hyperparameters(group), views, grad_views, state)
+        else:
+            updates, new_state = runtime.transform.update(grad_views, state, views)
+            torch._foreach_add_(views, updates)
+        self._scatter_state(index, params, new_state)
+
+    def _select_implementation(
+        self, runtime: _GroupRuntime, group: dict[str, Any], params: list[Tensor]
+    ) -> str:
+        """The one dispatch point between the reference, fused and compiled paths."""
+        if self.implementation in ("auto", "fused"):
+            if self.has_fused_kernel and _fused_kernel_supports(
+                self._hyperparameters(group), params
+            ):
+                return "fused"
+            if self.implementation == "fused":
+                raise RuntimeError(
+                    f"{self._owner}'s fused kernel does not support this param group (it needs "
+                    "floating-point parameters on a device with torch fused kernels and plain "
+                    "float hyperparameters). Use implementation='auto' or 'compiled'."
+                )
+            return "reference"
+        return self.implementation
+
+    def _fused_step(
+        self,
+        group: Mapping[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+    ) -> None:
+        """Run torch's fused kernel in place on ``states`` (overridden where torch has one)."""
+        raise NotImplementedError(f"{self._owner} has no fused kernel.")
+
+    @property
+    def last_implementations(self) -> list[str | None]:
+        """The path each param group's last step took (None if it has not stepped)."""
+        return [
+            self._runtimes[i].last_implementation if i in self._runtimes else None
+            for i in range(len(self.param_groups))
+        ]
+
+    # -- state bookkeeping -------------------------------------------------------------------
+
+    def _hyperparameters(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: group[name] for name in self.hyperparameter_names}
+
+    def _runtime(self, index: int, group: Mapping[str, Any]) -> _GroupRuntime:
+        hyperparameters = self._hyperparameters(group)
+        key = _freeze(hyperparameters)
+        runtime = self._runtimes.get(index)
+        if runtime is None or runtime.hyperparameters_key != key:
+            self._validate_hyperparameters(hyperparameters)
+            transform = self._build_transform(hyperparameters)
+            layout = transform.init([])
+            per_parameter = tuple(k for k, v in layout.items() if isinstance(v, list))
+            compiled = runtime.compiled if runtime is not None else None
+            runtime = _GroupRuntime(key, transform, per_parameter, compiled)
+            self._runtimes[index] = runtime
+        return runtime
+
+    def _initialize_state(self, index: int, runtime: _GroupRuntime, params: list[Tensor]) -> None:
+        """Create state for parameters stepping for the first time, as torch.optim does lazily."""
+        fresh = [p for p in params if p not in self.state]
+        if not fresh:
+            return
+        initial = runtime.transform.init(
+            [torch.view_as_real(p) if p.is_complex() else p for p in fresh]
+        )
+        shared = self._shared_state(index)
+        for p in fresh:
+            self.state[p] = {}
+        for key, value in initial.items():
+            if not isinstance(value, list):
+                shared.setdefault(key, value)
+                continue
+            for p, entry in zip(fresh, value, strict=True):
+                if entry is not None:
+                    self.state[p][key] = entry
+
+    def _gather_state(self, index: int, runtime: _GroupRuntime, params: list[Tensor]) -> State:
+        state: State = {
+            key: [self.state[p].get(key) for p in params] for key in runtime.per_parameter_keys
+        }
+        state.update(self._shared_state(index))
+        return state
+
+    def _shared_state(self, index: int) -> dict[str, Any]:
+        """State shared by a whole param group, kept in ``self.state`` under a string key."""
+        return cast(dict[str, Any], self.state)[_shared_key(index)]
+
+    def _scatter_state(self, index: int, params: list[Tensor], new_state: State) -> None:
+        shared = self._shared_state(index)
+        for key, value in new_state.items():
+            if not isinstance(value, list):
+                shared[key] = value
+                continue
+            for p, entry in zip(params, value, strict=True):
+                if entry is None:
+                    self.state[p].pop(key, None)
+                else:
+                    self.state[p][key] = entry
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_runtimes", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._runtimes = {}
+
+
+def _shared_key(index: int) -> str:
+    return f"param_group_{index}"
+
+
+def _reset_after_load(optimizer: torch.optim.Optimizer) -> None:
+    """Give group-shared state its own copies on the group's device, and rebuild runtimes.
+
+    torch's load_state_dict casts and places per-parameter state but copies other entries
+    by reference; without this, two optimizers loaded from one state_dict would share them.
+    """
+    assert isinstance(optimizer, Optimizer)  # noqa: S101 - hook registered by Optimizer only
+    for index, group in enumerate(optimizer.param_groups):
+        key = _shared_key(index)
+        states = cast(dict[str, Any], optimizer.state)
+        if key in states and group["params"]:
+            device = group["params"][0].device
+            states[key] = {
+                name: value.detach().clone().to(device) if isinstance(value, Tensor) else value
+                for name, value in states[key].items()
+            }
+    optimizer._runtimes = {}
+
+
+def _fused_kernel_supports(hyperparameters: Mapping[str, Any], params: list[Tensor]) -> bool:
+    devices = fused_kernel_devices()
+    tensors_ok = all(
+        p.device.type in devices and p.is_floating_point() and not p.is_complex() for p in params
+    )
+    return tensors_ok and all(_is_plain(value) for value in hyperparameters.values())
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, tuple | list):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable key for hyperparameter values, so a runtime is rebuilt only when they change."""
+    if isinstance(value, dict):
+        return tuple((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, tuple | list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Tensor):
+        return ("tensor", id(value), value._version)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return ("object", id(value))
+
+
+def _check_factory_accepts(
+    factory: TransformFactory, hyperparameters: Mapping[str, Any], owner: str
+) -> None:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    parameters = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    accepted = {p.name for p in parameters}
+    unknown = sorted(set(hyperparameters) - accepted)
+    if unknown:
+        raise ValueError(
+            f"{owner} got hyperparameters {unknown} that its transform factory does not accept. "
+            f"It accepts: {sorted(accepted)}."
+        )
+    missing = sorted(
+        p.name
+        for p in parameters
+        if p.default is inspect.Parameter.empty and p.name not in hyperparameters
+    )
+    if missing:
+        raise ValueError(
+            f"{owner} needs default values for the factory's hyperparameters {missing}; pass "
+            "them as keyword arguments."
+        )
+
+
+def implementation_from_torch_flags(
+    owner: str,
+    implementation: Implementation,
+    *,
+    foreach: bool | None = None,
+    fused: bool | None = None,
+    capturable: bool = False,
+    differentiable: bool = False,
+) -> Implementation:
+    """Map torch.optim's implementation flags onto ``implementation``.
+
+    ``fused=True`` asks for torch's fused kernel, ``fused=False`` rules it out; ``foreach``
+    has no counterpart (every path works on lists) and is accepted for drop-in use.
+    ``capturable`` and ``differentiable`` are not supported and say so.
+    """
+    if capturable:
+        raise ValueError(
+            f"The 'capturable' parameter of {owner} is not supported: gradwise does not capture "
+            "optimizer steps in CUDA graphs. Leave capturable=False; implementation='compiled' "
+            "gives a fused step instead."
+        )
+    if differentiable:
+        raise ValueError(
+            f"The 'differentiable' parameter of {owner} is not supported: gradwise steps run "
+            "under no_grad. Leave differentiable=False."
+        )
+    if fused and foreach:
+        raise ValueError(f"{owner}: `fused` and `foreach` cannot be `True` together.")
+    if fused is None:
+        return implementation
+    if fused:
+        if implementation not in ("auto", "fused"):
+            raise ValueError(
+                f"{owner} got fused=True and implementation={implementation!r}, which disagree. "
+                "Pass only one of them."
+            )
+        return "fused"
+    if implementation == "fused":
+        raise ValueError(
+            f"{owner} got fused=False and implementation='fused'. Pass only one of them."
+        )
+    return "reference" if implementation == "auto" else implementation

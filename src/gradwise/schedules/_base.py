@@ -1,0 +1,75 @@
+"""The one evaluation path every schedule shares: numbers and tensors of steps alike."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+from typing import Any, ClassVar, overload
+
+import torch
+from torch import Tensor
+
+from gradwise._validation import POSITIVE_INT, Constraint, Satisfies, check_all
+
+
+class StepFunction(ABC):
+    """A schedule written once, as torch operations on a float64 tensor of steps.
+
+    ``schedule(step)`` with an int or float returns a Python float; with a tensor of steps
+    (any shape) it returns a float64 tensor of values, element by element. Formulas use
+    ``torch.where`` / ``clamp`` / ``minimum`` instead of Python branches on the step, so a
+    0-d tensor step traces under ``torch.compile(fullgraph=True)`` without graph breaks.
+    Steps below 0 count as step 0.
+
+    The concrete schedules are frozen dataclasses with lowercase names: they are called
+    like optax's schedule functions, and their repr reads as the call that made them.
+    """
+
+    __slots__ = ()
+
+    #: The constraint on each constructor argument, checked when the schedule is made.
+    constraints: ClassVar[Mapping[str, Constraint]] = {}
+
+    def __post_init__(self) -> None:
+        values = {name: getattr(self, name) for name in self.constraints}
+        check_all(type(self).__name__, values, self.constraints)
+
+    @overload
+    def __call__(self, step: Tensor) -> Tensor: ...
+
+    @overload
+    def __call__(self, step: float) -> float: ...
+
+    def __call__(self, step: float | Tensor) -> float | Tensor:
+        if isinstance(step, Tensor):
+            return self._evaluate(step.to(torch.float64).clamp(min=0.0))
+        steps = torch.tensor(float(step), dtype=torch.float64).clamp(min=0.0)
+        return float(self._evaluate(steps))
+
+    @abstractmethod
+    def _evaluate(self, step: Tensor) -> Tensor:
+        """The values at ``step``, a float64 tensor of steps >= 0 (NaN stays NaN)."""
+
+
+def evaluate(schedule: Any, step: Tensor) -> Tensor:
+    """Any schedule (ours or a user's function) at a tensor of steps, as float64."""
+    return torch.as_tensor(schedule(step), dtype=torch.float64, device=step.device)
+
+
+def _is_increasing_ints(value: Any) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and all(POSITIVE_INT.is_satisfied_by(item) for item in value)
+        and all(float(a) < float(b) for a, b in pairwise(value))
+    )
+
+
+#: A strictly increasing sequence of ints >= 1 (milestones, boundaries).
+INCREASING_POSITIVE_INTS = Satisfies(
+    _is_increasing_ints, "a strictly increasing sequence of ints >= 1"
+)
+
+#: A callable that maps a step to a value.
+SCHEDULE = Satisfies(callable, "a schedule (a function of the step)")

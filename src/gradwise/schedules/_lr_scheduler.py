@@ -1,0 +1,124 @@
+"""Drive any torch.optim optimizer with gradwise schedules, through torch's LR-scheduler API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, final
+
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from gradwise._validation import invalid_value_error
+from gradwise.schedules._check import Schedule, check_schedule
+
+
+@final
+class ScheduleLR(LRScheduler):
+    """A torch LR scheduler that sets each param group's lr to ``schedule(last_epoch)``.
+
+    ``last_epoch`` counts ``scheduler.step()`` calls, so the lr used by the k-th
+    ``optimizer.step()`` (counting from 0) is ``schedule(k)``, and the schedule's step 0 is
+    applied as soon as the scheduler is made. Every lr is computed in closed form, never
+    from the previous lr, so changing a group's lr by hand lasts only until the next
+    ``step()``.
+
+    ``schedule`` is one schedule for every param group, or a list with one schedule per
+    group; each is checked once, here, for negative or NaN values. A schedule with state
+    (:class:`ReduceOnPlateau`, or anything with ``state_dict`` / ``load_state_dict``) given
+    here directly is saved in :meth:`state_dict` and restored by :meth:`load_state_dict`;
+    one nested inside :class:`join` or a warmup is not, so save that one yourself.
+
+    Resuming: build the optimizer and the scheduler as for a fresh run, then load both
+    state dicts (in either order: :meth:`load_state_dict` sets each group's lr to
+    ``schedule(last_epoch)``). The run then continues exactly; torch's ``SequentialLR``
+    has known resume bugs (pytorch#162591), which a closed-form schedule cannot have.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``.
+        schedule: a schedule, or a list of one schedule per param group.
+        last_epoch: as in every torch LR scheduler; leave it at -1 and resume through
+            :meth:`load_state_dict` instead.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.schedules import ScheduleLR, cosine_decay, linear_warmup
+        >>> model = torch.nn.Linear(2, 1)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> scheduler = ScheduleLR(optimizer, linear_warmup(cosine_decay(0.1, 90), 10))
+        >>> for step in range(100):
+        ...     model(torch.ones(2)).sum().backward()
+        ...     optimizer.step()
+        ...     optimizer.zero_grad()
+        ...     scheduler.step()
+        >>> scheduler.get_last_lr()
+        [0.0]
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        schedule: Schedule | Sequence[Schedule],
+        last_epoch: int = -1,
+    ) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.schedules = _one_schedule_per_group(schedule, len(optimizer.param_groups))
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float | Tensor]:
+        """Each group's lr at the current ``last_epoch``, from its schedule."""
+        return [float(schedule(self.last_epoch)) for schedule in self.schedules]
+
+    def _get_closed_form_lr(self) -> list[float | Tensor]:
+        return self.get_lr()
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's scheduler state, without the schedules themselves but with their state."""
+        state = {key: value for key, value in super().state_dict().items() if key != "schedules"}
+        state["schedule_states"] = {
+            index: schedule.state_dict()
+            for index, schedule in enumerate(self.schedules)
+            if _is_stateful(schedule)
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s result and set each group's lr to match it."""
+        state = dict(state_dict)
+        schedule_states = state.pop("schedule_states", {})
+        super().load_state_dict(state)
+        for index, schedule_state in schedule_states.items():
+            self.schedules[int(index)].load_state_dict(schedule_state)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        self._last_lr = [
+            group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"]
+            for group in self.optimizer.param_groups
+        ]
+
+
+def _one_schedule_per_group(schedule: Any, num_groups: int) -> list[Any]:
+    if callable(schedule):
+        schedules = [schedule] * num_groups
+    elif (
+        isinstance(schedule, Sequence)
+        and len(schedule) == num_groups
+        and all(callable(item) for item in schedule)
+    ):
+        schedules = list(schedule)
+    else:
+        expected = f"a schedule or a list of one schedule per param group ({num_groups} here)"
+        raise invalid_value_error("schedule", "ScheduleLR", expected, schedule)
+    for item in {id(item): item for item in schedules}.values():
+        check_schedule(item, name="schedule", owner="ScheduleLR")
+    return schedules
+
+
+def _is_stateful(schedule: Any) -> bool:
+    return callable(getattr(schedule, "state_dict", None)) and callable(
+        getattr(schedule, "load_state_dict", None)
+    )

@@ -1,0 +1,155 @@
+"""The one stateful schedule: cut the value when a monitored metric stops improving."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, final
+
+import torch
+from torch import Tensor
+
+from gradwise._validation import (
+    HALF_OPEN_UNIT_INTERVAL,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    OneOf,
+    check_all,
+)
+from gradwise.schedules._base import StepFunction
+
+
+@final
+class ReduceOnPlateau(StepFunction):
+    r"""A value cut by ``factor`` when a metric reported with :meth:`observe` stops improving.
+
+    Not a pure function of the step: ``schedule(step)`` returns the current value whatever
+    the step, and the value changes only in :meth:`observe`. Each observation of metric
+    :math:`m` (for ``mode="min"``) counts as an improvement when
+
+    .. math::
+        m < m_{\text{best}} (1 - \theta) \ \ (\text{"rel"}) \qquad
+        m < m_{\text{best}} - \theta \ \ (\text{"abs"})
+
+    (for ``"max"``: :math:`m > m_{\text{best}}(1 + \theta)` or :math:`m > m_{\text{best}} +
+    \theta`); :math:`m_{\text{best}}` starts at :math:`+\infty` (:math:`-\infty`). After more
+    than ``patience`` observations in a row without improvement the value becomes
+    :math:`\max(\epsilon \cdot \text{factor}, \epsilon_{\min})` (unless that changes it by
+    ``eps`` or less), and the next ``cooldown`` observations are not counted as bad. A NaN
+    metric is never an improvement. This is torch's ``ReduceLROnPlateau``, observation for
+    observation, for one value; use one instance per param group for per-group values.
+
+    :meth:`state_dict` / :meth:`load_state_dict` save and restore the value and the
+    counters, so a resumed run continues exactly. Under ``torch.compile`` the value is a
+    constant of the graph: a cut recompiles once.
+
+    Args:
+        initial: the value before any cut, a float >= 0.
+        mode: ``"min"`` (default: the metric should fall, like a loss) or ``"max"``.
+        factor: the multiplier at each cut, a float in [0, 1); default 0.1.
+        patience: how many observations without improvement to tolerate, an int >= 0;
+            default 10.
+        threshold: :math:`\theta`, the least improvement that counts, a float >= 0;
+            default 1e-4.
+        threshold_mode: ``"rel"`` (default) or ``"abs"``.
+        cooldown: observations after a cut during which none counts as bad, an int >= 0;
+            default 0.
+        min_value: :math:`\epsilon_{\min}`, the floor, a float >= 0; default 0.
+        eps: the smallest change worth making, a float >= 0; default 1e-8.
+
+    Example:
+        >>> from gradwise.schedules import ReduceOnPlateau
+        >>> schedule = ReduceOnPlateau(0.1, factor=0.5, patience=1)
+        >>> for validation_loss in [1.0, 0.9, 0.9, 0.9]:
+        ...     schedule.observe(validation_loss)
+        >>> schedule(0), schedule.best
+        (0.05, 0.9)
+    """
+
+    constraints = {
+        "initial": NON_NEGATIVE,
+        "mode": OneOf(("min", "max")),
+        "factor": HALF_OPEN_UNIT_INTERVAL,
+        "patience": NON_NEGATIVE_INT,
+        "threshold": NON_NEGATIVE,
+        "threshold_mode": OneOf(("rel", "abs")),
+        "cooldown": NON_NEGATIVE_INT,
+        "min_value": NON_NEGATIVE,
+        "eps": NON_NEGATIVE,
+    }
+
+    def __init__(
+        self,
+        initial: float,
+        *,
+        mode: Literal["min", "max"] = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: Literal["rel", "abs"] = "rel",
+        cooldown: int = 0,
+        min_value: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
+        self.initial = initial
+        self.mode = mode
+        self.factor = factor
+        self.patience = patience
+        self.threshold = threshold
+        self.threshold_mode = threshold_mode
+        self.cooldown = cooldown
+        self.min_value = min_value
+        self.eps = eps
+        check_all("ReduceOnPlateau", vars(self), self.constraints)
+        self.value = float(initial)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_observations = 0
+        self.cooldown_counter = 0
+
+    def observe(self, metric: float | Tensor) -> None:
+        """Report the monitored metric (a number or a one-element tensor); maybe cut the value."""
+        current = float(metric)
+        if self._is_improvement(current):
+            self.best = current
+            self.num_bad_observations = 0
+        else:
+            self.num_bad_observations += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_observations = 0
+        if self.num_bad_observations > self.patience:
+            reduced = max(self.value * self.factor, self.min_value)
+            if self.value - reduced > self.eps:
+                self.value = reduced
+            self.cooldown_counter = self.cooldown
+            self.num_bad_observations = 0
+
+    def _is_improvement(self, current: float) -> bool:
+        sign = 1.0 if self.mode == "min" else -1.0
+        if self.threshold_mode == "rel":
+            bound = self.best * (1.0 - sign * self.threshold)
+        else:
+            bound = self.best - sign * self.threshold
+        return current < bound if self.mode == "min" else current > bound
+
+    def _evaluate(self, step: Tensor) -> Tensor:
+        return torch.full_like(step, self.value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current value and counters (the constructor arguments are not included)."""
+        return {
+            "value": self.value,
+            "best": self.best,
+            "num_bad_observations": self.num_bad_observations,
+            "cooldown_counter": self.cooldown_counter,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s result into an instance built with the same arguments."""
+        self.value = float(state_dict["value"])
+        self.best = float(state_dict["best"])
+        self.num_bad_observations = int(state_dict["num_bad_observations"])
+        self.cooldown_counter = int(state_dict["cooldown_counter"])
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.constraints)
+        return f"ReduceOnPlateau({arguments}, value={self.value!r})"

@@ -1,0 +1,211 @@
+"""The shared checks every registered optimizer gets (STYLE.md §8)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from tests.optim.problems import gradient_stream, minimize, quadratic, rosenbrock
+from tests.optim.registry import REGISTRY, OptimizerEntry
+
+SKIPPING = [entry for entry in REGISTRY if entry.skips_parameters_without_grad]
+WITH_GROUPS = [entry for entry in REGISTRY if entry.supports_param_groups]
+FAST_PATHS = [(entry, path) for entry in REGISTRY for path in entry.fast_paths]
+DTYPES = [(entry, dtype) for entry in REGISTRY for dtype in entry.dtypes]
+BAD_HYPERPARAMETERS = [
+    (entry, name, kwargs) for entry in REGISTRY for name, kwargs in entry.bad_hyperparameters
+]
+
+
+def _model(dtype: torch.dtype = torch.float32) -> list[torch.nn.Parameter]:
+    generator = torch.Generator().manual_seed(3)
+    return [
+        torch.nn.Parameter(torch.randn(6, 4, generator=generator).to(dtype)),
+        torch.nn.Parameter(torch.randn(4, generator=generator).to(dtype)),
+    ]
+
+
+def _run(
+    entry: OptimizerEntry,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    grads: list[list[torch.Tensor]],
+) -> None:
+    """One step per entry of ``grads``, through a closure whose loss has exactly that gradient.
+
+    The loss is linear, sum(g * p), so backward() sets each .grad to the prescribed g (as
+    assigning it would) and closure-driven optimizers (Newton) see the same gradients.
+    """
+    for step_grads in grads:
+
+        def closure(step_grads: list[torch.Tensor] = step_grads) -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = sum((g * p).sum() for p, g in zip(params, step_grads, strict=True))
+            assert isinstance(loss, torch.Tensor)
+            if entry.closure_calls_backward:
+                loss.backward()
+            return loss
+
+        optimizer.step(closure)
+
+
+def _snapshot(
+    optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]
+) -> list[torch.Tensor]:
+    """Parameters, then every tensor of the optimizer's state, in a fixed order."""
+    tensors = [p.detach().clone() for p in params]
+    for key in sorted(k for k in optimizer.state if isinstance(k, str)):  # group-shared state
+        for value in optimizer.state[key].values():
+            tensors.append(torch.as_tensor(value).detach().clone())
+    for p in params:
+        for name in sorted(optimizer.state.get(p, {})):
+            value = optimizer.state[p][name]
+            if isinstance(value, torch.Tensor):
+                tensors.append(value.detach().clone())
+    return tensors
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_converges_on_a_convex_quadratic(entry: OptimizerEntry) -> None:
+    problem = quadratic()
+    optimizer = entry.cls([problem.param], **entry.quadratic.settings)
+    minimize(optimizer, problem, entry.quadratic.steps, entry.closure_calls_backward)
+    distance = torch.linalg.vector_norm(problem.param.detach() - problem.minimizer)
+    assert distance <= entry.quadratic.tolerance
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_converges_on_rosenbrock(entry: OptimizerEntry) -> None:
+    problem = rosenbrock()
+    optimizer = entry.cls([problem.param], **entry.rosenbrock.settings)
+    minimize(optimizer, problem, entry.rosenbrock.steps, entry.closure_calls_backward)
+    distance = torch.linalg.vector_norm(problem.param.detach() - problem.minimizer)
+    assert distance <= entry.rosenbrock.tolerance
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_zero_gradients_without_weight_decay_leave_parameters_unchanged(
+    entry: OptimizerEntry,
+) -> None:
+    params = _model()
+    before = [p.detach().clone() for p in params]
+    optimizer = entry.make(params, **entry.without_weight_decay)
+    _run(entry, optimizer, params, [[torch.zeros_like(p) for p in params] for _ in range(5)])
+    for p, original in zip(params, before, strict=True):
+        assert torch.equal(p.detach(), original)
+
+
+@pytest.mark.parametrize("entry", SKIPPING, ids=str)
+def test_parameters_without_grad_are_skipped(entry: OptimizerEntry) -> None:
+    with_grad, without_grad = _model()
+    untouched = without_grad.detach().clone()
+    optimizer = entry.make([with_grad, without_grad])
+    for _ in range(3):
+        with_grad.grad = torch.ones_like(with_grad)
+        optimizer.step()
+    assert torch.equal(without_grad.detach(), untouched)
+    assert not optimizer.state.get(without_grad)
+    assert not torch.equal(with_grad.detach(), _model()[0].detach())
+
+
+@pytest.mark.parametrize(("entry", "dtype"), DTYPES, ids=str)
+def test_dtypes_are_preserved(entry: OptimizerEntry, dtype: torch.dtype) -> None:
+    params = _model(dtype)
+    optimizer = entry.make(params)
+    _run(entry, optimizer, params, gradient_stream([p.shape for p in params], 8, dtype))
+    for p in params:
+        assert p.dtype == dtype
+        assert torch.isfinite(p).all()
+        buffers = {
+            key: value
+            for key, value in optimizer.state.get(p, {}).items()
+            if isinstance(value, torch.Tensor) and value.shape == p.shape
+        }
+        for key, value in buffers.items():
+            assert value.dtype == dtype, key
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_state_memory_is_the_algorithms_minimum(entry: OptimizerEntry) -> None:
+    params = _model()
+    optimizer = entry.make(params)
+    _run(entry, optimizer, params, gradient_stream([p.shape for p in params], 3, torch.float32))
+    for p in params:
+        state = optimizer.state.get(p, {})
+        buffers = [v for v in state.values() if isinstance(v, torch.Tensor) and v.numel() > 1]
+        assert len(buffers) == entry.state_buffers, sorted(state)
+        assert all(v.shape == p.shape for v in buffers)
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_state_dict_round_trip_continues_bit_identically(entry: OptimizerEntry) -> None:
+    shapes = [p.shape for p in _model()]
+    first = gradient_stream(shapes, 6, torch.float32)
+    second = gradient_stream(shapes, 6, torch.float32, seed=2)
+
+    params = _model()
+    optimizer = entry.make(params)
+    _run(entry, optimizer, params, first)
+    buffer = io.BytesIO()
+    checkpoint = {"params": [p.detach() for p in params], "optimizer": optimizer.state_dict()}
+    torch.save(checkpoint, buffer)
+    _run(entry, optimizer, params, second)
+
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    resumed_params = [torch.nn.Parameter(p.clone()) for p in saved["params"]]
+    resumed = entry.make(resumed_params)
+    resumed.load_state_dict(saved["optimizer"])
+    _run(entry, resumed, resumed_params, second)
+
+    expected, actual = _snapshot(optimizer, params), _snapshot(resumed, resumed_params)
+    assert len(expected) == len(actual)
+    for a, b in zip(expected, actual, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("entry", "implementation"), FAST_PATHS, ids=str)
+def test_fast_path_equals_reference_path(entry: OptimizerEntry, implementation: str) -> None:
+    results = []
+    for path in ("reference", implementation):
+        params = _model(torch.float64)
+        optimizer = entry.make(params, implementation=path)
+        grads = gradient_stream([p.shape for p in params], 12, torch.float64)
+        _run(entry, optimizer, params, grads[:6])
+        for group in optimizer.param_groups:
+            group["lr"] *= 0.5
+        _run(entry, optimizer, params, grads[6:])
+        assert optimizer.last_implementations == [path]
+        results.append(_snapshot(optimizer, params))
+    for reference, fast in zip(*results, strict=True):
+        torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(("entry", "name", "kwargs"), BAD_HYPERPARAMETERS, ids=str)
+def test_bad_hyperparameters_raise_a_clear_error(
+    entry: OptimizerEntry, name: str, kwargs: dict
+) -> None:
+    with pytest.raises(ValueError, match=f"'{name}' parameter of {entry.name} must be .*Got"):
+        entry.make(_model(), **kwargs)
+
+
+@pytest.mark.parametrize("entry", WITH_GROUPS, ids=str)
+def test_a_bad_param_group_override_is_rejected_at_construction(entry: OptimizerEntry) -> None:
+    first, second = _model()
+    with pytest.raises(ValueError, match=f"'lr' parameter of {entry.name}"):
+        entry.make([{"params": [first]}, {"params": [second], "lr": -1.0}])
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_an_empty_parameter_list_gets_torchs_error(entry: OptimizerEntry) -> None:
+    with pytest.raises(ValueError, match="optimizer got an empty parameter list"):
+        entry.make([])
+
+
+@pytest.mark.parametrize("entry", WITH_GROUPS, ids=str)
+def test_a_parameter_in_two_groups_gets_torchs_error(entry: OptimizerEntry) -> None:
+    first, second = _model()
+    with pytest.raises(ValueError, match="some parameters appear in more than one parameter group"):
+        entry.make([{"params": [first]}, {"params": [first, second]}])

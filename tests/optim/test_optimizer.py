@@ -1,0 +1,254 @@
+"""The adapter's torch.optim contract: groups, schedulers, hooks, state dicts, errors."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+
+from gradwise import optim
+
+
+def _params(dtype: torch.dtype = torch.float64) -> list[torch.nn.Parameter]:
+    generator = torch.Generator().manual_seed(0)
+    return [
+        torch.nn.Parameter(torch.randn(4, 3, generator=generator, dtype=dtype)) for _ in range(2)
+    ]
+
+
+def _set_grads(params: list[torch.nn.Parameter], seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+
+
+def _adam_factory(lr: float, weight_decay: float) -> optim.GradientTransform:
+    return optim.chain(
+        optim.scale_by_adam(),
+        optim.add_decayed_weights(weight_decay),
+        optim.scale_by_learning_rate(lr),
+    )
+
+
+def test_a_factory_optimizer_gives_adamw_numbers_with_per_group_overrides() -> None:
+    ours, theirs = _params(), _params()
+    optimizer = optim.Optimizer(
+        [{"params": [ours[0]]}, {"params": [ours[1]], "lr": 0.05, "weight_decay": 0.0}],
+        _adam_factory,
+        lr=0.01,
+        weight_decay=0.1,
+    )
+    reference = torch.optim.AdamW(
+        [{"params": [theirs[0]]}, {"params": [theirs[1]], "lr": 0.05, "weight_decay": 0.0}],
+        lr=0.01,
+        weight_decay=0.1,
+        foreach=False,
+    )
+    for step in range(20):
+        _set_grads(ours, step)
+        _set_grads(theirs, step)
+        optimizer.step()
+        reference.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "make_scheduler",
+    [
+        lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5),
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10),
+        lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=20),
+    ],
+    ids=["StepLR", "CosineAnnealingLR", "OneCycleLR"],
+)
+def test_torch_lr_schedulers_drive_gradwise_optimizers(make_scheduler: object) -> None:
+    # OneCycleLR also cycles Adam's betas: every group hyperparameter is live, not just lr.
+    ours, theirs = _params(), _params()
+    optimizer, reference = (
+        optim.Adam(ours, lr=0.01),
+        torch.optim.Adam(theirs, lr=0.01, foreach=False),
+    )
+    schedulers = [make_scheduler(optimizer), make_scheduler(reference)]  # type: ignore[operator]
+    for step in range(20):
+        _set_grads(ours, step)
+        _set_grads(theirs, step)
+        optimizer.step()
+        reference.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == reference.param_groups[0]["lr"]
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+
+
+def test_step_hooks_run_around_each_step() -> None:
+    params = _params()
+    optimizer = optim.SGD(params, lr=0.1)
+    calls: list[str] = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre"))
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: calls.append("post"))
+    _set_grads(params, 0)
+    optimizer.step()
+    assert calls == ["pre", "post"]
+
+
+def test_step_returns_the_closure_loss_and_zero_grad_clears_gradients() -> None:
+    params = _params()
+    optimizer = optim.Adam(params, lr=0.1)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = sum((p**2).sum() for p in params)
+        loss.backward()
+        return loss
+
+    loss = optimizer.step(closure)
+    assert torch.equal(loss, sum((p.detach() ** 2).sum() for p in _params()))
+    optimizer.zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+def test_a_torch_adam_checkpoint_resumes_in_gradwise_adam() -> None:
+    """Same state layout as torch: a torch.optim.Adam state_dict loads and continues exactly."""
+    ours, theirs = _params(), _params()
+    reference = torch.optim.Adam(theirs, lr=0.01, amsgrad=True, foreach=False)
+    for step in range(5):
+        _set_grads(theirs, step)
+        reference.step()
+    buffer = io.BytesIO()
+    torch.save(reference.state_dict(), buffer)
+    buffer.seek(0)
+    with torch.no_grad():
+        for a, b in zip(ours, theirs, strict=True):
+            a.copy_(b)
+    optimizer = optim.Adam(ours, lr=0.01, amsgrad=True)
+    optimizer.load_state_dict(torch.load(buffer))
+    for step in range(5, 10):
+        _set_grads(ours, step)
+        _set_grads(theirs, step)
+        optimizer.step()
+        reference.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+
+
+def test_group_shared_state_survives_a_state_dict_round_trip_without_aliasing() -> None:
+    def schedule(step: object) -> object:
+        return 0.1 / (1 + step)  # type: ignore[operator]
+
+    params = _params()
+    optimizer = optim.Optimizer(
+        params, optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(schedule))
+    )
+    for step in range(3):
+        _set_grads(params, step)
+        optimizer.step()
+    state_dict = optimizer.state_dict()
+    assert int(state_dict["state"]["param_group_0"]["schedule_step"]) == 3
+    fresh = optim.Optimizer(
+        _params(), optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(schedule))
+    )
+    fresh.load_state_dict(state_dict)
+    assert (
+        fresh.state["param_group_0"]["schedule_step"]
+        is not optimizer.state["param_group_0"]["schedule_step"]
+    )
+    assert int(fresh.state["param_group_0"]["schedule_step"]) == 3
+
+
+def test_named_optimizers_pickle_and_deepcopy() -> None:
+    params = _params()
+    optimizer = optim.NAdam(params, lr=0.01)
+    _set_grads(params, 0)
+    optimizer.step()
+    for clone in (pickle.loads(pickle.dumps(optimizer)), copy.deepcopy(optimizer)):
+        assert clone.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
+        clone.step()
+
+
+def test_complex_parameters_match_torch() -> None:
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(3, 2, generator=generator, dtype=torch.complex128)
+    ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    optimizer = optim.Adam([ours], lr=0.01, implementation="reference")
+    reference = torch.optim.Adam([theirs], lr=0.01, foreach=False)
+    for _ in range(10):
+        grad = torch.randn(3, 2, generator=generator, dtype=torch.complex128)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        optimizer.step()
+        reference.step()
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=0)
+
+
+def test_auto_picks_the_fused_kernel_where_torch_has_one_and_the_reference_elsewhere() -> None:
+    for cls, expected in (
+        (optim.Adam, "fused"),
+        (optim.SGD, "fused"),
+        (optim.RMSprop, "reference"),
+    ):
+        params = _params()
+        optimizer = cls(params, lr=0.01)
+        _set_grads(params, 0)
+        optimizer.step()
+        assert optimizer.last_implementations == [expected]
+
+
+def test_a_schedule_as_lr_keeps_adam_off_the_fused_kernel() -> None:
+    params = _params()
+    optimizer = optim.Adam(params, lr=lambda step: 0.01)
+    _set_grads(params, 0)
+    optimizer.step()
+    assert optimizer.last_implementations == ["reference"]
+
+
+def test_sparse_gradients_are_rejected() -> None:
+    embedding = torch.nn.Embedding(10, 3, sparse=True)
+    optimizer = optim.Adam(embedding.parameters())
+    embedding(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="Adam does not support sparse gradients"):
+        optimizer.step()
+
+
+def test_construction_errors_say_what_to_do() -> None:
+    params = _params()
+    transform = optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(0.1))
+    with pytest.raises(ValueError, match="fixed transform. Pass a factory"):
+        optim.Optimizer(params, transform, lr=0.1)
+    with pytest.raises(ValueError, match=r"does not accept. It accepts: \['lr', 'weight_decay'\]"):
+        optim.Optimizer(params, _adam_factory, lr=0.1, weight_decay=0.0, momentum=0.9)
+    with pytest.raises(
+        ValueError,
+        match=r"needs default values for the factory's hyperparameters \['weight_decay'\]",
+    ):
+        optim.Optimizer(params, _adam_factory, lr=0.1)
+    with pytest.raises(TypeError, match="must be a GradientTransform or a function returning one"):
+        optim.Optimizer(params, 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'implementation' parameter of Adam must be one of"):
+        optim.Adam(params, implementation="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="RMSprop has no fused kernel"):
+        optim.RMSprop(params, implementation="fused")
+    with pytest.raises(ValueError, match="'capturable' parameter of Adam is not supported"):
+        optim.Adam(params, capturable=True)
+    with pytest.raises(ValueError, match="'differentiable' parameter of SGD is not supported"):
+        optim.SGD(params, differentiable=True)
+    with pytest.raises(ValueError, match="`fused` and `foreach` cannot be `True` together"):
+        optim.Adam(params, fused=True, foreach=True)
+
+
+def test_a_negative_schedule_names_the_step_where_it_goes_negative() -> None:
+    with pytest.raises(
+        ValueError, match=r"'lr' parameter of Adam must be .*returns -0\.0099\d* at step 11"
+    ):
+        optim.Adam(_params(), lr=lambda step: 0.1 - 0.01 * step)
+
+
+def test_fused_requested_on_an_unsupported_group_says_why() -> None:
+    params = [torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))]
+    optimizer = optim.Adam(params, fused=True)
+    params[0].grad = torch.ones_like(params[0])
+    with pytest.raises(RuntimeError, match="fused kernel does not support this param group"):
+        optimizer.step()

@@ -1,0 +1,93 @@
+"""Where torch.optim has the algorithm, gradwise gives torch's numbers (float64, 1e-10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from tests.optim.problems import gradient_stream
+from tests.optim.registry import REGISTRY, OptimizerEntry
+
+STEPS = 100
+LR_CHANGE_AT = 50
+TOLERANCE = 1e-10
+
+CASES = [
+    (entry, variant)
+    for entry in REGISTRY
+    if entry.torch_class is not None
+    for variant in entry.torch_variants
+]
+
+
+def _two_groups(params: list[torch.nn.Parameter], variant: dict[str, Any]) -> list[dict[str, Any]]:
+    """A matrix in the default group; a bias in a group with its own lr (and decay, if any)."""
+    override: dict[str, Any] = {"lr": variant["lr"] * 0.5}
+    if "weight_decay" in variant:
+        override["weight_decay"] = variant["weight_decay"] * 2
+    return [{"params": [params[0]]}, {"params": [params[1]], **override}]
+
+
+def _train(
+    make: Any, variant: dict[str, Any]
+) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
+    generator = torch.Generator().manual_seed(0)
+    params = [
+        torch.nn.Parameter(torch.randn(5, 3, generator=generator, dtype=torch.float64)),
+        torch.nn.Parameter(torch.randn(3, generator=generator, dtype=torch.float64)),
+    ]
+    optimizer = make(_two_groups(params, variant), **variant)
+    for step, grads in enumerate(gradient_stream([p.shape for p in params], STEPS, torch.float64)):
+        if step == LR_CHANGE_AT:
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.3
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        optimizer.step()
+    return params, optimizer
+
+
+def _assert_same_as_torch(
+    entry: OptimizerEntry, variant: dict[str, Any], implementation: str
+) -> None:
+    assert entry.torch_class is not None
+    ours, ours_optimizer = _train(
+        lambda groups, **kw: entry.cls(groups, implementation=implementation, **kw), variant
+    )
+    theirs, torch_optimizer = _train(
+        lambda groups, **kw: entry.torch_class(groups, foreach=False, **kw), variant
+    )
+    for mine, reference in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(mine, reference, rtol=TOLERANCE, atol=0)
+        our_state, torch_state = ours_optimizer.state[mine], torch_optimizer.state[reference]
+        assert set(our_state) == set(torch_state)
+        for key, expected in torch_state.items():
+            torch.testing.assert_close(
+                our_state[key], expected, rtol=TOLERANCE, atol=0, check_dtype=key != "step", msg=key
+            )
+
+
+@pytest.mark.parametrize(("entry", "variant"), CASES, ids=str)
+def test_reference_path_matches_torch(entry: OptimizerEntry, variant: dict[str, Any]) -> None:
+    _assert_same_as_torch(entry, variant, "reference")
+
+
+@pytest.mark.parametrize(
+    ("entry", "variant"), [c for c in CASES if "fused" in c[0].fast_paths], ids=str
+)
+def test_fused_path_matches_torch(entry: OptimizerEntry, variant: dict[str, Any]) -> None:
+    _assert_same_as_torch(entry, variant, "fused")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [e for e in REGISTRY if e.torch_class is not None and "compiled" in e.fast_paths],
+    ids=str,
+)
+def test_compiled_path_matches_torch(entry: OptimizerEntry) -> None:
+    # The richest variant (the second, where there is one): one compile per optimizer.
+    _assert_same_as_torch(
+        entry, entry.torch_variants[min(1, len(entry.torch_variants) - 1)], "compiled"
+    )

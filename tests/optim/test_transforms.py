@@ -1,0 +1,212 @@
+"""The building blocks: clipping, noise, weight decay, masks, chains."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from gradwise import optim
+
+
+def _tensors(*shapes: tuple[int, ...], scale: float = 1.0, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(shape, generator=generator, dtype=torch.float64) * scale for shape in shapes
+    ]
+
+
+def _apply(transform: optim.GradientTransform, updates: list[torch.Tensor]) -> list[torch.Tensor]:
+    state = transform.init(updates)
+    out, _ = transform.update(updates, state, updates)
+    return out
+
+
+def test_clip_bounds_every_element_and_keeps_nan() -> None:
+    updates = [torch.tensor([-3.0, -0.5, 0.0, 0.5, 3.0, math.nan])]
+    clipped = _apply(optim.clip(1.0), updates)[0]
+    torch.testing.assert_close(clipped[:5], torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))
+    assert math.isnan(clipped[5])
+
+
+def test_clip_by_norm_rescales_each_tensor_on_its_own() -> None:
+    small, large, zero = torch.full((4,), 0.1), torch.full((4,), 10.0), torch.zeros(3)
+    out = _apply(optim.clip_by_norm(1.0), [small, large, zero])
+    torch.testing.assert_close(out[0], small)
+    torch.testing.assert_close(torch.linalg.vector_norm(out[1]), torch.tensor(1.0))
+    torch.testing.assert_close(out[1] / out[1].norm(), large / large.norm())
+    assert torch.equal(out[2], zero)
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_clip_by_global_norm_equals_torch_clip_grad_norm(scale: float) -> None:
+    updates = _tensors((5, 3), (7,), (2, 2, 2), scale=scale)
+    params = [torch.nn.Parameter(torch.zeros_like(u)) for u in updates]
+    for p, u in zip(params, updates, strict=True):
+        p.grad = u.clone()
+    torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)
+    ours = _apply(optim.clip_by_global_norm(1.0), updates)
+    for mine, p in zip(ours, params, strict=True):
+        torch.testing.assert_close(mine, p.grad, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [optim.clip_by_norm(1.0), optim.clip_by_global_norm(1.0)],
+    ids=["per-tensor", "global"],
+)
+def test_norm_clipping_turns_a_non_finite_gradient_into_nan_not_a_finite_step(
+    transform: optim.GradientTransform,
+) -> None:
+    out = _apply(transform, [torch.tensor([math.inf, 1.0])])
+    assert torch.isnan(out[0]).all()
+
+
+def test_add_noise_has_the_papers_variance_schedule() -> None:
+    eta, gamma = 0.3, 0.55
+    transform = optim.add_noise(eta=eta, gamma=gamma, seed=7)
+    zeros = [torch.zeros(400_000, dtype=torch.float64)]
+    state = transform.init(zeros)
+    variances = []
+    for _ in range(10):
+        noise, state = transform.update(zeros, state, zeros)
+        variances.append(noise[0].var().item())
+        assert abs(noise[0].mean().item()) < 5 * math.sqrt(variances[-1] / 400_000)
+    for t in (0, 9):
+        expected = eta / (1 + t) ** gamma
+        assert variances[t] == pytest.approx(expected, rel=0.01)
+
+
+def test_add_noise_is_reproducible_and_resumable() -> None:
+    zeros = [torch.zeros(5)]
+    transform = optim.add_noise(eta=1.0, seed=3)
+    state = transform.init(zeros)
+    first, state = transform.update(zeros, state, zeros)
+    second, _ = transform.update(zeros, state, zeros)
+    resumed, _ = transform.update(
+        zeros, {"noise_step": torch.tensor(1.0, dtype=torch.float64)}, zeros
+    )
+    assert torch.equal(second[0], resumed[0])
+    assert not torch.equal(first[0], second[0])
+    other_seed = optim.add_noise(eta=1.0, seed=4)
+    assert not torch.equal(_apply(other_seed, zeros)[0], first[0])
+
+
+def test_add_l2_goes_through_adams_scaling_and_decoupled_decay_does_not() -> None:
+    """Adam + L2 != AdamW: L2's decay term is normalized away for large-gradient weights."""
+    param = [torch.tensor([10.0], dtype=torch.float64)]
+    grad = [torch.tensor([1000.0], dtype=torch.float64)]
+    coupled = optim.chain(optim.add_l2(0.1), optim.scale_by_adam())
+    decoupled = optim.chain(optim.scale_by_adam(), optim.add_decayed_weights(0.1))
+    coupled_update, _ = coupled.update(grad, coupled.init(param), param)
+    decoupled_update, _ = decoupled.update(grad, decoupled.init(param), param)
+    torch.testing.assert_close(
+        decoupled_update[0],
+        torch.tensor([1.0 + 0.1 * 10.0], dtype=torch.float64),
+        rtol=1e-6,
+        atol=0,
+    )
+    torch.testing.assert_close(
+        coupled_update[0], torch.tensor([1.0], dtype=torch.float64), rtol=1e-6, atol=0
+    )
+
+
+def test_chain_applies_left_to_right_and_names_colliding_state_keys() -> None:
+    updates = [torch.tensor([2.0])]
+    doubled_then_clipped = optim.chain(optim.scale(2.0), optim.clip(3.0))
+    assert _apply(doubled_then_clipped, updates)[0].item() == 3.0
+    two_adams = optim.chain(optim.scale_by_adam(), optim.scale_by_momentum(), optim.scale_by_adam())
+    assert set(two_adams.init(updates)) == {
+        "scale_by_adam0.step",
+        "scale_by_adam0.exp_avg",
+        "scale_by_adam0.exp_avg_sq",
+        "momentum_buffer",
+        "scale_by_adam2.step",
+        "scale_by_adam2.exp_avg",
+        "scale_by_adam2.exp_avg_sq",
+    }
+
+
+def test_masked_transforms_only_the_selected_parameters() -> None:
+    params = [torch.ones(2, 2), torch.ones(2)]
+    transform = optim.masked(optim.scale_by_adam(), lambda p: p.ndim > 1)
+    state = transform.init(params)
+    assert state["exp_avg"][1] is None
+    assert state["exp_avg"][0] is not None
+    updates, state = transform.update(
+        [torch.full((2, 2), 3.0), torch.full((2,), 3.0)], state, params
+    )
+    torch.testing.assert_close(
+        updates[0], torch.ones(2, 2), rtol=1e-6, atol=0
+    )  # Adam's first step is sign-like
+    assert torch.equal(updates[1], torch.full((2,), 3.0))
+    assert state["exp_avg"][1] is None
+    with pytest.raises(
+        ValueError, match="mask of masked\\(\\) has 1 entries but there are 2 parameters"
+    ):
+        optim.masked(optim.scale(2.0), [True]).init(params)
+
+
+def test_weight_decay_mask_spares_biases_and_normalization_parameters() -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+        torch.nn.LayerNorm(2),
+    )
+    mask = optim.weight_decay_mask(model)
+    decayed = {name for name, p in model.named_parameters() if mask(p)}
+    assert decayed == {"0.weight", "3.weight"}
+    assert repr(mask) == "WeightDecayMask(decayed=2 tensors, not_decayed=6 tensors)"
+
+
+def test_scale_by_learning_rate_follows_a_schedule_from_step_zero() -> None:
+    transform = optim.scale_by_learning_rate(lambda step: 1.0 / (1 + step))
+    ones = [torch.ones(1, dtype=torch.float64)]
+    state = transform.init(ones)
+    seen = []
+    for _ in range(3):
+        out, state = transform.update(ones, state, ones)
+        seen.append(out[0].item())
+    assert seen == [-1.0, -0.5, -1.0 / 3.0]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: optim.clip(-1.0),
+            "'max_value' parameter of clip must be a float >= 0. Got -1.0 instead.",
+        ),
+        (
+            lambda: optim.clip_by_norm(0.0),
+            "'max_norm' parameter of clip_by_norm must be a float > 0. Got 0.0 instead.",
+        ),
+        (
+            lambda: optim.add_noise(eta=-0.1),
+            "'eta' parameter of add_noise must be a float >= 0. Got -0.1 instead.",
+        ),
+        (
+            lambda: optim.scale_by_adam(beta1=1.0),
+            "'beta1' parameter of scale_by_adam must be a float in [0, 1). Got 1.0",
+        ),
+        (
+            lambda: optim.scale_by_momentum(momentum=-0.5),
+            "'momentum' parameter of scale_by_momentum must be a float >= 0.",
+        ),
+        (
+            lambda: optim.add_decayed_weights(-1e-4),
+            "'weight_decay' parameter of add_decayed_weights must be a float >= 0.",
+        ),
+        (
+            lambda: optim.scale_by_learning_rate(lambda s: -1.0),
+            "'lr' parameter of scale_by_learning_rate must be a schedule",
+        ),
+    ],
+)
+def test_transforms_validate_their_hyperparameters(build: object, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^The {re.escape(message)}"):
+        build()  # type: ignore[operator]
