@@ -7,7 +7,7 @@ one, else foreach), and the ratio to the memory floor: the bytes the algorithm m
 and write per parameter (Adam: read p, g, m, v and write p, m, v = 28 B) divided by the copy
 bandwidth measured in this run. State bytes per parameter are printed too.
 
-Run: .venv/bin/python benchmarks/optim_step.py [--only NAME ...] [--repeats 30]
+Run: .venv/bin/python benchmarks/optim_step.py [--only NAME ...] [--repeats 30] [--device cuda]
 The first compiled step of each optimizer compiles (about 40 s each on a 2-core CPU with a
 cold inductor cache); later runs reuse inductor's on-disk cache.
 """
@@ -115,15 +115,25 @@ CASES = [
 ]
 
 
+DEVICE = torch.device("cpu")
+
+
 def make_parameters() -> list[torch.nn.Parameter]:
     generator = torch.Generator().manual_seed(0)
     size = NUM_PARAMETERS // NUM_TENSORS
     params = [
-        torch.nn.Parameter(torch.randn(size, generator=generator)) for _ in range(NUM_TENSORS)
+        torch.nn.Parameter(torch.randn(size, generator=generator).to(DEVICE))
+        for _ in range(NUM_TENSORS)
     ]
     for p in params:
-        p.grad = torch.randn(size, generator=generator) * 1e-2
+        p.grad = (torch.randn(size, generator=generator) * 1e-2).to(DEVICE)
     return params
+
+
+def synchronize() -> None:
+    """Wait for queued kernels, so that a GPU step is timed, not just launched."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def time_interleaved(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -138,8 +148,10 @@ def time_interleaved(steps: dict[str, Callable[[], object]], repeats: int) -> di
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
+            synchronize()
             start = time.perf_counter()
             step()
+            synchronize()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(samples) for name, samples in times.items()}
 
@@ -152,8 +164,10 @@ def copy_bandwidth(repeats: int) -> float:
         torch._foreach_copy_(targets, sources)
     fastest = math.inf
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         torch._foreach_copy_(targets, sources)
+        synchronize()
         fastest = min(fastest, time.perf_counter() - start)
     return 8 * NUM_PARAMETERS / fastest
 
@@ -171,12 +185,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", help="optimizer names to run (default: all)")
     parser.add_argument("--repeats", type=int, default=30, help="timed steps per measurement")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    global DEVICE
+    DEVICE = torch.device(args.device)
 
     bandwidth = copy_bandwidth(args.repeats)
     print(f"torch {torch.__version__}, {NUM_PARAMETERS:,} float32 parameters", end=" ")
-    print(f"in {NUM_TENSORS} tensors, 1 thread")
+    print(f"in {NUM_TENSORS} tensors on {DEVICE}, 1 CPU thread")
     print(f"copy bandwidth: {bandwidth / 1e9:.1f} GB/s (best of {args.repeats} copies)")
     print(f"median of {args.repeats} steps per optimizer, variants timed in rotation\n")
     header = (
