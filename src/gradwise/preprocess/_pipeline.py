@@ -1,0 +1,139 @@
+"""Transformers chained into one: fit each on what the previous ones output."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, final
+
+from torch import Tensor
+
+from gradwise._validation import Satisfies, check
+from gradwise.preprocess._base import Preprocessor, StateDict
+
+Step = Preprocessor | tuple[str, Preprocessor]
+
+
+def _is_step(step: Any) -> bool:
+    if isinstance(step, tuple):
+        return len(step) == 2 and isinstance(step[0], str) and isinstance(step[1], Preprocessor)
+    return isinstance(step, Preprocessor)
+
+
+def _is_step_list(steps: Any) -> bool:
+    return isinstance(steps, list | tuple) and len(steps) > 0 and all(map(_is_step, steps))
+
+
+STEPS = Satisfies(_is_step_list, "a non-empty list of transformers or (name, transformer) pairs")
+
+
+def _named(steps: Sequence[Step]) -> list[tuple[str, Preprocessor]]:
+    """Explicit names as given; unnamed steps are named after their class, like
+    scikit-learn's ``make_pipeline``: ``"standardize"``, or ``"standardize-1"``,
+    ``"standardize-2"`` when the class appears more than once."""
+    automatic = [type(step).__name__.lower() for step in steps if not isinstance(step, tuple)]
+    repeated = {name for name, count in Counter(automatic).items() if count > 1}
+    seen: Counter[str] = Counter()
+    named = []
+    for step in steps:
+        if isinstance(step, tuple):
+            named.append(step)
+            continue
+        name = type(step).__name__.lower()
+        seen[name] += 1
+        named.append((f"{name}-{seen[name]}" if name in repeated else name, step))
+    return named
+
+
+@final
+class Pipeline(Preprocessor):
+    """Preprocessing steps applied in order, fitted and saved as one.
+
+    ``fit(X)`` fits the first step on ``X``, the second on the first one's output, and so
+    on; ``transform`` chains the steps' ``transform``; ``inverse_transform`` chains their
+    ``inverse_transform`` in reverse order (and fails, naming the step, where one has
+    none). Between steps the data stay float64 tensors, rounded once to the output dtype
+    at the end, so a float32 pipeline is as precise as its float64 twin. Pipelines nest.
+
+    Fit on the training split only: statistics computed on validation or test data leak
+    information about them into training.
+
+    Args:
+        steps: a non-empty list of transformers (or pipelines), each bare or as a
+            ``(name, transformer)`` pair; unnamed steps are named after their class.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.preprocess import Pipeline, Rescale, Standardize
+        >>> images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+        >>> pipeline = Pipeline([Rescale(1 / 255), ("normalize", Standardize(per="channel"))])
+        >>> out = pipeline.fit_transform(images)
+        >>> out.dtype, list(pipeline.named_steps)
+        (torch.float32, ['rescale', 'normalize'])
+    """
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = steps
+        check("steps", "Pipeline", steps, STEPS)
+        names = [name for name, _ in _named(steps)]
+        if len(set(names)) != len(names):
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            raise ValueError(
+                f"The 'steps' parameter of Pipeline must name each step once. Got "
+                f"{', '.join(map(repr, repeated))} more than once instead."
+            )
+
+    @property
+    def named_steps(self) -> dict[str, Preprocessor]:
+        """The steps by name, in order."""
+        return dict(_named(self.steps))
+
+    def get_params(self) -> dict[str, Any]:
+        return {"steps": self.steps}
+
+    def state_dict(self) -> StateDict:
+        """``{"name": "Pipeline", "params": {"names": [...]}, "tensors": {}, "steps": [...]}``
+        with one state dict per step in ``"steps"``."""
+        named = _named(self.steps)
+        return {
+            "name": "Pipeline",
+            "params": {"names": [name for name, _ in named]},
+            "tensors": {},
+            "steps": [step.state_dict() for _, step in named],
+        }
+
+    def __repr__(self) -> str:
+        steps = ", ".join(f"({name!r}, {step!r})" for name, step in _named(self.steps))
+        return f"Pipeline([{steps}])"
+
+    def _fit64(self, x: Tensor) -> None:
+        *first, last = self.named_steps.values()
+        for step in first:
+            x = step._fit_transform64(x)
+        last._fit64(x)
+
+    def _fit_transform64(self, x: Tensor) -> Tensor:
+        for step in self.named_steps.values():
+            x = step._fit_transform64(x)
+        return x
+
+    def _transform64(self, x: Tensor) -> Tensor:
+        for step in self.named_steps.values():
+            x = step._transform64(x)
+        return x
+
+    def _inverse64(self, x: Tensor) -> Tensor:
+        for step in reversed(self.named_steps.values()):
+            x = step._inverse64(x)
+        return x
+
+
+def make_pipeline(*steps: Preprocessor) -> Pipeline:
+    """A :class:`Pipeline` of ``steps``, each named after its class.
+
+    Example:
+        >>> from gradwise.preprocess import MeanSubtract, ZCAWhiten, make_pipeline
+        >>> make_pipeline(MeanSubtract(per="global"), ZCAWhiten(eps=0.1))
+        Pipeline([('meansubtract', MeanSubtract(per='global')), ('zcawhiten', ZCAWhiten(eps=0.1))])
+    """
+    return Pipeline(list(steps))

@@ -1,0 +1,321 @@
+"""initialize(): which modules get what, automatic gains, the symmetry warning, seeds, errors."""
+
+import math
+import re
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradwise import init
+
+
+def mlp():
+    return nn.Sequential(
+        nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 30), nn.ReLU(), nn.Linear(30, 5)
+    )
+
+
+def test_every_linear_and_conv_layer_gets_the_scheme_and_every_bias_the_value():
+    model = nn.Sequential(
+        nn.Conv1d(2, 3, 3),
+        nn.Conv2d(3, 4, 3),
+        nn.Conv3d(4, 5, 3),
+        nn.ConvTranspose2d(5, 6, 3),
+        nn.Linear(6, 7),
+        nn.Linear(7, 8, bias=False),
+    )
+    init.initialize(model, "orthogonal", biases=0.25, generator=0)
+    replay = torch.Generator().manual_seed(0)
+    for layer in model:
+        expected = torch.empty_like(layer.weight)
+        nn.init.orthogonal_(expected, generator=replay)
+        assert torch.equal(layer.weight, expected)
+        if layer.bias is not None:
+            assert torch.equal(layer.bias, torch.full_like(layer.bias, 0.25))
+
+
+def test_normalization_layers_get_weight_one_bias_zero_and_fresh_running_statistics():
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.GroupNorm(2, 4),
+        nn.InstanceNorm2d(4, affine=True),
+        nn.Flatten(),
+        nn.LayerNorm(4 * 6 * 6),
+        nn.LayerNorm(4 * 6 * 6, elementwise_affine=False),
+        nn.RMSNorm(4 * 6 * 6),
+        nn.Linear(4 * 6 * 6, 3),
+        nn.BatchNorm1d(3),
+    )
+    kinds = nn.BatchNorm2d | nn.BatchNorm1d | nn.GroupNorm | nn.InstanceNorm2d | nn.LayerNorm
+    norms = [m for m in model if isinstance(m, kinds | nn.RMSNorm)]
+    with torch.no_grad():
+        for norm in norms:
+            for parameter in norm.parameters():
+                parameter.normal_()
+    model.train()(torch.randn(8, 3, 8, 8))  # moves BatchNorm's running statistics
+    report = init.initialize(model, "he_normal", generator=0)
+    for norm in norms:
+        if norm.weight is not None:
+            assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+        if getattr(norm, "bias", None) is not None:
+            assert torch.equal(norm.bias, torch.zeros_like(norm.bias))
+    for batch_norm in (model[1], model[10]):
+        assert torch.equal(batch_norm.running_mean, torch.zeros_like(batch_norm.running_mean))
+        assert torch.equal(batch_norm.running_var, torch.ones_like(batch_norm.running_var))
+        assert batch_norm.num_batches_tracked.item() == 0
+    rows = {row.name: row for row in report}
+    assert rows["1"].scheme == "weight 1, bias 0"
+    assert rows["7"].std is None  # LayerNorm without affine parameters
+
+
+def test_auto_gain_is_the_activation_after_each_layer():
+    model = nn.Sequential(
+        nn.Linear(40, 50),
+        nn.Tanh(),
+        nn.Linear(50, 60),
+        nn.Dropout(0.5),
+        nn.LeakyReLU(0.2),
+        nn.Linear(60, 70),
+        nn.BatchNorm1d(70),
+        nn.Identity(),
+        nn.ReLU(),
+        nn.Linear(70, 80),
+        nn.SELU(),
+        nn.Linear(80, 10),
+    )
+    expected = [5 / 3, math.sqrt(2 / (1 + 0.2**2)), math.sqrt(2), 3 / 4, 1.0]
+    report = init.initialize(model, "xavier_normal", generator=0)
+    layers = [row for row in report if row.kind == "Linear"]
+    assert [row.gain for row in layers] == pytest.approx(expected, rel=1e-12)
+    # Oracle: torch.nn.init.xavier_normal_ with those gains, replaying the generator.
+    replay = torch.Generator().manual_seed(0)
+    for row, gain in zip(layers, expected, strict=True):
+        weight = dict(model.named_modules())[row.name].weight
+        assert torch.equal(
+            weight, nn.init.xavier_normal_(torch.empty_like(weight), gain, generator=replay)
+        )
+
+
+def test_auto_gain_reads_activations_nested_in_blocks():
+    block = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.GELU())
+    model = nn.Sequential(block, nn.Sequential(nn.Conv2d(8, 8, 3), nn.SiLU()), nn.ELU())
+    report = init.initialize(model, "he_normal", generator=0)
+    gains = {row.name: row.gain for row in report if row.gain is not None}
+    assert gains == {
+        "0.0": init.calculate_gain("gelu"),
+        "1.0": init.calculate_gain("silu"),
+    }
+
+
+def test_he_gets_sqrt2_on_relu_layers_and_1_on_the_output_layer():
+    model = mlp()
+    report = init.initialize(model, "he_normal", generator=0)
+    assert [row.gain for row in report] == [math.sqrt(2), math.sqrt(2), 1.0]
+    torch.manual_seed(0)  # statistics of a wide version of the same model
+    wide = nn.Sequential(nn.Linear(800, 800), nn.ReLU(), nn.Linear(800, 800))
+    init.initialize(wide, "he_normal")
+    assert wide[0].weight.var().item() == pytest.approx(2 / 800, rel=0.03)
+    assert wide[2].weight.var().item() == pytest.approx(1 / 800, rel=0.03)
+
+
+def test_a_float_gain_applies_to_every_layer_and_a_mapping_to_the_named_ones():
+    report = init.initialize(mlp(), "orthogonal", gain=2.0, generator=0)
+    assert [row.gain for row in report] == [2.0, 2.0, 2.0]
+    report = init.initialize(mlp(), "orthogonal", gain={"2": 3.0}, generator=0)
+    assert [row.gain for row in report] == [math.sqrt(2), 3.0, 1.0]
+
+
+def test_a_gain_fixed_on_the_initializer_wins_and_fixed_scale_schemes_take_none():
+    report = init.initialize(mlp(), init.xavier_uniform(gain=1.0), gain=5.0, generator=0)
+    assert [row.gain for row in report] == [1.0, 1.0, 1.0]
+    report = init.initialize(mlp(), init.lecun_normal(), generator=0)
+    assert [row.gain for row in report] == [1.0, 1.0, 1.0]
+    report = init.initialize(mlp(), "normal", generator=0)
+    assert [row.gain for row in report] == [None, None, None]
+
+
+def test_the_report_says_what_was_done():
+    model = nn.Sequential(nn.Conv2d(3, 16, 5), nn.ReLU(), nn.Flatten(), nn.Linear(16, 4))
+    report = init.initialize(model, "he_uniform", generator=0)
+    first, last = report
+    assert (first.name, first.kind, first.fan_in, first.fan_out) == ("0", "Conv2d", 75, 400)
+    assert (last.name, last.kind, last.fan_in, last.fan_out) == ("3", "Linear", 16, 4)
+    assert first.scheme == str(init.he_uniform())
+    assert first.std == pytest.approx(model[0].weight.std(correction=0).item(), rel=1e-6)
+    assert first.output_variance is None
+
+
+def test_string_names_and_floats_build_the_same_schemes_as_the_factories():
+    by_name, by_factory = mlp(), mlp()
+    init.initialize(by_name, "lecun_uniform", generator=3)
+    init.initialize(by_factory, init.lecun_uniform(), generator=3)
+    for a, b in zip(by_name.parameters(), by_factory.parameters(), strict=True):
+        assert torch.equal(a, b)
+    model = nn.Linear(3, 2)
+    init.initialize(model, 0.5, biases=init.constant(-1.0))
+    assert torch.equal(model.weight, torch.full((2, 3), 0.5))
+    assert torch.equal(model.bias, torch.full((2,), -1.0))
+
+
+def test_random_biases():
+    model = nn.Linear(10, 20_000)
+    init.initialize(model, biases=init.normal(std=0.1), generator=0)
+    assert model.bias.std().item() == pytest.approx(0.1, rel=0.03)
+
+
+def test_same_seed_gives_a_bitwise_identical_model_and_leaves_the_global_rng_alone():
+    def convnet():
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(128, 10)
+        )
+
+    torch.manual_seed(1)
+    a = convnet()
+    torch.manual_seed(2)  # a different default initialization to start from
+    b, c = convnet(), convnet()
+    global_state = torch.get_rng_state()
+    biases = init.uniform(0.1)
+    init.initialize(a, "he_normal", biases=biases, generator=123)
+    init.initialize(b, "he_normal", biases=biases, generator=123)
+    init.initialize(c, "he_normal", biases=biases, generator=torch.Generator().manual_seed(124))
+    assert torch.equal(torch.get_rng_state(), global_state)
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert not torch.equal(a[0].weight, c[0].weight)
+
+
+def test_an_int_seed_is_a_generator_seeded_with_it():
+    a, b = mlp(), mlp()
+    init.initialize(a, "xavier_uniform", generator=7)
+    init.initialize(b, "xavier_uniform", generator=torch.Generator().manual_seed(7))
+    for x, y in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_no_generator_draws_from_torchs_global_rng():
+    a, b = mlp(), mlp()
+    torch.manual_seed(5)
+    init.initialize(a, "he_normal")
+    torch.manual_seed(5)
+    init.initialize(b, "he_normal")
+    assert torch.equal(a[0].weight, b[0].weight)
+
+
+@pytest.mark.parametrize("weights", ["zeros", "ones", 0.1, init.constant(0.0)])
+def test_constant_weights_in_hidden_layers_warn_naming_exactly_those_layers(weights):
+    model = mlp()
+    with pytest.warns(init.SymmetryWarning, match=r"hidden layers '0', '2' constant") as caught:
+        init.initialize(model, weights)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "'4'" not in message
+    assert "same output" in message
+    assert "same gradient update" in message
+    assert "weights='he_normal'" in message
+    assert caught[0].filename == __file__  # points at the caller
+
+
+def test_a_constant_output_layer_does_not_warn():
+    model = mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        init.initialize(model, "he_normal", generator=0)
+        init.initialize(model[4], "zeros")  # zero-initializing the last layer is common
+        init.initialize(nn.Linear(4, 2), 0.5)
+    assert torch.equal(model[4].weight, torch.zeros_like(model[4].weight))
+
+
+class FunctionalReLUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(10, 10)
+        self.out = nn.Linear(10, 2)
+
+    def forward(self, x):
+        return self.out(F.relu(self.hidden(x)))
+
+
+def test_activations_applied_functionally_warn_that_auto_gain_saw_none():
+    with pytest.warns(UserWarning, match="found no activation modules"):
+        init.initialize(FunctionalReLUNet(), "he_normal")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = init.initialize(FunctionalReLUNet(), "he_normal", gain={"hidden": 2**0.5})
+        init.initialize(FunctionalReLUNet(), init.he_normal(nonlinearity="relu"))
+        init.initialize(FunctionalReLUNet(), "normal")
+    assert [row.gain for row in report] == [2**0.5, 1.0]
+
+
+def test_lazy_layers_must_be_materialized_first():
+    model = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"layer '0' \(LazyLinear\) is still lazy"):
+        init.initialize(model)
+    model(torch.randn(3, 5))
+    init.initialize(model, generator=0)
+    assert model[0].weight.var().item() > 0
+
+
+ERRORS = [
+    (
+        lambda: init.initialize(torch.zeros(3)),
+        TypeError,
+        "The 'model' parameter of initialize must be a torch.nn.Module. Got Tensor instead.",
+    ),
+    (
+        lambda: init.initialize(mlp(), "kaiming"),
+        ValueError,
+        "The 'weights' parameter of initialize must be an Initializer or a finite float or "
+        "one of 'zeros', 'ones', 'normal', 'uniform', 'xavier_normal', 'xavier_uniform', "
+        "'he_normal', 'he_uniform', 'lecun_normal', 'lecun_uniform', 'orthogonal', 'lsuv'. "
+        "Got 'kaiming' instead.",
+    ),
+    (
+        lambda: init.initialize(mlp(), biases=init.he_normal()),
+        ValueError,
+        "The 'biases' parameter of initialize must be a finite float or an Initializer that "
+        "takes no gain (zeros, ones, constant, normal, uniform). Got "
+        + repr(init.he_normal())
+        + " instead.",
+    ),
+    (
+        lambda: init.initialize(mlp(), gain="relu"),
+        ValueError,
+        "The 'gain' parameter of initialize must be one of 'auto' or a float > 0 or a mapping "
+        "from layer names to floats > 0. Got 'relu' instead.",
+    ),
+    (
+        lambda: init.initialize(mlp(), gain={"0": -1.0}),
+        ValueError,
+        "The 'gain' parameter of initialize must be one of 'auto' or a float > 0 or a mapping "
+        "from layer names to floats > 0. Got {'0': -1.0} instead.",
+    ),
+    (
+        lambda: init.initialize(mlp(), gain={"1": 2.0}),
+        ValueError,
+        "The 'gain' parameter of initialize must map names of the model's Linear and Conv "
+        "layers ('0', '2', '4') to gains. Got unknown names '1' instead.",
+    ),
+    (
+        lambda: init.initialize(mlp(), generator=-1),
+        ValueError,
+        "The 'generator' parameter of initialize must be a torch.Generator, an int seed >= 0 "
+        "or None. Got -1 instead.",
+    ),
+    (
+        lambda: init.initialize(mlp(), "he_normal", data=torch.randn(4, 20)),
+        ValueError,
+        "The 'data' parameter of initialize must be None unless weights='lsuv' (only LSUV "
+        "looks at data). Got a batch with weights='he_normal' instead.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "message"), ERRORS)
+def test_bad_arguments_raise_the_one_error_format(make, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        make()

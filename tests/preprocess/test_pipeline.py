@@ -1,0 +1,130 @@
+"""Pipeline: fit on each step's output, chain, reverse, name, nest, save."""
+
+import numpy as np
+import pytest
+import torch
+
+from gradwise.preprocess import (
+    PCA,
+    MeanSubtract,
+    MinMaxScale,
+    NotFittedError,
+    PCAWhiten,
+    Pipeline,
+    Rescale,
+    Standardize,
+    ZCAWhiten,
+    from_state_dict,
+    load,
+    make_pipeline,
+    save,
+)
+
+
+def pixels(seed, n=60):
+    rng = np.random.default_rng(seed)
+    smooth = rng.normal(size=(n, 3, 1, 1)) * 40 + rng.normal(size=(n, 3, 3, 3)) * 20 + 120
+    return np.clip(smooth, 0, 255).astype(np.uint8)
+
+
+def image_pipeline():
+    return Pipeline(
+        [Rescale(1 / 255), ("normalize", Standardize(per="channel")), ZCAWhiten(eps=0.1)]
+    )
+
+
+def test_each_step_is_fitted_on_the_previous_steps_output():
+    train = pixels(0)
+    pipeline = image_pipeline().fit(train)
+    rescaled = Rescale(1 / 255).fit_transform(train.astype(np.float64))
+    normalize = Standardize(per="channel").fit(rescaled)
+    zca = ZCAWhiten(eps=0.1).fit(normalize.transform(rescaled))
+    steps = pipeline.named_steps
+    for step, alone in [(steps["normalize"], normalize), (steps["zcawhiten"], zca)]:
+        ours, reference = step.state_dict()["tensors"], alone.state_dict()["tensors"]
+        assert ours.keys() == reference.keys()
+        assert all(torch.equal(ours[key], reference[key]) for key in ours)
+
+
+def test_transform_chains_the_steps_and_rounds_once():
+    train, test = pixels(0), pixels(1)
+    pipeline = image_pipeline().fit(train)
+    by_hand = test.astype(np.float64)
+    for step in pipeline.named_steps.values():
+        by_hand = step.transform(by_hand)
+    out = pipeline.transform(test)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, by_hand.astype(np.float32))
+    np.testing.assert_array_equal(pipeline.fit_transform(train), pipeline.transform(train))
+
+
+def test_transform_does_not_refit():
+    train, test = pixels(0), pixels(1)
+    pipeline = image_pipeline().fit(train)
+    expected = image_pipeline().fit(train).transform(test)
+    np.testing.assert_array_equal(pipeline.transform(test), expected)
+    assert not np.allclose(expected, image_pipeline().fit(test).transform(test))
+
+
+def test_inverse_transform_runs_the_steps_backwards():
+    train, test = pixels(0).astype(np.float64), pixels(1).astype(np.float64)
+    pipeline = image_pipeline().fit(train)
+    np.testing.assert_allclose(
+        pipeline.inverse_transform(pipeline.transform(test)), test, atol=1e-9
+    )
+    reduced = make_pipeline(MinMaxScale((-1, 1)), PCA(4)).fit(train.reshape(60, -1))
+    assert reduced.inverse_transform(np.zeros((2, 4))).shape == (2, 27)
+
+
+def test_inverse_transform_fails_at_a_step_without_inverse():
+    pipeline = make_pipeline(MeanSubtract(per="sample"), Standardize()).fit(pixels(0))
+    with pytest.raises(ValueError, match=r"MeanSubtract\(per='sample'\) has no inverse_transform"):
+        pipeline.inverse_transform(np.zeros((2, 3, 3, 3)))
+
+
+def test_steps_are_named_after_their_class_unless_named():
+    pipeline = Pipeline([Rescale(2.0), ("center", MeanSubtract()), Rescale(0.5), PCA()])
+    assert list(pipeline.named_steps) == ["rescale-1", "center", "rescale-2", "pca"]
+    assert repr(make_pipeline(Rescale(2.0))) == "Pipeline([('rescale', Rescale(factor=2.0))])"
+
+
+def test_bad_steps_are_refused_in_the_one_format():
+    expected = "a non-empty list of transformers or \\(name, transformer\\) pairs"
+    for steps in ([], [Rescale(1.0), "scale"], [("a", Rescale(1.0), 1)], Rescale(1.0)):
+        with pytest.raises(
+            ValueError, match=f"^The 'steps' parameter of Pipeline must be {expected}"
+        ):
+            Pipeline(steps)
+    with pytest.raises(ValueError, match="must name each step once. Got 'a' more than once"):
+        Pipeline([("a", Rescale(1.0)), ("a", Rescale(2.0))])
+
+
+def test_unfitted_steps_are_reported_by_name():
+    with pytest.raises(NotFittedError, match="This Rescale instance is not fitted yet"):
+        image_pipeline().transform(pixels(0))
+
+
+def test_pipelines_nest_and_save_bit_for_bit(tmp_path):
+    inner = make_pipeline(MeanSubtract(per="global"), Standardize(per="channel"))
+    pipeline = Pipeline([Rescale(1 / 255), ("inner", inner), PCAWhiten(10)])
+    train, test = pixels(0), torch.from_numpy(pixels(1))
+    expected = pipeline.fit(train).transform(test)
+    assert expected.dtype == torch.float32
+    assert expected.shape == (60, 10)
+    save(pipeline, tmp_path / "pipeline.npz")
+    for copy in (load(tmp_path / "pipeline.npz"), from_state_dict(pipeline.state_dict())):
+        assert isinstance(copy, Pipeline)
+        assert list(copy.named_steps) == ["rescale", "inner", "pcawhiten"]
+        assert torch.equal(copy.transform(test), expected)
+        np.testing.assert_array_equal(copy.transform(test.numpy()), expected.numpy())
+        np.testing.assert_allclose(
+            copy.inverse_transform(expected), pipeline.inverse_transform(expected)
+        )
+
+
+def test_fit_on_a_tensor_returns_tensors_on_the_input_device():
+    train = torch.from_numpy(pixels(0))
+    out = image_pipeline().fit_transform(train)
+    assert out.device == train.device
+    assert out.dtype == torch.float32
+    assert out.shape == train.shape

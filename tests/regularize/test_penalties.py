@@ -1,0 +1,150 @@
+"""L1/L2 penalties: closed forms, gradients, the default selection, and torch's weight_decay."""
+
+import pytest
+import torch
+from torch import nn
+
+from gradwise.optim import weight_decay_mask
+from gradwise.regularize import Penalty, l1_penalty, l2_penalty, penalized_parameters
+
+
+class Net(nn.Module):
+    """Every kind of layer the default selection has to sort, plus a frozen and a tied weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(7, 4)
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.batch_norm = nn.BatchNorm2d(3)
+        self.group_norm = nn.GroupNorm(1, 3)
+        self.linear = nn.Linear(4, 4)
+        self.layer_norm = nn.LayerNorm(4)
+        self.frozen = nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+        self.tied = nn.Linear(4, 7, bias=False)
+        self.tied.weight = self.embedding.weight  # (7, 4) shared with the embedding
+
+
+def test_default_selection_is_the_trainable_weight_matrices_and_kernels():
+    model = Net()
+    selected = {id(p) for p in penalized_parameters(model)}
+    expected = {id(model.embedding.weight), id(model.conv.weight), id(model.linear.weight)}
+    assert selected == expected
+    assert len(penalized_parameters(model)) == 3  # the tied weight appears once
+
+
+def test_default_selection_agrees_with_the_weight_decay_mask():
+    model = Net()
+    mask = weight_decay_mask(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert [p for p in trainable if mask(p)] == penalized_parameters(model)
+
+
+def test_penalties_of_a_module_equal_the_closed_form():
+    torch.manual_seed(0)
+    model = Net().double()
+    weights = [model.embedding.weight, model.conv.weight, model.linear.weight]
+    squares = sum(float((w.detach().numpy() ** 2).sum()) for w in weights)
+    absolutes = sum(float(abs(w.detach().numpy()).sum()) for w in weights)
+    torch.testing.assert_close(l2_penalty(model, 0.3).item(), 0.3 * squares, rtol=1e-14, atol=0)
+    torch.testing.assert_close(l1_penalty(model, 0.2).item(), 0.2 * absolutes, rtol=1e-14, atol=0)
+    assert l2_penalty(model, 0.3).dtype == torch.float64
+
+
+def test_gradients_are_two_alpha_w_and_alpha_sign_w():
+    w = torch.tensor([[1.5, -2.0, 0.0], [0.25, -0.5, 3.0]], dtype=torch.float64, requires_grad=True)
+    (l2_grad,) = torch.autograd.grad(l2_penalty([w], 0.1), w)
+    torch.testing.assert_close(l2_grad, 2 * 0.1 * w.detach(), rtol=0, atol=1e-16)
+    (l1_grad,) = torch.autograd.grad(l1_penalty([w], 0.1), w)
+    expected = 0.1 * torch.tensor([[1.0, -1.0, 0.0], [1.0, -1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(l1_grad, expected, rtol=0, atol=1e-16)
+
+
+def test_l2_penalty_of_half_lambda_is_torch_sgd_weight_decay():
+    def run(use_penalty):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+        weights = [model[0].weight, model[2].weight]
+        biases = [model[0].bias, model[2].bias]
+        decay = 0.0 if use_penalty else 0.05
+        optimizer = torch.optim.SGD(
+            [{"params": weights, "weight_decay": decay}, {"params": biases, "weight_decay": 0.0}],
+            lr=0.1,
+            momentum=0.9,
+        )
+        inputs = torch.randn(16, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        for _ in range(10):
+            optimizer.zero_grad()
+            loss = model(inputs).pow(2).mean()
+            if use_penalty:
+                loss = loss + l2_penalty(model, 0.05 / 2)
+            loss.backward()
+            optimizer.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    for with_penalty, with_decay in zip(run(True), run(False), strict=True):
+        torch.testing.assert_close(with_penalty, with_decay, rtol=1e-12, atol=1e-14)
+
+
+def test_l2_penalty_of_half_lambda_is_torch_adam_weight_decay():
+    def run(use_penalty):
+        torch.manual_seed(3)
+        w = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+        optimizer = torch.optim.Adam([w], lr=0.01, weight_decay=0.0 if use_penalty else 0.2)
+        for step in range(8):
+            optimizer.zero_grad()
+            loss = (w * (step + 1)).sin().sum()
+            if use_penalty:
+                loss = loss + l2_penalty([w], 0.1)
+            loss.backward()
+            optimizer.step()
+        return w.detach()
+
+    torch.testing.assert_close(run(True), run(False), rtol=1e-12, atol=1e-14)
+
+
+def test_penalty_object_sums_both_terms_over_its_tensors():
+    torch.manual_seed(4)
+    model = Net().double()
+    penalty = Penalty(model, l1=0.01, l2=0.02)
+    expected = l1_penalty(model, 0.01) + l2_penalty(model, 0.02)
+    torch.testing.assert_close(penalty(), expected, rtol=1e-15, atol=0)
+    only = Penalty(model, l2=1.0, parameters=[model.linear.bias])
+    torch.testing.assert_close(only(), model.linear.bias.detach().square().sum())
+    assert float(Penalty(model)()) == 0.0
+    assert repr(penalty) == "Penalty(l1=0.01, l2=0.02, num_tensors=3)"
+
+
+def test_penalty_follows_in_place_updates_of_its_tensors():
+    model = nn.Linear(2, 1, bias=False)
+    penalty = Penalty(model, l2=1.0)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    assert penalty().item() == 18.0
+
+
+def test_no_parameters_give_a_zero_scalar():
+    value = l2_penalty([], 1.0)
+    assert value.shape == ()
+    assert float(value) == 0.0
+
+
+@pytest.mark.parametrize("function", [l1_penalty, l2_penalty])
+def test_bad_arguments_raise_in_the_one_format(function):
+    name = function.__name__
+    with pytest.raises(
+        ValueError,
+        match=rf"^The 'strength' parameter of {name} must be a float >= 0\. Got -0\.1 instead\.$",
+    ):
+        function([torch.ones(2)], -0.1)
+    with pytest.raises(TypeError, match="Got a single tensor instead; wrap it in a list"):
+        function(torch.ones(2), 0.1)
+    with pytest.raises(TypeError, match="Got an iterable containing float instead"):
+        function([1.0], 0.1)
+
+
+def test_penalty_and_selection_reject_bad_arguments():
+    with pytest.raises(ValueError, match=r"^The 'l1' parameter of Penalty must be a float >= 0\."):
+        Penalty(nn.Linear(2, 2), l1=-1.0)
+    with pytest.raises(TypeError, match="must be a torch.nn.Module. Got list instead"):
+        penalized_parameters([torch.ones(2)])
