@@ -1,0 +1,133 @@
+"""The ``gradwise`` command: thin commands over a validated configuration (STYLE.md §14)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from gradwise.config import ConfigError
+    from gradwise.runs import RunFolderError
+
+    try:
+        return int(args.handler(args))
+    except (ConfigError, RunFolderError) as error:
+        print(f"gradwise {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradwise", description="Train deep networks well, and find out what went wrong."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train a model (with no CONFIG: a CNN on MNIST-1D)",
+        description="Train from a YAML/TOML config; every key has a default.",
+    )
+    train.add_argument("config", nargs="?", type=Path, help="a .yaml or .toml run config")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set optimizer.lr=3e-3 (repeatable)",
+    )
+    train.add_argument("--resume", type=Path, metavar="RUN", help="continue a run folder")
+    train.add_argument("--runs-dir", type=Path, help="where run folders go (default: runs)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    config = commands.add_parser(
+        "config", help="print the fully resolved config (the default, or CONFIG with --set)"
+    )
+    config.add_argument("config", nargs="?", type=Path, help="a config file to resolve")
+    config.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    config.set_defaults(handler=_config)
+
+    runs = commands.add_parser("runs", help="list runs with their best metrics")
+    runs.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
+    runs.set_defaults(handler=_runs)
+
+    report = commands.add_parser("report", help="rebuild a run's report.html")
+    report.add_argument("run", type=Path, help="a run folder")
+    report.set_defaults(handler=_report)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from gradwise.config import load_config
+    from gradwise.report import summary_table
+    from gradwise.train import TrainingDiverged, resume, train
+
+    progress = not args.no_progress
+    try:
+        if args.resume is not None:
+            if args.config is not None or args.overrides:
+                print(
+                    "gradwise train: error: --resume continues a run with its own config; "
+                    "drop CONFIG and --set (or start a new run).",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            result = resume(args.resume, progress=progress)
+        else:
+            overrides = list(args.overrides)
+            if args.runs_dir is not None:
+                overrides.append(f"runs_dir={args.runs_dir}")
+            result = train(load_config(args.config, overrides), progress=progress)
+    except TrainingDiverged as error:
+        print(f"gradwise train: stopped: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(summary_table(result.summary).render_text())
+    assert result.run is not None  # noqa: S101 - train() always makes a run folder
+    print(f"run folder: {result.run.path}")
+    print(f"report:     {result.run.report_path}")
+    if result.status == "interrupted":
+        print(f"interrupted; resume with: gradwise train --resume {result.run.path}")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> int:
+    from gradwise.config import dump_config, load_config
+
+    print(dump_config(load_config(args.config, args.overrides)), end="")
+    return EXIT_OK
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from gradwise.report import runs_table
+    from gradwise.runs import list_runs
+
+    runs = list_runs(args.runs_dir)
+    if not runs:
+        print(f"no runs in {args.runs_dir}")
+        return EXIT_OK
+    print(runs_table(runs).render_text())
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from gradwise.report import build_report
+    from gradwise.runs import RunFolder
+
+    print(build_report(RunFolder.open(args.run)))
+    return EXIT_OK

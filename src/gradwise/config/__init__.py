@@ -1,0 +1,50 @@
+"""The run configuration of ``gradwise train``: schema, files, overrides and errors.
+
+A run is described by one YAML or TOML file whose sections are the fields of
+:class:`RunConfig`; every key has a default, so an empty file (or none) is the default
+run. Errors are one line: ``unknown key 'optimiser' in 'train'; did you mean 'optimizer'?``.
+"""
+
+from gradwise.config._parse import (
+    ConfigError,
+    apply_overrides,
+    config_to_dict,
+    dump_config,
+    load_config,
+    parse_config,
+    parse_value,
+    read_file,
+    unknown_key_message,
+    unknown_name_message,
+)
+from gradwise.config._schema import (
+    CheckpointConfig,
+    DataConfig,
+    EarlyStoppingConfig,
+    InitConfig,
+    ModelConfig,
+    RegularizationConfig,
+    RunConfig,
+    ScheduleConfig,
+)
+
+__all__ = [
+    "CheckpointConfig",
+    "ConfigError",
+    "DataConfig",
+    "EarlyStoppingConfig",
+    "InitConfig",
+    "ModelConfig",
+    "RegularizationConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "apply_overrides",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "parse_config",
+    "parse_value",
+    "read_file",
+    "unknown_key_message",
+    "unknown_name_message",
+]

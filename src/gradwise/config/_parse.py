@@ -1,0 +1,185 @@
+"""Reading a run configuration: files, ``--set`` overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from gradwise.config._schema import RunConfig
+
+ROOT = "train"
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, said in one line: where, what was expected, how to fix."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``3e-3`` as a string (its floats need a dot); read it as 3e-3."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML would read it: ``3e-3`` -> 0.003, ``null`` -> None."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError:
+        return text
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML (.yaml, .yml) or TOML (.toml) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; run 'gradwise config' for a start")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            content: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            content = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+        else:
+            raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(
+            f"config file {path} is not valid {path.suffix[1:]}: {first_line}"
+        ) from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections, not a list or value"
+        )
+    return content
+
+
+def apply_overrides(content: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (``--set optimizer.lr=3e-3``) to a nested mapping."""
+    for override in overrides:
+        key_path, separator, text = override.partition("=")
+        if not separator or not key_path.strip():
+            raise ConfigError(
+                f"override {override!r} must read KEY.PATH=VALUE, e.g. optimizer.lr=3e-3"
+            )
+        keys = key_path.strip().split(".")
+        node = content
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                where = ".".join([ROOT, *keys[: depth + 1]])
+                raise ConfigError(f"override {override!r}: '{where}' is a value, not a section")
+            node = child
+        node[keys[-1]] = parse_value(text)
+    return content
+
+
+def parse_config(content: Mapping[str, Any]) -> RunConfig:
+    """Check a mapping against the schema and return the typed configuration.
+
+    The mapping is laid over the defaults key by key, so ``{"optimizer": {"lr": 0.01}}``
+    keeps the default optimizer's other arguments; a mapping that names something else
+    (``{"optimizer": {"name": "SGD", ...}}``, a ``chain``, another model or schedule)
+    replaces the default one instead of mixing with its arguments.
+    """
+    if not isinstance(content, Mapping):
+        raise ConfigError(f"'{ROOT}' must be a mapping of sections. Got {content!r} instead.")
+    merged = _laid_over(config_to_dict(RunConfig()), content)
+    return parse_section(RunConfig, merged, ROOT)
+
+
+def _laid_over(defaults: Mapping[str, Any], content: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(defaults)
+    for key, value in content.items():
+        base = defaults.get(key)
+        if isinstance(base, dict) and isinstance(value, Mapping) and not _replaces(base, value):
+            result[key] = _laid_over(base, value)
+        else:
+            result[key] = value
+    return result
+
+
+def _replaces(base: Mapping[str, Any], value: Mapping[str, Any]) -> bool:
+    renamed = "name" in value and value["name"] != base.get("name")
+    return renamed or "chain" in value
+
+
+def parse_section(kind: type[T], content: Any, path: str) -> T:
+    """One section: unknown keys, types and ranges are checked; missing keys take defaults."""
+    if not isinstance(content, Mapping):
+        raise ConfigError(f"'{path}' must be a mapping of keys to values. Got {content!r} instead.")
+    fields = {f.name: f for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    for key in content:
+        if key not in fields:
+            raise ConfigError(unknown_key_message(str(key), path, fields))
+    values: dict[str, Any] = {}
+    for name, value in content.items():
+        metadata = fields[name].metadata
+        if "section" in metadata:
+            if value is None and metadata["optional"]:
+                values[name] = None
+            else:
+                values[name] = parse_section(metadata["section"], value or {}, f"{path}.{name}")
+            continue
+        constraint = metadata["constraint"]
+        if not constraint.is_satisfied_by(value):
+            raise ConfigError(
+                f"The '{name}' key in '{path}' must be {constraint.description}. "
+                f"Got {value!r} instead."
+            )
+        values[name] = value
+    return kind(**values)
+
+
+def closest(word: str, valid: Sequence[str]) -> list[str]:
+    """The valid word a typo most likely meant: same letters in another case first."""
+    same_letters = [candidate for candidate in valid if candidate.lower() == word.lower()]
+    return same_letters[:1] or difflib.get_close_matches(word, valid, n=1, cutoff=0.6)
+
+
+def unknown_key_message(key: str, path: str, valid: Iterable[str]) -> str:
+    """``unknown key 'optimiser' in 'train'; did you mean 'optimizer'?``"""
+    valid = sorted(valid)
+    close = closest(key, valid)
+    if close:
+        return f"unknown key '{key}' in '{path}'; did you mean '{close[0]}'?"
+    return f"unknown key '{key}' in '{path}'; valid keys: {', '.join(valid)}"
+
+
+def unknown_name_message(kind: str, name: str, path: str, valid: Sequence[str]) -> str:
+    """``unknown optimizer 'Adamw' in 'train.optimizer.name'; did you mean 'AdamW'? ...``"""
+    close = closest(name, valid)
+    hint = f" did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}' in '{path}';{hint} valid names: {', '.join(valid)}"
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The configuration as plain data (for YAML, JSON and the run folder)."""
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: Any) -> str:
+    """The configuration as YAML, sections in schema order."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """The default configuration, updated by a file (if given), then by overrides."""
+    content = read_file(path) if path is not None else {}
+    return parse_config(apply_overrides(content, overrides))

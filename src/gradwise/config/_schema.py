@@ -1,0 +1,166 @@
+"""The run configuration: one dataclass per section, each field with its constraint.
+
+The root section is called ``train`` in error messages (it is the configuration of
+``gradwise train``); the paths of nested keys read ``train.data.batch_size``. Free-form
+sections (the optimizer's and the schedule's arguments, a dataset's or model's options)
+are checked against the signature of what they configure when the run is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradwise._validation import (
+    HALF_OPEN_UNIT_INTERVAL,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Boolean,
+    Constraint,
+    Either,
+    Interval,
+    OneOf,
+    Satisfies,
+)
+
+
+def _is(kind: type | tuple[type, ...]) -> Satisfies:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = " or ".join(k.__name__ for k in kinds)
+    article = "an" if names[0] in "aeiou" else "a"
+    return Satisfies(
+        lambda value: isinstance(value, kinds) and not isinstance(value, bool),
+        f"{article} {names}",
+    )
+
+
+STRING = _is(str)
+MAPPING = _is(dict)
+LIST = _is(list)
+NONE = Satisfies(lambda value: value is None, "null")
+OPTIONAL_POSITIVE_INT = Either((POSITIVE_INT, NONE))
+OPTIONAL_STRING = Either((STRING, NONE))
+FRACTION = HALF_OPEN_UNIT_INTERVAL
+
+
+def setting(default: Any, constraint: Constraint, help: str) -> Any:
+    """A leaf field: its default, the constraint its value must meet, one line of help."""
+    if isinstance(default, list | dict):
+        return field(
+            default_factory=lambda: type(default)(default),
+            metadata={"constraint": constraint, "help": help},
+        )
+    return field(default=default, metadata={"constraint": constraint, "help": help})
+
+
+def section(kind: type, help: str, *, optional: bool = False, default: bool = True) -> Any:
+    """A nested section; ``optional`` sections may be null (off)."""
+    metadata = {"section": kind, "optional": optional, "help": help}
+    if default:
+        return field(default_factory=kind, metadata=metadata)
+    return field(default=None, metadata=metadata)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = setting(
+        "mnist1d", STRING, "a built-in dataset, a .npz/.npy/.csv file, or module:function"
+    )
+    validation_split: float = setting(0.1, FRACTION, "fraction of the training data held out")
+    test_split: float = setting(0.2, FRACTION, "test fraction for datasets without a test set")
+    batch_size: int = setting(128, POSITIVE_INT, "samples per optimizer step")
+    preprocess: list[Any] = setting(
+        ["standardize"], LIST, "transformers fitted on the training split, in order"
+    )
+    augment: list[Any] = setting([], LIST, "augmentations applied to training batches")
+    options: dict[str, Any] = setting({}, MAPPING, "extra arguments for the dataset loader")
+
+
+@dataclass
+class ModelConfig:
+    name: str = setting("cnn1d", STRING, "mlp, cnn1d, cnn2d, or module:function")
+    depth: int | None = setting(None, OPTIONAL_POSITIVE_INT, "hidden layers (null: default)")
+    width: int | None = setting(None, OPTIONAL_POSITIVE_INT, "units or channels per layer")
+    kernel_size: int | None = setting(None, OPTIONAL_POSITIVE_INT, "convolution kernel size")
+    activation: str = setting("relu", STRING, "relu, leaky_relu, tanh, gelu, ...")
+    norm: str | None = setting(
+        "batch",
+        OneOf(("batch", "layer", "group", "instance", "none", None)),
+        "normalization after each hidden layer",
+    )
+    dropout: float = setting(0.0, FRACTION, "dropout probability after each hidden layer")
+    options: dict[str, Any] = setting({}, MAPPING, "extra arguments for the model builder")
+
+
+@dataclass
+class InitConfig:
+    weights: str = setting("he_normal", STRING, "initializer of every Linear and Conv weight")
+    biases: float = setting(0.0, Interval(), "constant for every bias")
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = setting("cosine", STRING, "constant, cosine, linear, step, exponential, ...")
+    warmup: float = setting(
+        0.05, NON_NEGATIVE, "linear warmup: a fraction of all steps (< 1) or a step count"
+    )
+    options: dict[str, Any] = setting(
+        {}, MAPPING, "the schedule's own arguments (see gradwise.schedules)"
+    )
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = setting("val_loss", STRING, "metric to watch")
+    mode: str = setting("auto", OneOf(("auto", "min", "max")), "min, max or auto")
+    min_delta: float = setting(0.0, NON_NEGATIVE, "smallest change that counts as better")
+    patience: int = setting(5, Interval(low=0, kind="int"), "epochs without improvement")
+    restore_best_weights: bool = setting(True, Boolean(), "end with the best epoch's weights")
+
+
+@dataclass
+class RegularizationConfig:
+    l1: float = setting(0.0, NON_NEGATIVE, "L1 penalty strength on weights")
+    l2: float = setting(0.0, NON_NEGATIVE, "L2 penalty strength on weights (alpha sum w^2)")
+    max_norm: float | None = setting(
+        None, Either((POSITIVE, NONE)), "max norm of each unit's weights"
+    )
+    early_stopping: EarlyStoppingConfig | None = section(
+        EarlyStoppingConfig, "stop when a validation metric stops improving", optional=True,
+        default=False,
+    )  # fmt: skip
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int | None = setting(
+        None, OPTIONAL_POSITIVE_INT, "also checkpoint every N steps (always at epoch ends)"
+    )
+    monitor: str = setting("val_accuracy", STRING, "metric that picks the best checkpoint")
+    mode: str = setting("auto", OneOf(("auto", "min", "max")), "min, max or auto")
+
+
+@dataclass
+class RunConfig:
+    name: str | None = setting(None, OPTIONAL_STRING, "run folder name (null: generated)")
+    runs_dir: str = setting("runs", STRING, "where run folders go")
+    seed: int = setting(0, Interval(low=0, kind="int"), "seed for data order, init, dropout")
+    device: str = setting("cpu", OneOf(("cpu", "cuda", "auto")), "cpu, cuda or auto")
+    epochs: int | None = setting(20, OPTIONAL_POSITIVE_INT, "passes over the training data")
+    steps: int | None = setting(None, OPTIONAL_POSITIVE_INT, "optimizer steps (overrides epochs)")
+    loss: str = setting("cross_entropy", OneOf(("cross_entropy", "hinge", "mse")), "the loss")
+    log_every: int = setting(10, POSITIVE_INT, "steps between metric records")
+    data: DataConfig = section(DataConfig, "dataset, splits, batches, preprocessing")
+    model: ModelConfig = section(ModelConfig, "architecture")
+    init: InitConfig = section(InitConfig, "initialization")
+    optimizer: dict[str, Any] = setting(
+        {"name": "AdamW", "lr": 3e-3, "weight_decay": 0.05},
+        MAPPING,
+        "a named optimizer with its arguments, or a chain of transforms",
+    )
+    schedule: ScheduleConfig | None = section(
+        ScheduleConfig, "learning-rate schedule", optional=True
+    )
+    regularization: RegularizationConfig = section(RegularizationConfig, "penalties, stopping")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpoint cadence")

@@ -1,0 +1,111 @@
+"""Training losses by name, with the value each takes at chance."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gradwise._validation import NON_NEGATIVE, POSITIVE_INT, OneOf, check
+
+Loss = Callable[[Tensor, Tensor], Tensor]
+
+LOSS_NAMES = ("cross_entropy", "hinge", "mse")
+
+
+def multiclass_hinge(scores: Tensor, targets: Tensor, margin: float = 1.0) -> Tensor:
+    r"""The multiclass SVM loss of the lectures (Weston & Watkins), averaged over the batch.
+
+    .. math:: L_i = \sum_{j \ne y_i} \max(0,\; s_j - s_{y_i} + \Delta)
+
+    With all scores equal (a network at initialization) every term is :math:`\Delta`, so
+    the loss at chance is :math:`(C - 1)\Delta`.
+
+    Args:
+        scores: (batch, classes) raw class scores.
+        targets: (batch,) class indices.
+        margin: :math:`\Delta`, a float >= 0; default 1.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.losses import multiclass_hinge
+        >>> multiclass_hinge(torch.zeros(4, 10), torch.zeros(4, dtype=torch.long)).item()
+        9.0
+    """
+    check("margin", "multiclass_hinge", margin, NON_NEGATIVE)
+    correct = scores.gather(1, targets.unsqueeze(1))  # (batch, 1)
+    margins = (scores - correct + margin).clamp_min(0.0)
+    margins = margins.scatter(1, targets.unsqueeze(1), 0.0)
+    return margins.sum(dim=1).mean()
+
+
+def mean_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Mean squared error; class-index targets are compared as one-hot vectors.
+
+    For regression the outputs may be (batch, 1) against (batch,) targets.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.losses import mean_squared_error
+        >>> mean_squared_error(torch.zeros(2, 4), torch.tensor([0, 3])).item()
+        0.25
+    """
+    if not targets.is_floating_point():
+        targets = F.one_hot(targets, outputs.shape[-1]).to(outputs.dtype)
+    elif outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1:
+        outputs = outputs.squeeze(-1)
+    return F.mse_loss(outputs, targets)
+
+
+def get_loss(name: str, margin: float = 1.0) -> Loss:
+    """The loss called ``name``: "cross_entropy", "hinge" (multiclass SVM) or "mse".
+
+    Example:
+        >>> import torch
+        >>> from gradwise.losses import get_loss
+        >>> get_loss("hinge")(torch.zeros(1, 3), torch.tensor([0])).item()
+        2.0
+    """
+    check("name", "get_loss", name, OneOf(LOSS_NAMES))
+    check("margin", "get_loss", margin, NON_NEGATIVE)
+    if name == "cross_entropy":
+        return F.cross_entropy
+    if name == "hinge":
+        return lambda scores, targets: multiclass_hinge(scores, targets, margin)
+    return mean_squared_error
+
+
+def chance_loss(name: str, num_classes: int, margin: float = 1.0) -> float:
+    r"""The loss of a classifier whose scores are all equal: the sanity value at init.
+
+    Cross-entropy :math:`\ln C`; hinge :math:`(C - 1)\Delta`; MSE against one-hot targets
+    with zero outputs :math:`1 / C`.
+
+    Example:
+        >>> from gradwise.losses import chance_loss
+        >>> round(chance_loss("cross_entropy", 10), 4), chance_loss("hinge", 10)
+        (2.3026, 9.0)
+    """
+    check("name", "chance_loss", name, OneOf(LOSS_NAMES))
+    check("num_classes", "chance_loss", num_classes, POSITIVE_INT)
+    check("margin", "chance_loss", margin, NON_NEGATIVE)
+    if name == "cross_entropy":
+        return math.log(num_classes)
+    if name == "hinge":
+        return (num_classes - 1) * margin
+    return 1.0 / num_classes
+
+
+def accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Fraction of samples whose highest score is the target class (a 0-d tensor).
+
+    Example:
+        >>> import torch
+        >>> from gradwise.losses import accuracy
+        >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.tensor([0, 0])).item()
+        0.5
+    """
+    return (outputs.argmax(dim=1) == targets).to(torch.float32).mean()

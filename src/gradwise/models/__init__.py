@@ -1,0 +1,6 @@
+"""Built-in models (MLP, 1-D CNN, small 2-D CNN) configured by depth, width, activation,
+normalization and dropout."""
+
+from gradwise.models._builders import ACTIVATIONS, MODELS, build_model, cnn1d, cnn2d, mlp
+
+__all__ = ["ACTIVATIONS", "MODELS", "build_model", "cnn1d", "cnn2d", "mlp"]

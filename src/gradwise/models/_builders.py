@@ -1,0 +1,282 @@
+"""The built-in models: an MLP, a 1-D CNN and a small 2-D CNN, configured by depth and width.
+
+Every model ends in a plain ``nn.Linear`` over the class scores (no softmax: the losses
+take raw scores), and is an ``nn.Sequential``, so a model's layers are named by position
+and an initializer can find the activation that follows each layer in registration order.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from torch import nn
+
+from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, OneOf, Satisfies, check
+from gradwise.regularize import NORMALIZATION_KINDS, dropout, normalization
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+Normalization = Literal["batch", "layer", "group", "instance"] | None
+
+
+def _is_int(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+# Layer sizes must be true ints: a float such as 32.0 would reach torch and fail there.
+POSITIVE_INT = Satisfies(lambda value: _is_int(value, 1), "an int >= 1")
+NON_NEGATIVE_INT = Satisfies(lambda value: _is_int(value, 0), "an int >= 0")
+
+
+def mlp(
+    input_shape: Sequence[int],
+    num_outputs: int,
+    depth: int = 2,
+    width: int = 128,
+    activation: str = "relu",
+    norm: Normalization = None,
+    dropout_rate: float = 0.0,
+    num_groups: int = 8,
+) -> nn.Sequential:
+    """A multilayer perceptron: flatten, ``depth`` hidden blocks, then a linear read-out.
+
+    Each hidden block is Linear -> normalization -> activation -> dropout (the order of
+    Ioffe & Szegedy: normalize the pre-activation).
+
+    Args:
+        input_shape: the shape of one sample (flattened first).
+        num_outputs: the number of classes (or regression outputs).
+        depth: hidden layers, an int >= 0 (0 gives logistic regression).
+        width: units per hidden layer.
+        activation: one of :data:`ACTIVATIONS`.
+        norm: "batch", "layer", "group", "instance" or None.
+        dropout_rate: drop probability after each hidden activation.
+        num_groups: groups for ``norm="group"``.
+
+    Example:
+        >>> from gradwise.models import mlp
+        >>> mlp((1, 8, 8), 10, depth=1, width=32)[1]
+        Linear(in_features=64, out_features=32, bias=True)
+    """
+    _check_common("mlp", input_shape, num_outputs, width, activation, norm, dropout_rate)
+    check("norm", "mlp", norm, OneOf(("batch", "layer", "group", None)))
+    check("num_groups", "mlp", num_groups, POSITIVE_INT)
+    check("depth", "mlp", depth, NON_NEGATIVE_INT)
+    layers: list[nn.Module] = [nn.Flatten()]
+    features = math.prod(input_shape)
+    for _ in range(depth):
+        layers.append(nn.Linear(features, width))
+        layers += _block_tail(width, 0, activation, norm, dropout_rate, num_groups)
+        features = width
+    layers.append(nn.Linear(features, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def cnn1d(
+    input_shape: Sequence[int],
+    num_outputs: int,
+    depth: int = 3,
+    width: int = 32,
+    kernel_size: int = 5,
+    activation: str = "relu",
+    norm: Normalization = "batch",
+    dropout_rate: float = 0.0,
+    num_groups: int = 8,
+) -> nn.Sequential:
+    """A 1-D CNN for signals (N, C, L): conv blocks that halve the length, then a linear read-out.
+
+    Each block is Conv1d (same padding) -> normalization -> activation -> MaxPool1d(2)
+    (while the length allows) -> dropout; the last feature map is flattened, which keeps
+    where along the signal a feature fired.
+
+    Args:
+        input_shape: (channels, length).
+        num_outputs: the number of classes.
+        depth: convolutional blocks, an int >= 1.
+        width: channels per block.
+        kernel_size: an odd int >= 1.
+        activation, norm, dropout_rate, num_groups: as for :func:`mlp`.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.models import cnn1d
+        >>> cnn1d((1, 40), 10)(torch.zeros(2, 1, 40)).shape
+        torch.Size([2, 10])
+    """
+    return _cnn(
+        "cnn1d", 1, input_shape, num_outputs, depth, width, kernel_size,
+        activation, norm, dropout_rate, num_groups,
+    )  # fmt: skip
+
+
+def cnn2d(
+    input_shape: Sequence[int],
+    num_outputs: int,
+    depth: int = 2,
+    width: int = 32,
+    kernel_size: int = 3,
+    activation: str = "relu",
+    norm: Normalization = "batch",
+    dropout_rate: float = 0.0,
+    num_groups: int = 8,
+) -> nn.Sequential:
+    """A small 2-D CNN for images (N, C, H, W), built like :func:`cnn1d` with 2-D layers.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.models import cnn2d
+        >>> cnn2d((1, 28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    return _cnn(
+        "cnn2d", 2, input_shape, num_outputs, depth, width, kernel_size,
+        activation, norm, dropout_rate, num_groups,
+    )  # fmt: skip
+
+
+def _cnn(
+    owner: str,
+    spatial_dims: Literal[1, 2],
+    input_shape: Sequence[int],
+    num_outputs: int,
+    depth: int,
+    width: int,
+    kernel_size: int,
+    activation: str,
+    norm: Normalization,
+    dropout_rate: float,
+    num_groups: int,
+) -> nn.Sequential:
+    _check_common(owner, input_shape, num_outputs, width, activation, norm, dropout_rate)
+    check("depth", owner, depth, POSITIVE_INT)
+    check("num_groups", owner, num_groups, POSITIVE_INT)
+    check("kernel_size", owner, kernel_size, Satisfies(_is_odd_positive, "an odd int >= 1"))
+    if len(input_shape) != spatial_dims + 1:
+        expected = "(channels, length)" if spatial_dims == 1 else "(channels, height, width)"
+        raise ValueError(
+            f"The 'input_shape' parameter of {owner} must be {expected}. "
+            f"Got {tuple(input_shape)!r} instead."
+        )
+    conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
+    pool = nn.MaxPool1d if spatial_dims == 1 else nn.MaxPool2d
+    channels, size = input_shape[0], list(input_shape[1:])
+    layers: list[nn.Module] = []
+    for block in range(depth):
+        if norm == "instance" and math.prod(size) == 1:
+            raise ValueError(
+                f"The 'norm' parameter of {owner} must be 'batch', 'layer', 'group' or None "
+                f"for input {tuple(input_shape)} at depth {depth} (block {block + 1} sees "
+                "1-element feature maps, where instance statistics are undefined). "
+                "Got 'instance' instead."
+            )
+        layers.append(conv(channels, width, kernel_size, padding=kernel_size // 2))
+        if norm is not None:
+            layers.append(normalization(norm, width, spatial_dims, _groups(width, num_groups)))
+        layers.append(ACTIVATIONS[activation]())
+        if min(size) >= 2:
+            layers.append(pool(2))
+            size = [s // 2 for s in size]
+        if dropout_rate > 0:
+            layers.append(dropout(dropout_rate, spatial_dims))
+        channels = width
+    layers += [nn.Flatten(), nn.Linear(channels * math.prod(size), num_outputs)]
+    return nn.Sequential(*layers)
+
+
+def _block_tail(
+    width: int,
+    spatial_dims: Literal[0, 1, 2],
+    activation: str,
+    norm: Normalization,
+    dropout_rate: float,
+    num_groups: int,
+) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    if norm is not None:
+        layers.append(normalization(norm, width, spatial_dims, _groups(width, num_groups)))
+    layers.append(ACTIVATIONS[activation]())
+    if dropout_rate > 0:
+        layers.append(dropout(dropout_rate, spatial_dims))
+    return layers
+
+
+def _groups(width: int, num_groups: int) -> int:
+    # A group count that does not divide the width falls back to the largest one that does,
+    # so changing only the width in a config never breaks group normalization.
+    return math.gcd(width, num_groups)
+
+
+def _is_odd_positive(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and value % 2 == 1
+
+
+def _check_common(
+    owner: str,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    width: int,
+    activation: str,
+    norm: Normalization,
+    dropout_rate: float,
+) -> None:
+    check("input_shape", owner, input_shape, Satisfies(_is_shape, _SHAPE))
+    check("num_outputs", owner, num_outputs, POSITIVE_INT)
+    check("width", owner, width, POSITIVE_INT)
+    check("activation", owner, activation, OneOf(tuple(ACTIVATIONS)))
+    check("norm", owner, norm, OneOf(NORMALIZATION_KINDS))
+    check("dropout_rate", owner, dropout_rate, HALF_OPEN_UNIT_INTERVAL)
+
+
+def _is_shape(value: object) -> bool:
+    return isinstance(value, tuple | list) and len(value) > 0 and all(_is_int(v, 1) for v in value)
+
+
+_SHAPE = "a non-empty tuple of ints >= 1"
+
+MODELS: dict[str, Callable[..., nn.Sequential]] = {"mlp": mlp, "cnn1d": cnn1d, "cnn2d": cnn2d}
+
+
+def build_model(
+    name: str, input_shape: Sequence[int], num_outputs: int, **options: object
+) -> nn.Module:
+    """The built-in model called ``name`` ("mlp", "cnn1d", "cnn2d") with its options.
+
+    Unknown options raise the standard error listing the builder's options.
+
+    Example:
+        >>> from gradwise.models import build_model
+        >>> build_model("mlp", (2,), 3, depth=1, width=8)
+        Sequential(
+          (0): Flatten(start_dim=1, end_dim=-1)
+          (1): Linear(in_features=2, out_features=8, bias=True)
+          (2): ReLU()
+          (3): Linear(in_features=8, out_features=3, bias=True)
+        )
+    """
+    check("name", "build_model", name, OneOf(tuple(MODELS)))
+    check("input_shape", "build_model", input_shape, Satisfies(_is_shape, _SHAPE))
+    builder = MODELS[name]
+    accepted = [p for p in inspect.signature(builder).parameters if p not in _POSITIONAL]
+    for option in options:
+        if option not in accepted:
+            raise ValueError(
+                f"build_model got an unknown option {option!r} for {name!r}. "
+                f"Valid options: {', '.join(accepted)}."
+            )
+    return builder(tuple(input_shape), num_outputs, **options)
+
+
+_POSITIONAL = ("input_shape", "num_outputs")

@@ -1,0 +1,74 @@
+"""What a callback sees, and the hooks it can implement."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from torch.optim import Optimizer
+
+
+@dataclass
+class TrainState:
+    """The small typed state every hook receives (not the trainer itself).
+
+    Attributes:
+        epoch: the epoch, from 0: the one in progress (``on_step_end``), the one that just
+            ended (``on_epoch_end``), the last one run (``on_fit_end``).
+        step: optimizer steps taken so far in the whole run.
+        batch_index: the batch just finished within the epoch (on_step_end), from 0.
+        steps_per_epoch: batches per epoch.
+        loss: the training loss of the last step, as a float.
+        lr: the first param group's learning rate used by the last step.
+        metrics: the latest epoch's metrics (``train_loss``, ``val_accuracy``, ...).
+        model, optimizer: the live objects, for monitors that read weights, gradients or
+            optimizer state. A hook must not replace them.
+        stop_reason: set by :meth:`request_stop`; the trainer stops after the current
+            step and records the reason.
+    """
+
+    epoch: int
+    step: int
+    batch_index: int
+    steps_per_epoch: int
+    loss: float
+    lr: float
+    metrics: Mapping[str, float]
+    model: nn.Module
+    optimizer: Optimizer
+    stop_reason: str | None = field(default=None)
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the trainer to stop cleanly after the current step (with a checkpoint)."""
+        self.stop_reason = reason
+
+
+class Callback:
+    """Base class of trainer callbacks: every hook is a no-op until overridden.
+
+    Hooks run in the order the callbacks were given. A callback with state that must
+    survive ``--resume`` implements :meth:`state_dict` and :meth:`load_state_dict`
+    (tensors, numbers, strings, lists and dicts only: checkpoints load with
+    ``weights_only=True``).
+    """
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """Before the first step (also when resuming)."""
+
+    def on_step_end(self, state: TrainState) -> None:
+        """After each optimizer step."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """After each epoch's evaluation; ``state.metrics`` holds the epoch's metrics."""
+
+    def on_fit_end(self, state: TrainState) -> None:
+        """After the last step, however the run ended (completed, stopped, interrupted)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What to save in checkpoints (nothing by default)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""

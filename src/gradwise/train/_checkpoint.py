@@ -1,0 +1,39 @@
+"""Checkpoints: written atomically, read without executing code from the file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradwise.runs import replace_atomically
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, contents: Mapping[str, Any]) -> None:
+    """Write ``contents`` to ``path`` so that a crash leaves either the old or the new file.
+
+    The file is written next to its destination, flushed to disk, then renamed over it
+    (:func:`gradwise.runs.replace_atomically`); a SIGKILL or power loss mid-write never
+    leaves a truncated checkpoint behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda file: torch.save({"format": FORMAT_VERSION, **contents}, file))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``: tensors and plain data, never code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    contents = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(contents, dict) or contents.get("format") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} is not a gradwise checkpoint of format {FORMAT_VERSION}; "
+            "it was written by another program or another gradwise version."
+        )
+    return contents

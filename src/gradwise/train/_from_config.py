@@ -1,0 +1,335 @@
+"""From a validated configuration to a running Trainer: what ``gradwise train`` does.
+
+Everything is built (data, preprocessing, model, optimizer, schedule) before the run
+folder is made or a step runs, so a configuration error costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradwise import init, preprocess
+from gradwise.config import (
+    ConfigError,
+    RunConfig,
+    config_to_dict,
+    parse_config,
+    read_file,
+    unknown_name_message,
+)
+from gradwise.data import Dataset, DataSplits, available_datasets, load_dataset, load_entry_point
+from gradwise.models import MODELS, build_model
+from gradwise.regularize import EarlyStopping, MaxNorm, Mixup, Penalty
+from gradwise.runs import RunFolder, write_config
+from gradwise.schedules import ScheduleLR
+from gradwise.train._components import (
+    build_augmentation,
+    build_optimizer,
+    build_preprocessing,
+    build_schedule,
+)
+from gradwise.train._trainer import FitResult, Trainer
+
+
+@dataclass
+class PreparedRun:
+    """Everything a configured run needs, built and checked, before any file is written."""
+
+    config: RunConfig
+    data: DataSplits
+    preprocessing: preprocess.Pipeline | None
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: ScheduleLR | None
+    augment: nn.Module | None
+    mixup: Mixup | None
+    total_steps: int
+    device: torch.device
+
+
+def prepare_run(config: RunConfig) -> PreparedRun:
+    """Build data, model and optimizer from ``config``; raise ConfigError on any problem."""
+    device = _device(config.device)
+    torch.manual_seed(config.seed)
+    entry_points: dict[str, Any] = {}
+    data = _load_data(config, entry_points)
+    data, preprocessing = _preprocess(data, config)
+    model = _build_model(config, data, entry_points).to(device)
+    _initialize(model, config)
+    steps_per_epoch = math.ceil(len(data.train) / config.data.batch_size)
+    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch  # type: ignore[operator]
+    optimizer = build_optimizer(config.optimizer, model)
+    scheduler = _scheduler(config, optimizer, total_steps)
+    augment, mixup = build_augmentation(
+        config.data.augment, "train.data.augment", config.seed, data.num_classes
+    )
+    if mixup is not None and config.loss == "hinge":
+        raise ConfigError(
+            "mixup in 'train.data.augment' needs loss cross_entropy or mse, not hinge"
+        )
+    return PreparedRun(
+        config,
+        data,
+        preprocessing,
+        model,
+        optimizer,
+        scheduler,
+        augment,
+        mixup,
+        total_steps,
+        device,
+    )
+
+
+def make_trainer(prepared: PreparedRun, run: RunFolder | None, *, progress: bool = True) -> Trainer:
+    """The Trainer for a prepared run, with the config's regularization attached."""
+    config = prepared.config
+    regularization = config.regularization
+    penalty = None
+    if regularization.l1 or regularization.l2:
+        penalty = Penalty(prepared.model, l1=regularization.l1, l2=regularization.l2)
+    if regularization.max_norm is not None:
+        MaxNorm(regularization.max_norm).attach(prepared.optimizer, prepared.model)
+    early_stopping = None
+    if regularization.early_stopping is not None:
+        options = config_to_dict(regularization.early_stopping)
+        early_stopping = EarlyStopping(**options)
+    return Trainer(
+        prepared.model,
+        prepared.optimizer,
+        prepared.data,
+        loss=config.loss,
+        batch_size=config.data.batch_size,
+        steps=prepared.total_steps,
+        scheduler=prepared.scheduler,
+        penalty=penalty,
+        augment=prepared.augment,
+        mixup=prepared.mixup,
+        early_stopping=early_stopping,
+        run=run,
+        seed=config.seed,
+        device=prepared.device,
+        log_every=config.log_every,
+        checkpoint_every=config.checkpoint.every_steps,
+        monitor=_monitor(config, prepared.data),
+        monitor_mode=config.checkpoint.mode,
+        progress=progress,
+        metadata=_metadata(config, prepared),
+    )
+
+
+def train(config: RunConfig, *, progress: bool = True) -> FitResult:
+    """Run a configured training from scratch in a new run folder."""
+    prepared = prepare_run(config)
+    name_prefix = f"{_short_name(config.data.dataset)}-{_short_name(config.model.name)}"
+    folder = RunFolder.create(config.runs_dir, config.name, prefix=name_prefix)
+    config = replace(config, name=folder.path.name)
+    prepared.config = config
+    write_config(folder, config_to_dict(config))
+    if prepared.preprocessing is not None:
+        preprocess.save(prepared.preprocessing, folder.preprocess_path)
+    return _fit_and_report(make_trainer(prepared, folder, progress=progress), folder, False)
+
+
+def resume(run: str | Path, *, progress: bool = True) -> FitResult:
+    """Continue a run from its last checkpoint, rebuilt from the run folder's config."""
+    folder = RunFolder.open(run)
+    if not folder.last_checkpoint.is_file():
+        raise ConfigError(
+            f"{folder.path} has no checkpoint to resume from (no {folder.last_checkpoint.name})."
+        )
+    config = parse_config(read_file(folder.config_path))
+    prepared = prepare_run(config)
+    return _fit_and_report(make_trainer(prepared, folder, progress=progress), folder, True)
+
+
+def _fit_and_report(trainer: Trainer, folder: RunFolder, resume: bool) -> FitResult:
+    """Train, then write report.html however the run ended (diverged and failed runs too)."""
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        from gradwise.report import build_report
+
+        build_report(folder)
+
+
+# -- the pieces ----------------------------------------------------------------------------
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("'train.device' is cuda but no CUDA GPU is available; use cpu or auto")
+    return torch.device(name)
+
+
+def _is_entry_point(name: str) -> bool:
+    return ":" in name and Path(name).suffix not in (".npz", ".npy", ".csv")
+
+
+def _entry_point(spec: str, options: dict[str, Any], cache: dict[str, Any], path: str) -> Any:
+    if spec not in cache:
+        try:
+            cache[spec] = load_entry_point(spec, **options)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"in '{path}': {error}") from None
+    return cache[spec]
+
+
+def _load_data(config: RunConfig, entry_points: dict[str, Any]) -> DataSplits:
+    data = config.data
+    if _is_entry_point(data.dataset):
+        loaded = _entry_point(data.dataset, data.options, entry_points, "train.data.dataset")
+        if loaded.data is None:
+            raise ConfigError(
+                f"entry point {data.dataset} in 'train.data.dataset' returned no data"
+            )
+        return loaded.data
+    is_file = Path(data.dataset).suffix in (".npz", ".npy", ".csv")
+    if not is_file and data.dataset not in available_datasets():
+        raise ConfigError(
+            unknown_name_message(
+                "dataset", data.dataset, "train.data.dataset", available_datasets()
+            )
+        )
+    try:
+        return load_dataset(
+            data.dataset,
+            validation_split=data.validation_split,
+            test_split=data.test_split,
+            seed=config.seed,
+            **data.options,
+        )
+    except (ValueError, TypeError, OSError) as error:
+        raise ConfigError(f"in 'train.data': {error}") from None
+
+
+def _preprocess(
+    data: DataSplits, config: RunConfig
+) -> tuple[DataSplits, preprocess.Pipeline | None]:
+    """Fit the preprocessing chain on the training split only, then apply it to every split."""
+    pipeline = build_preprocessing(config.data.preprocess, "train.data.preprocess")
+    if pipeline is None:
+        return data, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", preprocess.ConstantFeatureWarning)
+        try:
+            pipeline.fit(data.train.inputs)
+        except ValueError as error:
+            raise ConfigError(f"in 'train.data.preprocess': {error}") from None
+
+    def transformed(dataset: Dataset | None) -> Dataset | None:
+        if dataset is None:
+            return None
+        return replace(dataset, inputs=pipeline.transform(dataset.inputs))
+
+    train = replace(data.train, inputs=pipeline.transform(data.train.inputs))
+    shape = tuple(train.inputs.shape[1:])
+    splits = replace(
+        data,
+        train=train,
+        validation=transformed(data.validation),
+        test=transformed(data.test),
+        input_shape=shape,
+    )
+    return splits, pipeline
+
+
+def _build_model(config: RunConfig, data: DataSplits, entry_points: dict[str, Any]) -> nn.Module:
+    spec = config.model
+    if _is_entry_point(spec.name):
+        loaded = _entry_point(spec.name, spec.options, entry_points, "train.model.name")
+        if loaded.model is None:
+            raise ConfigError(f"entry point {spec.name} in 'train.model.name' returned no model")
+        return loaded.model
+    if spec.name not in MODELS:
+        raise ConfigError(
+            unknown_name_message("model", spec.name, "train.model.name", list(MODELS))
+        )
+    options: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("depth", spec.depth),
+            ("width", spec.width),
+            ("kernel_size", spec.kernel_size),
+        )
+        if value is not None
+    }
+    options.update(
+        activation=spec.activation,
+        norm=None if spec.norm in (None, "none") else spec.norm,
+        dropout_rate=spec.dropout,
+        **spec.options,
+    )
+    try:
+        return build_model(spec.name, data.input_shape, data.output_size, **options)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"in 'train.model' for dataset {data.name} with inputs {data.input_shape}: {error}"
+        ) from None
+
+
+def _initialize(model: nn.Module, config: RunConfig) -> None:
+    if config.init.weights == "none":
+        return
+    try:
+        init.initialize(
+            model, config.init.weights, biases=config.init.biases, generator=config.seed
+        )
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"in 'train.init': {error}") from None
+
+
+def _scheduler(
+    config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int
+) -> ScheduleLR | None:
+    if config.schedule is None:
+        return None
+    per_group = [
+        build_schedule(
+            config.schedule.name,
+            config.schedule.options,
+            config.schedule.warmup,
+            float(group["lr"]),
+            total_steps,
+            "train.schedule",
+        )
+        for group in optimizer.param_groups
+    ]
+    return ScheduleLR(optimizer, per_group)
+
+
+def _monitor(config: RunConfig, data: DataSplits) -> str:
+    monitor = config.checkpoint.monitor
+    if data.validation is None and monitor.startswith("val_"):
+        return "train_" + monitor.removeprefix("val_")
+    if data.task == "regression" and monitor.endswith("accuracy"):
+        return monitor.replace("accuracy", "loss")
+    return monitor
+
+
+def _short_name(name: str) -> str:
+    stem = Path(name.split(":")[-1]).stem
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem)[:24] or "run"
+
+
+def _metadata(config: RunConfig, prepared: PreparedRun) -> dict[str, Any]:
+    optimizer = config.optimizer.get("name") or "chain"
+    return {
+        "name": config.name,
+        "dataset": prepared.data.name,
+        "model": config.model.name,
+        "optimizer": optimizer,
+        "loss": config.loss,
+        "seed": config.seed,
+        "device": str(prepared.device),
+        "total_steps": prepared.total_steps,
+    }

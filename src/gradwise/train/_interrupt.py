@@ -1,0 +1,42 @@
+"""Ctrl-C as a request: the trainer finishes the step, checkpoints, and returns."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+
+class InterruptFlag:
+    """Set by the first SIGINT; a second SIGINT raises KeyboardInterrupt at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@contextmanager
+def graceful_interrupt() -> Iterator[InterruptFlag]:
+    """Within this block the first Ctrl-C only sets ``flag.requested``.
+
+    Stopping between steps, never inside one, is what makes the checkpoint written on
+    Ctrl-C consistent: a KeyboardInterrupt raised inside ``optimizer.step()`` could leave
+    half the parameters updated. Outside the main thread signals cannot be caught, and the
+    flag simply never gets set.
+    """
+    flag = InterruptFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)

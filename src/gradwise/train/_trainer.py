@@ -1,0 +1,518 @@
+"""The Trainer: minibatch training with evaluation, checkpoints, resume and callbacks."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from gradwise._validation import POSITIVE_INT, Either, OneOf, Satisfies, check
+from gradwise.data import Batches, Dataset, DataSplits
+from gradwise.losses import get_loss
+from gradwise.regularize import EarlyStopping, Mixup
+from gradwise.runs import RunFolder
+from gradwise.train._callbacks import Callback, TrainState
+from gradwise.train._checkpoint import load_checkpoint, save_checkpoint
+from gradwise.train._evaluation import Accumulator, evaluate
+from gradwise.train._interrupt import InterruptFlag, graceful_interrupt
+from gradwise.train._outputs import RunOutputs
+from gradwise.train._rng import get_rng_state, set_rng_state
+
+Status = Literal["completed", "early_stopped", "stopped", "interrupted"]
+LossFunction = Callable[[Tensor, Tensor], Tensor]
+
+_OPTIONAL_INT = Either((POSITIVE_INT, Satisfies(lambda v: v is None, "None")))
+_MODES = OneOf(("auto", "min", "max"))
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message gives the step and the last finite loss."""
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` returns: how the run ended and its numbers."""
+
+    status: Status
+    epochs: int
+    steps: int
+    metrics: dict[str, float]
+    best: dict[str, Any]
+    test: dict[str, float]
+    run: RunFolder | None
+    summary: dict[str, Any] = field(repr=False)
+
+
+@dataclass
+class _Position:
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+class Trainer:
+    """Train a model on in-memory data, the way ``gradwise train`` does, in a few lines.
+
+    Each epoch reshuffles the training split with a generator seeded from ``(seed,
+    epoch)``; each step runs augmentation, forward, loss (+ penalty), backward,
+    ``optimizer.step()`` and ``scheduler.step()``. Every ``log_every`` steps the mean
+    training loss and accuracy since the last record go to the metrics log; every epoch
+    ends with an evaluation on the validation split, the "last" checkpoint, and the
+    "best" one when the monitored metric improved. The test split is evaluated once, at
+    the end.
+
+    Reliability: checkpoints hold the model, optimizer, scheduler, RNG states, early
+    stopping, callbacks and the position in the data order, so ``fit(resume=True)`` on a
+    killed run ends with bit-identical parameters. Ctrl-C finishes the current step,
+    checkpoints and returns with status ``"interrupted"``. A NaN or infinite loss stops
+    the run before the bad step's update is applied and raises :class:`TrainingDiverged`
+    naming the step and the last finite loss; the last good checkpoint stays.
+
+    Args:
+        model: any ``nn.Module`` mapping a batch of inputs to outputs.
+        optimizer: any torch optimizer over the model's parameters.
+        data: the splits (from :func:`gradwise.data.load_dataset` or your own tensors).
+        loss: "cross_entropy", "hinge", "mse", or a function (outputs, targets) -> loss.
+        batch_size: samples per step.
+        epochs: passes over the training split; or give ``steps``.
+        steps: total optimizer steps (wins over ``epochs``).
+        scheduler: a torch LR scheduler, stepped after every optimizer step.
+        penalty: a function returning a scalar added to the loss (e.g.
+            :class:`gradwise.regularize.Penalty`).
+        augment: a module applied to training inputs (off in eval mode).
+        mixup: a :class:`gradwise.regularize.Mixup`, applied after ``augment``.
+        early_stopping: a :class:`gradwise.regularize.EarlyStopping` checked each epoch.
+        callbacks: hooks (:class:`Callback`), run in order.
+        run: a run folder (from :meth:`gradwise.runs.RunFolder.create`) for metrics,
+            checkpoints, TensorBoard and the summary; None keeps everything in memory.
+        seed: seeds the data order (and nothing else: seed the model yourself).
+        device: where training runs; default: where the model's parameters are.
+        log_every: steps per training-metrics record.
+        checkpoint_every: also checkpoint every this many steps (epoch ends always do).
+        monitor: the metric that picks the best checkpoint ("val_accuracy", "val_loss", ...).
+        monitor_mode: "min", "max" or "auto" (max for accuracy-like names).
+        progress: show a progress bar on stderr.
+        metadata: extra summary fields (dataset, model and optimizer names, ...).
+
+    Example:
+        >>> import torch
+        >>> from gradwise import Trainer, optim
+        >>> from gradwise.data import load_dataset
+        >>> data = load_dataset("spirals", seed=0)
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)
+        ... )
+        >>> optimizer = optim.Adam(model.parameters(), lr=1e-2)
+        >>> trainer = Trainer(model, optimizer, data, epochs=2, progress=False)
+        >>> trainer.fit().status
+        'completed'
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        data: DataSplits,
+        *,
+        loss: str | LossFunction = "cross_entropy",
+        batch_size: int = 128,
+        epochs: int | None = None,
+        steps: int | None = None,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        penalty: Callable[[], Tensor] | None = None,
+        augment: nn.Module | None = None,
+        mixup: Mixup | None = None,
+        early_stopping: EarlyStopping | None = None,
+        callbacks: Sequence[Callback] = (),
+        run: RunFolder | None = None,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        log_every: int = 10,
+        checkpoint_every: int | None = None,
+        monitor: str = "val_accuracy",
+        monitor_mode: str = "auto",
+        progress: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        check("batch_size", "Trainer", batch_size, POSITIVE_INT)
+        check("epochs", "Trainer", epochs, _OPTIONAL_INT)
+        check("steps", "Trainer", steps, _OPTIONAL_INT)
+        check("log_every", "Trainer", log_every, POSITIVE_INT)
+        check("checkpoint_every", "Trainer", checkpoint_every, _OPTIONAL_INT)
+        check("monitor_mode", "Trainer", monitor_mode, _MODES)
+        if epochs is None and steps is None:
+            raise ValueError("Trainer needs 'epochs' or 'steps' (how long to train). Got neither.")
+        self.model = model
+        self.optimizer = optimizer
+        self.data = data
+        self.loss_fn: LossFunction = get_loss(loss) if isinstance(loss, str) else loss
+        self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
+        self.scheduler = scheduler
+        self.penalty = penalty
+        self.augment = augment
+        self.mixup = mixup
+        self.early_stopping = early_stopping
+        self.callbacks = list(callbacks)
+        self.run = run
+        self.device = torch.device(device) if device is not None else _device_of(model)
+        self.batches = Batches(data.train, batch_size, shuffle=True, seed=seed, device=self.device)
+        self.batch_size = batch_size
+        self.steps_per_epoch = len(self.batches)
+        self.total_steps = steps if steps is not None else (epochs or 0) * self.steps_per_epoch
+        self.log_every = log_every
+        self.checkpoint_every = checkpoint_every
+        self.monitor = monitor
+        self.monitor_mode = _direction(monitor, monitor_mode)
+        self.progress = progress
+        self.metadata = dict(metadata or {})
+        self.classification = data.task == "classification"
+        self._position = _Position()
+        self._best: dict[str, Any] = {"monitor": monitor, "mode": self.monitor_mode}
+        self._epoch_metrics: dict[str, float] = {}
+        self._train_totals = Accumulator(self.device)
+        self._log_totals = Accumulator(self.device)
+        self._elapsed_before = 0.0
+        self._last_finite: tuple[int, float] | None = None
+        self._outputs: RunOutputs | None = None
+
+    # -- the run -------------------------------------------------------------------------
+
+    def fit(self, *, resume: bool = False) -> FitResult:
+        """Train until the step budget, early stopping, a stop request or Ctrl-C.
+
+        With ``resume=True`` the run continues from its last checkpoint (the run folder's
+        ``checkpoints/last.pt``): the model, optimizer, scheduler, RNG states, early
+        stopping, callbacks and data position are restored, and metrics recorded after
+        the checkpoint are dropped so they are not counted twice.
+        """
+        if resume:
+            self._restore()
+        started = time.time()
+        self._started = started
+        self._outputs = RunOutputs(
+            self.run,
+            self.total_steps,
+            progress=self.progress,
+            resume_step=self._position.step if resume else None,
+        )
+        self._write_summary("running", None)
+        try:
+            with graceful_interrupt() as interrupt:
+                status = self._train(interrupt)
+            test = self._finish(status)
+        except TrainingDiverged as error:
+            self._write_summary("diverged", str(error))
+            self._close()
+            raise
+        except BaseException as error:
+            self._write_summary("failed", f"{type(error).__name__}: {error}")
+            self._close()
+            raise
+        summary = self._write_summary(status, None, test=test)
+        self._close()
+        return FitResult(
+            status=status,
+            epochs=self._position.epoch,
+            steps=self._position.step,
+            metrics=dict(self._epoch_metrics),
+            best=dict(self._best),
+            test=test,
+            run=self.run,
+            summary=summary,
+        )
+
+    def _train(self, interrupt: InterruptFlag) -> Status:
+        state = self._state()
+        for callback in self.callbacks:
+            callback.on_fit_start(state)
+        while self._position.step < self.total_steps:
+            stop = self._train_epoch(interrupt)
+            if stop is not None:
+                return stop
+        return "completed"
+
+    def _train_epoch(self, interrupt: InterruptFlag) -> Status | None:
+        position = self._position
+        self._outputs_describe()
+        self.model.train()
+        for inputs, targets in self.batches.epoch(position.epoch, start_batch=position.batch):
+            self._step(inputs, targets)
+            position.step += 1
+            position.batch += 1
+            state = self._after_step()
+            if interrupt.requested or state.stop_reason is not None:
+                self._save_last()
+                return "interrupted" if interrupt.requested else "stopped"
+            if position.step >= self.total_steps:
+                break
+        return self._end_epoch()
+
+    def _step(self, inputs: Tensor, targets: Tensor) -> None:
+        labels = targets
+        if self.augment is not None:
+            inputs = self.augment(inputs)
+        if self.mixup is not None:
+            inputs, targets = self.mixup(inputs, targets)
+        outputs = self.model(inputs)
+        loss = self.loss_fn(outputs, targets)
+        objective = loss + self.penalty() if self.penalty is not None else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        self._check_finite(loss)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        correct = _correct(outputs, labels) if self.classification else None
+        self._train_totals.add(loss.detach(), correct, len(labels))
+        self._log_totals.add(loss.detach(), correct, len(labels))
+
+    def _check_finite(self, loss: Tensor) -> None:
+        # One host sync per step; on CPU it costs nothing measurable, and it lets the run
+        # stop before a NaN reaches the weights.
+        value = float(loss.detach())
+        step = self._position.step
+        if math.isfinite(value):
+            self._last_finite = (step, value)
+            return
+        last = self._last_finite
+        history = (
+            f"the last finite loss was {last[1]:.4g} at step {last[0]}"
+            if last is not None
+            else "no step had a finite loss"
+        )
+        where = f"; the last good checkpoint is {self.run.last_checkpoint}" if self.run else ""
+        raise TrainingDiverged(
+            f"loss became {value} at step {step} (epoch {self._position.epoch}); {history}"
+            f"{where}. Lower the learning rate (try 10x smaller) or clip gradients."
+        )
+
+    def _after_step(self) -> TrainState:
+        position = self._position
+        lr = self._lr()
+        if position.step % self.log_every == 0 or position.step == self.total_steps:
+            loss, accuracy = self._log_totals.means()
+            self._log_totals.reset()
+            self._record({"kind": "step", "loss": loss, "accuracy": accuracy, "lr": lr})
+            self._progress(position.step % self.log_every or self.log_every, loss, accuracy, lr)
+        state = self._state()
+        for callback in self.callbacks:
+            callback.on_step_end(state)
+        if self.checkpoint_every and position.step % self.checkpoint_every == 0:
+            self._save_last()
+        return state
+
+    def _end_epoch(self) -> Status | None:
+        position = self._position
+        train_loss, train_accuracy = self._train_totals.means()
+        self._train_totals.reset()
+        metrics: dict[str, float] = {"train_loss": train_loss}
+        if train_accuracy is not None:
+            metrics["train_accuracy"] = train_accuracy
+        if self.data.validation is not None:
+            metrics.update(self._evaluate(self.data.validation, "val"))
+        metrics["lr"] = self._lr()
+        self._epoch_metrics = metrics
+        self._record({"kind": "epoch", **metrics})
+        position.epoch += 1
+        position.batch = 0
+        improved = self._update_best(metrics)
+        stop = self._early_stop(position.epoch - 1, metrics)
+        state = self._state(epoch=position.epoch - 1)
+        for callback in self.callbacks:
+            callback.on_epoch_end(state)
+        self._save_last()
+        if improved and self.run is not None:
+            save_checkpoint(self.run.best_checkpoint, self._checkpoint())
+        if stop:
+            return "early_stopped"
+        if state.stop_reason is not None:
+            return "stopped"
+        return None
+
+    def _early_stop(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        if self.early_stopping is None:
+            return False
+        return self.early_stopping.on_epoch_end(epoch, metrics, self.model)
+
+    def _update_best(self, metrics: Mapping[str, float]) -> bool:
+        value = metrics.get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return False
+        best = self._best.get("value")
+        better = best is None or (value > best if self.monitor_mode == "max" else value < best)
+        if better:
+            self._best.update(value=value, epoch=self._position.epoch - 1, step=self._position.step)
+        return better
+
+    def _finish(self, status: Status) -> dict[str, float]:
+        if self.early_stopping is not None and status != "interrupted":
+            self.early_stopping.on_train_end(self.model)
+        position = self._position
+        last_epoch = (
+            position.epoch - 1 if position.batch == 0 and position.epoch else position.epoch
+        )
+        state = self._state(epoch=last_epoch)
+        for callback in self.callbacks:
+            callback.on_fit_end(state)
+        if status in ("interrupted", "stopped") or self.data.test is None:
+            return {}
+        test = self._evaluate(self.data.test, "test")
+        self._record({"kind": "test", **test})
+        return test
+
+    # -- evaluation, records, checkpoints -----------------------------------------------
+
+    def _evaluate(self, dataset: Dataset, prefix: str) -> dict[str, float]:
+        loss, accuracy = evaluate(
+            self.model,
+            dataset,
+            self.loss_fn,
+            device=self.device,
+            classification=self.classification,
+        )
+        result = {f"{prefix}_loss": loss}
+        if accuracy is not None:
+            result[f"{prefix}_accuracy"] = accuracy
+        return result
+
+    def _record(self, values: Mapping[str, Any]) -> None:
+        if self._outputs is None:
+            return
+        record = {
+            "kind": values["kind"],
+            "step": self._position.step,
+            "epoch": self._position.epoch,
+            **{k: v for k, v in values.items() if k != "kind"},
+            "time": round(self._elapsed(), 3),
+        }
+        self._outputs.record(record)
+
+    def _progress(self, steps: int, loss: float, accuracy: float | None, lr: float) -> None:
+        if self._outputs is None:
+            return
+        postfix: dict[str, Any] = {"loss": f"{loss:.4f}"}
+        if accuracy is not None:
+            postfix["acc"] = f"{accuracy:.3f}"
+        postfix["lr"] = f"{lr:.2e}"
+        self._outputs.advance(steps, postfix)
+
+    def _outputs_describe(self) -> None:
+        if self._outputs is not None:
+            epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+            self._outputs.describe(f"epoch {self._position.epoch + 1}/{epochs}")
+
+    def _save_last(self) -> None:
+        if self.run is None:
+            return
+        if self._outputs is not None:
+            self._outputs.sync()
+        save_checkpoint(self.run.last_checkpoint, self._checkpoint())
+
+    def _checkpoint(self) -> dict[str, Any]:
+        position = self._position
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "position": {"epoch": position.epoch, "batch": position.batch, "step": position.step},
+            "rng": get_rng_state(self.device, (self.augment, self.mixup)),
+            "early_stopping": (
+                self.early_stopping.state_dict() if self.early_stopping is not None else None
+            ),
+            "callbacks": [callback.state_dict() for callback in self.callbacks],
+            "best": dict(self._best),
+            "epoch_metrics": dict(self._epoch_metrics),
+            "train_totals": self._train_totals.state_dict(),
+            "log_totals": self._log_totals.state_dict(),
+            "elapsed": self._elapsed(),
+        }
+
+    def _restore(self) -> None:
+        if self.run is None:
+            raise ValueError("Trainer.fit(resume=True) needs a run folder to resume from.")
+        contents = load_checkpoint(self.run.last_checkpoint, map_location=self.device)
+        self.model.load_state_dict(contents["model"])
+        self.optimizer.load_state_dict(contents["optimizer"])
+        if self.scheduler is not None and contents["scheduler"] is not None:
+            self.scheduler.load_state_dict(contents["scheduler"])
+        self._position = _Position(**contents["position"])
+        set_rng_state(contents["rng"], self.device, (self.augment, self.mixup))
+        if self.early_stopping is not None and contents["early_stopping"] is not None:
+            self.early_stopping.load_state_dict(contents["early_stopping"])
+        for callback, saved in zip(self.callbacks, contents["callbacks"], strict=False):
+            callback.load_state_dict(saved)
+        self._best = dict(contents["best"])
+        self._epoch_metrics = dict(contents["epoch_metrics"])
+        self._train_totals.load_state_dict(contents["train_totals"])
+        self._log_totals.load_state_dict(contents["log_totals"])
+        self._elapsed_before = float(contents["elapsed"])
+
+    # -- small helpers --------------------------------------------------------------------
+
+    def _state(self, epoch: int | None = None) -> TrainState:
+        return TrainState(
+            epoch=self._position.epoch if epoch is None else epoch,
+            step=self._position.step,
+            batch_index=self._position.batch - 1,
+            steps_per_epoch=self.steps_per_epoch,
+            loss=self._last_finite[1] if self._last_finite is not None else math.nan,
+            lr=self._lr(),
+            metrics=dict(self._epoch_metrics),
+            model=self.model,
+            optimizer=self.optimizer,
+        )
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.time() - getattr(self, "_started", time.time())
+
+    def _write_summary(
+        self, status: str, message: str | None, *, test: Mapping[str, float] | None = None
+    ) -> dict[str, Any]:
+        summary = {
+            **self.metadata,
+            "status": status,
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "epochs": self._position.epoch,
+            "steps": self._position.step,
+            "duration_s": round(self._elapsed(), 2),
+            "started": getattr(self, "_started", None),
+            "finished": time.time() if status != "running" else None,
+            "best": dict(self._best),
+            "final": dict(self._epoch_metrics),
+            "test": dict(test or {}),
+            "message": message,
+        }
+        if self._outputs is not None:
+            self._outputs.write_summary(summary)
+        return summary
+
+    def _close(self) -> None:
+        if self._outputs is not None:
+            self._outputs.close()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(iter(model.parameters()), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _direction(monitor: str, mode: str) -> Literal["min", "max"]:
+    if mode in ("min", "max"):
+        return mode  # type: ignore[return-value]
+    accuracy_like = any(word in monitor for word in ("acc", "auc", "f1", "precision", "recall"))
+    return "max" if accuracy_like else "min"
+
+
+def _correct(outputs: Tensor, labels: Tensor) -> Tensor | None:
+    if labels.is_floating_point() or outputs.dim() != 2:
+        return None
+    return (outputs.detach().argmax(dim=1) == labels).sum()

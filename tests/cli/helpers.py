@@ -1,0 +1,61 @@
+"""Running the real ``gradwise`` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+COMMAND = [sys.executable, "-m", "gradwise"]
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"  # the project's machines: 2 shared cores
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def gradwise(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args],
+        cwd=cwd,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*COMMAND, *args],
+        cwd=cwd,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+SMALL_CONFIG = """\
+name: small
+seed: 0
+epochs: 60
+log_every: 1
+data:
+  dataset: spirals
+  batch_size: 8
+model:
+  name: mlp
+  width: 32
+  depth: 2
+  norm: none
+  dropout: 0.1
+optimizer:
+  lr: 0.01
+checkpoint:
+  every_steps: 7
+"""

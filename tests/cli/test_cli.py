@@ -1,0 +1,93 @@
+"""The command line, run as a user runs it: in a subprocess, from a working directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from gradwise.config import RunConfig, config_to_dict
+from tests.cli.helpers import SMALL_CONFIG, gradwise
+
+
+def test_config_prints_the_resolved_default_config(tmp_path: Path) -> None:
+    result = gradwise("config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout) == config_to_dict(RunConfig())
+
+
+def test_config_resolves_a_file_with_overrides(tmp_path: Path) -> None:
+    (tmp_path / "run.toml").write_text("epochs = 3\n[optimizer]\nlr = 0.1\n")
+    result = gradwise("config", "run.toml", "--set", "data.batch_size=64", cwd=tmp_path)
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["epochs"] == 3
+    assert resolved["optimizer"] == {"name": "AdamW", "lr": 0.1, "weight_decay": 0.05}
+    assert resolved["data"]["batch_size"] == 64
+
+
+def test_config_errors_are_one_line_each(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("optimiser:\n  lr: 0.1\n")
+    cases = {
+        ("train", "bad.yaml"): "unknown key 'optimiser' in 'train'; did you mean 'optimizer'?",
+        ("train", "--set", "data.batch_size=-1"): (
+            "The 'batch_size' key in 'train.data' must be an int >= 1. Got -1 instead."
+        ),
+        ("train", "--set", "optimizer.name=Adamw"): "unknown optimizer 'Adamw' in "
+        "'train.optimizer.name'; did you mean 'AdamW'? valid names: SGD, Adagrad",
+        ("train", "--set", "data.dataset=mnist"): "unknown dataset 'mnist' in "
+        "'train.data.dataset';",
+        ("train", "--set", "optimizer.lrr=0.1"): "unknown key 'lrr' in 'train.optimizer'; "
+        "did you mean 'lr'?",
+        ("train", "--set", "optimizer.lr=-1"): "The 'lr' parameter of AdamW must be",
+    }
+    for args, message in cases.items():
+        result = gradwise(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, result.stderr)
+        assert message in lines[0], (args, result.stderr)
+        assert not (tmp_path / "runs").exists()  # nothing ran, nothing was written
+
+
+def test_an_unwritable_runs_folder_fails_before_training(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    result = gradwise("train", "--runs-dir", "a_file/runs", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Cannot" in result.stderr
+    assert "a_file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_runs_list_and_report(tmp_path: Path) -> None:
+    (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
+    result = gradwise("train", "small.yaml", "--set", "epochs=3", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "run folder: runs/small" in result.stdout
+    assert "test" in result.stdout  # the summary table
+    summary = json.loads((tmp_path / "runs/small/summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["epochs"] == 3
+
+    listing = gradwise("runs", cwd=tmp_path)
+    assert listing.returncode == 0
+    assert "small" in listing.stdout
+
+    report = tmp_path / "runs/small/report.html"
+    report.unlink()
+    rebuilt = gradwise("report", "runs/small", cwd=tmp_path)
+    assert rebuilt.returncode == 0
+    assert report.is_file()
+
+
+def test_the_default_run_reaches_90_percent_on_mnist1d(tmp_path: Path) -> None:
+    # The README's main job, with no configuration at all (about 15 s on a 2-core CPU).
+    result = gradwise("train", cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 20/20" in result.stderr  # the progress bar
+    run = Path(tmp_path / result.stdout.split("run folder: ")[1].split()[0])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["dataset"] == "mnist1d"
+    assert summary["model"] == "cnn1d"
+    assert summary["test"]["test_accuracy"] >= 0.90
+    assert summary["duration_s"] < 180

@@ -1,0 +1,86 @@
+"""Killing a run with SIGKILL or Ctrl-C, then resuming it: a real subprocess, a real signal."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from gradwise.runs import read_records
+from gradwise.train import load_checkpoint
+from tests.cli.helpers import SMALL_CONFIG, gradwise, start
+
+
+def _wait_for_step(run: Path, step: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        checkpoint = run / "checkpoints/last.pt"
+        metrics = run / "metrics.jsonl"
+        if checkpoint.is_file() and metrics.is_file():
+            records = read_records(metrics)
+            if records and records[-1]["step"] >= step:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"the run never reached step {step}")
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints/last.pt")["model"]  # type: ignore[no-any-return]
+
+
+def _reference_run(tmp_path: Path) -> Path:
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    (folder / "small.yaml").write_text(SMALL_CONFIG)
+    result = gradwise("train", "small.yaml", "--no-progress", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "runs/small"
+
+
+def test_sigkill_mid_epoch_then_resume_gives_bit_identical_parameters(tmp_path: Path) -> None:
+    reference = _reference_run(tmp_path)
+
+    (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
+    process = start("train", "small.yaml", "--no-progress", cwd=tmp_path)
+    run = tmp_path / "runs/small"
+    _wait_for_step(run, 200)  # 27 steps per epoch: well into the run, mid-epoch
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(run / "checkpoints/last.pt")["position"]
+    assert 0 < killed_at["step"] < 60 * 27
+
+    resumed = gradwise("train", "--resume", "runs/small", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    final, expected = _final_weights(run), _final_weights(reference)
+    assert final.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(final[name], expected[name]), name
+
+    # The metrics match the uninterrupted run's record for record (except wall time).
+    def without_time(path: Path) -> list[dict[str, object]]:
+        return [{k: v for k, v in r.items() if k != "time"} for r in read_records(path)]
+
+    assert without_time(run / "metrics.jsonl") == without_time(reference / "metrics.jsonl")
+
+
+def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(tmp_path: Path) -> None:
+    (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
+    process = start("train", "small.yaml", "--no-progress", cwd=tmp_path)
+    run = tmp_path / "runs/small"
+    _wait_for_step(run, 100)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "resume with: gradwise train --resume runs/small" in stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    stopped_at = load_checkpoint(run / "checkpoints/last.pt")["position"]["step"]
+    assert read_records(run / "metrics.jsonl")[-1]["step"] == stopped_at
+
+    resumed = gradwise("train", "--resume", "runs/small", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"

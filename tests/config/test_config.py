@@ -1,0 +1,121 @@
+"""The run config: defaults, files, overrides, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gradwise.config import (
+    ConfigError,
+    RunConfig,
+    config_to_dict,
+    dump_config,
+    load_config,
+    parse_config,
+    parse_value,
+)
+
+
+def test_no_file_and_no_overrides_is_the_default_run() -> None:
+    assert load_config() == RunConfig()
+
+
+def test_the_dumped_config_reads_back_unchanged(tmp_path: Path) -> None:
+    config = load_config(overrides=["optimizer.lr=0.02", "data.augment=[flip]", "schedule=null"])
+    path = tmp_path / "run.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
+
+
+def test_yaml_and_toml_files_give_the_same_config(tmp_path: Path) -> None:
+    (tmp_path / "run.yaml").write_text(
+        "epochs: 3\noptimizer:\n  lr: 3e-3\ndata:\n  batch_size: 32\n"
+    )
+    (tmp_path / "run.toml").write_text(
+        "epochs = 3\n[optimizer]\nlr = 3e-3\n[data]\nbatch_size = 32\n"
+    )
+    from_yaml, from_toml = load_config(tmp_path / "run.yaml"), load_config(tmp_path / "run.toml")
+    assert from_yaml == from_toml
+    assert from_yaml.optimizer["lr"] == 0.003  # YAML 1.1 alone would read the string "3e-3"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("3e-3", 0.003), ("1E5", 1e5), ("0.5", 0.5), ("10", 10), ("null", None), ("true", True),
+     ("[flip, crop]", ["flip", "crop"]), ("{patience: 3}", {"patience": 3}), ("adam", "adam")],
+)  # fmt: skip
+def test_override_values_read_as_yaml(text: str, value: object) -> None:
+    assert parse_value(text) == value
+
+
+def test_a_partial_section_keeps_the_other_defaults() -> None:
+    config = load_config(overrides=["optimizer.lr=0.01", "data.batch_size=64"])
+    assert config.optimizer == {"name": "AdamW", "lr": 0.01, "weight_decay": 0.05}
+    assert config.data.batch_size == 64
+    assert config.data.dataset == "mnist1d"
+
+
+def test_naming_another_optimizer_replaces_the_default_arguments() -> None:
+    config = load_config(overrides=["optimizer.name=SGD", "optimizer.lr=0.1"])
+    assert config.optimizer == {"name": "SGD", "lr": 0.1}
+    chain = parse_config({"optimizer": {"chain": ["scale_by_adam", "scale_by_learning_rate"]}})
+    assert chain.optimizer == {"chain": ["scale_by_adam", "scale_by_learning_rate"]}
+
+
+def test_early_stopping_section_switches_on_with_its_defaults() -> None:
+    config = load_config(overrides=["regularization.early_stopping={patience: 3}"])
+    assert config.regularization.early_stopping is not None
+    assert config.regularization.early_stopping.patience == 3
+    assert config.regularization.early_stopping.monitor == "val_loss"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"optimiser": {}}, "unknown key 'optimiser' in 'train'; did you mean 'optimizer'?"),
+        ({"data": {"batchsize": 3}}, "unknown key 'batchsize' in 'train.data'; did you mean 'batch_size'?"),
+        ({"data": {"batch_size": 0}}, "The 'batch_size' key in 'train.data' must be an int >= 1. Got 0 instead."),
+        ({"data": {"batch_size": 2.5}}, "The 'batch_size' key in 'train.data' must be an int >= 1. Got 2.5 instead."),
+        ({"epochs": "ten"}, "The 'epochs' key in 'train' must be an int >= 1 or null. Got 'ten' instead."),
+        ({"device": "tpu"}, "The 'device' key in 'train' must be one of 'cpu', 'cuda', 'auto'. Got 'tpu' instead."),
+        ({"model": {"dropout": 1.0}}, "The 'dropout' key in 'train.model' must be a float in [0, 1). Got 1.0 instead."),
+        ({"data": "mnist1d"}, "'train.data' must be a mapping of keys to values. Got 'mnist1d' instead."),
+        ({"zzz": 1}, "unknown key 'zzz' in 'train'; valid keys: checkpoint, data, device,"),
+        ({"regularization": {"early_stopping": {"patiense": 2}}},
+         "unknown key 'patiense' in 'train.regularization.early_stopping'; did you mean 'patience'?"),
+    ],
+)  # fmt: skip
+def test_errors_say_where_what_and_the_closest_key(
+    content: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(content)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_bad_files_and_overrides_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"must end in \.yaml, \.yml or \.toml"):
+        load_config(tmp_path / "run.json")
+    (tmp_path / "broken.yaml").write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match="is not valid yaml"):
+        load_config(tmp_path / "broken.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="must read KEY.PATH=VALUE"):
+        load_config(overrides=["optimizer.lr"])
+    with pytest.raises(ConfigError, match="The 'epochs' key in 'train' must be an int >= 1"):
+        load_config(overrides=["epochs.max=3"])
+    with pytest.raises(ConfigError, match="'train.epochs' is a value, not a section"):
+        load_config(overrides=["epochs=3", "epochs.max=3"])
+
+
+def test_config_to_dict_is_plain_data() -> None:
+    content = config_to_dict(RunConfig())
+    assert content["optimizer"]["name"] == "AdamW"
+    assert content["regularization"]["early_stopping"] is None

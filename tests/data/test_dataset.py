@@ -1,0 +1,172 @@
+"""Dataset and DataSplits: the tensor contract, subsets, and consistency checks."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from gradwise.data import Dataset, DataSplits
+
+
+def test_classification_contract_from_numpy():
+    data = Dataset.from_arrays(np.ones((4, 3), dtype=np.float64), np.array([0, 1, 1, 2], np.int32))
+    assert data.inputs.dtype == torch.float32
+    assert data.targets.dtype == torch.int64
+    assert data.task == "classification"
+    assert len(data) == 4
+
+
+def test_shapes_are_settled():
+    # (N,) inputs become one feature; (N, 1) class labels become (N,); float targets (N, 1).
+    data = Dataset(torch.arange(5), torch.arange(5).reshape(5, 1))
+    assert data.inputs.shape == (5, 1)
+    assert data.inputs.dtype == torch.float32
+    assert data.targets.shape == (5,)
+    regression = Dataset(torch.zeros(5, 2), torch.linspace(0, 1, 5, dtype=torch.float64))
+    assert regression.targets.shape == (5, 1)
+    assert regression.targets.dtype == torch.float32
+    assert regression.task == "regression"
+    multi = Dataset(torch.zeros(5, 2), torch.zeros(5, 3))
+    assert multi.targets.shape == (5, 3)
+
+
+def test_images_keep_channel_first_shape_and_raw_values():
+    images = torch.randint(0, 256, (6, 1, 4, 4), dtype=torch.uint8)
+    data = Dataset(images, torch.zeros(6, dtype=torch.int64))
+    assert data.inputs.shape == (6, 1, 4, 4)
+    assert torch.equal(data.inputs, images.float())
+
+
+def test_dataset_is_frozen_and_detached():
+    weights = torch.ones(3, 2, requires_grad=True)
+    data = Dataset(weights * 2, torch.zeros(3, dtype=torch.int64))
+    assert not data.inputs.requires_grad
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        data.inputs = torch.zeros(3, 2)
+
+
+def test_subset_indexes_in_the_given_order():
+    data = Dataset(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 3, 4]))
+    picked = data.subset([4, 0, 2])
+    assert picked.targets.tolist() == [4, 0, 2]
+    assert picked.inputs[:, 0].tolist() == [8.0, 0.0, 4.0]
+    assert len(data.subset(torch.tensor([], dtype=torch.int64))) == 0
+    with pytest.raises(ValueError, match=r"'indices' parameter of Dataset.subset must be a 1-D"):
+        data.subset(torch.zeros(2, 2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize(
+    ("inputs", "targets", "error", "match"),
+    [
+        (
+            torch.zeros(3, 2),
+            torch.zeros(4, dtype=torch.int64),
+            ValueError,
+            "Got 3 inputs and 4 targets",
+        ),
+        (
+            [[1.0, 2.0]],
+            torch.zeros(1),
+            TypeError,
+            "must be a torch.Tensor or a NumPy array. Got list",
+        ),
+        (
+            np.array([["a"]]),
+            np.zeros(1),
+            TypeError,
+            "must be numbers. Got a NumPy array of dtype <U1",
+        ),
+        (torch.zeros(2, dtype=torch.complex64), torch.zeros(2), TypeError, "must be real numbers"),
+        (torch.tensor(1.0), torch.zeros(1), ValueError, "inputs must have shape"),
+        (
+            torch.zeros(2, 1),
+            torch.zeros(2, 2, dtype=torch.int64),
+            ValueError,
+            "must have shape \\(N,\\), one class",
+        ),
+    ],
+)
+def test_dataset_errors(inputs, targets, error, match):
+    with pytest.raises(error, match=match):
+        Dataset(inputs, targets)
+
+
+def _splits(**changes):
+    fields = {
+        "train": Dataset(torch.zeros(4, 2), torch.tensor([0, 1, 2, 1])),
+        "validation": None,
+        "test": Dataset(torch.zeros(2, 2), torch.tensor([2, 0])),
+        "num_classes": 3,
+        "input_shape": (2,),
+        "task": "classification",
+        "name": "toy",
+        "description": "toy",
+    }
+    return DataSplits(**{**fields, **changes})
+
+
+def test_data_splits_accessors():
+    splits = _splits()
+    assert list(splits.splits()) == ["train", "test"]
+    assert splits.output_size == 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "match"),
+    [
+        ({"task": "ranking"}, ValueError, "'task' parameter of DataSplits must be one of"),
+        (
+            {"num_classes": 0},
+            ValueError,
+            "'num_classes' parameter of DataSplits must be an int >= 1",
+        ),
+        (
+            {"num_classes": 2},
+            ValueError,
+            r"must have class indices in 0..1. Got labels from 0 to 2",
+        ),
+        (
+            {"input_shape": (3,)},
+            ValueError,
+            r"'train' split of DataSplits must have inputs of shape \(3,\)",
+        ),
+        ({"class_labels": ("a", "b")}, ValueError, "one label per class \\(3\\)"),
+        (
+            {"validation": (torch.zeros(1, 2), torch.zeros(1))},
+            TypeError,
+            "'validation' split .* Got tuple",
+        ),
+        (
+            {"test": Dataset(torch.zeros(2, 2), torch.zeros(2))},
+            ValueError,
+            "'test' split of DataSplits must have classification targets",
+        ),
+        ({"task": "regression"}, ValueError, "must be None for regression"),
+    ],
+)
+def test_data_splits_consistency_errors(changes, error, match):
+    with pytest.raises(error, match=match):
+        _splits(**changes)
+
+
+def test_regression_target_shapes_must_agree():
+    train = Dataset(torch.zeros(4, 2), torch.zeros(4, 2))
+    test = Dataset(torch.zeros(2, 2), torch.zeros(2, 3))
+    with pytest.raises(
+        ValueError, match=r"'test' split of DataSplits must have targets of shape \(2,\)"
+    ):
+        DataSplits.from_datasets(train, test=test)
+
+
+def test_from_datasets_infers_the_rest():
+    train = Dataset(torch.zeros(6, 1, 5), torch.tensor([0, 1, 0, 1, 0, 1]))
+    test = Dataset(torch.zeros(3, 1, 5), torch.tensor([4, 0, 1]))
+    splits = DataSplits.from_datasets(train, test=test, name="signals", source="my lab")
+    assert splits.num_classes == 5  # the largest label in any split, plus one
+    assert splits.input_shape == (1, 5)
+    assert splits.task == "classification"
+    assert splits.description == "signals: my lab; train 6, test 3; 5 classes, input (1, 5)"
+    regression = DataSplits.from_datasets(Dataset(torch.zeros(3, 2), torch.zeros(3, 4)))
+    assert regression.num_classes is None
+    assert regression.output_size == 4

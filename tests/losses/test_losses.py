@@ -1,0 +1,225 @@
+"""The losses against independent oracles: a loop SVM loss, torch, scikit-learn, closed forms."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score
+
+from gradwise.losses import (
+    LOSS_NAMES,
+    accuracy,
+    chance_loss,
+    get_loss,
+    mean_squared_error,
+    multiclass_hinge,
+)
+
+GENERATOR = torch.Generator().manual_seed(0)
+MARGINS = [0.0, 0.5, 1.0, 3.0]
+
+
+def random_batch(batch=16, classes=5, scale=1.0):
+    scores = scale * torch.randn(batch, classes, dtype=torch.float64, generator=GENERATOR)
+    targets = torch.randint(classes, (batch,), generator=GENERATOR)
+    return scores, targets
+
+
+def svm_loss_loop(scores, targets, margin):
+    """cs231n's multiclass SVM loss, one sample and one class at a time."""
+    scores, targets = scores.detach().numpy(), targets.numpy()
+    total = 0.0
+    for i in range(scores.shape[0]):
+        correct = scores[i, targets[i]]
+        for j in range(scores.shape[1]):
+            if j != targets[i]:
+                total += max(0.0, scores[i, j] - correct + margin)
+    return total / scores.shape[0]
+
+
+def svm_gradient_loop(scores, targets, margin):
+    """d loss / d scores for the loss above: +1/N per violated margin, -(count)/N at y_i."""
+    scores, targets = scores.detach().numpy(), targets.numpy()
+    gradient = np.zeros_like(scores)
+    batch = scores.shape[0]
+    for i in range(batch):
+        for j in range(scores.shape[1]):
+            if j != targets[i] and scores[i, j] - scores[i, targets[i]] + margin > 0:
+                gradient[i, j] += 1.0 / batch
+                gradient[i, targets[i]] -= 1.0 / batch
+    return torch.from_numpy(gradient)
+
+
+@pytest.mark.parametrize("margin", MARGINS)
+@pytest.mark.parametrize(("batch", "classes", "scale"), [(16, 5, 1.0), (7, 10, 0.3), (1, 2, 2.0)])
+def test_multiclass_hinge_matches_the_loop_svm_loss(margin, batch, classes, scale):
+    scores, targets = random_batch(batch, classes, scale)
+    loss = multiclass_hinge(scores, targets, margin)
+    assert loss.dtype == torch.float64
+    assert loss.shape == ()
+    assert loss.item() == pytest.approx(svm_loss_loop(scores, targets, margin), rel=1e-12)
+
+
+def test_multiclass_hinge_default_margin_is_one():
+    scores, targets = random_batch()
+    assert multiclass_hinge(scores, targets).item() == pytest.approx(
+        svm_loss_loop(scores, targets, 1.0), rel=1e-12
+    )
+
+
+def test_multiclass_hinge_is_zero_when_the_correct_score_wins_by_the_margin():
+    scores = torch.tensor([[5.0, 3.9, 1.0], [0.0, 0.0, 2.0]], dtype=torch.float64)
+    targets = torch.tensor([0, 2])
+    assert multiclass_hinge(scores, targets, margin=1.0).item() == 0.0
+    # One margin violated by 0.2 in sample 0: (3.9 - 5 + 1.3) / 2 samples.
+    assert multiclass_hinge(scores, targets, margin=1.3).item() == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("margin", MARGINS)
+def test_multiclass_hinge_gradient_passes_gradcheck(margin):
+    scores, targets = random_batch(batch=6, classes=4)
+    scores.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s: multiclass_hinge(s, targets, margin), (scores,))
+
+
+@pytest.mark.parametrize("margin", MARGINS)
+def test_multiclass_hinge_gradient_matches_the_analytic_svm_gradient(margin):
+    scores, targets = random_batch(batch=9, classes=6)
+    scores.requires_grad_(True)
+    multiclass_hinge(scores, targets, margin).backward()
+    torch.testing.assert_close(scores.grad, svm_gradient_loop(scores, targets, margin))
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10, 100])
+@pytest.mark.parametrize("margin", [0.5, 1.0, 2.0])
+def test_hinge_of_equal_scores_is_its_chance_value(classes, margin):
+    scores = torch.full((8, classes), -1.7, dtype=torch.float64)  # any constant score
+    targets = torch.randint(classes, (8,), generator=GENERATOR)
+    value = get_loss("hinge", margin=margin)(scores, targets).item()
+    assert value == pytest.approx((classes - 1) * margin, rel=1e-12)
+    assert chance_loss("hinge", classes, margin=margin) == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10, 100])
+def test_cross_entropy_of_zero_logits_is_its_chance_value(classes):
+    targets = torch.randint(classes, (8,), generator=GENERATOR)
+    value = get_loss("cross_entropy")(torch.zeros(8, classes, dtype=torch.float64), targets)
+    assert value.item() == pytest.approx(math.log(classes), rel=1e-12)
+    assert chance_loss("cross_entropy", classes) == pytest.approx(value.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10, 100])
+def test_mse_of_zero_outputs_against_one_hot_is_its_chance_value(classes):
+    targets = torch.randint(classes, (8,), generator=GENERATOR)
+    value = get_loss("mse")(torch.zeros(8, classes, dtype=torch.float64), targets)
+    assert value.item() == pytest.approx(1.0 / classes, rel=1e-12)
+    assert chance_loss("mse", classes) == pytest.approx(value.item(), rel=1e-12)
+
+
+def test_chance_loss_hinge_default_margin_is_one():
+    assert chance_loss("hinge", 10) == 9.0
+
+
+def test_mse_with_class_targets_is_mse_against_one_hot_vectors():
+    outputs, targets = random_batch(batch=12, classes=7)
+    expected = F.mse_loss(outputs, F.one_hot(targets, 7).to(torch.float64))
+    torch.testing.assert_close(mean_squared_error(outputs, targets), expected)
+    outputs32 = outputs.float()
+    result32 = mean_squared_error(outputs32, targets)
+    assert result32.dtype == torch.float32
+    torch.testing.assert_close(result32, F.mse_loss(outputs32, F.one_hot(targets, 7).float()))
+
+
+def test_mse_gradient_with_class_targets_is_two_over_n_c_times_the_residual():
+    outputs, targets = random_batch(batch=4, classes=3)
+    outputs.requires_grad_(True)
+    mean_squared_error(outputs, targets).backward()
+    residual = outputs.detach() - F.one_hot(targets, 3).to(torch.float64)
+    torch.testing.assert_close(outputs.grad, 2.0 * residual / residual.numel())
+
+
+def test_mse_for_regression_matches_torch():
+    outputs = torch.randn(10, 3, generator=GENERATOR)
+    targets = torch.randn(10, 3, generator=GENERATOR)
+    torch.testing.assert_close(mean_squared_error(outputs, targets), F.mse_loss(outputs, targets))
+
+
+def test_mse_for_regression_pairs_a_single_output_column_with_flat_targets():
+    outputs = torch.randn(10, 1, generator=GENERATOR)
+    targets = torch.randn(10, generator=GENERATOR)
+    expected = ((outputs[:, 0] - targets) ** 2).mean()
+    torch.testing.assert_close(mean_squared_error(outputs, targets), expected)
+
+
+def test_get_loss_returns_the_named_loss():
+    scores, targets = random_batch()
+    torch.testing.assert_close(
+        get_loss("cross_entropy")(scores, targets), F.cross_entropy(scores, targets)
+    )
+    torch.testing.assert_close(
+        get_loss("hinge", margin=2.5)(scores, targets), multiclass_hinge(scores, targets, 2.5)
+    )
+    torch.testing.assert_close(
+        get_loss("mse")(scores, targets), mean_squared_error(scores, targets)
+    )
+    assert set(LOSS_NAMES) == {"cross_entropy", "hinge", "mse"}
+
+
+def test_accuracy_matches_scikit_learn():
+    scores, targets = random_batch(batch=200, classes=4)
+    value = accuracy(scores, targets)
+    assert value.shape == ()
+    expected = accuracy_score(targets.numpy(), scores.argmax(dim=1).numpy())
+    assert value.item() == pytest.approx(expected)
+    assert 0.0 < value.item() < 1.0  # random scores: neither all right nor all wrong
+
+
+def test_accuracy_of_perfect_and_of_wrong_scores():
+    targets = torch.tensor([2, 0, 1, 1])
+    perfect = F.one_hot(targets, 3).float()
+    assert accuracy(perfect, targets).item() == 1.0
+    assert accuracy(-perfect, targets).item() == pytest.approx(0.0)
+    assert accuracy(perfect[[0, 1, 2, 2]], torch.tensor([2, 0, 1, 0])).item() == 0.75
+
+
+def one_format(name, owner):
+    return rf"^The '{name}' parameter of {owner} must be .+\. Got .+ instead\.$"
+
+
+def test_get_loss_and_chance_loss_list_the_valid_names():
+    listed = "must be one of 'cross_entropy', 'hinge', 'mse'. Got 'svm' instead."
+    for function in (get_loss, chance_loss):
+        owner = function.__name__
+        arguments = ("svm",) if function is get_loss else ("svm", 10)
+        with pytest.raises(
+            ValueError, match=f"^The 'name' parameter of {owner} {re.escape(listed)}$"
+        ):
+            function(*arguments)
+
+
+def test_get_loss_refuses_a_negative_margin():
+    with pytest.raises(ValueError, match=one_format("margin", "get_loss")):
+        get_loss("hinge", margin=-1.0)
+
+
+def test_multiclass_hinge_refuses_a_negative_margin():
+    scores, targets = random_batch()
+    with pytest.raises(ValueError, match=one_format("margin", "multiclass_hinge")):
+        multiclass_hinge(scores, targets, margin=-1.0)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_chance_loss_refuses_a_bad_number_of_classes(name):
+    # Today: hinge gives -1.0 for 0 classes, CE a bare "math domain error", MSE a
+    # ZeroDivisionError.
+    for num_classes in (0, -3, 2.5):
+        with pytest.raises(ValueError, match=one_format("num_classes", "chance_loss")):
+            chance_loss(name, num_classes)
+
+
+def test_chance_loss_refuses_a_negative_margin():
+    with pytest.raises(ValueError, match=one_format("margin", "chance_loss")):
+        chance_loss("hinge", 10, margin=-1.0)

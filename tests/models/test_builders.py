@@ -1,0 +1,320 @@
+"""mlp, cnn1d, cnn2d and build_model: output shapes, the layers each option adds, errors."""
+
+import math
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from gradwise.models import ACTIVATIONS, MODELS, build_model, cnn1d, cnn2d, mlp
+
+GENERATOR = torch.Generator().manual_seed(0)
+
+# One input kind per builder: tabular (N, D), signals (N, C, L), images (N, C, H, W).
+CASES = [
+    (mlp, (12,)),
+    (mlp, (1, 8, 8)),
+    (cnn1d, (1, 40)),
+    (cnn1d, (3, 17)),
+    (cnn2d, (1, 28, 28)),
+    (cnn2d, (1, 8, 8)),
+    (cnn2d, (3, 9, 6)),
+]
+
+
+def inputs(shape, batch=4):
+    return torch.randn((batch, *shape), generator=GENERATOR)
+
+
+def layers_of(model, kind):
+    return [layer for layer in model.modules() if type(layer) is kind]
+
+
+def build_or_refuse(builder, *args, **kwargs):
+    """The model, or the message of the ValueError the builder raised instead."""
+    try:
+        return builder(*args, **kwargs), None
+    except ValueError as error:
+        return None, str(error)
+
+
+def one_format(name, owner):
+    return rf"^The '{name}' parameter of {owner} must be .+\. Got .+ instead\.$"
+
+
+@pytest.mark.parametrize(("builder", "shape"), CASES)
+def test_output_is_batch_by_num_outputs_in_train_and_eval_mode(builder, shape):
+    model = builder(shape, 7)
+    x = inputs(shape)
+    assert model(x).shape == (4, 7)
+    model.eval()
+    assert model(x[:1]).shape == (1, 7)
+
+
+@pytest.mark.parametrize(("builder", "shape"), CASES)
+def test_every_model_ends_in_a_plain_linear_read_out(builder, shape):
+    model = builder(shape, 7)
+    assert isinstance(model, nn.Sequential)
+    assert type(model[-1]) is nn.Linear
+    assert model[-1].out_features == 7
+
+
+def test_mlp_with_depth_zero_is_logistic_regression():
+    model = mlp((1, 8, 8), 10, depth=0)
+    assert [type(layer) for layer in model] == [nn.Flatten, nn.Linear]
+    assert (model[1].in_features, model[1].out_features) == (64, 10)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_mlp_depth_and_width_set_the_hidden_linear_layers(depth):
+    model = mlp((3, 4), 5, depth=depth, width=16)
+    linears = layers_of(model, nn.Linear)
+    assert len(linears) == depth + 1
+    shapes = [(layer.in_features, layer.out_features) for layer in linears]
+    assert shapes == [(12, 16)] + [(16, 16)] * (depth - 1) + [(16, 5)]
+    assert len(layers_of(model, nn.ReLU)) == depth
+
+
+def test_mlp_hidden_block_order_is_linear_norm_activation_dropout():
+    model = mlp((6,), 2, depth=1, width=8, norm="batch", dropout_rate=0.5, activation="tanh")
+    assert [type(layer) for layer in model] == [
+        nn.Flatten, nn.Linear, nn.BatchNorm1d, nn.Tanh, nn.Dropout, nn.Linear,
+    ]  # fmt: skip
+    assert model[4].p == 0.5
+
+
+@pytest.mark.parametrize(
+    ("norm", "kind"),
+    [("batch", nn.BatchNorm1d), ("layer", nn.LayerNorm), ("group", nn.GroupNorm), (None, None)],
+)
+def test_mlp_norm_picks_the_feature_normalization_layer(norm, kind):
+    model = mlp((6,), 2, depth=3, width=16, norm=norm)
+    norms = [m for m in model if isinstance(m, nn.BatchNorm1d | nn.LayerNorm | nn.GroupNorm)]
+    assert [type(m) for m in norms] == ([kind] * 3 if kind else [])
+    assert model(inputs((6,))).shape == (4, 2)
+
+
+@pytest.mark.parametrize(("builder", "shape"), [(cnn1d, (1, 40)), (cnn2d, (1, 8, 8))])
+def test_cnn_depth_width_and_kernel_size_set_the_convolutions(builder, shape):
+    model = builder(shape, 10, depth=3, width=12, kernel_size=7)
+    convs = [m for m in model if isinstance(m, nn.Conv1d | nn.Conv2d)]
+    assert len(convs) == 3
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 12), (12, 12), (12, 12)]
+    for conv in convs:
+        assert set(conv.kernel_size) == {7}
+        assert set(conv.padding) == {3}  # same padding: the conv keeps the size
+
+
+@pytest.mark.parametrize(
+    ("builder", "shape", "layer", "pool", "drop"),
+    [
+        (cnn1d, (1, 40), nn.BatchNorm1d, nn.MaxPool1d, nn.Dropout1d),
+        (cnn2d, (1, 28, 28), nn.BatchNorm2d, nn.MaxPool2d, nn.Dropout2d),
+    ],
+)
+def test_cnn_block_order_is_conv_norm_activation_pool_dropout(builder, shape, layer, pool, drop):
+    model = builder(shape, 10, depth=1, dropout_rate=0.25, activation="gelu")
+    conv = nn.Conv1d if builder is cnn1d else nn.Conv2d
+    assert [type(m) for m in model] == [conv, layer, nn.GELU, pool, drop, nn.Flatten, nn.Linear]
+    assert model[4].p == 0.25
+
+
+@pytest.mark.parametrize(("builder", "shape"), [(cnn1d, (1, 40)), (cnn2d, (1, 8, 8))])
+def test_cnn_dropout_drops_whole_channels_and_zero_rate_adds_none(builder, shape):
+    expected = nn.Dropout1d if builder is cnn1d else nn.Dropout2d
+    with_dropout = builder(shape, 10, depth=2, dropout_rate=0.3)
+    assert len(layers_of(with_dropout, expected)) == 2
+    assert not layers_of(with_dropout, nn.Dropout)
+    without = builder(shape, 10, depth=2)
+    assert not [m for m in without if isinstance(m, nn.Dropout | nn.Dropout1d | nn.Dropout2d)]
+
+
+@pytest.mark.parametrize(("builder", "dims"), [(cnn1d, 1), (cnn2d, 2)])
+@pytest.mark.parametrize(
+    ("norm", "kinds"),
+    [
+        ("batch", {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}),
+        ("group", {1: nn.GroupNorm, 2: nn.GroupNorm}),
+        ("layer", {1: nn.GroupNorm, 2: nn.GroupNorm}),
+        ("instance", {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d}),
+    ],
+)
+def test_cnn_norm_picks_the_layer_for_its_dimension(builder, dims, norm, kinds):
+    shape = (2, 16) if dims == 1 else (2, 16, 16)
+    model = builder(shape, 3, depth=2, width=16, norm=norm, num_groups=4)
+    norms = layers_of(model, kinds[dims])
+    assert len(norms) == 2
+    if norm == "group":
+        assert {m.num_groups for m in norms} == {4}
+    if norm == "layer":  # statistics over all channels: one group
+        assert {m.num_groups for m in norms} == {1}
+    assert model(inputs(shape)).shape == (4, 3)
+
+
+def test_cnn_without_norm_has_no_normalization_layer():
+    model = cnn2d((1, 8, 8), 10, norm=None)
+    assert [type(m) for m in model] == [
+        nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear,
+    ]  # fmt: skip
+
+
+def test_group_count_that_does_not_divide_the_width_falls_back_to_a_divisor():
+    model = cnn1d((1, 40), 10, width=12, norm="group", num_groups=8)
+    assert {m.num_groups for m in layers_of(model, nn.GroupNorm)} == {math.gcd(12, 8)}
+    assert model(inputs((1, 40))).shape == (4, 10)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_activation_names_give_their_torch_module(activation):
+    expected = type(ACTIVATIONS[activation]())
+    for builder, shape in CASES[::2]:
+        model = builder(shape, 3, depth=2, activation=activation)
+        assert len(layers_of(model, expected)) == 2, builder.__name__
+        assert model(inputs(shape)).shape == (4, 3)
+
+
+def test_cnn1d_on_mnist1d_shaped_input_pools_three_times():
+    model = cnn1d((1, 40), 10)  # the defaults: depth 3, width 32
+    assert len(layers_of(model, nn.MaxPool1d)) == 3
+    assert model[-1].in_features == 32 * 5  # 40 -> 20 -> 10 -> 5
+    assert model(inputs((1, 40), batch=8)).shape == (8, 10)
+
+
+@pytest.mark.parametrize(
+    ("shape", "depth", "pools", "features"),
+    [
+        ((1, 28, 28), 2, 2, 7 * 7),
+        ((1, 28, 28), 5, 4, 1 * 1),  # 28 -> 14 -> 7 -> 3 -> 1, then no more pooling
+        ((1, 8, 8), 2, 2, 2 * 2),
+        ((1, 8, 8), 5, 3, 1 * 1),  # 8 -> 4 -> 2 -> 1
+        ((1, 3, 9), 3, 1, 1 * 4),  # 3x9 -> 1x4: the smaller side is below 2, so no more
+    ],
+)
+def test_cnn2d_pooling_stops_when_the_spatial_size_drops_below_two(shape, depth, pools, features):
+    model = cnn2d(shape, 10, depth=depth, width=8)
+    assert len(layers_of(model, nn.MaxPool2d)) == pools
+    assert model[-1].in_features == 8 * features
+    assert model(inputs(shape)).shape == (4, 10)
+
+
+def test_cnn1d_pooling_stops_when_the_length_drops_below_two():
+    model = cnn1d((1, 6), 4, depth=4, width=8)  # 6 -> 3 -> 1, then no more pooling
+    assert len(layers_of(model, nn.MaxPool1d)) == 2
+    assert model(inputs((1, 6))).shape == (4, 4)
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer", "group", "instance"])
+def test_deep_cnn2d_on_8x8_trains_with_every_norm_or_refuses_at_build(norm):
+    # Past the last pooling the maps are 1x1. A norm that cannot work there must be refused
+    # when the model is built (naming the parameter), not fail in the first forward pass.
+    model, refusal = build_or_refuse(cnn2d, (1, 8, 8), 10, depth=5, norm=norm)
+    if refusal is not None:
+        assert re.match(one_format("norm", "cnn2d"), refusal) or "'depth'" in refusal
+        return
+    model.train()
+    assert model(inputs((1, 8, 8))).shape == (4, 10)
+
+
+def test_build_model_builds_each_registered_model():
+    assert set(MODELS) == {"mlp", "cnn1d", "cnn2d"}
+    shapes = {"mlp": (1, 8, 8), "cnn1d": (1, 40), "cnn2d": (1, 8, 8)}
+    for name, shape in shapes.items():
+        model = build_model(name, list(shape), 10, width=16)
+        reference = MODELS[name](shape, 10, width=16)
+        assert [type(m) for m in model.modules()] == [type(m) for m in reference.modules()]
+        assert model(inputs(shape)).shape == (4, 10)
+
+
+def test_build_model_passes_options_through():
+    model = build_model("mlp", (4,), 3, depth=0)
+    assert [type(layer) for layer in model] == [nn.Flatten, nn.Linear]
+
+
+def test_build_model_with_an_unknown_name_lists_the_valid_names():
+    message = (
+        "The 'name' parameter of build_model must be one of 'mlp', 'cnn1d', 'cnn2d'. "
+        "Got 'resnet' instead."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        build_model("resnet", (1, 8, 8), 10)
+
+
+def test_build_model_refuses_a_bad_input_shape_in_the_one_format():
+    with pytest.raises(ValueError, match="'input_shape' parameter of"):
+        build_model("mlp", 64, 10)
+
+
+BAD_ARGUMENTS = [
+    ("input_shape", {"input_shape": ()}),
+    ("input_shape", {"input_shape": (0, 8)}),
+    ("input_shape", {"input_shape": "1x8"}),
+    ("num_outputs", {"num_outputs": 0}),
+    ("width", {"width": 0}),
+    ("activation", {"activation": "swish"}),
+    ("norm", {"norm": "weight"}),
+    ("dropout_rate", {"dropout_rate": 1.0}),
+    ("dropout_rate", {"dropout_rate": -0.1}),
+]
+
+
+@pytest.mark.parametrize(("builder", "shape"), [(mlp, (8,)), (cnn1d, (1, 8)), (cnn2d, (1, 8, 8))])
+@pytest.mark.parametrize(("name", "override"), BAD_ARGUMENTS)
+def test_bad_common_arguments_raise_the_one_format(builder, shape, name, override):
+    arguments = {"input_shape": shape, "num_outputs": 3, **override}
+    with pytest.raises(ValueError, match=one_format(name, builder.__name__)):
+        builder(**arguments)
+
+
+def test_mlp_depth_must_be_a_non_negative_int():
+    with pytest.raises(ValueError, match=one_format("depth", "mlp")):
+        mlp((8,), 3, depth=-1)
+
+
+@pytest.mark.parametrize("builder", [cnn1d, cnn2d])
+def test_cnn_depth_must_be_positive_and_kernel_size_odd(builder):
+    shape = (1, 8) if builder is cnn1d else (1, 8, 8)
+    owner = builder.__name__
+    with pytest.raises(ValueError, match=one_format("depth", owner)):
+        builder(shape, 3, depth=0)
+    for kernel_size in (0, 4, -3, 3.0, True):
+        with pytest.raises(ValueError, match=one_format("kernel_size", owner)):
+            builder(shape, 3, kernel_size=kernel_size)
+
+
+def test_cnn_input_shape_must_match_the_dimension():
+    with pytest.raises(ValueError, match=re.escape("must be (channels, length). Got (1, 8, 8)")):
+        cnn1d((1, 8, 8), 3)
+    with pytest.raises(ValueError, match=re.escape("must be (channels, height, width). Got (")):
+        cnn2d((1, 64), 3)
+
+
+@pytest.mark.parametrize(("builder", "shape"), [(mlp, (8,)), (cnn1d, (1, 8)), (cnn2d, (1, 8, 8))])
+def test_num_groups_must_be_a_positive_int(builder, shape):
+    # Today 0 and -4 are accepted silently (math.gcd turns them into a group count).
+    for num_groups in (0, -4):
+        with pytest.raises(ValueError, match=one_format("num_groups", builder.__name__)):
+            builder(shape, 3, norm="group", num_groups=num_groups)
+
+
+def test_mlp_refuses_instance_norm_naming_its_own_parameter():
+    # Instance statistics need spatial axes; an MLP's hidden features have none.
+    with pytest.raises(ValueError, match=one_format("norm", "mlp")):
+        mlp((8,), 3, norm="instance")
+
+
+@pytest.mark.parametrize(
+    ("builder", "shape", "name"),
+    [(mlp, (8,), "width"), (mlp, (8,), "depth"), (mlp, (8,), "num_outputs"),
+     (cnn2d, (1, 8, 8), "depth")],
+)  # fmt: skip
+def test_an_integral_float_is_refused_in_the_one_format_or_used_as_its_int(builder, shape, name):
+    # The int constraints accept 2.0; the builder must then use it as 2, not crash in torch.
+    arguments = {"input_shape": shape, "num_outputs": 3, "depth": 2, "width": 4}
+    reference = builder(**arguments)
+    model, refusal = build_or_refuse(builder, **{**arguments, name: float(arguments[name])})
+    if refusal is not None:
+        assert re.match(one_format(name, builder.__name__), refusal)
+        return
+    assert [type(m) for m in model.modules()] == [type(m) for m in reference.modules()]
+    assert model(inputs(shape)).shape == (4, 3)

@@ -1,0 +1,257 @@
+"""The Trainer: training, metrics, determinism, divergence, callbacks, checkpoints."""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradwise import Trainer, optim
+from gradwise.config import RunConfig, load_config
+from gradwise.data import load_dataset
+from gradwise.runs import RunFolder, read_records, read_summary
+from gradwise.train import (
+    Callback,
+    TrainingDiverged,
+    TrainState,
+    load_checkpoint,
+    make_trainer,
+    prepare_run,
+    save_checkpoint,
+    train,
+)
+from tests.train.conftest import SMALL_RUN
+
+
+def _records_without_time(run: RunFolder) -> list[dict[str, object]]:
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_records(run)]
+
+
+def test_a_configured_run_learns_and_writes_its_run_folder(small_config: RunConfig) -> None:
+    result = train(replace(small_config, epochs=20), progress=False)
+    assert result.status == "completed"
+    assert result.run is not None
+    records = read_records(result.run)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 20
+    assert epochs[-1]["train_loss"] < 0.5 * epochs[0]["train_loss"]
+    assert result.test["test_accuracy"] > 0.8
+    steps = [r["step"] for r in records if r["kind"] == "step"]
+    assert steps == sorted(steps)
+    assert len(set(steps)) == len(steps)
+    for path in (
+        result.run.config_path,
+        result.run.summary_path,
+        result.run.last_checkpoint,
+        result.run.best_checkpoint,
+        result.run.report_path,
+        result.run.preprocess_path,
+    ):
+        assert path.is_file(), path
+    assert any(result.run.tensorboard_dir.iterdir())
+    summary = read_summary(result.run)
+    assert summary["status"] == "completed"
+    assert summary["best"]["monitor"] == "val_accuracy"
+    assert summary["best"]["value"] == max(r["val_accuracy"] for r in epochs)
+
+
+def test_the_same_config_and_seed_give_identical_metrics(small_config: RunConfig) -> None:
+    first = train(replace(small_config, name="first"), progress=False)
+    second = train(replace(small_config, name="second"), progress=False)
+    assert first.run is not None
+    assert second.run is not None
+    assert _records_without_time(first.run) == _records_without_time(second.run)
+    third = train(replace(small_config, name="third", seed=1), progress=False)
+    assert third.run is not None
+    assert _records_without_time(third.run) != _records_without_time(first.run)
+
+
+class _StopAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.seen: list[int] = []
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.seen.append(state.step)
+        if state.step == self.step:
+            state.request_stop("enough")
+
+
+def test_resume_after_a_mid_epoch_stop_is_bit_identical(small_config: RunConfig) -> None:
+    # In-process version of the SIGKILL test in test_resume.py: stop mid-epoch, rebuild
+    # everything from the config, resume, and compare with an uninterrupted run.
+    config = replace(small_config, name="whole")
+    whole = train(config, progress=False)
+    assert whole.run is not None
+
+    config = replace(small_config, name="split")
+    prepared = prepare_run(config)
+    folder = RunFolder.create(config.runs_dir, "split")
+    from gradwise.config import config_to_dict
+    from gradwise.runs import write_config
+
+    write_config(folder, config_to_dict(config))
+    stopper = _StopAt(step=20)  # 14 steps per epoch: mid-epoch 2
+    trainer = make_trainer(prepared, folder, progress=False)
+    trainer.callbacks.append(stopper)
+    assert trainer.fit().status == "stopped"
+    position = load_checkpoint(folder.last_checkpoint)["position"]
+    assert position == {"epoch": 1, "batch": 6, "step": 20}
+
+    resumed = make_trainer(prepare_run(config), folder, progress=False).fit(resume=True)
+    assert resumed.status == "completed"
+    final = load_checkpoint(folder.last_checkpoint)
+    reference = load_checkpoint(whole.run.last_checkpoint)
+    for name, tensor in reference["model"].items():
+        assert torch.equal(tensor, final["model"][name]), name
+    assert _records_without_time(folder) == _records_without_time(whole.run)
+
+
+def _spirals_trainer(loss: object, **kwargs: object) -> Trainer:
+    torch.manual_seed(0)
+    data = load_dataset("spirals", seed=0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    options = {"batch_size": 16, "progress": False, **kwargs}
+    return Trainer(model, optimizer, data, loss=loss, **options)  # type: ignore[arg-type]
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_last_finite_loss(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def poisoned(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        calls["n"] += torch.is_grad_enabled()  # count training steps, not evaluations
+        loss = F.cross_entropy(outputs, targets)
+        return loss * math.nan if calls["n"] > 20 else loss
+
+    run = RunFolder.create(tmp_path, "nan")
+    trainer = _spirals_trainer(poisoned, epochs=5, run=run)
+    weights_before_nan: dict[str, torch.Tensor] = {}
+
+    class Snapshot(Callback):
+        def on_step_end(self, state: TrainState) -> None:
+            weights_before_nan.update({k: v.clone() for k, v in state.model.state_dict().items()})
+
+    trainer.callbacks.append(Snapshot())
+    expected = r"loss became nan at step 20 .*last finite loss was [0-9.]+ at step 19"
+    with pytest.raises(TrainingDiverged, match=expected):
+        trainer.fit()
+    # The NaN step's update was never applied, and the epoch-end checkpoint stays valid.
+    for name, tensor in trainer.model.state_dict().items():
+        assert torch.equal(tensor, weights_before_nan[name])
+        assert torch.isfinite(tensor).all()
+    checkpoint = load_checkpoint(run.last_checkpoint)
+    assert checkpoint["position"]["step"] == 14  # the end of epoch 0
+    assert read_summary(run)["status"] == "diverged"
+    assert "step 20" in read_summary(run)["message"]
+
+
+def test_trainer_validates_its_arguments() -> None:
+    with pytest.raises(ValueError, match="'batch_size' parameter of Trainer must be an int >= 1"):
+        _spirals_trainer("cross_entropy", epochs=1, batch_size=0)
+    with pytest.raises(ValueError, match="needs 'epochs' or 'steps'"):
+        _spirals_trainer("cross_entropy")
+
+
+def test_steps_budget_ends_mid_epoch_with_a_final_evaluation() -> None:
+    result = _spirals_trainer("cross_entropy", steps=20).fit()
+    assert result.steps == 20
+    assert result.epochs == 2
+    assert "val_accuracy" in result.metrics
+    assert "test_accuracy" in result.test
+
+
+def test_hinge_and_mse_losses_train(small_config: RunConfig) -> None:
+    for loss in ("hinge", "mse"):
+        result = train(replace(small_config, loss=loss, name=loss, epochs=20), progress=False)
+        assert result.test["test_accuracy"] > 0.55, loss  # chance is 1/3
+
+
+def test_callback_hooks_see_the_typed_state() -> None:
+    events: list[tuple[str, int, int]] = []
+
+    class Recorder(Callback):
+        def on_fit_start(self, state: TrainState) -> None:
+            events.append(("start", state.epoch, state.step))
+
+        def on_epoch_end(self, state: TrainState) -> None:
+            assert "val_loss" in state.metrics
+            events.append(("epoch", state.epoch, state.step))
+
+        def on_fit_end(self, state: TrainState) -> None:
+            events.append(("end", state.epoch, state.step))
+
+    _spirals_trainer("cross_entropy", epochs=2, callbacks=[Recorder()]).fit()
+    assert events == [("start", 0, 0), ("epoch", 0, 14), ("epoch", 1, 28), ("end", 1, 28)]
+
+
+def test_early_stopping_from_the_config_stops_and_records_it(tmp_path: Path) -> None:
+    config = load_config(
+        overrides=[
+            *SMALL_RUN,
+            f"runs_dir={tmp_path}",
+            "epochs=200",
+            "optimizer.lr=0.05",
+            "regularization.early_stopping={monitor: val_loss, patience: 2, min_delta: 0.5}",
+        ]
+    )
+    result = train(config, progress=False)
+    assert result.status == "early_stopped"
+    assert result.epochs < 200
+
+
+def test_checkpoints_load_weights_only(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "step": 3})
+    assert load_checkpoint(path)["step"] == 3
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("this would run on load",))
+
+    buffer = io.BytesIO()
+    torch.save({"format": 1, "payload": Evil()}, buffer)
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path)
+
+
+ENTRY_POINT_MODULE = """
+import torch
+from gradwise.data import Dataset
+
+def build():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(200, 3, generator=generator)
+    targets = (inputs.sum(dim=1) > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    return {"model": model, "data": (Dataset(inputs[:160], targets[:160]), Dataset(inputs[160:], targets[160:]))}
+"""
+
+
+def test_a_user_entry_point_supplies_model_and_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "user_task_for_gradwise.py").write_text(ENTRY_POINT_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = load_config(
+        overrides=[
+            "data.dataset=user_task_for_gradwise:build",
+            "model.name=user_task_for_gradwise:build",
+            "init.weights=none",
+            "epochs=30",
+            "data.batch_size=32",
+            "optimizer.lr=0.01",
+            f"runs_dir={tmp_path / 'runs'}",
+        ]
+    )
+    result = train(config, progress=False)
+    assert result.status == "completed"
+    assert result.test["test_accuracy"] > 0.85
