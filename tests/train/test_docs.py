@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import re
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import yaml
 
 from gradwise import config, train
 from gradwise.config import RunConfig, config_to_dict
+from tests.doc_examples import run_docstring_examples
 
 DOCS = Path(__file__).parents[2] / "docs" / "train.md"
 
@@ -31,9 +31,5 @@ def test_the_docs_page_config_is_the_default_config() -> None:
 
 @pytest.mark.parametrize("module", [train, config])
 def test_docstring_examples_run(module: object) -> None:
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     for name in module.__all__:  # type: ignore[attr-defined]
-        public = getattr(module, name)
-        for test in finder.find(public, name, globs={}):
-            assert runner.run(test, out=lambda _: None).failed == 0, name
+        run_docstring_examples(getattr(module, name), name, require=False)

@@ -1,0 +1,127 @@
+"""Crash-safe file writes and the JSON encoding shared by every run file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from gradwise._validation import invalid_value_error
+
+
+class RunFolderError(OSError):
+    """A run folder or one of its files cannot be created, written or read.
+
+    One clear line says what failed and how to fix it; the CLI prints it as it is.
+    """
+
+
+def to_json(value: Mapping[str, Any], owner: str, indent: int | None = None) -> str:
+    """JSON for ``value`` (one line unless ``indent``); NaN and +-inf become ``NaN``/``Infinity``.
+
+    Python's ``json`` and ``pandas.read_json`` read those tokens back (strict JSON parsers
+    such as ``jq`` refuse them). Numpy scalars and one-element tensors become numbers,
+    paths strings, datetimes ISO 8601 strings, enums their value.
+    """
+    try:
+        return json.dumps(value, default=_encode, allow_nan=True, ensure_ascii=True, indent=indent)
+    except (TypeError, ValueError) as error:
+        expected = (
+            "a mapping of str to JSON values (numbers, str, bool, None, lists, mappings, "
+            f"numpy scalars, one-element tensors) [{error}]"
+        )
+        raise invalid_value_error("record", owner, expected, _short(value)) from None
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, datetime | date):
+        return obj.isoformat()
+    if isinstance(obj, Enum):
+        return obj.value
+    item = getattr(obj, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (ValueError, RuntimeError) as error:  # a tensor or array of many elements
+            raise TypeError(f"{type(obj).__name__} with more than one element") from error
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _short(value: Any, limit: int = 200) -> Any:
+    text = repr(value)
+    return value if len(text) <= limit else _Abbreviated(text[: limit - 3] + "...")
+
+
+class _Abbreviated(str):
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` so a reader sees either the old file or the new one."""
+
+    def write(file: BinaryIO) -> None:
+        file.write(data)
+
+    replace_atomically(path, write)
+
+
+def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Replace ``path`` by what ``write`` writes to a file, all or nothing.
+
+    ``write`` fills a temporary file in the same folder, which is fsynced, renamed over
+    ``path`` with ``os.replace`` (atomic on POSIX and Windows), and the folder fsynced so
+    the new name survives a power loss. On any error the temporary file is removed and
+    ``path`` is untouched.
+    """
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(temporary, _mode_for(path))  # mkstemp makes 0o600; keep the file's mode
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    sync_folder(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions of the file at ``path``, or 0o644 for a new file."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o644
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder so that entries just created or renamed in it are durable."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def describe_os_error(error: OSError) -> str:
+    """The reason part of an OSError, without the errno number and file name."""
+    return error.strerror or str(error) or type(error).__name__

@@ -1,0 +1,327 @@
+"""The run folder: one place on disk for everything a training run writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, final
+
+from gradwise._validation import (
+    NON_NEGATIVE_INT,
+    Boolean,
+    Either,
+    Satisfies,
+    check,
+    check_all,
+)
+from gradwise.runs._files import RunFolderError, describe_os_error
+
+#: What :meth:`RunFolder.create` asks to be free on the disk, by default: 100 MB.
+DEFAULT_MIN_FREE_BYTES = 100 * 10**6
+
+PathLike = str | os.PathLike[str]
+
+_PATH = Satisfies(lambda value: isinstance(value, str | os.PathLike), "a str or a path")
+
+
+def _is_folder_name(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value not in ("", ".", "..")
+        and "/" not in value
+        and os.sep not in value
+        and "\0" not in value
+    )
+
+
+_FOLDER_NAME = Satisfies(_is_folder_name, "a non-empty folder name without '/'")
+_OPTIONAL_FOLDER_NAME = Either((Satisfies(lambda value: value is None, "None"), _FOLDER_NAME))
+
+
+@final
+@dataclass(frozen=True)
+class RunFolder:
+    """The folder of one run, ``runs/<name>/``, and the fixed names of the files in it.
+
+    ========================  =========================================================
+    ``config.yaml``           the resolved config (:func:`write_config`)
+    ``metrics.jsonl``         one JSON object per line (:class:`MetricsLog`)
+    ``summary.json``          the run's summary (:func:`write_summary`, atomic)
+    ``checkpoints/last.pt``   the latest checkpoint (the trainer writes it atomically)
+    ``checkpoints/best.pt``   the checkpoint with the best monitored validation metric
+    ``tensorboard/``          TensorBoard event files
+    ``report.html``           the self-contained report (``gradwise.report.build_report``)
+    ``preprocess.npz``        the fitted preprocessing
+    ========================  =========================================================
+
+    Make a new one with :meth:`create` (which checks that the disk can take a run before
+    training starts) and open an existing one with :meth:`open`. The constructor only
+    records the path.
+
+    Args:
+        path: the run folder.
+
+    Example:
+        >>> import tempfile
+        >>> from gradwise.runs import RunFolder
+        >>> root = tempfile.mkdtemp()
+        >>> run = RunFolder.create(root, "demo", min_free_bytes=0)
+        >>> run.name, run.metrics_path.name, run.best_checkpoint.parent.name
+        ('demo', 'metrics.jsonl', 'checkpoints')
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        check("path", "RunFolder", self.path, _PATH)
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        """The folder's name, which names the run."""
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        """``config.yaml``: the resolved config."""
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        """``metrics.jsonl``: step, epoch and test records, one JSON object per line."""
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        """``summary.json``: status, best and final metrics."""
+        return self.path / "summary.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """``checkpoints/``."""
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """``checkpoints/last.pt``: the latest checkpoint, which a resumed run loads."""
+        return self.checkpoint_dir / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """``checkpoints/best.pt``: the checkpoint with the best monitored metric."""
+        return self.checkpoint_dir / "best.pt"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """``tensorboard/``: TensorBoard event files."""
+        return self.path / "tensorboard"
+
+    @property
+    def report_path(self) -> Path:
+        """``report.html``."""
+        return self.path / "report.html"
+
+    @property
+    def preprocess_path(self) -> Path:
+        """``preprocess.npz``: the fitted preprocessing."""
+        return self.path / "preprocess.npz"
+
+    @classmethod
+    def create(
+        cls,
+        root: PathLike = "runs",
+        name: str | None = None,
+        *,
+        prefix: str = "run",
+        exist_ok: bool = False,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+    ) -> RunFolder:
+        """Make the folder ``root/name`` (and ``checkpoints/`` in it) and check it is usable.
+
+        Without a name the run is called ``<prefix>-<YYYYmmdd-HHMMSS>`` (local time), with
+        ``-2``, ``-3``, ... appended when that folder exists already; the name is claimed
+        with an atomic ``mkdir``, so two runs started in the same second get different
+        folders. Then :meth:`check_writable` runs; if it fails, a folder made here is
+        removed again and nothing is left behind.
+
+        Args:
+            root: the folder that holds the runs; made if missing. Default ``"runs"``.
+            name: the run's folder name; default a timestamp-based unique name.
+            prefix: the start of a generated name, e.g. ``"mnist1d-cnn1d"``.
+            exist_ok: reuse an existing ``root/name`` (to resume) instead of failing.
+            min_free_bytes: the free space the disk must have, an int >= 0; default
+                100 MB.
+
+        Raises:
+            RunFolderError: the folder exists (and ``exist_ok`` is false), cannot be made
+                or written, or the disk has less than ``min_free_bytes`` free.
+
+        Example:
+            >>> import tempfile
+            >>> from gradwise.runs import RunFolder
+            >>> root = tempfile.mkdtemp()
+            >>> run = RunFolder.create(root, prefix="mnist1d-cnn1d", min_free_bytes=0)
+            >>> run.name.startswith("mnist1d-cnn1d-20")
+            True
+        """
+        check("root", "RunFolder.create", root, _PATH)
+        check("name", "RunFolder.create", name, _OPTIONAL_FOLDER_NAME)
+        check_all(
+            "RunFolder.create",
+            {"prefix": prefix, "exist_ok": exist_ok, "min_free_bytes": min_free_bytes},
+            {
+                "prefix": _FOLDER_NAME,
+                "exist_ok": Boolean(),
+                "min_free_bytes": NON_NEGATIVE_INT,
+            },
+        )
+        root = Path(root)
+        _make_root(root, name or prefix)
+        if name is None:
+            path = _claim_unique(root, f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+            made = True
+        else:
+            path = root / name
+            made = _claim(path, exist_ok)
+        run = cls(path)
+        try:
+            _make_checkpoint_dir(run)
+            run.check_writable(int(min_free_bytes))
+        except BaseException:
+            if made:
+                _remove_if_fresh(run)
+            raise
+        return run
+
+    @classmethod
+    def open(cls, path: PathLike) -> RunFolder:
+        """The existing run folder at ``path``.
+
+        Raises:
+            RunFolderError: ``path`` does not exist or is not a run folder (it has no
+                ``config.yaml``).
+
+        Example:
+            >>> import tempfile
+            >>> from gradwise.runs import RunFolder, write_config
+            >>> run = RunFolder.create(tempfile.mkdtemp(), "demo", min_free_bytes=0)
+            >>> write_config(run, {"model": "mlp"})
+            >>> RunFolder.open(run.path) == run
+            True
+        """
+        check("path", "RunFolder.open", path, _PATH)
+        run = cls(Path(path))
+        if not run.path.is_dir():
+            raise RunFolderError(
+                f"No run folder at {run.path}: the folder does not exist. "
+                "Run 'gradwise runs' to list the runs."
+            )
+        if not run.config_path.is_file():
+            raise RunFolderError(
+                f"{run.path} is not a run folder: it has no config.yaml. "
+                "Pass the folder of a run, e.g. runs/<name>."
+            )
+        return run
+
+    def check_writable(self, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> None:
+        """Fail now, with one clear line, if a run cannot write here.
+
+        Writes and fsyncs a small probe file, removes it, and checks with
+        ``shutil.disk_usage`` that at least ``min_free_bytes`` are free. A resumed run
+        should call it before training, as :meth:`create` does.
+
+        Raises:
+            RunFolderError: the folder cannot be written, or the disk is too full.
+        """
+        check("min_free_bytes", "RunFolder.check_writable", min_free_bytes, NON_NEGATIVE_INT)
+        probe = self.path / f".write-probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as file:
+                file.write(b"gradwise write probe\n")
+                file.flush()
+                os.fsync(file.fileno())
+            probe.unlink()
+            free = shutil.disk_usage(self.path).free
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+            raise _unwritable(self.path, error) from error
+        if free < int(min_free_bytes):
+            raise RunFolderError(
+                f"Only {format_bytes(free)} free on the disk holding {self.path}; a run "
+                f"needs at least {format_bytes(int(min_free_bytes))} (checkpoints and metrics). "
+                "Free space or choose another folder."
+            )
+
+
+def format_bytes(count: int) -> str:
+    """A byte count in decimal units, as ``df -H`` prints them: ``3.1 MB``, ``200 MB``."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if value < 1000 or unit == "PB":
+            break
+        value /= 1000
+    if unit == "B":
+        return f"{count} B"
+    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+
+
+def _unwritable(path: Path, error: OSError) -> RunFolderError:
+    return RunFolderError(
+        f"Cannot write to run folder {path}: {describe_os_error(error)}. "
+        "Choose another folder with --runs-dir or fix its permissions."
+    )
+
+
+def _make_root(root: Path, name: str) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _unwritable(root / name, error) from error
+
+
+def _claim(path: Path, exist_ok: bool) -> bool:
+    """mkdir ``path``; True if this call made it."""
+    try:
+        path.mkdir()
+    except FileExistsError as error:
+        if exist_ok and path.is_dir():
+            return False
+        raise RunFolderError(
+            f"Run folder {path} already exists. Choose another name, or resume that run."
+        ) from error
+    except OSError as error:
+        raise _unwritable(path, error) from error
+    return True
+
+
+def _claim_unique(root: Path, base: str) -> Path:
+    for attempt in range(1, 10_000):
+        path = root / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise _unwritable(path, error) from error
+        return path
+    raise RunFolderError(  # pragma: no cover - needs 10,000 runs started in one second
+        f"Cannot find a free run name {base}-N in {root}. Pass a name."
+    )
+
+
+def _make_checkpoint_dir(run: RunFolder) -> None:
+    try:
+        run.checkpoint_dir.mkdir(exist_ok=True)
+    except OSError as error:
+        raise _unwritable(run.path, error) from error
+
+
+def _remove_if_fresh(run: RunFolder) -> None:
+    with contextlib.suppress(OSError):
+        run.checkpoint_dir.rmdir()
+        run.path.rmdir()

@@ -1,0 +1,74 @@
+"""list_runs: the runs under a root, with their best metrics, oldest first."""
+
+import os
+
+import pytest
+
+from gradwise.runs import RunFolder, RunInfo, list_runs, to_timestamp, write_summary
+
+
+def make_run(root, name, summary=None, config=True):
+    run = RunFolder.create(root, name, min_free_bytes=0)
+    if config:
+        run.config_path.write_text("model: mlp\n")
+    if summary is not None:
+        write_summary(run, summary)
+    return run
+
+
+def test_runs_are_listed_with_their_summary_fields_in_start_order(tmp_path):
+    make_run(tmp_path, "b-later", {
+        "status": "completed", "dataset": "mnist1d", "model": "cnn1d",
+        "optimizer": {"name": "adam", "lr": 0.001}, "started": 2000.0, "duration_s": 12.5,
+        "best": {"monitor": "val_accuracy", "mode": "max", "value": 0.9, "epoch": 4, "step": 40},
+        "test": {"test_loss": 0.3, "test_accuracy": 0.88},
+    })  # fmt: skip
+    make_run(tmp_path, "a-earlier", {"status": "interrupted", "started": 1000.0})
+    make_run(tmp_path, "c-iso", {"status": "running", "started": "1970-01-01T00:50:00+00:00"})
+    runs = list_runs(tmp_path)
+    assert [run.name for run in runs] == ["a-earlier", "b-later", "c-iso"]
+    later = runs[1]
+    assert later == RunInfo(
+        name="b-later", path=tmp_path / "b-later", status="completed", dataset="mnist1d",
+        model="cnn1d", optimizer="adam", monitor="val_accuracy", best_value=0.9,
+        best_epoch=4, test_accuracy=0.88, duration_s=12.5, started=2000.0,
+    )  # fmt: skip
+    assert later.summary["optimizer"] == {"name": "adam", "lr": 0.001}
+    assert runs[2].started == 3000.0
+
+
+def test_folders_without_a_summary_or_config(tmp_path):
+    config_only = make_run(tmp_path, "config-only")
+    make_run(tmp_path, "summary-only", {"status": "failed", "started": 0.0}, config=False)
+    (tmp_path / "not-a-run").mkdir()
+    (tmp_path / "stray.txt").write_text("")
+    damaged = make_run(tmp_path, "damaged")
+    damaged.summary_path.write_text("{")
+    os.utime(config_only.path, (10.0, 10.0))  # started unknown: sorted by folder time
+    os.utime(damaged.path, (20.0, 20.0))
+    runs = list_runs(tmp_path)
+    assert [(run.name, run.status) for run in runs] == [
+        ("summary-only", "failed"),
+        ("config-only", "unknown"),
+        ("damaged", "unknown"),
+    ]
+    assert runs[1].best_value is None
+    assert runs[1].test_accuracy is None
+
+
+def test_a_missing_root_has_no_runs(tmp_path):
+    assert list_runs(tmp_path / "nowhere") == []
+
+
+def test_bad_root_is_refused():
+    with pytest.raises(ValueError, match=r"The 'root' parameter of list_runs must be a str or"):
+        list_runs(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(12.5, 12.5), (7, 7.0), ("1970-01-01T00:00:10+00:00", 10.0), ("soon", None),
+     (None, None), (True, None), (float("nan"), None)],
+)  # fmt: skip
+def test_to_timestamp(value, expected):
+    assert to_timestamp(value) == expected
