@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # machine's disk; the package itself accepts a range.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test lint typecheck train bench clean
+.PHONY: test lint typecheck browser train bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,15 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-test: lint typecheck
+# Headless Chromium, from Debian's package, for the test that opens report.html in a browser
+# (tests/report/test_browser.py). Installed once; sudo is used when not running as root.
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: lint typecheck browser
 	$(BIN)/python -m pytest
 
 # The main job: with no config, a He-initialized 1-D CNN on MNIST-1D (about 15 s on 2 cores).

@@ -9,7 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Trainer", "__version__"]
+__all__ = ["Finding", "Trainer", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from gradwise.train import Trainer
 
         return Trainer
+    if name == "Finding":
+        from gradwise.diagnosis import Finding
+
+        return Finding
     raise AttributeError(f"module 'gradwise' has no attribute {name!r}")

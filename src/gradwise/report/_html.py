@@ -130,9 +130,17 @@ def render_report(run: RunFolder, extra_sections: Sequence[Section] = ()) -> str
     summary = _summary_or_empty(run)
     name = str(summary.get("name") or run.name)
     status = str(summary.get("status") or "unknown")
+    from gradwise.report import _diagnosis  # the doctor's sections; imports this module
+
+    findings = _diagnosis.findings_section(run)
+    histograms = _diagnosis.histogram_section(run)
     sections = [
+        *([findings] if findings is not None else []),
         Section.from_table("Summary", summary_table({**summary, "name": name})),
         *_metric_sections(run),
+        *_diagnosis.probe_sections(run),
+        *([histograms] if histograms is not None else []),
+        *_diagnosis.checks_sections(run),
         *extra_sections,
         _config_section(run),
     ]
@@ -225,6 +233,11 @@ _PAGE = """<!DOCTYPE html>
 """
 
 _CSS = """
+ul.findings { padding-left: 1.2rem; }
+li.finding { margin-bottom: 0.6rem; }
+li.finding.error b { color: #b00020; }
+li.finding.warning b { color: #a15c00; }
+p.healthy { color: #1b7f3b; }
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
        max-width: 60rem; padding: 1rem 1.5rem; color: #1d1d1f; background: #fff; }
 h1 { font-size: 1.5rem; margin-bottom: 0.2rem; word-break: break-all; }

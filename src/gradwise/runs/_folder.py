@@ -130,6 +130,26 @@ class RunFolder:
         """``preprocess.npz``: the fitted preprocessing."""
         return self.path / "preprocess.npz"
 
+    @property
+    def findings_path(self) -> Path:
+        """``findings.jsonl``: the training doctor's findings, one JSON object per line."""
+        return self.path / "findings.jsonl"
+
+    @property
+    def probes_path(self) -> Path:
+        """``probes.jsonl``: per-layer monitor measurements, one record per layer and probe."""
+        return self.path / "probes.jsonl"
+
+    @property
+    def histograms_path(self) -> Path:
+        """``histograms.jsonl``: activation and gradient histograms per layer and probe."""
+        return self.path / "histograms.jsonl"
+
+    @property
+    def checks_path(self) -> Path:
+        """``checks.json``: the gradient check and sanity check tables of ``gradwise doctor``."""
+        return self.path / "checks.json"
+
     @classmethod
     def create(
         cls,

@@ -1,0 +1,120 @@
+"""What the training doctor can say about a run: a finding kind, its evidence, its fix."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["info", "warning", "error"]
+
+
+class Finding(enum.StrEnum):
+    """The kinds of problem the doctor names (STYLE.md §12: tests assert on these)."""
+
+    LEARNING_RATE_TOO_HIGH = "learning_rate_too_high"
+    LEARNING_RATE_TOO_LOW = "learning_rate_too_low"
+    NONFINITE_LOSS = "nonfinite_loss"
+    OSCILLATION = "oscillation"
+    PLATEAU = "plateau"
+    VANISHING_GRADIENTS = "vanishing_gradients"
+    EXPLODING_GRADIENTS = "exploding_gradients"
+    DEAD_UNITS = "dead_units"
+    SATURATED_UNITS = "saturated_units"
+    SYMMETRIC_INIT = "symmetric_init"
+    UNNORMALIZED_INPUTS = "unnormalized_inputs"
+    WRONG_GRADIENT = "wrong_gradient"
+    INITIAL_LOSS_MISMATCH = "initial_loss_mismatch"
+    OVERFITTING = "overfitting"
+    NO_LEARNING_SIGNAL = "no_learning_signal"
+
+
+#: The lectures' table of remedies, one line per kind: what to change. A diagnosis adds
+#: the measured amount ("lower the learning rate ~10x") in its own prescription.
+REMEDIES: Mapping[Finding, str] = {
+    Finding.LEARNING_RATE_TOO_HIGH: "lower the learning rate",
+    Finding.LEARNING_RATE_TOO_LOW: "raise the learning rate or add momentum",
+    Finding.NONFINITE_LOSS: "lower the learning rate; clip gradients",
+    Finding.OSCILLATION: "lower the learning rate or add momentum",
+    Finding.PLATEAU: "decay the learning rate or average iterates; check the learning signal",
+    Finding.VANISHING_GRADIENTS: "use He/Xavier initialization, normalization layers or ReLU",
+    Finding.EXPLODING_GRADIENTS: "lower the initial weight scale, normalize, clip gradients",
+    Finding.DEAD_UNITS: "lower the learning rate, fix the initial weight and bias scale, "
+    "use leaky ReLU or normalization",
+    Finding.SATURATED_UNITS: "lower the initial weight scale, use ReLU or normalization",
+    Finding.SYMMETRIC_INIT: "initialize weights randomly (He for ReLU, Xavier for tanh)",
+    Finding.UNNORMALIZED_INPUTS: "standardize the inputs with training-split statistics",
+    Finding.WRONG_GRADIENT: "fix the backward pass; compare with finite differences",
+    Finding.INITIAL_LOSS_MISMATCH: "check the initialization scale and the loss function",
+    Finding.OVERFITTING: "add regularization (weight decay, dropout, augmentation), more data, "
+    "or early stopping",
+    Finding.NO_LEARNING_SIGNAL: "check that labels match inputs and that the data are shuffled",
+}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """One finding about a run: what, the measured evidence, and the prescribed fix.
+
+    Attributes:
+        kind: the :class:`Finding`.
+        summary: one sentence with the measured numbers ("loss rose from 2.31 to 9.8e4
+            in 40 steps").
+        prescription: what to change and by how much ("lower the learning rate ~10x").
+        evidence: the numbers behind it (layers, steps, values), JSON-serializable.
+        severity: "error" (the run cannot succeed), "warning", or "info".
+        step: the optimizer step at which it was found (None for checks before training).
+        fix: a machine-applicable change the doctor is confident in, as config overrides
+            (``{"optimizer.lr": 3e-4}``), or empty when no automatic fix is safe.
+
+    Example:
+        >>> from gradwise import Finding
+        >>> from gradwise.diagnosis import Diagnosis
+        >>> d = Diagnosis(
+        ...     Finding.LEARNING_RATE_TOO_HIGH,
+        ...     "loss rose from 2.3 to 9.8e4 in 40 steps",
+        ...     "lower the lr ~10x",
+        ...     {"lr": 1.0, "factor": 10.0},
+        ... )
+        >>> d.kind is Finding.LEARNING_RATE_TOO_HIGH
+        True
+        >>> print(d)
+        LEARNING_RATE_TOO_HIGH: loss rose from 2.3 to 9.8e4 in 40 steps; lower the lr ~10x
+    """
+
+    kind: Finding
+    summary: str
+    prescription: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    severity: Severity = "warning"
+    step: int | None = None
+    fix: Mapping[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.kind.name}: {self.summary}; {self.prescription}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (the run folder's findings.jsonl and the report)."""
+        return {
+            "kind": self.kind.value,
+            "summary": self.summary,
+            "prescription": self.prescription,
+            "evidence": dict(self.evidence),
+            "severity": self.severity,
+            "step": self.step,
+            "fix": dict(self.fix),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Diagnosis:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            kind=Finding(data["kind"]),
+            summary=data["summary"],
+            prescription=data["prescription"],
+            evidence=dict(data.get("evidence", {})),
+            severity=data.get("severity", "warning"),
+            step=data.get("step"),
+            fix=dict(data.get("fix", {})),
+        )
