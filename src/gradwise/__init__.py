@@ -2,7 +2,9 @@
 
 Subpackages: ``optim`` (optimizers as gradient transforms), ``schedules``, ``init``,
 ``preprocess``, ``regularize``, ``data``, ``models``, ``losses``, ``train`` (the Trainer),
-``config``, ``runs`` and ``report``. ``gradwise.Trainer`` is ``gradwise.train.Trainer``.
+``config``, ``runs``, ``report``, and the training doctor: ``diagnosis``, ``checks``,
+``monitor``, ``doctor``. ``gradwise.Trainer`` is ``gradwise.train.Trainer`` and
+``gradwise.Finding`` is ``gradwise.diagnosis.Finding``.
 """
 
 from typing import Any

@@ -62,6 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     config.set_defaults(handler=_config)
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a configured run and name what is wrong (gradient check, sanity, probe run)",
+        description="Run the gradient check, the sanity checks and a short monitored probe run "
+        "of a config (the default run without CONFIG); print the findings and write a report.",
+    )
+    doctor.add_argument("config", nargs="?", type=Path, help="a .yaml or .toml run config")
+    doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    doctor.add_argument(
+        "--fix", action="store_true", help="apply the confident fixes, re-run, compare"
+    )
+    doctor.add_argument("--epochs", type=int, default=3, help="probe-run epochs (default 3)")
+    doctor.add_argument("--no-checks", action="store_true", help="skip gradient and sanity checks")
+    doctor.add_argument("--runs-dir", type=Path, help="where run folders go (default: runs)")
+    doctor.set_defaults(handler=_doctor)
+
     runs = commands.add_parser("runs", help="list runs with their best metrics")
     runs.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
     runs.set_defaults(handler=_runs)
@@ -103,6 +119,26 @@ def _train(args: argparse.Namespace) -> int:
     if result.status == "interrupted":
         print(f"interrupted; resume with: gradwise train --resume {result.run.path}")
         return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from gradwise.config import load_config
+    from gradwise.doctor import diagnose
+    from gradwise.doctor._report import print_result
+
+    overrides = list(args.overrides)
+    if args.runs_dir is not None:
+        overrides.append(f"runs_dir={args.runs_dir}")
+    config = load_config(args.config, overrides)
+    result = diagnose(
+        config,
+        fix=args.fix,
+        checks=not args.no_checks,
+        probe_epochs=args.epochs,
+        say=lambda message: print(message, file=sys.stderr),
+    )
+    print_result(result)
     return EXIT_OK
 
 

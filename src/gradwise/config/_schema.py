@@ -97,6 +97,9 @@ class ModelConfig:
 class InitConfig:
     weights: str = setting("he_normal", STRING, "initializer of every Linear and Conv weight")
     biases: float = setting(0.0, Interval(), "constant for every bias")
+    options: dict[str, Any] = setting(
+        {}, MAPPING, "the initializer's own arguments (e.g. {std: 0.01} for normal)"
+    )
 
 
 @dataclass
@@ -142,6 +145,14 @@ class CheckpointConfig:
 
 
 @dataclass
+class MonitorConfig:
+    every: int = setting(50, POSITIVE_INT, "steps between probes on the monitoring subset")
+    cheap_every: int = setting(10, POSITIVE_INT, "steps between gradient and update measurements")
+    subset: int = setting(256, POSITIVE_INT, "training samples in the fixed monitoring subset")
+    histograms: bool = setting(True, Boolean(), "record activation and gradient histograms")
+
+
+@dataclass
 class RunConfig:
     name: str | None = setting(None, OPTIONAL_STRING, "run folder name (null: generated)")
     runs_dir: str = setting("runs", STRING, "where run folders go")
@@ -164,3 +175,6 @@ class RunConfig:
     )
     regularization: RegularizationConfig = section(RegularizationConfig, "penalties, stopping")
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpoint cadence")
+    monitor: MonitorConfig | None = section(
+        MonitorConfig, "the training doctor's live monitoring (null: off)", optional=True
+    )

@@ -28,6 +28,8 @@ class Finding(enum.StrEnum):
     INITIAL_LOSS_MISMATCH = "initial_loss_mismatch"
     OVERFITTING = "overfitting"
     NO_LEARNING_SIGNAL = "no_learning_signal"
+    REGULARIZATION_NOT_APPLIED = "regularization_not_applied"
+    SAMPLES_MIX = "samples_mix"
 
 
 #: The lectures' table of remedies, one line per kind: what to change. A diagnosis adds
@@ -50,6 +52,9 @@ REMEDIES: Mapping[Finding, str] = {
     Finding.OVERFITTING: "add regularization (weight decay, dropout, augmentation), more data, "
     "or early stopping",
     Finding.NO_LEARNING_SIGNAL: "check that labels match inputs and that the data are shuffled",
+    Finding.REGULARIZATION_NOT_APPLIED: "add the penalty to the loss, computed from the live "
+    "parameters (not detached copies)",
+    Finding.SAMPLES_MIX: "remove reshapes, transposes or statistics across the batch axis",
 }
 
 

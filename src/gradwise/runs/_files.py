@@ -77,7 +77,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     replace_atomically(path, write)
 
 
-def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Replace ``path`` by what ``write`` writes to a file, all or nothing.
 
     ``write`` fills a temporary file in the same folder, which is fsynced, renamed over

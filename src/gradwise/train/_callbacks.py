@@ -66,6 +66,13 @@ class Callback:
     def on_fit_end(self, state: TrainState) -> None:
         """After the last step, however the run ended (completed, stopped, interrupted)."""
 
+    def on_diverged(self, state: TrainState, loss: float) -> None:
+        """The loss of step ``state.step`` became ``loss`` (NaN or inf); the run stops.
+
+        Called before :class:`TrainingDiverged` is raised; the bad step's update was not
+        applied. ``on_fit_end`` is not called after it.
+        """
+
     def state_dict(self) -> dict[str, Any]:
         """What to save in checkpoints (nothing by default)."""
         return {}

@@ -29,6 +29,7 @@ from gradwise.models import MODELS, build_model
 from gradwise.regularize import EarlyStopping, MaxNorm, Mixup, Penalty
 from gradwise.runs import RunFolder, write_config
 from gradwise.schedules import ScheduleLR
+from gradwise.train._callbacks import Callback
 from gradwise.train._components import (
     build_augmentation,
     build_optimizer,
@@ -101,6 +102,7 @@ def make_trainer(prepared: PreparedRun, run: RunFolder | None, *, progress: bool
     if regularization.early_stopping is not None:
         options = config_to_dict(regularization.early_stopping)
         early_stopping = EarlyStopping(**options)
+    callbacks = [] if config.monitor is None else [_live_doctor(prepared, run)]
     return Trainer(
         prepared.model,
         prepared.optimizer,
@@ -113,6 +115,7 @@ def make_trainer(prepared: PreparedRun, run: RunFolder | None, *, progress: bool
         augment=prepared.augment,
         mixup=prepared.mixup,
         early_stopping=early_stopping,
+        callbacks=callbacks,
         run=run,
         seed=config.seed,
         device=prepared.device,
@@ -123,6 +126,32 @@ def make_trainer(prepared: PreparedRun, run: RunFolder | None, *, progress: bool
         progress=progress,
         metadata=_metadata(config, prepared),
     )
+
+
+def _live_doctor(prepared: PreparedRun, run: RunFolder | None) -> Callback:
+    """The monitor that raises findings live, on a fixed subset of the training split."""
+    from gradwise.doctor import LiveDoctor
+    from gradwise.monitor import watch
+
+    settings = prepared.config.monitor
+    assert settings is not None  # noqa: S101 - the caller checked
+    train = prepared.data.train
+    # A seeded random subset: some splits are ordered by class (spirals), so the first
+    # samples would not represent the data.
+    order = torch.randperm(
+        len(train), generator=torch.Generator().manual_seed(prepared.config.seed)
+    )
+    subset = train.subset(order[: settings.subset])
+    monitor = watch(
+        prepared.model,
+        prepared.optimizer,
+        monitor_data=subset,
+        loss_fn=prepared.config.loss,
+        every=settings.every,
+        cheap_every=settings.cheap_every,
+        histograms=settings.histograms,
+    )
+    return LiveDoctor(monitor, run)
 
 
 def train(config: RunConfig, *, progress: bool = True) -> FitResult:
@@ -280,10 +309,19 @@ def _build_model(config: RunConfig, data: DataSplits, entry_points: dict[str, An
 def _initialize(model: nn.Module, config: RunConfig) -> None:
     if config.init.weights == "none":
         return
+    weights: Any = config.init.weights
+    if config.init.options:
+        factory = getattr(init, weights, None) if weights in init.__all__ else None
+        if factory is None or not callable(factory):
+            raise ConfigError(
+                f"'train.init.options' needs 'train.init.weights' to name an initializer of "
+                f"gradwise.init (he_normal, normal, ...). Got {weights!r}."
+            )
+        from gradwise.train._components import construct
+
+        weights = construct(factory, config.init.options, "train.init.options")
     try:
-        init.initialize(
-            model, config.init.weights, biases=config.init.biases, generator=config.seed
-        )
+        init.initialize(model, weights, biases=config.init.biases, generator=config.seed)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"in 'train.init': {error}") from None
 

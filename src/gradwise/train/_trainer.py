@@ -280,6 +280,9 @@ class Trainer:
         if math.isfinite(value):
             self._last_finite = (step, value)
             return
+        state = self._state()
+        for callback in self.callbacks:
+            callback.on_diverged(state, value)
         last = self._last_finite
         history = (
             f"the last finite loss was {last[1]:.4g} at step {last[0]}"

@@ -1,0 +1,1492 @@
+"""Sanity checks before training: the lectures' list, each check a function with a verdict.
+
+Every check works on a deep copy of the model (or, when the model cannot be deep-copied,
+on the model itself, restored exactly afterwards), draws its random numbers from a forked
+RNG seeded with ``seed``, and never sees the user's optimizer: the model, its gradients,
+its train/eval mode and torch's global RNG state are as they were when a check returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast, final
+
+import torch
+from torch import Tensor, nn
+
+from gradwise._validation import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    Interval,
+    Satisfies,
+    check,
+)
+from gradwise.data import Dataset, DataSplits
+from gradwise.diagnosis import REMEDIES, Diagnosis, Finding
+from gradwise.losses import LOSS_NAMES, Loss, chance_loss, get_loss
+from gradwise.optim import Adam
+from gradwise.regularize import l2_penalty
+
+if TYPE_CHECKING:
+    from gradwise.report import Table
+
+#: ``optimizer_factory(params, lr)``: a fresh optimizer over the trainable parameters.
+OptimizerFactory = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
+#: ``penalty_factory(strength)(model)``: the regularization term at that strength.
+PenaltyFactory = Callable[[float], Callable[[nn.Module], Tensor | float]]
+#: The data a check draws its batches from: the training split is used.
+Data = DataSplits | Dataset | tuple[Tensor, Tensor]
+#: A loss name from :data:`gradwise.losses.LOSS_NAMES` or ``loss(outputs, targets)``.
+LossArgument = str | Loss
+
+#: The checks :func:`sanity` runs, in order; ``checks=`` takes any subset of them.
+CHECK_NAMES: tuple[str, ...] = (
+    "initial_loss",
+    "regularization_raises_loss",
+    "overfit_tiny_subset",
+    "all_parameters_get_gradients",
+    "samples_do_not_mix",
+    "learning_rate_sweep",
+)
+
+# The defaults, shared by sanity() and the check functions (calibration: docs/checks.md).
+_INITIAL_RTOL, _INITIAL_ATOL = 0.75, 1.0
+_STRENGTHS = (0.0, 1e-3, 1e-1, 10.0)
+_OVERFIT_LEARNING_RATES = (1e-2, 1e-1, 1e-3)
+_OVERFIT_STEPS = 500
+_LEARNING_RATES = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+_SWEEP_STEPS = 50
+# Weights (and their gradients) count as identical rows within this relative tolerance.
+_SYMMETRY_RTOL = 1e-6
+# A gradient leak into another sample's input below this fraction of the sample's own
+# input gradient is rounding, not mixing.
+_MIXING_RTOL = 1e-9
+
+
+def _is_sequence_of(constraint: Interval, minimum_length: int) -> Callable[[Any], bool]:
+    def predicate(value: Any) -> bool:
+        return (
+            isinstance(value, Sequence)
+            and not isinstance(value, str)
+            and len(value) >= minimum_length
+            and all(constraint.is_satisfied_by(v) for v in value)
+        )
+
+    return predicate
+
+
+_LEARNING_RATE_LIST = Satisfies(_is_sequence_of(POSITIVE, 1), "a non-empty sequence of floats > 0")
+_STRENGTH_LIST = Satisfies(
+    _is_sequence_of(NON_NEGATIVE, 2), "a sequence of at least two floats >= 0"
+)
+_FRACTION = Interval(low=0.0, high=1.0, low_closed=False, high_closed=False)
+_OPTIONAL_CLASSES = Satisfies(
+    lambda v: v is None or (POSITIVE_INT.is_satisfied_by(v) and isinstance(v, int)),
+    "an int >= 1 or None",
+)
+_LOSS = Satisfies(
+    lambda v: v in LOSS_NAMES if isinstance(v, str) else callable(v),
+    "one of " + ", ".join(repr(name) for name in LOSS_NAMES) + " or a callable",
+)
+_OPTIONAL_CALLABLE = Satisfies(lambda v: v is None or callable(v), "a callable or None")
+_CHECKS = Satisfies(
+    lambda v: (
+        isinstance(v, Sequence)
+        and not isinstance(v, str)
+        and len(v) > 0
+        and all(isinstance(name, str) and name in CHECK_NAMES for name in v)
+    ),
+    "a non-empty sequence of names from " + ", ".join(repr(name) for name in CHECK_NAMES),
+)
+_SEED = Satisfies(
+    lambda v: isinstance(v, int) and NON_NEGATIVE_INT.is_satisfied_by(v), "an int >= 0"
+)
+
+
+@final
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict of one sanity check.
+
+    Attributes:
+        name: the check, one of :data:`CHECK_NAMES`.
+        passed: whether the model passed (a skipped check counts as passed).
+        measured: the numbers the verdict rests on (losses, learning rates, tensor names).
+        message: one sentence with the measured numbers, or why the check was skipped.
+        findings: the :class:`gradwise.diagnosis.Diagnosis` objects a failure maps to;
+            empty when it passed.
+        skipped: whether the check could not run on this model (``message`` says why).
+    """
+
+    name: str
+    passed: bool
+    measured: Mapping[str, Any]
+    message: str
+    findings: list[Diagnosis] = field(default_factory=list)
+    skipped: bool = False
+
+
+@final
+@dataclass(frozen=True)
+class SanityReport:
+    """The results of :func:`sanity`, one :class:`CheckResult` per check run, in order.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.checks import sanity
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
+        ... )
+        >>> inputs, targets = torch.randn(60, 4), torch.arange(60) % 3
+        >>> report = sanity(
+        ...     model, "cross_entropy", (inputs, targets),
+        ...     checks=["initial_loss", "samples_do_not_mix"],
+        ... )
+        >>> report.passed, report.findings()
+        (True, [])
+        >>> report["initial_loss"].passed
+        True
+    """
+
+    results: list[CheckResult]
+
+    @property
+    def passed(self) -> bool:
+        """Whether every check passed (skipped ones count as passed)."""
+        return all(result.passed for result in self.results)
+
+    def findings(self) -> list[Diagnosis]:
+        """Every finding of every check, in check order."""
+        return [finding for result in self.results for finding in result.findings]
+
+    def __getitem__(self, name: str) -> CheckResult:
+        for result in self.results:
+            if result.name == name:
+                return result
+        ran = ", ".join(repr(result.name) for result in self.results)
+        raise KeyError(f"No sanity check named {name!r} was run. Checks run: {ran}.")
+
+    def to_table(self) -> Table:
+        """One row per check: name, verdict ("pass", "FAIL", "skipped"), findings, message.
+
+        Render it with :meth:`gradwise.report.Table.render_text`, ``render_html`` or
+        ``to_json`` (one rendering path for the terminal, the report and JSON).
+        """
+        from gradwise.report import Table
+
+        rows = [
+            [
+                result.name,
+                "skipped" if result.skipped else "pass" if result.passed else "FAIL",
+                ", ".join(finding.kind.name for finding in result.findings),
+                result.message,
+            ]
+            for result in self.results
+        ]
+        return Table("Sanity checks", ["check", "result", "findings", "message"], rows)
+
+
+def sanity(
+    model: nn.Module,
+    loss: LossArgument,
+    data: Data,
+    *,
+    num_classes: int | None = None,
+    optimizer_factory: OptimizerFactory | None = None,
+    penalty_factory: PenaltyFactory | None = None,
+    checks: Sequence[str] = CHECK_NAMES,
+    seed: int = 0,
+) -> SanityReport:
+    """Run the lectures' sanity checks on an untrained model; report every verdict.
+
+    The checks, each also a function of its own with its tolerances as arguments:
+    :func:`check_initial_loss` (the loss at init is near its value at chance),
+    :func:`check_regularization_raises_loss`, :func:`check_overfit_tiny_subset` (20
+    samples can be fitted to near-zero loss), :func:`check_all_parameters_get_gradients`
+    (and no layer is stuck with identical units), :func:`check_samples_do_not_mix` and
+    :func:`check_learning_rate_sweep` (some learning rate makes the loss go down). Here
+    each runs with its default tolerances. None changes ``model`` or torch's RNG state.
+
+    Args:
+        model: the network, mapping a batch of inputs to outputs (class scores).
+        loss: "cross_entropy", "hinge", "mse", or ``loss(outputs, targets)`` averaged
+            over the batch.
+        data: :class:`gradwise.data.DataSplits` (its training split is used), a
+            :class:`gradwise.data.Dataset`, or a pair ``(inputs, targets)``.
+        num_classes: the number of classes; default: the data's, else the model's
+            output width. Ignored for regression (float targets).
+        optimizer_factory: ``factory(params, lr)`` for the training checks; default
+            :class:`gradwise.optim.Adam`.
+        penalty_factory: ``factory(strength)(model)`` gives the regularization term;
+            default the L2 penalty of :func:`gradwise.regularize.l2_penalty`.
+        checks: the names (from :data:`CHECK_NAMES`) to run, in that order.
+        seed: an int >= 0; seeds the batches drawn and the RNG the probes run under.
+
+    Returns:
+        A :class:`SanityReport`.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.checks import sanity
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)
+        ... )
+        >>> inputs, targets = torch.randn(90, 4), torch.arange(90) % 3
+        >>> report = sanity(model, "cross_entropy", (inputs, targets))
+        >>> [result.name for result in report.results if not result.passed]
+        []
+
+    Reference: the sanity checks and babysitting notes of CS231n (Karpathy), "Neural
+    Networks Part 3"; Karpathy, "A Recipe for Training Neural Networks" (2019).
+    """
+    check("checks", "sanity", checks, _CHECKS)
+    problem = _resolve("sanity", model, loss, data, num_classes, seed)
+    check("optimizer_factory", "sanity", optimizer_factory, _OPTIONAL_CALLABLE)
+    check("penalty_factory", "sanity", penalty_factory, _OPTIONAL_CALLABLE)
+    runners: dict[str, Callable[[], CheckResult]] = {
+        "initial_loss": lambda: _initial_loss(model, problem, 256, _INITIAL_RTOL, _INITIAL_ATOL),
+        "regularization_raises_loss": lambda: _regularization(
+            model, problem, penalty_factory or _default_penalty, _STRENGTHS, 256
+        ),
+        "overfit_tiny_subset": lambda: _overfit(
+            model,
+            problem,
+            optimizer_factory or _default_optimizer,
+            20,
+            _OVERFIT_STEPS,
+            _OVERFIT_LEARNING_RATES,
+            0.01,
+        ),
+        "all_parameters_get_gradients": lambda: _gradients(model, problem, 64),
+        "samples_do_not_mix": lambda: _mixing(model, problem, 8),
+        "learning_rate_sweep": lambda: _sweep(
+            model,
+            problem,
+            optimizer_factory or _default_optimizer,
+            _LEARNING_RATES,
+            _SWEEP_STEPS,
+            64,
+            0.1,
+        ),
+    }
+    return SanityReport([runners[name]() for name in checks])
+
+
+# ---------------------------------------------------------------------------------------
+# The checks
+
+
+def check_initial_loss(
+    model: nn.Module,
+    loss: LossArgument,
+    data: Data,
+    *,
+    num_classes: int | None = None,
+    batch_size: int = 256,
+    rtol: float = _INITIAL_RTOL,
+    atol: float = _INITIAL_ATOL,
+    seed: int = 0,
+) -> CheckResult:
+    r"""Check that the loss at initialization is near its value at chance.
+
+    A classifier whose scores are all equal has the loss at chance :math:`L_0`
+    (:func:`gradwise.losses.chance_loss`: :math:`\ln C` for softmax cross-entropy,
+    :math:`C - 1` for the multiclass hinge loss; for a callable loss, its value on
+    all-zero outputs). The mean loss :math:`L` on a batch at init passes when
+
+    .. math:: |L - L_0| \le \text{rtol}\, L_0 + \text{atol}
+
+    (numpy.isclose's convention with :math:`L_0` as the reference). The defaults were
+    calibrated on healthy He, Xavier and torch-default initializations of MLPs and CNNs
+    (whose logits have a standard deviation near 1 and whose loss lies up to 0.8 above
+    :math:`L_0` for 2 classes and 1.0 above for 10) against weights 10x too large (loss
+    10 to 1e3 times :math:`L_0`). A failure reports
+    :attr:`gradwise.Finding.INITIAL_LOSS_MISMATCH` with the factor :math:`s` by which the
+    outputs would have to shrink to bring the loss within half the tolerance (found by
+    bisection on :math:`L(s\,z)`). Regression (float targets) is skipped: it has no
+    value at chance.
+
+    Args:
+        model, loss, data, num_classes: as for :func:`sanity`.
+        batch_size: samples in the batch the loss is measured on (forward in train
+            mode, dropout off).
+        rtol: the relative tolerance, a float >= 0.
+        atol: the absolute tolerance in the loss's units, a float >= 0.
+        seed: an int >= 0; picks the batch.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.checks import check_initial_loss
+        >>> model = torch.nn.Linear(5, 4)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.mul_(100.0)
+        >>> inputs, targets = torch.randn(64, 5), torch.arange(64) % 4
+        >>> result = check_initial_loss(model, "cross_entropy", (inputs, targets))
+        >>> result.passed, result.findings[0].kind.name
+        (False, 'INITIAL_LOSS_MISMATCH')
+
+    Reference: CS231n, "Neural Networks Part 3", sanity checks: "look for correct loss
+    at chance performance".
+    """
+    owner = "check_initial_loss"
+    problem = _resolve(owner, model, loss, data, num_classes, seed)
+    check("batch_size", owner, batch_size, POSITIVE_INT)
+    check("rtol", owner, rtol, NON_NEGATIVE)
+    check("atol", owner, atol, NON_NEGATIVE)
+    return _initial_loss(model, problem, batch_size, rtol, atol)
+
+
+def check_regularization_raises_loss(
+    model: nn.Module,
+    loss: LossArgument,
+    data: Data,
+    *,
+    penalty_factory: PenaltyFactory | None = None,
+    strengths: Sequence[float] = _STRENGTHS,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> CheckResult:
+    r"""Check that the total loss rises with the regularization strength, and can train.
+
+    The total loss :math:`L + R_\alpha(w)` on one batch at init, with
+    :math:`R_\alpha` = ``penalty_factory(alpha)(model)``, must rise strictly from each
+    strength to the next (sorted), and by at least 0.1% of the loss at the smallest
+    strength over the whole range; the default strengths 0, 1e-3, 0.1 and 10 run from
+    none to about 1e4 times a typical L2 strength. The penalty at the largest strength
+    must also have a nonzero gradient with respect to some parameter: a penalty computed
+    on detached weights raises the loss but never regularizes. A failure is a
+    ``Finding.REGULARIZATION_NOT_APPLIED``; a penalty that is 0 at every strength is also
+    what all-zero weights give, and the message says so.
+
+    Args:
+        model, loss, data: as for :func:`sanity`.
+        penalty_factory: ``factory(strength)(model)`` returns the penalty, a scalar
+            tensor or number; default the L2 penalty on the weights
+            (:func:`gradwise.regularize.l2_penalty`).
+        strengths: at least two strengths >= 0.
+        batch_size: samples in the batch.
+        seed: an int >= 0; picks the batch.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.checks import check_regularization_raises_loss
+        >>> model = torch.nn.Linear(5, 3)
+        >>> data = (torch.randn(32, 5), torch.arange(32) % 3)
+        >>> check_regularization_raises_loss(model, "cross_entropy", data).passed
+        True
+        >>> forgotten = lambda strength: (lambda model: 0.0)
+        >>> check_regularization_raises_loss(
+        ...     model, "cross_entropy", data, penalty_factory=forgotten
+        ... ).passed
+        False
+
+    Reference: CS231n, "Neural Networks Part 3"; Sarkar, CS60010 "Training": "loss goes
+    up as you increase regularization".
+    """
+    owner = "check_regularization_raises_loss"
+    problem = _resolve(owner, model, loss, data, None, seed)
+    check("penalty_factory", owner, penalty_factory, _OPTIONAL_CALLABLE)
+    check("strengths", owner, strengths, _STRENGTH_LIST)
+    check("batch_size", owner, batch_size, POSITIVE_INT)
+    factory = penalty_factory or _default_penalty
+    return _regularization(model, problem, factory, strengths, batch_size)
+
+
+def check_overfit_tiny_subset(
+    model: nn.Module,
+    loss: LossArgument,
+    data: Data,
+    *,
+    optimizer_factory: OptimizerFactory | None = None,
+    num_samples: int = 20,
+    num_steps: int = _OVERFIT_STEPS,
+    learning_rates: Sequence[float] = _OVERFIT_LEARNING_RATES,
+    tolerance: float = 0.01,
+    seed: int = 0,
+) -> CheckResult:
+    r"""Check that the model can fit a tiny subset to near-zero loss.
+
+    ``num_samples`` training samples (stratified by class: each class in turn), no
+    penalty, dropout off (``p = 0`` on the copy's Dropout modules; BatchNorm keeps its
+    training mode), full-batch steps with each learning rate from the same init. It
+    passes when, for some learning rate, the loss falls to at most ``tolerance`` times
+    the loss at chance (regression: times the initial loss) and, for classification,
+    every sample is classified correctly; training stops as soon as that happens. Any
+    network with a working gradient and enough capacity memorizes 20 samples, even with
+    shuffled labels. A failure reports :attr:`gradwise.Finding.NO_LEARNING_SIGNAL`:
+    frozen parameters, a wrong gradient, too little capacity, or a learning rate outside
+    those tried.
+
+    Args:
+        model, loss, data, num_classes: as for :func:`sanity`.
+        optimizer_factory: ``factory(params, lr)``; default :class:`gradwise.optim.Adam`.
+        num_samples: the size of the subset, an int >= 1.
+        num_steps: full-batch steps per learning rate, at most.
+        learning_rates: tried in order until one passes; the best one is reported.
+        tolerance: the target loss as a fraction of the loss at chance, in (0, 1).
+        seed: an int >= 0; picks the subset.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.checks import check_overfit_tiny_subset
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)
+        ... )
+        >>> data = (torch.randn(100, 8), torch.randint(0, 4, (100,)))  # random labels
+        >>> check_overfit_tiny_subset(model, "cross_entropy", data).passed
+        True
+
+    Reference: CS231n, "Neural Networks Part 3": "before training on the full dataset
+    try to train on a tiny portion of the data and make sure you can achieve zero cost".
+    """
+    owner = "check_overfit_tiny_subset"
+    problem = _resolve(owner, model, loss, data, None, seed)
+    check("optimizer_factory", owner, optimizer_factory, _OPTIONAL_CALLABLE)
+    check("num_samples", owner, num_samples, POSITIVE_INT)
+    check("num_steps", owner, num_steps, POSITIVE_INT)
+    check("learning_rates", owner, learning_rates, _LEARNING_RATE_LIST)
+    check("tolerance", owner, tolerance, _FRACTION)
+    factory = optimizer_factory or _default_optimizer
+    return _overfit(model, problem, factory, num_samples, num_steps, learning_rates, tolerance)
+
+
+def check_all_parameters_get_gradients(
+    model: nn.Module,
+    loss: LossArgument,
+    data: Data,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> CheckResult:
+    """Check that every trainable tensor gets a nonzero gradient, and no layer is symmetric.
+
+    One forward and backward pass of the data loss (no penalty, dropout off) on a batch,
+    its per-sample losses weighted by seeded random weights in [0.5, 1.5] so that they
+    cannot cancel by coincidence (a class-balanced batch under the hinge loss gives the
+    output bias exactly zero gradient). Every parameter with ``requires_grad`` must get
+    a finite gradient that is not exactly zero everywhere. A ``None`` gradient means the
+    tensor is not on the loss's graph (an unused layer, a detached path); an all-zero one
+    means no signal reaches it (dead units, zero weights downstream). A bias just before
+    a BatchNorm, whose gradient vanishes only up to rounding, is not flagged. Either
+    failure reports :attr:`gradwise.Finding.NO_LEARNING_SIGNAL` with the tensor names.
+    Frozen parameters are left out (listed in ``measured``).
+
+    Symmetry: a Linear or Conv layer (``groups=1``) whose output units have identical
+    weights, identical biases and identical gradients can never make them differ, so
+    its units stay copies of each other: that reports
+    :attr:`gradwise.Finding.SYMMETRIC_INIT` naming the layer (all-zero or constant
+    init), with the all-zero gradients as its evidence (constant weights starve the
+    layers around them of gradient, so these are not diagnosed again). An output layer
+    initialized to zero is fine: its rows get different gradients, and the layers
+    before it, which get no gradient until it has taken a step, are checked again with
+    the zero layer filled with small random weights (``measured["starved_at_init"]``).
+
+    Args:
+        model, loss, data: as for :func:`sanity`.
+        batch_size: samples in the batch.
+        seed: an int >= 0; picks the batch.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.checks import check_all_parameters_get_gradients
+        >>> class TwoHeads(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.used, self.unused = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+        ...     def forward(self, x):
+        ...         return self.used(x)
+        >>> data = (torch.randn(8, 3), torch.arange(8) % 2)
+        >>> result = check_all_parameters_get_gradients(TwoHeads(), "cross_entropy", data)
+        >>> result.passed, result.measured["unused"]
+        (False, ['unused.weight', 'unused.bias'])
+    """
+    owner = "check_all_parameters_get_gradients"
+    problem = _resolve(owner, model, loss, data, None, seed)
+    check("batch_size", owner, batch_size, POSITIVE_INT)
+    return _gradients(model, problem, batch_size)
+
+
+def check_samples_do_not_mix(
+    model: nn.Module,
+    loss: LossArgument,
+    data: Data,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> CheckResult:
+    r"""Check that one sample's loss does not depend on another sample's input.
+
+    For each sample :math:`i` of a batch, the gradient of :math:`L_i` (the loss of
+    sample :math:`i` alone, from one forward pass of the whole batch) with respect to
+    every other sample's input must be zero:
+    :math:`\max_{j \ne i} |\partial L_i / \partial x_j| \le 10^{-9} \max_i |\partial
+    L_i / \partial x_i|`. A reshape or transpose across the batch axis, or statistics
+    over the batch computed by hand, fails.
+
+    BatchNorm mixes samples by design in training mode. Here BatchNorm layers run in
+    eval mode (running statistics) on the copy while every other module stays in
+    training mode (dropout off), so the rest of the network is still checked; a
+    BatchNorm without running statistics (``track_running_stats=False``) normalizes
+    over the batch in both modes, and then the check is skipped with that reason. A
+    failure is a ``Finding.SAMPLES_MIX``.
+
+    Args:
+        model, loss, data: as for :func:`sanity`.
+        batch_size: samples in the batch, an int >= 2 (each gets one backward pass).
+        seed: an int >= 0; picks the batch.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.checks import check_samples_do_not_mix
+        >>> class Centered(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         return x - x.mean(dim=0)  # statistics over the batch: mixes samples
+        >>> data = (torch.randn(16, 3), torch.arange(16) % 3)
+        >>> check_samples_do_not_mix(torch.nn.Linear(3, 3), "cross_entropy", data).passed
+        True
+        >>> check_samples_do_not_mix(Centered(), "cross_entropy", data).passed
+        False
+
+    Reference: Karpathy, "A Recipe for Training Neural Networks" (2019): "use backprop
+    to chart dependencies".
+    """
+    owner = "check_samples_do_not_mix"
+    problem = _resolve(owner, model, loss, data, None, seed)
+    check("batch_size", owner, batch_size, Interval(low=2.0, kind="int"))
+    return _mixing(model, problem, int(batch_size))
+
+
+def check_learning_rate_sweep(
+    model: nn.Module,
+    loss: LossArgument,
+    data: Data,
+    *,
+    optimizer_factory: OptimizerFactory | None = None,
+    learning_rates: Sequence[float] = _LEARNING_RATES,
+    num_steps: int = _SWEEP_STEPS,
+    batch_size: int = 64,
+    min_decrease: float = 0.1,
+    seed: int = 0,
+) -> CheckResult:
+    r"""Check that some learning rate in a short sweep makes the loss go down.
+
+    From the same init, each learning rate trains ``num_steps`` steps on the same
+    sequence of minibatches (no penalty, dropout off). The loss :math:`L` on a fixed
+    evaluation batch of up to 512 training samples is measured before and after; the
+    check passes when some learning rate lowers it by at least ``min_decrease``
+    relatively, :math:`(L_\text{before} - L_\text{after}) / L_\text{before} \ge`
+    ``min_decrease``. ``measured`` holds ``best_lr`` (the largest decrease), the loss
+    after each learning rate, and each run's minibatch-loss curve; a learning rate whose
+    loss turned non-finite stops there and counts as no decrease. A failure reports
+    :attr:`gradwise.Finding.NO_LEARNING_SIGNAL`.
+
+    Args:
+        model, loss, data: as for :func:`sanity`.
+        optimizer_factory: ``factory(params, lr)``; default :class:`gradwise.optim.Adam`.
+        learning_rates: the sweep; default one per decade from 1e-5 to 1.
+        num_steps: steps per learning rate.
+        batch_size: samples per minibatch.
+        min_decrease: the relative decrease that counts as learning, in (0, 1).
+        seed: an int >= 0; picks the minibatches and the evaluation batch.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.checks import check_learning_rate_sweep
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> inputs = torch.randn(256, 4)
+        >>> targets = (inputs[:, 0] > 0).long()
+        >>> data = (inputs, targets)
+        >>> result = check_learning_rate_sweep(torch.nn.Linear(4, 2), "cross_entropy", data)
+        >>> result.passed, result.measured["best_lr"] >= 1e-2
+        (True, True)
+
+    Reference: CS231n, "Neural Networks Part 3"; Sarkar, CS60010 "Training": "find a
+    learning rate that makes the loss go down".
+    """
+    owner = "check_learning_rate_sweep"
+    problem = _resolve(owner, model, loss, data, None, seed)
+    check("optimizer_factory", owner, optimizer_factory, _OPTIONAL_CALLABLE)
+    check("learning_rates", owner, learning_rates, _LEARNING_RATE_LIST)
+    check("num_steps", owner, num_steps, POSITIVE_INT)
+    check("batch_size", owner, batch_size, POSITIVE_INT)
+    check("min_decrease", owner, min_decrease, _FRACTION)
+    factory = optimizer_factory or _default_optimizer
+    return _sweep(model, problem, factory, learning_rates, num_steps, batch_size, min_decrease)
+
+
+# ---------------------------------------------------------------------------------------
+# Arguments
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The validated arguments every check shares."""
+
+    loss_name: str | None
+    loss_fn: Loss
+    inputs: Tensor  # (N, ...) the training inputs
+    targets: Tensor  # (N,) class indices, or (N, ...) regression targets
+    num_classes: int | None  # None: take the model's output width (classification)
+    seed: int
+
+    @property
+    def classification(self) -> bool:
+        return not self.targets.is_floating_point()
+
+
+def _resolve(
+    owner: str,
+    model: object,
+    loss: object,
+    data: object,
+    num_classes: int | None,
+    seed: int,
+) -> _Problem:
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"The 'model' parameter of {owner} must be a torch.nn.Module. "
+            f"Got {type(model).__name__} instead."
+        )
+    check("loss", owner, loss, _LOSS)
+    check("num_classes", owner, num_classes, _OPTIONAL_CLASSES)
+    check("seed", owner, seed, _SEED)
+    dataset, data_classes = _as_dataset(owner, data)
+    if len(dataset) == 0:
+        raise ValueError(f"The 'data' parameter of {owner} must hold samples. Got 0 instead.")
+    classes = num_classes if num_classes is not None else data_classes
+    if classes is not None and dataset.task == "classification":
+        _check_targets_fit(owner, dataset.targets, classes)
+    name = loss if isinstance(loss, str) else None
+    return _Problem(
+        loss_name=name,
+        loss_fn=get_loss(name) if name is not None else cast(Loss, loss),
+        inputs=dataset.inputs,
+        targets=dataset.targets,
+        num_classes=classes,
+        seed=seed,
+    )
+
+
+def _as_dataset(owner: str, data: object) -> tuple[Dataset, int | None]:
+    if isinstance(data, DataSplits):
+        return data.train, data.num_classes
+    if isinstance(data, Dataset):
+        return data, None
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return Dataset(data[0], data[1]), None
+    raise TypeError(
+        f"The 'data' parameter of {owner} must be a gradwise.data.DataSplits, a "
+        f"gradwise.data.Dataset or a pair (inputs, targets). Got {type(data).__name__} instead."
+    )
+
+
+def _check_targets_fit(owner: str, targets: Tensor, num_classes: int) -> None:
+    low, high = int(targets.min()), int(targets.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"The 'num_classes' parameter of {owner} must exceed every class index in the "
+            f"targets ({low}..{high}). Got {num_classes} instead."
+        )
+
+
+def _default_optimizer(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    return Adam(params, lr=lr)
+
+
+def _default_penalty(strength: float) -> Callable[[nn.Module], Tensor]:
+    return lambda model: l2_penalty(model, strength)
+
+
+# ---------------------------------------------------------------------------------------
+# Probes: a copy of the model, or the model restored exactly
+
+
+@contextlib.contextmanager
+def _probe(model: nn.Module, seed: int) -> Iterator[nn.Module]:
+    """A working model in training mode with dropout off, under a forked, seeded RNG."""
+    devices = sorted({p.device.index or 0 for p in _tensors(model) if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        for device in devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        work, restore = _working_copy(model)
+        try:
+            for parameter in work.parameters():
+                parameter.grad = None  # the probe's own backward passes start from nothing
+            work.train()
+            for module in work.modules():
+                if isinstance(module, nn.modules.dropout._DropoutNd):
+                    module.p = 0.0
+            yield work
+        finally:
+            restore()
+
+
+def _working_copy(model: nn.Module) -> tuple[nn.Module, Callable[[], None]]:
+    try:
+        work = copy.deepcopy(model)
+    except (RuntimeError, TypeError, copy.Error):
+        # Some modules cannot be deep-copied (a non-leaf tensor attribute, say): probe the
+        # model itself and put back everything a probe can change.
+        return model, _snapshot(model)
+    return work, lambda: None
+
+
+def _snapshot(model: nn.Module) -> Callable[[], None]:
+    """Save parameters, buffers, gradients, modes and dropout rates; return the restorer."""
+    state = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
+    grads = {p: (None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()}
+    modes = {module: module.training for module in model.modules()}
+    rates = {
+        module: module.p
+        for module in model.modules()
+        if isinstance(module, nn.modules.dropout._DropoutNd)
+    }
+
+    def restore() -> None:
+        with torch.no_grad():
+            for name, tensor in model.state_dict(keep_vars=True).items():
+                tensor.copy_(state[name])
+        for parameter, grad in grads.items():
+            parameter.grad = grad
+        for module, training in modes.items():
+            module.training = training
+        for module, rate in rates.items():
+            module.p = rate
+
+    return restore
+
+
+def _tensors(model: nn.Module) -> Iterator[Tensor]:
+    return itertools.chain(model.parameters(), model.buffers())
+
+
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    device, dtype = torch.device("cpu"), torch.float32
+    for index, tensor in enumerate(_tensors(model)):
+        if index == 0:
+            device = tensor.device
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return device, dtype
+
+
+def _batch(model: nn.Module, problem: _Problem, indices: Tensor) -> tuple[Tensor, Tensor]:
+    device, dtype = _placement(model)
+    inputs = problem.inputs.index_select(0, indices).to(device=device, dtype=dtype)
+    return inputs, problem.targets.index_select(0, indices).to(device)
+
+
+def _order(problem: _Problem, seed_offset: int = 0) -> Tensor:
+    generator = torch.Generator().manual_seed(problem.seed + seed_offset)
+    return torch.randperm(len(problem.targets), generator=generator)
+
+
+def _stratified(problem: _Problem, count: int) -> Tensor:
+    """``count`` indices that take the classes in turn, each in a seeded random order."""
+    order = _order(problem)
+    if not problem.classification:
+        return order[:count]
+    labels = problem.targets[order]
+    rank = torch.zeros_like(labels)
+    for label in labels.unique():
+        members = labels == label
+        rank[members] = torch.arange(int(members.sum()))
+    interleaved = torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)
+    return order[interleaved[:count]]
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _make_optimizer(
+    factory: OptimizerFactory, params: list[nn.Parameter], lr: float
+) -> torch.optim.Optimizer:
+    optimizer = factory(params, lr)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "The 'optimizer_factory' parameter must return a torch.optim.Optimizer. "
+            f"Got {type(optimizer).__name__} instead."
+        )
+    return optimizer
+
+
+def _as_scalar(value: object, owner: str) -> Tensor:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.reshape(())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return torch.tensor(float(value))
+    raise TypeError(
+        f"The '{owner}' must return a scalar (a one-element tensor or a number). "
+        f"Got {type(value).__name__} instead."
+    )
+
+
+def _finite(value: float) -> float | None:
+    """A float for JSON evidence: non-finite values become None."""
+    return value if math.isfinite(value) else None
+
+
+def _accuracy(outputs: Tensor, targets: Tensor) -> float:
+    return float((outputs.argmax(dim=-1) == targets).float().mean())
+
+
+# ---------------------------------------------------------------------------------------
+# Initial loss
+
+
+def _initial_loss(
+    model: nn.Module, problem: _Problem, batch_size: int, rtol: float, atol: float
+) -> CheckResult:
+    name = "initial_loss"
+    if not problem.classification:
+        return _skipped(name, "skipped: a regression loss has no value at chance")
+    with _probe(model, problem.seed) as work, torch.no_grad():
+        inputs, targets = _batch(work, problem, _order(problem)[:batch_size])
+        outputs = work(inputs)  # (batch, classes)
+        measured = float(problem.loss_fn(outputs, targets))
+        num_classes = problem.num_classes or int(outputs.shape[-1])
+        chance = _chance(problem, outputs, targets, num_classes)
+        bound = rtol * chance + atol
+        scale = _scale_to_chance(problem.loss_fn, outputs, targets, chance, bound)
+        logit_std = float(outputs.float().std()) if outputs.numel() > 1 else 0.0
+    numbers = {
+        "loss": measured,
+        "chance": chance,
+        "num_classes": num_classes,
+        "tolerance": bound,
+        "logit_std": logit_std,
+        "output_scale_to_chance": scale,
+    }
+    summary = (
+        f"initial loss {measured:.4g} vs {chance:.4g} at chance ({num_classes} classes); "
+        f"tolerance {bound:.3g}"
+    )
+    if math.isfinite(measured) and abs(measured - chance) <= bound:
+        return CheckResult(name, True, numbers, summary)
+    finding = Diagnosis(
+        Finding.INITIAL_LOSS_MISMATCH,
+        summary,
+        _initial_loss_prescription(measured, chance, scale),
+        _evidence(numbers),
+        severity="warning",
+    )
+    return CheckResult(name, False, numbers, summary, [finding])
+
+
+def _chance(problem: _Problem, outputs: Tensor, targets: Tensor, num_classes: int) -> float:
+    if problem.loss_name is not None:
+        return chance_loss(problem.loss_name, num_classes)
+    return float(problem.loss_fn(torch.zeros_like(outputs), targets))
+
+
+def _scale_to_chance(
+    loss_fn: Loss, outputs: Tensor, targets: Tensor, chance: float, bound: float
+) -> float:
+    """The largest factor s in (0, 1] that brings loss(s * outputs) within bound / 2 of chance."""
+
+    def too_far(log_scale: float) -> bool:
+        value = float(loss_fn(outputs * math.exp(log_scale), targets))
+        return not abs(value - chance) <= bound / 2
+
+    if not too_far(0.0) or not torch.isfinite(outputs).all():
+        return 1.0
+    low, high = math.log(1e-12), 0.0  # outputs scaled by 1e-12 give the loss at chance
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (low, middle) if too_far(middle) else (middle, high)
+    return math.exp(low)
+
+
+def _initial_loss_prescription(measured: float, chance: float, scale: float) -> str:
+    remedy = REMEDIES[Finding.INITIAL_LOSS_MISMATCH]
+    if not math.isfinite(measured):
+        return f"the loss at init is not finite; {remedy}"
+    direction = "above" if measured > chance else "below"
+    return (
+        f"{remedy}: the loss is {direction} chance; scaling the outputs at init by "
+        f"~{scale:.2g} (the last layer's weights and bias) would bring it to chance. Use "
+        "He/Xavier initialization with zero biases on standardized inputs"
+        + ("" if measured > chance else ", and check that the inputs do not leak the labels")
+    )
+
+
+def _skipped(name: str, reason: str) -> CheckResult:
+    return CheckResult(name, True, {}, reason, skipped=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Regularization
+
+
+def _regularization(
+    model: nn.Module,
+    problem: _Problem,
+    factory: PenaltyFactory,
+    strengths: Sequence[float],
+    batch_size: int,
+) -> CheckResult:
+    name = "regularization_raises_loss"
+    ordered = sorted(float(s) for s in strengths)
+    with _probe(model, problem.seed) as work:
+        inputs, targets = _batch(work, problem, _order(problem)[:batch_size])
+        with torch.no_grad():
+            data_loss = float(problem.loss_fn(work(inputs), targets))
+        penalties = [
+            float(_as_scalar(factory(s)(work), "penalty_factory").detach()) for s in ordered[:-1]
+        ]
+        strongest = _as_scalar(factory(ordered[-1])(work), "penalty_factory")
+        penalties.append(float(strongest.detach()))
+        has_gradient = _has_gradient(strongest, _trainable(work))
+    totals = [data_loss + penalty for penalty in penalties]
+    numbers = {"strengths": ordered, "total_losses": totals, "data_loss": data_loss}
+    rises = all(b > a for a, b in itertools.pairwise(totals))
+    rises = rises and totals[-1] - totals[0] >= 1e-3 * max(abs(totals[0]), 1e-12)
+    shown = ", ".join(f"{total:.4g}" for total in totals)
+    strengths_shown = ", ".join(f"{s:g}" for s in ordered)
+    if not rises:
+        hint = (
+            " (the penalty is 0 at every strength: it is not applied, or the penalized "
+            "weights are all zero)"
+            if all(p == 0 for p in penalties)
+            else ""
+        )
+        message = (
+            f"the total loss did not rise with the regularization strength: {shown} at "
+            f"strengths {strengths_shown}{hint}"
+        )
+        return CheckResult(name, False, numbers, message, [_not_applied(message, numbers)])
+    if not has_gradient:
+        message = (
+            f"the penalty raises the loss ({shown}) but has no gradient with respect to the "
+            "parameters (computed on detached weights?), so it cannot regularize training"
+        )
+        return CheckResult(name, False, numbers, message, [_not_applied(message, numbers)])
+    message = f"the total loss rose {shown} at strengths {strengths_shown}"
+    return CheckResult(name, True, numbers, message)
+
+
+def _not_applied(message: str, numbers: Mapping[str, Any]) -> Diagnosis:
+    return Diagnosis(
+        Finding.REGULARIZATION_NOT_APPLIED,
+        message,
+        REMEDIES[Finding.REGULARIZATION_NOT_APPLIED],
+        dict(numbers),
+        "error",
+    )
+
+
+def _has_gradient(penalty: Tensor, params: list[nn.Parameter]) -> bool:
+    if not penalty.requires_grad or not params:
+        return False
+    grads = torch.autograd.grad(penalty, params, allow_unused=True)
+    return any(g is not None and bool((g != 0).any()) for g in grads)
+
+
+# ---------------------------------------------------------------------------------------
+# Overfitting a tiny subset
+
+
+def _overfit(
+    model: nn.Module,
+    problem: _Problem,
+    factory: OptimizerFactory,
+    num_samples: int,
+    num_steps: int,
+    learning_rates: Sequence[float],
+    tolerance: float,
+) -> CheckResult:
+    name = "overfit_tiny_subset"
+    with _probe(model, problem.seed) as work:
+        inputs, targets = _batch(work, problem, _stratified(problem, num_samples))
+        params = _trainable(work)
+        if not params:
+            return _no_trainable_parameters(name)
+        with torch.no_grad():
+            outputs = work(inputs)
+            reference = (
+                _chance(problem, outputs, targets, problem.num_classes or int(outputs.shape[-1]))
+                if problem.classification
+                else float(problem.loss_fn(outputs, targets))
+            )
+        target = tolerance * reference
+        initial = {key: value.detach().clone() for key, value in work.state_dict().items()}
+        runs = []
+        for lr in learning_rates:
+            work.load_state_dict(initial)
+            optimizer = _make_optimizer(factory, params, float(lr))
+            runs.append(_fit(work, optimizer, problem, inputs, targets, num_steps, target))
+            if runs[-1]["passed"]:
+                break
+    return _overfit_result(name, problem, runs, learning_rates, len(targets), target, params)
+
+
+def _fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    problem: _Problem,
+    inputs: Tensor,
+    targets: Tensor,
+    num_steps: int,
+    target: float,
+) -> dict[str, Any]:
+    """Full-batch steps until the loss is below ``target`` (and every sample is right)."""
+    steps, value, accuracy = 0, math.inf, 0.0
+    for steps in range(num_steps + 1):
+        optimizer.zero_grad(set_to_none=True)
+        outputs = model(inputs)
+        loss = problem.loss_fn(outputs, targets)
+        value = float(loss.detach())
+        accuracy = _accuracy(outputs.detach(), targets) if problem.classification else 1.0
+        if not math.isfinite(value) or (value <= target and accuracy == 1.0):
+            break
+        if steps < num_steps:
+            loss.backward()
+            optimizer.step()
+    passed = math.isfinite(value) and value <= target and accuracy == 1.0
+    return {
+        "lr": float(optimizer.param_groups[0]["lr"]),
+        "loss": value,
+        "accuracy": accuracy,
+        "steps": steps,
+        "passed": passed,
+    }
+
+
+def _overfit_result(
+    name: str,
+    problem: _Problem,
+    runs: list[dict[str, Any]],
+    learning_rates: Sequence[float],
+    num_samples: int,
+    target: float,
+    params: list[nn.Parameter],
+) -> CheckResult:
+    best = min(runs, key=lambda run: run["loss"] if math.isfinite(run["loss"]) else math.inf)
+    numbers = {
+        "num_samples": num_samples,
+        "target_loss": target,
+        "best_lr": best["lr"],
+        "loss": best["loss"],
+        "accuracy": best["accuracy"],
+        "steps": best["steps"],
+        "runs": runs,
+    }
+    accuracy = f", train accuracy {best['accuracy']:.0%}" if problem.classification else ""
+    summary = (
+        f"on {num_samples} samples the loss reached {best['loss']:.3g} (target {target:.3g})"
+        f"{accuracy} after {best['steps']} full-batch steps at lr {best['lr']:g}"
+    )
+    if best["passed"]:
+        return CheckResult(name, True, numbers, summary)
+    tried = ", ".join(f"{lr:g}" for lr in learning_rates)
+    finding = Diagnosis(
+        Finding.NO_LEARNING_SIGNAL,
+        f"cannot overfit a tiny subset: {summary}",
+        "a working network memorizes a few samples: check for frozen parameters "
+        f"({sum(p.numel() for p in params)} trainable values), a wrong gradient (run "
+        "gradwise.checks.gradcheck), too little capacity, and learning rates outside "
+        f"those tried ({tried})",
+        _evidence(numbers),
+        severity="error",
+    )
+    return CheckResult(name, False, numbers, summary, [finding])
+
+
+def _no_trainable_parameters(name: str) -> CheckResult:
+    message = "the model has no trainable parameters (every requires_grad is False)"
+    finding = Diagnosis(
+        Finding.NO_LEARNING_SIGNAL,
+        message,
+        "unfreeze the parameters to train (requires_grad=True)",
+        {"num_trainable": 0},
+        severity="error",
+    )
+    return CheckResult(name, False, {"num_trainable": 0}, message, [finding])
+
+
+def _evidence(numbers: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-ready numbers: non-finite floats become None, recursively."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float):
+            return _finite(value)
+        if isinstance(value, Mapping):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    cleaned: dict[str, Any] = clean(numbers)
+    return cleaned
+
+
+# ---------------------------------------------------------------------------------------
+# Gradients reach every parameter
+
+
+def _gradients(model: nn.Module, problem: _Problem, batch_size: int) -> CheckResult:
+    name = "all_parameters_get_gradients"
+    with _probe(model, problem.seed) as work:
+        if not _trainable(work):
+            return _no_trainable_parameters(name)
+        batch = _batch(work, problem, _order(problem)[:batch_size])
+        _weighted_backward(work, problem, batch)
+        unused, zero, nonfinite, frozen = _gradient_status(work)
+        symmetric = _symmetric_layers(work)
+        zero_layers: list[str] = []
+        starved: list[str] = []
+        if zero and not symmetric:
+            zero_layers, starved = _starved_by_zero_layers(work, problem, batch, zero)
+    zero = [tensor for tensor in zero if tensor not in starved]
+    numbers = {
+        "unused": unused,
+        "zero_gradient": zero,
+        "nonfinite_gradient": nonfinite,
+        "frozen": frozen,
+        "symmetric_layers": symmetric,
+        "zero_weight_layers": zero_layers,
+        "starved_at_init": starved,
+    }
+    findings = []
+    if symmetric:
+        findings.append(_symmetric_finding(symmetric, zero))
+    # Constant weights starve whole stretches of the network of gradient (zero weights
+    # downstream, zero activations upstream): with symmetric layers, the zero gradients are
+    # that finding's evidence rather than a second diagnosis.
+    unexplained = [] if symmetric else zero
+    if unused or unexplained:
+        findings.append(_missing_gradient_finding(unused, unexplained))
+    failed = bool(findings or nonfinite)
+    message = _gradient_message(unused, zero, nonfinite, symmetric)
+    if starved and not failed:
+        message += (
+            f" ({', '.join(starved)} only after the all-zero layer(s) "
+            f"{', '.join(zero_layers)} take a first step)"
+        )
+    return CheckResult(name, not failed, numbers, message, findings)
+
+
+def _starved_by_zero_layers(
+    model: nn.Module, problem: _Problem, batch: tuple[Tensor, Tensor], zero: list[str]
+) -> tuple[list[str], list[str]]:
+    """The all-zero layers that move on the first step, and the zero gradients they cause.
+
+    A zero-initialized output layer blocks every gradient before it until its own
+    gradient has moved it; fill such layers with small random weights (on the probe's
+    copy) and see which zero gradients come alive.
+    """
+    layers = {
+        name: module.weight
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        and module.weight.requires_grad
+        and not bool(module.weight.detach().any())
+        and module.weight.grad is not None
+        and bool(module.weight.grad.any())
+    }
+    if not layers:
+        return [], []
+    with torch.no_grad():
+        for weight in layers.values():
+            weight.normal_(0.0, 1e-3)
+    for parameter in model.parameters():
+        parameter.grad = None
+    _weighted_backward(model, problem, batch)
+    grads = {name: parameter.grad for name, parameter in model.named_parameters()}
+    alive = [name for name in zero if (grad := grads[name]) is not None and bool(grad.any())]
+    return list(layers), alive
+
+
+def _weighted_backward(model: nn.Module, problem: _Problem, batch: tuple[Tensor, Tensor]) -> None:
+    """Backward of the batch's per-sample losses weighted by seeded random weights in [0.5, 1.5].
+
+    The per-sample gradients then cannot cancel by coincidence (under the hinge loss a
+    class-balanced batch gives the output bias exactly zero gradient), while a tensor
+    that no sample's loss reaches still gets exactly zero.
+    """
+    inputs, targets = batch
+    outputs = model(inputs)
+    losses = torch.stack(
+        [problem.loss_fn(outputs[i : i + 1], targets[i : i + 1]) for i in range(len(targets))]
+    )
+    generator = torch.Generator().manual_seed(problem.seed)
+    weights = 0.5 + torch.rand(len(targets), generator=generator, dtype=torch.float64)
+    (weights.to(losses.device, losses.dtype) * losses).mean().backward()
+
+
+def _gradient_status(model: nn.Module) -> tuple[list[str], list[str], list[str], list[str]]:
+    unused, zero, nonfinite, frozen = [], [], [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            frozen.append(name)
+        elif parameter.grad is None:
+            unused.append(name)
+        elif not bool(torch.isfinite(parameter.grad).all()):
+            nonfinite.append(name)
+        elif not bool((parameter.grad != 0).any()):
+            zero.append(name)
+    return unused, zero, nonfinite, frozen
+
+
+def _symmetric_layers(model: nn.Module) -> list[str]:
+    """Linear/Conv layers whose output units are identical and get identical gradients."""
+    layers = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            continue
+        if getattr(module, "groups", 1) != 1 or module.weight.shape[0] < 2:
+            continue
+        tensors = [module.weight, module.bias] if module.bias is not None else [module.weight]
+        if all(_rows_identical(t) and _rows_identical(t.grad) for t in tensors):
+            layers.append(name)
+    return layers
+
+
+def _rows_identical(tensor: Tensor | None) -> bool:
+    if tensor is None:  # no gradient: every row's gradient is the same nothing
+        return True
+    rows = tensor.detach().reshape(tensor.shape[0], -1)
+    spread = (rows - rows[:1]).abs().max()
+    return bool(spread <= _SYMMETRY_RTOL * rows.abs().max())
+
+
+def _symmetric_finding(symmetric: list[str], zero: list[str]) -> Diagnosis:
+    layers = ", ".join(repr(layer) for layer in symmetric)
+    return Diagnosis(
+        Finding.SYMMETRIC_INIT,
+        f"every output unit of layer(s) {layers} has the same weights and gets the same "
+        "gradient, so the units can never become different",
+        f"{REMEDIES[Finding.SYMMETRIC_INIT]}; re-initialize {layers}",
+        {"layers": symmetric, "zero_gradient": zero},
+        severity="error",
+        fix={"init.weights": "he_normal"},
+    )
+
+
+def _missing_gradient_finding(unused: list[str], zero: list[str]) -> Diagnosis:
+    parts = []
+    if unused:
+        parts.append(f"{len(unused)} tensor(s) get no gradient at all ({', '.join(unused)})")
+    if zero:
+        parts.append(f"{len(zero)} get an all-zero gradient ({', '.join(zero)})")
+    return Diagnosis(
+        Finding.NO_LEARNING_SIGNAL,
+        "; ".join(parts),
+        "connect or remove unused layers (a None gradient means the tensor is not on the "
+        "loss's graph: an unused layer or a detached path); for all-zero gradients look "
+        "for dead ReLUs (biases too negative), zero weights downstream or a detach()",
+        {"unused": unused, "zero_gradient": zero},
+        severity="error",
+    )
+
+
+def _gradient_message(
+    unused: list[str], zero: list[str], nonfinite: list[str], symmetric: list[str]
+) -> str:
+    problems = [
+        f"{label}: {', '.join(names)}"
+        for label, names in (
+            ("no gradient", unused),
+            ("all-zero gradient", zero),
+            ("non-finite gradient", nonfinite),
+            ("symmetric layers", symmetric),
+        )
+        if names
+    ]
+    return "; ".join(problems) if problems else "every trainable tensor got a nonzero gradient"
+
+
+# ---------------------------------------------------------------------------------------
+# Samples do not mix
+
+
+def _mixing(model: nn.Module, problem: _Problem, batch_size: int) -> CheckResult:
+    name = "samples_do_not_mix"
+    with _probe(model, problem.seed) as work:
+        norms = [m for m in work.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if any(not m.track_running_stats for m in norms):
+            return _skipped(
+                name,
+                "skipped: a BatchNorm layer without running statistics normalizes over the "
+                "batch in every mode, so samples mix by design",
+            )
+        for norm in norms:
+            norm.eval()  # running statistics: the rest of the network is still checked
+        inputs, targets = _batch(work, problem, _order(problem)[:batch_size])
+        inputs.requires_grad_(True)
+        outputs = work(inputs)
+        if outputs.dim() == 0 or outputs.shape[0] != inputs.shape[0]:
+            return CheckResult(
+                name,
+                False,
+                {"batch_size": int(inputs.shape[0]), "output_shape": list(outputs.shape)},
+                f"the outputs {tuple(outputs.shape)} do not have one row per sample of the "
+                f"batch ({inputs.shape[0]})",
+            )
+        leaks = _input_gradients(problem, inputs, outputs, targets)
+    if leaks is None:
+        return _skipped(name, "skipped: the loss does not depend on the inputs differentiably")
+    return _mixing_result(name, leaks, bool(norms))
+
+
+def _input_gradients(
+    problem: _Problem, inputs: Tensor, outputs: Tensor, targets: Tensor
+) -> Tensor | None:
+    """(batch, batch) matrix: entry (i, j) is max |d loss_i / d x_j|."""
+    size = inputs.shape[0]
+    leaks = torch.zeros(size, size, dtype=torch.float64)
+    for i in range(size):
+        loss_i = problem.loss_fn(outputs[i : i + 1], targets[i : i + 1])
+        if not loss_i.requires_grad:
+            return None
+        grads = torch.autograd.grad(loss_i, inputs, retain_graph=True, allow_unused=True)
+        grad: Tensor | None = grads[0]  # None when the inputs are not on the graph
+        if grad is None:
+            return None
+        leaks[i] = grad.detach().reshape(size, -1).abs().amax(dim=1).double().cpu()
+    return leaks
+
+
+def _mixing_result(name: str, leaks: Tensor, batch_norm: bool) -> CheckResult:
+    own = float(leaks.diagonal().max())
+    off_diagonal = leaks.clone()
+    off_diagonal.fill_diagonal_(0.0)
+    leak = float(off_diagonal.max())
+    pairs = [[int(i), int(j)] for i, j in (off_diagonal > _MIXING_RTOL * own).nonzero()]
+    if own == 0.0:
+        pairs = [[int(i), int(j)] for i, j in (off_diagonal > 0).nonzero()]
+    size = int(leaks.shape[0])
+    numbers = {"batch_size": size, "max_own": own, "max_leak": leak, "pairs": pairs}
+    if pairs:
+        message = (
+            f"samples mix: in {len(pairs)} of {size * (size - 1)} pairs (i, j) the loss of "
+            f"sample i has a gradient w.r.t. the input of sample j, up to {leak:.3g} (own "
+            f"inputs: up to {own:.3g}); look for a reshape or transpose across the batch "
+            "axis, or statistics over the batch computed by hand"
+        )
+        finding = Diagnosis(
+            Finding.SAMPLES_MIX, message, REMEDIES[Finding.SAMPLES_MIX], numbers, "error"
+        )
+        return CheckResult(name, False, numbers, message, [finding])
+    message = f"no sample's loss depends on another's input ({size} samples)"
+    if batch_norm:
+        message += "; BatchNorm ran on its running statistics (it mixes samples by design)"
+    return CheckResult(name, True, numbers, message)
+
+
+# ---------------------------------------------------------------------------------------
+# Learning-rate sweep
+
+
+def _sweep(
+    model: nn.Module,
+    problem: _Problem,
+    factory: OptimizerFactory,
+    learning_rates: Sequence[float],
+    num_steps: int,
+    batch_size: int,
+    min_decrease: float,
+) -> CheckResult:
+    name = "learning_rate_sweep"
+    with _probe(model, problem.seed) as work:
+        params = _trainable(work)
+        if not params:
+            return _no_trainable_parameters(name)
+        order = _order(problem)
+        evaluation = _batch(work, problem, _order(problem, seed_offset=1)[:512])
+        batches = [
+            _batch(work, problem, order.roll(-step * batch_size)[:batch_size])
+            for step in range(num_steps)
+        ]
+        before = _evaluate(work, problem, evaluation)
+        initial = {key: value.detach().clone() for key, value in work.state_dict().items()}
+        curves, after = [], []
+        for lr in learning_rates:
+            work.load_state_dict(initial)
+            optimizer = _make_optimizer(factory, params, float(lr))
+            curves.append(_train_steps(work, optimizer, problem, batches))
+            after.append(
+                _evaluate(work, problem, evaluation) if math.isfinite(curves[-1][-1]) else math.inf
+            )
+    return _sweep_result(name, learning_rates, before, after, curves, min_decrease, num_steps)
+
+
+def _evaluate(model: nn.Module, problem: _Problem, batch: tuple[Tensor, Tensor]) -> float:
+    with torch.no_grad():
+        return float(problem.loss_fn(model(batch[0]), batch[1]))
+
+
+def _train_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    problem: _Problem,
+    batches: list[tuple[Tensor, Tensor]],
+) -> list[float]:
+    curve = []
+    for inputs, targets in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = problem.loss_fn(model(inputs), targets)
+        curve.append(float(loss.detach()))
+        if not math.isfinite(curve[-1]):
+            break
+        loss.backward()
+        optimizer.step()
+    return curve
+
+
+def _sweep_result(
+    name: str,
+    learning_rates: Sequence[float],
+    before: float,
+    after: list[float],
+    curves: list[list[float]],
+    min_decrease: float,
+    num_steps: int,
+) -> CheckResult:
+    decreases = [
+        (before - value) / abs(before) if math.isfinite(value) and before != 0 else -math.inf
+        for value in after
+    ]
+    best = max(range(len(decreases)), key=lambda k: decreases[k])
+    best_lr = float(learning_rates[best])
+    numbers = {
+        "learning_rates": [float(lr) for lr in learning_rates],
+        "initial_loss": before,
+        "final_losses": after,
+        "decreases": decreases,
+        "best_lr": best_lr,
+        "curves": curves,
+    }
+    summary = (
+        f"after {num_steps} steps the best learning rate {best_lr:g} took the loss from "
+        f"{before:.4g} to {after[best]:.4g} ({-decreases[best]:+.0%})"
+    )
+    if decreases[best] >= min_decrease:
+        return CheckResult(name, True, numbers, summary)
+    finding = Diagnosis(
+        Finding.NO_LEARNING_SIGNAL,
+        f"no learning rate from {min(learning_rates):g} to {max(learning_rates):g} lowered "
+        f"the loss by {min_decrease:.0%}: {summary}",
+        f"{REMEDIES[Finding.NO_LEARNING_SIGNAL]}; check for frozen parameters and the "
+        "gradient (gradwise.checks.gradcheck)",
+        _evidence({k: v for k, v in numbers.items() if k != "curves"}),
+        severity="error",
+    )
+    return CheckResult(name, False, numbers, summary, [finding])

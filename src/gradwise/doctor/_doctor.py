@@ -1,0 +1,199 @@
+"""``gradwise doctor``: checks, a monitored probe run, findings, and optionally the fixes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gradwise.checks import GradcheckReport, SanityReport, gradcheck, sanity
+from gradwise.config import (
+    MonitorConfig,
+    RunConfig,
+    config_to_dict,
+    parse_config,
+)
+from gradwise.diagnosis import Diagnosis
+from gradwise.doctor._inputs import check_input_scale
+from gradwise.losses import get_loss
+from gradwise.regularize import l2_penalty, penalized_parameters
+from gradwise.runs import MetricsLog, RunFolder, read_records, replace_atomically, write_config
+from gradwise.train import FitResult, make_trainer, prepare_run
+
+#: The probe run: this many epochs at most (the config's own count if smaller).
+PROBE_EPOCHS = 3
+#: Samples of the training split the gradient check runs on.
+GRADCHECK_SAMPLES = 16
+_SEVERITY = {"error": 0, "warning": 1, "info": 2}
+
+
+@dataclass
+class DoctorResult:
+    """What ``gradwise doctor`` found, with the run folder holding its report.
+
+    Attributes:
+        config: the configuration that was examined.
+        findings: every finding, most severe first (checks, inputs, the probe run).
+        gradcheck, sanity: the check reports (None when checks were skipped).
+        probe: the probe run's result.
+        run: the run folder with ``report.html``, ``findings.jsonl`` and ``checks.json``.
+        applied: the config changes ``fix=True`` applied (empty without).
+        after: the doctor's result on the fixed config (None without ``fix``).
+    """
+
+    config: RunConfig
+    findings: list[Diagnosis]
+    gradcheck: GradcheckReport | None
+    sanity: SanityReport | None
+    probe: FitResult
+    run: RunFolder
+    applied: dict[str, Any] = field(default_factory=dict)
+    after: DoctorResult | None = None
+
+
+def diagnose(
+    config: RunConfig,
+    *,
+    fix: bool = False,
+    checks: bool = True,
+    probe_epochs: int = PROBE_EPOCHS,
+    progress: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> DoctorResult:
+    """Examine a configured run: gradient check, sanity checks, a monitored probe run.
+
+    The probe trains the configured model for ``min(epochs, probe_epochs)`` epochs with the
+    monitor on (the config's ``monitor`` section, or its defaults), in a run folder named
+    ``doctor-...`` whose ``report.html`` gains the findings and the check tables. With
+    ``fix=True`` the fixes the doctor is confident in (each finding's ``fix``: a measured
+    learning-rate change, He initialization, input standardization, ...) are applied to
+    the config and the probe runs again; ``result.after`` holds that second diagnosis.
+    """
+    probe_config = _probe_config(config, probe_epochs)
+    prepared = prepare_run(probe_config)
+    findings: list[Diagnosis] = []
+    scale = check_input_scale(prepared.data.train.inputs)
+    if scale is not None:
+        findings.append(scale)
+    grad_report = sanity_report = None
+    if checks:
+        grad_report, sanity_report = _run_checks(prepared.model, probe_config, prepared)
+        findings += grad_report.findings() + sanity_report.findings()
+    folder = RunFolder.create(probe_config.runs_dir, probe_config.name, prefix=_prefix(config))
+    probe_config = replace(probe_config, name=folder.path.name)
+    prepared.config = probe_config
+    write_config(folder, config_to_dict(probe_config))
+    _write_findings(folder, findings)
+    _write_checks(folder, grad_report, sanity_report)
+    trainer = make_trainer(prepared, folder, progress=progress)
+    try:
+        probe = trainer.fit()
+    finally:
+        from gradwise.report import build_report
+
+        build_report(folder)
+    findings = _unique(
+        findings + [Diagnosis.from_dict(r) for r in read_records(folder.findings_path)]
+    )
+    result = DoctorResult(config, findings, grad_report, sanity_report, probe, folder)
+    if fix:
+        applied = fixes_from(findings)
+        if applied:
+            if say is not None:
+                say(f"applying: {', '.join(f'{k}={v}' for k, v in applied.items())}")
+            result.applied = applied
+            result.after = diagnose(
+                with_changes(config, applied), checks=checks, probe_epochs=probe_epochs,
+                progress=progress,
+            )  # fmt: skip
+    return result
+
+
+def fixes_from(findings: list[Diagnosis]) -> dict[str, Any]:
+    """The config changes of the findings that carry one; the most severe wins a key."""
+    applied: dict[str, Any] = {}
+    for finding in sorted(findings, key=lambda f: _SEVERITY.get(f.severity, 3)):
+        for key, value in finding.fix.items():
+            applied.setdefault(key, value)
+    return applied
+
+
+def with_changes(config: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
+    """``config`` with dotted-path changes (``{"optimizer.lr": 3e-4}``) applied."""
+    content = config_to_dict(config)
+    for path, value in changes.items():
+        node = content
+        *parents, last = path.split(".")
+        for key in parents:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        node[last] = copy.deepcopy(value)
+    return parse_config(content)
+
+
+# -- the pieces ----------------------------------------------------------------------------
+
+
+def _probe_config(config: RunConfig, probe_epochs: int) -> RunConfig:
+    epochs = min(config.epochs or probe_epochs, probe_epochs)
+    return replace(
+        config,
+        epochs=epochs,
+        steps=None,
+        name=None,
+        monitor=config.monitor or MonitorConfig(),
+        regularization=replace(config.regularization, early_stopping=None),
+    )
+
+
+def _prefix(config: RunConfig) -> str:
+    name = Path(config.data.dataset.split(":")[-1]).stem
+    return f"doctor-{name}-{Path(config.model.name.split(':')[-1]).stem}"
+
+
+def _run_checks(
+    model: Any, config: RunConfig, prepared: Any
+) -> tuple[GradcheckReport, SanityReport]:
+    train = prepared.data.train
+    count = min(GRADCHECK_SAMPLES, len(train))
+    inputs, targets = train.inputs[:count], train.targets[:count]
+    penalty = None
+    strength = config.regularization.l2
+    if strength > 0:
+        penalty = lambda m: l2_penalty(penalized_parameters(m), strength)  # noqa: E731
+    grad_report = gradcheck(model, get_loss(config.loss), inputs, targets, penalty=penalty)
+    sanity_report = sanity(model, config.loss, prepared.data, seed=config.seed)
+    return grad_report, sanity_report
+
+
+def _write_findings(folder: RunFolder, findings: list[Diagnosis]) -> None:
+    with MetricsLog(folder.findings_path) as log:
+        for finding in findings:
+            log.append(finding.to_dict())
+
+
+def _write_checks(
+    folder: RunFolder, grad_report: GradcheckReport | None, sanity_report: SanityReport | None
+) -> None:
+    content: dict[str, Any] = {}
+    if grad_report is not None:
+        content["gradcheck"] = grad_report.to_table()
+    if sanity_report is not None:
+        table = sanity_report.to_table()
+        content["sanity"] = [
+            dict(zip(table.columns, row, strict=True)) for row in table.to_dict()["rows"]
+        ]
+    text = json.dumps(content, allow_nan=True, default=str)
+    replace_atomically(folder.checks_path, lambda file: file.write(text.encode("utf-8")))
+
+
+def _unique(findings: list[Diagnosis]) -> list[Diagnosis]:
+    seen: dict[tuple[str, str], Diagnosis] = {}
+    for finding in findings:
+        seen.setdefault((finding.kind.value, finding.summary), finding)
+    return sorted(seen.values(), key=lambda f: _SEVERITY.get(f.severity, 3))

@@ -1,0 +1,695 @@
+"""Detectors: small functions from the recorded series to a finding (or None).
+
+Each reads a :class:`History` with :class:`Thresholds` and looks at windowed, relative
+trends rather than one measurement, so that a single noisy step never raises a finding.
+They are pure: the same history gives the same answer, so they can be tested on
+synthetic series.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gradwise.diagnosis import REMEDIES, Diagnosis, Finding
+from gradwise.monitor._history import History, Series
+from gradwise.monitor._thresholds import Thresholds
+
+Detector = Callable[[History, Thresholds], Diagnosis | None]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _now(history: History) -> int:
+    steps = [s.last_step for s in (history.loss, history.grad_norm, history.monitor_loss)]
+    return max((s for s in steps if s is not None), default=0)
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    """A JSON-friendly number: non-finite becomes None, the rest keeps ``digits`` digits."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def _initial_loss(history: History) -> float | None:
+    if history.initial_loss is not None and math.isfinite(history.initial_loss):
+        return history.initial_loss
+    finite = _finite(history.loss.values[:1])
+    return finite[0] if finite else None
+
+
+def _trend(history: History) -> Series:
+    """The loss trend: the monitoring-subset loss when measured, else the smoothed loss."""
+    return history.monitor_loss if len(history.monitor_loss) >= 2 else history.smoothed_loss
+
+
+def median_update_ratio(history: History, thresholds: Thresholds) -> float | None:
+    """Median over weights of each weight's median update ratio in the latest window.
+
+    None until every measured weight has ``sustained_checks`` ratios after warmup.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds, median_update_ratio
+        >>> history = History()
+        >>> history.update_ratio["0.weight"] = Series([60, 70, 80], [1e-3, 2e-3, 3e-3])
+        >>> history.update_ratio["2.weight"] = Series([60, 70, 80], [1e-2, 1e-2, 1e-2])
+        >>> median_update_ratio(history, Thresholds())  # median of 2e-3 and 1e-2
+        0.006
+    """
+    now = _now(history)
+    start = max(thresholds.warmup_steps + 1, now - thresholds.window_steps + 1)
+    per_layer = []
+    for series in history.update_ratio.values():
+        recent = _finite(series.since(start))
+        if len(recent) < thresholds.sustained_checks:
+            return None
+        per_layer.append(statistics.median(recent))
+    return statistics.median(per_layer) if per_layer else None
+
+
+def _sustained(series: Series, thresholds: Thresholds, condition: Callable[[float], bool]) -> bool:
+    """``condition`` holds at every value of the last ``sustained_steps`` steps, and at
+    least at the last ``sustained_checks`` values."""
+    count = thresholds.sustained_checks
+    if len(series) < count:
+        return False
+    recent = series.since(series.steps[-1] - thresholds.sustained_steps + 1)
+    if len(recent) < count:
+        recent = series.values[-count:]
+    return all(condition(v) for v in recent)
+
+
+def _lr_fix(history: History, factor: float) -> dict[str, Any]:
+    lr = history.learning_rate
+    return {"optimizer.lr": float(f"{lr / factor:.3g}")} if lr else {}
+
+
+def _diagnosis(
+    kind: Finding,
+    summary: str,
+    prescription: str,
+    evidence: dict[str, Any],
+    step: int,
+    *,
+    severity: str = "warning",
+    fix: dict[str, Any] | None = None,
+) -> Diagnosis:
+    return Diagnosis(
+        kind,
+        summary,
+        prescription,
+        evidence,
+        severity,  # type: ignore[arg-type]
+        step,
+        fix or {},
+    )
+
+
+# -- learning rate -------------------------------------------------------------------------
+
+
+def loss_rise(history: History, thresholds: Thresholds) -> tuple[float, float] | None:
+    """(best, current) smoothed training loss, when the loss climbed back up.
+
+    Two signs of divergence: the median of 3 consecutive step losses went above
+    ``blowup_factor`` times the initial loss (any time, even during warmup); or, after
+    warmup, the smoothed loss gave back more than ``loss_rise`` of the progress made
+    (``initial - best``, at least ``loss_floor * initial``) at ``sustained_checks``
+    consecutive checks.
+    """
+    initial = _initial_loss(history)
+    if initial is None:
+        return None
+    peaks = _finite(history.peak_loss.values)
+    if peaks and max(peaks) > thresholds.blowup_factor * initial:
+        return initial, max(peaks)
+    smoothed = history.smoothed_loss
+    finite = _finite(smoothed.values)
+    if _now(history) < thresholds.warmup_steps or len(finite) <= thresholds.sustained_checks:
+        return None
+    best = min(finite)
+    margin = thresholds.loss_rise * max(initial - best, thresholds.loss_floor * initial)
+    if _sustained(smoothed, thresholds, lambda value: value - best > margin):
+        return best, smoothed.values[-1]
+    return None
+
+
+def first_update_ratio(history: History) -> float | None:
+    """The median over weights of the first measured update ratio (step 1)."""
+    first = _finite([series.values[0] for series in history.update_ratio.values() if series.values])
+    return statistics.median(first) if first else None
+
+
+def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """Update-to-weight ratios far above 1e-3, or a training loss that climbs.
+
+    The factor to lower the learning rate by brings the update ratio to the top of the
+    healthy band, ``update_ratio_target * ratio_band`` (1e-2: what healthy runs show in
+    their first few hundred steps): the median ratio of the window when it is too high,
+    else the ratio of the first update (measured before a too-large step distorts the
+    weights); 10 when neither is known. At least 2.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds
+        >>> from gradwise.monitor import detect_learning_rate_too_high
+        >>> history = History(initial_loss=2.3, learning_rate=0.1)
+        >>> history.loss = Series([1, 2, 3, 4], [2.3, 16.0, 40.6, 18.3])
+        >>> history.peak_loss = Series([4], [18.3])  # median of 3 steps: 8x the start
+        >>> history.update_ratio["0.weight"] = Series([1], [0.5])  # the first update
+        >>> finding = detect_learning_rate_too_high(history, Thresholds())
+        >>> finding.prescription, finding.fix
+        ('lower the learning rate ~50x', {'optimizer.lr': 0.002})
+    """
+    ratio = median_update_ratio(history, thresholds)
+    rise = loss_rise(history, thresholds)
+    high = ratio is not None and ratio > thresholds.update_ratio_high
+    if not high and rise is None:
+        return None
+    aim = thresholds.update_ratio_target * thresholds.ratio_band
+    measured = ratio if high else first_update_ratio(history)
+    factor = max(measured / aim if measured is not None else 10.0, 2.0)
+    evidence: dict[str, Any] = {
+        "median_update_ratio": _round(ratio),
+        "first_update_ratio": _round(first_update_ratio(history)),
+        "learning_rate": history.learning_rate,
+        "factor": _round(factor, 2),
+    }
+    parts = []
+    if high:
+        parts.append(f"the median update/weight ratio is {ratio:.2g} (healthy: ~1e-3)")
+    if rise is not None:
+        best, current = rise
+        evidence.update(best_loss=_round(best), peak_loss=_round(current))
+        parts.append(f"the training loss rose from {best:.3g} to {current:.3g}")
+    return _diagnosis(
+        Finding.LEARNING_RATE_TOO_HIGH,
+        " and ".join(parts),
+        f"lower the learning rate ~{factor:.0f}x",
+        evidence,
+        _now(history),
+        severity="error" if rise is not None else "warning",
+        fix=_lr_fix(history, factor),
+    )
+
+
+def detect_learning_rate_too_low(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """A slow, linear loss curve with update ratios far below 1e-3.
+
+    After a full window past warmup: the median update ratio is below
+    ``update_ratio_low``, the loss fell by less than ``slow_progress`` of the initial loss
+    over the window and is still above ``plateau_level`` of it. The factor to raise the
+    learning rate by brings the ratio to ``update_ratio_target * ratio_band``.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds
+        >>> from gradwise.monitor import detect_learning_rate_too_low
+        >>> history = History(initial_loss=2.3, learning_rate=1e-5)
+        >>> steps = list(range(0, 301, 50))
+        >>> history.monitor_loss = Series(steps, [2.3 - 0.0002 * s for s in steps])
+        >>> history.update_ratio["0.weight"] = Series(steps[1:], [1e-4] * 6)
+        >>> detect_learning_rate_too_low(history, Thresholds()).fix
+        {'optimizer.lr': 0.001}
+    """
+    ratio = median_update_ratio(history, thresholds)
+    progress = _window_progress(history, thresholds)
+    if ratio is None or progress is None or ratio >= thresholds.update_ratio_low or ratio <= 0:
+        return None
+    if loss_rise(history, thresholds) is not None:
+        return None  # small updates after a divergence: dead units, not a small rate
+    drop, current, initial = progress
+    if drop >= thresholds.slow_progress * initial or current <= thresholds.plateau_level * initial:
+        return None
+    factor = max(thresholds.update_ratio_target * thresholds.ratio_band / ratio, 2.0)
+    return _diagnosis(
+        Finding.LEARNING_RATE_TOO_LOW,
+        f"the median update/weight ratio is {ratio:.2g} (healthy: ~1e-3) and the loss fell "
+        f"by only {drop:.3g} (to {current:.3g}, from {initial:.3g} at the start) over the "
+        f"last {thresholds.window_steps} steps",
+        f"raise the learning rate ~{factor:.0f}x or add momentum",
+        {
+            "median_update_ratio": _round(ratio),
+            "loss_drop": _round(drop),
+            "loss": _round(current),
+            "initial_loss": _round(initial),
+            "learning_rate": history.learning_rate,
+            "factor": _round(factor, 2),
+        },
+        _now(history),
+        fix=_lr_fix(history, 1.0 / factor),
+    )
+
+
+def _window_progress(history: History, thresholds: Thresholds) -> tuple[float, float, float] | None:
+    """(loss drop over the latest window, current loss, initial loss), once a full window
+    past warmup has been recorded."""
+    now = _now(history)
+    start = now - thresholds.window_steps
+    trend = _trend(history)
+    initial = _initial_loss(history)
+    if start < thresholds.warmup_steps or initial is None or initial <= 0:
+        return None
+    before = _finite(trend.between(0, start + 1))
+    recent = _finite(trend.since(start + 1))
+    if not before or not recent:
+        return None
+    return before[-1] - recent[-1], recent[-1], initial
+
+
+def _spaced_probes(series: Series, thresholds: Thresholds) -> list[float]:
+    """The latest finite values after warmup, at least window/probes steps apart, in order."""
+    spacing = thresholds.window_steps / thresholds.oscillation_probes
+    picked: list[float] = []
+    last_step = math.inf
+    for step, value in zip(reversed(series.steps), reversed(series.values), strict=True):
+        if step < thresholds.warmup_steps or len(picked) == thresholds.oscillation_probes:
+            break
+        if math.isfinite(value) and step <= last_step - spacing:
+            picked.append(value)
+            last_step = step
+    return picked[::-1]
+
+
+def detect_oscillation(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """The monitoring loss swings up and down by large amounts without net progress.
+
+    Over the last ``oscillation_probes`` probes after warmup, taken at least
+    ``window_steps / oscillation_probes`` steps apart (so that denser probing does not
+    mistake minibatch noise for oscillation): the loss changes direction
+    at more than ``oscillation_fraction`` of them, the median swing exceeds
+    ``oscillation_swing`` of the loss level (levels below ``loss_floor`` of the initial
+    loss count as that floor), the second half of the window is no better than the first,
+    and the loss is still high (median at least ``oscillation_level`` of the initial
+    loss: a converged run fluctuating near zero is not oscillating).
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds, detect_oscillation
+        >>> history = History(initial_loss=2.3)
+        >>> steps = list(range(50, 276, 25))
+        >>> history.monitor_loss = Series(steps, [1.0, 1.6] * 5)
+        >>> detect_oscillation(history, Thresholds()).kind.name
+        'OSCILLATION'
+    """
+    initial = _initial_loss(history)
+    values = _spaced_probes(history.monitor_loss, thresholds)
+    if initial is None or len(values) < max(thresholds.oscillation_probes, 4):
+        return None
+    changes = [b - a for a, b in zip(values, values[1:], strict=False)]
+    flips = sum(1 for a, b in zip(changes, changes[1:], strict=False) if a * b < 0)
+    fraction = flips / (len(changes) - 1)
+    floor = thresholds.loss_floor * initial
+    swing = statistics.median(
+        abs(change) / max(abs(level), floor) for change, level in zip(changes, values, strict=False)
+    )
+    half = len(values) // 2
+    progress = min(values[:half]) - min(values[half:])
+    if (
+        fraction <= thresholds.oscillation_fraction
+        or swing <= thresholds.oscillation_swing
+        or progress > thresholds.plateau_improvement * min(values[:half])
+        or statistics.median(values) < thresholds.oscillation_level * initial
+    ):
+        return None
+    return _diagnosis(
+        Finding.OSCILLATION,
+        f"the monitoring loss changed direction at {fraction:.0%} of the last {len(values)} "
+        f"probes, by a median {swing:.0%} per probe, without net progress",
+        "lower the learning rate ~3x or add momentum",
+        {
+            "direction_changes": _round(fraction, 3),
+            "median_swing": _round(swing, 3),
+            "probes": len(values),
+            "losses": [_round(v) for v in values],
+        },
+        _now(history),
+        fix=_lr_fix(history, 3.0),
+    )
+
+
+# -- progress ----------------------------------------------------------------------------
+
+
+def _at_chance(history: History, thresholds: Thresholds) -> bool | None:
+    """Whether the held-out (else monitoring) performance never left chance; None: unknown."""
+    now = _now(history)
+    start = thresholds.warmup_steps
+    accuracy = history.val_accuracy if len(history.val_accuracy) else history.monitor_accuracy
+    if history.chance_accuracy is not None and len(accuracy.since(start)) >= 2:
+        best = max(_finite(accuracy.since(start)), default=math.nan)
+        return best <= history.chance_accuracy + thresholds.chance_margin
+    loss = history.val_loss if len(history.val_loss) else _trend(history)
+    if history.chance_loss is not None and len(loss.since(start)) >= 2 and now > start:
+        best = min(_finite(loss.since(start)), default=math.nan)
+        return best >= (1 - thresholds.chance_margin) * history.chance_loss
+    return None
+
+
+def detect_plateau(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """The loss stopped improving at a high level (PLATEAU), or never left chance
+    (NO_LEARNING_SIGNAL).
+
+    After a full window past warmup, the monitoring loss (else the smoothed training loss)
+    improved by less than ``plateau_improvement`` over the window and is above
+    ``plateau_level`` of the initial loss. It is NO_LEARNING_SIGNAL when the validation
+    (else monitoring) accuracy never rose ``chance_margin`` above the majority-class rate
+    (without accuracies: the loss never fell ``chance_margin`` below the chance loss).
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds, detect_plateau
+        >>> history = History(initial_loss=2.3, chance_loss=2.3026, chance_accuracy=0.1)
+        >>> steps = list(range(0, 401, 50))
+        >>> history.monitor_loss = Series(steps, [2.3] + [1.5] * 8)
+        >>> detect_plateau(history, Thresholds()).kind.name
+        'PLATEAU'
+        >>> history.monitor_loss = Series(steps, [2.3] * 9)
+        >>> history.val_accuracy = Series(steps, [0.1] * 9)
+        >>> detect_plateau(history, Thresholds()).kind.name
+        'NO_LEARNING_SIGNAL'
+    """
+    progress = _window_progress(history, thresholds)
+    if progress is None:
+        return None
+    ratio = median_update_ratio(history, thresholds)
+    if ratio is not None and ratio < thresholds.update_ratio_low:
+        return None  # too small a learning rate, not a plateau
+    if loss_rise(history, thresholds) is not None:
+        return None  # stuck after a divergence: the learning rate, not a plateau
+    now = _now(history)
+    trend = _trend(history)
+    start = now - thresholds.window_steps
+    before = min(_finite(trend.between(0, start + 1)))
+    recent = min(_finite(trend.since(start + 1)))
+    initial = progress[2]
+    improvement = (before - recent) / before if before > 0 else 0.0
+    at_chance = _at_chance(history, thresholds)
+    if at_chance:
+        return _no_signal(history, now)
+    if (
+        improvement >= thresholds.plateau_improvement
+        or recent <= thresholds.plateau_level * initial
+    ):
+        return None
+    return _diagnosis(
+        Finding.PLATEAU,
+        f"the loss improved by {improvement:.1%} over the last {thresholds.window_steps} "
+        f"steps and is still {recent:.3g} ({recent / initial:.0%} of the initial {initial:.3g})",
+        REMEDIES[Finding.PLATEAU],
+        {
+            "improvement": _round(improvement),
+            "loss": _round(recent),
+            "initial_loss": _round(initial),
+        },
+        now,
+    )
+
+
+def _no_signal(history: History, now: int) -> Diagnosis:
+    evidence = {
+        "chance_loss": _round(history.chance_loss),
+        "chance_accuracy": _round(history.chance_accuracy),
+        "best_val_accuracy": _round(max(_finite(history.val_accuracy.values), default=math.nan)),
+        "best_monitor_loss": _round(min(_finite(history.monitor_loss.values), default=math.nan)),
+    }
+    return _diagnosis(
+        Finding.NO_LEARNING_SIGNAL,
+        f"after {now} steps the model still performs at chance "
+        f"(chance loss {history.chance_loss or math.nan:.3g}, majority-class accuracy "
+        f"{history.chance_accuracy or math.nan:.2f})",
+        REMEDIES[Finding.NO_LEARNING_SIGNAL],
+        evidence,
+        now,
+        severity="error",
+    )
+
+
+# -- gradients -------------------------------------------------------------------------------
+
+
+def _first_last(history: History) -> tuple[str, str] | None:
+    names = list(history.layer_grad_norm)
+    return (names[0], names[-1]) if len(names) >= 2 else None
+
+
+def detect_vanishing_gradients(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """First-layer gradient norm < 1e-3 x the last layer's and < 1e-4 (AutoTrainer).
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds
+        >>> from gradwise.monitor import detect_vanishing_gradients
+        >>> history = History()
+        >>> history.layer_grad_norm["0.weight"] = Series([10, 20], [1e-9, 1e-9])
+        >>> history.layer_grad_norm["40.weight"] = Series([10, 20], [0.1, 0.1])
+        >>> history.first_last_grad_ratio = Series([10, 20], [1e-8, 1e-8])
+        >>> detect_vanishing_gradients(history, Thresholds()).evidence["first_layer"]
+        '0.weight'
+    """
+    layers = _first_last(history)
+    if layers is None:
+        return None
+    count = thresholds.sustained_checks
+    ratio_low = _sustained(
+        history.first_last_grad_ratio, thresholds, lambda v: v < thresholds.vanishing_ratio
+    )
+    first = history.layer_grad_norm[layers[0]]
+    norm_low = _sustained(first, thresholds, lambda v: v < thresholds.vanishing_norm)
+    if not (ratio_low and norm_low):
+        return None
+    ratio = history.first_last_grad_ratio.values[-1]
+    return _diagnosis(
+        Finding.VANISHING_GRADIENTS,
+        f"the first layer's gradient norm is {first.values[-1]:.2g}, {ratio:.2g} times the "
+        f"last layer's, over the last {count} checks",
+        REMEDIES[Finding.VANISHING_GRADIENTS],
+        {
+            "first_layer": layers[0],
+            "last_layer": layers[1],
+            "first_grad_norm": _round(first.values[-1]),
+            "first_last_ratio": _round(ratio),
+        },
+        _now(history),
+        severity="error",
+    )
+
+
+def gradient_spike(history: History, thresholds: Thresholds) -> tuple[float, float] | None:
+    """(latest, median) global gradient norm when the latest exceeds ``spike_factor``
+    times the median of the previous ``window_steps`` steps (at least 10 measurements)."""
+    norms = history.grad_norm
+    latest, step = norms.last, norms.last_step
+    if latest is None or step is None or not math.isfinite(latest):
+        return None
+    previous = _finite(norms.between(step - thresholds.window_steps, step))
+    if len(previous) < 10:
+        return None
+    typical = statistics.median(previous)
+    return (latest, typical) if typical > 0 and latest > thresholds.spike_factor * typical else None
+
+
+def detect_exploding_gradients(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """First/last gradient-norm ratio > 70 (AutoTrainer), or a spike of the global norm.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds
+        >>> from gradwise.monitor import detect_exploding_gradients
+        >>> history = History()
+        >>> history.grad_norm = Series(list(range(10, 210, 10)), [1.0] * 19 + [500.0])
+        >>> detect_exploding_gradients(history, Thresholds()).evidence
+        {'grad_norm': 500.0, 'median_grad_norm': 1.0}
+    """
+    layers = _first_last(history)
+    ratio_high = layers is not None and _sustained(
+        history.first_last_grad_ratio, thresholds, lambda v: v > thresholds.exploding_ratio
+    )
+    spike = gradient_spike(history, thresholds)
+    if not ratio_high and spike is None:
+        return None
+    evidence: dict[str, Any] = {}
+    parts = []
+    if ratio_high and layers is not None:
+        ratio = history.first_last_grad_ratio.values[-1]
+        evidence.update(first_layer=layers[0], last_layer=layers[1], first_last_ratio=_round(ratio))
+        parts.append(f"the first layer's gradient norm is {ratio:.3g} times the last layer's")
+    if spike is not None:
+        evidence.update(grad_norm=_round(spike[0]), median_grad_norm=_round(spike[1]))
+        parts.append(f"the gradient norm jumped to {spike[0]:.3g} (median {spike[1]:.3g})")
+    return _diagnosis(
+        Finding.EXPLODING_GRADIENTS,
+        " and ".join(parts),
+        REMEDIES[Finding.EXPLODING_GRADIENTS],
+        evidence,
+        _now(history),
+    )
+
+
+def detect_nonfinite(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """A NaN or infinite loss or gradient: the first step, and where it first appeared.
+
+    Example:
+        >>> from gradwise.monitor import History, Thresholds, detect_nonfinite
+        >>> history = History()
+        >>> history.nonfinite = {"step": 7, "source": "loss", "where": "parameter",
+        ...                      "layer": "3.weight"}
+        >>> detect_nonfinite(history, Thresholds()).summary
+        'the loss became NaN or infinite at step 7; first non-finite parameter: 3.weight'
+    """
+    event = history.nonfinite
+    if event is None:
+        return None
+    where = ""
+    if event.get("layer") is not None:
+        where = f"; first non-finite {event['where']}: {event['layer']}"
+    last = event.get("last_finite_loss")
+    history_text = (
+        f" (last finite loss {last:.4g} at step {event['last_finite_step']})"
+        if last is not None
+        else ""
+    )
+    return _diagnosis(
+        Finding.NONFINITE_LOSS,
+        f"the {event['source']} became NaN or infinite at step {event['step']}"
+        f"{history_text}{where}",
+        "lower the learning rate ~10x and clip gradients; check the loss for log(0) or "
+        "division by zero",
+        dict(event),
+        int(event["step"]),
+        severity="error",
+        fix=_lr_fix(history, 10.0),
+    )
+
+
+# -- units ---------------------------------------------------------------------------------
+
+
+def _layers_over(
+    table: dict[str, Series], limit: float, thresholds: Thresholds
+) -> dict[str, float]:
+    return {
+        name: series.values[-1]
+        for name, series in table.items()
+        if _sustained(series, thresholds, lambda v: v > limit)
+    }
+
+
+def detect_dead_units(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """A ReLU layer where most units never fire on the monitoring subset, at consecutive
+    probes.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds, detect_dead_units
+        >>> history = History()
+        >>> history.dead_fraction["1"] = Series([0, 50], [0.9, 0.95])
+        >>> detect_dead_units(history, Thresholds()).evidence
+        {'layer': '1', 'dead_fraction': {'1': 0.95}}
+    """
+    layers = _layers_over(history.dead_fraction, thresholds.dead_fraction, thresholds)
+    if not layers:
+        return None
+    worst = max(layers, key=layers.__getitem__)
+    return _diagnosis(
+        Finding.DEAD_UNITS,
+        f"{layers[worst]:.0%} of the units after layer {worst} never activate on the "
+        f"monitoring subset ({len(layers)} layer(s) above {thresholds.dead_fraction:.0%})",
+        REMEDIES[Finding.DEAD_UNITS],
+        {"layer": worst, "dead_fraction": {k: _round(v, 3) for k, v in layers.items()}},
+        _now(history),
+        severity="error" if layers[worst] >= 0.9 else "warning",
+    )
+
+
+def detect_saturated_units(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """A tanh/sigmoid layer where most units sit in the flat region, at consecutive probes.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds
+        >>> from gradwise.monitor import detect_saturated_units
+        >>> history = History()
+        >>> history.saturated_fraction["3"] = Series([0, 50], [0.8, 0.7])
+        >>> detect_saturated_units(history, Thresholds()).kind.name
+        'SATURATED_UNITS'
+    """
+    layers = _layers_over(history.saturated_fraction, thresholds.saturated_fraction, thresholds)
+    if not layers:
+        return None
+    worst = max(layers, key=layers.__getitem__)
+    return _diagnosis(
+        Finding.SATURATED_UNITS,
+        f"{layers[worst]:.0%} of the units after layer {worst} are saturated on most "
+        f"monitoring samples ({len(layers)} layer(s) above {thresholds.saturated_fraction:.0%})",
+        REMEDIES[Finding.SATURATED_UNITS],
+        {"layer": worst, "saturated_fraction": {k: _round(v, 3) for k, v in layers.items()}},
+        _now(history),
+    )
+
+
+# -- generalization ------------------------------------------------------------------------
+
+
+def detect_overfitting(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """Train - validation accuracy >= 0.1 while the validation loss rises and the training
+    loss falls.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds, detect_overfitting
+        >>> history = History()
+        >>> steps = [100, 200, 300, 400]
+        >>> history.train_loss = Series(steps, [0.5, 0.2, 0.1, 0.05])
+        >>> history.train_accuracy = Series(steps, [0.9, 0.97, 0.99, 1.0])
+        >>> history.val_loss = Series(steps, [0.6, 0.55, 0.7, 0.8])
+        >>> history.val_accuracy = Series(steps, [0.85, 0.86, 0.85, 0.84])
+        >>> detect_overfitting(history, Thresholds()).evidence["gap"]
+        0.16
+    """
+    train_acc, val_acc = history.train_accuracy.last, history.val_accuracy.last
+    val, train = history.val_loss, history.train_loss
+    if train_acc is None or val_acc is None or len(val) < 3 or len(train) < 3:
+        return None
+    gap = train_acc - val_acc
+    values = val.values
+    finite = _finite(values)
+    if not finite:
+        return None
+    best = min(finite)
+    best_step = val.steps[values.index(best)]
+    rising = _sustained(val, thresholds, lambda v: v > best * (1 + thresholds.validation_rise))
+    train_then = train.between(best_step, best_step + 1)
+    falling = bool(train_then) and train.values[-1] < train_then[0]
+    if gap < thresholds.overfitting_gap or not rising or not falling:
+        return None
+    return _diagnosis(
+        Finding.OVERFITTING,
+        f"train accuracy {train_acc:.3f} vs validation {val_acc:.3f} (gap {gap:.3f}); the "
+        f"validation loss rose from {best:.3g} (step {best_step}) to "
+        f"{values[-1]:.3g} while the training loss fell",
+        REMEDIES[Finding.OVERFITTING],
+        {
+            "train_accuracy": _round(train_acc),
+            "val_accuracy": _round(val_acc),
+            "gap": _round(gap),
+            "best_val_loss": _round(best),
+            "best_val_step": best_step,
+            "val_loss": _round(values[-1]),
+        },
+        _now(history),
+    )
+
+
+#: Every detector a watch runs, in order.
+DETECTORS: tuple[Detector, ...] = (
+    detect_nonfinite,
+    detect_learning_rate_too_high,
+    detect_learning_rate_too_low,
+    detect_oscillation,
+    detect_plateau,
+    detect_vanishing_gradients,
+    detect_exploding_gradients,
+    detect_dead_units,
+    detect_saturated_units,
+    detect_overfitting,
+)

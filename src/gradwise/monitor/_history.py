@@ -1,0 +1,161 @@
+"""The recorded time series a watch keeps, as plain data the detectors read."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class Series:
+    """Values indexed by optimizer step, in step order.
+
+    Example:
+        >>> from gradwise.monitor import Series
+        >>> series = Series()
+        >>> for step, value in [(10, 2.3), (20, 1.9), (30, 1.2)]:
+        ...     series.append(step, value)
+        >>> series.since(20), series.last, len(series)
+        ([1.9, 1.2], 1.2, 3)
+    """
+
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    def append(self, step: int, value: float) -> None:
+        """Add ``value`` at ``step`` (steps must not decrease)."""
+        self.steps.append(step)
+        self.values.append(value)
+
+    def since(self, step: int) -> list[float]:
+        """The values recorded at ``step`` or later."""
+        return self.values[bisect.bisect_left(self.steps, step) :]
+
+    def between(self, start: int, stop: int) -> list[float]:
+        """The values recorded at steps in ``[start, stop)``."""
+        low = bisect.bisect_left(self.steps, start)
+        return self.values[low : bisect.bisect_left(self.steps, stop)]
+
+    @property
+    def last(self) -> float | None:
+        """The latest value, or None before the first."""
+        return self.values[-1] if self.values else None
+
+    @property
+    def last_step(self) -> int | None:
+        """The step of the latest value, or None before the first."""
+        return self.steps[-1] if self.steps else None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        return zip(self.steps, self.values, strict=True)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """``{"steps": [...], "values": [...]}``."""
+        return {"steps": list(self.steps), "values": list(self.values)}
+
+
+def _layers() -> dict[str, Series]:
+    return {}
+
+
+@dataclass
+class History:
+    """Everything a watch has measured, as series the detectors read.
+
+    Loss-like series are per step (``loss``: the training loss passed to ``step``) or per
+    probe (``monitor_loss`` on the fixed monitoring subset; ``train_*`` and ``val_*`` from
+    the validation probe or from the Trainer's epoch metrics). Per-layer series are keyed
+    by layer name: weight tensors (``"1.weight"``) for gradients and updates, activation
+    modules (``"2"``) for activation statistics. Layers are in registration order, which
+    is forward order for ``nn.Sequential`` models.
+
+    Attributes:
+        loss: the training loss at every step.
+        smoothed_loss: the median of the recent training losses, at each check.
+        peak_loss: at each check, the largest median of 3 consecutive training losses
+            since the previous check.
+        monitor_loss, monitor_accuracy: on the fixed monitoring subset, in eval mode.
+        train_loss, train_accuracy, val_loss, val_accuracy: for the generalization gap.
+        grad_norm: the global gradient norm over every parameter.
+        first_last_grad_ratio: first weight's gradient norm / last weight's.
+        layer_grad_norm, update_ratio: per weight tensor.
+        dead_fraction, saturated_fraction: per ReLU / tanh-sigmoid module.
+        initial_loss: the loss before training (monitoring subset) or at step 1.
+        chance_loss: the loss of a classifier at chance, when known.
+        chance_accuracy: the majority-class frequency, when known.
+        learning_rate: the base learning rate of the first parameter group, when known.
+        nonfinite: where the first NaN/inf appeared (step, what, layer), or None.
+
+    Example:
+        >>> from gradwise.monitor import History
+        >>> history = History(initial_loss=2.3, chance_loss=2.3026)
+        >>> history.loss.append(1, 2.29)
+        >>> history.loss.last
+        2.29
+    """
+
+    loss: Series = field(default_factory=Series)
+    smoothed_loss: Series = field(default_factory=Series)
+    peak_loss: Series = field(default_factory=Series)
+    monitor_loss: Series = field(default_factory=Series)
+    monitor_accuracy: Series = field(default_factory=Series)
+    train_loss: Series = field(default_factory=Series)
+    train_accuracy: Series = field(default_factory=Series)
+    val_loss: Series = field(default_factory=Series)
+    val_accuracy: Series = field(default_factory=Series)
+    grad_norm: Series = field(default_factory=Series)
+    first_last_grad_ratio: Series = field(default_factory=Series)
+    layer_grad_norm: dict[str, Series] = field(default_factory=_layers)
+    update_ratio: dict[str, Series] = field(default_factory=_layers)
+    dead_fraction: dict[str, Series] = field(default_factory=_layers)
+    saturated_fraction: dict[str, Series] = field(default_factory=_layers)
+    initial_loss: float | None = None
+    chance_loss: float | None = None
+    chance_accuracy: float | None = None
+    learning_rate: float | None = None
+    nonfinite: dict[str, Any] | None = None
+
+    def layer(self, table: dict[str, Series], name: str) -> Series:
+        """The series of layer ``name`` in ``table``, created on first use."""
+        if name not in table:
+            table[name] = Series()
+        return table[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, dicts, numbers, strings): for checkpoints and JSON."""
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, Series):
+                data[item.name] = value.to_dict()
+            elif isinstance(value, dict) and item.name != "nonfinite":
+                data[item.name] = {name: series.to_dict() for name, series in value.items()}
+            else:
+                data[item.name] = dict(value) if isinstance(value, dict) else value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        """Inverse of :meth:`to_dict`."""
+        history = cls()
+        for item in fields(cls):
+            if item.name not in data:
+                continue
+            value = data[item.name]
+            current = getattr(history, item.name)
+            if isinstance(current, Series):
+                setattr(history, item.name, _series(value))
+            elif isinstance(current, dict):
+                setattr(history, item.name, {k: _series(v) for k, v in value.items()})
+            else:
+                setattr(history, item.name, dict(value) if isinstance(value, dict) else value)
+        return history
+
+
+def _series(data: dict[str, Any]) -> Series:
+    return Series([int(s) for s in data["steps"]], [float(v) for v in data["values"]])

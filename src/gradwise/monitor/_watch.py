@@ -1,0 +1,656 @@
+"""watch(model, optimizer): babysit a training run from a plain loop or the Trainer."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+
+from gradwise._validation import (
+    POSITIVE_INT,
+    Boolean,
+    Either,
+    OneOf,
+    Satisfies,
+    check,
+    invalid_value_error,
+)
+from gradwise.diagnosis import Diagnosis, Finding
+from gradwise.losses import LOSS_NAMES, chance_loss, get_loss
+from gradwise.monitor._detectors import DETECTORS
+from gradwise.monitor._history import History
+from gradwise.monitor._probes import (
+    GradientMeasurement,
+    GradientProbe,
+    Histogram,
+    HistogramBatch,
+    LayerActivations,
+    evaluate,
+    first_nonfinite_module,
+    first_nonfinite_parameter,
+    run_activation_probe,
+    watched_modules,
+)
+from gradwise.monitor._thresholds import Thresholds
+
+if TYPE_CHECKING:
+    from gradwise.data import Dataset
+    from gradwise.train import Callback
+
+LossFunction = Callable[[Tensor, Tensor], Tensor]
+Batch = tuple[Tensor, Tensor]
+MonitorBatch = tuple[Tensor, Tensor | None]
+HistogramKind = Literal["activations", "gradients"]
+
+_OWNER = "watch"
+#: The monitoring subset taken from the first training batch when none is given.
+CAPTURED_SAMPLES = 256
+
+
+def _is_batch(value: object) -> bool:
+    if value is None:
+        return True
+    if hasattr(value, "inputs") and hasattr(value, "targets"):
+        value = (value.inputs, value.targets)
+    return (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(isinstance(v, Tensor) for v in value)
+        and len(value[0]) == len(value[1])
+        and len(value[0]) > 0
+    )
+
+
+_BATCH = Satisfies(
+    _is_batch, "an (inputs, targets) pair of tensors of equal length, a Dataset, or None"
+)
+_LOSS = Either((OneOf(LOSS_NAMES), Satisfies(callable, "a function (outputs, targets) -> loss")))
+_OPTIMIZER = Satisfies(lambda v: v is None or isinstance(v, Optimizer), "a torch Optimizer or None")
+_MODEL = Satisfies(lambda v: isinstance(v, nn.Module), "a torch nn.Module")
+_THRESHOLDS = Satisfies(lambda v: isinstance(v, Thresholds), "a Thresholds")
+_METRICS = Satisfies(lambda v: isinstance(v, Mapping), "a mapping of metric names to numbers")
+
+
+class Watch:
+    """Measures a training run every few steps and names what goes wrong.
+
+    Made by :func:`watch`; see there for the arguments. Call :meth:`step` after every
+    ``optimizer.step()``; read :meth:`findings`, :meth:`records`, :meth:`histograms` and
+    :attr:`history` at any time; :meth:`close` removes the hooks (a ``with`` block does it
+    for you). For the gradwise Trainer, pass ``callbacks=[watch.callback()]``.
+
+    Example:
+        >>> import torch
+        >>> from gradwise import monitor
+        >>> w = monitor.watch(torch.nn.Linear(4, 2))
+        >>> w.step(torch.tensor(0.7)), w.num_steps
+        ([], 1)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer | None,
+        *,
+        monitor_data: Batch | Dataset | None,
+        validation_data: Batch | Dataset | None,
+        loss_fn: str | LossFunction,
+        every: int,
+        cheap_every: int,
+        histograms: bool,
+        num_bins: int,
+        histogram_values: int,
+        thresholds: Thresholds,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_name = loss_fn if isinstance(loss_fn, str) else None
+        self.loss_fn: LossFunction = get_loss(loss_fn) if isinstance(loss_fn, str) else loss_fn
+        self.every = every
+        self.cheap_every = cheap_every
+        self.num_bins = num_bins if histograms else 0
+        self.histogram_values = histogram_values
+        self.thresholds = thresholds
+        self.history = History(learning_rate=_base_learning_rate(optimizer))
+        self._device = _device_of(model)
+        self._monitor: MonitorBatch | None = _as_batch(monitor_data, self._device)
+        self._validation: Batch | None = _as_batch(validation_data, self._device)
+        self._gradients = GradientProbe(model)
+        self._modules = watched_modules(model)
+        self._records: list[dict[str, Any]] = []
+        self._histograms: dict[str, dict[int, dict[str, Histogram]]] = {
+            "activations": {},
+            "gradients": {},
+        }
+        self._findings: dict[Finding, Diagnosis] = {}
+        self._step = 0
+        self._pending: GradientMeasurement | None = None
+        self._sample_positions: dict[Any, Tensor] = {}
+        self._handles: list[RemovableHandle] = []
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
+        self._capture_handle: RemovableHandle | None = None
+        if self._monitor is None:
+            self._capture_handle = model.register_forward_pre_hook(self._capture_inputs)
+        else:
+            self._set_chance(self._monitor[1])
+            self._probe(0)
+        if self._validation is not None:
+            self._set_chance(self._validation[1])
+
+    # -- the loop's side -----------------------------------------------------------------
+
+    @property
+    def num_steps(self) -> int:
+        """Optimizer steps seen so far (calls to :meth:`step`)."""
+        return self._step
+
+    def step(self, loss: Tensor | float) -> list[Diagnosis]:
+        """Record one optimizer step's training loss; probe at the cadence steps.
+
+        Call it after ``optimizer.step()`` and before the next ``zero_grad()``. Returns the
+        findings first raised at this step (usually none), so a loop can print them live.
+        """
+        if isinstance(loss, Tensor) and loss.numel() == 1:
+            value = float(loss.detach())
+        elif isinstance(loss, int | float) and not isinstance(loss, bool):
+            value = float(loss)
+        else:
+            raise invalid_value_error("loss", "Watch.step", "a number or a 1-element tensor", loss)
+        self._step += 1
+        step = self._step
+        history = self.history
+        history.loss.append(step, value)
+        if history.initial_loss is None and math.isfinite(value):
+            history.initial_loss = value
+        if not math.isfinite(value) and history.nonfinite is None:
+            self._locate_nonfinite(step, "loss")
+        cheap, expensive = self._cadence(step)
+        if not (cheap or expensive):
+            nonfinite = history.nonfinite is not None
+            fresh = nonfinite and Finding.NONFINITE_LOSS not in self._findings
+            return self._diagnose(step) if fresh else []
+        self._measure_gradients(step)
+        if expensive:
+            self._probe(step)
+        self._smooth(step)
+        return self._diagnose(step)
+
+    def observe(self, metrics: Mapping[str, float], step: int | None = None) -> list[Diagnosis]:
+        """Record evaluation metrics (``train_loss``, ``train_accuracy``, ``val_loss``,
+        ``val_accuracy``), e.g. at the end of an epoch, for the overfitting detector.
+
+        Without ``validation_data`` these are the watch's train/validation series; with
+        it the watch measures its own and only keeps these in :meth:`records`.
+        """
+        check("metrics", "Watch.observe", metrics, _METRICS)
+        step = self._step if step is None else step
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        self._records.append({"kind": "epoch", "step": step, **values})
+        if self._validation is None:
+            history = self.history
+            for key, series in (
+                ("train_loss", history.train_loss),
+                ("train_accuracy", history.train_accuracy),
+                ("val_loss", history.val_loss),
+                ("val_accuracy", history.val_accuracy),
+            ):
+                if key in values:
+                    series.append(step, values[key])
+        return self._diagnose(step)
+
+    # -- results -------------------------------------------------------------------------
+
+    def findings(self) -> list[Diagnosis]:
+        """The findings so far, one per kind, in the order they were first raised."""
+        return list(self._findings.values())
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every measurement as plain data, in step order (see docs/monitor.md).
+
+        ``{"kind": "step", "step", "loss"}`` for every step; ``"gradients"`` (global
+        norm, first/last ratio), ``"weight"`` (per weight tensor: gradient norm, weight
+        norm, update norm and ratio), ``"probe"`` (monitoring and validation loss and
+        accuracy, their gap), ``"activation"`` (per module: mean, std, dead and saturated
+        fractions) and ``"epoch"`` (metrics passed to :meth:`observe`) at their cadence.
+        """
+        steps = [{"kind": "step", "step": s, "loss": v} for s, v in self.history.loss]
+        merged = steps + [dict(record) for record in self._records]
+        return sorted(merged, key=lambda record: record["step"])
+
+    def histograms(self, kind: HistogramKind = "activations") -> dict[int, dict[str, Histogram]]:
+        """Histogram snapshots ``{step: {layer: Histogram}}`` of activations or gradients."""
+        check("kind", "Watch.histograms", kind, OneOf(("activations", "gradients")))
+        return {step: dict(layers) for step, layers in self._histograms[kind].items()}
+
+    def callback(self) -> Callback:
+        """This watch as a gradwise Trainer callback (``Trainer(..., callbacks=[...])``)."""
+        from gradwise.monitor._callback import WatchCallback
+
+        return WatchCallback(self)
+
+    def close(self) -> None:
+        """Remove every hook this watch registered (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._capture_handle is not None:
+            self._capture_handle.remove()
+            self._capture_handle = None
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything measured so far, as plain data (for the Trainer's checkpoints)."""
+        return {
+            "step": self._step,
+            "history": self.history.to_dict(),
+            "records": [dict(record) for record in self._records],
+            "histograms": {
+                kind: {
+                    step: {layer: list(histogram) for layer, histogram in layers.items()}
+                    for step, layers in by_step.items()
+                }
+                for kind, by_step in self._histograms.items()
+            },
+            "findings": [finding.to_dict() for finding in self._findings.values()],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`: the watch continues as if it had never stopped."""
+        self._step = int(state["step"])
+        learning_rate = self.history.learning_rate
+        self.history = History.from_dict(state["history"])
+        self.history.learning_rate = learning_rate
+        self._records = [dict(record) for record in state["records"]]
+        self._histograms = {
+            kind: {
+                int(step): {layer: Histogram(*values) for layer, values in layers.items()}
+                for step, layers in by_step.items()
+            }
+            for kind, by_step in state["histograms"].items()
+        }
+        self._findings = {}
+        for data in state["findings"]:
+            finding = Diagnosis.from_dict(data)
+            self._findings.setdefault(finding.kind, finding)
+        self._pending = None
+
+    # -- measurements ----------------------------------------------------------------------
+
+    def _cadence(self, step: int) -> tuple[bool, bool]:
+        # Step 1 is always measured: the first update shows the step size before a too
+        # large learning rate has had time to distort the weights.
+        return step == 1 or step % self.cheap_every == 0, step % self.every == 0
+
+    def _before_optimizer_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        upcoming = self._step + 1
+        if self.history.nonfinite is None and not self._gradients.last_gradient_finite():
+            # A NaN/inf loss makes every gradient non-finite, the last layer's included:
+            # one small reduction per step finds it before the update spreads NaN into
+            # every weight, while the weights still show where it came from.
+            self._locate_nonfinite(upcoming, "gradient")
+        cheap, expensive = self._cadence(upcoming)
+        if cheap or expensive:
+            self._pending = self._gradients.measure(
+                upcoming, snapshot=True, histograms=self._histogram_batch(expensive)
+            )
+
+    def _capture_inputs(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if self._monitor is not None or not args or not isinstance(args[0], Tensor):
+            return
+        self._monitor = (args[0].detach()[:CAPTURED_SAMPLES].clone(), None)
+        if self._capture_handle is not None:
+            self._capture_handle.remove()
+            self._capture_handle = None
+
+    def _histogram_batch(self, wanted: bool) -> HistogramBatch | None:
+        if not wanted or not self.num_bins:
+            return None
+        return HistogramBatch(self.num_bins, self.histogram_values, self._sample_positions)
+
+    def _measure_gradients(self, step: int) -> None:
+        pending, self._pending = self._pending, None
+        measurement = pending
+        if measurement is None or measurement.step != step:
+            _, expensive = self._cadence(step)
+            measurement = self._gradients.measure(
+                step, snapshot=False, histograms=self._histogram_batch(expensive)
+            )
+        if measurement is None:
+            return
+        history = self.history
+        history.grad_norm.append(step, measurement.global_norm)
+        names = self._gradients.weight_names
+        norms = measurement.weight_grad_norms
+        ratio = norms[0] / norms[-1] if norms and norms[-1] > 0 else math.nan
+        if norms:
+            history.first_last_grad_ratio.append(step, ratio)
+        self._records.append(
+            {
+                "kind": "gradients",
+                "step": step,
+                "grad_norm": measurement.global_norm,
+                "first_last_grad_ratio": ratio,
+            }
+        )
+        updates: tuple[list[float], list[float]] | None = None
+        if measurement.before is not None:
+            updates = self._gradients.update_ratios(measurement.before)
+        for index, (name, norm) in enumerate(zip(names, norms, strict=True)):
+            history.layer(history.layer_grad_norm, name).append(step, norm)
+            record: dict[str, Any] = {
+                "kind": "weight",
+                "step": step,
+                "layer": name,
+                "grad_norm": norm,
+            }
+            if updates is not None:
+                update, weight = updates[0][index], updates[1][index]
+                update_ratio = _ratio(update, weight)
+                history.layer(history.update_ratio, name).append(step, update_ratio)
+                record.update(weight_norm=weight, update_norm=update, update_ratio=update_ratio)
+            self._records.append(record)
+        if measurement.grad_histograms:
+            self._histograms["gradients"][step] = measurement.grad_histograms
+        if measurement.first_nonfinite is not None and history.nonfinite is None:
+            self._locate_nonfinite(step, "gradient")
+
+    def _probe(self, step: int) -> None:
+        if self._monitor is None:
+            return
+        inputs, targets = self._monitor
+        probe = run_activation_probe(
+            self.model,
+            inputs,
+            targets,
+            self.loss_fn,
+            modules=self._modules,
+            histograms=self._histogram_batch(True),
+            saturation_share=self.thresholds.saturation_share,
+        )
+        record = self._record_losses(step, probe.loss, probe.accuracy, probe.num_outputs)
+        self._records.append(record)
+        self._record_layers(step, probe.layers)
+
+    def _record_losses(
+        self, step: int, loss: float | None, accuracy: float | None, num_outputs: int | None
+    ) -> dict[str, Any]:
+        history = self.history
+        record: dict[str, Any] = {"kind": "probe", "step": step}
+        if loss is not None:
+            history.monitor_loss.append(step, loss)
+            record["monitor_loss"] = loss
+            if step == 0:
+                history.initial_loss = loss
+        if accuracy is not None:
+            history.monitor_accuracy.append(step, accuracy)
+            record["monitor_accuracy"] = accuracy
+        if num_outputs is not None and history.chance_loss is None and self.loss_name:
+            history.chance_loss = chance_loss(self.loss_name, num_outputs)
+        if self._validation is not None:
+            record.update(self._validate(step, self._validation, loss, accuracy))
+        return record
+
+    def _record_layers(self, step: int, layers: list[LayerActivations]) -> None:
+        history = self.history
+        snapshot: dict[str, Histogram] = {}
+        for layer in layers:
+            self._records.append(
+                {
+                    "kind": "activation",
+                    "step": step,
+                    "layer": layer.name,
+                    "module": layer.module,
+                    "mean": layer.mean,
+                    "std": layer.std,
+                    "dead_fraction": layer.dead_fraction,
+                    "saturated_fraction": layer.saturated_fraction,
+                }
+            )
+            if layer.dead_fraction is not None:
+                history.layer(history.dead_fraction, layer.name).append(step, layer.dead_fraction)
+            if layer.saturated_fraction is not None:
+                series = history.layer(history.saturated_fraction, layer.name)
+                series.append(step, layer.saturated_fraction)
+            if layer.histogram is not None:
+                snapshot[layer.name] = layer.histogram
+        if snapshot:
+            self._histograms["activations"][step] = snapshot
+
+    def _validate(
+        self,
+        step: int,
+        validation: Batch,
+        train_loss: float | None,
+        train_accuracy: float | None,
+    ) -> dict[str, Any]:
+        inputs, targets = validation
+        val_loss, val_accuracy = evaluate(self.model, inputs, targets, self.loss_fn)
+        history = self.history
+        result: dict[str, Any] = {}
+        if train_loss is not None and val_loss is not None:
+            history.train_loss.append(step, train_loss)
+            history.val_loss.append(step, val_loss)
+            result["val_loss"] = val_loss
+        if train_accuracy is not None and val_accuracy is not None:
+            history.train_accuracy.append(step, train_accuracy)
+            history.val_accuracy.append(step, val_accuracy)
+            result.update(val_accuracy=val_accuracy, gap=train_accuracy - val_accuracy)
+        return result
+
+    def _smooth(self, step: int) -> None:
+        history = self.history
+        recent = _finite(history.loss.since(step - self.thresholds.smoothing_steps + 1))
+        if recent:
+            history.smoothed_loss.append(step, statistics.median(recent))
+        # The peak since the previous check of the median of 3 consecutive losses: a
+        # blow-up lasting a few steps, robust to one unlucky batch.
+        previous = history.peak_loss.last_step or 0
+        values = history.loss.since(previous - 1)
+        peaks = _finite([statistics.median(values[i : i + 3]) for i in range(len(values) - 2)])
+        if peaks:
+            history.peak_loss.append(step, max(peaks))
+
+    def _locate_nonfinite(self, step: int, source: str) -> None:
+        """Where the first NaN/inf is: a weight, a module's output on the monitoring
+        subset, or (failing both) a gradient; the first in registration/forward order."""
+        located = {
+            "parameter": first_nonfinite_parameter(self.model),
+            "activation": (
+                first_nonfinite_module(self.model, self._monitor[0])
+                if self._monitor is not None
+                else None
+            ),
+            "gradient": self._gradients.first_nonfinite_gradient(),
+        }
+        where = next((kind for kind, name in located.items() if name is not None), None)
+        finite = [(s, v) for s, v in self.history.loss if math.isfinite(v)]
+        self.history.nonfinite = {
+            "step": step,
+            "source": source,
+            "where": where,
+            "layer": located[where] if where is not None else None,
+            **{f"first_nonfinite_{kind}": name for kind, name in located.items()},
+            "last_finite_step": finite[-1][0] if finite else None,
+            "last_finite_loss": finite[-1][1] if finite else None,
+        }
+
+    def _set_chance(self, targets: Tensor | None) -> None:
+        if targets is None or targets.is_floating_point() or targets.numel() == 0:
+            return
+        counts = torch.bincount(targets.reshape(-1).long())
+        majority = float(counts.max()) / targets.numel()
+        history = self.history
+        history.chance_accuracy = max(history.chance_accuracy or 0.0, majority)
+
+    def _diagnose(self, step: int) -> list[Diagnosis]:
+        new = []
+        for detect in DETECTORS:
+            finding = detect(self.history, self.thresholds)
+            if finding is not None and finding.kind not in self._findings:
+                self._findings[finding.kind] = finding
+                new.append(finding)
+        return new
+
+
+def watch(
+    model: nn.Module,
+    optimizer: Optimizer | None = None,
+    *,
+    monitor_data: Batch | Dataset | None = None,
+    validation_data: Batch | Dataset | None = None,
+    loss_fn: str | LossFunction = "cross_entropy",
+    every: int = 50,
+    cheap_every: int = 10,
+    histograms: bool = True,
+    num_bins: int = 30,
+    histogram_values: int = 4096,
+    thresholds: Thresholds | None = None,
+) -> Watch:
+    """Start watching a training run: the lectures' babysitting, measured and diagnosed.
+
+    Call ``watch.step(loss)`` after every ``optimizer.step()``; ``watch.findings()``
+    returns what it found (:class:`gradwise.diagnosis.Diagnosis`, one per kind).
+
+    What it measures, and when (steps count ``step`` calls, i.e. optimizer steps):
+
+    - every step: the training loss (one float);
+    - every ``cheap_every`` steps: the global gradient norm, each weight's gradient norm,
+      the first-to-last-layer gradient-norm ratio, and each weight's update-to-weight
+      ratio :math:`\\lVert W_{t+1} - W_t \\rVert / \\lVert W_t \\rVert` (healthy near
+      1e-3). With ``optimizer`` given, a step pre-hook reads the gradients and copies the
+      weights just before those steps only; without it, gradients are read in ``step``
+      and there are no update ratios.
+    - every ``every`` steps (and once at the start): one eval-mode, no-grad forward on the
+      fixed monitoring subset with temporary forward hooks: its loss and accuracy; per
+      activation module (ReLU, tanh, ...) and Linear/Conv output: mean and std; the
+      fraction of dead ReLU units (never > 0 on the subset) and of saturated tanh/sigmoid
+      units; histograms of activations and weight gradients; the validation loss and
+      accuracy when ``validation_data`` is given.
+
+    After each measurement the detectors (:data:`gradwise.monitor.DETECTORS`) run over the
+    recorded :class:`History` with ``thresholds``; each finding kind is reported once.
+    Probes leave the model as they found it (parameters, buffers, every module's
+    train/eval mode, gradients) and restore the global RNG state.
+
+    Args:
+        model: the network being trained.
+        optimizer: its optimizer (needed for update ratios and the learning-rate fixes).
+        monitor_data: the fixed monitoring subset, an ``(inputs, targets)`` batch or a
+            :class:`gradwise.data.Dataset` (e.g. 256 training samples). None: the first
+            256 inputs the model sees in training are kept (activation statistics only;
+            trends then use the training loss).
+        validation_data: held-out ``(inputs, targets)`` evaluated at every probe for the
+            generalization gap (keep it small; or call :meth:`Watch.observe` with your own
+            metrics instead).
+        loss_fn: "cross_entropy", "hinge", "mse" or a function (outputs, targets) -> loss,
+            for the monitoring loss (a named loss also gives the chance level).
+        every: steps between the expensive probes (activations, histograms, monitoring
+            and validation loss).
+        cheap_every: steps between gradient-norm and update-ratio measurements.
+        histograms: record activation and gradient histograms at the expensive probes.
+        num_bins: bins per histogram.
+        histogram_values: bin at most this many values per tensor (a leading slice: the
+            first samples of a batch); non-finite values are counted over the whole tensor.
+        thresholds: the detectors' :class:`Thresholds` (default: the calibrated ones).
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from gradwise import monitor
+        >>> _ = torch.manual_seed(0)
+        >>> inputs, targets = torch.randn(512, 20), torch.randint(0, 3, (512,))
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)
+        ... )
+        >>> optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        >>> with monitor.watch(model, optimizer, monitor_data=(inputs[:256], targets[:256])) as w:
+        ...     for step in range(100):
+        ...         batch = torch.randint(0, 512, (64,))
+        ...         loss = F.cross_entropy(model(inputs[batch]), targets[batch])
+        ...         optimizer.zero_grad()
+        ...         loss.backward()
+        ...         optimizer.step()
+        ...         _ = w.step(loss)
+        >>> w.findings()
+        []
+        >>> sorted(w.histograms("activations"))
+        [0, 50, 100]
+
+    References:
+        Karpathy, cs231n "Neural Networks Part 3: babysitting the learning process";
+        Grosse & Ba, CSC421 lectures 7-8 (the table of symptoms and workarounds); Zhang et
+        al. 2021, AutoTrainer (gradient-norm thresholds); Schneider et al. 2021, Cockpit.
+    """
+    check("model", _OWNER, model, _MODEL)
+    check("optimizer", _OWNER, optimizer, _OPTIMIZER)
+    check("monitor_data", _OWNER, monitor_data, _BATCH)
+    check("validation_data", _OWNER, validation_data, _BATCH)
+    check("loss_fn", _OWNER, loss_fn, _LOSS)
+    for name, value in (
+        ("every", every),
+        ("cheap_every", cheap_every),
+        ("num_bins", num_bins),
+        ("histogram_values", histogram_values),
+    ):
+        check(name, _OWNER, value, POSITIVE_INT)
+    check("histograms", _OWNER, histograms, Boolean())
+    thresholds = Thresholds() if thresholds is None else thresholds
+    check("thresholds", _OWNER, thresholds, _THRESHOLDS)
+    return Watch(
+        model,
+        optimizer,
+        monitor_data=monitor_data,
+        validation_data=validation_data,
+        loss_fn=loss_fn,
+        every=int(every),
+        cheap_every=int(cheap_every),
+        histograms=histograms,
+        num_bins=int(num_bins),
+        histogram_values=int(histogram_values),
+        thresholds=thresholds,
+    )
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def _ratio(update: float, weight: float) -> float:
+    if not (math.isfinite(update) and math.isfinite(weight)):
+        return math.nan
+    if weight > 0:
+        return update / weight
+    return math.inf if update > 0 else 0.0
+
+
+def _as_batch(data: Batch | Dataset | None, device: torch.device) -> Batch | None:
+    if data is None:
+        return None
+    inputs, targets = (data.inputs, data.targets) if not isinstance(data, tuple | list) else data
+    return inputs.detach().to(device), targets.detach().to(device)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(iter(model.parameters()), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _base_learning_rate(optimizer: Optimizer | None) -> float | None:
+    if optimizer is None or not optimizer.param_groups:
+        return None
+    group = optimizer.param_groups[0]
+    # LR schedulers keep the configured rate in "initial_lr"; "lr" is the current one.
+    value = group.get("initial_lr", group.get("lr"))
+    return float(value) if isinstance(value, int | float | Tensor) else None

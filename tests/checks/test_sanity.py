@@ -1,0 +1,796 @@
+"""Sanity checks: healthy models pass, each planted fault fails the right check, nothing leaks.
+
+Oracles: closed forms (ln C, C - 1, the L2 penalty), torch's own losses on the whole data,
+the exact dependency pattern of hand-written batch-mixing models, and re-running a check
+after applying the fix it measured.
+"""
+
+import copy
+import math
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gradwise.checks
+from gradwise import Finding
+from gradwise.checks import (
+    CHECK_NAMES,
+    SanityReport,
+    check_all_parameters_get_gradients,
+    check_initial_loss,
+    check_learning_rate_sweep,
+    check_overfit_tiny_subset,
+    check_regularization_raises_loss,
+    check_samples_do_not_mix,
+    sanity,
+)
+from gradwise.data import Dataset, load_dataset
+from gradwise.init import initialize
+from gradwise.losses import get_loss
+from gradwise.models import cnn1d, mlp
+from gradwise.optim import SGD, Adam
+from tests.doc_examples import DOCS, run_docstring_examples
+
+
+@pytest.fixture(scope="module")
+def spirals():
+    return load_dataset("spirals", seed=0)
+
+
+def healthy_mlp(seed=0, **options):
+    torch.manual_seed(seed)
+    return mlp((2,), 3, depth=2, width=64, **options)
+
+
+def kinds(result):
+    return [finding.kind for finding in result.findings]
+
+
+def blob_data(num_samples=120, num_classes=3, seed=0):
+    """Well separated Gaussian blobs in 4-D: easy to learn."""
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.arange(num_samples) % num_classes
+    centers = 3.0 * torch.eye(num_classes, 4)
+    inputs = centers[targets] + 0.5 * torch.randn(num_samples, 4, generator=generator)
+    return inputs, targets
+
+
+def model_state(model):
+    """Everything a probe could change: tensors, gradients, modes, dropout rates."""
+    return {
+        "tensors": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "dropout": {n: m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout)},
+    }
+
+
+def assert_same_state(before, after):
+    assert before["tensors"].keys() == after["tensors"].keys()
+    for key, tensor in before["tensors"].items():
+        assert torch.equal(tensor, after["tensors"][key]), key
+    for name, grad in before["grads"].items():
+        if grad is None:
+            assert after["grads"][name] is None, name
+        else:
+            assert torch.equal(grad, after["grads"][name]), name
+    for field in ("requires_grad", "training", "dropout"):
+        assert before[field] == after[field], field
+
+
+# --------------------------------------------------------------------------------------
+# Healthy models pass everything
+
+
+def test_a_healthy_mlp_on_spirals_passes_every_check(spirals):
+    report = sanity(healthy_mlp(), "cross_entropy", spirals)
+    assert [result.name for result in report.results] == list(CHECK_NAMES)
+    assert report.passed, report.to_table().render_text()
+    assert report.findings() == []
+    assert not any(result.skipped for result in report.results)
+
+
+def test_a_healthy_batch_norm_dropout_mlp_passes_every_check(spirals):
+    model = healthy_mlp(norm="batch", dropout_rate=0.3)
+    report = sanity(model, "cross_entropy", spirals)
+    assert report.passed, report.to_table().render_text()
+    assert "running statistics" in report["samples_do_not_mix"].message
+
+
+def test_the_default_cnn1d_on_mnist1d_passes_every_check_within_ten_seconds():
+    data = load_dataset("mnist1d", seed=0)
+    torch.manual_seed(0)
+    model = cnn1d(data.input_shape, data.num_classes)
+    initialize(model, "he_normal", generator=0)
+    start = time.perf_counter()
+    report = sanity(model, "cross_entropy", data)
+    elapsed = time.perf_counter() - start
+    assert report.passed, report.to_table().render_text()
+    assert elapsed < 10.0
+
+
+def test_the_multiclass_hinge_loss_passes_on_a_healthy_model(spirals):
+    report = sanity(healthy_mlp(), "hinge", spirals)
+    assert report.passed, report.to_table().render_text()
+    assert report["initial_loss"].measured["chance"] == 2.0  # C - 1 with margin 1
+
+
+# --------------------------------------------------------------------------------------
+# Initial loss
+
+
+def test_the_initial_loss_is_the_mean_loss_on_the_data_and_chance_is_ln_c():
+    inputs, targets = blob_data(num_samples=90)
+    torch.manual_seed(1)
+    model = nn.Linear(4, 3)
+    result = check_initial_loss(model, "cross_entropy", (inputs, targets), batch_size=1000)
+    with torch.no_grad():
+        expected = F.cross_entropy(model(inputs), targets).item()
+    assert result.measured["loss"] == pytest.approx(expected, rel=1e-6)
+    assert result.measured["chance"] == pytest.approx(math.log(3), rel=1e-12)
+    assert result.measured["num_classes"] == 3  # taken from the model's output width
+
+
+def test_weights_ten_times_too_large_fail_the_initial_loss(spirals):
+    model = healthy_mlp()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(10.0)
+    result = check_initial_loss(model, "cross_entropy", spirals)
+    assert not result.passed
+    assert kinds(result) == [Finding.INITIAL_LOSS_MISMATCH]
+    evidence = result.findings[0].evidence
+    assert evidence["loss"] > 10 * evidence["chance"]
+
+
+def test_scaling_the_last_layer_by_the_measured_factor_brings_the_loss_to_chance(spirals):
+    model = healthy_mlp()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(10.0)
+    failed = check_initial_loss(model, "cross_entropy", spirals)
+    scale = failed.measured["output_scale_to_chance"]
+    assert 0 < scale < 0.1
+    last = model[-1]
+    with torch.no_grad():  # logits = W h + b: scaling W and b scales the logits exactly
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+    fixed = check_initial_loss(model, "cross_entropy", spirals)
+    assert fixed.passed
+    gap = abs(fixed.measured["loss"] - fixed.measured["chance"])
+    assert gap <= fixed.measured["tolerance"] / 2 + 1e-4
+
+
+def test_a_zero_output_model_has_the_loss_at_chance_for_both_named_losses():
+    inputs, targets = blob_data(num_samples=50, num_classes=5)
+    model = nn.Linear(4, 5)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    for loss, chance in (("cross_entropy", math.log(5)), ("hinge", 4.0)):
+        result = check_initial_loss(model, loss, (inputs, targets), rtol=0.0, atol=1e-6)
+        assert result.passed, loss
+        assert result.measured["chance"] == pytest.approx(chance, rel=1e-12)
+        assert result.measured["loss"] == pytest.approx(chance, rel=1e-6)
+
+
+def test_a_callable_loss_takes_its_chance_value_from_all_zero_outputs():
+    inputs, targets = blob_data(num_samples=60, num_classes=4)
+    hinge_margin_2 = get_loss("hinge", margin=2.0)
+    result = check_initial_loss(nn.Linear(4, 4), hinge_margin_2, (inputs, targets))
+    assert result.measured["chance"] == pytest.approx(2.0 * 3)
+
+
+def test_a_loss_far_below_chance_fails_too():
+    inputs, targets = blob_data(num_samples=90)
+    model = nn.Linear(4, 3)  # a "pretrained" classifier: the blob centers, scaled up
+    with torch.no_grad():
+        model.weight.copy_(20.0 * torch.eye(4)[:3])
+        model.bias.zero_()
+    result = check_initial_loss(model, "cross_entropy", (inputs, targets), rtol=0.5, atol=0.0)
+    assert result.measured["loss"] < 0.1
+    assert kinds(result) == [Finding.INITIAL_LOSS_MISMATCH]
+
+
+def test_regression_has_no_value_at_chance_and_is_skipped():
+    inputs = torch.randn(64, 3)
+    result = check_initial_loss(nn.Linear(3, 1), "mse", (inputs, inputs.sum(1)))
+    assert result.passed
+    assert result.skipped
+    assert result.message.startswith("skipped")
+
+
+# --------------------------------------------------------------------------------------
+# Regularization raises the loss
+
+
+def test_the_total_losses_are_the_data_loss_plus_the_l2_penalty():
+    inputs, targets = blob_data(num_samples=64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    strengths = (0.0, 0.01, 1.0)
+    result = check_regularization_raises_loss(
+        model, "cross_entropy", (inputs, targets), strengths=strengths, batch_size=1000
+    )
+    assert result.passed
+    with torch.no_grad():
+        data_loss = F.cross_entropy(model(inputs), targets).item()
+        squares = float(model[0].weight.square().sum() + model[2].weight.square().sum())
+    expected = [data_loss + s * squares for s in strengths]
+    assert result.measured["total_losses"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("description", "factory"),
+    [
+        ("ignored", lambda strength: lambda model: 0.0),
+        ("a zero tensor", lambda strength: lambda model: torch.zeros(())),
+        ("subtracted", lambda strength: lambda model: -strength * model[0].weight.square().sum()),
+    ],
+)
+def test_a_penalty_that_does_not_raise_the_loss_fails(description, factory):
+    inputs, targets = blob_data()
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    result = check_regularization_raises_loss(
+        model, "cross_entropy", (inputs, targets), penalty_factory=factory
+    )
+    assert not result.passed, description
+    assert [f.kind for f in result.findings] == [Finding.REGULARIZATION_NOT_APPLIED]
+
+
+def test_a_penalty_on_detached_weights_raises_the_loss_but_fails_for_lack_of_gradient():
+    inputs, targets = blob_data()
+    model = nn.Linear(4, 3)
+
+    def detached(strength):
+        return lambda model: strength * model.weight.detach().square().sum()
+
+    result = check_regularization_raises_loss(
+        model, "cross_entropy", (inputs, targets), penalty_factory=detached
+    )
+    totals = result.measured["total_losses"]
+    assert all(b > a for a, b in zip(totals, totals[1:], strict=False))
+    assert not result.passed
+    assert "no gradient" in result.message
+
+
+def test_all_zero_weights_give_a_zero_penalty_and_the_message_says_so():
+    inputs, targets = blob_data()
+    model = nn.Linear(4, 3)
+    nn.init.zeros_(model.weight)
+    result = check_regularization_raises_loss(model, "cross_entropy", (inputs, targets))
+    assert not result.passed
+    assert "all zero" in result.message
+
+
+# --------------------------------------------------------------------------------------
+# Overfitting a tiny subset
+
+
+def test_a_healthy_model_overfits_twenty_samples_even_with_random_labels():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(200, 8, generator=generator)
+    targets = torch.randint(0, 4, (200,), generator=generator)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 128), nn.ReLU(), nn.Linear(128, 4))
+    result = check_overfit_tiny_subset(model, "cross_entropy", (inputs, targets))
+    assert result.passed, result.message
+    assert result.measured["num_samples"] == 20
+    assert result.measured["accuracy"] == 1.0
+    assert result.measured["loss"] <= 0.01 * math.log(4)
+
+
+def test_an_optimizer_with_learning_rate_zero_cannot_overfit(spirals):
+    def frozen_sgd(params, lr):
+        return SGD(params, lr=0.0)
+
+    result = check_overfit_tiny_subset(
+        healthy_mlp(), "cross_entropy", spirals, optimizer_factory=frozen_sgd, num_steps=50
+    )
+    assert not result.passed
+    assert kinds(result) == [Finding.NO_LEARNING_SIGNAL]
+    assert result.findings[0].severity == "error"
+
+
+def test_a_model_frozen_but_for_its_last_bias_cannot_overfit(spirals):
+    model = healthy_mlp()
+    for parameter in list(model.parameters())[:-1]:
+        parameter.requires_grad_(False)
+    result = check_overfit_tiny_subset(model, "cross_entropy", spirals, num_steps=100)
+    assert kinds(result) == [Finding.NO_LEARNING_SIGNAL]
+    assert all(run["accuracy"] < 1.0 for run in result.measured["runs"])
+
+
+def test_a_model_with_no_trainable_parameter_fails_the_training_checks(spirals):
+    model = healthy_mlp().requires_grad_(False)
+    report = sanity(
+        model,
+        "cross_entropy",
+        spirals,
+        checks=["overfit_tiny_subset", "all_parameters_get_gradients", "learning_rate_sweep"],
+    )
+    for result in report.results:
+        assert kinds(result) == [Finding.NO_LEARNING_SIGNAL], result.name
+
+
+def test_the_tiny_subset_takes_the_classes_in_turn():
+    # 90% of the samples are class 0: a plain random draw of 10 would mostly be class 0.
+    targets = torch.tensor([0] * 90 + [1] * 5 + [2] * 5)
+    inputs = torch.eye(100)  # one-hot inputs: a linear model can memorize anything
+
+    seen = []
+
+    def recording_loss(outputs, targets):
+        seen.append(targets.clone())
+        return F.cross_entropy(outputs, targets)
+
+    check_overfit_tiny_subset(nn.Linear(100, 3), recording_loss, (inputs, targets), num_samples=9)
+    assert torch.bincount(seen[0], minlength=3).tolist() == [3, 3, 3]
+
+
+# --------------------------------------------------------------------------------------
+# Every parameter gets a gradient; symmetric layers
+
+
+class WithUnusedLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.forgotten = nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_an_unused_layer_is_named(spirals):
+    result = check_all_parameters_get_gradients(WithUnusedLayer(), "cross_entropy", spirals)
+    assert not result.passed
+    assert result.measured["unused"] == ["forgotten.weight", "forgotten.bias"]
+    assert kinds(result) == [Finding.NO_LEARNING_SIGNAL]
+    assert result.findings[0].evidence["unused"] == ["forgotten.weight", "forgotten.bias"]
+
+
+def test_all_zero_init_is_symmetric(spirals):
+    model = healthy_mlp()
+    for parameter in model.parameters():
+        nn.init.zeros_(parameter)
+    result = check_all_parameters_get_gradients(model, "cross_entropy", spirals)
+    assert kinds(result) == [Finding.SYMMETRIC_INIT]
+    assert result.measured["symmetric_layers"] == ["1", "3"]  # the hidden Linear layers
+    assert result.findings[0].fix == {"init.weights": "he_normal"}
+
+
+def test_constant_nonzero_weights_are_symmetric_without_any_zero_gradient(spirals):
+    model = healthy_mlp()
+    for parameter in model.parameters():
+        nn.init.constant_(parameter, 0.1)
+    result = check_all_parameters_get_gradients(model, "cross_entropy", spirals)
+    assert result.measured["zero_gradient"] == []
+    assert result.measured["symmetric_layers"] == ["1", "3"]
+    assert kinds(result) == [Finding.SYMMETRIC_INIT]
+
+
+def test_a_zero_output_layer_is_not_symmetric(spirals):
+    # Zero-initializing the last layer is a common good practice: its rows get different
+    # gradients, one per class.
+    model = healthy_mlp()
+    nn.init.zeros_(model[5].weight)
+    nn.init.zeros_(model[5].bias)
+    result = check_all_parameters_get_gradients(model, "cross_entropy", spirals)
+    assert result.passed, result.message
+    assert result.measured["symmetric_layers"] == []
+
+
+def test_a_constant_layer_before_a_random_one_is_not_symmetric(spirals):
+    # The random layer after it sends each unit a different gradient.
+    model = healthy_mlp()
+    nn.init.constant_(model[1].weight, 0.3)
+    nn.init.constant_(model[1].bias, 0.1)
+    result = check_all_parameters_get_gradients(model, "cross_entropy", spirals)
+    assert result.measured["symmetric_layers"] == []
+
+
+def test_dead_relus_starve_the_layers_before_them(spirals):
+    model = healthy_mlp()
+    nn.init.constant_(model[1].bias, -100.0)  # every unit of the first hidden layer is dead
+    result = check_all_parameters_get_gradients(model, "cross_entropy", spirals)
+    assert kinds(result) == [Finding.NO_LEARNING_SIGNAL]
+    assert result.measured["zero_gradient"] == ["1.weight", "1.bias", "3.weight"]
+
+
+def test_frozen_parameters_are_listed_not_flagged(spirals):
+    model = healthy_mlp()
+    model[1].requires_grad_(False)
+    result = check_all_parameters_get_gradients(model, "cross_entropy", spirals)
+    assert result.passed
+    assert result.measured["frozen"] == ["1.weight", "1.bias"]
+
+
+# --------------------------------------------------------------------------------------
+# Samples do not mix
+
+
+class Centered(nn.Module):
+    """Subtracts the batch mean by hand: every sample depends on every other."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = healthy_mlp()
+
+    def forward(self, x):
+        return self.net(x - x.mean(dim=0))
+
+
+class Reversed(nn.Module):
+    """Pairs each output with the input of the mirror sample (a batch-axis mix-up)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = healthy_mlp()
+
+    def forward(self, x):
+        return self.net(x).flip(0)
+
+
+def test_a_batch_mean_computed_by_hand_mixes_every_pair(spirals):
+    result = check_samples_do_not_mix(Centered(), "cross_entropy", spirals, batch_size=6)
+    assert not result.passed
+    assert [f.kind for f in result.findings] == [Finding.SAMPLES_MIX]
+    expected = sorted([i, j] for i in range(6) for j in range(6) if i != j)
+    assert sorted(result.measured["pairs"]) == expected
+
+
+def test_a_batch_reversal_mixes_exactly_the_mirror_pairs(spirals):
+    result = check_samples_do_not_mix(Reversed(), "cross_entropy", spirals, batch_size=8)
+    assert not result.passed
+    assert sorted(result.measured["pairs"]) == [[i, 7 - i] for i in range(8)]
+    assert result.measured["max_own"] == 0.0
+
+
+def test_batch_norm_in_train_mode_runs_on_running_statistics_and_passes(spirals):
+    model = healthy_mlp(norm="batch").train()
+    result = check_samples_do_not_mix(model, "cross_entropy", spirals)
+    assert result.passed
+    assert not result.skipped
+    assert model.training
+    assert all(m.training for m in model.modules())
+
+
+def test_batch_norm_does_not_hide_other_mixing(spirals):
+    model = nn.Sequential(nn.BatchNorm1d(2), Centered())
+    result = check_samples_do_not_mix(model, "cross_entropy", spirals)
+    assert not result.passed
+
+
+def test_batch_norm_without_running_statistics_is_skipped_with_the_reason(spirals):
+    model = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8, track_running_stats=False))
+    result = check_samples_do_not_mix(model, "cross_entropy", spirals)
+    assert result.passed
+    assert result.skipped
+    assert "BatchNorm" in result.message
+
+
+# --------------------------------------------------------------------------------------
+# Learning-rate sweep
+
+
+def test_the_sweep_reports_the_best_learning_rate_and_the_curves():
+    inputs, targets = blob_data(num_samples=256)
+    torch.manual_seed(0)
+    learning_rates = (1e-5, 1e-3, 1e-1)
+    result = check_learning_rate_sweep(
+        nn.Linear(4, 3), "cross_entropy", (inputs, targets), learning_rates=learning_rates
+    )
+    assert result.passed
+    measured = result.measured
+    assert measured["best_lr"] == 1e-1  # the loss falls fastest with the largest step here
+    assert [len(curve) for curve in measured["curves"]] == [50, 50, 50]
+    decreases = measured["decreases"]
+    assert decreases[0] < 0.01 < decreases[2]  # 50 Adam steps of 1e-5 barely move the loss
+    assert decreases == pytest.approx(
+        [(measured["initial_loss"] - after) / measured["initial_loss"]
+         for after in measured["final_losses"]]
+    )  # fmt: skip
+
+
+def test_a_learning_rate_of_zero_everywhere_fails_the_sweep(spirals):
+    result = check_learning_rate_sweep(
+        healthy_mlp(), "cross_entropy", spirals, optimizer_factory=lambda p, lr: SGD(p, lr=0.0)
+    )
+    assert not result.passed
+    assert kinds(result) == [Finding.NO_LEARNING_SIGNAL]
+    assert result.findings[0].evidence["best_lr"] in result.measured["learning_rates"]
+
+
+def test_a_diverging_learning_rate_counts_as_no_decrease():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(128, 4, generator=generator)
+    targets = torch.randint(0, 3, (128,), generator=generator)  # nothing to fit: it blows up
+    result = check_learning_rate_sweep(
+        nn.Linear(4, 3),
+        "cross_entropy",
+        (inputs, targets),
+        optimizer_factory=lambda p, lr: SGD(p, lr=lr),
+        learning_rates=(1e38,),
+    )
+    assert not result.passed
+    assert result.measured["decreases"] == [-math.inf]
+    assert result.findings[0].evidence["decreases"] == [None]  # JSON-ready
+
+
+# --------------------------------------------------------------------------------------
+# Nothing leaks: model, gradients, modes, RNG, optimizer
+
+
+def test_sanity_leaves_the_model_the_rng_and_the_optimizer_exactly_as_it_found_them(spirals):
+    model = healthy_mlp(norm="batch", dropout_rate=0.5)
+    optimizer = Adam(model.parameters(), lr=1e-3)
+    inputs, targets = spirals.train.inputs[:32], spirals.train.targets[:32]
+    F.cross_entropy(model(inputs), targets).backward()
+    optimizer.step()
+    F.cross_entropy(model(inputs), targets).backward()  # leave gradients in place
+    model.eval()
+    model[3].train()  # a mixed mode, to be kept
+    before, optimizer_before = model_state(model), copy.deepcopy(optimizer.state_dict())
+    rng_before = torch.get_rng_state()
+
+    report = sanity(model, "cross_entropy", spirals)
+
+    assert report.passed
+    assert_same_state(before, model_state(model))
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    optimizer_after = optimizer.state_dict()
+    for key, state in optimizer_before["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, optimizer_after["state"][key][name])
+
+
+class Uncopyable(nn.Module):
+    """Holds a non-leaf tensor, which copy.deepcopy refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = healthy_mlp(dropout_rate=0.2)
+        self.doubled_bias = self.body[-1].bias * 2  # a non-leaf tensor attribute
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_a_model_that_cannot_be_deep_copied_is_probed_in_place_and_restored(spirals):
+    model = Uncopyable().eval()
+    with pytest.raises(RuntimeError):
+        copy.deepcopy(model)
+    F.cross_entropy(model(spirals.train.inputs[:16]), spirals.train.targets[:16]).backward()
+    before, rng_before = model_state(model), torch.get_rng_state()
+
+    report = sanity(model, "cross_entropy", spirals)
+
+    assert report.passed, report.to_table().render_text()
+    assert_same_state(before, model_state(model))
+    assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_the_same_seed_gives_the_same_measurements(spirals):
+    first = sanity(healthy_mlp(), "cross_entropy", spirals, seed=3)
+    second = sanity(healthy_mlp(), "cross_entropy", spirals, seed=3)
+    assert [r.measured for r in first.results] == [r.measured for r in second.results]
+
+
+def test_random_draws_inside_the_model_are_seeded_by_the_check():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.linear(x + torch.randn_like(x))
+
+    data = blob_data()
+    torch.manual_seed(123)
+    first = check_initial_loss(Noisy(), "cross_entropy", data, seed=5)
+    torch.manual_seed(123)
+    model = Noisy()
+    torch.rand(7)  # a different global RNG position must not change the result
+    second = check_initial_loss(model, "cross_entropy", data, seed=5)
+    assert first.measured == second.measured
+
+
+# --------------------------------------------------------------------------------------
+# The report and the arguments
+
+
+def test_the_report_selects_orders_and_tabulates_the_checks(spirals):
+    model = healthy_mlp()
+    with torch.no_grad():
+        model[5].weight.mul_(100.0)
+    report = sanity(model, "cross_entropy", spirals, checks=["samples_do_not_mix", "initial_loss"])
+    assert isinstance(report, SanityReport)
+    assert [r.name for r in report.results] == ["samples_do_not_mix", "initial_loss"]
+    assert not report.passed
+    assert [f.kind for f in report.findings()] == [Finding.INITIAL_LOSS_MISMATCH]
+    table = report.to_table()
+    assert table.columns == ("check", "result", "findings", "message")
+    assert [row[:3] for row in table.to_dict()["rows"]] == [
+        ["samples_do_not_mix", "pass", ""],
+        ["initial_loss", "FAIL", "INITIAL_LOSS_MISMATCH"],
+    ]
+    with pytest.raises(KeyError, match="overfit_tiny_subset"):
+        report["overfit_tiny_subset"]
+
+
+def test_data_can_be_a_dataset_or_a_pair_of_tensors_or_arrays(spirals):
+    model = healthy_mlp()
+    train = spirals.train
+    as_dataset = check_initial_loss(model, "cross_entropy", Dataset(train.inputs, train.targets))
+    as_tensors = check_initial_loss(model, "cross_entropy", (train.inputs, train.targets))
+    as_arrays = check_initial_loss(
+        model, "cross_entropy", (train.inputs.numpy(), train.targets.numpy().astype(np.int32))
+    )
+    from_splits = check_initial_loss(model, "cross_entropy", spirals)
+    assert as_dataset.measured == as_tensors.measured == as_arrays.measured == from_splits.measured
+
+
+def test_a_float64_model_gets_float64_inputs():
+    inputs, targets = blob_data()
+    model = nn.Linear(4, 3).double()
+    result = check_all_parameters_get_gradients(model, "cross_entropy", (inputs, targets))
+    assert result.passed
+
+
+def test_regression_runs_every_check_but_the_initial_loss():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(200, 3, generator=generator)
+    targets = inputs @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 1))
+    report = sanity(model, "mse", (inputs, targets))
+    assert report["initial_loss"].skipped
+    assert report.passed, report.to_table().render_text()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda m, d: sanity(m, "l2", d),
+            ValueError,
+            "The 'loss' parameter of sanity must be one of 'cross_entropy', 'hinge', 'mse' "
+            "or a callable. Got 'l2' instead.",
+        ),
+        (
+            lambda m, d: sanity(m, "hinge", d, checks=["initial_loss", "gradcheck"]),
+            ValueError,
+            "The 'checks' parameter of sanity must be a non-empty sequence of names from "
+            "'initial_loss', ",
+        ),
+        (
+            lambda m, d: sanity(m, "hinge", d, seed=-1),
+            ValueError,
+            "The 'seed' parameter of sanity must be an int >= 0. Got -1 instead.",
+        ),
+        (
+            lambda m, d: sanity(m, "hinge", d, num_classes=2),
+            ValueError,
+            "The 'num_classes' parameter of sanity must exceed every class index in the "
+            "targets (0..2). Got 2 instead.",
+        ),
+        (
+            lambda m, d: sanity(m, "hinge", [1, 2, 3]),
+            TypeError,
+            "The 'data' parameter of sanity must be a gradwise.data.DataSplits, a "
+            "gradwise.data.Dataset or a pair (inputs, targets). Got list instead.",
+        ),
+        (
+            lambda m, d: sanity(m.state_dict(), "hinge", d),
+            TypeError,
+            "The 'model' parameter of sanity must be a torch.nn.Module. Got OrderedDict instead.",
+        ),
+        (
+            lambda m, d: check_learning_rate_sweep(m, "hinge", d, learning_rates=[1e-3, 0.0]),
+            ValueError,
+            "The 'learning_rates' parameter of check_learning_rate_sweep must be a non-empty "
+            "sequence of floats > 0. Got [0.001, 0.0] instead.",
+        ),
+        (
+            lambda m, d: check_overfit_tiny_subset(m, "hinge", d, tolerance=1.5),
+            ValueError,
+            "The 'tolerance' parameter of check_overfit_tiny_subset must be a float in (0, 1). "
+            "Got 1.5 instead.",
+        ),
+        (
+            lambda m, d: check_regularization_raises_loss(m, "hinge", d, strengths=[1.0]),
+            ValueError,
+            "The 'strengths' parameter of check_regularization_raises_loss must be a sequence "
+            "of at least two floats >= 0. Got [1.0] instead.",
+        ),
+        (
+            lambda m, d: check_samples_do_not_mix(m, "hinge", d, batch_size=1),
+            ValueError,
+            "The 'batch_size' parameter of check_samples_do_not_mix must be an int >= 2. "
+            "Got 1 instead.",
+        ),
+        (
+            lambda m, d: check_learning_rate_sweep(
+                m, "hinge", d, optimizer_factory=lambda params, lr: "adam"
+            ),
+            TypeError,
+            "The 'optimizer_factory' parameter must return a torch.optim.Optimizer. "
+            "Got str instead.",
+        ),
+        (
+            lambda m, d: check_regularization_raises_loss(
+                m, "hinge", d, penalty_factory=lambda s: lambda model: "big"
+            ),
+            TypeError,
+            "The 'penalty_factory' must return a scalar (a one-element tensor or a number). "
+            "Got str instead.",
+        ),
+    ],
+)
+def test_bad_arguments_raise_the_standard_error(spirals, call, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        call(healthy_mlp(), spirals)
+
+
+# --------------------------------------------------------------------------------------
+# Documentation
+
+SANITY_NAMES = [
+    "SanityReport",
+    "sanity",
+    "check_initial_loss",
+    "check_regularization_raises_loss",
+    "check_overfit_tiny_subset",
+    "check_all_parameters_get_gradients",
+    "check_samples_do_not_mix",
+    "check_learning_rate_sweep",
+]
+
+
+@pytest.mark.parametrize("name", SANITY_NAMES)
+def test_docstring_examples_run(name):
+    assert name in gradwise.checks.__all__
+    run_docstring_examples(getattr(gradwise.checks, name), name)
+
+
+def test_the_sanity_section_of_the_docs_page_runs():
+    page = (DOCS / "checks.md").read_text()
+    section = page.split("## Sanity checks", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/checks.md", "exec"), {})  # noqa: S102 - our own docs
+
+
+def test_a_zero_output_layer_does_not_hide_dead_units_before_it(spirals):
+    model = healthy_mlp()
+    nn.init.zeros_(model[5].weight)
+    nn.init.constant_(model[1].bias, -100.0)
+    result = check_all_parameters_get_gradients(model, "cross_entropy", spirals)
+    assert kinds(result) == [Finding.NO_LEARNING_SIGNAL]
+    assert result.measured["zero_gradient"] == ["1.weight", "1.bias", "3.weight"]
+    assert result.measured["starved_at_init"] == ["3.bias"]
+
+
+def test_per_sample_gradients_that_cancel_by_coincidence_are_not_flagged():
+    # All scores 0 under the hinge loss: every sample pushes its own class's bias by -1 and
+    # the other's by +1, so on a class-balanced batch the mean gradient of the bias is
+    # exactly zero, although every sample's loss reaches it.
+    inputs = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    targets = torch.arange(64) % 2
+    model = nn.Linear(2, 2)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    plain = copy.deepcopy(model)
+    get_loss("hinge")(plain(inputs), targets).backward()
+    assert not plain.bias.grad.any()
+    result = check_all_parameters_get_gradients(model, "hinge", (inputs, targets))
+    assert result.passed, result.message

@@ -1,0 +1,67 @@
+"""gradwise doctor: checks, a monitored probe run, findings in the report, --fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gradwise import Finding
+from gradwise.config import load_config
+from gradwise.diagnosis import Diagnosis
+from gradwise.doctor import diagnose, fixes_from, with_changes
+from tests.cli.helpers import gradwise
+
+
+def test_with_changes_applies_dotted_paths_and_revalidates() -> None:
+    config = load_config()
+    changed = with_changes(config, {"optimizer.lr": 3e-4, "data.preprocess": ["standardize"]})
+    assert changed.optimizer["lr"] == 3e-4
+    assert changed.optimizer["name"] == "AdamW"
+    assert changed.data.preprocess == ["standardize"]
+
+
+def test_the_most_severe_finding_wins_a_fix_key() -> None:
+    findings = [
+        Diagnosis(Finding.LEARNING_RATE_TOO_LOW, "s", "p", fix={"optimizer.lr": 1.0}),
+        Diagnosis(Finding.NONFINITE_LOSS, "s", "p", severity="error", fix={"optimizer.lr": 1e-4}),
+        Diagnosis(Finding.DEAD_UNITS, "s", "p"),
+    ]
+    assert fixes_from(findings) == {"optimizer.lr": 1e-4}
+
+
+def test_doctor_fixes_unnormalized_inputs_and_shows_before_and_after(tmp_path: Path) -> None:
+    config = load_config(
+        overrides=[
+            "data.dataset=digits",
+            "data.preprocess=[{name: rescale, factor: 100}]",  # digits 0..1600
+            "model.name=mlp",
+            "model.width=64",
+            "model.norm=none",
+            f"runs_dir={tmp_path}",
+        ]
+    )
+    result = diagnose(config, fix=True, probe_epochs=2)
+    kinds = {finding.kind for finding in result.findings}
+    assert Finding.UNNORMALIZED_INPUTS in kinds
+    assert result.applied["data.preprocess"] == [{"name": "standardize", "per": "channel"}]
+    assert result.after is not None
+    assert Finding.UNNORMALIZED_INPUTS not in {f.kind for f in result.after.findings}
+    # The report and the run folder carry the findings and the check tables.
+    page = result.run.report_path.read_text()
+    assert "UNNORMALIZED_INPUTS" in page
+    assert ">Gradient check</h2>" in page
+    assert ">Sanity checks</h2>" in page
+    checks = json.loads(result.run.checks_path.read_text())
+    assert checks["gradcheck"]
+    assert checks["sanity"]
+
+
+def test_the_doctor_command_prints_findings_and_the_report_path(tmp_path: Path) -> None:
+    (tmp_path / "run.yaml").write_text(
+        "data: {dataset: spirals, batch_size: 16}\n"
+        "model: {name: mlp, width: 32, norm: none}\n"
+        "optimizer: {lr: 0.01}\n"
+    )
+    result = gradwise("doctor", "run.yaml", "--epochs", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "report: runs/doctor-spirals-mlp-" in result.stdout

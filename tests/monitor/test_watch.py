@@ -1,0 +1,411 @@
+"""watch(): what it measures (against independent computations), that it leaves the model
+alone, its hooks, the Trainer callback, checkpoints, and its argument checks."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradwise import Finding, Trainer, monitor, optim
+from gradwise.data import load_dataset
+from gradwise.monitor import Thresholds
+
+
+def small_model(activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(8, 16), activation(), nn.Linear(16, 16), activation(), nn.Linear(16, 3)
+    )
+
+
+def data(count: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(count, 8, generator=generator)
+    return inputs, (inputs[:, 0] > 0).long() + (inputs[:, 1] > 1).long()
+
+
+def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: object) -> torch.Tensor:
+    inputs, targets = batch  # type: ignore[misc]
+    loss = F.cross_entropy(model(inputs), targets)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def records(watch: monitor.Watch, kind: str, step: int | None = None) -> list[dict]:
+    return [r for r in watch.records() if r["kind"] == kind and step in (None, r["step"])]
+
+
+# -- measurements against independent computations ---------------------------------------
+
+
+def test_gradient_norms_and_update_ratios_match_a_hand_computation() -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    batch = data(64)
+    watch = monitor.watch(model, optimizer, monitor_data=data(32, seed=1))
+    expected = {}
+    for step in range(1, 11):
+        inputs, targets = batch
+        loss = F.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        optimizer.step()
+        watch.step(loss)
+        expected[step] = (
+            before,
+            grads,
+            {n: p.detach().clone() for n, p in model.named_parameters()},
+        )
+    for step in (1, 10):  # the measured steps: 1, then every 10
+        before, grads, after = expected[step]
+        total = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads.values()))
+        (gradients,) = records(watch, "gradients", step)
+        assert gradients["grad_norm"] == pytest.approx(total, rel=1e-5)
+        first, last = float(grads["0.weight"].norm()), float(grads["4.weight"].norm())
+        assert gradients["first_last_grad_ratio"] == pytest.approx(first / last, rel=1e-5)
+        weights = {r["layer"]: r for r in records(watch, "weight", step)}
+        assert set(weights) == {"0.weight", "2.weight", "4.weight"}
+        for name, record in weights.items():
+            ratio = float((after[name] - before[name]).norm() / before[name].norm())
+            assert record["update_ratio"] == pytest.approx(ratio, rel=1e-4)
+            assert record["grad_norm"] == pytest.approx(float(grads[name].norm()), rel=1e-5)
+    assert records(watch, "gradients", 5) == []  # not a measured step
+
+
+def test_activation_statistics_match_the_layer_outputs() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 3)
+    )
+    with torch.no_grad():
+        model[0].bias[:10] = -100.0  # ten units that never fire
+        model[2].weight.mul_(20.0)  # pushes tanh units into the flat region
+    inputs, targets = data()
+    outputs: dict[int, torch.Tensor] = {}
+    handles = [
+        model[i].register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o))
+        for i in (1, 3)
+    ]
+    with torch.no_grad():
+        model(inputs)
+    for handle in handles:
+        handle.remove()
+    watch = monitor.watch(model, monitor_data=(inputs, targets))
+    layers = {r["layer"]: r for r in records(watch, "activation", 0)}
+    assert set(layers) == {"1", "3"}
+    for index in (1, 3):
+        output = outputs[index].double()
+        assert layers[str(index)]["mean"] == pytest.approx(float(output.mean()), rel=1e-5)
+        assert layers[str(index)]["std"] == pytest.approx(
+            float(output.std(unbiased=False)), rel=1e-4
+        )
+    dead = float((outputs[1].amax(dim=0) <= 0).double().mean())
+    assert dead >= 10 / 32
+    assert layers["1"]["dead_fraction"] == pytest.approx(dead)
+    flat_share = (outputs[3].abs() > 0.99).double().mean(dim=0)
+    assert layers["3"]["saturated_fraction"] == pytest.approx(
+        float((flat_share > 0.5).double().mean())
+    )
+    assert 0 < layers["3"]["saturated_fraction"] < 1
+    assert layers["1"]["saturated_fraction"] is None
+    assert layers["3"]["dead_fraction"] is None
+    (probe,) = records(watch, "probe", 0)
+    with torch.no_grad():
+        scores = model(inputs)
+    assert probe["monitor_loss"] == pytest.approx(float(F.cross_entropy(scores, targets)), rel=1e-6)
+    assert probe["monitor_accuracy"] == float((scores.argmax(1) == targets).double().mean())
+
+
+def test_histograms_match_numpy_and_count_nonfinite_values_apart() -> None:
+    torch.manual_seed(0)
+    model = small_model(nn.Tanh)
+    inputs, targets = data(100)
+    inputs[3, 2] = float("nan")  # one sample's activations become NaN
+    outputs: dict[str, torch.Tensor] = {}
+    handle = model[1].register_forward_hook(lambda m, a, o: outputs.__setitem__("1", o))
+    with torch.no_grad():
+        model(inputs)
+    handle.remove()
+    watch = monitor.watch(model, monitor_data=(inputs, targets), num_bins=12)
+    histogram = watch.histograms("activations")[0]["1"]
+    values = outputs["1"].flatten()
+    finite = values[torch.isfinite(values)].numpy()
+    assert histogram.nan == int(torch.isnan(values).sum()) == 16  # one sample x 16 units
+    assert histogram.total == values.numel()
+    assert histogram.values == finite.size
+    counts, _ = np.histogram(finite, bins=np.array(histogram.edges, dtype=np.float32))
+    assert histogram.counts == counts.tolist()
+    assert histogram.edges[0] == pytest.approx(finite.min())
+    assert histogram.edges[-1] == pytest.approx(finite.max())
+
+
+def test_large_tensors_are_histogrammed_from_a_fixed_sample() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    watch = monitor.watch(model, optimizer, monitor_data=data(), every=2, histogram_values=1000)
+    for _ in range(4):
+        watch.step(sgd_step(model, optimizer, data(64)))
+    activations = watch.histograms("activations")
+    assert sorted(activations) == [0, 2, 4]
+    assert {h.values for layers in activations.values() for h in layers.values()} == {1000}
+    assert activations[4]["1"].total == 256 * 512
+    gradients = watch.histograms("gradients")
+    assert sorted(gradients) == [2, 4]
+    assert set(gradients[2]) == {"0.weight", "2.weight"}
+    assert sum(gradients[2]["0.weight"].counts) == 1000  # of its 4096 entries
+
+
+# -- probes leave the model alone ------------------------------------------------------------
+
+
+class Regularized(nn.Module):
+    """Dropout (draws random numbers), batch norm (buffers), a frozen eval-mode part."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.3))
+        self.frozen = nn.Sequential(nn.Linear(32, 32), nn.BatchNorm1d(32), nn.ReLU())
+        self.head = nn.Linear(32, 3)
+        self.frozen.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.frozen(self.body(x)))
+
+
+def train_regularized(with_watch: bool) -> tuple[dict[str, torch.Tensor], list[bool], torch.Tensor]:
+    torch.manual_seed(0)
+    model = Regularized()
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    watch = None
+    if with_watch:
+        watch = monitor.watch(
+            model,
+            optimizer,
+            monitor_data=data(),
+            validation_data=data(64, 2),
+            every=1,
+            cheap_every=1,
+        )
+    for step in range(30):
+        inputs, targets = data(32, seed=step)
+        loss = F.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if watch is not None:
+            grads = [p.grad.clone() for p in model.parameters()]
+            watch.step(loss)
+            assert all(
+                torch.equal(g, p.grad) for g, p in zip(grads, model.parameters(), strict=True)
+            )
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return state, [m.training for m in model.modules()], torch.rand(3)
+
+
+def test_probes_leave_weights_buffers_modes_gradients_and_rng_as_they_were() -> None:
+    plain, watched = train_regularized(False), train_regularized(True)
+    assert plain[0].keys() == watched[0].keys()
+    assert all(torch.equal(plain[0][k], watched[0][k]) for k in plain[0])  # incl. BN buffers
+    assert plain[1] == watched[1]  # every module's train/eval mode, the frozen part too
+    assert torch.equal(plain[2], watched[2])  # the global RNG continued identically
+
+
+def hook_counts(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, int]:
+    forward = sum(len(m._forward_hooks) for m in model.modules())
+    pre = sum(len(m._forward_pre_hooks) for m in model.modules())
+    return forward, pre, len(optimizer._optimizer_step_pre_hooks)
+
+
+def test_hooks_exist_only_while_needed_and_close_removes_them() -> None:
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with monitor.watch(model, optimizer, monitor_data=data()) as watch:
+        assert hook_counts(model, optimizer) == (0, 0, 1)  # forward hooks only inside probes
+        for _ in range(3):
+            watch.step(sgd_step(model, optimizer, data(32)))
+    assert hook_counts(model, optimizer) == (0, 0, 0)
+    watch.close()  # idempotent
+
+
+def test_without_monitoring_data_the_first_training_inputs_are_kept() -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = monitor.watch(model, optimizer, every=5)
+    assert hook_counts(model, optimizer) == (0, 1, 1)
+    for step in range(10):
+        watch.step(sgd_step(model, optimizer, data(64, seed=step)))
+    assert hook_counts(model, optimizer) == (0, 0, 1)  # the capture hook removed itself
+    assert [r["step"] for r in records(watch, "activation") if r["layer"] == "1"] == [5, 10]
+    assert all("monitor_loss" not in r for r in records(watch, "probe"))
+    watch.close()
+
+
+# -- findings ------------------------------------------------------------------------------
+
+
+def test_each_kind_is_reported_once_and_step_returns_it_when_first_raised() -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    with torch.no_grad():
+        model[0].bias[:12] = -100.0  # 12 of the 16 first-layer units dead
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    raised = []
+    with monitor.watch(model, optimizer, monitor_data=data(), every=5) as watch:
+        for step in range(1, 41):
+            for finding in watch.step(sgd_step(model, optimizer, data(32))):
+                raised.append((step, finding.kind))
+    assert raised == [(5, Finding.DEAD_UNITS)]  # probes at 0 and 5: two in a row
+    assert [f.kind for f in watch.findings()] == [Finding.DEAD_UNITS]
+
+
+def test_a_nan_is_reported_at_its_step_with_the_layer_where_it_starts() -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    raised = {}
+    with monitor.watch(model, optimizer, monitor_data=data()) as watch:
+        for step in range(1, 16):
+            if step == 13:
+                with torch.no_grad():
+                    model[2].weight[0, 0] = float("inf")
+            for finding in watch.step(sgd_step(model, optimizer, data(32))):
+                raised[finding.kind] = (step, finding)
+    step, finding = raised[Finding.NONFINITE_LOSS]
+    assert step == 13
+    assert finding.step == 13
+    assert finding.evidence["layer"] == "2.weight"  # found before the update spread it
+    assert finding.evidence["first_nonfinite_activation"] == "2 (Linear)"
+
+
+def test_observed_epoch_metrics_feed_the_overfitting_detector() -> None:
+    model = small_model()
+    watch = monitor.watch(model)
+    raised = []
+    for epoch, val_loss in enumerate([0.6, 0.55, 0.56, 0.7, 0.8]):
+        watch.step(1.0 / (epoch + 1))
+        metrics = {"train_loss": 0.5 / (epoch + 1), "train_accuracy": 1.0, "val_loss": val_loss}
+        for finding in watch.observe({**metrics, "val_accuracy": 0.8}, step=30 * (epoch + 1)):
+            raised.append((epoch, finding.kind))
+    # The validation loss is 5% above its best at two evaluations in a row from epoch 4.
+    assert raised == [(4, Finding.OVERFITTING)]
+    assert len(records(watch, "epoch")) == 5
+
+
+# -- the Trainer, checkpoints ------------------------------------------------------------------
+
+
+def test_the_trainer_callback_counts_optimizer_steps_and_epochs() -> None:
+    data_splits = load_dataset("spirals", seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 3))
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    inputs, targets = data_splits.train.inputs, data_splits.train.targets
+    watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets), every=10)
+    trainer = Trainer(
+        model,
+        optimizer,
+        data_splits,
+        batch_size=32,
+        epochs=3,
+        callbacks=[watch.callback()],
+        progress=False,
+    )
+    result = trainer.fit()
+    assert watch.num_steps == result.steps == 21
+    epochs = records(watch, "epoch")
+    assert [r["step"] for r in epochs] == [7, 14, 21]
+    assert watch.history.val_accuracy.values == [r["val_accuracy"] for r in epochs]
+    assert [r["step"] for r in records(watch, "probe")] == [0, 10, 20]
+
+
+def test_the_state_round_trips_through_a_weights_only_checkpoint() -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    with torch.no_grad():
+        model[0].bias.fill_(-100.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = monitor.watch(model, optimizer, monitor_data=data(), every=5)
+    for _ in range(12):
+        watch.step(sgd_step(model, optimizer, data(32)))
+    buffer = io.BytesIO()
+    torch.save(watch.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    restored = monitor.watch(model, optimizer, monitor_data=data(), every=5)
+    restored.load_state_dict(state)
+    assert restored.num_steps == 12
+    assert restored.records() == watch.records()
+    assert restored.findings() == watch.findings()
+    assert restored.histograms() == watch.histograms()
+    assert restored.history == watch.history
+    restored.step(sgd_step(model, optimizer, data(32)))
+    assert restored.num_steps == 13
+
+
+# -- argument checks -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("every", 0, "an int >= 1"),
+        ("cheap_every", 2.5, "an int >= 1"),
+        ("num_bins", -3, "an int >= 1"),
+        ("histograms", "yes", "a bool"),
+        ("loss_fn", "l2", "one of 'cross_entropy', 'hinge', 'mse'"),
+        ("monitor_data", torch.zeros(3), "an (inputs, targets) pair"),
+        ("validation_data", (torch.zeros(3, 8), torch.zeros(2)), "an (inputs, targets) pair"),
+        ("thresholds", {"dead_fraction": 0.5}, "a Thresholds"),
+    ],
+)
+def test_bad_arguments_raise_the_standard_error(name: str, value: object, expected: str) -> None:
+    pattern = rf"^The '{name}' parameter of watch must be {re.escape(expected)}.*Got .* instead\.$"
+    with pytest.raises(ValueError, match=re.compile(pattern, re.DOTALL)):
+        monitor.watch(small_model(), **{name: value})
+
+
+def test_a_model_and_an_optimizer_are_checked() -> None:
+    with pytest.raises(
+        ValueError, match="The 'model' parameter of watch must be a torch nn.Module"
+    ):
+        monitor.watch("model")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match="The 'optimizer' parameter of watch must be a torch Optimizer"
+    ):
+        monitor.watch(small_model(), "adam")  # type: ignore[arg-type]
+
+
+def test_step_takes_a_number_or_a_one_element_tensor() -> None:
+    watch = monitor.watch(small_model())
+    with pytest.raises(ValueError, match="The 'loss' parameter of Watch.step must be a number"):
+        watch.step(torch.ones(3))
+    watch.step(torch.tensor(2.0))
+    watch.step(1.5)
+    assert watch.history.loss.values == [2.0, 1.5]
+
+
+@pytest.mark.parametrize("name", list(Thresholds.__dataclass_fields__))
+def test_every_threshold_is_checked(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^The '{name}' parameter of Thresholds must be"):
+        Thresholds(**{name: -1})
+
+
+def test_observe_takes_a_mapping() -> None:
+    watch = monitor.watch(small_model())
+    with pytest.raises(
+        ValueError, match="The 'metrics' parameter of Watch.observe must be a mapping"
+    ):
+        watch.observe([0.5, 0.9])  # type: ignore[arg-type]
