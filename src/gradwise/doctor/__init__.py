@@ -6,6 +6,7 @@ run, with ``fix=True`` applying the prescriptions it is confident in and running
 """
 
 from gradwise.doctor._doctor import DoctorResult, diagnose, fixes_from, with_changes
+from gradwise.doctor._fixes import with_config_fix
 from gradwise.doctor._inputs import check_input_scale
 from gradwise.doctor._live import LiveDoctor, announce, write_probe_files
 
@@ -17,5 +18,6 @@ __all__ = [
     "diagnose",
     "fixes_from",
     "with_changes",
+    "with_config_fix",
     "write_probe_files",
 ]

@@ -17,6 +17,7 @@ from gradwise.config import (
     parse_config,
 )
 from gradwise.diagnosis import Diagnosis
+from gradwise.doctor._fixes import DEFERRED_BY_STRUCTURE, with_config_fix
 from gradwise.doctor._inputs import check_input_scale
 from gradwise.losses import get_loss
 from gradwise.regularize import l2_penalty, penalized_parameters
@@ -98,6 +99,7 @@ def diagnose(
     findings = _unique(
         findings + [Diagnosis.from_dict(r) for r in read_records(folder.findings_path)]
     )
+    findings = [with_config_fix(finding, config) for finding in findings]
     result = DoctorResult(config, findings, grad_report, sanity_report, probe, folder)
     if fix:
         applied = fixes_from(findings)
@@ -113,11 +115,29 @@ def diagnose(
 
 
 def fixes_from(findings: list[Diagnosis]) -> dict[str, Any]:
-    """The config changes of the findings that carry one; the most severe wins a key."""
+    """The config changes of the findings that carry one; the most severe wins a key.
+
+    Two rules on top: a learning-rate raise (LEARNING_RATE_TOO_LOW) waits while the model,
+    its initialization or the data are being changed (its update ratio was measured on
+    the broken setup, e.g. a net whose gradients vanish); and changing ``init.weights``
+    resets ``init.options`` unless a fix sets them (the old scheme's arguments, such as
+    ``std``, do not fit the new one).
+    """
+    ordered = sorted(findings, key=lambda f: _SEVERITY.get(f.severity, 3))
+    structural = any(
+        key.split(".")[0] in ("model", "init", "data")
+        for finding in ordered
+        if finding.kind not in DEFERRED_BY_STRUCTURE
+        for key in finding.fix
+    )
     applied: dict[str, Any] = {}
-    for finding in sorted(findings, key=lambda f: _SEVERITY.get(f.severity, 3)):
+    for finding in ordered:
+        if structural and finding.kind in DEFERRED_BY_STRUCTURE:
+            continue
         for key, value in finding.fix.items():
             applied.setdefault(key, value)
+    if "init.weights" in applied:
+        applied.setdefault("init.options", {})
     return applied
 
 

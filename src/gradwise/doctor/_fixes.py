@@ -1,0 +1,109 @@
+"""Config-aware fixes: what a finding's remedy means for the config that was examined.
+
+The monitor's detectors and the checks see a model, not its config, so findings whose
+remedy is "initialization", "ReLU" or "biases" come without a ``fix``. Knowing the config,
+the doctor can tell which part of it caused the symptom and attach a safe override:
+
+- DEAD_UNITS with negative initial biases: ``init.biases = 0`` (the lectures: biases start
+  at 0, or a small positive constant, so ReLUs fire); with ReLUs not He-initialized:
+  ``init.weights = he_normal``.
+- SATURATED_UNITS or VANISHING_GRADIENTS in a built-in model with a saturating activation
+  (sigmoid, tanh, ...): ReLU with He initialization. (Not batch normalization as well:
+  on the doctor suite's 20-layer digits MLP, ReLU + He reached 94% validation accuracy
+  in an 8-epoch probe, with batch norm added only 74%; short probes favour the plain net.)
+- INITIAL_LOSS_MISMATCH above chance with a hand-set initializer (``init.options`` given,
+  or a scheme that does not scale with the fan): the activation's standard scheme (He for
+  ReLU-like units, Xavier otherwise).
+
+Each rule only fires where the config names the cause; otherwise the finding is left as
+it was (its prescription still says what to try).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from gradwise.config import RunConfig
+from gradwise.diagnosis import Diagnosis, Finding
+from gradwise.models import MODELS
+
+#: Activations whose flat regions saturate (gradients vanish through them).
+SATURATING = ("sigmoid", "tanh", "hardtanh", "softsign", "hardsigmoid", "logsigmoid")
+#: Activations that He initialization is derived for (rectifiers and their smooth kin).
+RECTIFIERS = ("relu", "leaky_relu", "elu", "gelu", "silu", "selu", "mish", "softplus")
+#: Initializers whose scale follows the layer's fan (a hand-set scale is not among them).
+FAN_SCALED = (
+    "he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal",
+    "lecun_uniform", "orthogonal", "lsuv",
+)  # fmt: skip
+#: The learning-rate raises deferred while the model or data are being fixed: an update
+#: ratio measured on a broken initialization or architecture says little about the rate.
+DEFERRED_BY_STRUCTURE = (Finding.LEARNING_RATE_TOO_LOW,)
+_HE = {"init.weights": "he_normal", "init.options": {}}
+
+
+def with_config_fix(finding: Diagnosis, config: RunConfig) -> Diagnosis:
+    """``finding`` with a ``fix`` derived from ``config`` where it had none and one is safe.
+
+    Example:
+        >>> from gradwise import Finding
+        >>> from gradwise.config import load_config
+        >>> from gradwise.diagnosis import Diagnosis
+        >>> from gradwise.doctor import with_config_fix
+        >>> config = load_config(overrides=["init.biases=-10"])
+        >>> with_config_fix(Diagnosis(Finding.DEAD_UNITS, "s", "p"), config).fix
+        {'init.biases': 0.0}
+    """
+    if finding.fix:
+        return finding
+    rule = _RULES.get(finding.kind)
+    fix = rule(finding, config) if rule is not None else {}
+    return dataclasses.replace(finding, fix=fix) if fix else finding
+
+
+def _built_in(config: RunConfig) -> bool:
+    return config.model.name in MODELS
+
+
+def _initialized(config: RunConfig) -> bool:
+    return config.init.weights != "none"
+
+
+def _dead_units(finding: Diagnosis, config: RunConfig) -> dict[str, Any]:
+    if not _initialized(config):
+        return {}
+    if config.init.biases < 0:
+        return {"init.biases": 0.0}
+    relu = config.model.activation in RECTIFIERS or not _built_in(config)
+    if relu and (config.init.weights not in ("he_normal", "he_uniform") or config.init.options):
+        return dict(_HE)
+    return {}
+
+
+def _saturating(config: RunConfig) -> bool:
+    return _built_in(config) and config.model.activation in SATURATING
+
+
+def _saturated_units(finding: Diagnosis, config: RunConfig) -> dict[str, Any]:
+    if not _saturating(config):
+        return {}
+    return {"model.activation": "relu", **_HE}
+
+
+def _initial_loss_mismatch(finding: Diagnosis, config: RunConfig) -> dict[str, Any]:
+    loss, chance = finding.evidence.get("loss"), finding.evidence.get("chance")
+    above = loss is None or (chance is not None and loss > chance)  # None: not finite
+    hand_set = bool(config.init.options) or config.init.weights not in FAN_SCALED
+    if not (above and hand_set and _initialized(config)):
+        return {}
+    saturating = _built_in(config) and config.model.activation in SATURATING
+    return {"init.weights": "xavier_normal" if saturating else "he_normal", "init.options": {}}
+
+
+_RULES = {
+    Finding.DEAD_UNITS: _dead_units,
+    Finding.SATURATED_UNITS: _saturated_units,
+    Finding.VANISHING_GRADIENTS: _saturated_units,
+    Finding.INITIAL_LOSS_MISMATCH: _initial_loss_mismatch,
+}

@@ -1,0 +1,65 @@
+"""Config-aware fixes and the order in which the doctor applies them."""
+
+from __future__ import annotations
+
+from gradwise import Finding
+from gradwise.config import load_config
+from gradwise.diagnosis import Diagnosis
+from gradwise.doctor import fixes_from, with_changes, with_config_fix
+
+
+def test_dead_units_from_negative_biases_reset_the_biases() -> None:
+    config = load_config(overrides=["init.biases=-10"])
+    finding = with_config_fix(Diagnosis(Finding.DEAD_UNITS, "s", "p"), config)
+    assert finding.fix == {"init.biases": 0.0}
+    # A He-initialized ReLU net with zero biases: the config is not the cause, no fix.
+    plain = with_config_fix(Diagnosis(Finding.DEAD_UNITS, "s", "p"), load_config())
+    assert plain.fix == {}
+
+
+def test_saturating_stacks_get_relu_with_he() -> None:
+    config = load_config(
+        overrides=["model.name=mlp", "model.activation=sigmoid", "model.norm=none"]
+    )
+    saturated = with_config_fix(Diagnosis(Finding.SATURATED_UNITS, "s", "p"), config)
+    assert saturated.fix["model.activation"] == "relu"
+    assert saturated.fix["init.weights"] == "he_normal"
+    vanishing = with_config_fix(Diagnosis(Finding.VANISHING_GRADIENTS, "s", "p"), config)
+    assert vanishing.fix == saturated.fix
+    fixed = with_changes(config, fixes_from([vanishing]))  # the fixed config is valid
+    assert (fixed.model.activation, fixed.init.weights) == ("relu", "he_normal")
+    # A ReLU net whose gradients vanish: the activation is not the cause, no fix here.
+    relu = load_config(overrides=["model.name=mlp"])
+    assert with_config_fix(Diagnosis(Finding.VANISHING_GRADIENTS, "s", "p"), relu).fix == {}
+
+
+def test_initial_loss_above_chance_with_a_hand_set_scale_restores_he() -> None:
+    config = load_config(overrides=["init.weights=normal", "init.options={std: 10.0}"])
+    above = Diagnosis(
+        Finding.INITIAL_LOSS_MISMATCH, "s", "p", evidence={"loss": 6e5, "chance": 2.3}
+    )
+    assert with_config_fix(above, config).fix == {"init.weights": "he_normal", "init.options": {}}
+    # He init already: the mismatch has another cause (inputs, the loss), no fix.
+    assert with_config_fix(above, load_config()).fix == {}
+    below = Diagnosis(
+        Finding.INITIAL_LOSS_MISMATCH, "s", "p", evidence={"loss": 0.01, "chance": 2.3}
+    )
+    assert with_config_fix(below, config).fix == {}
+
+
+def test_a_learning_rate_raise_waits_while_the_model_is_fixed() -> None:
+    low = Diagnosis(Finding.LEARNING_RATE_TOO_LOW, "s", "p", fix={"optimizer.lr": 0.02})
+    vanishing = Diagnosis(
+        Finding.VANISHING_GRADIENTS, "s", "p", severity="error",
+        fix={"model.activation": "relu", "init.weights": "he_normal"},
+    )  # fmt: skip
+    assert "optimizer.lr" not in fixes_from([low, vanishing])
+    assert fixes_from([low]) == {"optimizer.lr": 0.02}
+
+
+def test_changing_the_initializer_drops_the_old_ones_arguments() -> None:
+    symmetric = Diagnosis(Finding.SYMMETRIC_INIT, "s", "p", fix={"init.weights": "he_normal"})
+    applied = fixes_from([symmetric])
+    assert applied == {"init.weights": "he_normal", "init.options": {}}
+    config = load_config(overrides=["init.weights=normal", "init.options={std: 10.0}"])
+    assert with_changes(config, applied).init.options == {}
