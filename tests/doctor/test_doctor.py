@@ -65,3 +65,26 @@ def test_the_doctor_command_prints_findings_and_the_report_path(tmp_path: Path) 
     result = gradwise("doctor", "run.yaml", "--epochs", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "report: runs/doctor-spirals-mlp-" in result.stdout
+
+
+def test_an_sgd_learning_rate_above_two_over_lambda_max_is_named_before_training(
+    tmp_path: Path,
+) -> None:
+    config = load_config(
+        overrides=[
+            "data.dataset=spirals",
+            "model.name=mlp",
+            "model.width=32",
+            "model.norm=none",
+            "optimizer={name: SGD, lr: 50.0}",
+            "schedule=null",
+            f"runs_dir={tmp_path}",
+        ]
+    )
+    result = diagnose(config, checks=False, probe_epochs=1)
+    stability = [f for f in result.findings if "lambda_max" in f.evidence]
+    assert len(stability) == 1
+    finding = stability[0]
+    assert finding.kind is Finding.LEARNING_RATE_TOO_HIGH
+    assert finding.evidence["max_stable_lr"] < 50.0
+    assert finding.fix["optimizer.lr"] == 0.5 * finding.evidence["max_stable_lr"]

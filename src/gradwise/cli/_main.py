@@ -7,6 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gradwise.cli._landscape import add_parser as add_landscape_parser
+from gradwise.cli._lr_find import add_parser as add_lr_find_parser
+from gradwise.cli._viz import add_parser as add_viz_parser
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -77,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-checks", action="store_true", help="skip gradient and sanity checks")
     doctor.add_argument("--runs-dir", type=Path, help="where run folders go (default: runs)")
     doctor.set_defaults(handler=_doctor)
+
+    add_lr_find_parser(commands)
+    add_landscape_parser(commands)
+    add_viz_parser(commands)
 
     runs = commands.add_parser("runs", help="list runs with their best metrics")
     runs.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")

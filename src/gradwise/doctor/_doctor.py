@@ -79,6 +79,9 @@ def diagnose(
     scale = check_input_scale(prepared.data.train.inputs)
     if scale is not None:
         findings.append(scale)
+    stability = _stability_check(probe_config, prepared)
+    if stability is not None:
+        findings.append(stability)
     grad_report = sanity_report = None
     if checks:
         grad_report, sanity_report = _run_checks(prepared.model, probe_config, prepared)
@@ -189,6 +192,33 @@ def _run_checks(
     grad_report = gradcheck(model, get_loss(config.loss), inputs, targets, penalty=penalty)
     sanity_report = sanity(model, config.loss, prepared.data, seed=config.seed)
     return grad_report, sanity_report
+
+
+#: Samples of the training split the top Hessian eigenvalue is measured on.
+CURVATURE_SAMPLES = 256
+
+
+def _stability_check(config: RunConfig, prepared: Any) -> Diagnosis | None:
+    """For SGD: is the learning rate above the stability bound 2(1 + momentum) / lambda_max?
+
+    The bound is exact for (heavy-ball) gradient descent on the local quadratic model;
+    adaptive optimizers rescale each coordinate, so they are not judged by it.
+    """
+    spec = config.optimizer
+    if spec.get("name") != "SGD" or "lr" not in spec:
+        return None
+    from gradwise.curvature import check_learning_rate, eigenvalues
+
+    train = prepared.data.train
+    count = min(CURVATURE_SAMPLES, len(train))
+    batch = (train.inputs[:count], train.targets[:count])
+    lambda_max = float(eigenvalues(prepared.model, get_loss(config.loss), batch, k=1)[0])
+    return check_learning_rate(
+        float(spec["lr"]),
+        lambda_max,
+        float(spec.get("momentum", 0.0)),
+        nesterov=bool(spec.get("nesterov", False)),
+    )
 
 
 def _write_findings(folder: RunFolder, findings: list[Diagnosis]) -> None:

@@ -1,0 +1,112 @@
+"""``gradwise landscape RUN``: loss-landscape plots of a trained run, written into its folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+KINDS = ("interpolate", "1d", "2d", "all")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``gradwise landscape`` on the CLI's subcommands."""
+    landscape = commands.add_parser(
+        "landscape",
+        help="plot a run's loss landscape (interpolation from init, random-direction slices)",
+        description="Rebuild RUN's model from its config (the initialization, by its seed), "
+        "load its last checkpoint (the final weights), and plot the training loss on a fixed "
+        "subset of the training split: along the line from init to final (--kind "
+        "interpolate), along one or two filter-normalized random directions around the final "
+        "weights (1d, 2d). Writes landscape-*.png into RUN and prints their paths.",
+    )
+    landscape.add_argument("run", type=Path, help="a run folder")
+    landscape.add_argument("--kind", choices=KINDS, default="all", help="default: all")
+    landscape.add_argument(
+        "--resolution", type=int, default=None,
+        help="points per axis (default: 25 for interpolate, 21 for 1d and 2d)",
+    )  # fmt: skip
+    landscape.add_argument(
+        "--subset", type=int, default=512, help="training samples the loss is averaged over"
+    )
+    landscape.add_argument("--span", type=float, default=1.0, help="slice half-width (1d, 2d)")
+    landscape.add_argument("--seed", type=int, default=0, help="seed of the random directions")
+    landscape.set_defaults(handler=run_landscape)
+
+
+def run_landscape(args: argparse.Namespace) -> int:
+    """Compute the requested landscapes of ``args.run`` and write their PNGs."""
+    from gradwise.config import ConfigError
+
+    for name, low in (("resolution", 2), ("subset", 1)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise ConfigError(f"--{name} must be an int >= {low}. Got {value} instead.")
+    if not args.span > 0:
+        raise ConfigError(f"--span must be a float > 0. Got {args.span} instead.")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be an int >= 0. Got {args.seed} instead.")
+    folder, model, init, data, loss = _load_run(args.run, args.subset)
+    paths = []
+    for file_name, png in _landscapes(args, model, init, data, loss):
+        path = folder / file_name
+        path.write_bytes(png)
+        paths.append(path)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _load_run(run: Path, subset: int) -> tuple[Path, Any, dict[str, Any], Any, Any]:
+    """The run's model at its final weights, its init parameters, a data subset, the loss."""
+    import torch
+
+    from gradwise.config import ConfigError, parse_config, read_file
+    from gradwise.losses import get_loss
+    from gradwise.runs import RunFolder
+    from gradwise.train import load_checkpoint, prepare_run
+
+    folder = RunFolder.open(run)
+    if not folder.last_checkpoint.is_file():
+        raise ConfigError(
+            f"{folder.path} has no final weights to plot (no {folder.last_checkpoint}); "
+            "train it first."
+        )
+    config = parse_config(read_file(folder.config_path))
+    prepared = prepare_run(config)  # the model at its initialization (config.seed)
+    model = prepared.model
+    init = {name: p.detach().clone() for name, p in model.named_parameters()}
+    try:
+        contents = load_checkpoint(folder.last_checkpoint, map_location=prepared.device)
+        model.load_state_dict(contents["model"])
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise ConfigError(f"cannot load the final weights of {folder.path}: {error}") from error
+    train = prepared.data.train
+    # A fixed, seeded random subset: some splits are ordered by class.
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
+    data = train.subset(order[:subset])
+    return folder.path, model, init, data, get_loss(config.loss)
+
+
+def _landscapes(
+    args: argparse.Namespace, model: Any, init: dict[str, Any], data: Any, loss: Any
+) -> list[tuple[str, bytes]]:
+    from gradwise.landscape import interpolate, random_directions, slice_1d, slice_2d
+
+    kinds = ("interpolate", "1d", "2d") if args.kind == "all" else (args.kind,)
+    final = {name: p.detach().clone() for name, p in model.named_parameters()}
+    resolution = args.resolution
+    pictures = []
+    if "interpolate" in kinds:
+        line = interpolate(model, init, final, loss, data, num_points=resolution or 25)
+        pictures.append(("landscape-interpolate.png", line.plot_png()))
+    if "1d" in kinds:
+        (direction,) = random_directions(model, num=1, seed=args.seed)
+        curve = slice_1d(model, loss, data, direction, args.span, resolution or 21)
+        pictures.append(("landscape-1d.png", curve.plot_png()))
+    if "2d" in kinds:
+        directions = random_directions(model, num=2, seed=args.seed)
+        surface = slice_2d(model, loss, data, directions, args.span, resolution or 21)
+        pictures.append(("landscape-2d-contour.png", surface.plot_contour_png()))
+        pictures.append(("landscape-2d-surface.png", surface.plot_surface_png()))
+    return pictures

@@ -1,0 +1,260 @@
+"""Curvature of a model's loss in one call: each builds a :class:`Hessian` and asks it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, overload
+
+from torch import Tensor, nn
+
+from gradwise.curvature._hessian import Hessian, LossFunction, Mode
+from gradwise.curvature._spectrum import EigenvalueDensity, NegativeCurvature, Which
+
+
+@overload
+def eigenvalues(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Any,
+    k: int = ...,
+    which: Which = ...,
+    *,
+    return_eigenvectors: Literal[False] = ...,
+    tol: float = ...,
+    max_iterations: int = ...,
+    seed: int = ...,
+    mode: Mode = ...,
+) -> Tensor: ...
+
+
+@overload
+def eigenvalues(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Any,
+    k: int = ...,
+    which: Which = ...,
+    *,
+    return_eigenvectors: Literal[True],
+    tol: float = ...,
+    max_iterations: int = ...,
+    seed: int = ...,
+    mode: Mode = ...,
+) -> tuple[Tensor, Tensor]: ...
+
+
+def eigenvalues(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Any,
+    k: int = 5,
+    which: Which = "largest",
+    *,
+    return_eigenvectors: bool = False,
+    tol: float = 1e-5,
+    max_iterations: int = 100,
+    seed: int = 0,
+    mode: Mode = "eval",
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""The ``k`` largest (or smallest) Hessian eigenvalues, by Lanczos.
+
+    Lanczos builds an orthonormal basis :math:`Q_m` of the Krylov space
+    :math:`\{v, Hv, \dots, H^{m-1}v\}` from a Gaussian start (seeded by ``seed``) with one
+    Hessian-vector product per step; :math:`T_m = Q_m^\top H Q_m` is tridiagonal and its
+    eigenvalues (Ritz values) converge to the extreme eigenvalues of :math:`H` far faster
+    than power iteration (Golub & Van Loan, *Matrix Computations*, ch. 10). Every new basis
+    vector is reorthogonalized against all the previous ones, so converged eigenvalues do
+    not reappear as spurious copies. The iteration stops when each wanted Ritz pair's
+    residual :math:`\lVert H y - \theta y \rVert = |\beta_m s_{m,i}|` is at most
+    ``tol`` times the largest |Ritz value|; that bounds each eigenvalue's error, which in
+    practice is near the residual squared over the spectral gap. If the Krylov space
+    becomes invariant, Lanczos restarts from a random vector orthogonal to it, which finds
+    repeated eigenvalues; a Krylov method can still miss copies of an eigenvalue.
+
+    "largest" and "smallest" are algebraic: "smallest" gives the most negative
+    eigenvalues (negative curvature), not those nearest zero.
+
+    Args:
+        model: the network (left exactly as found: parameters, buffers, ``.grad``, mode).
+        loss_fn: ``loss_fn(model(inputs), targets)``, a mean-reduced scalar.
+        data: one ``(inputs, targets)`` batch, or an iterable of batches (the Hessian of
+            the batch-size-weighted mean loss).
+        k: how many eigenvalues.
+        which: "largest" or "smallest".
+        return_eigenvectors: also return the unit eigenvectors, as the columns of an
+            (n, k) tensor over the flat trainable parameters (see ``Hessian.unflatten``).
+        tol: relative residual tolerance (see above).
+        max_iterations: at most this many Lanczos steps (Hessian-vector products); the
+            basis takes ``max_iterations * n`` numbers of memory. A RuntimeWarning says when
+            the tolerance was not reached.
+        seed: seed of the start vector.
+        mode: "eval" (default) or "train" (see :class:`Hessian`).
+
+    Returns:
+        The eigenvalues in the model's dtype, from the most extreme inward (descending for
+        "largest", ascending for "smallest"); with ``return_eigenvectors``, a pair
+        ``(values, vectors)``.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.curvature import eigenvalues
+        >>> model = torch.nn.Linear(3, 1, bias=False).double()
+        >>> x = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        >>> y = torch.zeros(3, 1, dtype=torch.float64)
+        >>> # mean squared error over 3 rows: H = (2/3) X^T X = diag(2/3, 8/3, 6)
+        >>> eigenvalues(model, torch.nn.functional.mse_loss, (x, y), k=2)
+        tensor([6.0000, 2.6667], dtype=torch.float64)
+
+    Reference:
+        Lanczos, "An iteration method for the solution of the eigenvalue problem of linear
+        differential and integral operators", J. Res. Nat. Bur. Standards 45 (1950).
+    """
+    values, vectors = Hessian(model, loss_fn, data, mode=mode).eigenvalues(
+        k, which, tol=tol, max_iterations=max_iterations, seed=seed
+    )
+    return (values, vectors) if return_eigenvectors else values
+
+
+def trace(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Any,
+    *,
+    num_probes: int = 100,
+    seed: int = 0,
+    mode: Mode = "eval",
+) -> float:
+    r"""Hutchinson's estimate of the Hessian's trace.
+
+    :math:`\operatorname{tr} H \approx \frac{1}{P}\sum_{p=1}^{P} z_p^\top H z_p` with
+    Rademacher probes :math:`z_p` (independent :math:`\pm 1` entries, seeded by ``seed``):
+    unbiased, with variance :math:`\frac{2}{P}\sum_{i \ne j} H_{ij}^2`, the smallest of
+    any i.i.d. probe distribution. One Hessian-vector product per probe.
+
+    Args:
+        model, loss_fn, data, mode: as in :func:`eigenvalues`.
+        num_probes: the number of probe vectors P.
+        seed: seed of the probes.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.curvature import trace
+        >>> model = torch.nn.Linear(3, 1, bias=False).double()
+        >>> x = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        >>> y = torch.zeros(3, 1, dtype=torch.float64)
+        >>> round(trace(model, torch.nn.functional.mse_loss, (x, y), num_probes=1), 6)
+        9.333333
+
+    Reference:
+        Hutchinson, "A stochastic estimator of the trace of the influence matrix for
+        Laplacian smoothing splines", Comm. Statist. Simulation Comput. 18 (1989).
+    """
+    return Hessian(model, loss_fn, data, mode=mode).trace(num_probes=num_probes, seed=seed)
+
+
+def eigenvalue_density(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Any,
+    *,
+    num_iterations: int = 64,
+    num_probes: int = 1,
+    seed: int = 0,
+    mode: Mode = "eval",
+) -> EigenvalueDensity:
+    r"""The Hessian's eigenvalue density by stochastic Lanczos quadrature (SLQ).
+
+    Runs ``num_iterations`` Lanczos steps (with full reorthogonalization) from each of
+    ``num_probes`` Rademacher vectors; see :class:`EigenvalueDensity` for the quadrature
+    and for ``evaluate(grid, bandwidth)``, the smoothed density to plot. Costs
+    ``num_iterations * num_probes`` Hessian-vector products.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.curvature import eigenvalue_density
+        >>> model = torch.nn.Linear(3, 1, bias=False).double()
+        >>> x = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        >>> y = torch.zeros(3, 1, dtype=torch.float64)
+        >>> density = eigenvalue_density(model, torch.nn.functional.mse_loss, (x, y))
+        >>> density.nodes  # all 3 eigenvalues, each with weight 1/3
+        tensor([[0.6667, 2.6667, 6.0000]], dtype=torch.float64)
+        >>> round(density.moment(1) * density.num_parameters, 6)  # the trace
+        9.333333
+
+    Reference:
+        Ghorbani, Krishnan & Xiao, "An investigation into neural net optimization via
+        Hessian eigenvalue density", ICML 2019; Golub & Meurant, *Matrices, Moments and
+        Quadrature with Applications* (2010).
+    """
+    return Hessian(model, loss_fn, data, mode=mode).eigenvalue_density(
+        num_iterations=num_iterations, num_probes=num_probes, seed=seed
+    )
+
+
+def condition_number(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Any,
+    *,
+    tol: float = 1e-5,
+    max_iterations: int = 100,
+    seed: int = 0,
+    mode: Mode = "eval",
+) -> float:
+    r"""The Hessian's condition number :math:`\kappa = \lambda_{\max} / \lambda_{\min}`.
+
+    Both extreme eigenvalues come from one Lanczos run (``tol``, ``max_iterations`` and
+    ``seed`` as in :func:`eigenvalues`). Gradient descent's progress along the flattest
+    direction per step is at most about :math:`2/\kappa` of the way (lecture 3), so a large
+    :math:`\kappa` means slow convergence. The number is defined for a positive definite
+    Hessian; when :math:`\lambda_{\min} \le 0` (a saddle, a flat direction) it is ``inf``.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.curvature import condition_number
+        >>> model = torch.nn.Linear(3, 1, bias=False).double()
+        >>> x = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        >>> y = torch.zeros(3, 1, dtype=torch.float64)
+        >>> round(condition_number(model, torch.nn.functional.mse_loss, (x, y)), 6)
+        9.0
+    """
+    return Hessian(model, loss_fn, data, mode=mode).condition_number(
+        tol=tol, max_iterations=max_iterations, seed=seed
+    )
+
+
+def find_negative_curvature(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Any,
+    *,
+    tolerance: float = 1e-3,
+    tol: float = 1e-5,
+    max_iterations: int = 100,
+    seed: int = 0,
+    mode: Mode = "eval",
+) -> NegativeCurvature:
+    r"""Detect negative curvature (a saddle point when the gradient is also near zero).
+
+    Finds :math:`\lambda_{\min}` and :math:`\lambda_{\max}` with one Lanczos run and
+    reports negative curvature when :math:`\lambda_{\min} < -\text{tolerance} \cdot
+    |\lambda_{\max}|` (relative, so rounding-level negative eigenvalues of a convex loss do
+    not count), with the escape direction and the gradient norm.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.curvature import find_negative_curvature
+        >>> class Saddle(torch.nn.Module):  # f(a, b) = a^2 - b^2 at (0, 0)
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.ab = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        ...     def forward(self, x):
+        ...         return self.ab[0] ** 2 - self.ab[1] ** 2
+        >>> result = find_negative_curvature(Saddle(), lambda out, y: out, (torch.zeros(1), None))
+        >>> result.found, round(result.min_eigenvalue, 9), round(result.max_eigenvalue, 9)
+        (True, -2.0, 2.0)
+        >>> result.gradient_norm
+        0.0
+    """
+    return Hessian(model, loss_fn, data, mode=mode).negative_curvature(
+        tolerance=tolerance, tol=tol, max_iterations=max_iterations, seed=seed
+    )

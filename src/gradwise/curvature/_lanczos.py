@@ -1,0 +1,200 @@
+"""Lanczos with full reorthogonalization on a :class:`Hessian`, and what it gives."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from gradwise.curvature._hessian import Hessian
+
+# Below this multiple of machine epsilon times the largest |Ritz value|, a Lanczos
+# coefficient beta counts as zero: the Krylov space is invariant and the iteration restarts
+# from a fresh random vector orthogonal to it (finding repeated eigenvalues that way).
+_BREAKDOWN = 1e3
+
+
+@dataclass(frozen=True)
+class Tridiagonal:
+    """The Lanczos coefficients and basis: ``Q^T H Q = T`` (tridiagonal, in float64)."""
+
+    alphas: Tensor  # (m,) float64: T's diagonal
+    betas: Tensor  # (m,) float64: T's off-diagonal, then the last residual norm
+    basis: Tensor  # (m, n) in the model's dtype: orthonormal rows
+    block_start: int = 0  # the step of the last restart (0: none)
+
+    def ritz(self, start: int = 0) -> tuple[Tensor, Tensor]:
+        """Ritz values (ascending) and T's eigenvectors (columns), both float64.
+
+        ``start > 0`` gives those of the trailing block ``T[start:, start:]`` only.
+        """
+        alphas, betas = self.alphas[start:], self.betas[start:]
+        m = alphas.numel()
+        matrix = torch.diag(alphas)
+        if m > 1:
+            off = torch.diag(betas[: m - 1], 1)
+            matrix = matrix + off + off.T
+        return torch.linalg.eigh(matrix)
+
+    def residuals(self, vectors: Tensor) -> Tensor:
+        """Residual norms ||H y - theta y|| of the Ritz pairs: |beta_m * s_{m,i}|."""
+        return (self.betas[-1] * vectors[-1]).abs()
+
+
+def lanczos(
+    hessian: Hessian,
+    start: Tensor,
+    max_iterations: int,
+    generator: torch.Generator,
+    converged: Callable[[Tridiagonal], bool] | None = None,
+) -> Tridiagonal:
+    """Run Lanczos from ``start`` for up to ``max_iterations`` steps (at most n).
+
+    Every new vector is orthogonalized against the whole basis, twice (classical
+    Gram-Schmidt twice), so no ghost copies of converged eigenvalues appear; this costs
+    O(m n) memory and O(m^2 n) flops, small next to m Hessian-vector products.
+    """
+    n = hessian.num_parameters
+    steps = min(max_iterations, n)
+    basis = torch.empty(steps, n, dtype=hessian.dtype, device=hessian.device)
+    alphas: list[float] = []
+    betas: list[float] = []
+    q = start / torch.linalg.vector_norm(start)
+    scale = 0.0
+    block_start = 0
+    for j in range(steps):
+        basis[j] = q
+        w = hessian @ q
+        alpha = float(torch.dot(w, q))
+        w = w - alpha * q
+        if j > 0:
+            w = w - betas[-1] * basis[j - 1]
+        w = _orthogonalize(w, basis[: j + 1])
+        beta = float(torch.linalg.vector_norm(w))
+        alphas.append(alpha)
+        betas.append(beta)
+        scale = max(scale, abs(alpha), beta)
+        last = j + 1 == steps
+        if beta <= _BREAKDOWN * torch.finfo(hessian.dtype).eps * scale:
+            betas[-1] = beta = 0.0
+        done = converged is not None and converged(_tridiagonal(alphas, betas, basis, block_start))
+        if last or done:
+            break
+        if beta == 0.0:
+            block_start = j + 1
+            w = _orthogonalize(_random_vector(hessian, generator), basis[: j + 1])
+            q = w / torch.linalg.vector_norm(w)
+        else:
+            q = w / beta
+    return _tridiagonal(alphas, betas, basis, block_start)
+
+
+def extreme_eigenpairs(
+    hessian: Hessian,
+    num_largest: int,
+    num_smallest: int,
+    *,
+    tol: float,
+    max_iterations: int,
+    seed: int,
+    owner: str,
+) -> tuple[Tensor, Tensor]:
+    """The ``num_largest`` largest then ``num_smallest`` smallest Ritz pairs, to ``tol``.
+
+    Values (float64) run from each end inward; vectors are columns in the model's dtype. A
+    Ritz pair counts as converged when its residual norm is at most ``tol`` times the
+    largest |Ritz value| (an estimate of ||H||); its eigenvalue error is then at most that,
+    and usually about its square over the gap to the next eigenvalue.
+    """
+    generator = torch.Generator(device=hessian.device).manual_seed(seed)
+    wanted_count = min(num_largest + num_smallest, hessian.num_parameters)
+
+    def wanted(values: Tensor) -> Tensor:
+        m = values.numel()
+        top = torch.arange(m - 1, m - 1 - num_largest, -1)
+        return torch.cat([top, torch.arange(num_smallest)])
+
+    def converged(tridiagonal: Tridiagonal) -> bool:
+        values, vectors = tridiagonal.ritz()
+        if values.numel() < wanted_count:
+            return False
+        threshold = tol * values.abs().max()
+        chosen = wanted(values)
+        if not bool((tridiagonal.residuals(vectors)[chosen] <= threshold).all()):
+            return False
+        return _complement_settled(tridiagonal, values[chosen], num_largest, threshold)
+
+    start = _random_vector(hessian, generator)
+    tridiagonal = lanczos(hessian, start, max_iterations, generator, converged)
+    values, vectors = tridiagonal.ritz()
+    if tridiagonal.alphas.numel() < hessian.num_parameters and not converged(tridiagonal):
+        warnings.warn(
+            f"{owner}: Lanczos did not reach tol={tol} in max_iterations={max_iterations} "
+            "Hessian-vector products; raise max_iterations or tol.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    chosen = wanted(values)
+    ritz_vectors = tridiagonal.basis.T @ vectors[:, chosen].to(hessian.dtype)
+    return values[chosen], ritz_vectors
+
+
+def _complement_settled(
+    tridiagonal: Tridiagonal, chosen: Tensor, num_largest: int, threshold: Tensor
+) -> bool:
+    """After a restart, whether the unexplored space can still change the wanted values.
+
+    Each earlier block spans an invariant subspace exactly; the last block explores its
+    orthogonal complement. Its extreme Ritz value at each wanted end must have converged
+    and be no better than the worst wanted value there: then nothing left in the complement
+    (further copies of a repeated eigenvalue, say) can enter the wanted set.
+    """
+    if tridiagonal.block_start == 0:
+        return True
+    values, vectors = tridiagonal.ritz(tridiagonal.block_start)
+    residuals = (tridiagonal.betas[-1] * vectors[-1]).abs()
+    top, bottom = chosen[:num_largest], chosen[num_largest:]
+    if top.numel() and not (residuals[-1] <= threshold and values[-1] <= top.min()):
+        return False
+    return not (bottom.numel() and not (residuals[0] <= threshold and values[0] >= bottom.max()))
+
+
+def quadrature(hessian: Hessian, num_iterations: int, generator: torch.Generator) -> Tridiagonal:
+    """One stochastic Lanczos quadrature run from a normalized Rademacher vector."""
+    return lanczos(hessian, rademacher(hessian, generator), num_iterations, generator)
+
+
+def rademacher(hessian: Hessian, generator: torch.Generator) -> Tensor:
+    """A vector of independent +-1 entries, in the Hessian's dtype and device."""
+    bits = torch.randint(
+        0, 2, (hessian.num_parameters,), generator=generator, device=hessian.device
+    )
+    return (2 * bits - 1).to(hessian.dtype)
+
+
+def _random_vector(hessian: Hessian, generator: torch.Generator) -> Tensor:
+    return torch.randn(
+        hessian.num_parameters, generator=generator, dtype=hessian.dtype, device=hessian.device
+    )
+
+
+def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
+    for _ in range(2):
+        w = w - basis.T @ (basis @ w)
+    return w
+
+
+def _tridiagonal(
+    alphas: list[float], betas: list[float], basis: Tensor, block_start: int
+) -> Tridiagonal:
+    return Tridiagonal(
+        torch.tensor(alphas, dtype=torch.float64),
+        torch.tensor(betas, dtype=torch.float64),
+        basis[: len(alphas)],
+        block_start,
+    )

@@ -1,0 +1,131 @@
+"""The largest stable learning rate from the top Hessian eigenvalue, and the doctor's check."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, NON_NEGATIVE, Boolean, Interval, check
+from gradwise.curvature._hessian import Hessian, LossFunction, Mode
+from gradwise.diagnosis import Diagnosis, Finding
+
+_FINITE = Interval()
+
+
+def stable_lr_bound(lambda_max: float, *, momentum: float = 0.0, nesterov: bool = False) -> float:
+    r"""The largest learning rate at which (momentum) gradient descent is stable.
+
+    On a quadratic with top Hessian eigenvalue :math:`\lambda_{\max}`, gradient descent
+    multiplies the component along that eigenvector by :math:`1 - \eta\lambda_{\max}` per
+    step, so it diverges unless :math:`\eta < 2/\lambda_{\max}` (lecture 3). Heavy-ball
+    momentum :math:`\mu` (torch's ``SGD(momentum=mu)``: :math:`v \leftarrow \mu v + g`,
+    :math:`\theta \leftarrow \theta - \eta v`) iterates
+    :math:`z^2 - (1 + \mu - \eta\lambda) z + \mu = 0`, stable for
+    :math:`\eta < 2(1 + \mu)/\lambda_{\max}`; torch's Nesterov variant gives
+    :math:`z^2 - (1+\mu)(1-\eta\lambda) z + \mu(1-\eta\lambda) = 0`, stable for
+    :math:`\eta < 2(1+\mu) / ((1+2\mu)\lambda_{\max})`. Dampening :math:`d` scales the
+    step by :math:`1-d`: divide the bound by it. A non-positive :math:`\lambda_{\max}`
+    gives ``inf`` (no curvature limits the step).
+
+    Args:
+        lambda_max: the largest Hessian eigenvalue (see :func:`eigenvalues`).
+        momentum: heavy-ball momentum in [0, 1).
+        nesterov: torch's Nesterov momentum.
+
+    Example:
+        >>> from gradwise.curvature import stable_lr_bound
+        >>> stable_lr_bound(4.0), stable_lr_bound(4.0, momentum=0.9)
+        (0.5, 0.95)
+
+    Reference:
+        Polyak, "Some methods of speeding up the convergence of iteration methods",
+        USSR Comput. Math. Math. Phys. 4 (1964).
+    """
+    owner = "stable_lr_bound"
+    check("lambda_max", owner, lambda_max, _FINITE)
+    check("momentum", owner, momentum, HALF_OPEN_UNIT_INTERVAL)
+    check("nesterov", owner, nesterov, Boolean())
+    if lambda_max <= 0:
+        return math.inf
+    bound = 2.0 * (1.0 + momentum) / float(lambda_max)
+    return bound / (1.0 + 2.0 * momentum) if nesterov else bound
+
+
+def max_stable_lr(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    data: Any,
+    *,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    tol: float = 1e-5,
+    max_iterations: int = 100,
+    seed: int = 0,
+    mode: Mode = "eval",
+) -> float:
+    r"""The learning rate above which gradient descent diverges locally at this point.
+
+    :math:`2/\lambda_{\max}` for plain gradient descent and :math:`2(1+\mu)/\lambda_{\max}`
+    for heavy-ball momentum :math:`\mu` (see :func:`stable_lr_bound`), with
+    :math:`\lambda_{\max}` from :func:`eigenvalues` (``tol``, ``max_iterations``, ``seed``
+    and ``mode`` as there). The bound is local: the curvature changes during training
+    (it typically grows until it reaches :math:`2/\eta`, Cohen et al. 2021).
+
+    Example:
+        >>> import torch
+        >>> from gradwise.curvature import max_stable_lr
+        >>> model = torch.nn.Linear(3, 1, bias=False).double()
+        >>> x = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        >>> y = torch.zeros(3, 1, dtype=torch.float64)
+        >>> round(max_stable_lr(model, torch.nn.functional.mse_loss, (x, y)), 6)  # 2 / 6
+        0.333333
+    """
+    check("momentum", "max_stable_lr", momentum, HALF_OPEN_UNIT_INTERVAL)
+    check("nesterov", "max_stable_lr", nesterov, Boolean())
+    values, _ = Hessian(model, loss_fn, data, mode=mode).eigenvalues(
+        1, "largest", tol=tol, max_iterations=max_iterations, seed=seed
+    )
+    return stable_lr_bound(float(values[0]), momentum=momentum, nesterov=nesterov)
+
+
+def check_learning_rate(
+    lr: float, lambda_max: float, momentum: float = 0.0, *, nesterov: bool = False
+) -> Diagnosis | None:
+    """A LEARNING_RATE_TOO_HIGH diagnosis when ``lr`` exceeds the stability bound, else None.
+
+    The bound is :func:`stable_lr_bound`; the evidence holds ``lr``, ``lambda_max``,
+    ``momentum`` and ``max_stable_lr``, and the fix sets ``optimizer.lr`` to half the bound
+    (a margin for the curvature growing during training).
+
+    Example:
+        >>> from gradwise.curvature import check_learning_rate
+        >>> print(check_learning_rate(0.5, lambda_max=10.0))
+        LEARNING_RATE_TOO_HIGH: lr 0.5 is above 2 / lambda_max = 0.2 (lambda_max 10): \
+gradient descent diverges along the top Hessian eigenvector; lower the learning rate to 0.1
+        >>> check_learning_rate(0.1, lambda_max=10.0) is None
+        True
+    """
+    check("lr", "check_learning_rate", lr, NON_NEGATIVE)
+    bound = stable_lr_bound(lambda_max, momentum=momentum, nesterov=nesterov)
+    if not lr > bound:
+        return None
+    formula = "2 / lambda_max" if momentum == 0 else f"2 (1 + {momentum:g}) / lambda_max"
+    if nesterov:
+        formula = f"2 (1 + {momentum:g}) / ((1 + 2 * {momentum:g}) lambda_max)"
+    return Diagnosis(
+        Finding.LEARNING_RATE_TOO_HIGH,
+        f"lr {lr:g} is above {formula} = {bound:.3g} (lambda_max {lambda_max:.4g}): "
+        "gradient descent diverges along the top Hessian eigenvector",
+        f"lower the learning rate to {0.5 * bound:.3g}",
+        evidence={
+            "lr": float(lr),
+            "lambda_max": float(lambda_max),
+            "momentum": float(momentum),
+            "nesterov": nesterov,
+            "max_stable_lr": bound,
+        },
+        severity="warning",
+        fix={"optimizer.lr": 0.5 * bound},
+    )

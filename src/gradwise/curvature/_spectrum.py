@@ -1,0 +1,202 @@
+"""Spectral estimates of a :class:`Hessian`: Lanczos eigenvalues, Hutchinson trace, SLQ."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+from gradwise._validation import (
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    Interval,
+    OneOf,
+    check,
+    check_all,
+)
+from gradwise.curvature._lanczos import extreme_eigenpairs, quadrature, rademacher
+
+if TYPE_CHECKING:
+    from gradwise.curvature._hessian import Hessian
+
+Which = Literal["largest", "smallest"]
+
+LANCZOS_CONSTRAINTS = {
+    "tol": POSITIVE,
+    "max_iterations": POSITIVE_INT,
+    "seed": NON_NEGATIVE_INT,
+}
+
+
+@dataclass(frozen=True)
+class EigenvalueDensity:
+    r"""The Hessian's eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019).
+
+    For a random unit vector :math:`v`, :math:`v^\top f(H) v \approx \sum_i w_i f(\theta_i)`
+    where :math:`\theta_i` are the eigenvalues of the Lanczos matrix :math:`T_m` (the
+    nodes) and :math:`w_i` the squared first components of its eigenvectors (the weights,
+    summing to 1). The quadrature is exact for polynomials of degree up to :math:`2m - 1`,
+    and its expectation over Rademacher vectors is :math:`\operatorname{tr} f(H) / n`, the
+    integral of :math:`f` against the eigenvalue density.
+
+    Attributes:
+        nodes: (num_probes, m) float64 quadrature nodes, one row per probe vector.
+        weights: (num_probes, m) float64 weights; each row sums to 1.
+        num_parameters: n, the Hessian's size (``n * moment(1)`` estimates the trace).
+    """
+
+    nodes: Tensor
+    weights: Tensor
+    num_parameters: int
+
+    def moment(self, power: int) -> float:
+        r""":math:`\operatorname{tr}(H^p)/n`: :math:`\mathbb{E}_v \sum_i w_i \theta_i^p`."""
+        check("power", "EigenvalueDensity.moment", power, NON_NEGATIVE_INT)
+        return float((self.weights * self.nodes.pow(power)).sum(dim=1).mean())
+
+    def evaluate(self, grid: Tensor | Sequence[float], bandwidth: float) -> Tensor:
+        r"""The density smoothed with a Gaussian kernel of width ``bandwidth``, on ``grid``.
+
+        :math:`\rho(x) = \frac{1}{P}\sum_p \sum_i w_{p,i}\,\mathcal{N}(x; \theta_{p,i},
+        \sigma^2)`; it integrates to 1. Returns a float64 tensor shaped like ``grid``.
+        """
+        check("bandwidth", "EigenvalueDensity.evaluate", bandwidth, POSITIVE)
+        points = torch.as_tensor(grid, dtype=torch.float64)
+        flat = points.reshape(-1, 1, 1)  # (points, 1, 1) against (probes, m)
+        kernel = torch.exp(-0.5 * ((flat - self.nodes) / bandwidth) ** 2)
+        kernel = kernel / (bandwidth * math.sqrt(2 * math.pi))
+        return (kernel * self.weights).sum(dim=2).mean(dim=1).reshape(points.shape)
+
+
+@dataclass(frozen=True)
+class NegativeCurvature:
+    """The extreme eigenvalues of the Hessian and the direction of most negative curvature.
+
+    At a saddle point the gradient vanishes and the Hessian has eigenvalues of both signs
+    (lecture 3); a step along ``direction`` (either sign) lowers the loss to second order by
+    ``|min_eigenvalue| * t**2 / 2``.
+
+    Attributes:
+        min_eigenvalue: the smallest (most negative) Hessian eigenvalue.
+        max_eigenvalue: the largest Hessian eigenvalue.
+        direction: unit eigenvector of ``min_eigenvalue``, flat (``Hessian.unflatten``).
+        gradient_norm: the L2 norm of the gradient at this point (near 0 at a saddle).
+        found: whether ``min_eigenvalue < -tolerance * |max_eigenvalue|``.
+    """
+
+    min_eigenvalue: float
+    max_eigenvalue: float
+    direction: Tensor
+    gradient_norm: float
+    found: bool
+
+    def __str__(self) -> str:
+        verdict = "negative curvature" if self.found else "no significant negative curvature"
+        return (
+            f"{verdict}: eigenvalues in [{self.min_eigenvalue:.4g}, {self.max_eigenvalue:.4g}],"
+            f" gradient norm {self.gradient_norm:.3g}"
+        )
+
+
+def eigenvalues_of(
+    hessian: Hessian,
+    k: int,
+    which: Which,
+    *,
+    tol: float,
+    max_iterations: int,
+    seed: int,
+    owner: str,
+) -> tuple[Tensor, Tensor]:
+    """The k extreme eigenvalues (sorted from the extreme inward) and their eigenvectors."""
+    check_all(
+        owner,
+        {"k": k, "which": which, "tol": tol, "max_iterations": max_iterations, "seed": seed},
+        {"k": POSITIVE_INT, "which": OneOf(("largest", "smallest")), **LANCZOS_CONSTRAINTS},
+    )
+    k = min(k, hessian.num_parameters)
+    largest, smallest = (k, 0) if which == "largest" else (0, k)
+    values, vectors = extreme_eigenpairs(
+        hessian, largest, smallest, tol=tol, max_iterations=max(max_iterations, k), seed=seed,
+        owner=owner,
+    )  # fmt: skip
+    return values.to(hessian.dtype), vectors
+
+
+def trace_of(hessian: Hessian, *, num_probes: int, seed: int, owner: str) -> float:
+    """Hutchinson's estimate with Rademacher probes."""
+    check_all(
+        owner,
+        {"num_probes": num_probes, "seed": seed},
+        {"num_probes": POSITIVE_INT, "seed": NON_NEGATIVE_INT},
+    )
+    generator = torch.Generator(device=hessian.device).manual_seed(seed)
+    total = 0.0
+    for _ in range(num_probes):
+        probe = rademacher(hessian, generator)
+        total += float(torch.dot(probe, hessian @ probe))
+    return total / num_probes
+
+
+def density_of(
+    hessian: Hessian, *, num_iterations: int, num_probes: int, seed: int, owner: str
+) -> EigenvalueDensity:
+    """Stochastic Lanczos quadrature from ``num_probes`` Rademacher vectors."""
+    check_all(
+        owner,
+        {"num_iterations": num_iterations, "num_probes": num_probes, "seed": seed},
+        {"num_iterations": POSITIVE_INT, "num_probes": POSITIVE_INT, "seed": NON_NEGATIVE_INT},
+    )
+    generator = torch.Generator(device=hessian.device).manual_seed(seed)
+    nodes, weights = [], []
+    for _ in range(num_probes):
+        values, vectors = quadrature(hessian, num_iterations, generator).ritz()
+        nodes.append(values)
+        weights.append(vectors[0] ** 2)
+    return EigenvalueDensity(torch.stack(nodes), torch.stack(weights), hessian.num_parameters)
+
+
+def extremes_of(
+    hessian: Hessian, *, tol: float, max_iterations: int, seed: int, owner: str
+) -> tuple[float, float, Tensor]:
+    """(lambda_min, lambda_max, eigenvector of lambda_min) from one Lanczos run."""
+    check_all(
+        owner, {"tol": tol, "max_iterations": max_iterations, "seed": seed}, LANCZOS_CONSTRAINTS
+    )
+    values, vectors = extreme_eigenpairs(
+        hessian, 1, 1, tol=tol, max_iterations=max_iterations, seed=seed, owner=owner
+    )
+    # values = (lambda_max, lambda_min); vectors' columns in the same order.
+    return float(values[1]), float(values[0]), vectors[:, 1]
+
+
+def negative_curvature_of(
+    hessian: Hessian,
+    *,
+    tolerance: float,
+    tol: float,
+    max_iterations: int,
+    seed: int,
+    owner: str,
+) -> NegativeCurvature:
+    check("tolerance", owner, tolerance, Interval(low=0.0))
+    low, high, direction = extremes_of(
+        hessian, tol=tol, max_iterations=max_iterations, seed=seed, owner=owner
+    )
+    gradient_norm = float(torch.linalg.vector_norm(hessian.gradient()))
+    found = low < -tolerance * abs(high)
+    return NegativeCurvature(low, high, direction, gradient_norm, found)
+
+
+def condition_number_of(
+    hessian: Hessian, *, tol: float, max_iterations: int, seed: int, owner: str
+) -> float:
+    low, high, _ = extremes_of(
+        hessian, tol=tol, max_iterations=max_iterations, seed=seed, owner=owner
+    )
+    return high / low if low > 0 else math.inf

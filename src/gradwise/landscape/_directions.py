@@ -1,0 +1,144 @@
+"""Random directions in parameter space, filter-normalized as in Li et al. (2018)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from gradwise._validation import NON_NEGATIVE_INT, POSITIVE_INT, Boolean, check
+
+Direction = dict[str, Tensor]
+
+# Parameters owned by these modules are normalization parameters (scales and shifts):
+# Li et al. set them to zero in the direction, like biases. A LayerNorm over a 2-D shape
+# has a 2-D weight, so the module type, not only the tensor's rank, decides.
+NORMALIZATION_MODULES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.RMSNorm,
+)
+
+
+def random_directions(
+    model: nn.Module, num: int = 2, seed: int = 0, filter_normalize: bool = True
+) -> list[Direction]:
+    r"""``num`` random directions in the parameter space of ``model``, one tensor per parameter.
+
+    Each direction starts as i.i.d. standard normal entries. With filter normalization
+    (Li et al. 2018) every *filter* :math:`d_{i}` of a weight :math:`w` (one output
+    unit or channel: the slice ``[i]`` along the first dimension) is rescaled to the norm
+    of the corresponding filter of the weights,
+
+    .. math:: d_{i} \leftarrow \frac{d_{i}}{\lVert d_{i} \rVert} \lVert w_{i} \rVert,
+
+    and biases, other 1-D parameters and the parameters of normalization layers
+    (BatchNorm, LayerNorm, GroupNorm, RMSNorm) are zero in the direction. Slices along
+    such directions are comparable between networks whose weights have different scales.
+    Without filter normalization the raw Gaussian direction is returned (every parameter,
+    biases included).
+
+    The draws come from a private generator seeded with ``seed`` (in float64 on the CPU,
+    then cast to each parameter's dtype and device): the same seed gives the same
+    directions on any device, and torch's global random state is not touched.
+
+    Args:
+        model: the network; its current parameters set the filter norms.
+        num: how many directions, an int >= 1.
+        seed: an int >= 0.
+        filter_normalize: rescale per filter and zero biases and normalization parameters.
+
+    Returns:
+        A list of ``num`` dicts mapping each parameter name (``model.named_parameters()``)
+        to a tensor of that parameter's shape.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.landscape import random_directions
+        >>> model = torch.nn.Linear(3, 2)
+        >>> first, second = random_directions(model)
+        >>> torch.allclose(first["weight"].norm(dim=1), model.weight.norm(dim=1))
+        True
+        >>> first["bias"].abs().sum().item()
+        0.0
+
+    Reference:
+        Li, Xu, Taylor, Studer and Goldstein, "Visualizing the Loss Landscape of Neural
+        Nets", NeurIPS 2018.
+    """
+    check("model", "random_directions", model, _MODULE)
+    check("num", "random_directions", num, POSITIVE_INT)
+    check("seed", "random_directions", seed, NON_NEGATIVE_INT)
+    check("filter_normalize", "random_directions", filter_normalize, Boolean())
+    generator = torch.Generator().manual_seed(int(seed))
+    parameters = dict(model.named_parameters())
+    zeroed = _zeroed_names(model) if filter_normalize else set()
+    directions = []
+    for _ in range(int(num)):
+        direction = {}
+        for name, parameter in parameters.items():
+            weight = parameter.detach()
+            draw = torch.randn(weight.shape, generator=generator, dtype=torch.float64)
+            draw = draw.to(dtype=weight.dtype, device=weight.device)
+            if name in zeroed:
+                draw = torch.zeros_like(weight)
+            elif filter_normalize:
+                draw = _normalize_filters(draw, weight)
+            direction[name] = draw
+        directions.append(direction)
+    return directions
+
+
+def _zeroed_names(model: nn.Module) -> set[str]:
+    """Biases, 1-D parameters and normalization-layer parameters."""
+    names = {name for name, parameter in model.named_parameters() if parameter.dim() <= 1}
+    for prefix, module in model.named_modules():
+        if isinstance(module, NORMALIZATION_MODULES):
+            for name, _ in module.named_parameters(prefix=prefix, recurse=False):
+                names.add(name)
+    return names
+
+
+def _normalize_filters(direction: Tensor, weight: Tensor) -> Tensor:
+    """Each slice ``direction[i]`` rescaled to the norm of ``weight[i]``."""
+    dims = tuple(range(1, weight.dim()))
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    weight_norms = torch.linalg.vector_norm(weight, dim=dims).reshape(shape)
+    direction_norms = torch.linalg.vector_norm(direction, dim=dims).reshape(shape)
+    return direction * (weight_norms / direction_norms)
+
+
+def check_direction(
+    direction: object, model: nn.Module, name: str, owner: str
+) -> Mapping[str, Tensor]:
+    """``direction`` as a mapping with a tensor of the right shape for every parameter."""
+    if not isinstance(direction, Mapping):
+        raise TypeError(
+            f"The '{name}' parameter of {owner} must be a mapping from parameter names to "
+            f"tensors (as random_directions returns). Got {type(direction).__name__} instead."
+        )
+    for key, parameter in model.named_parameters():
+        value = direction.get(key)
+        if not isinstance(value, Tensor):
+            raise ValueError(
+                f"The '{name}' parameter of {owner} must have a tensor for every parameter "
+                f"of the model. Got {type(value).__name__} for '{key}' instead."
+            )
+        if value.shape != parameter.shape:
+            raise ValueError(
+                f"The '{name}' parameter of {owner} must match the shape of '{key}', "
+                f"{tuple(parameter.shape)}. Got {tuple(value.shape)} instead."
+            )
+    return direction
+
+
+class _IsModule:
+    description = "a torch.nn.Module"
+
+    def is_satisfied_by(self, value: object) -> bool:
+        return isinstance(value, nn.Module)
+
+
+_MODULE = _IsModule()

@@ -1,0 +1,306 @@
+"""The range test's numbers: the smoothed curve, the two suggestion rules, and the verdict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, Interval, Satisfies, check
+
+if TYPE_CHECKING:
+    from gradwise.report import Table
+
+Array = NDArray[np.float64]
+Rule = Literal["steepest", "min_loss"]
+DIVERGE_FACTOR = Interval(low=1.0, low_closed=False)
+_FLOATS = "a sequence of floats"
+
+
+def smooth_losses(losses: Sequence[float], smoothing: float = 0.98) -> list[float]:
+    r"""The exponentially smoothed, bias-corrected losses (Adam's debiasing, fastai's form).
+
+    .. math::
+
+        a_i = \beta a_{i-1} + (1 - \beta) \ell_i, \quad a_{-1} = 0, \qquad
+        s_i = a_i / (1 - \beta^{i + 1})
+
+    so every :math:`s_i` is a weighted mean of :math:`\ell_0..\ell_i` (weights summing
+    to 1) and :math:`s_0 = \ell_0`. ``smoothing`` is :math:`\beta`, the weight of the
+    past: torch-lr-finder's ``smooth_f`` is :math:`1 - \beta` and it starts from
+    :math:`s_0 = \ell_0` without debiasing (see docs/lr_finder.md). A non-finite loss
+    makes every later smoothed value non-finite.
+
+    Args:
+        losses: the raw losses, one per step.
+        smoothing: :math:`\beta` in [0, 1); 0 returns the losses unchanged.
+
+    Example:
+        >>> from gradwise.lr_finder import smooth_losses
+        >>> [round(s, 4) for s in smooth_losses([1.0, 0.0, 0.0], smoothing=0.5)]
+        [1.0, 0.3333, 0.1429]
+    """
+    check("losses", "smooth_losses", losses, Satisfies(_is_float_sequence, _FLOATS))
+    check("smoothing", "smooth_losses", smoothing, HALF_OPEN_UNIT_INTERVAL)
+    beta = float(smoothing)
+    average, smoothed = 0.0, []
+    for step, loss in enumerate(losses):
+        average = beta * average + (1.0 - beta) * float(loss)
+        smoothed.append(average / (1.0 - beta ** (step + 1)))
+    return smoothed
+
+
+@final
+@dataclass(frozen=True)
+class LRFinderResult:
+    """What an LR range test measured and what it suggests.
+
+    Attributes:
+        lrs: the learning rate of each step taken.
+        losses: the training loss of each step's minibatch, before its update.
+        smoothed: :func:`smooth_losses` of ``losses``.
+        suggestion: the suggested learning rate, ``steepest_lr`` or ``min_loss_lr``.
+        suggested_by: which rule gave it: ``"steepest"`` or ``"min_loss"``.
+        steepest_lr: the lr where the smoothed loss falls fastest per decade of lr (the
+            most negative :math:`d s / d \\log_{10} \\mathrm{lr}`, on the falling part).
+        min_loss_lr: the min-loss/10 rule: the lr of the smallest smoothed loss, over 10.
+        lr_at_min_loss: the lr of the smallest smoothed loss.
+        diverged_at: the step whose smoothed loss passed ``diverge_factor`` times the best
+            (or whose loss was not finite), where the sweep stopped; None if it ran out.
+        planned_steps: the steps the sweep was asked for.
+        reasoning: the sentences that explain the suggestion, with the measured numbers.
+
+    Example:
+        >>> from gradwise.lr_finder import analyze_sweep
+        >>> lrs = [10 ** (-4 + k / 10) for k in range(41)]
+        >>> losses = [2.0 / (1.0 + 100.0 * lr) for lr in lrs[:30]] + [9.0] * 11
+        >>> result = analyze_sweep(lrs, losses, smoothing=0.0)
+        >>> result.suggested_by, f"{result.suggestion:.3g}", result.diverged_at
+        ('steepest', '0.01', 30)
+    """
+
+    lrs: tuple[float, ...]
+    losses: tuple[float, ...]
+    smoothed: tuple[float, ...]
+    suggestion: float
+    suggested_by: Rule
+    steepest_lr: float
+    min_loss_lr: float
+    lr_at_min_loss: float
+    diverged_at: int | None
+    planned_steps: int
+    reasoning: str
+
+    def to_table(self) -> Table:
+        """The two rules side by side, the suggested one marked (one rendering path).
+
+        The title carries the sweep; the rows are ``steepest``, ``min loss / 10`` and
+        ``min loss`` with their lr and smoothed loss.
+        """
+        from gradwise.report import Table
+
+        def loss_at(lr: float) -> float:
+            return self.smoothed[int(np.argmin(np.abs(np.log(np.asarray(self.lrs) / lr))))]
+
+        rows: list[list[str | float | bool | None]] = [
+            ["steepest descent", self.steepest_lr, loss_at(self.steepest_lr),
+             self.suggested_by == "steepest"],
+            ["min loss / 10", self.min_loss_lr, loss_at(self.min_loss_lr),
+             self.suggested_by == "min_loss"],
+            ["min loss (reference)", self.lr_at_min_loss, min(self._finite_smoothed()), None],
+        ]  # fmt: skip
+        stop = (
+            f"stopped at step {self.diverged_at} (lr {self.lrs[self.diverged_at]:.3g})"
+            if self.diverged_at is not None
+            else "no divergence"
+        )
+        title = (
+            f"LR range test: {len(self.lrs)} of {self.planned_steps} steps, lr "
+            f"{self.lrs[0]:.3g} to {self.lrs[-1]:.3g}, {stop}"
+        )
+        return Table(title, ["rule", "lr", "smoothed loss", "suggested"], rows)
+
+    def plot_png(self) -> bytes:
+        """The raw and smoothed loss against the lr (log axis), both rules marked: PNG bytes."""
+        from gradwise.lr_finder._plot import range_test_png
+
+        return range_test_png(self)
+
+    def _finite_smoothed(self) -> list[float]:
+        return [s for s in self.smoothed if math.isfinite(s)]
+
+
+def analyze_sweep(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    *,
+    smoothing: float = 0.98,
+    diverge_factor: float = 4.0,
+    planned_steps: int | None = None,
+) -> LRFinderResult:
+    """Smooth a recorded sweep, find where it diverged, and suggest a learning rate.
+
+    :func:`lr_find` calls this on what it measured; call it directly to re-analyze a
+    sweep with other settings, or someone else's recorded sweep. The curve is cut at the
+    first step whose smoothed loss exceeds ``diverge_factor`` times the best smoothed loss
+    so far (or whose loss is not finite); both rules look only at the steps before it.
+
+    * steepest descent: the most negative slope of the smoothed loss against
+      :math:`\\log_{10}` lr (a least-squares slope over a window of about a tenth of
+      the sweep), searched from step ``n // 10`` (the
+      debiased average of a handful of losses is still noisy) up to the minimum.
+    * min-loss/10: the lr of the smallest smoothed loss divided by 10 (Smith 2017: the
+      loss is still falling an order of magnitude before it turns).
+
+    The suggestion is the steepest-descent lr when it lies within a decade below the
+    min-loss/10 lr or above it but under the minimum (the two rules agree that the loss
+    falls fast there), and the min-loss/10 lr otherwise: a steepest point further down
+    is a dip in the noise of the flat start, not the descent. ``reasoning`` says which
+    case applied, with the numbers.
+
+    Args:
+        lrs: the learning rates, increasing, all > 0.
+        losses: the loss at each lr (the sweep may be shorter than ``lrs``: extra lrs are
+            ignored).
+        smoothing: :math:`\\beta` of :func:`smooth_losses`, in [0, 1).
+        diverge_factor: the stop threshold, > 1.
+        planned_steps: the steps the sweep was asked for (for the report); default
+            ``len(lrs)``.
+
+    Example:
+        >>> from gradwise.lr_finder import analyze_sweep
+        >>> lrs = [10 ** (-3 + k / 10) for k in range(31)]
+        >>> losses = [1.0 / (1.0 + 10.0 * lr) + (lr > 0.5) * 100.0 for lr in lrs]
+        >>> result = analyze_sweep(lrs, losses, smoothing=0.0)
+        >>> f"{result.steepest_lr:.3g}", f"{result.lr_at_min_loss:.3g}", result.diverged_at
+        ('0.1', '0.398', 27)
+
+    Reference:
+        Smith, "Cyclical learning rates for training neural networks", WACV 2017.
+    """
+    owner = "analyze_sweep"
+    check("lrs", owner, lrs, Satisfies(_is_increasing_positive, "increasing floats > 0"))
+    check("losses", owner, losses, Satisfies(_is_float_sequence, _FLOATS))
+    check("smoothing", owner, smoothing, HALF_OPEN_UNIT_INTERVAL)
+    check("diverge_factor", owner, diverge_factor, DIVERGE_FACTOR)
+    if not 1 <= len(losses) <= len(lrs):
+        raise ValueError(
+            f"The 'losses' parameter of {owner} must hold between 1 and {len(lrs)} "
+            f"(len(lrs)) values. Got {len(losses)} instead."
+        )
+    grid = np.asarray(lrs, dtype=np.float64)[: len(losses)]
+    raw = np.asarray(losses, dtype=np.float64)
+    smoothed = np.asarray(smooth_losses(list(raw), smoothing), dtype=np.float64)
+    diverged_at = _divergence(raw, smoothed, float(diverge_factor))
+    usable = len(raw) if diverged_at is None else max(diverged_at, 1)
+    lowest = int(np.nanargmin(smoothed[:usable])) if np.isfinite(smoothed[:usable]).any() else 0
+    steepest = _steepest(grid[:usable], smoothed[:usable], lowest, len(lrs) // 10)
+    min_loss_lr = float(grid[lowest]) / 10.0
+    steepest_lr = float(grid[steepest])
+    rule: Rule = (
+        "steepest"
+        if min_loss_lr / 10.0 <= steepest_lr <= float(grid[lowest]) and steepest != lowest
+        else "min_loss"
+    )
+    reasoning = _reasoning(grid, smoothed, lowest, steepest, diverged_at, rule)
+    return LRFinderResult(
+        lrs=tuple(float(v) for v in grid),
+        losses=tuple(float(v) for v in raw),
+        smoothed=tuple(float(v) for v in smoothed),
+        suggestion=steepest_lr if rule == "steepest" else min_loss_lr,
+        suggested_by=rule,
+        steepest_lr=steepest_lr,
+        min_loss_lr=min_loss_lr,
+        lr_at_min_loss=float(grid[lowest]),
+        diverged_at=diverged_at,
+        planned_steps=len(lrs) if planned_steps is None else int(planned_steps),
+        reasoning=reasoning,
+    )
+
+
+def diverged(smoothed: Sequence[float], loss: float, diverge_factor: float) -> bool:
+    """Whether the last step ends the sweep: a non-finite loss, or the last smoothed loss
+    above ``diverge_factor`` times the best smoothed loss (fastai's stop rule)."""
+    last = smoothed[-1]
+    return not (math.isfinite(loss) and math.isfinite(last)) or last > diverge_factor * min(
+        smoothed
+    )
+
+
+def _divergence(raw: Array, smoothed: Array, factor: float) -> int | None:
+    for step in range(len(raw)):
+        if diverged(list(smoothed[: step + 1]), float(raw[step]), factor):
+            return step
+    return None
+
+
+def _steepest(lrs: Array, smoothed: Array, lowest: int, skip: int) -> int:
+    """The index of the most negative d smoothed / d log10 lr on steps [skip, lowest].
+
+    The slope at each step is the least-squares slope over a window of ``2 * half + 1``
+    steps (``half`` = 1/20 of the steps, at least 1), not the two-point difference: the
+    argmin of a difference quotient follows the noise between neighbouring steps.
+    """
+    start = min(skip, max(lowest - 2, 0))
+    if lowest - start < 2:  # too few points before the minimum for a slope
+        return lowest
+    half = max(1, len(lrs) // 20)
+    x, y = np.log10(lrs), smoothed
+    slopes = []
+    for index in range(start, lowest + 1):
+        window = slice(max(index - half, 0), min(index + half + 1, len(x)))
+        slopes.append(np.polyfit(x[window], y[window], 1)[0])
+    return start + int(np.argmin(slopes))
+
+
+def _reasoning(
+    lrs: Array, smoothed: Array, lowest: int, steepest: int, diverged_at: int | None, rule: Rule
+) -> str:
+    parts = [
+        f"The smoothed loss fell from {smoothed[0]:.4g} at lr {lrs[0]:.3g} to its minimum "
+        f"{smoothed[lowest]:.4g} at lr {lrs[lowest]:.3g}"
+        + (
+            f" and diverged at lr {lrs[diverged_at]:.3g} (step {diverged_at})."
+            if diverged_at is not None
+            else "; the sweep ended without diverging (raise end_lr to see where it turns)."
+        ),
+        f"Steepest descent: lr {lrs[steepest]:.3g}. Min-loss/10 rule: lr {lrs[lowest] / 10:.3g}.",
+    ]
+    if rule == "steepest":
+        parts.append(
+            f"Suggested: {lrs[steepest]:.3g}, the steepest descent, because it lies between "
+            "a decade below the min-loss/10 rule and the minimum, where the loss still falls "
+            "fastest."
+        )
+    elif steepest == lowest:
+        parts.append(
+            f"Suggested: {lrs[lowest] / 10:.3g}, the min-loss/10 rule, because the curve has "
+            "no falling stretch before its minimum to take a slope on."
+        )
+    else:
+        parts.append(
+            f"Suggested: {lrs[lowest] / 10:.3g}, the min-loss/10 rule, because the steepest "
+            "point lies more than a decade below it, in the noisy flat start of the curve."
+        )
+    return " ".join(parts)
+
+
+def _is_float_sequence(value: object) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _is_increasing_positive(value: object) -> bool:
+    if not _is_float_sequence(value) or len(value) < 2:  # type: ignore[arg-type]
+        return False
+    numbers = [float(v) for v in value]  # type: ignore[attr-defined]
+    return all(math.isfinite(v) and v > 0 for v in numbers) and all(
+        b > a for a, b in zip(numbers, numbers[1:], strict=False)
+    )

@@ -1,0 +1,286 @@
+"""lr_find: the exponential learning-rate sweep, run on a model that is restored afterwards."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gradwise._validation import (
+    HALF_OPEN_UNIT_INTERVAL,
+    POSITIVE,
+    POSITIVE_INT,
+    Either,
+    Interval,
+    OneOf,
+    Satisfies,
+    check,
+)
+from gradwise.data import Batches, Dataset, DataSplits
+from gradwise.losses import LOSS_NAMES, get_loss
+from gradwise.lr_finder._result import DIVERGE_FACTOR, LRFinderResult, analyze_sweep, diverged
+from gradwise.lr_finder._result import smooth_losses as _smooth
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Batch = tuple[Tensor, Tensor]
+_OWNER = "lr_find"
+_SEED = Interval(low=0, high=2**32 - 1, kind="int")
+_NUM_STEPS = Interval(low=3, kind="int")
+
+
+def exponential_lrs(start_lr: float, end_lr: float, num_steps: int) -> list[float]:
+    r"""The sweep's learning rates: :math:`\mathrm{lr}_i = \mathrm{start}\,
+    (\mathrm{end} / \mathrm{start})^{i / (n - 1)}`, from ``start_lr`` to ``end_lr`` inclusive.
+
+    Evenly spaced in :math:`\log` lr, as torch-lr-finder's ``ExponentialLR`` (fastai's
+    ``SchedExp`` divides by :math:`n` instead, so it never reaches ``end_lr``).
+
+    Example:
+        >>> from gradwise.lr_finder import exponential_lrs
+        >>> [f"{lr:.0e}" for lr in exponential_lrs(1e-3, 1.0, 4)]
+        ['1e-03', '1e-02', '1e-01', '1e+00']
+    """
+    _check_range(start_lr, end_lr, num_steps, "exponential_lrs")
+    ratio = float(end_lr) / float(start_lr)
+    return [float(start_lr) * ratio ** (i / (num_steps - 1)) for i in range(int(num_steps))]
+
+
+def lr_find(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Dataset | DataSplits | Batches | Iterable[Sequence[Tensor]],
+    loss_fn: str | LossFn = "cross_entropy",
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    smoothing: float = 0.98,
+    diverge_factor: float = 4.0,
+    seed: int = 0,
+    *,
+    batch_size: int = 64,
+) -> LRFinderResult:
+    r"""The LR range test (Smith 2017): train with an exponentially growing lr, watch the loss.
+
+    Step :math:`i` sets every param group's lr to :func:`exponential_lrs`\ ``[i]``, takes
+    one training minibatch, records its loss (before the update) and steps the optimizer.
+    The losses are smoothed by :func:`smooth_losses`; the sweep stops after the first
+    step whose smoothed loss exceeds ``diverge_factor`` times the best so far, or whose
+    loss is not finite. :func:`analyze_sweep` then reports both the steepest-descent and
+    the min-loss/10 learning rates and which one it suggests, with the reasoning.
+
+    Afterwards the model and optimizer are exactly as they were: every parameter and
+    buffer (bitwise, the same tensor objects), each module's train/eval mode, every
+    existing ``.grad``, the optimizer's ``state_dict`` (its state and every group's lr),
+    and torch's global RNG state (the sweep seeds dropout with ``seed`` inside
+    :func:`torch.random.fork_rng`).
+
+    Args:
+        model: the network, on the device its batches should go to.
+        optimizer: any ``torch.optim.Optimizer`` over the model's parameters (gradwise's
+            optimizers and chains included); its other settings are kept.
+        data: a :class:`~gradwise.data.Dataset`, :class:`~gradwise.data.DataSplits`
+            (its training split), :class:`~gradwise.data.Batches`, or any iterable of
+            ``(inputs, targets)`` batches (re-iterated when exhausted if it can be; an
+            iterator that runs out ends the sweep early).
+        loss_fn: a loss name of :func:`gradwise.losses.get_loss` or a callable
+            ``(outputs, targets) -> scalar tensor``.
+        start_lr: the first lr, > 0.
+        end_lr: the last lr, > ``start_lr``.
+        num_steps: steps of the sweep, >= 3.
+        smoothing: :math:`\beta` of the bias-corrected moving average, in [0, 1).
+        diverge_factor: stop when the smoothed loss exceeds this times the best, > 1.
+        seed: the batch order (for a Dataset) and dropout's random numbers.
+        batch_size: samples per batch when ``data`` is a Dataset or DataSplits.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.data import load_dataset
+        >>> from gradwise.lr_finder import lr_find
+        >>> from gradwise.models import build_model
+        >>> data = load_dataset("spirals", seed=0)
+        >>> model = build_model("mlp", data.input_shape, data.output_size, width=32, depth=2)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> before = {k: v.clone() for k, v in model.state_dict().items()}
+        >>> result = lr_find(model, optimizer, data, start_lr=1e-4, end_lr=100, num_steps=60)
+        >>> 1e-4 < result.suggestion < 100, result.suggested_by in ("steepest", "min_loss")
+        (True, True)
+        >>> all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+        True
+        >>> optimizer.param_groups[0]["lr"]
+        0.1
+
+    Reference:
+        Smith, "Cyclical learning rates for training neural networks", WACV 2017.
+    """
+    _check_range(start_lr, end_lr, num_steps, _OWNER)
+    _check_arguments(model, optimizer, data, loss_fn, smoothing, diverge_factor, seed)
+    check("batch_size", _OWNER, batch_size, POSITIVE_INT)
+    lrs = exponential_lrs(start_lr, end_lr, num_steps)
+    loss = get_loss(loss_fn) if isinstance(loss_fn, str) else loss_fn
+    device = _device_of(model)
+    with _preserved(model, optimizer), _forked_rng(device):
+        torch.manual_seed(int(seed))
+        model.train()
+        batches = _batch_stream(data, int(batch_size), int(seed))
+        losses = _sweep(model, optimizer, batches, loss, lrs, device, smoothing, diverge_factor)
+    if not losses:
+        raise ValueError(f"The 'data' parameter of {_OWNER} must yield at least one batch.")
+    return analyze_sweep(lrs, losses, smoothing=smoothing, diverge_factor=diverge_factor)
+
+
+def _sweep(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[Batch],
+    loss_fn: LossFn,
+    lrs: Sequence[float],
+    device: torch.device,
+    smoothing: float,
+    diverge_factor: float,
+) -> list[float]:
+    losses: list[float] = []
+    for lr, (inputs, targets) in zip(lrs, batches, strict=False):
+        _set_lr(optimizer, lr)
+        inputs, targets = inputs.to(device), targets.to(device)
+
+        # The closure is the step's one forward and backward (an optimizer that needs
+        # more evaluations, L-BFGS, calls it again); its first value is the recorded loss.
+        first: list[float] = []
+
+        def closure(
+            inputs: Tensor = inputs, targets: Tensor = targets, first: list[float] = first
+        ) -> Any:
+            optimizer.zero_grad(set_to_none=True)
+            value = loss_fn(model(inputs), targets)
+            value.backward()
+            if not first:
+                first.append(float(value.detach()))
+            return value
+
+        optimizer.step(closure)
+        if not first:
+            raise TypeError(
+                f"The 'optimizer' parameter of {_OWNER} must call the closure passed to its "
+                f"step(), as torch.optim optimizers do. {type(optimizer).__name__} did not."
+            )
+        losses.append(first[0])
+        if diverged(_smooth(losses, smoothing), losses[-1], diverge_factor):
+            break
+    return losses
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def _batch_stream(data: Any, batch_size: int, seed: int) -> Iterator[Batch]:
+    if isinstance(data, DataSplits):
+        data = data.train
+    if isinstance(data, Dataset):
+        data = Batches(data, batch_size, shuffle=True, seed=seed)
+    if isinstance(data, Batches):
+        batches = data
+        return itertools.chain.from_iterable(batches.epoch(e) for e in itertools.count())
+    return _cycle(data)
+
+
+def _cycle(data: Iterable[Sequence[Tensor]]) -> Iterator[Batch]:
+    while True:
+        iterator = iter(data)
+        served = 0
+        for batch in iterator:
+            served += 1
+            yield _as_batch(batch)
+        if served == 0 or iterator is data:  # empty, or a one-shot iterator: no second pass
+            return
+
+
+def _as_batch(batch: Any) -> Batch:
+    if (
+        isinstance(batch, Sequence)
+        and len(batch) == 2
+        and all(isinstance(t, Tensor) for t in batch)
+    ):
+        return batch[0], batch[1]
+    raise TypeError(
+        f"The 'data' parameter of {_OWNER} must yield (inputs, targets) pairs of tensors. "
+        f"Got a batch of type {type(batch).__name__} instead."
+    )
+
+
+@contextmanager
+def _preserved(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Put back every tensor, .grad, mode and the optimizer's state, however the body ends."""
+    tensors = [*model.parameters(), *model.buffers()]
+    values = [tensor.detach().clone() for tensor in tensors]
+    grads = [(p, p.grad, None if p.grad is None else p.grad.clone()) for p in model.parameters()]
+    modes = [(module, module.training) for module in model.modules()]
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for tensor, value in zip(tensors, values, strict=True):
+                tensor.copy_(value)
+        for parameter, grad, saved in grads:
+            if grad is not None and saved is not None:
+                grad.copy_(saved)
+            parameter.grad = grad
+        for module, training in modes:
+            module.training = training
+        optimizer.load_state_dict(optimizer_state)
+
+
+@contextmanager
+def _forked_rng(device: torch.device) -> Iterator[None]:
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        yield
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _check_range(start_lr: float, end_lr: float, num_steps: int, owner: str) -> None:
+    check("start_lr", owner, start_lr, POSITIVE)
+    check("end_lr", owner, end_lr, Interval(low=float(start_lr), low_closed=False))
+    check("num_steps", owner, num_steps, _NUM_STEPS)
+    if not math.isfinite(float(end_lr)):
+        raise ValueError(
+            f"The 'end_lr' parameter of {owner} must be a finite float. Got {end_lr!r} instead."
+        )
+
+
+def _check_arguments(
+    model: Any,
+    optimizer: Any,
+    data: Any,
+    loss_fn: Any,
+    smoothing: Any,
+    diverge_factor: Any,
+    seed: Any,
+) -> None:
+    check("model", _OWNER, model, Satisfies(lambda v: isinstance(v, nn.Module), "an nn.Module"))
+    check("optimizer", _OWNER, optimizer, Satisfies(
+        lambda v: isinstance(v, torch.optim.Optimizer), "a torch.optim.Optimizer"))  # fmt: skip
+    check("data", _OWNER, data, Satisfies(
+        lambda v: isinstance(v, Iterable | Dataset | DataSplits) and not isinstance(v, str),
+        "a Dataset, DataSplits, Batches or an iterable of (inputs, targets)"))  # fmt: skip
+    check("loss_fn", _OWNER, loss_fn, Either((OneOf(LOSS_NAMES), Satisfies(
+        lambda v: callable(v) and not isinstance(v, str), "a callable"))))  # fmt: skip
+    check("smoothing", _OWNER, smoothing, HALF_OPEN_UNIT_INTERVAL)
+    check("diverge_factor", _OWNER, diverge_factor, DIVERGE_FACTOR)
+    check("seed", _OWNER, seed, _SEED)

@@ -1,0 +1,106 @@
+"""The stability bound against simulated (momentum) gradient descent, and the doctor's check."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gradwise import optim
+from gradwise.curvature import check_learning_rate, max_stable_lr, stable_lr_bound
+from gradwise.diagnosis import Finding
+
+A = torch.diag(torch.tensor([10.0, 1.0, 0.1], dtype=torch.float64))  # lambda_max = 10
+
+
+class Quadratic(nn.Module):
+    """J(theta) = 1/2 theta^T A theta, the lectures' toy problem."""
+
+    def __init__(self):
+        super().__init__()
+        # Along the top eigenvector, where the bound bites first.
+        self.theta = nn.Parameter(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+
+    def forward(self, _):
+        return 0.5 * self.theta @ A @ self.theta
+
+
+def final_norm(lr, momentum, nesterov, steps=400):
+    model = Quadratic()
+    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(None).backward()
+        optimizer.step()
+    return torch.linalg.vector_norm(model.theta.detach()).item()
+
+
+@pytest.mark.parametrize(
+    ("momentum", "nesterov"), [(0.0, False), (0.5, False), (0.9, False), (0.5, True), (0.9, True)]
+)
+def test_the_bound_separates_convergence_from_divergence(momentum, nesterov):
+    bound = stable_lr_bound(10.0, momentum=momentum, nesterov=nesterov)
+    assert final_norm(0.98 * bound, momentum, nesterov) < 0.5
+    assert final_norm(1.02 * bound, momentum, nesterov) > 10.0
+
+
+def test_closed_forms():
+    assert stable_lr_bound(4.0) == 0.5
+    assert stable_lr_bound(4.0, momentum=0.9) == pytest.approx(0.95)
+    assert stable_lr_bound(4.0, momentum=0.5, nesterov=True) == pytest.approx(2 * 1.5 / (2 * 4.0))
+    assert stable_lr_bound(0.0) == math.inf
+    assert stable_lr_bound(-1.0, momentum=0.5) == math.inf
+
+
+def test_max_stable_lr_from_the_model():
+    model = Quadratic()
+    data = (torch.zeros(1), None)
+    assert max_stable_lr(model, lambda out, _: out, data) == pytest.approx(0.2, rel=1e-8)
+    assert max_stable_lr(model, lambda out, _: out, data, momentum=0.9) == pytest.approx(
+        0.38, rel=1e-8
+    )
+
+
+def test_check_learning_rate_is_a_diagnosis_with_the_bound_and_a_fix():
+    diagnosis = check_learning_rate(0.5, 10.0, momentum=0.9)
+    assert diagnosis.kind is Finding.LEARNING_RATE_TOO_HIGH
+    assert diagnosis.evidence["max_stable_lr"] == pytest.approx(0.38)
+    assert diagnosis.evidence["lambda_max"] == 10.0
+    assert diagnosis.evidence["lr"] == 0.5
+    assert diagnosis.fix == {"optimizer.lr": pytest.approx(0.19)}
+    assert "0.38" in diagnosis.summary
+    assert check_learning_rate(0.37, 10.0, momentum=0.9) is None
+    assert check_learning_rate(100.0, -1.0) is None  # no positive curvature: no bound
+    assert check_learning_rate(0.21, 10.0).to_dict()["kind"] == "learning_rate_too_high"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: stable_lr_bound(float("nan")),
+            r"The 'lambda_max' parameter of stable_lr_bound must be a finite float. Got nan instead.",
+        ),
+        (
+            lambda: stable_lr_bound(1.0, momentum=1.0),
+            r"The 'momentum' parameter of stable_lr_bound must be a float in \[0, 1\). Got 1.0 instead.",
+        ),
+        (
+            lambda: stable_lr_bound(1.0, nesterov=1),
+            r"The 'nesterov' parameter of stable_lr_bound must be a bool. Got 1 instead.",
+        ),
+        (
+            lambda: check_learning_rate(-0.1, 1.0),
+            r"The 'lr' parameter of check_learning_rate must be a float >= 0. Got -0.1 instead.",
+        ),
+        (
+            lambda: max_stable_lr(
+                Quadratic(), lambda out, _: out, (torch.zeros(1), None), momentum=-0.5
+            ),
+            r"The 'momentum' parameter of max_stable_lr must be a float in \[0, 1\). Got -0.5 instead.",
+        ),
+    ],
+)
+def test_bad_arguments(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

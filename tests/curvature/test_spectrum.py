@@ -1,0 +1,250 @@
+"""Spectral estimates against the exact Hessian's eigendecomposition (torch.func.hessian)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradwise import curvature
+
+from .models import classification_batch, cross_entropy, exact_hessian, mlp
+
+
+@pytest.fixture(scope="module")
+def at_init():
+    """A tanh MLP 12-32-24-6 (1,358 parameters) at initialization: an indefinite Hessian."""
+    model = mlp((12, 32, 24, 6))
+    batch = classification_batch(num_samples=64)
+    exact = exact_hessian(model, cross_entropy, *batch)
+    return model, batch, exact, torch.linalg.eigh(exact)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The same MLP after 50 Adam steps on 256 samples: mostly positive curvature."""
+    model = mlp((12, 32, 24, 6))
+    batch = classification_batch(num_samples=256)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(50):
+        optimizer.zero_grad()
+        cross_entropy(model(batch[0]), batch[1]).backward()
+        optimizer.step()
+    model.zero_grad(set_to_none=True)
+    return model, batch, exact_hessian(model, cross_entropy, *batch)
+
+
+def relative_error(estimate, exact):
+    return ((estimate - exact) / exact).abs()
+
+
+def test_top_eigenvalues_within_the_issue_tolerances(at_init):
+    model, batch, exact, (values, vectors) = at_init
+    assert exact.shape[0] == 1358
+    top, found = curvature.eigenvalues(model, cross_entropy, batch, k=5, return_eigenvectors=True)
+    expected = values.flip(0)[:5]
+    assert relative_error(top[0], expected[0]) < 1e-4
+    assert relative_error(top, expected).max() < 1e-3
+    assert found.shape == (1358, 5)
+    # Eigenvectors: unit, orthogonal, H u = lambda u, and aligned with the exact ones.
+    torch.testing.assert_close(
+        found.T @ found, torch.eye(5, dtype=torch.float64), atol=1e-8, rtol=0
+    )
+    residual = torch.linalg.vector_norm(exact @ found - found * top, dim=0)
+    assert residual.max() < 1e-4 * expected[0]
+    alignment = (found.T @ vectors.flip(1)[:, :5]).diagonal().abs()
+    assert alignment.min() > 0.999
+
+
+def test_smallest_eigenvalues_are_the_most_negative(at_init):
+    model, batch, _, (values, _) = at_init
+    assert values[0] < 0
+    bottom = curvature.eigenvalues(
+        model, cross_entropy, batch, k=3, which="smallest", max_iterations=300
+    )
+    assert relative_error(bottom, values[:3]).max() < 1e-3
+
+
+def test_averaged_batches_give_the_spectrum_of_the_whole_batch(at_init):
+    model, (inputs, targets), _, (values, _) = at_init
+    batches = [(inputs[:16], targets[:16]), (inputs[16:], targets[16:])]
+    top = curvature.eigenvalues(model, cross_entropy, batches, k=2)
+    assert relative_error(top, values.flip(0)[:2]).max() < 1e-4
+
+
+def test_repeated_eigenvalues_are_found_after_the_krylov_space_closes():
+    # Least squares with X = diag(1, 1, 1, 2, 3) (rows scaled): H = (2/5) X^T X has
+    # eigenvalue 0.4 three times; Lanczos from one vector sees it once, then restarts.
+    model = nn.Linear(5, 1, bias=False).double()
+    inputs = torch.diag(torch.tensor([1.0, 1.0, 1.0, 2.0, 3.0], dtype=torch.float64))
+    targets = torch.zeros(5, 1, dtype=torch.float64)
+    bottom = curvature.eigenvalues(model, F.mse_loss, (inputs, targets), k=4, which="smallest")
+    torch.testing.assert_close(bottom, torch.tensor([0.4, 0.4, 0.4, 1.6], dtype=torch.float64))
+
+
+def test_trace_within_five_percent_with_100_probes(trained):
+    model, batch, exact = trained
+    for seed in range(4):
+        estimate = curvature.trace(model, cross_entropy, batch, num_probes=100, seed=seed)
+        assert relative_error(estimate, exact.trace()) < 0.05, seed
+
+
+def test_trace_is_exact_for_a_diagonal_hessian():
+    # For diagonal H, z^T H z = tr H for every +-1 vector z: one probe suffices.
+    model = nn.Linear(4, 1, bias=False).double()
+    inputs = torch.diag(torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=torch.float64))
+    targets = torch.zeros(4, 1, dtype=torch.float64)
+    expected = 2 / 4 * (0.25 + 1 + 4 + 16)
+    assert curvature.trace(
+        model, F.mse_loss, (inputs, targets), num_probes=1, seed=7
+    ) == pytest.approx(expected, rel=1e-12)
+
+
+def test_density_quadrature_matches_the_spectrum():
+    model = mlp((6, 8, 3))
+    batch = classification_batch(num_samples=32, num_features=6, num_classes=3)
+    exact = exact_hessian(model, cross_entropy, *batch)
+    values = torch.linalg.eigvalsh(exact)
+    n = exact.shape[0]
+    # With m = n Lanczos steps the nodes are eigenvalues of H (full reorthogonalization:
+    # no ghosts) and the weights sum to 1.
+    full = curvature.eigenvalue_density(model, cross_entropy, batch, num_iterations=n)
+    distance = (full.nodes[0][:, None] - values[None, :]).abs().min(dim=1).values
+    assert distance.max() < 1e-8
+    assert full.weights.sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert full.moment(0) == pytest.approx(1.0, abs=1e-12)
+    # Moments: E[v^T H^p v] = tr(H^p) / n; SLQ with m steps is exact for p <= 2m - 1.
+    density = curvature.eigenvalue_density(
+        model, cross_entropy, batch, num_iterations=10, num_probes=40
+    )
+    assert density.nodes.shape == density.weights.shape == (40, 10)
+    frobenius = (exact**2).sum()
+    assert density.moment(2) * n == pytest.approx(frobenius.item(), rel=0.1)
+    assert density.moment(1) * n == pytest.approx(
+        exact.trace().item(), rel=0.2, abs=0.02 * frobenius.sqrt().item()
+    )
+    # The smoothed density integrates to 1 and its mass sits on the spectrum.
+    grid = torch.linspace(values[0] - 1, values[-1] + 1, 4001, dtype=torch.float64)
+    smooth = full.evaluate(grid, bandwidth=0.01)
+    assert torch.trapezoid(smooth, grid).item() == pytest.approx(1.0, abs=1e-6)
+    assert smooth[grid > values[-1] + 0.1].max() < 1e-6
+
+
+def test_condition_number_of_a_positive_definite_hessian():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 1).double()
+    inputs = torch.randn(50, 6, dtype=torch.float64) * torch.tensor([1, 2, 3, 4, 5, 6])
+    targets = torch.randn(50, 1, dtype=torch.float64)
+    exact = exact_hessian(model, F.mse_loss, inputs, targets)
+    values = torch.linalg.eigvalsh(exact)
+    kappa = curvature.condition_number(model, F.mse_loss, (inputs, targets))
+    assert kappa == pytest.approx((values[-1] / values[0]).item(), rel=1e-4)
+
+
+def test_condition_number_is_infinite_with_negative_curvature(at_init):
+    model, batch, _, _ = at_init
+    assert curvature.condition_number(model, cross_entropy, batch, max_iterations=300) == math.inf
+
+
+def test_negative_curvature_found_with_its_direction(at_init):
+    model, batch, exact, (values, _) = at_init
+    result = curvature.find_negative_curvature(model, cross_entropy, batch, max_iterations=300)
+    assert result.found
+    assert result.min_eigenvalue == pytest.approx(values[0].item(), rel=1e-4)
+    assert result.max_eigenvalue == pytest.approx(values[-1].item(), rel=1e-4)
+    direction = result.direction
+    residual = exact @ direction - result.min_eigenvalue * direction
+    assert torch.linalg.vector_norm(residual) < 1e-3 * abs(result.min_eigenvalue)
+    model.zero_grad()
+    cross_entropy(model(batch[0]), batch[1]).backward()
+    gradient = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    model.zero_grad(set_to_none=True)
+    assert result.gradient_norm == pytest.approx(
+        torch.linalg.vector_norm(gradient).item(), rel=1e-10
+    )
+    assert "negative curvature" in str(result)
+
+
+def test_no_negative_curvature_on_a_convex_loss():
+    torch.manual_seed(1)
+    model = nn.Linear(4, 1).double()
+    inputs = torch.randn(20, 4, dtype=torch.float64)
+    result = curvature.find_negative_curvature(
+        model, F.mse_loss, (inputs, torch.randn(20, 1, dtype=torch.float64))
+    )
+    assert not result.found
+    assert result.min_eigenvalue > 0
+
+
+def test_saddle_point_of_x_squared_minus_y_squared():
+    class Saddle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.point = nn.Parameter(torch.tensor([0.0, 0.0], dtype=torch.float64))
+
+        def forward(self, scale):
+            return scale * (self.point[0] ** 2 - self.point[1] ** 2)
+
+    result = curvature.find_negative_curvature(
+        Saddle(), lambda out, _: out.mean(), (torch.ones(3, dtype=torch.float64), None)
+    )
+    assert result.found
+    assert result.gradient_norm == 0.0
+    assert result.min_eigenvalue == pytest.approx(-2.0)
+    assert result.max_eigenvalue == pytest.approx(2.0)
+    assert result.direction.abs().tolist() == pytest.approx([0.0, 1.0], abs=1e-12)
+
+
+def test_too_few_iterations_warn(at_init):
+    model, batch, _, _ = at_init
+    with pytest.warns(
+        RuntimeWarning, match="eigenvalues: Lanczos did not reach tol=1e-05 in max_iterations=6"
+    ):
+        curvature.eigenvalues(model, cross_entropy, batch, k=5, max_iterations=6)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda m, b: curvature.eigenvalues(m, cross_entropy, b, k=0),
+            r"The 'k' parameter of eigenvalues must be an int >= 1. Got 0 instead.",
+        ),
+        (
+            lambda m, b: curvature.eigenvalues(m, cross_entropy, b, which="middle"),
+            r"The 'which' parameter of eigenvalues must be one of 'largest', 'smallest'. Got 'middle' instead.",
+        ),
+        (
+            lambda m, b: curvature.eigenvalues(m, cross_entropy, b, tol=0.0),
+            r"The 'tol' parameter of eigenvalues must be a float > 0. Got 0.0 instead.",
+        ),
+        (
+            lambda m, b: curvature.trace(m, cross_entropy, b, num_probes=0),
+            r"The 'num_probes' parameter of trace must be an int >= 1. Got 0 instead.",
+        ),
+        (
+            lambda m, b: curvature.eigenvalue_density(m, cross_entropy, b, num_iterations=2.5),
+            r"The 'num_iterations' parameter of eigenvalue_density must be an int >= 1. Got 2.5 instead.",
+        ),
+        (
+            lambda m, b: curvature.condition_number(m, cross_entropy, b, seed=-1),
+            r"The 'seed' parameter of condition_number must be an int >= 0. Got -1 instead.",
+        ),
+        (
+            lambda m, b: curvature.find_negative_curvature(m, cross_entropy, b, tolerance=-1.0),
+            r"The 'tolerance' parameter of find_negative_curvature must be a float >= 0. Got -1.0 instead.",
+        ),
+        (
+            lambda m, b: curvature.eigenvalue_density(m, cross_entropy, b).evaluate(
+                [0.0], bandwidth=0
+            ),
+            r"The 'bandwidth' parameter of EigenvalueDensity.evaluate must be a float > 0. Got 0 instead.",
+        ),
+    ],
+)
+def test_bad_arguments_are_named_in_the_one_format(call, message):
+    model = nn.Linear(3, 2).double()
+    batch = (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0]))
+    with pytest.raises(ValueError, match=message):
+        call(model, batch)

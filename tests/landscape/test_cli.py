@@ -1,0 +1,80 @@
+"""``gradwise landscape RUN`` on a real (tiny) trained run, through gradwise.cli.main."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gradwise.cli import main
+from gradwise.config import load_config, parse_config, read_file
+from gradwise.landscape import interpolate
+from gradwise.losses import get_loss
+from gradwise.runs import RunFolder
+from gradwise.train import load_checkpoint, prepare_run, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    overrides = [f"runs_dir={root}", "name=tiny", "epochs=3", "data.dataset=spirals",
+                 "model.name=mlp", "model.width=8", "model.depth=1", "optimizer.lr=0.05"]  # fmt: skip
+    result = train(load_config(None, overrides), progress=False)
+    assert result.run is not None
+    return result.run.path
+
+
+def test_writes_every_kind_of_picture_and_prints_the_paths(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["landscape", str(run), "--resolution", "5", "--subset", "64"])
+    assert code == 0
+    printed = capsys.readouterr().out.split()
+    names = ["landscape-interpolate.png", "landscape-1d.png", "landscape-2d-contour.png",
+             "landscape-2d-surface.png"]  # fmt: skip
+    assert printed == [str(run / name) for name in names]
+    for name in names:
+        assert (run / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_one_kind(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for path in run.glob("landscape-*.png"):
+        path.unlink()
+    assert main(["landscape", str(run), "--kind", "1d", "--resolution", "3"]) == 0
+    assert capsys.readouterr().out.split() == [str(run / "landscape-1d.png")]
+    assert [path.name for path in run.glob("landscape-*.png")] == ["landscape-1d.png"]
+
+
+def test_the_interpolation_runs_from_the_configs_init_to_the_last_checkpoint(run: Path) -> None:
+    # The oracle: the model rebuilt from config.yaml (its init) and the checkpoint's model
+    # loaded by hand; the interpolation's endpoints are the losses at exactly those weights.
+    folder = RunFolder.open(run)
+    config = parse_config(read_file(folder.config_path))
+    init_model = prepare_run(config).model.eval()
+    final_model = prepare_run(config).model
+    final_model.load_state_dict(load_checkpoint(folder.last_checkpoint)["model"])
+    final_model.eval()
+    data = prepare_run(config).data.train
+    loss = get_loss(config.loss)
+    with torch.no_grad():
+        at_init = loss(init_model(data.inputs), data.targets).item()
+        at_final = loss(final_model(data.inputs), data.targets).item()
+    assert at_final < at_init  # it trained: the two ends differ
+    line = interpolate(final_model, init_model, final_model, loss, data, num_points=3, extend=0.0)
+    np.testing.assert_allclose(line.losses, [at_init, line.losses[1], at_final], rtol=1e-5)
+
+
+def test_errors_are_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["landscape", str(tmp_path / "missing")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    untrained = RunFolder.create(tmp_path, "untrained", min_free_bytes=0)
+    (untrained.path / "config.yaml").write_text((run / "config.yaml").read_text())
+    assert main(["landscape", str(untrained.path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("gradwise landscape: error: ")
+    assert "no final weights" in error
+    assert len(error.splitlines()) == 1
+    assert main(["landscape", str(run), "--resolution", "1"]) == 2
+    assert "--resolution must be an int >= 2. Got 1 instead." in capsys.readouterr().err

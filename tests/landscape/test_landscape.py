@@ -1,0 +1,297 @@
+"""Interpolation and slices against independent oracles; the model restored bit for bit."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradwise.data import Dataset
+from gradwise.landscape import (
+    Landscape1D,
+    Landscape2D,
+    interpolate,
+    random_directions,
+    slice_1d,
+    slice_2d,
+)
+from tests.landscape.setups import (
+    classification_data,
+    classifier,
+    conv_net,
+    trained_buffers,
+)
+
+
+def _eval_loss(
+    model: nn.Module, params: dict[str, torch.Tensor], data: tuple[torch.Tensor, torch.Tensor]
+) -> float:
+    """The oracle: a copy of the model with ``params`` loaded, in eval mode, one forward."""
+    work = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, parameter in work.named_parameters():
+            parameter.copy_(params[name])
+        return F.cross_entropy(work(data[0]), data[1]).item()
+
+
+def _two_solutions() -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    data = classification_data()
+    model = classifier(0)
+    trained_buffers(model, data[0])
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    end = {name: p.detach().clone() for name, p in classifier(1).named_parameters()}
+    return model, start, end
+
+
+def test_interpolation_endpoints_and_midpoint_equal_the_losses_at_those_points() -> None:
+    data = classification_data()
+    model, start, end = _two_solutions()
+    line = interpolate(model, start, end, F.cross_entropy, data, num_points=9, extend=0.5)
+    assert isinstance(line, Landscape1D)
+    np.testing.assert_allclose(line.coordinates, np.linspace(-0.5, 1.5, 9))
+    at = dict(zip(line.coordinates.tolist(), line.losses.tolist(), strict=True))
+    assert at[0.0] == pytest.approx(_eval_loss(model, start, data), rel=1e-12)
+    assert at[1.0] == pytest.approx(_eval_loss(model, end, data), rel=1e-12)
+    middle = {name: (start[name] + end[name]) / 2 for name in start}
+    assert at[0.5] == pytest.approx(_eval_loss(model, middle, data), rel=1e-12)
+    beyond = {name: 1.5 * end[name] - 0.5 * start[name] for name in start}
+    assert at[1.5] == pytest.approx(_eval_loss(model, beyond, data), rel=1e-10)
+
+
+def test_interpolating_state_dicts_carries_the_batchnorm_statistics_along() -> None:
+    data = classification_data()
+    model_a, model_b = classifier(0), classifier(1)
+    trained_buffers(model_a, data[0])
+    trained_buffers(model_b, 3.0 * data[0] + 1.0)  # very different running statistics
+    oracle = []
+    for source in (model_a, model_b):
+        with torch.no_grad():
+            oracle.append(F.cross_entropy(source.eval()(data[0]), data[1]).item())
+    model_a.train()
+    line = interpolate(model_a, model_a.state_dict(), model_b.state_dict(), F.cross_entropy,
+                       data, num_points=3, extend=0.0)  # fmt: skip
+    np.testing.assert_allclose(line.losses[[0, 2]], oracle, rtol=1e-12)
+    middle = classifier(0)
+    merged = {k: (v + model_b.state_dict()[k]) / 2 if v.is_floating_point() else v
+              for k, v in model_a.state_dict().items()}  # fmt: skip
+    middle.load_state_dict(merged)
+    with torch.no_grad():
+        expected = F.cross_entropy(middle.eval()(data[0]), data[1]).item()
+    assert line.losses[1] == pytest.approx(expected, rel=1e-12)
+    # parameters only: the model's own statistics all along the line
+    only = interpolate(model_a, dict(model_a.named_parameters()),
+                       dict(model_b.named_parameters()), F.cross_entropy, data,
+                       num_points=3, extend=0.0)  # fmt: skip
+    own = {k: v for k, v in model_b.state_dict().items() if "running" not in k}
+    assert only.losses[2] == pytest.approx(_eval_loss(model_a, own, data), rel=1e-12)
+    assert only.losses[2] != pytest.approx(oracle[1], rel=1e-3)
+
+
+def test_interpolation_always_contains_both_endpoints_and_accepts_modules() -> None:
+    data = classification_data()
+    model_a, model_b = classifier(0), classifier(1)
+    line = interpolate(model_a, model_a, model_b.state_dict(), "cross_entropy", data,
+                       num_points=4, extend=0.3)  # fmt: skip
+    assert {0.0, 1.0} <= set(line.coordinates.tolist())
+    assert len(line.coordinates) == 6  # 4 grid points + 0 and 1
+    assert np.all(np.diff(line.coordinates) > 0)
+
+
+def test_a_2d_slice_of_a_quadratic_matches_the_closed_form() -> None:
+    # Least squares is exactly quadratic in (w, b): L(theta + v) = L + g.v + v.H.v / 2 with
+    # g = 2/N Xa^T (Xa theta - y) and H = 2/N Xa^T Xa, Xa = [X, 1]. Computed in numpy.
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(40, 4, generator=generator, dtype=torch.float64)
+    targets = torch.randn(40, 1, generator=generator, dtype=torch.float64)
+    model = nn.Linear(4, 1).double()
+    for filter_normalize in (True, False):
+        directions = random_directions(model, seed=2, filter_normalize=filter_normalize)
+        surface = slice_2d(model, F.mse_loss, (inputs, targets), directions, span=2.0,
+                           resolution=7)  # fmt: skip
+        assert isinstance(surface, Landscape2D)
+        x = np.hstack([inputs.numpy(), np.ones((40, 1))])
+        y = targets.numpy()[:, 0]
+        theta = np.concatenate([model.weight.detach().numpy()[0], model.bias.detach().numpy()])
+        d1, d2 = (np.concatenate([d["weight"].numpy()[0], d["bias"].numpy()]) for d in directions)
+        hessian = 2.0 / 40 * x.T @ x
+        gradient = 2.0 / 40 * x.T @ (x @ theta - y)
+        loss = np.mean((x @ theta - y) ** 2)
+        expected = np.empty((7, 7))
+        for i, alpha in enumerate(np.linspace(-2, 2, 7)):
+            for j, beta in enumerate(np.linspace(-2, 2, 7)):
+                v = alpha * d1 + beta * d2
+                expected[i, j] = loss + gradient @ v + 0.5 * v @ hessian @ v
+        np.testing.assert_allclose(surface.losses, expected, rtol=1e-10)
+        np.testing.assert_allclose(surface.alphas, np.linspace(-2, 2, 7))
+
+
+def test_a_1d_slice_of_a_quadratic_is_the_parabola_along_the_direction() -> None:
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(30, 3, generator=generator, dtype=torch.float64)
+    targets = torch.randn(30, 1, generator=generator, dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+    (direction,) = random_directions(model, num=1)
+    curve = slice_1d(model, F.mse_loss, (inputs, targets), direction, span=1.5, resolution=9)
+    x, y = inputs.numpy(), targets.numpy()[:, 0]
+    w, d = model.weight.detach().numpy()[0], direction["weight"].numpy()[0]
+    expected = [np.mean((x @ (w + t * d) - y) ** 2) for t in np.linspace(-1.5, 1.5, 9)]
+    np.testing.assert_allclose(curve.losses, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("make_model", [classifier, conv_net])
+def test_batched_evaluation_equals_one_point_at_a_time(
+    make_model: Callable[..., nn.Module],
+) -> None:
+    channels = 2 if make_model is conv_net else None
+    inputs, targets = classification_data(size=13, channels=channels)
+    model = make_model()
+    trained_buffers(model, inputs)
+    directions = random_directions(model)
+    reference = slice_2d(model, "cross_entropy", (inputs, targets), directions, resolution=5,
+                         points_per_batch=1)  # fmt: skip
+    for points_per_batch in (7, 25):  # uneven chunks, then all points in one call
+        batched = slice_2d(model, "cross_entropy", (inputs, targets), directions,
+                           resolution=5, points_per_batch=points_per_batch)  # fmt: skip
+        np.testing.assert_allclose(batched.losses, reference.losses, rtol=1e-12)
+    other = make_model(seed=1)
+    trained_buffers(other, 2.0 * inputs)  # interpolated BatchNorm statistics, vmapped too
+    lines = [
+        interpolate(
+            model,
+            model,
+            other,
+            "cross_entropy",
+            (inputs, targets),
+            num_points=9,
+            points_per_batch=points_per_batch,
+        ).losses  # fmt: skip
+        for points_per_batch in (1, 4)
+    ]
+    np.testing.assert_allclose(lines[1], lines[0], rtol=1e-12)
+    # data batches of 5, 5 and 3 samples give the sample-weighted mean of one big batch
+    split = slice_2d(model, "cross_entropy", Dataset(inputs, targets), directions,
+                     resolution=5, batch_size=5)  # fmt: skip
+    np.testing.assert_allclose(split.losses, reference.losses, rtol=1e-12)
+
+
+def _snapshot(model: nn.Module) -> dict[str, object]:
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
+        "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None},
+        "modes": [module.training for module in model.modules()],
+        "rng": torch.get_rng_state(),
+    }
+
+
+def _assert_same(model: nn.Module, before: dict[str, object]) -> None:
+    after = _snapshot(model)
+    assert after["modes"] == before["modes"]
+    assert torch.equal(after["rng"], before["rng"])  # type: ignore[arg-type]
+    for key in ("state", "grads"):
+        old, new = before[key], after[key]
+        assert old.keys() == new.keys()  # type: ignore[attr-defined]
+        for name in old:  # type: ignore[attr-defined]
+            assert torch.equal(old[name], new[name]), name  # type: ignore[index]
+            assert old[name].dtype == new[name].dtype  # type: ignore[index]
+
+
+def test_the_model_is_left_exactly_as_it_was() -> None:
+    data = classification_data()
+    model = classifier(0)
+    trained_buffers(model, data[0])  # training mode, BatchNorm statistics moved
+    model[3].eval()  # a mixed mode: dropout alone in eval mode
+    F.cross_entropy(model(data[0]), data[1]).backward()  # existing .grad
+    model[0].bias.grad = None  # and one parameter without
+    before = _snapshot(model)
+    other = {name: p.detach() + 1.0 for name, p in model.named_parameters()}
+    interpolate(model, model, other, F.cross_entropy, data, num_points=5)
+    _assert_same(model, before)
+    directions = random_directions(model)
+    slice_1d(model, F.cross_entropy, data, directions[0], resolution=5)
+    _assert_same(model, before)
+    slice_2d(model, F.cross_entropy, data, directions, resolution=5)
+    _assert_same(model, before)
+    assert model.training
+    assert model[1].training
+    assert not model[3].training
+
+
+def test_the_model_is_restored_when_the_loss_fails() -> None:
+    data = classification_data()
+    model = classifier(0)
+    before = _snapshot(model)
+
+    def broken(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        slice_1d(model, broken, data, random_directions(model, num=1)[0], resolution=3)
+    _assert_same(model, before)
+
+
+def test_plots_are_png_images() -> None:
+    data = classification_data()
+    model = classifier(0)
+    directions = random_directions(model)
+    surface = slice_2d(model, "cross_entropy", data, directions, span=30.0, resolution=5)
+    assert surface.losses.max() / surface.losses.min() > 100  # the log-level path
+    curve = interpolate(model, model, classifier(1), "cross_entropy", data, num_points=5)
+    for png in (surface.plot_contour_png(), surface.plot_surface_png(), curve.plot_png()):
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert len(png) > 5000
+    flat = Landscape2D(np.linspace(-1, 1, 3), np.linspace(-1, 1, 3), np.ones((3, 3)))
+    flat.losses[0, 0] = np.inf
+    assert flat.plot_contour_png().startswith(b"\x89PNG")
+    assert flat.plot_surface_png().startswith(b"\x89PNG")
+
+
+def test_importing_the_package_does_not_import_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, gradwise.landscape; print('matplotlib' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    assert result.stdout.strip() == "False"
+
+
+def test_bad_arguments_are_reported_in_the_one_format() -> None:
+    data = classification_data()
+    model = classifier(0)
+    directions = random_directions(model)
+    cases = [
+        (lambda: interpolate(model, model, model, "ce", data),
+         "The 'loss_fn' parameter of interpolate must be one of 'cross_entropy'"),
+        (lambda: interpolate(model, model, model, F.cross_entropy, data, num_points=1),
+         "The 'num_points' parameter of interpolate must be an int >= 2. Got 1 instead."),
+        (lambda: interpolate(model, model, model, F.cross_entropy, data, extend=-1.0),
+         "The 'extend' parameter of interpolate must be a float >= 0. Got -1.0 instead."),
+        (lambda: interpolate(model, {}, model, F.cross_entropy, data),
+         "The 'params_a' parameter of interpolate must have a tensor for every parameter"),
+        (lambda: slice_1d(model, F.cross_entropy, data, directions[0], span=0.0),
+         "The 'span' parameter of slice_1d must be a float > 0. Got 0.0 instead."),
+        (lambda: slice_2d(model, F.cross_entropy, data, directions[:1]),
+         "The 'directions' parameter of slice_2d must be a sequence of two directions"),
+        (lambda: slice_2d(model, F.cross_entropy, data, directions, resolution=1),
+         "The 'resolution' parameter of slice_2d must be an int >= 2. Got 1 instead."),
+        (lambda: slice_2d(model, F.cross_entropy, data, directions, points_per_batch=0),
+         "The 'points_per_batch' parameter of slice_2d must be an int >= 1. Got 0 instead."),
+        (lambda: slice_2d(classifier(0)[0], F.cross_entropy, data, directions),
+         "The 'directions' parameter of slice_2d must have a tensor for every parameter"),
+        (lambda: slice_2d(nn.ReLU(), F.cross_entropy, data, directions),
+         "The 'model' parameter of slice_2d must have parameters."),
+    ]  # fmt: skip
+    for call, message in cases:
+        with pytest.raises(ValueError, match="^The '") as caught:
+            call()
+        assert str(caught.value).startswith(message), str(caught.value)
+    with pytest.raises(TypeError, match="The 'data' parameter of slice_1d must be"):
+        slice_1d(model, F.cross_entropy, [1, 2], directions[0])  # type: ignore[arg-type]
+    wrong = {name: t[..., :1] for name, t in directions[0].items()}
+    with pytest.raises(ValueError, match="must match the shape of '0.weight', \\(8, 3\\)"):
+        slice_1d(model, F.cross_entropy, data, wrong)

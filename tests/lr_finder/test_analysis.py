@@ -1,0 +1,103 @@
+"""The smoothing, the lr grid and the two suggestion rules against closed forms."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from gradwise.lr_finder import analyze_sweep, exponential_lrs, smooth_losses
+
+
+def test_smoothing_is_the_normalized_exponentially_weighted_mean() -> None:
+    rng = np.random.default_rng(0)
+    losses = list(rng.uniform(0.5, 3.0, size=40))
+    beta = 0.9
+    for i, value in enumerate(smooth_losses(losses, beta)):
+        weights = np.array([beta ** (i - j) for j in range(i + 1)])
+        assert value == pytest.approx(float(weights @ losses[: i + 1] / weights.sum()), rel=1e-12)
+
+
+def test_zero_smoothing_returns_the_losses() -> None:
+    assert smooth_losses([3.0, 1.0, 2.0], 0.0) == [3.0, 1.0, 2.0]
+
+
+def test_debiased_smoothing_and_torch_lr_finder_recursion_agree_once_the_start_fades() -> None:
+    # torch-lr-finder: s_0 = l_0, s_i = f l_i + (1 - f) s_{i-1}, f = 0.05; ours: beta = 0.95.
+    losses = [2.0 + math.sin(i / 7.0) for i in range(300)]
+    theirs = [losses[0]]
+    for loss in losses[1:]:
+        theirs.append(0.05 * loss + 0.95 * theirs[-1])
+    ours = smooth_losses(losses, 0.95)
+    assert ours[0] == theirs[0]
+    assert abs(ours[20] - theirs[20]) > 1e-3  # the start weights differ ...
+    assert ours[-1] == pytest.approx(theirs[-1], abs=1e-6)  # ... and fade as 0.95^i
+
+
+def test_exponential_lrs_are_log_spaced_from_start_to_end() -> None:
+    lrs = exponential_lrs(1e-7, 10.0, 100)
+    np.testing.assert_allclose(lrs, np.logspace(-7, 1, 100), rtol=1e-12)
+
+
+def _sigmoid_curve(x0: float, lrs: list[float]) -> list[float]:
+    """Loss falls from 2 to 0.4 around log10 lr = x0, then explodes past 10 ** (x0 + 1.5)."""
+    x = np.log10(lrs)
+    loss = 2.0 - 1.6 / (1.0 + np.exp(-(x - x0) / 0.3))
+    return list(np.where(x > x0 + 1.5, 50.0, loss))
+
+
+def test_steepest_descent_and_min_loss_rule_on_a_known_curve() -> None:
+    lrs = exponential_lrs(1e-6, 10.0, 141)  # 20 steps per decade
+    result = analyze_sweep(lrs, _sigmoid_curve(-3.0, lrs), smoothing=0.0)
+    spacing = 1 / 20
+    assert abs(math.log10(result.steepest_lr) + 3.0) <= spacing + 1e-9
+    first_bad = int(np.argmax(np.log10(lrs) > -1.5))
+    assert result.diverged_at == first_bad
+    assert result.lr_at_min_loss == lrs[first_bad - 1]  # the loss keeps falling until then
+    assert result.min_loss_lr == pytest.approx(lrs[first_bad - 1] / 10)
+    assert result.suggested_by == "steepest"
+    assert result.suggestion == result.steepest_lr
+    assert "Steepest descent" in result.reasoning
+    assert "Min-loss/10" in result.reasoning
+
+
+def test_a_flat_curve_with_a_noise_dip_falls_back_to_the_min_loss_rule() -> None:
+    lrs = exponential_lrs(1e-6, 1.0, 121)
+    losses = [2.0] * 121
+    losses[30] = 1.8  # a dip in the flat start, steeper than the real (slow) descent
+    losses[80:] = [2.0 - 0.006 * k for k in range(1, 41)] + [90.0]
+    result = analyze_sweep(lrs, losses, smoothing=0.0)
+    assert result.steepest_lr < result.min_loss_lr / 10
+    assert result.suggested_by == "min_loss"
+    assert result.suggestion == result.min_loss_lr
+
+
+def test_divergence_uses_the_factor_on_the_smoothed_loss() -> None:
+    lrs = exponential_lrs(1e-3, 1.0, 10)
+    losses = [1.0, 0.5, 0.5, 1.9, 2.1, 2.2]
+    assert analyze_sweep(lrs, losses, smoothing=0.0, diverge_factor=4.0).diverged_at == 4
+    assert analyze_sweep(lrs, losses, smoothing=0.0, diverge_factor=5.0).diverged_at is None
+    assert analyze_sweep(lrs, [1.0, float("nan")], smoothing=0.0).diverged_at == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"smoothing": 1.0}, "The 'smoothing' parameter of analyze_sweep must be a float in [0, 1)"),
+        ({"diverge_factor": 1.0}, "The 'diverge_factor' parameter of analyze_sweep must be a float > 1"),
+    ],
+)  # fmt: skip
+def test_bad_settings_raise_the_standard_error(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        analyze_sweep([1e-3, 1e-2], [1.0, 0.5], **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_grids_raise() -> None:
+    with pytest.raises(ValueError, match="The 'lrs' parameter of analyze_sweep"):
+        analyze_sweep([1e-2, 1e-3], [1.0, 0.5])
+    with pytest.raises(ValueError, match="The 'end_lr' parameter of exponential_lrs"):
+        exponential_lrs(1.0, 0.1, 10)
+    with pytest.raises(ValueError, match="The 'num_steps' parameter of exponential_lrs"):
+        exponential_lrs(1e-3, 1.0, 2)

@@ -1,0 +1,247 @@
+"""lr_find on real models: state restored bitwise, every group swept, divergence, noise."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from gradwise import optim
+from gradwise.cli._lr_find import add_parser
+from gradwise.data import Dataset, load_dataset
+from gradwise.lr_finder import exponential_lrs, lr_find
+from gradwise.models import build_model
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3)
+    )
+
+
+def _data(size: int = 256) -> Dataset:
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(size, 4, generator=generator)
+    return Dataset(inputs, (inputs[:, 0] > 0).long() + (inputs[:, 1] > 0).long())
+
+
+def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "grads": [(p.grad, None if p.grad is None else p.grad.clone()) for p in model.parameters()],
+        "modes": [m.training for m in model.modules()],
+        "optimizer": _flatten(optimizer.state_dict()),
+        "rng": torch.get_rng_state(),
+    }
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}/{key}"))
+        return out
+    if isinstance(value, list | tuple):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}/{i}"))
+        return out
+    return {prefix: value.clone() if isinstance(value, torch.Tensor) else value}
+
+
+def _assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
+    assert before["state"].keys() == after["state"].keys()
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), key
+    for (grad, saved), (grad_after, _) in zip(before["grads"], after["grads"], strict=True):
+        assert grad_after is grad  # the same tensor object ...
+        if saved is not None:
+            assert torch.equal(grad_after, saved)  # ... with the same values
+    assert before["modes"] == after["modes"]
+    assert before["optimizer"].keys() == after["optimizer"].keys()
+    for key, value in before["optimizer"].items():
+        other = after["optimizer"][key]
+        assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other
+    assert torch.equal(before["rng"], after["rng"])
+
+
+@pytest.mark.parametrize("kind", ["torch_adam", "gradwise_adamw", "gradwise_chain"])
+def test_model_optimizer_grads_modes_and_rng_are_restored_bitwise(kind: str) -> None:
+    model = _net()
+    if kind == "torch_adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    elif kind == "gradwise_adamw":
+        optimizer = optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    else:
+        optimizer = optim.Optimizer(
+            model.parameters(),
+            lambda lr: optim.chain(optim.scale_by_momentum(0.9), optim.scale_by_learning_rate(lr)),
+            lr=0.05,
+        )
+    data = _data()
+    # A used optimizer (state to restore), an existing .grad, and a mixed train/eval mode.
+    loss = nn.functional.cross_entropy(model(data.inputs[:32]), data.targets[:32])
+    loss.backward()
+    optimizer.step()
+    model.eval()
+    model[1].train()
+    torch.manual_seed(123)
+    before = _snapshot(model, optimizer)
+    result = lr_find(model, optimizer, data, start_lr=1e-4, end_lr=1e3, num_steps=40, batch_size=32)
+    assert len(result.losses) >= 10
+    _assert_same(before, _snapshot(model, optimizer))
+
+
+def test_every_param_group_gets_each_lr_of_the_grid_and_loss_is_recorded_before_the_step() -> None:
+    model = _net()
+    seen: list[list[float]] = []
+
+    class RecordingSGD(torch.optim.SGD):
+        def step(self, closure: Any = None) -> Any:
+            seen.append([float(group["lr"]) for group in self.param_groups])
+            return super().step(closure)
+
+    optimizer = RecordingSGD(
+        [{"params": model[0].parameters(), "lr": 0.5}, {"params": model[4].parameters()}],
+        lr=0.1,
+    )
+    batches = [(_data().inputs[:16], _data().targets[:16])] * 3  # re-iterated when exhausted
+    result = lr_find(model, optimizer, batches, start_lr=1e-5, end_lr=1e-3, num_steps=7,
+                     diverge_factor=1e9)  # fmt: skip
+    grid = exponential_lrs(1e-5, 1e-3, 7)
+    assert seen == [[lr, lr] for lr in grid]
+    assert list(result.lrs) == grid
+    assert [g["lr"] for g in optimizer.param_groups] == [0.5, 0.1]
+    # lr_find trains in train mode (batch statistics): compare with a train-mode forward.
+    model.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        expected = nn.functional.cross_entropy(model(batches[0][0]), batches[0][1]).item()
+    assert result.losses[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_sweep_stops_when_the_smoothed_loss_passes_four_times_the_best() -> None:
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lr_find(model, optimizer, _data(), start_lr=1e-3, end_lr=1e6, num_steps=60,
+                     smoothing=0.5, batch_size=32)  # fmt: skip
+    assert result.diverged_at is not None
+    assert len(result.losses) == result.diverged_at + 1 < 60
+    stop = result.smoothed[-1]
+    assert not stop < 4 * min(result.smoothed)  # NaN or above the bound
+    assert all(s <= 4 * min(result.smoothed[: i + 1]) for i, s in enumerate(result.smoothed[:-1]))
+
+
+def test_a_one_shot_iterator_ends_the_sweep_early() -> None:
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = iter([(_data().inputs[:8], _data().targets[:8])] * 5)
+    result = lr_find(model, optimizer, batches, start_lr=1e-5, end_lr=1e-3, num_steps=20)
+    assert len(result.losses) == 5
+    assert result.planned_steps == 20
+
+
+def _suggestions(name: str, make: str, seeds: range) -> list[float]:
+    data = load_dataset(name, seed=0)
+    out = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = build_model("mlp", data.input_shape, data.output_size, width=64, depth=2)
+        if make == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                model.parameters(), lr=0.1, momentum=0.9
+            )
+        else:
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        out.append(lr_find(model, optimizer, data, seed=seed).suggestion)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "optimizer"), [("digits", "sgd"), ("digits", "adam"), ("spirals", "sgd")]
+)
+def test_suggestions_from_five_seeds_lie_within_3x(name: str, optimizer: str) -> None:
+    suggestions = _suggestions(name, optimizer, range(5))
+    assert max(suggestions) / min(suggestions) <= 3.0, suggestions
+
+
+def test_plot_is_a_png_and_the_table_marks_the_suggestion() -> None:
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lr_find(model, optimizer, _data(), start_lr=1e-4, end_lr=1e3, num_steps=40)
+    png = result.plot_png()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(png) > 5000
+    table = result.to_table().to_dict()
+    assert [row[0] for row in table["rows"]] == [
+        "steepest descent", "min loss / 10", "min loss (reference)"
+    ]  # fmt: skip
+    marked = [values[1] for values in table["values"] if values[3] is True]
+    assert marked == [result.suggestion]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"start_lr": 0.0}, "The 'start_lr' parameter of lr_find must be a float > 0. Got 0.0 instead."),
+        ({"end_lr": 1e-8}, "The 'end_lr' parameter of lr_find must be a float > 1e-07"),
+        ({"loss_fn": "l2"}, "The 'loss_fn' parameter of lr_find must be one of 'cross_entropy'"),
+        ({"num_steps": 2}, "The 'num_steps' parameter of lr_find must be an int >= 3"),
+        ({"seed": -1}, "The 'seed' parameter of lr_find must be an int in [0, 4294967295]"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_raise_the_standard_error(kwargs: dict[str, Any], message: str) -> None:
+    model = _net()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lr_find(model, torch.optim.SGD(model.parameters(), lr=0.1), _data(), **kwargs)
+
+
+def test_batches_that_are_not_pairs_raise_a_type_error() -> None:
+    model = _net()
+    with pytest.raises(TypeError, match="must yield \\(inputs, targets\\) pairs"):
+        lr_find(model, torch.optim.SGD(model.parameters(), lr=0.1), [torch.zeros(2, 4)])
+
+
+def _cli(argv: list[str]) -> int:
+    from gradwise.config import ConfigError
+
+    parser = argparse.ArgumentParser(prog="gradwise")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
+
+
+def test_cli_prints_the_table_and_suggestion_and_writes_the_plot(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "seed: 0\ndata:\n  dataset: spirals\n  batch_size: 32\nmodel:\n  name: mlp\n"
+        "  width: 32\n  depth: 2\noptimizer:\n  name: SGD\n  lr: 0.1\n  momentum: 0.9\n"
+        "schedule:\n  name: cosine\n  warmup: 10\n"
+    )
+    out = tmp_path / "plot.png"
+    code = _cli(["lr-find", str(config), "--start", "1e-4", "--end", "100", "--steps", "50",
+                 "--out", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "LR range test: " in printed
+    assert "steepest descent" in printed
+    suggested = float(re.search(r"suggested lr: (\S+)", printed).group(1))  # type: ignore[union-attr]
+    assert 1e-4 < suggested < 100
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_turns_a_bad_sweep_setting_into_a_config_error(tmp_path: Any) -> None:
+    message = "The '--end' parameter of gradwise lr-find must be a float > 1. Got 0.1 instead."
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        _cli(["lr-find", "--set", "data.dataset=spirals", "--start", "1", "--end", "0.1",
+              "--out", str(tmp_path / "x.png")])  # fmt: skip
