@@ -27,3 +27,20 @@ def run_page_examples(page_name: str) -> None:
     assert blocks, f"{page} has no python example"
     for block in blocks:
         exec(compile(block, str(page), "exec"), {})  # noqa: S102 - our own docs
+
+
+def docstring_examples(module: Any) -> list[doctest.DocTest]:
+    """Every docstring example of a package's public names (``__all__``), for parametrize."""
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    return [
+        test
+        for name in module.__all__
+        for test in finder.find(getattr(module, name), name)
+        if test.examples
+    ]
+
+
+def run_example(example: doctest.DocTest) -> None:
+    """Run one docstring example; it must pass."""
+    result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(example)
+    assert result.failed == 0, example.name

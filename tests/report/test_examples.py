@@ -1,19 +1,13 @@
 """Every example in the public docstrings of gradwise.report runs and prints what it shows."""
 
-import doctest
 import tempfile
 
 import pytest
 
 import gradwise.report
+from tests.doc_examples import docstring_examples, run_example
 
-FINDER = doctest.DocTestFinder(exclude_empty=True)
-EXAMPLES = [
-    test
-    for name in gradwise.report.__all__
-    for test in FINDER.find(getattr(gradwise.report, name), name)
-    if test.examples
-]
+EXAMPLES = docstring_examples(gradwise.report)
 
 
 def test_the_public_api_has_examples():
@@ -23,6 +17,4 @@ def test_the_public_api_has_examples():
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda test: test.name)
 def test_docstring_example(example, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # examples' folders go here
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    result = runner.run(example)
-    assert result.failed == 0
+    run_example(example)
