@@ -716,3 +716,29 @@ def test_the_gradient_check_section_of_the_docs_runs():
     assert blocks
     for block in blocks:
         exec(compile(block, "docs/checks.md", "exec"), {})  # noqa: S102 - our own docs
+
+
+class _Wrapped(nn.Module):
+    """The same network, not an nn.Sequential: gradcheck runs every forward whole."""
+
+    def __init__(self, inner: nn.Sequential) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_shortcut_forwards_of_a_sequential_agree_with_whole_forwards(spirals):
+    inputs, targets = spirals
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(inplace=True),
+                          nn.Linear(16, 3))  # fmt: skip
+    fast = gradcheck(model, F.cross_entropy, inputs, targets, samples_per_tensor=6)
+    whole = gradcheck(_Wrapped(model), F.cross_entropy, inputs, targets, samples_per_tensor=6)
+    assert len(fast.coordinates) == len(whole.coordinates)
+    for a, b in zip(fast.coordinates, whole.coordinates, strict=True):
+        assert a.index == b.index
+        assert a.analytic == b.analytic
+        assert a.numeric == pytest.approx(b.numeric, rel=1e-7, abs=1e-12)
+        assert a.verdict == b.verdict

@@ -242,7 +242,10 @@ def gradcheck(
     separately, as the lectures advise: a penalty failure is reported as the penalty's.
     Cost: one backward pass, and two forwards per sampled coordinate (four for one looked
     at for kinks), against two forwards per parameter for ``torch.autograd.gradcheck``'s
-    full Jacobian.
+    full Jacobian. For an ``nn.Sequential`` with a deterministic forward, a coordinate's
+    forwards start at its own layer from cached activations (a ``Linear`` layer's change
+    is applied to its cached output exactly), so early layers are not recomputed: on a
+    784-128-128-10 MLP this is faster than torch's ``fast_mode=True`` (benchmarks.md).
 
     Args:
         model: the network; hooks registered on it run on the copy too.
@@ -298,7 +301,14 @@ def gradcheck(
         )
     checked = tensors + [("inputs", x)] if check_inputs else tensors
     with _rng_fork(probe):
-        checks = _check_term("loss", lambda: loss_fn(probe(x), y), checked, settings)
+        shortcuts = _Shortcuts.build(probe, loss_fn, x, y, seed)
+        checks = _check_term(
+            "loss",
+            lambda: loss_fn(probe(x), y),
+            checked,
+            settings,
+            shortcuts.objective if shortcuts is not None else None,
+        )
         if penalty is not None:
             checks += _check_term("penalty", lambda: penalty(probe), tensors, settings)
     return GradcheckReport(
@@ -388,6 +398,91 @@ def _reseed(seed: int) -> None:
         torch.cuda.manual_seed(seed)
 
 
+# --- cheaper perturbed forwards ----------------------------------------------------------
+
+Shortcut = Callable[[str, Tensor, tuple[int, ...]], Callable[[], Tensor] | None]
+
+
+@dataclass(frozen=True)
+class _Shortcuts:
+    """Perturbed forwards of an ``nn.Sequential`` that skip what the perturbation cannot change.
+
+    A coordinate of layer j leaves the outputs of layers 0..j-1 as they are, so the loss at
+    x +- h is computed from layer j's cached input, not from the network's input. For a
+    ``Linear`` layer it goes further: moving ``W[i, k]`` by d moves output column i by
+    ``d * input[:, k]`` (the bias ``b[i]``: by d), so only the layers after j run. On
+    the benchmark's 784-128-128-10 MLP this cuts the cost of the sampled coordinates about
+    tenfold; the values agree with a full forward to rounding (the perturbation is applied
+    exactly instead of through a matmul). Used only when the forward is deterministic
+    (two forwards under different seeds agree), so skipped layers draw no random numbers.
+    """
+
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    targets: Tensor
+    children: tuple[nn.Module, ...]
+    inputs: tuple[Tensor, ...]  # inputs[j]: what layer j receives, unperturbed
+    outputs: tuple[Tensor, ...]  # outputs[j]: what layer j returns, unperturbed
+    layer_of: dict[str, int]
+
+    @classmethod
+    def build(
+        cls, probe: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor,
+        y: Tensor, seed: int,
+    ) -> _Shortcuts | None:  # fmt: skip
+        if not isinstance(probe, nn.Sequential) or x.requires_grad or len(probe) < 2:
+            return None
+        with torch.no_grad():
+            # Clones: a layer may work in place on what it receives (ReLU(inplace=True)).
+            _reseed(seed)
+            inputs, outputs, hidden = [], [], x
+            for child in probe:
+                inputs.append(hidden.clone())
+                hidden = child(hidden)
+                outputs.append(hidden.clone())
+            _reseed(seed + 1)
+            if not torch.equal(outputs[-1], probe(x)):
+                return None  # the forward draws random numbers: evaluate it whole
+        layer_of = {
+            f"{j}.{name}": j
+            for j, child in enumerate(probe)
+            for name, _ in child.named_parameters()
+        }
+        return cls(loss_fn, y, tuple(probe), tuple(inputs), tuple(outputs), layer_of)
+
+    def objective(
+        self, name: str, tensor: Tensor, index: tuple[int, ...]
+    ) -> Callable[[], Tensor] | None:
+        j = self.layer_of.get(name)
+        if j is None:
+            return None
+        layer = self.children[j]
+        linear = isinstance(layer, nn.Linear) and self.inputs[j].dim() == 2
+        if linear and tensor is layer.weight:
+            return self._linear(j, tensor, index, self.inputs[j][:, index[1]])
+        if linear and tensor is layer.bias:
+            return self._linear(j, tensor, index, None)
+        return lambda: self._finish(j + 1, layer(self.inputs[j].clone()))
+
+    def _linear(
+        self, j: int, tensor: Tensor, index: tuple[int, ...], column: Tensor | None
+    ) -> Callable[[], Tensor]:
+        original = float(tensor[index])
+        row = index[0]
+
+        def objective() -> Tensor:
+            delta = float(tensor[index]) - original
+            output = self.outputs[j].clone()
+            output[:, row] += delta if column is None else delta * column
+            return self._finish(j + 1, output)
+
+        return objective
+
+    def _finish(self, start: int, hidden: Tensor) -> Tensor:
+        for child in self.children[start:]:
+            hidden = child(hidden)
+        return self.loss_fn(hidden, self.targets)
+
+
 # --- one term --------------------------------------------------------------------------
 
 
@@ -419,6 +514,7 @@ def _check_term(
     objective: Callable[[], Tensor],
     tensors: Sequence[tuple[str, Tensor]],
     settings: _Settings,
+    shortcut: Shortcut | None = None,
 ) -> _TermChecks:
     _reseed(settings.seed)
     value = objective()
@@ -435,7 +531,7 @@ def _check_term(
                     tensor,
                     index,
                     float(gradient[index]),
-                    objective,
+                    (shortcut and shortcut(name, tensor, index)) or objective,
                     f_zero,
                     settings,
                 )
