@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any, Protocol
 
 import torch
@@ -53,8 +53,8 @@ class Interval:
             value = value.item()
         if isinstance(value, bool) or not isinstance(value, Real):
             return False
-        if self.kind == "int" and not float(value).is_integer():
-            return False
+        if self.kind == "int" and not isinstance(value, Integral):
+            return False  # 32.0 is refused: it would reach torch as a float and fail there
         number = float(value)
         if math.isnan(number):
             return False

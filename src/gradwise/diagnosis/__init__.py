@@ -5,6 +5,6 @@ the prescribed fix, the numbers behind both, and optionally a config change the 
 confident enough to apply (``gradwise doctor --fix``).
 """
 
-from gradwise.diagnosis._finding import REMEDIES, Diagnosis, Finding, Severity
+from gradwise.diagnosis._finding import REMEDIES, SEVERITY_ORDER, Diagnosis, Finding, Severity
 
-__all__ = ["REMEDIES", "Diagnosis", "Finding", "Severity"]
+__all__ = ["REMEDIES", "SEVERITY_ORDER", "Diagnosis", "Finding", "Severity"]

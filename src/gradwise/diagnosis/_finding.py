@@ -9,6 +9,9 @@ from typing import Any, Literal
 
 Severity = Literal["info", "warning", "error"]
 
+#: Most severe first: the order findings are listed and fixes are chosen in.
+SEVERITY_ORDER: Mapping[str, int] = {"error": 0, "warning": 1, "info": 2}
+
 
 class Finding(enum.StrEnum):
     """The kinds of problem the doctor names (STYLE.md §12: tests assert on these)."""

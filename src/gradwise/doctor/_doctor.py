@@ -16,7 +16,7 @@ from gradwise.config import (
     config_to_dict,
     parse_config,
 )
-from gradwise.diagnosis import Diagnosis
+from gradwise.diagnosis import SEVERITY_ORDER, Diagnosis
 from gradwise.doctor._fixes import DEFERRED_BY_STRUCTURE, with_config_fix
 from gradwise.doctor._inputs import check_input_scale
 from gradwise.losses import get_loss
@@ -28,7 +28,6 @@ from gradwise.train import FitResult, make_trainer, prepare_run
 PROBE_EPOCHS = 3
 #: Samples of the training split the gradient check runs on.
 GRADCHECK_SAMPLES = 16
-_SEVERITY = {"error": 0, "warning": 1, "info": 2}
 
 
 @dataclass
@@ -126,7 +125,7 @@ def fixes_from(findings: list[Diagnosis]) -> dict[str, Any]:
     resets ``init.options`` unless a fix sets them (the old scheme's arguments, such as
     ``std``, do not fit the new one).
     """
-    ordered = sorted(findings, key=lambda f: _SEVERITY.get(f.severity, 3))
+    ordered = sorted(findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 3))
     structural = any(
         key.split(".")[0] in ("model", "init", "data")
         for finding in ordered
@@ -246,4 +245,4 @@ def _unique(findings: list[Diagnosis]) -> list[Diagnosis]:
     seen: dict[tuple[str, str], Diagnosis] = {}
     for finding in findings:
         seen.setdefault((finding.kind.value, finding.summary), finding)
-    return sorted(seen.values(), key=lambda f: _SEVERITY.get(f.severity, 3))
+    return sorted(seen.values(), key=lambda f: SEVERITY_ORDER.get(f.severity, 3))

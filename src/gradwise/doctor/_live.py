@@ -75,9 +75,6 @@ class LiveDoctor(WatchCallback):
                 self._log.append(finding.to_dict())
                 self._log.sync()
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-
 
 def write_probe_files(watch: Watch, run: RunFolder) -> None:
     """The watch's per-layer records and histograms, in the run folder's formats."""

@@ -14,7 +14,14 @@ from typing import Literal
 
 from torch import nn
 
-from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, OneOf, Satisfies, check
+from gradwise._validation import (
+    HALF_OPEN_UNIT_INTERVAL,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    OneOf,
+    Satisfies,
+    check,
+)
 from gradwise.regularize import NORMALIZATION_KINDS, dropout, normalization
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -34,11 +41,6 @@ Normalization = Literal["batch", "layer", "group", "instance"] | None
 
 def _is_int(value: object, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-# Layer sizes must be true ints: a float such as 32.0 would reach torch and fail there.
-POSITIVE_INT = Satisfies(lambda value: _is_int(value, 1), "an int >= 1")
-NON_NEGATIVE_INT = Satisfies(lambda value: _is_int(value, 0), "an int >= 0")
 
 
 def mlp(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from gradwise.diagnosis import SEVERITY_ORDER
 from gradwise.report._html import Section, png_html
 from gradwise.report._plots import _figure, _finish, _png
 from gradwise.report._table import Table
@@ -32,9 +33,8 @@ def findings_section(run: RunFolder) -> Section | None:
     findings = read_records(run.findings_path)
     if not findings:
         return Section("Findings", '<p class="healthy">No findings: the run looks healthy.</p>')
-    order = {"error": 0, "warning": 1, "info": 2}
     findings = sorted(
-        findings, key=lambda f: (order.get(f.get("severity", ""), 3), f.get("step") or 0)
+        findings, key=lambda f: (SEVERITY_ORDER.get(f.get("severity", ""), 3), f.get("step") or 0)
     )
     items = []
     for finding in findings:

@@ -14,22 +14,21 @@ EVALUATION_BATCH_SIZE = 1024
 
 
 class Accumulator:
-    """Sums of per-sample loss and correct predictions, kept on the device until read.
+    """Running sums of per-sample loss and correct predictions, kept on the device.
 
-    Reading (``means``) is the only host sync, so a training step adds no synchronization
-    for its metrics. Sums are float64 so that a resumed run reports the same epoch means
-    as an uninterrupted one.
+    One ``add`` per step feeds every window that reads the sums: :meth:`take` gives the
+    means since that window's previous take (the trainer's log records and its epochs
+    both read the same sums, so a step adds to them once). Reading is the only host sync.
+    Sums are float64 so that a resumed run reports the same means as an uninterrupted one.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.count = 0
         self.has_accuracy = False
+        self._marks: dict[str, tuple[Tensor, Tensor, int]] = {}
 
     def add(self, mean_loss: Tensor, correct: Tensor | None, count: int) -> None:
         self.loss_sum += mean_loss.to(torch.float64) * count
@@ -39,11 +38,30 @@ class Accumulator:
         self.count += count
 
     def means(self) -> tuple[float, float | None]:
-        """The mean loss and accuracy (None without labels) since the last reset."""
-        if self.count == 0:
+        """The mean loss and accuracy (None without labels) of everything added."""
+        return self._means_between(self._zero(), self._now())
+
+    def take(self, window: str) -> tuple[float, float | None]:
+        """The means of what was added since ``window``'s last take (or the start)."""
+        now = self._now()
+        means = self._means_between(self._marks.get(window, self._zero()), now)
+        self._marks[window] = now
+        return means
+
+    def _now(self) -> tuple[Tensor, Tensor, int]:
+        return self.loss_sum.clone(), self.correct.clone(), self.count
+
+    def _zero(self) -> tuple[Tensor, Tensor, int]:
+        return torch.zeros_like(self.loss_sum), torch.zeros_like(self.correct), 0
+
+    def _means_between(
+        self, start: tuple[Tensor, Tensor, int], stop: tuple[Tensor, Tensor, int]
+    ) -> tuple[float, float | None]:
+        count = stop[2] - start[2]
+        if count == 0:
             return float("nan"), None
-        loss = float(self.loss_sum) / self.count
-        accuracy = float(self.correct) / self.count if self.has_accuracy else None
+        loss = float(stop[0] - start[0]) / count
+        accuracy = float(stop[1] - start[1]) / count if self.has_accuracy else None
         return loss, accuracy
 
     def state_dict(self) -> dict[str, Any]:
@@ -52,6 +70,10 @@ class Accumulator:
             "correct": self.correct.cpu(),
             "count": self.count,
             "has_accuracy": self.has_accuracy,
+            "marks": {
+                window: [loss.cpu(), correct.cpu(), count]
+                for window, (loss, correct, count) in self._marks.items()
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -59,6 +81,10 @@ class Accumulator:
         self.correct = state["correct"].to(self.device)
         self.count = int(state["count"])
         self.has_accuracy = bool(state["has_accuracy"])
+        self._marks = {
+            window: (loss.to(self.device), correct.to(self.device), int(count))
+            for window, (loss, correct, count) in state["marks"].items()
+        }
 
 
 @torch.no_grad()

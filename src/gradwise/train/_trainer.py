@@ -175,9 +175,9 @@ class Trainer:
         self._position = _Position()
         self._best: dict[str, Any] = {"monitor": monitor, "mode": self.monitor_mode}
         self._epoch_metrics: dict[str, float] = {}
-        self._train_totals = Accumulator(self.device)
-        self._log_totals = Accumulator(self.device)
+        self._totals = Accumulator(self.device)
         self._elapsed_before = 0.0
+        self._started: float | None = None
         self._last_finite: tuple[int, float] | None = None
         self._outputs: RunOutputs | None = None
 
@@ -193,8 +193,7 @@ class Trainer:
         """
         if resume:
             self._restore()
-        started = time.time()
-        self._started = started
+        self._started = time.time()
         self._outputs = RunOutputs(
             self.run,
             self.total_steps,
@@ -269,8 +268,7 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step()
         correct = _correct(outputs, labels) if self.classification else None
-        self._train_totals.add(loss.detach(), correct, len(labels))
-        self._log_totals.add(loss.detach(), correct, len(labels))
+        self._totals.add(loss.detach(), correct, len(labels))
 
     def _check_finite(self, loss: Tensor) -> None:
         # One host sync per step; on CPU it costs nothing measurable, and it lets the run
@@ -299,8 +297,7 @@ class Trainer:
         position = self._position
         lr = self._lr()
         if position.step % self.log_every == 0 or position.step == self.total_steps:
-            loss, accuracy = self._log_totals.means()
-            self._log_totals.reset()
+            loss, accuracy = self._totals.take("log")
             self._record({"kind": "step", "loss": loss, "accuracy": accuracy, "lr": lr})
             self._progress(position.step % self.log_every or self.log_every, loss, accuracy, lr)
         state = self._state()
@@ -312,8 +309,7 @@ class Trainer:
 
     def _end_epoch(self) -> Status | None:
         position = self._position
-        train_loss, train_accuracy = self._train_totals.means()
-        self._train_totals.reset()
+        train_loss, train_accuracy = self._totals.take("epoch")
         metrics: dict[str, float] = {"train_loss": train_loss}
         if train_accuracy is not None:
             metrics["train_accuracy"] = train_accuracy
@@ -431,8 +427,7 @@ class Trainer:
             "callbacks": [callback.state_dict() for callback in self.callbacks],
             "best": dict(self._best),
             "epoch_metrics": dict(self._epoch_metrics),
-            "train_totals": self._train_totals.state_dict(),
-            "log_totals": self._log_totals.state_dict(),
+            "totals": self._totals.state_dict(),
             "elapsed": self._elapsed(),
         }
 
@@ -452,8 +447,7 @@ class Trainer:
             callback.load_state_dict(saved)
         self._best = dict(contents["best"])
         self._epoch_metrics = dict(contents["epoch_metrics"])
-        self._train_totals.load_state_dict(contents["train_totals"])
-        self._log_totals.load_state_dict(contents["log_totals"])
+        self._totals.load_state_dict(contents["totals"])
         self._elapsed_before = float(contents["elapsed"])
 
     # -- small helpers --------------------------------------------------------------------
@@ -475,7 +469,8 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _elapsed(self) -> float:
-        return self._elapsed_before + time.time() - getattr(self, "_started", time.time())
+        since = 0.0 if self._started is None else time.time() - self._started
+        return self._elapsed_before + since
 
     def _write_summary(
         self, status: str, message: str | None, *, test: Mapping[str, float] | None = None
@@ -487,7 +482,7 @@ class Trainer:
             "epochs": self._position.epoch,
             "steps": self._position.step,
             "duration_s": round(self._elapsed(), 2),
-            "started": getattr(self, "_started", None),
+            "started": self._started,
             "finished": time.time() if status != "running" else None,
             "best": dict(self._best),
             "final": dict(self._epoch_metrics),
