@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # machine's disk; the package itself accepts a range.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test lint typecheck browser train bench clean
+.PHONY: test lint typecheck browser postgres train bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,16 @@ browser:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
-test: lint typecheck browser
+# PostgreSQL, from Debian's package, for the search tests that keep Optuna studies in a real
+# server (tests/postgres_server.py starts a throwaway one on 127.0.0.1 and stops it after).
+# Installed once, when no server binary is found; sudo is used when not running as root.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || { \
+		SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
+
+test: lint typecheck browser postgres
 	$(BIN)/python -m pytest
 
 # The main job: with no config, a He-initialized 1-D CNN on MNIST-1D (about 15 s on 2 cores).

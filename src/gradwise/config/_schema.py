@@ -178,3 +178,6 @@ class RunConfig:
     monitor: MonitorConfig | None = section(
         MonitorConfig, "the training doctor's live monitoring (null: off)", optional=True
     )
+    search: dict[str, Any] = setting(
+        {}, MAPPING, "a hyperparameter search space for gradwise search (train ignores it)"
+    )

@@ -8,6 +8,7 @@ Agg canvas (no pyplot, no global backend change); importing this package stays c
 """
 
 from gradwise.report._html import Section, build_report, png_html, render_report
+from gradwise.report._study import build_study_report, leaderboard_table
 from gradwise.report._table import (
     Cell,
     Table,
@@ -23,9 +24,11 @@ __all__ = [
     "Section",
     "Table",
     "build_report",
+    "build_study_report",
     "format_duration",
     "format_time",
     "format_value",
+    "leaderboard_table",
     "png_html",
     "render_report",
     "runs_table",

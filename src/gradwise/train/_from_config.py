@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,17 @@ def prepare_run(config: RunConfig) -> PreparedRun:
     )
 
 
-def make_trainer(prepared: PreparedRun, run: RunFolder | None, *, progress: bool = True) -> Trainer:
-    """The Trainer for a prepared run, with the config's regularization attached."""
+def make_trainer(
+    prepared: PreparedRun,
+    run: RunFolder | None,
+    *,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> Trainer:
+    """The Trainer for a prepared run, with the config's regularization attached.
+
+    ``callbacks`` run after the config's own (the live doctor, when monitoring is on).
+    """
     config = prepared.config
     regularization = config.regularization
     penalty = None
@@ -102,7 +112,7 @@ def make_trainer(prepared: PreparedRun, run: RunFolder | None, *, progress: bool
     if regularization.early_stopping is not None:
         options = config_to_dict(regularization.early_stopping)
         early_stopping = EarlyStopping(**options)
-    callbacks = [] if config.monitor is None else [_live_doctor(prepared, run)]
+    doctor = [] if config.monitor is None else [_live_doctor(prepared, run)]
     return Trainer(
         prepared.model,
         prepared.optimizer,
@@ -115,7 +125,7 @@ def make_trainer(prepared: PreparedRun, run: RunFolder | None, *, progress: bool
         augment=prepared.augment,
         mixup=prepared.mixup,
         early_stopping=early_stopping,
-        callbacks=callbacks,
+        callbacks=[*doctor, *callbacks],
         run=run,
         seed=config.seed,
         device=prepared.device,
@@ -154,8 +164,10 @@ def _live_doctor(prepared: PreparedRun, run: RunFolder | None) -> Callback:
     return LiveDoctor(monitor, run)
 
 
-def train(config: RunConfig, *, progress: bool = True) -> FitResult:
-    """Run a configured training from scratch in a new run folder."""
+def train(
+    config: RunConfig, *, progress: bool = True, callbacks: Sequence[Callback] = ()
+) -> FitResult:
+    """Run a configured training from scratch in a new run folder (``callbacks`` added)."""
     prepared = prepare_run(config)
     name_prefix = f"{_short_name(config.data.dataset)}-{_short_name(config.model.name)}"
     folder = RunFolder.create(config.runs_dir, config.name, prefix=name_prefix)
@@ -164,10 +176,13 @@ def train(config: RunConfig, *, progress: bool = True) -> FitResult:
     write_config(folder, config_to_dict(config))
     if prepared.preprocessing is not None:
         preprocess.save(prepared.preprocessing, folder.preprocess_path)
-    return _fit_and_report(make_trainer(prepared, folder, progress=progress), folder, False)
+    trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
+    return _fit_and_report(trainer, folder, False)
 
 
-def resume(run: str | Path, *, progress: bool = True) -> FitResult:
+def resume(
+    run: str | Path, *, progress: bool = True, callbacks: Sequence[Callback] = ()
+) -> FitResult:
     """Continue a run from its last checkpoint, rebuilt from the run folder's config."""
     folder = RunFolder.open(run)
     if not folder.last_checkpoint.is_file():
@@ -176,7 +191,8 @@ def resume(run: str | Path, *, progress: bool = True) -> FitResult:
         )
     config = parse_config(read_file(folder.config_path))
     prepared = prepare_run(config)
-    return _fit_and_report(make_trainer(prepared, folder, progress=progress), folder, True)
+    trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
+    return _fit_and_report(trainer, folder, True)
 
 
 def _fit_and_report(trainer: Trainer, folder: RunFolder, resume: bool) -> FitResult:

@@ -1,0 +1,134 @@
+"""``gradwise search CONFIG``, ``gradwise search show STUDY`` and ``gradwise worker``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+_STRATEGIES = ("grid", "random", "coarse-to-fine", "tpe")
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register the ``search`` and ``worker`` subcommands."""
+    parser = commands.add_parser(
+        "search",
+        help="hyperparameter search over the 'search' section of CONFIG (or: search show STUDY)",
+        description="Search the space declared in CONFIG's 'search' section with K worker "
+        "processes; each trial is a normal run folder. Re-running the same command resumes "
+        "the study. 'gradwise search show STUDY' prints a study's leaderboard.",
+    )
+    parser.add_argument("config", type=Path, help="a run config with a 'search' section, or 'show'")
+    parser.add_argument("study_folder", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("--strategy", choices=_STRATEGIES, default="random", help="default: random")
+    parser.add_argument("--trials", type=int, help="trial budget (default 20; coarse-to-fine: "
+                        "its stages' total, 2 x 25 by default)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes")
+    parser.add_argument("--storage", help="Optuna storage URL (default: a SQLite file in the "
+                        "study folder; postgresql://... for several machines)")  # fmt: skip
+    parser.add_argument("--study", help="study name (default: the config file's name)")
+    parser.add_argument(
+        "--studies-dir", type=Path, default=Path("studies"), help="default: studies"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampler and grid-order seed")
+    parser.add_argument(
+        "--heartbeat", type=int, default=10, help="seconds between trial heartbeats (default 10)"
+    )
+    parser.set_defaults(handler=run_search)
+
+    worker = commands.add_parser(
+        "worker",
+        help="join a running study (from this or another machine)",
+        description="Take trials of a study made by 'gradwise search' until its budget is "
+        "used. Trial run folders go to FOLDER/trials (default studies/NAME).",
+    )
+    worker.add_argument("--storage", required=True, help="the study's storage URL")
+    worker.add_argument("--study", required=True, help="the study's name")
+    worker.add_argument("--folder", type=Path, help="the study folder on this machine")
+    worker.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    worker.set_defaults(handler=run_worker_command)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """``gradwise search CONFIG ...`` or ``gradwise search show STUDY``."""
+    from gradwise.config import ConfigError
+
+    if str(args.config) == "show":
+        if args.study_folder is None:
+            raise ConfigError("'gradwise search show' needs a STUDY (a study folder or name)")
+        return _show(args.study_folder, args.studies_dir)
+    if args.study_folder is not None:
+        raise ConfigError(f"unexpected argument {args.study_folder!r} after CONFIG")
+    from gradwise.search import search
+
+    result = search(
+        args.config,
+        strategy=args.strategy,
+        trials=args.trials,
+        workers=args.workers,
+        storage=args.storage,
+        study_name=args.study,
+        studies_dir=args.studies_dir,
+        seed=args.seed,
+        heartbeat=args.heartbeat,
+        say=_say,
+    )
+    _print_result(result)
+    if result.interrupted:
+        print("interrupted; run the same command again to resume the study")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    """``gradwise worker --storage URL --study NAME``."""
+    from gradwise.config import ConfigError
+    from gradwise.search import run_worker
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be an int >= 1. Got {args.threads} instead.")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker says its own lines
+    folder = args.folder or Path("studies") / args.study
+    try:
+        ran = run_worker(args.storage, args.study, folder, say=_say)
+    except KeyboardInterrupt:
+        _say("worker interrupted; the trial keeps its checkpoint and is retried on resume")
+        return EXIT_INTERRUPTED
+    _say(f"worker done: ran {ran} trial(s); the study's budget is used")
+    return EXIT_OK
+
+
+def _show(study: str, studies_dir: Path) -> int:
+    from gradwise.search import finish, open_study_folder
+
+    folder, url, name = open_study_folder(study, studies_dir)
+    _print_result(finish(folder, url, name), limit=None)
+    return EXIT_OK
+
+
+def _print_result(result: object, limit: int | None = 10) -> None:
+    from gradwise.report import leaderboard_table
+    from gradwise.search import SearchResult, load_trials
+
+    assert isinstance(result, SearchResult)  # noqa: S101 - internal
+    trials, spec = load_trials(result.storage, result.study_name)
+    print(leaderboard_table(trials, spec, limit=limit).render_text())
+    print(result.progress.line(spec.metric))
+    print(f"study folder: {result.folder}")
+    if result.best_config is not None:
+        print(f"best config:  {result.best_config}   (gradwise train {result.best_config})")
+    if result.report is not None:
+        print(f"report:       {result.report}")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

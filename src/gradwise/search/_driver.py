@@ -1,0 +1,303 @@
+"""``gradwise search``: make or resume a study, run K workers, show progress, write results.
+
+The study folder (``studies/<name>/`` by default) holds:
+
+- ``study.db``: the SQLite storage (unless ``--storage`` names another);
+- ``study.json``: the storage URL and study name, so ``gradwise search show`` finds them;
+- ``trials/trial-NNNN/``: each trial's normal run folder (config, metrics, checkpoints,
+  report);
+- ``workers/worker-K.log``: what each local worker printed;
+- ``report.html``: the study report; ``best.yaml``: the best trial's config, which
+  ``gradwise train best.yaml`` runs as is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO
+
+from optuna.trial import FrozenTrial
+
+from gradwise.config import ConfigError, dump_config, parse_config, read_file
+from gradwise.runs._files import write_atomically
+from gradwise.search._space import SearchSpec, parse_search
+from gradwise.search._stages import EPOCHS_ATTR, stage_ranges
+from gradwise.search._strategies import STRATEGIES, enqueue_grid
+from gradwise.search._study import (
+    DEFAULT_HEARTBEAT,
+    Progress,
+    StudySettings,
+    create_or_load,
+    load_settings,
+    load_study,
+    masked,
+    open_storage,
+    progress,
+    requeue_interrupted,
+    sqlite_url,
+)
+
+DEFAULT_TRIALS = 20
+STUDY_FILE = "study.json"
+REPORT_FILE = "report.html"
+BEST_CONFIG_FILE = "best.yaml"
+_MAX_RESTARTS_PER_WORKER = 3
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """How a search ended: its folder, progress, the best trial and the files written."""
+
+    folder: Path
+    study_name: str
+    storage: str
+    progress: Progress
+    best: FrozenTrial | None
+    report: Path | None
+    best_config: Path | None
+    interrupted: bool = False
+
+
+def search(
+    config_path: str | Path,
+    *,
+    strategy: str = "random",
+    trials: int | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    studies_dir: str | Path = "studies",
+    seed: int = 0,
+    heartbeat: int = DEFAULT_HEARTBEAT,
+    say: Say | None = None,
+) -> SearchResult:
+    """Run (or resume) a search declared in the ``search`` section of a run config.
+
+    Args:
+        config_path: a run config (.yaml/.toml) with a ``search`` section.
+        strategy: ``grid``, ``random``, ``coarse-to-fine`` or ``tpe``.
+        trials: the trial budget (default 20; coarse-to-fine: its stages' total).
+        workers: worker processes on this machine (each takes an equal share of the cores).
+        storage: an Optuna storage URL; default a SQLite file in the study folder.
+        study_name: default the config file's stem.
+        studies_dir: where study folders go.
+        seed: seeds the samplers and the grid's order.
+        heartbeat: seconds between a running trial's heartbeats; a trial silent for three
+            is failed and retried.
+        say: where progress lines go (nothing when None).
+
+    Raises:
+        ConfigError: a bad space, strategy, storage, or a study that exists with another
+            search; nothing has run then.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(
+            f"--strategy must be one of {', '.join(STRATEGIES)}. Got {strategy!r} instead."
+        )
+    for name, value in (("trials", trials), ("workers", workers), ("heartbeat", heartbeat)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"--{name} must be an int >= 1. Got {value!r} instead.")
+    config_path = Path(config_path)
+    content = read_file(config_path)
+    spec = parse_search(content, stages_trials=trials if strategy == "coarse-to-fine" else None)
+    budget = trials or DEFAULT_TRIALS
+    if strategy == "coarse-to-fine":
+        budget = sum(stage.trials for stage in spec.stages)
+    name = study_name or config_path.stem
+    folder = Path(studies_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    url = storage or sqlite_url(folder / "study.db")
+    settings = StudySettings(spec, strategy, budget, seed, heartbeat)
+    study = create_or_load(open_storage(url, heartbeat=None), name, settings)
+    if strategy == "grid":
+        size = enqueue_grid(study, spec, budget, seed)
+        if size < budget and say is not None:
+            say(f"the grid has {size} points: running {size} trials instead of {budget}")
+        settings = replace(settings, trials=min(budget, size))
+        create_or_load(open_storage(url, heartbeat=None), name, settings)
+    write_atomically(folder / STUDY_FILE, json.dumps({"storage": url, "study": name}).encode())
+    requeued = requeue_interrupted(study)
+    if requeued and say is not None:
+        say(f"resuming: {requeued} interrupted trial(s) queued again with the same parameters")
+    interrupted = _run_workers(folder, url, name, workers, settings, say)
+    return finish(folder, url, name, interrupted=interrupted)
+
+
+def finish(folder: Path, url: str, name: str, *, interrupted: bool = False) -> SearchResult:
+    """Write the study report and the best config; return where the study stands."""
+    study = load_study(open_storage(url, heartbeat=None), name)
+    settings = load_settings(study)
+    trials = study.get_trials(deepcopy=False)
+    state = progress(trials, settings.trials, settings.spec.direction)
+    best = None if state.best_number is None else trials[state.best_number]
+    best_config = _write_best_config(folder, settings, best) if best is not None else None
+    from gradwise.report import build_study_report
+
+    stages = stage_ranges(settings.spec, trials) if settings.strategy == "coarse-to-fine" else []
+    report = build_study_report(
+        folder,
+        trials,
+        settings.spec,
+        title=f"study {name}",
+        stages=stages,
+        extra={
+            "strategy": settings.strategy,
+            "budget": str(settings.trials),
+            "storage": masked(url),
+            "seed": str(settings.seed),
+        },
+    )
+    return SearchResult(folder, name, url, state, best, report, best_config, interrupted)
+
+
+def load_trials(url: str, name: str) -> tuple[list[FrozenTrial], SearchSpec]:
+    """A study's trials and the search spec stored with it."""
+    study = load_study(open_storage(url, heartbeat=None), name)
+    return study.get_trials(deepcopy=False), load_settings(study).spec
+
+
+def open_study_folder(
+    study: str | Path, studies_dir: str | Path = "studies"
+) -> tuple[Path, str, str]:
+    """The folder, storage URL and study name of ``study`` (a folder, or a name in studies_dir)."""
+    candidates = [Path(study), Path(studies_dir) / str(study)]
+    for folder in candidates:
+        if (folder / STUDY_FILE).is_file():
+            stored = json.loads((folder / STUDY_FILE).read_text())
+            return folder, str(stored["storage"]), str(stored["study"])
+    raise ConfigError(
+        f"no study at {candidates[0]} or {candidates[1]} (a study folder holds {STUDY_FILE}; "
+        f"gradwise search CONFIG makes one)"
+    )
+
+
+def _write_best_config(folder: Path, settings: StudySettings, best: FrozenTrial) -> Path:
+    epochs = int(best.user_attrs.get(EPOCHS_ATTR, settings.spec.epochs))
+    content = settings.spec.trial_config(
+        best.params, epochs=epochs, steps=None, **{"checkpoint.monitor": settings.spec.metric}
+    )
+    config = replace(parse_config(content), name=None, search={})
+    header = (
+        f"# The best trial ({best.number}, {settings.spec.metric} {best.value:.6g}) of this "
+        f"study, as a run config: gradwise train {BEST_CONFIG_FILE}\n"
+    )
+    path = folder / BEST_CONFIG_FILE
+    write_atomically(path, (header + dump_config(config)).encode())
+    return path
+
+
+# -- local workers ---------------------------------------------------------------------------
+
+
+def _run_workers(
+    folder: Path, url: str, name: str, count: int, settings: StudySettings, say: Say | None
+) -> bool:
+    """Run ``count`` worker processes until the study is done; True when interrupted."""
+    logs = folder / "workers"
+    logs.mkdir(exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // count)
+    study = load_study(open_storage(url, heartbeat=None), name)
+    workers = [_Worker(index, url, name, folder, threads, logs) for index in range(count)]
+    shown = ""
+    try:
+        while True:
+            time.sleep(0.5)
+            state = progress(study.get_trials(deepcopy=False), settings.trials,
+                             settings.spec.direction)  # fmt: skip
+            line = state.line(settings.spec.metric)
+            if say is not None and line != shown:
+                say(line)
+                shown = line
+            alive = [worker for worker in workers if worker.running()]
+            if alive:
+                continue
+            if state.done:
+                return False
+            crashed = [worker for worker in workers if not worker.restart()]
+            if crashed:
+                raise ConfigError(_crash_message(crashed))
+    except KeyboardInterrupt:
+        for worker in workers:
+            worker.interrupt()
+        for worker in workers:
+            worker.wait(timeout=120)
+        return True
+
+
+class _Worker:
+    """One local ``gradwise worker`` process, its log, and its restarts."""
+
+    def __init__(
+        self, index: int, url: str, name: str, folder: Path, threads: int, logs: Path
+    ) -> None:
+        self.index = index
+        self.command = [
+            sys.executable, "-m", "gradwise", "worker", "--storage", url, "--study", name,
+            "--folder", str(folder), "--threads", str(threads),
+        ]  # fmt: skip
+        self.log_path = logs / f"worker-{index}.log"
+        self.restarts = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._start()
+
+    def _start(self) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process ends
+        environment = {**os.environ, "GRADWISE_WORKER_INDEX": str(self.index)}
+        self.process = subprocess.Popen(
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=environment
+        )
+
+    def running(self) -> bool:
+        assert self.process is not None  # noqa: S101 - started in __init__
+        if self.process.poll() is None:
+            return True
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return False
+
+    def restart(self) -> bool:
+        """Start again after an exit while work remains; False when it keeps failing."""
+        if self.restarts >= _MAX_RESTARTS_PER_WORKER:
+            return False
+        self.restarts += 1
+        self._start()
+        return True
+
+    def interrupt(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.running()
+
+    def log_tail(self, lines: int = 15) -> str:
+        if not self.log_path.is_file():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _crash_message(crashed: Sequence[_Worker]) -> str:
+    worker = crashed[0]
+    return (
+        f"worker {worker.index} kept exiting before the study was done "
+        f"({worker.restarts} restarts); the end of {worker.log_path}:\n{worker.log_tail()}"
+    )

@@ -1,0 +1,426 @@
+"""The ``search`` section of a run config: the space, the metric, the stages, the pruner.
+
+A space maps config paths to distributions, one short mapping each::
+
+    search:
+      metric: val_loss
+      space:
+        optimizer.lr: {log_uniform: [1.0e-4, 1.0e-1]}
+        optimizer.weight_decay: {log_uniform: [1.0e-5, 1.0e-1]}
+        model.width: {int: [16, 128], log: true}
+        data.batch_size: {categorical: [32, 64, 128]}
+        model.depth: {grid: [1, 2, 3]}
+
+Everything is checked before any trial runs: the distributions (a log-uniform low bound
+must be > 0), the paths (each must name a key of the run config, with a did-you-mean hint),
+and the values at the ends of each range (a dropout range reaching 1.5 is refused by the
+config schema, an optimizer argument the optimizer does not take by the optimizer).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from gradwise.config import ConfigError, apply_overrides, parse_config, unknown_key_message
+
+Kind = Literal["log_uniform", "uniform", "int", "categorical", "grid"]
+Direction = Literal["minimize", "maximize"]
+KINDS: tuple[Kind, ...] = ("log_uniform", "uniform", "int", "categorical", "grid")
+PRUNERS = ("median", "successive-halving", "hyperband", "none")
+EPOCH_METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+
+_SECTION = "train.search"
+_SECTION_KEYS = ("space", "metric", "direction", "stages", "margin", "keep", "pruner")
+_STAGE_KEYS = ("epochs", "trials", "keep")
+# Paths the search itself sets on every trial; searching them would fight it.
+_RESERVED = ("name", "runs_dir", "search", "steps")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One searched config key and its distribution.
+
+    Attributes:
+        path: the config key, dotted (``optimizer.lr``).
+        kind: ``log_uniform``, ``uniform``, ``int``, ``categorical`` or ``grid``.
+        low, high: the bounds of a numeric distribution (both included).
+        log: sample uniformly in log space (always for ``log_uniform``; optional for ``int``).
+        choices: the values of a ``categorical`` or ``grid`` distribution.
+    """
+
+    path: str
+    kind: Kind
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def is_numeric(self) -> bool:
+        """A range of numbers (not a list of values)."""
+        return self.kind in ("log_uniform", "uniform", "int")
+
+    def distribution(self) -> BaseDistribution:
+        """The Optuna distribution (grid values are a categorical distribution)."""
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log)
+        if self.is_numeric:
+            return FloatDistribution(float(self.low), float(self.high), log=self.log)
+        return CategoricalDistribution(list(self.choices))
+
+    def within(self, low: float, high: float) -> Parameter:
+        """The same parameter over a narrower range ``[low, high]`` (coarse-to-fine)."""
+        return Parameter(self.path, self.kind, low, high, self.log, self.choices)
+
+    def with_choices(self, choices: Sequence[Any]) -> Parameter:
+        """The same parameter over fewer values (coarse-to-fine)."""
+        return Parameter(self.path, self.kind, self.low, self.high, self.log, tuple(choices))
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The config form, ``{log_uniform: [0.0001, 0.1]}``."""
+        if self.is_numeric:
+            bounds: list[float] = [self.low, self.high]
+            if self.kind == "int":
+                bounds = [int(self.low), int(self.high)]
+            mapping: dict[str, Any] = {self.kind: bounds}
+            if self.kind == "int" and self.log:
+                mapping["log"] = True
+            return mapping
+        return {self.kind: list(self.choices)}
+
+    def describe(self) -> str:
+        """A short human form: ``log_uniform(0.0001, 0.1)``, ``categorical(32, 64)``."""
+        if self.is_numeric:
+            scale = ", log" if self.kind == "int" and self.log else ""
+            return f"{self.kind}({_number(self.low)}, {_number(self.high)}{scale})"
+        return f"{self.kind}({', '.join(str(value) for value in self.choices)})"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a coarse-to-fine search: its epoch budget, its trials, how many it keeps."""
+
+    epochs: int
+    trials: int
+    keep: int = 3
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """The validated ``search`` section, with the run config it searches around.
+
+    Attributes:
+        parameters: the searched keys, in the order the config declares them.
+        metric: the per-epoch metric a trial is judged by (its best epoch's value).
+        direction: ``minimize`` or ``maximize``.
+        base: the run config as plain data, without its ``search`` section.
+        stages: the coarse-to-fine stages (declared, or the default two).
+        margin: coarse-to-fine widening around the kept trials, a fraction of the stage's
+            range on each side (in log space for log parameters).
+        pruner: ``median``, ``successive-halving``, ``hyperband`` or ``none``.
+    """
+
+    parameters: tuple[Parameter, ...]
+    metric: str
+    direction: Direction
+    base: dict[str, Any] = field(repr=False)
+    stages: tuple[Stage, ...] = ()
+    margin: float = 0.1
+    pruner: str = "median"
+
+    @property
+    def epochs(self) -> int:
+        """Epochs per trial (outside coarse-to-fine): the base config's."""
+        return int(parse_config(self.base).epochs or 1)
+
+    def parameter(self, path: str) -> Parameter:
+        """The parameter searched at ``path``."""
+        for parameter in self.parameters:
+            if parameter.path == path:
+                return parameter
+        raise KeyError(path)
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Optuna distributions by path."""
+        return {parameter.path: parameter.distribution() for parameter in self.parameters}
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Plain data that identifies the search (stored with the study)."""
+        return {
+            "space": {p.path: p.to_mapping() for p in self.parameters},
+            "metric": self.metric,
+            "direction": self.direction,
+            "stages": [vars(stage) for stage in self.stages],
+            "margin": self.margin,
+            "pruner": self.pruner,
+            "base": self.base,
+        }
+
+    def fingerprint(self) -> str:
+        """A hash of :meth:`to_mapping`: two searches with the same one may share a study."""
+        text = json.dumps(self.to_mapping(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def trial_config(self, params: Mapping[str, Any], **settings: Any) -> dict[str, Any]:
+        """The run config of one trial: the base, the sampled values, then ``settings``."""
+        content = copy.deepcopy(self.base)
+        overrides = {**params, **settings}
+        for path, value in overrides.items():
+            _set_path(content, path, value)
+        return content
+
+
+def parse_search(content: Mapping[str, Any], *, stages_trials: int | None = None) -> SearchSpec:
+    """Validate the ``search`` section of a run config (as read from its file).
+
+    Args:
+        content: the whole config mapping, ``search`` section included.
+        stages_trials: the total trial budget, when the user gave one; the default
+            coarse-to-fine stages split it in two.
+
+    Raises:
+        ConfigError: a missing or empty space, an unknown path or distribution, bad bounds,
+            a value the run config or the optimizer refuses, an unknown metric or pruner.
+    """
+    section = content.get("search")
+    if not isinstance(section, Mapping) or not section.get("space"):
+        raise ConfigError(
+            f"'{_SECTION}' must declare a 'space', e.g. search: {{space: {{optimizer.lr: "
+            f"{{log_uniform: [1.0e-4, 1.0e-1]}}}}}}. Got {section!r} instead."
+        )
+    for key in section:
+        if key not in _SECTION_KEYS:
+            raise ConfigError(unknown_key_message(str(key), _SECTION, _SECTION_KEYS))
+    base = {key: value for key, value in content.items() if key != "search"}
+    config = parse_config(base)
+    space = section["space"]
+    if not isinstance(space, Mapping):
+        raise ConfigError(f"'{_SECTION}.space' must map config paths to distributions.")
+    parameters = tuple(_parameter(str(path), spec) for path, spec in space.items())
+    _check_values(parameters, base)
+    metric, direction = _metric(section, has_validation=config.data.validation_split > 0)
+    epochs = config.epochs if config.steps is None else None
+    return SearchSpec(
+        parameters=parameters,
+        metric=metric,
+        direction=direction,
+        base=base,
+        stages=_stages(section, epochs, stages_trials),
+        margin=_fraction(section.get("margin", 0.1), "margin"),
+        pruner=_pruner(section.get("pruner", "median")),
+    )
+
+
+# -- one parameter -------------------------------------------------------------------------
+
+
+def _parameter(path: str, spec: Any) -> Parameter:
+    where = f"'{_SECTION}.space.{path}'"
+    top = path.split(".")[0]
+    if top in _RESERVED:
+        raise ConfigError(f"{where}: '{top}' is set by the search itself and cannot be searched")
+    if isinstance(spec, list):
+        spec = {"categorical": spec}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(
+            f"{where} must be a distribution such as {{log_uniform: [1.0e-4, 1.0e-1]}}. "
+            f"Got {spec!r} instead."
+        )
+    kinds = [key for key in spec if key in KINDS]
+    extra = [key for key in spec if key not in (*KINDS, "log")]
+    if len(kinds) != 1 or extra:
+        wrong = extra[0] if extra else ", ".join(map(str, spec))
+        raise ConfigError(
+            f"{where} must name one distribution of {', '.join(KINDS)} (int may add "
+            f"log: true). Got {wrong!r}."
+        )
+    kind: Kind = kinds[0]
+    if kind in ("categorical", "grid"):
+        return _finite(path, kind, spec[kind], where)
+    return _numeric(path, kind, spec[kind], bool(spec.get("log", kind == "log_uniform")), where)
+
+
+def _finite(path: str, kind: Kind, values: Any, where: str) -> Parameter:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: {kind} needs a non-empty list of values. Got {values!r}.")
+    for value in values:
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ConfigError(
+                f"{where}: {kind} values must be numbers, strings, booleans or null. Got {value!r}."
+            )
+    if len(set(map(repr, values))) != len(values):
+        raise ConfigError(f"{where}: {kind} values must differ. Got {values!r}.")
+    return Parameter(path, kind, choices=tuple(values))
+
+
+def _numeric(path: str, kind: Kind, bounds: Any, log: bool, where: str) -> Parameter:
+    number = int if kind == "int" else (int, float)
+    if (
+        not isinstance(bounds, list)
+        or len(bounds) != 2
+        or not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds)
+    ):
+        what = "two integers" if kind == "int" else "two numbers"
+        raise ConfigError(f"{where}: {kind} needs [low, high], {what}. Got {bounds!r}.")
+    low, high = bounds
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ConfigError(f"{where}: {kind} needs finite bounds with low <= high. Got {bounds!r}.")
+    if log and low <= 0:
+        raise ConfigError(
+            f"{where}: a log-scale distribution needs low > 0 (log of {low} is undefined); "
+            f"use uniform for ranges that include 0. Got {bounds!r}."
+        )
+    return Parameter(path, kind, low, high, log)
+
+
+def _check_values(parameters: Sequence[Parameter], base: Mapping[str, Any]) -> None:
+    """Each end of each range (each choice) must make a valid run config.
+
+    The other parameters take their first value meanwhile, so that searched keys which
+    only work together (``optimizer.name`` with ``optimizer.lr``) are checked together.
+    """
+    firsts = {parameter.path: _probes(parameter)[0] for parameter in parameters}
+    for parameter in parameters:
+        for value in _probes(parameter):
+            content = copy.deepcopy(dict(base))
+            try:
+                for path, other in {**firsts, parameter.path: value}.items():
+                    _set_path(content, path, other)
+                config = parse_config(content)
+                if parameter.path.startswith("optimizer."):
+                    _check_optimizer(config.optimizer)
+            except ConfigError as error:
+                raise ConfigError(
+                    f"'{_SECTION}.space.{parameter.path}' = {value!r} does not make a valid "
+                    f"run config: {error}"
+                ) from None
+
+
+def _probes(parameter: Parameter) -> tuple[Any, ...]:
+    if parameter.kind == "int":
+        return (int(parameter.low), int(parameter.high))
+    return (parameter.low, parameter.high) if parameter.is_numeric else parameter.choices
+
+
+def _check_optimizer(spec: Mapping[str, Any]) -> None:
+    from torch import nn
+
+    from gradwise.train._components import build_optimizer
+
+    build_optimizer(spec, nn.Linear(1, 1))
+
+
+def _set_path(content: dict[str, Any], path: str, value: Any) -> None:
+    apply_overrides(content, [f"{path}=__gradwise_placeholder__"])
+    node = content
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+
+
+# -- the rest of the section ---------------------------------------------------------------
+
+
+def _metric(section: Mapping[str, Any], *, has_validation: bool) -> tuple[str, Direction]:
+    metric = section.get("metric", "val_loss")
+    if metric not in EPOCH_METRICS:
+        raise ConfigError(
+            f"'{_SECTION}.metric' must be one of {', '.join(EPOCH_METRICS)} (a per-epoch "
+            f"metric of the trainer). Got {metric!r} instead."
+        )
+    if metric.startswith("val_") and not has_validation:
+        raise ConfigError(
+            f"'{_SECTION}.metric' is {metric} but 'train.data.validation_split' is 0: "
+            f"hold out validation data or search on a train_ metric"
+        )
+    direction = section.get("direction", "auto")
+    if direction == "auto":
+        return metric, "minimize" if metric.endswith("loss") else "maximize"
+    if direction not in ("minimize", "maximize"):
+        raise ConfigError(
+            f"'{_SECTION}.direction' must be auto, minimize or maximize. Got {direction!r}."
+        )
+    return metric, direction
+
+
+def _stages(
+    section: Mapping[str, Any], epochs: int | None, total_trials: int | None
+) -> tuple[Stage, ...]:
+    keep = section.get("keep", 3)
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        raise ConfigError(f"'{_SECTION}.keep' must be an int >= 1. Got {keep!r} instead.")
+    declared = section.get("stages")
+    if declared is None:
+        full = epochs or 1
+        first, second = (25, 25) if total_trials is None else _halves(total_trials)
+        return (Stage(max(1, full // 4), first, keep), Stage(full, second, keep))
+    if not isinstance(declared, list) or len(declared) < 2:
+        raise ConfigError(
+            f"'{_SECTION}.stages' must be a list of at least two stages, e.g. "
+            f"[{{epochs: 2, trials: 25}}, {{epochs: 10, trials: 25}}]. Got {declared!r}."
+        )
+    stages = tuple(_stage(entry, index, keep) for index, entry in enumerate(declared))
+    if total_trials is not None and total_trials != sum(stage.trials for stage in stages):
+        raise ConfigError(
+            f"--trials {total_trials} differs from the {sum(s.trials for s in stages)} trials "
+            f"of '{_SECTION}.stages'; drop --trials or change the stages"
+        )
+    return stages
+
+
+def _halves(total: int) -> tuple[int, int]:
+    if total < 2:
+        raise ConfigError(f"coarse-to-fine needs at least 2 trials (one per stage). Got {total}.")
+    return math.ceil(total / 2), total - math.ceil(total / 2)
+
+
+def _stage(entry: Any, index: int, keep: int) -> Stage:
+    where = f"'{_SECTION}.stages[{index}]'"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where} must be a mapping {{epochs: E, trials: N}}. Got {entry!r}.")
+    for key in entry:
+        if key not in _STAGE_KEYS:
+            raise ConfigError(unknown_key_message(str(key), where.strip("'"), _STAGE_KEYS))
+    values = {"keep": keep, **entry}
+    for key in _STAGE_KEYS:
+        value = values.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"The '{key}' key in {where} must be an int >= 1. Got {value!r}.")
+    return Stage(values["epochs"], values["trials"], values["keep"])
+
+
+def _fraction(value: Any, key: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise ConfigError(
+            f"The '{key}' key in '{_SECTION}' must be a float in [0, 1]. Got {value!r} instead."
+        )
+    return float(value)
+
+
+def _pruner(value: Any) -> str:
+    if value is None:
+        return "none"
+    if value not in PRUNERS:
+        raise ConfigError(
+            f"The 'pruner' key in '{_SECTION}' must be one of {', '.join(PRUNERS)}. "
+            f"Got {value!r} instead."
+        )
+    return str(value)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"

@@ -1,0 +1,152 @@
+"""Coarse-to-fine: stages of random trials, each stage's ranges tightened around the best.
+
+A trial's slot is its place among the study's trials that are not retries: slot ``i``
+belongs to the first stage whose cumulative trial count exceeds ``i``. Every worker
+derives the same stages and ranges from the storage alone, so several workers (on
+several machines) agree on them without talking to each other. Stage ``s`` starts only
+when every trial of stage ``s - 1`` has finished; its ranges come from the best ``keep``
+completed trials of stage ``s - 1``:
+
+- a numeric parameter gets ``[min, max]`` of the kept values, widened on each side by
+  ``margin`` times the previous stage's range (in log space for log parameters), clipped
+  to the previous stage's range (so to the declared bounds);
+- a categorical or grid parameter keeps the values the kept trials used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from gradwise.search._space import Parameter, SearchSpec, Stage
+
+# Trial user attributes shared by the worker, the stage driver and the report.
+STAGE_ATTR = "stage"
+EPOCHS_ATTR = "epochs"
+RUN_ATTR = "run"
+FAIL_REASON_ATTR = "fail_reason"
+_RETRY_ATTR = "failed_trial"  # set by optuna's RetryHeartbeatStaleTrialCallback
+
+
+@dataclass(frozen=True)
+class StageRanges:
+    """What one coarse-to-fine stage sampled from.
+
+    Attributes:
+        index: the stage, from 0.
+        stage: its epochs, trials and keep count.
+        parameters: the ranges (and choices) its trials were drawn from.
+        kept: the trial numbers of the previous stage these ranges were tightened around
+            (empty for the first stage).
+    """
+
+    index: int
+    stage: Stage
+    parameters: tuple[Parameter, ...]
+    kept: tuple[int, ...] = ()
+
+
+def is_retry(trial: FrozenTrial) -> bool:
+    """A copy of a killed or interrupted trial, made to finish its work."""
+    return _RETRY_ATTR in trial.system_attrs
+
+
+def original_number(trial: FrozenTrial) -> int:
+    """The number of the first trial of a retry chain (the trial itself if no retry)."""
+    return int(trial.system_attrs.get(_RETRY_ATTR, trial.number))
+
+
+def slot_of(trials: Sequence[FrozenTrial], number: int) -> int:
+    """The slot of a new (non-retry) trial: how many non-retry trials came before it."""
+    return sum(1 for trial in trials if trial.number < number and not is_retry(trial))
+
+
+def stage_of_slot(stages: Sequence[Stage], slot: int) -> int:
+    """The stage a slot belongs to (the last stage for slots past the budget)."""
+    total = 0
+    for index, stage in enumerate(stages):
+        total += stage.trials
+        if slot < total:
+            return index
+    return len(stages) - 1
+
+
+def stage_finished(trials: Sequence[FrozenTrial], index: int) -> bool:
+    """Every trial of stage ``index`` (retries included) has ended for good."""
+    members = [trial for trial in trials if trial.user_attrs.get(STAGE_ATTR) == index]
+    return all(_settled(trial, trials) for trial in members)
+
+
+def stage_ranges(spec: SearchSpec, trials: Sequence[FrozenTrial]) -> list[StageRanges]:
+    """The ranges of every stage that can be known now (stage 0 is the declared space)."""
+    ranges = [StageRanges(0, spec.stages[0], spec.parameters)]
+    for index in range(1, len(spec.stages)):
+        previous = ranges[-1]
+        if not stage_finished(trials, index - 1) or not _members(trials, index - 1):
+            break
+        kept = _best(spec, _members(trials, index - 1), previous.stage.keep)
+        if not kept:
+            # Nothing of the previous stage completed (all failed or pruned): keep its ranges.
+            ranges.append(StageRanges(index, spec.stages[index], previous.parameters))
+            continue
+        parameters = tuple(
+            _tightened(parameter, [trial.params[parameter.path] for trial in kept], spec.margin)
+            for parameter in previous.parameters
+        )
+        numbers = tuple(trial.number for trial in kept)
+        ranges.append(StageRanges(index, spec.stages[index], parameters, numbers))
+    return ranges
+
+
+def _members(trials: Sequence[FrozenTrial], index: int) -> list[FrozenTrial]:
+    return [trial for trial in trials if trial.user_attrs.get(STAGE_ATTR) == index]
+
+
+def _settled(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> bool:
+    """Finished for good: complete, pruned, or failed with a reason of its own.
+
+    A trial that failed without a reason (its worker was killed or interrupted) is
+    settled only by a retry that settled.
+    """
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    if trial.state == TrialState.FAIL:
+        if FAIL_REASON_ATTR in trial.user_attrs:
+            return True
+        retries = [t for t in trials if t.number > trial.number and is_retry(t)
+                   and original_number(t) == original_number(trial)]  # fmt: skip
+        return any(_settled(retry, trials) for retry in retries)
+    return False
+
+
+def _best(spec: SearchSpec, trials: Sequence[FrozenTrial], keep: int) -> list[FrozenTrial]:
+    completed = [
+        trial for trial in trials
+        if trial.state == TrialState.COMPLETE and trial.value is not None
+        and math.isfinite(trial.value)
+    ]  # fmt: skip
+    sign = 1.0 if spec.direction == "minimize" else -1.0
+    completed.sort(key=lambda trial: (sign * float(trial.value or 0.0), trial.number))
+    return completed[:keep]
+
+
+def _tightened(parameter: Parameter, values: Sequence[Any], margin: float) -> Parameter:
+    if not parameter.is_numeric:
+        kept = [choice for choice in parameter.choices if choice in values]
+        return parameter.with_choices(kept or parameter.choices)
+    to_axis, from_axis = (math.log, math.exp) if parameter.log else (float, float)
+    low, high = to_axis(parameter.low), to_axis(parameter.high)
+    points = [to_axis(float(value)) for value in values]
+    pad = margin * (high - low)
+    # At a bound, the bound itself (exp(log(x)) is not always x); inside, clip anyway.
+    new_low = parameter.low if min(points) - pad <= low else from_axis(min(points) - pad)
+    new_high = parameter.high if max(points) + pad >= high else from_axis(max(points) + pad)
+    new_low = min(max(new_low, parameter.low), parameter.high)
+    new_high = min(max(new_high, parameter.low), parameter.high)
+    if parameter.kind == "int":
+        return parameter.within(math.floor(new_low), math.ceil(new_high))
+    return parameter.within(new_low, new_high)

@@ -1,0 +1,346 @@
+"""Studies: the storage (SQLite file or PostgreSQL), the settings stored with a study, progress.
+
+A study stores everything a worker needs under the user attribute ``gradwise``: the
+search spec (space, metric, stages, the run config searched around), the strategy, the
+trial budget, the seed and the heartbeat. So ``gradwise worker --storage URL --study NAME``
+on another machine needs nothing else.
+
+Reliability settings (REFERENCE.md, "Hyperparameter search on Optuna 5"):
+
+- heartbeats: a worker records one every ``heartbeat`` seconds while a trial runs; a
+  trial silent for 3 heartbeats is failed and re-queued with the same parameters by
+  Optuna's RetryHeartbeatStaleTrialCallback (the retry resumes from the trial's last
+  checkpoint);
+- SQLite: write-ahead logging and a 120 s busy timeout, so parallel workers wait for the
+  write lock instead of failing with "database is locked" (optuna#820).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import sqlite3
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from gradwise.config import ConfigError
+from gradwise.search._space import SearchSpec, parse_search
+from gradwise.search._stages import FAIL_REASON_ATTR, is_retry, original_number
+
+SETTINGS_ATTR = "gradwise"
+DEFAULT_HEARTBEAT = 10
+MAX_RETRIES = 3
+_SQLITE_BUSY_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What a study was made with; stored in the study, read by every worker."""
+
+    spec: SearchSpec
+    strategy: str
+    trials: int
+    seed: int = 0
+    heartbeat: int = DEFAULT_HEARTBEAT
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_mapping(),
+            "fingerprint": self.spec.fingerprint(),
+            "strategy": self.strategy,
+            "trials": self.trials,
+            "seed": self.seed,
+            "heartbeat": self.heartbeat,
+        }
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> StudySettings:
+        stored = dict(mapping["spec"])
+        base = stored.pop("base")
+        spec = parse_search({**base, "search": stored})
+        return cls(
+            spec,
+            str(mapping["strategy"]),
+            int(mapping["trials"]),
+            int(mapping["seed"]),
+            int(mapping["heartbeat"]),
+        )
+
+
+@contextlib.contextmanager
+def heartbeats_allowed() -> Iterator[None]:
+    """Silence Optuna's ExperimentalWarning for the heartbeat API (stable since 2.9)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def sqlite_url(path: Path) -> str:
+    """The storage URL of a SQLite file."""
+    return f"sqlite:///{path.resolve()}"
+
+
+def open_storage(url: str, heartbeat: int | None = DEFAULT_HEARTBEAT) -> RDBStorage:
+    """An Optuna RDB storage with heartbeats and retries (``heartbeat=None``: neither)."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL is a property of the database file: set once, every connection gets it.
+        with contextlib.closing(sqlite3.connect(path, timeout=_SQLITE_BUSY_TIMEOUT_S)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        engine_kwargs["connect_args"] = {"timeout": _SQLITE_BUSY_TIMEOUT_S}
+    elif url.startswith("postgresql"):
+        engine_kwargs["pool_pre_ping"] = True
+    options: dict[str, Any] = {}
+    if heartbeat is not None:
+        with heartbeats_allowed():
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+        options = {
+            "heartbeat_interval": heartbeat,
+            "grace_period": 3 * heartbeat,
+            "heartbeat_stale_trial_callback": retry,
+        }
+    try:
+        with heartbeats_allowed():
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+    except ImportError as error:
+        raise ConfigError(
+            f"the storage {masked(url)} needs a database driver that is not installed "
+            f"({error}); for PostgreSQL: pip install 'gradwise[postgres]'"
+        ) from None
+    except Exception as error:  # sqlalchemy's errors: a bad URL, a server that is down
+        raise ConfigError(f"cannot open the storage {masked(url)}: {_first_line(error)}") from None
+
+
+def masked(url: str) -> str:
+    """The URL with its password hidden (for messages and reports)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy can read: show it as given
+        return url
+
+
+def create_or_load(storage: RDBStorage, name: str, settings: StudySettings) -> optuna.Study:
+    """The study ``name``: made with ``settings``, or loaded when its settings match.
+
+    Raises:
+        ConfigError: the study exists with another space, metric, base config or strategy;
+            the message lists what differs.
+    """
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=settings.spec.direction,
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, settings.to_mapping())
+        return study
+    differences = _differences(stored, settings.to_mapping())
+    if differences:
+        raise ConfigError(
+            f"study '{name}' exists with a different search ({'; '.join(differences)}); "
+            f"re-run with the original config to resume it, or pass --study NEW_NAME"
+        )
+    if stored["trials"] != settings.trials:
+        study.set_user_attr(SETTINGS_ATTR, {**stored, "trials": settings.trials})
+    return study
+
+
+def load_settings(study: optuna.Study) -> StudySettings:
+    """The settings stored with a study made by ``gradwise search``."""
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        raise ConfigError(
+            f"study '{study.study_name}' was not made by gradwise search (no settings stored)"
+        )
+    return StudySettings.from_mapping(stored)
+
+
+def load_study(storage: RDBStorage, name: str) -> optuna.Study:
+    """An existing study, with a clear error when it is not in the storage."""
+    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise ConfigError(f"no study '{name}' in the storage (studies there: {known})")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    if stored.get("fingerprint") == new["fingerprint"] and stored["strategy"] == new["strategy"]:
+        return []
+    out = []
+    if stored["strategy"] != new["strategy"]:
+        out.append(f"strategy was {stored['strategy']}, now {new['strategy']}")
+    old_spec, new_spec = stored["spec"], new["spec"]
+    old_space, new_space = old_spec["space"], new_spec["space"]
+    for path in sorted(set(old_space) | set(new_space)):
+        before, after = old_space.get(path), new_space.get(path)
+        if before != after:
+            out.append(f"space of {path} was {_show(before)}, now {_show(after)}")
+    for key in ("metric", "direction", "stages", "margin", "pruner", "base"):
+        if old_spec.get(key) != new_spec.get(key):
+            label = "the run config outside 'search'" if key == "base" else key
+            out.append(f"{label} changed")
+    return out or ["the stored search differs"]
+
+
+def _show(value: Any) -> str:
+    return "absent" if value is None else str(value)
+
+
+# -- progress -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a study stands: trials by state, slots of the budget used, the best so far."""
+
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    waiting: int
+    slots_used: int
+    budget: int
+    best_value: float | None
+    best_number: int | None
+
+    @property
+    def finished(self) -> int:
+        """Trials that ended for good (complete, pruned, failed with a reason)."""
+        return self.complete + self.pruned + self.failed
+
+    @property
+    def done(self) -> bool:
+        """The budget is used and nothing is running or queued."""
+        return self.slots_used >= self.budget and self.running == 0 and self.waiting == 0
+
+    def line(self, metric: str) -> str:
+        best = (
+            "best -"
+            if self.best_value is None
+            else f"best {metric} {self.best_value:.4g} (trial {self.best_number})"
+        )
+        return (
+            f"trials {self.finished}/{self.budget} done · {self.running} running · "
+            f"{self.pruned} pruned · {self.failed} failed · {best}"
+        )
+
+
+def progress(trials: list[FrozenTrial], budget: int, direction: str) -> Progress:
+    """Count a study's trials (``study.get_trials()``)."""
+    states = [trial.state for trial in trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    best = None
+    if complete:
+        pick = min if direction == "minimize" else max
+        best = pick(complete, key=lambda t: float(t.value))  # type: ignore[arg-type]
+    return Progress(
+        complete=len(complete),
+        pruned=states.count(TrialState.PRUNED),
+        failed=sum(1 for t in trials if t.state == TrialState.FAIL and _failed_for_good(t)),
+        running=states.count(TrialState.RUNNING),
+        waiting=states.count(TrialState.WAITING),
+        slots_used=sum(1 for trial in trials if not is_retry(trial)),
+        budget=budget,
+        best_value=None if best is None else best.value,
+        best_number=None if best is None else best.number,
+    )
+
+
+def _failed_for_good(trial: FrozenTrial) -> bool:
+    return FAIL_REASON_ATTR in trial.user_attrs
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Queue a retry of each trial that a Ctrl-C or a crash left failed without a reason.
+
+    Killed workers' trials are re-queued by the heartbeat; trials stopped by Ctrl-C are
+    failed by Optuna at once and need this (run by ``gradwise search`` when it starts).
+    """
+    trials = study.get_trials(deepcopy=False)
+    # The latest attempt of each chain is the one to retry; earlier attempts have retries.
+    latest: dict[int, FrozenTrial] = {}
+    for trial in trials:
+        latest[original_number(trial)] = trial
+    count = 0
+    with heartbeats_allowed():
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+        for trial in latest.values():
+            if trial.state == TrialState.FAIL and not _failed_for_good(trial):
+                retry(study, trial)
+                count += 1
+    return count
+
+
+# -- one trial at a time --------------------------------------------------------------------
+
+
+class AskLock:
+    """The study's "ask" lock: one worker at a time checks the budget and starts a trial.
+
+    Without it two workers can both see one slot left and both start a trial. The lock is
+    taken before the check and released by the objective, once Optuna has asked for the
+    trial. SQLite: an advisory file lock next to the database (workers share a machine);
+    PostgreSQL: a session advisory lock on the server.
+    """
+
+    def __init__(self, storage: RDBStorage, study_name: str) -> None:
+        self._url = str(storage.url)
+        self._storage = storage
+        self._key = _key(study_name)
+        self._release: Any = None
+
+    def acquire(self) -> None:
+        if self._release is not None:
+            return
+        if self._url.startswith("sqlite:///"):
+            handle = open(self._url.removeprefix("sqlite:///") + f".{self._key}.lock", "a")  # noqa: SIM115 - released in release()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+
+            def release_file() -> None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+
+            self._release = release_file
+        elif self._url.startswith("postgresql"):
+            from sqlalchemy import text
+
+            connection = self._storage.engine.connect()
+            key = {"key": int(self._key, 16) & 0x7FFFFFFFFFFFFFFF}
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+
+            def release_advisory() -> None:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                connection.close()
+
+            self._release = release_advisory
+        else:
+            self._release = lambda: None
+
+    def release(self) -> None:
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+
+
+def _key(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:15]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

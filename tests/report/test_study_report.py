@@ -1,0 +1,365 @@
+"""The study report of gradwise search: the leaderboard and report.html."""
+
+import base64
+import math
+import random
+import re
+import struct
+from html.parser import HTMLParser
+
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from gradwise.report import build_study_report, leaderboard_table
+from gradwise.search import parse_search, stage_ranges
+
+SPACE = {
+    "optimizer.lr": {"log_uniform": [1e-4, 1e-1]},
+    "model.depth": {"grid": [1, 2, 3]},
+    "data.batch_size": {"categorical": [32, 64]},
+}
+SECTIONS = ["Summary", "Leaderboard", "Optimization history", "Hyperparameters",
+            "Parallel coordinates"]  # fmt: skip
+IMAGE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">')
+NO_COMPLETED = "No completed trials yet."
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return parse_search({"search": {"space": SPACE}, "epochs": 2})
+
+
+@pytest.fixture(scope="module")
+def accuracy_spec():
+    return parse_search({"search": {"space": SPACE, "metric": "val_accuracy"}, "epochs": 2})
+
+
+def make_trial(spec, number, state=TrialState.COMPLETE, value=None, intermediate=None,
+               params=None, **attrs):  # fmt: skip
+    """A real FrozenTrial of ``spec``'s space (random params unless given)."""
+    rng = random.Random(number)
+    if params is None:
+        params = {"optimizer.lr": 10 ** rng.uniform(-4, -1), "model.depth": rng.choice([1, 2, 3]),
+                  "data.batch_size": rng.choice([32, 64])}  # fmt: skip
+    distributions = {path: spec.parameter(path).distribution() for path in params}
+    user_attrs = {"epochs": 2, "run": f"trials/trial-{number:04d}", **attrs}
+    trial = create_trial(state=state, value=value, params=params, distributions=distributions,
+                         intermediate_values=intermediate or {}, user_attrs=user_attrs)  # fmt: skip
+    trial.number = number
+    return trial
+
+
+def mixed_trials(spec, seed=0, values=None):
+    """Complete (random values), pruned, failed, running and waiting trials, shuffled."""
+    rng = random.Random(seed)
+    values = values or [rng.uniform(0.1, 2.0) for _ in range(8)]
+    trials = [make_trial(spec, n, value=v) for n, v in enumerate(values)]
+    count = len(trials)
+    for n in range(count, count + 3):
+        trials.append(make_trial(spec, n, TrialState.PRUNED, intermediate={
+            1: rng.uniform(0.1, 2.0), 2: rng.uniform(0.1, 2.0)}))  # fmt: skip
+    trials.append(make_trial(spec, count + 3, TrialState.FAIL, fail_reason="CUDA out of memory"))
+    trials.append(make_trial(spec, count + 4, TrialState.FAIL))
+    trials.append(make_trial(spec, count + 5, TrialState.RUNNING))
+    trials.append(make_trial(spec, count + 6, TrialState.WAITING))
+    rng.shuffle(trials)
+    return trials
+
+
+def rows_by_column(table):
+    data = table.to_dict()
+    return [dict(zip(data["columns"], row, strict=True)) for row in data["values"]]
+
+
+# -- the leaderboard -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["spec", "accuracy_spec"])
+def test_leaderboard_ranks_complete_then_pruned_then_failed(which, request):
+    spec = request.getfixturevalue(which)
+    assert spec.direction == ("minimize" if which == "spec" else "maximize")
+    trials = mixed_trials(spec)
+    best_first = spec.direction == "maximize"
+    by_state = {state: [t for t in trials if t.state == state] for state in TrialState}
+    complete = sorted(by_state[TrialState.COMPLETE], key=lambda t: t.value, reverse=best_first)
+    pruned = sorted(by_state[TrialState.PRUNED], key=lambda t: t.intermediate_values[2],
+                    reverse=best_first)  # fmt: skip
+    failed = sorted(by_state[TrialState.FAIL], key=lambda t: t.number)
+    expected = [t.number for t in complete + pruned + failed]
+
+    rows = rows_by_column(leaderboard_table(trials, spec))
+
+    assert [row["trial"] for row in rows] == expected
+    assert [row["rank"] for row in rows] == list(range(1, len(expected) + 1))
+    states = [row["state"] for row in rows]
+    assert states == ["complete"] * 8 + ["pruned"] * 3 + ["failed"] * 2  # no running, waiting
+    assert [row[spec.metric] for row in rows[:8]] == [t.value for t in complete]
+    assert [row[spec.metric] for row in rows[8:11]] == [t.intermediate_values[2] for t in pruned]
+
+
+def test_leaderboard_puts_missing_and_infinite_values_last_in_their_group(spec):
+    trials = [
+        make_trial(spec, 0, value=math.inf),
+        make_trial(spec, 1, value=0.5),
+        make_trial(spec, 2, TrialState.PRUNED),  # pruned before its first epoch ended
+        make_trial(spec, 3, TrialState.PRUNED, intermediate={1: 0.4, 2: math.nan}),
+        make_trial(spec, 4, TrialState.PRUNED, intermediate={1: 0.9}),
+    ]
+    rows = rows_by_column(leaderboard_table(trials, spec))
+    assert [row["trial"] for row in rows] == [1, 0, 4, 2, 3]
+    assert rows[1]["val_loss"] is None  # strict JSON: inf becomes null
+    assert leaderboard_table(trials, spec).to_dict()["rows"][1][3] == "inf"
+
+
+def test_leaderboard_limit_keeps_the_top_rows(spec):
+    trials = mixed_trials(spec, seed=1)
+    full = leaderboard_table(trials, spec).to_dict()
+    top = leaderboard_table(trials, spec, limit=3).to_dict()
+    assert top["rows"] == full["rows"][:3]
+    assert "top 3 of 13" in top["title"]
+    assert leaderboard_table(trials, spec, limit=100).to_dict()["rows"] == full["rows"]
+
+
+def test_leaderboard_columns_and_cells(spec):
+    trials = mixed_trials(spec, seed=2)
+    table = leaderboard_table(trials, spec)
+    assert list(table.columns) == ["rank", "trial", "state", "val_loss", "optimizer.lr",
+                                   "model.depth", "data.batch_size", "epochs", "run", "note"]  # fmt: skip
+    by_number = {trial.number: trial for trial in trials}
+    for row in rows_by_column(table):
+        trial = by_number[row["trial"]]
+        assert {path: row[path] for path in SPACE} == trial.params
+        assert row["epochs"] == 2
+        assert row["run"] == f"trials/trial-{trial.number:04d}"
+
+
+def test_leaderboard_notes_say_why_a_trial_failed_or_when_it_was_pruned(spec):
+    trials = [
+        make_trial(spec, 0, value=0.3),
+        make_trial(spec, 1, TrialState.FAIL, fail_reason="CUDA out of memory"),
+        make_trial(spec, 2, TrialState.FAIL),
+        make_trial(spec, 3, TrialState.PRUNED, intermediate={1: 0.9, 3: 0.8}),
+    ]
+    notes = {row["trial"]: row["note"] for row in rows_by_column(leaderboard_table(trials, spec))}
+    assert notes[0] is None
+    assert notes[1] == "CUDA out of memory"
+    assert "no reason recorded" in notes[2]
+    assert notes[3] == "pruned at epoch 3"
+    assert "CUDA out of memory" in leaderboard_table(trials, spec).render_text()
+
+
+def test_leaderboard_has_a_stage_column_only_in_coarse_to_fine(spec):
+    assert "stage" not in leaderboard_table([make_trial(spec, 0, value=1.0)], spec).columns
+    trials = [make_trial(spec, 0, value=1.0, stage=0), make_trial(spec, 1, value=0.5, stage=1)]
+    table = leaderboard_table(trials, spec)
+    assert table.columns[-4:] == ("epochs", "stage", "run", "note")
+    assert [row["stage"] for row in rows_by_column(table)] == [1, 0]
+
+
+def test_bad_arguments_raise_the_one_error_format(spec, tmp_path):
+    trial = make_trial(spec, 0, value=1.0)
+    with pytest.raises(ValueError, match=r"^The 'limit' parameter of leaderboard_table must "
+                       r"be None or an int >= 1\. Got 0 instead\.$"):  # fmt: skip
+        leaderboard_table([trial], spec, limit=0)
+    with pytest.raises(ValueError, match="'trials' parameter of leaderboard_table"):
+        leaderboard_table([{"value": 1.0}], spec)
+    with pytest.raises(ValueError, match="'spec' parameter of leaderboard_table"):
+        leaderboard_table([trial], {"metric": "val_loss"})
+    with pytest.raises(ValueError, match="'folder' parameter of build_study_report must be an "
+                       "existing folder"):  # fmt: skip
+        build_study_report(tmp_path / "missing", [trial], spec, title="t")
+    with pytest.raises(ValueError, match="'extra' parameter of build_study_report"):
+        build_study_report(tmp_path, [trial], spec, title="t", extra={"storage": object()})
+    assert not (tmp_path / "report.html").exists()
+
+
+# -- report.html ---------------------------------------------------------------------------
+
+
+class Page(HTMLParser):
+    """Section headings, tables (caption and cells) and image alt texts of a page."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.headings, self.tables, self._tag = [], [], None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self._tag = tag
+        if tag == "table":
+            self.tables.append({"caption": "", "rows": []})
+        elif tag == "tr":
+            self.tables[-1]["rows"].append([])
+        elif tag in ("td", "th"):
+            self.tables[-1]["rows"][-1].append("")
+
+    def handle_endtag(self, tag):
+        self._tag = None
+
+    def handle_data(self, data):
+        if self._tag == "h2":
+            self.headings.append(data)
+        elif self._tag == "caption":
+            self.tables[-1]["caption"] += data
+        elif self._tag in ("td", "th"):
+            self.tables[-1]["rows"][-1][-1] += data
+
+    def table(self, caption_start):
+        return next(t for t in self.tables if t["caption"].startswith(caption_start))
+
+
+def images(page):
+    """(PNG width, height, alt) of every inline image, checking each is a real PNG."""
+    found = []
+    for data, alt in IMAGE.findall(page):
+        png = base64.b64decode(data)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        found.append((width, height, alt))
+    return found
+
+
+def report(tmp_path, trials, spec, **kwargs):
+    path = build_study_report(tmp_path, trials, spec, title="lr-sweep", **kwargs)
+    assert path == tmp_path / "report.html"
+    return path.read_text(encoding="utf-8")
+
+
+def test_report_is_one_self_contained_page(spec, tmp_path):
+    trials = mixed_trials(spec, seed=3)
+    page = report(tmp_path, trials, spec, extra={"strategy": "random",
+                                                 "storage": "sqlite:///study.db"})  # fmt: skip
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.rstrip().endswith("</html>")
+    assert not re.search(r"https?://|<script|<link|\bhref=", page)
+    assert re.findall(r'\bsrc="([^"]{5})', page) == ["data:"] * page.count("<img")
+    parsed = Page(page)
+    assert parsed.headings == SECTIONS
+    assert "lr-sweep" in page
+    shown = images(page)
+    assert len(shown) == 3  # history, hyperparameters, parallel coordinates
+    assert all(width > 300 and height > 150 for width, height, _ in shown)
+    for path in SPACE:
+        assert path in shown[1][2]
+        assert path in shown[2][2]
+
+    study = dict(parsed.table("Study")["rows"][1:])
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert study["best trial"] == str(best.number)
+    assert study["best run"] == best.user_attrs["run"]
+    assert study["best optimizer.lr"] == f"{best.params['optimizer.lr']:.4g}"
+    counts = {name: study[name] for name in ("complete", "pruned", "failed", "running", "waiting")}
+    assert counts == {"complete": "8", "pruned": "3", "failed": "2", "running": "1", "waiting": "1"}
+    assert dict(parsed.table("Settings")["rows"][1:]) == {"strategy": "random",
+                                                          "storage": "sqlite:///study.db"}  # fmt: skip
+    leaderboard = parsed.table("Leaderboard")["rows"]
+    assert leaderboard[1][1] == str(best.number)
+    assert len(leaderboard) == 1 + 13
+    assert "CUDA out of memory" in page
+
+
+def test_report_leaderboard_is_capped_at_25_rows(spec, tmp_path):
+    trials = [make_trial(spec, n, value=1.0 + n) for n in range(30)]
+    rows = Page(report(tmp_path, trials, spec)).table("Leaderboard")["rows"]
+    assert [row[1] for row in rows[1:]] == [str(n) for n in range(25)]
+
+
+def test_axes_are_logarithmic_where_the_space_or_the_values_call_for_it(spec, tmp_path):
+    """The alt texts are read back from the drawn Axes: log x for log_uniform only."""
+    wide = [make_trial(spec, n, value=v) for n, v in enumerate([0.05, 0.3, 2.0, 0.1])]
+    page = report(tmp_path, wide, spec)
+    history, parameters, parallel = (alt for _, _, alt in images(page))
+    for parameter in spec.parameters:
+        scale = "log" if parameter.log else "linear"
+        assert f"{parameter.path} ({scale} x axis, log y axis)" in parameters
+    assert "(linear x axis, log y axis)" in history  # 40x: more than a decade
+    assert "optimizer.lr from 0.0001 to 0.1 (log scale)" in parallel
+    assert "model.depth: 1, 2, 3" in parallel
+    assert "data.batch_size: 32, 64" in parallel
+    assert "val_loss from 0.05 to 2 (log scale)" in parallel
+
+    narrow = [make_trial(spec, n, value=v) for n, v in enumerate([0.3, 0.5, 2.0])]
+    history, parameters, parallel = (alt for _, _, alt in images(report(tmp_path, narrow, spec)))
+    assert "(linear x axis, linear y axis)" in history  # 6.7x
+    assert "optimizer.lr (log x axis, linear y axis)" in parameters
+    assert "val_loss from 0.3 to 2;" in parallel
+
+
+def test_coarse_to_fine_report_shows_the_stages(tmp_path):
+    search = {"space": SPACE, "stages": [{"epochs": 1, "trials": 6}, {"epochs": 2, "trials": 4}],
+              "keep": 2}  # fmt: skip
+    spec = parse_search({"search": search, "epochs": 2})
+    trials = [make_trial(spec, n, value=0.1 * (n + 1), stage=0, epochs=1) for n in range(6)]
+    stages = stage_ranges(spec, trials)
+    assert len(stages) == 2
+    assert stages[1].kept == (0, 1)
+    trials += [make_trial(spec, n, value=0.05 * n, stage=1, params=dict(trials[n - 6].params))
+               for n in range(6, 9)]  # fmt: skip
+
+    page = report(tmp_path, trials, spec, stages=stages)
+    parsed = Page(page)
+    assert parsed.headings == [*SECTIONS, "Coarse-to-fine stages"]
+    shown = images(page)
+    assert len(shown) == 4
+    assert "optimizer.lr (log x axis" in shown[3][2]
+    for stage in stages:
+        table = dict(parsed.table(f"Stage {stage.index}")["rows"][1:])
+        assert table["epochs"] == str(stage.stage.epochs)
+        assert table["trials run"] == str(6 if stage.index == 0 else 3)
+        for parameter in stage.parameters:
+            assert table[parameter.path] == parameter.describe()
+    assert dict(parsed.table("Stage 1")["rows"][1:])["tightened around trials"] == "0, 1"
+    assert parsed.table("Leaderboard")["rows"][0][-4:] == ["epochs", "stage", "run", "note"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no trials",
+        "only failed",
+        "only running",
+        "pruned without values",
+        "all values equal",
+        "one trial",
+    ],  # fmt: skip
+)
+def test_degenerate_studies_still_make_a_report(case, spec, tmp_path):
+    trials = {
+        "no trials": [],
+        "only failed": [make_trial(spec, n, TrialState.FAIL, fail_reason="boom") for n in range(3)],
+        "only running": [make_trial(spec, 0, TrialState.RUNNING)],
+        "pruned without values": [make_trial(spec, 0, TrialState.PRUNED),
+                                  make_trial(spec, 1, TrialState.FAIL)],
+        "all values equal": [make_trial(spec, n, value=0.7) for n in range(4)],
+        "one trial": [make_trial(spec, 0, value=0.7)],
+    }[case]  # fmt: skip
+    page = report(tmp_path, trials, spec)
+    assert Page(page).headings == SECTIONS
+    completed = any(trial.state == TrialState.COMPLETE for trial in trials)
+    assert len(images(page)) == (3 if completed else 0)
+    assert (NO_COMPLETED in page) is not completed
+
+
+def test_one_parameter_and_a_missing_value(tmp_path):
+    spec = parse_search({"search": {"space": {"model.depth": {"int": [1, 8], "log": True}}},
+                         "epochs": 1})  # fmt: skip
+    trials = [make_trial(spec, n, value=0.2 * n + 0.1, params={"model.depth": 2 ** n})
+              for n in range(4)]  # fmt: skip
+    trials.append(make_trial(spec, 4, value=0.9, params={}))  # its parameter is missing
+    page = report(tmp_path, trials, spec)
+    history, parameters, parallel = (alt for _, _, alt in images(page))
+    assert parameters.endswith("model.depth (log x axis, linear y axis)")
+    assert "model.depth from 1 to 8 (log scale)" in parallel
+    assert "5 complete trials" in parallel
+    row = Page(page).table("Leaderboard")["rows"][-1]
+    assert row[1] == "4"
+    assert row[4] == "-"
+
+
+def test_pruned_trials_alone_make_a_history_but_no_other_plot(spec, tmp_path):
+    trials = [make_trial(spec, n, TrialState.PRUNED, intermediate={1: 0.5 + n}) for n in range(3)]
+    page = report(tmp_path, trials, spec)
+    (history,) = (alt for _, _, alt in images(page))
+    assert history.startswith("Optimization history: val_loss")
+    assert page.count(NO_COMPLETED) == 3  # summary, hyperparameters, parallel coordinates

@@ -1,0 +1,121 @@
+"""Killed workers, several workers on one SQLite file, and PostgreSQL across workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from optuna.trial import TrialState
+
+from tests.cli.helpers import gradwise, start
+from tests.postgres_server import new_database
+from tests.search.helpers import epochs_logged, load, storage_of, wait_for, write_config
+
+KILL_EPOCHS = 30
+
+
+def _kill_a_worker_mid_trial(tmp_path, storage: str | None) -> None:
+    """SIGKILL the worker of trial 0 after its first checkpoint; the study must still end
+    with every trial complete, trial 0 retried with its parameters from its checkpoint."""
+    config = write_config(tmp_path, "kill", epochs=KILL_EPOCHS)
+    args = ["search", str(config), "--trials", "2", "--heartbeat", "1"]
+    if storage is not None:
+        args += ["--storage", storage]
+    search = start(*args, cwd=tmp_path)
+    folder = tmp_path / "studies" / "kill"
+    wait_for(lambda: (folder / "study.json").is_file(), 60, "the study")
+    url = storage_of(folder)
+
+    def running_trial_with_checkpoint():
+        trials = load(url, "kill")
+        ready = (folder / "trials/trial-0000/checkpoints/last.pt").is_file()
+        if trials and trials[0].state == TrialState.RUNNING and ready:
+            return trials[0]
+        return None
+
+    victim = wait_for(running_trial_with_checkpoint, 120, "trial 0 to checkpoint")
+    host, pid = victim.user_attrs["worker"].rsplit(":", 1)
+    os.kill(int(pid), signal.SIGKILL)
+
+    stdout, stderr = search.communicate(timeout=300)
+    assert search.returncode == 0, stderr
+    trials = load(url, "kill")
+    assert trials[0].state == TrialState.FAIL
+    assert "fail_reason" not in trials[0].user_attrs  # killed, not failed on its own
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2, [(t.number, t.state) for t in trials]
+    retry = next(t for t in complete if t.system_attrs.get("failed_trial") == 0)
+    assert retry.params == trials[0].params
+    assert retry.user_attrs["run"] == "trials/trial-0000"
+    epochs = epochs_logged(folder / "trials/trial-0000")
+    # Resumed from the last checkpoint: no epoch was run twice, none is missing.
+    assert epochs == list(range(KILL_EPOCHS))
+
+
+def test_a_killed_worker_is_replaced_and_its_trial_resumed_on_sqlite(tmp_path) -> None:
+    _kill_a_worker_mid_trial(tmp_path, storage=None)
+
+
+def test_a_killed_worker_is_replaced_and_its_trial_resumed_on_postgresql(
+    tmp_path, postgres_url
+) -> None:
+    _kill_a_worker_mid_trial(tmp_path, new_database(postgres_url, "kill_test"))
+
+
+def test_four_workers_share_one_sqlite_file_without_lock_errors(tmp_path) -> None:
+    config = write_config(tmp_path, "busy", epochs=1)
+    done = gradwise("search", str(config), "--trials", "12", "--workers", "4", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "studies" / "busy"
+    trials = load(storage_of(folder), "busy")
+    assert len(trials) == 12
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    logs = "".join(path.read_text() for path in (folder / "workers").glob("*.log"))
+    assert "locked" not in logs
+    assert "Traceback" not in logs
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2
+
+
+@pytest.mark.parametrize(("strategy", "budget"), [("tpe", 6), ("grid", 4)])
+def test_a_worker_from_another_machine_joins_a_postgresql_study(
+    tmp_path, postgres_url, strategy, budget
+) -> None:
+    url = new_database(postgres_url, f"join_{strategy}")
+    config = write_config(tmp_path, "joined", epochs=3)
+    search = start(
+        "search",
+        str(config),
+        "--strategy",
+        strategy,
+        "--trials",
+        str(budget),
+        "--storage",
+        url,
+        cwd=tmp_path,
+    )
+    wait_for(lambda: (tmp_path / "studies" / "joined" / "study.json").is_file(), 60, "the study")
+    # "Another machine": another folder, knowing only the storage URL and the study name.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    joined = gradwise("worker", "--storage", url, "--study", "joined", cwd=elsewhere)
+    assert joined.returncode == 0, joined.stderr
+    _, stderr = search.communicate(timeout=300)
+    assert search.returncode == 0, stderr
+    trials = load(url, "joined")
+    assert len(trials) == budget  # the grid of 2 x 2 points fits a budget of 4
+    # (the default median pruner may stop the last trials)
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    here = {
+        t.number for t in trials if (tmp_path / "studies/joined" / t.user_attrs["run"]).is_dir()
+    }
+    there = {
+        t.number for t in trials if (elsewhere / "studies/joined" / t.user_attrs["run"]).is_dir()
+    }
+    assert here
+    assert there
+    assert not here & there
+    if strategy == "grid":  # each grid point ran exactly once across the two workers
+        points = [tuple(sorted(t.params.items())) for t in trials]
+        assert len(set(points)) == len(points)
+    assert "ran " in joined.stderr

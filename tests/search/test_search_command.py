@@ -1,0 +1,212 @@
+"""`gradwise search` end to end, with real worker processes on a SQLite study."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+from optuna.trial import TrialState
+
+from gradwise.config import load_config
+from tests.cli.helpers import gradwise, start
+from tests.search.helpers import (
+    SPACE,
+    epochs_logged,
+    load,
+    read_metrics,
+    storage_of,
+    wait_for,
+    write_config,
+)
+
+
+def test_random_search_with_two_workers_writes_trials_report_and_best_config(tmp_path) -> None:
+    config = write_config(tmp_path, "tiny")
+    done = gradwise("search", str(config), "--trials", "4", "--workers", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "studies" / "tiny"
+    trials = load(storage_of(folder), "tiny")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    for trial in trials:
+        assert 1e-3 <= trial.params["optimizer.lr"] <= 3e-1
+        assert 4 <= trial.params["model.width"] <= 32
+        run = folder / trial.user_attrs["run"]
+        assert (run / "report.html").is_file()
+        assert (run / "checkpoints" / "last.pt").is_file()
+        # The trial's value is its best epoch's validation loss, read back from its run.
+        losses = [r["val_loss"] for r in read_metrics(run) if r["kind"] == "epoch"]
+        assert math.isclose(trial.value, min(losses), rel_tol=1e-9)
+    logs = sorted((folder / "workers").glob("worker-*.log"))
+    assert len(logs) == 2
+    assert "Traceback" not in "".join(log.read_text() for log in logs)
+    html = (folder / "report.html").read_text()
+    assert "optimizer.lr" in html
+    assert "best -" not in done.stderr.splitlines()[-1]
+    assert "best config" in done.stdout
+
+    best = min(trials, key=lambda t: t.value)
+    best_config = load_config(folder / "best.yaml")
+    assert best_config.optimizer["lr"] == best.params["optimizer.lr"]
+    assert best_config.model.width == best.params["model.width"]
+    rerun = gradwise(
+        "train", str(folder / "best.yaml"), "--runs-dir", "again", "--no-progress", cwd=tmp_path
+    )
+    assert rerun.returncode == 0, rerun.stderr
+
+    shown = gradwise("search", "show", str(folder), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{best.value:.4g}"[:5] in shown.stdout
+    assert shown.stdout.index(f"{best.number}") >= 0
+
+
+def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(tmp_path) -> None:
+    search = """\
+  space:
+    optimizer.name: {grid: [SGD]}
+    optimizer.lr: {grid: [0.05, 1.0e+12]}
+"""
+    config = write_config(tmp_path, "nan", search=search)
+    done = gradwise("search", str(config), "--strategy", "grid", "--trials", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    trials = load(storage_of(tmp_path / "studies" / "nan"), "nan")
+    by_lr = {t.params["optimizer.lr"]: t for t in trials}
+    assert by_lr[0.05].state == TrialState.COMPLETE
+    assert by_lr[1e12].state == TrialState.FAIL
+    assert "diverged" in by_lr[1e12].user_attrs["fail_reason"]
+    assert "1 failed" in done.stderr
+
+
+def test_an_invalid_space_is_rejected_before_any_trial_runs(tmp_path) -> None:
+    search = """\
+  space:
+    optimizer.lr: {log_uniform: [0, 0.1]}
+"""
+    config = write_config(tmp_path, "bad", search=search)
+    done = gradwise("search", str(config), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "log-scale distribution needs low > 0" in done.stderr
+    assert not (tmp_path / "studies").exists()
+    typo = write_config(tmp_path, "typo", search="  space:\n    model.widht: {int: [4, 8]}\n")
+    done = gradwise("search", str(typo), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "did you mean 'width'" in done.stderr
+
+
+def test_rerunning_resumes_the_study_and_a_changed_space_is_an_error(tmp_path) -> None:
+    config = write_config(tmp_path, "again")
+    first = gradwise("search", str(config), "--trials", "2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    url = storage_of(tmp_path / "studies" / "again")
+    before = load(url, "again")
+    more = gradwise("search", str(config), "--trials", "3", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    after = load(url, "again")
+    assert len(after) == 3
+    assert [t.params for t in after[:2]] == [t.params for t in before]
+    assert [t.value for t in after[:2]] == [t.value for t in before]
+
+    narrowed = SPACE.replace("3.0e-1", "1.0e-1")
+    write_config(tmp_path, "again", search=narrowed)
+    changed = gradwise("search", str(config), "--trials", "3", cwd=tmp_path)
+    assert changed.returncode == 2
+    assert "space of optimizer.lr was" in changed.stderr
+    assert "--study NEW_NAME" in changed.stderr
+    other = gradwise("search", str(config), "--trials", "3", "--strategy", "tpe", cwd=tmp_path)
+    assert other.returncode == 2
+    assert len(load(url, "again")) == 3
+
+
+def test_coarse_to_fine_runs_its_stages_with_their_epochs_and_tightened_ranges(tmp_path) -> None:
+    search = (
+        SPACE
+        + """\
+  stages:
+    - {epochs: 1, trials: 4, keep: 2}
+    - {epochs: 3, trials: 3}
+"""
+    )
+    config = write_config(tmp_path, "c2f", search=search, epochs=3)
+    done = gradwise(
+        "search", str(config), "--strategy", "coarse-to-fine", "--workers", "2", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "studies" / "c2f"
+    trials = load(storage_of(folder), "c2f")
+    assert [t.user_attrs["stage"] for t in trials] == [0] * 4 + [1] * 3
+    assert [t.user_attrs["epochs"] for t in trials] == [1] * 4 + [3] * 3
+    kept = sorted(trials[:4], key=lambda t: t.value)[:2]
+    kept_lrs = [t.params["optimizer.lr"] for t in kept]
+    span = math.log(3e-1) - math.log(1e-3)
+    low = max(1e-3, math.exp(math.log(min(kept_lrs)) - 0.1 * span))
+    high = min(3e-1, math.exp(math.log(max(kept_lrs)) + 0.1 * span))
+    for trial in trials[4:]:
+        assert low * (1 - 1e-9) <= trial.params["optimizer.lr"] <= high * (1 + 1e-9)
+    assert "Coarse-to-fine" in (folder / "report.html").read_text()
+
+
+def test_median_pruner_stops_hopeless_trials(tmp_path) -> None:
+    search = """\
+  space:
+    optimizer.lr: {grid: [3.0e-2, 1.0e-2, 2.0e-2, 5.0e-2, 4.0e-2, 1.0e-7, 2.0e-7, 3.0e-7]}
+  pruner: median
+"""
+    config = write_config(tmp_path, "prune", search=search, epochs=6)
+    done = gradwise("search", str(config), "--strategy", "grid", "--trials", "8", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    trials = load(storage_of(tmp_path / "studies" / "prune"), "prune")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.params, t.state) for t in trials]
+    # Only the hopeless rates are pruned, before their last epoch.
+    assert all(t.params["optimizer.lr"] < 1e-6 for t in pruned)
+    assert all(max(t.intermediate_values) < 5 for t in pruned)
+
+
+def test_ctrl_c_stops_the_search_and_the_same_command_resumes_it(tmp_path) -> None:
+    config = write_config(tmp_path, "stop", epochs=40)
+    search = start("search", str(config), "--trials", "2", cwd=tmp_path)
+    folder = tmp_path / "studies" / "stop"
+    wait_for(
+        lambda: list(folder.glob("trials/trial-0000/checkpoints/last.pt")),
+        120,
+        "the first checkpoint",
+    )
+    search.send_signal(signal.SIGINT)
+    _, stderr = search.communicate(timeout=120)
+    assert search.returncode == 130, stderr
+    url = storage_of(folder)
+    stopped = load(url, "stop")
+    assert stopped[0].state == TrialState.FAIL
+    resumed = gradwise("search", str(config), "--trials", "2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming: 1 interrupted trial" in resumed.stderr
+    trials = load(url, "stop")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.params == stopped[0].params
+    assert retry.user_attrs["run"] == "trials/trial-0000"
+    epochs = epochs_logged(folder / "trials/trial-0000")
+    assert epochs == list(range(40))  # continued from its checkpoint, not restarted
+
+
+def test_a_one_worker_search_is_reproducible_from_its_seed(tmp_path) -> None:
+    config = write_config(tmp_path, "seeded", epochs=1)
+    params = {}
+    for study, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        done = gradwise(
+            "search",
+            str(config),
+            "--trials",
+            "3",
+            "--study",
+            study,
+            "--seed",
+            seed,
+            "--strategy",
+            "tpe",
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        params[study] = [t.params for t in load(storage_of(tmp_path / "studies" / study), study)]
+    assert params["a"] == params["b"]
+    assert params["a"] != params["c"]

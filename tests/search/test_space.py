@@ -1,0 +1,172 @@
+"""The search section: distributions, paths and values are checked before any trial runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from gradwise.config import ConfigError, parse_config
+from gradwise.search import Parameter, Stage, parse_search
+
+
+def _content(space: dict, **section: object) -> dict:
+    return {"epochs": 8, "search": {"space": space, **section}}
+
+
+def test_each_distribution_becomes_the_matching_optuna_distribution() -> None:
+    spec = parse_search(
+        _content(
+            {
+                "optimizer.lr": {"log_uniform": [1e-4, 1e-1]},
+                "regularization.l2": {"uniform": [0, 0.01]},
+                "model.width": {"int": [16, 128], "log": True},
+                "data.batch_size": {"categorical": [32, 64, 128]},
+                "model.depth": {"grid": [1, 2, 3]},
+                "model.activation": ["relu", "tanh"],
+            }
+        )
+    )
+    distributions = spec.distributions()
+    assert distributions["optimizer.lr"] == FloatDistribution(1e-4, 1e-1, log=True)
+    assert distributions["regularization.l2"] == FloatDistribution(0.0, 0.01)
+    assert distributions["model.width"] == IntDistribution(16, 128, log=True)
+    assert distributions["data.batch_size"] == CategoricalDistribution([32, 64, 128])
+    assert distributions["model.depth"] == CategoricalDistribution([1, 2, 3])
+    assert distributions["model.activation"] == CategoricalDistribution(["relu", "tanh"])
+    assert [p.path for p in spec.parameters] == list(distributions)
+
+
+def test_metric_direction_and_defaults() -> None:
+    spec = parse_search(_content({"optimizer.lr": {"log_uniform": [1e-4, 1e-1]}}))
+    assert (spec.metric, spec.direction, spec.pruner) == ("val_loss", "minimize", "median")
+    accuracy = parse_search(
+        _content({"optimizer.lr": {"log_uniform": [1e-4, 1e-1]}}, metric="val_accuracy")
+    )
+    assert accuracy.direction == "maximize"
+    # Goodfellow's recipe: two stages of 25, the first on a quarter of the epochs, top 3 kept.
+    assert spec.stages == (Stage(2, 25, 3), Stage(8, 25, 3))
+    split = parse_search(_content({"optimizer.lr": {"log_uniform": [1e-4, 1e-1]}}), stages_trials=9)
+    assert [stage.trials for stage in split.stages] == [5, 4]
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"optimizer.lr": {"log_uniform": [0, 0.1]}}, "log-scale distribution needs low > 0"),
+        ({"optimizer.lr": {"log_uniform": [-1e-3, 0.1]}}, "needs low > 0"),
+        ({"model.width": {"int": [8, 256], "log": True}, "x": {}}, "must name one distribution"),
+        (
+            {"optimizer.lr": {"loguniform": [1e-4, 0.1]}},
+            "must name one distribution of log_uniform",
+        ),
+        ({"optimizer.lr": {"uniform": [0.1, 0.01]}}, "low <= high"),
+        ({"optimizer.lr": {"uniform": [0.1]}}, "needs [low, high]"),
+        ({"model.width": {"int": [8.5, 16]}}, "two integers"),
+        ({"data.batch_size": {"categorical": []}}, "non-empty list"),
+        ({"data.batch_size": {"grid": [32, 32]}}, "values must differ"),
+        ({"model.widht": {"int": [8, 16]}}, "did you mean 'width'"),
+        ({"optimiser.lr": {"uniform": [0.1, 0.2]}}, "did you mean 'optimizer'"),
+        ({"optimizer.lrr": {"uniform": [0.1, 0.2]}}, "unknown key 'lrr' in 'train.optimizer'"),
+        ({"model.dropout": {"uniform": [0.0, 1.5]}}, "= 1.5 does not make a valid run config"),
+        ({"optimizer.lr": {"uniform": [-1.0, 0.1]}}, "= -1.0 does not make a valid run config"),
+        ({"runs_dir": {"categorical": ["a", "b"]}}, "set by the search itself"),
+        ({"optimizer.lr": 0.1}, "must be a distribution"),
+    ],
+)
+def test_bad_spaces_are_rejected_with_the_path_and_the_fix(space: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match="train.search") as raised:
+        parse_search(_content(space))
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({}, "must declare a 'space'"),
+        (
+            {"space": {"optimizer.lr": {"uniform": [0.1, 0.2]}}, "metrik": "val_loss"},
+            "did you mean 'metric'",
+        ),
+        (
+            {"space": {"optimizer.lr": {"uniform": [0.1, 0.2]}}, "metric": "val_f1"},
+            "per-epoch metric",
+        ),
+        (
+            {"space": {"optimizer.lr": {"uniform": [0.1, 0.2]}}, "pruner": "asha"},
+            "median, successive-halving",
+        ),
+        (
+            {
+                "space": {"optimizer.lr": {"uniform": [0.1, 0.2]}},
+                "stages": [{"epochs": 2, "trials": 5}],
+            },
+            "at least two stages",
+        ),
+        (
+            {
+                "space": {"optimizer.lr": {"uniform": [0.1, 0.2]}},
+                "stages": [{"epochs": 2, "trials": 5}, {"epochs": 0, "trials": 5}],
+            },
+            "int >= 1",
+        ),
+        ({"space": {"optimizer.lr": {"uniform": [0.1, 0.2]}}, "margin": 2}, "float in [0, 1]"),
+    ],
+)
+def test_bad_sections_are_rejected(section: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_search({"search": section})
+    assert message in str(raised.value)
+
+
+def test_a_validation_metric_needs_validation_data() -> None:
+    content = _content({"optimizer.lr": {"uniform": [0.1, 0.2]}})
+    content["data"] = {"validation_split": 0.0}
+    with pytest.raises(ConfigError, match="validation_split"):
+        parse_search(content)
+
+
+def test_keys_searched_together_are_checked_together() -> None:
+    # SGD needs no other argument; with the searched lr both optimizers build.
+    spec = parse_search(
+        _content(
+            {
+                "optimizer.name": {"categorical": ["AdamW", "SGD"]},
+                "optimizer.lr": {"log_uniform": [1e-3, 1e-1]},
+            }
+        )
+    )
+    config = parse_config(spec.trial_config({"optimizer.name": "SGD", "optimizer.lr": 0.05}))
+    assert config.optimizer == {"name": "SGD", "lr": 0.05}
+
+
+def test_trial_config_sets_the_sampled_values_on_the_base_config() -> None:
+    content = _content({"model.width": {"int": [8, 64]}})
+    content["optimizer"] = {"name": "Adam", "lr": 0.01}
+    spec = parse_search(content)
+    trial = parse_config(spec.trial_config({"model.width": 24}, epochs=3, name="trial-0001"))
+    assert (trial.model.width, trial.epochs, trial.name) == (24, 3, "trial-0001")
+    assert trial.optimizer == {"name": "Adam", "lr": 0.01}
+    assert "search" not in spec.base
+
+
+def test_fingerprint_changes_with_the_space_and_not_with_key_order() -> None:
+    space = {"optimizer.lr": {"log_uniform": [1e-4, 1e-1]}, "model.width": {"int": [8, 64]}}
+    reordered = dict(reversed(list(space.items())))
+    narrowed = {**space, "optimizer.lr": {"log_uniform": [1e-5, 1e-1]}}
+    first = parse_search(_content(space)).fingerprint()
+    assert parse_search(_content(reordered)).fingerprint() == first
+    assert parse_search(_content(narrowed)).fingerprint() != first
+
+
+def test_parameter_round_trips_through_its_config_form() -> None:
+    for parameter in (
+        Parameter("optimizer.lr", "log_uniform", 1e-4, 0.1, log=True),
+        Parameter("model.width", "int", 8, 64, log=True),
+        Parameter("data.batch_size", "grid", choices=(32, 64)),
+    ):
+        spec = parse_search(_content({parameter.path: parameter.to_mapping()}))
+        assert spec.parameters == (parameter,)
+        assert parameter.describe().startswith(parameter.kind)
+    assert math.isclose(Parameter("x", "uniform", 0, 1).within(0.2, 0.4).high, 0.4)
