@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, metavar="RUN", help="continue a run folder")
     train.add_argument("--runs-dir", type=Path, help="where run folders go (default: runs)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train in N processes on this machine (DDP; gloo on CPU, nccl on GPU)",
+    )
     train.set_defaults(handler=_train)
 
     config = commands.add_parser(
@@ -99,35 +109,79 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from gradwise.config import load_config
-    from gradwise.report import summary_table
+    from gradwise.config import ConfigError, config_to_dict, load_config
     from gradwise.train import TrainingDiverged, resume, train
+    from gradwise.train._distributed import in_launched_process
 
     progress = not args.no_progress
+    if args.resume is not None and (args.config is not None or args.overrides):
+        print(
+            "gradwise train: error: --resume continues a run with its own config; "
+            "drop CONFIG and --set (or start a new run).",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be an int >= 1. Got {args.nproc} instead.")
+    config = None
+    if args.resume is None:
+        overrides = list(args.overrides)
+        if args.runs_dir is not None:
+            overrides.append(f"runs_dir={args.runs_dir}")
+        config = load_config(args.config, overrides)
+    if args.nproc > 1 or in_launched_process():
+        content = None if config is None else config_to_dict(config)
+        return _train_distributed(content, args.resume, args.nproc, progress)
     try:
-        if args.resume is not None:
-            if args.config is not None or args.overrides:
-                print(
-                    "gradwise train: error: --resume continues a run with its own config; "
-                    "drop CONFIG and --set (or start a new run).",
-                    file=sys.stderr,
-                )
-                return EXIT_USAGE
-            result = resume(args.resume, progress=progress)
-        else:
-            overrides = list(args.overrides)
-            if args.runs_dir is not None:
-                overrides.append(f"runs_dir={args.runs_dir}")
-            result = train(load_config(args.config, overrides), progress=progress)
+        result = (
+            resume(args.resume, progress=progress)
+            if config is None
+            else train(config, progress=progress)
+        )
     except TrainingDiverged as error:
         print(f"gradwise train: stopped: {error}", file=sys.stderr)
         return EXIT_FAILED
-    print(summary_table(result.summary).render_text())
     assert result.run is not None  # noqa: S101 - train() always makes a run folder
-    print(f"run folder: {result.run.path}")
-    print(f"report:     {result.run.report_path}")
-    if result.status == "interrupted":
-        print(f"interrupted; resume with: gradwise train --resume {result.run.path}")
+    return _print_run(result.summary, result.run.path, result.status)
+
+
+def _train_distributed(
+    content: dict[str, object] | None, resume: Path | None, nproc: int, progress: bool
+) -> int:
+    """Several processes: launched here (--nproc), or this is one of torchrun's."""
+    from gradwise.distributed import RankFailed, launch
+    from gradwise.train import TrainingDiverged
+    from gradwise.train._distributed import in_launched_process, train_rank
+
+    where = None if resume is None else str(resume)
+    announce = Path(tempfile.mkdtemp(prefix="gradwise-")) / "run"
+    try:
+        if in_launched_process():
+            result = train_rank(content, where, progress)
+            if os.environ.get("RANK") != "0":  # torchrun: rank 0 alone reports
+                return EXIT_OK
+        else:
+            result = launch(train_rank, (content, where, progress, str(announce)), nproc)
+    except (RankFailed, TrainingDiverged) as error:
+        print(f"gradwise train: stopped: {error}", file=sys.stderr)
+        run = announce.read_text() if announce.is_file() else where or "RUN"
+        print(f"the last checkpoint stays; continue with: gradwise train --resume {run} "
+              f"--nproc {nproc}", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    finally:
+        shutil.rmtree(announce.parent, ignore_errors=True)
+    return _print_run(result["summary"], Path(result["run"]), result["status"])
+
+
+def _print_run(summary: dict[str, object], run: Path, status: str) -> int:
+    from gradwise.report import summary_table
+    from gradwise.runs import RunFolder
+
+    print(summary_table(summary).render_text())
+    print(f"run folder: {run}")
+    print(f"report:     {RunFolder(run).report_path}")
+    if status == "interrupted":
+        print(f"interrupted; resume with: gradwise train --resume {run}")
         return EXIT_INTERRUPTED
     return EXIT_OK
 

@@ -20,6 +20,7 @@ from gradwise.config._parse import (
 from gradwise.config._schema import (
     CheckpointConfig,
     DataConfig,
+    DistributedConfig,
     EarlyStoppingConfig,
     InitConfig,
     ModelConfig,
@@ -33,6 +34,7 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
+    "DistributedConfig",
     "EarlyStoppingConfig",
     "InitConfig",
     "ModelConfig",

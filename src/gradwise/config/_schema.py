@@ -153,6 +153,31 @@ class MonitorConfig:
 
 
 @dataclass
+class DistributedConfig:
+    backend: str = setting(
+        "auto", OneOf(("auto", "gloo", "nccl")), "auto: nccl on GPU, gloo on CPU"
+    )
+    compression: str = setting(
+        "none",
+        STRING,
+        "none, fp16, powersgd, one_bit, sign_majority, one_bit_two_phase, one_bit_adam",
+    )
+    compression_options: dict[str, Any] = setting(
+        {}, MAPPING, "the compression's own options (e.g. {matrix_approximation_rank: 2})"
+    )
+    warmup_steps: int = setting(
+        2, Interval(low=2, kind="int"), "plain allreduce steps before compression (>= 2)"
+    )
+    reference_batch_size: int | None = setting(
+        None, OPTIONAL_POSITIVE_INT, "linear scaling rule: lr x global batch / this (null: off)"
+    )
+    scaling_warmup_steps: int = setting(
+        0, Interval(low=0, kind="int"), "ramp from the config's lr to the scaled lr (Goyal 2017)"
+    )
+    timeout_s: int = setting(300, POSITIVE_INT, "seconds a rank waits for the others")
+
+
+@dataclass
 class RunConfig:
     name: str | None = setting(None, OPTIONAL_STRING, "run folder name (null: generated)")
     runs_dir: str = setting("runs", STRING, "where run folders go")
@@ -177,6 +202,9 @@ class RunConfig:
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpoint cadence")
     monitor: MonitorConfig | None = section(
         MonitorConfig, "the training doctor's live monitoring (null: off)", optional=True
+    )
+    distributed: DistributedConfig = section(
+        DistributedConfig, "several processes (gradwise train --nproc N, or torchrun)"
     )
     search: dict[str, Any] = setting(
         {}, MAPPING, "a hyperparameter search space for gradwise search (train ignores it)"

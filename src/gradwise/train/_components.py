@@ -10,10 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+import torch
 from torch import nn
 
 from gradwise import optim, preprocess, regularize, schedules
 from gradwise.config import ConfigError, unknown_key_message, unknown_name_message
+from gradwise.distributed._one_bit_adam import OneBitAdam
 
 PREPROCESSORS: dict[str, Callable[..., preprocess.Preprocessor]] = {
     "rescale": preprocess.Rescale,
@@ -34,13 +36,16 @@ AUGMENTATIONS: dict[str, Callable[..., nn.Module]] = {
     "mixup": regularize.Mixup,
 }
 
-OPTIMIZERS: dict[str, Callable[..., optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     name: getattr(optim, name)
     for name in (
         "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam",
         "LARS", "LAMB", "SWATS", "SignSGD", "OneBitSGD",
     )
 }  # fmt: skip
+# 1-bit Adam communicates in its step (with distributed.compression: one_bit_adam); in
+# one process it is Adam whose variance freezes after freeze_step.
+OPTIMIZERS["OneBitAdam"] = OneBitAdam
 
 TRANSFORMS: dict[str, Callable[..., optim.GradientTransform]] = {
     name: getattr(optim, name)
@@ -132,7 +137,7 @@ def build_augmentation(
 
 def build_optimizer(
     spec: Mapping[str, Any], model: nn.Module, path: str = "train.optimizer"
-) -> optim.Optimizer:
+) -> torch.optim.Optimizer:
     """A named optimizer (``{name: AdamW, lr: 3e-3}``) or a chain (``{chain: [...], lr: ...}``)."""
     if "chain" in spec:
         return _build_chain(spec, model, path)
@@ -144,7 +149,7 @@ def build_optimizer(
     if name not in OPTIMIZERS:
         raise ConfigError(unknown_name_message("optimizer", name, f"{path}.name", list(OPTIMIZERS)))
     args = {k: v for k, v in spec.items() if k != "name"}
-    optimizer: optim.Optimizer = construct(
+    optimizer: torch.optim.Optimizer = construct(
         partial(OPTIMIZERS[name], model.parameters()), args, path
     )
     return optimizer

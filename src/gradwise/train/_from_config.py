@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradwise import init, preprocess
+from gradwise import init, preprocess, schedules
 from gradwise.config import (
     ConfigError,
     RunConfig,
@@ -26,6 +26,7 @@ from gradwise.config import (
     unknown_name_message,
 )
 from gradwise.data import Dataset, DataSplits, available_datasets, load_dataset, load_entry_point
+from gradwise.distributed._world import World
 from gradwise.models import MODELS, build_model
 from gradwise.regularize import EarlyStopping, MaxNorm, Mixup, Penalty
 from gradwise.runs import RunFolder, write_config
@@ -67,8 +68,9 @@ def prepare_run(config: RunConfig) -> PreparedRun:
     _initialize(model, config)
     steps_per_epoch = math.ceil(len(data.train) / config.data.batch_size)
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch  # type: ignore[operator]
-    optimizer = build_optimizer(config.optimizer, model)
-    scheduler = _scheduler(config, optimizer, total_steps)
+    scale = _linear_scaling(config)
+    optimizer = build_optimizer(_scaled_optimizer(config.optimizer, scale), model)
+    scheduler = _scheduler(config, optimizer, total_steps, scale)
     augment, mixup = build_augmentation(
         config.data.augment, "train.data.augment", config.seed, data.num_classes
     )
@@ -96,10 +98,13 @@ def make_trainer(
     *,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    world: World | None = None,
+    rank_state: Any = None,
 ) -> Trainer:
     """The Trainer for a prepared run, with the config's regularization attached.
 
-    ``callbacks`` run after the config's own (the live doctor, when monitoring is on).
+    ``callbacks`` run after the config's own (the live doctor, when monitoring is on);
+    ``world`` and ``rank_state`` are the Trainer's (distributed runs).
     """
     config = prepared.config
     regularization = config.regularization
@@ -135,6 +140,8 @@ def make_trainer(
         monitor_mode=config.checkpoint.mode,
         progress=progress,
         metadata=_metadata(config, prepared),
+        world=world,
+        rank_state=rank_state,
     )
 
 
@@ -169,8 +176,7 @@ def train(
 ) -> FitResult:
     """Run a configured training from scratch in a new run folder (``callbacks`` added)."""
     prepared = prepare_run(config)
-    name_prefix = f"{_short_name(config.data.dataset)}-{_short_name(config.model.name)}"
-    folder = RunFolder.create(config.runs_dir, config.name, prefix=name_prefix)
+    folder = RunFolder.create(config.runs_dir, config.name, prefix=run_prefix(config))
     config = replace(config, name=folder.path.name)
     prepared.config = config
     write_config(folder, config_to_dict(config))
@@ -178,6 +184,11 @@ def train(
         preprocess.save(prepared.preprocessing, folder.preprocess_path)
     trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
     return _fit_and_report(trainer, folder, False)
+
+
+def run_prefix(config: RunConfig) -> str:
+    """The start of a generated run folder name: ``<dataset>-<model>``."""
+    return f"{_short_name(config.data.dataset)}-{_short_name(config.model.name)}"
 
 
 def resume(
@@ -342,22 +353,45 @@ def _initialize(model: nn.Module, config: RunConfig) -> None:
         raise ConfigError(f"in 'train.init': {error}") from None
 
 
-def _scheduler(
-    config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int
-) -> ScheduleLR | None:
-    if config.schedule is None:
-        return None
-    per_group = [
-        build_schedule(
-            config.schedule.name,
-            config.schedule.options,
-            config.schedule.warmup,
-            float(group["lr"]),
-            total_steps,
-            "train.schedule",
+def _linear_scaling(config: RunConfig) -> float:
+    """Goyal et al. 2017's linear scaling rule: lr x global batch / reference batch."""
+    reference = config.distributed.reference_batch_size
+    return 1.0 if reference is None else config.data.batch_size / reference
+
+
+def _scaled_optimizer(spec: dict[str, Any], scale: float) -> dict[str, Any]:
+    if scale == 1.0:
+        return spec
+    lr = spec.get("lr", 1e-3)
+    if not isinstance(lr, int | float) or isinstance(lr, bool):
+        raise ConfigError(
+            "'train.distributed.reference_batch_size' scales 'train.optimizer.lr', which must "
+            f"then be a number. Got {lr!r}."
         )
-        for group in optimizer.param_groups
-    ]
+    return {**spec, "lr": lr * scale}
+
+
+def _scheduler(
+    config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int, scale: float = 1.0
+) -> ScheduleLR | None:
+    ramp = config.distributed.scaling_warmup_steps if scale != 1.0 else 0
+    if config.schedule is None and ramp == 0:
+        return None
+    per_group = []
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        if config.schedule is None:
+            schedule: Any = schedules.constant(lr)
+        else:
+            # The gradual warmup of the scaling rule replaces the schedule's own warmup.
+            warmup = 0.0 if ramp else config.schedule.warmup
+            schedule = build_schedule(
+                config.schedule.name, config.schedule.options, warmup, lr, total_steps,
+                "train.schedule",
+            )  # fmt: skip
+        if ramp:
+            schedule = schedules.linear_warmup(schedule, num_steps=ramp, start=lr / scale)
+        per_group.append(schedule)
     return ScheduleLR(optimizer, per_group)
 
 

@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 
 from gradwise._validation import POSITIVE_INT, Either, OneOf, Satisfies, check
 from gradwise.data import Batches, Dataset, DataSplits
+from gradwise.distributed._world import World
 from gradwise.losses import get_loss
 from gradwise.regularize import EarlyStopping, Mixup
 from gradwise.runs import RunFolder
@@ -99,6 +100,15 @@ class Trainer:
         monitor_mode: "min", "max" or "auto" (max for accuracy-like names).
         progress: show a progress bar on stderr.
         metadata: extra summary fields (dataset, model and optimizer names, ...).
+        world: the training processes (default: the initialized process group, or one
+            process). With several, ``model`` is a DistributedDataParallel; each step's
+            batch of ``batch_size`` samples is split between the ranks (each gets its
+            contiguous shard of the shared order), so the averaged gradient is the one
+            a single process would compute on the whole batch; metrics are reduced over
+            the ranks, and rank 0 alone writes the run folder.
+        rank_state: state that differs between ranks and must survive a resume (the
+            gradient compression's error feedback): an object with ``state_dict`` and
+            ``load_state_dict``; checkpoints keep every rank's.
 
     Example:
         >>> import torch
@@ -139,6 +149,8 @@ class Trainer:
         monitor_mode: str = "auto",
         progress: bool = True,
         metadata: Mapping[str, Any] | None = None,
+        world: World | None = None,
+        rank_state: Any = None,
     ) -> None:
         check("batch_size", "Trainer", batch_size, POSITIVE_INT)
         check("epochs", "Trainer", epochs, _OPTIONAL_INT)
@@ -149,6 +161,11 @@ class Trainer:
         if epochs is None and steps is None:
             raise ValueError("Trainer needs 'epochs' or 'steps' (how long to train). Got neither.")
         self.model = model
+        # The module itself (inside DistributedDataParallel): evaluation, checkpoints and
+        # callbacks use it, so a checkpoint loads into a single-process run too.
+        self.module: nn.Module = getattr(model, "module", model)
+        self.world = world if world is not None else World.current()
+        self.rank_state = rank_state
         self.optimizer = optimizer
         self.data = data
         self.loss_fn: LossFunction = get_loss(loss) if isinstance(loss, str) else loss
@@ -160,7 +177,7 @@ class Trainer:
         self.early_stopping = early_stopping
         self.callbacks = list(callbacks)
         self.run = run
-        self.device = torch.device(device) if device is not None else _device_of(model)
+        self.device = torch.device(device) if device is not None else _device_of(self.module)
         self.batches = Batches(data.train, batch_size, shuffle=True, seed=seed, device=self.device)
         self.batch_size = batch_size
         self.steps_per_epoch = len(self.batches)
@@ -195,9 +212,9 @@ class Trainer:
             self._restore()
         self._started = time.time()
         self._outputs = RunOutputs(
-            self.run,
+            self.run if self.world.is_main else None,
             self.total_steps,
-            progress=self.progress,
+            progress=self.progress and self.world.is_main,
             resume_step=self._position.step if resume else None,
         )
         self._write_summary("running", None)
@@ -245,9 +262,13 @@ class Trainer:
             position.step += 1
             position.batch += 1
             state = self._after_step()
-            if interrupt.requested or state.stop_reason is not None:
+            # Every rank stops at the same step, or the others would wait for it forever.
+            interrupted, stopped = self.world.any(
+                (interrupt.requested, state.stop_reason is not None), self.device
+            )
+            if interrupted or stopped:
                 self._save_last()
-                return "interrupted" if interrupt.requested else "stopped"
+                return "interrupted" if interrupted else "stopped"
             if position.step >= self.total_steps:
                 break
         return self._end_epoch()
@@ -258,17 +279,41 @@ class Trainer:
             inputs = self.augment(inputs)
         if self.mixup is not None:
             inputs, targets = self.mixup(inputs, targets)
+        total = len(labels)
+        if self.world.is_distributed:
+            shard = self.world.shard(total)
+            inputs, targets, labels = inputs[shard], targets[shard], labels[shard]
         outputs = self.model(inputs)
         loss = self.loss_fn(outputs, targets)
         objective = loss + self.penalty() if self.penalty is not None else loss
+        if self.world.is_distributed:
+            # DDP averages the ranks' gradients; weighting each rank's mean loss by its
+            # share of the batch makes that average the gradient of the batch's mean loss,
+            # as one process would compute it, also when shards differ in size.
+            objective = objective * (len(labels) * self.world.size / total)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        correct = _correct(outputs, labels) if self.classification else None
+        loss, correct = self._batch_totals(loss.detach(), correct, len(labels), total)
         self._check_finite(loss)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        correct = _correct(outputs, labels) if self.classification else None
-        self._totals.add(loss.detach(), correct, len(labels))
+        self._totals.add(loss, correct, total)
+
+    def _batch_totals(
+        self, loss: Tensor, correct: Tensor | None, count: int, total: int
+    ) -> tuple[Tensor, Tensor | None]:
+        """The whole batch's mean loss and correct count (summed over the ranks)."""
+        if not self.world.is_distributed:
+            return loss, correct
+        sums = torch.stack([
+            loss.to(torch.float64) * count,
+            (correct if correct is not None else loss.new_zeros(())).to(torch.float64),
+        ])  # fmt: skip
+        self.world.sum(sums)
+        mean = sums[0] / total
+        return mean, (sums[1].round().to(torch.int64) if correct is not None else None)
 
     def _check_finite(self, loss: Tensor) -> None:
         # One host sync per step; on CPU it costs nothing measurable, and it lets the run
@@ -337,7 +382,7 @@ class Trainer:
     def _early_stop(self, epoch: int, metrics: Mapping[str, float]) -> bool:
         if self.early_stopping is None:
             return False
-        return self.early_stopping.on_epoch_end(epoch, metrics, self.model)
+        return self.early_stopping.on_epoch_end(epoch, metrics, self.module)
 
     def _update_best(self, metrics: Mapping[str, float]) -> bool:
         value = metrics.get(self.monitor)
@@ -351,7 +396,7 @@ class Trainer:
 
     def _finish(self, status: Status) -> dict[str, float]:
         if self.early_stopping is not None and status != "interrupted":
-            self.early_stopping.on_train_end(self.model)
+            self.early_stopping.on_train_end(self.module)
         position = self._position
         last_epoch = (
             position.epoch - 1 if position.batch == 0 and position.epoch else position.epoch
@@ -368,8 +413,10 @@ class Trainer:
     # -- evaluation, records, checkpoints -----------------------------------------------
 
     def _evaluate(self, dataset: Dataset, prefix: str) -> dict[str, float]:
+        # Every rank evaluates the whole split with the same weights: the same numbers on
+        # every rank, so early stopping and the best checkpoint agree without messages.
         loss, accuracy = evaluate(
-            self.model,
+            self.module,
             dataset,
             self.loss_fn,
             device=self.device,
@@ -409,18 +456,25 @@ class Trainer:
     def _save_last(self) -> None:
         if self.run is None:
             return
+        contents = self._checkpoint()  # a collective with several ranks: all call it
+        if not self.world.is_main:
+            return
         if self._outputs is not None:
             self._outputs.sync()
-        save_checkpoint(self.run.last_checkpoint, self._checkpoint())
+        save_checkpoint(self.run.last_checkpoint, contents)
 
     def _checkpoint(self) -> dict[str, Any]:
         position = self._position
+        per_rank = self.world.gather(_on_cpu({
+            "rng": get_rng_state(self.device, (self.augment, self.mixup)),
+            "rank_state": self.rank_state.state_dict() if self.rank_state is not None else None,
+        }))  # fmt: skip
         return {
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "position": {"epoch": position.epoch, "batch": position.batch, "step": position.step},
-            "rng": get_rng_state(self.device, (self.augment, self.mixup)),
+            "rng": per_rank[0]["rng"],
             "early_stopping": (
                 self.early_stopping.state_dict() if self.early_stopping is not None else None
             ),
@@ -429,18 +483,33 @@ class Trainer:
             "epoch_metrics": dict(self._epoch_metrics),
             "totals": self._totals.state_dict(),
             "elapsed": self._elapsed(),
+            "ranks": per_rank,
         }
 
     def _restore(self) -> None:
         if self.run is None:
             raise ValueError("Trainer.fit(resume=True) needs a run folder to resume from.")
-        contents = load_checkpoint(self.run.last_checkpoint, map_location=self.device)
-        self.model.load_state_dict(contents["model"])
+        # Rank 0 reads the checkpoint and hands it to the others (other machines need not
+        # see the run folder).
+        contents = None
+        if self.world.is_main:
+            contents = load_checkpoint(self.run.last_checkpoint, map_location="cpu")
+        contents = self.world.broadcast(contents)
+        ranks = contents.get("ranks") or [{"rng": contents["rng"], "rank_state": None}]
+        if len(ranks) != self.world.size:
+            raise ValueError(
+                f"{self.run.last_checkpoint} was written by {len(ranks)} process(es); resume it "
+                f"with the same number, not {self.world.size}."
+            )
+        mine = ranks[self.world.rank]
+        self.module.load_state_dict(contents["model"])
         self.optimizer.load_state_dict(contents["optimizer"])
         if self.scheduler is not None and contents["scheduler"] is not None:
             self.scheduler.load_state_dict(contents["scheduler"])
         self._position = _Position(**contents["position"])
-        set_rng_state(contents["rng"], self.device, (self.augment, self.mixup))
+        set_rng_state(mine["rng"], self.device, (self.augment, self.mixup))
+        if self.rank_state is not None and mine["rank_state"] is not None:
+            self.rank_state.load_state_dict(mine["rank_state"])
         if self.early_stopping is not None and contents["early_stopping"] is not None:
             self.early_stopping.load_state_dict(contents["early_stopping"])
         for callback, saved in zip(self.callbacks, contents["callbacks"], strict=False):
@@ -461,7 +530,7 @@ class Trainer:
             loss=self._last_finite[1] if self._last_finite is not None else math.nan,
             lr=self._lr(),
             metrics=dict(self._epoch_metrics),
-            model=self.model,
+            model=self.module,
             optimizer=self.optimizer,
         )
 
@@ -478,7 +547,7 @@ class Trainer:
         summary = {
             **self.metadata,
             "status": status,
-            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "num_parameters": sum(p.numel() for p in self.module.parameters()),
             "epochs": self._position.epoch,
             "steps": self._position.step,
             "duration_s": round(self._elapsed(), 2),
@@ -496,6 +565,18 @@ class Trainer:
     def _close(self) -> None:
         if self._outputs is not None:
             self._outputs.close()
+
+
+def _on_cpu(tree: Any) -> Any:
+    """``tree`` with its tensors on the CPU (GPU tensors would be pickled for their device
+    when ranks gather their state)."""
+    if isinstance(tree, Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {key: _on_cpu(value) for key, value in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_on_cpu(value) for value in tree)
+    return tree
 
 
 def _device_of(model: nn.Module) -> torch.device:

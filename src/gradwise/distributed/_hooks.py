@@ -1,0 +1,649 @@
+"""Gradient compression for DistributedDataParallel, as DDP communication hooks.
+
+No ``from __future__ import annotations`` in this module: ``register_comm_hook`` compares
+a hook's annotations with the objects ``dist.GradBucket`` and ``Future[torch.Tensor]``,
+and string annotations fail that check.
+
+Every collective is issued from the hook itself (the autograd thread), in bucket order;
+``then`` callbacks only decode. A collective issued from a callback could reach the
+process group in a different order on different ranks (gloo completes futures on its own
+threads), and collectives must be issued in the same order everywhere.
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+# The same class as torch.distributed.GradBucket, which mypy cannot see (it is imported
+# under a runtime check in torch.distributed).
+from torch._C._distributed_c10d import GradBucket
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as powersgd
+from torch.futures import Future
+from torch.nn.parallel import DistributedDataParallel
+
+from gradwise._validation import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    Boolean,
+    Constraint,
+    Interval,
+    OneOf,
+    check,
+    check_all,
+    invalid_value_error,
+)
+from gradwise.distributed._bits import unpack_bits
+from gradwise.distributed._codec import (
+    Chunks,
+    Segments,
+    chunk_layout,
+    decode,
+    encode,
+    from_payload,
+    tensor_segments,
+    to_payload,
+)
+
+#: The names :func:`register_compression` accepts.
+COMPRESSIONS: tuple[str, ...] = (
+    "none",
+    "fp16",
+    "powersgd",
+    "one_bit",
+    "sign_majority",
+    "one_bit_two_phase",
+)
+
+#: Options per compression (keyword arguments of register_compression), as constraints.
+#: PowerSGD's are torch's PowerSGDState arguments; start_powerSGD_iter is warmup_steps.
+COMPRESSION_OPTIONS: dict[str, dict[str, Constraint]] = {
+    "powersgd": {
+        "matrix_approximation_rank": POSITIVE_INT,
+        "min_compression_rate": NON_NEGATIVE,
+        "orthogonalization_epsilon": NON_NEGATIVE,
+        "random_seed": NON_NEGATIVE_INT,
+        "use_error_feedback": Boolean(),
+        "warm_start": Boolean(),
+        "batch_tensors_with_same_shape": Boolean(),
+    },
+    # Off only to show what error feedback buys (benchmarks/compression.py): a plain
+    # scaled sign loses the quantization error for good.
+    "one_bit": {"error_feedback": Boolean()},
+}
+
+# DDP rebuilds its buckets after the first iteration; torch's PowerSGD keys its memories
+# by bucket index and needs two plain steps. gradwise's hooks key theirs by parameter
+# name and would not, but one warmup rule for every hook is simpler to configure.
+_WARMUP_STEPS = Interval(low=2.0, kind="int")
+
+
+class CompressionState:
+    r"""The state of a registered compression hook on one rank.
+
+    Built and returned by :func:`register_compression`; the hook updates it on every
+    backward pass. Attributes:
+
+    - ``name``: the compression, one of :data:`COMPRESSIONS`.
+    - ``warmup_steps``: backward passes with plain fp32 allreduce before compressing.
+    - ``step``: backward passes whose gradients the hook has communicated.
+    - ``bytes_sent``: cumulative gradient bytes this rank has handed to collectives (see
+      below).
+    - ``worker_error``: error-feedback memory per parameter name (``one_bit``,
+      ``one_bit_two_phase``): what compression dropped from this rank's gradient, added
+      back next step. A flat tensor per parameter.
+    - ``server_error``: ``one_bit_two_phase`` only: the error memory of the chunk this rank
+      averages (chunk ``rank`` of each parameter, :math:`\lceil d/W \rceil` elements).
+    - ``powersgd_state``: torch's ``PowerSGDState`` (``powersgd`` only), else None.
+
+    Counting convention for ``bytes_sent``: the size in bytes of the tensor this rank
+    passes to each collective (an allreduce of :math:`n` float32 counts :math:`4n`; an
+    all-gather counts this rank's contribution; an all-to-all its whole input). Real
+    network traffic depends on the algorithm (a ring allreduce sends :math:`2(W-1)/W`
+    times its input; a ring all-gather :math:`W-1` times), see docs/distributed.md. The
+    warmup steps are counted the same way, so ``bytes_sent`` after the warmup compared
+    with :math:`4n` per step is the compression ratio against fp32 allreduce.
+
+    ``state_dict()`` and ``load_state_dict()`` hold only tensors, numbers, strings, lists
+    and dicts (``torch.load(..., weights_only=True)`` reads them). The state is per rank:
+    each rank's error memory is its own.
+
+    Example:
+        >>> import os, tempfile, torch, torch.distributed as dist
+        >>> from torch.nn.parallel import DistributedDataParallel
+        >>> from gradwise.distributed import register_compression
+        >>> init = "file://" + os.path.join(tempfile.mkdtemp(), "init")
+        >>> dist.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+        >>> model = DistributedDataParallel(torch.nn.Linear(4, 2))
+        >>> state = register_compression(model, "one_bit")
+        >>> for _ in range(3):
+        ...     model(torch.randn(8, 4)).square().mean().backward()
+        >>> state.step, state.bytes_sent  # 2 x 40 (fp32 allreduce) + (2 + 2 x 4) bytes
+        (3, 90)
+        >>> sorted(state.state_dict()["worker_error"])
+        ['bias', 'weight']
+        >>> dist.destroy_process_group()
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        warmup_steps: int,
+        process_group: dist.ProcessGroup | None,
+        parameter_names: Mapping[int, str],
+        parameter_numels: Mapping[str, int],
+    ) -> None:
+        self.name = name
+        self.warmup_steps = warmup_steps
+        self.step = 0
+        self.bytes_sent = 0
+        self.worker_error: dict[str, Tensor] = {}
+        self.server_error: dict[str, Tensor] = {}
+        self.powersgd_state: powersgd.PowerSGDState | None = None
+        self.error_feedback = True
+        self.process_group = process_group
+        self._parameter_names = dict(parameter_names)  # id(parameter) -> name
+        self._parameter_numels = dict(parameter_numels)
+        self._segments: dict[tuple[tuple[int, ...], str], Segments] = {}
+        self._chunks: dict[tuple[tuple[int, ...], int, str], Chunks] = {}
+        # PowerSGD: the parameter names of each bucket index at its last call, and
+        # memories loaded from a checkpoint, waiting for a bucket with the same names.
+        self._powersgd_layouts: dict[int, tuple[str, ...]] = {}
+        self._powersgd_pending: dict[tuple[str, ...], dict[str, Tensor]] = {}
+
+    @property
+    def world_size(self) -> int:
+        """The number of ranks in the process group."""
+        return dist.get_world_size(self.process_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's state: step, bytes_sent, error memories (and PowerSGD's memories)."""
+        state: dict[str, Any] = {
+            "name": self.name,
+            "step": self.step,
+            "bytes_sent": self.bytes_sent,
+            "world_size": self.world_size,
+            "worker_error": dict(self.worker_error),
+            "server_error": dict(self.server_error),
+        }
+        if self.powersgd_state is not None:
+            state["powersgd"] = _powersgd_state_dict(self.powersgd_state, self._powersgd_layouts)
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        r"""Restore a state saved by :meth:`state_dict` (same compression, same parameters).
+
+        ``one_bit_two_phase`` also needs the same world size (its server memory holds one
+        chunk of :math:`\lceil d/W \rceil` elements per parameter); the other memories
+        do not depend on it.
+        """
+        owner = "CompressionState.load_state_dict"
+        if state_dict.get("name") != self.name:
+            raise ValueError(
+                f"The 'state_dict' parameter of {owner} must be the state of a {self.name!r} "
+                f"compression. Got the state of a {state_dict.get('name')!r} compression "
+                "instead."
+            )
+        if state_dict["server_error"] and state_dict["world_size"] != self.world_size:
+            raise ValueError(
+                f"The 'state_dict' parameter of {owner} must come from a run with world size "
+                f"{self.world_size} (the two-phase server memory is one chunk per rank). Got "
+                f"world size {state_dict['world_size']} instead."
+            )
+        worker_error = self._checked_memory(state_dict["worker_error"], "worker_error", 1)
+        server_error = self._checked_memory(
+            state_dict["server_error"], "server_error", self.world_size
+        )
+        self.step = int(state_dict["step"])
+        self.bytes_sent = int(state_dict["bytes_sent"])
+        self.worker_error = worker_error
+        self.server_error = server_error
+        if self.powersgd_state is not None and "powersgd" in state_dict:
+            self._powersgd_pending = _load_powersgd(self.powersgd_state, state_dict["powersgd"])
+            self._powersgd_layouts = {}
+
+    def _checked_memory(
+        self, memory: Mapping[str, Tensor], key: str, world_size: int
+    ) -> dict[str, Tensor]:
+        owner = "CompressionState.load_state_dict"
+        checked = {}
+        for name, tensor in memory.items():
+            if name not in self._parameter_numels:
+                raise ValueError(
+                    f"The 'state_dict' parameter of {owner} must hold a {key} for this "
+                    f"model's parameters ({', '.join(self._parameter_numels)}). Got one for "
+                    f"{name!r} instead."
+                )
+            expected = math.ceil(self._parameter_numels[name] / world_size)
+            if not isinstance(tensor, Tensor) or tensor.numel() != expected:
+                raise ValueError(
+                    f"The 'state_dict' parameter of {owner} must hold a {key} of {expected} "
+                    f"elements for parameter {name!r}. Got {_describe(tensor)} instead."
+                )
+            checked[name] = tensor.detach().clone().reshape(-1)
+        return checked
+
+    # The hooks' helpers.
+
+    def _advance(self, bucket: GradBucket) -> bool:
+        """Whether this backward pass compresses; counts the pass at its last bucket."""
+        compress = self.step >= self.warmup_steps
+        if bucket.is_last():
+            self.step += 1
+        return compress
+
+    def _names(self, bucket: GradBucket) -> tuple[str, ...]:
+        return tuple(self._parameter_names[id(p)] for p in bucket.parameters())
+
+    def _tensor_segments(self, lengths: tuple[int, ...], device: torch.device) -> Segments:
+        key = (lengths, str(device))
+        if key not in self._segments:
+            self._segments[key] = tensor_segments(lengths, device)
+        return self._segments[key]
+
+    def _chunk_layout(self, lengths: tuple[int, ...], device: torch.device) -> Chunks:
+        key = (lengths, self.world_size, str(device))
+        if key not in self._chunks:
+            self._chunks[key] = chunk_layout(lengths, self.world_size, device)
+        return self._chunks[key]
+
+
+def register_compression(
+    model: DistributedDataParallel, name: str, *, warmup_steps: int = 2, **options: Any
+) -> CompressionState | None:
+    r"""Register gradient compression ``name`` as ``model``'s DDP communication hook.
+
+    Each hook returns the average over the :math:`W` ranks of (a compressed form of) the
+    bucket's gradients, as DDP's default allreduce does; the first ``warmup_steps``
+    backward passes use plain fp32 allreduce. The methods (math, bytes per rank per step
+    for :math:`n` gradient elements in :math:`k` tensors, and when to use them are in
+    docs/distributed.md):
+
+    - ``"none"``: DDP's own allreduce; nothing is registered and None is returned.
+    - ``"fp16"``: torch's ``fp16_compress_hook`` (allreduce in float16).
+    - ``"powersgd"``: torch's ``powerSGD_hook`` with a ``PowerSGDState``
+      (``start_powerSGD_iter = warmup_steps``; options: ``matrix_approximation_rank``,
+      ``min_compression_rate``, ``orthogonalization_epsilon``, ``random_seed``,
+      ``use_error_feedback``, ``warm_start``, ``batch_tensors_with_same_shape``).
+    - ``"one_bit"``: error-feedback scaled sign, one scale per tensor:
+      :math:`p = g + e`, :math:`q = \operatorname{mean}|p| \cdot \operatorname{sign}(p)`,
+      :math:`e \leftarrow p - q`; signs (1 bit) and scales are all-gathered and the
+      result is :math:`\frac1W \sum_r q_r`.
+    - ``"sign_majority"``: signSGD with majority vote, no error feedback: the result is
+      :math:`\bar s \cdot \operatorname{sign}(\sum_r \operatorname{sign}(g_r))` with
+      :math:`\bar s` the mean over ranks of :math:`\operatorname{mean}|g_r|` per tensor.
+    - ``"one_bit_two_phase"``: the same 1-bit code in an all-to-all (each rank averages
+      one chunk, with its own error feedback) then an all-gather of the re-compressed
+      chunks: bytes per rank do not grow with :math:`W`.
+
+    Signs are one bit, so :math:`\operatorname{sign}(0)` is :math:`+1` in the codes;
+    majority ties give 0.
+
+    Args:
+        model: the DistributedDataParallel model (no hook registered yet).
+        name: one of :data:`COMPRESSIONS`.
+        warmup_steps: backward passes with plain allreduce first, an int >= 2 (DDP
+            rebuilds its buckets after the first one).
+        **options: the compression's options: ``"powersgd"``'s above, and ``error_feedback``
+            (default True) for ``"one_bit"``: False sends a plain scaled sign.
+
+    Returns:
+        The hook's :class:`CompressionState` (save its ``state_dict()`` in checkpoints,
+        read ``bytes_sent``), or None for ``"none"``.
+
+    Example:
+        >>> import os, tempfile, torch, torch.distributed as dist
+        >>> from torch.nn.parallel import DistributedDataParallel
+        >>> from gradwise.distributed import register_compression
+        >>> init = "file://" + os.path.join(tempfile.mkdtemp(), "init")
+        >>> dist.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+        >>> model = DistributedDataParallel(torch.nn.Linear(16, 4))
+        >>> state = register_compression(model, "powersgd", matrix_approximation_rank=1)
+        >>> state.powersgd_state.start_powerSGD_iter
+        2
+        >>> dist.destroy_process_group()
+
+    References: Seide, Fu, Droppo, Li & Yu, "1-Bit Stochastic Gradient Descent and its
+    Application to Data-Parallel Distributed Training of Speech DNNs", Interspeech 2014;
+    Karimireddy, Rebjock, Stich & Jaggi, "Error Feedback Fixes SignSGD and other Gradient
+    Compression Schemes", ICML 2019; Bernstein, Wang, Azizzadenesheli & Anandkumar,
+    "signSGD: Compressed Optimisation for Non-Convex Problems", ICML 2018; Tang et al.,
+    "1-bit Adam: Communication Efficient Large-Scale Training with Adam's Convergence
+    Speed", ICML 2021 (the two-phase compressed allreduce); Vogels, Karimireddy & Jaggi,
+    "PowerSGD: Practical Low-Rank Gradient Compression for Distributed Optimization",
+    NeurIPS 2019.
+    """
+    if not isinstance(model, DistributedDataParallel):
+        raise TypeError(
+            "The 'model' parameter of register_compression must be a "
+            f"torch.nn.parallel.DistributedDataParallel. Got a {type(model).__name__} instead."
+        )
+    check("name", "register_compression", name, OneOf(COMPRESSIONS))
+    check("warmup_steps", "register_compression", warmup_steps, _WARMUP_STEPS)
+    _check_options(name, options)
+    if name == "none":
+        return None
+    named = list(model.module.named_parameters())
+    state = CompressionState(
+        name,
+        warmup_steps=warmup_steps,
+        process_group=model.process_group,
+        parameter_names={id(p): n for n, p in named},
+        parameter_numels={n: p.numel() for n, p in named},
+    )
+    if name == "one_bit":
+        state.error_feedback = bool(options.get("error_feedback", True))
+    if name == "powersgd":
+        state.powersgd_state = powersgd.PowerSGDState(
+            model.process_group, start_powerSGD_iter=warmup_steps, **options
+        )
+    model.register_comm_hook(state, _HOOKS[name])
+    return state
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> None:
+    allowed = COMPRESSION_OPTIONS.get(name, {})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        expected = (
+            f"options of {name!r} ({', '.join(allowed)})"
+            if allowed
+            else f"empty ({name!r} takes no options)"
+        )
+        raise invalid_value_error("options", "register_compression", expected, unknown)
+    check_all("register_compression", options, allowed)
+
+
+# The hooks. DDP calls hook(state, bucket) once per bucket and per backward pass; the
+# future's tensor replaces the bucket's gradients (DDP does not divide by W itself).
+
+
+def _plain_allreduce(state: CompressionState, bucket: GradBucket) -> Future[Tensor]:
+    buffer = bucket.buffer()
+    state.bytes_sent += buffer.numel() * buffer.element_size()
+    return default_hooks.allreduce_hook(state.process_group, bucket)  # type: ignore[arg-type]
+
+
+def _fp16_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
+    if not state._advance(bucket):
+        return _plain_allreduce(state, bucket)
+    state.bytes_sent += bucket.buffer().numel() * 2
+    return default_hooks.fp16_compress_hook(state.process_group, bucket)  # type: ignore[arg-type]
+
+
+def _powersgd_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
+    torch_state = state.powersgd_state
+    if torch_state is None:  # register_compression always sets it
+        raise RuntimeError("The powersgd hook needs CompressionState.powersgd_state.")
+    compress = torch_state.iter >= torch_state.start_powerSGD_iter
+    state._advance(bucket)
+    buffer = bucket.buffer()
+    if not compress:
+        state.bytes_sent += buffer.numel() * buffer.element_size()
+        return powersgd.powerSGD_hook(torch_state, bucket)
+    _match_powersgd_layout(state, torch_state, bucket)
+    # torch counts the elements it allreduces (P, Q and uncompressed tensors) as it goes.
+    before = torch_state.total_numel_after_compression
+    future = powersgd.powerSGD_hook(torch_state, bucket)
+    sent = torch_state.total_numel_after_compression - before
+    state.bytes_sent += sent * buffer.element_size()
+    # torch's hook issues its P and Q allreduces from `then` callbacks. On gloo these run
+    # on gloo's threads, so with several buckets the ranks can issue them in different
+    # orders: 2 ranks with 2 buckets hung in each of 2 runs. Finishing the bucket
+    # here keeps the order, at the cost of overlapping it with the backward pass (on NCCL,
+    # wait() makes the current stream wait rather than blocking the CPU on the GPU).
+    future.wait()
+    return future
+
+
+def _one_bit_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
+    if not state._advance(bucket):
+        return _plain_allreduce(state, bucket)
+    buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
+    segments = state._tensor_segments(lengths, buffer.device)
+    p = buffer.to(dtype)
+    if state.error_feedback:
+        p = p + _joined(state.worker_error, names, lengths, dtype, buffer.device)
+    scales, packed = encode(p.unsqueeze(0), segments)  # (1, k), (1, ceil(n / 8))
+    if state.error_feedback:
+        error = p - decode(scales, packed, segments, dtype)[0]
+        _store(state.worker_error, names, lengths, error)
+    payload = to_payload(scales, packed)[0]
+    work, gathered = _all_gather(state, payload)  # (W, 4k + ceil(n / 8))
+
+    def average(_: Future[Any]) -> Tensor:
+        all_scales, all_packed = from_payload(gathered, segments.num_segments)
+        buffer.copy_(decode(all_scales, all_packed, segments, dtype).mean(dim=0))
+        return buffer
+
+    return _future(work).then(average)
+
+
+def _sign_majority_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
+    if not state._advance(bucket):
+        return _plain_allreduce(state, bucket)
+    buffer, _, lengths, dtype = _unpack_bucket(state, bucket)
+    segments = state._tensor_segments(lengths, buffer.device)
+    scales, packed = encode(buffer.to(dtype).unsqueeze(0), segments)
+    payload = to_payload(scales, packed)[0]
+    work, gathered = _all_gather(state, payload)
+
+    def vote(_: Future[Any]) -> Tensor:
+        all_scales, all_packed = from_payload(gathered, segments.num_segments)
+        positive = unpack_bits(all_packed, segments.length).sum(dim=0)  # votes for +1
+        majority = torch.sign(2 * positive - state.world_size).to(dtype)  # a tie gives 0
+        magnitude = all_scales.mean(dim=0).to(dtype)[segments.segment_of]
+        buffer.copy_(magnitude * majority)
+        return buffer
+
+    return _future(work).then(vote)
+
+
+def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
+    if not state._advance(bucket):
+        return _plain_allreduce(state, bucket)
+    buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
+    chunks = state._chunk_layout(lengths, buffer.device)
+    world_size, rank = state.world_size, dist.get_rank(state.process_group)
+    segments = chunks.segments
+
+    # Phase 1: compress (g + e_worker) chunk by chunk; chunk r goes to rank r.
+    p = buffer.to(dtype) + _joined(state.worker_error, names, lengths, dtype, buffer.device)
+    rows = torch.cat([p, p.new_zeros(1)])[chunks.gather_index].reshape(world_size, -1)
+    scales, packed = encode(rows, segments)  # (W, k), (W, ceil(L / 8))
+    q = decode(scales, packed, segments, dtype).reshape(-1)[chunks.inverse]
+    _store(state.worker_error, names, lengths, p - q)
+    payload = to_payload(scales, packed)
+    # Blocking: the server step needs the result, and must not issue its collective from a
+    # callback (see the module docstring).
+    received = _all_to_all(state, payload)  # row s: chunk `rank` from rank s
+
+    # Server: average chunk `rank` over the senders, add e_server, compress again.
+    valid = chunks.valid[rank].to(dtype)
+    chunk_lengths = chunks.chunk_lengths
+    own = Segments(segments.segment_of, segments.counts[rank : rank + 1])
+    sender_scales, sender_packed = from_payload(received, segments.num_segments)
+    mean = decode(sender_scales, sender_packed, segments, dtype).mean(dim=0) * valid
+    server_p = mean + _joined(state.server_error, names, chunk_lengths, dtype, buffer.device)
+    server_scales, server_packed = encode(server_p.unsqueeze(0), own)
+    server_q = decode(server_scales, server_packed, own, dtype)[0] * valid
+    _store(state.server_error, names, chunk_lengths, server_p - server_q)
+
+    # Phase 2: everyone gathers every server's compressed chunk.
+    server_payload = to_payload(server_scales, server_packed)[0]
+    work, gathered = _all_gather(state, server_payload)
+
+    def assemble(_: Future[Any]) -> Tensor:
+        chunk_scales, chunk_packed = from_payload(gathered, segments.num_segments)
+        decoded = decode(chunk_scales, chunk_packed, segments, dtype)  # (W, L)
+        buffer.copy_(decoded.reshape(-1)[chunks.inverse])
+        return buffer
+
+    return _future(work).then(assemble)
+
+
+_HOOKS: dict[str, Callable[[CompressionState, GradBucket], Future[Tensor]]] = {
+    "fp16": _fp16_hook,
+    "powersgd": _powersgd_hook,
+    "one_bit": _one_bit_hook,
+    "sign_majority": _sign_majority_hook,
+    "one_bit_two_phase": _one_bit_two_phase_hook,
+}
+
+
+def _unpack_bucket(
+    state: CompressionState, bucket: GradBucket
+) -> tuple[Tensor, tuple[str, ...], tuple[int, ...], torch.dtype]:
+    """The buffer, its parameters' names and sizes, and the dtype to compute in."""
+    buffer = bucket.buffer()
+    lengths = tuple(g.numel() for g in bucket.gradients())
+    if sum(lengths) != buffer.numel():  # DDP packs a bucket's gradients without gaps
+        raise RuntimeError(
+            f"DDP bucket {bucket.index()} holds {buffer.numel()} elements but its gradients "
+            f"have {sum(lengths)}; gradwise's compression hooks need dense, unpadded buckets."
+        )
+    # float16/bfloat16 gradients are compressed and averaged in float32.
+    dtype = torch.promote_types(buffer.dtype, torch.float32)
+    return buffer, state._names(bucket), lengths, dtype
+
+
+def _joined(
+    memory: Mapping[str, Tensor],
+    names: Sequence[str],
+    lengths: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """The flat memory of a bucket's parameters, zeros where there is none yet."""
+    parts = [
+        memory[name].to(device=device, dtype=dtype)
+        if name in memory
+        else torch.zeros(length, dtype=dtype, device=device)
+        for name, length in zip(names, lengths, strict=True)
+    ]
+    return torch.cat(parts)
+
+
+def _store(
+    memory: dict[str, Tensor], names: Sequence[str], lengths: Sequence[int], flat: Tensor
+) -> None:
+    for name, part in zip(names, flat.split(list(lengths)), strict=True):
+        memory[name] = part
+
+
+def _all_gather(state: CompressionState, payload: Tensor) -> tuple[dist.Work | None, Tensor]:
+    """Start an all-gather of a uint8 row; the (W, bytes) result is valid once it is done."""
+    # gloo wants the output flat (a (W, bytes) output is refused), NCCL takes either.
+    gathered = payload.new_empty(state.world_size * payload.numel())
+    state.bytes_sent += payload.numel()
+    work = dist.all_gather_single(gathered, payload, group=state.process_group, async_op=True)
+    return work, gathered.reshape(state.world_size, -1)
+
+
+def _all_to_all(state: CompressionState, payload: Tensor) -> Tensor:
+    """Row r of ``payload`` (W, bytes) goes to rank r; row s of the result came from rank s."""
+    received = torch.empty_like(payload).reshape(-1)
+    state.bytes_sent += payload.numel()
+    dist.all_to_all_single(received, payload.reshape(-1), group=state.process_group)
+    return received.reshape(payload.shape)
+
+
+def _future(work: dist.Work | None) -> Future[Any]:
+    if work is None:  # only when this rank is outside the process group
+        raise RuntimeError("This rank is not in the compression hook's process group.")
+    return work.get_future()
+
+
+# PowerSGD's memories are torch's, keyed by bucket index. DDP's buckets change after its
+# first iteration (so also on the first iteration of a resumed run): a memory is used only
+# for a bucket holding the same parameters as when it was made.
+
+
+def _match_powersgd_layout(
+    state: CompressionState, torch_state: powersgd.PowerSGDState, bucket: GradBucket
+) -> None:
+    index, names = bucket.index(), state._names(bucket)
+    if state._powersgd_layouts.get(index, names) != names:
+        for _, memory in _powersgd_memories(torch_state):
+            memory.pop(index, None)
+    state._powersgd_layouts[index] = names
+    pending = state._powersgd_pending.pop(names, None)
+    if pending is not None:
+        device = bucket.buffer().device
+        for key, memory in _powersgd_memories(torch_state):
+            if key in pending:
+                memory[index] = pending[key].to(device)
+
+
+def _powersgd_memories(
+    torch_state: powersgd.PowerSGDState,
+) -> tuple[tuple[str, dict[int, Tensor]], ...]:
+    """Torch's per-bucket memories: error feedback, and the warm-start P and Q."""
+    return (
+        ("error", torch_state.error_dict),
+        ("p", torch_state.p_memory_dict),
+        ("q", torch_state.q_memory_dict),
+    )
+
+
+def _powersgd_state_dict(
+    torch_state: powersgd.PowerSGDState, layouts: Mapping[int, tuple[str, ...]]
+) -> dict[str, Any]:
+    kind, keys, position, has_gauss, cached_gaussian = torch_state.rng.get_state(legacy=True)
+    buckets = []
+    for index, names in layouts.items():
+        entry: dict[str, Any] = {"names": list(names)}
+        for key, memory in _powersgd_memories(torch_state):
+            if index in memory:
+                entry[key] = memory[index]
+        buckets.append(entry)
+    return {
+        "iter": torch_state.iter,
+        "total_numel_before_compression": torch_state.total_numel_before_compression,
+        "total_numel_after_compression": torch_state.total_numel_after_compression,
+        "rng": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "buckets": buckets,
+    }
+
+
+def _load_powersgd(
+    torch_state: powersgd.PowerSGDState, saved: Mapping[str, Any]
+) -> dict[tuple[str, ...], dict[str, Tensor]]:
+    torch_state.iter = int(saved["iter"])
+    torch_state.total_numel_before_compression = int(saved["total_numel_before_compression"])
+    torch_state.total_numel_after_compression = int(saved["total_numel_after_compression"])
+    rng = saved["rng"]
+    torch_state.rng.set_state(
+        (
+            rng["kind"],
+            rng["keys"].numpy().astype(np.uint32),
+            rng["position"],
+            rng["has_gauss"],
+            rng["cached_gaussian"],
+        )
+    )
+    for _, memory in _powersgd_memories(torch_state):
+        memory.clear()
+    return {
+        tuple(entry["names"]): {k: v.clone() for k, v in entry.items() if k != "names"}
+        for entry in saved["buckets"]
+    }
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of {value.numel()} elements"
+    return repr(value)

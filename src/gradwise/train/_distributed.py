@@ -1,0 +1,175 @@
+"""One rank of a distributed ``gradwise train``: DDP around the configured model.
+
+Runs in every process that ``gradwise train --nproc N`` starts, or that ``torchrun``
+starts with ``-m gradwise train``: the environment (RANK, WORLD_SIZE, MASTER_ADDR,
+MASTER_PORT, LOCAL_RANK) says where it stands. Every rank builds the same run from the
+same config and seed (data, split, model); DistributedDataParallel then broadcasts rank
+0's parameters, averages gradients, and each rank trains on its shard of every batch.
+Rank 0 alone writes the run folder; a resume reads it on rank 0 and hands it to the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from gradwise import preprocess
+from gradwise.config import ConfigError, RunConfig, config_to_dict, parse_config, read_file
+from gradwise.distributed._world import World
+from gradwise.runs import RunFolder, write_config
+from gradwise.train._from_config import (
+    PreparedRun,
+    _fit_and_report,
+    make_trainer,
+    prepare_run,
+    run_prefix,
+)
+
+
+def in_launched_process() -> bool:
+    """Whether this process is a rank of a multi-process launch (torchrun or --nproc)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def train_rank(
+    config: dict[str, Any] | None,
+    resume: str | None = None,
+    progress: bool = True,
+    announce: str | None = None,
+) -> dict[str, Any]:
+    """Train as one rank; returns the run's summary (rank 0's is the one that counts).
+
+    Args:
+        config: the run config as plain data (None when resuming).
+        resume: a run folder to continue (rank 0 must see it).
+        progress: show rank 0's progress bar.
+        announce: a file where rank 0 writes the run folder's path once it exists, so
+            the launcher can name it if a rank fails.
+    """
+    if resume is not None:
+        # Rank 0's copy decides (it is broadcast below); another machine that cannot see
+        # the run folder starts from the defaults until then, which only pick the backend.
+        saved = Path(resume) / "config.yaml"
+        config = read_file(saved) if saved.is_file() else None
+    settings = _settings(config)
+    backend = _backend(settings)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=settings.distributed.timeout_s))
+    world = World.current()
+    try:
+        settings = parse_config(world.broadcast(config_to_dict(settings)))
+        device = torch.device("cpu")
+        if backend == "nccl":
+            device = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(device)
+        prepared = prepare_run(replace(settings, device=str(device.type)))
+        prepared.device = device
+        prepared.model = prepared.model.to(device)
+        model = DistributedDataParallel(
+            prepared.model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        compression = _register_compression(model, prepared.optimizer, settings)
+        folder = _folder(settings, world, resume)
+        if world.is_main and announce is not None:
+            Path(announce).write_text(str(folder.path))
+        if world.is_main and resume is None and prepared.preprocessing is not None:
+            preprocess.save(prepared.preprocessing, folder.preprocess_path)
+        prepared.config = replace(settings, name=folder.path.name)
+        prepared.model = model
+        trainer = make_trainer(
+            prepared,
+            folder,
+            progress=progress and world.is_main,
+            world=world,
+            rank_state=compression,
+        )
+        if world.is_main:
+            result = _fit_and_report(trainer, folder, resume is not None)
+        else:
+            result = trainer.fit(resume=resume is not None)
+        dist.barrier()
+        return {
+            "summary": result.summary,
+            "status": result.status,
+            "run": str(folder.path),
+            "bytes_sent": _bytes_sent(compression, prepared, result.steps),
+        }
+    finally:
+        dist.destroy_process_group()
+
+
+def _bytes_sent(compression: Any, prepared: PreparedRun, steps: int) -> int:
+    """Gradient bytes this rank sent (the hooks count; plain DDP: 4 bytes per element)."""
+    from gradwise.distributed import OneBitAdam
+
+    if isinstance(prepared.optimizer, OneBitAdam):  # 1-bit Adam sends in its step
+        return int(prepared.optimizer.bytes_sent)
+    if compression is not None:
+        return int(compression.bytes_sent)
+    elements = sum(p.numel() for p in prepared.model.parameters() if p.requires_grad)
+    return 4 * elements * steps
+
+
+def _settings(config: dict[str, Any] | None) -> RunConfig:
+    return parse_config(config or {})
+
+
+def _backend(config: RunConfig) -> str:
+    backend = config.distributed.backend
+    if backend == "auto":
+        wants_gpu = config.device == "cuda" or (
+            config.device == "auto" and torch.cuda.is_available()
+        )
+        return "nccl" if wants_gpu else "gloo"
+    return backend
+
+
+def _register_compression(
+    model: DistributedDataParallel, optimizer: torch.optim.Optimizer, config: RunConfig
+) -> Any:
+    settings = config.distributed
+    from gradwise.distributed import OneBitAdam, register_compression, register_one_bit_adam
+
+    one_bit_adam = isinstance(optimizer, OneBitAdam)
+    if one_bit_adam != (settings.compression == "one_bit_adam"):
+        raise ConfigError(
+            "1-bit Adam needs both 'train.optimizer.name: OneBitAdam' and "
+            "'train.distributed.compression: one_bit_adam' (its step communicates the "
+            f"compressed momentum). Got {type(optimizer).__name__} with compression "
+            f"{settings.compression}."
+        )
+    if one_bit_adam:
+        return register_one_bit_adam(model, optimizer)  # type: ignore[arg-type]
+    if settings.compression == "none":
+        return None
+
+    try:
+        return register_compression(
+            model,
+            settings.compression,
+            warmup_steps=settings.warmup_steps,
+            **settings.compression_options,
+        )
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"in 'train.distributed': {error}") from None
+
+
+def _folder(config: RunConfig, world: World, resume: str | None) -> RunFolder:
+    """Rank 0 makes (or opens) the run folder and tells the others its path."""
+    path = None
+    if world.is_main:
+        if resume is not None:
+            folder = RunFolder.open(resume)
+        else:
+            prefix = run_prefix(config)
+            folder = RunFolder.create(config.runs_dir, config.name, prefix=prefix)
+            write_config(folder, config_to_dict(replace(config, name=folder.path.name)))
+        path = str(folder.path)
+    return RunFolder(world.broadcast(path))

@@ -1,0 +1,673 @@
+"""gradwise.distributed's compression hooks, on 2 gloo ranks, against oracles computed here.
+
+Two spawns carry the multi-process checks (each costs seconds on this 2-core machine):
+``probe_runs`` feeds known gradients through a real DDP model and records what every hook
+returns, and ``training_runs`` trains, and resumes from checkpoints. The oracles below are
+written from the methods' definitions, loop by loop in float64, independently of the
+vectorized hooks (no bit packing, no chunk index tables).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from sklearn.datasets import load_digits
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from gradwise.distributed import COMPRESSIONS, pack_bits, register_compression, unpack_bits
+from tests.distributed.multiprocess import run_on_ranks
+from tests.doc_examples import run_docstring_examples
+
+WORLD_SIZE = 2
+# Tensors of several shapes, one of a single element (its second chunk is empty).
+SHAPES = {"a": (5, 7), "b": (5,), "c": (3, 4, 2), "d": (1,)}
+NUM_PARAMETERS = sum(math.prod(shape) for shape in SHAPES.values())
+PROBE_STEPS = 4  # 2 warmup steps of plain allreduce, then 2 compressed ones
+HOOKS = ("fp16", "powersgd", "one_bit", "sign_majority", "one_bit_two_phase")
+
+
+def known_gradients(rank: int, step: int) -> dict[str, Tensor]:
+    """The gradient each rank feeds in at each step, with exact zeros (sent as +1 bits)."""
+    generator = torch.Generator().manual_seed(100 * step + rank)
+    gradients = {}
+    for index, (name, shape) in enumerate(SHAPES.items()):
+        g = torch.randn(shape, generator=generator) * (1 + index)
+        g.view(-1)[rank::4] = 0.0
+        gradients[name] = g
+    return gradients
+
+
+class Probe(torch.nn.Module):
+    """forward(gradients) = sum_t <w_t, G_t>, so backward leaves exactly G_t in w_t.grad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, shape in SHAPES.items():
+            self.register_parameter(name, torch.nn.Parameter(torch.zeros(shape)))
+
+    def forward(self, gradients: dict[str, Tensor]) -> Tensor:
+        return torch.stack([(getattr(self, n) * g).sum() for n, g in gradients.items()]).sum()
+
+
+def _snapshot(memory: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in memory.items()}
+
+
+def _probe(rank: int, name: str, **options: Any) -> dict[str, Any]:
+    """The averaged gradients, memories and bytes after each step of ``name`` on a Probe."""
+    module = Probe()
+    # Small buckets: one at the first step, then DDP regroups the parameters into two,
+    # [d, c, b] and [a]; the results must not depend on that.
+    model = DistributedDataParallel(module, bucket_cap_mb=1e-4)
+    state = register_compression(model, name, **options)
+    record: dict[str, Any] = {"grads": [], "worker_error": [], "server_error": [], "bytes": []}
+    for step in range(PROBE_STEPS):
+        model(known_gradients(rank, step)).backward()
+        record["grads"].append({n: p.grad.clone() for n, p in module.named_parameters()})
+        module.zero_grad(set_to_none=True)
+        if state is not None:
+            record["worker_error"].append(_snapshot(state.worker_error))
+            record["server_error"].append(_snapshot(state.server_error))
+            record["bytes"].append(state.bytes_sent)
+    record["state_is_none"] = state is None
+    return record
+
+
+def _bytes_per_step(rank: int, name: str) -> list[int]:
+    """bytes_sent after each of 3 steps on a 10,100-parameter Linear (one DDP bucket)."""
+    model = DistributedDataParallel(torch.nn.Linear(100, 100))
+    state = register_compression(model, name)
+    assert state is not None
+    sent = []
+    for _ in range(3):
+        model(torch.randn(4, 100)).square().mean().backward()
+        sent.append(state.bytes_sent)
+    return sent
+
+
+def _probe_all(rank: int) -> dict[str, Any]:
+    return {
+        "probe": {name: _probe(rank, name) for name in ("none", *HOOKS)}
+        | {"one_bit_without_feedback": _probe(rank, "one_bit", error_feedback=False)},
+        "bytes": {name: _bytes_per_step(rank, name) for name in HOOKS},
+    }
+
+
+@pytest.fixture(scope="module")
+def probe_runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return run_on_ranks(_probe_all, (), tmp_path_factory.mktemp("probe"))
+
+
+# Oracles: each method written out from its definition.
+
+
+def _scaled_sign(p: Tensor) -> Tensor:
+    """mean|p| * sign(p) with sign(0) = +1; the scale travels as a float32."""
+    if p.numel() == 0:
+        return p.clone()
+    scale = p.abs().mean().to(torch.float32).to(torch.float64)
+    return torch.where(p >= 0, scale, -scale)
+
+
+def _one_bit_oracle(
+    gradients: list[dict[str, Tensor]], errors: list[dict[str, Tensor]]
+) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+    """(the average of every rank's q, each rank's new error p - q)."""
+    average, new_errors = {}, [{} for _ in gradients]
+    for name in SHAPES:
+        qs = []
+        for rank, g in enumerate(gradients):
+            p = g[name].double().reshape(-1) + errors[rank].get(name, torch.zeros(1)).double()
+            q = _scaled_sign(p)
+            qs.append(q)
+            new_errors[rank][name] = p - q
+        average[name] = torch.stack(qs).mean(0).reshape(SHAPES[name])
+    return average, new_errors
+
+
+def _sign_majority_oracle(gradients: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    result = {}
+    for name in SHAPES:
+        g = torch.stack([each[name].double() for each in gradients])  # (ranks, *shape)
+        magnitude = torch.stack(
+            [x.abs().mean().to(torch.float32).double() for x in g]  # mean over ranks of mean|g|
+        ).mean()
+        votes = torch.where(g >= 0, 1.0, -1.0).sum(0)
+        result[name] = magnitude * torch.sign(votes).double()
+    return result
+
+
+def _two_phase_oracle(
+    gradients: list[dict[str, Tensor]],
+    worker_errors: list[dict[str, Tensor]],
+    server_errors: list[dict[str, Tensor]],
+) -> tuple[dict[str, Tensor], list[dict[str, Tensor]], list[dict[str, Tensor]]]:
+    """Tensor by tensor: worker r compresses chunk j of (g + e) for server j, which averages,
+    adds its error, compresses again; everyone receives every server's chunk."""
+    world = len(gradients)
+    result: dict[str, Tensor] = {}
+    new_worker: list[dict[str, Tensor]] = [{} for _ in range(world)]
+    new_server: list[dict[str, Tensor]] = [{} for _ in range(world)]
+    for name in SHAPES:
+        numel = math.prod(SHAPES[name])
+        size = math.ceil(numel / world)
+        bounds = [(j * size, min((j + 1) * size, numel)) for j in range(world)]
+        ps = [
+            g[name].double().reshape(-1) + worker_errors[r].get(name, torch.zeros(1)).double()
+            for r, g in enumerate(gradients)
+        ]
+        qs = [torch.cat([_scaled_sign(p[lo:hi]) for lo, hi in bounds]) for p in ps]
+        for r in range(world):
+            new_worker[r][name] = ps[r] - qs[r]
+        pieces = []
+        for j, (lo, hi) in enumerate(bounds):
+            error = server_errors[j].get(name, torch.zeros(size)).double()[: hi - lo]
+            server_p = torch.stack([q[lo:hi] for q in qs]).mean(0) + error
+            server_q = _scaled_sign(server_p)
+            padding = torch.zeros(size - (hi - lo), dtype=torch.float64)
+            new_server[j][name] = torch.cat([server_p - server_q, padding])
+            pieces.append(server_q)
+        result[name] = torch.cat(pieces).reshape(SHAPES[name])
+    return result, new_worker, new_server
+
+
+def _inputs(step: int) -> list[dict[str, Tensor]]:
+    return [known_gradients(rank, step) for rank in range(WORLD_SIZE)]
+
+
+def _plain_average(step: int) -> dict[str, Tensor]:
+    return {n: sum(g[n].double() for g in _inputs(step)) / WORLD_SIZE for n in SHAPES}
+
+
+def _assert_close(actual: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    assert set(actual) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(
+            actual[name].double().reshape(expected[name].shape),
+            expected[name],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+# Plain allreduce: "none", and every hook's warmup.
+
+
+def test_none_registers_nothing_and_averages(probe_runs: list[dict[str, Any]]) -> None:
+    for rank_run in probe_runs:
+        record = rank_run["probe"]["none"]
+        assert record["state_is_none"]
+        for step in range(PROBE_STEPS):
+            _assert_close(record["grads"][step], _plain_average(step))
+
+
+@pytest.mark.parametrize("name", HOOKS)
+def test_warmup_steps_are_plain_ddp(probe_runs: list[dict[str, Any]], name: str) -> None:
+    for rank_run in probe_runs:
+        plain = rank_run["probe"]["none"]["grads"]
+        hooked = rank_run["probe"][name]["grads"]
+        for step in (0, 1):
+            for parameter in SHAPES:
+                assert torch.equal(hooked[step][parameter], plain[step][parameter])
+        # ... and the compressed steps are not.
+        assert not torch.equal(hooked[2]["a"], plain[2]["a"])
+        assert rank_run["probe"][name]["bytes"][1] == 2 * 4 * NUM_PARAMETERS
+
+
+# One compressed step (step 2, error memory still zero), then one with memory (step 3).
+
+
+def test_one_bit_averages_scaled_signs_and_keeps_the_error(
+    probe_runs: list[dict[str, Any]],
+) -> None:
+    records = [run["probe"]["one_bit"] for run in probe_runs]
+    errors: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+    for step in (2, 3):
+        expected, expected_errors = _one_bit_oracle(_inputs(step), errors)
+        for rank, record in enumerate(records):
+            _assert_close(record["grads"][step], expected)
+            _assert_close(record["worker_error"][step], expected_errors[rank])
+        # The next step starts from the hooks' own (checked) memories: the sign of p = g + e
+        # must not hinge on float32 vs float64 rounding of e.
+        errors = [record["worker_error"][step] for record in records]
+
+
+def test_one_bit_without_error_feedback_sends_a_plain_scaled_sign(
+    probe_runs: list[dict[str, Any]],
+) -> None:
+    records = [run["probe"]["one_bit_without_feedback"] for run in probe_runs]
+    for step in (2, 3):  # every step quantizes its own gradient; nothing is carried over
+        no_errors: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+        expected, _ = _one_bit_oracle(_inputs(step), no_errors)
+        for record in records:
+            _assert_close(record["grads"][step], expected)
+            assert record["worker_error"][step] == {}
+
+
+def test_sign_majority_is_the_majority_sign_times_the_mean_magnitude(
+    probe_runs: list[dict[str, Any]],
+) -> None:
+    for step in (2, 3):  # no error feedback: both steps see only their own gradients
+        expected = _sign_majority_oracle(_inputs(step))
+        for run in probe_runs:
+            record = run["probe"]["sign_majority"]
+            _assert_close(record["grads"][step], expected)
+            assert record["worker_error"][step] == {}
+    # With 2 ranks, disagreeing signs tie: those elements get 0.
+    assert (expected["a"] == 0).any()
+
+
+def test_two_phase_matches_the_chunked_oracle_on_both_sides(
+    probe_runs: list[dict[str, Any]],
+) -> None:
+    records = [run["probe"]["one_bit_two_phase"] for run in probe_runs]
+    worker: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+    server: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+    for step in (2, 3):
+        expected, expected_worker, expected_server = _two_phase_oracle(
+            _inputs(step), worker, server
+        )
+        for rank, record in enumerate(records):
+            _assert_close(record["grads"][step], expected)
+            _assert_close(record["worker_error"][step], expected_worker[rank])
+            _assert_close(record["server_error"][step], expected_server[rank])
+        worker = [record["worker_error"][step] for record in records]
+        server = [record["server_error"][step] for record in records]
+
+
+def test_fp16_is_an_allreduce_of_halves(probe_runs: list[dict[str, Any]]) -> None:
+    for step in (2, 3):
+        halves = {n: sum(g[n].half().double() / WORLD_SIZE for g in _inputs(step)) for n in SHAPES}
+        for run in probe_runs:
+            grads = run["probe"]["fp16"]["grads"][step]
+            for name in SHAPES:
+                torch.testing.assert_close(grads[name].double(), halves[name], rtol=2e-3, atol=2e-3)
+            assert not torch.equal(grads["a"].double(), _plain_average(step)["a"])
+
+
+def test_powersgd_projects_the_average_on_a_rank_one_subspace(
+    probe_runs: list[dict[str, Any]],
+) -> None:
+    """PowerSGD (rank 1, first compressed step): M_hat = u u^T M with M the average
+    gradient matrix and u a unit vector (orthogonalized M Q for a random Q); vectors (too
+    small to compress) are averaged exactly."""
+    average = _plain_average(2)
+    for run in probe_runs:
+        grads = run["probe"]["powersgd"]["grads"][2]
+        for name in ("a", "c"):
+            matrix = average[name].reshape(SHAPES[name][0], -1)
+            approximation = grads[name].double().reshape(matrix.shape)
+            column = approximation[:, approximation.norm(dim=0).argmax()]
+            u = column / column.norm()
+            torch.testing.assert_close(
+                approximation, torch.outer(u, u @ matrix), rtol=1e-4, atol=1e-5
+            )
+            assert torch.linalg.matrix_rank(matrix) > 1  # so the projection is a real loss
+        for name in ("b", "d"):
+            torch.testing.assert_close(grads[name].double(), average[name], rtol=1e-6, atol=1e-7)
+
+
+# Bytes: the counting convention on a 10,100-parameter model in one bucket.
+
+
+def test_bytes_sent_follow_the_documented_counts(probe_runs: list[dict[str, Any]]) -> None:
+    numel, tensors, fp32_allreduce = 10_100, 2, 4 * 10_100
+    chunk_bits = math.ceil(10_000 / 2) + math.ceil(100 / 2)  # L = sum ceil(d / W)
+    two_phase_row = 4 * tensors + math.ceil(chunk_bits / 8)
+    per_step = {
+        "fp16": 2 * numel,
+        "powersgd": 4 * ((100 + 100) * 1 + 100),  # P and Q of the weight, the bias as is
+        "one_bit": math.ceil(numel / 8) + 4 * tensors,
+        "sign_majority": math.ceil(numel / 8) + 4 * tensors,
+        "one_bit_two_phase": WORLD_SIZE * two_phase_row + two_phase_row,
+    }
+    for run in probe_runs:
+        for name, expected in per_step.items():
+            assert run["bytes"][name] == [
+                fp32_allreduce,
+                2 * fp32_allreduce,
+                2 * fp32_allreduce + expected,
+            ], name
+    compressed = probe_runs[0]["bytes"]["one_bit"]
+    assert fp32_allreduce / (compressed[2] - compressed[1]) >= 25
+
+
+# Training, and resuming from checkpoints (a second spawn).
+
+TRAIN_STEPS = 60
+RESUME_AT, RESUME_STEPS = 6, 4
+TRAINED = ("none", "one_bit", "one_bit_two_phase", "sign_majority")
+
+
+def _digits() -> tuple[Tensor, Tensor]:
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32)
+    return (x - x.mean(0)) / (x.std(0) + 1e-3), torch.tensor(digits.target)
+
+
+def _batch(rank: int, step: int, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """This rank's half of a global batch of 64, reshuffled with a shared seed every step."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(step))[:64]
+    mine = order[rank * 32 : (rank + 1) * 32]
+    return x[mine], y[mine]
+
+
+def _sgd_steps(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int, steps: range, data: Any
+) -> None:
+    for step in steps:
+        inputs, targets = _batch(rank, step, *data)
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(inputs), targets).backward()
+        optimizer.step()
+
+
+def _softmax_regression(name: str) -> tuple[Any, DistributedDataParallel, Any, Any]:
+    torch.manual_seed(1)
+    module = torch.nn.Linear(64, 10)
+    model = DistributedDataParallel(module)
+    state = register_compression(model, name)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
+    return module, model, state, optimizer
+
+
+def _save(state_dict: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return buffer.getvalue()
+
+
+def _load(saved: bytes) -> dict[str, Any]:
+    """A checkpoint's way back: torch.load with weights_only=True, fresh tensors each time
+    (torch's Optimizer.load_state_dict keeps the loaded tensors as its state)."""
+    return torch.load(io.BytesIO(saved), weights_only=True)
+
+
+def _train(rank: int, data: tuple[Tensor, Tensor]) -> dict[str, Any]:
+    results = {}
+    for name in TRAINED:
+        module, model, _, optimizer = _softmax_regression(name)
+        _sgd_steps(model, optimizer, rank, range(TRAIN_STEPS), data)
+        with torch.no_grad():
+            loss = torch.nn.functional.cross_entropy(module(data[0]), data[1]).item()
+        results[name] = {"loss": loss, "parameters": _snapshot(dict(module.named_parameters()))}
+    return results
+
+
+def _resume(rank: int, name: str, data: tuple[Tensor, Tensor]) -> dict[str, Any]:
+    """Run A goes straight through; B and C restart from A's checkpoint at RESUME_AT in a
+    new DDP model (whose first step uses DDP's initial buckets); C drops the error memory."""
+    module, model, state, optimizer = _softmax_regression(name)
+    _sgd_steps(model, optimizer, rank, range(RESUME_AT), data)
+    saved = _save(
+        {
+            "model": module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "compression": state.state_dict(),
+        }
+    )
+    end = range(RESUME_AT, RESUME_AT + RESUME_STEPS)
+    _sgd_steps(model, optimizer, rank, end, data)
+    results = {"straight": _snapshot(dict(module.named_parameters())), "bytes": state.bytes_sent}
+    for run, memory in (("resumed", True), ("memory_lost", False)):
+        checkpoint = _load(saved)
+        module, model, state, optimizer = _softmax_regression(name)
+        module.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        compression = checkpoint["compression"]
+        if not memory:
+            compression["worker_error"], compression["server_error"] = {}, {}
+        state.load_state_dict(compression)
+        _sgd_steps(model, optimizer, rank, end, data)
+        results[run] = _snapshot(dict(module.named_parameters()))
+        results[f"{run}_bytes"] = state.bytes_sent
+    return results
+
+
+def _resume_powersgd(rank: int, data: tuple[Tensor, Tensor]) -> dict[str, Any]:
+    module, model, state, optimizer = _softmax_regression("powersgd")
+    _sgd_steps(model, optimizer, rank, range(RESUME_AT), data)
+    saved = _load(_save(state.state_dict()))
+    module, model, restored, optimizer = _softmax_regression("powersgd")
+    restored.load_state_dict(saved)
+    torch_state = restored.powersgd_state
+    keys = torch_state.rng.get_state()[1]
+    loaded = {"iter": torch_state.iter, "rng": torch.from_numpy(keys.astype(np.int64))}
+    _sgd_steps(model, optimizer, rank, range(RESUME_AT, RESUME_AT + 3), data)
+    finite = all(bool(p.isfinite().all()) for p in module.parameters())
+    return {"saved": saved, "loaded": loaded, "finite": finite, "iter_after": torch_state.iter}
+
+
+def _train_and_resume(rank: int, data: tuple[Tensor, Tensor]) -> dict[str, Any]:
+    return {
+        "train": _train(rank, data),
+        "resume": {name: _resume(rank, name, data) for name in ("one_bit", "one_bit_two_phase")},
+        "powersgd": _resume_powersgd(rank, data),
+    }
+
+
+@pytest.fixture(scope="module")
+def training_runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return run_on_ranks(_train_and_resume, (_digits(),), tmp_path_factory.mktemp("train"))
+
+
+def test_error_feedback_hooks_train_like_uncompressed_ddp(
+    training_runs: list[dict[str, Any]],
+) -> None:
+    """60 steps of SGD with momentum 0.9 on digits (softmax regression, 2 x 32 per batch)."""
+    losses = {name: training_runs[0]["train"][name]["loss"] for name in TRAINED}
+    assert losses["none"] < 0.3  # it did learn: log(10) = 2.3 at the start
+    for name in ("one_bit", "one_bit_two_phase"):
+        assert losses[name] <= 1.03 * losses["none"], losses
+    # Without error feedback the same bits train worse: the reason error feedback exists.
+    assert losses["sign_majority"] > 1.2 * losses["one_bit"], losses
+
+
+def test_all_ranks_end_with_identical_parameters(training_runs: list[dict[str, Any]]) -> None:
+    for name in TRAINED:
+        first, second = (run["train"][name]["parameters"] for run in training_runs)
+        for parameter in first:
+            assert torch.equal(first[parameter], second[parameter]), name
+
+
+@pytest.mark.parametrize("name", ["one_bit", "one_bit_two_phase"])
+def test_a_resumed_run_continues_identically(
+    training_runs: list[dict[str, Any]], name: str
+) -> None:
+    for run in training_runs:
+        result = run["resume"][name]
+        for parameter, value in result["straight"].items():
+            assert torch.equal(result["resumed"][parameter], value)
+        assert result["resumed_bytes"] == result["bytes"]
+        # Control: without the error memory the same resume goes elsewhere.
+        assert not torch.allclose(result["memory_lost"]["weight"], result["straight"]["weight"])
+
+
+def test_powersgd_state_survives_a_weights_only_checkpoint(
+    training_runs: list[dict[str, Any]],
+) -> None:
+    for run in training_runs:
+        result = run["powersgd"]
+        saved = result["saved"]["powersgd"]
+        assert saved["iter"] == RESUME_AT
+        assert result["loaded"]["iter"] == RESUME_AT
+        assert torch.equal(result["loaded"]["rng"], saved["rng"]["keys"])
+        assert saved["buckets"]
+        assert all("error" in bucket for bucket in saved["buckets"])
+        # The restored state goes on compressing and counting from where it was.
+        assert result["finite"]
+        assert result["iter_after"] == RESUME_AT + 3
+
+
+# In-process checks (no process group, or a world of one).
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 8, 9, 16, 61])
+def test_pack_bits_matches_numpy_and_round_trips(length: int) -> None:
+    bits = torch.rand(3, length, generator=torch.Generator().manual_seed(length)) < 0.5
+    packed = pack_bits(bits)
+    assert packed.dtype == torch.uint8
+    assert packed.shape == (3, math.ceil(length / 8))
+    np.testing.assert_array_equal(packed.numpy(), np.packbits(bits.numpy(), axis=-1))
+    assert torch.equal(unpack_bits(packed, length), bits)
+
+
+def test_bit_packing_rejects_bad_input() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "The 'bits' parameter of pack_bits must be a torch.bool tensor. "
+            "Got a torch.float32 tensor instead."
+        ),
+    ):
+        pack_bits(torch.zeros(3))
+    with pytest.raises(
+        ValueError, match="The 'num_bits' parameter of unpack_bits must be an int <= 16"
+    ):
+        unpack_bits(torch.zeros(2, dtype=torch.uint8), 17)
+
+
+@pytest.fixture
+def world_of_one(tmp_path: Path) -> Any:
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    yield
+    dist.destroy_process_group()
+
+
+def _ddp() -> DistributedDataParallel:
+    return DistributedDataParallel(torch.nn.Linear(4, 2))
+
+
+@pytest.mark.usefixtures("world_of_one")
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"name": "one_bits"},
+            "The 'name' parameter of register_compression must be one of 'none', 'fp16', "
+            "'powersgd', 'one_bit', 'sign_majority', 'one_bit_two_phase'. Got 'one_bits' instead.",
+        ),
+        (
+            {"name": "one_bit", "warmup_steps": 1},
+            "The 'warmup_steps' parameter of register_compression must be an int >= 2. "
+            "Got 1 instead.",
+        ),
+        (
+            {"name": "powersgd", "matrix_approximation_rank": 0},
+            "The 'matrix_approximation_rank' parameter of register_compression must be an "
+            "int >= 1. Got 0 instead.",
+        ),
+        (
+            {"name": "powersgd", "rank": 2},
+            "The 'options' parameter of register_compression must be options of 'powersgd' "
+            "(matrix_approximation_rank, min_compression_rate, orthogonalization_epsilon, "
+            "random_seed, use_error_feedback, warm_start, batch_tensors_with_same_shape). "
+            "Got ['rank'] instead.",
+        ),
+        (
+            {"name": "one_bit", "matrix_approximation_rank": 2},
+            "The 'options' parameter of register_compression must be options of 'one_bit' "
+            "(error_feedback). Got ['matrix_approximation_rank'] instead.",
+        ),
+        (
+            {"name": "sign_majority", "error_feedback": True},
+            "The 'options' parameter of register_compression must be empty ('sign_majority' "
+            "takes no options). Got ['error_feedback'] instead.",
+        ),
+    ],
+)
+def test_bad_arguments_raise_the_house_error(arguments: dict[str, Any], message: str) -> None:
+    arguments = dict(arguments)
+    name = arguments.pop("name")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        register_compression(_ddp(), name, **arguments)
+
+
+def test_every_name_is_accepted_and_a_plain_module_is_not() -> None:
+    assert ("none", *HOOKS) == COMPRESSIONS
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "The 'model' parameter of register_compression must be a "
+            "torch.nn.parallel.DistributedDataParallel. Got a Linear instead."
+        ),
+    ):
+        register_compression(torch.nn.Linear(4, 2), "one_bit")  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("world_of_one")
+def test_load_state_dict_refuses_another_compression_or_other_parameters() -> None:
+    one_bit = register_compression(_ddp(), "one_bit")
+    sign = register_compression(_ddp(), "sign_majority")
+    assert one_bit is not None
+    assert sign is not None
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "The 'state_dict' parameter of CompressionState.load_state_dict must be the state "
+            "of a 'one_bit' compression. Got the state of a 'sign_majority' compression instead."
+        ),
+    ):
+        one_bit.load_state_dict(sign.state_dict())
+    state = one_bit.state_dict()
+    state["worker_error"] = {"weight": torch.zeros(3)}
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "must hold a worker_error of 8 elements for parameter 'weight'. "
+            "Got a tensor of 3 elements instead."
+        ),
+    ):
+        one_bit.load_state_dict(state)
+    state["worker_error"] = {"0.weight": torch.zeros(8)}
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "must hold a worker_error for this model's parameters (weight, bias). "
+            "Got one for '0.weight' instead."
+        ),
+    ):
+        one_bit.load_state_dict(state)
+
+
+@pytest.mark.usefixtures("world_of_one")
+@pytest.mark.parametrize("name", ["one_bit", "one_bit_two_phase"])
+def test_a_world_of_one_compresses_its_own_gradient(name: str) -> None:
+    """W = 1: the result is mean|g| sign(g) per tensor (compressing that again in the
+    two-phase server step changes nothing), and the memory keeps g - q."""
+    module = torch.nn.Linear(4, 2)
+    reference = copy.deepcopy(module)
+    inputs = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    reference(inputs).square().mean().backward()
+    model = DistributedDataParallel(module)
+    state = register_compression(model, name)
+    assert state is not None
+    for _ in range(3):  # the same gradient three times; the third is compressed
+        module.zero_grad()
+        model(inputs).square().mean().backward()
+    for parameter, value in module.named_parameters():
+        g = getattr(reference, parameter).grad.double().reshape(-1)
+        q = _scaled_sign(g)
+        torch.testing.assert_close(value.grad.double().reshape(-1), q, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            state.worker_error[parameter].double(), g - q, rtol=1e-6, atol=1e-7
+        )
+
+
+def test_docstring_examples_run() -> None:
+    import gradwise.distributed as package
+
+    for name in ("CompressionState", "register_compression", "pack_bits", "unpack_bits"):
+        run_docstring_examples(getattr(package, name), name)

@@ -1,0 +1,283 @@
+"""Distributed training: DDP equals one process, --nproc, crashes, resume, torchrun nodes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from gradwise import Trainer
+from gradwise.config import load_config
+from gradwise.data import Dataset, DataSplits
+from gradwise.train import load_checkpoint, prepare_run
+from tests.cli.helpers import environment, gradwise, start
+
+# 100 samples in batches of 24: the last batch of each epoch (4 samples) splits 2 + 2,
+# and 24 splits 12 + 12.
+SAMPLES, BATCH, EPOCHS = 100, 24, 3
+
+
+class _Float64(nn.Module):
+    """Casts inputs to float64 (gradwise datasets hold float32)."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.double()
+
+
+def _data() -> DataSplits:
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(SAMPLES, 6, generator=generator)
+    labels = torch.randint(0, 3, (SAMPLES,), generator=generator)
+    return DataSplits.from_datasets(Dataset(inputs, labels))
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(1)
+    layers = [_Float64(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)]
+    return nn.Sequential(*layers).double()
+
+
+def _fit(model: nn.Module) -> None:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    Trainer(model, optimizer, _data(), batch_size=BATCH, epochs=EPOCHS, progress=False).fit()
+
+
+def _rank(rank: int, size: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)
+    model = DistributedDataParallel(_model())
+    _fit(model)
+    torch.save(model.module.state_dict(), f"{out}.{rank}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_two_processes_equal_one_process_with_the_whole_batch(tmp_path) -> None:
+    out = str(tmp_path / "weights")
+    mp.spawn(_rank, args=(2, f"file://{tmp_path / 'init'}", out), nprocs=2)
+    single = _model()
+    _fit(single)
+    expected = single.state_dict()
+    for rank in (0, 1):
+        weights = torch.load(f"{out}.{rank}")
+        for name, value in expected.items():
+            torch.testing.assert_close(weights[name], value, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(expected["1.weight"], _model().state_dict()["1.weight"])
+
+
+CONFIG = """\
+seed: 0
+epochs: {epochs}
+monitor: null
+log_every: 2
+data: {{dataset: spirals, batch_size: 32, preprocess: [standardize]}}
+model: {{name: mlp, width: 32, depth: 2, norm: none}}
+optimizer: {{name: SGD, lr: 0.1, momentum: 0.9}}
+"""
+
+
+def _config(folder: Path, epochs: int) -> Path:
+    path = folder / "ddp.yaml"
+    path.write_text(CONFIG.format(epochs=epochs))
+    return path
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def _assert_same_weights(first: Path, second: Path) -> None:
+    a, b = _weights(first), _weights(second)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-6)
+
+
+def test_nproc_2_trains_like_one_process_and_rank_0_writes_one_run(tmp_path) -> None:
+    config = _config(tmp_path, epochs=3)
+    two = gradwise(
+        "train", str(config), "--nproc", "2", "--runs-dir", "two", "--no-progress", cwd=tmp_path
+    )
+    assert two.returncode == 0, two.stderr
+    one = gradwise("train", str(config), "--runs-dir", "one", "--no-progress", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    (run_two,) = (tmp_path / "two").iterdir()
+    (run_one,) = (tmp_path / "one").iterdir()
+    _assert_same_weights(run_one, run_two)
+    assert (run_two / "report.html").is_file()
+    lines = (run_two / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len((run_one / "metrics.jsonl").read_text().splitlines())
+    assert two.stdout.count("run folder:") == 1
+
+
+def _rank_processes(launcher: int) -> list[int]:
+    """The launcher's children that run a rank (multiprocessing spawn workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == launcher and b"spawn_main" in command:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def test_a_crashed_rank_stops_the_others_and_the_run_resumes(tmp_path) -> None:
+    config = _config(tmp_path, epochs=60)
+    launcher = start(
+        "train", str(config), "--nproc", "2", "--runs-dir", "runs", "--no-progress", cwd=tmp_path
+    )
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 120
+    while not list(runs.glob("*/checkpoints/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ranks = _rank_processes(launcher.pid)
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[-1], signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, stderr = launcher.communicate(timeout=120)
+    assert time.monotonic() - killed_at < 30, "the other rank hung"
+    assert launcher.returncode == 1, stderr
+    assert "failed" in stderr
+    assert "the other ranks were stopped" in stderr
+    assert "--resume" in stderr
+    (run,) = runs.iterdir()
+    assert f"--resume runs/{run.name} --nproc 2" in stderr
+    stopped_at = load_checkpoint(run / "checkpoints" / "last.pt")["position"]["step"]
+    assert stopped_at < 60 * 7
+
+    resumed = gradwise("train", "--resume", str(run), "--nproc", "2", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = gradwise(
+        "train", str(config), "--nproc", "2", "--runs-dir", "whole", "--no-progress", cwd=tmp_path
+    )
+    assert whole.returncode == 0, whole.stderr
+    (uninterrupted,) = (tmp_path / "whole").iterdir()
+    _assert_same_weights(run, uninterrupted)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_two_torchrun_nodes_on_loopback_train_like_one_process(tmp_path) -> None:
+    config = _config(tmp_path, epochs=2)
+    port = str(_free_port())
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node-rank={rank}",
+                "--nproc-per-node=1",
+                "--master-addr=127.0.0.1",
+                f"--master-port={port}",
+                "-m",
+                "gradwise",
+                "train",
+                str(config),
+                "--runs-dir",
+                str(tmp_path / "nodes"),
+                "--no-progress",
+            ],
+            cwd=tmp_path / ("." if rank == 0 else ""),
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, stderr
+    assert "run folder:" in outputs[0][0]
+    assert "run folder:" not in outputs[1][0]
+    one = gradwise("train", str(config), "--runs-dir", "one", "--no-progress", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    (run_nodes,) = (tmp_path / "nodes").iterdir()
+    (run_one,) = (tmp_path / "one").iterdir()
+    _assert_same_weights(run_one, run_nodes)
+
+
+@pytest.mark.parametrize("schedule", [None, "cosine"])
+def test_linear_scaling_rule_scales_the_lr_and_ramps_up_to_it(schedule) -> None:
+    overrides = [
+        "data.batch_size=256",
+        "distributed.reference_batch_size=64",
+        "distributed.scaling_warmup_steps=10",
+        "optimizer.lr=0.01",
+        "epochs=40",
+        f"schedule={'null' if schedule is None else '{name: cosine}'}",
+    ]
+    prepared = prepare_run(load_config(None, overrides))
+    optimizer, scheduler = prepared.optimizer, prepared.scheduler
+    assert scheduler is not None
+    lrs = []
+    for _ in range(12):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # Goyal et al.: from the reference lr to 4x (256 / 64) in 10 steps, linearly.
+    expected = [0.01 + (0.04 - 0.01) * step / 10 for step in range(11)]
+    assert lrs[:11] == pytest.approx(expected, rel=1e-6)
+    assert lrs[11] <= 0.04 + 1e-12
+
+
+def test_compression_state_of_every_rank_goes_into_the_checkpoint(tmp_path) -> None:
+    config = _config(tmp_path, epochs=1)
+    done = gradwise(
+        "train",
+        str(config),
+        "--nproc",
+        "2",
+        "--runs-dir",
+        "runs",
+        "--no-progress",
+        "--set",
+        "distributed.compression=one_bit",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    ranks = load_checkpoint(run / "checkpoints" / "last.pt")["ranks"]
+    assert len(ranks) == 2
+    memories = [rank["rank_state"]["worker_error"] for rank in ranks]
+    assert memories[0].keys() == memories[1].keys() != set()
+    name = next(iter(memories[0]))
+    assert not torch.equal(memories[0][name], memories[1][name])  # each rank its own
+
+
+def test_one_bit_adam_needs_its_optimizer_and_its_compression_together(tmp_path) -> None:
+    config = _config(tmp_path, epochs=1)
+    done = gradwise(
+        "train",
+        str(config),
+        "--nproc",
+        "2",
+        "--no-progress",
+        "--set",
+        "distributed.compression=one_bit_adam",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "needs both 'train.optimizer.name: OneBitAdam'" in done.stderr
