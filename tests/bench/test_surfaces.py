@@ -1,0 +1,77 @@
+"""Steps to a known minimum: the ill-conditioned quadratic against its condition number."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gradwise.bench import (
+    SADDLE_ESCAPE,
+    Tuned,
+    ill_conditioned_quadratic,
+    surface_benchmark,
+)
+from gradwise.optim import SGD, Adam
+
+GRID = tuple(10.0 ** (k / 3) for k in range(-9, -2))  # 1e-3 .. 0.1
+
+
+def test_gradient_descent_needs_about_kappa_log_steps_and_momentum_fewer() -> None:
+    kappa, tolerance = 100.0, 1e-3
+    surface = ill_conditioned_quadratic(kappa)
+    optimizers = {
+        "GD": Tuned(lambda params, lr: SGD(params, lr=lr)),
+        "heavy ball": Tuned(lambda params, lr: SGD(params, lr=lr, momentum=0.9)),
+    }
+    results = surface_benchmark(
+        optimizers, [surface], tolerance=tolerance, max_steps=3000, learning_rates=GRID
+    )
+    # the slow direction (curvature 1) contracts by (1 - lr) per step with lr <= 2 / kappa
+    oracle = kappa * math.log(math.dist(surface.start, (0.0, 0.0)) / tolerance)
+    gd = results.get(surface.name, "GD").steps
+    heavy_ball = results.get(surface.name, "heavy ball").steps
+    assert gd is not None
+    assert heavy_ball is not None
+    assert oracle / 3 < gd < 3 * oracle
+    assert heavy_ball < gd / 3
+
+
+def test_every_reached_point_is_within_tolerance_of_a_listed_minimum() -> None:
+    optimizers = {
+        "GD": Tuned(lambda params, lr: SGD(params, lr=lr), learning_rates=(1e-3, 1e-2)),
+        "Adam": Tuned(lambda params, lr: Adam(params, lr=lr), learning_rates=(0.01, 0.1)),
+    }
+    results = surface_benchmark(
+        optimizers, ["himmelblau", "styblinski_tang", "beale", "saddle"], max_steps=1000
+    )
+    reached = [run for run in results.runs if run.steps is not None]
+    assert len(reached) >= 6
+    for run in reached:
+        if run.surface == "saddle":
+            assert run.minimum is None
+            assert run.value <= SADDLE_ESCAPE
+            continue
+        assert run.minimum is not None
+        assert math.dist(run.point, run.minimum.location) <= 1e-3
+        assert run.value == pytest.approx(run.minimum.value, abs=1e-4)
+
+
+def test_a_diverging_rate_is_not_reached_and_the_table_says_so() -> None:
+    too_fast = {"GD": lambda params: SGD(params, lr=0.5)}  # > 2 / 20 on the quadratic
+    results = surface_benchmark(too_fast, ["quadratic"], max_steps=200)
+    assert results.get("quadratic", "GD").steps is None
+    table = results.to_table().to_dict()
+    assert table["rows"] == [["quadratic", "not reached"]]
+
+
+def test_bad_input_is_refused_in_the_one_format() -> None:
+    gd = {"GD": lambda params: SGD(params, lr=0.01)}
+    with pytest.raises(ValueError, match="The 'surfaces' parameter of surface_benchmark"):
+        surface_benchmark(gd, ["nowhere"])
+    with pytest.raises(ValueError, match="The 'tolerance' parameter of surface_benchmark"):
+        surface_benchmark(gd, ["quadratic"], tolerance=0.0)
+    with pytest.raises(ValueError, match="The 'condition' parameter of ill_conditioned"):
+        ill_conditioned_quadratic(0.5)
+    assert ill_conditioned_quadratic(4.0)(torch.tensor([2.0, 1.0])).item() == 4.0
