@@ -8,6 +8,24 @@ rate, needs to reach a known minimum of a 2-D test surface. matplotlib is import
 when a grid is drawn.
 """
 
+from gradwise.bench._deepobs import (
+    QUADRATIC_DEEP_LEARNING_RATES,
+    QUADRATIC_DEEP_PUBLISHED,
+    QuadraticDeep,
+    QuadraticDeepResults,
+    QuadraticDeepRun,
+    make_quadratic_deep,
+    quadratic_deep_benchmark,
+    random_rotation,
+    run_quadratic_deep,
+)
+from gradwise.bench._mnist1d import (
+    MNIST1D_MODELS,
+    MNIST1D_PUBLISHED,
+    Mnist1dResult,
+    Mnist1dResults,
+    mnist1d_baselines,
+)
 from gradwise.bench._scoring import (
     OPTIMIZER_NAMES,
     SOLVED_FRACTION,
@@ -44,6 +62,20 @@ from gradwise.bench._unit_tests import (
 )
 
 __all__ = [
+    "MNIST1D_MODELS",
+    "MNIST1D_PUBLISHED",
+    "Mnist1dResult",
+    "Mnist1dResults",
+    "mnist1d_baselines",
+    "QUADRATIC_DEEP_LEARNING_RATES",
+    "QUADRATIC_DEEP_PUBLISHED",
+    "QuadraticDeep",
+    "QuadraticDeepResults",
+    "QuadraticDeepRun",
+    "make_quadratic_deep",
+    "quadratic_deep_benchmark",
+    "random_rotation",
+    "run_quadratic_deep",
     "OPTIMIZER_NAMES",
     "tuned_optimizers",
     "BENCHMARK_SURFACES",
