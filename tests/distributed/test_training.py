@@ -281,3 +281,24 @@ def test_one_bit_adam_needs_its_optimizer_and_its_compression_together(tmp_path)
     )
     assert done.returncode == 1
     assert "needs both 'train.optimizer.name: OneBitAdam'" in done.stderr
+
+
+def test_ctrl_c_on_the_launcher_stops_every_rank_at_one_checkpointed_step(tmp_path) -> None:
+    config = _config(tmp_path, epochs=2000)
+    launcher = start(
+        "train", str(config), "--nproc", "2", "--runs-dir", "runs", "--no-progress", cwd=tmp_path
+    )
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 120
+    while not list(runs.glob("*/checkpoints/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, stderr
+    (run,) = runs.iterdir()
+    assert f"--resume runs/{run.name} --nproc 2" in stderr
+    summary = (run / "summary.json").read_text()
+    assert '"status": "interrupted"' in summary
+    position = load_checkpoint(run / "checkpoints" / "last.pt")["position"]
+    assert 0 < position["step"] < 2000 * 7

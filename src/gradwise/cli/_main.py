@@ -164,6 +164,11 @@ def _train_distributed(
                 return EXIT_OK
         else:
             result = launch(train_rank, (content, where, progress, str(announce)), nproc)
+    except KeyboardInterrupt:
+        run = announce.read_text() if announce.is_file() else where or "RUN"
+        print(f"interrupted; resume with: gradwise train --resume {run} --nproc {nproc}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
     except (RankFailed, TrainingDiverged) as error:
         print(f"gradwise train: stopped: {error}", file=sys.stderr)
         run = announce.read_text() if announce.is_file() else where or "RUN"

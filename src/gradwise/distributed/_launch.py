@@ -22,7 +22,9 @@ def launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int) ->
 
     Raises:
         RankFailed: a rank raised or died; its error (or exit code) is in the message.
+        KeyboardInterrupt: the launcher was interrupted (the ranks were stopped).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -46,6 +48,10 @@ def launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int) ->
         results = elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as error:
         raise RankFailed(_failure_message(error)) from None
+    except SignalException:
+        # Ctrl-C or SIGTERM reached the launcher: it has stopped the ranks with SIGTERM,
+        # which they take as a request to checkpoint at an agreed step.
+        raise KeyboardInterrupt from None
     finally:
         agent_log.setLevel(level)
     return results[0]

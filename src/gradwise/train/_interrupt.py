@@ -17,8 +17,14 @@ class InterruptFlag:
 
 
 @contextmanager
-def graceful_interrupt() -> Iterator[InterruptFlag]:
-    """Within this block the first Ctrl-C only sets ``flag.requested``.
+def graceful_interrupt(
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT,),
+) -> Iterator[InterruptFlag]:
+    """Within this block the first Ctrl-C (or other of ``signals``) only sets ``flag.requested``.
+
+    A distributed rank also takes SIGTERM this way: torch's launcher stops its ranks with
+    SIGTERM when it is interrupted, and the ranks then agree on a step to stop at and
+    checkpoint it.
 
     Stopping between steps, never inside one, is what makes the checkpoint written on
     Ctrl-C consistent: a KeyboardInterrupt raised inside ``optimizer.step()`` could leave
@@ -35,8 +41,9 @@ def graceful_interrupt() -> Iterator[InterruptFlag]:
             raise KeyboardInterrupt
         flag.requested = True
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {signum: signal.signal(signum, on_interrupt) for signum in signals}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -219,7 +220,10 @@ class Trainer:
         )
         self._write_summary("running", None)
         try:
-            with graceful_interrupt() as interrupt:
+            stop_signals = (
+                (signal.SIGINT, signal.SIGTERM) if self.world.is_distributed else (signal.SIGINT,)
+            )
+            with graceful_interrupt(stop_signals) as interrupt:
                 status = self._train(interrupt)
             test = self._finish(status)
         except TrainingDiverged as error:
