@@ -27,23 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradwise import optim
+from gradwise import models, optim
 from gradwise.data import Batches, load_dataset
 
 LEARNING_RATES = {"too low": 1e-3, "good": 0.3, "high": 1.2, "too high": 3.0}
 
 
-def mlp(seed: int) -> nn.Sequential:
+def mlp(seed: int) -> nn.Module:
     """MLP 64-128-128-10 with torch's default initialization."""
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(64, 128),
-        nn.ReLU(),
-        nn.Linear(128, 128),
-        nn.ReLU(),
-        nn.Linear(128, 10),
-    )
+    return models.mlp((64,), 10, depth=2, width=128, norm=None)
 
 
 def train(lr: float, num_epochs: int, seed: int) -> list[float]:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradwise import optim
+from gradwise import models, optim
 from gradwise.data import Batches, load_dataset
 
 OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
@@ -48,17 +48,10 @@ def optimizers(loose_tolerance: float) -> dict[str, OptimizerFactory]:
     }
 
 
-def mlp(seed: int) -> nn.Sequential:
+def mlp(seed: int) -> nn.Module:
     """MLP 64-128-128-10 with torch's default initialization."""
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(64, 128),
-        nn.ReLU(),
-        nn.Linear(128, 128),
-        nn.ReLU(),
-        nn.Linear(128, 10),
-    )
+    return models.mlp((64,), 10, depth=2, width=128, norm=None)
 
 
 def accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:

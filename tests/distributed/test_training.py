@@ -22,6 +22,7 @@ from gradwise.config import load_config
 from gradwise.data import Dataset, DataSplits
 from gradwise.train import load_checkpoint, prepare_run
 from tests.cli.helpers import environment, gradwise, start
+from tests.search.helpers import wait_for
 
 # 100 samples in batches of 24: the last batch of each epoch (4 samples) splits 2 + 2,
 # and 24 splits 12 + 12.
@@ -143,9 +144,7 @@ def test_a_crashed_rank_stops_the_others_and_the_run_resumes(tmp_path) -> None:
         "train", str(config), "--nproc", "2", "--runs-dir", "runs", "--no-progress", cwd=tmp_path
     )
     runs = tmp_path / "runs"
-    deadline = time.monotonic() + 120
-    while not list(runs.glob("*/checkpoints/last.pt")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: list(runs.glob("*/checkpoints/last.pt")), 120, "the first checkpoint")
     ranks = _rank_processes(launcher.pid)
     assert len(ranks) == 2, ranks
     os.kill(ranks[-1], signal.SIGKILL)
@@ -289,9 +288,7 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_at_one_checkpointed_step(tmp_pa
         "train", str(config), "--nproc", "2", "--runs-dir", "runs", "--no-progress", cwd=tmp_path
     )
     runs = tmp_path / "runs"
-    deadline = time.monotonic() + 120
-    while not list(runs.glob("*/checkpoints/last.pt")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: list(runs.glob("*/checkpoints/last.pt")), 120, "the first checkpoint")
     time.sleep(1.0)
     launcher.send_signal(signal.SIGINT)
     _, stderr = launcher.communicate(timeout=120)
