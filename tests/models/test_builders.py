@@ -318,3 +318,22 @@ def test_an_integral_float_is_refused_in_the_one_format_or_used_as_its_int(build
         return
     assert [type(m) for m in model.modules()] == [type(m) for m in reference.modules()]
     assert model(inputs(shape)).shape == (4, 3)
+
+
+def test_mlp_width_list_sets_one_hidden_layer_per_entry_as_lenet_300_100():
+    model = mlp((1, 28, 28), 10, width=[300, 100])
+    shapes = [(layer.in_features, layer.out_features) for layer in layers_of(model, nn.Linear)]
+    assert shapes == [(784, 300), (300, 100), (100, 10)]
+    assert len(layers_of(model, nn.ReLU)) == 2
+    assert mlp((4,), 2, depth=3, width=[5, 6, 7])[-1].in_features == 7
+    assert [type(m) for m in mlp((4,), 2, width=[])] == [nn.Flatten, nn.Linear]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [({"width": [8, 0]}, "width"), ({"width": [8, 2.5]}, "width"), ({"width": "8"}, "width"),
+     ({"width": [8, 8], "depth": 3}, "depth")],
+)  # fmt: skip
+def test_mlp_width_list_is_checked_in_the_one_format(arguments, name):
+    with pytest.raises(ValueError, match=one_format(name, "mlp")):
+        mlp((8,), 3, **arguments)

@@ -27,6 +27,7 @@ from gradwise.train import (
     train,
 )
 from tests.train.conftest import SMALL_RUN
+from tests.train.stop_at import StopAt
 
 
 def _records_without_time(run: RunFolder) -> list[dict[str, object]]:
@@ -72,17 +73,6 @@ def test_the_same_config_and_seed_give_identical_metrics(small_config: RunConfig
     assert _records_without_time(third.run) != _records_without_time(first.run)
 
 
-class _StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-        self.seen: list[int] = []
-
-    def on_step_end(self, state: TrainState) -> None:
-        self.seen.append(state.step)
-        if state.step == self.step:
-            state.request_stop("enough")
-
-
 def test_resume_after_a_mid_epoch_stop_is_bit_identical(small_config: RunConfig) -> None:
     # In-process version of the SIGKILL test in test_resume.py: stop mid-epoch, rebuild
     # everything from the config, resume, and compare with an uninterrupted run.
@@ -97,7 +87,7 @@ def test_resume_after_a_mid_epoch_stop_is_bit_identical(small_config: RunConfig)
     from gradwise.runs import write_config
 
     write_config(folder, config_to_dict(config))
-    stopper = _StopAt(step=20)  # 14 steps per epoch: mid-epoch 2
+    stopper = StopAt(step=20)  # 14 steps per epoch: mid-epoch 2
     trainer = make_trainer(prepared, folder, progress=False)
     trainer.callbacks.append(stopper)
     assert trainer.fit().status == "stopped"

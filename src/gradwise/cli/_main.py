@@ -13,6 +13,7 @@ from pathlib import Path
 from gradwise.cli._bench import add_parser as add_bench_parser
 from gradwise.cli._landscape import add_parser as add_landscape_parser
 from gradwise.cli._lr_find import add_parser as add_lr_find_parser
+from gradwise.cli._prune import add_parser as add_prune_parser
 from gradwise.cli._search import add_parsers as add_search_parsers
 from gradwise.cli._viz import add_parser as add_viz_parser
 
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     add_viz_parser(commands)
     add_search_parsers(commands)
     add_bench_parser(commands)
+    add_prune_parser(commands)
 
     runs = commands.add_parser("runs", help="list runs with their best metrics")
     runs.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")

@@ -18,6 +18,7 @@ from gradwise.config._parse import (
     unknown_name_message,
 )
 from gradwise.config._schema import (
+    AveragingConfig,
     CheckpointConfig,
     DataConfig,
     DistributedConfig,
@@ -28,9 +29,11 @@ from gradwise.config._schema import (
     RegularizationConfig,
     RunConfig,
     ScheduleConfig,
+    WarmStartConfig,
 )
 
 __all__ = [
+    "AveragingConfig",
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
@@ -42,6 +45,7 @@ __all__ = [
     "RegularizationConfig",
     "RunConfig",
     "ScheduleConfig",
+    "WarmStartConfig",
     "apply_overrides",
     "config_to_dict",
     "dump_config",

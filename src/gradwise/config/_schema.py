@@ -103,6 +103,19 @@ class InitConfig:
 
 
 @dataclass
+class WarmStartConfig:
+    source: str | None = setting(
+        None, OPTIONAL_STRING, "a run folder or a checkpoint / state-dict file (.pt); required"
+    )
+    checkpoint: str = setting("last", OneOf(("last", "best")), "a run folder's last or best")
+    strict: bool = setting(False, Boolean(), "fail unless every entry matches by name and shape")
+    freeze: list[Any] = setting([], LIST, "globs of parameter names to freeze, e.g. ['0.*']")
+    freeze_statistics: bool = setting(
+        False, Boolean(), "frozen layers' batch norm uses and keeps its running statistics"
+    )
+
+
+@dataclass
 class ScheduleConfig:
     name: str = setting("cosine", STRING, "constant, cosine, linear, step, exponential, ...")
     warmup: float = setting(
@@ -110,6 +123,37 @@ class ScheduleConfig:
     )
     options: dict[str, Any] = setting(
         {}, MAPPING, "the schedule's own arguments (see gradwise.schedules)"
+    )
+
+
+@dataclass
+class AveragingConfig:
+    method: str = setting(
+        "ema", OneOf(("ema", "polyak", "swa")), "ema, polyak (uniform) or swa (Izmailov 2018)"
+    )
+    start: float = setting(
+        0.0, NON_NEGATIVE, "when averaging starts: a fraction of all steps (< 1) or a step count"
+    )
+    every: int | None = setting(
+        None, OPTIONAL_POSITIVE_INT, "steps between averaged iterates (null: 1; swa: k steps)"
+    )
+    decay: float = setting(
+        0.999,
+        Interval(low=0.0, high=1.0, low_closed=False, high_closed=False),
+        "ema: weight of the old average per update",
+    )
+    decay_warmup: bool = setting(False, Boolean(), "ema: decay_t = min(decay, (1+t)/(10+t))")
+    swa_lr: float | None = setting(
+        None, Either((NON_NEGATIVE, NONE)), "swa: learning rate from start on (null: the run's)"
+    )
+    cycle_steps: int | None = setting(
+        None, OPTIONAL_POSITIVE_INT, "swa: cyclical lr period, averaged at each cycle's end"
+    )
+    anneal_steps: int = setting(
+        0, Interval(low=0, kind="int"), "swa, constant lr: cosine from the run's lr to swa_lr"
+    )
+    use_buffers: bool = setting(
+        False, Boolean(), "average batch-norm statistics instead of recomputing them"
     )
 
 
@@ -150,6 +194,14 @@ class MonitorConfig:
     cheap_every: int = setting(10, POSITIVE_INT, "steps between gradient and update measurements")
     subset: int = setting(256, POSITIVE_INT, "training samples in the fixed monitoring subset")
     histograms: bool = setting(True, Boolean(), "record activation and gradient histograms")
+    target_accuracy: float | None = setting(
+        None,
+        Either((Interval(low=0.0, high=1.0, low_closed=False), NONE)),
+        "training accuracy the run should reach: UNDERFITTING below it (null: no target)",
+    )
+    target_loss: float | None = setting(
+        None, Either((POSITIVE, NONE)), "training loss the run should reach (null: no target)"
+    )
 
 
 @dataclass
@@ -178,6 +230,13 @@ class DistributedConfig:
 
 
 @dataclass
+class PruneConfig:
+    ticket: str | None = setting(
+        None, STRING, "a ticket file (gradwise prune writes them): masks and start weights"
+    )  # required: prepare_run refuses a prune section without it
+
+
+@dataclass
 class RunConfig:
     name: str | None = setting(None, OPTIONAL_STRING, "run folder name (null: generated)")
     runs_dir: str = setting("runs", STRING, "where run folders go")
@@ -190,6 +249,10 @@ class RunConfig:
     data: DataConfig = section(DataConfig, "dataset, splits, batches, preprocessing")
     model: ModelConfig = section(ModelConfig, "architecture")
     init: InitConfig = section(InitConfig, "initialization")
+    warm_start: WarmStartConfig | None = section(
+        WarmStartConfig, "start from another run's weights (null: off)", optional=True,
+        default=False,
+    )  # fmt: skip
     optimizer: dict[str, Any] = setting(
         {"name": "AdamW", "lr": 3e-3, "weight_decay": 0.05},
         MAPPING,
@@ -198,6 +261,10 @@ class RunConfig:
     schedule: ScheduleConfig | None = section(
         ScheduleConfig, "learning-rate schedule", optional=True
     )
+    averaging: AveragingConfig | None = section(
+        AveragingConfig, "iterate averaging: ema, polyak or swa (null: off)", optional=True,
+        default=False,
+    )  # fmt: skip
     regularization: RegularizationConfig = section(RegularizationConfig, "penalties, stopping")
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpoint cadence")
     monitor: MonitorConfig | None = section(
@@ -209,3 +276,7 @@ class RunConfig:
     search: dict[str, Any] = setting(
         {}, MAPPING, "a hyperparameter search space for gradwise search (train ignores it)"
     )
+    prune: PruneConfig | None = section(
+        PruneConfig, "train a pruned network from a ticket (null: dense)", optional=True,
+        default=False,
+    )  # fmt: skip

@@ -30,6 +30,7 @@ class Finding(enum.StrEnum):
     WRONG_GRADIENT = "wrong_gradient"
     INITIAL_LOSS_MISMATCH = "initial_loss_mismatch"
     OVERFITTING = "overfitting"
+    UNDERFITTING = "underfitting"
     NO_LEARNING_SIGNAL = "no_learning_signal"
     REGULARIZATION_NOT_APPLIED = "regularization_not_applied"
     SAMPLES_MIX = "samples_mix"
@@ -54,6 +55,8 @@ REMEDIES: Mapping[Finding, str] = {
     Finding.INITIAL_LOSS_MISMATCH: "check the initialization scale and the loss function",
     Finding.OVERFITTING: "add regularization (weight decay, dropout, augmentation), more data, "
     "or early stopping",
+    Finding.UNDERFITTING: "use a bigger model (wider or deeper), train longer, or optimize "
+    "better (a higher learning rate, Adam, normalization layers)",
     Finding.NO_LEARNING_SIGNAL: "check that labels match inputs and that the data are shuffled",
     Finding.REGULARIZATION_NOT_APPLIED: "add the penalty to the loss, computed from the live "
     "parameters (not detached copies)",

@@ -14,6 +14,9 @@ the doctor can tell which part of it caused the symptom and attach a safe overri
 - INITIAL_LOSS_MISMATCH above chance with a hand-set initializer (``init.options`` given,
   or a scheme that does not scale with the fan): the activation's standard scheme (He for
   ReLU-like units, Xavier otherwise).
+- UNDERFITTING in a built-in model: ``model.width`` times ``WIDEN_FACTOR`` (the
+  flowchart's "bigger model"; more width keeps the depth, so the same initialization and
+  learning rate stay sensible, and a net with more units per layer fits at least as well).
 
 Each rule only fires where the config names the cause; otherwise the finding is left as
 it was (its prescription still says what to try).
@@ -22,6 +25,7 @@ it was (its prescription still says what to try).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 from gradwise.config import RunConfig
@@ -41,6 +45,8 @@ FAN_SCALED = (
 #: ratio measured on a broken initialization or architecture says little about the rate.
 DEFERRED_BY_STRUCTURE = (Finding.LEARNING_RATE_TOO_LOW,)
 _HE = {"init.weights": "he_normal", "init.options": {}}
+#: UNDERFITTING's fix multiplies a built-in model's width by this.
+WIDEN_FACTOR = 4
 
 
 def with_config_fix(finding: Diagnosis, config: RunConfig) -> Diagnosis:
@@ -101,9 +107,19 @@ def _initial_loss_mismatch(finding: Diagnosis, config: RunConfig) -> dict[str, A
     return {"init.weights": "xavier_normal" if saturating else "he_normal", "init.options": {}}
 
 
+def _underfitting(finding: Diagnosis, config: RunConfig) -> dict[str, Any]:
+    if not _built_in(config):
+        return {}
+    width = config.model.width
+    if width is None:
+        width = inspect.signature(MODELS[config.model.name]).parameters["width"].default
+    return {"model.width": int(width) * WIDEN_FACTOR}
+
+
 _RULES = {
     Finding.DEAD_UNITS: _dead_units,
     Finding.SATURATED_UNITS: _saturated_units,
     Finding.VANISHING_GRADIENTS: _saturated_units,
     Finding.INITIAL_LOSS_MISMATCH: _initial_loss_mismatch,
+    Finding.UNDERFITTING: _underfitting,
 }

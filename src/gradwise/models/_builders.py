@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 from torch import nn
 
@@ -18,6 +18,7 @@ from gradwise._validation import (
     HALF_OPEN_UNIT_INTERVAL,
     NON_NEGATIVE_INT,
     POSITIVE_INT,
+    Either,
     OneOf,
     Satisfies,
     check,
@@ -46,8 +47,8 @@ def _is_int(value: object, minimum: int) -> bool:
 def mlp(
     input_shape: Sequence[int],
     num_outputs: int,
-    depth: int = 2,
-    width: int = 128,
+    depth: int | None = None,
+    width: int | Sequence[int] = 128,
     activation: str = "relu",
     norm: Normalization = None,
     dropout_rate: float = 0.0,
@@ -61,8 +62,10 @@ def mlp(
     Args:
         input_shape: the shape of one sample (flattened first).
         num_outputs: the number of classes (or regression outputs).
-        depth: hidden layers, an int >= 0 (0 gives logistic regression).
-        width: units per hidden layer.
+        depth: hidden layers, an int >= 0 (0 gives logistic regression); default 2, or the
+            length of ``width`` when it is a list.
+        width: units per hidden layer: an int >= 1 for every layer, or a list of ints, one
+            per hidden layer (``[300, 100]`` is LeNet-300-100).
         activation: one of :data:`ACTIVATIONS`.
         norm: "batch", "layer", "group", "instance" or None.
         dropout_rate: drop probability after each hidden activation.
@@ -72,19 +75,44 @@ def mlp(
         >>> from gradwise.models import mlp
         >>> mlp((1, 8, 8), 10, depth=1, width=32)[1]
         Linear(in_features=64, out_features=32, bias=True)
+        >>> [layer.out_features for layer in mlp((784,), 10, width=[300, 100])[1::2]]
+        [300, 100, 10]
     """
-    _check_common("mlp", input_shape, num_outputs, width, activation, norm, dropout_rate)
+    widths = _hidden_widths(depth, width)
+    _check_common("mlp", input_shape, num_outputs, widths[0] if widths else 1, activation,
+                  norm, dropout_rate)  # fmt: skip
     check("norm", "mlp", norm, OneOf(("batch", "layer", "group", None)))
     check("num_groups", "mlp", num_groups, POSITIVE_INT)
-    check("depth", "mlp", depth, NON_NEGATIVE_INT)
     layers: list[nn.Module] = [nn.Flatten()]
     features = math.prod(input_shape)
-    for _ in range(depth):
-        layers.append(nn.Linear(features, width))
-        layers += _block_tail(width, 0, activation, norm, dropout_rate, num_groups)
-        features = width
+    for hidden in widths:
+        layers.append(nn.Linear(features, hidden))
+        layers += _block_tail(hidden, 0, activation, norm, dropout_rate, num_groups)
+        features = hidden
     layers.append(nn.Linear(features, num_outputs))
     return nn.Sequential(*layers)
+
+
+_WIDTHS = Satisfies(
+    lambda v: _is_int(v, 1) or (isinstance(v, list | tuple) and all(_is_int(w, 1) for w in v)),
+    "an int >= 1 or a list of ints >= 1",
+)
+_OPTIONAL_DEPTH = Either((NON_NEGATIVE_INT, Satisfies(lambda v: v is None, "None")))
+
+
+def _hidden_widths(depth: int | None, width: object) -> list[int]:
+    """The width of each hidden layer of :func:`mlp`, checked."""
+    check("depth", "mlp", depth, _OPTIONAL_DEPTH)
+    check("width", "mlp", width, _WIDTHS)
+    if isinstance(width, int):
+        return [width] * (2 if depth is None else depth)
+    widths = [int(w) for w in cast(Sequence[int], width)]
+    if depth is not None and depth != len(widths):
+        raise ValueError(
+            f"The 'depth' parameter of mlp must be None or the number of widths "
+            f"({len(widths)}) when 'width' is a list. Got {depth!r} instead."
+        )
+    return widths
 
 
 def cnn1d(

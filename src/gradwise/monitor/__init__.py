@@ -20,6 +20,7 @@ from gradwise.monitor._detectors import (
     detect_overfitting,
     detect_plateau,
     detect_saturated_units,
+    detect_underfitting,
     detect_vanishing_gradients,
     median_update_ratio,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "detect_overfitting",
     "detect_plateau",
     "detect_saturated_units",
+    "detect_underfitting",
     "detect_vanishing_gradients",
     "median_update_ratio",
     "watch",

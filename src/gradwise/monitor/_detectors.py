@@ -631,9 +631,41 @@ def detect_saturated_units(history: History, thresholds: Thresholds) -> Diagnosi
 # -- generalization ------------------------------------------------------------------------
 
 
+def _measured(history: History) -> dict[str, Any]:
+    """The latest training and validation loss and accuracy, and the step of each pair.
+
+    The training numbers come from the train/validation pair (the Trainer's epoch metrics
+    or the watch's validation probe), else from the monitoring subset of the training data.
+    """
+    train_loss = history.train_loss if len(history.train_loss) else history.monitor_loss
+    train_acc = history.train_accuracy if len(history.train_accuracy) else history.monitor_accuracy
+    return {
+        "train_loss": _round(train_loss.last),
+        "train_accuracy": _round(train_acc.last),
+        "train_step": train_loss.last_step,
+        "val_loss": _round(history.val_loss.last),
+        "val_accuracy": _round(history.val_accuracy.last),
+        "val_step": history.val_loss.last_step,
+    }
+
+
+def _numbers_text(numbers: dict[str, Any]) -> str:
+    """The numbers as text: "training loss 1.68 / accuracy 0.324, validation ... at step 600"."""
+    parts = []
+    for split, name in (("train", "training"), ("val", "validation")):
+        loss, accuracy = numbers[f"{split}_loss"], numbers[f"{split}_accuracy"]
+        if loss is None:
+            continue
+        text = f"{name} loss {loss:.3g}"
+        parts.append(text + (f" / accuracy {accuracy:.3f}" if accuracy is not None else ""))
+    step = numbers["val_step"] if numbers["val_step"] is not None else numbers["train_step"]
+    return ", ".join(parts) + (f" at step {step}" if step is not None else "")
+
+
 def detect_overfitting(history: History, thresholds: Thresholds) -> Diagnosis | None:
     """Train - validation accuracy >= 0.1 while the validation loss rises and the training
-    loss falls.
+    loss falls: high validation error with low training error (Ng's flowchart: more data,
+    regularization).
 
     Example:
         >>> from gradwise.monitor import History, Series, Thresholds, detect_overfitting
@@ -643,8 +675,9 @@ def detect_overfitting(history: History, thresholds: Thresholds) -> Diagnosis | 
         >>> history.train_accuracy = Series(steps, [0.9, 0.97, 0.99, 1.0])
         >>> history.val_loss = Series(steps, [0.6, 0.55, 0.7, 0.8])
         >>> history.val_accuracy = Series(steps, [0.85, 0.86, 0.85, 0.84])
-        >>> detect_overfitting(history, Thresholds()).evidence["gap"]
-        0.16
+        >>> finding = detect_overfitting(history, Thresholds())
+        >>> finding.evidence["gap"], finding.evidence["train_loss"], finding.evidence["val_loss"]
+        (0.16, 0.05, 0.8)
     """
     train_acc, val_acc = history.train_accuracy.last, history.val_accuracy.last
     val, train = history.val_loss, history.train_loss
@@ -662,21 +695,126 @@ def detect_overfitting(history: History, thresholds: Thresholds) -> Diagnosis | 
     falling = bool(train_then) and train.values[-1] < train_then[0]
     if gap < thresholds.overfitting_gap or not rising or not falling:
         return None
+    numbers = _measured(history)
     return _diagnosis(
         Finding.OVERFITTING,
-        f"train accuracy {train_acc:.3f} vs validation {val_acc:.3f} (gap {gap:.3f}); the "
-        f"validation loss rose from {best:.3g} (step {best_step}) to "
-        f"{values[-1]:.3g} while the training loss fell",
+        f"{_numbers_text(numbers)} (accuracy gap {gap:.3f}); the validation loss rose from "
+        f"{best:.3g} (step {best_step}) to {values[-1]:.3g} while the training loss fell "
+        f"from {train_then[0]:.3g} to {train.values[-1]:.3g}",
         REMEDIES[Finding.OVERFITTING],
         {
-            "train_accuracy": _round(train_acc),
-            "val_accuracy": _round(val_acc),
+            **numbers,
             "gap": _round(gap),
             "best_val_loss": _round(best),
             "best_val_step": best_step,
-            "val_loss": _round(values[-1]),
+            "train_loss_at_best_val": _round(train_then[0]),
         },
         _now(history),
+    )
+
+
+def _training_error_high(
+    numbers: dict[str, Any], reference: float, thresholds: Thresholds
+) -> tuple[bool, str] | None:
+    """Whether the training error is high, and against what; None: cannot be judged.
+
+    Against the user's target when one applies; else the training loss must stay above
+    ``underfitting_level`` of the chance (or initial) loss while the train-validation gap
+    is below ``underfitting_gap`` (no held-out numbers: not judged).
+    """
+    loss, accuracy = numbers["train_loss"], numbers["train_accuracy"]
+    if thresholds.target_accuracy is not None and accuracy is not None:
+        target = thresholds.target_accuracy
+        return accuracy < target, f"below the target accuracy {target:.3g}"
+    if thresholds.target_loss is not None:
+        return loss > thresholds.target_loss, f"above the target loss {thresholds.target_loss:.3g}"
+    val_loss, val_accuracy = numbers["val_loss"], numbers["val_accuracy"]
+    if accuracy is not None and val_accuracy is not None:
+        gap = accuracy - val_accuracy
+    elif val_loss is not None:
+        gap = (val_loss - loss) / reference
+    else:
+        return None
+    level = loss / reference
+    high = level > thresholds.underfitting_level and gap < thresholds.underfitting_gap
+    return high, f"{level:.0%} of the chance loss {reference:.3g}, with no generalization gap"
+
+
+def detect_underfitting(history: History, thresholds: Thresholds) -> Diagnosis | None:
+    """High training error on a flattened training curve: the model underfits (high bias).
+
+    Ng's bias-variance flowchart asks first whether the training error is high: if so,
+    use a bigger model, train longer, or optimize better; only then whether the
+    validation error is high (:func:`detect_overfitting`). "High" is judged against
+    ``target_accuracy`` or ``target_loss`` when one is set (the flowchart's human-level
+    reference). Without one, the best achievable training error is unknown, so the
+    detector asks for the symptoms of a model that cannot fit its own training data:
+    the training loss :math:`L_\\text{train}` stays above ``underfitting_level`` times the
+    chance loss :math:`L_\\text{chance}` (:math:`\\ln C` for C classes with
+    cross-entropy), while the model does about as well on held-out data (train -
+    validation accuracy below ``underfitting_gap``). In both cases the training curve must
+    have flattened: over the last ``window_steps`` steps (after warmup) the loss on the
+    monitoring subset of the training data improved by less than
+    ``underfitting_improvement`` of its value. Runs whose updates are too small
+    (LEARNING_RATE_TOO_LOW), that diverged, or that never left chance
+    (NO_LEARNING_SIGNAL) are left to those detectors.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds, detect_underfitting
+        >>> history = History(initial_loss=2.3, chance_loss=2.3026, chance_accuracy=0.1)
+        >>> steps = list(range(0, 601, 100))
+        >>> history.monitor_loss = Series(steps, [2.3, 1.9, 1.8, 1.75, 1.72, 1.71, 1.70])
+        >>> history.train_loss = Series(steps[1:], [1.9, 1.8, 1.75, 1.72, 1.71, 1.70])
+        >>> history.train_accuracy = Series(steps[1:], [0.25, 0.28, 0.3, 0.31, 0.32, 0.32])
+        >>> history.val_loss = Series(steps[1:], [1.88, 1.79, 1.74, 1.71, 1.70, 1.69])
+        >>> history.val_accuracy = Series(steps[1:], [0.26, 0.29, 0.3, 0.32, 0.33, 0.33])
+        >>> finding = detect_underfitting(history, Thresholds())
+        >>> finding.kind.name, finding.evidence["train_accuracy"], finding.evidence["val_accuracy"]
+        ('UNDERFITTING', 0.32, 0.33)
+        >>> detect_underfitting(history, Thresholds(target_accuracy=0.3)) is None
+        True
+
+    Reference:
+        A. Ng, "Nuts and bolts of building applications using deep learning" (NIPS 2016
+        tutorial): the applied bias-variance flowchart.
+    """
+    progress = _window_progress(history, thresholds)
+    ratio = median_update_ratio(history, thresholds)
+    if progress is None or (ratio is not None and ratio < thresholds.update_ratio_low):
+        return None
+    if loss_rise(history, thresholds) is not None or _at_chance(history, thresholds):
+        return None
+    numbers = _measured(history)
+    reference = history.chance_loss or progress[2]
+    judged = None if numbers["train_loss"] is None else _training_error_high(
+        numbers, reference, thresholds
+    )  # fmt: skip
+    if judged is None or not judged[0]:
+        return None
+    now = _now(history)
+    trend = _trend(history)
+    start = now - thresholds.window_steps
+    before = min(_finite(trend.between(0, start + 1)))
+    recent = min(_finite(trend.since(start + 1)))
+    improvement = (before - recent) / before if before > 0 else 0.0
+    if improvement >= thresholds.underfitting_improvement:
+        return None
+    return _diagnosis(
+        Finding.UNDERFITTING,
+        f"the training error is high: {_numbers_text(numbers)} ({judged[1]}); the training "
+        f"loss improved by only {improvement * 100:.3g}% over the last {thresholds.window_steps} "
+        "steps",
+        REMEDIES[Finding.UNDERFITTING],
+        {
+            **numbers,
+            "chance_loss": _round(history.chance_loss),
+            "loss_level": _round(numbers["train_loss"] / reference, 3),
+            "improvement": _round(improvement, 3),
+            "window": [start, now],
+            "target_accuracy": thresholds.target_accuracy,
+            "target_loss": thresholds.target_loss,
+        },
+        now,
     )
 
 
@@ -692,4 +830,5 @@ DETECTORS: tuple[Detector, ...] = (
     detect_dead_units,
     detect_saturated_units,
     detect_overfitting,
+    detect_underfitting,
 )

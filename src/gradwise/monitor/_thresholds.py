@@ -10,7 +10,9 @@ from gradwise._validation import (
     POSITIVE,
     POSITIVE_INT,
     Constraint,
+    Either,
     Interval,
+    Satisfies,
     check,
 )
 
@@ -77,6 +79,19 @@ class Thresholds:
             this while the training loss falls and...
         validation_rise: ...the validation loss is above its best by more than this
             fraction at ``sustained_checks`` consecutive evaluations.
+        target_accuracy, target_loss: the training performance the run should reach (the
+            flowchart's "human-level" reference, e.g. a published baseline), or None.
+            With one set, a training accuracy below it (or a training loss above it) on a
+            flattened training curve is UNDERFITTING, whatever the train-validation gap.
+        underfitting_level: without a target, the training error is "high" when the
+            training loss stays above this fraction of the chance loss (else of the initial
+            loss)...
+        underfitting_gap: ...the model does about as well on held-out data as on its
+            training data (train - validation accuracy below this; without accuracies,
+            validation - training loss below this fraction of the chance loss)...
+        underfitting_improvement: ...and the training curve has flattened: the loss on
+            the monitoring subset (training data) improved by less than this fraction over
+            the last window.
 
     Example:
         >>> from gradwise.monitor import Thresholds
@@ -113,6 +128,11 @@ class Thresholds:
     saturation_share: float = 0.5
     overfitting_gap: float = 0.1
     validation_rise: float = 0.05
+    target_accuracy: float | None = None
+    target_loss: float | None = None
+    underfitting_level: float = 0.3
+    underfitting_gap: float = 0.05
+    underfitting_improvement: float = 0.05
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -127,7 +147,9 @@ _FRACTIONS = (
     "loss_floor", "slow_progress", "oscillation_fraction", "oscillation_level",
     "plateau_improvement", "plateau_level", "chance_margin", "dead_fraction",
     "saturated_fraction", "saturation_share", "overfitting_gap", "validation_rise",
+    "underfitting_level", "underfitting_gap", "underfitting_improvement",
 )  # fmt: skip
+_NONE = Satisfies(lambda value: value is None, "None")
 _CONSTRAINTS: dict[str, Constraint] = {
     "warmup_steps": NON_NEGATIVE_INT,
     "window_steps": POSITIVE_INT,
@@ -146,5 +168,7 @@ _CONSTRAINTS: dict[str, Constraint] = {
     "vanishing_norm": POSITIVE,
     "exploding_ratio": POSITIVE,
     "spike_factor": Interval(low=1.0, low_closed=False),
+    "target_accuracy": Either((Interval(low=0.0, high=1.0, low_closed=False), _NONE)),
+    "target_loss": Either((POSITIVE, _NONE)),
     **dict.fromkeys(_FRACTIONS, _OPEN_UNIT),
 }

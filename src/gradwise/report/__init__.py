@@ -7,6 +7,7 @@ Every result is formatted once into a :class:`Table` that renders as aligned tex
 Agg canvas (no pyplot, no global backend change); importing this package stays cheap.
 """
 
+from gradwise.report._diagnosis import learning_curves_png
 from gradwise.report._html import Section, build_report, png_html, render_report
 from gradwise.report._study import build_study_report, leaderboard_table
 from gradwise.report._table import (
@@ -29,6 +30,7 @@ __all__ = [
     "format_time",
     "format_value",
     "leaderboard_table",
+    "learning_curves_png",
     "png_html",
     "render_report",
     "runs_table",

@@ -16,7 +16,7 @@ import numpy as np
 
 from gradwise.diagnosis import SEVERITY_ORDER
 from gradwise.report._html import Section, png_html
-from gradwise.report._plots import _figure, _finish, _png
+from gradwise.report._plots import _figure, _finish, _png, series
 from gradwise.report._table import Table
 from gradwise.runs import RunFolder, read_records
 
@@ -36,6 +36,7 @@ def findings_section(run: RunFolder) -> Section | None:
     findings = sorted(
         findings, key=lambda f: (SEVERITY_ORDER.get(f.get("severity", ""), 3), f.get("step") or 0)
     )
+    metrics = _metric_records(run)
     items = []
     for finding in findings:
         evidence = json.dumps(finding.get("evidence", {}), indent=1, allow_nan=True)
@@ -47,9 +48,109 @@ def findings_section(run: RunFolder) -> Section | None:
             f"{html.escape(str(finding.get('summary', '')))}<br>"
             f"<i>Fix:</i> {html.escape(str(finding.get('prescription', '')))}"
             f"<details><summary>evidence</summary><pre>{html.escape(evidence)}</pre></details>"
-            "</li>"
+            f"{_curves_html(metrics, finding)}</li>"
         )
     return Section("Findings", f'<ul class="findings">{"".join(items)}</ul>')
+
+
+#: The findings whose evidence is the learning curves: drawn next to them in the report.
+CURVE_FINDINGS = ("underfitting", "overfitting")
+
+
+def learning_curves_png(
+    records: Sequence[dict[str, Any]], finding: Mapping[str, Any]
+) -> bytes | None:
+    """Train and validation loss and accuracy per evaluation, with the finding's evidence.
+
+    The points the finding quotes (the latest train and validation numbers, the best
+    validation loss for OVERFITTING) are circled, the window over which UNDERFITTING
+    judged the training curve flat is shaded, and a target accuracy or loss is drawn as a
+    dashed line. None when ``records`` (metrics.jsonl) hold no train or validation loss.
+
+    Example:
+        >>> from gradwise.report import learning_curves_png
+        >>> records = [{"kind": "epoch", "step": s, "train_loss": 1.7, "val_loss": 1.68}
+        ...            for s in (100, 200, 300)]
+        >>> finding = {"kind": "underfitting", "evidence": {"train_loss": 1.7,
+        ...            "train_step": 300, "val_loss": 1.68, "val_step": 300, "window": [100, 300]}}
+        >>> learning_curves_png(records, finding)[:4]
+        b'\\x89PNG'
+    """
+    panels = [
+        (key, [(split, series(records, "epoch", f"{split}_{key}")) for split in ("train", "val")])
+        for key in ("loss", "accuracy")
+    ]
+    panels = [(key, lines) for key, lines in panels if any(y.size for _, (_, y) in lines)]
+    if not panels or panels[0][0] != "loss":
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 2.8), dpi=90)
+    FigureCanvasAgg(figure)
+    evidence = finding.get("evidence") or {}
+    for index, (key, lines) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        for (split, (x, y)), color in zip(lines, ("C0", "C1"), strict=True):
+            label = "train" if split == "train" else "validation"
+            axes.plot(x, y, "o-", color=color, markersize=3, linewidth=1.2, label=label)
+        _mark_evidence(axes, key, evidence)
+        axes.set_xlabel("step")
+        axes.set_ylabel(key)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="x-small", framealpha=0.8)
+    figure.suptitle(f"{str(finding.get('kind', '')).upper()}: the curves behind it", fontsize=9)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _mark_evidence(axes: Any, key: str, evidence: Mapping[str, Any]) -> None:
+    """Circle the quoted points, shade the judged window, draw the target."""
+    points = [
+        ("train", evidence.get(f"train_{key}"), evidence.get("train_step"), "C0"),
+        ("validation", evidence.get(f"val_{key}"), evidence.get("val_step"), "C1"),
+    ]
+    if key == "loss":
+        points.append(
+            ("best validation", evidence.get("best_val_loss"), evidence.get("best_val_step"), "C3")
+        )
+    for name, value, step, color in points:
+        if _number(value) and _number(step):
+            axes.plot([step], [value], "o", markersize=11, markerfacecolor="none",
+                      markeredgecolor=color, markeredgewidth=1.8,
+                      label=f"{name} (evidence)")  # fmt: skip
+    window = evidence.get("window")
+    if (
+        key == "loss"
+        and isinstance(window, list | tuple)
+        and len(window) == 2
+        and all(_number(bound) for bound in window)
+    ):
+        axes.axvspan(window[0], window[1], color="0.85", alpha=0.5, label="window judged")
+    target = evidence.get(f"target_{key}")
+    if _number(target):
+        axes.axhline(target, color="0.3", linestyle="--", linewidth=1, label=f"target {target:g}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _metric_records(run: RunFolder) -> list[dict[str, Any]]:
+    try:
+        return read_records(run)
+    except (OSError, ValueError):
+        return []
+
+
+def _curves_html(records: Sequence[dict[str, Any]], finding: Mapping[str, Any]) -> str:
+    if finding.get("kind") not in CURVE_FINDINGS:
+        return ""
+    png = learning_curves_png(records, finding)
+    if png is None:
+        return ""
+    kind = str(finding.get("kind", "")).upper()
+    return png_html(png, f"train and validation curves behind {kind}")
 
 
 def probe_sections(run: RunFolder) -> list[Section]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -89,7 +90,9 @@ def build_report(
     a run has more than 1,000 steps), train and validation loss per epoch, test loss,
     with a log y axis when the values span more than two decades and a dashed line where
     the loss first became NaN or infinite; (2) accuracy per epoch (and per step when
-    recorded); (3) the learning rate per step. The x axis is the optimizer step.
+    recorded); (3) the learning rate per step. The x axis is the optimizer step. A run
+    that averages its weights (gradwise.averaging) gets the averaged weights' validation
+    and test curves in (1) and (2) too.
 
     Args:
         run: a :class:`gradwise.runs.RunFolder` or the path of a run folder.
@@ -138,6 +141,7 @@ def render_report(run: RunFolder, extra_sections: Sequence[Section] = ()) -> str
         *([findings] if findings is not None else []),
         Section.from_table("Summary", summary_table({**summary, "name": name})),
         *_metric_sections(run),
+        *_sparsity_section(run),
         *_diagnosis.probe_sections(run),
         *([histograms] if histograms is not None else []),
         *_diagnosis.checks_sections(run),
@@ -184,6 +188,20 @@ def _metric_sections(run: RunFolder) -> list[Section]:
         text = "No metrics recorded yet." if not records else "No loss, accuracy or lr to plot."
         sections.append(Section("Metrics", f"<p>{html.escape(text)}</p>"))
     return sections
+
+
+def _sparsity_section(run: RunFolder) -> list[Section]:
+    """A pruned run's sparsity.json (gradwise.prune.Pruning): weights kept per tensor."""
+    try:
+        report = json.loads((run.path / "sparsity.json").read_text(encoding="utf-8"))
+        rows = [
+            [layer["name"], layer["size"], layer["remaining"], layer["sparsity"]]
+            for layer in [*report["layers"], {"name": "total", **report["total"]}]
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    table = Table("Pruned weights", ["tensor", "weights", "remaining", "sparsity"], rows)
+    return [Section.from_table("Sparsity", table)]
 
 
 def _config_section(run: RunFolder) -> Section:

@@ -41,11 +41,14 @@ def series(records: Records, kind: str, key: str) -> tuple[Array, Array]:
 
 def loss_png(records: Records) -> bytes | None:
     """Training loss per step (light, with its moving average), train, validation and test
-    loss per epoch; None if there is no finite loss to draw."""
+    loss per epoch, and those of the averaged weights when the run averages them
+    (gradwise.averaging); None if there is no finite loss to draw."""
     lines = [
         ("epoch", "train_loss", "train (epoch)", "C0"),
         ("epoch", "val_loss", "validation", "C1"),
+        ("epoch", "avg_val_loss", "validation, averaged weights", "C4"),
         ("test", "test_loss", "test", "C2"),
+        ("test", "avg_test_loss", "test, averaged weights", "C4"),
     ]
     return _metric_png(records, "loss", "loss", lines)
 
@@ -56,7 +59,9 @@ def accuracy_png(records: Records) -> bytes | None:
     lines = [
         ("epoch", "train_accuracy", "train (epoch)", "C0"),
         ("epoch", "val_accuracy", "validation", "C1"),
+        ("epoch", "avg_val_accuracy", "validation, averaged weights", "C4"),
         ("test", "test_accuracy", "test", "C2"),
+        ("test", "avg_test_accuracy", "test, averaged weights", "C4"),
     ]
     return _metric_png(records, "accuracy", "accuracy", lines)
 
@@ -91,7 +96,7 @@ def _metric_png(
         finite = np.isfinite(y)
         if not finite.any():
             continue
-        if name == "test":
+        if name.startswith("test"):
             axes.plot(x[finite], y[finite], "*", color=color, markersize=12, label=name)
         else:
             axes.plot(x[finite], y[finite], "o-", color=color, markersize=4, label=name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from fnmatch import fnmatchcase
 from functools import partial
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch import nn
 from gradwise import optim, preprocess, regularize, schedules
 from gradwise.config import ConfigError, unknown_key_message, unknown_name_message
 from gradwise.distributed._one_bit_adam import OneBitAdam
+from gradwise.train._warm_start import quote_names
 
 PREPROCESSORS: dict[str, Callable[..., preprocess.Preprocessor]] = {
     "rescale": preprocess.Rescale,
@@ -138,7 +140,16 @@ def build_augmentation(
 def build_optimizer(
     spec: Mapping[str, Any], model: nn.Module, path: str = "train.optimizer"
 ) -> torch.optim.Optimizer:
-    """A named optimizer (``{name: AdamW, lr: 3e-3}``) or a chain (``{chain: [...], lr: ...}``)."""
+    """A named optimizer (``{name: AdamW, lr: 3e-3}``) or a chain (``{chain: [...], lr: ...}``).
+
+    Only trainable parameters (``requires_grad``) are optimized, so frozen layers stay out
+    of the optimizer. ``groups`` gives layer groups their own hyperparameters as torch
+    param groups: ``groups: [{params: ["0.*", "2.*"], lr: 3e-4, weight_decay: 0.0}]``
+    (glob patterns over parameter names); each parameter is in at most one group, and the
+    parameters no group names form the default group, first, with the top-level values.
+    A group of a named optimizer may set any of its hyperparameters; a group of a chain
+    sets ``lr``.
+    """
     if "chain" in spec:
         return _build_chain(spec, model, path)
     name = spec.get("name")
@@ -148,17 +159,30 @@ def build_optimizer(
         )
     if name not in OPTIMIZERS:
         raise ConfigError(unknown_name_message("optimizer", name, f"{path}.name", list(OPTIMIZERS)))
-    args = {k: v for k, v in spec.items() if k != "name"}
-    optimizer: torch.optim.Optimizer = construct(
-        partial(OPTIMIZERS[name], model.parameters()), args, path
-    )
+    factory = OPTIMIZERS[name]
+    args = {k: v for k, v in spec.items() if k not in ("name", "groups")}
+    check_group = None
+    if "groups" in spec:
+        # A throwaway optimizer over one tensor validates the arguments and names the
+        # hyperparameters a group may set; each group's values are validated the same way.
+        probe = construct(partial(factory, [_probe_tensor()]), args, path)
+        names = list(getattr(probe, "hyperparameter_names", None) or probe.defaults)
+
+        def check_group(options: Mapping[str, Any], where: str) -> None:
+            for key in options:
+                if key not in names:
+                    raise ConfigError(unknown_key_message(key, where, ["params", *names]))
+            construct(partial(factory, [_probe_tensor()]), {**args, **options}, where)
+
+    params = _param_groups(model, spec.get("groups"), path, check_group)
+    optimizer: torch.optim.Optimizer = construct(partial(factory, params), args, path)
     return optimizer
 
 
 def _build_chain(spec: Mapping[str, Any], model: nn.Module, path: str) -> optim.Optimizer:
-    extra = [key for key in spec if key not in ("chain", "lr")]
+    extra = [key for key in spec if key not in ("chain", "lr", "groups")]
     if extra:
-        raise ConfigError(unknown_key_message(extra[0], path, ["chain", "lr"]))
+        raise ConfigError(unknown_key_message(extra[0], path, ["chain", "lr", "groups"]))
     lr = spec.get("lr", 1e-3)
     transforms = _chain_entries(spec["chain"], path)
     if transforms[-1][0] != "scale_by_learning_rate":
@@ -180,10 +204,116 @@ def _build_chain(spec: Mapping[str, Any], model: nn.Module, path: str) -> optim.
         return optim.chain(*parts)
 
     factory(lr)  # validate every entry now, not at the first step
+    params = _param_groups(model, spec.get("groups"), path, _chain_group_check(factory))
     try:
-        return optim.Optimizer(model.parameters(), factory, lr=lr)
+        return optim.Optimizer(params, factory, lr=lr)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"in '{path}': {error}") from None
+
+
+GroupCheck = Callable[[Mapping[str, Any], str], None]
+
+
+def _chain_group_check(factory: Callable[..., optim.GradientTransform]) -> GroupCheck:
+    """A chain's group may set only ``lr`` (its factory's one hyperparameter)."""
+
+    def check_group(options: Mapping[str, Any], where: str) -> None:
+        for key in options:
+            if key != "lr":
+                raise ConfigError(unknown_key_message(key, where, ["params", "lr"]))
+        if not options:
+            return
+        try:
+            optim.Optimizer([_probe_tensor()], factory, **options)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"in '{where}': {error}") from None
+
+    return check_group
+
+
+def _param_groups(
+    model: nn.Module, groups: Any, path: str, check_group: GroupCheck | None
+) -> list[dict[str, Any]]:
+    """The optimizer's param groups: the default group (if not empty), then ``groups``."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ConfigError(
+            f"'{path}' has no parameter to train: every parameter of the model is frozen "
+            "(see 'train.warm_start.freeze')."
+        )
+    if groups is None:
+        return [{"params": [p for _, p in named]}]
+    if not isinstance(groups, list) or not groups or check_group is None:
+        raise ConfigError(
+            f"'{path}.groups' must be a non-empty list of mappings like "
+            f"{{params: ['0.*'], lr: 3e-4}}. Got {groups!r} instead."
+        )
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    owner: dict[str, str] = {}
+    built = []
+    for index, entry in enumerate(groups):
+        where = f"{path}.groups[{index}]"
+        patterns, options = _group_entry(entry, where)
+        check_group(options, where)
+        members = _group_members(named, frozen, patterns, where, owner)
+        built.append({"params": members, **options})
+    rest = [p for name, p in named if name not in owner]
+    return ([{"params": rest}] if rest else []) + built
+
+
+def _group_entry(entry: Any, where: str) -> tuple[list[str], dict[str, Any]]:
+    patterns = entry.get("params") if isinstance(entry, Mapping) else None
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not (isinstance(patterns, list) and patterns and all(isinstance(p, str) for p in patterns)):
+        raise ConfigError(
+            f"'{where}' must be a mapping with 'params': a list of glob patterns over "
+            f"parameter names (e.g. {{params: ['0.*'], lr: 3e-4}}). Got {entry!r} instead."
+        )
+    return patterns, {k: v for k, v in entry.items() if k != "params"}
+
+
+def _group_members(
+    named: Sequence[tuple[str, nn.Parameter]],
+    frozen: Sequence[str],
+    patterns: Sequence[str],
+    where: str,
+    owner: dict[str, str],
+) -> list[nn.Parameter]:
+    """The parameters a group's patterns match; a parameter of another group is an error."""
+    members: list[nn.Parameter] = []
+    for pattern in patterns:
+        matched = [(name, p) for name, p in named if fnmatchcase(name, pattern)]
+        if not matched:
+            raise ConfigError(_no_match_message(pattern, where, named, frozen))
+        for name, parameter in matched:
+            if owner.setdefault(name, where) != where:
+                raise ConfigError(
+                    f"parameter '{name}' is in both '{owner[name]}' and '{where}' (pattern "
+                    f"{pattern!r}); a parameter may be in one group only."
+                )
+            if not any(parameter is member for member in members):
+                members.append(parameter)
+    return members
+
+
+def _no_match_message(
+    pattern: str, where: str, named: Sequence[tuple[str, nn.Parameter]], frozen: Sequence[str]
+) -> str:
+    frozen_matches = [name for name in frozen if fnmatchcase(name, pattern)]
+    if frozen_matches:
+        return (
+            f"{pattern!r} in '{where}.params' matches only frozen parameters "
+            f"({quote_names(frozen_matches)}), which the optimizer does not update."
+        )
+    return (
+        f"{pattern!r} in '{where}.params' matches no parameter of the model; its trainable "
+        f"parameters are {quote_names([name for name, _ in named])}."
+    )
+
+
+def _probe_tensor() -> torch.Tensor:
+    return torch.zeros(1, requires_grad=True)
 
 
 def _chain_entries(entries: Any, path: str) -> list[tuple[str, dict[str, Any], str]]:

@@ -69,7 +69,9 @@ def train_rank(
         if backend == "nccl":
             device = torch.device("cuda", world.local_rank)
             torch.cuda.set_device(device)
-        prepared = prepare_run(replace(settings, device=str(device.type)))
+        prepared = prepare_run(
+            replace(settings, device=str(device.type)), resuming=resume is not None
+        )
         prepared.device = device
         prepared.model = prepared.model.to(device)
         model = DistributedDataParallel(

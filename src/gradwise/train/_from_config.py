@@ -7,6 +7,7 @@ folder is made or a step runs, so a configuration error costs nothing.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 
 from gradwise import init, preprocess, schedules
+from gradwise.averaging import StochasticWeightAverage, WeightAverage
+from gradwise.averaging._build import averaging_for_run
 from gradwise.config import (
     ConfigError,
     RunConfig,
@@ -29,7 +32,7 @@ from gradwise.data import Dataset, DataSplits, available_datasets, load_dataset,
 from gradwise.distributed._world import World
 from gradwise.models import MODELS, build_model
 from gradwise.regularize import EarlyStopping, MaxNorm, Mixup, Penalty
-from gradwise.runs import RunFolder, write_config
+from gradwise.runs import RunFolder, read_summary, write_config
 from gradwise.schedules import ScheduleLR
 from gradwise.train._callbacks import Callback
 from gradwise.train._components import (
@@ -39,6 +42,7 @@ from gradwise.train._components import (
     build_schedule,
 )
 from gradwise.train._trainer import FitResult, Trainer
+from gradwise.train._warm_start import WarmStartReport, freeze, warm_start
 
 
 @dataclass
@@ -55,10 +59,16 @@ class PreparedRun:
     mixup: Mixup | None
     total_steps: int
     device: torch.device
+    averaging: WeightAverage | None = None
+    warm_start: WarmStartReport | None = None
 
 
-def prepare_run(config: RunConfig) -> PreparedRun:
-    """Build data, model and optimizer from ``config``; raise ConfigError on any problem."""
+def prepare_run(config: RunConfig, *, resuming: bool = False) -> PreparedRun:
+    """Build data, model and optimizer from ``config``; raise ConfigError on any problem.
+
+    ``resuming``: the run continues from its own checkpoint, so a ``warm_start`` source is
+    not read (it need not exist any more); its ``freeze`` still applies.
+    """
     device = _device(config.device)
     torch.manual_seed(config.seed)
     entry_points: dict[str, Any] = {}
@@ -66,11 +76,14 @@ def prepare_run(config: RunConfig) -> PreparedRun:
     data, preprocessing = _preprocess(data, config)
     model = _build_model(config, data, entry_points).to(device)
     _initialize(model, config)
+    warm = _warm_start(model, config, resuming)
+    _apply_ticket(model, config)
     steps_per_epoch = math.ceil(len(data.train) / config.data.batch_size)
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch  # type: ignore[operator]
     scale = _linear_scaling(config)
     optimizer = build_optimizer(_scaled_optimizer(config.optimizer, scale), model)
-    scheduler = _scheduler(config, optimizer, total_steps, scale)
+    averaging = averaging_for_run(config.averaging, model, total_steps)
+    scheduler = _scheduler(config, optimizer, total_steps, scale, averaging)
     augment, mixup = build_augmentation(
         config.data.augment, "train.data.augment", config.seed, data.num_classes
     )
@@ -89,6 +102,8 @@ def prepare_run(config: RunConfig) -> PreparedRun:
         mixup,
         total_steps,
         device,
+        averaging,
+        warm_start=warm,
     )
 
 
@@ -118,6 +133,7 @@ def make_trainer(
         options = config_to_dict(regularization.early_stopping)
         early_stopping = EarlyStopping(**options)
     doctor = [] if config.monitor is None else [_live_doctor(prepared, run)]
+    pruning, pruning_summary = _pruning(prepared, run if world is None or world.is_main else None)
     return Trainer(
         prepared.model,
         prepared.optimizer,
@@ -130,7 +146,7 @@ def make_trainer(
         augment=prepared.augment,
         mixup=prepared.mixup,
         early_stopping=early_stopping,
-        callbacks=[*doctor, *callbacks],
+        callbacks=[*pruning, *doctor, *callbacks],
         run=run,
         seed=config.seed,
         device=prepared.device,
@@ -139,16 +155,17 @@ def make_trainer(
         monitor=_monitor(config, prepared.data),
         monitor_mode=config.checkpoint.mode,
         progress=progress,
-        metadata=_metadata(config, prepared),
+        metadata={**_metadata(config, prepared), **pruning_summary},
         world=world,
         rank_state=rank_state,
+        averaging=prepared.averaging,
     )
 
 
 def _live_doctor(prepared: PreparedRun, run: RunFolder | None) -> Callback:
     """The monitor that raises findings live, on a fixed subset of the training split."""
     from gradwise.doctor import LiveDoctor
-    from gradwise.monitor import watch
+    from gradwise.monitor import Thresholds, watch
 
     settings = prepared.config.monitor
     assert settings is not None  # noqa: S101 - the caller checked
@@ -167,6 +184,9 @@ def _live_doctor(prepared: PreparedRun, run: RunFolder | None) -> Callback:
         every=settings.every,
         cheap_every=settings.cheap_every,
         histograms=settings.histograms,
+        thresholds=Thresholds(
+            target_accuracy=settings.target_accuracy, target_loss=settings.target_loss
+        ),
     )
     return LiveDoctor(monitor, run)
 
@@ -182,6 +202,8 @@ def train(
     write_config(folder, config_to_dict(config))
     if prepared.preprocessing is not None:
         preprocess.save(prepared.preprocessing, folder.preprocess_path)
+    if progress and prepared.warm_start is not None:
+        print(prepared.warm_start, file=sys.stderr)
     trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
     return _fit_and_report(trainer, folder, False)
 
@@ -201,7 +223,11 @@ def resume(
             f"{folder.path} has no checkpoint to resume from (no {folder.last_checkpoint.name})."
         )
     config = parse_config(read_file(folder.config_path))
-    prepared = prepare_run(config)
+    prepared = prepare_run(config, resuming=True)
+    if config.warm_start is not None:
+        # The checkpoint wins over the source; the summary keeps the first start's report.
+        record = read_summary(folder).get("warm_start") if folder.summary_path.is_file() else None
+        prepared.warm_start = WarmStartReport.from_dict(record) if record else None
     trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
     return _fit_and_report(trainer, folder, True)
 
@@ -353,6 +379,49 @@ def _initialize(model: nn.Module, config: RunConfig) -> None:
         raise ConfigError(f"in 'train.init': {error}") from None
 
 
+def _warm_start(model: nn.Module, config: RunConfig, resuming: bool) -> WarmStartReport | None:
+    """The warm_start section: load the source's matching weights, then freeze layers."""
+    spec = config.warm_start
+    if spec is None:
+        return None
+    if spec.source is None:
+        raise ConfigError(
+            "'train.warm_start' needs a 'source': a run folder or a .pt file "
+            "(e.g. warm_start: {source: runs/mnist5k-cnn2d-20261122-101500})."
+        )
+    report = None
+    if not resuming:  # a resumed run's checkpoint holds the warm-started weights already
+        try:
+            report = warm_start(model, spec.source, checkpoint=spec.checkpoint, strict=spec.strict)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"in 'train.warm_start': {error}") from None
+    frozen: list[str] = []
+    if spec.freeze:
+        try:
+            frozen = freeze(model, spec.freeze, freeze_statistics=spec.freeze_statistics)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"in 'train.warm_start.freeze': {error}") from None
+    return replace(report, frozen=tuple(frozen)) if report is not None else None
+
+
+def _apply_ticket(model: nn.Module, config: RunConfig) -> None:
+    """The prune section: start from the ticket's weights (if any) with its masks applied."""
+    if config.prune is not None:
+        from gradwise.prune._config import apply_run_ticket
+
+        apply_run_ticket(config.prune, model)
+
+
+def _pruning(prepared: PreparedRun, run: RunFolder | None) -> tuple[list[Callback], dict[str, Any]]:
+    """The prune section's callback (keeps the ticket's masks) and its summary fields."""
+    if prepared.config.prune is None:
+        return [], {}
+    from gradwise.prune._config import run_pruning
+
+    pruning = run_pruning(prepared.config.prune, run)
+    return [pruning], {"weights_remaining": pruning.masks.fraction_remaining()}
+
+
 def _linear_scaling(config: RunConfig) -> float:
     """Goyal et al. 2017's linear scaling rule: lr x global batch / reference batch."""
     reference = config.distributed.reference_batch_size
@@ -368,14 +437,31 @@ def _scaled_optimizer(spec: dict[str, Any], scale: float) -> dict[str, Any]:
             "'train.distributed.reference_batch_size' scales 'train.optimizer.lr', which must "
             f"then be a number. Got {lr!r}."
         )
+    groups = spec.get("groups")
+    if isinstance(groups, list):  # a group's own lr scales too (a bad entry fails later)
+        groups = [_scaled_group(group, scale) for group in groups]
+        return {**spec, "lr": lr * scale, "groups": groups}
     return {**spec, "lr": lr * scale}
 
 
+def _scaled_group(group: Any, scale: float) -> Any:
+    lr = group.get("lr") if isinstance(group, dict) else None
+    if not isinstance(lr, int | float) or isinstance(lr, bool):
+        return group
+    return {**group, "lr": lr * scale}
+
+
 def _scheduler(
-    config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int, scale: float = 1.0
+    config: RunConfig,
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    scale: float = 1.0,
+    averaging: WeightAverage | None = None,
 ) -> ScheduleLR | None:
     ramp = config.distributed.scaling_warmup_steps if scale != 1.0 else 0
-    if config.schedule is None and ramp == 0:
+    swa_lr = config.averaging.swa_lr if config.averaging is not None else None
+    swa = averaging if isinstance(averaging, StochasticWeightAverage) else None
+    if config.schedule is None and ramp == 0 and (swa is None or swa_lr is None):
         return None
     per_group = []
     for group in optimizer.param_groups:
@@ -391,6 +477,11 @@ def _scheduler(
             )  # fmt: skip
         if ramp:
             schedule = schedules.linear_warmup(schedule, num_steps=ramp, start=lr / scale)
+        if swa is not None and swa_lr is not None:
+            # SWA's rate joins the schedule at its start; a group with its own lr keeps its
+            # ratio to the optimizer's lr.
+            reference = float(optimizer.defaults.get("lr") or optimizer.param_groups[0]["lr"])
+            schedule = swa.schedule(schedule, swa_lr * (lr / reference if reference else 1.0))
         per_group.append(schedule)
     return ScheduleLR(optimizer, per_group)
 
@@ -420,4 +511,5 @@ def _metadata(config: RunConfig, prepared: PreparedRun) -> dict[str, Any]:
         "seed": config.seed,
         "device": str(prepared.device),
         "total_steps": prepared.total_steps,
+        **({"warm_start": prepared.warm_start.to_dict()} if prepared.warm_start else {}),
     }

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from gradwise._validation import POSITIVE_INT, Either, OneOf, Satisfies, check
+from gradwise.averaging import WeightAverage
 from gradwise.data import Batches, Dataset, DataSplits
 from gradwise.distributed._world import World
 from gradwise.losses import get_loss
@@ -31,6 +32,11 @@ LossFunction = Callable[[Tensor, Tensor], Tensor]
 
 _OPTIONAL_INT = Either((POSITIVE_INT, Satisfies(lambda v: v is None, "None")))
 _MODES = OneOf(("auto", "min", "max"))
+#: The averaged weights' file in a run's checkpoints/ (when the run averages its weights).
+AVERAGED_CHECKPOINT = "averaged.pt"
+_AVERAGE = Satisfies(
+    lambda v: v is None or isinstance(v, WeightAverage), "a gradwise.averaging average or None"
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -110,6 +116,12 @@ class Trainer:
         rank_state: state that differs between ranks and must survive a resume (the
             gradient compression's error feedback): an object with ``state_dict`` and
             ``load_state_dict``; checkpoints keep every rank's.
+        averaging: a :mod:`gradwise.averaging` average of the weights, updated after
+            every step. Each epoch then also evaluates the averaged weights, after
+            recomputing their batch-norm statistics over the training split
+            (``avg_val_loss``, ``avg_val_accuracy``; ``avg_test_*`` at the end), writes
+            them to ``checkpoints/averaged.pt`` (``load_checkpoint(path)["model"]``), and
+            checkpoints keep the average so a resumed run continues it exactly.
 
     Example:
         >>> import torch
@@ -152,8 +164,10 @@ class Trainer:
         metadata: Mapping[str, Any] | None = None,
         world: World | None = None,
         rank_state: Any = None,
+        averaging: WeightAverage | None = None,
     ) -> None:
         check("batch_size", "Trainer", batch_size, POSITIVE_INT)
+        check("averaging", "Trainer", averaging, _AVERAGE)
         check("epochs", "Trainer", epochs, _OPTIONAL_INT)
         check("steps", "Trainer", steps, _OPTIONAL_INT)
         check("log_every", "Trainer", log_every, POSITIVE_INT)
@@ -177,6 +191,7 @@ class Trainer:
         self.mixup = mixup
         self.early_stopping = early_stopping
         self.callbacks = list(callbacks)
+        self.averaging = averaging
         self.run = run
         self.device = torch.device(device) if device is not None else _device_of(self.module)
         self.batches = Batches(data.train, batch_size, shuffle=True, seed=seed, device=self.device)
@@ -344,6 +359,8 @@ class Trainer:
 
     def _after_step(self) -> TrainState:
         position = self._position
+        if self.averaging is not None:
+            self.averaging.update(self.module, position.step)
         lr = self._lr()
         if position.step % self.log_every == 0 or position.step == self.total_steps:
             loss, accuracy = self._totals.take("log")
@@ -364,6 +381,7 @@ class Trainer:
             metrics["train_accuracy"] = train_accuracy
         if self.data.validation is not None:
             metrics.update(self._evaluate(self.data.validation, "val"))
+        metrics.update(self._averaged_metrics(self.data.validation, "avg_val"))
         metrics["lr"] = self._lr()
         self._epoch_metrics = metrics
         self._record({"kind": "epoch", **metrics})
@@ -411,16 +429,19 @@ class Trainer:
         if status in ("interrupted", "stopped") or self.data.test is None:
             return {}
         test = self._evaluate(self.data.test, "test")
+        test.update(self._averaged_metrics(self.data.test, "avg_test"))
         self._record({"kind": "test", **test})
         return test
 
     # -- evaluation, records, checkpoints -----------------------------------------------
 
-    def _evaluate(self, dataset: Dataset, prefix: str) -> dict[str, float]:
+    def _evaluate(
+        self, dataset: Dataset, prefix: str, module: nn.Module | None = None
+    ) -> dict[str, float]:
         # Every rank evaluates the whole split with the same weights: the same numbers on
         # every rank, so early stopping and the best checkpoint agree without messages.
         loss, accuracy = evaluate(
-            self.module,
+            self.module if module is None else module,
             dataset,
             self.loss_fn,
             device=self.device,
@@ -430,6 +451,26 @@ class Trainer:
         if accuracy is not None:
             result[f"{prefix}_accuracy"] = accuracy
         return result
+
+    def _averaged_metrics(self, dataset: Dataset | None, prefix: str) -> dict[str, float]:
+        """Make the averaged weights ready (batch-norm statistics of their own), write them
+        to checkpoints/averaged.pt and evaluate them; nothing before the first average."""
+        averaging = self.averaging
+        if averaging is None or averaging.num_averaged == 0:
+            return {}
+        if not averaging.use_buffers:
+            # Training-sized batches in epoch 0's shuffled order (a pure function of the
+            # seed; the same on every rank): splits sorted by class would otherwise give
+            # single-class batches, whose mean variance misses the between-class part.
+            averaging.recompute_batch_norm(self.batches.epoch(0))
+        if self.run is not None and self.world.is_main:
+            save_checkpoint(self.run.checkpoint_dir / AVERAGED_CHECKPOINT, {
+                "model": averaging.module.state_dict(),
+                "averaging": type(averaging).__name__,
+                "num_averaged": averaging.num_averaged,
+                "step": self._position.step,
+            })  # fmt: skip
+        return {} if dataset is None else self._evaluate(dataset, prefix, averaging.module)
 
     def _record(self, values: Mapping[str, Any]) -> None:
         if self._outputs is None:
@@ -488,6 +529,7 @@ class Trainer:
             "totals": self._totals.state_dict(),
             "elapsed": self._elapsed(),
             "ranks": per_rank,
+            "averaging": self.averaging.state_dict() if self.averaging is not None else None,
         }
 
     def _restore(self) -> None:
@@ -522,6 +564,17 @@ class Trainer:
         self._epoch_metrics = dict(contents["epoch_metrics"])
         self._totals.load_state_dict(contents["totals"])
         self._elapsed_before = float(contents["elapsed"])
+        self._restore_averaging(contents.get("averaging"))
+
+    def _restore_averaging(self, saved: Mapping[str, Any] | None) -> None:
+        if self.averaging is None:
+            return
+        if saved is None:
+            raise ValueError(
+                f"{self.run.last_checkpoint if self.run else 'The checkpoint'} holds no weight "
+                "average: the run started without one. Resume it without 'averaging'."
+            )
+        self.averaging.load_state_dict(saved)
 
     # -- small helpers --------------------------------------------------------------------
 

@@ -1,0 +1,375 @@
+"""Averages of the weights along a run: EMA, Polyak-Ruppert, SWA, on torch's AveragedModel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, final
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim.swa_utils import AveragedModel
+
+from gradwise._validation import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    Boolean,
+    Either,
+    Interval,
+    Satisfies,
+    check,
+    invalid_value_error,
+)
+
+_MODULE = Satisfies(lambda value: isinstance(value, nn.Module), "an nn.Module")
+_OPEN_UNIT_INTERVAL = Interval(low=0.0, high=1.0, low_closed=False, high_closed=False)
+_OPTIONAL_POSITIVE_INT = Either((POSITIVE_INT, Satisfies(lambda value: value is None, "None")))
+
+
+class WeightAverage:
+    """An average of a model's weights along training, updated every ``every`` steps.
+
+    The average lives in a :class:`torch.optim.swa_utils.AveragedModel` (``averaged_model``;
+    its copy of the network is :attr:`module`). :meth:`update` is called after every
+    optimizer step with the number of steps taken so far, :math:`s`; it folds the model's
+    current weights in when :math:`s > \\text{first}` and :math:`s - \\text{first}` is a
+    multiple of ``every``. The first iterate folded in is copied (AveragedModel's rule).
+
+    Buffers: with ``use_buffers=False`` (the default) the averaged copy's buffers follow
+    the live model's, and :meth:`recompute_batch_norm` gives the batch-norm layers the
+    statistics of the averaged weights before they are evaluated (the live model's running
+    statistics belong to other weights). With ``use_buffers=True`` the floating-point
+    buffers are averaged like the parameters (torch's alternative, with no extra pass
+    over the data) and integer buffers (batch counts) follow the live model.
+
+    Use :class:`ExponentialMovingAverage`, :class:`PolyakAverage` or
+    :class:`StochasticWeightAverage`; this base class holds what they share.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        first: int,
+        every: int,
+        use_buffers: bool,
+        multi_avg_fn: Any,
+    ) -> None:
+        owner = type(self).__name__
+        check("model", owner, model, _MODULE)
+        check("use_buffers", owner, use_buffers, Boolean())
+        self.first = int(first)
+        self.every = int(every)
+        self.use_buffers = use_buffers
+        self.averaged_model = AveragedModel(
+            model, multi_avg_fn=multi_avg_fn, use_buffers=use_buffers
+        )
+
+    @property
+    def module(self) -> nn.Module:
+        """The averaged network: a copy of the model holding the averaged weights."""
+        return self.averaged_model.module
+
+    @property
+    def num_averaged(self) -> int:
+        """How many iterates the average holds (0 before the first update)."""
+        return int(self.averaged_model.n_averaged)
+
+    def should_update(self, step: int) -> bool:
+        """Whether the iterate after ``step`` optimizer steps joins the average."""
+        return step > self.first and (step - self.first) % self.every == 0
+
+    def update(self, model: nn.Module, step: int) -> bool:
+        """Fold ``model``'s weights in if ``step`` (steps taken so far) is an averaging step.
+
+        Returns whether it did.
+        """
+        if not self.should_update(step):
+            return False
+        self.averaged_model.update_parameters(model)
+        return True
+
+    def recompute_batch_norm(self, batches: Iterable[Any]) -> None:
+        """Give the averaged copy's batch-norm layers the statistics of its own weights.
+
+        One pass over ``batches`` (tensors, or tuples whose first item is the input) with
+        fresh running statistics accumulated as a plain mean (``momentum=None``), as
+        :func:`torch.optim.swa_utils.update_bn` does, except that only the batch-norm
+        layers are in training mode: dropout and other noise layers stay off, so the pass
+        uses no random numbers, leaves the run's RNG untouched, and gives statistics that
+        match evaluation-mode activations (Li et al., "Understanding the Disharmony between
+        Dropout and Batch Normalization by Variance Shift", CVPR 2019). Without dropout it
+        equals ``update_bn``. A model without batch norm is left as it is.
+
+        Give training-sized batches in a shuffled order: the statistics are the mean of
+        per-batch means and variances, so batches of one class each (a split sorted by
+        class) would miss the variance between classes.
+        """
+        _recompute_batch_norm(self.module, batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The average (weights, buffers, count) and its cadence, for checkpoints."""
+        return {
+            "kind": type(self).__name__,
+            "first": self.first,
+            "every": self.every,
+            "averaged_model": self.averaged_model.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (the same kind of average, same cadence)."""
+        saved = (state.get("kind"), state.get("first"), state.get("every"))
+        mine = (type(self).__name__, self.first, self.every)
+        if saved != mine:
+            raise ValueError(
+                f"The saved average is a {saved[0]} first averaged after step {saved[1]} "
+                f"every {saved[2]} steps; this one is a {mine[0]} after step {mine[1]} "
+                f"every {mine[2]}. Resume with the settings the run started with."
+            )
+        self.averaged_model.load_state_dict(state["averaged_model"])
+
+
+@final
+class ExponentialMovingAverage(WeightAverage):
+    r"""An exponential moving average (EMA) of the weights.
+
+    .. math::
+        \bar w_1 = w_{s_1}, \qquad
+        \bar w_{t+1} = \beta_t \bar w_t + (1 - \beta_t)\, w_{s_{t+1}},
+
+    where :math:`s_1 < s_2 < \dots` are the averaging steps (every ``every`` steps after
+    ``start``). Without warmup :math:`\beta_t = \beta` (``decay``), which is torch's
+    ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))``. With
+    ``decay_warmup=True``, :math:`\beta_t = \min(\beta, (1 + t)/(10 + t))` where :math:`t`
+    counts the iterates already averaged: the early average forgets the initial weights
+    quickly instead of being dominated by them for :math:`\sim 1/(1-\beta)` steps. The form
+    is TensorFlow's ``tf.train.ExponentialMovingAverage(decay, num_updates=t)``.
+
+    Args:
+        model: the network whose weights are averaged (copied at construction).
+        decay: :math:`\beta`, a float in (0, 1); default 0.999.
+        decay_warmup: use :math:`\min(\beta, (1 + t)/(10 + t))`; default False.
+        start: the first average is taken after step ``start + every``; an int >= 0.
+        every: steps between averaged iterates; default 1.
+        use_buffers: average floating-point buffers too (see :class:`WeightAverage`).
+
+    Example:
+        >>> import torch
+        >>> from gradwise.averaging import ExponentialMovingAverage
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> ema = ExponentialMovingAverage(model, decay=0.5)
+        >>> for step, value in enumerate([1.0, 2.0, 4.0], start=1):
+        ...     _ = model.weight.data.fill_(value)
+        ...     _ = ema.update(model, step)
+        >>> ema.module.weight.item()  # 0.5 * (0.5 * 1 + 0.5 * 2) + 0.5 * 4
+        2.75
+
+    Reference:
+        Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging", 1992;
+        TensorFlow, ``tf.train.ExponentialMovingAverage`` (the decay warmup).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        decay: float = 0.999,
+        *,
+        decay_warmup: bool = False,
+        start: int = 0,
+        every: int = 1,
+        use_buffers: bool = False,
+    ) -> None:
+        owner = "ExponentialMovingAverage"
+        check("decay", owner, decay, _OPEN_UNIT_INTERVAL)
+        check("decay_warmup", owner, decay_warmup, Boolean())
+        check("start", owner, start, NON_NEGATIVE_INT)
+        check("every", owner, every, POSITIVE_INT)
+        self.decay = float(decay)
+        self.decay_warmup = decay_warmup
+        super().__init__(
+            model,
+            first=start,
+            every=every,
+            use_buffers=use_buffers,
+            multi_avg_fn=self._average_into,
+        )
+
+    def decay_at(self, num_averaged: int) -> float:
+        """:math:`\\beta_t` for the update that joins the next iterate to ``t`` averaged."""
+        if not self.decay_warmup:
+            return self.decay
+        return min(self.decay, (1.0 + num_averaged) / (10.0 + num_averaged))
+
+    @torch.no_grad()
+    def _average_into(
+        self, averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor | int
+    ) -> None:
+        # AveragedModel calls this once per (device, dtype) group of tensors.
+        if not (averaged[0].is_floating_point() or averaged[0].is_complex()):
+            for mine, theirs in zip(averaged, current, strict=True):
+                mine.copy_(theirs)  # counts (BatchNorm's num_batches_tracked) are not averaged
+            return
+        weight = 1.0 - self.decay_at(int(num_averaged))
+        for mine, theirs in zip(averaged, current, strict=True):
+            mine.lerp_(theirs, weight)
+
+
+@final
+class PolyakAverage(WeightAverage):
+    r"""The uniform (Polyak-Ruppert) average of the iterates from step ``start`` on.
+
+    .. math::
+        \bar w_n = \frac{1}{n} \sum_{i=1}^{n} w_{s_i},
+        \qquad s_i = \text{start} + i \cdot \text{every},
+
+    kept as a running mean (torch's ``AveragedModel`` with its default averaging). With a
+    constant learning rate SGD's iterates fluctuate around a minimum; their average has a
+    variance about :math:`1/n` times smaller, and on a quadratic it converges at the
+    optimal rate (Polyak & Juditsky 1992). The lectures prescribe "iterate averaging" for a
+    fluctuating training curve.
+
+    Args:
+        model: the network whose weights are averaged (copied at construction).
+        start: the first iterate averaged is the one after step ``start + every``; an
+            int >= 0 (leave out the early, far-from-converged iterates).
+        every: steps between averaged iterates; default 1.
+        use_buffers: average floating-point buffers too (see :class:`WeightAverage`).
+
+    Example:
+        >>> import torch
+        >>> from gradwise.averaging import PolyakAverage
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> average = PolyakAverage(model, start=1)
+        >>> for step, value in enumerate([100.0, 1.0, 2.0, 6.0], start=1):
+        ...     _ = model.weight.data.fill_(value)
+        ...     _ = average.update(model, step)  # step 1 (100.0) is before the start
+        >>> average.module.weight.item(), average.num_averaged
+        (3.0, 3)
+
+    Reference:
+        Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging", SIAM J.
+        Control and Optimization, 1992; Ruppert, "Efficient Estimations from a Slowly
+        Convergent Robbins-Monro Process", 1988.
+    """
+
+    def __init__(
+        self, model: nn.Module, *, start: int = 0, every: int = 1, use_buffers: bool = False
+    ) -> None:
+        check("start", "PolyakAverage", start, NON_NEGATIVE_INT)
+        check("every", "PolyakAverage", every, POSITIVE_INT)
+        super().__init__(model, first=start, every=every, use_buffers=use_buffers,
+                         multi_avg_fn=None)  # fmt: skip
+
+
+@final
+class StochasticWeightAverage(WeightAverage):
+    r"""Stochastic weight averaging (SWA): a uniform average of points along SGD's path.
+
+    Izmailov et al. (2018) run SGD with a learning rate that stays high from step
+    ``start`` on, and average the weights it visits:
+
+    * cyclical (``cycle_steps=c``): the learning rate falls linearly from high to low
+      within each cycle of :math:`c` steps (:func:`swa_schedule`) and the average takes
+      the weights at the end of each cycle, where the rate is lowest: after steps
+      :math:`\text{start} + c, \text{start} + 2c, \dots`;
+    * constant (``every=k``): after an optional anneal of ``anneal_steps`` steps to the
+      constant SWA rate, the average takes the weights every :math:`k` steps: after steps
+      :math:`\text{start} + \text{anneal} + k, \dots` (the paper: once per epoch).
+
+    The average is the running mean of torch's ``AveragedModel`` (default averaging).
+    :meth:`schedule` gives the matching learning rate.
+
+    Args:
+        model: the network whose weights are averaged (copied at construction).
+        start: the step the SWA phase begins; an int >= 0.
+        every: steps between averaged weights with a constant learning rate.
+        cycle_steps: the length of a learning-rate cycle (give this or ``every``).
+        anneal_steps: constant rate only: steps of the cosine anneal from the run's rate
+            at ``start`` to the SWA rate; default 0 (switch at once).
+        use_buffers: average floating-point buffers too (see :class:`WeightAverage`).
+
+    Example:
+        >>> import torch
+        >>> from gradwise.averaging import StochasticWeightAverage
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> swa = StochasticWeightAverage(model, start=2, cycle_steps=3)
+        >>> [step for step in range(1, 12) if swa.should_update(step)]
+        [5, 8, 11]
+
+    Reference:
+        Izmailov, Podoprikhin, Garipov, Vetrov & Wilson, "Averaging Weights Leads to Wider
+        Optima and Better Generalization", UAI 2018.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        start: int,
+        every: int | None = None,
+        cycle_steps: int | None = None,
+        anneal_steps: int = 0,
+        use_buffers: bool = False,
+    ) -> None:
+        owner = "StochasticWeightAverage"
+        check("start", owner, start, NON_NEGATIVE_INT)
+        check("every", owner, every, _OPTIONAL_POSITIVE_INT)
+        check("cycle_steps", owner, cycle_steps, _OPTIONAL_POSITIVE_INT)
+        check("anneal_steps", owner, anneal_steps, NON_NEGATIVE_INT)
+        if (every is None) == (cycle_steps is None):
+            raise invalid_value_error(
+                "every", owner, "given when 'cycle_steps' is None and None otherwise: average "
+                "every k steps with a constant learning rate, or at the end of each cycle",
+                every,
+            )  # fmt: skip
+        if cycle_steps is not None and anneal_steps:
+            raise invalid_value_error(
+                "anneal_steps", owner, "0 with 'cycle_steps' (each cycle starts at the high "
+                "rate; anneal applies to a constant SWA rate)", anneal_steps,
+            )  # fmt: skip
+        self.start = int(start)
+        self.cycle_steps = cycle_steps
+        self.anneal_steps = int(anneal_steps)
+        period = cycle_steps if cycle_steps is not None else every
+        super().__init__(model, first=self.start + self.anneal_steps, every=int(period or 1),
+                         use_buffers=use_buffers, multi_avg_fn=None)  # fmt: skip
+
+    def schedule(self, schedule: Any, swa_lr: float) -> Any:
+        """The learning rate for this average: ``schedule`` until ``start``, then SWA's.
+
+        See :func:`swa_schedule`; ``start``, ``cycle_steps`` and ``anneal_steps`` are this
+        average's.
+        """
+        from gradwise.averaging._schedule import swa_schedule
+
+        return swa_schedule(
+            schedule,
+            start=self.start,
+            swa_lr=swa_lr,
+            cycle_steps=self.cycle_steps,
+            anneal_steps=self.anneal_steps,
+        )
+
+
+@torch.no_grad()
+def _recompute_batch_norm(model: nn.Module, batches: Iterable[Any]) -> None:
+    layers = [module for module in model.modules() if isinstance(module, _BatchNorm)]
+    if not layers:
+        return
+    modes = {module: module.training for module in model.modules()}
+    momenta = {layer: layer.momentum for layer in layers}
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative mean over the batches
+    model.eval()
+    for layer in layers:
+        layer.train()
+    try:
+        for batch in batches:
+            inputs = batch[0] if isinstance(batch, list | tuple) else batch
+            model(inputs)
+    finally:
+        for layer, momentum in momenta.items():
+            layer.momentum = momentum
+        for module, training in modes.items():
+            module.training = training

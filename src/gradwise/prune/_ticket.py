@@ -1,0 +1,94 @@
+"""A ticket: masks and the weights to start from, in one file a run config can name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, final
+
+import torch
+from torch import Tensor, nn
+
+from gradwise._validation import Satisfies, check
+from gradwise.prune._masks import Masks
+
+_FORMAT = "gradwise.prune.Ticket/1"
+
+
+@final
+@dataclass(frozen=True)
+class Ticket:
+    """Masks plus the start weights of a sparse run (a "winning ticket" or its control).
+
+    ``weights`` is a model ``state_dict`` (parameters and buffers) to load before training,
+    e.g. the dense run's weights at initialization or at the rewind step; ``None`` keeps
+    the model's own initialization. A run config names a ticket file with
+    ``prune: {ticket: PATH}``.
+
+    Args:
+        masks: the :class:`Masks` to enforce.
+        weights: the start weights, or None.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from gradwise.prune import Ticket, magnitude_masks
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+        >>> ticket = Ticket(magnitude_masks(model, 0.5), model.state_dict())
+        >>> path = tempfile.mkdtemp() + "/ticket.pt"
+        >>> ticket.save(path)
+        >>> loaded = Ticket.load(path)
+        >>> loaded.apply_(model)
+        >>> int((model[0].weight == 0).sum())
+        8
+    """
+
+    masks: Masks
+    weights: Mapping[str, Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        check("masks", "Ticket", self.masks, Satisfies(lambda v: isinstance(v, Masks), "a Masks"))
+        if self.weights is not None:
+            if not isinstance(self.weights, Mapping) or not all(
+                isinstance(v, Tensor) for v in self.weights.values()
+            ):
+                raise ValueError(
+                    "The 'weights' parameter of Ticket must be None or a model state_dict "
+                    f"(names to tensors). Got {type(self.weights).__name__} instead."
+                )
+            copied = {name: value.detach().cpu().clone() for name, value in self.weights.items()}
+            object.__setattr__(self, "weights", copied)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the ticket with ``torch.save`` (plain tensors: ``weights_only=True`` loads it)."""
+        contents: dict[str, Any] = {
+            "format": _FORMAT,
+            "masks": self.masks.state_dict(),
+            "weights": dict(self.weights) if self.weights is not None else None,
+        }
+        torch.save(contents, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Ticket:
+        """Read a ticket written by :meth:`save`; ValueError if the file is not one."""
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(contents, dict) or contents.get("format") != _FORMAT:
+            raise ValueError(
+                f"{os.fspath(path)} is not a ticket file (gradwise.prune.Ticket.save writes "
+                "them; gradwise prune writes one per round)."
+            )
+        return cls(Masks(contents["masks"]), contents["weights"])
+
+    def apply_(self, model: nn.Module) -> None:
+        """Load the start weights (if any), then zero the pruned ones; ValueError on misfit."""
+        self.masks.check_fits(model, "Ticket.apply_")
+        if self.weights is not None:
+            try:
+                model.load_state_dict(dict(self.weights))
+            except RuntimeError as error:
+                first = str(error).strip().splitlines()
+                raise ValueError(
+                    "The weights of Ticket.apply_ must fit the model: "
+                    + " ".join(line.strip() for line in first[:3])
+                ) from None
+        self.masks.apply_(model)

@@ -1,0 +1,260 @@
+"""The averages against torch's AveragedModel, hand-computed means and update_bn."""
+
+from __future__ import annotations
+
+import copy
+import io
+import re
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
+
+from gradwise.averaging import (
+    ExponentialMovingAverage,
+    PolyakAverage,
+    StochasticWeightAverage,
+    WeightAverage,
+    swa_schedule,
+)
+from gradwise.schedules import ScheduleLR, constant
+
+
+def _network(dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(dropout), nn.Linear(8, 2)
+    ).double()
+
+
+def _train(model: nn.Module, steps: int, on_step: object, lr: object = 0.05) -> list[float]:
+    """SGD on a fixed random regression; ``on_step(step)`` after each step; the lrs used."""
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(steps, 16, 3, generator=generator, dtype=torch.float64)
+    targets = torch.randn(steps, 16, 2, generator=generator, dtype=torch.float64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = ScheduleLR(optimizer, lr) if callable(lr) else None
+    used = []
+    for step in range(1, steps + 1):
+        used.append(optimizer.param_groups[0]["lr"])
+        loss = nn.functional.mse_loss(model(inputs[step - 1]), targets[step - 1])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        on_step(step)  # type: ignore[operator]
+    return used
+
+
+def _float_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in module.state_dict().items() if v.is_floating_point()}
+
+
+@pytest.mark.parametrize("use_buffers", [False, True])
+@pytest.mark.parametrize(("start", "every"), [(0, 1), (5, 3)])
+def test_ema_agrees_with_torch_averaged_model(use_buffers: bool, start: int, every: int) -> None:
+    model = _network()
+    ours = ExponentialMovingAverage(model, 0.9, start=start, every=every, use_buffers=use_buffers)
+    oracle = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=use_buffers)
+    updated = []
+
+    def on_step(step: int) -> None:
+        if ours.update(model, step):
+            updated.append(step)
+        if step > start and (step - start) % every == 0:
+            oracle.update_parameters(model)
+
+    _train(model, 30, on_step)
+    assert updated == list(range(start + every, 31, every))
+    assert ours.num_averaged == int(oracle.n_averaged) == len(updated)
+    expected = _float_state(oracle.module)
+    actual = _float_state(ours.module)
+    assert expected.keys() == actual.keys()
+    assert any("running_var" in key for key in actual)  # the buffers are compared too
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, rtol=0, atol=1e-14, msg=name)
+    # The batch count is copied, not averaged (torch would average it as an integer).
+    counts = ours.module.state_dict()["1.num_batches_tracked"]
+    assert int(counts) == updated[-1]  # one training batch per step
+
+
+def test_ema_decay_warmup_is_the_tensorflow_form() -> None:
+    model = _network()
+    ema = ExponentialMovingAverage(model, 0.95, decay_warmup=True)
+    iterates: list[torch.Tensor] = []
+
+    def on_step(step: int) -> None:
+        ema.update(model, step)
+        iterates.append(nn.utils.parameters_to_vector(model.parameters()).detach().clone())
+
+    _train(model, 60, on_step)
+    expected = iterates[0]
+    for t, iterate in enumerate(iterates[1:], start=1):  # t iterates already averaged
+        decay = min(0.95, (1 + t) / (10 + t))
+        expected = decay * expected + (1 - decay) * iterate
+    actual = nn.utils.parameters_to_vector(ema.module.parameters())
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-13)
+    assert ema.decay_at(1) == pytest.approx(2 / 11)
+    assert ema.decay_at(1000) == 0.95
+
+
+def test_polyak_is_the_mean_of_the_stored_iterates() -> None:
+    model = _network()
+    average = PolyakAverage(model, start=7, every=2)
+    stored: list[torch.Tensor] = []
+
+    def on_step(step: int) -> None:
+        average.update(model, step)
+        if step > 7 and (step - 7) % 2 == 0:
+            stored.append(nn.utils.parameters_to_vector(model.parameters()).detach().clone())
+
+    _train(model, 40, on_step)
+    expected = torch.stack(stored).mean(dim=0)
+    actual = nn.utils.parameters_to_vector(average.module.parameters())
+    assert average.num_averaged == len(stored) == 16
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-14)
+
+
+def test_swa_averages_at_the_cycle_ends_like_averaged_model() -> None:
+    model = _network()
+    swa = StochasticWeightAverage(model, start=6, cycle_steps=4)
+    oracle = AveragedModel(model)  # torch's default: the running mean
+    ends = []
+
+    def on_step(step: int) -> None:
+        swa.update(model, step)
+        if step in (10, 14, 18, 22, 26, 30):
+            oracle.update_parameters(model)
+            ends.append(step)
+
+    lrs = _train(model, 30, on_step, lr=swa.schedule(constant(0.05), swa_lr=0.01))
+    assert [lrs[step - 1] for step in ends] == pytest.approx([0.01] * len(ends))  # the low
+    assert swa.num_averaged == int(oracle.n_averaged) == 6
+    for name, tensor in _float_state(oracle.module).items():
+        torch.testing.assert_close(
+            _float_state(swa.module)[name], tensor, rtol=0, atol=1e-14, msg=name
+        )
+
+
+def test_swa_with_a_constant_rate_averages_every_k_steps_after_the_anneal() -> None:
+    swa = StochasticWeightAverage(nn.Linear(1, 1), start=10, every=5, anneal_steps=3)
+    assert [step for step in range(1, 40) if swa.should_update(step)] == [18, 23, 28, 33, 38]
+
+
+def test_recompute_batch_norm_equals_update_bn_without_dropout() -> None:
+    model = _network()
+    average = PolyakAverage(model)
+    _train(model, 20, lambda step: average.update(model, step))
+    batches = list(torch.randn(5, 32, 3, dtype=torch.float64, generator=torch.Generator()))
+    reference = copy.deepcopy(average.module)
+    update_bn(batches, reference)
+    average.module.eval()
+    average.recompute_batch_norm([(batch, None) for batch in batches])
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(average.module.state_dict()[name], tensor), name
+    assert not any(module.training for module in average.module.modules())  # modes restored
+
+
+def test_recompute_batch_norm_keeps_dropout_off_and_the_rng_untouched() -> None:
+    model = _network(dropout=0.5)
+    average = PolyakAverage(model)
+    average.update(model, 1)
+    batches = list(torch.randn(4, 32, 3, dtype=torch.float64))
+    state = torch.get_rng_state()
+    average.recompute_batch_norm(batches)
+    assert torch.equal(torch.get_rng_state(), state)
+    first = average.module.state_dict()["1.running_var"].clone()
+    average.recompute_batch_norm(batches)  # deterministic: no dropout noise in the pass
+    assert torch.equal(average.module.state_dict()["1.running_var"], first)
+    without_dropout = copy.deepcopy(average.module)
+    without_dropout[3] = nn.Identity()  # type: ignore[index]
+    update_bn(batches, without_dropout)
+    assert torch.equal(without_dropout.state_dict()["1.running_var"], first)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: ExponentialMovingAverage(m, 0.8, decay_warmup=True, start=3),
+        lambda m: PolyakAverage(m, start=2),
+        lambda m: StochasticWeightAverage(m, start=4, every=3),
+    ],
+)
+def test_state_dict_round_trip_continues_exactly(make: object) -> None:
+    model = _network()
+    whole: WeightAverage = make(model)  # type: ignore[operator]
+    saved: dict[str, bytes] = {}
+
+    def on_step(step: int) -> None:
+        whole.update(model, step)
+        if step == 12:
+            buffer = io.BytesIO()
+            torch.save(whole.state_dict(), buffer)
+            saved["state"] = buffer.getvalue()
+
+    _train(model, 25, on_step)
+    # A fresh average loads the step-12 state (through weights_only, as checkpoints do) and
+    # sees steps 13 to 25 of the same, deterministic, training again.
+    resumed: WeightAverage = make(_network())  # type: ignore[operator]
+    resumed.load_state_dict(torch.load(io.BytesIO(saved["state"]), weights_only=True))
+    replay = _network()
+    _train(replay, 25, lambda step: step > 12 and resumed.update(replay, step))
+    assert resumed.num_averaged == whole.num_averaged > 0
+    for name, tensor in whole.averaged_model.state_dict().items():
+        assert torch.equal(resumed.averaged_model.state_dict()[name], tensor), name
+
+
+def test_loading_another_kind_of_average_is_refused() -> None:
+    state = PolyakAverage(nn.Linear(2, 1), start=3).state_dict()
+    with pytest.raises(
+        ValueError, match="saved average is a PolyakAverage first averaged after step 3"
+    ):
+        ExponentialMovingAverage(nn.Linear(2, 1), start=3).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda m: ExponentialMovingAverage(m, 1.0),
+            "The 'decay' parameter of ExponentialMovingAverage must be a float in (0, 1). Got 1.0 instead.",
+        ),
+        (
+            lambda m: ExponentialMovingAverage(m, 0.0),
+            "'decay' parameter of ExponentialMovingAverage must be a float in (0, 1). Got 0.0",
+        ),
+        (
+            lambda m: PolyakAverage(m, start=-1),
+            "The 'start' parameter of PolyakAverage must be an int >= 0. Got -1 instead.",
+        ),
+        (
+            lambda m: PolyakAverage(m, every=0),
+            "'every' parameter of PolyakAverage must be an int >= 1",
+        ),
+        (
+            lambda m: PolyakAverage(object()),
+            "'model' parameter of PolyakAverage must be an nn.Module",
+        ),
+        (
+            lambda m: StochasticWeightAverage(m, start=5),
+            "'every' parameter of StochasticWeightAverage must be given when 'cycle_steps' is None",
+        ),
+        (
+            lambda m: StochasticWeightAverage(m, start=5, every=2, cycle_steps=3),
+            "'every' parameter of StochasticWeightAverage",
+        ),
+        (
+            lambda m: StochasticWeightAverage(m, start=5, cycle_steps=3, anneal_steps=2),
+            "'anneal_steps' parameter of StochasticWeightAverage must be 0 with 'cycle_steps'",
+        ),
+        (
+            lambda m: swa_schedule(constant(0.1), start=3, swa_lr=-0.1),
+            "'swa_lr' parameter of swa_schedule must be a float >= 0. Got -0.1",
+        ),
+    ],
+)
+def test_bad_arguments_raise_the_standard_error(make: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make(nn.Linear(2, 1))  # type: ignore[operator]

@@ -1,0 +1,137 @@
+"""``gradwise prune``: rounds as run folders, the summary report, continuing, Ctrl-C, errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradwise.cli._main import main
+from gradwise.prune import Ticket
+from tests.cli.helpers import gradwise, start
+
+CONFIG = """\
+seed: 0
+epochs: 3
+log_every: 5
+data: {dataset: spirals, batch_size: 16}
+model: {name: mlp, norm: none, options: {width: [24, 16]}}
+optimizer: {name: Adam, lr: 0.01}
+schedule: null
+monitor: null
+"""
+RUNS_1 = ["round-0", "round-1-ticket", "round-1-control"]
+
+
+def _weights(folder: Path, run: str) -> dict[str, torch.Tensor]:
+    return torch.load(folder / run / "final_weights.pt", weights_only=True)  # type: ignore[no-any-return]
+
+
+def test_prune_writes_one_run_per_round_a_report_and_continues_with_more_rounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "small.yaml").write_text(CONFIG)
+    runs_dir = tmp_path / "runs"
+    arguments = ["prune", str(tmp_path / "small.yaml"), "--rate", "0.5", "--rewind-step", "3",
+                 "--runs-dir", str(runs_dir), "--no-progress"]  # fmt: skip
+    assert main([*arguments, "--rounds", "1"]) == 0
+    folder = runs_dir / "prune-spirals-mlp"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [row["run"] for row in summary["runs"]] == RUNS_1
+    assert [row["weights_remaining"] for row in summary["runs"]] == [1.0, 0.5, 0.5]
+    assert all(row["status"] == "completed" for row in summary["runs"])
+    assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in summary["runs"])
+    ticket = Ticket.load(folder / "tickets/round-1.pt")
+    control = Ticket.load(folder / "tickets/round-1-control.pt")
+    rewind = torch.load(folder / "rewind.pt", weights_only=True)
+    assert ticket.weights is not None
+    assert control.weights is not None
+    assert all(torch.equal(ticket.weights[k], rewind[k]) for k in rewind)  # rewound to step 3
+    assert not torch.equal(control.weights["1.weight"], rewind["1.weight"])
+    trained = _weights(folder, "round-1-ticket")
+    for name, mask in ticket.masks.items():
+        assert bool((trained[name][~mask] == 0).all()), name
+    assert json.loads((folder / "round-1-ticket/sparsity.json").read_text())["total"][
+        "sparsity"
+    ] == pytest.approx(0.5, abs=0.01)
+    html = (folder / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert "round-1-control" in html
+    before = {run: (folder / run / "final_weights.pt").stat().st_mtime_ns for run in RUNS_1}
+    capsys.readouterr()
+
+    assert main([*arguments, "--rounds", "2"]) == 0  # the same command, one more round
+    said = capsys.readouterr().err
+    assert all(f"{run}: done already" in said for run in RUNS_1)
+    assert "round-2-ticket: training" in said
+    assert before == {run: (folder / run / "final_weights.pt").stat().st_mtime_ns for run in RUNS_1}
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [row["weights_remaining"] for row in summary["runs"]][3:] == [0.25, 0.25]
+
+
+def test_ctrl_c_mid_round_then_the_same_command_ends_like_an_uninterrupted_prune(
+    tmp_path: Path,
+) -> None:
+    config = CONFIG.replace("epochs: 3", "epochs: 12") + "checkpoint: {every_steps: 2}\n"
+    for name in ("whole", "split"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "small.yaml").write_text(config)
+    arguments = ["prune", "small.yaml", "--rounds", "1", "--rate", "0.7", "--no-control",
+                 "--no-progress"]  # fmt: skip
+    whole = tmp_path / "whole"
+    assert main([*arguments[:1], str(whole / "small.yaml"), *arguments[2:],
+                 "--runs-dir", str(whole / "runs")]) == 0  # fmt: skip
+
+    process = start(*arguments, cwd=tmp_path / "split")
+    folder = tmp_path / "split/runs/prune-spirals-mlp"
+    checkpoint = folder / "round-1-ticket/checkpoints/last.pt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.is_file() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to continue" in stdout
+    assert not (folder / "round-1-ticket/final_weights.pt").exists()
+
+    again = gradwise(*arguments, cwd=tmp_path / "split")
+    assert again.returncode == 0, again.stderr
+    assert "round-0: done already" in again.stderr
+    assert "round-1-ticket: resuming" in again.stderr
+    reference = tmp_path / "whole/runs/prune-spirals-mlp"
+    for run in ("round-0", "round-1-ticket"):
+        expected, final = _weights(reference, run), _weights(folder, run)
+        assert all(torch.equal(final[name], expected[name]) for name in expected), run
+
+
+def test_bad_arguments_and_folders_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "small.yaml").write_text(CONFIG)
+    base = ["prune", str(tmp_path / "small.yaml"), "--runs-dir", str(tmp_path / "runs"),
+            "--no-progress"]  # fmt: skip
+    cases = [
+        (["--rounds", "2", "--rate", "1.5"], "--rate must be a float in (0, 1). Got 1.5 instead."),
+        (["--rounds", "0", "--rate", "0.2"], "--rounds must be an int >= 1. Got 0 instead."),
+        (["--rounds", "1", "--rate", "0.2", "--output-rate", "0"], "--output-rate must be"),
+        (["--rounds", "1", "--rate", "0.2", "--rewind-step", "5000"],
+         "--rewind-step must be smaller than the run's 42 steps. Got 5000 instead."),
+        (["--rounds", "1", "--rate", "0.2", "--set", "prune.ticket=x.pt"],
+         "gradwise prune starts from a dense run"),
+        (["--rounds", "1", "--rate", "0.2", "--set", "optimizer.lrr=1"], "unknown key 'lrr'"),
+    ]  # fmt: skip
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2, extra
+        error = capsys.readouterr().err
+        assert error.startswith("gradwise prune: error: "), error
+        assert message in error, error
+    assert not (tmp_path / "runs").exists()
+    folder = tmp_path / "runs/prune-spirals-mlp"
+    folder.mkdir(parents=True)
+    (folder / "prune.json").write_text(json.dumps({"rate": 0.9}))
+    assert main([*base, "--rounds", "1", "--rate", "0.2"]) == 2
+    assert "holds a prune with other settings (config, rate" in capsys.readouterr().err
