@@ -2,10 +2,10 @@
 
 Every configuration trains the same run with ``gradwise train``'s distributed path in 2
 processes (gloo, CPU, one thread each) on this machine: MNIST-1D (4,000 training samples,
-10% held out), an MLP 40-256-256-10 (78k parameters), SGD with momentum 0.9 and lr 0.05
-(``--lr``), a
-global batch of 64, 8 epochs (504 steps), no schedule, seed 0; the same data order and
-initial weights everywhere. For each compression the table gives:
+10% held out), an MLP 40-256-256-10 (78k parameters), SGD with momentum 0.9
+(``--momentum``) and lr 0.05 (``--lr``), a global batch of 64, 8 epochs (504 steps), no
+schedule, seed 0; the same data order and initial weights everywhere. For each
+compression the table gives:
 
 - bytes this rank put on the wire per step, averaged over the run (the hooks' counter:
   the payload each rank contributes to its collectives; plain fp32 allreduce counts 4
@@ -20,7 +20,14 @@ momentum 0.9; the same scaled sign without error feedback (``one_bit`` with
 ``error_feedback: false``) shows why error feedback exists. The first 2 steps of every
 hook are plain allreduce (DDP rebuilds its buckets after the first).
 
-Run: .venv/bin/python benchmarks/compression.py [--epochs 8] [--nproc 2]
+The remedies for the gap that momentum 0.9 opens (docs/distributed.md): finer scales
+(``granularity: row``, one scale per output unit; ``two_level``, Seide et al. 2014's two
+reconstruction values per row) and compressing after momentum (the hook's ``momentum:
+0.9`` with an optimizer without momentum, Zheng et al. 2019). Their rows count their
+extra scales in the bytes.
+
+Run: .venv/bin/python benchmarks/compression.py [--lr 0.05] [--momentum 0.9] [--epochs 8]
+[--nproc 2] [--only LABEL ...] (--only runs the rows with those labels, plus their baselines)
 """
 
 from __future__ import annotations
@@ -34,16 +41,35 @@ from gradwise.config import config_to_dict, load_config
 from gradwise.distributed import launch
 from gradwise.train._distributed import train_rank
 
-SGD = "{{name: SGD, lr: {lr}, momentum: 0.9}}"
-ADAM = "{name: Adam, lr: 0.001}"
-ONE_BIT_ADAM = "{name: OneBitAdam, lr: 0.001, freeze_step: 100}"  # 20% of 504 steps
+SGD = "{{name: SGD, lr: {lr}, momentum: {momentum}}}"
+# With the hooks' momentum option (set to --momentum) the hook keeps the momentum: the
+# optimizer has none.
+SGD_NO_MOMENTUM = "{{name: SGD, lr: {lr}, momentum: 0.0}}"
+ADAM = "{{name: Adam, lr: 0.001}}"
+ONE_BIT_ADAM = "{{name: OneBitAdam, lr: 0.001, freeze_step: 100}}"  # 20% of 504 steps
 # (label, compression, options, optimizer); each group's first row is its baseline.
 CONFIGURATIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("fp32 allreduce (DDP)", "none", {}, SGD),
     ("fp16", "fp16", {}, SGD),
     ("PowerSGD rank 2", "powersgd", {"matrix_approximation_rank": 2}, SGD),
     ("1-bit, error feedback", "one_bit", {}, SGD),
+    ("1-bit EF, row scales", "one_bit", {"granularity": "row"}, SGD),
+    ("1-bit EF, row 2-level", "one_bit", {"granularity": "row", "two_level": True}, SGD),
+    ("1-bit EF, hook momentum", "one_bit", {"momentum": 0.9}, SGD_NO_MOMENTUM),
+    (
+        "1-bit EF, row 2-lvl+mom",
+        "one_bit",
+        {"granularity": "row", "two_level": True, "momentum": 0.9},
+        SGD_NO_MOMENTUM,
+    ),
     ("1-bit, two-phase, EF", "one_bit_two_phase", {}, SGD),
+    ("two-phase, hook momentum", "one_bit_two_phase", {"momentum": 0.9}, SGD_NO_MOMENTUM),
+    (
+        "two-phase, row 2-lvl+mom",
+        "one_bit_two_phase",
+        {"granularity": "row", "two_level": True, "momentum": 0.9},
+        SGD_NO_MOMENTUM,
+    ),
     ("scaled sign, no EF", "one_bit", {"error_feedback": False}, SGD),
     ("signSGD majority vote", "sign_majority", {}, SGD),
     ("Adam, fp32 allreduce", "none", {}, ADAM),
@@ -66,17 +92,35 @@ def run(
     return launch(train_rank, (config, None, False), nproc)
 
 
+def _selected(only: list[str] | None) -> list[tuple[str, str, dict[str, Any], str]]:
+    if only is None:
+        return CONFIGURATIONS
+    unknown = set(only) - {label for label, *_ in CONFIGURATIONS}
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)}; the rows are the table's labels")
+    wanted = set(only) | {CONFIGURATIONS[0][0]}  # the SGD baseline
+    if "1-bit Adam" in wanted:
+        wanted.add("Adam, fp32 allreduce")
+    return [row for row in CONFIGURATIONS if row[0] in wanted]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.05, help="SGD's learning rate")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD's (or the hook's)")
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument(
+        "--only", nargs="+", metavar="LABEL", help="run these rows (and their baselines) only"
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
     rows = []
     with tempfile.TemporaryDirectory() as runs:
-        for label, compression, options, optimizer in CONFIGURATIONS:
-            optimizer = optimizer.format(lr=args.lr) if optimizer == SGD else optimizer
+        for label, compression, options, optimizer in _selected(args.only):
+            optimizer = optimizer.format(lr=args.lr, momentum=args.momentum)
+            if "momentum" in options:
+                options = {**options, "momentum": args.momentum}
             result = run(compression, options, optimizer, args.epochs, args.nproc, runs)
             final = result["summary"]["final"]
             per_step = result["bytes_sent"] / result["summary"]["steps"]
@@ -86,7 +130,7 @@ def main() -> None:
           f"{'vs DDP':>9}{'val loss':>10}{'vs DDP':>9}")  # fmt: skip
     baselines = {}
     for label, per_step, train, val, optimizer in rows:
-        group = ADAM if optimizer in (ADAM, ONE_BIT_ADAM) else SGD
+        group = "adam" if "Adam" in optimizer else "sgd"
         base_bytes, base_train, base_val = baselines.setdefault(group, (per_step, train, val))
         print(f"{label:<24}{per_step:>12,.0f}{base_bytes / per_step:>8.1f}x{train:>12.4f}"
               f"{(train - base_train) / base_train:>+9.1%}{val:>10.4f}"

@@ -13,6 +13,7 @@ import copy
 import io
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,19 @@ SHAPES = {"a": (5, 7), "b": (5,), "c": (3, 4, 2), "d": (1,)}
 NUM_PARAMETERS = sum(math.prod(shape) for shape in SHAPES.values())
 PROBE_STEPS = 4  # 2 warmup steps of plain allreduce, then 2 compressed ones
 HOOKS = ("fp16", "powersgd", "one_bit", "sign_majority", "one_bit_two_phase")
+MOMENTUM = 0.5  # the momentum option's probe: exact in binary
+# The probes of the one_bit and one_bit_two_phase options: (label, name, options).
+OPTION_PROBES = (
+    ("one_bit_without_feedback", "one_bit", {"error_feedback": False}),
+    ("one_bit_rows", "one_bit", {"granularity": "row"}),
+    ("one_bit_rows_two_level", "one_bit", {"granularity": "row", "two_level": True}),
+    ("one_bit_tensor_two_level", "one_bit", {"two_level": True}),
+    ("one_bit_momentum", "one_bit", {"momentum": MOMENTUM}),
+    ("two_phase_momentum", "one_bit_two_phase", {"momentum": MOMENTUM}),
+    ("two_phase_rows_two_level", "one_bit_two_phase", {"granularity": "row", "two_level": True}),
+    ("two_phase_rows", "one_bit_two_phase", {"granularity": "row"}),
+    ("two_phase_two_level", "one_bit_two_phase", {"two_level": True}),
+)
 
 
 def known_gradients(rank: int, step: int) -> dict[str, Tensor]:
@@ -70,7 +84,13 @@ def _probe(rank: int, name: str, **options: Any) -> dict[str, Any]:
     # [d, c, b] and [a]; the results must not depend on that.
     model = DistributedDataParallel(module, bucket_cap_mb=1e-4)
     state = register_compression(model, name, **options)
-    record: dict[str, Any] = {"grads": [], "worker_error": [], "server_error": [], "bytes": []}
+    record: dict[str, Any] = {
+        "grads": [],
+        "worker_error": [],
+        "server_error": [],
+        "worker_momentum": [],
+        "bytes": [],
+    }
     for step in range(PROBE_STEPS):
         model(known_gradients(rank, step)).backward()
         record["grads"].append({n: p.grad.clone() for n, p in module.named_parameters()})
@@ -78,6 +98,7 @@ def _probe(rank: int, name: str, **options: Any) -> dict[str, Any]:
         if state is not None:
             record["worker_error"].append(_snapshot(state.worker_error))
             record["server_error"].append(_snapshot(state.server_error))
+            record["worker_momentum"].append(_snapshot(state.worker_momentum))
             record["bytes"].append(state.bytes_sent)
     record["state_is_none"] = state is None
     return record
@@ -98,7 +119,7 @@ def _bytes_per_step(rank: int, name: str) -> list[int]:
 def _probe_all(rank: int) -> dict[str, Any]:
     return {
         "probe": {name: _probe(rank, name) for name in ("none", *HOOKS)}
-        | {"one_bit_without_feedback": _probe(rank, "one_bit", error_feedback=False)},
+        | {label: _probe(rank, name, **options) for label, name, options in OPTION_PROBES},
         "bytes": {name: _bytes_per_step(rank, name) for name in HOOKS},
     }
 
@@ -119,16 +140,47 @@ def _scaled_sign(p: Tensor) -> Tensor:
     return torch.where(p >= 0, scale, -scale)
 
 
+def _two_level_sign(p: Tensor) -> Tensor:
+    """Seide et al.'s reconstruction: the mean of the entries >= 0 where p >= 0, minus the
+    mean of |p| over the negative entries elsewhere (each a float32 on the wire)."""
+    levels = []
+    for part in (p[p >= 0], -p[p < 0]):
+        level = part.mean() if part.numel() else torch.zeros((), dtype=p.dtype)
+        levels.append(level.to(torch.float32).to(torch.float64))
+    return torch.where(p >= 0, levels[0], -levels[1])
+
+
+Quantizer = Callable[[Tensor, tuple[int, ...]], Tensor]
+
+
+def _per_tensor(sign: Callable[[Tensor], Tensor]) -> Quantizer:
+    return lambda p, shape: sign(p)
+
+
+def _per_row(sign: Callable[[Tensor], Tensor]) -> Quantizer:
+    """Rows along the first dimension of a tensor of 2 or more dimensions, else one."""
+
+    def quantize(p: Tensor, shape: tuple[int, ...]) -> Tensor:
+        rows = shape[0] if len(shape) >= 2 else 1
+        return torch.cat([sign(row) for row in p.reshape(rows, -1)])
+
+    return quantize
+
+
 def _one_bit_oracle(
-    gradients: list[dict[str, Tensor]], errors: list[dict[str, Tensor]]
+    gradients: list[dict[str, Tensor]],
+    errors: list[dict[str, Tensor]],
+    quantize: Quantizer | None = None,
 ) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
-    """(the average of every rank's q, each rank's new error p - q)."""
+    """(the average of every rank's q, each rank's new error p - q); a scale per tensor
+    unless ``quantize`` says otherwise."""
+    quantize = quantize or _per_tensor(_scaled_sign)
     average, new_errors = {}, [{} for _ in gradients]
     for name in SHAPES:
         qs = []
         for rank, g in enumerate(gradients):
             p = g[name].double().reshape(-1) + errors[rank].get(name, torch.zeros(1)).double()
-            q = _scaled_sign(p)
+            q = quantize(p, SHAPES[name])
             qs.append(q)
             new_errors[rank][name] = p - q
         average[name] = torch.stack(qs).mean(0).reshape(SHAPES[name])
@@ -151,34 +203,56 @@ def _two_phase_oracle(
     gradients: list[dict[str, Tensor]],
     worker_errors: list[dict[str, Tensor]],
     server_errors: list[dict[str, Tensor]],
+    sign: Callable[[Tensor], Tensor] = _scaled_sign,
+    by_row: bool = False,
 ) -> tuple[dict[str, Tensor], list[dict[str, Tensor]], list[dict[str, Tensor]]]:
-    """Tensor by tensor: worker r compresses chunk j of (g + e) for server j, which averages,
-    adds its error, compresses again; everyone receives every server's chunk."""
+    """Tensor by tensor (or row by row with ``by_row``): worker r compresses chunk j of
+    (g + e) for server j, which averages, adds its error, compresses again; everyone
+    receives every server's chunk. A server memory is its chunks of the tensor's rows, one
+    after the other, each padded to ceil(row / W)."""
     world = len(gradients)
     result: dict[str, Tensor] = {}
     new_worker: list[dict[str, Tensor]] = [{} for _ in range(world)]
     new_server: list[dict[str, Tensor]] = [{} for _ in range(world)]
-    for name in SHAPES:
-        numel = math.prod(SHAPES[name])
-        size = math.ceil(numel / world)
-        bounds = [(j * size, min((j + 1) * size, numel)) for j in range(world)]
+    for name, shape in SHAPES.items():
+        rows = shape[0] if by_row and len(shape) >= 2 else 1
         ps = [
             g[name].double().reshape(-1) + worker_errors[r].get(name, torch.zeros(1)).double()
             for r, g in enumerate(gradients)
         ]
-        qs = [torch.cat([_scaled_sign(p[lo:hi]) for lo, hi in bounds]) for p in ps]
+        size = math.ceil(math.prod(shape) / rows / world)
+        servers = [
+            server_errors[j].get(name, torch.zeros(rows * size)).double().reshape(rows, size)
+            for j in range(world)
+        ]
+        units = [
+            _two_phase_unit([p.reshape(rows, -1)[i] for p in ps], [e[i] for e in servers], sign)
+            for i in range(rows)
+        ]
+        result[name] = torch.cat([unit[0] for unit in units]).reshape(shape)
         for r in range(world):
-            new_worker[r][name] = ps[r] - qs[r]
-        pieces = []
-        for j, (lo, hi) in enumerate(bounds):
-            error = server_errors[j].get(name, torch.zeros(size)).double()[: hi - lo]
-            server_p = torch.stack([q[lo:hi] for q in qs]).mean(0) + error
-            server_q = _scaled_sign(server_p)
-            padding = torch.zeros(size - (hi - lo), dtype=torch.float64)
-            new_server[j][name] = torch.cat([server_p - server_q, padding])
-            pieces.append(server_q)
-        result[name] = torch.cat(pieces).reshape(SHAPES[name])
+            new_worker[r][name] = torch.cat([unit[1][r] for unit in units])
+            new_server[r][name] = torch.cat([unit[2][r] for unit in units])
     return result, new_worker, new_server
+
+
+def _two_phase_unit(
+    ps: list[Tensor], server_errors: list[Tensor], sign: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """One scale segment (a tensor or a row) of the two-phase exchange: (result, each
+    worker's new error, each server's new padded error)."""
+    world, numel = len(ps), ps[0].numel()
+    size = math.ceil(numel / world)
+    bounds = [(min(j * size, numel), min((j + 1) * size, numel)) for j in range(world)]
+    qs = [torch.cat([sign(p[lo:hi]) for lo, hi in bounds]) for p in ps]
+    pieces, new_server = [], []
+    for j, (lo, hi) in enumerate(bounds):
+        server_p = torch.stack([q[lo:hi] for q in qs]).mean(0) + server_errors[j][: hi - lo]
+        server_q = sign(server_p)
+        padding = torch.zeros(size - (hi - lo), dtype=torch.float64)
+        new_server.append(torch.cat([server_p - server_q, padding]))
+        pieces.append(server_q)
+    return torch.cat(pieces), [p - q for p, q in zip(ps, qs, strict=True)], new_server
 
 
 def _inputs(step: int) -> list[dict[str, Tensor]]:
@@ -252,6 +326,113 @@ def test_one_bit_without_error_feedback_sends_a_plain_scaled_sign(
         for record in records:
             _assert_close(record["grads"][step], expected)
             assert record["worker_error"][step] == {}
+
+
+@pytest.mark.parametrize(
+    ("label", "quantize"),
+    [
+        ("one_bit_rows", _per_row(_scaled_sign)),
+        ("one_bit_rows_two_level", _per_row(_two_level_sign)),
+        ("one_bit_tensor_two_level", _per_tensor(_two_level_sign)),
+    ],
+)
+def test_one_bit_with_finer_scales_matches_its_oracle(
+    probe_runs: list[dict[str, Any]], label: str, quantize: Quantizer
+) -> None:
+    records = [run["probe"][label] for run in probe_runs]
+    errors: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+    for step in (2, 3):
+        expected, expected_errors = _one_bit_oracle(_inputs(step), errors, quantize)
+        for rank, record in enumerate(records):
+            _assert_close(record["grads"][step], expected)
+            _assert_close(record["worker_error"][step], expected_errors[rank])
+        errors = [record["worker_error"][step] for record in records]
+    # Finer scales cost 4 bytes per extra scale: per row, a has 5 rows and c 3 (b and d
+    # one each, 10 segments against 4); two-level doubles the scales.
+    scales = {"one_bit_rows": 10, "one_bit_rows_two_level": 20, "one_bit_tensor_two_level": 8}
+    # Step 2 runs on DDP's rebuilt buckets, [d, c, b] (30 elements) and [a] (35).
+    bits = math.ceil(30 / 8) + math.ceil(35 / 8)
+    for record in records:
+        assert record["bytes"][2] - record["bytes"][1] == bits + 4 * scales[label]
+
+
+def _momenta(records: list[dict[str, Any]], step: int) -> list[dict[str, Tensor]]:
+    """Each rank's m = MOMENTUM * m_prev + g, m_prev the hook's own memory of the last step."""
+    momenta = []
+    for rank, g in enumerate(_inputs(step)):
+        previous = records[rank]["worker_momentum"][step - 1] if step else {}
+        m = {}
+        for n, shape in SHAPES.items():
+            kept = previous[n].double().reshape(shape) if n in previous else torch.zeros(shape)
+            m[n] = MOMENTUM * kept + g[n].double()
+        momenta.append(m)
+    return momenta
+
+
+def test_the_momentum_option_compresses_each_ranks_momentum(
+    probe_runs: list[dict[str, Any]],
+) -> None:
+    """Warmup averages the momenta exactly; later steps compress m + e (one_bit's code)."""
+    records = [run["probe"]["one_bit_momentum"] for run in probe_runs]
+    errors: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+    for step in range(PROBE_STEPS):
+        momenta = _momenta(records, step)
+        for rank, record in enumerate(records):
+            _assert_close(record["worker_momentum"][step], momenta[rank])
+        if step < 2:
+            expected = {n: sum(m[n] for m in momenta) / WORLD_SIZE for n in SHAPES}
+        else:
+            expected, expected_errors = _one_bit_oracle(momenta, errors)
+            for rank, record in enumerate(records):
+                _assert_close(record["worker_error"][step], expected_errors[rank])
+            errors = [record["worker_error"][step] for record in records]
+        for record in records:
+            _assert_close(record["grads"][step], expected)
+    # The warmup's second step is plain DDP with momentum, not the plain gradient average.
+    assert not torch.allclose(records[0]["grads"][1]["a"].double(), _plain_average(1)["a"])
+
+
+def test_the_momentum_option_of_two_phase_compresses_the_momentum(
+    probe_runs: list[dict[str, Any]],
+) -> None:
+    records = [run["probe"]["two_phase_momentum"] for run in probe_runs]
+    worker: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+    server: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+    for step in (2, 3):
+        momenta = _momenta(records, step)
+        expected, expected_worker, expected_server = _two_phase_oracle(momenta, worker, server)
+        for rank, record in enumerate(records):
+            _assert_close(record["grads"][step], expected)
+            _assert_close(record["worker_error"][step], expected_worker[rank])
+            _assert_close(record["server_error"][step], expected_server[rank])
+        worker = [record["worker_error"][step] for record in records]
+        server = [record["server_error"][step] for record in records]
+
+
+@pytest.mark.parametrize(
+    ("label", "sign", "by_row"),
+    [
+        ("two_phase_rows_two_level", _two_level_sign, True),
+        ("two_phase_rows", _scaled_sign, True),
+        ("two_phase_two_level", _two_level_sign, False),
+    ],
+)
+def test_two_phase_with_finer_scales_matches_its_oracle(
+    probe_runs: list[dict[str, Any]], label: str, sign: Callable[[Tensor], Tensor], by_row: bool
+) -> None:
+    records = [run["probe"][label] for run in probe_runs]
+    worker: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+    server: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
+    for step in (2, 3):
+        expected, expected_worker, expected_server = _two_phase_oracle(
+            _inputs(step), worker, server, sign, by_row
+        )
+        for rank, record in enumerate(records):
+            _assert_close(record["grads"][step], expected)
+            _assert_close(record["worker_error"][step], expected_worker[rank])
+            _assert_close(record["server_error"][step], expected_server[rank])
+        worker = [record["worker_error"][step] for record in records]
+        server = [record["server_error"][step] for record in records]
 
 
 def test_sign_majority_is_the_majority_sign_times_the_mean_magnitude(
@@ -347,6 +528,17 @@ def test_bytes_sent_follow_the_documented_counts(probe_runs: list[dict[str, Any]
 TRAIN_STEPS = 60
 RESUME_AT, RESUME_STEPS = 6, 4
 TRAINED = ("none", "one_bit", "one_bit_two_phase", "sign_majority")
+# The resumed runs: (label, compression, options). The hook's momentum replaces SGD's.
+RESUMED: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("one_bit", "one_bit", {}),
+    ("one_bit_two_phase", "one_bit_two_phase", {}),
+    ("one_bit_options", "one_bit", {"granularity": "row", "two_level": True, "momentum": 0.9}),
+    (
+        "two_phase_options",
+        "one_bit_two_phase",
+        {"granularity": "row", "two_level": True, "momentum": 0.9},
+    ),
+)
 
 
 def _digits() -> tuple[Tensor, Tensor]:
@@ -372,12 +564,13 @@ def _sgd_steps(
         optimizer.step()
 
 
-def _softmax_regression(name: str) -> tuple[Any, DistributedDataParallel, Any, Any]:
+def _softmax_regression(name: str, **options: Any) -> tuple[Any, DistributedDataParallel, Any, Any]:
     torch.manual_seed(1)
     module = torch.nn.Linear(64, 10)
     model = DistributedDataParallel(module)
-    state = register_compression(model, name)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
+    state = register_compression(model, name, **options)
+    momentum = 0.0 if "momentum" in options else 0.9
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=momentum)
     return module, model, state, optimizer
 
 
@@ -404,10 +597,12 @@ def _train(rank: int, data: tuple[Tensor, Tensor]) -> dict[str, Any]:
     return results
 
 
-def _resume(rank: int, name: str, data: tuple[Tensor, Tensor]) -> dict[str, Any]:
+def _resume(
+    rank: int, name: str, options: dict[str, Any], data: tuple[Tensor, Tensor]
+) -> dict[str, Any]:
     """Run A goes straight through; B and C restart from A's checkpoint at RESUME_AT in a
-    new DDP model (whose first step uses DDP's initial buckets); C drops the error memory."""
-    module, model, state, optimizer = _softmax_regression(name)
+    new DDP model (whose first step uses DDP's initial buckets); C drops the memories."""
+    module, model, state, optimizer = _softmax_regression(name, **options)
     _sgd_steps(model, optimizer, rank, range(RESUME_AT), data)
     saved = _save(
         {
@@ -421,12 +616,13 @@ def _resume(rank: int, name: str, data: tuple[Tensor, Tensor]) -> dict[str, Any]
     results = {"straight": _snapshot(dict(module.named_parameters())), "bytes": state.bytes_sent}
     for run, memory in (("resumed", True), ("memory_lost", False)):
         checkpoint = _load(saved)
-        module, model, state, optimizer = _softmax_regression(name)
+        module, model, state, optimizer = _softmax_regression(name, **options)
         module.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         compression = checkpoint["compression"]
         if not memory:
             compression["worker_error"], compression["server_error"] = {}, {}
+            compression["worker_momentum"] = {}
         state.load_state_dict(compression)
         _sgd_steps(model, optimizer, rank, end, data)
         results[run] = _snapshot(dict(module.named_parameters()))
@@ -451,7 +647,7 @@ def _resume_powersgd(rank: int, data: tuple[Tensor, Tensor]) -> dict[str, Any]:
 def _train_and_resume(rank: int, data: tuple[Tensor, Tensor]) -> dict[str, Any]:
     return {
         "train": _train(rank, data),
-        "resume": {name: _resume(rank, name, data) for name in ("one_bit", "one_bit_two_phase")},
+        "resume": {label: _resume(rank, name, options, data) for label, name, options in RESUMED},
         "powersgd": _resume_powersgd(rank, data),
     }
 
@@ -480,12 +676,12 @@ def test_all_ranks_end_with_identical_parameters(training_runs: list[dict[str, A
             assert torch.equal(first[parameter], second[parameter]), name
 
 
-@pytest.mark.parametrize("name", ["one_bit", "one_bit_two_phase"])
+@pytest.mark.parametrize("label", [label for label, _, _ in RESUMED])
 def test_a_resumed_run_continues_identically(
-    training_runs: list[dict[str, Any]], name: str
+    training_runs: list[dict[str, Any]], label: str
 ) -> None:
     for run in training_runs:
-        result = run["resume"][name]
+        result = run["resume"][label]
         for parameter, value in result["straight"].items():
             assert torch.equal(result["resumed"][parameter], value)
         assert result["resumed_bytes"] == result["bytes"]
@@ -579,7 +775,24 @@ def _ddp() -> DistributedDataParallel:
         (
             {"name": "one_bit", "matrix_approximation_rank": 2},
             "The 'options' parameter of register_compression must be options of 'one_bit' "
-            "(error_feedback). Got ['matrix_approximation_rank'] instead.",
+            "(error_feedback, granularity, two_level, momentum). "
+            "Got ['matrix_approximation_rank'] instead.",
+        ),
+        (
+            {"name": "one_bit", "granularity": "column"},
+            "The 'granularity' parameter of register_compression must be one of 'tensor', "
+            "'row'. Got 'column' instead.",
+        ),
+        (
+            {"name": "one_bit_two_phase", "momentum": 1.0},
+            "The 'momentum' parameter of register_compression must be a float in [0, 1). "
+            "Got 1.0 instead.",
+        ),
+        (
+            {"name": "one_bit_two_phase", "error_feedback": False},
+            "The 'options' parameter of register_compression must be options of "
+            "'one_bit_two_phase' (granularity, two_level, momentum). Got ['error_feedback'] "
+            "instead.",
         ),
         (
             {"name": "sign_majority", "error_feedback": True},

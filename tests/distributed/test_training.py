@@ -282,6 +282,26 @@ def test_one_bit_adam_needs_its_optimizer_and_its_compression_together(tmp_path)
     assert "needs both 'train.optimizer.name: OneBitAdam'" in done.stderr
 
 
+def test_the_hooks_momentum_refuses_an_optimizer_with_its_own(tmp_path) -> None:
+    config = _config(tmp_path, epochs=1)
+    done = gradwise(
+        "train",
+        str(config),
+        "--nproc",
+        "2",
+        "--no-progress",
+        "--set",
+        "optimizer={name: SGD, lr: 0.01, momentum: 0.9}",
+        "--set",
+        "distributed.compression=one_bit",
+        "--set",
+        "distributed.compression_options={momentum: 0.9}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "the optimizer must not add its own; SGD has momentum 0.9" in done.stderr
+
+
 def test_ctrl_c_on_the_launcher_stops_every_rank_at_one_checkpointed_step(tmp_path) -> None:
     config = _config(tmp_path, epochs=2000)
     launcher = start(

@@ -99,23 +99,56 @@ def chunk_layout(lengths: Sequence[int], world_size: int, device: torch.device) 
     )
 
 
-def encode(x: Tensor, segments: Segments) -> tuple[Tensor, Tensor]:
+def encode(x: Tensor, segments: Segments, *, two_level: bool = False) -> tuple[Tensor, Tensor]:
     """Rows ``x`` (rows, length) to float32 scales (rows, segments) and packed signs.
 
     The scale is the mean of ``|x|`` over the segment's real elements (padding holds
-    zeros, so it adds nothing to the sum); the bit is ``x >= 0``.
+    zeros, so it adds nothing to the sum); the bit is ``x >= 0``. With ``two_level``
+    (Seide et al. 2014's reconstruction values) each segment has two scales, (rows,
+    2 segments): the mean of its real elements ``>= 0``, then the mean of ``|x|`` over its
+    negative elements (0 for a segment without any).
     """
-    sums = x.new_zeros(x.shape[0], segments.num_segments).index_add_(
-        1, segments.segment_of, x.abs()
+    bits = x >= 0
+    if not two_level:
+        sums = x.new_zeros(x.shape[0], segments.num_segments).index_add_(
+            1, segments.segment_of, x.abs()
+        )
+        scales = sums / segments.counts.clamp(min=1).to(x.dtype)
+        return scales.to(torch.float32), pack_bits(bits)
+    parts = torch.cat([x.clamp(min=0), (-x).clamp(min=0), bits.to(x.dtype)])
+    rows = x.shape[0]
+    sums = x.new_zeros(3 * rows, segments.num_segments).index_add_(1, segments.segment_of, parts)
+    positive, negative, nonnegative_count = sums.split(rows)
+    # Padding holds zeros, which count as >= 0: take them out of that count.
+    sizes = torch.bincount(segments.segment_of, minlength=segments.num_segments)
+    counts = segments.counts.to(x.dtype)
+    nonnegative_count = nonnegative_count - (sizes.to(x.dtype) - counts)
+    negative_count = counts - nonnegative_count
+    scales = torch.cat(
+        [positive / nonnegative_count.clamp(min=1), negative / negative_count.clamp(min=1)], dim=1
     )
-    scales = sums / segments.counts.clamp(min=1).to(x.dtype)
-    return scales.to(torch.float32), pack_bits(x >= 0)
+    return scales.to(torch.float32), pack_bits(bits)
 
 
-def decode(scales: Tensor, packed: Tensor, segments: Segments, dtype: torch.dtype) -> Tensor:
-    """``scale * (+1 if bit else -1)`` per element: (rows, length) in ``dtype``."""
-    magnitudes = scales.to(dtype)[:, segments.segment_of]
-    return torch.where(unpack_bits(packed, segments.length), magnitudes, -magnitudes)
+def decode(
+    scales: Tensor,
+    packed: Tensor,
+    segments: Segments,
+    dtype: torch.dtype,
+    *,
+    two_level: bool = False,
+) -> Tensor:
+    """``scale * (+1 if bit else -1)`` per element: (rows, length) in ``dtype``.
+
+    With ``two_level`` the scales are :func:`encode`'s two per segment: the first for a
+    1 bit, the second (negated) for a 0 bit.
+    """
+    scales = scales.to(dtype)
+    positive = scales[:, segments.segment_of]
+    negative = positive
+    if two_level:
+        negative = scales[:, segments.num_segments :][:, segments.segment_of]
+    return torch.where(unpack_bits(packed, segments.length), positive, -negative)
 
 
 def to_payload(scales: Tensor, packed: Tensor) -> Tensor:

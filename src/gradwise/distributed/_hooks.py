@@ -28,6 +28,7 @@ from torch.futures import Future
 from torch.nn.parallel import DistributedDataParallel
 
 from gradwise._validation import (
+    HALF_OPEN_UNIT_INTERVAL,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     POSITIVE_INT,
@@ -73,9 +74,19 @@ COMPRESSION_OPTIONS: dict[str, dict[str, Constraint]] = {
         "warm_start": Boolean(),
         "batch_tensors_with_same_shape": Boolean(),
     },
-    # Off only to show what error feedback buys (benchmarks/compression.py): a plain
-    # scaled sign loses the quantization error for good.
-    "one_bit": {"error_feedback": Boolean()},
+    # error_feedback is off only to show what error feedback buys
+    # (benchmarks/compression.py): a plain scaled sign loses the quantization error for good.
+    "one_bit": {
+        "error_feedback": Boolean(),
+        "granularity": OneOf(("tensor", "row")),
+        "two_level": Boolean(),
+        "momentum": HALF_OPEN_UNIT_INTERVAL,
+    },
+    "one_bit_two_phase": {
+        "granularity": OneOf(("tensor", "row")),
+        "two_level": Boolean(),
+        "momentum": HALF_OPEN_UNIT_INTERVAL,
+    },
 }
 
 # DDP rebuilds its buckets after the first iteration; torch's PowerSGD keys its memories
@@ -98,8 +109,13 @@ class CompressionState:
     - ``worker_error``: error-feedback memory per parameter name (``one_bit``,
       ``one_bit_two_phase``): what compression dropped from this rank's gradient, added
       back next step. A flat tensor per parameter.
+    - ``worker_momentum``: with the ``momentum`` option, this rank's momentum per parameter
+      name (what the hook compresses instead of the gradient), else empty.
+    - ``error_feedback``, ``granularity``, ``two_level``, ``momentum``: the options (see
+      :func:`register_compression`).
     - ``server_error``: ``one_bit_two_phase`` only: the error memory of the chunk this rank
-      averages (chunk ``rank`` of each parameter, :math:`\lceil d/W \rceil` elements).
+      averages (chunk ``rank`` of each parameter, :math:`\lceil d/W \rceil` elements; with
+      ``granularity="row"``, chunk ``rank`` of each of its rows, one after the other).
     - ``powersgd_state``: torch's ``PowerSGDState`` (``powersgd`` only), else None.
 
     Counting convention for ``bytes_sent``: the size in bytes of the tensor this rank
@@ -139,6 +155,7 @@ class CompressionState:
         process_group: dist.ProcessGroup | None,
         parameter_names: Mapping[int, str],
         parameter_numels: Mapping[str, int],
+        parameter_rows: Mapping[str, int] | None = None,
     ) -> None:
         self.name = name
         self.warmup_steps = warmup_steps
@@ -147,10 +164,16 @@ class CompressionState:
         self.worker_error: dict[str, Tensor] = {}
         self.server_error: dict[str, Tensor] = {}
         self.powersgd_state: powersgd.PowerSGDState | None = None
+        self.worker_momentum: dict[str, Tensor] = {}
+        # The options (register_compression sets them; these are the defaults).
         self.error_feedback = True
+        self.granularity = "tensor"
+        self.two_level = False
+        self.momentum = 0.0
         self.process_group = process_group
         self._parameter_names = dict(parameter_names)  # id(parameter) -> name
         self._parameter_numels = dict(parameter_numels)
+        self._parameter_rows = dict(parameter_rows or {})  # rows of granularity "row"
         self._segments: dict[tuple[tuple[int, ...], str], Segments] = {}
         self._chunks: dict[tuple[tuple[int, ...], int, str], Chunks] = {}
         # PowerSGD: the parameter names of each bucket index at its last call, and
@@ -172,6 +195,7 @@ class CompressionState:
             "world_size": self.world_size,
             "worker_error": dict(self.worker_error),
             "server_error": dict(self.server_error),
+            "worker_momentum": dict(self.worker_momentum),
         }
         if self.powersgd_state is not None:
             state["powersgd"] = _powersgd_state_dict(self.powersgd_state, self._powersgd_layouts)
@@ -201,10 +225,14 @@ class CompressionState:
         server_error = self._checked_memory(
             state_dict["server_error"], "server_error", self.world_size
         )
+        worker_momentum = self._checked_memory(
+            state_dict.get("worker_momentum", {}), "worker_momentum", 1
+        )
         self.step = int(state_dict["step"])
         self.bytes_sent = int(state_dict["bytes_sent"])
         self.worker_error = worker_error
         self.server_error = server_error
+        self.worker_momentum = worker_momentum
         if self.powersgd_state is not None and "powersgd" in state_dict:
             self._powersgd_pending = _load_powersgd(self.powersgd_state, state_dict["powersgd"])
             self._powersgd_layouts = {}
@@ -221,7 +249,7 @@ class CompressionState:
                     f"model's parameters ({', '.join(self._parameter_numels)}). Got one for "
                     f"{name!r} instead."
                 )
-            expected = math.ceil(self._parameter_numels[name] / world_size)
+            expected = self._chunk_numel(name, world_size)
             if not isinstance(tensor, Tensor) or tensor.numel() != expected:
                 raise ValueError(
                     f"The 'state_dict' parameter of {owner} must hold a {key} of {expected} "
@@ -229,6 +257,13 @@ class CompressionState:
                 )
             checked[name] = tensor.detach().clone().reshape(-1)
         return checked
+
+    def _chunk_numel(self, name: str, world_size: int) -> int:
+        """Elements of one of ``world_size`` chunks of a parameter (padding included):
+        each scale segment (the tensor, or each row) is cut into ``world_size`` chunks."""
+        numel = self._parameter_numels[name]
+        rows = self._parameter_rows.get(name, 1) if self.granularity == "row" else 1
+        return rows * math.ceil(numel / rows / world_size) if rows else 0
 
     # The hooks' helpers.
 
@@ -291,8 +326,18 @@ def register_compression(
         name: one of :data:`COMPRESSIONS`.
         warmup_steps: backward passes with plain allreduce first, an int >= 2 (DDP
             rebuilds its buckets after the first one).
-        **options: the compression's options: ``"powersgd"``'s above, and ``error_feedback``
-            (default True) for ``"one_bit"``: False sends a plain scaled sign.
+        **options: the compression's options: ``"powersgd"``'s above; for ``"one_bit"``
+            ``error_feedback`` (default True; False sends a plain scaled sign); for
+            ``"one_bit"`` and ``"one_bit_two_phase"`` ``granularity`` (``"tensor"``, the
+            default, or ``"row"``: one scale per slice along the first dimension of each
+            tensor of 2 or more dimensions),
+            ``two_level`` (default False; True: two scales per segment, the mean of the
+            entries :math:`\ge 0` for a 1 bit and minus the mean :math:`|p|` of the
+            negative ones for a 0 bit, Seide et al. 2014; the two-phase hook cuts each
+            segment into chunks) and ``momentum`` (a float in [0, 1), default 0): each rank
+            compresses its own momentum :math:`m_r \leftarrow \beta m_r + g_r` (plus its
+            error memory) instead of its gradient, for an optimizer without momentum
+            (Zheng, Huang & Kwok 2019); the warmup steps allreduce the momenta.
 
     Returns:
         The hook's :class:`CompressionState` (save its ``state_dict()`` in checkpoints,
@@ -318,7 +363,8 @@ def register_compression(
     "1-bit Adam: Communication Efficient Large-Scale Training with Adam's Convergence
     Speed", ICML 2021 (the two-phase compressed allreduce); Vogels, Karimireddy & Jaggi,
     "PowerSGD: Practical Low-Rank Gradient Compression for Distributed Optimization",
-    NeurIPS 2019.
+    NeurIPS 2019; Zheng, Huang & Kwok, "Communication-Efficient Distributed Blockwise
+    Momentum SGD with Error-Feedback", NeurIPS 2019.
     """
     if not isinstance(model, DistributedDataParallel):
         raise TypeError(
@@ -337,9 +383,13 @@ def register_compression(
         process_group=model.process_group,
         parameter_names={id(p): n for n, p in named},
         parameter_numels={n: p.numel() for n, p in named},
+        parameter_rows={n: _rows(p) for n, p in named},
     )
-    if name == "one_bit":
+    if name in ("one_bit", "one_bit_two_phase"):
         state.error_feedback = bool(options.get("error_feedback", True))
+        state.granularity = str(options.get("granularity", "tensor"))
+        state.two_level = bool(options.get("two_level", False))
+        state.momentum = float(options.get("momentum", 0.0))
     if name == "powersgd":
         state.powersgd_state = powersgd.PowerSGDState(
             model.process_group, start_powerSGD_iter=warmup_steps, **options
@@ -405,22 +455,26 @@ def _powersgd_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.
 
 def _one_bit_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
     if not state._advance(bucket):
-        return _plain_allreduce(state, bucket)
+        return _warmup_allreduce(state, bucket)
     buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
-    segments = state._tensor_segments(lengths, buffer.device)
-    p = buffer.to(dtype)
+    segments = state._tensor_segments(_scale_lengths(state, bucket)[0], buffer.device)
+    two_level = state.two_level
+    num_scales = segments.num_segments * (2 if two_level else 1)
+    p = _gradient_or_momentum(state, buffer, names, lengths, dtype)
     if state.error_feedback:
         p = p + _joined(state.worker_error, names, lengths, dtype, buffer.device)
-    scales, packed = encode(p.unsqueeze(0), segments)  # (1, k), (1, ceil(n / 8))
+    # (1, s) scales, s = k per tensor (2k two-level; per row: rows), (1, ceil(n / 8)) bits
+    scales, packed = encode(p.unsqueeze(0), segments, two_level=two_level)
     if state.error_feedback:
-        error = p - decode(scales, packed, segments, dtype)[0]
+        error = p - decode(scales, packed, segments, dtype, two_level=two_level)[0]
         _store(state.worker_error, names, lengths, error)
     payload = to_payload(scales, packed)[0]
-    work, gathered = _all_gather(state, payload)  # (W, 4k + ceil(n / 8))
+    work, gathered = _all_gather(state, payload)  # (W, 4s + ceil(n / 8))
 
     def average(_: Future[Any]) -> Tensor:
-        all_scales, all_packed = from_payload(gathered, segments.num_segments)
-        buffer.copy_(decode(all_scales, all_packed, segments, dtype).mean(dim=0))
+        all_scales, all_packed = from_payload(gathered, num_scales)
+        decoded = decode(all_scales, all_packed, segments, dtype, two_level=two_level)
+        buffer.copy_(decoded.mean(dim=0))
         return buffer
 
     return _future(work).then(average)
@@ -448,17 +502,21 @@ def _sign_majority_hook(state: CompressionState, bucket: GradBucket) -> Future[t
 
 def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
     if not state._advance(bucket):
-        return _plain_allreduce(state, bucket)
+        return _warmup_allreduce(state, bucket)
     buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
-    chunks = state._chunk_layout(lengths, buffer.device)
+    units, units_per_tensor = _scale_lengths(state, bucket)  # tensors, or their rows
+    chunks = state._chunk_layout(units, buffer.device)
     world_size, rank = state.world_size, dist.get_rank(state.process_group)
-    segments = chunks.segments
+    segments, two_level = chunks.segments, state.two_level
+    num_scales = segments.num_segments * (2 if two_level else 1)
 
     # Phase 1: compress (g + e_worker) chunk by chunk; chunk r goes to rank r.
-    p = buffer.to(dtype) + _joined(state.worker_error, names, lengths, dtype, buffer.device)
+    p = _gradient_or_momentum(state, buffer, names, lengths, dtype)
+    p = p + _joined(state.worker_error, names, lengths, dtype, buffer.device)
     rows = torch.cat([p, p.new_zeros(1)])[chunks.gather_index].reshape(world_size, -1)
-    scales, packed = encode(rows, segments)  # (W, k), (W, ceil(L / 8))
-    q = decode(scales, packed, segments, dtype).reshape(-1)[chunks.inverse]
+    scales, packed = encode(rows, segments, two_level=two_level)  # (W, s), (W, ceil(L / 8))
+    q = decode(scales, packed, segments, dtype, two_level=two_level).reshape(-1)
+    q = q[chunks.inverse]
     _store(state.worker_error, names, lengths, p - q)
     payload = to_payload(scales, packed)
     # Blocking: the server step needs the result, and must not issue its collective from a
@@ -467,13 +525,14 @@ def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Futu
 
     # Server: average chunk `rank` over the senders, add e_server, compress again.
     valid = chunks.valid[rank].to(dtype)
-    chunk_lengths = chunks.chunk_lengths
+    chunk_lengths = _grouped_sums(chunks.chunk_lengths, units_per_tensor)  # per tensor
     own = Segments(segments.segment_of, segments.counts[rank : rank + 1])
-    sender_scales, sender_packed = from_payload(received, segments.num_segments)
-    mean = decode(sender_scales, sender_packed, segments, dtype).mean(dim=0) * valid
+    sender_scales, sender_packed = from_payload(received, num_scales)
+    sent = decode(sender_scales, sender_packed, segments, dtype, two_level=two_level)
+    mean = sent.mean(dim=0) * valid
     server_p = mean + _joined(state.server_error, names, chunk_lengths, dtype, buffer.device)
-    server_scales, server_packed = encode(server_p.unsqueeze(0), own)
-    server_q = decode(server_scales, server_packed, own, dtype)[0] * valid
+    server_scales, server_packed = encode(server_p.unsqueeze(0), own, two_level=two_level)
+    server_q = decode(server_scales, server_packed, own, dtype, two_level=two_level)[0] * valid
     _store(state.server_error, names, chunk_lengths, server_p - server_q)
 
     # Phase 2: everyone gathers every server's compressed chunk.
@@ -481,8 +540,8 @@ def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Futu
     work, gathered = _all_gather(state, server_payload)
 
     def assemble(_: Future[Any]) -> Tensor:
-        chunk_scales, chunk_packed = from_payload(gathered, segments.num_segments)
-        decoded = decode(chunk_scales, chunk_packed, segments, dtype)  # (W, L)
+        chunk_scales, chunk_packed = from_payload(gathered, num_scales)
+        decoded = decode(chunk_scales, chunk_packed, segments, dtype, two_level=two_level)
         buffer.copy_(decoded.reshape(-1)[chunks.inverse])
         return buffer
 
@@ -512,6 +571,59 @@ def _unpack_bucket(
     # float16/bfloat16 gradients are compressed and averaged in float32.
     dtype = torch.promote_types(buffer.dtype, torch.float32)
     return buffer, state._names(bucket), lengths, dtype
+
+
+def _warmup_allreduce(state: CompressionState, bucket: GradBucket) -> Future[Tensor]:
+    """Plain allreduce of the gradients, or of the ranks' momenta with that option."""
+    if state.momentum:
+        buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
+        buffer.copy_(_gradient_or_momentum(state, buffer, names, lengths, dtype))
+    return _plain_allreduce(state, bucket)
+
+
+def _gradient_or_momentum(
+    state: CompressionState,
+    buffer: Tensor,
+    names: Sequence[str],
+    lengths: Sequence[int],
+    dtype: torch.dtype,
+) -> Tensor:
+    """The bucket's gradient g, or with the momentum option m <- momentum * m + g (kept)."""
+    g = buffer.to(dtype)
+    if not state.momentum:
+        return g
+    m = state.momentum * _joined(state.worker_momentum, names, lengths, dtype, buffer.device) + g
+    _store(state.worker_momentum, names, lengths, m)
+    return m
+
+
+def _rows(parameter: Tensor) -> int:
+    """Rows for granularity "row": slices along the first dimension of a tensor with 2
+    or more dimensions (an output unit of a linear layer, an output channel of a
+    convolution); a tensor of fewer dimensions is one row."""
+    return parameter.shape[0] if parameter.dim() >= 2 else 1
+
+
+def _scale_lengths(
+    state: CompressionState, bucket: GradBucket
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The lengths of the bucket's scale segments (one per tensor, or one per row, see
+    :func:`_rows`), and how many segments each tensor has."""
+    if state.granularity == "tensor":
+        return tuple(g.numel() for g in bucket.gradients()), (1,) * len(bucket.gradients())
+    lengths: list[int] = []
+    counts: list[int] = []
+    for parameter in bucket.parameters():
+        rows = _rows(parameter)
+        lengths += [parameter.numel() // rows] * rows if rows else []
+        counts.append(rows)
+    return tuple(lengths), tuple(counts)
+
+
+def _grouped_sums(values: Sequence[int], sizes: Sequence[int]) -> list[int]:
+    """Sums of consecutive groups of ``values``, ``sizes[i]`` values in group i."""
+    ends = np.cumsum([0, *sizes])
+    return [sum(values[start:end]) for start, end in zip(ends[:-1], ends[1:], strict=True)]
 
 
 def _joined(

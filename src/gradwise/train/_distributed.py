@@ -11,6 +11,7 @@ Rank 0 alone writes the run folder; a resume reads it on rank 0 and hands it to 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -149,6 +150,7 @@ def _register_compression(
         )
     if one_bit_adam:
         return register_one_bit_adam(model, optimizer)  # type: ignore[arg-type]
+    _check_momentum_applied_once(optimizer, settings.compression_options)
     if settings.compression == "none":
         return None
 
@@ -175,3 +177,22 @@ def _folder(config: RunConfig, world: World, resume: str | None) -> RunFolder:
             write_config(folder, config_to_dict(replace(config, name=folder.path.name)))
         path = str(folder.path)
     return RunFolder(world.broadcast(path))
+
+
+def _check_momentum_applied_once(
+    optimizer: torch.optim.Optimizer, options: Mapping[str, Any]
+) -> None:
+    """The hooks' own momentum (Zheng et al. 2019) replaces the optimizer's: with both, the
+    gradient would be averaged twice."""
+    hook_momentum = options.get("momentum", 0)
+    if not hook_momentum:
+        return
+    for group in optimizer.param_groups:
+        own = group.get("momentum", 0) or (group.get("betas") or (0,))[0]
+        if own:
+            raise ConfigError(
+                f"'train.distributed.compression_options.momentum' ({hook_momentum}) keeps the "
+                f"momentum in the compression hook, so the optimizer must not add its own; "
+                f"{type(optimizer).__name__} has momentum {own}. Set 'train.optimizer.momentum: "
+                "0' (SGD), or drop the hook's momentum."
+            )
