@@ -130,6 +130,7 @@ def test_every_function_leaves_the_model_as_found(mode):
     options = {"mode": mode}
     curvature.eigenvalues(model, cross_entropy, data, k=2, max_iterations=200, **options)
     curvature.trace(model, cross_entropy, data, num_probes=3, **options)
+    curvature.trace(model, cross_entropy, data, num_probes=9, method="hutch++", **options)
     curvature.eigenvalue_density(model, cross_entropy, data, num_iterations=5, **options)
     curvature.condition_number(model, cross_entropy, data, max_iterations=200, **options)
     curvature.find_negative_curvature(model, cross_entropy, data, max_iterations=200, **options)

@@ -83,11 +83,86 @@ def test_repeated_eigenvalues_are_found_after_the_krylov_space_closes():
     torch.testing.assert_close(bottom, torch.tensor([0.4, 0.4, 0.4, 1.6], dtype=torch.float64))
 
 
-def test_trace_within_five_percent_with_100_probes(trained):
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+def test_trace_within_five_percent_with_100_probes(trained, method):
     model, batch, exact = trained
+    hessian = curvature.Hessian(model, cross_entropy, batch)
     for seed in range(4):
-        estimate = curvature.trace(model, cross_entropy, batch, num_probes=100, seed=seed)
+        estimate = hessian.trace(num_probes=100, seed=seed, method=method)
         assert relative_error(estimate, exact.trace()) < 0.05, seed
+    assert hessian.num_products == 400  # a probe is one product, whatever the method
+
+
+def trace_errors(model, batch, exact, method, seeds=range(20)):
+    hessian = curvature.Hessian(model, cross_entropy, batch)
+    estimates = torch.tensor(
+        [hessian.trace(num_probes=100, seed=seed, method=method) for seed in seeds],
+        dtype=torch.float64,
+    )
+    return estimates, relative_error(estimates, exact.trace())
+
+
+def test_hutch_plus_plus_ties_hutchinson_after_training(trained):
+    # Measured over seeds 0-19: mean relative error 0.91% (Hutchinson) and 1.02% (Hutch++),
+    # worst 2.8% and 2.0%. The top 33 |eigenvalues| hold 82% of ||H||_F^2, but one pass
+    # of the sketch catches less of it: a tie, not a win (see docs/curvature.md).
+    model, batch, exact = trained
+    _, hutchinson = trace_errors(model, batch, exact, "hutchinson")
+    _, hutch_plus_plus = trace_errors(model, batch, exact, "hutch++")
+    assert hutch_plus_plus.max() < 0.05
+    assert hutchinson.max() < 0.05
+    assert hutch_plus_plus.mean() < 1.25 * hutchinson.mean()
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+def test_trace_is_unbiased_at_initialization(at_init, method):
+    # At initialization the Hessian is indefinite, tr H = 4.44 against sum |lambda| = 67,
+    # and its spectrum is flat (the top 33 |eigenvalues| hold 31% of ||H||_F^2): neither
+    # estimator reaches 5% with 100 products. Measured over seeds 0-19: mean relative
+    # error 6.6% (Hutchinson) and 7.1% (Hutch++), worst 13.7% and 21.6%. Both stay
+    # unbiased: the mean of 20 estimates is within 3 standard errors of the exact trace.
+    model, batch, exact, _ = at_init
+    estimates, errors = trace_errors(model, batch, exact, method)
+    standard_error = estimates.std() / math.sqrt(estimates.numel())
+    assert (estimates.mean() - exact.trace()).abs() < 3 * standard_error
+    assert 0.02 < errors.mean() < 0.12
+
+
+def test_hutch_plus_plus_wins_on_a_fast_decaying_spectrum():
+    # Least squares with singular values 0.8^i (i < 200) in random bases: H = (2/N) X^T X
+    # has eigenvalues 2/N 0.64^i, so the 33-column sketch holds all but ~1e-6 of the trace.
+    generator = torch.Generator().manual_seed(0)
+    left, _ = torch.linalg.qr(torch.randn(400, 200, generator=generator, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(200, 200, generator=generator, dtype=torch.float64))
+    singular = 0.8 ** torch.arange(200, dtype=torch.float64)
+    inputs = left @ torch.diag(singular) @ right.T
+    data = (inputs, torch.zeros(400, 1, dtype=torch.float64))
+    model = nn.Linear(200, 1, bias=False).double()
+    exact = 2 / 400 * singular.pow(2).sum()
+    errors = {
+        method: torch.tensor(
+            [
+                relative_error(
+                    curvature.trace(model, F.mse_loss, data, seed=s, method=method), exact
+                )
+                for s in range(10)
+            ]
+        )
+        for method in ("hutchinson", "hutch++")
+    }
+    assert errors["hutch++"].max() < 1e-5
+    assert errors["hutchinson"].mean() > 1e-2
+
+
+def test_hutch_plus_plus_is_exact_once_the_sketch_spans_the_space():
+    model = mlp((3, 4, 2))  # 26 parameters: 78 products give a 26-column sketch
+    batch = classification_batch(num_samples=8, num_features=3, num_classes=2)
+    exact = exact_hessian(model, cross_entropy, *batch).trace()
+    hessian = curvature.Hessian(model, cross_entropy, batch)
+    assert hessian.trace(num_probes=78, seed=3, method="hutch++") == pytest.approx(
+        exact.item(), rel=1e-10
+    )
+    assert hessian.num_products == 52  # the residual is zero: its probes are skipped
 
 
 def test_trace_is_exact_for_a_diagonal_hessian():
@@ -222,6 +297,10 @@ def test_too_few_iterations_warn(at_init):
         (
             lambda m, b: curvature.trace(m, cross_entropy, b, num_probes=0),
             r"The 'num_probes' parameter of trace must be an int >= 1. Got 0 instead.",
+        ),
+        (
+            lambda m, b: curvature.trace(m, cross_entropy, b, method="hutch+"),
+            r"The 'method' parameter of trace must be one of 'hutch\+\+', 'hutchinson'. Got 'hutch\+' instead.",
         ),
         (
             lambda m, b: curvature.eigenvalue_density(m, cross_entropy, b, num_iterations=2.5),

@@ -7,7 +7,7 @@ from typing import Any, Literal, overload
 from torch import Tensor, nn
 
 from gradwise.curvature._hessian import Hessian, LossFunction, Mode
-from gradwise.curvature._spectrum import EigenvalueDensity, NegativeCurvature, Which
+from gradwise.curvature._spectrum import EigenvalueDensity, NegativeCurvature, TraceMethod, Which
 
 
 @overload
@@ -121,19 +121,39 @@ def trace(
     *,
     num_probes: int = 100,
     seed: int = 0,
+    method: TraceMethod = "hutchinson",
     mode: Mode = "eval",
 ) -> float:
-    r"""Hutchinson's estimate of the Hessian's trace.
+    r"""An unbiased estimate of the Hessian's trace from ``num_probes`` Hessian-vector products.
 
-    :math:`\operatorname{tr} H \approx \frac{1}{P}\sum_{p=1}^{P} z_p^\top H z_p` with
-    Rademacher probes :math:`z_p` (independent :math:`\pm 1` entries, seeded by ``seed``):
-    unbiased, with variance :math:`\frac{2}{P}\sum_{i \ne j} H_{ij}^2`, the smallest of
-    any i.i.d. probe distribution. One Hessian-vector product per probe.
+    ``method="hutchinson"`` (the default): :math:`\operatorname{tr} H \approx
+    \frac{1}{P}\sum_{p=1}^{P} z_p^\top H z_p` with Rademacher probes :math:`z_p`
+    (independent :math:`\pm 1` entries), of variance :math:`\frac{2}{P}\sum_{i \ne j}
+    H_{ij}^2`, the smallest of any i.i.d. probe distribution; one product per probe.
+
+    ``method="hutch++"`` spends a third of the products on a sketch: with :math:`k =
+    \lfloor P/3 \rfloor` Rademacher columns :math:`S`, :math:`Q = \operatorname{orth}(HS)`
+    spans about the directions of largest :math:`|\lambda|`; then
+
+    .. math::
+        \operatorname{tr} H = \operatorname{tr}(Q^\top H Q)
+        + \operatorname{tr}\big((I - QQ^\top) H (I - QQ^\top)\big),
+
+    the first term exactly with :math:`k` products, the second by Hutchinson with the
+    remaining :math:`P - 2k` probes projected off :math:`Q` (with :math:`P < 3`, plain
+    Hutchinson). Also unbiased for any symmetric :math:`H`. It wins when a few eigenvalues
+    hold most of :math:`\lVert H \rVert_F^2` (a fast-decaying spectrum); on a flat
+    spectrum it has a third of the probes for almost the same residual and loses. On the
+    MLP of the curvature tests it was not better (at initialization the top 33
+    |eigenvalues| hold 31-43% of :math:`\lVert H \rVert_F^2`; after training 82%, but the
+    one-pass sketch catches less of it and the two tie), so Hutchinson stays the default.
+    All probes come from one generator seeded by ``seed``.
 
     Args:
         model, loss_fn, data, mode: as in :func:`eigenvalues`.
-        num_probes: the number of probe vectors P.
+        num_probes: P, the number of Hessian-vector products in all.
         seed: seed of the probes.
+        method: "hutch++" or "hutchinson".
 
     Example:
         >>> import torch
@@ -141,14 +161,21 @@ def trace(
         >>> model = torch.nn.Linear(3, 1, bias=False).double()
         >>> x = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
         >>> y = torch.zeros(3, 1, dtype=torch.float64)
+        >>> # H = diag(2/3, 8/3, 6): z^T H z = tr H for every +-1 vector z
         >>> round(trace(model, torch.nn.functional.mse_loss, (x, y), num_probes=1), 6)
+        9.333333
+        >>> # the sketch (min(100 // 3, 3) = 3 columns) spans all 3 directions: exact
+        >>> round(trace(model, torch.nn.functional.mse_loss, (x, y), method="hutch++"), 6)
         9.333333
 
     Reference:
-        Hutchinson, "A stochastic estimator of the trace of the influence matrix for
-        Laplacian smoothing splines", Comm. Statist. Simulation Comput. 18 (1989).
+        Meyer, Musco, Musco & Woodruff, "Hutch++: Optimal stochastic trace estimation",
+        SOSA 2021; Hutchinson, "A stochastic estimator of the trace of the influence matrix
+        for Laplacian smoothing splines", Comm. Statist. Simulation Comput. 18 (1989).
     """
-    return Hessian(model, loss_fn, data, mode=mode).trace(num_probes=num_probes, seed=seed)
+    return Hessian(model, loss_fn, data, mode=mode).trace(
+        num_probes=num_probes, seed=seed, method=method
+    )
 
 
 def eigenvalue_density(

@@ -14,7 +14,12 @@ from torch.func import functional_call
 from gradwise._validation import NON_NEGATIVE_INT, OneOf, Satisfies, check, invalid_value_error
 
 if TYPE_CHECKING:
-    from gradwise.curvature._spectrum import EigenvalueDensity, NegativeCurvature, Which
+    from gradwise.curvature._spectrum import (
+        EigenvalueDensity,
+        NegativeCurvature,
+        TraceMethod,
+        Which,
+    )
 
 LossFunction = Callable[[Any, Any], Tensor]
 Batch = tuple[Tensor, Any]
@@ -178,9 +183,13 @@ class Hessian:
             owner="eigenvalues",
         )  # fmt: skip
 
-    def trace(self, *, num_probes: int = 100, seed: int = 0) -> float:
-        """Hutchinson's trace estimate: see :func:`trace`."""
-        return _spectrum().trace_of(self, num_probes=num_probes, seed=seed, owner="trace")
+    def trace(
+        self, *, num_probes: int = 100, seed: int = 0, method: TraceMethod = "hutchinson"
+    ) -> float:
+        """Trace estimate from ``num_probes`` products, Hutch++ or Hutchinson: see :func:`trace`."""
+        return _spectrum().trace_of(
+            self, num_probes=num_probes, seed=seed, method=method, owner="trace"
+        )
 
     def eigenvalue_density(
         self, *, num_iterations: int = 64, num_probes: int = 1, seed: int = 0

@@ -1,4 +1,4 @@
-"""Spectral estimates of a :class:`Hessian`: Lanczos eigenvalues, Hutchinson trace, SLQ."""
+"""Spectral estimates of a :class:`Hessian`: Lanczos eigenvalues, Hutchinson or Hutch++, SLQ."""
 
 from __future__ import annotations
 
@@ -128,19 +128,61 @@ def eigenvalues_of(
     return values.to(hessian.dtype), vectors
 
 
-def trace_of(hessian: Hessian, *, num_probes: int, seed: int, owner: str) -> float:
-    """Hutchinson's estimate with Rademacher probes."""
+TraceMethod = Literal["hutch++", "hutchinson"]
+
+
+def trace_of(
+    hessian: Hessian, *, num_probes: int, seed: int, method: TraceMethod, owner: str
+) -> float:
+    """Hutch++ or Hutchinson with Rademacher probes, ``num_probes`` products in all."""
     check_all(
         owner,
-        {"num_probes": num_probes, "seed": seed},
-        {"num_probes": POSITIVE_INT, "seed": NON_NEGATIVE_INT},
+        {"num_probes": num_probes, "seed": seed, "method": method},
+        {
+            "num_probes": POSITIVE_INT,
+            "seed": NON_NEGATIVE_INT,
+            "method": OneOf(("hutch++", "hutchinson")),
+        },
     )
     generator = torch.Generator(device=hessian.device).manual_seed(seed)
+    if method == "hutchinson":
+        return _hutchinson(hessian, num_probes, generator)
+    return _hutch_plus_plus(hessian, num_probes, generator)
+
+
+def _hutchinson(
+    hessian: Hessian,
+    num_probes: int,
+    generator: torch.Generator,
+    basis: Tensor | None = None,
+) -> float:
+    """Mean of z^T H z over Rademacher z, each projected off ``basis`` (n, k) if given."""
     total = 0.0
     for _ in range(num_probes):
         probe = rademacher(hessian, generator)
+        if basis is not None:
+            probe = probe - basis @ (basis.T @ probe)
         total += float(torch.dot(probe, hessian @ probe))
     return total / num_probes
+
+
+def _hutch_plus_plus(hessian: Hessian, num_products: int, generator: torch.Generator) -> float:
+    """Hutch++: a third of the products sketch the range, a third take its trace exactly.
+
+    Q = orth(H S) for a Rademacher (n, k) sketch S, k = num_products // 3 (at most n);
+    tr(H) = tr(Q^T H Q) + tr((I - QQ^T) H (I - QQ^T)), the first with k products, the
+    second by Hutchinson with the remaining ``num_products - 2k``.
+    """
+    size = min(num_products // 3, hessian.num_parameters)
+    if size == 0:
+        return _hutchinson(hessian, num_products, generator)
+    sketch = torch.stack([hessian @ rademacher(hessian, generator) for _ in range(size)], 1)
+    basis = torch.linalg.qr(sketch).Q  # (n, size), orthonormal columns
+    exact = sum(float(torch.dot(column, hessian @ column)) for column in basis.T)
+    remaining = num_products - 2 * size
+    if size == hessian.num_parameters:  # Q spans everything: tr(Q^T H Q) is exact
+        return exact
+    return exact + _hutchinson(hessian, remaining, generator, basis)
 
 
 def density_of(
