@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from gradwise.lr_finder import analyze_sweep, exponential_lrs, smooth_losses
+from gradwise.lr_finder import analyze_sweep, default_smoothing, exponential_lrs, smooth_losses
 
 
 def test_smoothing_is_the_normalized_exponentially_weighted_mean() -> None:
@@ -101,3 +101,39 @@ def test_bad_grids_raise() -> None:
         exponential_lrs(1.0, 0.1, 10)
     with pytest.raises(ValueError, match="The 'num_steps' parameter of exponential_lrs"):
         exponential_lrs(1e-3, 1.0, 2)
+
+
+def test_default_smoothing_spans_half_a_decade_of_the_grid() -> None:
+    # 100 steps over 8 decades: 99 / 8 steps per decade, window 1 / (1 - beta) = half of it.
+    beta = default_smoothing(exponential_lrs(1e-7, 10.0, 100))
+    assert 1.0 / (1.0 - beta) == pytest.approx(99 / 8 / 2, rel=1e-12)
+    assert default_smoothing(exponential_lrs(1e-3, 1.0, 4)) == 0.0  # 1 step per decade
+    lrs = exponential_lrs(1e-4, 1.0, 41)
+    losses = [1.0 + 0.1 * math.sin(k) for k in range(41)]
+    implicit, explicit = (
+        analyze_sweep(lrs, losses),
+        analyze_sweep(lrs, losses, smoothing=default_smoothing(lrs)),
+    )
+    assert implicit.smoothed == explicit.smoothed
+    assert implicit.smoothing == explicit.smoothing == default_smoothing(lrs)
+    assert f"smoothing {implicit.smoothing:.3g}" in implicit.to_table().title
+
+
+def test_steepest_point_of_an_evenly_falling_valley_is_its_middle_despite_noise() -> None:
+    # Flat at 2 up to lr 1e-4, a straight fall to 1 at lr 1e-1, then divergence: every
+    # slope on the fall is the same up to the noise, so the argmin of the slopes lands
+    # anywhere on it; the steepest point reported is the middle, 10 ** -2.5.
+    lrs = exponential_lrs(1e-6, 1.0, 121)
+    x = np.log10(lrs)
+    clean = np.where(x < -4, 2.0, 2.0 - (x + 4) / 3)
+    clean = np.where(x > -1, 50.0, clean)
+    argmins = []
+    for seed in range(10):
+        losses = clean + np.random.default_rng(seed).normal(0.0, 0.01, size=len(lrs))
+        result = analyze_sweep(lrs, list(losses), smoothing=0.0)
+        assert abs(math.log10(result.steepest_lr) + 2.5) <= 0.2, seed
+        window = 121 // 20  # the same least-squares slopes, read by their argmin
+        slopes = [np.polyfit(x[i - window : i + window + 1], losses[i - window : i + window + 1],
+                             1)[0] for i in range(40, 100)]  # fmt: skip
+        argmins.append(x[40 + int(np.argmin(slopes))])
+    assert max(argmins) - min(argmins) > 0.5  # the argmin alone would wander over the fall

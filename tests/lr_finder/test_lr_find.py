@@ -163,7 +163,8 @@ def _suggestions(name: str, make: str, seeds: range) -> list[float]:
 
 
 @pytest.mark.parametrize(
-    ("name", "optimizer"), [("digits", "sgd"), ("digits", "adam"), ("spirals", "sgd")]
+    ("name", "optimizer"),
+    [("digits", "sgd"), ("digits", "adam"), ("spirals", "sgd"), ("spirals", "adam")],
 )
 def test_suggestions_from_five_seeds_lie_within_3x(name: str, optimizer: str) -> None:
     suggestions = _suggestions(name, optimizer, range(5))

@@ -8,7 +8,19 @@ suggested one and why. The model and optimizer are restored exactly afterwards.
 test on a configured run.
 """
 
-from gradwise.lr_finder._result import LRFinderResult, analyze_sweep, smooth_losses
+from gradwise.lr_finder._result import (
+    LRFinderResult,
+    analyze_sweep,
+    default_smoothing,
+    smooth_losses,
+)
 from gradwise.lr_finder._sweep import exponential_lrs, lr_find
 
-__all__ = ["LRFinderResult", "analyze_sweep", "exponential_lrs", "lr_find", "smooth_losses"]
+__all__ = [
+    "LRFinderResult",
+    "analyze_sweep",
+    "default_smoothing",
+    "exponential_lrs",
+    "lr_find",
+    "smooth_losses",
+]

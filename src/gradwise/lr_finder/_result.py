@@ -72,6 +72,7 @@ class LRFinderResult:
         diverged_at: the step whose smoothed loss passed ``diverge_factor`` times the best
             (or whose loss was not finite), where the sweep stopped; None if it ran out.
         planned_steps: the steps the sweep was asked for.
+        smoothing: the :math:`\\beta` of ``smoothed`` (:func:`default_smoothing` unless given).
         reasoning: the sentences that explain the suggestion, with the measured numbers.
 
     Example:
@@ -93,6 +94,7 @@ class LRFinderResult:
     lr_at_min_loss: float
     diverged_at: int | None
     planned_steps: int
+    smoothing: float
     reasoning: str
 
     def to_table(self) -> Table:
@@ -120,7 +122,7 @@ class LRFinderResult:
         )
         title = (
             f"LR range test: {len(self.lrs)} of {self.planned_steps} steps, lr "
-            f"{self.lrs[0]:.3g} to {self.lrs[-1]:.3g}, {stop}"
+            f"{self.lrs[0]:.3g} to {self.lrs[-1]:.3g}, smoothing {self.smoothing:.3g}, {stop}"
         )
         return Table(title, ["rule", "lr", "smoothed loss", "suggested"], rows)
 
@@ -134,11 +136,42 @@ class LRFinderResult:
         return [s for s in self.smoothed if math.isfinite(s)]
 
 
+def default_smoothing(lrs: Sequence[float]) -> float:
+    r"""The smoothing :math:`\beta` for a sweep over ``lrs``: an averaging window of half a decade.
+
+    .. math::
+
+        \beta = \max\Bigl(0,\ 1 - \frac{2}{d}\Bigr), \qquad
+        d = \frac{n - 1}{\log_{10}(\mathrm{lr}_{n-1} / \mathrm{lr}_0)}
+        \text{ steps per decade}
+
+    The moving average's window :math:`1 / (1 - \beta)` and its delay
+    :math:`\beta / (1 - \beta)` (in steps) then span about half a decade of lr whatever
+    the grid: more steps per decade average more losses instead of smearing the curve
+    over more decades. A fixed :math:`\beta = 0.98` (fastai's) spans 50 steps, four of
+    the eight decades of the default 100-step sweep, which flattens and shifts the descent
+    (docs/lr_finder.md has the measurements).
+
+    Args:
+        lrs: the sweep's learning rates, increasing, all > 0 (at least two).
+
+    Example:
+        >>> from gradwise.lr_finder import default_smoothing, exponential_lrs
+        >>> round(default_smoothing(exponential_lrs(1e-7, 10.0, 100)), 4)  # 12.4 steps/decade
+        0.8384
+    """
+    check(
+        "lrs", "default_smoothing", lrs, Satisfies(_is_increasing_positive, "increasing floats > 0")
+    )
+    steps_per_decade = (len(lrs) - 1) / math.log10(float(lrs[-1]) / float(lrs[0]))
+    return max(0.0, 1.0 - 2.0 / steps_per_decade)
+
+
 def analyze_sweep(
     lrs: Sequence[float],
     losses: Sequence[float],
     *,
-    smoothing: float = 0.98,
+    smoothing: float | None = None,
     diverge_factor: float = 4.0,
     planned_steps: int | None = None,
 ) -> LRFinderResult:
@@ -149,10 +182,15 @@ def analyze_sweep(
     first step whose smoothed loss exceeds ``diverge_factor`` times the best smoothed loss
     so far (or whose loss is not finite); both rules look only at the steps before it.
 
-    * steepest descent: the most negative slope of the smoothed loss against
-      :math:`\\log_{10}` lr (a least-squares slope over a window of about a tenth of
-      the sweep), searched from step ``n // 10`` (the
-      debiased average of a handful of losses is still noisy) up to the minimum.
+    * steepest descent: where the smoothed loss falls fastest against :math:`\\log_{10}`
+      lr, searched from step ``n // 10`` (the debiased average of a handful of losses is
+      still noisy) up to the minimum. The slope at each step is a least-squares slope over
+      a window of about a tenth of the sweep, and the steepest point is located as the
+      middle (in :math:`\\log` lr) of the stretch around the most negative slope where the
+      slope is at least half as steep (the full width at half maximum): along a long,
+      evenly falling valley the argmin of the slope jumps with the noise from one end to
+      the other, the middle of the stretch does not, and on a single sharp drop the two
+      coincide.
     * min-loss/10: the lr of the smallest smoothed loss divided by 10 (Smith 2017: the
       loss is still falling an order of magnitude before it turns).
 
@@ -166,7 +204,8 @@ def analyze_sweep(
         lrs: the learning rates, increasing, all > 0.
         losses: the loss at each lr (the sweep may be shorter than ``lrs``: extra lrs are
             ignored).
-        smoothing: :math:`\\beta` of :func:`smooth_losses`, in [0, 1).
+        smoothing: :math:`\\beta` of :func:`smooth_losses`, in [0, 1); default
+            :func:`default_smoothing` of ``lrs`` (a window of half a decade).
         diverge_factor: the stop threshold, > 1.
         planned_steps: the steps the sweep was asked for (for the report); default
             ``len(lrs)``.
@@ -185,6 +224,8 @@ def analyze_sweep(
     owner = "analyze_sweep"
     check("lrs", owner, lrs, Satisfies(_is_increasing_positive, "increasing floats > 0"))
     check("losses", owner, losses, Satisfies(_is_float_sequence, _FLOATS))
+    if smoothing is None:
+        smoothing = default_smoothing(lrs)
     check("smoothing", owner, smoothing, HALF_OPEN_UNIT_INTERVAL)
     check("diverge_factor", owner, diverge_factor, DIVERGE_FACTOR)
     if not 1 <= len(losses) <= len(lrs):
@@ -218,6 +259,7 @@ def analyze_sweep(
         lr_at_min_loss=float(grid[lowest]),
         diverged_at=diverged_at,
         planned_steps=len(lrs) if planned_steps is None else int(planned_steps),
+        smoothing=float(smoothing),
         reasoning=reasoning,
     )
 
@@ -239,11 +281,13 @@ def _divergence(raw: Array, smoothed: Array, factor: float) -> int | None:
 
 
 def _steepest(lrs: Array, smoothed: Array, lowest: int, skip: int) -> int:
-    """The index of the most negative d smoothed / d log10 lr on steps [skip, lowest].
+    """The index of the steepest descent (d smoothed / d log10 lr) on steps [skip, lowest].
 
     The slope at each step is the least-squares slope over a window of ``2 * half + 1``
     steps (``half`` = 1/20 of the steps, at least 1), not the two-point difference: the
-    argmin of a difference quotient follows the noise between neighbouring steps.
+    argmin of a difference quotient follows the noise between neighbouring steps. For the
+    same reason the answer is the middle of the half-maximum stretch around the argmin
+    of the slopes (:func:`_middle_of_half_maximum`), not the argmin itself.
     """
     start = min(skip, max(lowest - 2, 0))
     if lowest - start < 2:  # too few points before the minimum for a slope
@@ -254,7 +298,23 @@ def _steepest(lrs: Array, smoothed: Array, lowest: int, skip: int) -> int:
     for index in range(start, lowest + 1):
         window = slice(max(index - half, 0), min(index + half + 1, len(x)))
         slopes.append(np.polyfit(x[window], y[window], 1)[0])
-    return start + int(np.argmin(slopes))
+    return start + _middle_of_half_maximum(x[start : lowest + 1], np.asarray(slopes))
+
+
+def _middle_of_half_maximum(x: Array, slopes: Array) -> int:
+    """The index nearest (in x) to the middle of the contiguous stretch around the most
+    negative slope where every slope is at most half of it (at least as steep)."""
+    steepest = int(np.argmin(slopes))
+    if not slopes[steepest] < 0:
+        return steepest
+    steep = slopes <= 0.5 * slopes[steepest]
+    first, last = steepest, steepest
+    while first > 0 and steep[first - 1]:
+        first -= 1
+    while last < len(slopes) - 1 and steep[last + 1]:
+        last += 1
+    middle = (x[first] + x[last]) / 2.0
+    return first + int(np.argmin(np.abs(x[first : last + 1] - middle)))
 
 
 def _reasoning(

@@ -24,7 +24,13 @@ from gradwise._validation import (
 )
 from gradwise.data import Batches, Dataset, DataSplits
 from gradwise.losses import LOSS_NAMES, get_loss
-from gradwise.lr_finder._result import DIVERGE_FACTOR, LRFinderResult, analyze_sweep, diverged
+from gradwise.lr_finder._result import (
+    DIVERGE_FACTOR,
+    LRFinderResult,
+    analyze_sweep,
+    default_smoothing,
+    diverged,
+)
 from gradwise.lr_finder._result import smooth_losses as _smooth
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -59,7 +65,7 @@ def lr_find(
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     num_steps: int = 100,
-    smoothing: float = 0.98,
+    smoothing: float | None = None,
     diverge_factor: float = 4.0,
     seed: int = 0,
     *,
@@ -93,7 +99,9 @@ def lr_find(
         start_lr: the first lr, > 0.
         end_lr: the last lr, > ``start_lr``.
         num_steps: steps of the sweep, >= 3.
-        smoothing: :math:`\beta` of the bias-corrected moving average, in [0, 1).
+        smoothing: :math:`\beta` of the bias-corrected moving average, in [0, 1); default
+            :func:`default_smoothing` of the grid (a window of half a decade of lr: 0.84
+            for the default 100 steps over 8 decades).
         diverge_factor: stop when the smoothed loss exceeds this times the best, > 1.
         seed: the batch order (for a Dataset) and dropout's random numbers.
         batch_size: samples per batch when ``data`` is a Dataset or DataSplits.
@@ -119,9 +127,11 @@ def lr_find(
         Smith, "Cyclical learning rates for training neural networks", WACV 2017.
     """
     _check_range(start_lr, end_lr, num_steps, _OWNER)
+    lrs = exponential_lrs(start_lr, end_lr, num_steps)
+    if smoothing is None:
+        smoothing = default_smoothing(lrs)
     _check_arguments(model, optimizer, data, loss_fn, smoothing, diverge_factor, seed)
     check("batch_size", _OWNER, batch_size, POSITIVE_INT)
-    lrs = exponential_lrs(start_lr, end_lr, num_steps)
     loss = get_loss(loss_fn) if isinstance(loss_fn, str) else loss_fn
     device = _device_of(model)
     with _preserved(model, optimizer), _forked_rng(device):
