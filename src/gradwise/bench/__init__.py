@@ -4,7 +4,9 @@
 Antonoglou & Silver (2014) (:data:`UNIT_TESTS`: prototype shapes x noise x scale x
 dimension x drift) and scores it against the best-tuned plain SGD, as a table and a coloured
 grid. :func:`surface_benchmark` counts the steps each optimizer, with a tuned learning
-rate, needs to reach a known minimum of a 2-D test surface. matplotlib is imported only
+rate, needs to reach a known minimum of a 2-D test surface; :func:`performance_profiles`
+summarizes such steps-to-target over problems as Dolan & More's profiles with AlgoPerf's
+area score. matplotlib is imported only
 when a grid is drawn.
 """
 
@@ -25,6 +27,14 @@ from gradwise.bench._mnist1d import (
     Mnist1dResult,
     Mnist1dResults,
     mnist1d_baselines,
+)
+from gradwise.bench._profiles import (
+    ALGOPERF_TAU_MAX,
+    PROFILE_TAUS,
+    PerformanceProfiles,
+    performance_profiles,
+    quadratic_deep_steps,
+    surface_steps,
 )
 from gradwise.bench._scoring import (
     OPTIMIZER_NAMES,
@@ -76,6 +86,12 @@ __all__ = [
     "quadratic_deep_benchmark",
     "random_rotation",
     "run_quadratic_deep",
+    "ALGOPERF_TAU_MAX",
+    "PROFILE_TAUS",
+    "PerformanceProfiles",
+    "performance_profiles",
+    "quadratic_deep_steps",
+    "surface_steps",
     "OPTIMIZER_NAMES",
     "tuned_optimizers",
     "BENCHMARK_SURFACES",

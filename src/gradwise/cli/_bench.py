@@ -1,4 +1,4 @@
-"""``gradwise bench unit-tests|surfaces``: the optimizer benchmarks, printed as tables."""
+"""``gradwise bench unit-tests|surfaces|profiles``: the optimizer benchmarks, as tables."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ EXIT_OK = 0
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register the ``bench`` subcommand with its ``unit-tests`` and ``surfaces`` forms."""
+    """Register ``bench`` with its ``unit-tests``, ``surfaces`` and ``profiles`` forms."""
     parser = commands.add_parser(
         "bench",
         help="optimizer benchmarks: Schaul et al.'s unit tests, classic surfaces",
@@ -36,6 +36,38 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     surfaces.add_argument("--max-steps", type=int, default=2000, help="default 2000")
     surfaces.add_argument("--out", type=Path, help="folder for surfaces.json")
     surfaces.set_defaults(handler=run_surfaces)
+    _add_profiles_parser(kinds)
+
+
+def _add_profiles_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    profiles = kinds.add_parser(
+        "profiles",
+        help="performance profiles of steps-to-target (Dolan & More; AlgoPerf's score)",
+        description="Steps to the target on the classic surfaces and on quadratic_deep "
+        "(one problem per test-loss target), each optimizer at its best rate of the grid, "
+        "summarized as performance profiles rho(tau) and AlgoPerf's area score.",
+    )
+    _add_optimizers(profiles)
+    profiles.add_argument(
+        "--surfaces", default=None,
+        help="comma-separated gradwise.viz surfaces (default: the six of bench surfaces, "
+        "gradwise.bench.BENCHMARK_SURFACES; '' for none)",
+    )  # fmt: skip
+    profiles.add_argument("--tolerance", type=float, default=1e-3, help="default 1e-3")
+    profiles.add_argument("--max-steps", type=int, default=2000, help="default 2000")
+    profiles.add_argument(
+        "--quadratic-deep-epochs", type=int, default=20,
+        help="epochs of quadratic_deep (7 steps each; default 20, 0 to skip it); its rates "
+        "are tuned on 1e-4 to 1, two per decade",
+    )  # fmt: skip
+    profiles.add_argument(
+        "--quadratic-deep-gaps", default="0.1,0.03,0.01",
+        help="targets as floor + gap x (initial loss - floor), comma-separated "
+        "(default 0.1,0.03,0.01)",
+    )  # fmt: skip
+    profiles.add_argument("--tau-max", type=float, default=4.0, help="default 4 (AlgoPerf)")
+    profiles.add_argument("--out", type=Path, help="folder for profiles.png and profiles.json")
+    profiles.set_defaults(handler=run_profiles)
 
 
 def _add_optimizers(parser: argparse.ArgumentParser) -> None:
@@ -103,4 +135,75 @@ def run_surfaces(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "surfaces.json").write_text(table.to_json(indent=1))
+    return EXIT_OK
+
+
+def _numbers(option: str, text: str) -> list[float]:
+    from gradwise.config import ConfigError
+
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"The '{option}' option must be comma-separated numbers. Got {text!r} instead."
+        ) from None
+
+
+def _profile_steps(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Problem -> optimizer -> steps to the target, from the surfaces and quadratic_deep."""
+    from gradwise.bench import (
+        BENCHMARK_SURFACES,
+        make_quadratic_deep,
+        quadratic_deep_steps,
+        surface_benchmark,
+        surface_steps,
+    )
+
+    optimizers = _optimizers(args)
+    steps: dict[str, dict[str, float]] = {}
+    surfaces = (
+        list(BENCHMARK_SURFACES)
+        if args.surfaces is None
+        else [name.strip() for name in args.surfaces.split(",") if name.strip()]
+    )
+    if surfaces:
+        results = surface_benchmark(
+            optimizers, surfaces, tolerance=args.tolerance, max_steps=args.max_steps
+        )
+        steps.update(surface_steps(results))
+    if args.quadratic_deep_epochs > 0:
+        problem = make_quadratic_deep(num_epochs=args.quadratic_deep_epochs)
+        initial, floor = problem.test_loss(problem.start), problem.noise_floor
+        gaps = _numbers("--quadratic-deep-gaps", args.quadratic_deep_gaps)
+        targets = [floor + gap * (initial - floor) for gap in gaps]
+        grid = tuple(10.0 ** (k / 2) for k in range(-8, 1))  # 1e-4 to 1, 2 per decade
+        steps.update(
+            quadratic_deep_steps(optimizers, targets, problem=problem, learning_rates=grid)
+        )
+    return steps
+
+
+def run_profiles(args: argparse.Namespace) -> int:
+    """Steps to the targets, then the performance profiles; print both tables."""
+    from gradwise.bench import PROFILE_TAUS, performance_profiles
+    from gradwise.config import ConfigError
+
+    try:
+        steps = _profile_steps(args)
+        if not steps:
+            raise ConfigError(
+                "The '--surfaces' option and '--quadratic-deep-epochs' leave no problem: "
+                "name a surface or give quadratic_deep epochs > 0."
+            )
+        taus = tuple(tau for tau in PROFILE_TAUS if tau <= args.tau_max)
+        profiles = performance_profiles(steps, taus=taus or (1.0,), tau_max=args.tau_max)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    print(profiles.ratio_table().render_text())
+    print()
+    table = profiles.to_table()
+    print(table.render_text())
+    if args.out is not None:
+        print(f"plot: {profiles.write_plot(args.out / 'profiles.png')}")
+        (args.out / "profiles.json").write_text(table.to_json(indent=1))
     return EXIT_OK
