@@ -266,40 +266,32 @@ def test_compression_state_of_every_rank_goes_into_the_checkpoint(tmp_path) -> N
     assert not torch.equal(memories[0][name], memories[1][name])  # each rank its own
 
 
-def test_one_bit_adam_needs_its_optimizer_and_its_compression_together(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["distributed.compression=one_bit_adam"],
+            "needs both 'train.optimizer.name: OneBitAdam'",
+        ),
+        (
+            [
+                "optimizer={name: SGD, lr: 0.01, momentum: 0.9}",
+                "distributed.compression=one_bit",
+                "distributed.compression_options={momentum: 0.9}",
+            ],
+            "the optimizer must not add its own; SGD has momentum 0.9",
+        ),
+    ],
+    ids=["one_bit_adam_without_its_optimizer", "momentum_in_hook_and_optimizer"],
+)
+def test_inconsistent_compression_settings_fail_with_a_clear_message(
+    tmp_path, overrides: list[str], message: str
+) -> None:
     config = _config(tmp_path, epochs=1)
-    done = gradwise(
-        "train",
-        str(config),
-        "--nproc",
-        "2",
-        "--no-progress",
-        "--set",
-        "distributed.compression=one_bit_adam",
-        cwd=tmp_path,
-    )
+    settings = [item for override in overrides for item in ("--set", override)]
+    done = gradwise("train", str(config), "--nproc", "2", "--no-progress", *settings, cwd=tmp_path)
     assert done.returncode == 1
-    assert "needs both 'train.optimizer.name: OneBitAdam'" in done.stderr
-
-
-def test_the_hooks_momentum_refuses_an_optimizer_with_its_own(tmp_path) -> None:
-    config = _config(tmp_path, epochs=1)
-    done = gradwise(
-        "train",
-        str(config),
-        "--nproc",
-        "2",
-        "--no-progress",
-        "--set",
-        "optimizer={name: SGD, lr: 0.01, momentum: 0.9}",
-        "--set",
-        "distributed.compression=one_bit",
-        "--set",
-        "distributed.compression_options={momentum: 0.9}",
-        cwd=tmp_path,
-    )
-    assert done.returncode == 1
-    assert "the optimizer must not add its own; SGD has momentum 0.9" in done.stderr
+    assert message in done.stderr
 
 
 def test_ctrl_c_on_the_launcher_stops_every_rank_at_one_checkpointed_step(tmp_path) -> None:
