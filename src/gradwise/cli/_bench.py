@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gradwise.bench import Tuned
@@ -94,11 +96,10 @@ def _optimizers(args: argparse.Namespace) -> dict[str, Tuned]:
 def run_unit_tests(args: argparse.Namespace) -> int:
     """Score the optimizers on the unit tests; print the table, write the grid."""
     from gradwise.bench import UNIT_TEST_NAMES, score_optimizers
-    from gradwise.config import ConfigError
 
     optimizers = _optimizers(args)
     tests = [name for name in UNIT_TEST_NAMES if args.tests in name]
-    try:
+    with _as_config_errors():
         result = score_optimizers(
             optimizers,
             tests,
@@ -106,36 +107,44 @@ def run_unit_tests(args: argparse.Namespace) -> int:
             num_runs=args.runs,
             seed=args.seed,
         )
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    table = result.to_table()
-    print(table.render_text())
+    _show_table(result.to_table(), args.out, "scores.json")
     if args.out is not None:
         print(f"grid: {result.write_grid(args.out / 'scores.png')}")
-        (args.out / "scores.json").write_text(table.to_json(indent=1))
     return EXIT_OK
 
 
 def run_surfaces(args: argparse.Namespace) -> int:
     """Count the optimizers' steps to the surfaces' minima; print the table."""
     from gradwise.bench import surface_benchmark
-    from gradwise.config import ConfigError
 
     optimizers = _optimizers(args)
-    try:
+    with _as_config_errors():
         result = surface_benchmark(
             optimizers,
             tolerance=args.tolerance,
             max_steps=args.max_steps,
         )
+    _show_table(result.to_table(), args.out, "surfaces.json")
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _as_config_errors() -> Iterator[None]:
+    """A bad argument found by the benchmark (a ValueError) is a one-line CLI error."""
+    from gradwise.config import ConfigError
+
+    try:
+        yield
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    table = result.to_table()
+
+
+def _show_table(table: Any, out: Path | None, json_name: str) -> None:
+    """Print ``table``; with ``--out``, also write it as JSON there."""
     print(table.render_text())
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "surfaces.json").write_text(table.to_json(indent=1))
-    return EXIT_OK
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / json_name).write_text(table.to_json(indent=1))
 
 
 def _numbers(option: str, text: str) -> list[float]:
@@ -188,7 +197,7 @@ def run_profiles(args: argparse.Namespace) -> int:
     from gradwise.bench import PROFILE_TAUS, performance_profiles
     from gradwise.config import ConfigError
 
-    try:
+    with _as_config_errors():
         steps = _profile_steps(args)
         if not steps:
             raise ConfigError(
@@ -197,13 +206,9 @@ def run_profiles(args: argparse.Namespace) -> int:
             )
         taus = tuple(tau for tau in PROFILE_TAUS if tau <= args.tau_max)
         profiles = performance_profiles(steps, taus=taus or (1.0,), tau_max=args.tau_max)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
     print(profiles.ratio_table().render_text())
     print()
-    table = profiles.to_table()
-    print(table.render_text())
+    _show_table(profiles.to_table(), args.out, "profiles.json")
     if args.out is not None:
         print(f"plot: {profiles.write_plot(args.out / 'profiles.png')}")
-        (args.out / "profiles.json").write_text(table.to_json(indent=1))
     return EXIT_OK
