@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _plotting import pyplot, save_figure
 
 from gradwise import optim
 
@@ -75,10 +76,7 @@ def run(amsgrad: bool, num_steps: int, alpha: float = 0.1) -> dict[str, Any]:
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     """Draw x_t for both optimizers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(6, 3))
     for name, result in results.items():
@@ -93,9 +91,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     axis.set_ylim(-1.1, 1.1)
     axis.set_title("Reddi et al. (2018) counterexample, C = 3")
     axis.legend(loc="center left", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _plotting import pyplot, save_figure
 from torch import nn
 
 from gradwise import optim
@@ -94,10 +95,7 @@ def best(runs: dict[float, int | None]) -> tuple[float | None, int | None]:
 
 def plot(steps: dict[int, int | None], path: Path, title: str) -> None:
     """Steps to target against batch size in log-log, with the perfect-scaling line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     points = [(batch, value) for batch, value in steps.items() if value is not None]
     figure, axis = plt.subplots(figsize=(5.0, 3.6))
@@ -110,9 +108,7 @@ def plot(steps: dict[int, int | None], path: Path, title: str) -> None:
     axis.set_ylabel("steps to target")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

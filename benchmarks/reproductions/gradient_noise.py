@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from _plotting import pyplot, save_figure
 from torch import Tensor, nn
 
 from gradwise import init, optim
@@ -155,10 +156,7 @@ def plot(
     settings: Sequence[Setting], accuracies: dict[tuple[str, bool], list[float]], path: Path
 ) -> None:
     """Every run's test accuracy per setting, without and with noise (dots), means (bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(9, 3.6))
     for index, setting in enumerate(settings):
@@ -174,9 +172,7 @@ def plot(
     axis.set_ylim(0, 1)
     axis.set_title("20 hidden ReLU layers of 50 units on mnist5k, plain SGD", fontsize=9)
     axis.legend(fontsize=7, loc="upper right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=70)
-    plt.close(figure)
+    save_figure(figure, path, dpi=70)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

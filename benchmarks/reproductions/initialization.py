@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _plotting import pyplot, save_figure
 from torch import Tensor, nn
 
 from gradwise import init, optim
@@ -102,10 +103,7 @@ def _loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> float:
 
 def plot_histograms(stats: dict[tuple[str, str], list[Tensor]], path: Path) -> None:
     """One row per (activation, scheme), one histogram per layer (the lectures' figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(len(stats), NUM_LAYERS, figsize=(14, 1.3 * len(stats)))
     for row, ((activation, scheme), layers) in enumerate(stats.items()):
@@ -125,9 +123,7 @@ def plot_histograms(stats: dict[tuple[str, str], list[Tensor]], path: Path) -> N
         "activations per layer (ReLU: nonzero values only; out-of-range values in the end bins)",
         fontsize=9,
     )
-    figure.tight_layout()
-    figure.savefig(path, dpi=60)
-    plt.close(figure)
+    save_figure(figure, path, dpi=60)
 
 
 def plot_statistics(
@@ -136,10 +132,7 @@ def plot_statistics(
     path: Path,
 ) -> None:
     """Std of the activations per layer (left), training loss per epoch (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
     for index, (key, layers) in enumerate(stats.items()):
@@ -161,9 +154,7 @@ def plot_statistics(
     right.set_ylabel("training loss")
     right.set_title("10 hidden layers of 64 units, digits, SGD", fontsize=9)
     right.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=70)
-    plt.close(figure)
+    save_figure(figure, path, dpi=70)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

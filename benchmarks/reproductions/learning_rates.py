@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _plotting import pyplot, save_figure
 from torch import nn
 
 from gradwise import models, optim
@@ -65,10 +66,7 @@ def train(lr: float, num_epochs: int, seed: int) -> list[float]:
 
 def plot(curves: dict[str, list[float]], path: Path) -> None:
     """The four curves on one axis, like the lectures' figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     finite = [x for curve in curves.values() for x in curve if math.isfinite(x)]
     top = min(max(finite), 10.0)
@@ -81,9 +79,7 @@ def plot(curves: dict[str, list[float]], path: Path) -> None:
     axis.set_ylabel("training loss")
     axis.set_title("SGD on digits, MLP 64-128-128-10", fontsize=9)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

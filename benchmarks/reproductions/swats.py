@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _plotting import pyplot, save_figure
 from torch import nn
 
 from gradwise import models, optim
@@ -87,10 +88,7 @@ def train(factory: OptimizerFactory, num_epochs: int, seed: int) -> dict[str, An
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     """Validation accuracy per epoch; a vertical mark where each SWATS run switched."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(5.5, 3.5))
     for index, (name, result) in enumerate(results.items()):
@@ -104,9 +102,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     axis.set_ylabel("validation accuracy")
     axis.set_title("digits MLP, batch 32 (dotted: SWATS's switch)", fontsize=9)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _plotting import pyplot, save_figure
 from torch import nn
 
 from gradwise import models, optim
@@ -100,10 +101,7 @@ def runs(args: argparse.Namespace, seed: int) -> dict[str, dict[str, Any]]:
 
 def plot(curves: dict[str, list[float]], path: Path, warmup_epochs: int) -> None:
     """Training loss against epochs for the three runs (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(5.5, 3.5))
     styles = ["-", "--", ":"]
@@ -116,9 +114,7 @@ def plot(curves: dict[str, list[float]], path: Path, warmup_epochs: int) -> None
     axis.set_ylabel("training loss (epoch mean)")
     axis.set_title("SGD+momentum on digits, linear scaling rule", fontsize=9)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _plotting import pyplot, save_figure
 from torch import Tensor
 
 from gradwise import optim
@@ -108,10 +109,7 @@ def evaluate(
 
 def plot(results: dict[str, dict[str, Any]], p: float, path: Path) -> None:
     """Bar chart of training and test error per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(results)
     positions = torch.arange(len(names), dtype=torch.float64).tolist()
@@ -133,9 +131,7 @@ def plot(results: dict[str, dict[str, Any]], p: float, path: Path) -> None:
     axis.set_ylabel("classification error")
     axis.set_title("Wilson et al. (2017), Section 3.3 construction")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
