@@ -137,3 +137,21 @@ def test_steepest_point_of_an_evenly_falling_valley_is_its_middle_despite_noise(
                              1)[0] for i in range(40, 100)]  # fmt: skip
         argmins.append(x[40 + int(np.argmin(slopes))])
     assert max(argmins) - min(argmins) > 0.5  # the argmin alone would wander over the fall
+
+
+def test_steepest_point_is_in_the_first_fall_when_a_steeper_one_follows_a_pause() -> None:
+    # The shape of spirals with Adam on some seeds: a fall from 2.0 to 1.4 over lr 1e-4 to
+    # 1e-3 (slope -0.6 per decade), a pause, then a steeper fall (-1.0 per decade) from
+    # 1.4 to 0.9 over lr 10**-1.5 to 10**-1 before divergence. The sweep trains as it
+    # goes, so the first fall (at least half as steep) is what the lr does; the answer is
+    # its middle, 10 ** -3.5, not the second fall's 10 ** -1.25 (the argmin of the slopes).
+    lrs = exponential_lrs(1e-6, 1.0, 121)
+    x = np.log10(lrs)
+    clean = np.where(x < -4, 2.0, 2.0 - 0.6 * (x + 4))
+    clean = np.where(x >= -3, 1.4, clean)
+    clean = np.where(x >= -1.5, 1.4 - 1.0 * (x + 1.5), clean)
+    clean = np.where(x > -1, 50.0, clean)
+    for seed in range(5):
+        losses = clean + np.random.default_rng(seed).normal(0.0, 0.01, size=len(lrs))
+        result = analyze_sweep(lrs, list(losses), smoothing=0.0)
+        assert abs(math.log10(result.steepest_lr) + 3.5) <= 0.2, (seed, result.steepest_lr)

@@ -164,8 +164,11 @@ def _suggestions(name: str, make: str, seeds: range) -> list[float]:
 
 @pytest.mark.parametrize(
     ("name", "optimizer"),
-    [("digits", "sgd"), ("digits", "adam"), ("spirals", "sgd"), ("spirals", "adam")],
-)
+    [
+        ("digits", "sgd"), ("digits", "adam"), ("spirals", "sgd"), ("spirals", "adam"),
+        ("moons", "sgd"),  # 50x apart when the steepest fall anywhere was taken
+    ],
+)  # fmt: skip
 def test_suggestions_from_five_seeds_lie_within_3x(name: str, optimizer: str) -> None:
     suggestions = _suggestions(name, optimizer, range(5))
     assert max(suggestions) / min(suggestions) <= 3.0, suggestions
