@@ -148,7 +148,7 @@ def sweep(
 
 
 def traces(model: nn.Module, batch: Any, exact_trace: float) -> None:
-    for method in ("hutchinson", "hutch++"):
+    for method in ("stratified", "hutchinson", "hutch++"):
         hessian = Hessian(model, F.cross_entropy, batch)
         errors = [
             abs(hessian.trace(num_probes=100, seed=s, method=method) / exact_trace - 1)

@@ -121,15 +121,29 @@ def trace(
     *,
     num_probes: int = 100,
     seed: int = 0,
-    method: TraceMethod = "hutchinson",
+    method: TraceMethod = "stratified",
     mode: Mode = "eval",
 ) -> float:
     r"""An unbiased estimate of the Hessian's trace from ``num_probes`` Hessian-vector products.
 
-    ``method="hutchinson"`` (the default): :math:`\operatorname{tr} H \approx
+    ``method="hutchinson"``: :math:`\operatorname{tr} H \approx
     \frac{1}{P}\sum_{p=1}^{P} z_p^\top H z_p` with Rademacher probes :math:`z_p`
     (independent :math:`\pm 1` entries), of variance :math:`\frac{2}{P}\sum_{i \ne j}
     H_{ij}^2`, the smallest of any i.i.d. probe distribution; one product per probe.
+
+    ``method="stratified"`` (the default): Hutchinson per parameter tensor. :math:`\operatorname{tr}
+    H = \sum_b \operatorname{tr} H_{bb}` over the diagonal blocks of the tensors, each
+    estimated with probes that are Rademacher on its tensor and zero elsewhere, so the
+    entries :math:`H_{ij}` between two tensors add no variance: the variance is
+    :math:`\sum_b \frac{2}{P_b}\sum_{i \ne j \in b} H_{ij}^2`. At initialization those
+    cross-tensor entries hold 93-98% of the off-diagonal mass on the MLPs of the curvature
+    tests. Three probes per tensor measure :math:`\lVert H_{bb} \rVert_F^2` (the mean of
+    :math:`\lVert (H z)_b \rVert^2`), and the other probes go to the tensors in
+    proportion to :math:`\lVert H_{bb} \rVert_F` (Neyman allocation). With more than
+    :math:`P / 6` tensors, runs of consecutive tensors share a stratum; with fewer than two
+    strata it is plain Hutchinson. On the curvature tests' MLP (1,358 parameters, 100
+    products, 100 seeds) the mean relative error at initialization is 3.1% against
+    Hutchinson's 7.8%, and after training 1.2% against 0.9% (docs/curvature.md).
 
     ``method="hutch++"`` spends a third of the products on a sketch: with :math:`k =
     \lfloor P/3 \rfloor` Rademacher columns :math:`S`, :math:`Q = \operatorname{orth}(HS)`
@@ -146,14 +160,14 @@ def trace(
     spectrum it has a third of the probes for almost the same residual and loses. On the
     MLP of the curvature tests it was not better (at initialization the top 33
     |eigenvalues| hold 31-43% of :math:`\lVert H \rVert_F^2`; after training 82%, but the
-    one-pass sketch catches less of it and the two tie), so Hutchinson stays the default.
+    one-pass sketch catches less of it and the two tie).
     All probes come from one generator seeded by ``seed``.
 
     Args:
         model, loss_fn, data, mode: as in :func:`eigenvalues`.
         num_probes: P, the number of Hessian-vector products in all.
         seed: seed of the probes.
-        method: "hutch++" or "hutchinson".
+        method: "stratified", "hutchinson" or "hutch++".
 
     Example:
         >>> import torch

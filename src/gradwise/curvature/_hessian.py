@@ -125,6 +125,11 @@ class Hessian:
         self._graphs: list[tuple[list[Tensor], Tensor]] | None = None
 
     @property
+    def parameter_sizes(self) -> tuple[int, ...]:
+        """The number of entries of each parameter tensor, in the flat vector's order."""
+        return tuple(self._sizes)
+
+    @property
     def _on_cuda(self) -> bool:
         return self.device.type == "cuda"
 
@@ -184,9 +189,10 @@ class Hessian:
         )  # fmt: skip
 
     def trace(
-        self, *, num_probes: int = 100, seed: int = 0, method: TraceMethod = "hutchinson"
+        self, *, num_probes: int = 100, seed: int = 0, method: TraceMethod = "stratified"
     ) -> float:
-        """Trace estimate from ``num_probes`` products, Hutch++ or Hutchinson: see :func:`trace`."""
+        """Trace estimate from ``num_probes`` products (stratified Hutchinson by parameter
+        tensor, Hutchinson or Hutch++): see :func:`trace`."""
         return _spectrum().trace_of(
             self, num_probes=num_probes, seed=seed, method=method, owner="trace"
         )

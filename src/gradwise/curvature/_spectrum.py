@@ -128,23 +128,27 @@ def eigenvalues_of(
     return values.to(hessian.dtype), vectors
 
 
-TraceMethod = Literal["hutch++", "hutchinson"]
+TraceMethod = Literal["stratified", "hutchinson", "hutch++"]
+#: Probes per stratum spent on measuring where the variance is (``method="stratified"``).
+PILOT_PROBES = 3
 
 
 def trace_of(
     hessian: Hessian, *, num_probes: int, seed: int, method: TraceMethod, owner: str
 ) -> float:
-    """Hutch++ or Hutchinson with Rademacher probes, ``num_probes`` products in all."""
+    """Stratified Hutchinson, Hutchinson or Hutch++, ``num_probes`` products in all."""
     check_all(
         owner,
         {"num_probes": num_probes, "seed": seed, "method": method},
         {
             "num_probes": POSITIVE_INT,
             "seed": NON_NEGATIVE_INT,
-            "method": OneOf(("hutch++", "hutchinson")),
+            "method": OneOf(("stratified", "hutchinson", "hutch++")),
         },
     )
     generator = torch.Generator(device=hessian.device).manual_seed(seed)
+    if method == "stratified":
+        return _stratified(hessian, num_probes, generator)
     if method == "hutchinson":
         return _hutchinson(hessian, num_probes, generator)
     return _hutch_plus_plus(hessian, num_probes, generator)
@@ -164,6 +168,76 @@ def _hutchinson(
             probe = probe - basis @ (basis.T @ probe)
         total += float(torch.dot(probe, hessian @ probe))
     return total / num_probes
+
+
+def _stratified(hessian: Hessian, num_probes: int, generator: torch.Generator) -> float:
+    """Hutchinson per stratum (a parameter tensor, or a run of them), Neyman-allocated.
+
+    tr H is the sum of the diagonal blocks' traces, each estimated from probes that are
+    Rademacher on its stratum and zero elsewhere, so the products of coordinates in two
+    different tensors (most of the off-diagonal mass of a network's Hessian at
+    initialization: 93-98% on the curvature tests' MLPs) add no variance. A pilot of
+    ``PILOT_PROBES`` probes per stratum measures each diagonal block's ||H_bb||_F^2 (the
+    mean of ||(H z)_b||^2) and each column block's ||H_:b||_F^2 (of ||H z||^2). From them
+    it predicts the variance of the rest of the budget spent both ways: per stratum in
+    proportion to ||H_bb||_F (Neyman allocation), 2 (sum_b ||H_bb||_F)^2 / R, or on
+    whole-vector Hutchinson probes, 2 ||H||_F^2 / R; and takes the smaller. Hutchinson's
+    estimate is then averaged with the pilot's by inverse predicted variance (on a trained
+    net, where half the off-diagonal mass is within tensors, this is the case). With too
+    many tensors for the budget, consecutive tensors share a stratum.
+    """
+    sizes = hessian.parameter_sizes
+    num_strata = min(len(sizes), num_probes // (2 * PILOT_PROBES))
+    if num_strata < 2:
+        return _hutchinson(hessian, num_probes, generator)
+    bounds = [0, *torch.cumsum(torch.tensor(sizes), 0).tolist()]
+    cuts = [round(i * len(sizes) / num_strata) for i in range(num_strata + 1)]
+    strata = [slice(bounds[cuts[i]], bounds[cuts[i + 1]]) for i in range(num_strata)]
+    sums = [0.0] * num_strata
+    counts = [0] * num_strata
+
+    def probe(index: int) -> Tensor:
+        stratum = strata[index]
+        vector = torch.zeros(hessian.num_parameters, dtype=hessian.dtype, device=hessian.device)
+        bits = torch.randint(
+            0, 2, (stratum.stop - stratum.start,), generator=generator, device=hessian.device
+        )
+        vector[stratum] = (2 * bits - 1).to(hessian.dtype)
+        product = hessian @ vector
+        sums[index] += float(torch.dot(vector[stratum], product[stratum]))
+        counts[index] += 1
+        return product
+
+    block_norms = [0.0] * num_strata  # ||H_bb||_F^2, then ||H_bb||_F
+    column_norms = 0.0  # ||H||_F^2 = sum_b ||H_:b||_F^2
+    for index in range(num_strata):
+        for _ in range(PILOT_PROBES):
+            product = probe(index)
+            block_norms[index] += float(product[strata[index]].square().sum()) / PILOT_PROBES
+            column_norms += float(product.square().sum()) / PILOT_PROBES
+    block_norms = [math.sqrt(max(norm, 0.0)) for norm in block_norms]
+    remaining = num_probes - PILOT_PROBES * num_strata
+    pilot_variance = sum(2 * norm**2 / PILOT_PROBES for norm in block_norms)
+    hutchinson_variance = 2 * column_norms / remaining
+    if 2 * sum(block_norms) ** 2 / remaining <= hutchinson_variance or pilot_variance == 0:
+        for index, extra in enumerate(_neyman(remaining, block_norms)):
+            for _ in range(extra):
+                probe(index)
+        return sum(total / count for total, count in zip(sums, counts, strict=True))
+    pilot = sum(total / count for total, count in zip(sums, counts, strict=True))
+    weight = hutchinson_variance / (hutchinson_variance + pilot_variance)  # the pilot's
+    return weight * pilot + (1 - weight) * _hutchinson(hessian, remaining, generator)
+
+
+def _neyman(total: int, weights: list[float]) -> list[int]:
+    """``total`` split in proportion to ``weights`` (largest remainders; equal if all 0)."""
+    weight_sum = sum(weights)
+    shares = [total * w / weight_sum if weight_sum > 0 else total / len(weights) for w in weights]
+    counts = [int(share) for share in shares]
+    by_remainder = sorted(range(len(shares)), key=lambda i: counts[i] - shares[i])
+    for index in by_remainder[: total - sum(counts)]:
+        counts[index] += 1
+    return counts
 
 
 def _hutch_plus_plus(hessian: Hessian, num_products: int, generator: torch.Generator) -> float:
