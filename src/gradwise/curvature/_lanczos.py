@@ -169,11 +169,11 @@ def quadrature(hessian: Hessian, num_iterations: int, generator: torch.Generator
     return lanczos(hessian, rademacher(hessian, generator), num_iterations, generator)
 
 
-def rademacher(hessian: Hessian, generator: torch.Generator) -> Tensor:
-    """A vector of independent +-1 entries, in the Hessian's dtype and device."""
-    bits = torch.randint(
-        0, 2, (hessian.num_parameters,), generator=generator, device=hessian.device
-    )
+def rademacher(hessian: Hessian, generator: torch.Generator, size: int | None = None) -> Tensor:
+    """A vector of ``size`` (default: all parameters) independent +-1 entries, in the
+    Hessian's dtype and device."""
+    length = hessian.num_parameters if size is None else size
+    bits = torch.randint(0, 2, (length,), generator=generator, device=hessian.device)
     return (2 * bits - 1).to(hessian.dtype)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ def _stratified(hessian: Hessian, num_probes: int, generator: torch.Generator) -
     num_strata = min(len(sizes), num_probes // (2 * PILOT_PROBES))
     if num_strata < 2:
         return _hutchinson(hessian, num_probes, generator)
-    bounds = [0, *torch.cumsum(torch.tensor(sizes), 0).tolist()]
+    bounds = [0, *itertools.accumulate(sizes)]
     cuts = [round(i * len(sizes) / num_strata) for i in range(num_strata + 1)]
     strata = [slice(bounds[cuts[i]], bounds[cuts[i + 1]]) for i in range(num_strata)]
     sums = [0.0] * num_strata
@@ -199,33 +200,33 @@ def _stratified(hessian: Hessian, num_probes: int, generator: torch.Generator) -
     def probe(index: int) -> Tensor:
         stratum = strata[index]
         vector = torch.zeros(hessian.num_parameters, dtype=hessian.dtype, device=hessian.device)
-        bits = torch.randint(
-            0, 2, (stratum.stop - stratum.start,), generator=generator, device=hessian.device
-        )
-        vector[stratum] = (2 * bits - 1).to(hessian.dtype)
+        vector[stratum] = rademacher(hessian, generator, size=stratum.stop - stratum.start)
         product = hessian @ vector
         sums[index] += float(torch.dot(vector[stratum], product[stratum]))
         counts[index] += 1
         return product
 
-    block_norms = [0.0] * num_strata  # ||H_bb||_F^2, then ||H_bb||_F
-    column_norms = 0.0  # ||H||_F^2 = sum_b ||H_:b||_F^2
+    def stratified_estimate() -> float:
+        return sum(total / count for total, count in zip(sums, counts, strict=True))
+
+    block_squares = [0.0] * num_strata  # ||H_bb||_F^2 per stratum
+    column_squares = 0.0  # ||H||_F^2 = sum_b ||H_:b||_F^2
     for index in range(num_strata):
         for _ in range(PILOT_PROBES):
             product = probe(index)
-            block_norms[index] += float(product[strata[index]].square().sum()) / PILOT_PROBES
-            column_norms += float(product.square().sum()) / PILOT_PROBES
-    block_norms = [math.sqrt(max(norm, 0.0)) for norm in block_norms]
+            block_squares[index] += float(product[strata[index]].square().sum()) / PILOT_PROBES
+            column_squares += float(product.square().sum()) / PILOT_PROBES
+    block_norms = [math.sqrt(square) for square in block_squares]
     remaining = num_probes - PILOT_PROBES * num_strata
-    pilot_variance = sum(2 * norm**2 / PILOT_PROBES for norm in block_norms)
-    hutchinson_variance = 2 * column_norms / remaining
-    if 2 * sum(block_norms) ** 2 / remaining <= hutchinson_variance or pilot_variance == 0:
+    hutchinson_variance = 2 * column_squares / remaining
+    if 2 * sum(block_norms) ** 2 / remaining <= hutchinson_variance:
         for index, extra in enumerate(_neyman(remaining, block_norms)):
             for _ in range(extra):
                 probe(index)
-        return sum(total / count for total, count in zip(sums, counts, strict=True))
-    pilot = sum(total / count for total, count in zip(sums, counts, strict=True))
+        return stratified_estimate()
+    pilot_variance = 2 * sum(block_squares) / PILOT_PROBES
     weight = hutchinson_variance / (hutchinson_variance + pilot_variance)  # the pilot's
+    pilot = stratified_estimate()
     return weight * pilot + (1 - weight) * _hutchinson(hessian, remaining, generator)
 
 
