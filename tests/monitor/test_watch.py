@@ -150,6 +150,47 @@ def test_histograms_match_numpy_and_count_nonfinite_values_apart() -> None:
     assert histogram.edges[-1] == pytest.approx(finite.max())
 
 
+def near_bin_edges(low: float, high: float, num_bins: int) -> torch.Tensor:
+    """Values on each bin edge of [low, high] and one float32 step either side of it."""
+    edges = torch.linspace(low, high, num_bins + 1)
+    above = torch.nextafter(edges, torch.tensor(math.inf))
+    below = torch.nextafter(edges, torch.tensor(-math.inf))
+    return torch.cat([edges, above, below]).clamp(low, high)
+
+
+@pytest.mark.parametrize(
+    ("values", "num_bins"),
+    [
+        (torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 3, 30),
+        (near_bin_edges(-1.8151915, 1.4219549, 30), 30),  # rounding decides the bin
+        (torch.arange(-3.0, 4.0).repeat(500), 6),  # every value on a bin edge
+        (torch.arange(0.0, 31.0).div(7).repeat(100), 30),
+        (torch.rand(1000, generator=torch.Generator().manual_seed(1)) * 1e-6, 7),
+        (torch.full((300,), 3.25), 30),  # constant: the range is (v - 0.5, v + 0.5)
+        (torch.full((300,), 1e10), 30),  # a range below float32's resolution
+    ],
+)
+def test_histogram_counts_are_the_counts_of_torch_histc(
+    values: torch.Tensor, num_bins: int
+) -> None:
+    # The watch bins all of a step's samples at once in numpy, with histc's arithmetic.
+    model = nn.Sequential(nn.Linear(1, 1))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+    inputs = values.reshape(-1, 1)
+    watch = monitor.watch(
+        model, monitor_data=(inputs, torch.zeros(len(inputs)).long()), num_bins=num_bins
+    )
+    histogram = watch.histograms()[0]["0"]  # the Linear's output: the values themselves
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    expected = torch.histc(values, num_bins, low, high)
+    assert histogram.counts == [int(count) for count in expected.tolist()]
+    assert (histogram.edges[0], histogram.edges[-1]) == (low, high)
+
+
 def test_large_tensors_are_histogrammed_from_a_fixed_sample() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 3))
