@@ -22,9 +22,10 @@ hook are plain allreduce (DDP rebuilds its buckets after the first).
 
 The remedies for the gap that momentum 0.9 opens (docs/distributed.md): finer scales
 (``granularity: row``, one scale per output unit; ``two_level``, Seide et al. 2014's two
-reconstruction values per row) and compressing after momentum (the hook's ``momentum:
-0.9`` with an optimizer without momentum, Zheng et al. 2019). Their rows count their
-extra scales in the bytes.
+reconstruction values per row; both are the hooks' defaults, "defaults" in the labels)
+and compressing after momentum (the hook's ``momentum: 0.9`` with an optimizer without
+momentum, Zheng et al. 2019; "+mom"). "scale/tensor" rows ask for one scale per tensor.
+Every row counts its scales in the bytes.
 
 Run: .venv/bin/python benchmarks/compression.py [--lr 0.05] [--momentum 0.9] [--epochs 8]
 [--nproc 2] [--only LABEL ...] (--only runs the rows with those labels, plus their baselines)
@@ -47,29 +48,30 @@ SGD = "{{name: SGD, lr: {lr}, momentum: {momentum}}}"
 SGD_NO_MOMENTUM = "{{name: SGD, lr: {lr}, momentum: 0.0}}"
 ADAM = "{{name: Adam, lr: 0.001}}"
 ONE_BIT_ADAM = "{{name: OneBitAdam, lr: 0.001, freeze_step: 100}}"  # 20% of 504 steps
+# one_bit's and one_bit_two_phase's defaults are two scales per row (granularity "row",
+# two_level); these options ask for one scale per tensor, their former defaults.
+PER_TENSOR = {"granularity": "tensor", "two_level": False}
+HOOK_MOMENTUM = {"momentum": 0.9}  # set to --momentum
 # (label, compression, options, optimizer); each group's first row is its baseline.
 CONFIGURATIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("fp32 allreduce (DDP)", "none", {}, SGD),
     ("fp16", "fp16", {}, SGD),
     ("PowerSGD rank 2", "powersgd", {"matrix_approximation_rank": 2}, SGD),
-    ("1-bit, error feedback", "one_bit", {}, SGD),
-    ("1-bit EF, row scales", "one_bit", {"granularity": "row"}, SGD),
-    ("1-bit EF, row 2-level", "one_bit", {"granularity": "row", "two_level": True}, SGD),
-    ("1-bit EF, hook momentum", "one_bit", {"momentum": 0.9}, SGD_NO_MOMENTUM),
+    ("1-bit EF (defaults)", "one_bit", {}, SGD),
+    ("1-bit EF, scale/tensor", "one_bit", PER_TENSOR, SGD),
+    ("1-bit EF, 1 scale/row", "one_bit", {"granularity": "row", "two_level": False}, SGD),
+    ("1-bit EF, defaults+mom", "one_bit", HOOK_MOMENTUM, SGD_NO_MOMENTUM),
+    ("1-bit EF, tensor+mom", "one_bit", {**PER_TENSOR, **HOOK_MOMENTUM}, SGD_NO_MOMENTUM),
+    ("two-phase EF (defaults)", "one_bit_two_phase", {}, SGD),
+    ("two-phase, scale/tensor", "one_bit_two_phase", PER_TENSOR, SGD),
+    ("two-phase, defaults+mom", "one_bit_two_phase", HOOK_MOMENTUM, SGD_NO_MOMENTUM),
     (
-        "1-bit EF, row 2-lvl+mom",
-        "one_bit",
-        {"granularity": "row", "two_level": True, "momentum": 0.9},
-        SGD_NO_MOMENTUM,
-    ),
-    ("1-bit, two-phase, EF", "one_bit_two_phase", {}, SGD),
-    ("two-phase, hook momentum", "one_bit_two_phase", {"momentum": 0.9}, SGD_NO_MOMENTUM),
-    (
-        "two-phase, row 2-lvl+mom",
+        "two-phase, tensor+mom",
         "one_bit_two_phase",
-        {"granularity": "row", "two_level": True, "momentum": 0.9},
+        {**PER_TENSOR, **HOOK_MOMENTUM},
         SGD_NO_MOMENTUM,
     ),
+    # Without error feedback one_bit's defaults are a scale per tensor: the scaled sign.
     ("scaled sign, no EF", "one_bit", {"error_feedback": False}, SGD),
     ("signSGD majority vote", "sign_majority", {}, SGD),
     ("Adam, fp32 allreduce", "none", {}, ADAM),

@@ -36,11 +36,13 @@ from gradwise.data import load_dataset
 from gradwise.distributed import register_compression
 from gradwise.models import mlp
 
+# one_bit's defaults are two scales per row; these rows ask for one per tensor.
+PER_TENSOR = {"granularity": "tensor", "two_level": False}
 # (label, one_bit options, SGD momentum)
 CONFIGURATIONS: list[tuple[str, dict[str, Any], float]] = [
-    ("scale per tensor", {}, 0.9),
+    ("scale per tensor", PER_TENSOR, 0.9),
     ("row 2-level", {"granularity": "row", "two_level": True}, 0.9),
-    ("hook momentum", {"momentum": 0.9}, 0.0),
+    ("hook momentum", {**PER_TENSOR, "momentum": 0.9}, 0.0),
 ]
 WORLD_SIZE, BATCH = 2, 64
 

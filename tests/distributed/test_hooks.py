@@ -36,17 +36,22 @@ NUM_PARAMETERS = sum(math.prod(shape) for shape in SHAPES.values())
 PROBE_STEPS = 4  # 2 warmup steps of plain allreduce, then 2 compressed ones
 HOOKS = ("fp16", "powersgd", "one_bit", "sign_majority", "one_bit_two_phase")
 MOMENTUM = 0.5  # the momentum option's probe: exact in binary
-# The probes of the one_bit and one_bit_two_phase options: (label, name, options).
+# A scale per tensor; the default of one_bit and one_bit_two_phase is two per row.
+PER_TENSOR = {"granularity": "tensor", "two_level": False}
+# The probes of the one_bit and one_bit_two_phase options: (label, name, options). The
+# probes named after a hook ("one_bit", "one_bit_two_phase") run its defaults.
 OPTION_PROBES = (
     ("one_bit_without_feedback", "one_bit", {"error_feedback": False}),
-    ("one_bit_rows", "one_bit", {"granularity": "row"}),
+    ("one_bit_tensor", "one_bit", PER_TENSOR),
+    ("one_bit_rows", "one_bit", {"granularity": "row", "two_level": False}),
     ("one_bit_rows_two_level", "one_bit", {"granularity": "row", "two_level": True}),
-    ("one_bit_tensor_two_level", "one_bit", {"two_level": True}),
+    ("one_bit_tensor_two_level", "one_bit", {"granularity": "tensor", "two_level": True}),
     ("one_bit_momentum", "one_bit", {"momentum": MOMENTUM}),
+    ("two_phase_tensor", "one_bit_two_phase", PER_TENSOR),
     ("two_phase_momentum", "one_bit_two_phase", {"momentum": MOMENTUM}),
     ("two_phase_rows_two_level", "one_bit_two_phase", {"granularity": "row", "two_level": True}),
-    ("two_phase_rows", "one_bit_two_phase", {"granularity": "row"}),
-    ("two_phase_two_level", "one_bit_two_phase", {"two_level": True}),
+    ("two_phase_rows", "one_bit_two_phase", {"granularity": "row", "two_level": False}),
+    ("two_phase_two_level", "one_bit_two_phase", {"granularity": "tensor", "two_level": True}),
 )
 
 
@@ -104,10 +109,10 @@ def _probe(rank: int, name: str, **options: Any) -> dict[str, Any]:
     return record
 
 
-def _bytes_per_step(rank: int, name: str) -> list[int]:
+def _bytes_per_step(rank: int, name: str, **options: Any) -> list[int]:
     """bytes_sent after each of 3 steps on a 10,100-parameter Linear (one DDP bucket)."""
     model = DistributedDataParallel(torch.nn.Linear(100, 100))
-    state = register_compression(model, name)
+    state = register_compression(model, name, **options)
     assert state is not None
     sent = []
     for _ in range(3):
@@ -120,7 +125,11 @@ def _probe_all(rank: int) -> dict[str, Any]:
     return {
         "probe": {name: _probe(rank, name) for name in ("none", *HOOKS)}
         | {label: _probe(rank, name, **options) for label, name, options in OPTION_PROBES},
-        "bytes": {name: _bytes_per_step(rank, name) for name in HOOKS},
+        "bytes": {name: _bytes_per_step(rank, name) for name in HOOKS}
+        | {
+            "one_bit_tensor": _bytes_per_step(rank, "one_bit", **PER_TENSOR),
+            "two_phase_tensor": _bytes_per_step(rank, "one_bit_two_phase", **PER_TENSOR),
+        },
     }
 
 
@@ -301,10 +310,10 @@ def test_warmup_steps_are_plain_ddp(probe_runs: list[dict[str, Any]], name: str)
 # One compressed step (step 2, error memory still zero), then one with memory (step 3).
 
 
-def test_one_bit_averages_scaled_signs_and_keeps_the_error(
+def test_one_bit_with_a_scale_per_tensor_averages_scaled_signs_and_keeps_the_error(
     probe_runs: list[dict[str, Any]],
 ) -> None:
-    records = [run["probe"]["one_bit"] for run in probe_runs]
+    records = [run["probe"]["one_bit_tensor"] for run in probe_runs]
     errors: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
     for step in (2, 3):
         expected, expected_errors = _one_bit_oracle(_inputs(step), errors)
@@ -319,6 +328,7 @@ def test_one_bit_averages_scaled_signs_and_keeps_the_error(
 def test_one_bit_without_error_feedback_sends_a_plain_scaled_sign(
     probe_runs: list[dict[str, Any]],
 ) -> None:
+    """Without error feedback the defaults stay a scale per tensor (the scaled sign)."""
     records = [run["probe"]["one_bit_without_feedback"] for run in probe_runs]
     for step in (2, 3):  # every step quantizes its own gradient; nothing is carried over
         no_errors: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
@@ -331,6 +341,7 @@ def test_one_bit_without_error_feedback_sends_a_plain_scaled_sign(
 @pytest.mark.parametrize(
     ("label", "quantize"),
     [
+        ("one_bit", _per_row(_two_level_sign)),  # the defaults
         ("one_bit_rows", _per_row(_scaled_sign)),
         ("one_bit_rows_two_level", _per_row(_two_level_sign)),
         ("one_bit_tensor_two_level", _per_tensor(_two_level_sign)),
@@ -349,7 +360,12 @@ def test_one_bit_with_finer_scales_matches_its_oracle(
         errors = [record["worker_error"][step] for record in records]
     # Finer scales cost 4 bytes per extra scale: per row, a has 5 rows and c 3 (b and d
     # one each, 10 segments against 4); two-level doubles the scales.
-    scales = {"one_bit_rows": 10, "one_bit_rows_two_level": 20, "one_bit_tensor_two_level": 8}
+    scales = {
+        "one_bit": 20,
+        "one_bit_rows": 10,
+        "one_bit_rows_two_level": 20,
+        "one_bit_tensor_two_level": 8,
+    }
     # Step 2 runs on DDP's rebuilt buckets, [d, c, b] (30 elements) and [a] (35).
     bits = math.ceil(30 / 8) + math.ceil(35 / 8)
     for record in records:
@@ -372,7 +388,8 @@ def _momenta(records: list[dict[str, Any]], step: int) -> list[dict[str, Tensor]
 def test_the_momentum_option_compresses_each_ranks_momentum(
     probe_runs: list[dict[str, Any]],
 ) -> None:
-    """Warmup averages the momenta exactly; later steps compress m + e (one_bit's code)."""
+    """Warmup averages the momenta exactly; later steps compress m + e (one_bit's code,
+    with its default two scales per row)."""
     records = [run["probe"]["one_bit_momentum"] for run in probe_runs]
     errors: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
     for step in range(PROBE_STEPS):
@@ -382,7 +399,7 @@ def test_the_momentum_option_compresses_each_ranks_momentum(
         if step < 2:
             expected = {n: sum(m[n] for m in momenta) / WORLD_SIZE for n in SHAPES}
         else:
-            expected, expected_errors = _one_bit_oracle(momenta, errors)
+            expected, expected_errors = _one_bit_oracle(momenta, errors, _per_row(_two_level_sign))
             for rank, record in enumerate(records):
                 _assert_close(record["worker_error"][step], expected_errors[rank])
             errors = [record["worker_error"][step] for record in records]
@@ -400,7 +417,9 @@ def test_the_momentum_option_of_two_phase_compresses_the_momentum(
     server: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
     for step in (2, 3):
         momenta = _momenta(records, step)
-        expected, expected_worker, expected_server = _two_phase_oracle(momenta, worker, server)
+        expected, expected_worker, expected_server = _two_phase_oracle(
+            momenta, worker, server, _two_level_sign, by_row=True
+        )
         for rank, record in enumerate(records):
             _assert_close(record["grads"][step], expected)
             _assert_close(record["worker_error"][step], expected_worker[rank])
@@ -412,6 +431,7 @@ def test_the_momentum_option_of_two_phase_compresses_the_momentum(
 @pytest.mark.parametrize(
     ("label", "sign", "by_row"),
     [
+        ("one_bit_two_phase", _two_level_sign, True),  # the defaults
         ("two_phase_rows_two_level", _two_level_sign, True),
         ("two_phase_rows", _scaled_sign, True),
         ("two_phase_two_level", _two_level_sign, False),
@@ -448,10 +468,10 @@ def test_sign_majority_is_the_majority_sign_times_the_mean_magnitude(
     assert (expected["a"] == 0).any()
 
 
-def test_two_phase_matches_the_chunked_oracle_on_both_sides(
+def test_two_phase_with_a_scale_per_tensor_matches_the_chunked_oracle_on_both_sides(
     probe_runs: list[dict[str, Any]],
 ) -> None:
-    records = [run["probe"]["one_bit_two_phase"] for run in probe_runs]
+    records = [run["probe"]["two_phase_tensor"] for run in probe_runs]
     worker: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
     server: list[dict[str, Tensor]] = [{} for _ in range(WORLD_SIZE)]
     for step in (2, 3):
@@ -503,35 +523,56 @@ def test_powersgd_projects_the_average_on_a_rank_one_subspace(
 
 def test_bytes_sent_follow_the_documented_counts(probe_runs: list[dict[str, Any]]) -> None:
     numel, tensors, fp32_allreduce = 10_100, 2, 4 * 10_100
+    # The defaults' segments: the weight's 100 rows and the bias, two scales each.
+    rows, two_level_scales = 100 + 1, 2 * (100 + 1)
     chunk_bits = math.ceil(10_000 / 2) + math.ceil(100 / 2)  # L = sum ceil(d / W)
-    two_phase_row = 4 * tensors + math.ceil(chunk_bits / 8)
+    assert chunk_bits == rows * math.ceil(100 / 2)  # cut row by row: the same L here
+    two_phase_row = 4 * two_level_scales + math.ceil(chunk_bits / 8)
+    two_phase_tensor_row = 4 * tensors + math.ceil(chunk_bits / 8)
     per_step = {
         "fp16": 2 * numel,
         "powersgd": 4 * ((100 + 100) * 1 + 100),  # P and Q of the weight, the bias as is
-        "one_bit": math.ceil(numel / 8) + 4 * tensors,
+        "one_bit": math.ceil(numel / 8) + 4 * two_level_scales,
+        "one_bit_tensor": math.ceil(numel / 8) + 4 * tensors,
         "sign_majority": math.ceil(numel / 8) + 4 * tensors,
         "one_bit_two_phase": WORLD_SIZE * two_phase_row + two_phase_row,
+        "two_phase_tensor": WORLD_SIZE * two_phase_tensor_row + two_phase_tensor_row,
     }
     for run in probe_runs:
+        assert set(run["bytes"]) == set(per_step)
         for name, expected in per_step.items():
             assert run["bytes"][name] == [
                 fp32_allreduce,
                 2 * fp32_allreduce,
                 2 * fp32_allreduce + expected,
             ], name
-    compressed = probe_runs[0]["bytes"]["one_bit"]
-    assert fp32_allreduce / (compressed[2] - compressed[1]) >= 25
+    ratios = {
+        name: fp32_allreduce / (sent[2] - sent[1]) for name, sent in probe_runs[0]["bytes"].items()
+    }
+    # Rows of 100 elements: 8 bytes of scales next to 12.5 bytes of bits each.
+    assert ratios["one_bit_tensor"] >= 31.5
+    assert 19 <= ratios["one_bit"] <= 20
 
 
 # Training, and resuming from checkpoints (a second spawn).
 
 TRAIN_STEPS = 60
 RESUME_AT, RESUME_STEPS = 6, 4
-TRAINED = ("none", "one_bit", "one_bit_two_phase", "sign_majority")
+# The trained runs: (label, compression, options); the defaults, and a scale per tensor.
+TRAINED: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("none", "none", {}),
+    ("one_bit", "one_bit", {}),
+    ("one_bit_two_phase", "one_bit_two_phase", {}),
+    ("one_bit_tensor", "one_bit", PER_TENSOR),
+    ("two_phase_tensor", "one_bit_two_phase", PER_TENSOR),
+    ("sign_majority", "sign_majority", {}),
+)
+ERROR_FEEDBACK_RUNS = ("one_bit", "one_bit_two_phase", "one_bit_tensor", "two_phase_tensor")
 # The resumed runs: (label, compression, options). The hook's momentum replaces SGD's.
 RESUMED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("one_bit", "one_bit", {}),
     ("one_bit_two_phase", "one_bit_two_phase", {}),
+    ("two_phase_tensor", "one_bit_two_phase", PER_TENSOR),
     ("one_bit_options", "one_bit", {"granularity": "row", "two_level": True, "momentum": 0.9}),
     (
         "two_phase_options",
@@ -588,12 +629,12 @@ def _load(saved: bytes) -> dict[str, Any]:
 
 def _train(rank: int, data: tuple[Tensor, Tensor]) -> dict[str, Any]:
     results = {}
-    for name in TRAINED:
-        module, model, _, optimizer = _softmax_regression(name)
+    for label, name, options in TRAINED:
+        module, model, _, optimizer = _softmax_regression(name, **options)
         _sgd_steps(model, optimizer, rank, range(TRAIN_STEPS), data)
         with torch.no_grad():
             loss = torch.nn.functional.cross_entropy(module(data[0]), data[1]).item()
-        results[name] = {"loss": loss, "parameters": _snapshot(dict(module.named_parameters()))}
+        results[label] = {"loss": loss, "parameters": _snapshot(dict(module.named_parameters()))}
     return results
 
 
@@ -661,19 +702,19 @@ def test_error_feedback_hooks_train_like_uncompressed_ddp(
     training_runs: list[dict[str, Any]],
 ) -> None:
     """60 steps of SGD with momentum 0.9 on digits (softmax regression, 2 x 32 per batch)."""
-    losses = {name: training_runs[0]["train"][name]["loss"] for name in TRAINED}
+    losses = {label: training_runs[0]["train"][label]["loss"] for label, _, _ in TRAINED}
     assert losses["none"] < 0.3  # it did learn: log(10) = 2.3 at the start
-    for name in ("one_bit", "one_bit_two_phase"):
-        assert losses[name] <= 1.03 * losses["none"], losses
+    for label in ERROR_FEEDBACK_RUNS:
+        assert losses[label] <= 1.03 * losses["none"], losses
     # Without error feedback the same bits train worse: the reason error feedback exists.
-    assert losses["sign_majority"] > 1.2 * losses["one_bit"], losses
+    assert losses["sign_majority"] > 1.2 * losses["one_bit_tensor"], losses
 
 
 def test_all_ranks_end_with_identical_parameters(training_runs: list[dict[str, Any]]) -> None:
-    for name in TRAINED:
-        first, second = (run["train"][name]["parameters"] for run in training_runs)
+    for label, _, _ in TRAINED:
+        first, second = (run["train"][label]["parameters"] for run in training_runs)
         for parameter in first:
-            assert torch.equal(first[parameter], second[parameter]), name
+            assert torch.equal(first[parameter], second[parameter]), label
 
 
 @pytest.mark.parametrize("label", [label for label, _, _ in RESUMED])
@@ -857,22 +898,30 @@ def test_load_state_dict_refuses_another_compression_or_other_parameters() -> No
 
 @pytest.mark.usefixtures("world_of_one")
 @pytest.mark.parametrize("name", ["one_bit", "one_bit_two_phase"])
-def test_a_world_of_one_compresses_its_own_gradient(name: str) -> None:
-    """W = 1: the result is mean|g| sign(g) per tensor (compressing that again in the
-    two-phase server step changes nothing), and the memory keeps g - q."""
+@pytest.mark.parametrize(
+    ("options", "quantize"),
+    [({}, _per_row(_two_level_sign)), (PER_TENSOR, _per_tensor(_scaled_sign))],
+    ids=["defaults", "per_tensor"],
+)
+def test_a_world_of_one_compresses_its_own_gradient(
+    name: str, options: dict[str, Any], quantize: Quantizer
+) -> None:
+    """W = 1: the result is q = Q(g), two scales per row by default or mean|g| sign(g) per
+    tensor (compressing q again in the two-phase server step changes nothing), and the
+    memory keeps g - q."""
     module = torch.nn.Linear(4, 2)
     reference = copy.deepcopy(module)
     inputs = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
     reference(inputs).square().mean().backward()
     model = DistributedDataParallel(module)
-    state = register_compression(model, name)
+    state = register_compression(model, name, **options)
     assert state is not None
     for _ in range(3):  # the same gradient three times; the third is compressed
         module.zero_grad()
         model(inputs).square().mean().backward()
     for parameter, value in module.named_parameters():
         g = getattr(reference, parameter).grad.double().reshape(-1)
-        q = _scaled_sign(g)
+        q = quantize(g, tuple(value.shape))
         torch.testing.assert_close(value.grad.double().reshape(-1), q, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(
             state.worker_error[parameter].double(), g - q, rtol=1e-6, atol=1e-7

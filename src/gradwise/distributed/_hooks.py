@@ -112,7 +112,8 @@ class CompressionState:
     - ``worker_momentum``: with the ``momentum`` option, this rank's momentum per parameter
       name (what the hook compresses instead of the gradient), else empty.
     - ``error_feedback``, ``granularity``, ``two_level``, ``momentum``: the options (see
-      :func:`register_compression`).
+      :func:`register_compression`; with their defaults, ``one_bit`` and
+      ``one_bit_two_phase`` have two scales per row).
     - ``server_error``: ``one_bit_two_phase`` only: the error memory of the chunk this rank
       averages (chunk ``rank`` of each parameter, :math:`\lceil d/W \rceil` elements; with
       ``granularity="row"``, chunk ``rank`` of each of its rows, one after the other).
@@ -140,8 +141,8 @@ class CompressionState:
         >>> state = register_compression(model, "one_bit")
         >>> for _ in range(3):
         ...     model(torch.randn(8, 4)).square().mean().backward()
-        >>> state.step, state.bytes_sent  # 2 x 40 (fp32 allreduce) + (2 + 2 x 4) bytes
-        (3, 90)
+        >>> state.step, state.bytes_sent  # 2 x 40 (fp32 allreduce) + (2 + 2 x 3 x 4) bytes
+        (3, 106)
         >>> sorted(state.state_dict()["worker_error"])
         ['bias', 'weight']
         >>> dist.destroy_process_group()
@@ -165,7 +166,9 @@ class CompressionState:
         self.server_error: dict[str, Tensor] = {}
         self.powersgd_state: powersgd.PowerSGDState | None = None
         self.worker_momentum: dict[str, Tensor] = {}
-        # The options (register_compression sets them; these are the defaults).
+        # The options, which register_compression sets (its defaults for one_bit and
+        # one_bit_two_phase are granularity "row" and two_level True); these are what the
+        # hooks without options (sign_majority) use.
         self.error_feedback = True
         self.granularity = "tensor"
         self.two_level = False
@@ -307,10 +310,12 @@ def register_compression(
       (``start_powerSGD_iter = warmup_steps``; options: ``matrix_approximation_rank``,
       ``min_compression_rate``, ``orthogonalization_epsilon``, ``random_seed``,
       ``use_error_feedback``, ``warm_start``, ``batch_tensors_with_same_shape``).
-    - ``"one_bit"``: error-feedback scaled sign, one scale per tensor:
-      :math:`p = g + e`, :math:`q = \operatorname{mean}|p| \cdot \operatorname{sign}(p)`,
-      :math:`e \leftarrow p - q`; signs (1 bit) and scales are all-gathered and the
-      result is :math:`\frac1W \sum_r q_r`.
+    - ``"one_bit"``: error-feedback 1-bit quantization, :math:`p = g + e`,
+      :math:`q = Q(p)`, :math:`e \leftarrow p - q`; signs (1 bit) and scales are
+      all-gathered and the result is :math:`\frac1W \sum_r q_r`. By default :math:`Q`
+      has two scales per row (``granularity="row"``, ``two_level=True``: Seide et al.
+      2014's quantizer); with ``granularity="tensor"`` and ``two_level=False`` it is the
+      scaled sign :math:`\operatorname{mean}|p| \cdot \operatorname{sign}(p)` per tensor.
     - ``"sign_majority"``: signSGD with majority vote, no error feedback: the result is
       :math:`\bar s \cdot \operatorname{sign}(\sum_r \operatorname{sign}(g_r))` with
       :math:`\bar s` the mean over ranks of :math:`\operatorname{mean}|g_r|` per tensor.
@@ -327,14 +332,16 @@ def register_compression(
         warmup_steps: backward passes with plain allreduce first, an int >= 2 (DDP
             rebuilds its buckets after the first one).
         **options: the compression's options: ``"powersgd"``'s above; for ``"one_bit"``
-            ``error_feedback`` (default True; False sends a plain scaled sign); for
-            ``"one_bit"`` and ``"one_bit_two_phase"`` ``granularity`` (``"tensor"``, the
-            default, or ``"row"``: one scale per slice along the first dimension of each
-            tensor of 2 or more dimensions),
-            ``two_level`` (default False; True: two scales per segment, the mean of the
+            ``error_feedback`` (default True; False sends a plain scaled sign, whose
+            defaults are ``granularity="tensor"`` and ``two_level=False``); for
+            ``"one_bit"`` and ``"one_bit_two_phase"`` ``granularity`` (``"row"``, the
+            default: one scale per slice along the first dimension of each tensor of 2
+            or more dimensions, one per tensor of fewer; or ``"tensor"``),
+            ``two_level`` (default True: two scales per segment, the mean of the
             entries :math:`\ge 0` for a 1 bit and minus the mean :math:`|p|` of the
-            negative ones for a 0 bit, Seide et al. 2014; the two-phase hook cuts each
-            segment into chunks) and ``momentum`` (a float in [0, 1), default 0): each rank
+            negative ones for a 0 bit, Seide et al. 2014; False: one, the mean
+            :math:`|p|`; the two-phase hook cuts each segment into chunks) and
+            ``momentum`` (a float in [0, 1), default 0): each rank
             compresses its own momentum :math:`m_r \leftarrow \beta m_r + g_r` (plus its
             error memory) instead of its gradient, for an optimizer without momentum
             (Zheng, Huang & Kwok 2019); the warmup steps allreduce the momenta.
@@ -387,8 +394,14 @@ def register_compression(
     )
     if name in ("one_bit", "one_bit_two_phase"):
         state.error_feedback = bool(options.get("error_feedback", True))
-        state.granularity = str(options.get("granularity", "tensor"))
-        state.two_level = bool(options.get("two_level", False))
+        # Two scales per row by default: they shrink the error memory, whose lag momentum
+        # 0.9 multiplies. On benchmarks/compression.py at lr 0.01 a scale per tensor ends
+        # +7.0% (one_bit) and +14.4% (two-phase) above uncompressed DDP in training loss,
+        # these +1.1% and +2.0% (docs/benchmarks.md, "Gradient compression"). The plain
+        # scaled sign without error feedback keeps one scale per tensor, like sign_majority.
+        finer = state.error_feedback
+        state.granularity = str(options.get("granularity", "row" if finer else "tensor"))
+        state.two_level = bool(options.get("two_level", finer))
         state.momentum = float(options.get("momentum", 0.0))
     if name == "powersgd":
         state.powersgd_state = powersgd.PowerSGDState(
