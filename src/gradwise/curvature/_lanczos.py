@@ -140,7 +140,8 @@ def extreme_eigenpairs(
             stacklevel=3,
         )
     chosen = wanted(values)
-    ritz_vectors = tridiagonal.basis.T @ vectors[:, chosen].to(hessian.dtype)
+    # The tridiagonal's eigenvectors are on the CPU; the basis is on the model's device.
+    ritz_vectors = tridiagonal.basis.T @ vectors[:, chosen].to(tridiagonal.basis)
     return values[chosen], ritz_vectors
 
 

@@ -126,7 +126,7 @@ def eigenvalues_of(
         hessian, largest, smallest, tol=tol, max_iterations=max(max_iterations, k), seed=seed,
         owner=owner,
     )  # fmt: skip
-    return values.to(hessian.dtype), vectors
+    return values.to(device=hessian.device, dtype=hessian.dtype), vectors
 
 
 TraceMethod = Literal["stratified", "hutchinson", "hutch++"]

@@ -51,6 +51,7 @@ from gradwise.distributed._codec import (
     tensor_segments,
     to_payload,
 )
+from gradwise.distributed._world import all_gather_flat
 
 #: The names :func:`register_compression` accepts.
 COMPRESSIONS: tuple[str, ...] = (
@@ -668,7 +669,7 @@ def _all_gather(state: CompressionState, payload: Tensor) -> tuple[dist.Work | N
     # gloo wants the output flat (a (W, bytes) output is refused), NCCL takes either.
     gathered = payload.new_empty(state.world_size * payload.numel())
     state.bytes_sent += payload.numel()
-    work = dist.all_gather_single(gathered, payload, group=state.process_group, async_op=True)
+    work = all_gather_flat(gathered, payload, group=state.process_group, async_op=True)
     return work, gathered.reshape(state.world_size, -1)
 
 

@@ -43,6 +43,7 @@ from gradwise.distributed._codec import (
     from_payload,
     to_payload,
 )
+from gradwise.distributed._world import all_gather_flat
 
 #: Constraints on OneBitAdam's per-group hyperparameters (also checked in add_param_group).
 _GROUP_CONSTRAINTS: dict[str, Constraint] = {
@@ -398,7 +399,7 @@ def compressed_average(
     # Phase 2: every rank gathers every server's compressed chunk.
     server_payload = to_payload(server_scales, server_packed)[0]
     gathered = server_payload.new_empty(world_size * server_payload.numel())
-    dist.all_gather_single(gathered, server_payload, group=group)
+    all_gather_flat(gathered, server_payload, group=group)
     chunk_scales, chunk_packed = from_payload(
         gathered.reshape(world_size, -1), segments.num_segments
     )

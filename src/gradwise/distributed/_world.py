@@ -15,6 +15,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+#: ``dist.all_gather_into_tensor`` under its torch 2.13 name (the old one warns there and the
+#: new one is missing before): each rank's tensor, concatenated into one flat output.
+all_gather_flat = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
 
 @dataclass(frozen=True)
 class World:

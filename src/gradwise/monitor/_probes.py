@@ -222,7 +222,8 @@ class GradientProbe:
             # cnn1d, against 60 us for one norm and one transfer per tensor).
             norms = torch._foreach_norm([g for _, g in with_grad] + weights)
             values = torch.stack(norms).float().tolist()
-            before = list(torch._foreach_clone(weights)) if snapshot else None
+            # One clone per weight: torch._foreach_clone is missing from torch 2.11.
+            before = [weight.clone() for weight in weights] if snapshot else None
         grad_norms = values[: len(with_grad)]
         by_name = dict(zip((n for n, _ in with_grad), grad_norms, strict=True))
         global_norm = math.sqrt(sum(v * v for v in grad_norms))

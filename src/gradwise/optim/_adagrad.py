@@ -151,12 +151,15 @@ class Adagrad(Optimizer):
         grads: list[Tensor],
         states: list[dict[str, Any]],
     ) -> None:
+        # torch has no fused Adagrad for CUDA tensors: its foreach kernels there.
+        on_cuda = params[0].device.type == "cuda"
         _torch_kernels.adagrad(
             params,
             grads,
             [state["sum"] for state in states],
             [state["step"] for state in states],
-            fused=True,
+            fused=not on_cuda,
+            foreach=on_cuda,
             lr=group["lr"],
             weight_decay=group["weight_decay"],
             lr_decay=group["lr_decay"],

@@ -316,12 +316,21 @@ def _shared_key(index: int) -> str:
 
 
 def _reset_after_load(optimizer: torch.optim.Optimizer) -> None:
-    """Give group-shared state its own copies on the group's device, and rebuild runtimes.
+    """Give group-shared state its own copies on the group's device, put step counters on
+    their parameter's device, and rebuild runtimes.
 
     torch's load_state_dict casts and places per-parameter state but copies other entries
     by reference; without this, two optimizers loaded from one state_dict would share them.
+    It also leaves ``step`` on the CPU unless a group says ``fused`` or ``capturable``, which
+    gradwise's groups never do: a GPU run resumed from a checkpoint would hand torch's
+    fused kernels CPU step counters (they refuse them). gradwise keeps every step counter
+    on its parameter's device (:func:`~gradwise.optim._transform.step_counters`).
     """
     assert isinstance(optimizer, Optimizer)  # noqa: S101 - hook registered by Optimizer only
+    for parameter, state in optimizer.state.items():
+        step = state.get("step") if isinstance(parameter, Tensor) else None
+        if isinstance(step, Tensor) and step.device != parameter.device:
+            state["step"] = step.to(parameter.device)
     for index, group in enumerate(optimizer.param_groups):
         key = _shared_key(index)
         states = cast(dict[str, Any], optimizer.state)
