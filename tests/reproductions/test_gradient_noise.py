@@ -30,29 +30,28 @@ def test_zero_init_without_noise_stays_at_chance(results: dict) -> None:
     assert max(accuracies(results, "zero init, clip 10", noise=False)) < 0.15
 
 
-def test_zero_init_weights_never_move_without_noise() -> None:
+def zero_init_model_after(steps: int, eta: float) -> torch.nn.Module:
+    """The zero-init network after ``steps`` steps on 100 digits with annealed noise ``eta``."""
     data = script.mnist()
     setting = SETTINGS["zero init, clip 10"]
     model = script.network(data, setting, seed=0)
-    opt = script.optimizer(list(model.parameters()), setting.clip, 0.0, 0.1, seed=0)
+    opt = script.optimizer(list(model.parameters()), setting.clip, eta, 0.1, seed=0)
     inputs, targets = data.train.inputs[:100], data.train.targets[:100]
-    for _ in range(3):
+    for _ in range(steps):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(inputs), targets).backward()
         opt.step()
+    return model
+
+
+def test_zero_init_weights_never_move_without_noise() -> None:
+    model = zero_init_model_after(3, eta=0.0)
     weights = [p.detach() for name, p in model.named_parameters() if name.endswith("weight")]
     assert all(bool((w == 0).all()) for w in weights)
 
 
 def test_noise_breaks_the_symmetry_of_zero_init() -> None:
-    data = script.mnist()
-    setting = SETTINGS["zero init, clip 10"]
-    model = script.network(data, setting, seed=0)
-    opt = script.optimizer(list(model.parameters()), setting.clip, 0.01, 0.1, seed=0)
-    inputs, targets = data.train.inputs[:100], data.train.targets[:100]
-    opt.zero_grad()
-    torch.nn.functional.cross_entropy(model(inputs), targets).backward()
-    opt.step()
+    model = zero_init_model_after(1, eta=0.01)
     first = model[1].weight.detach()  # the first hidden layer, after the flatten
     # One step moves each weight by -lr * N(0, eta): std 0.1 * sqrt(0.01) = 0.01.
     assert float(first.std()) == pytest.approx(0.01, rel=0.05)
