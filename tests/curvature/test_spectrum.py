@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradwise import curvature
+from gradwise.curvature._gauss_newton import split_gauss_newton
 
 from .models import classification_batch, cross_entropy, exact_hessian, mlp
 
@@ -83,7 +84,7 @@ def test_repeated_eigenvalues_are_found_after_the_krylov_space_closes():
     torch.testing.assert_close(bottom, torch.tensor([0.4, 0.4, 0.4, 1.6], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("method", ["stratified", "hutchinson", "hutch++"])
+@pytest.mark.parametrize("method", ["gauss-newton", "stratified", "hutchinson", "hutch++"])
 def test_trace_within_five_percent_with_100_probes(trained, method):
     model, batch, exact = trained
     hessian = curvature.Hessian(model, cross_entropy, batch)
@@ -127,7 +128,7 @@ def test_stratified_trace_falls_back_to_hutchinson_after_training(trained):
     assert stratified.mean() < 1.25 * hutchinson.mean()
 
 
-@pytest.mark.parametrize("method", ["stratified", "hutchinson", "hutch++"])
+@pytest.mark.parametrize("method", ["gauss-newton", "stratified", "hutchinson", "hutch++"])
 def test_trace_is_unbiased_at_initialization(at_init, method):
     # At initialization the Hessian is indefinite, tr H = 4.44 against sum |lambda| = 67,
     # and its spectrum is flat (the top 33 |eigenvalues| hold 31% of ||H||_F^2). All three
@@ -139,17 +140,118 @@ def test_trace_is_unbiased_at_initialization(at_init, method):
     assert 0.01 < errors.mean() < 0.12
 
 
-def test_stratified_trace_is_within_five_percent_at_initialization(at_init):
+def test_stratified_trace_beats_hutchinson_at_initialization(at_init):
     # 97% of the off-diagonal mass ||H||_F^2 - sum H_ii^2 lies between two different
     # parameter tensors here; Hutchinson pays for all of it, the per-tensor probes of the
-    # stratified estimator for the other 3%. Measured over seeds 0-19 (100 products
-    # each): mean relative error 3.0% against Hutchinson's 6.6%; over seeds 0-99, 3.1%
-    # against 7.8%, 84 and 41 of 100 within 5%.
+    # stratified estimator for the other 3%. Measured over seeds 0-299 (100 products
+    # each): mean relative error 3.1% against Hutchinson's 7.8% (seeds 0-99), 240 of 300
+    # within 5%.
     model, batch, exact, _ = at_init
     _, stratified = trace_errors(model, batch, exact, "stratified")
     _, hutchinson = trace_errors(model, batch, exact, "hutchinson")
     assert stratified.mean() < 0.05
     assert stratified.mean() < 0.7 * hutchinson.mean()
+
+
+def test_gauss_newton_trace_is_within_five_percent_at_initialization(at_init):
+    # tr G = 5.32 exactly, tr R = -0.88 by stratified probes: R's within-tensor
+    # off-diagonal mass is 0.14 against H's 0.35 (and zero in the last layer, where the
+    # outputs are linear in the parameters). Measured over seeds 0-299: mean relative
+    # error 1.5%, 299 of 300 within 5% (worst 6.3%); seeds 0-99 all within 5% (worst
+    # 4.2%); stratified 3.1% and 240 of 300.
+    model, batch, exact, _ = at_init
+    _, gauss_newton = trace_errors(model, batch, exact, "gauss-newton")
+    _, stratified = trace_errors(model, batch, exact, "stratified")
+    assert gauss_newton.max() < 0.05
+    assert gauss_newton.mean() < 0.7 * stratified.mean()
+
+
+def relu_mlp(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 6)
+    ).double()
+
+
+def test_gauss_newton_trace_is_exact_for_a_relu_network():
+    # A ReLU MLP is linear in each parameter tensor for fixed activation patterns, so the
+    # diagonal blocks of R = H - G vanish: every probe of tr R gives 0, and the estimate
+    # is tr G, which is tr H. Two batches: the batch-size-weighted mean, as the Hessian.
+    model = relu_mlp(seed=4)
+    inputs, targets = classification_batch(num_samples=48)
+    exact = exact_hessian(model, cross_entropy, inputs, targets).trace().item()
+    halves = [(inputs[:16], targets[:16]), (inputs[16:], targets[16:])]
+    for data in ((inputs, targets), halves):
+        hessian = curvature.Hessian(model, cross_entropy, data)
+        estimates = [hessian.trace(num_probes=40, seed=s) for s in range(3)]
+        assert estimates == pytest.approx([exact] * 3, rel=1e-10)
+        assert hessian.num_products == 120
+    hutchinson = curvature.trace(model, cross_entropy, (inputs, targets), method="hutchinson")
+    assert relative_error(torch.tensor(hutchinson), exact) > 1e-4  # the split is what helps
+
+
+def test_gauss_newton_part_is_j_transposed_loss_hessian_j(at_init):
+    # The oracle: the dense output Jacobian and the dense Hessian of the loss in the
+    # outputs (torch.func), G = J^T H_L J over all samples at once.
+    model, (inputs, targets), exact, _ = at_init
+    named = dict(model.named_parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in named.values()])
+
+    def outputs_of(vector):
+        pieces = torch.split(vector, [p.numel() for p in named.values()])
+        params = {n: x.view_as(p) for (n, p), x in zip(named.items(), pieces, strict=True)}
+        return torch.func.functional_call(model, params, (inputs,)).reshape(-1)
+
+    jacobian = torch.func.jacrev(outputs_of)(flat)
+    outputs = outputs_of(flat).detach()
+    loss_hessian = torch.func.hessian(lambda z: cross_entropy(z.view(len(inputs), -1), targets))(
+        outputs
+    )
+    gauss_newton = jacobian.T @ loss_hessian @ jacobian
+    split = split_gauss_newton(
+        curvature.Hessian(model, cross_entropy, (inputs, targets)), max_outputs=6
+    )
+    assert split.trace == pytest.approx(gauss_newton.trace().item(), rel=1e-10)
+    residual = exact - gauss_newton
+    probe = torch.randn(exact.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(split.residual @ probe, residual @ probe, rtol=1e-8, atol=1e-10)
+
+
+class Centered(nn.Module):
+    """Subtracts the batch mean: each output depends on the other samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = relu_mlp(seed=0)
+
+    def forward(self, inputs):
+        return self.inner(inputs - inputs.mean(0))
+
+
+def coupled_loss(outputs, targets):
+    return cross_entropy(outputs, targets) + outputs.mean(0).square().sum()
+
+
+@pytest.mark.parametrize(
+    ("model", "loss", "num_probes", "mode", "reason"),
+    [
+        (relu_mlp(0), cross_entropy, 100, "train", "train mode"),
+        (relu_mlp(0), coupled_loss, 100, "eval", "the loss couples samples"),
+        (Centered(), cross_entropy, 100, "eval", "the model mixes samples"),
+        (relu_mlp(0), cross_entropy, 23, "eval", "6 outputs per sample cost more"),
+    ],
+    ids=["train-mode", "coupled-loss", "mixing-model", "too-many-outputs"],
+)
+def test_gauss_newton_falls_back_to_stratified_where_it_does_not_apply(
+    model, loss, num_probes, mode, reason
+):
+    batch = classification_batch(num_samples=32)
+    hessian = curvature.Hessian(model, loss, batch, mode=mode)
+    assert reason in split_gauss_newton(hessian, max_outputs=num_probes // 4)
+    split = hessian.trace(num_probes=num_probes, seed=5, method="gauss-newton")
+    stratified = hessian.trace(num_probes=num_probes, seed=5, method="stratified")
+    assert split == stratified
+    assert hessian.num_products == 2 * num_probes
 
 
 def test_stratified_trace_ignores_the_entries_between_tensors():
@@ -351,7 +453,7 @@ def test_too_few_iterations_warn(at_init):
         ),
         (
             lambda m, b: curvature.trace(m, cross_entropy, b, method="hutch+"),
-            r"The 'method' parameter of trace must be one of 'stratified', 'hutchinson', 'hutch\+\+'. Got 'hutch\+' instead.",
+            r"The 'method' parameter of trace must be one of 'gauss-newton', 'stratified', 'hutchinson', 'hutch\+\+'. Got 'hutch\+' instead.",
         ),
         (
             lambda m, b: curvature.eigenvalue_density(m, cross_entropy, b, num_iterations=2.5),

@@ -189,10 +189,11 @@ class Hessian:
         )  # fmt: skip
 
     def trace(
-        self, *, num_probes: int = 100, seed: int = 0, method: TraceMethod = "stratified"
+        self, *, num_probes: int = 100, seed: int = 0, method: TraceMethod = "gauss-newton"
     ) -> float:
-        """Trace estimate from ``num_probes`` products (stratified Hutchinson by parameter
-        tensor, Hutchinson or Hutch++): see :func:`trace`."""
+        """Trace estimate from ``num_probes`` products (exact Gauss-Newton part plus
+        stratified Hutchinson on the rest, stratified Hutchinson by parameter tensor,
+        Hutchinson or Hutch++): see :func:`trace`."""
         return _spectrum().trace_of(
             self, num_probes=num_probes, seed=seed, method=method, owner="trace"
         )

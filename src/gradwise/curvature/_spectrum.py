@@ -1,4 +1,4 @@
-"""Spectral estimates of a :class:`Hessian`: Lanczos eigenvalues, Hutchinson or Hutch++, SLQ."""
+"""Spectral estimates of a :class:`Hessian`: Lanczos eigenvalues, trace estimators, SLQ."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from gradwise._validation import (
     check,
     check_all,
 )
+from gradwise.curvature._gauss_newton import split_gauss_newton
 from gradwise.curvature._lanczos import extreme_eigenpairs, quadrature, rademacher
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ def eigenvalues_of(
     return values.to(device=hessian.device, dtype=hessian.dtype), vectors
 
 
-TraceMethod = Literal["stratified", "hutchinson", "hutch++"]
+TraceMethod = Literal["gauss-newton", "stratified", "hutchinson", "hutch++"]
+TRACE_METHODS = ("gauss-newton", "stratified", "hutchinson", "hutch++")
 #: Probes per stratum spent on measuring where the variance is (``method="stratified"``).
 PILOT_PROBES = 3
 
@@ -137,22 +139,36 @@ PILOT_PROBES = 3
 def trace_of(
     hessian: Hessian, *, num_probes: int, seed: int, method: TraceMethod, owner: str
 ) -> float:
-    """Stratified Hutchinson, Hutchinson or Hutch++, ``num_probes`` products in all."""
+    """Gauss-Newton split, stratified Hutchinson, Hutchinson or Hutch++, ``num_probes``
+    products in all."""
     check_all(
         owner,
         {"num_probes": num_probes, "seed": seed, "method": method},
         {
             "num_probes": POSITIVE_INT,
             "seed": NON_NEGATIVE_INT,
-            "method": OneOf(("stratified", "hutchinson", "hutch++")),
+            "method": OneOf(TRACE_METHODS),
         },
     )
     generator = torch.Generator(device=hessian.device).manual_seed(seed)
+    if method == "gauss-newton":
+        return _gauss_newton(hessian, num_probes, generator)
     if method == "stratified":
         return _stratified(hessian, num_probes, generator)
     if method == "hutchinson":
         return _hutchinson(hessian, num_probes, generator)
     return _hutch_plus_plus(hessian, num_probes, generator)
+
+
+def _gauss_newton(hessian: Hessian, num_probes: int, generator: torch.Generator) -> float:
+    """tr G exactly plus the stratified estimate of tr(H - G); stratified where the split
+    does not apply. The C backward passes of tr G count as C of the products."""
+    split = split_gauss_newton(hessian, max_outputs=num_probes // 4)
+    if isinstance(split, str):
+        return _stratified(hessian, num_probes, generator)
+    residual = _stratified(split.residual, num_probes - split.cost, generator)
+    hessian.num_products += split.cost + split.residual.num_products
+    return split.trace + residual
 
 
 def _hutchinson(
@@ -178,13 +194,14 @@ def _stratified(hessian: Hessian, num_probes: int, generator: torch.Generator) -
     Rademacher on its stratum and zero elsewhere, so the products of coordinates in two
     different tensors (most of the off-diagonal mass of a network's Hessian at
     initialization: 93-98% on the curvature tests' MLPs) add no variance. A pilot of
-    ``PILOT_PROBES`` probes per stratum measures each diagonal block's ||H_bb||_F^2 (the
-    mean of ||(H z)_b||^2) and each column block's ||H_:b||_F^2 (of ||H z||^2). From them
-    it predicts the variance of the rest of the budget spent both ways: per stratum in
-    proportion to ||H_bb||_F (Neyman allocation), 2 (sum_b ||H_bb||_F)^2 / R, or on
-    whole-vector Hutchinson probes, 2 ||H||_F^2 / R; and takes the smaller. Hutchinson's
-    estimate is then averaged with the pilot's by inverse predicted variance (on a trained
-    net, where half the off-diagonal mass is within tensors, this is the case). With too
+    ``PILOT_PROBES`` probes per stratum measures each diagonal block's off-diagonal mass
+    (from the spread of z * (H z)_b), on which one probe's variance depends, and each
+    column block's ||H_:b||_F^2 (the mean of ||H z||^2). From them it predicts the
+    variance of the rest of the budget spent both ways: per stratum in proportion to the
+    square root of that mass (Neyman allocation), or on whole-vector Hutchinson probes;
+    and takes the smaller. Hutchinson's estimate is then averaged with the pilot's by
+    inverse predicted variance (on a trained net, where half the off-diagonal mass is
+    within tensors, this is the case). With too
     many tensors for the budget, consecutive tensors share a stratum.
     """
     sizes = hessian.parameter_sizes
@@ -197,34 +214,46 @@ def _stratified(hessian: Hessian, num_probes: int, generator: torch.Generator) -
     sums = [0.0] * num_strata
     counts = [0] * num_strata
 
-    def probe(index: int) -> Tensor:
+    def probe(index: int) -> tuple[Tensor, Tensor]:
         stratum = strata[index]
         vector = torch.zeros(hessian.num_parameters, dtype=hessian.dtype, device=hessian.device)
         vector[stratum] = rademacher(hessian, generator, size=stratum.stop - stratum.start)
         product = hessian @ vector
         sums[index] += float(torch.dot(vector[stratum], product[stratum]))
         counts[index] += 1
-        return product
+        return vector, product
 
     def stratified_estimate() -> float:
         return sum(total / count for total, count in zip(sums, counts, strict=True))
 
-    block_squares = [0.0] * num_strata  # ||H_bb||_F^2 per stratum
+    # Per stratum, the pilot's vectors z * (H z)_b have mean diag(H_bb) and, entry i,
+    # variance sum_{j != i} H_ij^2 over j in b: their sample variance, summed over
+    # entries, is an unbiased estimate of the off-diagonal mass of H_bb, and twice it the
+    # variance of one probe of the stratum.
+    off_diagonal = [0.0] * num_strata  # sum_{i != j in b} H_ij^2
+    diagonal = [0.0] * num_strata  # sum_{i in b} H_ii^2
     column_squares = 0.0  # ||H||_F^2 = sum_b ||H_:b||_F^2
     for index in range(num_strata):
+        stratum = strata[index]
+        pilot_vectors = []
         for _ in range(PILOT_PROBES):
-            product = probe(index)
-            block_squares[index] += float(product[strata[index]].square().sum()) / PILOT_PROBES
+            vector, product = probe(index)
+            pilot_vectors.append(vector[stratum] * product[stratum])
             column_squares += float(product.square().sum()) / PILOT_PROBES
-    block_norms = [math.sqrt(square) for square in block_squares]
+        stacked = torch.stack(pilot_vectors)
+        block_square = float(stacked.square().sum()) / PILOT_PROBES  # ||H_bb||_F^2
+        spread = float((stacked - stacked.mean(0)).square().sum()) / (PILOT_PROBES - 1)
+        off_diagonal[index] = min(max(spread, 0.0), block_square)
+        diagonal[index] = block_square - off_diagonal[index]
+    block_deviations = [math.sqrt(2 * mass) for mass in off_diagonal]  # one probe's sd
     remaining = num_probes - PILOT_PROBES * num_strata
-    hutchinson_variance = 2 * column_squares / remaining
-    if 2 * sum(block_norms) ** 2 / remaining <= hutchinson_variance:
-        for index, extra in enumerate(_neyman(remaining, block_norms)):
+    hutchinson_variance = 2 * max(column_squares - sum(diagonal), 0.0) / remaining
+    if sum(block_deviations) ** 2 / remaining <= hutchinson_variance:
+        for index, extra in enumerate(_neyman(remaining, block_deviations)):
             for _ in range(extra):
                 probe(index)
         return stratified_estimate()
-    pilot_variance = 2 * sum(block_squares) / PILOT_PROBES
+    pilot_variance = 2 * sum(off_diagonal) / PILOT_PROBES
     weight = hutchinson_variance / (hutchinson_variance + pilot_variance)  # the pilot's
     pilot = stratified_estimate()
     return weight * pilot + (1 - weight) * _hutchinson(hessian, remaining, generator)
