@@ -183,7 +183,17 @@ def test_fast_path_equals_reference_path(entry: OptimizerEntry, implementation: 
         torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize(("entry", "name", "kwargs"), BAD_HYPERPARAMETERS, ids=str)
+def _case_id(value: object) -> str:
+    """A test id that is the same in every process (pytest-xdist workers compare them):
+    a function shows as "callable", not as its address."""
+    if callable(value) and not isinstance(value, type):
+        return "callable"
+    if isinstance(value, dict):
+        return ",".join(f"{key}={_case_id(item)}" for key, item in value.items())
+    return str(value)
+
+
+@pytest.mark.parametrize(("entry", "name", "kwargs"), BAD_HYPERPARAMETERS, ids=_case_id)
 def test_bad_hyperparameters_raise_a_clear_error(
     entry: OptimizerEntry, name: str, kwargs: dict
 ) -> None:
