@@ -87,6 +87,7 @@ def test_divergence_uses_the_factor_on_the_smoothed_loss() -> None:
     [
         ({"smoothing": 1.0}, "The 'smoothing' parameter of analyze_sweep must be a float in [0, 1)"),
         ({"diverge_factor": 1.0}, "The 'diverge_factor' parameter of analyze_sweep must be a float > 1"),
+        ({"rise_factor": 0.9}, "The 'rise_factor' parameter of analyze_sweep must be a float > 1"),
     ],
 )  # fmt: skip
 def test_bad_settings_raise_the_standard_error(kwargs: dict[str, float], message: str) -> None:
@@ -155,3 +156,27 @@ def test_steepest_point_is_in_the_first_fall_when_a_steeper_one_follows_a_pause(
         losses = clean + np.random.default_rng(seed).normal(0.0, 0.01, size=len(lrs))
         result = analyze_sweep(lrs, list(losses), smoothing=0.0)
         assert abs(math.log10(result.steepest_lr) + 3.5) <= 0.2, (seed, result.steepest_lr)
+
+
+def test_the_analysis_ends_at_the_first_rise_of_the_smoothed_loss() -> None:
+    # The shape of circles with SGD + momentum on some seeds: a fall from 0.69 to 0.40 over
+    # lr 10**-1 to 10**-0.4 (slope -0.48 per decade), a bump to 1.1, then a steeper fall to
+    # 0.1 (-1.5 per decade) over lr 10**-0.2 to 10**0.4 before divergence. Read past the
+    # bump, the second fall is steeper by more than 2x and is taken (10 ** 0.1); cut at the
+    # first rise (1.5x the best), the answer is the middle of the first fall, 10 ** -0.7.
+    lrs = exponential_lrs(1e-4, 10.0, 101)
+    x = np.log10(lrs)
+    clean = np.where(x < -1, 0.69, 0.69 - 0.48 * (x + 1))
+    clean = np.where(x >= -0.4, 1.1, clean)
+    clean = np.where(x >= -0.2, 1.1 - 1.5 * (x + 0.2), clean)
+    clean = np.where(x > 0.4, 50.0, clean)
+    for seed in range(5):
+        losses = list(clean + np.random.default_rng(seed).normal(0.0, 0.005, size=len(lrs)))
+        cut = analyze_sweep(lrs, losses, smoothing=0.0)
+        assert cut.rose_at is not None
+        assert abs(math.log10(lrs[cut.rose_at]) + 0.4) <= 0.05
+        assert abs(math.log10(cut.suggestion) + 0.7) <= 0.2, (seed, cut.suggestion)
+        assert f"first rose to {cut.smoothed[cut.rose_at]:.4g}" in cut.reasoning
+        uncut = analyze_sweep(lrs, losses, smoothing=0.0, rise_factor=4.0)
+        assert uncut.rose_at is None
+        assert abs(math.log10(uncut.suggestion) - 0.1) <= 0.2, (seed, uncut.suggestion)

@@ -12,7 +12,7 @@ from torch import nn
 
 from gradwise import optim
 from gradwise.cli._lr_find import add_parser
-from gradwise.data import Dataset, load_dataset
+from gradwise.data import Batches, Dataset, load_dataset
 from gradwise.lr_finder import exponential_lrs, lr_find
 from gradwise.models import build_model
 
@@ -112,7 +112,7 @@ def test_every_param_group_gets_each_lr_of_the_grid_and_loss_is_recorded_before_
     )
     batches = [(_data().inputs[:16], _data().targets[:16])] * 3  # re-iterated when exhausted
     result = lr_find(model, optimizer, batches, start_lr=1e-5, end_lr=1e-3, num_steps=7,
-                     diverge_factor=1e9)  # fmt: skip
+                     diverge_factor=1e9, num_sweeps=1)  # fmt: skip
     grid = exponential_lrs(1e-5, 1e-3, 7)
     assert seen == [[lr, lr] for lr in grid]
     assert list(result.lrs) == grid
@@ -129,12 +129,53 @@ def test_the_sweep_stops_when_the_smoothed_loss_passes_four_times_the_best() -> 
     model = _net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     result = lr_find(model, optimizer, _data(), start_lr=1e-3, end_lr=1e6, num_steps=60,
-                     smoothing=0.5, batch_size=32)  # fmt: skip
+                     smoothing=0.5, batch_size=32, num_sweeps=1)  # fmt: skip
     assert result.diverged_at is not None
     assert len(result.losses) == result.diverged_at + 1 < 60
     stop = result.smoothed[-1]
     assert not stop < 4 * min(result.smoothed)  # NaN or above the bound
     assert all(s <= 4 * min(result.smoothed[: i + 1]) for i, s in enumerate(result.smoothed[:-1]))
+
+
+def test_the_sweeps_are_averaged_up_to_the_first_to_diverge() -> None:
+    # The oracle: each sweep run alone with its seed; the mean over the steps all reached.
+    data = _data()
+    options: dict[str, Any] = {
+        "start_lr": 1e-3, "end_lr": 1e6, "num_steps": 60, "smoothing": 0.5, "batch_size": 32
+    }  # fmt: skip
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    result = lr_find(model, optimizer, data, seed=7, **options)
+    assert result.seeds[0] == 7
+    assert len(set(result.seeds)) == 5
+    alone = [
+        lr_find(model, optimizer, data, seed=seed, num_sweeps=1, **options).losses
+        for seed in result.seeds
+    ]
+    assert result.sweeps == tuple(alone)
+    reached = min(len(losses) for losses in alone)
+    assert len({len(losses) for losses in alone}) > 1  # the sweeps stop at different steps
+    expected = [sum(losses[step] for losses in alone) / 5 for step in range(reached)]
+    assert result.losses == pytest.approx(expected, rel=1e-12)
+    assert result.diverged_at == reached - 1  # where the first sweep to diverge stopped
+    assert result.rose_at is None or result.rose_at < result.diverged_at
+
+
+def test_a_batches_object_that_shuffles_gets_another_order_in_each_sweep() -> None:
+    data = _data()
+    batches = Batches(data, batch_size=16, seed=3)
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lr_find(model, optimizer, batches, start_lr=1e-5, end_lr=1e-3, num_steps=10,
+                     diverge_factor=1e9)  # fmt: skip
+    first, second, *_ = result.sweeps
+    assert first == lr_find(model, optimizer, batches, start_lr=1e-5, end_lr=1e-3,
+                            num_steps=10, diverge_factor=1e9, num_sweeps=1).losses  # fmt: skip
+    assert first != second
+    reseeded = Batches(data, batch_size=16, seed=result.seeds[1])
+    assert second == lr_find(model, optimizer, reseeded, start_lr=1e-5, end_lr=1e-3,
+                             num_steps=10, diverge_factor=1e9, num_sweeps=1,
+                             seed=result.seeds[1]).losses  # fmt: skip
 
 
 def test_a_one_shot_iterator_ends_the_sweep_early() -> None:
@@ -167,6 +208,8 @@ def _suggestions(name: str, make: str, seeds: range) -> list[float]:
     [
         ("digits", "sgd"), ("digits", "adam"), ("spirals", "sgd"), ("spirals", "adam"),
         ("moons", "sgd"),  # 50x apart when the steepest fall anywhere was taken
+        ("moons", "adam"), ("circles", "adam"), ("mnist1d", "sgd"), ("mnist1d", "adam"),
+        ("circles", "sgd"),  # 13x apart over 32 seeds with one sweep read past its bump
     ],
 )  # fmt: skip
 def test_suggestions_from_five_seeds_lie_within_3x(name: str, optimizer: str) -> None:
@@ -197,6 +240,8 @@ def test_plot_is_a_png_and_the_table_marks_the_suggestion() -> None:
         ({"loss_fn": "l2"}, "The 'loss_fn' parameter of lr_find must be one of 'cross_entropy'"),
         ({"num_steps": 2}, "The 'num_steps' parameter of lr_find must be an int >= 3"),
         ({"seed": -1}, "The 'seed' parameter of lr_find must be an int in [0, 4294967295]"),
+        ({"num_sweeps": 0}, "The 'num_sweeps' parameter of lr_find must be an int >= 1. Got 0 instead."),
+        ({"rise_factor": 1.0}, "The 'rise_factor' parameter of lr_find must be a float > 1"),
     ],
 )  # fmt: skip
 def test_bad_arguments_raise_the_standard_error(kwargs: dict[str, Any], message: str) -> None:
@@ -248,4 +293,8 @@ def test_cli_turns_a_bad_sweep_setting_into_a_config_error(tmp_path: Any) -> Non
     message = "The '--end' parameter of gradwise lr-find must be a float > 1. Got 0.1 instead."
     with pytest.raises(SystemExit, match=re.escape(message)):
         _cli(["lr-find", "--set", "data.dataset=spirals", "--start", "1", "--end", "0.1",
+              "--out", str(tmp_path / "x.png")])  # fmt: skip
+    message = "The '--sweeps' parameter of gradwise lr-find must be an int >= 1. Got 0 instead."
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        _cli(["lr-find", "--set", "data.dataset=spirals", "--sweeps", "0",
               "--out", str(tmp_path / "x.png")])  # fmt: skip

@@ -24,6 +24,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--end", type=float, default=10.0, help="last lr (default 10)")
     parser.add_argument("--steps", type=int, default=100, help="sweep steps (default 100)")
     parser.add_argument(
+        "--sweeps",
+        type=int,
+        default=5,
+        help="sweeps averaged, in different batch orders (default 5)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="the plot's PNG path (default runs/lr-find-<name>.png)"
     )
     parser.set_defaults(handler=run_lr_find)
@@ -48,6 +54,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
             end_lr=args.end,
             num_steps=args.steps,
             seed=config.seed,
+            num_sweeps=args.sweeps,
             batch_size=config.data.batch_size,
         )
     except ValueError as error:
@@ -76,5 +83,6 @@ def _check_sweep(args: argparse.Namespace) -> None:
         check("--start", owner, args.start, POSITIVE)
         check("--end", owner, args.end, Interval(low=args.start, low_closed=False))
         check("--steps", owner, args.steps, Interval(low=3, kind="int"))
+        check("--sweeps", owner, args.sweeps, Interval(low=1, kind="int"))
     except ValueError as error:
         raise ConfigError(str(error)) from None

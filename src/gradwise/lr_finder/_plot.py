@@ -28,7 +28,8 @@ def range_test_png(result: LRFinderResult) -> bytes:
     raw = np.asarray(result.losses)
     smoothed = np.asarray(result.smoothed)
     finite = np.isfinite(raw) & np.isfinite(smoothed)
-    axes.plot(lrs[finite], raw[finite], color="C7", alpha=0.5, linewidth=0.8, label="loss")
+    label = f"loss (mean of {len(result.sweeps)} sweeps)" if len(result.sweeps) > 1 else "loss"
+    axes.plot(lrs[finite], raw[finite], color="C7", alpha=0.5, linewidth=0.8, label=label)
     axes.plot(lrs[finite], smoothed[finite], color="C0", linewidth=1.6, label="smoothed loss")
     for lr, name, color in (
         (result.steepest_lr, "steepest descent", "C3"),
@@ -37,6 +38,9 @@ def range_test_png(result: LRFinderResult) -> bytes:
         chosen = " (suggested)" if name.startswith(result.suggested_by.split("_")[0]) else ""
         axes.axvline(lr, color=color, linestyle="--", linewidth=1.2,
                      label=f"{name}: {lr:.3g}{chosen}")  # fmt: skip
+    if result.rose_at is not None:
+        axes.axvline(result.lrs[result.rose_at], color="C1", linestyle=":", linewidth=1,
+                     label="first rise: analysis ends")  # fmt: skip
     if result.diverged_at is not None:
         axes.axvline(result.lrs[result.diverged_at], color="k", linestyle=":", linewidth=1,
                      label="diverged")  # fmt: skip

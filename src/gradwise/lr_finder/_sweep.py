@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -70,6 +72,8 @@ def lr_find(
     seed: int = 0,
     *,
     batch_size: int = 64,
+    num_sweeps: int = 5,
+    rise_factor: float = 1.5,
 ) -> LRFinderResult:
     r"""The LR range test (Smith 2017): train with an exponentially growing lr, watch the loss.
 
@@ -77,8 +81,15 @@ def lr_find(
     one training minibatch, records its loss (before the update) and steps the optimizer.
     The losses are smoothed by :func:`smooth_losses`; the sweep stops after the first
     step whose smoothed loss exceeds ``diverge_factor`` times the best so far, or whose
-    loss is not finite. :func:`analyze_sweep` then reports both the steepest-descent and
-    the min-loss/10 learning rates and which one it suggests, with the reasoning.
+    loss is not finite. ``num_sweeps`` sweeps run from the same starting point in
+    different batch orders (each from the model and optimizer as given), and their losses
+    are averaged step by step over the steps all of them reached: Smith's advice to run
+    the test more than once, built in. :func:`analyze_sweep` then reads the mean curve up
+    to its first rise (``rise_factor``) and reports both the steepest-descent and the
+    min-loss/10 learning rates and which one it suggests, with the reasoning. One sweep
+    (``num_sweeps=1``) costs a fifth as much and, on the built-in datasets, suggests
+    rates up to 13x apart from seed to seed; five sweeps with the rise cut stayed within
+    2.54x on all ten cases measured, over three sets of 32 seeds (docs/lr_finder.md).
 
     Afterwards the model and optimizer are exactly as they were: every parameter and
     buffer (bitwise, the same tensor objects), each module's train/eval mode, every
@@ -103,8 +114,15 @@ def lr_find(
             :func:`default_smoothing` of the grid (a window of half a decade of lr: 0.84
             for the default 100 steps over 8 decades).
         diverge_factor: stop when the smoothed loss exceeds this times the best, > 1.
-        seed: the batch order (for a Dataset) and dropout's random numbers.
+        seed: the batch order (for a Dataset) and dropout's random numbers of the first
+            sweep; sweep ``j`` uses the ``j``-th seed spawned from it
+            (``numpy.random.SeedSequence([seed, j])``), listed in ``result.seeds``.
         batch_size: samples per batch when ``data`` is a Dataset or DataSplits.
+        num_sweeps: sweeps to average, >= 1. With a :class:`~gradwise.data.Batches` that
+            shuffles, sweeps after the first shuffle with their own seed; an iterator that
+            can be read only once gives one sweep.
+        rise_factor: the analysis ends where the mean smoothed loss first rises to this
+            times its best, > 1 (see :func:`analyze_sweep`).
 
     Example:
         >>> import torch
@@ -132,16 +150,60 @@ def lr_find(
         smoothing = default_smoothing(lrs)
     _check_arguments(model, optimizer, data, loss_fn, smoothing, diverge_factor, seed)
     check("batch_size", _OWNER, batch_size, POSITIVE_INT)
+    check("num_sweeps", _OWNER, num_sweeps, POSITIVE_INT)
+    check("rise_factor", _OWNER, rise_factor, DIVERGE_FACTOR)
     loss = get_loss(loss_fn) if isinstance(loss_fn, str) else loss_fn
     device = _device_of(model)
-    with _preserved(model, optimizer), _forked_rng(device):
-        torch.manual_seed(int(seed))
-        model.train()
-        batches = _batch_stream(data, int(batch_size), int(seed))
-        losses = _sweep(model, optimizer, batches, loss, lrs, device, smoothing, diverge_factor)
-    if not losses:
-        raise ValueError(f"The 'data' parameter of {_OWNER} must yield at least one batch.")
-    return analyze_sweep(lrs, losses, smoothing=smoothing, diverge_factor=diverge_factor)
+    one_shot = isinstance(data, Iterator)
+    seeds = sweep_seeds(int(seed), 1 if one_shot else int(num_sweeps))
+    sweeps: list[list[float]] = []
+    for index, sweep_seed in enumerate(seeds):
+        with _preserved(model, optimizer), _forked_rng(device):
+            torch.manual_seed(sweep_seed)
+            model.train()
+            source = _reseeded(data, sweep_seed) if index else data
+            batches = _batch_stream(source, int(batch_size), sweep_seed)
+            losses = _sweep(model, optimizer, batches, loss, lrs, device, smoothing, diverge_factor)
+        if not losses:
+            raise ValueError(f"The 'data' parameter of {_OWNER} must yield at least one batch.")
+        sweeps.append(losses)
+    reached = min(len(losses) for losses in sweeps)
+    mean = [math.fsum(losses[step] for losses in sweeps) / len(sweeps) for step in range(reached)]
+    # A sweep shorter than the grid stopped on divergence (or its data ran out); the mean
+    # ends at the shortest one, where one sweep diverged even if the mean stays under.
+    shortest = min(sweeps, key=len)
+    stopped = diverged(_smooth(shortest, smoothing), shortest[-1], diverge_factor)
+    result = analyze_sweep(
+        lrs,
+        mean,
+        smoothing=smoothing,
+        diverge_factor=diverge_factor,
+        rise_factor=rise_factor,
+        stopped_at=reached - 1 if stopped else None,
+    )
+    if len(sweeps) == 1:
+        return result
+    return dataclasses.replace(
+        result, sweeps=tuple(tuple(losses) for losses in sweeps), seeds=tuple(seeds)
+    )
+
+
+def sweep_seeds(seed: int, num_sweeps: int) -> list[int]:
+    """``seed``, then the seeds numpy's SeedSequence spawns from ``[seed, j]`` for sweep j."""
+    spawned = [
+        int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+        for index in range(1, num_sweeps)
+    ]
+    return [seed, *spawned]
+
+
+def _reseeded(data: Any, seed: int) -> Any:
+    """A Batches that shuffles, with ``seed`` instead of its own; anything else as is."""
+    if isinstance(data, Batches) and data.shuffle:
+        return Batches(
+            data.dataset, data.batch_size, shuffle=True, drop_last=data.drop_last, seed=seed
+        )
+    return data
 
 
 def _sweep(
@@ -287,7 +349,8 @@ def _check_arguments(
     check("optimizer", _OWNER, optimizer, Satisfies(
         lambda v: isinstance(v, torch.optim.Optimizer), "a torch.optim.Optimizer"))  # fmt: skip
     check("data", _OWNER, data, Satisfies(
-        lambda v: isinstance(v, Iterable | Dataset | DataSplits) and not isinstance(v, str),
+        lambda v: isinstance(v, Iterable | Dataset | DataSplits | Batches)
+        and not isinstance(v, str),
         "a Dataset, DataSplits, Batches or an iterable of (inputs, targets)"))  # fmt: skip
     check("loss_fn", _OWNER, loss_fn, Either((OneOf(LOSS_NAMES), Satisfies(
         lambda v: callable(v) and not isinstance(v, str), "a callable"))))  # fmt: skip
