@@ -160,13 +160,6 @@ def bin_like_histc(values: np.ndarray, num_bins: int, low: float, high: float) -
     return np.bincount(index, minlength=num_bins)
 
 
-def histogram(tensor: Tensor, num_bins: int = 30, max_values: int = 4096) -> Histogram:
-    """The histogram of one tensor, as the watch records it (see :class:`Histogram`)."""
-    batch = HistogramBatch(num_bins, max_values, {})
-    batch.add("tensor", tensor, finite=bool(torch.isfinite(tensor.detach().sum())))
-    return batch.finish()["tensor"]
-
-
 def _nonfinite_counts(flat: Tensor) -> tuple[int, int, int]:
     nan = int(torch.isnan(flat).sum())
     posinf = int((flat == math.inf).sum())
