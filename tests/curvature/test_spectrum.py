@@ -217,6 +217,12 @@ def test_gauss_newton_part_is_j_transposed_loss_hessian_j(at_init):
     torch.testing.assert_close(split.residual @ probe, residual @ probe, rtol=1e-8, atol=1e-10)
 
 
+def wide_relu_net() -> nn.Sequential:
+    """38,918 parameters: 32 samples x 6 outputs x 38,918 is over 2**22 Jacobian entries."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 2048), nn.ReLU(), nn.Linear(2048, 6)).double()
+
+
 class Centered(nn.Module):
     """Subtracts the batch mean: each output depends on the other samples."""
 
@@ -239,8 +245,15 @@ def coupled_loss(outputs, targets):
         (relu_mlp(0), coupled_loss, 100, "eval", "the loss couples samples"),
         (Centered(), cross_entropy, 100, "eval", "the model mixes samples"),
         (relu_mlp(0), cross_entropy, 23, "eval", "6 outputs per sample cost more"),
+        (
+            wide_relu_net(),
+            cross_entropy,
+            100,
+            "eval",
+            "per-sample Jacobians would hold 7,472,256 entries",
+        ),
     ],
-    ids=["train-mode", "coupled-loss", "mixing-model", "too-many-outputs"],
+    ids=["train-mode", "coupled-loss", "mixing-model", "too-many-outputs", "large-jacobian"],
 )
 def test_gauss_newton_falls_back_to_stratified_where_it_does_not_apply(
     model, loss, num_probes, mode, reason

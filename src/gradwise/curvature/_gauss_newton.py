@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 #: Bytes of per-sample Jacobian held at once; the samples are taken in chunks below it.
 JACOBIAN_CHUNK_BYTES = 1 << 27
+#: The most per-sample Jacobian entries (samples x outputs x parameters) tr G is computed
+#: from. Their cost is memory traffic, not the C backward passes' arithmetic: measured
+#: (benchmarks/hessian.py's MLP, 256 x 6 x 1,358 = 2.1M entries) 3-8 ms, the time of 8-11
+#: Hessian-vector products; on an MLP 784-128-128-10 with 128 samples (151M entries) 442
+#: ms, the time of 311, more than the probes it saves.
+MAX_JACOBIAN_ENTRIES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -41,16 +47,18 @@ def split_gauss_newton(hessian: Hessian, *, max_outputs: int) -> GaussNewtonSpli
 
     It applies in eval mode, to a loss that is a sum of per-sample terms and a model whose
     outputs for one sample depend on that sample only, both checked here, with at most
-    ``max_outputs`` outputs per sample (tr G costs one backward pass per output).
+    ``max_outputs`` outputs per sample (tr G costs one backward pass per output) and at
+    most :data:`MAX_JACOBIAN_ENTRIES` per-sample Jacobian entries in all.
     """
     if hessian._mode != "eval":
         return "the Hessian is taken in train mode, where samples may interact"
+    num_samples = sum(batch_size(batch) for batch in hessian._batches)
     traces: list[float] = []
     weights: list[int] = []
     residual_batches: list[Batch] = []
     num_outputs = 0
     for batch in hessian._batches:
-        parts = _batch_parts(hessian, batch, max_outputs)
+        parts = _batch_parts(hessian, batch, max_outputs, num_samples)
         if isinstance(parts, str):
             return parts
         trace, loss_gradient, num_outputs = parts
@@ -74,7 +82,7 @@ def _linearized_loss(outputs: Tensor, loss_gradient: Tensor) -> Tensor:
 
 
 def _batch_parts(
-    hessian: Hessian, batch: Batch, max_outputs: int
+    hessian: Hessian, batch: Batch, max_outputs: int, total_samples: int
 ) -> tuple[float, Tensor, int] | str:
     """tr G of one batch, dL/dz (detached) and the outputs per sample; or a reason."""
     inputs, targets = batch
@@ -89,6 +97,12 @@ def _batch_parts(
             return "the model's output has no batch dimension in front"
         if num_outputs > max_outputs:
             return f"{num_outputs} outputs per sample cost more than a quarter of the probes"
+        entries = total_samples * num_outputs * hessian.num_parameters
+        if entries > MAX_JACOBIAN_ENTRIES:
+            return (
+                f"the per-sample Jacobians would hold {entries:,} entries, more than "
+                f"{MAX_JACOBIAN_ENTRIES:,}: costlier than the probes they save"
+            )
         blocks, loss_gradient = _loss_hessian_blocks(hessian, outputs.detach(), targets)
         if blocks is None:
             return "the loss couples samples (its Hessian in the outputs is not block-diagonal)"
