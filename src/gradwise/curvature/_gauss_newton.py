@@ -23,8 +23,6 @@ from gradwise.curvature._hessian import Hessian, batch_size
 if TYPE_CHECKING:
     from gradwise.curvature._hessian import Batch
 
-#: Bytes of per-sample Jacobian held at once; the samples are taken in chunks below it.
-JACOBIAN_CHUNK_BYTES = 1 << 27
 #: The most per-sample Jacobian entries (samples x outputs x parameters) tr G is computed
 #: from. Their cost is memory traffic, not the C backward passes' arithmetic: measured
 #: (benchmarks/hessian.py's MLP, 256 x 6 x 1,358 = 2.1M entries) 3-8 ms, the time of 8-11
@@ -159,7 +157,6 @@ def _per_sample_gram(
 ) -> Tensor | None:
     """J_s J_s^T (S, C, C) from per-sample Jacobians; ``None`` if the model mixes samples."""
     model = hessian._model
-    num_samples, num_outputs = outputs.shape[0], outputs[0].numel()
 
     def one_sample(parameters: dict[str, Tensor], sample: Tensor) -> tuple[Tensor, Tensor]:
         output = functional_call(model, parameters, (sample.unsqueeze(0),), strict=False)
@@ -167,24 +164,16 @@ def _per_sample_gram(
         return output, output
 
     per_sample = vmap(jacrev(one_sample, has_aux=True), in_dims=(None, 0))
-    row_bytes = num_outputs * hessian.num_parameters * outputs.element_size()
-    chunk = max(1, JACOBIAN_CHUNK_BYTES // max(row_bytes, 1))
-    grams: list[Tensor] = []
-    try:
-        for start in range(0, num_samples, chunk):
-            jacobians, values = per_sample(params, inputs[start : start + chunk])
-            expected = outputs[start : start + chunk].reshape(values.shape)
-            scale = float(expected.abs().amax().clamp(min=1))
-            if not torch.allclose(values, expected, rtol=0, atol=_tolerance(values) * scale):
-                return None
-            grams.append(
-                torch.stack(
-                    [torch.einsum("sc...,sd...->scd", j, j) for j in jacobians.values()]
-                ).sum(0)
-            )
+    try:  # all samples at once: at most MAX_JACOBIAN_ENTRIES entries
+        jacobians, values = per_sample(params, inputs)
     except RuntimeError:  # an operation torch.func cannot batch, or data-dependent flow
         return None
-    return torch.cat(grams)
+    expected = outputs.reshape(values.shape)
+    scale = float(expected.abs().amax().clamp(min=1))
+    if not torch.allclose(values, expected, rtol=0, atol=_tolerance(values) * scale):
+        return None
+    grams = [torch.einsum("sc...,sd...->scd", j, j) for j in jacobians.values()]
+    return torch.stack(grams).sum(0)
 
 
 def _tolerance(tensor: Tensor) -> float:
