@@ -6,7 +6,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -131,7 +131,7 @@ def eigenvalues_of(
 
 
 TraceMethod = Literal["gauss-newton", "stratified", "hutchinson", "hutch++"]
-TRACE_METHODS = ("gauss-newton", "stratified", "hutchinson", "hutch++")
+TRACE_METHODS: tuple[str, ...] = get_args(TraceMethod)
 #: Probes per stratum spent on measuring where the variance is (``method="stratified"``).
 PILOT_PROBES = 3
 

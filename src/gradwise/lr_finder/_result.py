@@ -308,20 +308,22 @@ def diverged(smoothed: Sequence[float], loss: float, diverge_factor: float) -> b
 
 
 def _first_rise(smoothed: Array, factor: float) -> int | None:
-    """The first step whose smoothed loss exceeds ``factor`` times the best before it."""
+    """The first step whose smoothed loss exceeds ``factor`` times the best so far (the
+    rule of :func:`diverged`, over a whole curve; non-finite values never rise)."""
     best = math.inf
     for step, value in enumerate(smoothed):
+        best = min(best, float(value))
         if value > factor * best:
             return step
-        best = min(best, float(value))
     return None
 
 
 def _divergence(raw: Array, smoothed: Array, factor: float) -> int | None:
-    for step in range(len(raw)):
-        if diverged(list(smoothed[: step + 1]), float(raw[step]), factor):
-            return step
-    return None
+    """Where :func:`diverged` first holds: a non-finite loss, or a rise past ``factor``."""
+    nonfinite = ~(np.isfinite(raw) & np.isfinite(smoothed))
+    first_nonfinite = int(np.argmax(nonfinite)) if nonfinite.any() else None
+    rise = _first_rise(smoothed[:first_nonfinite], factor)
+    return first_nonfinite if rise is None else rise
 
 
 def _steepest(lrs: Array, smoothed: Array, lowest: int, skip: int) -> int:
