@@ -140,6 +140,24 @@ def test_steepest_point_of_an_evenly_falling_valley_is_its_middle_despite_noise(
     assert max(argmins) - min(argmins) > 0.5  # the argmin alone would wander over the fall
 
 
+def test_steepest_point_is_the_centre_of_the_fall_not_the_middle_of_the_stretch() -> None:
+    # A sharp fall (-2 per decade) over lr 1e-5 to 1e-4, then a long shoulder that falls
+    # just over half as fast (-1.05 per decade) to lr 1e-2, where the loss turns up: one
+    # stretch at least half as steep, from 10**-5 to 10**-2, whose middle is 10**-3.5. Its
+    # fall is 2 in the first decade and 2.1 over the next two, so the centre of the fall
+    # (the mean log lr weighted by the slope) is (2 * -4.5 + 2.1 * -3) / 4.1 = -3.73.
+    lrs = exponential_lrs(1e-6, 1.0, 121)
+    x = np.log10(lrs)
+    clean = np.where(x < -5, 6.0, 6.0 - 2.0 * (x + 5))
+    clean = np.where(x >= -4, 4.0 - 1.05 * (x + 4), clean)
+    clean = np.where(x >= -2, 1.9 + 3.0 * (x + 2), clean)
+    centre = (2.0 * -4.5 + 2.1 * -3.0) / 4.1
+    for seed in range(5):
+        losses = clean + np.random.default_rng(seed).normal(0.0, 0.003, size=len(lrs))
+        result = analyze_sweep(lrs, list(losses), smoothing=0.0)
+        assert abs(math.log10(result.steepest_lr) - centre) <= 0.1, (seed, result.steepest_lr)
+
+
 def test_steepest_point_is_in_the_first_fall_when_a_steeper_one_follows_a_pause() -> None:
     # The shape of spirals with Adam on some seeds: a fall from 2.0 to 1.4 over lr 1e-4 to
     # 1e-3 (slope -0.6 per decade), a pause, then a steeper fall (-1.0 per decade) from
