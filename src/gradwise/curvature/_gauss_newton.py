@@ -7,15 +7,24 @@ J_s^T), exact from the per-sample Jacobians (one backward pass per output, vecto
 the samples by torch.func). R is the Hessian of <stop_grad(dL/dz), z>, so R v costs one
 Hessian-vector product like H v. For a network that is piecewise linear in each parameter
 tensor (ReLU, max pooling) the diagonal blocks of R vanish, and so does its trace.
+
+For a network of linear layers (an MLP), tr R is exact as well, from products in the
+layers' outputs instead of their weights: a layer a_s = W h_s + b enters the loss only
+through its outputs, so R's block of (W, b) is sum_s M_s (x) (h_s h_s^T + 1 if b) with M_s
+the Hessian of <sg(dL/dz), z> in a_s, and its trace sum_s tr(M_s) (||h_s||^2 + 1). The
+diagonal of every M_s takes one product per unit (u for u units, all samples at once);
+the h_s h_s^T factor, whose off-diagonal terms are most of the variance of a probe in
+the weights, is summed exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from gradwise.curvature._hessian import Hessian, batch_size
@@ -72,6 +81,127 @@ def split_gauss_newton(hessian: Hessian, *, max_outputs: int) -> GaussNewtonSpli
     )
     mean = sum(w * t for w, t in zip(weights, traces, strict=True)) / sum(weights)
     return GaussNewtonSplit(trace=mean, residual=residual, cost=num_outputs)
+
+
+@dataclass(frozen=True)
+class LinearResidualTrace:
+    """tr R summed exactly over linear layers, and the products in their outputs it cost."""
+
+    trace: float
+    cost: int
+
+
+def linear_residual_trace(residual: Hessian, *, max_products: int) -> LinearResidualTrace | str:
+    """tr R exactly when every trainable parameter belongs to a linear layer; or why not.
+
+    ``residual`` is :attr:`GaussNewtonSplit.residual` (eval mode, samples independent,
+    both checked by :func:`split_gauss_newton`). It applies when every trainable parameter
+    is the weight or bias of an ``nn.Linear`` (its own forward) that runs once per forward
+    pass on a (samples, features) input, and the units of the layers whose outputs the
+    loss is not linear in number at most ``max_products``; the cost is that many
+    products, each in one layer's outputs over all samples (for the last layer of an MLP,
+    whose outputs are the model's, none).
+    """
+    modules = dict(residual._model.named_modules())
+    layers: dict[str, set[str]] = {}
+    for name in residual._names:
+        owner, _, kind = name.rpartition(".")
+        module = modules.get(owner)
+        if not (_is_plain_linear(module) and kind in ("weight", "bias")):
+            return f"the parameter {name!r} is not the weight or bias of an nn.Linear"
+        layers.setdefault(owner, set()).add(kind)
+    weights = [batch_size(batch) for batch in residual._batches]
+    total, cost = 0.0, 0
+    for weight, batch in zip(weights, residual._batches, strict=True):
+        parts = _layer_outputs_graph(residual, batch, {n: modules[n] for n in layers})
+        if isinstance(parts, str):
+            return parts
+        first_derivatives, shifts, layer_inputs = parts
+        curved = [n for n in layers if first_derivatives[n].requires_grad]
+        cost = sum(first_derivatives[n].shape[1] for n in curved)
+        if cost > max_products:
+            return (
+                f"the exact residual needs {cost} products (one per unit of the curved "
+                f"layers), more than the {max_products} left"
+            )
+        for name in curved:
+            inputs = layer_inputs[name]
+            scale = torch.zeros(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
+            if "weight" in layers[name]:
+                scale += inputs.square().sum(1)
+            if "bias" in layers[name]:
+                scale += 1
+            diagonal = _per_sample_diagonal(first_derivatives[name], shifts[name])
+            total += weight * float(scale @ diagonal.sum(1))
+    return LinearResidualTrace(trace=total / sum(weights), cost=cost)
+
+
+def _is_plain_linear(module: nn.Module | None) -> bool:
+    return isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
+
+
+def _layer_outputs_graph(
+    residual: Hessian, batch: Batch, layers: dict[str, nn.Module]
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]] | str:
+    """<sg(dL/dz), z> differentiated once in each layer's outputs (with its graph), the
+    zero shifts added to those outputs (the variables), and each layer's input."""
+    shifts: dict[str, Tensor] = {}
+    layer_inputs: dict[str, Tensor] = {}
+    problems: list[str] = []
+
+    def hook_for(name: str) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+        def shift(module: nn.Module, args: Any, output: Tensor) -> Tensor:
+            if name in shifts:
+                problems.append(f"the layer {name!r} runs more than once per forward pass")
+                return output
+            if args[0].dim() != 2 or args[0].shape[0] != num_samples:
+                problems.append(
+                    f"the layer {name!r} takes an input of shape {tuple(args[0].shape)}, "
+                    f"not (samples, features) with {num_samples} samples"
+                )
+                return output
+            shifts[name] = torch.zeros_like(output, requires_grad=True)
+            layer_inputs[name] = args[0].detach()
+            return output + shifts[name]
+
+        return shift
+
+    num_samples = batch_size(batch)
+    handles = [module.register_forward_hook(hook_for(name)) for name, module in layers.items()]
+    inputs, loss_gradient = batch
+    params = {n: p.detach() for n, p in zip(residual._names, residual._parameters, strict=True)}
+    try:
+        with residual._forward_context():
+            outputs = functional_call(residual._model, params, (inputs,), strict=False)
+            linearized = _linearized_loss(outputs, loss_gradient)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if problems or len(shifts) != len(layers):
+        return problems[0] if problems else "a linear layer does not run in the forward pass"
+    names = list(layers)
+    derivatives = torch.autograd.grad(
+        linearized, [shifts[n] for n in names], create_graph=True, materialize_grads=True
+    )
+    return dict(zip(names, derivatives, strict=True)), shifts, layer_inputs
+
+
+def _per_sample_diagonal(first_derivative: Tensor, shift: Tensor) -> Tensor:
+    """(samples, units): the diagonal of each sample's Hessian in the layer's outputs.
+
+    The samples are independent, so the product with the vector that is 1 at unit u of
+    every sample is column u of every sample's block, whose entry u is the diagonal's.
+    """
+    columns = []
+    for unit in range(first_derivative.shape[1]):
+        indicator = torch.zeros_like(first_derivative)
+        indicator[:, unit] = 1
+        (product,) = torch.autograd.grad(
+            first_derivative, shift, grad_outputs=indicator, retain_graph=True,
+            materialize_grads=True,
+        )  # fmt: skip
+        columns.append(product[:, unit])
+    return torch.stack(columns, dim=1)
 
 
 def _linearized_loss(outputs: Tensor, loss_gradient: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ from gradwise._validation import (
     check,
     check_all,
 )
-from gradwise.curvature._gauss_newton import split_gauss_newton
+from gradwise.curvature._gauss_newton import linear_residual_trace, split_gauss_newton
 from gradwise.curvature._lanczos import extreme_eigenpairs, quadrature, rademacher
 
 if TYPE_CHECKING:
@@ -161,11 +161,17 @@ def trace_of(
 
 
 def _gauss_newton(hessian: Hessian, num_probes: int, generator: torch.Generator) -> float:
-    """tr G exactly plus the stratified estimate of tr(H - G); stratified where the split
-    does not apply. The C backward passes of tr G count as C of the products."""
+    """tr G exactly plus tr(H - G): exactly for a network of linear layers, otherwise by
+    the stratified estimator; stratified where the split does not apply. The C backward
+    passes of tr G count as C of the products, the products in the layers' outputs as one
+    each."""
     split = split_gauss_newton(hessian, max_outputs=num_probes // 4)
     if isinstance(split, str):
         return _stratified(hessian, num_probes, generator)
+    exact = linear_residual_trace(split.residual, max_products=num_probes - split.cost)
+    if not isinstance(exact, str):
+        hessian.num_products += split.cost + exact.cost
+        return split.trace + exact.trace
     residual = _stratified(split.residual, num_probes - split.cost, generator)
     hessian.num_products += split.cost + split.residual.num_products
     return split.trace + residual
