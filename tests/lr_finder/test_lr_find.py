@@ -187,11 +187,12 @@ def test_a_one_shot_iterator_ends_the_sweep_early() -> None:
     assert result.planned_steps == 20
 
 
-def _suggestions(name: str, make: str, seeds: range) -> list[float]:
+def _suggestions(name: str, make: str, seeds: range, init: int | None = None) -> list[float]:
+    """One suggestion per seed; the init follows the seed unless ``init`` fixes it."""
     data = load_dataset(name, seed=0)
     out = []
     for seed in seeds:
-        torch.manual_seed(seed)
+        torch.manual_seed(seed if init is None else init)
         model = build_model("mlp", data.input_shape, data.output_size, width=64, depth=2)
         if make == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(
@@ -214,6 +215,15 @@ def _suggestions(name: str, make: str, seeds: range) -> list[float]:
 )  # fmt: skip
 def test_suggestions_from_five_seeds_lie_within_3x(name: str, optimizer: str) -> None:
     suggestions = _suggestions(name, optimizer, range(5))
+    assert max(suggestions) / min(suggestions) <= 3.0, suggestions
+
+
+def test_repeated_sweeps_of_one_model_lie_within_3x() -> None:
+    # The issue's case: one model, lr_find with 16 seeds. Spirals with Adam from init 2
+    # was the one pair of case and init over 3x (3.05x, seed 3 at 0.031 against
+    # 0.010-0.015) when the steepest point was the middle of its stretch; the centre of
+    # the fall puts it within 2.54x (docs/lr_finder.md).
+    suggestions = _suggestions("spirals", "adam", range(16), init=2)
     assert max(suggestions) / min(suggestions) <= 3.0, suggestions
 
 
