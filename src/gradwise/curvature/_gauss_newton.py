@@ -8,13 +8,15 @@ the samples by torch.func). R is the Hessian of <stop_grad(dL/dz), z>, so R v co
 Hessian-vector product like H v. For a network that is piecewise linear in each parameter
 tensor (ReLU, max pooling) the diagonal blocks of R vanish, and so does its trace.
 
-For a network of linear layers (an MLP), tr R is exact as well, from products in the
-layers' outputs instead of their weights: a layer a_s = W h_s + b enters the loss only
-through its outputs, so R's block of (W, b) is sum_s M_s (x) (h_s h_s^T + 1 if b) with M_s
-the Hessian of <sg(dL/dz), z> in a_s, and its trace sum_s tr(M_s) (||h_s||^2 + 1). The
-diagonal of every M_s takes one product per unit (u for u units, all samples at once);
-the h_s h_s^T factor, whose off-diagonal terms are most of the variance of a probe in
-the weights, is summed exactly.
+For a network of linear layers (an MLP) both come layer by layer, from derivatives in
+the layers' outputs instead of their weights: a layer a_s = W h_s + b enters the loss only
+through its outputs. Its block of J_s is B_s (x) [h_s, 1] with B_s = dz_s / da_s, so tr G
+needs the B_s (the same C backward passes, in samples x outputs x units entries instead of
+samples x outputs x parameters) and the inputs' norms. R's block of (W, b) is sum_s M_s
+(x) (h_s h_s^T + 1 if b) with M_s the Hessian of <sg(dL/dz), z> in a_s, so its trace is
+sum_s tr(M_s) (||h_s||^2 + 1): the diagonal of every M_s takes one product per unit (all
+samples at once), and the h_s h_s^T factor, whose off-diagonal terms are most of the
+variance of a probe in the weights, is summed exactly.
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ if TYPE_CHECKING:
     from gradwise.curvature._hessian import Batch
 
 #: The most per-sample Jacobian entries (samples x outputs x parameters) tr G is computed
-#: from. Their cost is memory traffic, not the C backward passes' arithmetic: measured
-#: (benchmarks/hessian.py's MLP, 256 x 6 x 1,358 = 2.1M entries) 3-8 ms, the time of 8-11
-#: Hessian-vector products; on an MLP 784-128-128-10 with 128 samples (151M entries) 442
-#: ms, the time of 311, more than the probes it saves.
+#: from, where the network is not made of linear layers alone. Their cost is memory
+#: traffic, not the C backward passes' arithmetic: measured (benchmarks/hessian.py's MLP,
+#: 256 x 6 x 1,358 = 2.1M entries) 3-8 ms, the time of 8-11 Hessian-vector products; on an
+#: MLP 784-128-128-10 with 128 samples (151M entries) 442 ms, the time of 311, more than
+#: the probes it saves.
 MAX_JACOBIAN_ENTRIES = 1 << 22
+_NO_JACOBIANS = "the model mixes samples or torch.func cannot take per-sample Jacobians"
+_MIXES_SAMPLES = "the model mixes samples (a sample alone gives other outputs)"
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,9 @@ def split_gauss_newton(hessian: Hessian, *, max_outputs: int) -> GaussNewtonSpli
 
     It applies in eval mode, to a loss that is a sum of per-sample terms and a model whose
     outputs for one sample depend on that sample only, both checked here, with at most
-    ``max_outputs`` outputs per sample (tr G costs one backward pass per output) and at
-    most :data:`MAX_JACOBIAN_ENTRIES` per-sample Jacobian entries in all.
+    ``max_outputs`` outputs per sample (tr G costs one backward pass per output) and, unless
+    every trainable parameter belongs to a linear layer run once on (samples, features),
+    at most :data:`MAX_JACOBIAN_ENTRIES` per-sample Jacobian entries in all.
     """
     if hessian._mode != "eval":
         return "the Hessian is taken in train mode, where samples may interact"
@@ -85,66 +91,145 @@ def split_gauss_newton(hessian: Hessian, *, max_outputs: int) -> GaussNewtonSpli
 
 @dataclass(frozen=True)
 class LinearResidualTrace:
-    """tr R summed exactly over linear layers, and the products in their outputs it cost."""
+    """tr R summed over linear layers (exact, or estimated where the units outnumber the
+    products) and the products in their outputs it cost."""
 
     trace: float
     cost: int
 
 
-def linear_residual_trace(residual: Hessian, *, max_products: int) -> LinearResidualTrace | str:
-    """tr R exactly when every trainable parameter belongs to a linear layer; or why not.
+def linear_residual_trace(
+    residual: Hessian, *, max_products: int, generator: torch.Generator
+) -> LinearResidualTrace | str:
+    """tr R layer by layer when every trainable parameter belongs to a linear layer; or why
+    not.
 
     ``residual`` is :attr:`GaussNewtonSplit.residual` (eval mode, samples independent,
     both checked by :func:`split_gauss_newton`). It applies when every trainable parameter
     is the weight or bias of an ``nn.Linear`` (its own forward) that runs once per forward
-    pass on a (samples, features) input, and the units of the layers whose outputs the
-    loss is not linear in number at most ``max_products``; the cost is that many
-    products, each in one layer's outputs over all samples (for the last layer of an MLP,
-    whose outputs are the model's, none).
+    pass on a (samples, features) input. The layers whose outputs the loss is not linear
+    in (all but the last of an MLP) need one product per unit for an exact trace; if
+    their units outnumber ``max_products``, the products are shared among them in
+    proportion to their units and each is a Rademacher probe in the layer's outputs,
+    independent per sample: sum_s (||h_s||^2 + 1) v_s^T M_s v_s, whose variance comes from
+    the off-diagonal entries of the M_s alone (a reason if there are more such layers than
+    products).
     """
-    modules = dict(residual._model.named_modules())
+    layers = _linear_layers(residual)
+    if isinstance(layers, str):
+        return layers
+    weights = [batch_size(batch) for batch in residual._batches]
+    total, probes = 0.0, []
+    for weight, (inputs, loss_gradient) in zip(weights, residual._batches, strict=True):
+        with residual._forward_context():
+            shifted = _shifted_forward(residual, inputs, layers)
+        if isinstance(shifted, str):
+            return shifted
+        names = list(layers)
+        derivatives = torch.autograd.grad(
+            _linearized_loss(shifted.outputs, loss_gradient),
+            [shifted.shifts[n] for n in names],
+            create_graph=True,
+            materialize_grads=True,
+        )
+        curved = [(n, d) for n, d in zip(names, derivatives, strict=True) if d.requires_grad]
+        probes = _share([derivative.shape[1] for _, derivative in curved], max_products)
+        if len(probes) < len(curved):
+            return (
+                f"{len(curved)} layers with curvature in their outputs need a product each, "
+                f"more than the {max_products} left"
+            )
+        for (name, derivative), count in zip(curved, probes, strict=True):
+            scale = shifted.input_scale(name, layers[name])
+            shift = shifted.shifts[name]
+            if count >= derivative.shape[1]:
+                total += weight * float(scale @ _per_sample_diagonal(derivative, shift).sum(1))
+            else:
+                total += weight * _rademacher_trace(derivative, shift, scale, count, generator)
+    return LinearResidualTrace(trace=total / sum(weights), cost=sum(probes))
+
+
+def _share(units: list[int], budget: int) -> list[int]:
+    """Products per layer: every unit if they all fit, else ``budget`` shared in proportion
+    to the units (largest remainders, at least one each); [] if ``budget`` is smaller than
+    the number of layers."""
+    if sum(units) <= budget:
+        return list(units)
+    if budget < len(units):
+        return []
+    quotas = [budget * u / sum(units) for u in units]
+    counts = [max(1, int(q)) for q in quotas]
+    while sum(counts) > budget:  # the ones raised to 1 are paid by the largest
+        counts[counts.index(max(counts))] -= 1
+    by_remainder = sorted(range(len(units)), key=lambda i: counts[i] - quotas[i])
+    for index in by_remainder[: budget - sum(counts)]:
+        counts[index] += 1
+    return counts
+
+
+def _rademacher_trace(
+    first_derivative: Tensor, shift: Tensor, scale: Tensor, count: int, generator: torch.Generator
+) -> float:
+    """sum_s scale_s tr(M_s) from ``count`` Rademacher probes, each independent per sample."""
+    total = 0.0
+    for _ in range(count):
+        signs = torch.randint(
+            0, 2, first_derivative.shape, generator=generator, device=first_derivative.device
+        )
+        probe = (2 * signs - 1).to(first_derivative.dtype)
+        (product,) = torch.autograd.grad(
+            first_derivative, shift, grad_outputs=probe, retain_graph=True,
+            materialize_grads=True,
+        )  # fmt: skip
+        total += float(scale @ (probe * product).sum(1))
+    return total / count
+
+
+@dataclass(frozen=True)
+class _Shifted:
+    """A forward pass with a zero shift added to each linear layer's outputs."""
+
+    outputs: Tensor
+    shifts: dict[str, Tensor]  # the variables: d/d shift is d/d the layer's outputs
+    layer_inputs: dict[str, Tensor]
+
+    def input_scale(self, name: str, kinds: frozenset[str]) -> Tensor:
+        """||h_s||^2 (if the weight is trainable) + 1 (if the bias is), per sample: the
+        factor h_s h_s^T + 1 of the layer's parameter block, traced."""
+        inputs = self.layer_inputs[name]
+        scale = torch.zeros(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
+        if "weight" in kinds:
+            scale += inputs.square().sum(1)
+        if "bias" in kinds:
+            scale += 1
+        return scale
+
+
+def _linear_layers(hessian: Hessian) -> dict[str, frozenset[str]] | str:
+    """Each linear layer's name and which of its weight and bias are trainable, if every
+    trainable parameter belongs to one; otherwise why not."""
+    modules = dict(hessian._model.named_modules())
     layers: dict[str, set[str]] = {}
-    for name in residual._names:
+    for name in hessian._names:
         owner, _, kind = name.rpartition(".")
-        module = modules.get(owner)
-        if not (_is_plain_linear(module) and kind in ("weight", "bias")):
+        if not (_is_plain_linear(modules.get(owner)) and kind in ("weight", "bias")):
             return f"the parameter {name!r} is not the weight or bias of an nn.Linear"
         layers.setdefault(owner, set()).add(kind)
-    weights = [batch_size(batch) for batch in residual._batches]
-    total, cost = 0.0, 0
-    for weight, batch in zip(weights, residual._batches, strict=True):
-        parts = _layer_outputs_graph(residual, batch, {n: modules[n] for n in layers})
-        if isinstance(parts, str):
-            return parts
-        first_derivatives, shifts, layer_inputs = parts
-        curved = [n for n in layers if first_derivatives[n].requires_grad]
-        cost = sum(first_derivatives[n].shape[1] for n in curved)
-        if cost > max_products:
-            return (
-                f"the exact residual needs {cost} products (one per unit of the curved "
-                f"layers), more than the {max_products} left"
-            )
-        for name in curved:
-            inputs = layer_inputs[name]
-            scale = torch.zeros(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
-            if "weight" in layers[name]:
-                scale += inputs.square().sum(1)
-            if "bias" in layers[name]:
-                scale += 1
-            diagonal = _per_sample_diagonal(first_derivatives[name], shifts[name])
-            total += weight * float(scale @ diagonal.sum(1))
-    return LinearResidualTrace(trace=total / sum(weights), cost=cost)
+    return {name: frozenset(kinds) for name, kinds in layers.items()}
 
 
 def _is_plain_linear(module: nn.Module | None) -> bool:
     return isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
 
 
-def _layer_outputs_graph(
-    residual: Hessian, batch: Batch, layers: dict[str, nn.Module]
-) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]] | str:
-    """<sg(dL/dz), z> differentiated once in each layer's outputs (with its graph), the
-    zero shifts added to those outputs (the variables), and each layer's input."""
+def _shifted_forward(
+    hessian: Hessian, inputs: Tensor, layers: dict[str, frozenset[str]]
+) -> _Shifted | str:
+    """The model's forward pass (in the caller's forward context) with a zero shift that
+    requires grad added to each of ``layers``' outputs; or why the layers do not allow it
+    (one that runs twice, or on an input whose rows are not the samples)."""
+    modules = dict(hessian._model.named_modules())
+    num_samples = len(inputs)
     shifts: dict[str, Tensor] = {}
     layer_inputs: dict[str, Tensor] = {}
     problems: list[str] = []
@@ -166,24 +251,16 @@ def _layer_outputs_graph(
 
         return shift
 
-    num_samples = batch_size(batch)
-    handles = [module.register_forward_hook(hook_for(name)) for name, module in layers.items()]
-    inputs, loss_gradient = batch
-    params = {n: p.detach() for n, p in zip(residual._names, residual._parameters, strict=True)}
+    handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
+    params = {n: p.detach() for n, p in zip(hessian._names, hessian._parameters, strict=True)}
     try:
-        with residual._forward_context():
-            outputs = functional_call(residual._model, params, (inputs,), strict=False)
-            linearized = _linearized_loss(outputs, loss_gradient)
+        outputs = functional_call(hessian._model, params, (inputs,), strict=False)
     finally:
         for handle in handles:
             handle.remove()
     if problems or len(shifts) != len(layers):
         return problems[0] if problems else "a linear layer does not run in the forward pass"
-    names = list(layers)
-    derivatives = torch.autograd.grad(
-        linearized, [shifts[n] for n in names], create_graph=True, materialize_grads=True
-    )
-    return dict(zip(names, derivatives, strict=True)), shifts, layer_inputs
+    return _Shifted(outputs, shifts, layer_inputs)
 
 
 def _per_sample_diagonal(first_derivative: Tensor, shift: Tensor) -> Tensor:
@@ -225,18 +302,25 @@ def _batch_parts(
             return "the model's output has no batch dimension in front"
         if num_outputs > max_outputs:
             return f"{num_outputs} outputs per sample cost more than a quarter of the probes"
-        entries = total_samples * num_outputs * hessian.num_parameters
-        if entries > MAX_JACOBIAN_ENTRIES:
-            return (
-                f"the per-sample Jacobians would hold {entries:,} entries, more than "
-                f"{MAX_JACOBIAN_ENTRIES:,}: costlier than the probes they save"
-            )
         blocks, loss_gradient = _loss_hessian_blocks(hessian, outputs.detach(), targets)
         if blocks is None:
             return "the loss couples samples (its Hessian in the outputs is not block-diagonal)"
-        gram = _per_sample_gram(hessian, params, inputs, outputs.detach())
-        if gram is None:
-            return "the model mixes samples or torch.func cannot take per-sample Jacobians"
+        layers = _linear_layers(hessian)
+        gram = (
+            layers
+            if isinstance(layers, str)
+            else _linear_per_sample_gram(hessian, layers, inputs, outputs.detach())
+        )
+        if isinstance(gram, str) and gram != _MIXES_SAMPLES:  # per-sample Jacobians instead
+            entries = total_samples * num_outputs * hessian.num_parameters
+            if entries > MAX_JACOBIAN_ENTRIES:
+                return (
+                    f"the per-sample Jacobians would hold {entries:,} entries, more than "
+                    f"{MAX_JACOBIAN_ENTRIES:,}: costlier than the probes they save"
+                )
+            gram = _per_sample_gram(hessian, params, inputs, outputs.detach())
+        if isinstance(gram, str):
+            return gram
     trace = float((blocks * gram).sum())
     return trace, loss_gradient, num_outputs
 
@@ -284,8 +368,8 @@ def _column_indicator(flat: Tensor, column: int) -> Tensor:
 
 def _per_sample_gram(
     hessian: Hessian, params: dict[str, Tensor], inputs: Tensor, outputs: Tensor
-) -> Tensor | None:
-    """J_s J_s^T (S, C, C) from per-sample Jacobians; ``None`` if the model mixes samples."""
+) -> Tensor | str:
+    """J_s J_s^T (S, C, C) from per-sample Jacobians; or why not (the model mixes samples)."""
     model = hessian._model
 
     def one_sample(parameters: dict[str, Tensor], sample: Tensor) -> tuple[Tensor, Tensor]:
@@ -297,13 +381,53 @@ def _per_sample_gram(
     try:  # all samples at once: at most MAX_JACOBIAN_ENTRIES entries
         jacobians, values = per_sample(params, inputs)
     except RuntimeError:  # an operation torch.func cannot batch, or data-dependent flow
-        return None
+        return _NO_JACOBIANS
     expected = outputs.reshape(values.shape)
     scale = float(expected.abs().amax().clamp(min=1))
     if not torch.allclose(values, expected, rtol=0, atol=_tolerance(values) * scale):
-        return None
+        return _NO_JACOBIANS
     grams = [torch.einsum("sc...,sd...->scd", j, j) for j in jacobians.values()]
     return torch.stack(grams).sum(0)
+
+
+def _linear_per_sample_gram(
+    hessian: Hessian, layers: dict[str, frozenset[str]], inputs: Tensor, outputs: Tensor
+) -> Tensor | str:
+    """J_s J_s^T (S, C, C) layer by layer, for a network of linear layers; or a reason.
+
+    A layer's block of J_s is B_s (x) [h_s, 1], with B_s = dz_s / da_s the Jacobian of the
+    sample's outputs in the layer's outputs, so its share of J_s J_s^T is B_s B_s^T
+    (||h_s||^2 + 1): C backward passes give every B_s (output c of every sample at once),
+    in samples x outputs x units entries, not samples x outputs x parameters (the
+    per-sample gradient norm trick of Goodfellow 2015). The samples must be independent:
+    the first sample alone and the second half alone must give the batch's outputs.
+    """
+    scale = float(outputs.abs().amax().clamp(min=1))
+    params = {n: p.detach() for n, p in zip(hessian._names, hessian._parameters, strict=True)}
+    for part in (slice(0, 1), slice(len(inputs) // 2, len(inputs))):
+        alone = functional_call(hessian._model, params, (inputs[part],), strict=False)
+        if not torch.allclose(alone, outputs[part], rtol=0, atol=_tolerance(alone) * scale):
+            return _MIXES_SAMPLES
+    shifted = _shifted_forward(hessian, inputs, layers)
+    if isinstance(shifted, str):
+        return shifted
+    num_samples = len(inputs)
+    flat = shifted.outputs.reshape(num_samples, -1)
+    names = list(layers)
+    variables = [shifted.shifts[name] for name in names]
+    rows: list[list[Tensor]] = [[] for _ in names]  # per layer, dz_c / da for each output c
+    for output in range(flat.shape[1]):
+        derivatives = torch.autograd.grad(
+            flat[:, output].sum(), variables, retain_graph=True, materialize_grads=True
+        )
+        for row, derivative in zip(rows, derivatives, strict=True):
+            row.append(derivative)
+    gram = outputs.new_zeros(num_samples, flat.shape[1], flat.shape[1])
+    for name, row in zip(names, rows, strict=True):
+        jacobian = torch.stack(row, dim=1)  # (S, C, units)
+        factor = shifted.input_scale(name, layers[name])
+        gram += torch.einsum("scu,sdu->scd", jacobian, jacobian) * factor[:, None, None]
+    return gram
 
 
 def _tolerance(tensor: Tensor) -> float:

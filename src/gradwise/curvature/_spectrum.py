@@ -168,10 +168,12 @@ def _gauss_newton(hessian: Hessian, num_probes: int, generator: torch.Generator)
     split = split_gauss_newton(hessian, max_outputs=num_probes // 4)
     if isinstance(split, str):
         return _stratified(hessian, num_probes, generator)
-    exact = linear_residual_trace(split.residual, max_products=num_probes - split.cost)
-    if not isinstance(exact, str):
-        hessian.num_products += split.cost + exact.cost
-        return split.trace + exact.trace
+    layered = linear_residual_trace(
+        split.residual, max_products=num_probes - split.cost, generator=generator
+    )
+    if not isinstance(layered, str):
+        hessian.num_products += split.cost + layered.cost
+        return split.trace + layered.trace
     residual = _stratified(split.residual, num_probes - split.cost, generator)
     hessian.num_products += split.cost + split.residual.num_products
     return split.trace + residual
