@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -61,6 +62,8 @@ def _rank(rank: int, size: int, init: str, out: str) -> None:
     _fit(model)
     torch.save(model.module.state_dict(), f"{out}.{rank}")
     dist.barrier()
+    del model  # it holds the process group: destroyed with it, not at interpreter exit
+    gc.collect()
     dist.destroy_process_group()
 
 

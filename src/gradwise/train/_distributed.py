@@ -10,6 +10,7 @@ Rank 0 alone writes the run folder; a resume reads it on rank 0 and hands it to 
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from dataclasses import replace
@@ -65,47 +66,61 @@ def train_rank(
         dist.init_process_group(backend, timeout=timedelta(seconds=settings.distributed.timeout_s))
     world = World.current()
     try:
-        settings = parse_config(world.broadcast(config_to_dict(settings)))
-        device = torch.device("cpu")
-        if backend == "nccl":
-            device = torch.device("cuda", world.local_rank)
-            torch.cuda.set_device(device)
-        prepared = prepare_run(
-            replace(settings, device=str(device.type)), resuming=resume is not None
-        )
-        prepared.device = device
-        prepared.model = prepared.model.to(device)
-        model = DistributedDataParallel(
-            prepared.model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-        compression = _register_compression(model, prepared.optimizer, settings)
-        folder = _folder(settings, world, resume)
-        if world.is_main and announce is not None:
-            Path(announce).write_text(str(folder.path))
-        if world.is_main and resume is None and prepared.preprocessing is not None:
-            preprocess.save(prepared.preprocessing, folder.preprocess_path)
-        prepared.config = replace(settings, name=folder.path.name)
-        prepared.model = model
-        trainer = make_trainer(
-            prepared,
-            folder,
-            progress=progress and world.is_main,
-            world=world,
-            rank_state=compression,
-        )
-        if world.is_main:
-            result = _fit_and_report(trainer, folder, resume is not None)
-        else:
-            result = trainer.fit(resume=resume is not None)
-        dist.barrier()
-        return {
-            "summary": result.summary,
-            "status": result.status,
-            "run": str(folder.path),
-            "bytes_sent": _bytes_sent(compression, prepared, result.steps),
-        }
+        return _train(settings, backend, world, resume, progress, announce)
     finally:
+        # The DDP model holds the process group; let it go first, so that gloo's threads
+        # end here and not at interpreter exit, where a thread still holding work aborts
+        # the process (SIGABRT after a finished run; pytorch PR 179291 describes it).
+        gc.collect()
         dist.destroy_process_group()
+
+
+def _train(
+    settings: RunConfig,
+    backend: str,
+    world: World,
+    resume: str | None,
+    progress: bool,
+    announce: str | None,
+) -> dict[str, Any]:
+    """The body of :func:`train_rank` between the process group's creation and its end."""
+    settings = parse_config(world.broadcast(config_to_dict(settings)))
+    device = torch.device("cpu")
+    if backend == "nccl":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    prepared = prepare_run(replace(settings, device=str(device.type)), resuming=resume is not None)
+    prepared.device = device
+    prepared.model = prepared.model.to(device)
+    model = DistributedDataParallel(
+        prepared.model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+    compression = _register_compression(model, prepared.optimizer, settings)
+    folder = _folder(settings, world, resume)
+    if world.is_main and announce is not None:
+        Path(announce).write_text(str(folder.path))
+    if world.is_main and resume is None and prepared.preprocessing is not None:
+        preprocess.save(prepared.preprocessing, folder.preprocess_path)
+    prepared.config = replace(settings, name=folder.path.name)
+    prepared.model = model
+    trainer = make_trainer(
+        prepared,
+        folder,
+        progress=progress and world.is_main,
+        world=world,
+        rank_state=compression,
+    )
+    if world.is_main:
+        result = _fit_and_report(trainer, folder, resume is not None)
+    else:
+        result = trainer.fit(resume=resume is not None)
+    dist.barrier()
+    return {
+        "summary": result.summary,
+        "status": result.status,
+        "run": str(folder.path),
+        "bytes_sent": _bytes_sent(compression, prepared, result.steps),
+    }
 
 
 def _bytes_sent(compression: Any, prepared: PreparedRun, steps: int) -> int:
