@@ -257,6 +257,18 @@ class PerPosition(nn.Module):
         return self.out(torch.tanh(self.inp(inputs.view(-1, 2, 6))).flatten(1))
 
 
+class KeywordCall(nn.Module):
+    """A linear layer called with its input as a keyword: forward hooks see no args."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp, self.out = nn.Linear(12, 8), nn.Linear(8, 6)
+
+    def forward(self, inputs):
+        return self.out(torch.tanh(self.inp(input=inputs)))
+
+
 def normalized_mlp() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(12, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 6))
@@ -268,8 +280,9 @@ def normalized_mlp() -> nn.Sequential:
         (normalized_mlp(), 100, "'1.weight' is not the weight or bias of an nn.Linear"),
         (TwiceApplied(), 100, "'hidden' runs more than once"),
         (PerPosition(), 100, "takes an input of shape (32, 2, 6)"),
+        (KeywordCall(), 100, "'inp' takes its input as a keyword argument"),
     ],
-    ids=["other-parameters", "shared-layer", "rows-not-samples"],
+    ids=["other-parameters", "shared-layer", "rows-not-samples", "keyword-input"],
 )
 def test_residual_trace_is_stratified_where_the_linear_layers_do_not_give_it(
     model, num_probes, reason

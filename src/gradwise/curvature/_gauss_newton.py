@@ -239,6 +239,9 @@ def _shifted_forward(
             if name in shifts:
                 problems.append(f"the layer {name!r} runs more than once per forward pass")
                 return output
+            if not args:
+                problems.append(f"the layer {name!r} takes its input as a keyword argument")
+                return output
             if args[0].dim() != 2 or args[0].shape[0] != num_samples:
                 problems.append(
                     f"the layer {name!r} takes an input of shape {tuple(args[0].shape)}, "
