@@ -255,9 +255,10 @@ def _shifted_forward(
         return shift
 
     handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
-    params = {n: p.detach() for n, p in zip(hessian._names, hessian._parameters, strict=True)}
     try:
-        outputs = functional_call(hessian._model, params, (inputs,), strict=False)
+        outputs = functional_call(
+            hessian._model, _detached_parameters(hessian), (inputs,), strict=False
+        )
     finally:
         for handle in handles:
             handle.remove()
@@ -274,14 +275,17 @@ def _per_sample_diagonal(first_derivative: Tensor, shift: Tensor) -> Tensor:
     """
     columns = []
     for unit in range(first_derivative.shape[1]):
-        indicator = torch.zeros_like(first_derivative)
-        indicator[:, unit] = 1
         (product,) = torch.autograd.grad(
-            first_derivative, shift, grad_outputs=indicator, retain_graph=True,
-            materialize_grads=True,
+            first_derivative, shift, grad_outputs=_column_indicator(first_derivative, unit),
+            retain_graph=True, materialize_grads=True,
         )  # fmt: skip
         columns.append(product[:, unit])
     return torch.stack(columns, dim=1)
+
+
+def _detached_parameters(hessian: Hessian) -> dict[str, Tensor]:
+    """The trainable parameters by name, detached: what the forward passes here run on."""
+    return {n: p.detach() for n, p in zip(hessian._names, hessian._parameters, strict=True)}
 
 
 def _linearized_loss(outputs: Tensor, loss_gradient: Tensor) -> Tensor:
@@ -294,7 +298,7 @@ def _batch_parts(
 ) -> tuple[float, Tensor, int] | str:
     """tr G of one batch, dL/dz (detached) and the outputs per sample; or a reason."""
     inputs, targets = batch
-    params = {n: p.detach() for n, p in zip(hessian._names, hessian._parameters, strict=True)}
+    params = _detached_parameters(hessian)
     with hessian._forward_context():
         outputs = functional_call(hessian._model, params, (inputs,), strict=False)
         if not isinstance(outputs, Tensor) or outputs.dim() == 0:
@@ -312,7 +316,7 @@ def _batch_parts(
         gram = (
             layers
             if isinstance(layers, str)
-            else _linear_per_sample_gram(hessian, layers, inputs, outputs.detach())
+            else _linear_per_sample_gram(hessian, params, layers, inputs, outputs.detach())
         )
         if isinstance(gram, str) and gram != _MIXES_SAMPLES:  # per-sample Jacobians instead
             entries = total_samples * num_outputs * hessian.num_parameters
@@ -394,7 +398,11 @@ def _per_sample_gram(
 
 
 def _linear_per_sample_gram(
-    hessian: Hessian, layers: dict[str, frozenset[str]], inputs: Tensor, outputs: Tensor
+    hessian: Hessian,
+    params: dict[str, Tensor],
+    layers: dict[str, frozenset[str]],
+    inputs: Tensor,
+    outputs: Tensor,
 ) -> Tensor | str:
     """J_s J_s^T (S, C, C) layer by layer, for a network of linear layers; or a reason.
 
@@ -406,7 +414,6 @@ def _linear_per_sample_gram(
     the first sample alone and the second half alone must give the batch's outputs.
     """
     scale = float(outputs.abs().amax().clamp(min=1))
-    params = {n: p.detach() for n, p in zip(hessian._names, hessian._parameters, strict=True)}
     for part in (slice(0, 1), slice(len(inputs) // 2, len(inputs))):
         alone = functional_call(hessian._model, params, (inputs[part],), strict=False)
         if not torch.allclose(alone, outputs[part], rtol=0, atol=_tolerance(alone) * scale):

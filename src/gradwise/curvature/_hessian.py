@@ -191,9 +191,9 @@ class Hessian:
     def trace(
         self, *, num_probes: int = 100, seed: int = 0, method: TraceMethod = "gauss-newton"
     ) -> float:
-        """Trace estimate from ``num_probes`` products (exact Gauss-Newton part plus
-        stratified Hutchinson on the rest, stratified Hutchinson by parameter tensor,
-        Hutchinson or Hutch++): see :func:`trace`."""
+        """Trace estimate from at most ``num_probes`` products (exact Gauss-Newton part plus
+        the rest layer by layer or by stratified Hutchinson, stratified Hutchinson by
+        parameter tensor, Hutchinson or Hutch++): see :func:`trace`."""
         return _spectrum().trace_of(
             self, num_probes=num_probes, seed=seed, method=method, owner="trace"
         )

@@ -161,10 +161,10 @@ def trace_of(
 
 
 def _gauss_newton(hessian: Hessian, num_probes: int, generator: torch.Generator) -> float:
-    """tr G exactly plus tr(H - G): exactly for a network of linear layers, otherwise by
-    the stratified estimator; stratified where the split does not apply. The C backward
-    passes of tr G count as C of the products, the products in the layers' outputs as one
-    each."""
+    """tr G exactly plus tr(H - G): layer by layer for a network of linear layers (exact
+    when its units fit the budget), otherwise by the stratified estimator; stratified where
+    the split does not apply. The C backward passes of tr G count as C of the products,
+    the products in the layers' outputs as one each."""
     split = split_gauss_newton(hessian, max_outputs=num_probes // 4)
     if isinstance(split, str):
         return _stratified(hessian, num_probes, generator)
