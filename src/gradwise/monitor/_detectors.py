@@ -8,16 +8,55 @@ synthetic series.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 import statistics
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from gradwise.diagnosis import REMEDIES, Diagnosis, Finding
 from gradwise.monitor._history import History, Series
 from gradwise.monitor._thresholds import Thresholds
 
 Detector = Callable[[History, Thresholds], Diagnosis | None]
+Measured = TypeVar("Measured")
+
+
+# -- measurements several detectors share -----------------------------------------------
+
+_shared: dict[tuple[str, int, int], Any] | None = None
+
+
+@contextmanager
+def sharing_measurements() -> Iterator[None]:
+    """Inside the block, each measurement that several detectors take (the median update
+    ratio, the loss rise, the window's progress, whether the run is at chance) is taken
+    once per history and thresholds: for running every detector on a history that does
+    not change meanwhile, as a watch does at each step. (A watch probing every step spent
+    0.3 ms of its 0.4 ms of detectors at step 580 repeating them.)"""
+    global _shared
+    outer, _shared = _shared, {}
+    try:
+        yield
+    finally:
+        _shared = outer
+
+
+def _shared_measurement(
+    measure: Callable[[History, Thresholds], Measured],
+) -> Callable[[History, Thresholds], Measured]:
+    @functools.wraps(measure)
+    def shared(history: History, thresholds: Thresholds) -> Measured:
+        if _shared is None:
+            return measure(history, thresholds)
+        key = (measure.__name__, id(history), id(thresholds))
+        if key not in _shared:
+            _shared[key] = measure(history, thresholds)
+        return _shared[key]
+
+    return shared
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -51,6 +90,7 @@ def _trend(history: History) -> Series:
     return history.monitor_loss if len(history.monitor_loss) >= 2 else history.smoothed_loss
 
 
+@_shared_measurement
 def median_update_ratio(history: History, thresholds: Thresholds) -> float | None:
     """Median over weights of each weight's median update ratio in the latest window.
 
@@ -68,7 +108,7 @@ def median_update_ratio(history: History, thresholds: Thresholds) -> float | Non
     start = max(thresholds.warmup_steps + 1, now - thresholds.window_steps + 1)
     per_layer = []
     for series in history.update_ratio.values():
-        recent = _finite(series.since(start))
+        recent = series.finite_since(start)
         if len(recent) < thresholds.sustained_checks:
             return None
         per_layer.append(statistics.median(recent))
@@ -116,6 +156,7 @@ def _diagnosis(
 # -- learning rate -------------------------------------------------------------------------
 
 
+@_shared_measurement
 def loss_rise(history: History, thresholds: Thresholds) -> tuple[float, float] | None:
     """(best, current) smoothed training loss, when the loss climbed back up.
 
@@ -128,14 +169,16 @@ def loss_rise(history: History, thresholds: Thresholds) -> tuple[float, float] |
     initial = _initial_loss(history)
     if initial is None:
         return None
-    peaks = _finite(history.peak_loss.values)
-    if peaks and max(peaks) > thresholds.blowup_factor * initial:
-        return initial, max(peaks)
+    peak = history.peak_loss.finite_max()  # NaN (never above) before the first peak
+    if peak > thresholds.blowup_factor * initial:
+        return initial, peak
     smoothed = history.smoothed_loss
-    finite = _finite(smoothed.values)
-    if _now(history) < thresholds.warmup_steps or len(finite) <= thresholds.sustained_checks:
+    if (
+        _now(history) < thresholds.warmup_steps
+        or smoothed.finite_count() <= thresholds.sustained_checks
+    ):
         return None
-    best = min(finite)
+    best = smoothed.finite_min()
     margin = thresholds.loss_rise * max(initial - best, thresholds.loss_floor * initial)
     if _sustained(smoothed, thresholds, lambda value: value - best > margin):
         return best, smoothed.values[-1]
@@ -247,6 +290,7 @@ def detect_learning_rate_too_low(history: History, thresholds: Thresholds) -> Di
     )
 
 
+@_shared_measurement
 def _window_progress(history: History, thresholds: Thresholds) -> tuple[float, float, float] | None:
     """(loss drop over the latest window, current loss, initial loss), once a full window
     past warmup has been recorded."""
@@ -256,24 +300,30 @@ def _window_progress(history: History, thresholds: Thresholds) -> tuple[float, f
     initial = _initial_loss(history)
     if start < thresholds.warmup_steps or initial is None or initial <= 0:
         return None
-    before = _finite(trend.between(0, start + 1))
-    recent = _finite(trend.since(start + 1))
-    if not before or not recent:
+    before = trend.last_finite(before=start + 1)
+    recent = trend.finite_since(start + 1)
+    if math.isnan(before) or not recent:
         return None
-    return before[-1] - recent[-1], recent[-1], initial
+    return before - recent[-1], recent[-1], initial
 
 
 def _spaced_probes(series: Series, thresholds: Thresholds) -> list[float]:
     """The latest finite values after warmup, at least window/probes steps apart, in order."""
     spacing = thresholds.window_steps / thresholds.oscillation_probes
+    steps, values = series.steps, series.values
     picked: list[float] = []
-    last_step = math.inf
-    for step, value in zip(reversed(series.steps), reversed(series.values), strict=True):
-        if step < thresholds.warmup_steps or len(picked) == thresholds.oscillation_probes:
+    index = len(steps) - 1
+    while index >= 0 and len(picked) < thresholds.oscillation_probes:
+        step = steps[index]
+        if step < thresholds.warmup_steps:
             break
-        if math.isfinite(value) and step <= last_step - spacing:
-            picked.append(value)
-            last_step = step
+        if math.isfinite(values[index]):
+            picked.append(values[index])
+            # Straight to the latest step at least `spacing` earlier: a watch probing
+            # every step would otherwise walk the whole window.
+            index = bisect.bisect_right(steps, step - spacing, 0, index) - 1
+        else:
+            index -= 1
     return picked[::-1]
 
 
@@ -336,17 +386,18 @@ def detect_oscillation(history: History, thresholds: Thresholds) -> Diagnosis | 
 # -- progress ----------------------------------------------------------------------------
 
 
+@_shared_measurement
 def _at_chance(history: History, thresholds: Thresholds) -> bool | None:
     """Whether the held-out (else monitoring) performance never left chance; None: unknown."""
     now = _now(history)
     start = thresholds.warmup_steps
     accuracy = history.val_accuracy if len(history.val_accuracy) else history.monitor_accuracy
-    if history.chance_accuracy is not None and len(accuracy.since(start)) >= 2:
-        best = max(_finite(accuracy.since(start)), default=math.nan)
+    if history.chance_accuracy is not None and accuracy.count_since(start) >= 2:
+        best = accuracy.finite_max(since=start)  # NaN when none is finite
         return best <= history.chance_accuracy + thresholds.chance_margin
     loss = history.val_loss if len(history.val_loss) else _trend(history)
-    if history.chance_loss is not None and len(loss.since(start)) >= 2 and now > start:
-        best = min(_finite(loss.since(start)), default=math.nan)
+    if history.chance_loss is not None and loss.count_since(start) >= 2 and now > start:
+        best = loss.finite_min(since=start)
         return best >= (1 - thresholds.chance_margin) * history.chance_loss
     return None
 
@@ -384,8 +435,8 @@ def detect_plateau(history: History, thresholds: Thresholds) -> Diagnosis | None
     now = _now(history)
     trend = _trend(history)
     start = now - thresholds.window_steps
-    before = min(_finite(trend.between(0, start + 1)))
-    recent = min(_finite(trend.since(start + 1)))
+    before = trend.finite_min(before=start + 1)
+    recent = min(trend.finite_since(start + 1))
     initial = progress[2]
     improvement = (before - recent) / before if before > 0 else 0.0
     at_chance = _at_chance(history, thresholds)
@@ -414,8 +465,8 @@ def _no_signal(history: History, now: int) -> Diagnosis:
     evidence = {
         "chance_loss": _round(history.chance_loss),
         "chance_accuracy": _round(history.chance_accuracy),
-        "best_val_accuracy": _round(max(_finite(history.val_accuracy.values), default=math.nan)),
-        "best_monitor_loss": _round(min(_finite(history.monitor_loss.values), default=math.nan)),
+        "best_val_accuracy": _round(history.val_accuracy.finite_max()),
+        "best_monitor_loss": _round(history.monitor_loss.finite_min()),
     }
     return _diagnosis(
         Finding.NO_LEARNING_SIGNAL,
@@ -685,10 +736,9 @@ def detect_overfitting(history: History, thresholds: Thresholds) -> Diagnosis | 
         return None
     gap = train_acc - val_acc
     values = val.values
-    finite = _finite(values)
-    if not finite:
+    best = val.finite_min()
+    if math.isnan(best):
         return None
-    best = min(finite)
     best_step = val.steps[values.index(best)]
     rising = _sustained(val, thresholds, lambda v: v > best * (1 + thresholds.validation_rise))
     train_then = train.between(best_step, best_step + 1)
@@ -794,8 +844,8 @@ def detect_underfitting(history: History, thresholds: Thresholds) -> Diagnosis |
     now = _now(history)
     trend = _trend(history)
     start = now - thresholds.window_steps
-    before = min(_finite(trend.between(0, start + 1)))
-    recent = min(_finite(trend.since(start + 1)))
+    before = trend.finite_min(before=start + 1)
+    recent = min(trend.finite_since(start + 1))
     improvement = (before - recent) / before if before > 0 else 0.0
     if improvement >= thresholds.underfitting_improvement:
         return None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import math
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -23,11 +25,61 @@ class Series:
 
     steps: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
+    # Running aggregates of the finite values, extended when asked (see _Running).
+    _running: _Running | None = field(default=None, init=False, repr=False, compare=False)
 
     def append(self, step: int, value: float) -> None:
         """Add ``value`` at ``step`` (steps must not decrease)."""
         self.steps.append(step)
         self.values.append(value)
+
+    def finite_since(self, step: int) -> list[float]:
+        """The finite values recorded at ``step`` or later (as ``since``, without NaN
+        and infinities; no filtering pass when the running count shows none)."""
+        start = bisect.bisect_left(self.steps, step)
+        recent = self.values[start:]
+        running = self._running_aggregates()
+        if running.prefix(len(self.values)).count - running.prefix(start).count == len(recent):
+            return recent
+        return [value for value in recent if math.isfinite(value)]
+
+    def count_since(self, step: int) -> int:
+        """How many values (finite or not) were recorded at ``step`` or later."""
+        return len(self.values) - bisect.bisect_left(self.steps, step)
+
+    def finite_min(self, *, before: int | None = None, since: int | None = None) -> float:
+        """The smallest finite value recorded before step ``before`` (all when None), or
+        at step ``since`` or later; NaN when there is none. Each call costs O(log n) plus
+        the values added since the last call (the detectors ask every step)."""
+        return self._aggregate(before, since).minimum
+
+    def finite_max(self, *, before: int | None = None, since: int | None = None) -> float:
+        """The largest finite value, as :meth:`finite_min`."""
+        return self._aggregate(before, since).maximum
+
+    def finite_count(self, *, before: int | None = None) -> int:
+        """How many finite values were recorded before step ``before`` (all when None)."""
+        return self._aggregate(before, None).count
+
+    def last_finite(self, *, before: int | None = None) -> float:
+        """The latest finite value recorded before step ``before`` (all when None); NaN
+        when there is none."""
+        return self._aggregate(before, None).last
+
+    def _running_aggregates(self) -> _Running:
+        running = self._running
+        if running is None or running.values is not self.values or running.stale():
+            running = self._running = _Running(self.values)
+        return running
+
+    def _aggregate(self, before: int | None, since: int | None) -> _Summary:
+        if before is not None and since is not None:
+            raise ValueError("Series: give 'before' or 'since', not both.")
+        running = self._running_aggregates()
+        if since is not None:
+            return running.since(bisect.bisect_left(self.steps, since))
+        end = len(self.values) if before is None else bisect.bisect_left(self.steps, before)
+        return running.prefix(end)
 
     def since(self, step: int) -> list[float]:
         """The values recorded at ``step`` or later."""
@@ -57,6 +109,81 @@ class Series:
     def to_dict(self) -> dict[str, list[Any]]:
         """``{"steps": [...], "values": [...]}``."""
         return {"steps": list(self.steps), "values": list(self.values)}
+
+
+@dataclass(frozen=True)
+class _Summary:
+    minimum: float
+    maximum: float
+    last: float
+    count: int
+
+
+class _Running:
+    """Prefix minimum, maximum, last finite value and count of finite values of a growing
+    list, extended on demand, plus the same from a few fixed start indices onward. A
+    Series only grows (through ``append``), so each value is folded in once: the
+    detectors' whole-history questions ("the best loss so far") stay O(log n) a step
+    instead of O(n). (A list replaced by assignment starts afresh; editing a recorded
+    value in place is not supported.)"""
+
+    MAX_STARTS = 8
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+        self.minimum = array("d")
+        self.maximum = array("d")
+        self.last = array("d")
+        self.count = array("q")
+        self.suffixes: dict[int, list[float]] = {}  # start -> [end, min, max, last, count]
+
+    def stale(self) -> bool:
+        return len(self.minimum) > len(self.values)
+
+    def _extend(self) -> None:
+        done = len(self.minimum)
+        low, high, last, count = (
+            (self.minimum[-1], self.maximum[-1], self.last[-1], self.count[-1])
+            if done
+            else (math.nan, math.nan, math.nan, 0)
+        )
+        for value in self.values[done:]:
+            if math.isfinite(value):
+                low = value if not low <= value else low
+                high = value if not high >= value else high
+                last, count = value, count + 1
+            self.minimum.append(low)
+            self.maximum.append(high)
+            self.last.append(last)
+            self.count.append(count)
+
+    def prefix(self, end: int) -> _Summary:
+        """Over ``values[:end]``."""
+        if end <= 0:
+            return _Summary(math.nan, math.nan, math.nan, 0)
+        self._extend()
+        index = end - 1
+        return _Summary(
+            self.minimum[index], self.maximum[index], self.last[index], self.count[index]
+        )
+
+    def since(self, start: int) -> _Summary:
+        """Over ``values[start:]``."""
+        if start <= 0:
+            return self.prefix(len(self.values))
+        if start not in self.suffixes:
+            if len(self.suffixes) >= self.MAX_STARTS:
+                self.suffixes.clear()
+            self.suffixes[start] = [float(start), math.nan, math.nan, math.nan, 0.0]
+        state = self.suffixes[start]
+        end, low, high, last, count = state
+        for value in self.values[int(end) :]:
+            if math.isfinite(value):
+                low = value if not low <= value else low
+                high = value if not high >= value else high
+                last, count = value, count + 1
+        state[:] = [float(max(len(self.values), start)), low, high, last, count]
+        return _Summary(low, high, last, int(count))
 
 
 def _layers() -> dict[str, Series]:

@@ -23,7 +23,8 @@ from gradwise._validation import (
 )
 from gradwise.diagnosis import Diagnosis, Finding
 from gradwise.losses import LOSS_NAMES, chance_loss, get_loss
-from gradwise.monitor._detectors import DETECTORS
+from gradwise.monitor._columns import pack_state, unpack_state
+from gradwise.monitor._detectors import DETECTORS, sharing_measurements
 from gradwise.monitor._history import History
 from gradwise.monitor._probes import (
     GradientMeasurement,
@@ -256,35 +257,34 @@ class Watch:
         self.close()
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything measured so far, as plain data (for the Trainer's checkpoints)."""
+        """Everything measured so far (for the Trainer's checkpoints): tensors and plain
+        data, the measurements packed into three tensors (see ``_columns``)."""
         return {
             "step": self._step,
-            "history": self.history.to_dict(),
-            "records": [dict(record) for record in self._records],
-            "histograms": {
-                kind: {
-                    step: {layer: list(histogram) for layer, histogram in layers.items()}
-                    for step, layers in by_step.items()
-                }
-                for kind, by_step in self._histograms.items()
-            },
+            "packed": pack_state(self.history.to_dict(), self._records, self._histograms),
             "findings": [finding.to_dict() for finding in self._findings.values()],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`: the watch continues as if it had never stopped."""
+        """Restore :meth:`state_dict`: the watch continues as if it had never stopped.
+        (Also reads the lists and dicts that checkpoints held before the packing.)"""
         self._step = int(state["step"])
-        learning_rate = self.history.learning_rate
-        self.history = History.from_dict(state["history"])
-        self.history.learning_rate = learning_rate
-        self._records = [dict(record) for record in state["records"]]
-        self._histograms = {
-            kind: {
-                int(step): {layer: Histogram(*values) for layer, values in layers.items()}
-                for step, layers in by_step.items()
+        if "packed" in state:
+            history, records, histograms = unpack_state(state["packed"])
+        else:  # the former state: lists and dicts
+            history, records = state["history"], state["records"]
+            histograms = {
+                kind: {
+                    int(step): {layer: Histogram(*values) for layer, values in layers.items()}
+                    for step, layers in by_step.items()
+                }
+                for kind, by_step in state["histograms"].items()
             }
-            for kind, by_step in state["histograms"].items()
-        }
+        learning_rate = self.history.learning_rate
+        self.history = History.from_dict(history)
+        self.history.learning_rate = learning_rate
+        self._records = [dict(record) for record in records]
+        self._histograms = histograms
         self._findings = {}
         for data in state["findings"]:
             finding = Diagnosis.from_dict(data)
@@ -511,11 +511,12 @@ class Watch:
 
     def _diagnose(self, step: int) -> list[Diagnosis]:
         new = []
-        for detect in DETECTORS:
-            finding = detect(self.history, self.thresholds)
-            if finding is not None and finding.kind not in self._findings:
-                self._findings[finding.kind] = finding
-                new.append(finding)
+        with sharing_measurements():
+            for detect in DETECTORS:
+                finding = detect(self.history, self.thresholds)
+                if finding is not None and finding.kind not in self._findings:
+                    self._findings[finding.kind] = finding
+                    new.append(finding)
         return new
 
 
