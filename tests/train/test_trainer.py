@@ -62,6 +62,17 @@ def test_a_configured_run_learns_and_writes_its_run_folder(small_config: RunConf
     assert summary["best"]["value"] == max(r["val_accuracy"] for r in epochs)
 
 
+def test_best_pt_holds_the_state_of_the_best_epoch(small_config: RunConfig) -> None:
+    result = train(replace(small_config, epochs=8), progress=False)
+    assert result.run is not None
+    best = load_checkpoint(result.run.best_checkpoint)
+    summary = read_summary(result.run)["best"]
+    assert best["position"]["epoch"] - 1 == summary["epoch"]
+    assert best["epoch_metrics"][summary["monitor"]] == summary["value"]
+    if summary["epoch"] == 7:  # the last epoch was the best: the same bytes as last.pt
+        assert result.run.best_checkpoint.read_bytes() == result.run.last_checkpoint.read_bytes()
+
+
 def test_the_same_config_and_seed_give_identical_metrics(small_config: RunConfig) -> None:
     first = train(replace(small_config, name="first"), progress=False)
     second = train(replace(small_config, name="second"), progress=False)

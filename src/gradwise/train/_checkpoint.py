@@ -25,6 +25,13 @@ def save_checkpoint(path: str | Path, contents: Mapping[str, Any]) -> None:
     replace_atomically(path, lambda file: torch.save({"format": FORMAT_VERSION, **contents}, file))
 
 
+def copy_checkpoint(source: str | Path, destination: str | Path) -> None:
+    """Copy a written checkpoint's bytes to ``destination``, as atomically as
+    :func:`save_checkpoint` writes."""
+    data = Path(source).read_bytes()
+    replace_atomically(Path(destination), lambda file: file.write(data))
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``: tensors and plain data, never code."""
     path = Path(path)

@@ -21,7 +21,7 @@ from gradwise.losses import get_loss
 from gradwise.regularize import EarlyStopping, Mixup
 from gradwise.runs import RunFolder
 from gradwise.train._callbacks import Callback, TrainState
-from gradwise.train._checkpoint import load_checkpoint, save_checkpoint
+from gradwise.train._checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from gradwise.train._evaluation import Accumulator, evaluate
 from gradwise.train._interrupt import InterruptFlag, graceful_interrupt
 from gradwise.train._outputs import RunOutputs
@@ -392,9 +392,10 @@ class Trainer:
         state = self._state(epoch=position.epoch - 1)
         for callback in self.callbacks:
             callback.on_epoch_end(state)
-        self._save_last()
-        if improved and self.run is not None:
-            save_checkpoint(self.run.best_checkpoint, self._checkpoint())
+        if self._save_last() and improved and self.run is not None:
+            # The same state as last.pt: its bytes, not a second serialization (the
+            # watch's records, the optimizer state...), and only where last.pt was written.
+            copy_checkpoint(self.run.last_checkpoint, self.run.best_checkpoint)
         if stop:
             return "early_stopped"
         if state.stop_reason is not None:
@@ -498,15 +499,17 @@ class Trainer:
             epochs = math.ceil(self.total_steps / self.steps_per_epoch)
             self._outputs.describe(f"epoch {self._position.epoch + 1}/{epochs}")
 
-    def _save_last(self) -> None:
+    def _save_last(self) -> bool:
+        """Write last.pt (rank 0 only); whether this process wrote it."""
         if self.run is None:
-            return
+            return False
         contents = self._checkpoint()  # a collective with several ranks: all call it
         if not self.world.is_main:
-            return
+            return False
         if self._outputs is not None:
             self._outputs.sync()
         save_checkpoint(self.run.last_checkpoint, contents)
+        return True
 
     def _checkpoint(self) -> dict[str, Any]:
         position = self._position
