@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 
 import pytest
 import torch
@@ -150,3 +151,31 @@ def test_the_oscillation_probes_are_those_a_walk_back_picks(seed: int) -> None:
         step += rng.choice((0, 1, 1, 3, 10))
         series.append(step, rng.choice((math.nan, math.inf, rng.random(), rng.random())))
     assert _spaced_probes(series, thresholds) == spaced_probes_by_walking(series, thresholds)
+
+
+def test_measurements_shared_in_one_thread_are_not_seen_by_another() -> None:
+    thresholds = Thresholds()
+    history = History(initial_loss=2.3)
+    steps = list(range(60, 260, 10))
+    history.update_ratio["0.weight"] = Series(steps, [1e-3] * len(steps))
+    inside, release = threading.Event(), threading.Event()
+    seen: list[float | None] = []
+
+    def watch_in_another_thread() -> None:
+        with sharing_measurements():
+            seen.append(median_update_ratio(history, thresholds))
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=watch_in_another_thread)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        for step in range(260, 460, 10):  # the window now holds ratios of 1e-2 only
+            history.update_ratio["0.weight"].append(step, 1e-2)
+        history.loss.append(450, 1.0)
+        fresh = median_update_ratio(History.from_dict(history.to_dict()), thresholds)
+        assert median_update_ratio(history, thresholds) == fresh == 1e-2 != seen[0]
+    finally:
+        release.set()
+        thread.join()

@@ -14,6 +14,7 @@ import math
 import statistics
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from gradwise.diagnosis import REMEDIES, Diagnosis, Finding
@@ -26,7 +27,10 @@ Measured = TypeVar("Measured")
 
 # -- measurements several detectors share -----------------------------------------------
 
-_shared: dict[tuple[str, int, int], Any] | None = None
+# Per thread (and task): watches in two threads each keep their own.
+_shared: ContextVar[dict[tuple[str, int, int], Any] | None] = ContextVar(
+    "gradwise_shared_measurements", default=None
+)
 
 
 @contextmanager
@@ -36,12 +40,11 @@ def sharing_measurements() -> Iterator[None]:
     once per history and thresholds: for running every detector on a history that does
     not change meanwhile, as a watch does at each step. (A watch probing every step spent
     0.3 ms of its 0.4 ms of detectors at step 580 repeating them.)"""
-    global _shared
-    outer, _shared = _shared, {}
+    token = _shared.set({})
     try:
         yield
     finally:
-        _shared = outer
+        _shared.reset(token)
 
 
 def _shared_measurement(
@@ -49,12 +52,13 @@ def _shared_measurement(
 ) -> Callable[[History, Thresholds], Measured]:
     @functools.wraps(measure)
     def shared(history: History, thresholds: Thresholds) -> Measured:
-        if _shared is None:
+        memo = _shared.get()
+        if memo is None:
             return measure(history, thresholds)
         key = (measure.__name__, id(history), id(thresholds))
-        if key not in _shared:
-            _shared[key] = measure(history, thresholds)
-        return _shared[key]
+        if key not in memo:
+            memo[key] = measure(history, thresholds)
+        return memo[key]
 
     return shared
 
