@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import pickle
 
 import pytest
 import torch
@@ -164,6 +166,39 @@ def test_state_dict_round_trip_continues_bit_identically(entry: OptimizerEntry) 
     assert len(expected) == len(actual)
     for a, b in zip(expected, actual, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_a_copied_optimizer_continues_like_the_original(entry: OptimizerEntry, how: str) -> None:
+    # torch.optim optimizers survive copy.deepcopy and pickle (model + optimizer copied
+    # together, as deepcopy of a training state does); so must gradwise's.
+    shapes = [p.shape for p in _model()]
+    first = gradient_stream(shapes, 4, torch.float32)
+    second = gradient_stream(shapes, 4, torch.float32, seed=2)
+    params = _model()
+    optimizer = entry.make(params)
+    _run(entry, optimizer, params, first)
+    pair = (params, optimizer)
+    copied_params, copied = (
+        copy.deepcopy(pair) if how == "deepcopy" else pickle.loads(pickle.dumps(pair))
+    )
+    _run(entry, optimizer, params, second)
+    _run(entry, copied, copied_params, second)
+    expected, actual = _snapshot(optimizer, params), _snapshot(copied, copied_params)
+    assert len(expected) == len(actual)
+    for a, b in zip(expected, actual, strict=True):
+        assert torch.equal(a, b)
+    hooks = [
+        (h.__module__, h.__name__) for h in copied._optimizer_load_state_dict_post_hooks.values()
+    ]
+    originals = [
+        (h.__module__, h.__name__) for h in optimizer._optimizer_load_state_dict_post_hooks.values()
+    ]
+    assert hooks == originals  # gradwise's own load hook came along, once
+    copied.load_state_dict(optimizer.state_dict())
+    if entry.supports_param_groups:
+        copied.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))]})
 
 
 @pytest.mark.parametrize(("entry", "implementation"), FAST_PATHS, ids=str)

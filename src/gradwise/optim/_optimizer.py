@@ -302,13 +302,31 @@ class Optimizer(torch.optim.Optimizer):
                     parameter_state[key] = entry
 
     def __getstate__(self) -> dict[str, Any]:
+        # torch's Optimizer keeps defaults, state and param_groups and drops the rest (its
+        # hooks may hold anything); gradwise's own attributes (the transform, the
+        # hyperparameter names, a subclass's settings) must travel too, or a deepcopied or
+        # pickled optimizer cannot step. The runtimes (compiled code) are rebuilt.
         state = dict(super().__getstate__())
-        state.pop("_runtimes", None)
+        torch_attributes = _TORCH_OPTIMIZER_ATTRIBUTES
+        state.update(
+            (key, value)
+            for key, value in vars(self).items()
+            if key not in torch_attributes and key != "_runtimes"
+        )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._runtimes = {}
+        if _reset_after_load not in self._optimizer_load_state_dict_post_hooks.values():
+            self.register_load_state_dict_post_hook(_reset_after_load)
+
+
+# What a plain torch optimizer holds (its hooks, profiling names, flags): torch decides
+# what of it to pickle.
+_TORCH_OPTIMIZER_ATTRIBUTES = frozenset(
+    vars(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+)
 
 
 def _shared_key(index: int) -> str:
