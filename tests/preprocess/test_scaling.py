@@ -82,6 +82,43 @@ def test_constant_features_get_scale_one_a_warning_and_no_nan(ours, oracle):
     assert transformer.scale_[1] == transformer.scale_[4]  # the same rule for both
 
 
+@pytest.mark.parametrize(
+    ("ours", "oracle"),
+    [
+        (lambda: Standardize(), lambda: StandardScaler()),
+        (lambda: MinMaxScale(), lambda: MinMaxScaler()),
+    ],
+    ids=["Standardize", "MinMaxScale"],
+)
+def test_features_constant_up_to_rounding_count_as_constant_as_in_sklearn(ours, oracle):
+    # Proportions summing to 1 up to an ulp: a column of rounding noise, which dividing
+    # by its ~1e-16 spread would stretch to a full-scale feature.
+    proportions = np.random.default_rng(0).dirichlet(np.ones(3), size=200)
+    train = np.column_stack([proportions, proportions.sum(axis=1)])
+    assert np.ptp(train[:, 3]) > 0
+    with pytest.warns(ConstantFeatureWarning, match=r"1 feature is constant .*index 3\)"):
+        transformer = ours().fit(train)
+    out = transformer.transform(train)
+    np.testing.assert_allclose(out, oracle().fit_transform(train), rtol=1e-12, atol=1e-12)
+    assert np.abs(out[:, 3] - out[0, 3]).max() < 1e-12
+
+
+def test_min_max_treats_rounding_noise_on_large_values_as_constant_too():
+    # scikit-learn's 10-ulp test is absolute: at 1000 the same noise is 1e-13 wide, and
+    # MinMaxScaler stretches it over [0, 1]; gradwise scales the test with the values.
+    proportions = np.random.default_rng(0).dirichlet(np.ones(3), size=200)
+    train = np.column_stack([proportions, 1000 * proportions.sum(axis=1)])
+    assert np.ptp(train[:, 3]) > 0
+    assert np.ptp(MinMaxScaler().fit_transform(train)[:, 3]) == 1.0
+    with pytest.warns(ConstantFeatureWarning, match=r"index 3\)"):
+        out = MinMaxScale().fit_transform(train)
+    assert np.abs(out[:, 3]).max() < 1e-12
+    real = np.column_stack([proportions, 1000 + 1e-9 * np.arange(200)])  # 1e-7 wide: real
+    expected = (real[:, 3] - real[0, 3]) / (real[-1, 3] - real[0, 3])
+    # (x s + m cancels at 1000: scikit-learn's formula, good to ~1e-13 / 1e-7)
+    np.testing.assert_allclose(MinMaxScale().fit_transform(real)[:, 3], expected, atol=1e-5)
+
+
 def test_constant_warning_names_image_positions_and_channels():
     data = images(0)
     data[:, 2, 1, 3] = 7.0

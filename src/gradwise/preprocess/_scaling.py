@@ -173,9 +173,10 @@ class Standardize(Transformer):
     :math:`\mu` and :math:`\sigma^2` are the mean and the population variance (divided by
     :math:`N`, as in scikit-learn's ``StandardScaler``) of each feature, of each channel
     of ``(N, C, ...)`` data (torchvision's ``Normalize`` with the training set's channel
-    statistics), or of all values. A constant feature (every training value equal) would
-    divide by zero: its scale is set to 1 instead, so it is only centered, and a
-    :class:`ConstantFeatureWarning` names it.
+    statistics), or of all values. A constant feature (every training value equal, or
+    equal up to rounding: a variance within scikit-learn's bound on its rounding error)
+    would divide by zero or blow rounding noise up to unit variance: its scale is set to 1
+    instead, so it is only centered, and a :class:`ConstantFeatureWarning` names it.
 
     Fit on the training split only: statistics computed on validation or test data leak
     information about them into training.
@@ -235,8 +236,13 @@ class Standardize(Transformer):
         if not self.with_std:
             self.scale_ = torch.ones_like(self.var_)
             return
-        # Exactly "all values equal": a variance test would need a tolerance for rounding.
-        constant = x.amax(dim=dims) == x.amin(dim=dims)
+        # Constant up to rounding: scikit-learn's bound on the rounding error of the
+        # variance (its _is_constant_feature), so that a column equal to 1 up to an ulp
+        # is not stretched into a full-scale feature.
+        count = x.numel() // max(self.var_.numel(), 1)
+        eps = torch.finfo(self.var_.dtype).eps
+        bound = count * eps * self.var_ + (count * self.mean_ * eps) ** 2
+        constant = (self.var_ <= bound) | (x.amax(dim=dims) == x.amin(dim=dims))
         warn_constant(
             "Standardize",
             constant,
@@ -270,9 +276,10 @@ class MinMaxScale(Transformer):
     :math:`x_{min}, x_{max}`: :math:`s = (b - a) / (x_{max} - x_{min})` and
     :math:`m = a - x_{min} s`, scikit-learn's ``MinMaxScaler`` formula. Use (0, 1) or the
     lectures' (-1, 1). Values outside the training range map outside ``feature_range``
-    (no clipping). A constant feature gets :math:`s = b - a` (a range of 1), so its
-    training value maps to the low end :math:`a`, and a :class:`ConstantFeatureWarning`
-    names it.
+    (no clipping). A constant feature (a range below 10 ulps of 1, as in scikit-learn, or
+    of its largest magnitude when that exceeds 1) gets :math:`s = b - a` (a range of 1),
+    so its training value maps to the low end :math:`a`, and a
+    :class:`ConstantFeatureWarning` names it.
 
     Fit on the training split only: statistics computed on validation or test data leak
     information about them into training.
@@ -315,7 +322,10 @@ class MinMaxScale(Transformer):
         dims = _reduced_dims(x, self.per)
         self.data_min_, self.data_max_ = x.amin(dim=dims), x.amax(dim=dims)
         data_range = self.data_max_ - self.data_min_
-        constant = data_range == 0
+        # Constant up to rounding: scikit-learn's range below 10 ulps of 1 (its
+        # _handle_zeros_in_scale), and below 10 ulps of the values where they exceed 1.
+        magnitude = torch.maximum(self.data_min_.abs(), self.data_max_.abs()).clamp(min=1.0)
+        constant = data_range < 10 * torch.finfo(data_range.dtype).eps * magnitude
         warn_constant(
             "MinMaxScale",
             constant,
