@@ -91,3 +91,41 @@ def test_compiled_path_matches_torch(entry: OptimizerEntry) -> None:
     _assert_same_as_torch(
         entry, entry.torch_variants[min(1, len(entry.torch_variants) - 1)], "compiled"
     )
+
+
+@pytest.mark.parametrize("entry", [e for e in REGISTRY if e.torch_class is not None], ids=str)
+def test_torch_continues_from_a_gradwise_state_dict_and_back(entry: OptimizerEntry) -> None:
+    # "state_dict() has torch's layout": each side loads the other's checkpoint mid-run
+    # and continues with the numbers of an uninterrupted run.
+    assert entry.torch_class is not None
+    variant = entry.torch_variants[-1]
+    torch_class = entry.torch_class
+
+    def run(first: Any, second: Any) -> list[torch.nn.Parameter]:
+        generator = torch.Generator().manual_seed(0)
+        params = [
+            torch.nn.Parameter(torch.randn(5, 3, generator=generator, dtype=torch.float64)),
+            torch.nn.Parameter(torch.randn(3, generator=generator, dtype=torch.float64)),
+        ]
+        stream = gradient_stream([p.shape for p in params], 20, torch.float64)
+        optimizer = first(_two_groups(params, variant), **variant)
+        for step, grads in enumerate(stream):
+            if step == 10:
+                state = optimizer.state_dict()
+                optimizer = second(_two_groups(params, variant), **variant)
+                optimizer.load_state_dict(state)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            optimizer.step()
+        return params
+
+    def ours(groups: Any, **kw: Any) -> torch.optim.Optimizer:
+        return entry.cls(groups, **kw)
+
+    def theirs(groups: Any, **kw: Any) -> torch.optim.Optimizer:
+        return torch_class(groups, foreach=False, **kw)
+
+    uninterrupted = run(theirs, theirs)
+    for first, second in ((ours, theirs), (theirs, ours)):
+        for mine, reference in zip(run(first, second), uninterrupted, strict=True):
+            torch.testing.assert_close(mine, reference, rtol=TOLERANCE, atol=0)

@@ -264,12 +264,11 @@ class Optimizer(torch.optim.Optimizer):
         initial = runtime.transform.init(
             [torch.view_as_real(p) if p.is_complex() else p for p in fresh]
         )
-        shared = self._shared_state(index)
         for p in fresh:
             self.state[p] = {}
         for key, value in initial.items():
             if not isinstance(value, list):
-                shared.setdefault(key, value)
+                self._shared_state(index, create=True).setdefault(key, value)
                 continue
             for p, entry in zip(fresh, value, strict=True):
                 if entry is not None:
@@ -285,15 +284,20 @@ class Optimizer(torch.optim.Optimizer):
         state.update(self._shared_state(index))
         return state
 
-    def _shared_state(self, index: int) -> dict[str, Any]:
-        """State shared by a whole param group, kept in ``self.state`` under a string key."""
-        return cast(dict[str, Any], self.state)[_shared_key(index)]
+    def _shared_state(self, index: int, *, create: bool = False) -> dict[str, Any]:
+        """State shared by a whole param group, kept in ``self.state`` under a string key
+        once there is some (``create``): an empty entry would stop torch.optim.Adagrad
+        from loading the state_dict (it reads the ``step`` of the first state entry)."""
+        states = cast(dict[str, Any], self.state)
+        key = _shared_key(index)
+        if create and key not in states:
+            states[key] = {}
+        return cast(dict[str, Any], states.get(key, {}))
 
     def _scatter_state(self, index: int, states: list[dict[str, Any]], new_state: State) -> None:
-        shared = self._shared_state(index)
         for key, value in new_state.items():
             if not isinstance(value, list):
-                shared[key] = value
+                self._shared_state(index, create=True)[key] = value
                 continue
             for parameter_state, entry in zip(states, value, strict=True):
                 if entry is None:
