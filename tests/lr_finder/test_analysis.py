@@ -74,6 +74,30 @@ def test_a_flat_curve_with_a_noise_dip_falls_back_to_the_min_loss_rule() -> None
     assert result.suggestion == result.min_loss_lr
 
 
+@pytest.mark.parametrize("noise", [0.0, 1e-6])
+def test_a_curve_that_never_falls_says_so_and_offers_only_a_fallback(noise: float) -> None:
+    # A model whose loss no learning rate changes (dead units, frozen layers): the
+    # reasoning must not claim the loss fell, nor a steepest descent in rounding noise.
+    lrs = exponential_lrs(1e-7, 10.0, 81)
+    rng = np.random.default_rng(0)
+    result = analyze_sweep(lrs, list(0.6854 + noise * rng.standard_normal(81)))
+    assert result.suggested_by == "min_loss"
+    assert "never fell below its first value" in result.reasoning
+    assert "fell from" not in result.reasoning
+    assert "Fallback" in result.reasoning
+
+
+def test_a_suggestion_below_the_swept_range_is_flagged_as_untested() -> None:
+    lrs = exponential_lrs(1e-3, 1.0, 61)
+    losses = [1.0, 0.8] + [0.8 + 0.01 * k for k in range(59)]  # the minimum at the 2nd lr
+    result = analyze_sweep(lrs, losses, smoothing=0.0)
+    assert result.suggested_by == "min_loss"
+    assert result.suggestion < lrs[0]
+    assert "below the swept range" in result.reasoning
+    normal = analyze_sweep(lrs, [1.0 / (1.0 + 10.0 * lr) for lr in lrs], smoothing=0.0)
+    assert "below the swept range" not in normal.reasoning
+
+
 def test_divergence_uses_the_factor_on_the_smoothed_loss() -> None:
     lrs = exponential_lrs(1e-3, 1.0, 10)
     losses = [1.0, 0.5, 0.5, 1.9, 2.1, 2.2]

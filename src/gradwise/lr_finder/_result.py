@@ -21,6 +21,9 @@ DIVERGE_FACTOR = Interval(low=1.0, low_closed=False)
 _FLOATS = "a sequence of floats"
 
 
+NO_FALL = 1e-3  # a smaller fall of the smoothed loss, relative to its first value, is none
+
+
 def smooth_losses(losses: Sequence[float], smoothing: float = 0.98) -> list[float]:
     r"""The exponentially smoothed, bias-corrected losses (Adam's debiasing, fastai's form).
 
@@ -219,8 +222,11 @@ def analyze_sweep(
     The suggestion is the steepest-descent lr when it lies within a decade below the
     min-loss/10 lr or above it but under the minimum (the two rules agree that the loss
     falls fast there), and the min-loss/10 lr otherwise: a steepest point further down
-    is a dip in the noise of the flat start, not the descent. ``reasoning`` says which
-    case applied, with the numbers.
+    is a dip in the noise of the flat start, not the descent. A curve whose smoothed loss
+    never falls by 0.1% of its first value gets the min-loss/10 lr only as a fallback,
+    and a reasoning that says no learning rate trained the model; a suggestion below the
+    swept range is flagged as untested. ``reasoning`` says which case applied, with the
+    numbers.
 
     Args:
         lrs: the learning rates, increasing, all > 0.
@@ -276,12 +282,15 @@ def analyze_sweep(
     steepest = _steepest(grid[:usable], smoothed[:usable], lowest, len(lrs) // 10)
     min_loss_lr = float(grid[lowest]) / 10.0
     steepest_lr = float(grid[steepest])
+    # A fall by less than 0.1% of the first loss is no fall (a flat curve's rounding
+    # noise would otherwise give it a "steepest descent").
+    fell = bool(smoothed[0] - smoothed[lowest] > NO_FALL * abs(smoothed[0]))
     rule: Rule = (
         "steepest"
-        if min_loss_lr / 10.0 <= steepest_lr <= float(grid[lowest]) and steepest != lowest
+        if fell and min_loss_lr / 10.0 <= steepest_lr <= float(grid[lowest]) and steepest != lowest
         else "min_loss"
     )
-    reasoning = _reasoning(grid, smoothed, lowest, steepest, diverged_at, rose_at, rule)
+    reasoning = _reasoning(grid, smoothed, lowest, steepest, diverged_at, rose_at, rule, fell)
     return LRFinderResult(
         lrs=tuple(float(v) for v in grid),
         losses=tuple(float(v) for v in raw),
@@ -384,10 +393,22 @@ def _reasoning(
     diverged_at: int | None,
     rose_at: int | None,
     rule: Rule,
+    fell: bool,
 ) -> str:
+    if not fell:
+        opening = (
+            f"The smoothed loss never fell below its first value {smoothed[0]:.4g} (at lr "
+            f"{lrs[0]:.3g}; by {NO_FALL:.1%} or more): no learning rate of the sweep trained "
+            "the model. Check that its parameters get gradients and the loss depends on its "
+            "outputs (dead units, a detached graph, frozen layers), or start the sweep lower"
+        )
+    else:
+        opening = (
+            f"The smoothed loss fell from {smoothed[0]:.4g} at lr {lrs[0]:.3g} to its minimum "
+            f"{smoothed[lowest]:.4g} at lr {lrs[lowest]:.3g}"
+        )
     parts = [
-        f"The smoothed loss fell from {smoothed[0]:.4g} at lr {lrs[0]:.3g} to its minimum "
-        f"{smoothed[lowest]:.4g} at lr {lrs[lowest]:.3g}"
+        opening
         + (
             f" and diverged at lr {lrs[diverged_at]:.3g} (step {diverged_at})."
             if diverged_at is not None
@@ -402,6 +423,12 @@ def _reasoning(
             f"the smoothed loss first rose to {smoothed[rose_at]:.4g}, above its best "
             "by the rise factor: what follows trains in an unstable regime.",
         )
+    if not fell:
+        parts.append(
+            f"Fallback: {lrs[lowest] / 10:.3g}, the min-loss/10 rule on a curve that did not "
+            "fall; it is not a measured good learning rate."
+        )
+        return " ".join(parts)
     if rule == "steepest":
         parts.append(
             f"Suggested: {lrs[steepest]:.3g}, the steepest descent, because it lies between "
@@ -416,7 +443,13 @@ def _reasoning(
     else:
         parts.append(
             f"Suggested: {lrs[lowest] / 10:.3g}, the min-loss/10 rule, because the steepest "
-            "point lies more than a decade below it, in the noisy flat start of the curve."
+            "point lies more than a decade below it (on measured sweeps such a point was "
+            "most often a dip in the noise of the curve's flat start)."
+        )
+    if lrs[lowest] / 10 < lrs[0] and rule == "min_loss":
+        parts.append(
+            f"That lr is below the swept range (from {lrs[0]:.3g}): it was not tested; "
+            "lower start_lr to see the curve there."
         )
     return " ".join(parts)
 
