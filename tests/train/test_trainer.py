@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from gradwise import Trainer, optim
-from gradwise.config import RunConfig, load_config
+from gradwise.config import ConfigError, RunConfig, load_config
 from gradwise.data import load_dataset
 from gradwise.runs import RunFolder, read_records, read_summary
 from gradwise.train import (
@@ -23,6 +23,7 @@ from gradwise.train import (
     load_checkpoint,
     make_trainer,
     prepare_run,
+    resume,
     save_checkpoint,
     train,
 )
@@ -111,6 +112,75 @@ def test_resume_after_a_mid_epoch_stop_is_bit_identical(small_config: RunConfig)
     reference = load_checkpoint(whole.run.last_checkpoint)
     for name, tensor in reference["model"].items():
         assert torch.equal(tensor, final["model"][name]), name
+    assert _records_without_time(folder) == _records_without_time(whole.run)
+
+
+def _split_run(config: RunConfig, name: str, callback: Callback) -> tuple[RunFolder, Trainer]:
+    """A run folder and a trainer for ``config`` with ``callback`` added."""
+    from gradwise.config import config_to_dict
+    from gradwise.runs import write_config
+
+    config = replace(config, name=name)
+    folder = RunFolder.create(config.runs_dir, name)
+    write_config(folder, config_to_dict(config))
+    trainer = make_trainer(prepare_run(config), folder, progress=False)
+    trainer.callbacks.append(callback)
+    return folder, trainer
+
+
+def test_a_stop_on_the_last_step_resumes_into_the_last_epoch_end(small_config: RunConfig) -> None:
+    whole = train(replace(small_config, name="whole"), progress=False)
+    assert whole.run is not None
+    folder, trainer = _split_run(small_config, "split", StopAt(step=56))  # 4 epochs x 14
+    assert trainer.fit().status == "stopped"
+    assert load_checkpoint(folder.last_checkpoint)["position"] == {
+        "epoch": 3, "batch": 14, "step": 56,
+    }  # fmt: skip
+    config = replace(small_config, name="split")
+    resumed = make_trainer(prepare_run(config), folder, progress=False).fit(resume=True)
+    assert resumed.status == "completed"
+    assert resumed.epochs == 4
+    assert _records_without_time(folder) == _records_without_time(whole.run)
+    assert folder.best_checkpoint.is_file()
+
+
+def test_resuming_a_finished_run_is_refused_and_changes_nothing(small_config: RunConfig) -> None:
+    done = train(replace(small_config, name="done"), progress=False)
+    assert done.run is not None
+    before = {p.name: p.read_bytes() for p in done.run.path.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=r"has completed: there is nothing to resume"):
+        resume(done.run.path, progress=False)
+    after = {p.name: p.read_bytes() for p in done.run.path.iterdir() if p.is_file()}
+    assert after == before
+
+
+class _CrashAtEpochEnd(Callback):
+    """Raise after the second epoch's record is written, before its checkpoint."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("crash at the end of the second epoch, for the test")
+
+
+def test_a_crash_at_an_epoch_end_with_step_checkpoints_resumes_without_duplicates(
+    small_config: RunConfig,
+) -> None:
+    # checkpoint.every_steps = 14 lands on every epoch's last step: that checkpoint, taken
+    # before the epoch's record, used to resume into the same epoch end a second time.
+    config = replace(small_config, checkpoint=replace(small_config.checkpoint, every_steps=14))
+    whole = train(replace(config, name="whole"), progress=False)
+    assert whole.run is not None
+    folder, trainer = _split_run(config, "split", _CrashAtEpochEnd())
+    with pytest.raises(RuntimeError, match="crash at the end"):
+        trainer.fit()
+    resumed = make_trainer(prepare_run(replace(config, name="split")), folder, progress=False).fit(
+        resume=True
+    )
+    assert resumed.status == "completed"
     assert _records_without_time(folder) == _records_without_time(whole.run)
 
 

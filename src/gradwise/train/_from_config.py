@@ -32,7 +32,7 @@ from gradwise.data import Dataset, DataSplits, available_datasets, load_dataset,
 from gradwise.distributed._world import World
 from gradwise.models import MODELS, build_model
 from gradwise.regularize import EarlyStopping, MaxNorm, Mixup, Penalty
-from gradwise.runs import RunFolder, read_summary, write_config
+from gradwise.runs import RunFolder, RunFolderError, read_summary, write_config
 from gradwise.schedules import ScheduleLR
 from gradwise.train._callbacks import Callback
 from gradwise.train._components import (
@@ -213,6 +213,10 @@ def run_prefix(config: RunConfig) -> str:
     return f"{_short_name(config.data.dataset)}-{_short_name(config.model.name)}"
 
 
+# A run with one of these statuses finished its budget (or stopped early by its own rule).
+FINISHED = ("completed", "early_stopped")
+
+
 def resume(
     run: str | Path, *, progress: bool = True, callbacks: Sequence[Callback] = ()
 ) -> FitResult:
@@ -221,6 +225,16 @@ def resume(
     if not folder.last_checkpoint.is_file():
         raise ConfigError(
             f"{folder.path} has no checkpoint to resume from (no {folder.last_checkpoint.name})."
+        )
+    try:
+        status = read_summary(folder).get("status")
+    except (RunFolderError, ValueError):  # no summary, or a damaged one: try the checkpoint
+        status = None
+    if status in FINISHED:
+        raise ConfigError(
+            f"{folder.path} has {status.replace('_', ' ')}: there is nothing to resume. Start a "
+            f"new run from its config (gradwise train {folder.config_path}), with more epochs "
+            "if it needs them."
         )
     config = parse_config(read_file(folder.config_path))
     prepared = prepare_run(config, resuming=True)

@@ -270,6 +270,10 @@ class Trainer:
             stop = self._train_epoch(interrupt)
             if stop is not None:
                 return stop
+        if self._position.batch > 0:
+            # Resumed from a checkpoint taken on the last step before its epoch ended (a
+            # stop or Ctrl-C there): the epoch's end (metrics, validation, best.pt) is due.
+            return self._end_epoch() or "completed"
         return "completed"
 
     def _train_epoch(self, interrupt: InterruptFlag) -> Status | None:
@@ -369,7 +373,10 @@ class Trainer:
         state = self._state()
         for callback in self.callbacks:
             callback.on_step_end(state)
-        if self.checkpoint_every and position.step % self.checkpoint_every == 0:
+        ends_epoch = position.batch == self.steps_per_epoch or position.step >= self.total_steps
+        if self.checkpoint_every and position.step % self.checkpoint_every == 0 and not ends_epoch:
+            # (At an epoch's last step _end_epoch saves right after its record: a
+            # checkpoint before it would resume into that epoch's end a second time.)
             self._save_last()
         return state
 
