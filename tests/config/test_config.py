@@ -119,3 +119,100 @@ def test_config_to_dict_is_plain_data() -> None:
     content = config_to_dict(RunConfig())
     assert content["optimizer"]["name"] == "AdamW"
     assert content["regularization"]["early_stopping"] is None
+
+
+def test_a_yaml_syntax_error_keeps_its_line_and_column(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("data: {dataset: spirals")
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path / "bad.yaml")
+    message = str(error.value)
+    assert message == (
+        f"config file {tmp_path / 'bad.yaml'} is not valid yaml: while parsing a flow mapping "
+        "(line 1, column 7): expected ',' or '}', but got '<stream end>' (line 1, column 24)"
+    )
+    (tmp_path / "nested.yaml").write_text("epochs: 3\ndata:\n  batch_size: 32\n   dataset: x\n")
+    with pytest.raises(ConfigError, match=r"not valid yaml: .*\(line 4, column 11\)") as error:
+        load_config(tmp_path / "nested.yaml")
+    assert "\n" not in str(error.value)
+
+
+def test_a_config_file_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
+    for name in ("run.yaml", "run.toml"):
+        (tmp_path / name).write_bytes(b"\xff\xfe")
+        with pytest.raises(ConfigError) as error:
+            load_config(tmp_path / name)
+        assert str(error.value) == (
+            f"config file {tmp_path / name} is not UTF-8 text (byte 0xff at offset 0); "
+            "save it as UTF-8"
+        )
+
+
+def test_epochs_and_steps_cannot_both_be_null() -> None:
+    message = "one of 'epochs' or 'steps' in 'train' must be set, but both are null"
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=["epochs=null"])
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"epochs": None, "steps": None})
+    assert parse_config({"epochs": None, "steps": 100}).steps == 100
+    assert parse_config({"epochs": 3, "steps": None}).epochs == 3
+
+
+def test_the_train_command_refuses_null_epochs_and_steps_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gradwise.cli import main
+
+    runs = tmp_path / "runs"
+    argv = ["train", "--set", "epochs=null", "--set", "steps=null", "--no-progress"]
+    assert main([*argv, "--runs-dir", str(runs)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "one of 'epochs' or 'steps' in 'train' must be set" in error
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize("name", ["a/b", "../x", "..", ".", "", "/abs"])
+def test_a_run_name_is_a_single_folder_name(name: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"name": name})
+    assert str(error.value) == (
+        "The 'name' key in 'train' must be a single folder name (not empty, '.' or '..'; "
+        f"no '/') or null. Got {name!r} instead."
+    )
+
+
+def test_a_run_name_override_is_checked_and_a_plain_one_kept() -> None:
+    with pytest.raises(ConfigError, match="must be a single folder name"):
+        load_config(overrides=["name=../x"])
+    assert load_config(overrides=["name=my-run.v2"]).name == "my-run.v2"
+    assert load_config(overrides=["name=null"]).name is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("regularization.l2=.inf", "The 'l2' key in 'train.regularization' must be a finite float >= 0. Got inf instead."),
+        ("regularization.l1=.inf", "The 'l1' key in 'train.regularization' must be a finite float >= 0. Got inf instead."),
+        ("regularization.max_norm=.inf",
+         "The 'max_norm' key in 'train.regularization' must be a finite float > 0 or null. Got inf instead."),
+        ("schedule.warmup=.inf", "The 'warmup' key in 'train.schedule' must be a finite float >= 0. Got inf instead."),
+        ("init.biases=-.inf", "The 'biases' key in 'train.init' must be a finite float. Got -inf instead."),
+        ("optimizer.lr=.inf", "The 'lr' key in 'train.optimizer' must be a finite float. Got inf instead."),
+        ("optimizer.lr=.nan", "The 'lr' key in 'train.optimizer' must be a finite float. Got nan instead."),
+        ("optimizer.groups=[{params: ['0.*'], lr: .inf}]",
+         "The 'lr' key in 'train.optimizer.groups[0]' must be a finite float. Got inf instead."),
+    ],
+)  # fmt: skip
+def test_infinite_strengths_and_learning_rates_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=[override])
+    assert str(error.value) == message
+
+
+def test_finite_strengths_and_learning_rates_still_pass() -> None:
+    config = load_config(
+        overrides=["regularization.l2=1e-4", "regularization.max_norm=3", "optimizer.lr=1"]
+    )
+    assert config.regularization.l2 == 1e-4
+    assert config.regularization.max_norm == 3
+    assert config.optimizer["lr"] == 1

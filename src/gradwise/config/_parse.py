@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,7 +47,13 @@ def read_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; run 'gradwise config' for a start")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} "
+            f"at offset {error.start}); save it as UTF-8"
+        ) from None
     try:
         if path.suffix == ".toml":
             content: Any = tomllib.loads(text)
@@ -55,9 +62,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
         else:
             raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(
-            f"config file {path} is not valid {path.suffix[1:]}: {first_line}"
+            f"config file {path} is not valid {path.suffix[1:]}: {_syntax_error(error)}"
         ) from None
     if content is None:
         return {}
@@ -66,6 +72,29 @@ def read_file(path: str | Path) -> dict[str, Any]:
             f"config file {path} must hold a mapping of sections, not a list or value"
         )
     return content
+
+
+def _syntax_error(error: Exception) -> str:
+    """A parser's error in one line, with its 1-based line and column where it has them.
+
+    PyYAML's message spans several lines (its context, then the problem, each with a
+    code excerpt); this keeps the words and the position: ``while parsing a flow mapping
+    (line 1, column 7): expected ',' or '}', but got '<stream end>' (line 1, column 24)``.
+    """
+    if isinstance(error, yaml.MarkedYAMLError):
+        parts = []
+        for text, mark in (
+            (error.context, error.context_mark),
+            (error.problem, error.problem_mark),
+        ):
+            if text is None and mark is None:
+                continue
+            where = f"(line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            parts.append(" ".join(part for part in (text, where) if part))
+        if parts:
+            return ": ".join(parts)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines) if lines else type(error).__name__
 
 
 def apply_overrides(content: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -101,7 +130,33 @@ def parse_config(content: Mapping[str, Any]) -> RunConfig:
     if not isinstance(content, Mapping):
         raise ConfigError(f"'{ROOT}' must be a mapping of sections. Got {content!r} instead.")
     merged = _laid_over(config_to_dict(RunConfig()), content)
-    return parse_section(RunConfig, merged, ROOT)
+    config = parse_section(RunConfig, merged, ROOT)
+    if config.epochs is None and config.steps is None:
+        raise ConfigError(
+            f"one of 'epochs' or 'steps' in '{ROOT}' must be set, but both are null; "
+            f"set epochs (e.g. 20) or steps (e.g. 1000) to an int >= 1"
+        )
+    _check_finite_lr(config.optimizer, f"{ROOT}.optimizer")
+    return config
+
+
+def _check_finite_lr(node: Any, path: str) -> None:
+    """Every ``lr`` in the optimizer (its own, a group's, a chain entry's) is finite.
+
+    The optimizer section is free-form (its arguments are checked when it is built), but
+    an infinite ``lr`` passes those checks and only fails at the first step.
+    """
+    if isinstance(node, Mapping):
+        lr = node.get("lr")
+        if isinstance(lr, float) and not math.isfinite(lr):
+            raise ConfigError(
+                f"The 'lr' key in '{path}' must be a finite float. Got {lr!r} instead."
+            )
+        for key, value in node.items():
+            _check_finite_lr(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_finite_lr(value, f"{path}[{index}]")
 
 
 def _laid_over(defaults: Mapping[str, Any], content: Mapping[str, Any]) -> dict[str, Any]:

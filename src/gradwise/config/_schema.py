@@ -8,7 +8,10 @@ are checked against the signature of what they configure when the run is built.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 from gradwise._validation import (
@@ -35,6 +38,28 @@ def _is(kind: type | tuple[type, ...]) -> Satisfies:
     )
 
 
+def _finite(interval: Interval) -> Satisfies:
+    """``interval`` without infinities: the config's numbers become step counts and
+    penalties, where ``.inf`` only fails later (a NaN loss, a schedule's check)."""
+    unbounded = interval.low is None and interval.high is None
+    rest = interval.description.split(" ", 1)[1]
+    return Satisfies(
+        lambda value: (
+            interval.is_satisfied_by(value)
+            and (isinstance(value, Integral) or math.isfinite(value))
+        ),
+        interval.description if unbounded else f"a finite {rest}",
+    )
+
+
+def _is_folder_name(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value not in ("", ".", "..")
+        and not any(sep in value for sep in {"/", "\0", os.sep, os.altsep or os.sep})
+    )
+
+
 STRING = _is(str)
 MAPPING = _is(dict)
 LIST = _is(list)
@@ -42,6 +67,10 @@ NONE = Satisfies(lambda value: value is None, "null")
 OPTIONAL_POSITIVE_INT = Either((POSITIVE_INT, NONE))
 OPTIONAL_STRING = Either((STRING, NONE))
 FRACTION = HALF_OPEN_UNIT_INTERVAL
+FINITE = _finite(Interval())
+FINITE_NON_NEGATIVE = _finite(NON_NEGATIVE)
+FINITE_POSITIVE = _finite(POSITIVE)
+RUN_NAME = Satisfies(_is_folder_name, "a single folder name (not empty, '.' or '..'; no '/')")
 
 
 def setting(default: Any, constraint: Constraint, help: str) -> Any:
@@ -96,7 +125,7 @@ class ModelConfig:
 @dataclass
 class InitConfig:
     weights: str = setting("he_normal", STRING, "initializer of every Linear and Conv weight")
-    biases: float = setting(0.0, Interval(), "constant for every bias")
+    biases: float = setting(0.0, FINITE, "constant for every bias")
     options: dict[str, Any] = setting(
         {}, MAPPING, "the initializer's own arguments (e.g. {std: 0.01} for normal)"
     )
@@ -119,7 +148,7 @@ class WarmStartConfig:
 class ScheduleConfig:
     name: str = setting("cosine", STRING, "constant, cosine, linear, step, exponential, ...")
     warmup: float = setting(
-        0.05, NON_NEGATIVE, "linear warmup: a fraction of all steps (< 1) or a step count"
+        0.05, FINITE_NON_NEGATIVE, "linear warmup: a fraction of all steps (< 1) or a step count"
     )
     options: dict[str, Any] = setting(
         {}, MAPPING, "the schedule's own arguments (see gradwise.schedules)"
@@ -132,7 +161,9 @@ class AveragingConfig:
         "ema", OneOf(("ema", "polyak", "swa")), "ema, polyak (uniform) or swa (Izmailov 2018)"
     )
     start: float = setting(
-        0.0, NON_NEGATIVE, "when averaging starts: a fraction of all steps (< 1) or a step count"
+        0.0,
+        FINITE_NON_NEGATIVE,
+        "when averaging starts: a fraction of all steps (< 1) or a step count",
     )
     every: int | None = setting(
         None, OPTIONAL_POSITIVE_INT, "steps between averaged iterates (null: 1; swa: k steps)"
@@ -144,7 +175,9 @@ class AveragingConfig:
     )
     decay_warmup: bool = setting(False, Boolean(), "ema: decay_t = min(decay, (1+t)/(10+t))")
     swa_lr: float | None = setting(
-        None, Either((NON_NEGATIVE, NONE)), "swa: learning rate from start on (null: the run's)"
+        None,
+        Either((FINITE_NON_NEGATIVE, NONE)),
+        "swa: learning rate from start on (null: the run's)",
     )
     cycle_steps: int | None = setting(
         None, OPTIONAL_POSITIVE_INT, "swa: cyclical lr period, averaged at each cycle's end"
@@ -161,17 +194,17 @@ class AveragingConfig:
 class EarlyStoppingConfig:
     monitor: str = setting("val_loss", STRING, "metric to watch")
     mode: str = setting("auto", OneOf(("auto", "min", "max")), "min, max or auto")
-    min_delta: float = setting(0.0, NON_NEGATIVE, "smallest change that counts as better")
+    min_delta: float = setting(0.0, FINITE_NON_NEGATIVE, "smallest change that counts as better")
     patience: int = setting(5, Interval(low=0, kind="int"), "epochs without improvement")
     restore_best_weights: bool = setting(True, Boolean(), "end with the best epoch's weights")
 
 
 @dataclass
 class RegularizationConfig:
-    l1: float = setting(0.0, NON_NEGATIVE, "L1 penalty strength on weights")
-    l2: float = setting(0.0, NON_NEGATIVE, "L2 penalty strength on weights (alpha sum w^2)")
+    l1: float = setting(0.0, FINITE_NON_NEGATIVE, "L1 penalty strength on weights")
+    l2: float = setting(0.0, FINITE_NON_NEGATIVE, "L2 penalty strength on weights (alpha sum w^2)")
     max_norm: float | None = setting(
-        None, Either((POSITIVE, NONE)), "max norm of each unit's weights"
+        None, Either((FINITE_POSITIVE, NONE)), "max norm of each unit's weights"
     )
     early_stopping: EarlyStoppingConfig | None = section(
         EarlyStoppingConfig, "stop when a validation metric stops improving", optional=True,
@@ -200,7 +233,9 @@ class MonitorConfig:
         "training accuracy the run should reach: UNDERFITTING below it (null: no target)",
     )
     target_loss: float | None = setting(
-        None, Either((POSITIVE, NONE)), "training loss the run should reach (null: no target)"
+        None,
+        Either((FINITE_POSITIVE, NONE)),
+        "training loss the run should reach (null: no target)",
     )
 
 
@@ -238,7 +273,7 @@ class PruneConfig:
 
 @dataclass
 class RunConfig:
-    name: str | None = setting(None, OPTIONAL_STRING, "run folder name (null: generated)")
+    name: str | None = setting(None, Either((RUN_NAME, NONE)), "run folder name (null: generated)")
     runs_dir: str = setting("runs", STRING, "where run folders go")
     seed: int = setting(0, Interval(low=0, kind="int"), "seed for data order, init, dropout")
     device: str = setting("cpu", OneOf(("cpu", "cuda", "auto")), "cpu, cuda or auto")
