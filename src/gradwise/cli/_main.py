@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gradwise.cli._bench import add_parser as add_bench_parser
 from gradwise.cli._landscape import add_parser as add_landscape_parser
@@ -16,6 +17,9 @@ from gradwise.cli._lr_find import add_parser as add_lr_find_parser
 from gradwise.cli._prune import add_parser as add_prune_parser
 from gradwise.cli._search import add_parsers as add_search_parsers
 from gradwise.cli._viz import add_parser as add_viz_parser
+
+if TYPE_CHECKING:
+    from gradwise.doctor import DoctorResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -196,10 +200,12 @@ def _print_run(summary: dict[str, object], run: Path, status: str) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from gradwise.config import load_config
+    from gradwise.config import ConfigError, load_config
     from gradwise.doctor import diagnose
     from gradwise.doctor._report import print_result
 
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs must be an int >= 1. Got {args.epochs} instead.")
     overrides = list(args.overrides)
     if args.runs_dir is not None:
         overrides.append(f"runs_dir={args.runs_dir}")
@@ -212,6 +218,18 @@ def _doctor(args: argparse.Namespace) -> int:
         say=lambda message: print(message, file=sys.stderr),
     )
     print_result(result)
+    return _doctor_exit_code(result)
+
+
+def _doctor_exit_code(result: DoctorResult) -> int:
+    """Interrupted: as ``gradwise train``; a probe that did not finish and found nothing: 1."""
+    for probe in (result, result.after):
+        if probe is None:
+            continue
+        if probe.probe_status == "interrupted":
+            return EXIT_INTERRUPTED
+        if probe.probe_incomplete or (probe.probe_status == "diverged" and not probe.findings):
+            return EXIT_FAILED
     return EXIT_OK
 
 

@@ -21,8 +21,15 @@ from gradwise.doctor._fixes import DEFERRED_BY_STRUCTURE, with_config_fix
 from gradwise.doctor._inputs import check_input_scale
 from gradwise.losses import get_loss
 from gradwise.regularize import l2_penalty, penalized_parameters
-from gradwise.runs import MetricsLog, RunFolder, read_records, replace_atomically, write_config
-from gradwise.train import FitResult, make_trainer, prepare_run
+from gradwise.runs import (
+    MetricsLog,
+    RunFolder,
+    read_records,
+    read_summary,
+    replace_atomically,
+    write_config,
+)
+from gradwise.train import FitResult, TrainingDiverged, make_trainer, prepare_run
 
 #: The probe run: this many epochs at most (the config's own count if smaller).
 PROBE_EPOCHS = 3
@@ -38,10 +45,12 @@ class DoctorResult:
         config: the configuration that was examined.
         findings: every finding, most severe first (checks, inputs, the probe run).
         gradcheck, sanity: the check reports (None when checks were skipped).
-        probe: the probe run's result.
+        probe: the probe run's result (after a divergence: its numbers up to the last good
+            step, with ``status`` "stopped"; :attr:`probe_status` says "diverged").
         run: the run folder with ``report.html``, ``findings.jsonl`` and ``checks.json``.
         applied: the config changes ``fix=True`` applied (empty without).
         after: the doctor's result on the fixed config (None without ``fix``).
+        probe_steps: the optimizer steps the probe run was planned to take.
     """
 
     config: RunConfig
@@ -52,6 +61,39 @@ class DoctorResult:
     run: RunFolder
     applied: dict[str, Any] = field(default_factory=dict)
     after: DoctorResult | None = None
+    probe_steps: int = 0
+
+    @property
+    def probe_status(self) -> str:
+        """How the probe run ended: "completed", "interrupted", "stopped" or "diverged"."""
+        return str(self.probe.summary.get("status", self.probe.status))
+
+    @property
+    def probe_incomplete(self) -> bool:
+        """The probe run was cut short (Ctrl-C, a callback), so the findings may miss some."""
+        return self.probe_status in ("interrupted", "stopped")
+
+    def probe_outcome(self) -> str | None:
+        """None when the probe ran to its end; else what happened, and what to do."""
+        status, steps = self.probe_status, f"{self.probe.steps} of {self.probe_steps} steps"
+        if status == "interrupted":
+            return (
+                f"the probe run was interrupted after {steps}, so the findings are "
+                "incomplete; run gradwise doctor again and let the probe finish"
+            )
+        if status == "stopped":
+            return (
+                f"the probe run stopped early after {steps}, so the findings are "
+                "incomplete; remove what stopped it and run gradwise doctor again"
+            )
+        if status == "diverged" and self.findings:
+            return (
+                f"the probe run diverged after {steps}, so later problems may be missing; "
+                "apply the fixes above (--fix) and run gradwise doctor again"
+            )
+        if status == "diverged":
+            return f"the probe run diverged after {steps}: {self.probe.summary.get('message')}"
+        return None
 
 
 def diagnose(
@@ -71,7 +113,15 @@ def diagnose(
     ``fix=True`` the fixes the doctor is confident in (each finding's ``fix``: a measured
     learning-rate change, He initialization, input standardization, ...) are applied to
     the config and the probe runs again; ``result.after`` holds that second diagnosis.
+    A probe cut short (Ctrl-C) is not fixed and run again: ``result.probe_outcome()`` says
+    so. A probe whose loss became non-finite ends the diagnosis (``probe_status``
+    "diverged", usually with a NONFINITE_LOSS finding) instead of raising.
     """
+    if isinstance(probe_epochs, bool) or not isinstance(probe_epochs, int) or probe_epochs < 1:
+        raise ValueError(
+            "The 'probe_epochs' parameter of diagnose must be an int >= 1. "
+            f"Got {probe_epochs!r} instead."
+        )
     probe_config = _probe_config(config, probe_epochs)
     prepared = prepare_run(probe_config)
     findings: list[Diagnosis] = []
@@ -94,6 +144,8 @@ def diagnose(
     trainer = make_trainer(prepared, folder, progress=progress)
     try:
         probe = trainer.fit()
+    except TrainingDiverged:
+        probe = _diverged_probe(folder)
     finally:
         from gradwise.report import build_report
 
@@ -102,8 +154,11 @@ def diagnose(
         findings + [Diagnosis.from_dict(r) for r in read_records(folder.findings_path)]
     )
     findings = [with_config_fix(finding, config) for finding in findings]
-    result = DoctorResult(config, findings, grad_report, sanity_report, probe, folder)
-    if fix:
+    result = DoctorResult(
+        config, findings, grad_report, sanity_report, probe, folder,
+        probe_steps=prepared.total_steps,
+    )  # fmt: skip
+    if fix and not result.probe_incomplete:
         applied = fixes_from(findings)
         if applied:
             if say is not None:
@@ -170,6 +225,21 @@ def _probe_config(config: RunConfig, probe_epochs: int) -> RunConfig:
         name=None,
         monitor=config.monitor or MonitorConfig(),
         regularization=replace(config.regularization, early_stopping=None),
+    )
+
+
+def _diverged_probe(folder: RunFolder) -> FitResult:
+    """The probe's result from the summary the trainer wrote when the loss became non-finite."""
+    summary = read_summary(folder)
+    return FitResult(
+        status="stopped",
+        epochs=int(summary.get("epochs", 0)),
+        steps=int(summary.get("steps", 0)),
+        metrics=dict(summary.get("final") or {}),
+        best=dict(summary.get("best") or {}),
+        test={},
+        run=folder,
+        summary=summary,
     )
 
 

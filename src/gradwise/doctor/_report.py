@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from gradwise.doctor._doctor import DoctorResult
@@ -32,16 +34,66 @@ def comparison_table(result: DoctorResult) -> Table:
     return Table("Before and after --fix", ["", "before", "after"], rows)
 
 
+#: The fix made the probe worse when validation accuracy fell by more than this ...
+WORSE_ACCURACY_DROP = 0.02
+#: ... or, with accuracy no better, the validation loss rose by more than this fraction.
+WORSE_LOSS_RISE = 0.05
+
+
+def fix_verdict(before: Mapping[str, Any], after: Mapping[str, Any]) -> str | None:
+    """A sentence when the probe after ``--fix`` is clearly worse than before, else None.
+
+    Worse: validation accuracy fell by more than 2 points, or (accuracy no better) the
+    validation loss rose by more than 5% or stopped being finite.
+    """
+    acc_before, acc_after = _number(before, "val_accuracy"), _number(after, "val_accuracy")
+    loss_before, loss_after = _number(before, "val_loss"), _number(after, "val_loss")
+    accuracy_better = False
+    if acc_before is not None and acc_after is not None and math.isfinite(acc_before):
+        if not acc_after >= acc_before - WORSE_ACCURACY_DROP:  # NaN counts as worse
+            return _worse(f"val_accuracy {acc_before:.4g} -> {acc_after:.4g}")
+        accuracy_better = acc_after > acc_before + WORSE_ACCURACY_DROP
+    if accuracy_better or loss_before is None or loss_after is None:
+        return None
+    if math.isfinite(loss_before) and not loss_after <= loss_before * (1 + WORSE_LOSS_RISE):
+        return _worse(f"val_loss {loss_before:.4g} -> {loss_after:.4g}")
+    return None
+
+
+def _worse(evidence: str) -> str:
+    return f"the fix made the probe worse: {evidence}; do not apply it, keep the original config"
+
+
+def _number(metrics: Mapping[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
 def print_result(result: DoctorResult) -> None:
-    """Print the findings (and the comparison after --fix) and where the report is."""
+    """Print the findings (and the comparison after --fix) and where the report is.
+
+    A probe run that did not finish (Ctrl-C, a stop, a divergence) is never reported as
+    healthy: a line says how far it got.
+    """
+    outcome = result.probe_outcome()
     if result.findings:
         print(findings_table(result).render_text())
-    else:
+    elif outcome is None:
         print("No findings: the checks passed and the probe run looks healthy.")
+    if outcome is not None:
+        print(outcome)
     print(f"report: {result.run.report_path}")
     if result.after is not None:
         print()
         print(comparison_table(result).render_text())
         print(f"report after the fix: {result.after.run.report_path}")
+        after_outcome = result.after.probe_outcome()
+        if after_outcome is not None:
+            print(after_outcome.replace("the probe run", "the probe run after the fix", 1))
+        verdict = fix_verdict(result.probe.metrics, result.after.probe.metrics)
+        if result.after.probe_status == "diverged" and result.probe_status != "diverged":
+            verdict = _worse("the probe diverged after the fix")
+        if verdict is not None:
+            print(verdict)
     elif result.applied == {} and any(f.fix for f in result.findings):
         print("run with --fix to apply the fixes marked as confident")
