@@ -154,6 +154,19 @@ def test_resuming_a_finished_run_is_refused_and_changes_nothing(small_config: Ru
     assert after == before
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "hinge"])
+def test_a_classification_loss_on_regression_targets_is_refused_before_training(
+    small_config: RunConfig, loss: str
+) -> None:
+    # Cross-entropy over one output is 0 whatever the weights: the run "completed" with a
+    # perfect loss and learned nothing (hinge crashed in gather).
+    data = replace(small_config.data, dataset="sine", preprocess=[])
+    config = replace(small_config, data=data, loss=loss, name="regression")
+    with pytest.raises(ConfigError, match=r"classification loss, but the dataset's targets"):
+        prepare_run(config)
+    assert prepare_run(replace(config, loss="mse")).data.task == "regression"
+
+
 class _CrashAtEpochEnd(Callback):
     """Raise after the second epoch's record is written, before its checkpoint."""
 

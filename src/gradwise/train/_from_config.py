@@ -73,6 +73,7 @@ def prepare_run(config: RunConfig, *, resuming: bool = False) -> PreparedRun:
     torch.manual_seed(config.seed)
     entry_points: dict[str, Any] = {}
     data = _load_data(config, entry_points)
+    _check_loss_fits_task(config.loss, data)
     data, preprocessing = _preprocess(data, config)
     model = _build_model(config, data, entry_points).to(device)
     _initialize(model, config)
@@ -265,6 +266,24 @@ def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("'train.device' is cuda but no CUDA GPU is available; use cpu or auto")
     return torch.device(name)
+
+
+def _check_loss_fits_task(loss: str, data: DataSplits) -> None:
+    """Classification losses need class targets with at least two classes: on regression
+    targets or a single class, cross-entropy over one output is 0 whatever the weights,
+    so the run would "train" to a perfect loss and learn nothing."""
+    if loss not in ("cross_entropy", "hinge"):
+        return
+    if data.task != "classification":
+        raise ConfigError(
+            f"'train.loss' is {loss}, a classification loss, but the dataset's targets are "
+            f"{data.task} targets; use loss: mse (or a classification dataset)"
+        )
+    if data.num_classes is not None and data.num_classes < 2:
+        raise ConfigError(
+            f"'train.loss' is {loss}, but the training data has {data.num_classes} class: "
+            "a classifier needs at least 2 (check the labels, or use loss: mse)"
+        )
 
 
 def _is_entry_point(name: str) -> bool:
