@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
+from gradwise.cli import main
 from gradwise.config import RunConfig, config_to_dict
+from gradwise.train import load_checkpoint, save_checkpoint
 from tests.cli.helpers import SMALL_CONFIG, gradwise
 
 
@@ -91,3 +94,44 @@ def test_the_default_run_reaches_90_percent_on_mnist1d(tmp_path: Path) -> None:
     assert summary["model"] == "cnn1d"
     assert summary["test"]["test_accuracy"] >= 0.90
     assert summary["duration_s"] < 180
+
+
+def _tiny_run(tmp_path: Path) -> Path:
+    code = main(
+        ["train", "--no-progress", "--runs-dir", str(tmp_path), "--set", "name=tiny"]
+        + ["--set", "data.dataset=spirals", "--set", "model.name=mlp", "--set", "epochs=1"]
+    )
+    assert code == 0
+    return tmp_path / "tiny"
+
+
+def test_resuming_with_another_process_count_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _tiny_run(tmp_path)
+    # As if two processes had written it and been interrupted.
+    contents = load_checkpoint(run / "checkpoints" / "last.pt")
+    contents["ranks"] = contents["ranks"] * 2
+    save_checkpoint(
+        run / "checkpoints" / "last.pt", {k: v for k, v in contents.items() if k != "format"}
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    capsys.readouterr()
+    assert main(["train", "--no-progress", "--resume", str(run)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "written by 2 process(es); resume it with the same number (--nproc 2), not 1" in error
+
+
+def test_ctrl_c_outside_training_exits_130_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradwise.train
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gradwise.train, "train", interrupted)  # e.g. while loading the data
+    assert main(["train", "--no-progress", "--runs-dir", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "gradwise train: interrupted\n"

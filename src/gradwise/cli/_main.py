@@ -42,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RunFolderError) as error:
         print(f"gradwise {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Training turns Ctrl-C into a checkpoint and a resume hint itself; this is one
+        # outside it (loading data, building the run, the doctor's checks).
+        print(f"gradwise {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:

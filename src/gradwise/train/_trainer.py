@@ -19,7 +19,7 @@ from gradwise.data import Batches, Dataset, DataSplits
 from gradwise.distributed._world import World
 from gradwise.losses import get_loss
 from gradwise.regularize import EarlyStopping, Mixup
-from gradwise.runs import RunFolder
+from gradwise.runs import RunFolder, RunFolderError
 from gradwise.train._callbacks import Callback, TrainState
 from gradwise.train._checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from gradwise.train._evaluation import Accumulator, evaluate
@@ -553,9 +553,9 @@ class Trainer:
         contents = self.world.broadcast(contents)
         ranks = contents.get("ranks") or [{"rng": contents["rng"], "rank_state": None}]
         if len(ranks) != self.world.size:
-            raise ValueError(
+            raise RunFolderError(
                 f"{self.run.last_checkpoint} was written by {len(ranks)} process(es); resume it "
-                f"with the same number, not {self.world.size}."
+                f"with the same number (--nproc {len(ranks)}), not {self.world.size}."
             )
         mine = ranks[self.world.rank]
         self.module.load_state_dict(contents["model"])
