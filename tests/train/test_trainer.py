@@ -167,6 +167,40 @@ def test_a_classification_loss_on_regression_targets_is_refused_before_training(
     assert prepare_run(replace(config, loss="mse")).data.task == "regression"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"checkpoint.monitor": "val_acc"}, r"'train.checkpoint.monitor' is 'val_acc'"),
+        (
+            {"regularization.early_stopping": {"monitor": "val_acc"}},
+            r"early_stopping.monitor' is 'val_acc', which this run does not record; it "
+            r"records 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy'$",
+        ),
+        (
+            {"regularization.early_stopping": {}, "data.validation_split": 0},
+            r"early_stopping.monitor' is 'val_loss'.*\(no validation split\)$",
+        ),
+    ],
+)
+def test_a_monitored_metric_the_run_does_not_record_is_refused_before_anything_runs(
+    tmp_path: Path, overrides: dict[str, object], message: str
+) -> None:
+    settings = [*SMALL_RUN, f"runs_dir={tmp_path}", "name=monitored"]
+    settings += [f"{key}={value}" for key, value in overrides.items()]
+    with pytest.raises(ConfigError, match=message):
+        train(load_config(overrides=settings), progress=False)
+    assert not (tmp_path / "monitored").exists()
+
+
+def test_the_default_checkpoint_monitor_follows_the_data(tmp_path: Path) -> None:
+    # No validation split: val_accuracy is read as train_accuracy, and best.pt is written.
+    settings = [*SMALL_RUN, f"runs_dir={tmp_path}", "data.validation_split=0", "epochs=1"]
+    result = train(load_config(overrides=settings), progress=False)
+    assert result.run is not None
+    assert result.best["monitor"] == "train_accuracy"
+    assert result.run.best_checkpoint.is_file()
+
+
 class _CrashAtEpochEnd(Callback):
     """Raise after the second epoch's record is written, before its checkpoint."""
 

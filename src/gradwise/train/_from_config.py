@@ -74,6 +74,7 @@ def prepare_run(config: RunConfig, *, resuming: bool = False) -> PreparedRun:
     entry_points: dict[str, Any] = {}
     data = _load_data(config, entry_points)
     _check_loss_fits_task(config.loss, data)
+    _check_monitored_metrics(config, data)
     data, preprocessing = _preprocess(data, config)
     model = _build_model(config, data, entry_points).to(device)
     _initialize(model, config)
@@ -266,6 +267,40 @@ def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("'train.device' is cuda but no CUDA GPU is available; use cpu or auto")
     return torch.device(name)
+
+
+def epoch_metric_names(data: DataSplits, *, averaging: bool = False) -> list[str]:
+    """What the Trainer records at every epoch's end for ``data`` (with ``averaging``,
+    ``avg_val_*`` too, once the first average exists)."""
+    accuracy = data.task == "classification"
+    names = ["train_loss", *(["train_accuracy"] if accuracy else [])]
+    if data.validation is not None:
+        names += ["val_loss", *(["val_accuracy"] if accuracy else [])]
+        if averaging:
+            names += ["avg_val_loss", *(["avg_val_accuracy"] if accuracy else [])]
+    return [*names, "lr"]
+
+
+def _check_monitored_metrics(config: RunConfig, data: DataSplits) -> None:
+    metrics = epoch_metric_names(data, averaging=config.averaging is not None)
+    stopping = config.regularization.early_stopping
+    if stopping is not None:
+        _check_metric(stopping.monitor, metrics, "train.regularization.early_stopping.monitor")
+    # As the Trainer will read it (val_* without a validation split -> train_*; accuracy
+    # on regression targets -> loss).
+    _check_metric(_monitor(config, data), metrics, "train.checkpoint.monitor")
+
+
+def _check_metric(name: str, metrics: Sequence[str], key: str) -> None:
+    """A monitored metric must be one the run records: a typo or a missing validation
+    split would otherwise fail after the first epoch (early stopping) or silently leave
+    the run without best.pt (the checkpoint's monitor)."""
+    if name not in metrics:
+        raise ConfigError(
+            f"'{key}' is {name!r}, which this run does not record; it records "
+            f"{', '.join(repr(m) for m in metrics if m != 'lr')}"
+            + ("" if any(m.startswith("val_") for m in metrics) else " (no validation split)")
+        )
 
 
 def _check_loss_fits_task(loss: str, data: DataSplits) -> None:
