@@ -9,6 +9,8 @@ from gradwise import Finding
 from gradwise.config import load_config
 from gradwise.diagnosis import Diagnosis
 from gradwise.doctor import diagnose, fixes_from, with_changes
+from gradwise.doctor._doctor import _stability_check
+from gradwise.train import prepare_run
 from tests.cli.helpers import gradwise
 
 
@@ -88,3 +90,16 @@ def test_an_sgd_learning_rate_above_two_over_lambda_max_is_named_before_training
     assert finding.kind is Finding.LEARNING_RATE_TOO_HIGH
     assert finding.evidence["max_stable_lr"] < 50.0
     assert finding.fix["optimizer.lr"] == 0.5 * finding.evidence["max_stable_lr"]
+
+
+def test_the_stability_bound_is_not_applied_to_normalized_networks(tmp_path: Path) -> None:
+    # Weights before batch norm are scale-invariant: lr 3.0 trains this MLP on digits
+    # although it is ~1,700x over 2/lambda_max at initialization.
+    overrides = [
+        "data.dataset=digits", "data.preprocess=[]", "model.name=mlp",
+        "optimizer={name: SGD, lr: 3.0}", f"runs_dir={tmp_path}",
+    ]  # fmt: skip
+    for norm, expected in (("batch", False), ("none", True)):
+        config = load_config(overrides=[*overrides, f"model.norm={norm}"])
+        finding = _stability_check(config, prepare_run(config))
+        assert (finding is not None) is expected, norm
