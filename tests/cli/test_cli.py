@@ -135,3 +135,20 @@ def test_ctrl_c_outside_training_exits_130_without_a_traceback(
     monkeypatch.setattr(gradwise.train, "train", interrupted)  # e.g. while loading the data
     assert main(["train", "--no-progress", "--runs-dir", str(tmp_path)]) == 130
     assert capsys.readouterr().err == "gradwise train: interrupted\n"
+
+
+def test_resuming_from_a_damaged_checkpoint_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _tiny_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    last = run / "checkpoints" / "last.pt"
+    for damaged in (last.read_bytes()[: last.stat().st_size // 2], b"not a checkpoint"):
+        last.write_bytes(damaged)
+        capsys.readouterr()
+        assert main(["train", "--no-progress", "--resume", str(run)]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1
+        assert "cannot be read as a checkpoint" in error
+        assert "truncated or damaged" in error

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gradwise.runs import replace_atomically
+from gradwise.runs import RunFolderError, replace_atomically
 
 FORMAT_VERSION = 1
 
@@ -37,7 +38,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    contents = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        contents = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as error:
+        if "Unsupported global" in str(error):
+            raise  # readable, but it names classes or code: torch's message says what to do
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise RunFolderError(
+            f"{path} cannot be read as a checkpoint ({type(error).__name__}: {first_line}); "
+            "the file is truncated or damaged. Resume from an earlier copy, or start the run "
+            "again."
+        ) from error
     if not isinstance(contents, dict) or contents.get("format") != FORMAT_VERSION:
         raise ValueError(
             f"{path} is not a gradwise checkpoint of format {FORMAT_VERSION}; "
