@@ -18,6 +18,16 @@ from gradwise.preprocess import Standardize
 MONITOR_SAMPLES = 256
 
 
+def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: object) -> torch.Tensor:
+    """One cross-entropy step on ``batch`` = (inputs, targets); returns the loss."""
+    inputs, targets = batch  # type: ignore[misc]
+    loss = F.cross_entropy(model(inputs), targets)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 @functools.cache
 def standardized(name: str) -> DataSplits:
     """A built-in dataset standardized with training statistics (per channel)."""

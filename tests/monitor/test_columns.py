@@ -9,12 +9,12 @@ import pickle
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gradwise import monitor
 from gradwise.monitor._columns import pack_state, unpack_state
 from gradwise.monitor._probes import Histogram
+from tests.monitor.setups import sgd_step
 
 
 def round_trip(records: Any = (), histograms: Any = None, history: Any = None) -> Any:
@@ -118,11 +118,7 @@ def test_a_watched_run_checkpoints_in_a_number_of_objects_that_does_not_grow_wit
     watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets), every=1, cheap_every=1)
     sizes = {}
     for step in range(1, 41):
-        loss = F.cross_entropy(model(inputs), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        watch.step(loss)
+        watch.step(sgd_step(model, optimizer, (inputs, targets)))
         if step in (10, 40):
             sizes[step] = count_pickled_objects(watch.state_dict())
     assert len(watch.histograms(kind="gradients")) == 40
@@ -145,11 +141,7 @@ def test_the_former_lists_of_dicts_state_still_loads() -> None:
     targets = (inputs[:, 0] > 0).long()
     watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets), every=2)
     for _ in range(4):
-        loss = F.cross_entropy(model(inputs), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        watch.step(loss)
+        watch.step(sgd_step(model, optimizer, (inputs, targets)))
     former = {  # what state_dict returned before the columns
         "step": watch.num_steps,
         "history": watch.history.to_dict(),

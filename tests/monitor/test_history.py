@@ -9,7 +9,6 @@ import threading
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gradwise import monitor
@@ -21,6 +20,7 @@ from gradwise.monitor._detectors import (
     median_update_ratio,
     sharing_measurements,
 )
+from tests.monitor.setups import sgd_step
 
 
 def direct(values: list[float]) -> tuple[float, float, float, int]:
@@ -110,11 +110,7 @@ def test_a_long_every_step_watch_finds_what_the_direct_detectors_find() -> None:
     targets = (inputs[:, 0] > 0).long() + (inputs[:, 1] > 1).long()
     watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets), every=1)
     for _ in range(300):
-        loss = F.cross_entropy(model(inputs), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        watch.step(loss)
+        watch.step(sgd_step(model, optimizer, (inputs, targets)))
     kinds = {finding.kind for finding in watch.findings()}
     direct_kinds = {
         finding.kind

@@ -16,6 +16,7 @@ from torch import nn
 from gradwise import Finding, Trainer, monitor, optim
 from gradwise.data import load_dataset
 from gradwise.monitor import Thresholds
+from tests.monitor.setups import sgd_step
 
 
 def small_model(activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -28,15 +29,6 @@ def data(count: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(count, 8, generator=generator)
     return inputs, (inputs[:, 0] > 0).long() + (inputs[:, 1] > 1).long()
-
-
-def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: object) -> torch.Tensor:
-    inputs, targets = batch  # type: ignore[misc]
-    loss = F.cross_entropy(model(inputs), targets)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss
 
 
 def records(watch: monitor.Watch, kind: str, step: int | None = None) -> list[dict]:

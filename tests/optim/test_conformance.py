@@ -69,6 +69,19 @@ def _snapshot(
     return tensors
 
 
+def _assert_same_state(
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    other: torch.optim.Optimizer,
+    other_params: list[torch.nn.Parameter],
+) -> None:
+    """Bit-identical parameters and optimizer state."""
+    expected, actual = _snapshot(optimizer, params), _snapshot(other, other_params)
+    assert len(expected) == len(actual)
+    for a, b in zip(expected, actual, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("entry", REGISTRY, ids=str)
 def test_converges_on_a_convex_quadratic(entry: OptimizerEntry) -> None:
     problem = quadratic()
@@ -162,10 +175,7 @@ def test_state_dict_round_trip_continues_bit_identically(entry: OptimizerEntry) 
     resumed.load_state_dict(saved["optimizer"])
     _run(entry, resumed, resumed_params, second)
 
-    expected, actual = _snapshot(optimizer, params), _snapshot(resumed, resumed_params)
-    assert len(expected) == len(actual)
-    for a, b in zip(expected, actual, strict=True):
-        assert torch.equal(a, b)
+    _assert_same_state(optimizer, params, resumed, resumed_params)
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
@@ -185,10 +195,7 @@ def test_a_copied_optimizer_continues_like_the_original(entry: OptimizerEntry, h
     )
     _run(entry, optimizer, params, second)
     _run(entry, copied, copied_params, second)
-    expected, actual = _snapshot(optimizer, params), _snapshot(copied, copied_params)
-    assert len(expected) == len(actual)
-    for a, b in zip(expected, actual, strict=True):
-        assert torch.equal(a, b)
+    _assert_same_state(optimizer, params, copied, copied_params)
     hooks = [
         (h.__module__, h.__name__) for h in copied._optimizer_load_state_dict_post_hooks.values()
     ]

@@ -143,19 +143,16 @@ class _Running:
     def _extend(self) -> None:
         done = len(self.minimum)
         low, high, last, count = (
-            (self.minimum[-1], self.maximum[-1], self.last[-1], self.count[-1])
+            (self.minimum[-1], self.maximum[-1], self.last[-1], float(self.count[-1]))
             if done
-            else (math.nan, math.nan, math.nan, 0)
+            else (math.nan, math.nan, math.nan, 0.0)
         )
         for value in self.values[done:]:
-            if math.isfinite(value):
-                low = value if not low <= value else low
-                high = value if not high >= value else high
-                last, count = value, count + 1
+            low, high, last, count = _fold(low, high, last, count, value)
             self.minimum.append(low)
             self.maximum.append(high)
             self.last.append(last)
-            self.count.append(count)
+            self.count.append(int(count))
 
     def prefix(self, end: int) -> _Summary:
         """Over ``values[:end]``."""
@@ -178,12 +175,24 @@ class _Running:
         state = self.suffixes[start]
         end, low, high, last, count = state
         for value in self.values[int(end) :]:
-            if math.isfinite(value):
-                low = value if not low <= value else low
-                high = value if not high >= value else high
-                last, count = value, count + 1
+            low, high, last, count = _fold(low, high, last, count, value)
         state[:] = [float(max(len(self.values), start)), low, high, last, count]
         return _Summary(low, high, last, int(count))
+
+
+def _fold(
+    low: float, high: float, last: float, count: float, value: float
+) -> tuple[float, float, float, float]:
+    """The running (min, max, last finite, count of finite) with ``value`` added; NaN
+    bounds mean none yet (``not nan <= value`` takes the value)."""
+    if not math.isfinite(value):
+        return low, high, last, count
+    return (
+        value if not low <= value else low,
+        value if not high >= value else high,
+        value,
+        count + 1,
+    )
 
 
 def _layers() -> dict[str, Series]:
