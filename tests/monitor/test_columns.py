@@ -1,5 +1,6 @@
 """A watch's checkpointed state, packed: exact round trips, a size in objects that does not
-grow with the run, and the former lists-and-dicts state still loads."""
+grow with the run, saves that pack only what is new, and the former lists-and-dicts state
+still loads."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import torch
 from torch import nn
 
 from gradwise import monitor
-from gradwise.monitor._columns import pack_state, unpack_state
+from gradwise.monitor import History
+from gradwise.monitor._columns import (
+    MAX_CHUNKS,
+    ChunkedPacker,
+    pack_state,
+    unpack_chunks,
+    unpack_state,
+)
 from gradwise.monitor._probes import Histogram
 from tests.monitor.setups import sgd_step
 
@@ -107,7 +115,9 @@ def count_pickled_objects(state: Any) -> int:
     return count
 
 
-def test_a_watched_run_checkpoints_in_a_number_of_objects_that_does_not_grow_with_it() -> None:
+def small_watched_run(
+    every: int = 1,
+) -> tuple[nn.Module, torch.optim.Optimizer, tuple[torch.Tensor, torch.Tensor], Any]:
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)
@@ -115,22 +125,109 @@ def test_a_watched_run_checkpoints_in_a_number_of_objects_that_does_not_grow_wit
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     inputs = torch.randn(64, 8)
     targets = (inputs[:, 0] > 0).long()
-    watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets), every=1, cheap_every=1)
-    sizes = {}
-    for step in range(1, 41):
-        watch.step(sgd_step(model, optimizer, (inputs, targets)))
-        if step in (10, 40):
-            sizes[step] = count_pickled_objects(watch.state_dict())
-    assert len(watch.histograms(kind="gradients")) == 40
-    # Four times the steps, the same objects (a findings entry or two may come and go);
-    # as lists of dicts each step added about 500.
-    assert abs(sizes[40] - sizes[10]) < 100, sizes
-    restored = monitor.watch(model, optimizer, monitor_data=(inputs, targets), every=1)
-    restored.load_state_dict(through_a_checkpoint(watch.state_dict()))
+    watch = monitor.watch(
+        model, optimizer, monitor_data=(inputs, targets), every=every, cheap_every=1
+    )
+    return model, optimizer, (inputs, targets), watch
+
+
+def assert_same_measurements(restored: Any, watch: Any) -> None:
+    assert restored.num_steps == watch.num_steps
     assert restored.records() == watch.records()
     assert restored.histograms() == watch.histograms()
     assert restored.histograms("gradients") == watch.histograms("gradients")
     assert restored.history == watch.history
+
+
+def test_a_run_checkpointed_every_step_holds_a_number_of_objects_that_does_not_grow() -> None:
+    model, optimizer, batch, watch = small_watched_run()
+    sizes = []
+    for _ in range(40):
+        watch.step(sgd_step(model, optimizer, batch))
+        sizes.append(count_pickled_objects(watch.state_dict()))
+    assert len(watch.histograms(kind="gradients")) == 40
+    # Each save adds a chunk for its new measurements, and every MAX_CHUNKS chunks they are
+    # packed into one again: the count cycles instead of growing (as lists of dicts each
+    # step added about 500 objects).
+    assert max(sizes[20:]) - max(sizes[:20]) < 100, sizes
+    assert max(sizes) < 3 * MAX_CHUNKS * sizes[0], sizes
+    restored = monitor.watch(model, optimizer, monitor_data=batch, every=1)
+    restored.load_state_dict(through_a_checkpoint(watch.state_dict()))
+    assert_same_measurements(restored, watch)
+
+
+def test_each_save_packs_only_what_is_new_and_every_save_restores_the_whole_run() -> None:
+    model, optimizer, batch, watch = small_watched_run(every=3)
+    saved_chunks: list[Any] = []
+    saved_records = 0
+    for step in range(1, 2 * MAX_CHUNKS + 4):
+        watch.step(sgd_step(model, optimizer, batch))
+        if step % 5 == 0:
+            watch.observe({"val_loss": 1.0 / step, "train_accuracy": 0.5}, step=step)
+        state = watch.state_dict()
+        chunks = state["packed_chunks"]
+        if saved_chunks and len(chunks) > 1:
+            # The earlier chunks are the previous save's own objects, not packed again.
+            assert all(a is b for a, b in zip(chunks[:-1], saved_chunks, strict=False))
+            # And the new one holds this step's measurements only.
+            history, records, _ = unpack_state(chunks[-1])
+            assert history["loss"] == {"steps": [step], "values": [watch.history.loss.last]}
+            assert records == watch._records[saved_records:]
+        assert 1 <= len(chunks) <= MAX_CHUNKS
+        saved_chunks, saved_records = chunks, len(watch._records)
+        restored = monitor.watch(model, optimizer, monitor_data=batch, every=3)
+        restored.load_state_dict(through_a_checkpoint(state))
+        assert_same_measurements(restored, watch)
+    # A restored watch packs everything afresh once, then only what is new.
+    restored = monitor.watch(model, optimizer, monitor_data=batch, every=3)
+    restored.load_state_dict(through_a_checkpoint(watch.state_dict()))
+    for _ in range(3):
+        restored.step(sgd_step(model, optimizer, batch))
+        again = monitor.watch(model, optimizer, monitor_data=batch, every=3)
+        again.load_state_dict(through_a_checkpoint(restored.state_dict()))
+        assert_same_measurements(again, restored)
+    # Its first save packed everything; the three after it, one chunk each.
+    assert len(restored.state_dict()["packed_chunks"]) == 4
+
+
+def test_a_replaced_or_shortened_history_is_packed_again_in_full() -> None:
+    model, optimizer, batch, watch = small_watched_run()
+    for _ in range(4):
+        watch.step(sgd_step(model, optimizer, batch))
+        watch.state_dict()
+    watch.history.loss.steps[:] = watch.history.loss.steps[:2]  # shorter than saved
+    watch.history.loss.values[:] = watch.history.loss.values[:2]
+    assert len(watch.state_dict()["packed_chunks"]) == 1
+    watch.history = History.from_dict(watch.history.to_dict())  # same lengths, new object
+    state = watch.state_dict()
+    assert len(state["packed_chunks"]) == 1
+    restored = monitor.watch(model, optimizer, monitor_data=batch, every=1)
+    restored.load_state_dict(through_a_checkpoint(state))
+    assert restored.history.loss.steps == [1, 2]
+    assert_same_measurements(restored, watch)
+
+
+def test_chunks_join_tables_that_gain_layers_and_keep_the_latest_plain_entries() -> None:
+    packer = ChunkedPacker()
+    history = History(initial_loss=2.0)
+    history.loss.append(1, 1.5)
+    records: list[dict[str, Any]] = [{"kind": "step", "step": 1}]
+    histograms: dict[str, dict[int, dict[str, Histogram]]] = {"gradients": {}}
+    packer.pack(history, records, histograms)
+    history.loss.append(2, math.inf)
+    history.layer(history.dead_fraction, "2").append(2, 0.25)  # a table's first layer
+    history.nonfinite = {"step": 2, "what": "loss", "layer": None}
+    records.append({"kind": "probe", "step": 2, "monitor_loss": 1.25})
+    histograms["gradients"][2] = {"0.weight": Histogram([0.0, 1.0], [3], 0, 0, 0, 3, 3)}
+    packer.pack(history, records, histograms)
+    history.layer(history.dead_fraction, "4").append(3, 0.5)  # and a second, later
+    history.layer(history.dead_fraction, "2").append(3, 0.0)
+    chunks = packer.pack(history, records, histograms)
+    assert len(chunks) == 3
+    joined, joined_records, joined_histograms = unpack_chunks(through_a_checkpoint(chunks))
+    assert History.from_dict(joined) == history
+    assert joined_records == records
+    assert joined_histograms == histograms
 
 
 def test_the_former_lists_of_dicts_state_still_loads() -> None:

@@ -10,18 +10,28 @@ numbers are not one tensor per column either: every column is a slice of one flo
 one int64 or one bool tensor (:class:`Packer`), and the plain-data rest says which.
 Values round-trip exactly: ints stay ints, floats (NaN and infinities included) stay
 floats, None stays None; what fits no column (bools, mixed types) stays a list.
+
+The Trainer saves a watch every epoch, and packing everything each time cost O(steps) per
+save (35 ms 580 steps into an every-step watch). A watch only ever appends to its history,
+records and histograms, so :class:`ChunkedPacker` packs only what was added since the
+previous save and reuses the earlier saves' packed chunks; every ``MAX_CHUNKS`` chunks it
+packs everything into one again, which keeps the objects in a checkpoint bounded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from gradwise.monitor._probes import Histogram
+
+if TYPE_CHECKING:
+    from gradwise.monitor._history import History
 
 DTYPES = {"float64": np.float64, "int64": np.int64, "bool": np.bool_}
 
@@ -93,11 +103,163 @@ def unpack_state(
     return history, records, histograms
 
 
+# -- chunks: each save packs what was added since the previous one ------------------------
+
+MAX_CHUNKS = 8
+
+
+class ChunkedPacker:
+    """Packs a watch's state for its checkpoints, each save only what is new.
+
+    ``pack`` returns a list of chunks, each a :func:`pack_state` of the series' values,
+    records and histograms appended between two saves (the history's plain entries, such
+    as ``initial_loss``, in every chunk: the last one's count); :func:`unpack_chunks` joins
+    them. Packing everything again (one chunk) happens when a save finds ``MAX_CHUNKS``
+    chunks, and whenever what was saved is no longer a prefix of what is there: another
+    history, records list or histograms dict, a series or table shorter than before
+    (``reset`` after a load).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._chunks: list[dict[str, Any]] = []
+        self._sources: tuple[Any, ...] = ()
+        self._marks: _Marks = _Marks({}, 0, {})
+
+    def pack(
+        self,
+        history: History,
+        records: Sequence[Mapping[str, Any]],
+        histograms: Mapping[str, Mapping[int, Mapping[str, Histogram]]],
+    ) -> list[dict[str, Any]]:
+        full = history.to_dict()
+        sources = (history, records, histograms, *histograms.values())
+        if (
+            len(self._chunks) >= MAX_CHUNKS
+            or len(sources) != len(self._sources)
+            or any(a is not b for a, b in zip(sources, self._sources, strict=True))
+            or not self._marks.is_prefix_of(full, records, histograms)
+        ):
+            self.reset()
+            self._sources = sources
+        marks = self._marks
+        new_histograms = {
+            kind: dict(itertools.islice(by_step.items(), marks.histograms.get(kind, 0), None))
+            for kind, by_step in histograms.items()
+        }
+        self._chunks.append(
+            pack_state(
+                {key: marks.history_tail(key, value) for key, value in full.items()},
+                records[marks.records :],
+                new_histograms,
+            )
+        )
+        self._marks = _Marks.of(full, records, histograms)
+        return list(self._chunks)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Marks:
+    """How much of each series (``{key: length}``, tables ``{key: {name: length}}``), of
+    the records and of each kind of histograms (steps) the chunks so far hold."""
+
+    history: dict[str, Any]
+    records: int
+    histograms: dict[str, int]
+
+    @classmethod
+    def of(
+        cls,
+        full: Mapping[str, Any],
+        records: Sequence[Any],
+        histograms: Mapping[str, Mapping[int, Any]],
+    ) -> _Marks:
+        lengths: dict[str, Any] = {}
+        for key, value in full.items():
+            if _is_series(value):
+                lengths[key] = len(value["steps"])
+            elif _is_table(value):
+                lengths[key] = {name: len(v["steps"]) for name, v in value.items()}
+        return cls(lengths, len(records), {k: len(v) for k, v in histograms.items()})
+
+    def is_prefix_of(
+        self,
+        full: Mapping[str, Any],
+        records: Sequence[Any],
+        histograms: Mapping[str, Mapping[int, Any]],
+    ) -> bool:
+        now = _Marks.of(full, records, histograms)
+        if now.records < self.records or set(now.histograms) != set(self.histograms):
+            return False
+        if any(now.histograms[k] < n for k, n in self.histograms.items()):
+            return False
+        for key, length in self.history.items():
+            current = now.history.get(key, 0 if isinstance(length, int) else {})
+            if isinstance(length, int):
+                if not isinstance(current, int) or current < length:
+                    return False
+            elif not isinstance(current, dict) or any(
+                current.get(name, -1) < n for name, n in length.items()
+            ):
+                return False
+        return True
+
+    def history_tail(self, key: str, value: Any) -> Any:
+        """The part of the history entry ``value`` that the chunks do not hold yet."""
+        if _is_series(value):
+            return _series_tail(value, self.history.get(key, 0))
+        if _is_table(value):
+            held = self.history.get(key, {})
+            return {name: _series_tail(v, held.get(name, 0)) for name, v in value.items()}
+        return value
+
+
+def _series_tail(series: Mapping[str, list[Any]], start: int) -> dict[str, list[Any]]:
+    return {"steps": series["steps"][start:], "values": series["values"][start:]}
+
+
+def unpack_chunks(
+    chunks: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[int, dict[str, Histogram]]]]:
+    """Inverse of :meth:`ChunkedPacker.pack`: (history dict, records, histograms)."""
+    history: dict[str, Any] = {}
+    records: list[dict[str, Any]] = []
+    histograms: dict[str, dict[int, dict[str, Histogram]]] = {}
+    for chunk in chunks:
+        part_history, part_records, part_histograms = unpack_state(chunk)
+        for key, value in part_history.items():
+            if _is_series(value):
+                _extend_series(history.setdefault(key, {"steps": [], "values": []}), value)
+            elif _is_table(value):
+                table = history.get(key)
+                table = history[key] = table if isinstance(table, dict) else {}
+                for name, series in value.items():
+                    _extend_series(table.setdefault(name, {"steps": [], "values": []}), series)
+            elif not (value == {} and _is_table(history.get(key))):
+                history[key] = value  # a plain entry: the latest chunk's
+        records.extend(part_records)
+        for kind, by_step in part_histograms.items():
+            histograms.setdefault(kind, {}).update(by_step)
+    return history, records, histograms
+
+
+def _extend_series(series: dict[str, list[Any]], tail: Mapping[str, list[Any]]) -> None:
+    series["steps"].extend(tail["steps"])
+    series["values"].extend(tail["values"])
+
+
 # -- the history's series ------------------------------------------------------------------
 
 
 def _is_series(value: Any) -> bool:
     return isinstance(value, Mapping) and set(value) == {"steps", "values"}
+
+
+def _is_table(value: Any) -> bool:
+    """A non-empty mapping of layer names to series."""
+    return isinstance(value, Mapping) and bool(value) and all(map(_is_series, value.values()))
 
 
 def _pack_history_entry(value: Any, packer: Packer) -> Any:
@@ -108,7 +270,7 @@ def _pack_history_entry(value: Any, packer: Packer) -> Any:
             "steps": packer.add("int64", value["steps"]),
             "values": packer.add("float64", [float(v) for v in value["values"]]),
         }
-    if isinstance(value, Mapping) and value and all(_is_series(v) for v in value.values()):
+    if _is_table(value):
         return {"table": {name: _pack_history_entry(v, packer) for name, v in value.items()}}
     return {"plain": value}
 

@@ -23,7 +23,7 @@ from gradwise._validation import (
 )
 from gradwise.diagnosis import Diagnosis, Finding
 from gradwise.losses import LOSS_NAMES, chance_loss, get_loss
-from gradwise.monitor._columns import pack_state, unpack_state
+from gradwise.monitor._columns import ChunkedPacker, unpack_chunks, unpack_state
 from gradwise.monitor._detectors import DETECTORS, sharing_measurements
 from gradwise.monitor._history import History
 from gradwise.monitor._probes import (
@@ -130,6 +130,7 @@ class Watch:
             "gradients": {},
         }
         self._findings: dict[Finding, Diagnosis] = {}
+        self._packer = ChunkedPacker()
         self._step = 0
         self._pending: GradientMeasurement | None = None
         self._sample_positions: dict[Any, Tensor] = {}
@@ -258,10 +259,11 @@ class Watch:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything measured so far (for the Trainer's checkpoints): tensors and plain
-        data, the measurements packed into three tensors (see ``_columns``)."""
+        data, the measurements packed into chunks of three tensors, each save packing only
+        what is new since the previous one (see ``_columns``)."""
         return {
             "step": self._step,
-            "packed": pack_state(self.history.to_dict(), self._records, self._histograms),
+            "packed_chunks": self._packer.pack(self.history, self._records, self._histograms),
             "findings": [finding.to_dict() for finding in self._findings.values()],
         }
 
@@ -269,7 +271,9 @@ class Watch:
         """Restore :meth:`state_dict`: the watch continues as if it had never stopped.
         (Also reads the lists and dicts that checkpoints held before the packing.)"""
         self._step = int(state["step"])
-        if "packed" in state:
+        if "packed_chunks" in state:
+            history, records, histograms = unpack_chunks(state["packed_chunks"])
+        elif "packed" in state:  # one chunk, as before the chunks
             history, records, histograms = unpack_state(state["packed"])
         else:  # the former state: lists and dicts
             history, records = state["history"], state["records"]
@@ -285,6 +289,7 @@ class Watch:
         self.history.learning_rate = learning_rate
         self._records = [dict(record) for record in records]
         self._histograms = histograms
+        self._packer.reset()
         self._findings = {}
         for data in state["findings"]:
             finding = Diagnosis.from_dict(data)
