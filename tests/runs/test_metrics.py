@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,7 +128,9 @@ def test_partial_last_line_is_tolerated_by_readers_and_cut_by_the_writer(tmp_pat
         file.write(b'{"kind": "step", "step": 11, "lo')
     assert read_records(path) == [STEP, EPOCH]
     assert len(read_metrics(path)) == 2
-    with MetricsLog(path) as log:  # opening repairs
+    with pytest.warns(UserWarning, match=r"ended with a damaged line \(32 bytes that are not"):
+        log = MetricsLog(path)  # opening repairs, and says so
+    with log:
         assert path.read_bytes() == complete
         log.append({"kind": "step", "step": 11, "loss": 1.5})
     assert read_records(path)[-1] == {"kind": "step", "step": 11, "loss": 1.5}
@@ -209,9 +212,45 @@ def test_truncate_after_drops_a_partial_line_and_keeps_non_finite_values(tmp_pat
     write_records(path, [{"step": 1, "loss": math.inf}, {"step": 2, "loss": 1.0}])
     with open(path, "ab") as file:
         file.write(b'{"step": 3, "lo')
-    MetricsLog.truncate_file_after(path, 1)
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl ended with a damaged line"):
+        MetricsLog.truncate_file_after(path, 1)
     assert read_records(path) == [{"step": 1, "loss": math.inf}]
     assert path.read_bytes().endswith(b"\n")
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"step": 3, "lo', b'{"step": 3, "lo\n', b"\0" * 64 + b"\n\n"],
+    ids=["cut-mid-line", "cut-then-newline", "zero-bytes-then-blank-lines"],
+)
+def test_truncate_after_drops_a_damaged_last_line_with_a_warning(tmp_path, tail):
+    # Resuming after a crash mid-write: the damaged last line is dropped and reported.
+    path = tmp_path / "metrics.jsonl"
+    steps_file(path, [1, 2])
+    with open(path, "ab") as file:
+        file.write(tail)
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl ended with a damaged line"):
+        MetricsLog.truncate_file_after(path, 5)
+    assert [r["step"] for r in read_records(path)] == [1, 2]
+    assert path.read_bytes().endswith(b"}\n")
+
+
+def test_truncate_after_refuses_a_damaged_line_before_the_last(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(STEP) + "\n" + "garbage\n" + json.dumps(EPOCH) + "\n")
+    before = path.read_bytes()
+    with (
+        MetricsLog(path) as log,
+        pytest.raises(RunFolderError, match=(
+            rf"^Line 2 of {re.escape(str(path))} is not a JSON object: b'garbage'\. .*delete "
+            r"or repair that line"
+        )),
+    ):  # fmt: skip
+        log.truncate_after(5)
+    assert path.read_bytes() == before
+    with MetricsLog(path) as log:  # the file is as usable as before
+        log.append({"step": 11})
+    assert path.read_bytes() == before + b'{"step": 11}\n'
 
 
 def test_truncate_after_zero_and_beyond_the_end(tmp_path):

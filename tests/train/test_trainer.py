@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import io
 import math
+import os
 import pickle
 from dataclasses import replace
 from pathlib import Path
@@ -15,9 +17,10 @@ import torch.nn.functional as F
 from gradwise import Trainer, optim
 from gradwise.config import ConfigError, RunConfig, load_config
 from gradwise.data import load_dataset
-from gradwise.runs import RunFolder, read_records, read_summary
+from gradwise.runs import RunFolder, RunFolderError, list_runs, read_records, read_summary
 from gradwise.train import (
     Callback,
+    FitResult,
     TrainingDiverged,
     TrainState,
     load_checkpoint,
@@ -229,6 +232,83 @@ def test_a_crash_at_an_epoch_end_with_step_checkpoints_resumes_without_duplicate
     )
     assert resumed.status == "completed"
     assert _records_without_time(folder) == _records_without_time(whole.run)
+
+
+def _stopped_run(config: RunConfig, name: str) -> tuple[RunFolder, RunConfig]:
+    """A one-epoch run stopped at step 10 of 14 (step records at 3, 6, 9), and its config."""
+    config = replace(config, epochs=1, name=name)
+    folder, trainer = _split_run(config, name, StopAt(step=10))
+    assert trainer.fit().status == "stopped"
+    return folder, config
+
+
+def _resume(folder: RunFolder, config: RunConfig) -> FitResult:
+    """What ``gradwise train --resume`` runs, without the report (slow, and not tested here)."""
+    return make_trainer(prepare_run(config), folder, progress=False).fit(resume=True)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"kind": "step", "step": 12, "lo', b'{"kind": "step", "step": 12, "lo\n', b"\0" * 64],
+    ids=["cut-mid-line", "cut-then-newline", "zero-bytes"],
+)
+def test_a_damaged_last_metrics_line_is_dropped_with_a_warning_and_the_run_resumes(
+    small_config: RunConfig, tail: bytes
+) -> None:
+    # What a crash in the middle of a write (or a power loss) leaves at the end of the log.
+    folder, config = _stopped_run(small_config, "split")
+    with open(folder.metrics_path, "ab") as file:
+        file.write(tail)
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl ended with a damaged line"):
+        resumed = _resume(folder, config)
+    assert resumed.status == "completed"
+    steps = [r["step"] for r in read_records(folder) if r["kind"] == "step"]
+    assert steps == [3, 6, 9, 12, 14]  # every 3rd step and the last: none lost or twice
+
+
+def test_a_damaged_metrics_line_before_the_last_stops_the_resume_naming_the_line(
+    small_config: RunConfig,
+) -> None:
+    folder, config = _stopped_run(small_config, "split")
+    lines = folder.metrics_path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 3
+    lines[0] = b'{"kind": "step", "st\n'  # edited or damaged by hand
+    folder.metrics_path.write_bytes(b"".join(lines))
+    before = {p.name: p.read_bytes() for p in folder.path.iterdir() if p.is_file()}
+    open_files = _open_metrics_descriptors(folder)
+    with pytest.raises(RunFolderError) as raised:
+        _resume(folder, config)
+    assert _open_metrics_descriptors(folder) == open_files  # the log was closed again
+    message = str(raised.value)
+    assert message.startswith(f"Line 1 of {folder.metrics_path} is not a JSON object")
+    assert "delete or repair that line" in message
+    assert "\n" not in message  # the CLI prints it as one line
+    after = {p.name: p.read_bytes() for p in folder.path.iterdir() if p.is_file()}
+    assert after == before  # metrics and summary as they were
+
+
+def _open_metrics_descriptors(folder: RunFolder) -> int:
+    """How many of this process's file descriptors are open on ``folder``'s metrics.jsonl."""
+    target = str(folder.metrics_path.resolve())
+    return sum(os.path.realpath(fd) == target for fd in glob.glob("/proc/self/fd/*"))
+
+
+def test_a_resumed_run_keeps_its_start_time_and_its_place_in_the_listing(
+    small_config: RunConfig,
+) -> None:
+    old, config = _stopped_run(small_config, "old")
+    started = read_summary(old)["started"]
+    newer = RunFolder.create(small_config.runs_dir, "newer")
+    newer_config = replace(config, name="newer")
+    assert (
+        make_trainer(prepare_run(newer_config), newer, progress=False).fit().status == "completed"
+    )
+    assert _resume(old, config).status == "completed"
+    summary = read_summary(old)
+    assert summary["started"] == started
+    assert len(summary["resumed"]) == 1
+    assert summary["resumed"][0] > read_summary(newer)["started"] > started
+    assert [info.name for info in list_runs(small_config.runs_dir)] == ["old", "newer"]
 
 
 def _spirals_trainer(loss: object, **kwargs: object) -> Trainer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +39,8 @@ class MetricsLog:
 
     Opening repairs a file a crash left mid-line: an unterminated last line that parses
     as a JSON object gets its newline; one that does not (a partial record, the zero
-    bytes a power loss can leave) is cut off. Appends then continue from a valid file.
+    bytes a power loss can leave) is cut off, with a ``UserWarning`` that says so.
+    Appends then continue from a valid file.
 
     Non-finite floats are written as ``NaN``, ``Infinity`` and ``-Infinity``, which
     Python's ``json``, :func:`read_records` and ``pandas.read_json(path, lines=True)``
@@ -63,10 +65,12 @@ class MetricsLog:
         check("path", "MetricsLog", path, Satisfies(_is_path, "a str or a path"))
         self.path = Path(path)
         try:
-            repair_metrics_file(self.path)
+            cut = repair_metrics_file(self.path)
             self._descriptor: int | None = self._open()
         except OSError as error:
             raise _failed("open", self.path, error) from error
+        if cut:
+            _warn_dropped(self.path, f"{cut} bytes that are not a complete JSON object", 3)
 
     def _open(self) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
@@ -124,14 +128,24 @@ class MetricsLog:
         rewritten to a temporary file and renamed over the old one, so a crash leaves
         either the old or the new file, never a mix.
 
+        A damaged last line (one that is not a JSON object, as a crash in the middle of
+        a write or a power loss leaves it) is dropped with a ``UserWarning``: it was
+        written after the checkpoint's fsync, so the resumed run writes it again.
+
         Args:
             step: the optimizer step of the checkpoint, an int >= 0.
+
+        Raises:
+            RunFolderError: a line before the last is not a JSON object (the message
+                gives its number); the file is left as it was.
         """
         check("step", "MetricsLog.truncate_after", step, NON_NEGATIVE_INT)
-        os.close(self._require_open())
+        descriptor = self._require_open()
+        records = _records_to_rewrite(self.path)  # fails before anything changes
+        os.close(descriptor)
         self._descriptor = None
         try:
-            kept = [r for r in read_records(self.path) if not _after(r.get("step"), step)]
+            kept = [r for r in records if not _after(r.get("step"), step)]
             lines = "".join(to_json(r, "MetricsLog.truncate_after") + "\n" for r in kept)
             write_atomically(self.path, lines.encode("ascii"))
         except OSError as error:
@@ -267,6 +281,42 @@ def read_records(run_or_path: RunOrPath) -> list[dict[str, Any]]:
     if last is not None:
         records.append(last)
     return records
+
+
+def _records_to_rewrite(path: Path) -> list[dict[str, Any]]:
+    """The records of ``path`` for :meth:`MetricsLog.truncate_after`, which rewrites it.
+
+    Unlike :func:`read_records`, a damaged last line is dropped with a warning (a resume
+    after a crash must go on), and a damaged line before it is a :class:`RunFolderError`
+    (a rewrite would lose it, and only the user can tell what it was).
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise _failed("read", path, error) from error
+    numbered = [(n, line) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
+    records = [_parse_line(line) for _, line in numbered]
+    for (number, line), record in zip(numbered[:-1], records, strict=False):
+        if record is None:
+            raise RunFolderError(
+                f"Line {number} of {path} is not a JSON object: {line[:80]!r}. The file was "
+                "edited or damaged; delete or repair that line, then resume again."
+            )
+    if records and records[-1] is None:
+        number, line = numbered[-1]
+        _warn_dropped(path, f"line {number}, {line[:40]!r}", 4)
+    return [record for record in records if record is not None]
+
+
+def _warn_dropped(path: Path, what: str, stacklevel: int) -> None:
+    warnings.warn(
+        f"{path} ended with a damaged line ({what}), as a crash in the middle of a write "
+        "leaves it; dropped that line and kept the records before it.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def read_metrics(run_or_path: RunOrPath) -> pd.DataFrame:

@@ -35,8 +35,10 @@ def write_summary(folder: FolderLike, summary: Mapping[str, Any]) -> None:
     The trainer rewrites the summary at the start (status ``"running"``), at checkpoints
     and at the end. Keys, all optional: ``name``, ``status`` (one of :data:`STATUSES`),
     ``dataset``, ``model``, ``optimizer``, ``num_parameters``, ``epochs``, ``steps``,
-    ``duration_s``, ``started`` and ``finished`` (POSIX seconds from ``time.time()``, or
-    ISO 8601 strings), ``best`` (a mapping
+    ``duration_s`` (seconds spent training, summed over a resumed run's sessions),
+    ``started`` and ``finished`` (POSIX seconds from ``time.time()``, or ISO 8601
+    strings; ``started`` is the first start, which a resumed run keeps), ``resumed`` (a
+    list of the times the run was resumed, in the same forms), ``best`` (a mapping
     with ``monitor``, ``mode``, ``value``, ``epoch``, ``step``), ``final`` and ``test``
     (mappings of metric name to value) and ``message`` (a str or None). Other keys are
     kept. Non-finite floats are written as ``NaN``/``Infinity``, as in metrics.jsonl.

@@ -32,7 +32,11 @@ class RunOutputs:
         if folder is not None:
             self.metrics = MetricsLog(folder.metrics_path)  # repairs a torn last line
             if resume_step is not None:
-                self.metrics.truncate_after(resume_step)
+                try:
+                    self.metrics.truncate_after(resume_step)
+                except BaseException:
+                    self.metrics.close()  # a damaged file: do not leak the descriptor
+                    raise
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 

@@ -19,7 +19,7 @@ from gradwise.data import Batches, Dataset, DataSplits
 from gradwise.distributed._world import World
 from gradwise.losses import get_loss
 from gradwise.regularize import EarlyStopping, Mixup
-from gradwise.runs import RunFolder, RunFolderError
+from gradwise.runs import RunFolder, RunFolderError, read_summary, to_timestamp
 from gradwise.train._callbacks import Callback, TrainState
 from gradwise.train._checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from gradwise.train._evaluation import Accumulator, evaluate
@@ -210,7 +210,8 @@ class Trainer:
         self._epoch_metrics: dict[str, float] = {}
         self._totals = Accumulator(self.device)
         self._elapsed_before = 0.0
-        self._started: float | None = None
+        self._started: float | None = None  # this fit() call's start: duration_s counts from it
+        self._start_times: dict[str, Any] = {}  # the summary's "started" (and "resumed")
         self._last_finite: tuple[int, float] | None = None
         self._outputs: RunOutputs | None = None
 
@@ -222,11 +223,16 @@ class Trainer:
         With ``resume=True`` the run continues from its last checkpoint (the run folder's
         ``checkpoints/last.pt``): the model, optimizer, scheduler, RNG states, early
         stopping, callbacks and data position are restored, and metrics recorded after
-        the checkpoint are dropped so they are not counted twice.
+        the checkpoint are dropped so they are not counted twice. The summary keeps the
+        run's first ``started`` time and lists the resumes' times in ``resumed``; its
+        ``duration_s`` adds up the time spent training in each.
         """
         if resume:
             self._restore()
         self._started = time.time()
+        self._start_times = {"started": self._started}
+        if resume and self.world.is_main:
+            self._start_times = _resumed_start_times(self.run, self._started)
         self._outputs = RunOutputs(
             self.run if self.world.is_main else None,
             self.total_steps,
@@ -618,7 +624,7 @@ class Trainer:
             "epochs": self._position.epoch,
             "steps": self._position.step,
             "duration_s": round(self._elapsed(), 2),
-            "started": self._started,
+            **self._start_times,
             "finished": time.time() if status != "running" else None,
             "best": dict(self._best),
             "final": dict(self._epoch_metrics),
@@ -632,6 +638,23 @@ class Trainer:
     def _close(self) -> None:
         if self._outputs is not None:
             self._outputs.close()
+
+
+def _resumed_start_times(run: RunFolder | None, now: float) -> dict[str, Any]:
+    """``started`` and ``resumed`` for the summary of a run resumed at ``now``.
+
+    The first start stays, so ``gradwise runs`` keeps the run in its place; a run without
+    a readable summary (deleted, or edited by hand) counts as started now.
+    """
+    try:
+        summary = read_summary(run) if run is not None else {}
+    except (RunFolderError, ValueError):
+        summary = {}
+    started, resumed = summary.get("started"), summary.get("resumed")
+    return {
+        "started": started if to_timestamp(started) is not None else now,
+        "resumed": [*(resumed if isinstance(resumed, list) else []), now],
+    }
 
 
 def _on_cpu(tree: Any) -> Any:
