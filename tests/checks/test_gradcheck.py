@@ -742,3 +742,47 @@ def test_shortcut_forwards_of_a_sequential_agree_with_whole_forwards(spirals):
         assert a.analytic == b.analytic
         assert a.numeric == pytest.approx(b.numeric, rel=1e-7, abs=1e-12)
         assert a.verdict == b.verdict
+
+
+class _DoubledLinear(nn.Linear):
+    def forward(self, x):
+        return F.linear(x, 2 * self.weight, self.bias)
+
+
+def _triple_output(module, inputs, output):
+    return output * 3
+
+
+def _triple_input(module, inputs):
+    return (inputs[0] * 3,)
+
+
+@pytest.mark.parametrize(
+    "change", ["forward hook", "forward pre-hook", "subclass forward", "global forward hook"]
+)
+def test_a_linear_layer_changed_by_hooks_or_a_subclass_passes_in_a_sequential(spirals, change):
+    # What the layer's call returns is what counts: the column shortcut of a plain Linear
+    # must not be taken for one whose hooks or forward change it (found by QA: 0.weight
+    # "wrong" at relative error 0.67 on a correct model).
+    inputs, targets = spirals
+    torch.manual_seed(3)
+    first = _DoubledLinear(2, 16) if change == "subclass forward" else nn.Linear(2, 16)
+    model = nn.Sequential(first, nn.Tanh(), nn.Linear(16, 3))
+    handle = None
+    if change == "forward hook":
+        first.register_forward_hook(_triple_output)
+    elif change == "forward pre-hook":
+        first.register_forward_pre_hook(_triple_input)
+    elif change == "global forward hook":
+        handle = nn.modules.module.register_module_forward_hook(
+            # (gradcheck runs a copy of the model: recognise the layer, not the object)
+            lambda module, args, output: (
+                output * 3 if isinstance(module, nn.Linear) and module.in_features == 2 else None
+            )
+        )
+    try:
+        report = gradcheck(model, F.cross_entropy, inputs, targets, samples_per_tensor=6)
+    finally:
+        if handle is not None:
+            handle.remove()
+    assert report.passed, [(t.name, t.verdict, t.max_relative_error) for t in report.tensors]
