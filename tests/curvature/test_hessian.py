@@ -219,6 +219,14 @@ def test_float32_models_work_in_float32():
             lambda m, b: Hessian(m, lambda o, t: o, b) @ torch.ones(8, dtype=torch.float64),
             r"The 'loss_fn' parameter of Hessian must return a scalar tensor \(a mean-reduced loss\). Got a torch.float64 tensor of shape \(4, 2\) on cpu instead.",
         ),
+        (  # the trace's default Gauss-Newton split evaluates the loss its own way
+            lambda m, b: Hessian(m, lambda o, t: o, b).trace(method="gauss-newton"),
+            r"The 'loss_fn' parameter of Hessian must return a scalar tensor \(a mean-reduced loss\). Got a torch.float64 tensor of shape \(4, 2\) on cpu instead.",
+        ),
+        (
+            lambda m, b: Hessian(m, lambda o, t: 1.5, b).trace(),
+            r"The 'loss_fn' parameter of Hessian must return a scalar tensor \(a mean-reduced loss\). Got 1.5 instead.",
+        ),
         (
             lambda m, b: Hessian(nn.Linear(2, 2).requires_grad_(False), cross_entropy, b),
             r"The 'model' parameter of Hessian must be a Module with trainable parameters. Got one with none instead.",

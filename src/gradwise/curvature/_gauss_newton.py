@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from gradwise.curvature._hessian import Hessian, batch_size
+from gradwise.curvature._hessian import Hessian, batch_size, scalar_loss
 
 if TYPE_CHECKING:
     from gradwise.curvature._hessian import Batch
@@ -343,7 +343,7 @@ def _loss_hessian_blocks(
     """
     num_samples, num_outputs = outputs.shape[0], outputs[0].numel()
     leaf = outputs.detach().requires_grad_(True)
-    loss = hessian._loss_fn(leaf, targets)
+    loss = scalar_loss(hessian._loss_fn(leaf, targets))
     (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
     flat = gradient.reshape(num_samples, num_outputs)
     if not flat.requires_grad:  # the loss is linear in the outputs: H_L = 0

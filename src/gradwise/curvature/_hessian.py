@@ -248,12 +248,7 @@ class Hessian:
         with self._forward_context():
             outputs = functional_call(self._model, state, (inputs,), strict=False)
             loss = self._loss_fn(outputs, targets)
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise ValueError(
-                "The 'loss_fn' parameter of Hessian must return a scalar tensor (a "
-                f"mean-reduced loss). Got {_describe(loss)} instead."
-            )
-        return leaves, loss.reshape(())
+        return leaves, scalar_loss(loss)
 
     @contextlib.contextmanager
     def _forward_context(self) -> Iterator[None]:
@@ -360,6 +355,17 @@ def _spectrum() -> ModuleType:
     from gradwise.curvature import _spectrum as module
 
     return module
+
+
+def scalar_loss(loss: Any) -> Tensor:
+    """``loss`` as a 0-d tensor, or the error every curvature function gives for a loss
+    that is not one number (``reduction="none"``, a Python float)."""
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise ValueError(
+            "The 'loss_fn' parameter of Hessian must return a scalar tensor (a "
+            f"mean-reduced loss). Got {_describe(loss)} instead."
+        )
+    return loss.reshape(())
 
 
 def _describe(value: Any) -> str:
