@@ -1,7 +1,9 @@
 """ReduceOnPlateau: by hand, against torch's ReduceLROnPlateau, and across a resume."""
 
 import io
+import math
 
+import numpy as np
 import pytest
 import torch
 from torch.optim import lr_scheduler
@@ -123,3 +125,23 @@ def test_state_dict_holds_the_value_and_the_counters():
         "num_bad_observations": 0,
         "cooldown_counter": 1,
     }
+
+
+@pytest.mark.parametrize("metric", [torch.tensor([1.0, 2.0]), torch.tensor([]), "0.5", None, True])
+def test_a_metric_that_is_not_one_number_is_refused_in_the_one_format(metric):
+    schedule = ReduceOnPlateau(0.1)
+    with pytest.raises(
+        ValueError,
+        match=r"The 'metric' parameter of ReduceOnPlateau.observe must be a number or a one-element tensor",
+    ):
+        schedule.observe(metric)
+    assert schedule.num_bad_observations == 0
+
+
+@pytest.mark.parametrize(
+    "metric", [1.5, 2, np.float32(1.5), torch.tensor(1.5), torch.tensor([[1.5]]), math.nan]
+)
+def test_numbers_and_one_element_tensors_are_observed(metric):
+    schedule = ReduceOnPlateau(0.1)
+    schedule.observe(metric)
+    assert schedule.num_bad_observations == (1 if metric is math.nan else 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Real
 from typing import Any, Literal, final
 
 import torch
@@ -13,9 +14,19 @@ from gradwise._validation import (
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     OneOf,
+    Satisfies,
+    check,
     check_all,
 )
 from gradwise.schedules._base import StepFunction
+
+_METRIC = Satisfies(
+    lambda value: (
+        (isinstance(value, Tensor) and value.numel() == 1)
+        or (isinstance(value, Real) and not isinstance(value, bool))
+    ),
+    "a number or a one-element tensor (a mean loss, not a batch of them)",
+)
 
 
 @final
@@ -107,6 +118,7 @@ class ReduceOnPlateau(StepFunction):
 
     def observe(self, metric: float | Tensor) -> None:
         """Report the monitored metric (a number or a one-element tensor); maybe cut the value."""
+        check("metric", "ReduceOnPlateau.observe", metric, _METRIC)
         current = float(metric)
         if self._is_improvement(current):
             self.best = current
