@@ -73,6 +73,16 @@ def test_metric_direction_and_defaults() -> None:
         ({"optimizer.lr": {"uniform": [-1.0, 0.1]}}, "= -1.0 does not make a valid run config"),
         ({"runs_dir": {"categorical": ["a", "b"]}}, "set by the search itself"),
         ({"optimizer.lr": 0.1}, "must be a distribution"),
+        (
+            {"optimizer.lr": {"log_uniform": [0, 0.1], "log": False}},
+            "log_uniform is log scale; use uniform",
+        ),
+        (
+            {"optimizer.lr": {"uniform": [1e-4, 0.1], "log": True}},
+            "uniform is linear; use log_uniform",
+        ),
+        ({"model.width": {"int": [8, 64], "log": "false"}}, "log must be true or false"),
+        ({"data.batch_size": {"grid": [32, 64], "log": True}}, "log applies to int ranges only"),
     ],
 )
 def test_bad_spaces_are_rejected_with_the_path_and_the_fix(space: dict, message: str) -> None:

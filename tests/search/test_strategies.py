@@ -72,6 +72,25 @@ def test_grid_of_an_int_range_merges_duplicate_points() -> None:
     assert sorted(point["model.width"] for point in points) == [1, 2, 3]
 
 
+def test_a_range_with_few_distinct_values_leaves_the_budget_to_the_others() -> None:
+    # QA: 2 depths x 4 lrs = 8 of 16 trials, the int range given 4 points for 2 integers.
+    spec = _spec({"optimizer.lr": {"log_uniform": [1e-4, 1e-1]}, "model.depth": {"int": [1, 2]}})
+    points = grid_points(spec, 16, seed=0)
+    assert len(points) == 16
+    assert sorted({p["model.depth"] for p in points}) == [1, 2]
+    assert len({p["optimizer.lr"] for p in points}) == 8
+    fixed = _spec({"regularization.l2": {"uniform": [0.1, 0.1]}, "model.width": {"int": [8, 64]}})
+    points = grid_points(fixed, 4, seed=0)
+    assert [p["regularization.l2"] for p in points] == [0.1] * 4
+    assert len({p["model.width"] for p in points}) == 4
+
+
+def test_int_grid_points_round_half_up_so_two_cell_centres_stay_distinct() -> None:
+    # Two cells of [1, 3] have centres 1.5 and 2.5, which round-half-to-even makes 2 and 2.
+    spec = _spec({"model.width": {"int": [1, 3]}})
+    assert sorted(p["model.width"] for p in grid_points(spec, 2, seed=0)) == [2, 3]
+
+
 def _trial(
     number: int, stage: int, value: float | None, params: dict, spec, state=TrialState.COMPLETE
 ):

@@ -249,8 +249,22 @@ def _parameter(path: str, spec: Any) -> Parameter:
         )
     kind: Kind = kinds[0]
     if kind in ("categorical", "grid"):
+        if "log" in spec:
+            raise ConfigError(f"{where}: log applies to int ranges only, not to {kind}.")
         return _finite(path, kind, spec[kind], where)
-    return _numeric(path, kind, spec[kind], bool(spec.get("log", kind == "log_uniform")), where)
+    return _numeric(path, kind, spec[kind], _log_scale(kind, spec.get("log"), where), where)
+
+
+def _log_scale(kind: Kind, log: Any, where: str) -> bool:
+    """Whether a numeric range is sampled in log space: log_uniform always, int when it
+    says ``log: true``; a contradicting or non-bool ``log`` is refused."""
+    if log is not None and not isinstance(log, bool):
+        raise ConfigError(f"{where}: log must be true or false. Got {log!r}.")
+    if kind == "uniform" and log:
+        raise ConfigError(f"{where}: uniform is linear; use log_uniform for a log scale.")
+    if kind == "log_uniform" and log is False:
+        raise ConfigError(f"{where}: log_uniform is log scale; use uniform for a linear one.")
+    return kind == "log_uniform" or bool(log)
 
 
 def _finite(path: str, kind: Kind, values: Any, where: str) -> Parameter:

@@ -114,12 +114,18 @@ def grid_points(spec: SearchSpec, budget: int, seed: int) -> list[dict[str, Any]
     declared among equals) gets one more while the grid still fits, so 16 trials over
     three ranges make a 4 x 2 x 2 grid. A range of ``k`` points has them at the centres of
     ``k`` equal cells (in log space for log ranges). When even one point per range does
-    not fit, a seeded random subset of the value lists' grid is used. Duplicate integer
-    points are merged.
+    not fit, a seeded random subset of the value lists' grid is used. A range gets no more
+    points than it holds distinct values (an ``int`` range ``[1, 2]`` two, a range with
+    ``low == high`` one), so the budget goes to the others; the points of an ``int`` range
+    are its cell centres rounded half up, all its integers when it has no more than its
+    share (duplicates from a log scale are merged).
     """
     finite = [p for p in spec.parameters if not p.is_numeric]
     numeric = [p for p in spec.parameters if p.is_numeric]
-    counts = _points_per_range(len(numeric), budget // math.prod(len(p.choices) for p in finite))
+    counts = _points_per_range(
+        [_distinct_values(p) for p in numeric],
+        budget // math.prod(len(p.choices) for p in finite),
+    )
     axes: dict[str, Sequence[Any]] = {p.path: p.choices for p in finite}
     axes.update({p.path: _cell_centres(p, k) for p, k in zip(numeric, counts, strict=True)})
     points = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
@@ -127,12 +133,27 @@ def grid_points(spec: SearchSpec, budget: int, seed: int) -> list[dict[str, Any]
     return points[:budget]
 
 
-def _points_per_range(ranges: int, room: int) -> list[int]:
-    counts = [1] * ranges
-    while ranges:
-        order = sorted(range(ranges), key=lambda index: (counts[index], index))
+def _distinct_values(parameter: Parameter) -> float:
+    """How many distinct points the range ``parameter`` can give (inf for a real range)."""
+    if parameter.low == parameter.high:
+        return 1
+    if parameter.kind == "int":
+        return int(parameter.high) - int(parameter.low) + 1
+    return math.inf
+
+
+def _points_per_range(capacities: Sequence[float], room: int) -> list[int]:
+    counts = [1] * len(capacities)
+    while capacities:
+        order = sorted(range(len(counts)), key=lambda index: (counts[index], index))
         grown = next(
-            (i for i in order if math.prod(counts) // counts[i] * (counts[i] + 1) <= room), None
+            (
+                i
+                for i in order
+                if counts[i] < capacities[i]
+                and math.prod(counts) // counts[i] * (counts[i] + 1) <= room
+            ),
+            None,
         )
         if grown is None:
             break
@@ -146,7 +167,10 @@ def _cell_centres(parameter: Parameter, count: int) -> list[Any]:
     centres = [from_axis(low + (i + 0.5) * (high - low) / count) for i in range(count)]
     centres = [min(max(c, parameter.low), parameter.high) for c in centres]
     if parameter.kind == "int":
-        return sorted({int(round(c)) for c in centres})
+        if count >= _distinct_values(parameter):
+            return list(range(int(parameter.low), int(parameter.high) + 1))
+        # Half up, not Python's half to even: centres 1.5 and 2.5 must not both become 2.
+        return sorted({math.floor(c + 0.5) for c in centres})
     return centres
 
 
