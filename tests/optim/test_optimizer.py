@@ -213,6 +213,18 @@ def test_sparse_gradients_are_rejected() -> None:
         optimizer.step()
 
 
+def test_a_fixed_transform_refuses_group_hyperparameters_it_would_ignore() -> None:
+    # QA: a group's lr=100 with a fixed transform stepped by the transform's 0.1, silently.
+    a, b = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+    transform = optim.chain(optim.scale_by_learning_rate(0.1))
+    with pytest.raises(ValueError, match=r"\['betas', 'lr'\] in a param group with a fixed"):
+        optim.Optimizer([{"params": [a]}, {"params": [b], "lr": 100.0, "betas": (0.9, 0.99)}],
+                        transform)  # fmt: skip
+    opt = optim.Optimizer([{"params": [a], "name": "backbone"}], transform)  # metadata: fine
+    with pytest.raises(ValueError, match=r"\['weight_decay'\] in a param group"):
+        opt.add_param_group({"params": [b], "weight_decay": 0})
+
+
 def test_construction_errors_say_what_to_do() -> None:
     params = _params()
     transform = optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(0.1))

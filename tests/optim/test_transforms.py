@@ -94,6 +94,32 @@ def test_add_noise_is_reproducible_and_resumable() -> None:
     assert not torch.equal(_apply(other_seed, zeros)[0], first[0])
 
 
+def _noise_of_each_group(implementation: str, groups: int = 3) -> list[torch.Tensor]:
+    params = [torch.zeros(5, requires_grad=True) for _ in range(groups)]
+    opt = optim.Optimizer(
+        [{"params": [p]} for p in params],
+        lambda: optim.add_noise(1.0, seed=0),  # p <- 0 + (0 + noise)
+        implementation=implementation,
+    )
+    for p in params:
+        p.grad = torch.zeros(5)
+    opt.step()
+    return [p.detach().clone() for p in params]
+
+
+def test_add_noise_draws_independent_noise_in_each_param_group() -> None:
+    # QA: every group drew the same noise (each builds its own chain, seeded by (seed, t)).
+    noise = _noise_of_each_group("reference")
+    assert not torch.equal(noise[0], noise[1])
+    assert not torch.equal(noise[1], noise[2])
+    # Group 0 draws what one group (or the transform on its own) always drew.
+    assert torch.equal(noise[0], _apply(optim.add_noise(1.0, seed=0), [torch.zeros(5)])[0])
+    # Across many groups the draws are uncorrelated.
+    many = torch.stack(_noise_of_each_group("reference", groups=200))
+    correlation = torch.corrcoef(many.T)[0, 1:].abs().max()
+    assert correlation < 0.35, correlation
+
+
 def test_add_l2_goes_through_adams_scaling_and_decoupled_decay_does_not() -> None:
     """Adam + L2 != AdamW: L2's decay term is normalized away for large-gradient weights."""
     param = [torch.tensor([10.0], dtype=torch.float64)]
@@ -161,6 +187,25 @@ def test_weight_decay_mask_spares_biases_and_normalization_parameters() -> None:
     decayed = {name for name, p in model.named_parameters() if mask(p)}
     assert decayed == {"0.weight", "3.weight"}
     assert repr(mask) == "WeightDecayMask(decayed=2 tensors, not_decayed=6 tensors)"
+
+
+def test_weight_decay_mask_decays_complex_weights_through_the_optimizer() -> None:
+    # The Optimizer hands transforms a complex parameter as its view_as_real view (QA: the
+    # mask did not recognise it, and complex weights were never decayed).
+    model = torch.nn.Linear(3, 3, dtype=torch.complex128)
+    opt = optim.Optimizer(
+        model.parameters(),
+        optim.chain(
+            optim.masked(optim.add_decayed_weights(0.5), optim.weight_decay_mask(model)),
+            optim.scale_by_learning_rate(1.0),
+        ),
+    )
+    weight, bias = model.weight.detach().clone(), model.bias.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.equal(model.weight.detach(), weight - 0.5 * weight)
+    assert torch.equal(model.bias.detach(), bias)  # spared, as a real bias is
 
 
 def test_scale_by_learning_rate_follows_a_schedule_from_step_zero() -> None:

@@ -50,6 +50,11 @@ def clip_by_global_norm(max_norm: float) -> GradientTransform:
     norm is therefore :math:`0.9999998\,c`, not exactly :math:`c`). A non-finite global norm
     makes every update NaN (torch's ``error_if_nonfinite=False`` leaves it in place too);
     the step fails loudly rather than being clipped to something arbitrary.
+
+    "Every tensor" is every tensor this transform sees: in an
+    :class:`~gradwise.optim.Optimizer` with several param groups, each group's own (each
+    group runs its own transform). For one norm over all groups, call
+    ``torch.nn.utils.clip_grad_norm_(model.parameters(), c)`` before the step instead.
     """
     check("max_norm", "clip_by_global_norm", max_norm, POSITIVE)
 

@@ -9,7 +9,13 @@ import torch
 from torch import Tensor
 
 from gradwise._validation import NON_NEGATIVE, NON_NEGATIVE_INT, check
-from gradwise.optim._transform import GradientTransform, Params, State, Updates
+from gradwise.optim._transform import (
+    GradientTransform,
+    Params,
+    State,
+    Updates,
+    current_param_group,
+)
 
 
 def add_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0) -> GradientTransform:
@@ -24,7 +30,10 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0) -> Gradient
     its square root.
 
     The noise is reproducible: step ``t`` draws from a generator seeded by ``(seed, t)``,
-    so a run resumed from a checkpoint draws the same noise as an uninterrupted one.
+    so a run resumed from a checkpoint draws the same noise as an uninterrupted one. In an
+    :class:`~gradwise.optim.Optimizer` with several param groups, group ``i > 0`` mixes
+    ``i`` into the seed: every component gets independent noise, as in the paper (the
+    groups drew identical noise before).
     """
     check("eta", "add_noise", eta, NON_NEGATIVE)
     check("gamma", "add_noise", gamma, NON_NEGATIVE)
@@ -37,11 +46,15 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, seed: int = 0) -> Gradient
     def update(updates: Sequence[Tensor], state: State, params: Params) -> tuple[Updates, State]:
         step = int(state["noise_step"])
         std = math.sqrt(eta / (1.0 + step) ** gamma)
+        group = current_param_group()
+        group_seed = seed if group == 0 else _step_seed(seed, -group - 1)
         generators: dict[torch.device, torch.Generator] = {}
         noisy = []
         for u in updates:
             if u.device not in generators:
-                generators[u.device] = torch.Generator(u.device).manual_seed(_step_seed(seed, step))
+                generators[u.device] = torch.Generator(u.device).manual_seed(
+                    _step_seed(group_seed, step)
+                )
             noise = torch.randn(
                 u.shape, generator=generators[u.device], dtype=u.dtype, device=u.device
             )

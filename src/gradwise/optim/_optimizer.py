@@ -13,7 +13,7 @@ from torch import Tensor
 from gradwise._validation import Constraint, OneOf, check, check_all
 from gradwise.optim._compiled import CompiledGroupStep
 from gradwise.optim._torch_kernels import fused_kernel_devices
-from gradwise.optim._transform import GradientTransform, State
+from gradwise.optim._transform import GradientTransform, State, running_param_group
 
 Implementation = Literal["auto", "reference", "fused", "compiled"]
 TransformFactory = Callable[..., GradientTransform]
@@ -129,6 +129,8 @@ class Optimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Validate the group's hyperparameters (with defaults filled in), then add it."""
         if isinstance(param_group, dict):
+            if isinstance(self._transform_source, GradientTransform):
+                _refuse_group_hyperparameters(param_group, self._owner)
             merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
             self._validate_hyperparameters(merged)
             self._build_transform(merged)
@@ -161,7 +163,8 @@ class Optimizer(torch.optim.Optimizer):
                     params.append(p)
                     grads.append(grad)
             if params:
-                self._step_group(index, group, params, grads)
+                with running_param_group(index):
+                    self._step_group(index, group, params, grads)
         return loss
 
     def _step_group(
@@ -394,6 +397,27 @@ def _freeze(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return ("object", id(value))
+
+
+def _refuse_group_hyperparameters(group: Mapping[str, Any], owner: str) -> None:
+    """A fixed transform ignores a param group's numbers (``lr``, ``weight_decay``, ...):
+    refuse them rather than train with values the user did not mean. Other keys (a
+    ``name``, torch's boolean flags) are metadata and pass."""
+    numbers = sorted(
+        key for key, value in group.items() if key != "params" and _is_number_like(value)
+    )
+    if numbers:
+        raise ValueError(
+            f"{owner} got hyperparameters {numbers} in a param group with a fixed transform, "
+            "which would ignore them. Pass a factory (a function of those hyperparameters "
+            "that returns the transform) so that each group builds its own."
+        )
+
+
+def _is_number_like(value: Any) -> bool:
+    if isinstance(value, tuple | list):
+        return bool(value) and all(map(_is_number_like, value))
+    return (isinstance(value, int | float | Tensor)) and not isinstance(value, bool)
 
 
 def _check_factory_accepts(

@@ -22,7 +22,9 @@ phase). Per-parameter entries use torch.optim's names where torch has the same q
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 import torch
@@ -34,6 +36,28 @@ Updates = list[Tensor]
 InitFn = Callable[[Params], State]
 UpdateFn = Callable[[Sequence[Tensor], State, Params], tuple[Updates, State]]
 ParameterMask = Callable[[Tensor], bool] | Sequence[bool]
+
+
+_PARAM_GROUP: ContextVar[int] = ContextVar("gradwise_param_group", default=0)
+
+
+def current_param_group() -> int:
+    """The index of the param group whose update is running (0 outside an Optimizer).
+
+    Each param group runs its own instance of the transform, so a transform that draws
+    random numbers mixes this into its seed: otherwise every group would draw the same.
+    """
+    return _PARAM_GROUP.get()
+
+
+@contextmanager
+def running_param_group(index: int) -> Iterator[None]:
+    """Set :func:`current_param_group` for the updates run inside (the Optimizer's step)."""
+    token = _PARAM_GROUP.set(index)
+    try:
+        yield
+    finally:
+        _PARAM_GROUP.reset(token)
 
 
 class GradientTransform(NamedTuple):

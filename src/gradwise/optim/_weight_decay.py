@@ -64,7 +64,10 @@ class WeightDecayMask:
         self.num_not_decayed = len({id(p) for p in not_decayed})
 
     def __call__(self, param: Tensor) -> bool:
-        return id(param) in self._decayed_ids
+        # A complex parameter reaches the transforms as its view_as_real view.
+        return id(param) in self._decayed_ids or (
+            param._base is not None and id(param._base) in self._decayed_ids
+        )
 
     def __repr__(self) -> str:
         return (
