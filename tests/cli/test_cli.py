@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,138 @@ def test_resuming_from_a_damaged_checkpoint_is_a_one_line_error(
         assert error.count("\n") == 1
         assert "cannot be read as a checkpoint" in error
         assert "truncated or damaged" in error
+
+
+@pytest.mark.parametrize(
+    "override", ["data.dataset=spiralz", "model.name=mlpp", "optimizer.name=Adamz"]
+)
+def test_nproc_gives_the_one_process_error_for_a_config_that_cannot_be_built(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    override: str,
+) -> None:
+    # Parsing accepts these names; building the run rejects them.
+    args = ["train", "--no-progress", "--runs-dir", str(tmp_path / "runs"), "--set", override]
+    assert main(args) == 2
+    one_process = capsys.readouterr().err
+    assert one_process.startswith("gradwise train: error: unknown ")
+    assert one_process.count("\n") == 1
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    assert main([*args, "--nproc", "2"]) == 2
+    assert capsys.readouterr().err == one_process  # and no resume hint
+    assert not (tmp_path / "runs").exists()
+    # Found before the launch: torch's launcher makes a log folder there for each one.
+    assert list(temp.iterdir()) == []
+
+
+def _interrupted(run: Path, processes: int = 1) -> Path:
+    """Mark ``run`` as interrupted, as if ``processes`` processes had written its checkpoint."""
+    contents = load_checkpoint(run / "checkpoints" / "last.pt")
+    contents["ranks"] = contents["ranks"] * processes
+    save_checkpoint(
+        run / "checkpoints" / "last.pt", {k: v for k, v in contents.items() if k != "format"}
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    return run
+
+
+def test_resuming_with_another_nproc_names_the_runs_own_process_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _interrupted(_tiny_run(tmp_path), processes=2)
+    capsys.readouterr()
+    assert main(["train", "--no-progress", "--resume", str(run), "--nproc", "3"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "written by 2 process(es); resume it with the same number (--nproc 2), not 3" in error
+    assert "--nproc 3" not in error
+
+
+def test_resuming_a_completed_run_with_nproc_is_the_one_process_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _tiny_run(tmp_path)
+    capsys.readouterr()
+    assert main(["train", "--no-progress", "--resume", str(run)]) == 2
+    one_process = capsys.readouterr().err
+    assert "has completed: there is nothing to resume" in one_process
+    assert main(["train", "--no-progress", "--resume", str(run), "--nproc", "2"]) == 2
+    assert capsys.readouterr().err == one_process
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.dataset=spiralz", "unknown dataset 'spiralz' in 'train.data.dataset'"),
+        ("model.name=mlpp", "unknown model 'mlpp' in 'train.model.name'"),
+        ("optimizer.name=Adamz", "unknown optimizer 'Adamz' in 'train.optimizer.name'"),
+        ("optimizer.lr=-1", "The 'lr' parameter of AdamW must be"),
+    ],
+)
+def test_config_refuses_what_train_refuses_with_the_same_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, message: str
+) -> None:
+    base = ["--set", "data.dataset=spirals", "--set", "model.name=mlp", "--set", override]
+    assert main(["train", "--no-progress", "--runs-dir", str(tmp_path), *base]) == 2
+    train_error = capsys.readouterr().err
+    assert main(["config", *base]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err == train_error.replace("gradwise train:", "gradwise config:")
+    assert printed.err.count("\n") == 1
+    assert message in printed.err
+
+
+def test_config_refuses_an_unknown_name_in_a_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "run.yaml").write_text("data:\n  dataset: spiralz\n")
+    assert main(["config", str(tmp_path / "run.yaml")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("gradwise config: error: unknown dataset 'spiralz'")
+    assert "did you mean 'spirals'?" in error
+
+
+@pytest.mark.parametrize("command", ["train", "config"])
+def test_a_folder_given_as_config_is_named_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    assert main([command, f"{folder}/"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert f"{folder} is a folder, not a config file" in error
+    assert "does not exist" not in error
+
+
+def test_runs_in_a_missing_folder_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nonexistent"
+    assert main(["runs", "--runs-dir", str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert f"gradwise runs: error: no runs folder at {missing}" in error
+    assert "--runs-dir" in error
+    assert not missing.exists()
+
+
+def test_runs_in_an_empty_folder_lists_no_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"no runs in {tmp_path}\n"
+
+
+def test_runs_before_the_first_run_lists_no_runs_in_the_default_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no runs/ yet: not an error, only --runs-dir's typos are
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out == "no runs in runs\n"
+    assert not (tmp_path / "runs").exists()

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gradwise import Trainer
+from gradwise.cli import main
 from gradwise.config import load_config
 from gradwise.data import Dataset, DataSplits
 from gradwise.train import load_checkpoint, prepare_run
@@ -108,12 +109,17 @@ def _assert_same_weights(first: Path, second: Path) -> None:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-6)
 
 
-def test_nproc_2_trains_like_one_process_and_rank_0_writes_one_run(tmp_path) -> None:
+def test_nproc_2_trains_like_one_process_and_rank_0_writes_one_run(tmp_path, monkeypatch) -> None:
     config = _config(tmp_path, epochs=3)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the launch leaves no torchelastic_* folder
     two = gradwise(
         "train", str(config), "--nproc", "2", "--runs-dir", "two", "--no-progress", cwd=tmp_path
     )
     assert two.returncode == 0, two.stderr
+    assert not list(temp.glob("torchelastic_*"))
+    assert not list(temp.glob("gradwise-launch-*"))
     one = gradwise("train", str(config), "--runs-dir", "one", "--no-progress", cwd=tmp_path)
     assert one.returncode == 0, one.stderr
     (run_two,) = (tmp_path / "two").iterdir()
@@ -284,17 +290,40 @@ def test_compression_state_of_every_rank_goes_into_the_checkpoint(tmp_path) -> N
             ],
             "the optimizer must not add its own; SGD has momentum 0.9",
         ),
+        (
+            ["distributed.compression=powersgd", "distributed.compression_options={rank: 2}"],
+            "in 'train.distributed': The 'options' parameter of register_compression must be",
+        ),
     ],
-    ids=["one_bit_adam_without_its_optimizer", "momentum_in_hook_and_optimizer"],
+    ids=["one_bit_adam_without_its_optimizer", "momentum_in_hook_and_optimizer", "unknown_option"],
 )
 def test_inconsistent_compression_settings_fail_with_a_clear_message(
-    tmp_path, overrides: list[str], message: str
+    tmp_path, capsys, overrides: list[str], message: str
 ) -> None:
     config = _config(tmp_path, epochs=1)
     settings = [item for override in overrides for item in ("--set", override)]
-    done = gradwise("train", str(config), "--nproc", "2", "--no-progress", *settings, cwd=tmp_path)
-    assert done.returncode == 1
-    assert message in done.stderr
+    runs = tmp_path / "runs"
+    args = ["train", str(config), "--nproc", "2", "--runs-dir", str(runs), "--no-progress"]
+    assert main([*args, *settings]) == 2  # a config error, found before any rank starts
+    error = capsys.readouterr().err
+    assert error.startswith("gradwise train: error: ")
+    assert error.count("\n") == 1
+    assert message in error
+    assert not runs.exists()
+
+
+def test_a_rank_that_cannot_make_the_run_folder_gives_the_one_process_error(
+    tmp_path, capsys
+) -> None:
+    # The config builds, so the ranks start; rank 0 then cannot create the run folder.
+    (tmp_path / "a_file").write_text("not a folder")
+    config = _config(tmp_path, epochs=1)
+    args = ["train", str(config), "--runs-dir", str(tmp_path / "a_file/runs"), "--no-progress"]
+    assert main(args) == 2
+    one = capsys.readouterr().err
+    assert "Cannot write to run folder" in one
+    assert main([*args, "--nproc", "2"]) == 2
+    assert capsys.readouterr().err == one  # one line, no resume hint: the run never began
 
 
 def test_ctrl_c_on_the_launcher_stops_every_rank_at_one_checkpointed_step(tmp_path) -> None:

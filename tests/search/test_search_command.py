@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import signal
 
+import pytest
 from optuna.trial import TrialState
 
+from gradwise.cli import main
 from gradwise.config import load_config
 from tests.cli.helpers import gradwise, start
 from tests.search.helpers import (
@@ -210,3 +212,16 @@ def test_a_one_worker_search_is_reproducible_from_its_seed(tmp_path) -> None:
         params[study] = [t.params for t in load(storage_of(tmp_path / "studies" / study), study)]
     assert params["a"] == params["b"]
     assert params["a"] != params["c"]
+
+
+@pytest.mark.parametrize("storage", ["sqlite:///new.db", "sqlite:///sub/new.db"])
+def test_a_worker_on_a_missing_sqlite_file_leaves_no_database_behind(
+    tmp_path, monkeypatch, capsys, storage: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["worker", "--storage", storage, "--study", "s"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "gradwise worker: error: no SQLite database at " in error
+    assert "new.db" in error
+    assert list(tmp_path.iterdir()) == []

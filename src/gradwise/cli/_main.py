@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from gradwise.cli._search import add_parsers as add_search_parsers
 from gradwise.cli._viz import add_parser as add_viz_parser
 
 if TYPE_CHECKING:
+    from gradwise.config import RunConfig
     from gradwise.doctor import DoctorResult
 
 EXIT_OK = 0
@@ -112,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     add_prune_parser(commands)
 
     runs = commands.add_parser("runs", help="list runs with their best metrics")
-    runs.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
+    runs.add_argument("--runs-dir", type=Path, help="default: runs")
     runs.set_defaults(handler=_runs)
 
     report = commands.add_parser("report", help="rebuild a run's report.html")
@@ -143,6 +145,8 @@ def _train(args: argparse.Namespace) -> int:
             overrides.append(f"runs_dir={args.runs_dir}")
         config = load_config(args.config, overrides)
     if args.nproc > 1 or in_launched_process():
+        if not in_launched_process():
+            _check_before_launch(config, args.resume, args.nproc)
         content = None if config is None else config_to_dict(config)
         return _train_distributed(content, args.resume, args.nproc, progress)
     try:
@@ -158,11 +162,24 @@ def _train(args: argparse.Namespace) -> int:
     return _print_run(result.summary, result.run.path, result.status)
 
 
+def _check_before_launch(config: RunConfig | None, resume: Path | None, nproc: int) -> None:
+    """Every rank would find a bad config or run folder by itself, after all of them had
+    started; find it here, once, and say it as one process does."""
+    from gradwise.train._distributed import check_resume, check_run
+
+    if config is not None:
+        check_run(config)
+    elif resume is not None:
+        check_resume(resume, nproc)
+
+
 def _train_distributed(
     content: dict[str, object] | None, resume: Path | None, nproc: int, progress: bool
 ) -> int:
     """Several processes: launched here (--nproc), or this is one of torchrun's."""
+    from gradwise.config import ConfigError
     from gradwise.distributed import RankFailed, launch
+    from gradwise.runs import RunFolderError
     from gradwise.train import TrainingDiverged
     from gradwise.train._distributed import in_launched_process, train_rank
 
@@ -176,15 +193,26 @@ def _train_distributed(
         else:
             result = launch(train_rank, (content, where, progress, str(announce)), nproc)
     except KeyboardInterrupt:
-        run = announce.read_text() if announce.is_file() else where or "RUN"
-        print(f"interrupted; resume with: gradwise train --resume {run} --nproc {nproc}",
-              file=sys.stderr)  # fmt: skip
+        run = announce.read_text() if announce.is_file() else where
+        if run is None:  # stopped before the run folder was made: nothing to resume
+            print("gradwise train: interrupted", file=sys.stderr)
+        else:
+            print(f"interrupted; resume with: gradwise train --resume {run} --nproc {nproc}",
+                  file=sys.stderr)  # fmt: skip
         return EXIT_INTERRUPTED
     except (RankFailed, TrainingDiverged) as error:
+        if isinstance(error, RankFailed) and error.error_type in (
+            ConfigError.__name__,
+            RunFolderError.__name__,
+        ):
+            # What one process says as a usage error (main's), and no resume hint.
+            print(f"gradwise train: error: {error.error}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"gradwise train: stopped: {error}", file=sys.stderr)
-        run = announce.read_text() if announce.is_file() else where or "RUN"
-        print(f"the last checkpoint stays; continue with: gradwise train --resume {run} "
-              f"--nproc {nproc}", file=sys.stderr)  # fmt: skip
+        run = announce.read_text() if announce.is_file() else where
+        if run is not None:
+            print(f"the last checkpoint stays; continue with: gradwise train --resume {run} "
+                  f"--nproc {nproc}", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     finally:
         shutil.rmtree(announce.parent, ignore_errors=True)
@@ -240,18 +268,36 @@ def _doctor_exit_code(result: DoctorResult) -> int:
 
 def _config(args: argparse.Namespace) -> int:
     from gradwise.config import dump_config, load_config
+    from gradwise.train import prepare_run
 
-    print(dump_config(load_config(args.config, args.overrides)), end="")
+    config = load_config(args.config, args.overrides)
+    if args.config is not None or args.overrides:
+        # Build it as gradwise train does (names, arguments, data), so that what is printed
+        # is a config train accepts; on the CPU: the device is the machine's, not the
+        # config's. The default config builds (it is the default run); building it would
+        # only cost its data (MNIST-1D: ~2.4 s).
+        prepare_run(replace(config, device="cpu"))
+    print(dump_config(config), end="")
     return EXIT_OK
 
 
 def _runs(args: argparse.Namespace) -> int:
     from gradwise.report import runs_table
-    from gradwise.runs import list_runs
+    from gradwise.runs import RunFolderError, list_runs
 
-    runs = list_runs(args.runs_dir)
+    # list_runs takes a missing folder as an empty one. A --runs-dir that is not a folder
+    # is most likely mistyped (or the command was run from another folder), which "no
+    # runs" would hide; the default folder is missing until the first run.
+    runs_dir = args.runs_dir or Path("runs")
+    if args.runs_dir is not None and not runs_dir.is_dir():
+        what = "it is a file" if runs_dir.exists() else "the folder does not exist"
+        raise RunFolderError(
+            f"no runs folder at {runs_dir}: {what}. Pass the folder that holds the run "
+            "folders with --runs-dir DIR (gradwise train writes them to runs/ by default)."
+        )
+    runs = list_runs(runs_dir)
     if not runs:
-        print(f"no runs in {args.runs_dir}")
+        print(f"no runs in {runs_dir}")
         return EXIT_OK
     print(runs_table(runs).render_text())
     return EXIT_OK

@@ -45,6 +45,11 @@ def parse_value(text: str) -> Any:
 def read_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML (.yaml, .yml) or TOML (.toml) file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"{path} is a folder, not a config file; give a .yaml, .yml or .toml file "
+            "(run 'gradwise config' for a start)"
+        )
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; run 'gradwise config' for a start")
     try:

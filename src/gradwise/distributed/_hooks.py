@@ -379,9 +379,7 @@ def register_compression(
             "The 'model' parameter of register_compression must be a "
             f"torch.nn.parallel.DistributedDataParallel. Got a {type(model).__name__} instead."
         )
-    check("name", "register_compression", name, OneOf(COMPRESSIONS))
-    check("warmup_steps", "register_compression", warmup_steps, _WARMUP_STEPS)
-    _check_options(name, options)
+    check_compression(name, warmup_steps=warmup_steps, **options)
     if name == "none":
         return None
     named = list(model.module.named_parameters())
@@ -410,6 +408,20 @@ def register_compression(
         )
     model.register_comm_hook(state, _HOOKS[name])
     return state
+
+
+def check_compression(name: str, *, warmup_steps: int = 2, **options: Any) -> None:
+    """Raise the error :func:`register_compression` would raise for these arguments.
+
+    It needs no model or process group, so a launcher can check a config before it
+    starts the ranks.
+
+    Raises:
+        ValueError, TypeError: an unknown name or option, or a value out of range.
+    """
+    check("name", "register_compression", name, OneOf(COMPRESSIONS))
+    check("warmup_steps", "register_compression", warmup_steps, _WARMUP_STEPS)
+    _check_options(name, options)
 
 
 def _check_options(name: str, options: Mapping[str, Any]) -> None:

@@ -8,13 +8,27 @@ the run promptly instead of leaving the others waiting in a collective.
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 
 class RankFailed(RuntimeError):
-    """A training process failed; the others were stopped. The message names the rank."""
+    """A training process failed; the others were stopped. The message names the rank.
+
+    Attributes:
+        error_type: the class name of the exception the rank raised (``"ConfigError"``),
+            or None when it died without one (a signal, an exit code).
+        error: that exception's message, or the exit code (and signal) it died with.
+    """
+
+    def __init__(self, rank: int, error_type: str | None, error: str) -> None:
+        what = f"{error_type}: {error}" if error_type else error
+        super().__init__(f"rank {rank} failed: {what}; the other ranks were stopped")
+        self.error_type = error_type
+        self.error = error
 
 
 def launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int) -> Any:
@@ -24,11 +38,19 @@ def launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int) ->
         RankFailed: a rank raised or died; its error (or exit code) is in the message.
         KeyboardInterrupt: the launcher was interrupted (the ranks were stopped).
     """
+    # torch's agent otherwise leaves a torchelastic_* folder in the temp dir per launch.
+    with tempfile.TemporaryDirectory(prefix="gradwise-launch-") as log_dir:
+        return _launch(entrypoint, args, nproc, log_dir)
+
+
+def _launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int, log_dir: str) -> Any:
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(
+        logs_specs=DefaultLogsSpecs(log_dir=log_dir),
         min_nodes=1,
         max_nodes=1,
         nproc_per_node=nproc,
@@ -39,32 +61,47 @@ def launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int) ->
         monitor_interval=0.2,
         start_method="spawn",
     )
-    # The agent logs every failure with a traceback of its own machinery; the error
-    # raised here says what failed, once.
-    agent_log = logging.getLogger("torch.distributed.elastic")
-    level = agent_log.level
-    agent_log.setLevel(logging.CRITICAL)
+    # The agent logs every failure with a traceback of its own machinery, and torch's
+    # process context a warning for each rank it stops; the error raised here says what
+    # failed, once.
+    logs = [logging.getLogger(name) for name in _AGENT_LOGS]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL)
     try:
         results = elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as error:
-        raise RankFailed(_failure_message(error)) from None
+        raise _rank_failed(error) from None
     except SignalException:
         # Ctrl-C or SIGTERM reached the launcher: it has stopped the ranks with SIGTERM,
         # which they take as a request to checkpoint at an agreed step.
         raise KeyboardInterrupt from None
     finally:
-        agent_log.setLevel(level)
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
     return results[0]
 
 
-def _failure_message(error: Any) -> str:
+_AGENT_LOGS = ("torch.distributed.elastic", "torch.multiprocessing.spawn")
+
+# How torch's error handler records a rank's exception: "<class name>: <message>".
+_RAISED = re.compile(r"(?P<type>[A-Za-z_][A-Za-z0-9_.]*): (?P<message>.*)", re.DOTALL)
+
+
+def _rank_failed(error: Any) -> RankFailed:
     rank, failure = error.get_first_failure()
     message = failure.message
     if isinstance(message, dict):
         message = message.get("message", message)
-    detail = str(message).strip().splitlines()[-1] if str(message).strip() else ""
+    text = str(message).strip()
+    raised = _RAISED.fullmatch(text)
+    if raised is not None:
+        detail = raised["message"].strip()
+        # A message of several lines (a traceback-like one) keeps its last line.
+        return RankFailed(rank, raised["type"], detail.splitlines()[-1] if detail else "")
+    detail = text.splitlines()[-1] if text else ""
     if not detail or detail == "N/A" or "Signal" in detail:
         detail = f"exit code {failure.exitcode}"
         if failure.signal_name() not in ("", "N/A", None):
             detail += f" ({failure.signal_name()})"
-    return f"rank {rank} failed: {detail}; the other ranks were stopped"
+    return RankFailed(rank, None, detail)

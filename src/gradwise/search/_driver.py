@@ -118,13 +118,13 @@ def search(
     folder.mkdir(parents=True, exist_ok=True)
     url = storage or sqlite_url(folder / "study.db")
     settings = StudySettings(spec, strategy, budget, seed, heartbeat)
-    study = create_or_load(open_storage(url, heartbeat=None), name, settings)
+    study = create_or_load(open_storage(url, heartbeat=None, create=True), name, settings)
     if strategy == "grid":
         size = enqueue_grid(study, spec, budget, seed)
         if size < budget and say is not None:
             say(f"the grid has {size} points: running {size} trials instead of {budget}")
         settings = replace(settings, trials=min(budget, size))
-        create_or_load(open_storage(url, heartbeat=None), name, settings)
+        create_or_load(open_storage(url, heartbeat=None, create=True), name, settings)
     write_atomically(folder / STUDY_FILE, json.dumps({"storage": url, "study": name}).encode())
     requeued = requeue_interrupted(study)
     if requeued and say is not None:

@@ -88,12 +88,26 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def open_storage(url: str, heartbeat: int | None = DEFAULT_HEARTBEAT) -> RDBStorage:
-    """An Optuna RDB storage with heartbeats and retries (``heartbeat=None``: neither)."""
+def open_storage(
+    url: str, heartbeat: int | None = DEFAULT_HEARTBEAT, *, create: bool = False
+) -> RDBStorage:
+    """An Optuna RDB storage with heartbeats and retries (``heartbeat=None``: neither).
+
+    A SQLite file is made only with ``create`` (``gradwise search`` starting a study);
+    opening a missing one is an error, since SQLite would otherwise leave an empty
+    database behind at a mistyped path.
+    """
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise ConfigError(
+                f"no SQLite database at {path.resolve()}; give the storage URL of a study "
+                "made by 'gradwise search' (its study folder's study.json names it), or "
+                "start one with 'gradwise search CONFIG'"
+            )
         # WAL is a property of the database file: set once, every connection gets it.
         with contextlib.closing(sqlite3.connect(path, timeout=_SQLITE_BUSY_TIMEOUT_S)) as db:
             db.execute("PRAGMA journal_mode=WAL")

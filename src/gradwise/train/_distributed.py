@@ -24,13 +24,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gradwise import preprocess
 from gradwise.config import ConfigError, RunConfig, config_to_dict, parse_config, read_file
+from gradwise.distributed._hooks import check_compression
 from gradwise.distributed._world import World
-from gradwise.runs import RunFolder, write_config
+from gradwise.runs import RunFolder, RunFolderError, write_config
+from gradwise.train._checkpoint import load_checkpoint
 from gradwise.train._from_config import (
     PreparedRun,
+    _device,
     _fit_and_report,
     make_trainer,
     prepare_run,
+    resumable_folder,
     run_prefix,
 )
 
@@ -38,6 +42,46 @@ from gradwise.train._from_config import (
 def in_launched_process() -> bool:
     """Whether this process is a rank of a multi-process launch (torchrun or --nproc)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def check_run(config: RunConfig, *, resuming: bool = False) -> None:
+    """Raise the ConfigError every rank would raise building ``config``, before any starts.
+
+    The run is built as one-process ``gradwise train`` builds it (data, model, optimizer),
+    but on the CPU, so that the launcher holds no GPU memory while the ranks train; the
+    device, the backend and the compression settings are then checked as the ranks use
+    them. ``resuming``: as :func:`~gradwise.train.prepare_run`'s.
+    """
+    _device(config.device)  # a missing GPU, as one process reports it
+    if _backend(config) == "nccl" and not torch.cuda.is_available():
+        raise ConfigError(
+            "'train.distributed.backend' is nccl, which needs CUDA GPUs, but none is "
+            "available; use gloo or auto"
+        )
+    prepared = prepare_run(replace(config, device="cpu"), resuming=resuming)
+    _check_compression(prepared.optimizer, config)
+
+
+def check_resume(run: str | Path, nproc: int) -> None:
+    """Raise what the ranks would find wrong resuming ``run`` in ``nproc`` processes.
+
+    The checks of :func:`~gradwise.train.resume` (a run folder with a checkpoint, not
+    finished, whose config builds), and the checkpoint's process count, which a resume
+    must keep (each rank restores its own state).
+
+    Raises:
+        RunFolderError: no run folder at ``run``, or one written by another process count.
+        ConfigError: nothing to resume, or a config that does not build.
+    """
+    folder = resumable_folder(run)
+    # The Trainer's checkpoint holds one entry per rank (a one-process one may hold none).
+    written_by = len(load_checkpoint(folder.last_checkpoint).get("ranks") or [None])
+    if written_by != nproc:
+        raise RunFolderError(
+            f"{folder.last_checkpoint} was written by {written_by} process(es); resume it "
+            f"with the same number (--nproc {written_by}), not {nproc}."
+        )
+    check_run(parse_config(read_file(folder.config_path)), resuming=True)
 
 
 def train_rank(
@@ -155,6 +199,24 @@ def _register_compression(
     settings = config.distributed
     from gradwise.distributed import OneBitAdam, register_compression, register_one_bit_adam
 
+    _check_compression(optimizer, config)
+    if isinstance(optimizer, OneBitAdam):
+        return register_one_bit_adam(model, optimizer)
+    if settings.compression == "none":
+        return None
+    return register_compression(
+        model,
+        settings.compression,
+        warmup_steps=settings.warmup_steps,
+        **settings.compression_options,
+    )
+
+
+def _check_compression(optimizer: torch.optim.Optimizer, config: RunConfig) -> None:
+    """The compression settings fit the optimizer, and the hook takes its options."""
+    settings = config.distributed
+    from gradwise.distributed import OneBitAdam
+
     one_bit_adam = isinstance(optimizer, OneBitAdam)
     if one_bit_adam != (settings.compression == "one_bit_adam"):
         raise ConfigError(
@@ -164,14 +226,12 @@ def _register_compression(
             f"{settings.compression}."
         )
     if one_bit_adam:
-        return register_one_bit_adam(model, optimizer)  # type: ignore[arg-type]
+        return
     _check_momentum_applied_once(optimizer, settings.compression_options)
     if settings.compression == "none":
-        return None
-
+        return  # no hook: its options are not read
     try:
-        return register_compression(
-            model,
+        check_compression(
             settings.compression,
             warmup_steps=settings.warmup_steps,
             **settings.compression_options,

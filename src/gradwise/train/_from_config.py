@@ -223,6 +223,20 @@ def resume(
     run: str | Path, *, progress: bool = True, callbacks: Sequence[Callback] = ()
 ) -> FitResult:
     """Continue a run from its last checkpoint, rebuilt from the run folder's config."""
+    folder = resumable_folder(run)
+    config = parse_config(read_file(folder.config_path))
+    prepared = prepare_run(config, resuming=True)
+    if config.warm_start is not None:
+        # The checkpoint wins over the source; the summary keeps the first start's report.
+        record = read_summary(folder).get("warm_start") if folder.summary_path.is_file() else None
+        prepared.warm_start = WarmStartReport.from_dict(record) if record else None
+    trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
+    return _fit_and_report(trainer, folder, True)
+
+
+def resumable_folder(run: str | Path) -> RunFolder:
+    """The run folder ``run``, with a checkpoint and not finished; else the ConfigError
+    (RunFolderError: no run folder) that says why it cannot be resumed."""
     folder = RunFolder.open(run)
     if not folder.last_checkpoint.is_file():
         raise ConfigError(
@@ -238,14 +252,7 @@ def resume(
             f"new run from its config (gradwise train {folder.config_path}), with more epochs "
             "if it needs them."
         )
-    config = parse_config(read_file(folder.config_path))
-    prepared = prepare_run(config, resuming=True)
-    if config.warm_start is not None:
-        # The checkpoint wins over the source; the summary keeps the first start's report.
-        record = read_summary(folder).get("warm_start") if folder.summary_path.is_file() else None
-        prepared.warm_start = WarmStartReport.from_dict(record) if record else None
-    trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
-    return _fit_and_report(trainer, folder, True)
+    return folder
 
 
 def _fit_and_report(trainer: Trainer, folder: RunFolder, resume: bool) -> FitResult:
