@@ -80,6 +80,63 @@ def test_ema_agrees_with_torch_averaged_model(use_buffers: bool, start: int, eve
     assert int(counts) == updated[-1]  # one training batch per step
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: ExponentialMovingAverage(m, 0.9, start=5, every=3, use_buffers=True),
+        lambda m: PolyakAverage(m, start=5, every=3, use_buffers=True),
+        lambda m: StochasticWeightAverage(m, start=5, every=3, use_buffers=True),
+    ],
+    ids=["ema", "polyak", "swa"],
+)
+def test_integer_buffers_are_copied_from_the_live_model_not_averaged(make: object) -> None:
+    model = _network()
+    average: WeightAverage = make(model)  # type: ignore[operator]
+    counts_when_averaged = []
+
+    def on_step(step: int) -> None:
+        if average.update(model, step):
+            counts_when_averaged.append(int(model[1].num_batches_tracked))  # type: ignore[index]
+
+    _train(model, 30, on_step)
+    assert len(counts_when_averaged) == average.num_averaged == 8  # after steps 8, 11, ..., 29
+    counts = average.module.state_dict()["1.num_batches_tracked"]
+    assert counts.dtype == torch.int64
+    # The live count at the last averaging step, not an average of the counts 8, 11, ..., 29.
+    assert int(counts) == counts_when_averaged[-1] == 29
+
+
+@pytest.mark.parametrize("use_buffers", [False, True])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m, use_buffers: PolyakAverage(m, start=5, every=3, use_buffers=use_buffers),
+        lambda m, use_buffers: StochasticWeightAverage(
+            m, start=5, every=3, use_buffers=use_buffers
+        ),
+    ],
+    ids=["polyak", "swa"],
+)
+def test_uniform_averages_equal_averaged_model_bit_for_bit(make: object, use_buffers: bool) -> None:
+    model = _network()
+    ours: WeightAverage = make(model, use_buffers)  # type: ignore[operator]
+    oracle = AveragedModel(model, use_buffers=use_buffers)  # torch's default: the running mean
+
+    def on_step(step: int) -> None:
+        ours.update(model, step)
+        if step > 5 and (step - 5) % 3 == 0:
+            oracle.update_parameters(model)
+
+    _train(model, 30, on_step)
+    assert ours.num_averaged == int(oracle.n_averaged) == 8
+    expected = _float_state(oracle.module)
+    actual = _float_state(ours.module)
+    assert expected.keys() == actual.keys()
+    assert any("running_var" in key for key in actual)  # the buffers are compared too
+    for name, tensor in expected.items():
+        assert torch.equal(actual[name], tensor), name
+
+
 def test_ema_decay_warmup_is_the_tensorflow_form() -> None:
     model = _network()
     ema = ExponentialMovingAverage(model, 0.95, decay_warmup=True)

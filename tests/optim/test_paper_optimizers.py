@@ -776,6 +776,71 @@ def test_signum_keeps_its_momentum_across_steps() -> None:
     )
 
 
+def _f64(values: list[float]) -> Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+# (hyperparameter switched on after step 1, its value, gradients of steps 2 and 3, and the
+# state after step 3 and the updates u_2, u_3 before the learning rate, by hand). Momentum
+# starts from zero (Signum's convention, as at construction): m_2 = 0.1 g_2 and
+# m_3 = 0.9 m_2 + 0.1 g_3 = [0.04, -0.11, 0.39]; a buffer started at g_2 (torch.optim.SGD's
+# b_1 = g_1) would give m_3 = [0.85, 0.7, 1.2], all positive. The error memory starts at
+# zero: p_2 = g_2, u_2 = 4/3 sign(g_2), e_2 = [5/3, 1/3, 0]; p_3 = g_3 + e_2 = [5/3, -2/3, 1],
+# u_3 = 10/9 sign(p_3), e_3 = p_3 - u_3 = [5/9, 4/9, -1/9].
+_SWITCHED_ON = [
+    (
+        "momentum",
+        0.9,
+        ([1.0, 1.0, 1.0], [-0.5, -2.0, 3.0]),
+        ("momentum_buffer", [0.04, -0.11, 0.39]),
+        ([1.0, 1.0, 1.0], [1.0, -1.0, 1.0]),
+    ),
+    (
+        "error_feedback",
+        True,
+        ([3.0, -1.0, 0.0], [0.0, -1.0, 1.0]),
+        ("error", [5 / 9, 4 / 9, -1 / 9]),
+        ([4 / 3, -4 / 3, 0.0], [10 / 9, -10 / 9, 10 / 9]),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "implementation", ["reference", pytest.param("compiled", marks=pytest.mark.compile)]
+)
+@pytest.mark.parametrize(
+    ("name", "value", "grads", "expected_state", "updates"),
+    _SWITCHED_ON,
+    ids=[case[0] for case in _SWITCHED_ON],
+)
+def test_sign_sgd_feature_switched_on_mid_run_starts_from_its_initial_state(
+    implementation: str,
+    name: str,
+    value: Any,
+    grads: tuple[list[float], list[float]],
+    expected_state: tuple[str, list[float]],
+    updates: tuple[list[float], list[float]],
+) -> None:
+    # As a user or a scheduler may: the state made while the feature was off has no entry.
+    start = [1.0, -2.0, 0.5]
+    param = torch.nn.Parameter(_f64(start))
+    optimizer = SignSGD([param], lr=0.1, implementation=implementation)  # type: ignore[arg-type]
+    param.grad = _f64([0.3, -0.2, 0.0])
+    optimizer.step()  # plain signSGD: u_1 = [1, -1, 0]
+    optimizer.param_groups[0][name] = value
+    for grad in grads:
+        param.grad = _f64(grad)
+        optimizer.step()
+    assert optimizer.last_implementations == [implementation]
+    expected = [
+        w - 0.1 * (u1 + u2 + u3)
+        for w, u1, u2, u3 in zip(start, [1.0, -1.0, 0.0], *updates, strict=True)
+    ]
+    torch.testing.assert_close(param.detach(), _f64(expected), rtol=1e-14, atol=1e-15)
+    key, state = expected_state
+    torch.testing.assert_close(optimizer.state[param][key], _f64(state), rtol=1e-14, atol=1e-15)
+
+
 def test_one_bit_reconstructs_with_the_mean_of_each_bin() -> None:
     params = [torch.zeros(5, dtype=torch.float64)]
     g = torch.tensor([3.0, -1.0, 1.0, -2.0, 0.0], dtype=torch.float64)

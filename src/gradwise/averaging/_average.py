@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, final
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_swa_avg_fn, get_swa_multi_avg_fn
+
+try:  # torch's private list, the one AveragedModel.update_parameters itself reads
+    from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
+except ImportError:  # pragma: no cover - a torch that moved it
+
+    def _get_foreach_kernels_supported_devices() -> list[str]:
+        return ["cuda", "xpu"]
+
 
 from gradwise._validation import (
     NON_NEGATIVE_INT,
@@ -24,6 +32,11 @@ from gradwise._validation import (
 _MODULE = Satisfies(lambda value: isinstance(value, nn.Module), "an nn.Module")
 _OPEN_UNIT_INTERVAL = Interval(low=0.0, high=1.0, low_closed=False, high_closed=False)
 _OPTIONAL_POSITIVE_INT = Either((POSITIVE_INT, Satisfies(lambda value: value is None, "None")))
+
+_Tensors = tuple[Tensor, ...] | list[Tensor]
+#: AveragedModel's ``multi_avg_fn``: fold one (device, dtype) group of the live tensors
+#: into the averaged ones in place, given how many iterates the average already holds.
+MultiAverageFn = Callable[[_Tensors, _Tensors, Tensor | int], None]
 
 
 class WeightAverage:
@@ -53,16 +66,19 @@ class WeightAverage:
         first: int,
         every: int,
         use_buffers: bool,
-        multi_avg_fn: Any,
+        multi_avg_fn: MultiAverageFn | None,
     ) -> None:
+        # multi_avg_fn averages floating-point (and complex) groups only; None is torch's
+        # running mean. Integer groups never reach it: see _average_group.
         owner = type(self).__name__
         check("model", owner, model, _MODULE)
         check("use_buffers", owner, use_buffers, Boolean())
         self.first = int(first)
         self.every = int(every)
         self.use_buffers = use_buffers
+        self._average_floating: MultiAverageFn = multi_avg_fn or _running_mean
         self.averaged_model = AveragedModel(
-            model, multi_avg_fn=multi_avg_fn, use_buffers=use_buffers
+            model, multi_avg_fn=self._average_group, use_buffers=use_buffers
         )
 
     @property
@@ -88,6 +104,21 @@ class WeightAverage:
             return False
         self.averaged_model.update_parameters(model)
         return True
+
+    @torch.no_grad()
+    def _average_group(
+        self, averaged: _Tensors, current: _Tensors, num_averaged: Tensor | int
+    ) -> None:
+        # AveragedModel calls this once per (device, dtype) group of tensors. With
+        # use_buffers=True a group may hold integer buffers (BatchNorm's num_batches_tracked):
+        # counts, copied from the live model. torch would average them as integers: on the
+        # CPU with truncation (averaged every step, a count stays at its first value), on
+        # CUDA with an integer addcdiv, which torch refuses.
+        if averaged[0].is_floating_point() or averaged[0].is_complex():
+            self._average_floating(averaged, current, num_averaged)
+            return
+        for mine, theirs in zip(averaged, current, strict=True):
+            mine.copy_(theirs)
 
     def recompute_batch_norm(self, batches: Iterable[Any]) -> None:
         """Give the averaged copy's batch-norm layers the statistics of its own weights.
@@ -202,13 +233,9 @@ class ExponentialMovingAverage(WeightAverage):
 
     @torch.no_grad()
     def _average_into(
-        self, averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor | int
+        self, averaged: _Tensors, current: _Tensors, num_averaged: Tensor | int
     ) -> None:
-        # AveragedModel calls this once per (device, dtype) group of tensors.
-        if not (averaged[0].is_floating_point() or averaged[0].is_complex()):
-            for mine, theirs in zip(averaged, current, strict=True):
-                mine.copy_(theirs)  # counts (BatchNorm's num_batches_tracked) are not averaged
-            return
+        # One floating-point (device, dtype) group; WeightAverage copies the integer ones.
         weight = 1.0 - self.decay_at(int(num_averaged))
         for mine, theirs in zip(averaged, current, strict=True):
             mine.lerp_(theirs, weight)
@@ -349,6 +376,22 @@ class StochasticWeightAverage(WeightAverage):
             cycle_steps=self.cycle_steps,
             anneal_steps=self.anneal_steps,
         )
+
+
+@torch.no_grad()
+def _running_mean(averaged: _Tensors, current: _Tensors, num_averaged: Tensor | int) -> None:
+    """AveragedModel's default average, ``avg + (w - avg) / (n + 1)``, bit for bit.
+
+    Its ``update_parameters`` takes torch's foreach lerp on devices with foreach kernels
+    (CUDA) and the per-tensor formula elsewhere (the CPU); the two round differently, so
+    the same split keeps Polyak and SWA identical to ``AveragedModel(model)``.
+    """
+    if averaged[0].device.type in _get_foreach_kernels_supported_devices():
+        get_swa_multi_avg_fn()(averaged, current, num_averaged)
+        return
+    mean = get_swa_avg_fn()
+    for mine, theirs in zip(averaged, current, strict=True):
+        mine.copy_(mean(mine, theirs, num_averaged))
 
 
 @torch.no_grad()

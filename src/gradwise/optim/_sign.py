@@ -41,7 +41,8 @@ def scale_by_sign(error_feedback: bool = False) -> GradientTransform:
 
     The error memory :math:`e` (state ``error``, per parameter, zeros at first) keeps what
     compression dropped and adds it back next step, so the running sum of the compressed
-    updates tracks the running sum of the inputs up to :math:`e`, which stays bounded.
+    updates tracks the running sum of the inputs up to :math:`e`, which stays bounded. A
+    ``None`` entry (state made while error feedback was off) is a memory of zeros.
 
     Where the learning rate enters: this transform sees the gradient before any learning
     rate, so :math:`e` is in gradient units and the learning rate multiplies the output
@@ -64,7 +65,7 @@ def scale_by_sign(error_feedback: bool = False) -> GradientTransform:
     def update(updates: Sequence[Tensor], state: State, params: Params) -> tuple[Updates, State]:
         out, errors = [], []
         for g, e in zip(updates, state["error"], strict=True):
-            p = g + e
+            p = g if e is None else g + e
             u = p.abs().mean() * torch.sign(p)
             out.append(u)
             errors.append(p - u)
@@ -165,14 +166,17 @@ def _row_sums(rows: Tensor) -> Tensor:
 
 
 def _scale_by_signum_momentum(momentum: float) -> GradientTransform:
-    r"""Signum's momentum, an average from zero: :math:`m \leftarrow \beta m + (1-\beta) g`."""
+    r"""Signum's momentum, an average from zero: :math:`m \leftarrow \beta m + (1-\beta) g`.
+
+    A ``None`` buffer (state made while momentum was off) is zero, as at construction.
+    """
 
     def init(params: Params) -> State:
         return {"momentum_buffer": zeros_like_each(params)}
 
     def update(updates: Sequence[Tensor], state: State, params: Params) -> tuple[Updates, State]:
         buffers = [
-            momentum * m + (1 - momentum) * g
+            (1 - momentum) * g if m is None else momentum * m + (1 - momentum) * g
             for m, g in zip(state["momentum_buffer"], updates, strict=True)
         ]
         return list(buffers), {"momentum_buffer": buffers}
@@ -211,6 +215,9 @@ class SignSGD(Optimizer):
     - The error memory is in gradient units and the learning rate multiplies the output;
       see :func:`scale_by_sign` for how that relates to Karimireddy et al.'s form.
     - :math:`\operatorname{sign}(0) = 0`: a zero gradient leaves the parameter unchanged.
+    - Momentum or error feedback switched on mid-run (by editing the param group, as a
+      scheduler may) starts its momentum buffer or error memory at zero, as at
+      construction.
 
     Chain: ``Signum momentum``, ``scale_by_sign(error_feedback)``,
     ``add_decayed_weights(weight_decay)``, ``scale_by_learning_rate(lr)``. State per
