@@ -301,6 +301,9 @@ def test_mlp_refuses_instance_norm_naming_its_own_parameter():
     # Instance statistics need spatial axes; an MLP's hidden features have none.
     with pytest.raises(ValueError, match=one_format("norm", "mlp")):
         mlp((8,), 3, norm="instance")
+    # A misspelt norm is told the mlp's own options, not the CNNs' (QA: 'instance' listed).
+    with pytest.raises(ValueError, match="one of 'batch', 'layer', 'group', None. Got 'none'"):
+        mlp((8,), 3, norm="none")
 
 
 @pytest.mark.parametrize(

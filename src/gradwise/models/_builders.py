@@ -67,7 +67,8 @@ def mlp(
         width: units per hidden layer: an int >= 1 for every layer, or a list of ints, one
             per hidden layer (``[300, 100]`` is LeNet-300-100).
         activation: one of :data:`ACTIVATIONS`.
-        norm: "batch", "layer", "group", "instance" or None.
+        norm: "batch", "layer", "group" or None (instance normalization needs feature
+            maps: the CNNs take it).
         dropout_rate: drop probability after each hidden activation.
         num_groups: groups for ``norm="group"``.
 
@@ -79,9 +80,10 @@ def mlp(
         [300, 100, 10]
     """
     widths = _hidden_widths(depth, width)
+    # Before the common checks, whose list of norms has the CNNs' "instance".
+    check("norm", "mlp", norm, OneOf(("batch", "layer", "group", None)))
     _check_common("mlp", input_shape, num_outputs, widths[0] if widths else 1, activation,
                   norm, dropout_rate)  # fmt: skip
-    check("norm", "mlp", norm, OneOf(("batch", "layer", "group", None)))
     check("num_groups", "mlp", num_groups, POSITIVE_INT)
     layers: list[nn.Module] = [nn.Flatten()]
     features = math.prod(input_shape)
@@ -244,8 +246,10 @@ def _block_tail(
 
 
 def _groups(width: int, num_groups: int) -> int:
-    # A group count that does not divide the width falls back to the largest one that does,
-    # so changing only the width in a config never breaks group normalization.
+    # A group count that does not divide the width falls back to the greatest common
+    # divisor of the two (not the largest divisor of the width below it: width 7 with 8
+    # groups would get 7 groups of one channel, nothing to normalize over in an MLP), so
+    # changing only the width in a config never breaks group normalization.
     return math.gcd(width, num_groups)
 
 
