@@ -92,6 +92,32 @@ def test_interpolating_state_dicts_carries_the_batchnorm_statistics_along() -> N
     assert only.losses[2] != pytest.approx(oracle[1], rel=1e-3)
 
 
+def test_statistics_are_held_at_the_nearer_end_past_the_interpolated_range() -> None:
+    # QA: extrapolated, B's small running variances minus A's turned negative at alpha 1.5
+    # and the loss was NaN. The weights are extrapolated, the statistics held at B's.
+    data = classification_data()
+    model_a, model_b = classifier(0), classifier(1)
+    trained_buffers(model_a, 10.0 * data[0])  # large running variances
+    trained_buffers(model_b, 0.1 * data[0])  # small ones
+    a, b = model_a.state_dict(), model_b.state_dict()
+    line = interpolate(model_a, a, b, F.cross_entropy, data, num_points=5, extend=0.5)
+    assert np.isfinite(line.losses).all(), line.losses
+    at = dict(zip(line.coordinates.tolist(), line.losses.tolist(), strict=True))
+    for alpha, statistics in ((1.5, b), (-0.5, a)):
+        oracle = classifier(0)
+        oracle.load_state_dict(
+            {
+                k: (1 - alpha) * a[k] + alpha * b[k]
+                if "running" not in k and v.is_floating_point()
+                else statistics[k]
+                for k, v in a.items()
+            }  # fmt: skip
+        )
+        with torch.no_grad():
+            expected = F.cross_entropy(oracle.eval()(data[0]), data[1]).item()
+        assert at[alpha] == pytest.approx(expected, rel=1e-10)
+
+
 def test_interpolation_always_contains_both_endpoints_and_accepts_modules() -> None:
     data = classification_data()
     model_a, model_b = classifier(0), classifier(1)

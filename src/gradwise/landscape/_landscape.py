@@ -125,8 +125,10 @@ def interpolate(
     grid misses them). :math:`\alpha = 0` is A and :math:`\alpha = 1` is B bit for bit
     (``torch.lerp``). The model is evaluated in eval mode. Floating-point buffers
     (BatchNorm's running statistics) are interpolated too when both sets have them (a
-    ``state_dict`` or a module does), so the endpoints are exactly the losses of A and B;
-    otherwise the model's own buffers are used all along the line. Typical
+    ``state_dict`` or a module does), so the endpoints are exactly the losses of A and B,
+    and held at the nearer end's values past them (extrapolated, a running variance can
+    turn negative and the loss NaN); otherwise the model's own buffers are used all along
+    the line. Typical
     uses: A the initialization and B the trained weights (is the path monotone?), or two
     trained solutions (is there a barrier between them?).
 
@@ -172,11 +174,15 @@ def interpolate(
         end.pop(name, None)
     grid = np.linspace(-float(extend), 1.0 + float(extend), int(num_points))
     alphas = np.union1d(grid, [0.0, 1.0])
+    buffers = {name for name, _ in model.named_buffers()}
 
     def make_points(first: int, stop: int) -> dict[str, Tensor]:
         points = {}
         for name, a in start.items():
-            weight = torch.as_tensor(alphas[first:stop], dtype=a.dtype, device=a.device)
+            along = alphas[first:stop]
+            if name in buffers:  # statistics are not extrapolated: a variance would go < 0
+                along = np.clip(along, 0.0, 1.0)
+            weight = torch.as_tensor(along, dtype=a.dtype, device=a.device)
             weight = weight.reshape((-1,) + (1,) * a.dim())
             points[name] = torch.lerp(a.unsqueeze(0), end[name].unsqueeze(0), weight)
         return points
