@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import gradwise
 from gradwise import Finding
 from gradwise.diagnosis import REMEDIES, Diagnosis
@@ -47,3 +49,46 @@ def test_a_diagnosis_round_trips_through_json() -> None:
 
 def test_docstring_examples_run() -> None:
     run_docstring_examples(Diagnosis, "Diagnosis")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        # QA: a str kind was accepted, then str() failed on it
+        (
+            ("LEARNING_RATE_TOO_HIGH", "a", "b"),
+            r"'kind' parameter of Diagnosis must be a gradwise.Finding",
+        ),
+        (
+            (Finding.PLATEAU, "a", "b", {}, "fatal"),
+            r"'severity' parameter of Diagnosis must be one of 'info', 'warning', 'error'",
+        ),
+        (
+            (Finding.PLATEAU, "a", "b", {}, "error", -1),
+            r"'step' parameter of Diagnosis must be an int >= 0 or None",
+        ),
+        ((Finding.PLATEAU, None, "b"), r"'summary' parameter of Diagnosis must be a str"),
+    ],
+)
+def test_a_diagnosis_refuses_what_it_cannot_be(arguments: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Diagnosis(*arguments)
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({}, r"needs 'kind', 'summary' and 'prescription'; this one has no 'kind', 'summary'"),
+        (
+            {"kind": "nope", "summary": "", "prescription": ""},
+            r"'kind' parameter of Diagnosis.from_dict",
+        ),
+        (
+            {"kind": "plateau", "summary": "", "prescription": "", "severity": "fatal"},
+            r"'severity'",
+        ),
+    ],
+)
+def test_a_damaged_finding_record_is_a_clear_error(record: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Diagnosis.from_dict(record)

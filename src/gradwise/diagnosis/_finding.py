@@ -5,7 +5,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from gradwise._validation import (
+    NON_NEGATIVE_INT,
+    Either,
+    OneOf,
+    Satisfies,
+    check,
+    invalid_value_error,
+)
 
 Severity = Literal["info", "warning", "error"]
 
@@ -64,6 +73,14 @@ REMEDIES: Mapping[Finding, str] = {
 }
 
 
+_FINDING = Satisfies(
+    lambda value: isinstance(value, Finding),
+    "a gradwise.Finding (Finding.LEARNING_RATE_TOO_HIGH, or Finding('learning_rate_too_high'))",
+)
+_TEXT = Satisfies(lambda value: isinstance(value, str), "a str")
+_STEP = Either((NON_NEGATIVE_INT, Satisfies(lambda value: value is None, "None")))
+
+
 @dataclass(frozen=True)
 class Diagnosis:
     """One finding about a run: what, the measured evidence, and the prescribed fix.
@@ -102,6 +119,13 @@ class Diagnosis:
     step: int | None = None
     fix: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check("kind", "Diagnosis", self.kind, _FINDING)
+        check("summary", "Diagnosis", self.summary, _TEXT)
+        check("prescription", "Diagnosis", self.prescription, _TEXT)
+        check("severity", "Diagnosis", self.severity, OneOf(get_args(Severity)))
+        check("step", "Diagnosis", self.step, _STEP)
+
     def __str__(self) -> str:
         return f"{self.kind.name}: {self.summary}; {self.prescription}"
 
@@ -120,6 +144,15 @@ class Diagnosis:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Diagnosis:
         """Inverse of :meth:`to_dict`."""
+        missing = [key for key in ("kind", "summary", "prescription") if key not in data]
+        if missing:
+            raise ValueError(
+                f"A finding record needs 'kind', 'summary' and 'prescription'; this one has "
+                f"no {', '.join(map(repr, missing))}. Got {dict(data)!r} instead."
+            )
+        if data["kind"] not in {member.value for member in Finding}:
+            raise invalid_value_error("kind", "Diagnosis.from_dict", _FINDING.description,
+                                      data["kind"])  # fmt: skip
         return cls(
             kind=Finding(data["kind"]),
             summary=data["summary"],
