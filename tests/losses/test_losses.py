@@ -223,3 +223,14 @@ def test_chance_loss_refuses_a_bad_number_of_classes(name):
 def test_chance_loss_refuses_a_negative_margin():
     with pytest.raises(ValueError, match=one_format("margin", "chance_loss")):
         chance_loss("hinge", 10, margin=-1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+@pytest.mark.parametrize("name", ["hinge", "mse"])
+def test_class_indices_of_any_integer_dtype_give_the_int64_loss(name, dtype):
+    # QA: uint8/int16 labels (hand-built tensors) hit raw gather/one_hot RuntimeErrors.
+    torch.manual_seed(0)
+    scores = torch.randn(6, 4)
+    labels = torch.tensor([0, 3, 1, 2, 2, 0])
+    loss = get_loss(name)
+    assert loss(scores, labels.to(dtype)).item() == loss(scores, labels).item()

@@ -36,6 +36,7 @@ def multiclass_hinge(scores: Tensor, targets: Tensor, margin: float = 1.0) -> Te
         9.0
     """
     check("margin", "multiclass_hinge", margin, NON_NEGATIVE)
+    targets = targets.long()  # any integer dtype of class indices (gather needs int64)
     correct = scores.gather(1, targets.unsqueeze(1))  # (batch, 1)
     margins = (scores - correct + margin).clamp_min(0.0)
     margins = margins.scatter(1, targets.unsqueeze(1), 0.0)
@@ -54,7 +55,7 @@ def mean_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
         0.25
     """
     if not targets.is_floating_point():
-        targets = F.one_hot(targets, outputs.shape[-1]).to(outputs.dtype)
+        targets = F.one_hot(targets.long(), outputs.shape[-1]).to(outputs.dtype)
     elif outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1:
         outputs = outputs.squeeze(-1)
     return F.mse_loss(outputs, targets)
