@@ -308,6 +308,33 @@ def test_a_model_frozen_but_for_its_last_bias_cannot_overfit(spirals):
     assert all(run["accuracy"] < 1.0 for run in result.measured["runs"])
 
 
+class _Cooled(nn.Module):
+    """Logits divided by 100: the classes separate, the loss cannot get near 0 in time."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) / 100.0
+
+
+def test_all_samples_right_but_the_loss_high_is_said_as_such():
+    # QA: "train accuracy 100% ..." then "a working network memorizes a few samples".
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(200, 8, generator=generator)
+    targets = torch.randint(0, 4, (200,), generator=generator)
+    torch.manual_seed(0)
+    model = _Cooled(nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 4)))
+    result = check_overfit_tiny_subset(model, "cross_entropy", (inputs, targets), num_steps=30)
+    assert not result.passed
+    assert result.measured["accuracy"] == 1.0, result.message
+    (finding,) = result.findings
+    assert "every sample classified right but the loss not near 0" in finding.summary
+    assert finding.prescription.startswith("a working network drives the loss")
+    assert "memorizes" not in str(finding)
+
+
 def test_a_model_with_no_trainable_parameter_fails_the_training_checks(spirals):
     model = healthy_mlp().requires_grad_(False)
     report = sanity(

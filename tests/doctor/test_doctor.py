@@ -103,3 +103,42 @@ def test_the_stability_bound_is_not_applied_to_normalized_networks(tmp_path: Pat
         config = load_config(overrides=[*overrides, f"model.norm={norm}"])
         finding = _stability_check(config, prepare_run(config))
         assert (finding is not None) is expected, norm
+
+
+def test_the_stability_bound_is_measured_on_a_random_subset_not_the_first_class(
+    tmp_path: Path,
+) -> None:
+    # mnist5k's training split is ordered by class: its first 256 samples are all zeros,
+    # whose curvature (lambda_max ~30) is 5x that of the data (~5.6), which would call
+    # lr 0.1 unstable (above 2 / 30 = 0.066) although it is below 2 / 5.6 = 0.36.
+    config = load_config(
+        overrides=[
+            "data.dataset=mnist5k", "model.name=mlp", "model.width=32", "model.depth=2",
+            "model.norm=none", "optimizer={name: SGD, lr: 0.1}", f"runs_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    prepared = prepare_run(config)
+    assert len(set(prepared.data.train.targets[:256].tolist())) == 1  # the setup holds
+    assert _stability_check(config, prepared) is None
+
+
+def test_fix_standardizes_inputs_without_the_learning_rate_cut_measured_on_them(
+    tmp_path: Path,
+) -> None:
+    # Spirals scaled 1000x: the rise of the loss and 2 / lambda_max call for lr / 640 and
+    # lr / 2,800, measured on inputs that the standardization fixes; with both, the fixed
+    # probe stayed at chance (1/3).
+    config = load_config(
+        overrides=[
+            "data.dataset=spirals", "data.batch_size=32",
+            "data.preprocess=[{name: rescale, factor: 1000}]", "model.name=mlp",
+            "model.width=16", "model.depth=2", "model.norm=none",
+            "optimizer={name: SGD, lr: 0.1}", "schedule=null", f"runs_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    result = diagnose(config, fix=True, checks=False, probe_epochs=2)
+    kinds = {finding.kind for finding in result.findings}
+    assert {Finding.UNNORMALIZED_INPUTS, Finding.LEARNING_RATE_TOO_HIGH} <= kinds
+    assert result.applied == {"data.preprocess": ["standardize"]}
+    assert result.after is not None
+    assert result.after.probe.metrics["val_accuracy"] > 0.5

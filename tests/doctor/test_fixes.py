@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gradwise import Finding
 from gradwise.config import load_config
 from gradwise.diagnosis import Diagnosis
@@ -63,3 +65,25 @@ def test_changing_the_initializer_drops_the_old_ones_arguments() -> None:
     assert applied == {"init.weights": "he_normal", "init.options": {}}
     config = load_config(overrides=["init.weights=normal", "init.options={std: 10.0}"])
     assert with_changes(config, applied).init.options == {}
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        Finding.LEARNING_RATE_TOO_HIGH,
+        Finding.LEARNING_RATE_TOO_LOW,
+        Finding.OSCILLATION,
+        Finding.NONFINITE_LOSS,
+    ],
+)
+def test_a_learning_rate_measured_on_unscaled_inputs_waits_for_the_standardization(
+    kind: Finding,
+) -> None:
+    # Every learning-rate factor was measured on the broken setup: on inputs 1000x too
+    # large the curvature and the updates are ~1e6x too, so the cut would be far too deep.
+    change = Diagnosis(kind, "s", "p", severity="error", fix={"optimizer.lr": 1.5e-4})
+    unnormalized = Diagnosis(
+        Finding.UNNORMALIZED_INPUTS, "s", "p", fix={"data.preprocess": ["standardize"]}
+    )
+    assert fixes_from([change, unnormalized]) == {"data.preprocess": ["standardize"]}
+    assert fixes_from([change]) == {"optimizer.lr": 1.5e-4}

@@ -339,3 +339,44 @@ def test_series_windows_select_by_step() -> None:
     assert values.since(11) == [3.0, 4.0]
     assert values.between(10, 30) == [2.0, 3.0]
     assert (values.last, values.last_step, len(values)) == (4.0, 30, 4)
+
+
+def blown_up(first_ratios: list[tuple[int, float]]) -> History:
+    """An early blow-up whose update ratios were measured at ``first_ratios`` only."""
+    history = healthy(30)
+    history.peak_loss = series([(10, 30.0), (20, 2.0), (30, 1.9)])
+    for layer in history.update_ratio:
+        history.update_ratio[layer] = series(first_ratios)
+    return history
+
+
+def test_a_warmup_from_zero_takes_the_factor_from_the_first_update_that_moved() -> None:
+    # A warmup that starts at lr 0 makes step 1's update (and its ratio) 0.
+    finding = monitor.detect_learning_rate_too_high(blown_up([(1, 0.0), (10, 0.5)]), DEFAULTS)
+    assert finding is not None
+    assert finding.evidence["first_update_ratio"] == pytest.approx(0.5)
+    assert finding.evidence["factor"] == pytest.approx(50)  # 0.5 / 1e-2, not the floor of 2
+    assert finding.prescription == "lower the learning rate ~50x"
+
+
+def test_without_a_nonzero_update_ratio_the_factor_is_the_documented_default_of_10() -> None:
+    # Step 10's ratio is 0 too: the blow-up killed every unit, so nothing moved.
+    finding = monitor.detect_learning_rate_too_high(blown_up([(1, 0.0), (10, 0.0)]), DEFAULTS)
+    assert finding is not None
+    assert finding.evidence["factor"] == pytest.approx(10)
+    assert finding.fix == {"optimizer.lr": pytest.approx(1e-3 / 10)}
+
+
+@pytest.mark.parametrize(
+    "finding",
+    [
+        lambda: monitor.detect_learning_rate_too_high(blown_up([(1, 1.023)]), DEFAULTS),
+        lambda: monitor.detect_learning_rate_too_low(slow_run(1e-2 / 102.3), DEFAULTS),
+    ],
+    ids=["too_high", "too_low"],
+)
+def test_the_factor_in_the_evidence_is_the_one_the_prescription_names(finding: object) -> None:
+    diagnosis = finding()  # type: ignore[operator]
+    assert diagnosis is not None
+    assert diagnosis.evidence["factor"] == pytest.approx(102.3)  # not 100: 2 digits
+    assert f"~{diagnosis.evidence['factor']:.0f}x" in diagnosis.prescription

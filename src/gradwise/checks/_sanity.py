@@ -1096,10 +1096,18 @@ def _overfit_result(
     if best["passed"]:
         return CheckResult(name, True, numbers, summary)
     tried = ", ".join(f"{lr:g}" for lr in learning_rates)
+    # Every sample right and the loss still above the target: the loss did not go to ~0.
+    all_right = problem.classification and best["accuracy"] == 1.0
     finding = Diagnosis(
         Finding.NO_LEARNING_SIGNAL,
-        f"cannot overfit a tiny subset: {summary}",
-        "a working network memorizes a few samples: check for frozen parameters "
+        f"cannot overfit a tiny subset: {summary}"
+        + (", every sample classified right but the loss not near 0" if all_right else ""),
+        (
+            "a working network drives the loss on a few samples to ~0"
+            if all_right
+            else "a working network memorizes a few samples"
+        )  # fmt: skip
+        + ": check for frozen parameters "
         f"({sum(p.numel() for p in params)} trainable values), a wrong gradient (run "
         "gradwise.checks.gradcheck), too little capacity, and learning rates outside "
         f"those tried ({tried})",

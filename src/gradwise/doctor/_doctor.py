@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from gradwise.checks import GradcheckReport, SanityReport, gradcheck, sanity
@@ -18,6 +19,7 @@ from gradwise.config import (
     config_to_dict,
     parse_config,
 )
+from gradwise.data import Dataset
 from gradwise.diagnosis import SEVERITY_ORDER, Diagnosis
 from gradwise.doctor._fixes import DEFERRED_BY_STRUCTURE, with_config_fix
 from gradwise.doctor._inputs import check_input_scale
@@ -176,9 +178,11 @@ def diagnose(
 def fixes_from(findings: list[Diagnosis]) -> dict[str, Any]:
     """The config changes of the findings that carry one; the most severe wins a key.
 
-    Two rules on top: a learning-rate raise (LEARNING_RATE_TOO_LOW) waits while the model,
-    its initialization or the data are being changed (its update ratio was measured on
-    the broken setup, e.g. a net whose gradients vanish); and changing ``init.weights``
+    Two rules on top: a learning-rate change (``DEFERRED_BY_STRUCTURE``: too high, too
+    low, oscillation, a non-finite loss) waits while the model, its initialization or the
+    data are being changed (its factor was measured on the broken setup, e.g. a net whose
+    gradients vanish or inputs 1000x too large; the fixed config's probe measures it
+    again, and ``result.after`` reports it); and changing ``init.weights``
     resets ``init.options`` unless a fix sets them (the old scheme's arguments, such as
     ``std``, do not fit the new one).
     """
@@ -250,12 +254,23 @@ def _prefix(config: RunConfig) -> str:
     return f"doctor-{name}-{Path(config.model.name.split(':')[-1]).stem}"
 
 
+def _random_subset(train: Dataset, count: int, seed: int) -> Dataset:
+    """``count`` samples of ``train`` drawn by a permutation seeded with ``seed``.
+
+    Some splits are ordered by class (mnist5k's first 256 samples are all zeros, whose
+    top Hessian eigenvalue is ~30 against ~5.6 on random subsets), so the first samples
+    do not represent the data. The same permutation as the Trainer's monitoring subset
+    (``gradwise.train``'s live doctor): the checks see the samples the monitor watches.
+    """
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.subset(order[:count])
+
+
 def _run_checks(
     model: Any, config: RunConfig, prepared: Any
 ) -> tuple[GradcheckReport, SanityReport]:
-    train = prepared.data.train
-    count = min(GRADCHECK_SAMPLES, len(train))
-    inputs, targets = train.inputs[:count], train.targets[:count]
+    sample = _random_subset(prepared.data.train, GRADCHECK_SAMPLES, config.seed)
+    inputs, targets = sample.inputs, sample.targets
     penalty = None
     strength = config.regularization.l2
     if strength > 0:
@@ -291,9 +306,8 @@ def _stability_check(config: RunConfig, prepared: Any) -> Diagnosis | None:
         return None
     from gradwise.curvature import check_learning_rate, eigenvalues
 
-    train = prepared.data.train
-    count = min(CURVATURE_SAMPLES, len(train))
-    batch = (train.inputs[:count], train.targets[:count])
+    sample = _random_subset(prepared.data.train, CURVATURE_SAMPLES, config.seed)
+    batch = (sample.inputs, sample.targets)
     lambda_max = float(eigenvalues(prepared.model, get_loss(config.loss), batch, k=1)[0])
     return check_learning_rate(
         float(spec["lr"]),

@@ -41,9 +41,17 @@ FAN_SCALED = (
     "he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal",
     "lecun_uniform", "orthogonal", "lsuv",
 )  # fmt: skip
-#: The learning-rate raises deferred while the model or data are being fixed: an update
-#: ratio measured on a broken initialization or architecture says little about the rate.
-DEFERRED_BY_STRUCTURE = (Finding.LEARNING_RATE_TOO_LOW,)
+#: The learning-rate changes deferred while the model, its initialization or the data are
+#: being fixed: each factor was measured on the broken setup (an update ratio through
+#: vanishing gradients, a loss rise or a curvature on inputs 1000x too large), which says
+#: little about the rate the fixed one needs; the re-probe measures it again. (Cutting
+#: spirals x1000's lr to 0.000156 along with the standardization left the probe at chance.)
+DEFERRED_BY_STRUCTURE = (
+    Finding.LEARNING_RATE_TOO_LOW,
+    Finding.LEARNING_RATE_TOO_HIGH,
+    Finding.OSCILLATION,
+    Finding.NONFINITE_LOSS,
+)
 _HE = {"init.weights": "he_normal", "init.options": {}}
 #: UNDERFITTING's fix multiplies a built-in model's width by this.
 WIDEN_FACTOR = 4

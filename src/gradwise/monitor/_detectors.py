@@ -190,9 +190,20 @@ def loss_rise(history: History, thresholds: Thresholds) -> tuple[float, float] |
 
 
 def first_update_ratio(history: History) -> float | None:
-    """The median over weights of the first measured update ratio (step 1)."""
-    first = _finite([series.values[0] for series in history.update_ratio.values() if series.values])
-    return statistics.median(first) if first else None
+    """The median over weights of the first measured update ratio that is finite and > 0.
+
+    Usually step 1's. A warmup that starts at learning rate 0 makes step 1's update 0, and
+    a blow-up that killed every unit makes later ones 0: those measure no step size, so
+    the first measurement with a positive median stands in (None when there is none).
+    """
+    # The weights are measured together, so the i-th values of the series share a step; a
+    # scan from the start that stops at the first moving update (usually i = 0).
+    table = [series.values for series in history.update_ratio.values() if series.values]
+    for index in range(max(map(len, table), default=0)):
+        ratios = _finite([values[index] for values in table if index < len(values)])
+        if ratios and (median := statistics.median(ratios)) > 0:
+            return median
+    return None
 
 
 def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> Diagnosis | None:
@@ -201,8 +212,9 @@ def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> D
     The factor to lower the learning rate by brings the update ratio to the top of the
     healthy band, ``update_ratio_target * ratio_band`` (1e-2: what healthy runs show in
     their first few hundred steps): the median ratio of the window when it is too high,
-    else the ratio of the first update (measured before a too-large step distorts the
-    weights); 10 when neither is known. At least 2.
+    else the ratio of the first update that moved the weights (measured before a too-large
+    step distorts them; step 1's unless a warmup from 0 made it 0, see
+    :func:`first_update_ratio`); 10 when neither is known. At least 2.
 
     Example:
         >>> from gradwise.monitor import History, Series, Thresholds
@@ -221,13 +233,14 @@ def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> D
     if not high and rise is None:
         return None
     aim = thresholds.update_ratio_target * thresholds.ratio_band
-    measured = ratio if high else first_update_ratio(history)
+    first = first_update_ratio(history)
+    measured = ratio if high else first
     factor = max(measured / aim if measured is not None else 10.0, 2.0)
     evidence: dict[str, Any] = {
         "median_update_ratio": _round(ratio),
-        "first_update_ratio": _round(first_update_ratio(history)),
+        "first_update_ratio": _round(first),
         "learning_rate": history.learning_rate,
-        "factor": _round(factor, 2),
+        "factor": _round(factor),
     }
     parts = []
     if high:
@@ -287,7 +300,7 @@ def detect_learning_rate_too_low(history: History, thresholds: Thresholds) -> Di
             "loss": _round(current),
             "initial_loss": _round(initial),
             "learning_rate": history.learning_rate,
-            "factor": _round(factor, 2),
+            "factor": _round(factor),
         },
         _now(history),
         fix=_lr_fix(history, 1.0 / factor),
