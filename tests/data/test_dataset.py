@@ -170,3 +170,13 @@ def test_from_datasets_infers_the_rest():
     regression = DataSplits.from_datasets(Dataset(torch.zeros(3, 2), torch.zeros(3, 4)))
     assert regression.num_classes is None
     assert regression.output_size == 4
+
+
+def test_sample_is_a_seeded_permutation_prefix_and_takes_all_when_asked_for_more():
+    data = Dataset(torch.arange(10.0).unsqueeze(1), torch.arange(10) % 2)
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(3))
+    four = data.sample(4, seed=3)
+    assert torch.equal(four.inputs[:, 0], order[:4].double().to(four.inputs.dtype))
+    assert torch.equal(data.sample(4, seed=3).inputs, four.inputs)
+    assert not torch.equal(data.sample(4, seed=4).inputs, four.inputs)
+    assert sorted(data.sample(50, seed=0).inputs[:, 0].tolist()) == list(range(10))

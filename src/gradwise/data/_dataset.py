@@ -78,6 +78,14 @@ class Dataset:
             )
         return Dataset(self.inputs.index_select(0, index), self.targets.index_select(0, index))
 
+    def sample(self, count: int, seed: int) -> Dataset:
+        """``count`` samples (all, if fewer) in the order of a permutation seeded with
+        ``seed``: a subset that represents the data even when the split is ordered by
+        class, the same for the same seed (the Trainer's monitoring subset, the doctor's
+        checks)."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self.subset(order[:count])
+
     def to(self, device: torch.device | str) -> Dataset:
         """The same samples on ``device``."""
         return Dataset(self.inputs.to(device), self.targets.to(device))

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from gradwise.checks import GradcheckReport, SanityReport, gradcheck, sanity
@@ -19,7 +18,6 @@ from gradwise.config import (
     config_to_dict,
     parse_config,
 )
-from gradwise.data import Dataset
 from gradwise.diagnosis import SEVERITY_ORDER, Diagnosis
 from gradwise.doctor._fixes import DEFERRED_BY_STRUCTURE, with_config_fix
 from gradwise.doctor._inputs import check_input_scale
@@ -254,22 +252,11 @@ def _prefix(config: RunConfig) -> str:
     return f"doctor-{name}-{Path(config.model.name.split(':')[-1]).stem}"
 
 
-def _random_subset(train: Dataset, count: int, seed: int) -> Dataset:
-    """``count`` samples of ``train`` drawn by a permutation seeded with ``seed``.
-
-    Some splits are ordered by class (mnist5k's first 256 samples are all zeros, whose
-    top Hessian eigenvalue is ~30 against ~5.6 on random subsets), so the first samples
-    do not represent the data. The same permutation as the Trainer's monitoring subset
-    (``gradwise.train``'s live doctor): the checks see the samples the monitor watches.
-    """
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return train.subset(order[:count])
-
-
 def _run_checks(
     model: Any, config: RunConfig, prepared: Any
 ) -> tuple[GradcheckReport, SanityReport]:
-    sample = _random_subset(prepared.data.train, GRADCHECK_SAMPLES, config.seed)
+    # Some splits are ordered by class: a seeded random subset, the monitor's first samples.
+    sample = prepared.data.train.sample(GRADCHECK_SAMPLES, config.seed)
     inputs, targets = sample.inputs, sample.targets
     penalty = None
     strength = config.regularization.l2
@@ -306,7 +293,8 @@ def _stability_check(config: RunConfig, prepared: Any) -> Diagnosis | None:
         return None
     from gradwise.curvature import check_learning_rate, eigenvalues
 
-    sample = _random_subset(prepared.data.train, CURVATURE_SAMPLES, config.seed)
+    # mnist5k's first 256 samples are all zeros: lambda_max ~30 there, ~5.6 on random ones.
+    sample = prepared.data.train.sample(CURVATURE_SAMPLES, config.seed)
     batch = (sample.inputs, sample.targets)
     lambda_max = float(eigenvalues(prepared.model, get_loss(config.loss), batch, k=1)[0])
     return check_learning_rate(

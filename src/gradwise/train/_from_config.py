@@ -171,13 +171,9 @@ def _live_doctor(prepared: PreparedRun, run: RunFolder | None) -> Callback:
 
     settings = prepared.config.monitor
     assert settings is not None  # noqa: S101 - the caller checked
-    train = prepared.data.train
     # A seeded random subset: some splits are ordered by class (spirals), so the first
     # samples would not represent the data.
-    order = torch.randperm(
-        len(train), generator=torch.Generator().manual_seed(prepared.config.seed)
-    )
-    subset = train.subset(order[: settings.subset])
+    subset = prepared.data.train.sample(settings.subset, prepared.config.seed)
     monitor = watch(
         prepared.model,
         prepared.optimizer,
