@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from gradwise.cli import main
 
 
 def test_bench_unit_tests_prints_the_table_and_writes_the_grid(tmp_path: Path) -> None:
@@ -28,3 +33,36 @@ def test_bench_refuses_an_unknown_optimizer_in_one_line() -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert "The '--optimizers' option" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tau-max", "0.5"], "The '--tau-max' option of gradwise bench profiles must be a "
+         "finite float > 1. Got 0.5 instead."),
+        (["--quadratic-deep-gaps", "abc"], "The '--quadratic-deep-gaps' option must be "
+         "comma-separated numbers. Got 'abc' instead."),
+        (["--quadratic-deep-gaps", "2"], "The '--quadratic-deep-gaps' option of gradwise bench "
+         "profiles must be numbers in (0, 1). Got '2' instead: a target is floor + gap"),
+        (["--quadratic-deep-gaps", "-0.5"], "must be numbers in (0, 1). Got '-0.5' instead:"),
+        (["--quadratic-deep-epochs", "-1"], "The '--quadratic-deep-epochs' option of gradwise "
+         "bench profiles must be an int >= 0. Got -1 instead."),
+    ],
+)  # fmt: skip
+def test_bench_profiles_checks_its_options_before_any_benchmark_runs(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.perf_counter()
+    code = main(["bench", "profiles", *args])
+    printed = capsys.readouterr()
+    assert code == 2
+    assert printed.out == ""
+    assert len(printed.err.strip().splitlines()) == 1, printed.err
+    assert message in printed.err
+    assert time.perf_counter() - started < 1.0  # the surface benchmark took ~10 s
+
+
+def test_bench_unit_tests_names_the_flag_in_its_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "unit-tests", "--steps", "0"]) == 2
+    assert "The '--steps' option of gradwise bench unit-tests must be an int >= 1. Got 0 " \
+        "instead." in capsys.readouterr().err  # fmt: skip

@@ -288,3 +288,76 @@ def test_runs_before_the_first_run_lists_no_runs_in_the_default_folder(
     assert main(["runs"]) == 0
     assert capsys.readouterr().out == "no runs in runs\n"
     assert not (tmp_path / "runs").exists()
+
+
+_TINY_RUN = (
+    "seed: 0\ndata:\n  dataset: spirals\n  batch_size: 32\nmodel:\n  name: mlp\n  width: 8\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["lr-find", "run.yaml", "--steps", "3", "--sweeps", "1", "--out", "a_file/plot.png"],
+         "The '--out' option of gradwise lr-find must be a file path that can be written. "
+         "Got 'a_file/plot.png' instead: 'a_file' is a file, not a folder."),
+        (["lr-find", "run.yaml", "--steps", "3", "--sweeps", "1", "--out", "folder"],
+         "Got 'folder' instead: it is a folder. Name a file in it"),
+        (["viz", "--steps", "2", "--out", "a_file/out"],
+         "The '--out' option of gradwise viz must be a folder that can be written. "
+         "Got 'a_file/out' instead: cannot make it (Not a directory)."),
+        (["viz", "--steps", "2", "--out", "a_file"], "Got 'a_file' instead: it is a file."),
+        (["bench", "surfaces", "--max-steps", "2", "--out", "a_file"],
+         "The '--out' option of gradwise bench surfaces must be a folder that can be written."),
+        (["bench", "unit-tests", "--steps", "2", "--runs", "1", "--out", "a_file/x"],
+         "The '--out' option of gradwise bench unit-tests must be a folder"),
+        (["bench", "profiles", "--max-steps", "2", "--out", "a_file"],
+         "The '--out' option of gradwise bench profiles must be a folder"),
+        (["prune", "run.yaml", "--rounds", "1", "--rate", "0.5", "--runs-dir", "a_file/runs"],
+         "The '--runs-dir' option of gradwise prune must be a folder that can be written."),
+    ],
+)  # fmt: skip
+def test_an_output_path_that_cannot_be_written_is_a_one_line_error_before_any_work(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "run.yaml").write_text(_TINY_RUN)
+    code = main(args)
+    printed = capsys.readouterr()
+    assert code == 2
+    assert printed.out == ""  # nothing ran
+    assert len(printed.err.strip().splitlines()) == 1, printed.err
+    assert message in printed.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "folder", "run.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["lr-find", "run.yaml", "--end", "inf"],
+         "The '--end' parameter of gradwise lr-find must be a finite float. Got inf instead."),
+        (["viz", "--lr", "inf"], "--lr must be one positive number, or one per optimizer (2). "
+         "Got 'inf' instead."),
+        (["viz", "--start=1e400,1"], "--start must be two numbers X,Y. Got '1e400,1' "
+         "instead."),
+        (["viz", "--optimizers", "SGD,SGD"], "--optimizers names SGD twice; name each "
+         "optimizer once (give one lr per optimizer with --lr to compare rates)."),
+        (["landscape", "run.yaml"], "run.yaml is a file, not a run folder"),
+        (["landscape", "missing"], "No run folder at missing: the folder does not exist."),
+    ],
+)  # fmt: skip
+def test_option_errors_name_the_flag_and_the_path(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.yaml").write_text(_TINY_RUN)
+    code = main(args)
+    printed = capsys.readouterr()
+    assert code == 2
+    assert printed.out == ""
+    assert len(printed.err.strip().splitlines()) == 1, printed.err
+    assert message in printed.err

@@ -222,3 +222,17 @@ def test_the_analysis_ends_at_the_first_rise_of_the_smoothed_loss() -> None:
         uncut = analyze_sweep(lrs, losses, smoothing=0.0, rise_factor=4.0)
         assert uncut.rose_at is None
         assert abs(math.log10(uncut.suggestion) - 0.1) <= 0.2, (seed, uncut.suggestion)
+
+
+def test_a_loss_whose_best_is_at_most_zero_diverges_on_a_rise_relative_to_its_scale() -> None:
+    # Best > 0: fastai's rule, unchanged (stop above 4x the best). Best <= 0: a rise above
+    # the best by 3x the larger of the fall so far and |best|.
+    lrs = [10 ** (-4 + k / 10) for k in range(12)]
+    positive = [2.0, 1.5, 1.0, 0.5, 0.5, 1.9, 2.1, 2.1, 2.1, 2.1, 2.1, 2.1]
+    assert analyze_sweep(lrs, positive, smoothing=0.0).diverged_at == 6  # 2.1 > 4 * 0.5
+    shifted = [v - 5.0 for v in positive]  # best -4.5: stop when above -4.5 + 3 * 4.5
+    assert analyze_sweep(lrs, shifted, smoothing=0.0).diverged_at is None
+    exploding = [-3.0, -3.5, -4.0, -4.0, 8.5, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0]
+    assert analyze_sweep(lrs, exploding, smoothing=0.0).diverged_at == 4  # 12.5 > 3 * 4
+    noisy_start = [-3.0, -3.01, -2.9, -3.05, -2.95, -3.1, -3.0, -3.2, -3.3, -3.4, -3.5, -3.6]
+    assert analyze_sweep(lrs, noisy_start, smoothing=0.0).diverged_at is None

@@ -308,3 +308,63 @@ def test_cli_turns_a_bad_sweep_setting_into_a_config_error(tmp_path: Any) -> Non
     with pytest.raises(SystemExit, match=re.escape(message)):
         _cli(["lr-find", "--set", "data.dataset=spirals", "--sweeps", "0",
               "--out", str(tmp_path / "x.png")])  # fmt: skip
+
+
+def _linear_problem() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    torch.manual_seed(0)
+    inputs = torch.randn(16, 4)
+    return nn.Linear(4, 3), [(inputs, (inputs[:, 0] > 0).long())]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda params: optim.Optimizer(
+                params, optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(1e-3))
+            ),
+            "The 'optimizer' parameter of lr_find must have an 'lr' in every param group for "
+            "the sweep to set. Got an Optimizer whose param group 0 has none instead.",
+        ),
+        (
+            lambda params: optim.Newton(params),
+            "The 'optimizer' parameter of lr_find must be a first-order optimizer whose step "
+            "closure calls backward(). Got Newton instead",
+        ),
+    ],
+)
+def test_an_optimizer_the_sweep_cannot_drive_is_refused_up_front(make: Any, message: str) -> None:
+    model, batches = _linear_problem()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lr_find(model, make(model.parameters()), batches, num_steps=20)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_gradwise_chain_built_by_a_factory_is_swept() -> None:
+    model, batches = _linear_problem()
+    optimizer = optim.Optimizer(
+        model.parameters(),
+        lambda lr: optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(lr)),
+        lr=1e-3,
+    )
+    result = lr_find(model, optimizer, batches, num_steps=20, num_sweeps=1)
+    assert len(result.losses) >= 10
+    assert optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_a_negative_loss_does_not_stop_the_sweep_at_its_first_step() -> None:
+    # The oracle: the same sweep on the unshifted loss (a constant shift changes no
+    # gradient, so both sweeps train identically up to where either stops).
+    def sweep(shift: float) -> Any:
+        model, batches = _linear_problem()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return lr_find(model, optimizer, batches, num_sweeps=1, num_steps=50,
+                       loss_fn=lambda o, t: nn.functional.cross_entropy(o, t) - shift)  # fmt: skip
+
+    shifted, plain = sweep(5.0), sweep(0.0)
+    assert shifted.diverged_at is None or shifted.diverged_at >= 10
+    steps = min(len(shifted.losses), len(plain.losses))
+    assert steps >= 10
+    assert shifted.losses[:steps] == pytest.approx([v - 5.0 for v in plain.losses[:steps]])
+    assert shifted.suggestion > 1e-7  # not the min-loss/10 of a one-step curve

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +98,12 @@ def run_unit_tests(args: argparse.Namespace) -> int:
     """Score the optimizers on the unit tests; print the table, write the grid."""
     from gradwise.bench import UNIT_TEST_NAMES, score_optimizers
 
+    _check_options(
+        "unit-tests",
+        {"--steps": (args.steps, 1), "--runs": (args.runs, 1), "--seed": (args.seed, 0)},
+    )
     optimizers = _optimizers(args)
+    _check_out(args, "unit-tests")
     tests = [name for name in UNIT_TEST_NAMES if args.tests in name]
     with _as_config_errors():
         result = score_optimizers(
@@ -118,6 +124,7 @@ def run_surfaces(args: argparse.Namespace) -> int:
     from gradwise.bench import surface_benchmark
 
     optimizers = _optimizers(args)
+    _check_out(args, "surfaces")
     with _as_config_errors():
         result = surface_benchmark(
             optimizers,
@@ -126,6 +133,54 @@ def run_surfaces(args: argparse.Namespace) -> int:
         )
     _show_table(result.to_table(), args.out, "surfaces.json")
     return EXIT_OK
+
+
+def _check_options(benchmark: str, ints: dict[str, tuple[int, int]]) -> None:
+    """Each ``option: (value, low)`` an int >= low, named by its flag (before any work)."""
+    from gradwise.config import ConfigError
+
+    for option, (value, low) in ints.items():
+        if value < low:
+            raise ConfigError(
+                f"The '{option}' option of gradwise bench {benchmark} must be an int >= {low}. "
+                f"Got {value} instead."
+            )
+
+
+def _check_profile_options(args: argparse.Namespace) -> None:
+    """Every option of ``bench profiles``, before the surface benchmark runs (~10 s)."""
+    from gradwise.config import ConfigError
+
+    owner = "gradwise bench profiles"
+    epochs = args.quadratic_deep_epochs
+    _check_options(
+        "profiles", {"--max-steps": (args.max_steps, 1), "--quadratic-deep-epochs": (epochs, 0)}
+    )
+    if not (args.tau_max > 1 and math.isfinite(args.tau_max)):
+        raise ConfigError(
+            f"The '--tau-max' option of {owner} must be a finite float > 1. "
+            f"Got {args.tau_max} instead."
+        )
+    if not (args.tolerance > 0 and math.isfinite(args.tolerance)):
+        raise ConfigError(
+            f"The '--tolerance' option of {owner} must be a finite float > 0. "
+            f"Got {args.tolerance} instead."
+        )
+    gaps = _numbers("--quadratic-deep-gaps", args.quadratic_deep_gaps)
+    if args.quadratic_deep_epochs > 0 and not (gaps and all(0 < gap < 1 for gap in gaps)):
+        raise ConfigError(
+            f"The '--quadratic-deep-gaps' option of {owner} must be numbers in (0, 1). Got "
+            f"{args.quadratic_deep_gaps!r} instead: a target is floor + gap x (initial loss - "
+            "floor), so 1 or more is reached at step 0 and 0 or less never."
+        )
+
+
+def _check_out(args: argparse.Namespace, benchmark: str) -> None:
+    """``--out``, made and checked before the benchmark runs (not after)."""
+    from gradwise.cli._output import check_output_folder
+
+    if args.out is not None:
+        check_output_folder(args.out, "--out", f"bench {benchmark}")
 
 
 @contextlib.contextmanager
@@ -197,6 +252,8 @@ def run_profiles(args: argparse.Namespace) -> int:
     from gradwise.bench import PROFILE_TAUS, performance_profiles
     from gradwise.config import ConfigError
 
+    _check_profile_options(args)
+    _check_out(args, "profiles")
     with _as_config_errors():
         steps = _profile_steps(args)
         if not steps:

@@ -66,6 +66,11 @@ def _load_run(run: Path, subset: int) -> tuple[Path, Any, dict[str, Any], Any, A
     from gradwise.runs import RunFolder
     from gradwise.train import load_checkpoint, prepare_run
 
+    if run.exists() and not run.is_dir():
+        raise ConfigError(
+            f"{run} is a file, not a run folder. Pass the folder of a run, e.g. runs/<name> "
+            "(gradwise runs lists them)."
+        )
     folder = RunFolder.open(run)
     if not folder.last_checkpoint.is_file():
         raise ConfigError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,12 +38,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run_lr_find(args: argparse.Namespace) -> int:
     """Run the sweep of ``args.config``; ConfigError for a bad config or sweep setting."""
+    from gradwise.cli._output import check_output_file
     from gradwise.config import ConfigError, load_config
     from gradwise.lr_finder import lr_find
     from gradwise.train import prepare_run
 
     _check_sweep(args)
     config = load_config(args.config, args.overrides)
+    out = args.out
+    if out is None:
+        name = config.name or Path(config.data.dataset).stem + "-" + config.model.name
+        out = Path(config.runs_dir) / f"lr-find-{name}.png"
+    check_output_file(out, "--out", "lr-find")  # before the sweep, not after it
     prepared = prepare_run(replace(config, schedule=None))
     try:
         result = lr_find(
@@ -62,10 +69,6 @@ def run_lr_find(args: argparse.Namespace) -> int:
     print(result.to_table().render_text())
     print()
     print(result.reasoning)
-    out = args.out
-    if out is None:
-        name = config.name or Path(config.data.dataset).stem + "-" + config.model.name
-        out = Path(config.runs_dir) / f"lr-find-{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(result.plot_png())
     print(f"suggested lr: {result.suggestion:.3g}")
@@ -82,6 +85,12 @@ def _check_sweep(args: argparse.Namespace) -> None:
     try:
         check("--start", owner, args.start, POSITIVE)
         check("--end", owner, args.end, Interval(low=args.start, low_closed=False))
+        for option, value in (("--start", args.start), ("--end", args.end)):
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"The '{option}' parameter of {owner} must be a finite float. "
+                    f"Got {value} instead."
+                )
         check("--steps", owner, args.steps, Interval(low=3, kind="int"))
         check("--sweeps", owner, args.sweeps, Interval(low=1, kind="int"))
     except ValueError as error:

@@ -46,6 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run_prune(args: argparse.Namespace) -> int:
     """Run (or continue) the rounds and print the table; the exit code."""
+    from gradwise.cli._output import check_output_folder
     from gradwise.config import load_config
     from gradwise.prune._procedure import PruneSettings, check_settings, find_tickets
     from gradwise.prune._report import prune_table
@@ -63,6 +64,8 @@ def run_prune(args: argparse.Namespace) -> int:
     if args.runs_dir is not None:
         overrides.append(f"runs_dir={args.runs_dir}")
     config = load_config(args.config, overrides)
+    where = "--runs-dir" if args.runs_dir is not None else "runs_dir"
+    check_output_folder(Path(config.runs_dir), where, "prune")
     result = find_tickets(config, settings, progress=not args.no_progress, say=_say)
     print(prune_table(result.rows).render_text())
     print(f"prune folder: {result.folder}")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 from functools import partial
 from pathlib import Path
 
 import torch
 
 from gradwise import optim
+from gradwise.cli._output import check_output_folder
 from gradwise.config import ConfigError
 
 DEFAULT_OPTIMIZERS = "SGD,Adam"
@@ -84,8 +86,16 @@ def _optimizer_factories(
             f"--optimizers must name gradwise.optim classes, one of {', '.join(allowed)}. "
             f"Got {names_text!r} instead."
         )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(
+            f"--optimizers names {', '.join(repeated)} twice; name each optimizer once (give "
+            "one lr per optimizer with --lr to compare rates)."
+        )
     rates = [default_lr] if lr_text is None else _floats(lr_text, "--lr")
-    if len(rates) not in (1, len(names)) or any(not rate > 0 for rate in rates):
+    if len(rates) not in (1, len(names)) or any(
+        not (rate > 0 and math.isfinite(rate)) for rate in rates
+    ):
         raise ConfigError(
             f"--lr must be one positive number, or one per optimizer ({len(names)}). "
             f"Got {lr_text!r} instead."
@@ -104,10 +114,11 @@ def run_viz(args: argparse.Namespace) -> int:
     surface = get_surface(args.surface)
     optimizers = _optimizer_factories(args.optimizers, args.lr, surface.learning_rate)
     start = surface.start if args.start is None else _floats(args.start, "--start")
-    if len(start) != 2:
+    if len(start) != 2 or not all(math.isfinite(value) for value in start):
         raise ConfigError(f"--start must be two numbers X,Y. Got {args.start!r} instead.")
     if args.steps < 1:
         raise ConfigError(f"--steps must be an integer >= 1. Got {args.steps} instead.")
+    check_output_folder(args.out, "--out", "viz")
     try:
         trajectories = run_optimizers(surface, optimizers, start=start, num_steps=args.steps)
     except ValueError as error:  # a hyperparameter the optimizer rejects

@@ -80,17 +80,18 @@ def lr_find(
     Step :math:`i` sets every param group's lr to :func:`exponential_lrs`\ ``[i]``, takes
     one training minibatch, records its loss (before the update) and steps the optimizer.
     The losses are smoothed by :func:`smooth_losses`; the sweep stops after the first
-    step whose smoothed loss exceeds ``diverge_factor`` times the best so far, or whose
-    loss is not finite. ``num_sweeps`` sweeps run from the same starting point in
-    different batch orders (each from the model and optimizer as given), and their losses
-    are averaged step by step over the steps all of them reached: Smith's advice to run
-    the test more than once, built in. :func:`analyze_sweep` then reads the mean curve up
-    to its first rise (``rise_factor``) and reports both the steepest-descent and the
-    min-loss/10 learning rates and which one it suggests, with the reasoning. One sweep
-    (``num_sweeps=1``) costs a fifth as much and, on the built-in datasets, suggests
-    rates up to 13x apart from seed to seed; five sweeps with the rise cut, repeated on
-    one model with 16 seeds, stayed within 2.54x on all ten cases and eight inits
-    measured (docs/lr_finder.md).
+    step whose smoothed loss exceeds ``diverge_factor`` times the best so far (for a loss
+    whose best is <= 0, a rise above it by ``diverge_factor - 1`` times the larger of the
+    fall so far and ``|best|``), or whose loss is not finite. ``num_sweeps`` sweeps run from
+    the same starting point in different batch orders (each from the model and optimizer as
+    given), and their losses are averaged step by step over the steps all of them reached:
+    Smith's advice to run the test more than once, built in. :func:`analyze_sweep` then
+    reads the mean curve up to its first rise (``rise_factor``) and reports both the
+    steepest-descent and the min-loss/10 learning rates and which one it suggests, with the
+    reasoning. One sweep (``num_sweeps=1``) costs a fifth as much and, on the built-in
+    datasets, suggests rates up to 13x apart from seed to seed; five sweeps with the rise
+    cut, repeated on one model with 16 seeds, stayed within 2.54x on all ten cases and eight
+    inits measured (docs/lr_finder.md).
 
     Afterwards the model and optimizer are exactly as they were: every parameter and
     buffer (bitwise, the same tensor objects), each module's train/eval mode, every
@@ -100,8 +101,13 @@ def lr_find(
 
     Args:
         model: the network, on the device its batches should go to.
-        optimizer: any ``torch.optim.Optimizer`` over the model's parameters (gradwise's
-            optimizers and chains included); its other settings are kept.
+        optimizer: a first-order ``torch.optim.Optimizer`` over the model's parameters with
+            an ``"lr"`` in every param group (torch's and gradwise's named optimizers, and
+            a chain built by a factory of ``lr``:
+            ``optim.Optimizer(params, lambda lr: chain(..., scale_by_learning_rate(lr)),
+            lr=1e-3)``); its other settings are kept. A fixed transform (no ``lr`` to set)
+            and :class:`~gradwise.optim.Newton` (its closure must not call ``backward()``)
+            raise a ValueError.
         data: a :class:`~gradwise.data.Dataset`, :class:`~gradwise.data.DataSplits`
             (its training split), :class:`~gradwise.data.Batches`, or any iterable of
             ``(inputs, targets)`` batches (re-iterated when exhausted if it can be; an
@@ -150,6 +156,7 @@ def lr_find(
     if smoothing is None:
         smoothing = default_smoothing(lrs)
     _check_arguments(model, optimizer, data, loss_fn, smoothing, diverge_factor, seed)
+    _check_sweepable(optimizer)
     check("batch_size", _OWNER, batch_size, POSITIVE_INT)
     check("num_sweeps", _OWNER, num_sweeps, POSITIVE_INT)
     check("rise_factor", _OWNER, rise_factor, DIVERGE_FACTOR)
@@ -335,6 +342,27 @@ def _check_range(start_lr: float, end_lr: float, num_steps: int, owner: str) -> 
         raise ValueError(
             f"The 'end_lr' parameter of {owner} must be a finite float. Got {end_lr!r} instead."
         )
+
+
+def _check_sweepable(optimizer: torch.optim.Optimizer) -> None:
+    """The sweep sets ``group["lr"]`` and steps with a closure that calls backward()."""
+    from gradwise.optim import Newton
+
+    name = type(optimizer).__name__
+    if isinstance(optimizer, Newton):
+        raise ValueError(
+            f"The 'optimizer' parameter of {_OWNER} must be a first-order optimizer whose step "
+            f"closure calls backward(). Got {name} instead: Newton differentiates the loss "
+            "itself and its lr is a step length (1 the full Newton step), not a rate to sweep."
+        )
+    for index, group in enumerate(optimizer.param_groups):
+        if "lr" not in group:
+            raise ValueError(
+                f"The 'optimizer' parameter of {_OWNER} must have an 'lr' in every param group "
+                f"for the sweep to set. Got an {name} whose param group {index} has none "
+                "instead. Build a chain from a factory of lr: optim.Optimizer(params, lambda "
+                "lr: chain(..., scale_by_learning_rate(lr)), lr=1e-3)."
+            )
 
 
 def _check_arguments(
