@@ -143,6 +143,9 @@ def test_open_refuses_a_missing_folder_and_a_folder_without_config(tmp_path):
         RunFolder.open(tmp_path / "nope")
     with pytest.raises(RunFolderError, match=r"is not a run folder: it has no config\.yaml\."):
         RunFolder.open(tmp_path)
+    (tmp_path / "run.yaml").write_text("epochs: 1\n")  # a config given where a run goes
+    with pytest.raises(RunFolderError, match=r"^No run folder at .*run\.yaml: it is a file\."):
+        RunFolder.open(tmp_path / "run.yaml")
 
 
 @pytest.mark.parametrize(

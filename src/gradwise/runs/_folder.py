@@ -236,9 +236,9 @@ class RunFolder:
         check("path", "RunFolder.open", path, _PATH)
         run = cls(Path(path))
         if not run.path.is_dir():
+            what = "it is a file" if run.path.exists() else "the folder does not exist"
             raise RunFolderError(
-                f"No run folder at {run.path}: the folder does not exist. "
-                "Run 'gradwise runs' to list the runs."
+                f"No run folder at {run.path}: {what}. Run 'gradwise runs' to list the runs."
             )
         if not run.config_path.is_file():
             raise RunFolderError(
