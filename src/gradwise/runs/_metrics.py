@@ -259,12 +259,7 @@ def read_records(run_or_path: RunOrPath) -> list[dict[str, Any]]:
             message gives its line number.
     """
     path = metrics_file(run_or_path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as error:
-        raise _failed("read", path, error) from error
+    data = _read_bytes(path)
     *lines, tail = data.split(b"\n")
     records = []
     for number, line in enumerate(lines, start=1):
@@ -283,6 +278,16 @@ def read_records(run_or_path: RunOrPath) -> list[dict[str, Any]]:
     return records
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; none for a missing file (it has no records)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as error:
+        raise _failed("read", path, error) from error
+
+
 def _records_to_rewrite(path: Path) -> list[dict[str, Any]]:
     """The records of ``path`` for :meth:`MetricsLog.truncate_after`, which rewrites it.
 
@@ -290,12 +295,7 @@ def _records_to_rewrite(path: Path) -> list[dict[str, Any]]:
     after a crash must go on), and a damaged line before it is a :class:`RunFolderError`
     (a rewrite would lose it, and only the user can tell what it was).
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as error:
-        raise _failed("read", path, error) from error
+    data = _read_bytes(path)
     numbered = [(n, line) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
     records = [_parse_line(line) for _, line in numbered]
     for (number, line), record in zip(numbered[:-1], records, strict=False):
