@@ -359,6 +359,52 @@ def test_a_warmup_from_zero_takes_the_factor_from_the_first_update_that_moved() 
     assert finding.prescription == "lower the learning rate ~50x"
 
 
+def test_the_first_update_under_a_warmup_is_taken_back_to_the_base_learning_rate() -> None:
+    # Step 2's update was made at 1/50 of the configured rate (a linear warmup over 50
+    # steps from 0): at the configured rate its ratio is 50x larger, and so is the factor.
+    history = blown_up([(1, 0.0), (2, 0.01)])
+    history.step_learning_rate = series([(1, 0.0), (2, 1e-3 / 50)])
+    finding = monitor.detect_learning_rate_too_high(history, DEFAULTS)
+    assert finding is not None
+    assert finding.evidence["first_update_ratio"] == pytest.approx(0.5)
+    assert finding.evidence["factor"] == pytest.approx(50)
+    assert finding.fix == {"optimizer.lr": pytest.approx(1e-3 / 50)}
+
+
+def test_a_high_median_ratio_gives_its_factor_at_the_base_learning_rate() -> None:
+    # The window's updates were made at half the configured rate (a decay): the factor
+    # that brings the configured rate's ratio to 1e-2 is twice what the ratios show.
+    history = healthy()
+    for name in history.update_ratio:
+        history.update_ratio[name] = ramp(10, 401, 10, 0.2)
+    history.step_learning_rate = ramp(10, 401, 10, 1e-3 / 2)
+    finding = monitor.detect_learning_rate_too_high(history, DEFAULTS)
+    assert finding is not None
+    assert finding.evidence["median_update_ratio"] == pytest.approx(0.2)
+    assert finding.evidence["median_update_ratio_at_base_rate"] == pytest.approx(0.4)
+    assert finding.evidence["factor"] == pytest.approx(40)
+
+
+def test_a_decayed_schedule_is_not_a_too_low_learning_rate() -> None:
+    # Ratios of 1e-4 made at 1/30 of the configured rate: 3e-3 at that rate, healthy.
+    history = slow_run(1e-4)
+    history.step_learning_rate = ramp(10, 401, 10, 1e-3 / 30)
+    assert monitor.detect_learning_rate_too_low(history, DEFAULTS) is None
+    assert monitor.median_update_ratio_at_base_rate(history, DEFAULTS) == pytest.approx(3e-3)
+    # At the configured rate itself the same ratios are too small, by the same measure.
+    history.step_learning_rate = ramp(10, 401, 10, 1e-3)
+    finding = monitor.detect_learning_rate_too_low(history, DEFAULTS)
+    assert kind(finding) is Finding.LEARNING_RATE_TOO_LOW
+
+
+def test_ratios_made_at_a_rate_of_zero_measure_no_step_size() -> None:
+    history = slow_run(1e-4)
+    history.step_learning_rate = ramp(10, 401, 10, lambda s: 0.0 if s < 300 else 1e-3 / 2)
+    # Only steps 300..400 count, each 2e-4 at the configured rate.
+    assert monitor.median_update_ratio_at_base_rate(history, DEFAULTS) == pytest.approx(2e-4)
+    assert monitor.median_update_ratio(history, DEFAULTS) == pytest.approx(1e-4)
+
+
 def test_without_a_nonzero_update_ratio_the_factor_is_the_documented_default_of_10() -> None:
     # Step 10's ratio is 0 too: the blow-up killed every unit, so nothing moved.
     finding = monitor.detect_learning_rate_too_high(blown_up([(1, 0.0), (10, 0.0)]), DEFAULTS)

@@ -388,6 +388,82 @@ def test_the_state_round_trips_through_a_weights_only_checkpoint() -> None:
     assert restored.num_steps == 13
 
 
+def warmup_run(
+    steps: int, warmup: int, *, lr: float = 0.5, stop_after: int | None = None
+) -> tuple[monitor.Watch, list[float]]:
+    """SGD on small_model under a linear warmup from 0 over ``warmup`` steps (torch's
+    LambdaLR); returns the watch and the rate each step was made at. With ``stop_after``,
+    the watch is saved after that step and a new one loaded from it goes on."""
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min(t / warmup, 1.0))
+    watch = monitor.watch(model, optimizer, monitor_data=data(64, seed=1))
+    rates = []
+    for step in range(1, steps + 1):
+        rates.append(optimizer.param_groups[0]["lr"])
+        loss = sgd_step(model, optimizer, data(32, seed=step))
+        scheduler.step()
+        watch.step(loss)
+        if step == stop_after:
+            state = watch.state_dict()
+            watch.close()
+            watch = monitor.watch(model, optimizer, monitor_data=data(64, seed=1))
+            watch.load_state_dict(state)
+    return watch, rates
+
+
+def test_each_measured_update_records_the_rate_that_made_it() -> None:
+    watch, rates = warmup_run(25, warmup=20)
+    # Step 1 (rate 0) moves nothing, so step 2, the first with a positive rate, is
+    # measured too; then the cadence's every 10 steps.
+    measured = [r["step"] for r in records(watch, "gradients")]
+    assert measured == [1, 2, 10, 20]
+    history = watch.history
+    assert history.step_learning_rate.steps == measured
+    assert history.step_learning_rate.values == pytest.approx([rates[s - 1] for s in measured])
+    assert history.learning_rate == 0.5  # the configured rate, not the warmup's first
+    assert [r["update_ratio"] for r in records(watch, "weight", 1)] == [0.0, 0.0, 0.0]
+    assert all(r["update_ratio"] > 0 for r in records(watch, "weight", 2))
+
+
+def test_without_a_warmup_no_extra_step_is_measured() -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    plain = monitor.watch(model, optimizer, monitor_data=data(64, seed=1))
+    for step in range(1, 26):
+        plain.step(sgd_step(model, optimizer, data(32, seed=step)))
+    assert [r["step"] for r in records(plain, "gradients")] == [1, 10, 20]
+
+
+def test_a_resumed_watch_still_measures_the_first_moving_update() -> None:
+    uninterrupted, _ = warmup_run(12, warmup=20)
+    resumed, _ = warmup_run(12, warmup=20, stop_after=1)
+    assert [r["step"] for r in records(resumed, "gradients")] == [1, 2, 10]
+    assert resumed.history == uninterrupted.history
+
+
+def test_the_first_update_ratio_is_taken_at_the_configured_rate() -> None:
+    # The ratio of step 2 (made at 1/50 of the rate) scaled back to the full rate, against
+    # the ratio of the same step made at the full rate: SGD's update is the rate times the
+    # gradient, so the two agree exactly.
+    from gradwise.monitor._detectors import first_update_ratio
+
+    watch, rates = warmup_run(2, warmup=50)
+    assert rates == [0.0, 0.5 / 50]
+    torch.manual_seed(0)
+    model = small_model()  # step 1 (rate 0) left the weights where they started
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sgd_step(model, torch.optim.SGD(model.parameters(), lr=0.5), data(32, seed=2))
+    ratios = [
+        float((p.detach() - before[n]).norm() / before[n].norm())
+        for n, p in model.named_parameters()
+        if n.endswith("weight")
+    ]
+    assert first_update_ratio(watch.history) == pytest.approx(sorted(ratios)[1], rel=1e-4)
+
+
 # -- argument checks -----------------------------------------------------------------------
 
 

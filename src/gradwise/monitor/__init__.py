@@ -23,6 +23,7 @@ from gradwise.monitor._detectors import (
     detect_underfitting,
     detect_vanishing_gradients,
     median_update_ratio,
+    median_update_ratio_at_base_rate,
 )
 from gradwise.monitor._history import History, Series
 from gradwise.monitor._probes import Histogram
@@ -48,5 +49,6 @@ __all__ = [
     "detect_underfitting",
     "detect_vanishing_gradients",
     "median_update_ratio",
+    "median_update_ratio_at_base_rate",
     "watch",
 ]

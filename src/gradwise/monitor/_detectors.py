@@ -119,6 +119,64 @@ def median_update_ratio(history: History, thresholds: Thresholds) -> float | Non
     return statistics.median(per_layer) if per_layer else None
 
 
+@_shared_measurement
+def median_update_ratio_at_base_rate(history: History, thresholds: Thresholds) -> float | None:
+    """:func:`median_update_ratio` with each ratio taken back to the base learning rate.
+
+    An update is proportional to the learning rate that made it, so a ratio measured at
+    step ``t`` is scaled by ``learning_rate / lr_t`` (``history.step_learning_rate``):
+    what the updates are at the configured rate, apart from a schedule's warmup or decay.
+    The detectors that prescribe a new base rate (too low, and the factor of too high)
+    read this; a ratio measured at ``lr_t = 0`` measures no step size and is left out.
+    The same as :func:`median_update_ratio` when the rates are not known.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, Thresholds
+        >>> from gradwise.monitor import median_update_ratio_at_base_rate
+        >>> history = History(learning_rate=0.1)
+        >>> history.update_ratio["0.weight"] = Series([60, 70, 80], [1e-4, 1e-4, 1e-4])
+        >>> history.step_learning_rate = Series([60, 70, 80], [0.025, 0.025, 0.025])
+        >>> median_update_ratio_at_base_rate(history, Thresholds())  # 1e-4 at lr 0.1 / 4
+        0.0004
+    """
+    now = _now(history)
+    start = max(thresholds.warmup_steps + 1, now - thresholds.window_steps + 1)
+    scales = _rate_scales(history, start)
+    per_layer = []
+    for series in history.update_ratio.values():
+        low = bisect.bisect_left(series.steps, start)
+        recent = _at_base_rate(series.steps[low:], series.values[low:], scales)
+        if len(recent) < thresholds.sustained_checks:
+            return None
+        per_layer.append(statistics.median(recent))
+    return statistics.median(per_layer) if per_layer else None
+
+
+def _rate_scales(history: History, start: int, stop: int | None = None) -> dict[int, float]:
+    """``lr_t / learning_rate`` at each step in ``[start, stop)`` whose rate was recorded
+    (empty when the base rate is not known)."""
+    base = history.learning_rate
+    rates = history.step_learning_rate
+    if not base or base <= 0 or not math.isfinite(base):
+        return {}
+    low = bisect.bisect_left(rates.steps, start)
+    high = len(rates.steps) if stop is None else bisect.bisect_left(rates.steps, stop)
+    return {rates.steps[i]: rates.values[i] / base for i in range(low, high)}
+
+
+def _at_base_rate(
+    steps: Sequence[int], values: Sequence[float], scales: dict[int, float]
+) -> list[float]:
+    """The finite ratios in ``values`` divided by their step's rate scale (1 where none was
+    recorded); ratios made at a rate of 0 are left out."""
+    result = []
+    for step, value in zip(steps, values, strict=True):
+        scale = scales.get(step, 1.0)
+        if scale > 0 and math.isfinite(value):
+            result.append(value / scale)
+    return result
+
+
 def _sustained(series: Series, thresholds: Thresholds, condition: Callable[[float], bool]) -> bool:
     """``condition`` holds at every value of the last ``sustained_steps`` steps, and at
     least at the last ``sustained_checks`` values."""
@@ -198,9 +256,14 @@ def first_update_ratio(history: History) -> float | None:
     """
     # The weights are measured together, so the i-th values of the series share a step; a
     # scan from the start that stops at the first moving update (usually i = 0).
-    table = [series.values for series in history.update_ratio.values() if series.values]
+    table = [series for series in history.update_ratio.values() if series.values]
     for index in range(max(map(len, table), default=0)):
-        ratios = _finite([values[index] for values in table if index < len(values)])
+        present = [series for series in table if index < len(series)]
+        steps = [series.steps[index] for series in present]
+        # One lookup of the rate per step (the scan usually stops at the first).
+        scales = _rate_scales(history, min(steps), stop=max(steps) + 1)
+        values = [series.values[index] for series in present]
+        ratios = _at_base_rate(steps, values, scales)
         if ratios and (median := statistics.median(ratios)) > 0:
             return median
     return None
@@ -214,7 +277,9 @@ def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> D
     their first few hundred steps): the median ratio of the window when it is too high,
     else the ratio of the first update that moved the weights (measured before a too-large
     step distorts them; step 1's unless a warmup from 0 made it 0, see
-    :func:`first_update_ratio`); 10 when neither is known. At least 2.
+    :func:`first_update_ratio`); 10 when neither is known. At least 2. Both are taken at
+    the base learning rate (:func:`median_update_ratio_at_base_rate`), the one the
+    prescription changes: under a warmup, the first update was made at a fraction of it.
 
     Example:
         >>> from gradwise.monitor import History, Series, Thresholds
@@ -234,10 +299,11 @@ def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> D
         return None
     aim = thresholds.update_ratio_target * thresholds.ratio_band
     first = first_update_ratio(history)
-    measured = ratio if high else first
+    measured = median_update_ratio_at_base_rate(history, thresholds) if high else first
     factor = max(measured / aim if measured is not None else 10.0, 2.0)
     evidence: dict[str, Any] = {
         "median_update_ratio": _round(ratio),
+        "median_update_ratio_at_base_rate": _round(measured if high else None),
         "first_update_ratio": _round(first),
         "learning_rate": history.learning_rate,
         "factor": _round(factor),
@@ -263,10 +329,11 @@ def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> D
 def detect_learning_rate_too_low(history: History, thresholds: Thresholds) -> Diagnosis | None:
     """A slow, linear loss curve with update ratios far below 1e-3.
 
-    After a full window past warmup: the median update ratio is below
-    ``update_ratio_low``, the loss fell by less than ``slow_progress`` of the initial loss
-    over the window and is still above ``plateau_level`` of it. The factor to raise the
-    learning rate by brings the ratio to ``update_ratio_target * ratio_band``.
+    After a full window past warmup: the median update ratio at the base learning rate
+    (:func:`median_update_ratio_at_base_rate`: a schedule's decay is not a too-low rate)
+    is below ``update_ratio_low``, the loss fell by less than ``slow_progress`` of the
+    initial loss over the window and is still above ``plateau_level`` of it. The factor to
+    raise the learning rate by brings the ratio to ``update_ratio_target * ratio_band``.
 
     Example:
         >>> from gradwise.monitor import History, Series, Thresholds
@@ -278,7 +345,7 @@ def detect_learning_rate_too_low(history: History, thresholds: Thresholds) -> Di
         >>> detect_learning_rate_too_low(history, Thresholds()).fix
         {'optimizer.lr': 0.001}
     """
-    ratio = median_update_ratio(history, thresholds)
+    ratio = median_update_ratio_at_base_rate(history, thresholds)
     progress = _window_progress(history, thresholds)
     if ratio is None or progress is None or ratio >= thresholds.update_ratio_low or ratio <= 0:
         return None
@@ -288,14 +355,19 @@ def detect_learning_rate_too_low(history: History, thresholds: Thresholds) -> Di
     if drop >= thresholds.slow_progress * initial or current <= thresholds.plateau_level * initial:
         return None
     factor = max(thresholds.update_ratio_target * thresholds.ratio_band / ratio, 2.0)
+    measured = median_update_ratio(history, thresholds)
+    scheduled = "" if measured is None or math.isclose(measured, ratio, rel_tol=0.01) else (
+        f" at the base learning rate ({measured:.2g} at the scheduled rates)"
+    )  # fmt: skip
     return _diagnosis(
         Finding.LEARNING_RATE_TOO_LOW,
-        f"the median update/weight ratio is {ratio:.2g} (healthy: ~1e-3) and the loss fell "
-        f"by only {drop:.3g} (to {current:.3g}, from {initial:.3g} at the start) over the "
-        f"last {thresholds.window_steps} steps",
+        f"the median update/weight ratio is {ratio:.2g}{scheduled} (healthy: ~1e-3) and the "
+        f"loss fell by only {drop:.3g} (to {current:.3g}, from {initial:.3g} at the start) "
+        f"over the last {thresholds.window_steps} steps",
         f"raise the learning rate ~{factor:.0f}x or add momentum",
         {
-            "median_update_ratio": _round(ratio),
+            "median_update_ratio_at_base_rate": _round(ratio),
+            "median_update_ratio": _round(measured),
             "loss_drop": _round(drop),
             "loss": _round(current),
             "initial_loss": _round(initial),
@@ -444,7 +516,7 @@ def detect_plateau(history: History, thresholds: Thresholds) -> Diagnosis | None
     progress = _window_progress(history, thresholds)
     if progress is None:
         return None
-    ratio = median_update_ratio(history, thresholds)
+    ratio = median_update_ratio_at_base_rate(history, thresholds)
     if ratio is not None and ratio < thresholds.update_ratio_low:
         return None  # too small a learning rate, not a plateau
     if loss_rise(history, thresholds) is not None:
@@ -846,7 +918,7 @@ def detect_underfitting(history: History, thresholds: Thresholds) -> Diagnosis |
         tutorial): the applied bias-variance flowchart.
     """
     progress = _window_progress(history, thresholds)
-    ratio = median_update_ratio(history, thresholds)
+    ratio = median_update_ratio_at_base_rate(history, thresholds)
     if progress is None or (ratio is not None and ratio < thresholds.update_ratio_low):
         return None
     if loss_rise(history, thresholds) is not None or _at_chance(history, thresholds):

@@ -220,11 +220,15 @@ class History:
         grad_norm: the global gradient norm over every parameter.
         first_last_grad_ratio: first weight's gradient norm / last weight's.
         layer_grad_norm, update_ratio: per weight tensor.
+        step_learning_rate: the first param group's learning rate at each step whose
+            update ratios were measured: the rate that made those updates (a schedule's
+            warmup or decay moves it away from ``learning_rate``).
         dead_fraction, saturated_fraction: per ReLU / tanh-sigmoid module.
         initial_loss: the loss before training (monitoring subset) or at step 1.
         chance_loss: the loss of a classifier at chance, when known.
         chance_accuracy: the majority-class frequency, when known.
-        learning_rate: the base learning rate of the first parameter group, when known.
+        learning_rate: the base learning rate of the first parameter group (the
+            configured one, before a schedule scales it), when known.
         nonfinite: where the first NaN/inf appeared (step, what, layer), or None.
 
     Example:
@@ -248,6 +252,7 @@ class History:
     first_last_grad_ratio: Series = field(default_factory=Series)
     layer_grad_norm: dict[str, Series] = field(default_factory=_layers)
     update_ratio: dict[str, Series] = field(default_factory=_layers)
+    step_learning_rate: Series = field(default_factory=Series)
     dead_fraction: dict[str, Series] = field(default_factory=_layers)
     saturated_fraction: dict[str, Series] = field(default_factory=_layers)
     initial_loss: float | None = None

@@ -133,6 +133,12 @@ class Watch:
         self._packer = ChunkedPacker()
         self._step = 0
         self._pending: GradientMeasurement | None = None
+        # The rate of the step being measured, read before the optimizer steps (a
+        # scheduler changes it after), and whether an update that moved the weights has
+        # been measured yet: a warmup from 0 makes step 1's update 0, so the first step
+        # with a positive rate is measured too, whatever the cadence.
+        self._pending_rate: float | None = None
+        self._awaiting_moving_update = optimizer is not None
         self._sample_positions: dict[Any, Tensor] = {}
         self._handles: list[RemovableHandle] = []
         if optimizer is not None:
@@ -295,18 +301,30 @@ class Watch:
             finding = Diagnosis.from_dict(data)
             self._findings.setdefault(finding.kind, finding)
         self._pending = None
+        # Waiting while every measured update was made at a rate of 0 (none measured yet
+        # included); a checkpoint from before the rates were recorded has updates but no
+        # rates, and was past its first step.
+        rates = self.history.step_learning_rate
+        measured = max((len(series) for series in self.history.update_ratio.values()), default=0)
+        self._awaiting_moving_update = (
+            self.optimizer is not None
+            and measured == len(rates)
+            and all(rate <= 0 for rate in rates.values)
+        )
 
     # -- measurements ----------------------------------------------------------------------
 
     def _cadence(self, step: int) -> tuple[bool, bool]:
         # Step 1 is always measured: the first update shows the step size before a too
         # large learning rate has had time to distort the weights.
-        return step == 1 or step % self.cheap_every == 0, step % self.every == 0
+        cheap = step == 1 or step % self.cheap_every == 0 or self._awaiting_moving_update
+        return cheap, step % self.every == 0
 
     def _before_optimizer_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         upcoming = self._step + 1
         cheap, expensive = self._cadence(upcoming)
         if cheap or expensive:
+            self._pending_rate = _current_learning_rate(optimizer)
             self._pending = self._gradients.measure(
                 upcoming, snapshot=True, histograms=self._histogram_batch(expensive)
             )
@@ -363,6 +381,10 @@ class Watch:
         if measurement.before is not None and measurement.weight_norms is not None:
             update_norms = self._gradients.update_norms(measurement.before)
             updates = (update_norms, measurement.weight_norms)
+            rate = self._pending_rate
+            if rate is not None:
+                history.step_learning_rate.append(step, rate)
+            self._awaiting_moving_update = rate is not None and rate <= 0
         for index, (name, norm) in enumerate(zip(names, norms, strict=True)):
             history.layer(history.layer_grad_norm, name).append(step, norm)
             record: dict[str, Any] = {
@@ -666,6 +688,16 @@ def _as_batch(data: Batch | Dataset | None, device: torch.device) -> Batch | Non
 def _device_of(model: nn.Module) -> torch.device:
     parameter = next(iter(model.parameters()), None)
     return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _current_learning_rate(optimizer: Optimizer) -> float | None:
+    """The first param group's learning rate now (None when it has none, or not a number)."""
+    if not optimizer.param_groups:
+        return None
+    value = optimizer.param_groups[0].get("lr")
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return float(value)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _base_learning_rate(optimizer: Optimizer | None) -> float | None:
