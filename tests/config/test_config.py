@@ -81,7 +81,7 @@ def test_early_stopping_section_switches_on_with_its_defaults() -> None:
         ({"device": "tpu"}, "The 'device' key in 'train' must be one of 'cpu', 'cuda', 'auto'. Got 'tpu' instead."),
         ({"model": {"dropout": 1.0}}, "The 'dropout' key in 'train.model' must be a float in [0, 1). Got 1.0 instead."),
         ({"data": "mnist1d"}, "'train.data' must be a mapping of keys to values. Got 'mnist1d' instead."),
-        ({"zzz": 1}, "unknown key 'zzz' in 'train'; valid keys: averaging, checkpoint, data, device,"),
+        ({"zzz": 1}, "unknown key 'zzz' in 'train'; valid keys: averaging, checkpoint, clip_grad_norm, data, device,"),
         ({"regularization": {"early_stopping": {"patiense": 2}}},
          "unknown key 'patiense' in 'train.regularization.early_stopping'; did you mean 'patience'?"),
     ],

@@ -87,3 +87,27 @@ def test_a_learning_rate_measured_on_unscaled_inputs_waits_for_the_standardizati
     )
     assert fixes_from([change, unnormalized]) == {"data.preprocess": ["standardize"]}
     assert fixes_from([change]) == {"optimizer.lr": 1.5e-4}
+
+
+def test_a_gradient_norm_spike_clips_at_twice_the_usual_norm() -> None:
+    spike = Diagnosis(
+        Finding.EXPLODING_GRADIENTS,
+        "s",
+        "p",
+        evidence={"grad_norm": 71.8, "median_grad_norm": 0.57},
+    )
+    fix = with_config_fix(spike, load_config()).fix
+    assert fix == {"clip_grad_norm": pytest.approx(1.14)}
+    assert with_changes(load_config(), fix).clip_grad_norm == pytest.approx(1.14)
+    # A first/last gradient ratio alone calls for initialization or normalization.
+    ratio = Diagnosis(Finding.EXPLODING_GRADIENTS, "s", "p", evidence={"first_last_ratio": 300.0})
+    assert with_config_fix(ratio, load_config()).fix == {}
+    # Norms measured on a setup that is being fixed (a huge init) say nothing of the fixed
+    # one's: the clipping waits, as a learning-rate change does.
+    huge = Diagnosis(
+        Finding.INITIAL_LOSS_MISMATCH, "s", "p", severity="error",
+        fix={"init.weights": "he_normal", "init.options": {}},
+    )  # fmt: skip
+    clipped = with_config_fix(spike, load_config())
+    assert "clip_grad_norm" not in fixes_from([clipped, huge])
+    assert fixes_from([clipped]) == {"clip_grad_norm": pytest.approx(1.14)}

@@ -357,6 +357,49 @@ def test_trainer_validates_its_arguments() -> None:
         _spirals_trainer("cross_entropy")
 
 
+class _ClipFirst(torch.optim.SGD):
+    """The oracle: torch's clip_grad_norm_ over every parameter, then SGD's own step."""
+
+    max_norm = 0.05
+
+    def step(self, closure: object = None) -> None:  # type: ignore[override]
+        params = [p for group in self.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+        super().step()
+
+
+def _two_group_run(optimizer_class: type[torch.optim.SGD], **kwargs: object) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    data = load_dataset("spirals", seed=0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    groups = [
+        {"params": model[0].parameters()},
+        {"params": model[2].parameters(), "lr": 0.02},
+    ]
+    optimizer = optimizer_class(groups, lr=0.1)
+    Trainer(model, optimizer, data, batch_size=16, epochs=2, progress=False, **kwargs).fit()  # type: ignore[arg-type]
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_clip_grad_norm_clips_the_norm_over_every_param_group_before_the_step() -> None:
+    clipped = _two_group_run(torch.optim.SGD, clip_grad_norm=_ClipFirst.max_norm)
+    oracle = _two_group_run(_ClipFirst)
+    unclipped = _two_group_run(torch.optim.SGD)
+    assert all(torch.equal(a, b) for a, b in zip(clipped, oracle, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(clipped, unclipped, strict=True))
+    with pytest.raises(
+        ValueError, match="'clip_grad_norm' parameter of Trainer must be a float > 0"
+    ):
+        _spirals_trainer("cross_entropy", epochs=1, clip_grad_norm=0.0)
+
+
+def test_clip_grad_norm_in_the_config_reaches_the_trainer(small_config: RunConfig) -> None:
+    config = replace(small_config, clip_grad_norm=0.5)
+    assert make_trainer(prepare_run(config), None, progress=False).clip_grad_norm == 0.5
+    with pytest.raises(ConfigError, match="clip_grad_norm"):
+        load_config(overrides=["clip_grad_norm=-1"])
+
+
 def test_steps_budget_ends_mid_epoch_with_a_final_evaluation() -> None:
     result = _spirals_trainer("cross_entropy", steps=20).fit()
     assert result.steps == 20

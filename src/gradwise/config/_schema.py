@@ -293,6 +293,11 @@ class RunConfig:
         MAPPING,
         "a named optimizer with its arguments, or a chain of transforms",
     )
+    clip_grad_norm: float | None = setting(
+        None,
+        Either((FINITE_POSITIVE, NONE)),
+        "clip the gradient norm over all parameters (every param group) before each step",
+    )
     schedule: ScheduleConfig | None = section(
         ScheduleConfig, "learning-rate schedule", optional=True
     )

@@ -14,6 +14,9 @@ the doctor can tell which part of it caused the symptom and attach a safe overri
 - INITIAL_LOSS_MISMATCH above chance with a hand-set initializer (``init.options`` given,
   or a scheme that does not scale with the fan): the activation's standard scheme (He for
   ReLU-like units, Xavier otherwise).
+- EXPLODING_GRADIENTS from a spike of the gradient norm: ``clip_grad_norm`` at
+  ``CLIP_OVER_MEDIAN`` times the run's median norm (clipping the whole model's norm; the
+  usual steps pass unchanged, a spike is cut to twice the usual size).
 - UNDERFITTING in a built-in model: ``model.width`` times ``WIDEN_FACTOR`` (the
   flowchart's "bigger model"; more width keeps the depth, so the same initialization and
   learning rate stay sensible, and a net with more units per layer fits at least as well).
@@ -41,20 +44,24 @@ FAN_SCALED = (
     "he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal",
     "lecun_uniform", "orthogonal", "lsuv",
 )  # fmt: skip
-#: The learning-rate changes deferred while the model, its initialization or the data are
-#: being fixed: each factor was measured on the broken setup (an update ratio through
-#: vanishing gradients, a loss rise or a curvature on inputs 1000x too large), which says
-#: little about the rate the fixed one needs; the re-probe measures it again. (Cutting
-#: spirals x1000's lr to 0.000156 along with the standardization left the probe at chance.)
+#: The measured changes (learning rate, clipping threshold) deferred while the model, its
+#: initialization or the data are being fixed: each value was measured on the broken setup
+#: (an update ratio through vanishing gradients, a loss rise, a curvature on inputs 1000x
+#: too large, gradient norms of a huge init), which says little about what the fixed one
+#: needs; the re-probe measures it again. (Cutting spirals x1000's lr to 0.000156 along
+#: with the standardization left the probe at chance.)
 DEFERRED_BY_STRUCTURE = (
     Finding.LEARNING_RATE_TOO_LOW,
     Finding.LEARNING_RATE_TOO_HIGH,
     Finding.OSCILLATION,
     Finding.NONFINITE_LOSS,
+    Finding.EXPLODING_GRADIENTS,
 )
 _HE = {"init.weights": "he_normal", "init.options": {}}
 #: UNDERFITTING's fix multiplies a built-in model's width by this.
 WIDEN_FACTOR = 4
+#: EXPLODING_GRADIENTS' fix clips the gradient norm at this times the run's median norm.
+CLIP_OVER_MEDIAN = 2.0
 
 
 def with_config_fix(finding: Diagnosis, config: RunConfig) -> Diagnosis:
@@ -124,10 +131,18 @@ def _underfitting(finding: Diagnosis, config: RunConfig) -> dict[str, Any]:
     return {"model.width": int(width) * WIDEN_FACTOR}
 
 
+def _exploding_gradients(finding: Diagnosis, config: RunConfig) -> dict[str, Any]:
+    median = finding.evidence.get("median_grad_norm")
+    if not isinstance(median, int | float) or not median > 0 or "grad_norm" not in finding.evidence:
+        return {}  # no spike (the first/last ratio alone: initialization, normalization)
+    return {"clip_grad_norm": float(f"{CLIP_OVER_MEDIAN * median:.3g}")}
+
+
 _RULES = {
     Finding.DEAD_UNITS: _dead_units,
     Finding.SATURATED_UNITS: _saturated_units,
     Finding.VANISHING_GRADIENTS: _saturated_units,
     Finding.INITIAL_LOSS_MISMATCH: _initial_loss_mismatch,
     Finding.UNDERFITTING: _underfitting,
+    Finding.EXPLODING_GRADIENTS: _exploding_gradients,
 }

@@ -144,6 +144,7 @@ def make_trainer(
         batch_size=config.data.batch_size,
         steps=prepared.total_steps,
         scheduler=prepared.scheduler,
+        clip_grad_norm=config.clip_grad_norm,
         penalty=penalty,
         augment=prepared.augment,
         mixup=prepared.mixup,

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from gradwise._validation import POSITIVE_INT, Either, OneOf, Satisfies, check
+from gradwise._validation import POSITIVE, POSITIVE_INT, Either, OneOf, Satisfies, check
 from gradwise.averaging import WeightAverage
 from gradwise.data import Batches, Dataset, DataSplits
 from gradwise.distributed._world import World
@@ -32,6 +32,7 @@ LossFunction = Callable[[Tensor, Tensor], Tensor]
 
 _OPTIONAL_INT = Either((POSITIVE_INT, Satisfies(lambda v: v is None, "None")))
 _MODES = OneOf(("auto", "min", "max"))
+_OPTIONAL_NORM = Either((POSITIVE, Satisfies(lambda v: v is None, "None")))
 #: The averaged weights' file in a run's checkpoints/ (when the run averages its weights).
 AVERAGED_CHECKPOINT = "averaged.pt"
 _AVERAGE = Satisfies(
@@ -91,6 +92,11 @@ class Trainer:
         epochs: passes over the training split; or give ``steps``.
         steps: total optimizer steps (wins over ``epochs``).
         scheduler: a torch LR scheduler, stepped after every optimizer step.
+        clip_grad_norm: clip the gradients of every parameter the optimizer steps (all
+            its param groups) to this total L2 norm before each step, with
+            ``torch.nn.utils.clip_grad_norm_``; None: no clipping. (A
+            :func:`gradwise.optim.clip_by_global_norm` in a transform chain sees one param
+            group's gradients at a time.) Monitors see the clipped gradients.
         penalty: a function returning a scalar added to the loss (e.g.
             :class:`gradwise.regularize.Penalty`).
         augment: a module applied to training inputs (off in eval mode).
@@ -148,6 +154,7 @@ class Trainer:
         epochs: int | None = None,
         steps: int | None = None,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        clip_grad_norm: float | None = None,
         penalty: Callable[[], Tensor] | None = None,
         augment: nn.Module | None = None,
         mixup: Mixup | None = None,
@@ -172,6 +179,7 @@ class Trainer:
         check("steps", "Trainer", steps, _OPTIONAL_INT)
         check("log_every", "Trainer", log_every, POSITIVE_INT)
         check("checkpoint_every", "Trainer", checkpoint_every, _OPTIONAL_INT)
+        check("clip_grad_norm", "Trainer", clip_grad_norm, _OPTIONAL_NORM)
         check("monitor_mode", "Trainer", monitor_mode, _MODES)
         if epochs is None and steps is None:
             raise ValueError("Trainer needs 'epochs' or 'steps' (how long to train). Got neither.")
@@ -186,6 +194,7 @@ class Trainer:
         self.loss_fn: LossFunction = get_loss(loss) if isinstance(loss, str) else loss
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
         self.scheduler = scheduler
+        self.clip_grad_norm = clip_grad_norm
         self.penalty = penalty
         self.augment = augment
         self.mixup = mixup
@@ -325,6 +334,9 @@ class Trainer:
         correct = _correct(outputs, labels) if self.classification else None
         loss, correct = self._batch_totals(loss.detach(), correct, len(labels), total)
         self._check_finite(loss)
+        if self.clip_grad_norm is not None:
+            stepped = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(stepped, self.clip_grad_norm)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
