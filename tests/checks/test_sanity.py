@@ -504,6 +504,16 @@ def test_batch_norm_without_running_statistics_is_skipped_with_the_reason(spiral
     assert "BatchNorm" in result.message
 
 
+def test_a_single_sample_has_no_pair_to_check_and_is_skipped_with_the_reason():
+    inputs, targets = blob_data(num_samples=1)
+    result = check_samples_do_not_mix(nn.Linear(4, 3), "cross_entropy", (inputs, targets))
+    assert result.passed
+    assert result.skipped
+    assert result.measured == {}
+    assert "1 sample" in result.message
+    assert "at least 2 samples" in result.message
+
+
 # --------------------------------------------------------------------------------------
 # Learning-rate sweep
 
@@ -765,6 +775,20 @@ def test_regression_runs_every_check_but_the_initial_loss():
 def test_bad_arguments_raise_the_standard_error(spirals, call, error, message):
     with pytest.raises(error, match=re.escape(message)):
         call(healthy_mlp(), spirals)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "hinge"])
+@pytest.mark.parametrize(("shift", "bad"), [(-1, -1), (1, 3)])
+@pytest.mark.parametrize("name", CHECK_NAMES)
+def test_targets_outside_the_model_outputs_raise_the_standard_error(loss, shift, bad, name):
+    # num_classes is not given: the model's 3 outputs set the valid class indices 0..2.
+    inputs, targets = blob_data(num_samples=30)
+    message = (
+        f"The targets given to sanity must be class indices in 0..2, one per output of the "
+        f"model (3 outputs). Got target {bad} instead."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sanity(nn.Linear(4, 3), loss, (inputs, targets + shift), checks=[name])
 
 
 # --------------------------------------------------------------------------------------

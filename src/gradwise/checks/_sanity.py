@@ -68,6 +68,8 @@ _SYMMETRY_RTOL = 1e-6
 # A gradient leak into another sample's input below this fraction of the sample's own
 # input gradient is rounding, not mixing.
 _MIXING_RTOL = 1e-9
+# The named losses whose targets index the columns of the outputs.
+_CLASS_INDEX_LOSSES = ("cross_entropy", "hinge")
 
 
 def _is_sequence_of(constraint: Interval, minimum_length: int) -> Callable[[Any], bool]:
@@ -540,8 +542,9 @@ def check_samples_do_not_mix(
     eval mode (running statistics) on the copy while every other module stays in
     training mode (dropout off), so the rest of the network is still checked; a
     BatchNorm without running statistics (``track_running_stats=False``) normalizes
-    over the batch in both modes, and then the check is skipped with that reason. A
-    failure is a ``Finding.SAMPLES_MIX``.
+    over the batch in both modes, and then the check is skipped with that reason, as it is
+    for data of a single sample (no pair to check). A failure is a
+    ``Finding.SAMPLES_MIX``.
 
     Args:
         model, loss, data: as for :func:`sanity`.
@@ -671,9 +674,12 @@ def _resolve(
     if classes is not None and dataset.task == "classification":
         _check_targets_fit(owner, dataset.targets, classes)
     name = loss if isinstance(loss, str) else None
+    loss_fn = get_loss(name) if name is not None else cast(Loss, loss)
+    if name in _CLASS_INDEX_LOSSES and dataset.task == "classification":
+        loss_fn = _checking_targets_fit_outputs(owner, loss_fn, dataset.targets)
     return _Problem(
         loss_name=name,
-        loss_fn=get_loss(name) if name is not None else cast(Loss, loss),
+        loss_fn=loss_fn,
         inputs=dataset.inputs,
         targets=dataset.targets,
         num_classes=classes,
@@ -701,6 +707,29 @@ def _check_targets_fit(owner: str, targets: Tensor, num_classes: int) -> None:
             f"The 'num_classes' parameter of {owner} must exceed every class index in the "
             f"targets ({low}..{high}). Got {num_classes} instead."
         )
+
+
+def _checking_targets_fit_outputs(owner: str, loss_fn: Loss, targets: Tensor) -> Loss:
+    """``loss_fn``, first checking that every target indexes a column of the outputs.
+
+    A named classification loss indexes the outputs with the targets, so a target outside
+    the model's output width would surface as torch's bare IndexError deep in the loss.
+    The targets' range is read once here; each call only compares two ints.
+    """
+    low, high = int(targets.min()), int(targets.max())
+
+    def checked(outputs: Tensor, batch_targets: Tensor) -> Tensor:
+        width = int(outputs.shape[-1]) if outputs.dim() >= 2 else None  # (batch, classes)
+        if width is not None and (low < 0 or high >= width):
+            raise ValueError(
+                f"The targets given to {owner} must be class indices in 0..{width - 1}, one "
+                f"per output of the model ({width} outputs). Got target "
+                f"{low if low < 0 else high} instead. Fix the targets, or give the model "
+                "one output per class."
+            )
+        return loss_fn(outputs, batch_targets)
+
+    return checked
 
 
 def _default_optimizer(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -1327,6 +1356,12 @@ def _gradient_message(
 
 def _mixing(model: nn.Module, problem: _Problem, batch_size: int) -> CheckResult:
     name = "samples_do_not_mix"
+    if len(problem.targets) < 2:
+        return _skipped(
+            name,
+            f"skipped: the data hold {len(problem.targets)} sample, and mixing needs a pair "
+            "of samples to check; give at least 2 samples",
+        )
     with _probe(model, problem.seed) as work:
         norms = [m for m in work.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if any(not m.track_running_stats for m in norms):
