@@ -200,6 +200,113 @@ def test_large_tensors_are_histogrammed_from_a_fixed_sample() -> None:
     assert sum(gradients[2]["0.weight"].counts) == 1000  # of its 4096 entries
 
 
+class SharedActivation(nn.Module):
+    """One nn.ReLU module applied after both hidden layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.second(self.act(self.first(x)))))
+
+
+def test_each_call_of_a_reused_activation_module_is_its_own_layer() -> None:
+    torch.manual_seed(0)
+    model = SharedActivation()
+    with torch.no_grad():
+        model.second.bias[:6] = -100.0  # 6 of the 8 units of the second call never fire
+    inputs, targets = data()
+    with torch.no_grad():  # the two calls' outputs, by hand
+        first = torch.relu(model.first(inputs))
+        expected = {"act": first, "act#2": torch.relu(model.second(first))}
+    watch = monitor.watch(model, monitor_data=(inputs, targets), every=1)
+    activations = records(watch, "activation", 0)
+    assert [r["layer"] for r in activations] == ["act", "act#2"]  # one record per call
+    histograms = watch.histograms()[0]
+    assert set(histograms) == {"act", "act#2"}
+    for record, (name, output) in zip(activations, expected.items(), strict=True):
+        dead = float((output.amax(dim=0) <= 0).double().mean())
+        assert record["dead_fraction"] == pytest.approx(dead)
+        assert record["mean"] == pytest.approx(float(output.double().mean()), rel=1e-5)
+        assert histograms[name].total == output.numel()
+        assert watch.history.dead_fraction[name].values == [pytest.approx(dead)]
+    assert activations[0]["dead_fraction"] < 0.5 < activations[1]["dead_fraction"] == 0.75
+    assert watch.findings() == []  # one probe: not sustained yet
+    (finding,) = watch.step(1.0)  # the second probe
+    assert finding.kind is Finding.DEAD_UNITS
+    assert finding.evidence["layer"] == "act#2"
+
+
+class TwoOutputs(nn.Module):
+    """Returns (scores, features), or {"scores": scores}."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.body, self.head, self.act = nn.Linear(8, 16), nn.Linear(16, 3), nn.ReLU()
+        self.as_dict = as_dict
+
+    def forward(self, x: torch.Tensor) -> object:
+        features = self.act(self.body(x))
+        scores = self.head(features)
+        return {"scores": scores} if self.as_dict else (scores, features)
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_a_custom_loss_gets_whatever_the_model_returns(as_dict: bool) -> None:
+    torch.manual_seed(0)
+    model = TwoOutputs(as_dict)
+
+    def loss_fn(outputs: dict | tuple, targets: torch.Tensor) -> torch.Tensor:
+        scores = outputs["scores"] if isinstance(outputs, dict) else outputs[0]
+        return F.cross_entropy(scores, targets)
+
+    (inputs, targets), validation = data(), data(64, seed=1)
+    watch = monitor.watch(
+        model, monitor_data=(inputs, targets), validation_data=validation, loss_fn=loss_fn
+    )
+    (probe,) = records(watch, "probe", 0)
+    with torch.no_grad():
+        expected = float(loss_fn(model(inputs), targets))
+        expected_val = float(loss_fn(model(validation[0]), validation[1]))
+    assert probe["monitor_loss"] == pytest.approx(expected, rel=1e-6)
+    assert probe["val_loss"] == pytest.approx(expected_val, rel=1e-6)
+    assert "monitor_accuracy" not in probe  # accuracy needs a tensor of class scores
+
+
+def test_a_named_loss_on_outputs_that_are_not_a_tensor_warns_once_and_is_skipped() -> None:
+    with pytest.warns(UserWarning, match="returns a 'tuple' object, not a tensor"):
+        watch = monitor.watch(TwoOutputs(as_dict=False), monitor_data=data(), every=1)
+    watch.step(1.0)  # probes again, without a second warning (an error in the tests)
+    assert [sorted(r) for r in records(watch, "probe")] == [["kind", "step"]] * 2
+
+
+@pytest.mark.parametrize(
+    ("model_dtype", "inputs_dtype", "targets_dtype"),
+    [
+        (torch.float32, torch.float32, torch.int32),  # int32 classes, as checks.sanity takes
+        (torch.float64, torch.float32, torch.int64),  # float32 data for a float64 model
+    ],
+)
+def test_monitoring_data_takes_the_model_dtype_and_int64_targets(
+    model_dtype: torch.dtype, inputs_dtype: torch.dtype, targets_dtype: torch.dtype
+) -> None:
+    torch.manual_seed(0)
+    model = small_model().to(model_dtype)
+    inputs, targets = data()
+    batch = (inputs.to(inputs_dtype), targets.to(targets_dtype))
+    watch = monitor.watch(model, monitor_data=batch, validation_data=batch)
+    (probe,) = records(watch, "probe", 0)
+    with torch.no_grad():
+        scores = model(inputs.to(model_dtype))
+    loss = float(F.cross_entropy(scores, targets))
+    assert probe["monitor_loss"] == pytest.approx(loss, rel=1e-6)
+    assert probe["val_loss"] == pytest.approx(loss, rel=1e-6)
+    assert probe["monitor_accuracy"] == float((scores.argmax(1) == targets).double().mean())
+
+
 # -- probes leave the model alone ------------------------------------------------------------
 
 
@@ -518,3 +625,21 @@ def test_observe_takes_a_mapping() -> None:
         ValueError, match="The 'metrics' parameter of Watch.observe must be a mapping"
     ):
         watch.observe([0.5, 0.9])  # type: ignore[arg-type]
+
+
+def test_observe_takes_numbers_and_one_element_tensors_and_refuses_the_rest() -> None:
+    watch = monitor.watch(small_model())
+    watch.step(1.0)
+    watch.observe({"val_loss": torch.tensor(0.5), "val_accuracy": 0.75, "epochs": 1})
+    (epoch,) = records(watch, "epoch")
+    assert epoch == {"kind": "epoch", "step": 1, "val_loss": 0.5, "val_accuracy": 0.75, "epochs": 1}
+    assert watch.history.val_loss.values == [0.5]
+    message = (
+        r"^The 'metrics' parameter of Watch.observe must be a mapping of metric names to "
+        r"numbers or 1-element tensors\. Got \{'val_loss': .*\} instead\.$"
+    )
+    for value in (torch.ones(2), "0.5", None, True):
+        with pytest.raises(ValueError, match=re.compile(message, re.DOTALL)):
+            watch.observe({"train_loss": 0.4, "val_loss": value})
+    assert len(records(watch, "epoch")) == 1  # nothing of the refused calls is kept
+    assert watch.history.train_loss.values == []

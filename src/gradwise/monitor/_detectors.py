@@ -89,6 +89,16 @@ def _initial_loss(history: History) -> float | None:
     return finite[0] if finite else None
 
 
+def _initial_training_loss(history: History) -> float | None:
+    """The reference for training (step) losses: the larger of the initial loss and the
+    first finite step loss (made in training mode, with the initial weights)."""
+    initial = _initial_loss(history)
+    first = _finite(history.loss.values[:1])
+    if first and (initial is None or first[0] > initial):
+        return first[0]
+    return initial
+
+
 def _trend(history: History) -> Series:
     """The loss trend: the monitoring-subset loss when measured, else the smoothed loss."""
     return history.monitor_loss if len(history.monitor_loss) >= 2 else history.smoothed_loss
@@ -226,9 +236,11 @@ def loss_rise(history: History, thresholds: Thresholds) -> tuple[float, float] |
     ``blowup_factor`` times the initial loss (any time, even during warmup); or, after
     warmup, the smoothed loss gave back more than ``loss_rise`` of the progress made
     (``initial - best``, at least ``loss_floor * initial``) at ``sustained_checks``
-    consecutive checks.
+    consecutive checks. The initial loss here is the larger of the monitoring subset's at
+    step 0 and the first step's training loss: step losses are taken in training mode,
+    where dropout makes a trained model's loss several times its eval-mode loss.
     """
-    initial = _initial_loss(history)
+    initial = _initial_training_loss(history)
     if initial is None:
         return None
     peak = history.peak_loss.finite_max()  # NaN (never above) before the first peak
@@ -248,25 +260,39 @@ def loss_rise(history: History, thresholds: Thresholds) -> tuple[float, float] |
 
 
 def first_update_ratio(history: History) -> float | None:
-    """The median over weights of the first measured update ratio that is finite and > 0.
+    """The median over weights of the first measured update ratio that is finite and > 0,
+    at the base learning rate (see :func:`median_update_ratio_at_base_rate`).
 
     Usually step 1's. A warmup that starts at learning rate 0 makes step 1's update 0, and
     a blow-up that killed every unit makes later ones 0: those measure no step size, so
-    the first measurement with a positive median stands in (None when there is none).
+    the first measurement with a positive median among the first
+    ``FIRST_UPDATE_MEASUREMENTS`` stands in (None when there is none).
     """
-    # The weights are measured together, so the i-th values of the series share a step; a
-    # scan from the start that stops at the first moving update (usually i = 0).
+    # The measured steps in order, each with the weights measured there (a frozen or
+    # unoptimized weight has no ratio): a merge of the series that stops at the first
+    # moving update.
     table = [series for series in history.update_ratio.values() if series.values]
-    for index in range(max(map(len, table), default=0)):
-        present = [series for series in table if index < len(series)]
-        steps = [series.steps[index] for series in present]
-        # One lookup of the rate per step (the scan usually stops at the first).
-        scales = _rate_scales(history, min(steps), stop=max(steps) + 1)
-        values = [series.values[index] for series in present]
-        ratios = _at_base_rate(steps, values, scales)
+    positions = [0] * len(table)
+    for _ in range(FIRST_UPDATE_MEASUREMENTS):
+        pending = [s.steps[i] for s, i in zip(table, positions, strict=True) if i < len(s)]
+        if not pending:
+            return None
+        step = min(pending)
+        values = []
+        for index, series in enumerate(table):
+            position = positions[index]
+            if position < len(series) and series.steps[position] == step:
+                values.append(series.values[position])
+                positions[index] += 1
+        scales = _rate_scales(history, step, stop=step + 1)
+        ratios = _at_base_rate([step] * len(values), values, scales)
         if ratios and (median := statistics.median(ratios)) > 0:
             return median
     return None
+
+
+#: How many of the first measured steps :func:`first_update_ratio` looks through.
+FIRST_UPDATE_MEASUREMENTS = 20
 
 
 def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> Diagnosis | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -32,6 +33,7 @@ from gradwise.monitor._probes import (
     Histogram,
     HistogramBatch,
     LayerActivations,
+    LossFunction,
     evaluate,
     first_nonfinite_module,
     first_nonfinite_parameter,
@@ -44,7 +46,6 @@ if TYPE_CHECKING:
     from gradwise.data import Dataset
     from gradwise.train import Callback
 
-LossFunction = Callable[[Tensor, Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]
 MonitorBatch = tuple[Tensor, Tensor | None]
 HistogramKind = Literal["activations", "gradients"]
@@ -75,7 +76,10 @@ _LOSS = Either((OneOf(LOSS_NAMES), Satisfies(callable, "a function (outputs, tar
 _OPTIMIZER = Satisfies(lambda v: v is None or isinstance(v, Optimizer), "a torch Optimizer or None")
 _MODEL = Satisfies(lambda v: isinstance(v, nn.Module), "a torch nn.Module")
 _THRESHOLDS = Satisfies(lambda v: isinstance(v, Thresholds), "a Thresholds")
-_METRICS = Satisfies(lambda v: isinstance(v, Mapping), "a mapping of metric names to numbers")
+_METRICS = Satisfies(
+    lambda v: isinstance(v, Mapping),
+    "a mapping of metric names to numbers or 1-element tensors",
+)
 
 
 class Watch:
@@ -119,9 +123,8 @@ class Watch:
         self.histogram_values = histogram_values
         self.thresholds = thresholds
         self.history = History(learning_rate=_base_learning_rate(optimizer))
-        self._device = _device_of(model)
-        self._monitor: MonitorBatch | None = _as_batch(monitor_data, self._device)
-        self._validation: Batch | None = _as_batch(validation_data, self._device)
+        self._monitor: MonitorBatch | None = _as_batch(monitor_data, model)
+        self._validation: Batch | None = _as_batch(validation_data, model)
         self._gradients = GradientProbe(model)
         self._modules = watched_modules(model)
         self._records: list[dict[str, Any]] = []
@@ -167,11 +170,8 @@ class Watch:
         Call it after ``optimizer.step()`` and before the next ``zero_grad()``. Returns the
         findings first raised at this step (usually none), so a loop can print them live.
         """
-        if isinstance(loss, Tensor) and loss.numel() == 1:
-            value = float(loss.item())
-        elif isinstance(loss, int | float) and not isinstance(loss, bool):
-            value = float(loss)
-        else:
+        value = _as_number(loss)
+        if value is None:
             raise invalid_value_error("loss", "Watch.step", "a number or a 1-element tensor", loss)
         self._step += 1
         step = self._step
@@ -179,8 +179,12 @@ class Watch:
         history.loss.append(step, value)
         if history.initial_loss is None and math.isfinite(value):
             history.initial_loss = value
-        if not math.isfinite(value) and history.nonfinite is None:
-            self._locate_nonfinite(step, "loss")
+        if not math.isfinite(value):
+            if history.nonfinite is None:
+                self._locate_nonfinite(step, "loss")
+            elif history.nonfinite["step"] == step:
+                # The optimizer's pre-hook saw the gradients first; the loss is the cause.
+                history.nonfinite["source"] = "loss"
         cheap, expensive = self._cadence(step)
         if not (cheap or expensive):
             nonfinite = history.nonfinite is not None
@@ -195,16 +199,27 @@ class Watch:
         self._smooth(step)
         return self._diagnose(step)
 
-    def observe(self, metrics: Mapping[str, float], step: int | None = None) -> list[Diagnosis]:
+    def observe(
+        self, metrics: Mapping[str, float | Tensor], step: int | None = None
+    ) -> list[Diagnosis]:
         """Record evaluation metrics (``train_loss``, ``train_accuracy``, ``val_loss``,
         ``val_accuracy``), e.g. at the end of an epoch, for the overfitting detector.
 
         Without ``validation_data`` these are the watch's train/validation series; with
-        it the watch measures its own and only keeps these in :meth:`records`.
+        it the watch measures its own and only keeps these in :meth:`records`. Every
+        metric (these and any other) is kept in the epoch's record, as a float: each must
+        be a number or a 1-element tensor.
         """
         check("metrics", "Watch.observe", metrics, _METRICS)
         step = self._step if step is None else step
-        values = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        values: dict[str, float] = {}
+        for key, value in metrics.items():
+            number = _as_number(value)
+            if number is None:
+                raise invalid_value_error(
+                    "metrics", "Watch.observe", _METRICS.description, {key: value}
+                )
+            values[key] = number
         self._records.append({"kind": "epoch", "step": step, **values})
         if self._validation is None:
             history = self.history
@@ -325,17 +340,22 @@ class Watch:
         cheap, expensive = self._cadence(upcoming)
         if cheap or expensive:
             self._pending_rate = _current_learning_rate(optimizer)
+            optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
             self._pending = self._gradients.measure(
-                upcoming, snapshot=True, histograms=self._histogram_batch(expensive)
+                upcoming,
+                snapshot=True,
+                histograms=self._histogram_batch(expensive),
+                optimized=optimized,
             )
             finite = self._pending is None or self._pending.first_nonfinite is None
         else:
-            finite = self._gradients.last_gradient_finite()
+            finite = self._gradients.gradients_finite()
         if self.history.nonfinite is None and not finite:
-            # A NaN/inf loss makes every gradient non-finite, the last layer's included:
-            # one small reduction per step (or the gradient norms, where they are
-            # measured) finds it before the update spreads NaN into every weight, while
-            # the weights still show where it came from.
+            # A NaN/inf loss makes every gradient non-finite, and one arising in the
+            # backward pass reaches the first layer's: two small reductions per step (or
+            # the gradient norms, where they are measured) find it before the update
+            # spreads NaN into every weight, while the weights still show where it came
+            # from. (Labelled "loss" by step() if the loss is not finite either.)
             self._locate_nonfinite(upcoming, "gradient")
 
     def _capture_inputs(self, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -364,7 +384,7 @@ class Watch:
             return None
         history = self.history
         history.grad_norm.append(step, measurement.global_norm)
-        names = self._gradients.weight_names
+        names = measurement.weight_names
         norms = measurement.weight_grad_norms
         ratio = norms[0] / norms[-1] if norms and norms[-1] > 0 else math.nan
         if norms:
@@ -377,15 +397,22 @@ class Watch:
                 "first_last_grad_ratio": ratio,
             }
         )
-        updates: tuple[list[float], list[float]] | None = None
+        # Per weight the optimizer stepped: (||update||, ||w|| before the step).
+        updates: dict[str, tuple[float, float]] = {}
         if measurement.before is not None and measurement.weight_norms is not None:
-            update_norms = self._gradients.update_norms(measurement.before)
-            updates = (update_norms, measurement.weight_norms)
+            update_norms = self._gradients.update_norms(measurement)
+            updates = dict(
+                zip(
+                    measurement.updated_names,
+                    zip(update_norms, measurement.weight_norms, strict=True),
+                    strict=True,
+                )
+            )
             rate = self._pending_rate
-            if rate is not None:
+            if rate is not None and updates:
                 history.step_learning_rate.append(step, rate)
             self._awaiting_moving_update = rate is not None and rate <= 0
-        for index, (name, norm) in enumerate(zip(names, norms, strict=True)):
+        for name, norm in zip(names, norms, strict=True):
             history.layer(history.layer_grad_norm, name).append(step, norm)
             record: dict[str, Any] = {
                 "kind": "weight",
@@ -393,8 +420,8 @@ class Watch:
                 "layer": name,
                 "grad_norm": norm,
             }
-            if updates is not None:
-                update, weight = updates[0][index], updates[1][index]
+            if name in updates:
+                update, weight = updates[name]
                 update_ratio = _ratio(update, weight)
                 history.layer(history.update_ratio, name).append(step, update_ratio)
                 record.update(weight_norm=weight, update_norm=update, update_ratio=update_ratio)
@@ -415,7 +442,18 @@ class Watch:
             modules=self._modules,
             histograms=histograms,
             saturation_share=self.thresholds.saturation_share,
+            custom_loss=self.loss_name is None,
         )
+        if step == 0 and targets is not None and probe.loss is None:
+            # At creation (the first probe with targets): a named loss got no tensor.
+            warnings.warn(
+                f"watch: the model returns a {probe.output_type!r} object, not a tensor, so the "
+                f"named loss {self.loss_name!r} cannot score it: no monitoring or "
+                "validation loss or accuracy will be recorded. Pass loss_fn=a function "
+                "(outputs, targets) -> loss that takes what the model returns.",
+                UserWarning,
+                stacklevel=4,
+            )
         record = self._record_losses(step, probe.loss, probe.accuracy, probe.num_outputs)
         self._records.append(record)
         self._record_layers(step, probe.layers)
@@ -433,7 +471,12 @@ class Watch:
         if accuracy is not None:
             history.monitor_accuracy.append(step, accuracy)
             record["monitor_accuracy"] = accuracy
-        if num_outputs is not None and history.chance_loss is None and self.loss_name:
+        if (
+            num_outputs is not None
+            and history.chance_loss is None
+            and self.loss_name
+            and self._class_targets()
+        ):
             history.chance_loss = chance_loss(self.loss_name, num_outputs)
         if self._validation is not None:
             record.update(self._validate(step, self._validation, loss, accuracy))
@@ -478,7 +521,9 @@ class Watch:
         train_accuracy: float | None,
     ) -> dict[str, Any]:
         inputs, targets = validation
-        val_loss, val_accuracy = evaluate(self.model, inputs, targets, self.loss_fn)
+        val_loss, val_accuracy = evaluate(
+            self.model, inputs, targets, self.loss_fn, custom_loss=self.loss_name is None
+        )
         history = self.history
         result: dict[str, Any] = {}
         if train_loss is not None and val_loss is not None:
@@ -527,6 +572,12 @@ class Watch:
             "last_finite_step": finite[-1][0] if finite else None,
             "last_finite_loss": finite[-1][1] if finite else None,
         }
+
+    def _class_targets(self) -> bool:
+        """Whether the monitoring targets are class indices: only then is there a loss at
+        chance (a regression's MSE has none)."""
+        targets = self._monitor[1] if self._monitor is not None else None
+        return targets is not None and not targets.is_floating_point()
 
     def _set_chance(self, targets: Tensor | None) -> None:
         if targets is None or targets.is_floating_point() or targets.numel() == 0:
@@ -580,7 +631,8 @@ def watch(
       activation module (ReLU, tanh, ...) and Linear/Conv output: mean and std; the
       fraction of dead ReLU units (never > 0 on the subset) and of saturated tanh/sigmoid
       units; histograms of activations and weight gradients; the validation loss and
-      accuracy when ``validation_data`` is given.
+      accuracy when ``validation_data`` is given. Each call of a module in the forward
+      is a layer of its own (``act``, then ``act#2``, ... for a reused ``act``).
 
     After each measurement the detectors (:data:`gradwise.monitor.DETECTORS`) run over the
     recorded :class:`History` with ``thresholds``; each finding kind is reported once.
@@ -593,12 +645,15 @@ def watch(
         monitor_data: the fixed monitoring subset, an ``(inputs, targets)`` batch or a
             :class:`gradwise.data.Dataset` (e.g. 256 training samples). None: the first
             256 inputs the model sees in training are kept (activation statistics only;
-            trends then use the training loss).
+            trends then use the training loss). Floating inputs are cast to the model's
+            floating dtype, integer class targets to int64.
         validation_data: held-out ``(inputs, targets)`` evaluated at every probe for the
             generalization gap (keep it small; or call :meth:`Watch.observe` with your own
             metrics instead).
         loss_fn: "cross_entropy", "hinge", "mse" or a function (outputs, targets) -> loss,
-            for the monitoring loss (a named loss also gives the chance level).
+            for the monitoring loss (a named loss also gives the chance level). A function
+            gets whatever the model returns (a tuple or dict too); a named loss needs a
+            tensor of outputs, else there is no monitoring loss (the watch warns once).
         every: steps between the expensive probes (activations, histograms, monitoring
             and validation loss).
         cheap_every: steps between gradient-norm and update-ratio measurements.
@@ -671,18 +726,36 @@ def _finite(values: list[float]) -> list[float]:
 
 
 def _ratio(update: float, weight: float) -> float:
+    """||update|| / ||w||: NaN when not finite, and for a zero weight that did not move
+    (no step size to measure: all-zero layers would otherwise read as tiny updates)."""
     if not (math.isfinite(update) and math.isfinite(weight)):
         return math.nan
     if weight > 0:
         return update / weight
-    return math.inf if update > 0 else 0.0
+    return math.inf if update > 0 else math.nan
 
 
-def _as_batch(data: Batch | Dataset | None, device: torch.device) -> Batch | None:
+def _as_number(value: object) -> float | None:
+    """A number or a 1-element tensor as a float; None for anything else (a bool too)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return float(value.item())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _as_batch(data: Batch | Dataset | None, model: nn.Module) -> Batch | None:
+    """The batch on the model's device, floating inputs in its floating dtype (its first
+    floating parameter's) and integer class targets int64 (as ``Dataset`` makes them), so
+    that int32 targets and a float64 model work as they do in ``checks.sanity``."""
     if data is None:
         return None
     inputs, targets = (data.inputs, data.targets) if not isinstance(data, tuple | list) else data
-    return inputs.detach().to(device), targets.detach().to(device)
+    floating = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    dtype = floating if floating is not None and inputs.is_floating_point() else inputs.dtype
+    if not (targets.is_floating_point() or targets.is_complex()):
+        targets = targets.to(torch.int64)
+    return inputs.detach().to(_device_of(model), dtype), targets.detach().to(_device_of(model))
 
 
 def _device_of(model: nn.Module) -> torch.device:
