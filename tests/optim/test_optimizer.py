@@ -225,6 +225,44 @@ def test_a_fixed_transform_refuses_group_hyperparameters_it_would_ignore() -> No
         opt.add_param_group({"params": [b], "weight_decay": 0})
 
 
+def _fixed_transform_optimizer(params: list[torch.nn.Parameter]) -> optim.Optimizer:
+    return optim.Optimizer(
+        params, optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(0.1))
+    )
+
+
+def _assert_a_scheduler_is_refused_with_a_reason(optimizer: optim.Optimizer) -> None:
+    with pytest.raises(
+        KeyError,
+        match=r"(?s)no 'lr': the Optimizer was given a fixed GradientTransform.*Pass a factory",
+    ):
+        torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+
+
+def test_a_torch_scheduler_on_a_fixed_transform_says_why_it_cannot_work() -> None:
+    # QA: StepLR on a fixed transform failed deep in torch with a bare KeyError: 'lr'.
+    params = _params()
+    optimizer = _fixed_transform_optimizer(params)
+    _assert_a_scheduler_is_refused_with_a_reason(optimizer)
+    assert optimizer.param_groups[0].get("lr") is None
+    assert "lr" not in optimizer.param_groups[0]
+    _set_grads(params, 0)
+    optimizer.step()
+    state_dict = optimizer.state_dict()
+    assert [type(group) for group in state_dict["param_groups"]] == [dict]
+    assert state_dict["param_groups"] == [{"params": [0, 1]}]
+    loaded = _fixed_transform_optimizer(_params())
+    loaded.load_state_dict(state_dict)
+    # chain's closures do not pickle, so neither does this optimizer; its groups must.
+    unpickled_group = pickle.loads(pickle.dumps(optimizer.param_groups[0]))
+    with pytest.raises(KeyError, match="fixed GradientTransform"):
+        unpickled_group["lr"]
+    for clone in (copy.deepcopy(optimizer), loaded):
+        _assert_a_scheduler_is_refused_with_a_reason(clone)
+        assert clone.state_dict()["param_groups"] == state_dict["param_groups"]
+        clone.step()
+
+
 def test_construction_errors_say_what_to_do() -> None:
     params = _params()
     transform = optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(0.1))

@@ -135,6 +135,8 @@ class Optimizer(torch.optim.Optimizer):
             self._validate_hyperparameters(merged)
             self._build_transform(merged)
         super().add_param_group(param_group)
+        if isinstance(self._transform_source, GradientTransform):
+            self.param_groups[-1] = _FixedTransformParamGroup(self.param_groups[-1])
 
     def _validate_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
         """Check declared constraints; subclasses add rules that relate several values."""
@@ -324,6 +326,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        _wrap_fixed_transform_groups(self)
         self._runtimes = {}
         if _reset_after_load not in self._optimizer_load_state_dict_post_hooks.values():
             self.register_load_state_dict_post_hook(_reset_after_load)
@@ -338,6 +341,51 @@ _TORCH_OPTIMIZER_ATTRIBUTES = frozenset(
 
 def _shared_key(index: int) -> str:
     return f"param_group_{index}"
+
+
+class MissingHyperparameterError(KeyError):
+    """A key read from a param group of an Optimizer with a fixed transform, which has none.
+
+    A KeyError, so ``except KeyError`` still catches it, but one whose message says why
+    the key is missing and what to do instead of torch's bare ``KeyError: 'lr'``.
+    """
+
+    def __init__(self, key: Any) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return (
+            f"This param group has no {self.key!r}: the Optimizer was given a fixed "
+            "GradientTransform, whose param groups hold no hyperparameters, so code that "
+            f"reads or changes group[{self.key!r}] (such as a torch LR scheduler) cannot work. "
+            "Pass a factory and the hyperparameters instead, e.g. Optimizer(params, lambda lr: "
+            "chain(..., scale_by_learning_rate(lr)), lr=1e-3), or keep the fixed transform and "
+            "put a gradwise schedule inside it, e.g. scale_by_learning_rate("
+            "gradwise.schedules.cosine_decay(1e-3, num_steps=1000))."
+        )
+
+
+class _FixedTransformParamGroup(dict[str, Any]):
+    """A param group of an Optimizer with a fixed transform: a plain dict whose missing keys
+    raise :class:`MissingHyperparameterError` (``get`` and ``in`` are unchanged)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: Any) -> Any:
+        raise MissingHyperparameterError(key)
+
+
+def _wrap_fixed_transform_groups(optimizer: Optimizer) -> None:
+    """Make every param group of a fixed-transform optimizer a _FixedTransformParamGroup again
+    (torch's load_state_dict replaces them with plain dicts)."""
+    if isinstance(optimizer._transform_source, GradientTransform):
+        optimizer.param_groups[:] = [
+            group
+            if isinstance(group, _FixedTransformParamGroup)
+            else _FixedTransformParamGroup(group)
+            for group in optimizer.param_groups
+        ]
 
 
 def _reset_after_load(optimizer: torch.optim.Optimizer) -> None:
@@ -365,6 +413,7 @@ def _reset_after_load(optimizer: torch.optim.Optimizer) -> None:
                 name: value.detach().clone().to(device) if isinstance(value, Tensor) else value
                 for name, value in states[key].items()
             }
+    _wrap_fixed_transform_groups(optimizer)
     optimizer._runtimes = {}
 
 
