@@ -65,7 +65,9 @@ def test_metric_direction_and_defaults() -> None:
         ({"optimizer.lr": {"uniform": [0.1]}}, "needs [low, high]"),
         ({"model.width": {"int": [8.5, 16]}}, "two integers"),
         ({"data.batch_size": {"categorical": []}}, "non-empty list"),
-        ({"data.batch_size": {"grid": [32, 32]}}, "values must differ"),
+        ({"data.batch_size": {"grid": [32, 32]}}, "values must differ; 32 is listed twice"),
+        ({"data.batch_size": {"grid": [32, 64, 32.0]}}, "32 and 32.0 are the same number"),
+        ({"model.dropout": {"categorical": [0, 0.5, -0.0]}}, "0 and -0.0 are the same number"),
         ({"model.widht": {"int": [8, 16]}}, "did you mean 'width'"),
         ({"optimiser.lr": {"uniform": [0.1, 0.2]}}, "did you mean 'optimizer'"),
         ({"optimizer.lrr": {"uniform": [0.1, 0.2]}}, "unknown key 'lrr' in 'train.optimizer'"),
@@ -89,6 +91,14 @@ def test_bad_spaces_are_rejected_with_the_path_and_the_fix(space: dict, message:
     with pytest.raises(ConfigError, match="train.search") as raised:
         parse_search(_content(space))
     assert message in str(raised.value)
+
+
+def test_values_equal_as_numbers_are_one_choice_but_booleans_are_not_numbers() -> None:
+    # QA: grid [1, 1.0] was accepted as two values and ran the same trial twice.
+    with pytest.raises(ConfigError, match=r"1 and 1\.0 are the same number"):
+        parse_search(_content({"data.options.flag": {"grid": [1, 1.0]}}))
+    spec = parse_search(_content({"data.options.flag": {"grid": [True, 1, False, 0, "1", None]}}))
+    assert spec.parameters[0].choices == (True, 1, False, 0, "1", None)
 
 
 @pytest.mark.parametrize(

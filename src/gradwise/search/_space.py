@@ -275,9 +275,30 @@ def _finite(path: str, kind: Kind, values: Any, where: str) -> Parameter:
             raise ConfigError(
                 f"{where}: {kind} values must be numbers, strings, booleans or null. Got {value!r}."
             )
-    if len(set(map(repr, values))) != len(values):
-        raise ConfigError(f"{where}: {kind} values must differ. Got {values!r}.")
+    seen: dict[tuple[str, Any], Any] = {}
+    for value in values:
+        identity = _choice_identity(value)
+        if identity in seen:
+            earlier = seen[identity]
+            if repr(earlier) == repr(value):
+                why = f"{value!r} is listed twice"
+            else:
+                why = f"{earlier!r} and {value!r} are the same number"
+            raise ConfigError(
+                f"{where}: {kind} values must differ; {why}, which would run the same trial "
+                f"twice. List each value once. Got {values!r}."
+            )
+        seen[identity] = value
     return Parameter(path, kind, choices=tuple(values))
+
+
+def _choice_identity(value: Any) -> tuple[str, Any]:
+    """What makes two choices the same trial: numbers by value (1 and 1.0 are one), anything
+    else by its repr (so a boolean never equals a number: true is not 1)."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if is_number and not math.isnan(value):
+        return ("number", value)
+    return ("other", repr(value))
 
 
 def _numeric(path: str, kind: Kind, bounds: Any, log: bool, where: str) -> Parameter:
