@@ -290,6 +290,21 @@ def test_runs_before_the_first_run_lists_no_runs_in_the_default_folder(
     assert not (tmp_path / "runs").exists()
 
 
+def test_runs_when_the_default_folder_is_a_file_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # QA: a file named runs said "no runs in runs" and exited 0.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("not a folder\n")
+    assert main(["runs"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert "gradwise runs: error: no runs folder at runs: it is a file." in captured.err
+    assert "Move that file out of the way, or pass the folder" in captured.err
+    assert "--runs-dir DIR" in captured.err
+
+
 _TINY_RUN = (
     "seed: 0\ndata:\n  dataset: spirals\n  batch_size: 32\nmodel:\n  name: mlp\n  width: 8\n"
 )

@@ -287,12 +287,15 @@ def _runs(args: argparse.Namespace) -> int:
 
     # list_runs takes a missing folder as an empty one. A --runs-dir that is not a folder
     # is most likely mistyped (or the command was run from another folder), which "no
-    # runs" would hide; the default folder is missing until the first run.
+    # runs" would hide; the default folder is missing until the first run, but a file in
+    # its place is an error too (list_runs would call it empty, and train cannot write there).
     runs_dir = args.runs_dir or Path("runs")
-    if args.runs_dir is not None and not runs_dir.is_dir():
+    given = args.runs_dir is not None
+    if not runs_dir.is_dir() and (given or runs_dir.exists()):
         what = "it is a file" if runs_dir.exists() else "the folder does not exist"
+        fix = "Pass" if given else "Move that file out of the way, or pass"
         raise RunFolderError(
-            f"no runs folder at {runs_dir}: {what}. Pass the folder that holds the run "
+            f"no runs folder at {runs_dir}: {what}. {fix} the folder that holds the run "
             "folders with --runs-dir DIR (gradwise train writes them to runs/ by default)."
         )
     runs = list_runs(runs_dir)
