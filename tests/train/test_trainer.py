@@ -400,6 +400,34 @@ def test_clip_grad_norm_in_the_config_reaches_the_trainer(small_config: RunConfi
         load_config(overrides=["clip_grad_norm=-1"])
 
 
+def test_an_optimizer_with_a_fixed_transform_trains_and_records_no_lr(tmp_path: Path) -> None:
+    # Its param groups hold no "lr" (the rate is inside the transform): the run trains,
+    # the same as with a factory at that rate, and its records carry no rate.
+    def run(fixed: bool, name: str) -> tuple[list[torch.Tensor], RunFolder]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+        if fixed:
+            transform = optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(1e-2))
+            optimizer = optim.Optimizer(model.parameters(), transform)
+        else:
+            optimizer = optim.Optimizer(
+                model.parameters(),
+                lambda lr: optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(lr)),
+                lr=1e-2,
+            )
+        folder = RunFolder.create(tmp_path, name)
+        data = load_dataset("spirals", seed=0)
+        Trainer(model, optimizer, data, epochs=2, batch_size=16, progress=False, run=folder).fit()
+        return [p.detach().clone() for p in model.parameters()], folder
+
+    fixed, folder = run(True, "fixed")
+    factory, _ = run(False, "factory")
+    assert all(torch.equal(a, b) for a, b in zip(fixed, factory, strict=True))
+    records = read_records(folder)
+    assert {r["lr"] for r in records if r["kind"] == "step"} == {None}
+    assert all("lr" not in r for r in records if r["kind"] == "epoch")
+
+
 def test_steps_budget_ends_mid_epoch_with_a_final_evaluation() -> None:
     result = _spirals_trainer("cross_entropy", steps=20).fit()
     assert result.steps == 20

@@ -21,7 +21,8 @@ class TrainState:
         batch_index: the batch just finished within the epoch (on_step_end), from 0.
         steps_per_epoch: batches per epoch.
         loss: the training loss of the last step, as a float.
-        lr: the first param group's learning rate used by the last step.
+        lr: the first param group's learning rate used by the last step (None when the
+            group holds none: a gradwise Optimizer with a fixed transform).
         metrics: the latest epoch's metrics (``train_loss``, ``val_accuracy``, ...).
         model, optimizer: the live objects, for monitors that read weights, gradients or
             optimizer state. A hook must not replace them.
@@ -34,7 +35,7 @@ class TrainState:
     batch_index: int
     steps_per_epoch: int
     loss: float
-    lr: float
+    lr: float | None
     metrics: Mapping[str, float]
     model: nn.Module
     optimizer: Optimizer

@@ -407,7 +407,9 @@ class Trainer:
         if self.data.validation is not None:
             metrics.update(self._evaluate(self.data.validation, "val"))
         metrics.update(self._averaged_metrics(self.data.validation, "avg_val"))
-        metrics["lr"] = self._lr()
+        lr = self._lr()
+        if lr is not None:
+            metrics["lr"] = lr
         self._epoch_metrics = metrics
         self._record({"kind": "epoch", **metrics})
         position.epoch += 1
@@ -510,13 +512,16 @@ class Trainer:
         }
         self._outputs.record(record)
 
-    def _progress(self, steps: int, loss: float, accuracy: float | None, lr: float) -> None:
+    def _progress(
+        self, steps: int, loss: float, accuracy: float | None, lr: float | None
+    ) -> None:
         if self._outputs is None:
             return
         postfix: dict[str, Any] = {"loss": f"{loss:.4f}"}
         if accuracy is not None:
             postfix["acc"] = f"{accuracy:.3f}"
-        postfix["lr"] = f"{lr:.2e}"
+        if lr is not None:
+            postfix["lr"] = f"{lr:.2e}"
         self._outputs.advance(steps, postfix)
 
     def _outputs_describe(self) -> None:
@@ -619,8 +624,13 @@ class Trainer:
             optimizer=self.optimizer,
         )
 
-    def _lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+    def _lr(self) -> float | None:
+        """The first param group's learning rate; None when the group holds none (a
+        gradwise Optimizer with a fixed transform keeps its rate inside the transform)."""
+        value = self.optimizer.param_groups[0].get("lr")
+        if isinstance(value, Tensor):
+            return float(value)
+        return float(value) if isinstance(value, int | float) else None
 
     def _elapsed(self) -> float:
         since = 0.0 if self._started is None else time.time() - self._started
