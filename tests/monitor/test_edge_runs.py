@@ -222,3 +222,68 @@ def test_a_nan_loss_is_labelled_the_loss_although_the_optimizer_hook_sees_it_fir
     event = watch.history.nonfinite
     assert event is not None
     assert (event["step"], event["source"]) == (4, "loss")
+
+
+def test_a_layer_frozen_mid_run_does_not_switch_off_the_update_ratio_checks() -> None:
+    # Three layers measured every 10 steps; the first frozen at step 40: its series stops,
+    # the other two still carry the window's median.
+    history = monitor.History(learning_rate=1e-4)
+    for name in ("0.weight", "2.weight", "4.weight"):
+        stop = 40 if name == "0.weight" else 601
+        history.update_ratio[name] = monitor.Series(
+            list(range(10, stop, 10)), [4.5e-6] * len(range(10, stop, 10))
+        )
+    history.loss = monitor.Series(list(range(1, 601)), [2.3 - 1e-4 * s for s in range(1, 601)])
+    thresholds = monitor.Thresholds()
+    assert monitor.median_update_ratio(history, thresholds) == pytest.approx(4.5e-6)
+    assert monitor.median_update_ratio_at_base_rate(history, thresholds) == pytest.approx(4.5e-6)
+
+
+def test_a_cycle_that_starts_at_the_bottom_is_measured_against_its_peak() -> None:
+    # torch's OneCycleLR keeps max_lr / 25 as "initial_lr": ratios at the cycle's rates are
+    # taken to its peak, not multiplied by up to 25 towards its start.
+    history = monitor.History(learning_rate=0.01 / 25)
+    steps = list(range(10, 601, 10))
+    rates = [0.01 * min(s / 150, 1.0, (600 - s) / 450 + 0.04) for s in steps]
+    history.step_learning_rate = monitor.Series(steps, rates)
+    history.update_ratio["0.weight"] = monitor.Series(steps, [0.3 * rate for rate in rates])
+    assert monitor.reference_learning_rate(history) == pytest.approx(max(rates))
+    ratio = monitor.median_update_ratio_at_base_rate(history, monitor.Thresholds())
+    assert ratio == pytest.approx(0.3 * max(rates))
+
+
+def test_a_group_kept_at_rate_zero_neither_stands_for_the_rate_nor_counts_as_updates() -> None:
+    inputs, targets = spirals(256)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3)
+    )
+    optimizer = torch.optim.SGD(
+        [{"params": model[:4].parameters(), "lr": 0.0}, {"params": model[4].parameters()}],
+        lr=0.05,
+    )
+    watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets))
+    train(watch, model, optimizer, (inputs, targets), 100)
+    measured = [r["step"] for r in watch.records() if r["kind"] == "gradients"]
+    assert measured == [1, *range(10, 101, 10)]  # not every step
+    assert watch.history.learning_rate == 0.05
+    assert set(watch.history.update_ratio) == {"4.weight"}
+    assert set(watch.history.layer_grad_norm) == {"0.weight", "2.weight", "4.weight"}
+
+
+def test_a_layer_unfrozen_later_takes_its_place_as_the_first_layer() -> None:
+    inputs, targets = spirals(256)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 32), nn.Sigmoid(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 3)
+    )
+    model[0].weight.requires_grad_(False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets), cheap_every=1)
+    train(watch, model, optimizer, (inputs, targets), 3)
+    assert list(watch.history.layer_grad_norm) == ["2.weight", "4.weight"]
+    model[0].weight.requires_grad_(True)
+    train(watch, model, optimizer, (inputs, targets), 2)
+    assert list(watch.history.layer_grad_norm) == ["0.weight", "2.weight", "4.weight"]
+    first, last = (watch.history.layer_grad_norm[n].last for n in ("0.weight", "4.weight"))
+    assert watch.history.first_last_grad_ratio.last == pytest.approx(first / last)

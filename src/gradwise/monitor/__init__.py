@@ -24,6 +24,7 @@ from gradwise.monitor._detectors import (
     detect_vanishing_gradients,
     median_update_ratio,
     median_update_ratio_at_base_rate,
+    reference_learning_rate,
 )
 from gradwise.monitor._history import History, Series
 from gradwise.monitor._probes import Histogram
@@ -50,5 +51,6 @@ __all__ = [
     "detect_vanishing_gradients",
     "median_update_ratio",
     "median_update_ratio_at_base_rate",
+    "reference_learning_rate",
     "watch",
 ]

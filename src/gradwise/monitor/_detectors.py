@@ -108,7 +108,9 @@ def _trend(history: History) -> Series:
 def median_update_ratio(history: History, thresholds: Thresholds) -> float | None:
     """Median over weights of each weight's median update ratio in the latest window.
 
-    None until every measured weight has ``sustained_checks`` ratios after warmup.
+    A weight counts once it has ``sustained_checks`` finite ratios in the window (after
+    warmup): one frozen, unfrozen or left at 0 meanwhile does not hold the others back.
+    None while no weight has.
 
     Example:
         >>> from gradwise.monitor import History, Series, Thresholds, median_update_ratio
@@ -123,9 +125,8 @@ def median_update_ratio(history: History, thresholds: Thresholds) -> float | Non
     per_layer = []
     for series in history.update_ratio.values():
         recent = series.finite_since(start)
-        if len(recent) < thresholds.sustained_checks:
-            return None
-        per_layer.append(statistics.median(recent))
+        if len(recent) >= thresholds.sustained_checks:
+            per_layer.append(statistics.median(recent))
     return statistics.median(per_layer) if per_layer else None
 
 
@@ -134,8 +135,10 @@ def median_update_ratio_at_base_rate(history: History, thresholds: Thresholds) -
     """:func:`median_update_ratio` with each ratio taken back to the base learning rate.
 
     An update is proportional to the learning rate that made it, so a ratio measured at
-    step ``t`` is scaled by ``learning_rate / lr_t`` (``history.step_learning_rate``):
-    what the updates are at the configured rate, apart from a schedule's warmup or decay.
+    step ``t`` is scaled by ``reference / lr_t`` (``history.step_learning_rate``; the
+    reference is :func:`reference_learning_rate`: the configured rate, or a cyclic
+    schedule's peak): what the updates are at that rate, apart from a schedule's warmup or
+    decay.
     The detectors that prescribe a new base rate (too low, and the factor of too high)
     read this; a ratio measured at ``lr_t = 0`` measures no step size and is left out.
     The same as :func:`median_update_ratio` when the rates are not known.
@@ -156,18 +159,39 @@ def median_update_ratio_at_base_rate(history: History, thresholds: Thresholds) -
     for series in history.update_ratio.values():
         low = bisect.bisect_left(series.steps, start)
         recent = _at_base_rate(series.steps[low:], series.values[low:], scales)
-        if len(recent) < thresholds.sustained_checks:
-            return None
-        per_layer.append(statistics.median(recent))
+        if len(recent) >= thresholds.sustained_checks:
+            per_layer.append(statistics.median(recent))
     return statistics.median(per_layer) if per_layer else None
 
 
+def reference_learning_rate(history: History) -> float | None:
+    """The rate the learning-rate findings speak of: the configured one
+    (``history.learning_rate``), or the highest rate a step was measured at when a
+    schedule went above it (torch's OneCycleLR and CyclicLR start at the bottom of their
+    cycle: the peak is what their ``max_lr`` sets). None when neither is known.
+
+    Example:
+        >>> from gradwise.monitor import History, Series, reference_learning_rate
+        >>> history = History(learning_rate=0.0004)  # OneCycleLR's max_lr / 25
+        >>> history.step_learning_rate = Series([10, 100, 200], [0.001, 0.01, 0.004])
+        >>> reference_learning_rate(history)
+        0.01
+    """
+    configured = history.learning_rate
+    highest = history.step_learning_rate.finite_max()
+    candidates = [
+        rate for rate in (configured, highest) if rate is not None and math.isfinite(rate)
+    ]
+    best = max(candidates, default=0.0)
+    return best if best > 0 else None
+
+
 def _rate_scales(history: History, start: int, stop: int | None = None) -> dict[int, float]:
-    """``lr_t / learning_rate`` at each step in ``[start, stop)`` whose rate was recorded
-    (empty when the base rate is not known)."""
-    base = history.learning_rate
+    """``lr_t / reference rate`` at each step in ``[start, stop)`` whose rate was recorded
+    (empty when the reference rate is not known)."""
+    base = reference_learning_rate(history)
     rates = history.step_learning_rate
-    if not base or base <= 0 or not math.isfinite(base):
+    if base is None:
         return {}
     low = bisect.bisect_left(rates.steps, start)
     high = len(rates.steps) if stop is None else bisect.bisect_left(rates.steps, stop)
@@ -200,7 +224,7 @@ def _sustained(series: Series, thresholds: Thresholds, condition: Callable[[floa
 
 
 def _lr_fix(history: History, factor: float) -> dict[str, Any]:
-    lr = history.learning_rate
+    lr = reference_learning_rate(history)
     return {"optimizer.lr": float(f"{lr / factor:.3g}")} if lr else {}
 
 
@@ -331,7 +355,7 @@ def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> D
         "median_update_ratio": _round(ratio),
         "median_update_ratio_at_base_rate": _round(measured if high else None),
         "first_update_ratio": _round(first),
-        "learning_rate": history.learning_rate,
+        "learning_rate": reference_learning_rate(history),
         "factor": _round(factor),
     }
     parts = []
@@ -397,7 +421,7 @@ def detect_learning_rate_too_low(history: History, thresholds: Thresholds) -> Di
             "loss_drop": _round(drop),
             "loss": _round(current),
             "initial_loss": _round(initial),
-            "learning_rate": history.learning_rate,
+            "learning_rate": reference_learning_rate(history),
             "factor": _round(factor),
         },
         _now(history),

@@ -205,6 +205,8 @@ class GradientProbe:
         self.parameter_names = [n for n, _ in named]
         self.parameters = [p for _, p in named]
         self._watched = {id(p) for p in self.parameters if p.dim() >= 2}
+        #: Each parameter name's place in registration order.
+        self.registration_order = {name: index for index, name in enumerate(self.parameter_names)}
 
     def measure(
         self,
@@ -213,12 +215,14 @@ class GradientProbe:
         snapshot: bool,
         histograms: HistogramBatch | None,
         optimized: Collection[int] = (),
+        stepped: Collection[int] | None = None,
     ) -> GradientMeasurement | None:
         """Gradient norms now (None when no parameter has a gradient); with ``snapshot``,
         a copy of the watched weights that have a gradient, and their norms; with
         ``optimized`` (ids of the optimizer's parameters), only the weights among them are
-        watched; with ``histograms``, the weight gradients' samples are added to it as
-        ``("gradients", name)``."""
+        watched, and only those in ``stepped`` (its groups at a positive rate; all when
+        None) are copied; with ``histograms``, the weight gradients' samples are added to
+        it as ``("gradients", name)``."""
         named = zip(self.parameter_names, self.parameters, strict=True)
         with_grad = [(name, p) for name, p in named if p.grad is not None]
         if not with_grad:
@@ -226,7 +230,11 @@ class GradientProbe:
         watched = [(name, p) for name, p in with_grad if id(p) in self._watched]
         if optimized:  # a weight the optimizer does not step is not part of training
             watched = [(name, p) for name, p in watched if id(p) in optimized]
-        updated = watched if snapshot else []
+        updated = (
+            [(name, p) for name, p in watched if stepped is None or id(p) in stepped]
+            if snapshot
+            else []
+        )
         weights: list[Tensor] = [p for _, p in updated]
         grads = [cast(Tensor, p.grad) for _, p in with_grad]
         with torch.no_grad():

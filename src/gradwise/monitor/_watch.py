@@ -26,7 +26,7 @@ from gradwise.diagnosis import Diagnosis, Finding
 from gradwise.losses import LOSS_NAMES, chance_loss, get_loss
 from gradwise.monitor._columns import ChunkedPacker, unpack_chunks, unpack_state
 from gradwise.monitor._detectors import DETECTORS, sharing_measurements
-from gradwise.monitor._history import History
+from gradwise.monitor._history import History, Series
 from gradwise.monitor._probes import (
     GradientMeasurement,
     GradientProbe,
@@ -122,7 +122,10 @@ class Watch:
         self.num_bins = num_bins if histograms else 0
         self.histogram_values = histogram_values
         self.thresholds = thresholds
-        self.history = History(learning_rate=_base_learning_rate(optimizer))
+        # The param group whose rate stands for the optimizer's: the first with a positive
+        # configured rate (a backbone group kept at rate 0 says nothing of the schedule).
+        self._rate_group = _rate_group(optimizer)
+        self.history = History(learning_rate=_base_learning_rate(optimizer, self._rate_group))
         self._monitor: MonitorBatch | None = _as_batch(monitor_data, model)
         self._validation: Batch | None = _as_batch(validation_data, model)
         self._gradients = GradientProbe(model)
@@ -332,20 +335,24 @@ class Watch:
     def _cadence(self, step: int) -> tuple[bool, bool]:
         # Step 1 is always measured: the first update shows the step size before a too
         # large learning rate has had time to distort the weights.
-        cheap = step == 1 or step % self.cheap_every == 0 or self._awaiting_moving_update
-        return cheap, step % self.every == 0
+        # Under a warmup from rate 0, so is the first step with a positive rate (until the
+        # cadence's own first measurement: a group kept at rate 0 must not make every step
+        # a measured one).
+        first_move = self._awaiting_moving_update and step < self.cheap_every
+        return step == 1 or step % self.cheap_every == 0 or first_move, step % self.every == 0
 
     def _before_optimizer_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         upcoming = self._step + 1
         cheap, expensive = self._cadence(upcoming)
         if cheap or expensive:
-            self._pending_rate = _current_learning_rate(optimizer)
-            optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            self._pending_rate = _current_learning_rate(optimizer, self._rate_group)
+            optimized, stepped = _optimized_parameters(optimizer)
             self._pending = self._gradients.measure(
                 upcoming,
                 snapshot=True,
                 histograms=self._histogram_batch(expensive),
                 optimized=optimized,
+                stepped=stepped,
             )
             finite = self._pending is None or self._pending.first_nonfinite is None
         else:
@@ -412,8 +419,9 @@ class Watch:
             if rate is not None and updates:
                 history.step_learning_rate.append(step, rate)
             self._awaiting_moving_update = rate is not None and rate <= 0
+        self._place_new_layers(names)
         for name, norm in zip(names, norms, strict=True):
-            history.layer(history.layer_grad_norm, name).append(step, norm)
+            history.layer_grad_norm[name].append(step, norm)
             record: dict[str, Any] = {
                 "kind": "weight",
                 "step": step,
@@ -429,6 +437,19 @@ class Watch:
         if measurement.first_nonfinite is not None and history.nonfinite is None:
             self._locate_nonfinite(step, "gradient")
         return measurement.histograms
+
+    def _place_new_layers(self, names: list[str]) -> None:
+        """A layer measured for the first time (unfrozen, or added to the optimizer) takes
+        its place in registration order: the detectors' first and last layers are the
+        first and last of the table, as the first/last ratio's are."""
+        table = self.history.layer_grad_norm
+        if all(name in table for name in names):
+            return
+        order = self._gradients.registration_order
+        for name in names:
+            table.setdefault(name, Series())
+        ranked = sorted(table, key=lambda name: order.get(name, len(order)))
+        self.history.layer_grad_norm = {name: table[name] for name in ranked}
 
     def _probe(self, step: int, histograms: HistogramBatch | None) -> None:
         if self._monitor is None:
@@ -763,20 +784,50 @@ def _device_of(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def _current_learning_rate(optimizer: Optimizer) -> float | None:
-    """The first param group's learning rate now (None when it has none, or not a number)."""
-    if not optimizer.param_groups:
-        return None
-    value = optimizer.param_groups[0].get("lr")
+def _number(value: object) -> float | None:
     if isinstance(value, Tensor) and value.numel() == 1:
         return float(value)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _base_learning_rate(optimizer: Optimizer | None) -> float | None:
-    if optimizer is None or not optimizer.param_groups:
-        return None
-    group = optimizer.param_groups[0]
+def _configured_rate(group: Mapping[str, Any]) -> float | None:
     # LR schedulers keep the configured rate in "initial_lr"; "lr" is the current one.
-    value = group.get("initial_lr", group.get("lr"))
-    return float(value) if isinstance(value, int | float | Tensor) else None
+    return _number(group.get("initial_lr", group.get("lr")))
+
+
+def _rate_group(optimizer: Optimizer | None) -> int | None:
+    """The first param group with a positive configured rate (None: none has one)."""
+    if optimizer is None:
+        return None
+    for index, group in enumerate(optimizer.param_groups):
+        rate = _configured_rate(group)
+        if rate is not None and rate > 0:
+            return index
+    return None
+
+
+def _current_learning_rate(optimizer: Optimizer, index: int | None) -> float | None:
+    """Param group ``index``'s learning rate now (None when it has none, or not a number)."""
+    if index is None or index >= len(optimizer.param_groups):
+        return None
+    return _number(optimizer.param_groups[index].get("lr"))
+
+
+def _optimized_parameters(optimizer: Optimizer) -> tuple[set[int], set[int]]:
+    """Ids of the optimizer's parameters, and of those it steps now: in a group whose rate
+    is positive (or unknown: a fixed transform keeps its rate inside)."""
+    optimized: set[int] = set()
+    stepped: set[int] = set()
+    for group in optimizer.param_groups:
+        ids = {id(p) for p in group["params"]}
+        optimized |= ids
+        rate = _number(group.get("lr"))
+        if rate is None or rate > 0:
+            stepped |= ids
+    return optimized, stepped
+
+
+def _base_learning_rate(optimizer: Optimizer | None, index: int | None) -> float | None:
+    if optimizer is None or index is None or index >= len(optimizer.param_groups):
+        return None
+    return _configured_rate(optimizer.param_groups[index])
