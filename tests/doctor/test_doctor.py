@@ -45,7 +45,11 @@ def test_doctor_fixes_unnormalized_inputs_and_shows_before_and_after(tmp_path: P
     result = diagnose(config, fix=True, probe_epochs=2)
     kinds = {finding.kind for finding in result.findings}
     assert Finding.UNNORMALIZED_INPUTS in kinds
-    assert result.applied["data.preprocess"] == [{"name": "standardize", "per": "channel"}]
+    # Standardization goes after the configured step, which stays.
+    assert result.applied["data.preprocess"] == [
+        {"name": "rescale", "factor": 100},
+        {"name": "standardize", "per": "channel"},
+    ]
     assert result.after is not None
     assert Finding.UNNORMALIZED_INPUTS not in {f.kind for f in result.after.findings}
     # The report and the run folder carry the findings and the check tables.
@@ -56,6 +60,7 @@ def test_doctor_fixes_unnormalized_inputs_and_shows_before_and_after(tmp_path: P
     checks = json.loads(result.run.checks_path.read_text())
     assert checks["gradcheck"]
     assert checks["sanity"]
+    assert result.run.preprocess_path.is_file()  # the run folder's layout, as train's
 
 
 def test_the_doctor_command_prints_findings_and_the_report_path(tmp_path: Path) -> None:
@@ -139,6 +144,8 @@ def test_fix_standardizes_inputs_without_the_learning_rate_cut_measured_on_them(
     result = diagnose(config, fix=True, checks=False, probe_epochs=2)
     kinds = {finding.kind for finding in result.findings}
     assert {Finding.UNNORMALIZED_INPUTS, Finding.LEARNING_RATE_TOO_HIGH} <= kinds
-    assert result.applied == {"data.preprocess": ["standardize"]}
+    assert result.applied == {
+        "data.preprocess": [{"name": "rescale", "factor": 1000}, "standardize"]
+    }
     assert result.after is not None
     assert result.after.probe.metrics["val_accuracy"] > 0.5

@@ -111,3 +111,23 @@ def test_a_gradient_norm_spike_clips_at_twice_the_usual_norm() -> None:
     clipped = with_config_fix(spike, load_config())
     assert "clip_grad_norm" not in fixes_from([clipped, huge])
     assert fixes_from([clipped]) == {"clip_grad_norm": pytest.approx(1.14)}
+    # 1-bit Adam's gradients are local to each rank after its freeze: no global clip.
+    one_bit = load_config(overrides=["optimizer={name: OneBitAdam, lr: 0.001}"])
+    assert with_config_fix(spike, one_bit).fix == {}
+
+
+def test_standardization_is_appended_to_the_configured_preprocessing() -> None:
+    # The input check measured the configured steps' output (here a PCA's components):
+    # the fix standardizes after them instead of replacing them.
+    pca = {"name": "pca", "n_components": 5}
+    config = load_config(overrides=["data.preprocess=[{name: pca, n_components: 5}]"])
+    finding = Diagnosis(
+        Finding.UNNORMALIZED_INPUTS, "s", "p", fix={"data.preprocess": ["standardize"]}
+    )
+    fixed = with_config_fix(finding, config)
+    assert fixed.fix == {"data.preprocess": [pca, "standardize"]}
+    assert with_changes(config, fixes_from([fixed])).data.preprocess == [pca, "standardize"]
+    # Nothing configured: standardization alone; already last: not twice.
+    none = load_config(overrides=["data.preprocess=[]"])
+    assert with_config_fix(finding, none).fix == {"data.preprocess": ["standardize"]}
+    assert with_config_fix(finding, load_config()).fix == {"data.preprocess": ["standardize"]}

@@ -41,3 +41,15 @@ def test_constant_features_are_ignored() -> None:
     inputs = _features(1.0, 1.0)
     inputs = torch.cat([inputs, torch.zeros(500, 1)], dim=1)
     assert check_input_scale(inputs) is None
+
+
+def test_a_feature_on_a_tiny_scale_is_not_taken_for_a_constant_one() -> None:
+    # std 1e-13 next to std 1: 1e13 apart, badly scaled; only a spread at the rounding
+    # level of the feature's own mean makes it constant.
+    finding = check_input_scale(_features(1.0, 1.0, 1e-13))
+    assert finding is not None
+    assert finding.evidence["std_ratio"] > 1e12
+    near_constant = _features(1.0, 1.0)
+    column = torch.full((500, 1), 3.0, dtype=torch.float64)
+    column[0] = 3.0 + 4e-16  # one ulp of 3 in float64
+    assert check_input_scale(torch.cat([near_constant.double(), column], dim=1)) is None

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from gradwise import preprocess
 from gradwise.checks import GradcheckReport, SanityReport, gradcheck, sanity
 from gradwise.config import (
     MonitorConfig,
@@ -141,6 +142,8 @@ def diagnose(
     probe_config = replace(probe_config, name=folder.path.name)
     prepared.config = probe_config
     write_config(folder, config_to_dict(probe_config))
+    if prepared.preprocessing is not None:  # the run folder's layout, as gradwise train's
+        preprocess.save(prepared.preprocessing, folder.preprocess_path)
     _write_findings(folder, findings)
     _write_checks(folder, grad_report, sanity_report)
     trainer = make_trainer(prepared, folder, progress=progress)

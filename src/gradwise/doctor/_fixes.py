@@ -17,6 +17,8 @@ the doctor can tell which part of it caused the symptom and attach a safe overri
 - EXPLODING_GRADIENTS from a spike of the gradient norm: ``clip_grad_norm`` at
   ``CLIP_OVER_MEDIAN`` times the run's median norm (clipping the whole model's norm; the
   usual steps pass unchanged, a spike is cut to twice the usual size).
+- UNNORMALIZED_INPUTS (measured on the configured preprocessing's output): its
+  standardization is appended to ``data.preprocess``, keeping the steps already there.
 - UNDERFITTING in a built-in model: ``model.width`` times ``WIDEN_FACTOR`` (the
   flowchart's "bigger model"; more width keeps the depth, so the same initialization and
   learning rate stay sensible, and a net with more units per layer fits at least as well).
@@ -76,11 +78,21 @@ def with_config_fix(finding: Diagnosis, config: RunConfig) -> Diagnosis:
         >>> with_config_fix(Diagnosis(Finding.DEAD_UNITS, "s", "p"), config).fix
         {'init.biases': 0.0}
     """
+    if finding.kind is Finding.UNNORMALIZED_INPUTS and "data.preprocess" in finding.fix:
+        return dataclasses.replace(finding, fix=_after_the_configured_steps(finding, config))
     if finding.fix:
         return finding
     rule = _RULES.get(finding.kind)
     fix = rule(finding, config) if rule is not None else {}
     return dataclasses.replace(finding, fix=fix) if fix else finding
+
+
+def _after_the_configured_steps(finding: Diagnosis, config: RunConfig) -> dict[str, Any]:
+    """The input check measured what the configured preprocessing produced: its
+    standardization goes after those steps (a PCA, a rescaling), not in their place."""
+    configured = list(config.data.preprocess)
+    added = [step for step in finding.fix["data.preprocess"] if configured[-1:] != [step]]
+    return {**finding.fix, "data.preprocess": configured + added}
 
 
 def _built_in(config: RunConfig) -> bool:
@@ -132,6 +144,8 @@ def _underfitting(finding: Diagnosis, config: RunConfig) -> dict[str, Any]:
 
 
 def _exploding_gradients(finding: Diagnosis, config: RunConfig) -> dict[str, Any]:
+    if config.optimizer.get("name") == "OneBitAdam":
+        return {}  # its gradients are local after the freeze: clip_grad_norm is refused
     median = finding.evidence.get("median_grad_norm")
     if not isinstance(median, int | float) or not median > 0 or "grad_norm" not in finding.evidence:
         return {}  # no spike (the first/last ratio alone: initialization, normalization)

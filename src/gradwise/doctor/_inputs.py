@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from gradwise.diagnosis import Diagnosis, Finding
@@ -34,7 +35,11 @@ def check_input_scale(inputs: Tensor) -> Diagnosis | None:
         flat = inputs.detach().reshape(inputs.shape[0], -1).double()
     std = flat.std(dim=0)
     mean = flat.mean(dim=0)
-    varying = std > 1e-12
+    # Constant: every value equal, or a spread at the rounding level of the feature's
+    # mean (scikit-learn's bound, as Standardize's), not an absolute cutoff: a feature of
+    # std 1e-13 among features of std 1 is badly scaled, not constant.
+    rounding = flat.shape[0] * torch.finfo(flat.dtype).eps * mean.abs()
+    varying = (std > rounding) & (flat.amax(dim=0) > flat.amin(dim=0))
     if int(varying.sum()) == 0:
         return None
     std, mean = std[varying], mean[varying]
