@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
 import signal
 import socket
@@ -22,8 +23,10 @@ from gradwise import Trainer
 from gradwise.cli import main
 from gradwise.config import load_config
 from gradwise.data import Dataset, DataSplits
-from gradwise.train import load_checkpoint, prepare_run
+from gradwise.regularize import Penalty
+from gradwise.train import Callback, TrainState, load_checkpoint, prepare_run
 from tests.cli.helpers import environment, gradwise, start
+from tests.distributed.multiprocess import run_on_ranks
 from tests.search.helpers import wait_for
 
 # 100 samples in batches of 24: the last batch of each epoch (4 samples) splits 2 + 2,
@@ -79,6 +82,72 @@ def test_two_processes_equal_one_process_with_the_whole_batch(tmp_path) -> None:
         for name, value in expected.items():
             torch.testing.assert_close(weights[name], value, rtol=1e-12, atol=1e-12)
     assert not torch.equal(expected["1.weight"], _model().state_dict()["1.weight"])
+
+
+# 49 samples in batches of 24: the last batch of each epoch holds 1 sample, so rank 0's
+# shard of it is empty (rank 1 gets the sample).
+TINY_SAMPLES = 49
+
+
+class _StepLosses(Callback):
+    """Records each step's loss (the whole batch's, as the Trainer checks and logs it)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.losses.append(state.loss)
+
+
+def _fit_tiny_batches(model: nn.Module) -> dict[str, object]:
+    generator = torch.Generator().manual_seed(0)
+    data = DataSplits.from_datasets(
+        Dataset(
+            torch.randn(TINY_SAMPLES, 6, generator=generator),
+            torch.randint(0, 3, (TINY_SAMPLES,), generator=generator),
+        )
+    )
+    module = getattr(model, "module", model)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.2, momentum=0.9)
+    steps = _StepLosses()
+    result = Trainer(
+        model,
+        optimizer,
+        data,
+        batch_size=BATCH,
+        epochs=2,
+        penalty=Penalty(module, l2=1e-3),  # weighted by the shard's share too
+        callbacks=[steps],
+        log_every=1,
+        progress=False,
+    ).fit()
+    return {
+        "weights": module.state_dict(),
+        "losses": steps.losses,
+        "metrics": result.metrics,
+    }
+
+
+def _tiny_batches_rank(rank: int) -> dict[str, object]:
+    model = DistributedDataParallel(_model())
+    try:
+        return _fit_tiny_batches(model)
+    finally:
+        del model  # it holds the process group: let it go before the group is destroyed
+        gc.collect()
+
+
+def test_a_batch_smaller_than_the_world_trains_like_one_process(tmp_path) -> None:
+    ranks = run_on_ranks(_tiny_batches_rank, (), tmp_path)
+    single = _fit_tiny_batches(_model())
+    losses = single["losses"]
+    assert len(losses) == 6
+    assert all(math.isfinite(loss) for loss in losses)
+    for rank in ranks:
+        assert rank["losses"] == pytest.approx(losses, rel=1e-12, abs=1e-12)
+        assert rank["metrics"] == pytest.approx(single["metrics"], rel=1e-12, abs=1e-12)
+        for name, value in single["weights"].items():
+            torch.testing.assert_close(rank["weights"][name], value, rtol=1e-12, atol=1e-12)
 
 
 CONFIG = """\
@@ -251,6 +320,33 @@ def test_linear_scaling_rule_scales_the_lr_and_ramps_up_to_it(schedule) -> None:
     assert lrs[11] <= 0.04 + 1e-12
 
 
+def test_a_decaying_schedule_after_the_scaling_ramp_still_decays_to_its_end() -> None:
+    overrides = [
+        "data.batch_size=256",
+        "distributed.reference_batch_size=64",
+        "distributed.scaling_warmup_steps=20",
+        "optimizer={name: SGD, lr: 0.01}",
+        "steps=100",
+        "schedule={name: cosine}",
+    ]
+    prepared = prepare_run(load_config(None, overrides))
+    optimizer, scheduler = prepared.optimizer, prepared.scheduler
+    assert scheduler is not None
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # Goyal et al.'s ramp from 0.01 to 0.04 over 20 steps, then a cosine from 0.04 to 0
+    # over the remaining 80 (as build_schedule's own warmup leaves its decay).
+    expected = [
+        0.01 + 0.03 * step / 20 if step < 20 else 0.02 * (1 + math.cos(math.pi * (step - 20) / 80))
+        for step in range(100)
+    ]
+    assert lrs == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    assert lrs[-1] < 0.04 * 1e-3
+
+
 def test_compression_state_of_every_rank_goes_into_the_checkpoint(tmp_path) -> None:
     config = _config(tmp_path, epochs=1)
     done = gradwise(
@@ -280,7 +376,8 @@ def test_compression_state_of_every_rank_goes_into_the_checkpoint(tmp_path) -> N
     [
         (
             ["distributed.compression=one_bit_adam"],
-            "needs both 'train.optimizer.name: OneBitAdam'",
+            "'train.distributed.compression: one_bit_adam' needs 'train.optimizer.name: "
+            "OneBitAdam'",
         ),
         (
             [
@@ -312,6 +409,79 @@ def test_inconsistent_compression_settings_fail_with_a_clear_message(
     assert not runs.exists()
 
 
+ONE_BIT_ADAM = "optimizer={name: OneBitAdam, lr: 0.001, freeze_step: 5}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["distributed.compression=bogus"],
+            "unknown compression 'bogus' in 'train.distributed.compression'; valid names: none, "
+            "fp16, powersgd, one_bit, sign_majority, one_bit_two_phase, one_bit_adam",
+        ),
+        ([ONE_BIT_ADAM], "'train.optimizer.name: OneBitAdam' needs 'train.distributed."),
+        (["distributed.compression=one_bit_adam"], "needs 'train.optimizer.name: OneBitAdam'"),
+        (
+            [
+                ONE_BIT_ADAM,
+                "distributed.compression=one_bit_adam",
+                "distributed.compression_options={freeze_step: 10, bogus: 1}",
+            ],
+            "must be empty with compression one_bit_adam, which takes no options (1-bit Adam's "
+            "own settings, such as freeze_step, go in 'train.optimizer'). Got bogus, freeze_step",
+        ),
+        (
+            ["distributed.compression_options={granularity: row}"],
+            "The 'options' parameter of register_compression must be empty ('none' takes no "
+            "options). Got ['granularity']",
+        ),
+        (
+            ["distributed.compression=one_bit", "distributed.compression_options={rank: 2}"],
+            "must be options of 'one_bit' (error_feedback, granularity, two_level, momentum)",
+        ),
+        (
+            ["distributed.scaling_warmup_steps=50"],
+            "needs 'train.distributed.reference_batch_size'",
+        ),
+        (
+            [ONE_BIT_ADAM, "distributed.compression=one_bit_adam", "clip_grad_norm=1.0"],
+            "'train.clip_grad_norm' (1.0) cannot be used with OneBitAdam",
+        ),
+    ],
+    ids=[
+        "unknown_compression",
+        "one_bit_adam_optimizer_without_its_compression",
+        "one_bit_adam_compression_without_its_optimizer",
+        "options_for_one_bit_adam",
+        "options_for_none",
+        "unknown_option",
+        "scaling_ramp_without_reference_batch",
+        "one_bit_adam_with_clipping",
+    ],
+)
+def test_one_process_checks_the_distributed_section(
+    tmp_path, capsys, overrides: list[str], message: str
+) -> None:
+    config = _config(tmp_path, epochs=1)
+    settings = [item for override in overrides for item in ("--set", override)]
+    runs = tmp_path / "runs"
+    assert main(["train", str(config), "--runs-dir", str(runs), "--no-progress", *settings]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("gradwise train: error: ")
+    assert error.count("\n") == 1
+    assert message in error
+    assert not runs.exists()
+
+
+def test_one_process_trains_alone_with_a_valid_distributed_section(tmp_path) -> None:
+    config = _config(tmp_path, epochs=1)
+    compression = ["--set", "distributed.compression=one_bit"]
+    options = ["--set", "distributed.compression_options={granularity: tensor}"]
+    args = ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert main([*args, *compression, *options]) == 0
+
+
 def test_a_rank_that_cannot_make_the_run_folder_gives_the_one_process_error(
     tmp_path, capsys
 ) -> None:
@@ -324,6 +494,66 @@ def test_a_rank_that_cannot_make_the_run_folder_gives_the_one_process_error(
     assert "Cannot write to run folder" in one
     assert main([*args, "--nproc", "2"]) == 2
     assert capsys.readouterr().err == one  # one line, no resume hint: the run never began
+
+
+def test_batch_norm_with_a_shard_of_one_sample_is_refused_before_training(tmp_path, capsys) -> None:
+    # spirals: 216 training samples in batches of 71, so the last batch of each epoch
+    # holds 3 and one of 2 ranks would normalize 1 sample ("Expected more than 1 value
+    # per channel" from torch, after the first epoch's full batches).
+    config = _config(tmp_path, epochs=1)
+    runs = tmp_path / "runs"
+    args = ["train", str(config), "--nproc", "2", "--runs-dir", str(runs), "--no-progress"]
+    settings = ["--set", "model.norm=batch", "--set", "data.batch_size=71"]
+    assert main([*args, *settings]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("gradwise train: error: the model has batch norm (layer ")
+    assert error.count("\n") == 1
+    assert "the last batch of each epoch (216 training samples, batch_size 71) holds 3" in error
+    assert "Use batch_size 70 (every batch then holds 4 or more), fewer processes" in error
+    assert not runs.exists()
+
+
+UNUSED_PARAMETER_MODULE = """
+import torch
+
+
+class SpareHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh())
+        self.head = torch.nn.Linear(16, 3)
+        self.spare_head = torch.nn.Linear(16, 3)  # never used in forward
+
+    def forward(self, inputs):
+        return self.head(self.body(inputs))
+
+
+def build():
+    return {"model": SpareHead()}
+"""
+
+
+def test_a_parameter_unused_in_forward_needs_find_unused_parameters(tmp_path) -> None:
+    (tmp_path / "spare_head_model.py").write_text(UNUSED_PARAMETER_MODULE)
+    config = _config(tmp_path, epochs=1)
+    args = ["train", str(config), "--nproc", "2", "--no-progress"]
+    model = ["--set", "model.name=spare_head_model:build"]
+    failed = gradwise(*args, "--runs-dir", "failed", *model, cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    # The cause (DDP's first line, and a later one), not only its last line, and the key
+    # that fixes it.
+    assert "set 'train.distributed.find_unused_parameters: true'" in failed.stderr
+    assert "Expected to have finished reduction in the prior iteration" in failed.stderr
+    assert "\n  Parameter indices which did not receive grad for rank" in failed.stderr
+    # It failed at its second step, before any checkpoint: nothing to resume.
+    (run,) = (tmp_path / "failed").iterdir()
+    assert not (run / "checkpoints" / "last.pt").exists()
+    assert "--resume" not in failed.stderr
+    assert f"no checkpoint was written: failed/{run.name} has nothing to resume" in failed.stderr
+
+    unused = ["--set", "distributed.find_unused_parameters=true"]
+    trained = gradwise(*args, "--runs-dir", "trained", *model, *unused, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
 
 
 def test_ctrl_c_on_the_launcher_stops_every_rank_at_one_checkpointed_step(tmp_path) -> None:

@@ -393,6 +393,34 @@ def test_clip_grad_norm_clips_the_norm_over_every_param_group_before_the_step() 
         _spirals_trainer("cross_entropy", epochs=1, clip_grad_norm=0.0)
 
 
+def test_clipping_leaves_a_nan_gradient_where_it_started() -> None:
+    # torch's clip_grad_norm_ turns every gradient into NaN when one is NaN (the total is
+    # NaN): the monitor and the divergence message would then blame the wrong layer.
+    torch.manual_seed(0)
+    data = load_dataset("spirals", seed=0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    poisoned = {"on": False}
+    model[2].bias.register_hook(lambda grad: grad * math.nan if poisoned["on"] else grad)
+    seen: dict[str, bool] = {}
+
+    class PoisonStepThree(Callback):
+        def on_step_end(self, state: TrainState) -> None:
+            poisoned["on"] = state.step == 2  # the next step's backward
+            if state.step == 3:
+                seen.update(
+                    (name, bool(torch.isfinite(p.grad).all()))
+                    for name, p in model.named_parameters()
+                )
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(
+        model, optimizer, data, batch_size=16, steps=3, progress=False,
+        clip_grad_norm=0.05, callbacks=[PoisonStepThree()],
+    )  # fmt: skip
+    trainer.fit()
+    assert seen == {"0.weight": True, "0.bias": True, "2.weight": True, "2.bias": False}
+
+
 def test_clip_grad_norm_in_the_config_reaches_the_trainer(small_config: RunConfig) -> None:
     config = replace(small_config, clip_grad_norm=0.5)
     assert make_trainer(prepare_run(config), None, progress=False).clip_grad_norm == 0.5

@@ -179,7 +179,7 @@ def _train_distributed(
     """Several processes: launched here (--nproc), or this is one of torchrun's."""
     from gradwise.config import ConfigError
     from gradwise.distributed import RankFailed, launch
-    from gradwise.runs import RunFolderError
+    from gradwise.runs import RunFolder, RunFolderError
     from gradwise.train import TrainingDiverged
     from gradwise.train._distributed import in_launched_process, train_rank
 
@@ -194,7 +194,8 @@ def _train_distributed(
             result = launch(train_rank, (content, where, progress, str(announce)), nproc)
     except KeyboardInterrupt:
         run = announce.read_text() if announce.is_file() else where
-        if run is None:  # stopped before the run folder was made: nothing to resume
+        if run is None or not RunFolder(Path(run)).last_checkpoint.is_file():
+            # Stopped before the first checkpoint (or the run folder): nothing to resume.
             print("gradwise train: interrupted", file=sys.stderr)
         else:
             print(f"interrupted; resume with: gradwise train --resume {run} --nproc {nproc}",
@@ -210,9 +211,11 @@ def _train_distributed(
             return EXIT_USAGE
         print(f"gradwise train: stopped: {error}", file=sys.stderr)
         run = announce.read_text() if announce.is_file() else where
-        if run is not None:
+        if run is not None and RunFolder(Path(run)).last_checkpoint.is_file():
             print(f"the last checkpoint stays; continue with: gradwise train --resume {run} "
                   f"--nproc {nproc}", file=sys.stderr)  # fmt: skip
+        elif run is not None:  # failed before its first checkpoint: nothing to resume
+            print(f"no checkpoint was written: {run} has nothing to resume", file=sys.stderr)
         return EXIT_FAILED
     finally:
         shutil.rmtree(announce.parent, ignore_errors=True)

@@ -261,6 +261,9 @@ class DistributedConfig:
     scaling_warmup_steps: int = setting(
         0, Interval(low=0, kind="int"), "ramp from the config's lr to the scaled lr (Goyal 2017)"
     )
+    find_unused_parameters: bool = setting(
+        False, Boolean(), "DDP's: true for a model with parameters a forward pass may not use"
+    )
     timeout_s: int = setting(300, POSITIVE_INT, "seconds a rank waits for the others")
 
 

@@ -103,7 +103,8 @@ class CompressionState:
     backward pass. Attributes:
 
     - ``name``: the compression, one of :data:`COMPRESSIONS`.
-    - ``warmup_steps``: backward passes with plain fp32 allreduce before compressing.
+    - ``warmup_steps``: backward passes with a plain allreduce (DDP's, in the gradients'
+      dtype) before compressing.
     - ``step``: backward passes whose gradients the hook has communicated.
     - ``bytes_sent``: cumulative gradient bytes this rank has handed to collectives (see
       below).
@@ -301,9 +302,9 @@ def register_compression(
 
     Each hook returns the average over the :math:`W` ranks of (a compressed form of) the
     bucket's gradients, as DDP's default allreduce does; the first ``warmup_steps``
-    backward passes use plain fp32 allreduce. The methods (math, bytes per rank per step
-    for :math:`n` gradient elements in :math:`k` tensors, and when to use them are in
-    docs/distributed.md):
+    backward passes use DDP's plain allreduce, in the gradients' dtype. The methods (math,
+    bytes per rank per step for :math:`n` gradient elements in :math:`k` tensors, and when
+    to use them are in docs/distributed.md):
 
     - ``"none"``: DDP's own allreduce; nothing is registered and None is returned.
     - ``"fp16"``: torch's ``fp16_compress_hook`` (allreduce in float16).

@@ -21,12 +21,13 @@ class RankFailed(RuntimeError):
     Attributes:
         error_type: the class name of the exception the rank raised (``"ConfigError"``),
             or None when it died without one (a signal, an exit code).
-        error: that exception's message, or the exit code (and signal) it died with.
+        error: that exception's message (a later line indented under the first), or the
+            exit code (and signal) it died with.
     """
 
     def __init__(self, rank: int, error_type: str | None, error: str) -> None:
         what = f"{error_type}: {error}" if error_type else error
-        super().__init__(f"rank {rank} failed: {what}; the other ranks were stopped")
+        super().__init__(f"rank {rank} failed (the other ranks were stopped): {what}")
         self.error_type = error_type
         self.error = error
 
@@ -83,6 +84,8 @@ def _launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int, l
 
 
 _AGENT_LOGS = ("torch.distributed.elastic", "torch.multiprocessing.spawn")
+# The lines of a rank's error message that a failure keeps (DDP's longest: about 8).
+_MOST_LINES = 20
 
 # How torch's error handler records a rank's exception: "<class name>: <message>".
 _RAISED = re.compile(r"(?P<type>[A-Za-z_][A-Za-z0-9_.]*): (?P<message>.*)", re.DOTALL)
@@ -96,12 +99,19 @@ def _rank_failed(error: Any) -> RankFailed:
     text = str(message).strip()
     raised = _RAISED.fullmatch(text)
     if raised is not None:
-        detail = raised["message"].strip()
-        # A message of several lines (a traceback-like one) keeps its last line.
-        return RankFailed(rank, raised["type"], detail.splitlines()[-1] if detail else "")
+        return RankFailed(rank, raised["type"], _indented(raised["message"]))
     detail = text.splitlines()[-1] if text else ""
     if not detail or detail == "N/A" or "Signal" in detail:
         detail = f"exit code {failure.exitcode}"
         if failure.signal_name() not in ("", "N/A", None):
             detail += f" ({failure.signal_name()})"
     return RankFailed(rank, None, detail)
+
+
+def _indented(message: str, most: int = _MOST_LINES) -> str:
+    """A message of several lines as its first line, then the others indented under it
+    (the first usually says what went wrong, as DDP's errors do; the rest says why)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > most:
+        lines = [*lines[: most - 1], f"... ({len(lines) - most + 1} more lines)"]
+    return "\n".join([*lines[:1], *(f"  {line}" for line in lines[1:])])

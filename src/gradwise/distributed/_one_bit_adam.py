@@ -496,11 +496,11 @@ def register_one_bit_adam(
 ) -> OneBitAdamRankState:
     r"""Register 1-bit Adam's DDP communication hook; return the rank's state to checkpoint.
 
-    The hook averages the gradients with DDP's plain fp32 allreduce while
-    ``optimizer.variance_frozen`` is False (the warmup: ``num_steps < freeze_step``), and
+    The hook averages the gradients with DDP's plain allreduce (in the gradients' dtype)
+    while ``optimizer.variance_frozen`` is False (the warmup: ``num_steps < freeze_step``), and
     afterwards hands DDP each rank's LOCAL gradient, communicating nothing: the optimizer
     then averages compressed momenta instead. Gradient bytes are added to
-    ``optimizer.bytes_sent`` (:math:`4n` per fp32 warmup step).
+    ``optimizer.bytes_sent`` (:math:`4n` per warmup step for float32 parameters).
 
     Args:
         model: the DistributedDataParallel model (no hook registered yet).

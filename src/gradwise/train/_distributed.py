@@ -11,8 +11,8 @@ Rank 0 alone writes the run folder; a resume reads it on rank 0 and hands it to 
 from __future__ import annotations
 
 import gc
+import math
 import os
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +24,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gradwise import preprocess
 from gradwise.config import ConfigError, RunConfig, config_to_dict, parse_config, read_file
-from gradwise.distributed._hooks import check_compression
 from gradwise.distributed._world import World
 from gradwise.runs import RunFolder, RunFolderError, write_config
 from gradwise.train._checkpoint import load_checkpoint
@@ -48,9 +47,10 @@ def check_run(config: RunConfig, *, resuming: bool = False) -> None:
     """Raise the ConfigError every rank would raise building ``config``, before any starts.
 
     The run is built as one-process ``gradwise train`` builds it (data, model, optimizer),
-    but on the CPU, so that the launcher holds no GPU memory while the ranks train; the
-    device, the backend and the compression settings are then checked as the ranks use
-    them. ``resuming``: as :func:`~gradwise.train.prepare_run`'s.
+    but on the CPU, so that the launcher holds no GPU memory while the ranks train (it
+    checks the distributed section, compression included, as for one process); the device
+    and the backend are then checked as the ranks use them. ``resuming``: as
+    :func:`~gradwise.train.prepare_run`'s.
     """
     _device(config.device)  # a missing GPU, as one process reports it
     if _backend(config) == "nccl" and not torch.cuda.is_available():
@@ -58,8 +58,7 @@ def check_run(config: RunConfig, *, resuming: bool = False) -> None:
             "'train.distributed.backend' is nccl, which needs CUDA GPUs, but none is "
             "available; use gloo or auto"
         )
-    prepared = prepare_run(replace(config, device="cpu"), resuming=resuming)
-    _check_compression(prepared.optimizer, config)
+    prepare_run(replace(config, device="cpu"), resuming=resuming)
 
 
 def check_resume(run: str | Path, nproc: int) -> None:
@@ -134,10 +133,13 @@ def _train(
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     prepared = prepare_run(replace(settings, device=str(device.type)), resuming=resume is not None)
+    _check_batch_norm_shards(prepared, world)
     prepared.device = device
     prepared.model = prepared.model.to(device)
     model = DistributedDataParallel(
-        prepared.model, device_ids=[device.index] if device.type == "cuda" else None
+        prepared.model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=settings.distributed.find_unused_parameters,
     )
     compression = _register_compression(model, prepared.optimizer, settings)
     folder = _folder(settings, world, resume)
@@ -154,10 +156,21 @@ def _train(
         world=world,
         rank_state=compression,
     )
-    if world.is_main:
-        result = _fit_and_report(trainer, folder, resume is not None)
-    else:
-        result = trainer.fit(resume=resume is not None)
+    try:
+        if world.is_main:
+            result = _fit_and_report(trainer, folder, resume is not None)
+        else:
+            result = trainer.fit(resume=resume is not None)
+    except RuntimeError as error:
+        unused = "find_unused_parameters" in str(error)
+        if not unused or settings.distributed.find_unused_parameters:
+            raise
+        # DDP's advice names its own keyword argument; a config says it differently.
+        raise RuntimeError(
+            "a parameter of the model received no gradient (forward did not use it); set "
+            "'train.distributed.find_unused_parameters: true' for such a model. DDP says: "
+            f"{error}"
+        ) from error
     dist.barrier()
     return {
         "summary": result.summary,
@@ -165,6 +178,58 @@ def _train(
         "run": str(folder.path),
         "bytes_sent": _bytes_sent(compression, prepared, result.steps),
     }
+
+
+def _check_batch_norm_shards(prepared: PreparedRun, world: World) -> None:
+    """Refuse a run in which batch norm would see a shard of fewer than 2 samples.
+
+    In training, each rank's batch-norm layers normalize its own shard of the batch (torch's
+    SyncBatchNorm, which would pool the ranks' statistics, runs on GPUs only), and torch
+    cannot normalize 1 sample per channel ("Expected more than 1 value per channel"). A
+    batch of ``c`` samples gives some rank ``c // W`` samples, so every batch the run
+    draws must hold ``2 W`` or more.
+    """
+    layers = [name for name, module in prepared.model.named_modules() if _batch_norm(module)]
+    if not world.is_distributed or not layers:
+        return
+    samples, batch_size = len(prepared.data.train), prepared.config.data.batch_size
+    last = samples % batch_size
+    smallest, which = min(batch_size, samples), "each batch"
+    if last and batch_size < samples and prepared.total_steps >= math.ceil(samples / batch_size):
+        smallest = last
+        which = (
+            f"the last batch of each epoch ({samples} training samples, batch_size {batch_size})"
+        )
+    if smallest >= 2 * world.size:
+        return
+    least = 2 * world.size
+    fits = _batch_sizes_that_fit(samples, least, batch_size)
+    fixes = [f"batch_size {fits} (every batch then holds {least} or more)"] if fits else []
+    fixes += ["fewer processes", "or 'train.model.norm: layer' (or group, none)"]
+    raise ConfigError(
+        f"the model has batch norm (layer {layers[0]!r}{' and more' if len(layers) > 1 else ''}), "
+        f"which each of the {world.size} processes applies to its own shard of the batch, "
+        f"but {which} holds {smallest} sample(s), so a process gets fewer than 2 of them, "
+        f"and batch norm needs 2 or more per process in training. Use {', '.join(fixes)}"
+    )
+
+
+def _batch_norm(module: torch.nn.Module) -> bool:
+    """A batch-norm layer that normalizes with the batch's statistics in training (not one
+    that warm_start's freeze_statistics keeps on its stored statistics)."""
+    from gradwise.train._warm_start import _use_running_statistics
+
+    is_batch_norm = isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+    return is_batch_norm and _use_running_statistics not in module._forward_pre_hooks.values()
+
+
+def _batch_sizes_that_fit(samples: int, least: int, near: int) -> int | None:
+    """The batch size closest to ``near`` whose batches all hold ``least`` samples or more."""
+    for distance in range(samples):
+        for size in (near - distance, near + distance):
+            if least <= size <= samples and (samples % size == 0 or samples % size >= least):
+                return size
+    return None
 
 
 def _bytes_sent(compression: Any, prepared: PreparedRun, steps: int) -> int:
@@ -199,7 +264,7 @@ def _register_compression(
     settings = config.distributed
     from gradwise.distributed import OneBitAdam, register_compression, register_one_bit_adam
 
-    _check_compression(optimizer, config)
+    # prepare_run checked the settings (_check_distributed): they fit the optimizer.
     if isinstance(optimizer, OneBitAdam):
         return register_one_bit_adam(model, optimizer)
     if settings.compression == "none":
@@ -210,34 +275,6 @@ def _register_compression(
         warmup_steps=settings.warmup_steps,
         **settings.compression_options,
     )
-
-
-def _check_compression(optimizer: torch.optim.Optimizer, config: RunConfig) -> None:
-    """The compression settings fit the optimizer, and the hook takes its options."""
-    settings = config.distributed
-    from gradwise.distributed import OneBitAdam
-
-    one_bit_adam = isinstance(optimizer, OneBitAdam)
-    if one_bit_adam != (settings.compression == "one_bit_adam"):
-        raise ConfigError(
-            "1-bit Adam needs both 'train.optimizer.name: OneBitAdam' and "
-            "'train.distributed.compression: one_bit_adam' (its step communicates the "
-            f"compressed momentum). Got {type(optimizer).__name__} with compression "
-            f"{settings.compression}."
-        )
-    if one_bit_adam:
-        return
-    _check_momentum_applied_once(optimizer, settings.compression_options)
-    if settings.compression == "none":
-        return  # no hook: its options are not read
-    try:
-        check_compression(
-            settings.compression,
-            warmup_steps=settings.warmup_steps,
-            **settings.compression_options,
-        )
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"in 'train.distributed': {error}") from None
 
 
 def _folder(config: RunConfig, world: World, resume: str | None) -> RunFolder:
@@ -252,22 +289,3 @@ def _folder(config: RunConfig, world: World, resume: str | None) -> RunFolder:
             write_config(folder, config_to_dict(replace(config, name=folder.path.name)))
         path = str(folder.path)
     return RunFolder(world.broadcast(path))
-
-
-def _check_momentum_applied_once(
-    optimizer: torch.optim.Optimizer, options: Mapping[str, Any]
-) -> None:
-    """The hooks' own momentum (Zheng et al. 2019) replaces the optimizer's: with both, the
-    gradient would be averaged twice."""
-    hook_momentum = options.get("momentum", 0)
-    if not hook_momentum:
-        return
-    for group in optimizer.param_groups:
-        own = group.get("momentum", 0) or (group.get("betas") or (0,))[0]
-        if own:
-            raise ConfigError(
-                f"'train.distributed.compression_options.momentum' ({hook_momentum}) keeps the "
-                f"momentum in the compression hook, so the optimizer must not add its own; "
-                f"{type(optimizer).__name__} has momentum {own}. Set 'train.optimizer.momentum: "
-                "0' (SGD), or drop the hook's momentum."
-            )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from gradwise.config import (
     unknown_name_message,
 )
 from gradwise.data import Dataset, DataSplits, available_datasets, load_dataset, load_entry_point
+from gradwise.distributed._hooks import COMPRESSIONS, check_compression
+from gradwise.distributed._one_bit_adam import OneBitAdam
 from gradwise.distributed._world import World
 from gradwise.models import MODELS, build_model
 from gradwise.regularize import EarlyStopping, MaxNorm, Mixup, Penalty
@@ -84,6 +86,7 @@ def prepare_run(config: RunConfig, *, resuming: bool = False) -> PreparedRun:
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch  # type: ignore[operator]
     scale = _linear_scaling(config)
     optimizer = build_optimizer(_scaled_optimizer(config.optimizer, scale), model)
+    _check_distributed(config, optimizer)
     averaging = averaging_for_run(config.averaging, model, total_steps)
     scheduler = _scheduler(config, optimizer, total_steps, scale, averaging)
     augment, mixup = build_augmentation(
@@ -494,6 +497,92 @@ def _pruning(prepared: PreparedRun, run: RunFolder | None) -> tuple[list[Callbac
     return [pruning], {"weights_remaining": pruning.masks.fraction_remaining()}
 
 
+def _check_distributed(config: RunConfig, optimizer: torch.optim.Optimizer) -> None:
+    """The distributed section is consistent: its compression, with its options, fits the
+    optimizer, and the scaling rule's ramp has a reference batch.
+
+    A one-process run trains without the section, but checks it all the same: a config
+    that ``gradwise train --nproc N`` would refuse is refused with one process too.
+    """
+    settings = config.distributed
+    names = (*COMPRESSIONS, "one_bit_adam")
+    if settings.compression not in names:
+        raise ConfigError(
+            unknown_name_message(
+                "compression", settings.compression, "train.distributed.compression", names
+            )
+            + " (one_bit_adam goes with 'train.optimizer.name: OneBitAdam')"
+        )
+    if settings.scaling_warmup_steps and settings.reference_batch_size is None:
+        raise ConfigError(
+            f"'train.distributed.scaling_warmup_steps' ({settings.scaling_warmup_steps}) ramps "
+            "the lr up to the linear scaling rule's scaled lr, which needs "
+            "'train.distributed.reference_batch_size' (the batch size the lr was tuned for); "
+            "set it, or set scaling_warmup_steps: 0"
+        )
+    if isinstance(optimizer, OneBitAdam):
+        _check_one_bit_adam(config)
+    elif settings.compression == "one_bit_adam":
+        raise ConfigError(
+            "'train.distributed.compression: one_bit_adam' needs 'train.optimizer.name: "
+            "OneBitAdam' (its step communicates the compressed momentum). Got "
+            f"{type(optimizer).__name__}; use OneBitAdam, or another compression"
+        )
+    else:
+        try:
+            check_compression(
+                settings.compression,
+                warmup_steps=settings.warmup_steps,
+                **settings.compression_options,
+            )
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"in 'train.distributed': {error}") from None
+        _check_momentum_applied_once(optimizer, settings.compression_options)
+
+
+def _check_one_bit_adam(config: RunConfig) -> None:
+    settings = config.distributed
+    if settings.compression != "one_bit_adam":
+        raise ConfigError(
+            "'train.optimizer.name: OneBitAdam' needs 'train.distributed.compression: "
+            "one_bit_adam' (its step communicates the compressed momentum). Got compression "
+            f"{settings.compression}; set compression: one_bit_adam"
+        )
+    if settings.compression_options:
+        raise ConfigError(
+            "'train.distributed.compression_options' must be empty with compression "
+            "one_bit_adam, which takes no options (1-bit Adam's own settings, such as "
+            "freeze_step, go in 'train.optimizer'). Got "
+            f"{', '.join(sorted(settings.compression_options))}"
+        )
+    if config.clip_grad_norm is not None:
+        raise ConfigError(
+            f"'train.clip_grad_norm' ({config.clip_grad_norm}) cannot be used with OneBitAdam: "
+            "after its freeze_step each process steps with its own local gradient (the "
+            "momenta are averaged, not the gradients), so each would clip by its own norm "
+            "instead of the batch's. Drop clip_grad_norm, or use Adam or AdamW"
+        )
+
+
+def _check_momentum_applied_once(
+    optimizer: torch.optim.Optimizer, options: Mapping[str, Any]
+) -> None:
+    """The hooks' own momentum (Zheng et al. 2019) replaces the optimizer's: with both, the
+    gradient would be averaged twice."""
+    hook_momentum = options.get("momentum", 0)
+    if not hook_momentum:
+        return
+    for group in optimizer.param_groups:
+        own = group.get("momentum", 0) or (group.get("betas") or (0,))[0]
+        if own:
+            raise ConfigError(
+                f"'train.distributed.compression_options.momentum' ({hook_momentum}) keeps the "
+                f"momentum in the compression hook, so the optimizer must not add its own; "
+                f"{type(optimizer).__name__} has momentum {own}. Set 'train.optimizer.momentum: "
+                "0' (SGD), or drop the hook's momentum."
+            )
+
+
 def _linear_scaling(config: RunConfig) -> float:
     """Goyal et al. 2017's linear scaling rule: lr x global batch / reference batch."""
     reference = config.distributed.reference_batch_size
@@ -541,10 +630,12 @@ def _scheduler(
         if config.schedule is None:
             schedule: Any = schedules.constant(lr)
         else:
-            # The gradual warmup of the scaling rule replaces the schedule's own warmup.
+            # The gradual warmup of the scaling rule replaces the schedule's own warmup, and
+            # like it comes before the schedule: a decay gets the steps after the ramp.
             warmup = 0.0 if ramp else config.schedule.warmup
+            steps = max(total_steps - ramp, 1) if ramp else total_steps
             schedule = build_schedule(
-                config.schedule.name, config.schedule.options, warmup, lr, total_steps,
+                config.schedule.name, config.schedule.options, warmup, lr, steps,
                 "train.schedule",
             )  # fmt: skip
         if ramp:

@@ -327,7 +327,9 @@ class Trainer:
         if self.world.is_distributed:
             # DDP averages the ranks' gradients; weighting each rank's mean loss by its
             # share of the batch makes that average the gradient of the batch's mean loss,
-            # as one process would compute it, also when shards differ in size.
+            # as one process would compute it, also when shards differ in size. An empty
+            # shard (a batch smaller than the world) weighs 0: its loss is NaN, but the
+            # backward of NaN x 0 hands DDP zero gradients (the mean's 1/0 meets no element).
             objective = objective * (len(labels) * self.world.size / total)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
@@ -335,8 +337,7 @@ class Trainer:
         loss, correct = self._batch_totals(loss.detach(), correct, len(labels), total)
         self._check_finite(loss)
         if self.clip_grad_norm is not None:
-            stepped = [p for group in self.optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(stepped, self.clip_grad_norm)
+            self._clip_gradients(self.clip_grad_norm)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -345,11 +346,17 @@ class Trainer:
     def _batch_totals(
         self, loss: Tensor, correct: Tensor | None, count: int, total: int
     ) -> tuple[Tensor, Tensor | None]:
-        """The whole batch's mean loss and correct count (summed over the ranks)."""
+        """The whole batch's mean loss and correct count (summed over the ranks).
+
+        A rank whose shard is empty (a batch smaller than the world) contributes 0 to both:
+        its mean loss is NaN (a mean over no samples), and NaN x 0 would be NaN.
+        """
         if not self.world.is_distributed:
             return loss, correct
+        zero = loss.new_zeros((), dtype=torch.float64)
+        loss_sum = loss.to(torch.float64) * count if count else zero
         sums = torch.stack([
-            loss.to(torch.float64) * count,
+            loss_sum,
             (correct if correct is not None else loss.new_zeros(())).to(torch.float64),
         ])  # fmt: skip
         self.world.sum(sums)
@@ -512,9 +519,7 @@ class Trainer:
         }
         self._outputs.record(record)
 
-    def _progress(
-        self, steps: int, loss: float, accuracy: float | None, lr: float | None
-    ) -> None:
+    def _progress(self, steps: int, loss: float, accuracy: float | None, lr: float | None) -> None:
         if self._outputs is None:
             return
         postfix: dict[str, Any] = {"loss": f"{loss:.4f}"}
@@ -623,6 +628,20 @@ class Trainer:
             model=self.module,
             optimizer=self.optimizer,
         )
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        """torch's clip over every parameter the optimizer steps, except that a NaN or inf
+        total leaves the gradients as they are (torch's would turn every gradient into NaN,
+        hiding the parameter where it started from the monitor and the error message).
+        No host sync: the check stays on the device."""
+        stepped = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in stepped if p.grad is not None]
+        if not grads:
+            return
+        total = torch.nn.utils.get_total_norm(grads)
+        # A total of 0 makes torch's factor max_norm / 1e-6, clamped to 1: no clipping.
+        total = torch.where(torch.isfinite(total), total, torch.zeros_like(total))
+        torch.nn.utils.clip_grads_with_norm_(stepped, max_norm, total)
 
     def _lr(self) -> float | None:
         """The first param group's learning rate; None when the group holds none (a
