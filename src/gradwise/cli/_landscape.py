@@ -65,6 +65,7 @@ def _load_run(run: Path, subset: int) -> tuple[Path, Any, dict[str, Any], Any, A
     from gradwise.losses import get_loss
     from gradwise.runs import RunFolder
     from gradwise.train import load_checkpoint, prepare_run
+    from gradwise.train._from_config import saved_preprocessing
 
     if run.exists() and not run.is_dir():
         raise ConfigError(
@@ -78,7 +79,8 @@ def _load_run(run: Path, subset: int) -> tuple[Path, Any, dict[str, Any], Any, A
             "train it first."
         )
     config = parse_config(read_file(folder.config_path))
-    prepared = prepare_run(config)  # the model at its initialization (config.seed)
+    # The model at its initialization (config.seed), fed as it was trained.
+    prepared = prepare_run(config, preprocessing=saved_preprocessing(folder))
     model = prepared.model
     init = {name: p.detach().clone() for name, p in model.named_parameters()}
     try:

@@ -35,6 +35,7 @@ from gradwise.train._from_config import (
     prepare_run,
     resumable_folder,
     run_prefix,
+    saved_preprocessing,
 )
 
 
@@ -132,7 +133,12 @@ def _train(
     if backend == "nccl":
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
-    prepared = prepare_run(replace(settings, device=str(device.type)), resuming=resume is not None)
+    saved = saved_preprocessing(RunFolder.open(resume)) if resume is not None else None
+    prepared = prepare_run(
+        replace(settings, device=str(device.type)),
+        resuming=resume is not None,
+        preprocessing=saved,
+    )
     _check_batch_norm_shards(prepared, world)
     prepared.device = device
     prepared.model = prepared.model.to(device)

@@ -53,7 +53,7 @@ class PreparedRun:
 
     config: RunConfig
     data: DataSplits
-    preprocessing: preprocess.Pipeline | None
+    preprocessing: preprocess.Preprocessor | None
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: ScheduleLR | None
@@ -65,11 +65,19 @@ class PreparedRun:
     warm_start: WarmStartReport | None = None
 
 
-def prepare_run(config: RunConfig, *, resuming: bool = False) -> PreparedRun:
+def prepare_run(
+    config: RunConfig,
+    *,
+    resuming: bool = False,
+    preprocessing: preprocess.Preprocessor | None = None,
+) -> PreparedRun:
     """Build data, model and optimizer from ``config``; raise ConfigError on any problem.
 
     ``resuming``: the run continues from its own checkpoint, so a ``warm_start`` source is
     not read (it need not exist any more); its ``freeze`` still applies.
+    ``preprocessing``: a fitted chain to apply instead of fitting ``data.preprocess`` on
+    the training split (a run folder's own, :func:`saved_preprocessing`: what the model
+    was trained on, even if the data file changed since).
     """
     device = _device(config.device)
     torch.manual_seed(config.seed)
@@ -77,7 +85,7 @@ def prepare_run(config: RunConfig, *, resuming: bool = False) -> PreparedRun:
     data = _load_data(config, entry_points)
     _check_loss_fits_task(config.loss, data)
     _check_monitored_metrics(config, data)
-    data, preprocessing = _preprocess(data, config)
+    data, preprocessing = _preprocess(data, config, preprocessing)
     model = _build_model(config, data, entry_points).to(device)
     _initialize(model, config)
     warm = _warm_start(model, config, resuming)
@@ -225,13 +233,29 @@ def resume(
     """Continue a run from its last checkpoint, rebuilt from the run folder's config."""
     folder = resumable_folder(run)
     config = parse_config(read_file(folder.config_path))
-    prepared = prepare_run(config, resuming=True)
+    prepared = prepare_run(config, resuming=True, preprocessing=saved_preprocessing(folder))
     if config.warm_start is not None:
         # The checkpoint wins over the source; the summary keeps the first start's report.
         record = read_summary(folder).get("warm_start") if folder.summary_path.is_file() else None
         prepared.warm_start = WarmStartReport.from_dict(record) if record else None
     trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
     return _fit_and_report(trainer, folder, True)
+
+
+def saved_preprocessing(folder: RunFolder) -> preprocess.Preprocessor | None:
+    """The preprocessing a run was trained with (its ``preprocess.npz``), fitted; None
+    when the run has none. A file that cannot be read is a RunFolderError naming it."""
+    path = folder.preprocess_path
+    if not path.is_file():
+        return None
+    try:
+        return preprocess.load(path)
+    except (ValueError, OSError, KeyError) as error:
+        raise RunFolderError(
+            f"cannot read the run's preprocessing from {path}: {error}. Restore the file "
+            "from a copy of the run folder; without it the inputs would be normalized with "
+            "other statistics than the model was trained on."
+        ) from None
 
 
 def resumable_folder(run: str | Path) -> RunFolder:
@@ -370,18 +394,20 @@ def _load_data(config: RunConfig, entry_points: dict[str, Any]) -> DataSplits:
 
 
 def _preprocess(
-    data: DataSplits, config: RunConfig
-) -> tuple[DataSplits, preprocess.Pipeline | None]:
-    """Fit the preprocessing chain on the training split only, then apply it to every split."""
-    pipeline = build_preprocessing(config.data.preprocess, "train.data.preprocess")
+    data: DataSplits, config: RunConfig, saved: preprocess.Preprocessor | None = None
+) -> tuple[DataSplits, preprocess.Preprocessor | None]:
+    """Fit the preprocessing chain on the training split only (or take ``saved``, fitted
+    before), then apply it to every split."""
+    pipeline = saved or build_preprocessing(config.data.preprocess, "train.data.preprocess")
     if pipeline is None:
         return data, None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", preprocess.ConstantFeatureWarning)
-        try:
-            pipeline.fit(data.train.inputs)
-        except ValueError as error:
-            raise ConfigError(f"in 'train.data.preprocess': {error}") from None
+    if saved is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", preprocess.ConstantFeatureWarning)
+            try:
+                pipeline.fit(data.train.inputs)
+            except ValueError as error:
+                raise ConfigError(f"in 'train.data.preprocess': {error}") from None
 
     def transformed(dataset: Dataset | None) -> Dataset | None:
         if dataset is None:
