@@ -177,13 +177,12 @@ def histogram_section(run: RunFolder) -> Section | None:
     if not run.histograms_path.is_file():
         return None
     records = read_records(run.histograms_path)
-    steps = sorted({int(r["step"]) for r in records if "step" in r})
-    if not steps:
-        return None
-    chosen = _spread(steps, MAX_HISTOGRAM_STEPS)
     images = []
     for kind in ("activation", "gradient"):
-        rows = [r for r in records if r.get("kind") == kind and r.get("step") in chosen]
+        # Each kind at its own steps: gradients have none at step 0 (before training).
+        of_kind = [r for r in records if r.get("kind") == kind and "step" in r]
+        chosen = _spread(sorted({int(r["step"]) for r in of_kind}), MAX_HISTOGRAM_STEPS)
+        rows = [r for r in of_kind if r.get("step") in chosen]
         png = _histogram_grid(rows, chosen, kind)
         if png is not None:
             images.append(png_html(png, f"{kind} histograms"))
@@ -249,9 +248,17 @@ def _histogram_grid(
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(2.6 * len(layers), 1.9 * len(steps)), dpi=90)
+    width, height = 2.6 * len(layers), 1.9 * len(steps)
+    figure = Figure(figsize=(width, height), dpi=90)
     FigureCanvasAgg(figure)
+    # Fixed margins in inches, not tight_layout (an extra draw), and no count axis (a
+    # histogram's shape is what is read): ticks were two thirds of a report's drawing.
+    figure.subplots_adjust(
+        left=0.15 / width, right=1 - 0.1 / width, bottom=0.3 / height, top=1 - 0.55 / height,
+        wspace=0.15, hspace=0.55,
+    )  # fmt: skip
     axes_grid = figure.subplots(len(steps), len(layers), squeeze=False)
     index = {(int(r["step"]), str(r["layer"])): r for r in rows}
     for row, step in enumerate(steps):
@@ -268,6 +275,7 @@ def _histogram_grid(
                               ha="right", fontsize=7, color="red")  # fmt: skip
             axes.set_title(f"{layer} @ {step}", fontsize=8)
             axes.tick_params(labelsize=6)
+            axes.set_yticks([])
+            axes.xaxis.set_major_locator(MaxNLocator(3))
     figure.suptitle(f"{kind} histograms", fontsize=10)
-    figure.tight_layout()
     return _png(figure)
