@@ -296,6 +296,19 @@ def test_two_torchrun_nodes_on_loopback_train_like_one_process(tmp_path) -> None
     _assert_same_weights(run_one, run_nodes)
 
 
+def scheduled_rates(overrides: list[str], steps: int) -> list[float]:
+    """The first param group's lr at each of the first ``steps`` steps of the run."""
+    prepared = prepare_run(load_config(None, overrides))
+    optimizer, scheduler = prepared.optimizer, prepared.scheduler
+    assert scheduler is not None
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
 @pytest.mark.parametrize("schedule", [None, "cosine"])
 def test_linear_scaling_rule_scales_the_lr_and_ramps_up_to_it(schedule) -> None:
     overrides = [
@@ -306,14 +319,7 @@ def test_linear_scaling_rule_scales_the_lr_and_ramps_up_to_it(schedule) -> None:
         "epochs=40",
         f"schedule={'null' if schedule is None else '{name: cosine}'}",
     ]
-    prepared = prepare_run(load_config(None, overrides))
-    optimizer, scheduler = prepared.optimizer, prepared.scheduler
-    assert scheduler is not None
-    lrs = []
-    for _ in range(12):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = scheduled_rates(overrides, 12)
     # Goyal et al.: from the reference lr to 4x (256 / 64) in 10 steps, linearly.
     expected = [0.01 + (0.04 - 0.01) * step / 10 for step in range(11)]
     assert lrs[:11] == pytest.approx(expected, rel=1e-6)
@@ -329,14 +335,7 @@ def test_a_decaying_schedule_after_the_scaling_ramp_still_decays_to_its_end() ->
         "steps=100",
         "schedule={name: cosine}",
     ]
-    prepared = prepare_run(load_config(None, overrides))
-    optimizer, scheduler = prepared.optimizer, prepared.scheduler
-    assert scheduler is not None
-    lrs = []
-    for _ in range(100):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = scheduled_rates(overrides, 100)
     # Goyal et al.'s ramp from 0.01 to 0.04 over 20 steps, then a cosine from 0.04 to 0
     # over the remaining 80 (as build_schedule's own warmup leaves its decay).
     expected = [
