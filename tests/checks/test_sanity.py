@@ -359,7 +359,8 @@ def test_the_tiny_subset_takes_the_classes_in_turn():
         return F.cross_entropy(outputs, targets)
 
     check_overfit_tiny_subset(nn.Linear(100, 3), recording_loss, (inputs, targets), num_samples=9)
-    assert torch.bincount(seen[0], minlength=3).tolist() == [3, 3, 3]
+    subset = next(batch for batch in seen if len(batch) == 9)  # after the 2-sample preflight
+    assert torch.bincount(subset, minlength=3).tolist() == [3, 3, 3]
 
 
 # --------------------------------------------------------------------------------------
@@ -845,3 +846,22 @@ def test_per_sample_gradients_that_cancel_by_coincidence_are_not_flagged():
     assert not plain.bias.grad.any()
     result = check_all_parameters_get_gradients(model, "hinge", (inputs, targets))
     assert result.passed, result.message
+
+
+def test_a_model_that_does_not_fit_the_data_is_named_before_any_check() -> None:
+    # Another input width, or outputs a named loss cannot take: one clear error up front,
+    # not torch's from deep inside a check.
+    inputs, targets = torch.randn(20, 5), torch.arange(20) % 4
+    with pytest.raises(ValueError, match=r"cannot run on the data \(inputs of shape \(20, 3\)\)"):
+        check_initial_loss(nn.Linear(5, 4), "cross_entropy", (torch.randn(20, 3), targets))
+
+    class TupleOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(5, 4)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.layer(x), x
+
+    with pytest.raises(ValueError, match="needs a loss function that picks the outputs"):
+        sanity(TupleOut(), "cross_entropy", (inputs, targets), checks=["initial_loss"])

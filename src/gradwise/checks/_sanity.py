@@ -677,6 +677,7 @@ def _resolve(
     loss_fn = get_loss(name) if name is not None else cast(Loss, loss)
     if name in _CLASS_INDEX_LOSSES and dataset.task == "classification":
         loss_fn = _checking_targets_fit_outputs(owner, loss_fn, dataset.targets)
+    _check_model_runs(owner, model, loss_fn, dataset, seed)
     return _Problem(
         loss_name=name,
         loss_fn=loss_fn,
@@ -685,6 +686,29 @@ def _resolve(
         num_classes=classes,
         seed=seed,
     )
+
+
+def _check_model_runs(
+    owner: str, model: nn.Module, loss_fn: Loss, dataset: Dataset, seed: int
+) -> None:
+    """One eval-mode forward and loss on two samples, so that a model that does not fit
+    the data (another input width, outputs a named loss cannot take) fails here with what
+    to check, not as torch's error from deep inside one of the checks."""
+    device, dtype = _placement(model)
+    inputs = dataset.inputs[:2].to(device=device, dtype=dtype)
+    targets = dataset.targets[:2].to(device)
+    with _probe(model, seed) as work, torch.no_grad():
+        work.eval()
+        try:
+            loss_fn(work(inputs), targets)
+        except (TypeError, RuntimeError, IndexError) as error:
+            raise ValueError(
+                f"The model and loss given to {owner} cannot run on the data (inputs of "
+                f"shape {tuple(dataset.inputs.shape)}): {type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}. Check that the model "
+                "takes inputs of that shape and that the loss takes its outputs (a model "
+                "that returns a tuple or dict needs a loss function that picks the outputs)."
+            ) from error
 
 
 def _as_dataset(owner: str, data: object) -> tuple[Dataset, int | None]:
@@ -718,7 +742,9 @@ def _checking_targets_fit_outputs(owner: str, loss_fn: Loss, targets: Tensor) ->
     """
     low, high = int(targets.min()), int(targets.max())
 
-    def checked(outputs: Tensor, batch_targets: Tensor) -> Tensor:
+    def checked(outputs: Any, batch_targets: Tensor) -> Tensor:
+        if not isinstance(outputs, Tensor):
+            return loss_fn(outputs, batch_targets)  # the loss says what it cannot take
         width = int(outputs.shape[-1]) if outputs.dim() >= 2 else None  # (batch, classes)
         if width is not None and (low < 0 or high >= width):
             raise ValueError(
