@@ -243,3 +243,17 @@ def test_rescale_accepts_any_sample_shape_after_fit():
 def test_min_max_values_outside_the_training_range_are_not_clipped():
     scaler = MinMaxScale().fit(np.array([[0.0], [10.0]]))
     np.testing.assert_allclose(scaler.transform(np.array([[-5.0], [20.0]])), [[-0.5], [2.0]])
+
+
+def test_a_transform_that_changes_nothing_still_returns_a_copy() -> None:
+    # scikit-learn's StandardScaler(with_mean=False, with_std=False) returns a copy:
+    # writing to the output must not change the input.
+    identity = Standardize(with_mean=False, with_std=False)
+    array = np.random.default_rng(0).normal(size=(5, 3))
+    out = identity.fit(array).transform(array)
+    out[0, 0] = 123.0
+    assert array[0, 0] != 123.0
+    tensor = torch.randn(5, 3, dtype=torch.float64)
+    result = identity.fit(tensor).transform(tensor)
+    assert result.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
+    assert torch.equal(result, tensor)

@@ -60,12 +60,19 @@ def _numpy_as_float64(X: npt.NDArray[Any], owner: str) -> Tensor:
 
 
 def restore(y: Tensor, like: ArrayT) -> ArrayT:
-    """``y`` (float64) in the kind and output dtype of ``like``: see the module docstring."""
+    """``y`` (float64) in the kind and output dtype of ``like``: see the module docstring.
+
+    Never ``like``'s own memory: a transform that changes nothing (an identity, float64
+    input) still returns a copy, as scikit-learn's do, so writing to it leaves the input.
+    """
     if isinstance(like, Tensor):
         dtype = like.dtype if like.is_floating_point() else torch.float32
-        return y.to(dtype)
+        out = y.to(dtype)
+        shared = out.untyped_storage().data_ptr() == like.untyped_storage().data_ptr()
+        return out.clone() if shared and out.numel() else out
     dtype = like.dtype if np.issubdtype(like.dtype, np.floating) else np.dtype(np.float32)
-    return y.detach().cpu().numpy().astype(dtype, copy=False)
+    array = y.detach().cpu().numpy().astype(dtype, copy=False)
+    return array.copy() if np.shares_memory(array, like) else array
 
 
 def check_fit_data(x: Tensor, owner: str) -> None:
