@@ -147,18 +147,27 @@ class SGD(Optimizer):
         states: list[dict[str, Any]],
     ) -> None:
         buffers = [state.get("momentum_buffer") for state in states]
-        _torch_kernels.sgd(
-            params,
-            grads,
-            buffers,
-            fused=True,
-            weight_decay=group["weight_decay"],
-            momentum=group["momentum"],
-            lr=group["lr"],
-            dampening=group["dampening"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-        )
+        # torch's fused kernel creates momentum buffers only when none of the list has one:
+        # parameters stepping for the first time (a layer unused or frozen until now) and
+        # those with buffers go through it separately (a mixed list is a TypeError).
+        fresh = [i for i, buffer in enumerate(buffers) if buffer is None]
+        batches = [fresh, [i for i, buffer in enumerate(buffers) if buffer is not None]]
+        for batch in batches if 0 < len(fresh) < len(buffers) else [list(range(len(params)))]:
+            batch_buffers = [buffers[i] for i in batch]
+            _torch_kernels.sgd(
+                [params[i] for i in batch],
+                [grads[i] for i in batch],
+                batch_buffers,
+                fused=True,
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=group["dampening"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+            )
+            for i, buffer in zip(batch, batch_buffers, strict=True):
+                buffers[i] = buffer
         if group["momentum"] != 0:
             for state, buffer in zip(states, buffers, strict=True):
                 state["momentum_buffer"] = buffer
