@@ -302,3 +302,53 @@ def test_fused_requested_on_an_unsupported_group_says_why() -> None:
     params[0].grad = torch.ones_like(params[0])
     with pytest.raises(RuntimeError, match="fused kernel does not support this param group"):
         optimizer.step()
+
+
+def test_a_learning_rate_reaching_zero_does_not_rebuild_the_compiled_step() -> None:
+    # A warmup from 0 or a cyclic schedule touching 0: the rate stays a graph input.
+    from torch._dynamo.utils import counters
+
+    def run(implementation: str) -> torch.Tensor:
+        param = torch.nn.Parameter(torch.ones(4))
+        optimizer = optim.Adam([param], lr=0.01, implementation=implementation)
+        for lr in (0.0, 0.01, 0.0, 0.02, 0.0):
+            optimizer.param_groups[0]["lr"] = lr
+            param.grad = torch.full_like(param, 0.5) + param.detach()
+            optimizer.step()
+        return param.detach()
+
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    compiled = run("compiled")
+    assert counters["stats"]["unique_graphs"] - before == 1
+    torch.testing.assert_close(compiled, run("reference"), rtol=1e-6, atol=1e-7)
+
+
+def test_a_compiled_group_whose_stepping_parameters_change_stays_right_and_says_so() -> None:
+    # Which parameters have a gradient changes the traced list: each layout compiles once,
+    # up to MAX_LAYOUTS; after that the group steps eagerly and reports "reference".
+    from gradwise.optim._compiled import MAX_LAYOUTS
+
+    subsets = [(0, 1, 2), (0,), (1,), (2,), (0, 1), (1, 2), (0, 1, 2)]
+
+    def run(implementation: str) -> tuple[list[torch.Tensor], list[str | None]]:
+        # Different sizes: the layout is the stepping parameters' shapes.
+        params = [torch.nn.Parameter(torch.full((3 + i,), float(i + 1))) for i in range(3)]
+        optimizer = optim.SGD(params, lr=0.1, momentum=0.9, implementation=implementation)
+        paths = []
+        for subset in subsets:
+            for i, param in enumerate(params):
+                param.grad = param.detach() * 0.5 if i in subset else None
+            optimizer.step()
+            paths.append(optimizer.last_implementations[0])
+        return [p.detach() for p in params], paths
+
+    torch._dynamo.reset()
+    compiled, paths = run("compiled")
+    reference, _ = run("reference")
+    for ours, expected in zip(compiled, reference, strict=True):
+        torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-7)
+    layouts = len({tuple(s) for s in subsets[:MAX_LAYOUTS]})
+    assert paths[:layouts] == ["compiled"] * layouts
+    assert paths[layouts:-1] == ["reference"] * (len(subsets) - layouts - 1)
+    assert paths[-1] == "compiled"  # the first layout again: compiled

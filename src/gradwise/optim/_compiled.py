@@ -35,8 +35,16 @@ _INDUCTOR_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {
 }
 
 
+#: How many layouts of stepping parameters (which of a group's parameters have a gradient)
+#: a group compiles: each is its own compiled function; beyond these, the group steps
+#: eagerly (reported as "reference" in ``Optimizer.last_implementations``).
+MAX_LAYOUTS = 4
+
+
 class CompiledGroupStep:
-    """``torch.compile`` of transform update + parameter update + in-place state write-back."""
+    """``torch.compile`` of transform update + parameter update + in-place state write-back,
+    one compiled function per layout of the parameters that step (a layer unused on some
+    steps changes the list the graph was traced for)."""
 
     def __init__(
         self,
@@ -46,8 +54,13 @@ class CompiledGroupStep:
         self._build_transform = build_transform
         self._structure: Any = None
         self._scalars: dict[str, Any] = {}
-        self._compiled: Callable[..., State] | None = None
+        self._transform: GradientTransform | None = None
+        self._compiled: dict[Any, Callable[..., State]] = {}
         self._rebuild(hyperparameters)
+
+    def supports(self, params: list[Tensor]) -> bool:
+        """Whether these parameters' layout has a compiled step, or may get one."""
+        return _layout(params) in self._compiled or len(self._compiled) < MAX_LAYOUTS
 
     def __call__(
         self,
@@ -60,22 +73,35 @@ class CompiledGroupStep:
             self._rebuild(hyperparameters)
         for name, value in hyperparameters.items():
             _refresh(self._scalars[name], value)
-        assert self._compiled is not None  # noqa: S101 - set by _rebuild
-        return self._compiled(params, grads, state)
+        layout = _layout(params)
+        compiled = self._compiled.get(layout)
+        if compiled is None:
+            compiled = self._compiled[layout] = self._compile()
+        return compiled(params, grads, state)
 
     def _rebuild(self, hyperparameters: Mapping[str, Any]) -> None:
         self._structure = _structure_of(hyperparameters)
         self._scalars = {name: _as_scalar_tensors(value) for name, value in hyperparameters.items()}
-        transform = self._build_transform(self._scalars)
+        self._transform = self._build_transform(self._scalars)
+        self._compiled = {}
+
+    def _compile(self) -> Callable[..., State]:
+        transform = self._transform
+        assert transform is not None  # noqa: S101 - set by _rebuild
 
         def group_step(params: list[Tensor], grads: list[Tensor], state: State) -> State:
             updates, new_state = transform.update(grads, state, params)
             torch._foreach_add_(params, updates)
             return _write_back(state, new_state)
 
-        self._compiled = torch.compile(
+        return torch.compile(
             _with_own_code_object(group_step), dynamic=False, options=_INDUCTOR_OPTIONS
         )
+
+
+def _layout(params: list[Tensor]) -> tuple[Any, ...]:
+    """What a traced graph is specialized to: each parameter's shape, strides, dtype, device."""
+    return tuple((tuple(p.shape), p.stride(), p.dtype, p.device) for p in params)
 
 
 def _with_own_code_object(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -125,7 +151,12 @@ def _copy_into(before: Any, after: Any) -> Any:
 def _structure_of(value: Any) -> Any:
     """Everything about the hyperparameters except float values (those are graph inputs)."""
     if isinstance(value, Mapping):
-        return tuple((k, _structure_of(v)) for k, v in value.items())
+        # A learning rate is never a coefficient a factory drops at 0: a warmup from 0 or
+        # a cyclic schedule touching 0 must not rebuild the graph.
+        return tuple(
+            (k, ("float", None) if k == "lr" and isinstance(v, float) else _structure_of(v))
+            for k, v in value.items()
+        )
     if isinstance(value, tuple | list):
         return (type(value).__name__, tuple(_structure_of(v) for v in value))
     if isinstance(value, float):

@@ -177,18 +177,22 @@ class Optimizer(torch.optim.Optimizer):
         runtime = self._runtime(index, group)
         states = self._parameter_states(index, runtime, params)
         implementation = self._select_implementation(runtime, group, params)
-        runtime.last_implementation = implementation
-        if implementation == "fused":
-            self._fused_step(group, params, grads, states)
-            return
         views = [torch.view_as_real(p) if p.is_complex() else p for p in params]
-        grad_views = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
-        state = self._gather_state(index, runtime, states)
         if implementation == "compiled":
             if runtime.compiled is None:
                 runtime.compiled = CompiledGroupStep(
                     self._build_transform, self._hyperparameters(group)
                 )
+            if not runtime.compiled.supports(views):
+                implementation = "reference"  # too many layouts compiled: see MAX_LAYOUTS
+        runtime.last_implementation = implementation
+        if implementation == "fused":
+            self._fused_step(group, params, grads, states)
+            return
+        grad_views = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
+        state = self._gather_state(index, runtime, states)
+        if implementation == "compiled":
+            assert runtime.compiled is not None  # noqa: S101 - created above
             new_state = runtime.compiled(self._hyperparameters(group), views, grad_views, state)
         else:
             updates, new_state = runtime.transform.update(grad_views, state, views)
