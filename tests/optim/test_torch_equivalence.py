@@ -161,3 +161,36 @@ def test_a_parameter_whose_first_gradient_comes_late_joins_its_group(
         mine = run(partial(entry.cls, implementation=implementation))
         for ours, theirs in zip(mine, expected, strict=True):
             torch.testing.assert_close(ours, theirs, rtol=TOLERANCE, atol=0, msg=implementation)
+
+
+@pytest.mark.parametrize("entry", [e for e in REGISTRY if e.torch_class is not None], ids=str)
+def test_complex_parameters_keep_torchs_state_layout(entry: OptimizerEntry) -> None:
+    # torch keeps a complex parameter's state complex, of its shape; gradwise's transforms
+    # work on the real view: each side must load the other's checkpoint and continue.
+    assert entry.torch_class is not None
+    variant = entry.torch_variants[-1]
+    torch_class = entry.torch_class
+
+    def run(first: Any, second: Any) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        param = torch.nn.Parameter(torch.randn(4, dtype=torch.complex128, generator=generator))
+        grads = torch.randn(12, 4, dtype=torch.complex128, generator=generator)
+        optimizer = first([param], **variant)
+        for step, grad in enumerate(grads):
+            if step == 6:
+                state = optimizer.state_dict()
+                optimizer = second([param], **variant)
+                optimizer.load_state_dict(state)
+            param.grad = grad.clone()
+            optimizer.step()
+        return param.detach()
+
+    def ours(params: Any, **kw: Any) -> torch.optim.Optimizer:
+        return entry.cls(params, **kw)
+
+    def theirs(params: Any, **kw: Any) -> torch.optim.Optimizer:
+        return torch_class(params, foreach=False, **kw)
+
+    uninterrupted = run(theirs, theirs)
+    for first, second in ((ours, theirs), (theirs, ours), (ours, ours)):
+        torch.testing.assert_close(run(first, second), uninterrupted, rtol=TOLERANCE, atol=0)

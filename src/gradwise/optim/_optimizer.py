@@ -190,14 +190,14 @@ class Optimizer(torch.optim.Optimizer):
             self._fused_step(group, params, grads, states)
             return
         grad_views = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
-        state = self._gather_state(index, runtime, states)
+        state = self._gather_state(index, runtime, states, params)
         if implementation == "compiled":
             assert runtime.compiled is not None  # noqa: S101 - created above
             new_state = runtime.compiled(self._hyperparameters(group), views, grad_views, state)
         else:
             updates, new_state = runtime.transform.update(grad_views, state, views)
             torch._foreach_add_(views, updates)
-        self._scatter_state(index, states, new_state)
+        self._scatter_state(index, states, new_state, params)
 
     def _select_implementation(
         self, runtime: _GroupRuntime, group: dict[str, Any], params: list[Tensor]
@@ -281,13 +281,20 @@ class Optimizer(torch.optim.Optimizer):
                 continue
             for p, entry in zip(fresh, value, strict=True):
                 if entry is not None:
-                    self.state[p][key] = entry
+                    self.state[p][key] = _stored(entry, p)
 
     def _gather_state(
-        self, index: int, runtime: _GroupRuntime, states: list[dict[str, Any]]
+        self,
+        index: int,
+        runtime: _GroupRuntime,
+        states: list[dict[str, Any]],
+        params: list[Tensor],
     ) -> State:
         state: State = {
-            key: [parameter_state.get(key) for parameter_state in states]
+            key: [
+                _as_view(parameter_state.get(key), p)
+                for parameter_state, p in zip(states, params, strict=True)
+            ]
             for key in runtime.per_parameter_keys
         }
         state.update(self._shared_state(index))
@@ -303,16 +310,22 @@ class Optimizer(torch.optim.Optimizer):
             states[key] = {}
         return cast(dict[str, Any], states.get(key, {}))
 
-    def _scatter_state(self, index: int, states: list[dict[str, Any]], new_state: State) -> None:
+    def _scatter_state(
+        self,
+        index: int,
+        states: list[dict[str, Any]],
+        new_state: State,
+        params: list[Tensor],
+    ) -> None:
         for key, value in new_state.items():
             if not isinstance(value, list):
                 self._shared_state(index, create=True)[key] = value
                 continue
-            for parameter_state, entry in zip(states, value, strict=True):
+            for parameter_state, entry, p in zip(states, value, params, strict=True):
                 if entry is None:
                     parameter_state.pop(key, None)
                 else:
-                    parameter_state[key] = entry
+                    parameter_state[key] = _stored(entry, p)
 
     def __getstate__(self) -> dict[str, Any]:
         # torch's Optimizer keeps defaults, state and param_groups and drops the rest (its
@@ -341,6 +354,29 @@ class Optimizer(torch.optim.Optimizer):
 _TORCH_OPTIMIZER_ATTRIBUTES = frozenset(
     vars(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
 )
+
+
+def _stored(entry: Any, param: Tensor) -> Any:
+    """A state entry as torch keeps it: the transforms work on a complex parameter's real
+    view (shape ``(..., 2)``), torch.optim keeps its state complex, of the parameter's
+    shape, so that checkpoints load both ways."""
+    if (
+        param.is_complex()
+        and isinstance(entry, Tensor)
+        and not entry.is_complex()
+        and entry.shape == (*param.shape, 2)
+        and entry.dtype == param.real.dtype
+    ):
+        return torch.view_as_complex(entry if entry.is_contiguous() else entry.contiguous())
+    return entry
+
+
+def _as_view(entry: Any, param: Tensor) -> Any:
+    """The inverse of :func:`_stored`: a complex state entry as the real view transforms
+    work on (the same memory, so in-place updates land in the stored state)."""
+    if param.is_complex() and isinstance(entry, Tensor) and entry.is_complex():
+        return torch.view_as_real(entry)
+    return entry
 
 
 def _shared_key(index: int) -> str:
