@@ -456,6 +456,34 @@ def test_an_optimizer_with_a_fixed_transform_trains_and_records_no_lr(tmp_path: 
     assert all("lr" not in r for r in records if r["kind"] == "epoch")
 
 
+def test_an_optimizer_whose_lr_is_a_gradwise_schedule_resumes_bit_identically(
+    tmp_path: Path,
+) -> None:
+    # The schedule object sits in the optimizer's param groups, so the checkpoint holds it:
+    # the weights-only reader must take gradwise's schedules as data.
+    from gradwise.schedules import cosine_decay, linear_warmup
+
+    def fit(run: RunFolder, *, stop: int | None, resume: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        schedule = linear_warmup(cosine_decay(1e-2, num_steps=40), num_steps=5)
+        optimizer = optim.Adam(model.parameters(), lr=schedule)
+        callbacks = [StopAt(stop)] if stop is not None else []
+        data = load_dataset("spirals", seed=0)
+        trainer = Trainer(
+            model, optimizer, data, epochs=3, batch_size=16, progress=False, run=run,
+            callbacks=callbacks,
+        )  # fmt: skip
+        trainer.fit(resume=resume)
+        return [p.detach().clone() for p in model.parameters()]
+
+    uninterrupted = fit(RunFolder.create(tmp_path, "whole"), stop=None, resume=False)
+    run = RunFolder.create(tmp_path, "stopped")
+    fit(run, stop=7, resume=False)
+    resumed = fit(run, stop=None, resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(resumed, uninterrupted, strict=True))
+
+
 def test_steps_budget_ends_mid_epoch_with_a_final_evaluation() -> None:
     result = _spirals_trainer("cross_entropy", steps=20).fit()
     assert result.steps == 20

@@ -34,12 +34,18 @@ def copy_checkpoint(source: str | Path, destination: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``: tensors and plain data, never code."""
+    """Read a checkpoint with ``weights_only=True``: tensors and plain data, never code.
+
+    gradwise's own schedules count as data (frozen dataclasses of numbers and of each
+    other): an optimizer whose ``lr`` is one keeps it in its param groups, so its
+    checkpoint holds it. A user's function or class still needs torch's own allowlisting.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        contents = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(_schedule_classes()):
+            contents = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as error:
         if "Unsupported global" in str(error):
             raise  # readable, but it names classes or code: torch's message says what to do
@@ -55,3 +61,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "it was written by another program or another gradwise version."
         )
     return contents
+
+
+def _schedule_classes() -> list[type]:
+    """Every schedule class gradwise defines (StepFunction's subclasses in gradwise)."""
+    from gradwise.schedules._base import StepFunction
+
+    found: list[type] = []
+    pending: list[type] = list(StepFunction.__subclasses__())
+    while pending:
+        kind = pending.pop()
+        if kind.__module__.startswith("gradwise."):
+            found.append(kind)
+        pending.extend(kind.__subclasses__())
+    return found
