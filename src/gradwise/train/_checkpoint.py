@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +63,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return contents
 
 
-def _schedule_classes() -> list[type]:
+def _schedule_classes() -> list[Callable[..., Any]]:
     """Every schedule class gradwise defines (StepFunction's subclasses in gradwise)."""
     from gradwise.schedules._base import StepFunction
 
-    found: list[type] = []
+    found: list[Callable[..., Any]] = []
     pending: list[type] = list(StepFunction.__subclasses__())
     while pending:
         kind = pending.pop()
