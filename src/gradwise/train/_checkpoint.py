@@ -63,11 +63,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return contents
 
 
-def _schedule_classes() -> list[Callable[..., Any]]:
+def _schedule_classes() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
     """Every schedule class gradwise defines (StepFunction's subclasses in gradwise)."""
     from gradwise.schedules._base import StepFunction
 
-    found: list[Callable[..., Any]] = []
+    found: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
     pending: list[type] = list(StepFunction.__subclasses__())
     while pending:
         kind = pending.pop()
