@@ -274,15 +274,44 @@ def normalized_mlp() -> nn.Sequential:
     return nn.Sequential(nn.Linear(12, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 6))
 
 
+class TiedWeights(nn.Module):
+    """Two hidden layers sharing one weight matrix (the second layer's is the first's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.second, self.head = nn.Linear(12, 12), nn.Linear(12, 12), nn.Linear(12, 6)
+        self.second.weight = self.first.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.second(torch.tanh(self.first(x)))))
+
+
+def hooked_mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 6))
+    model[0].register_forward_hook(lambda module, args, output: 2.0 * output)
+    return model
+
+
 @pytest.mark.parametrize(
     ("model", "num_probes", "reason"),
     [
         (normalized_mlp(), 100, "'1.weight' is not the weight or bias of an nn.Linear"),
+        (TiedWeights(), 100, "'first.weight' is shared (first.weight, second.weight)"),
+        (hooked_mlp(), 100, "the layer '0' has forward hooks"),
         (TwiceApplied(), 100, "'hidden' runs more than once"),
         (PerPosition(), 100, "takes an input of shape (32, 2, 6)"),
         (KeywordCall(), 100, "'inp' takes its input as a keyword argument"),
     ],
-    ids=["other-parameters", "shared-layer", "rows-not-samples", "keyword-input"],
+    ids=[
+        "other-parameters",
+        "tied-weights",
+        "hooked-layer",
+        "shared-layer",
+        "rows-not-samples",
+        "keyword-input",
+    ],  # fmt: skip
 )
 def test_residual_trace_is_stratified_where_the_linear_layers_do_not_give_it(
     model, num_probes, reason

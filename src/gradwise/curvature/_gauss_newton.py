@@ -208,18 +208,39 @@ class _Shifted:
 def _linear_layers(hessian: Hessian) -> dict[str, frozenset[str]] | str:
     """Each linear layer's name and which of its weight and bias are trainable, if every
     trainable parameter belongs to one; otherwise why not."""
-    modules = dict(hessian._model.named_modules())
+    model = hessian._model
+    modules = dict(model.named_modules())
+    owners: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(parameter), []).append(name)
     layers: dict[str, set[str]] = {}
     for name in hessian._names:
         owner, _, kind = name.rpartition(".")
         if not (_is_plain_linear(modules.get(owner)) and kind in ("weight", "bias")):
             return f"the parameter {name!r} is not the weight or bias of an nn.Linear"
+        if _hooked(modules[owner]):
+            return f"the layer {owner!r} has forward hooks (they may change its input or output)"
+        shared = owners.get(id(dict(model.named_parameters())[name]), [name])
+        if len(shared) > 1:
+            # Tied weights: the layer that shares it would be missed by the layered sums.
+            return f"the parameter {name!r} is shared ({', '.join(shared)})"
         layers.setdefault(owner, set()).add(kind)
     return {name: frozenset(kinds) for name, kinds in layers.items()}
 
 
 def _is_plain_linear(module: nn.Module | None) -> bool:
     return isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether forward hooks run around ``module`` (its own or global ones): they may change
+    the input or the output ``W h + b`` that the layered sums differentiate."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+    )
 
 
 def _shifted_forward(
