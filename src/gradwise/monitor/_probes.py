@@ -274,8 +274,11 @@ class GradientProbe:
         reaches the gradient of the first layer (computed last), a non-finite loss every
         gradient; checking every tensor cost ~50 us a step on the default cnn1d, these two
         ~4 us."""
-        with_grad = [p.grad for p in self.parameters if p.grad is not None]
-        ends = with_grad[:1] + with_grad[-1:] if len(with_grad) > 1 else with_grad
+        first = next((p.grad for p in self.parameters if p.grad is not None), None)
+        if first is None:
+            return True
+        last = next(p.grad for p in reversed(self.parameters) if p.grad is not None)
+        ends = (first,) if last is first else (first, last)
         # Read as a Python float: 2 us a reduction here, against 6 us for
         # bool(torch.isfinite(...)), which adds an operation.
         return all(math.isfinite(grad.sum().item()) for grad in ends)

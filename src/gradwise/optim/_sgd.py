@@ -151,23 +151,38 @@ class SGD(Optimizer):
         # parameters stepping for the first time (a layer unused or frozen until now) and
         # those with buffers go through it separately (a mixed list is a TypeError).
         fresh = [i for i, buffer in enumerate(buffers) if buffer is None]
-        batches = [fresh, [i for i, buffer in enumerate(buffers) if buffer is not None]]
-        for batch in batches if 0 < len(fresh) < len(buffers) else [list(range(len(params)))]:
-            batch_buffers = [buffers[i] for i in batch]
-            _torch_kernels.sgd(
-                [params[i] for i in batch],
-                [grads[i] for i in batch],
-                batch_buffers,
-                fused=True,
-                weight_decay=group["weight_decay"],
-                momentum=group["momentum"],
-                lr=group["lr"],
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                maximize=group["maximize"],
-            )
-            for i, buffer in zip(batch, batch_buffers, strict=True):
-                buffers[i] = buffer
+        if 0 < len(fresh) < len(buffers):
+            running = [i for i, buffer in enumerate(buffers) if buffer is not None]
+            for batch in (fresh, running):
+                batch_buffers = [buffers[i] for i in batch]
+                self._fused_kernel(
+                    group, [params[i] for i in batch], [grads[i] for i in batch], batch_buffers
+                )
+                for i, buffer in zip(batch, batch_buffers, strict=True):
+                    buffers[i] = buffer
+        else:
+            self._fused_kernel(group, params, grads, buffers)
         if group["momentum"] != 0:
             for state, buffer in zip(states, buffers, strict=True):
                 state["momentum_buffer"] = buffer
+
+    @staticmethod
+    def _fused_kernel(
+        group: Mapping[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        buffers: list[Tensor | None],
+    ) -> None:
+        """torch's fused SGD on these lists; it fills ``buffers`` when all are None."""
+        _torch_kernels.sgd(
+            params,
+            grads,
+            buffers,
+            fused=True,
+            weight_decay=group["weight_decay"],
+            momentum=group["momentum"],
+            lr=group["lr"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
+        )
