@@ -512,6 +512,22 @@ def test_batch_norm_with_a_shard_of_one_sample_is_refused_before_training(tmp_pa
     assert not runs.exists()
 
 
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (more processes than GPUs)"
+)
+def test_more_processes_than_gpus_is_a_usage_error(tmp_path, capsys) -> None:
+    gpus = torch.cuda.device_count()
+    runs = tmp_path / "runs"
+    args = ["train", "--runs-dir", str(runs), "--no-progress", "--set", "epochs=1"]
+    assert main([*args, "--set", "device=cuda", "--nproc", str(gpus + 1)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        f"gradwise train: error: process {gpus} is number {gpus} on its machine, which has "
+        f"{gpus} GPU(s): each process needs its own. Start at most {gpus} process(es)"
+    )
+    assert not runs.exists()
+
+
 UNUSED_PARAMETER_MODULE = """
 import torch
 

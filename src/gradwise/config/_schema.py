@@ -264,6 +264,9 @@ class DistributedConfig:
     find_unused_parameters: bool = setting(
         False, Boolean(), "DDP's: true for a model with parameters a forward pass may not use"
     )
+    sync_batch_norm: bool = setting(
+        False, Boolean(), "pool batch-norm statistics over the processes (SyncBatchNorm; GPUs)"
+    )
     timeout_s: int = setting(300, POSITIVE_INT, "seconds a rank waits for the others")
 
 

@@ -31,8 +31,10 @@ from gradwise.train._from_config import (
     PreparedRun,
     _device,
     _fit_and_report,
+    check_sync_batch_norm,
     make_trainer,
     prepare_run,
+    rank_device_type,
     resumable_folder,
     run_prefix,
     saved_preprocessing,
@@ -59,7 +61,12 @@ def check_run(config: RunConfig, *, resuming: bool = False) -> None:
             "'train.distributed.backend' is nccl, which needs CUDA GPUs, but none is "
             "available; use gloo or auto"
         )
-    prepare_run(replace(config, device="cpu"), resuming=resuming)
+    # The ranks' device decides whether sync_batch_norm can run (GPUs only): checked here,
+    # as the CPU twin below would refuse it.
+    check_sync_batch_norm(config)
+    unsynced = replace(config.distributed, sync_batch_norm=False)
+    on_cpu = replace(config, device="cpu", distributed=unsynced)
+    prepare_run(on_cpu, resuming=resuming)
 
 
 def check_resume(run: str | Path, nproc: int) -> None:
@@ -101,16 +108,20 @@ def train_rank(
     """
     if resume is not None:
         # Rank 0's copy decides (it is broadcast below); another machine that cannot see
-        # the run folder starts from the defaults until then, which only pick the backend.
+        # the run folder starts from the defaults until then, which only pick the backend
+        # and the device.
         saved = Path(resume) / "config.yaml"
         config = read_file(saved) if saved.is_file() else None
     settings = _settings(config)
     backend = _backend(settings)
+    # Before the first collective: nccl sends from the current GPU, and without this every
+    # rank would use GPU 0 ("Duplicate GPU detected" at the config's broadcast).
+    device = _rank_device(settings)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timedelta(seconds=settings.distributed.timeout_s))
     world = World.current()
     try:
-        return _train(settings, backend, world, resume, progress, announce)
+        return _train(settings, device, world, resume, progress, announce)
     finally:
         # The DDP model holds the process group; let it go first, so that gloo's threads
         # end here and not at interpreter exit, where a thread still holding work aborts
@@ -121,7 +132,7 @@ def train_rank(
 
 def _train(
     settings: RunConfig,
-    backend: str,
+    device: torch.device,
     world: World,
     resume: str | None,
     progress: bool,
@@ -129,17 +140,16 @@ def _train(
 ) -> dict[str, Any]:
     """The body of :func:`train_rank` between the process group's creation and its end."""
     settings = parse_config(world.broadcast(config_to_dict(settings)))
-    device = torch.device("cpu")
-    if backend == "nccl":
-        device = torch.device("cuda", world.local_rank)
-        torch.cuda.set_device(device)
     saved = saved_preprocessing(RunFolder.open(resume)) if resume is not None else None
     prepared = prepare_run(
         replace(settings, device=str(device.type)),
         resuming=resume is not None,
         preprocessing=saved,
     )
-    _check_batch_norm_shards(prepared, world)
+    synced = settings.distributed.sync_batch_norm
+    _check_batch_norm_shards(prepared, world, synced=synced)
+    if synced:
+        prepared.model = sync_batch_norm(prepared.model)
     prepared.device = device
     prepared.model = prepared.model.to(device)
     model = DistributedDataParallel(
@@ -186,14 +196,63 @@ def _train(
     }
 
 
-def _check_batch_norm_shards(prepared: PreparedRun, world: World) -> None:
-    """Refuse a run in which batch norm would see a shard of fewer than 2 samples.
+def sync_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with each batch-norm layer that normalizes with batch statistics in training
+    made a :class:`torch.nn.SyncBatchNorm`, which pools those statistics over the ranks.
 
-    In training, each rank's batch-norm layers normalize its own shard of the batch (torch's
-    SyncBatchNorm, which would pool the ranks' statistics, runs on GPUs only), and torch
-    cannot normalize 1 sample per channel ("Expected more than 1 value per channel"). A
-    batch of ``c`` samples gives some rank ``c // W`` samples, so every batch the run
-    draws must hold ``2 W`` or more.
+    Each new layer holds the old one's parameters and buffers (the same tensors: an optimizer
+    built on the model keeps stepping them) and its hooks, so its state dict is a batch
+    norm's and checkpoints load into a one-process model. A layer that
+    ``warm_start``'s ``freeze_statistics`` keeps on its stored statistics is left as it is
+    (it computes no batch statistics to pool; torch's ``convert_sync_batchnorm`` would
+    also drop the hook that freezes it). Returns the converted model (a batch-norm layer
+    given as the whole model is replaced, not changed).
+    """
+    if _batch_norm(model):
+        return _synced(model)
+    for name, child in model.named_children():
+        converted = sync_batch_norm(child)
+        if converted is not child:
+            setattr(model, name, converted)
+    return model
+
+
+def _synced(layer: torch.nn.Module) -> torch.nn.Module:
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(layer)
+    # The same dictionaries, so the handles that registered the hooks still remove them.
+    synced._forward_pre_hooks = layer._forward_pre_hooks
+    synced._forward_hooks = layer._forward_hooks
+    synced._backward_hooks = layer._backward_hooks
+    return synced
+
+
+def _rank_device(config: RunConfig) -> torch.device:
+    """This rank's device, made the current GPU: the GPU numbered by its rank on this
+    machine (LOCAL_RANK) when the ranks train on GPUs, else the CPU."""
+    if rank_device_type(config) != "cuda":
+        return torch.device("cpu")
+    local_rank, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if local_rank >= count:
+        raise ConfigError(
+            f"process {os.environ.get('RANK', local_rank)} is number {local_rank} on its "
+            f"machine, which has {count} GPU(s): each process needs its own. Start at most "
+            f"{count} process(es) per machine (--nproc, or torchrun's --nproc-per-node), or "
+            "train on the CPU ('train.device: cpu' with backend gloo or auto)"
+        )
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    return device
+
+
+def _check_batch_norm_shards(prepared: PreparedRun, world: World, *, synced: bool) -> None:
+    """Refuse a run in which batch norm would normalize fewer than 2 samples.
+
+    In training, each rank's batch-norm layers normalize its own shard of the batch, and
+    torch cannot normalize 1 sample per channel ("Expected more than 1 value per channel").
+    A batch of ``c`` samples gives some rank ``c // W`` samples, so every batch the run
+    draws must hold ``2 W`` or more. ``synced`` (SyncBatchNorm) pools the shards: then the
+    whole batch must hold 2 (torch raises nothing there, but the running variance of one
+    sample divides by 0).
     """
     layers = [name for name, module in prepared.model.named_modules() if _batch_norm(module)]
     if not world.is_distributed or not layers:
@@ -206,14 +265,22 @@ def _check_batch_norm_shards(prepared: PreparedRun, world: World) -> None:
         which = (
             f"the last batch of each epoch ({samples} training samples, batch_size {batch_size})"
         )
-    if smallest >= 2 * world.size:
+    least = 2 if synced else 2 * world.size
+    if smallest >= least:
         return
-    least = 2 * world.size
     fits = _batch_sizes_that_fit(samples, least, batch_size)
     fixes = [f"batch_size {fits} (every batch then holds {least} or more)"] if fits else []
-    fixes += ["fewer processes", "or 'train.model.norm: layer' (or group, none)"]
+    layer = f"layer {layers[0]!r}{' and more' if len(layers) > 1 else ''}"
+    other_norm = "or 'train.model.norm: layer' (or group, none)"
+    if synced:
+        raise ConfigError(
+            f"the model has batch norm ({layer}), synchronized over the processes, but "
+            f"{which} holds {smallest} sample, and batch norm needs 2 or more in training. "
+            f"Use {', '.join([*fixes, other_norm])}"
+        )
+    fixes += ["fewer processes", other_norm]
     raise ConfigError(
-        f"the model has batch norm (layer {layers[0]!r}{' and more' if len(layers) > 1 else ''}), "
+        f"the model has batch norm ({layer}), "
         f"which each of the {world.size} processes applies to its own shard of the batch, "
         f"but {which} holds {smallest} sample(s), so a process gets fewer than 2 of them, "
         f"and batch norm needs 2 or more per process in training. Use {', '.join(fixes)}"

@@ -546,6 +546,7 @@ def _check_distributed(config: RunConfig, optimizer: torch.optim.Optimizer) -> N
             "'train.distributed.reference_batch_size' (the batch size the lr was tuned for); "
             "set it, or set scaling_warmup_steps: 0"
         )
+    check_sync_batch_norm(config)
     if isinstance(optimizer, OneBitAdam):
         _check_one_bit_adam(config)
     elif settings.compression == "one_bit_adam":
@@ -564,6 +565,30 @@ def _check_distributed(config: RunConfig, optimizer: torch.optim.Optimizer) -> N
         except (ValueError, TypeError) as error:
             raise ConfigError(f"in 'train.distributed': {error}") from None
         _check_momentum_applied_once(optimizer, settings.compression_options)
+
+
+def check_sync_batch_norm(config: RunConfig) -> None:
+    """Refuse ``distributed.sync_batch_norm`` where the ranks would train on CPUs.
+
+    torch's SyncBatchNorm has kernels for GPUs only (on a CPU tensor its forward raises
+    "SyncBatchNorm expected input tensor to be on GPU"), so such a run would fail at its
+    first step.
+    """
+    if config.distributed.sync_batch_norm and rank_device_type(config) != "cuda":
+        raise ConfigError(
+            "'train.distributed.sync_batch_norm' pools batch-norm statistics with torch's "
+            "SyncBatchNorm, which runs on CUDA GPUs only, but this run trains on the CPU "
+            f"(train.device: {config.device}). Set 'train.device: cuda' on a machine with "
+            "GPUs, or sync_batch_norm: false (each process then normalizes its own shard)"
+        )
+
+
+def rank_device_type(config: RunConfig) -> str:
+    """Where a distributed run's ranks train: a GPU each for backend nccl or device cuda
+    (or auto on a machine with one), the CPU otherwise."""
+    if config.distributed.backend == "nccl":
+        return "cuda"
+    return _device(config.device).type
 
 
 def _check_one_bit_adam(config: RunConfig) -> None:
