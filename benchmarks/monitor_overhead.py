@@ -120,6 +120,8 @@ def train(
             optimizer.step()
             if watch is not None:
                 watch.step(loss)
+    if watch is not None:
+        watch.histograms()  # bins the histogram samples still waiting: part of the cost
     end = clock(setup.device)
     findings = 0
     if watch is not None:

@@ -165,7 +165,7 @@ def near_bin_edges(low: float, high: float, num_bins: int) -> torch.Tensor:
 def test_histogram_counts_are_the_counts_of_torch_histc(
     values: torch.Tensor, num_bins: int
 ) -> None:
-    # The watch bins all of a step's samples at once in numpy, with histc's arithmetic.
+    # The watch bins the samples of several probes at once in numpy, with histc's arithmetic.
     model = nn.Sequential(nn.Linear(1, 1))
     with torch.no_grad():
         model[0].weight.fill_(1.0)
@@ -181,6 +181,30 @@ def test_histogram_counts_are_the_counts_of_torch_histc(
     expected = torch.histc(values, num_bins, low, high)
     assert histogram.counts == [int(count) for count in expected.tolist()]
     assert (histogram.edges[0], histogram.edges[-1]) == (low, high)
+
+
+def test_histograms_do_not_depend_on_when_they_are_read_or_saved() -> None:
+    # The samples of several probes wait to be binned together (the latest ones until the
+    # histograms are read or saved): reading them after every step, only at the end, or
+    # from a checkpoint gives the same histograms.
+    def run(read_every_step: bool) -> monitor.Watch:
+        torch.manual_seed(0)
+        model = small_model(nn.Tanh)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        watch = monitor.watch(model, optimizer, monitor_data=data(), every=1, histogram_values=100)
+        for step in range(1, 41):
+            watch.step(sgd_step(model, optimizer, data(64, seed=step)))
+            if read_every_step:
+                assert max(watch.histograms("gradients")) == step
+        return watch
+
+    read, unread = run(True), run(False)
+    restored = monitor.watch(small_model(nn.Tanh), monitor_data=data())
+    restored.load_state_dict(unread.state_dict())
+    for kind in ("activations", "gradients"):
+        assert sorted(read.histograms(kind)) == list(range(0 if kind == "activations" else 1, 41))
+        assert unread.histograms(kind) == read.histograms(kind)
+        assert restored.histograms(kind) == read.histograms(kind)
 
 
 def test_large_tensors_are_histogrammed_from_a_fixed_sample() -> None:

@@ -203,12 +203,11 @@ def _at_base_rate(
 ) -> list[float]:
     """The finite ratios in ``values`` divided by their step's rate scale (1 where none was
     recorded); ratios made at a rate of 0 are left out."""
-    result = []
-    for step, value in zip(steps, values, strict=True):
-        scale = scales.get(step, 1.0)
-        if scale > 0 and math.isfinite(value):
-            result.append(value / scale)
-    return result
+    return [
+        value / scale
+        for step, value in zip(steps, values, strict=True)
+        if (scale := scales.get(step, 1.0)) > 0 and math.isfinite(value)
+    ]
 
 
 def _sustained(series: Series, thresholds: Thresholds, condition: Callable[[float], bool]) -> bool:
@@ -395,9 +394,13 @@ def detect_learning_rate_too_low(history: History, thresholds: Thresholds) -> Di
         >>> detect_learning_rate_too_low(history, Thresholds()).fix
         {'optimizer.lr': 0.001}
     """
-    ratio = median_update_ratio_at_base_rate(history, thresholds)
+    # The window's progress first: cheap, and None for the first window after warmup,
+    # when the ratios need not be taken.
     progress = _window_progress(history, thresholds)
-    if ratio is None or progress is None or ratio >= thresholds.update_ratio_low or ratio <= 0:
+    if progress is None:
+        return None
+    ratio = median_update_ratio_at_base_rate(history, thresholds)
+    if ratio is None or ratio >= thresholds.update_ratio_low or ratio <= 0:
         return None
     if loss_rise(history, thresholds) is not None:
         return None  # small updates after a divergence: dead units, not a small rate
@@ -968,8 +971,10 @@ def detect_underfitting(history: History, thresholds: Thresholds) -> Diagnosis |
         tutorial): the applied bias-variance flowchart.
     """
     progress = _window_progress(history, thresholds)
+    if progress is None:  # (before the ratios, as in detect_learning_rate_too_low)
+        return None
     ratio = median_update_ratio_at_base_rate(history, thresholds)
-    if progress is None or (ratio is not None and ratio < thresholds.update_ratio_low):
+    if ratio is not None and ratio < thresholds.update_ratio_low:
         return None
     if loss_rise(history, thresholds) is not None or _at_chance(history, thresholds):
         return None

@@ -7,7 +7,7 @@ import math
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass
@@ -38,8 +38,7 @@ class Series:
         and infinities; no filtering pass when the running count shows none)."""
         start = bisect.bisect_left(self.steps, step)
         recent = self.values[start:]
-        running = self._running_aggregates()
-        if running.prefix(len(self.values)).count - running.prefix(start).count == len(recent):
+        if self._running_aggregates().finite_count_since(start) == len(recent):
             return recent
         return [value for value in recent if math.isfinite(value)]
 
@@ -59,7 +58,7 @@ class Series:
 
     def finite_count(self, *, before: int | None = None) -> int:
         """How many finite values were recorded before step ``before`` (all when None)."""
-        return self._aggregate(before, None).count
+        return self._aggregate(before, None).num_finite
 
     def last_finite(self, *, before: int | None = None) -> float:
         """The latest finite value recorded before step ``before`` (all when None); NaN
@@ -111,12 +110,11 @@ class Series:
         return {"steps": list(self.steps), "values": list(self.values)}
 
 
-@dataclass(frozen=True)
-class _Summary:
+class _Summary(NamedTuple):  # made several times a step: cheaper than a frozen dataclass
     minimum: float
     maximum: float
     last: float
-    count: int
+    num_finite: int
 
 
 class _Running:
@@ -140,7 +138,8 @@ class _Running:
     def stale(self) -> bool:
         return len(self.minimum) > len(self.values)
 
-    def _extend(self) -> None:
+    def extend(self) -> None:
+        """Fold in the values appended since the last call."""
         done = len(self.minimum)
         low, high, last, count = (
             (self.minimum[-1], self.maximum[-1], self.last[-1], float(self.count[-1]))
@@ -158,11 +157,18 @@ class _Running:
         """Over ``values[:end]``."""
         if end <= 0:
             return _Summary(math.nan, math.nan, math.nan, 0)
-        self._extend()
+        self.extend()
         index = end - 1
         return _Summary(
             self.minimum[index], self.maximum[index], self.last[index], self.count[index]
         )
+
+    def finite_count_since(self, start: int) -> int:
+        """How many finite values ``values[start:]`` holds (as ``since(start).num_finite``,
+        without a summary: the detectors ask it of several series every step)."""
+        self.extend()
+        total = self.count[-1] if self.count else 0
+        return total - self.count[start - 1] if start > 0 else total
 
     def since(self, start: int) -> _Summary:
         """Over ``values[start:]``."""
