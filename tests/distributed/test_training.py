@@ -25,6 +25,7 @@ from gradwise.config import load_config
 from gradwise.data import Dataset, DataSplits
 from gradwise.regularize import Penalty
 from gradwise.train import Callback, TrainState, load_checkpoint, prepare_run
+from gradwise.train._distributed import _backend
 from tests.cli.helpers import environment, gradwise, start
 from tests.distributed.multiprocess import run_on_ranks
 from tests.search.helpers import wait_for
@@ -588,3 +589,20 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_at_one_checkpointed_step(tmp_pa
     assert '"status": "interrupted"' in summary
     position = load_checkpoint(run / "checkpoints" / "last.pt")["position"]
     assert 0 < position["step"] < 2000 * 7
+
+
+@pytest.mark.parametrize(
+    ("overrides", "on_a_gpu_machine", "on_a_cpu_machine"),
+    [
+        ([], "nccl", "gloo"),  # backend auto, device auto: the GPUs where there are some
+        (["device=cpu"], "gloo", "gloo"),
+        (["distributed.backend=gloo"], "gloo", "gloo"),
+        (["device=cpu", "distributed.backend=nccl"], "nccl", "nccl"),  # as asked
+    ],
+)
+def test_the_backend_follows_where_the_ranks_train(
+    overrides: list[str], on_a_gpu_machine: str, on_a_cpu_machine: str
+) -> None:
+    config = load_config(None, overrides)
+    expected = on_a_gpu_machine if torch.cuda.is_available() else on_a_cpu_machine
+    assert _backend(config) == expected

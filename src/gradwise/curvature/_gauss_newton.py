@@ -213,6 +213,7 @@ def _linear_layers(hessian: Hessian) -> dict[str, frozenset[str]] | str:
     owners: dict[int, list[str]] = {}
     for name, parameter in model.named_parameters(remove_duplicate=False):
         owners.setdefault(id(parameter), []).append(name)
+    parameters = dict(model.named_parameters())
     layers: dict[str, set[str]] = {}
     for name in hessian._names:
         owner, _, kind = name.rpartition(".")
@@ -220,7 +221,7 @@ def _linear_layers(hessian: Hessian) -> dict[str, frozenset[str]] | str:
             return f"the parameter {name!r} is not the weight or bias of an nn.Linear"
         if _hooked(modules[owner]):
             return f"the layer {owner!r} has forward hooks (they may change its input or output)"
-        shared = owners.get(id(dict(model.named_parameters())[name]), [name])
+        shared = owners.get(id(parameters[name]), [name])
         if len(shared) > 1:
             # Tied weights: the layer that shares it would be missed by the layered sums.
             return f"the parameter {name!r} is shared ({', '.join(shared)})"

@@ -324,10 +324,7 @@ def _settings(config: dict[str, Any] | None) -> RunConfig:
 def _backend(config: RunConfig) -> str:
     backend = config.distributed.backend
     if backend == "auto":
-        wants_gpu = config.device == "cuda" or (
-            config.device == "auto" and torch.cuda.is_available()
-        )
-        return "nccl" if wants_gpu else "gloo"
+        return "nccl" if rank_device_type(config) == "cuda" else "gloo"
     return backend
 
 
