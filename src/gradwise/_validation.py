@@ -34,10 +34,14 @@ class Interval:
     low_closed: bool = True
     high_closed: bool = True
     kind: str = "float"
+    #: Refuse infinities (an interval open at both ends always does).
+    finite: bool = False
 
     @property
     def description(self) -> str:
         noun = f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind}"
+        if self.finite:
+            noun = f"a finite {self.kind}"
         if self.low is not None and self.high is not None:
             left = "[" if self.low_closed else "("
             right = "]" if self.high_closed else ")"
@@ -57,6 +61,8 @@ class Interval:
             return False  # 32.0 is refused: it would reach torch as a float and fail there
         number = float(value)
         if math.isnan(number):
+            return False
+        if math.isinf(number) and (self.finite or (self.low is None and self.high is None)):
             return False
         if self.low is not None and (
             number < self.low or (number == self.low and not self.low_closed)

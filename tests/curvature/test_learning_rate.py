@@ -90,8 +90,16 @@ def test_check_learning_rate_is_a_diagnosis_with_the_bound_and_a_fix():
             r"The 'nesterov' parameter of stable_lr_bound must be a bool. Got 1 instead.",
         ),
         (
+            lambda: stable_lr_bound(math.inf),
+            r"The 'lambda_max' parameter of stable_lr_bound must be a finite float. Got inf instead.",
+        ),
+        (
             lambda: check_learning_rate(-0.1, 1.0),
-            r"The 'lr' parameter of check_learning_rate must be a float >= 0. Got -0.1 instead.",
+            r"The 'lr' parameter of check_learning_rate must be a finite float >= 0. Got -0.1 instead.",
+        ),
+        (
+            lambda: check_learning_rate(math.inf, 1.0),
+            r"The 'lr' parameter of check_learning_rate must be a finite float >= 0. Got inf instead.",
         ),
         (
             lambda: max_stable_lr(
