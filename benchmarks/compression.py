@@ -27,8 +27,15 @@ and compressing after momentum (the hook's ``momentum: 0.9`` with an optimizer w
 momentum, Zheng et al. 2019; "+mom"). "scale/tensor" rows ask for one scale per tensor.
 Every row counts its scales in the bytes.
 
+With ``--seeds 0 1 2`` every row runs once per seed (each seed its own data order and
+initial weights, the same for every row) and the table gives the mean losses over the
+seeds, the relative difference of those means, and the range of the per-seed
+differences ("spread"): a single seed's difference includes how far two float orders of
+the same run drift apart, a few percent in training loss at lr 0.05 (fp16 against fp32).
+
 Run: .venv/bin/python benchmarks/compression.py [--lr 0.05] [--momentum 0.9] [--epochs 8]
-[--nproc 2] [--only LABEL ...] (--only runs the rows with those labels, plus their baselines)
+[--nproc 2] [--seeds 0 ...] [--only LABEL ...] (--only runs the rows with those labels, plus
+their baselines)
 """
 
 from __future__ import annotations
@@ -80,10 +87,16 @@ CONFIGURATIONS: list[tuple[str, str, dict[str, Any], str]] = [
 
 
 def run(
-    compression: str, options: dict[str, Any], optimizer: str, epochs: int, nproc: int, runs: str
+    compression: str,
+    options: dict[str, Any],
+    optimizer: str,
+    epochs: int,
+    nproc: int,
+    runs: str,
+    seed: int,
 ) -> Any:
     overrides = [
-        "seed=0", f"epochs={epochs}", "monitor=null", "schedule=null", "log_every=50",
+        f"seed={seed}", f"epochs={epochs}", "monitor=null", "schedule=null", "log_every=50",
         "data.dataset=mnist1d", "data.batch_size=64", "data.validation_split=0.1",
         "model.name=mlp", "model.width=256", "model.depth=2", "model.norm=none",
         f"optimizer={optimizer}", f"runs_dir={runs}",
@@ -106,12 +119,38 @@ def _selected(only: list[str] | None) -> list[tuple[str, str, dict[str, Any], st
     return [row for row in CONFIGURATIONS if row[0] in wanted]
 
 
+def _losses(
+    compression: str, options: dict[str, Any], optimizer: str, args: argparse.Namespace, runs: str
+) -> tuple[float, list[float], list[float]]:
+    """Bytes per step, and the final training and validation loss of each seed."""
+    train, val = [], []
+    for seed in args.seeds:
+        result = run(compression, options, optimizer, args.epochs, args.nproc, runs, seed)
+        final = result["summary"]["final"]
+        per_step = result["bytes_sent"] / result["summary"]["steps"]
+        train.append(final["train_loss"])
+        val.append(final["val_loss"])
+    return per_step, train, val
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _spread(values: list[float], baseline: list[float]) -> str:
+    gaps = [(value - base) / base for value, base in zip(values, baseline, strict=True)]
+    return f"{min(gaps):+.1%}..{max(gaps):+.1%}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.05, help="SGD's learning rate")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD's (or the hook's)")
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="run every row once per seed"
+    )
     parser.add_argument(
         "--only", nargs="+", metavar="LABEL", help="run these rows (and their baselines) only"
     )
@@ -123,20 +162,28 @@ def main() -> None:
             optimizer = optimizer.format(lr=args.lr, momentum=args.momentum)
             if "momentum" in options:
                 options = {**options, "momentum": args.momentum}
-            result = run(compression, options, optimizer, args.epochs, args.nproc, runs)
-            final = result["summary"]["final"]
-            per_step = result["bytes_sent"] / result["summary"]["steps"]
-            rows.append((label, per_step, final["train_loss"], final["val_loss"], optimizer))
+            per_step, train, val = _losses(compression, options, optimizer, args, runs)
+            rows.append((label, per_step, train, val, optimizer))
             print(f"done: {label}", flush=True)
+    several = len(args.seeds) > 1
+    if several:
+        print(f"\nmeans over seeds {', '.join(map(str, args.seeds))}; spread: the per-seed"
+              " differences to the baseline, lowest..highest")  # fmt: skip
+    spread_header = f"{'spread':>18}" if several else ""
     print(f"\n{'compression':<24}{'bytes/step':>12}{'vs fp32':>9}{'train loss':>12}"
-          f"{'vs DDP':>9}{'val loss':>10}{'vs DDP':>9}")  # fmt: skip
-    baselines = {}
+          f"{'vs DDP':>9}{spread_header}{'val loss':>10}{'vs DDP':>9}{spread_header}")  # fmt: skip
+    baselines: dict[str, tuple[float, list[float], list[float]]] = {}
     for label, per_step, train, val, optimizer in rows:
         group = "adam" if "Adam" in optimizer else "sgd"
         base_bytes, base_train, base_val = baselines.setdefault(group, (per_step, train, val))
-        print(f"{label:<24}{per_step:>12,.0f}{base_bytes / per_step:>8.1f}x{train:>12.4f}"
-              f"{(train - base_train) / base_train:>+9.1%}{val:>10.4f}"
-              f"{(val - base_val) / base_val:>+9.1%}")  # fmt: skip
+        train_mean, base_train_mean = _mean(train), _mean(base_train)
+        val_mean, base_val_mean = _mean(val), _mean(base_val)
+        train_spread = f"{_spread(train, base_train):>18}" if several else ""
+        val_spread = f"{_spread(val, base_val):>18}" if several else ""
+        print(f"{label:<24}{per_step:>12,.0f}{base_bytes / per_step:>8.1f}x{train_mean:>12.4f}"
+              f"{(train_mean - base_train_mean) / base_train_mean:>+9.1%}{train_spread}"
+              f"{val_mean:>10.4f}{(val_mean - base_val_mean) / base_val_mean:>+9.1%}"
+              f"{val_spread}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -249,11 +249,15 @@ def _two_phase_unit(
     ps: list[Tensor], server_errors: list[Tensor], sign: Callable[[Tensor], Tensor]
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """One scale segment (a tensor or a row) of the two-phase exchange: (result, each
-    worker's new error, each server's new padded error)."""
+    worker's new error, each server's new padded error). Worker r sends its chunk j to
+    server j compressed, and keeps its own chunk (j = r) exact."""
     world, numel = len(ps), ps[0].numel()
     size = math.ceil(numel / world)
     bounds = [(min(j * size, numel), min((j + 1) * size, numel)) for j in range(world)]
-    qs = [torch.cat([sign(p[lo:hi]) for lo, hi in bounds]) for p in ps]
+    qs = [
+        torch.cat([p[lo:hi] if j == r else sign(p[lo:hi]) for j, (lo, hi) in enumerate(bounds)])
+        for r, p in enumerate(ps)
+    ]
     pieces, new_server = [], []
     for j, (lo, hi) in enumerate(bounds):
         server_p = torch.stack([q[lo:hi] for q in qs]).mean(0) + server_errors[j][: hi - lo]
@@ -907,8 +911,8 @@ def test_a_world_of_one_compresses_its_own_gradient(
     name: str, options: dict[str, Any], quantize: Quantizer
 ) -> None:
     """W = 1: the result is q = Q(g), two scales per row by default or mean|g| sign(g) per
-    tensor (compressing q again in the two-phase server step changes nothing), and the
-    memory keeps g - q."""
+    tensor, and the memory keeps g - q: the worker's for one_bit; for the two-phase hook
+    the server's, as the rank keeps its own chunk (the whole gradient) exact."""
     module = torch.nn.Linear(4, 2)
     reference = copy.deepcopy(module)
     inputs = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
@@ -923,9 +927,14 @@ def test_a_world_of_one_compresses_its_own_gradient(
         g = getattr(reference, parameter).grad.double().reshape(-1)
         q = quantize(g, tuple(value.shape))
         torch.testing.assert_close(value.grad.double().reshape(-1), q, rtol=1e-6, atol=1e-7)
+        worker, server = (g - q, None) if name == "one_bit" else (torch.zeros_like(g), g - q)
         torch.testing.assert_close(
-            state.worker_error[parameter].double(), g - q, rtol=1e-6, atol=1e-7
+            state.worker_error[parameter].double(), worker, rtol=1e-6, atol=1e-7
         )
+        if server is not None:
+            torch.testing.assert_close(
+                state.server_error[parameter].double(), server, rtol=1e-6, atol=1e-7
+            )
 
 
 def test_docstring_examples_run() -> None:

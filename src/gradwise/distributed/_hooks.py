@@ -322,7 +322,8 @@ def register_compression(
       :math:`\bar s \cdot \operatorname{sign}(\sum_r \operatorname{sign}(g_r))` with
       :math:`\bar s` the mean over ranks of :math:`\operatorname{mean}|g_r|` per tensor.
     - ``"one_bit_two_phase"``: the same 1-bit code in an all-to-all (each rank averages
-      one chunk, with its own error feedback) then an all-gather of the re-compressed
+      one chunk, with its own error feedback; the chunk it averages is its own, kept
+      exact, so its worker memory there stays 0) then an all-gather of the re-compressed
       chunks: bytes per rank do not grow with :math:`W`.
 
     Signs are one bit, so :math:`\operatorname{sign}(0)` is :math:`+1` in the codes;
@@ -537,13 +538,15 @@ def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Futu
     segments, two_level = chunks.segments, state.two_level
     num_scales = segments.num_segments * (2 if two_level else 1)
 
-    # Phase 1: compress (g + e_worker) chunk by chunk; chunk r goes to rank r.
+    # Phase 1: compress (g + e_worker) chunk by chunk; chunk r goes to rank r. This rank's
+    # own chunk never leaves it: it keeps it exact, so it has no error to remember.
     p = _gradient_or_momentum(state, buffer, names, lengths, dtype)
     p = p + _joined(state.worker_error, names, lengths, dtype, buffer.device)
     rows = torch.cat([p, p.new_zeros(1)])[chunks.gather_index].reshape(world_size, -1)
     scales, packed = encode(rows, segments, two_level=two_level)  # (W, s), (W, ceil(L / 8))
-    q = decode(scales, packed, segments, dtype, two_level=two_level).reshape(-1)
-    q = q[chunks.inverse]
+    q = decode(scales, packed, segments, dtype, two_level=two_level)
+    q[rank] = rows[rank]
+    q = q.reshape(-1)[chunks.inverse]
     _store(state.worker_error, names, lengths, p - q)
     payload = to_payload(scales, packed)
     # Blocking: the server step needs the result, and must not issue its collective from a
@@ -556,6 +559,7 @@ def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Futu
     own = Segments(segments.segment_of, segments.counts[rank : rank + 1])
     sender_scales, sender_packed = from_payload(received, num_scales)
     sent = decode(sender_scales, sender_packed, segments, dtype, two_level=two_level)
+    sent[rank] = rows[rank]
     mean = sent.mean(dim=0) * valid
     server_p = mean + _joined(state.server_error, names, chunk_lengths, dtype, buffer.device)
     server_scales, server_packed = encode(server_p.unsqueeze(0), own, two_level=two_level)
