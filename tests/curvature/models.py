@@ -56,3 +56,25 @@ def exact_hessian(model: nn.Module, loss_fn, inputs: Tensor, targets: Tensor) ->
 
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(outputs, targets)
+
+
+def dense_hessian(model: nn.Module, objective) -> Tensor:
+    """The dense Hessian of ``objective(parameters)`` over the flat trainable parameters, by
+    torch.autograd.functional.hessian: the oracle for losses that are more than
+    ``loss_fn(model(inputs), targets)`` (a penalty written out on the parameters, say).
+
+    ``objective`` gets the trainable parameters as a dict by name, views of one flat vector.
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    names = [name for name, _ in named]
+    shapes = [p.shape for _, p in named]
+    sizes = [p.numel() for _, p in named]
+    flat = torch.cat([p.detach().reshape(-1) for _, p in named])
+
+    def loss_of(vector: Tensor) -> Tensor:
+        pieces = torch.split(vector, sizes)
+        return objective(
+            {n: piece.view(s) for n, piece, s in zip(names, pieces, shapes, strict=True)}
+        )
+
+    return torch.autograd.functional.hessian(loss_of, flat)

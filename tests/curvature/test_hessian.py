@@ -6,11 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from gradwise import curvature
 from gradwise.curvature import Hessian, hessian_vector_product
+from gradwise.regularize import Penalty, l2_penalty
 
-from .models import classification_batch, cross_entropy, exact_hessian, mlp
+from .models import classification_batch, cross_entropy, dense_hessian, exact_hessian, mlp
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +246,250 @@ def test_bad_input_is_named_in_the_one_format(call, message):
     batch = (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0]))
     with pytest.raises(ValueError, match=message):
         call(model, batch)
+
+
+# -- bad values stop at the boundary, not in an eigensolver ---------------------------------
+
+
+def every_function(vector_size):
+    """Each public entry point, as ``call(model, data)``."""
+    return {
+        "Hessian @ v": lambda m, d: (
+            Hessian(m, cross_entropy, d) @ torch.ones(vector_size, dtype=torch.float64)
+        ),
+        "hessian_vector_product": lambda m, d: hessian_vector_product(
+            m, cross_entropy, d, torch.ones(vector_size, dtype=torch.float64)
+        ),
+        "eigenvalues": lambda m, d: curvature.eigenvalues(m, cross_entropy, d, k=2),
+        "trace": lambda m, d: curvature.trace(m, cross_entropy, d),
+        "trace-hutchinson": lambda m, d: curvature.trace(m, cross_entropy, d, method="hutchinson"),
+        "eigenvalue_density": lambda m, d: curvature.eigenvalue_density(m, cross_entropy, d),
+        "condition_number": lambda m, d: curvature.condition_number(m, cross_entropy, d),
+        "find_negative_curvature": lambda m, d: curvature.find_negative_curvature(
+            m, cross_entropy, d
+        ),
+        "max_stable_lr": lambda m, d: curvature.max_stable_lr(m, cross_entropy, d),
+    }
+
+
+FUNCTIONS = list(every_function(1))
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()  # 67 parameters
+
+
+def small_batch(num_samples=16):
+    return torch.randn(num_samples, 4, dtype=torch.float64), torch.randint(0, 3, (num_samples,))
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_parameters_are_named_before_any_product(name, bad):
+    # Before: linalg.eigh "failed to converge" from inside Lanczos, or NaN results.
+    model = small_net()
+    with torch.no_grad():
+        model[2].bias[1] = bad
+    kind = "NaN" if bad != bad else "inf"
+    message = (
+        r"The 'model' parameter of Hessian must be a Module with finite parameters. Got a "
+        rf"Module with non-finite entries in '2.bias' \(1 {kind} of 3 entries\) instead; reload "
+        "them from a checkpoint"
+    )
+    with pytest.raises(ValueError, match=message):
+        every_function(67)[name](model, small_batch())
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_batch_without_samples_is_refused(name):
+    # Before: the mean loss over 0 samples is NaN, and Lanczos failed in linalg.eigh; as one
+    # of several batches it weighed 0 and the Gauss-Newton trace raised an IndexError.
+    inputs, targets = small_batch()
+    call = every_function(67)[name]
+    with pytest.raises(
+        ValueError,
+        match=r"The 'data' parameter of Hessian must hold batches with at least one sample "
+        r"each. Got the batch with inputs of shape \(0, 4\) instead; leave the empty batches out.",
+    ):
+        call(small_net(), (inputs[:0], targets[:0]))
+    with pytest.raises(ValueError, match=r"Got batch 2 of 3 with inputs of shape \(0, 4\)"):
+        call(small_net(), [(inputs, targets), (inputs[:0], targets[:0]), (inputs, targets)])
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_non_finite_loss_says_which_batch(name):
+    inputs, targets = small_batch()
+    broken = inputs.clone()
+    broken[3, 1] = float("nan")
+    with pytest.raises(
+        ValueError,
+        match=r"The 'loss_fn' parameter of Hessian must return a finite loss. Got nan on batch "
+        r"2 of 2 instead. The trainable parameters are finite: look for NaN or inf in that "
+        r"batch's inputs or targets",
+    ):
+        every_function(67)[name](small_net(), [(inputs, targets), (broken, targets)])
+
+
+class Cusp(nn.Module):
+    """|w|^1.5 at w = 0: a finite loss and gradient, an infinite second derivative."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+
+    def forward(self, x):
+        return x * self.w.abs().pow(1.5).sum()
+
+
+def test_a_non_finite_product_or_vector_is_refused():
+    data = (torch.ones(3, dtype=torch.float64), None)
+    hessian = Hessian(Cusp(), lambda out, _: out.mean(), data)
+    with pytest.raises(
+        ValueError,
+        match=r"The Hessian-vector product is not finite, though the loss, the parameters and "
+        r"the vector are: 2 NaN of 2 entries. The loss's second derivative is infinite",
+    ):
+        hessian @ torch.ones(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="The Hessian-vector product is not finite"):
+        curvature.eigenvalues(Cusp(), lambda out, _: out.mean(), data, k=1)
+    with pytest.raises(
+        ValueError,
+        match=r"The 'vector' parameter of Hessian.matvec must be finite. Got a torch.float64 "
+        r"tensor of shape \(67,\) on cpu with 1 inf of 67 entries instead.",
+    ):
+        Hessian(small_net(), cross_entropy, small_batch()) @ torch.tensor(
+            [float("inf")] + [0.0] * 66, dtype=torch.float64
+        )
+
+
+# -- mode="train" takes the model as it trains ---------------------------------------------
+
+
+def normalized_net():
+    """Batch norm with running statistics unlike any batch's: eval and train mode differ."""
+    torch.manual_seed(6)
+    model = nn.Sequential(
+        nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 5), nn.BatchNorm1d(5),
+        nn.Tanh(), nn.Linear(5, 3),
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        for norm in (model[1], model[4]):
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2)
+    return model
+
+
+def hessian_as_flagged(model, inputs, targets):
+    """The oracle: the dense Hessian of the loss with every module in the mode it is in."""
+    replica = copy.deepcopy(model)  # train-mode batch norm updates the replica's statistics
+    return dense_hessian(
+        model, lambda params: cross_entropy(functional_call(replica, params, (inputs,)), targets)
+    )
+
+
+def test_train_mode_keeps_a_batch_norm_frozen_in_eval_mode():
+    # Before: mode="train" called model.train(), which put the frozen batch norm back in
+    # training mode (batch statistics): a Hessian of another network than the one trained.
+    model = normalized_net().train()
+    model[1].eval()  # frozen by the user; model[4] trains
+    inputs, targets = small_batch(num_samples=24)
+    flags = [module.training for module in model.modules()]
+    exact = hessian_as_flagged(model, inputs, targets)
+    hessian = Hessian(model, cross_entropy, (inputs, targets), mode="train")
+    vectors = torch.randn(3, exact.shape[0], dtype=torch.float64)
+    for vector in vectors:
+        torch.testing.assert_close(hessian @ vector, exact @ vector, rtol=1e-10, atol=1e-12)
+    top = curvature.eigenvalues(model, cross_entropy, (inputs, targets), k=2, mode="train")
+    torch.testing.assert_close(top, torch.linalg.eigvalsh(exact).flip(0)[:2])
+    assert [module.training for module in model.modules()] == flags
+    # The frozen layer matters: with both batch norms training the Hessian differs.
+    model[1].train()
+    assert not torch.allclose(
+        hessian_as_flagged(model, inputs, targets) @ vectors[0], exact @ vectors[0]
+    )
+
+
+class FrozenNormNet(nn.Module):
+    """The usual way to freeze a batch norm for good: a train() override keeps it in eval."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = normalized_net()
+
+    def forward(self, x):
+        return self.body(x)
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.body[1].eval()
+        return self
+
+
+def test_train_mode_trains_a_model_found_in_eval_mode_as_a_training_loop_would():
+    inputs, targets = small_batch(num_samples=24)
+    for model in (normalized_net(), FrozenNormNet().double()):
+        model.eval()
+        trained_as = copy.deepcopy(model).train()  # what a training loop's model.train() gives
+        exact = hessian_as_flagged(trained_as, inputs, targets)
+        vector = torch.randn(exact.shape[0], dtype=torch.float64)
+        product = Hessian(model, cross_entropy, (inputs, targets), mode="train") @ vector
+        torch.testing.assert_close(product, exact @ vector, rtol=1e-10, atol=1e-12)
+        assert not any(module.training for module in model.modules())  # restored
+
+
+# -- a penalty inside loss_fn is part of H --------------------------------------------------
+
+
+def test_a_penalty_in_the_loss_is_part_of_the_hessian():
+    # Before: loss_fn ran after functional_call had put the parameters back, so a penalty
+    # reading model.parameters() saw the originals and its 2 * decay * I was left out of H.
+    model = small_net()
+    inputs, targets = small_batch(num_samples=32)
+    decay = 0.05
+
+    def decayed(outputs, labels):
+        return cross_entropy(outputs, labels) + decay * sum(
+            p.square().sum() for p in model.parameters()
+        )
+
+    def weights_penalized(outputs, labels):
+        return cross_entropy(outputs, labels) + l2_penalty(model, decay)  # weights, not biases
+
+    for loss_fn, penalized in ((decayed, ["0.weight", "0.bias", "2.weight", "2.bias"]),
+                               (weights_penalized, ["0.weight", "2.weight"])):  # fmt: skip
+
+        def objective(params, penalized=penalized):
+            outputs = functional_call(model, params, (inputs,))
+            penalty = sum(params[name].square().sum() for name in penalized)
+            return cross_entropy(outputs, targets) + decay * penalty
+
+        exact = dense_hessian(model, objective)
+        vector = torch.randn(exact.shape[0], dtype=torch.float64)
+        product = hessian_vector_product(model, loss_fn, (inputs, targets), vector)
+        torch.testing.assert_close(product, exact @ vector, rtol=1e-10, atol=1e-12)
+        values = torch.linalg.eigvalsh(exact)
+        top = curvature.eigenvalues(model, loss_fn, (inputs, targets), k=2)
+        torch.testing.assert_close(top, values.flip(0)[:2])
+        # Hutch++ with 3n products sketches all of H: its trace is exact.
+        total = curvature.trace(model, loss_fn, (inputs, targets), num_probes=201, method="hutch++")
+        assert total == pytest.approx(exact.trace().item(), rel=1e-10)
+
+
+def test_a_penalty_on_tensors_held_from_before_is_refused():
+    # A Penalty picks its tensors once: the originals, not the ones differentiated.
+    model = small_net()
+    penalty = Penalty(model, l2=0.05)
+    held = list(model.parameters())
+    for loss_fn in (
+        lambda outputs, labels: cross_entropy(outputs, labels) + penalty(),
+        lambda outputs, labels: cross_entropy(outputs, labels) + 0.1 * held[2].square().sum(),
+    ):
+        for method in ("gauss-newton", "stratified"):
+            with pytest.raises(
+                ValueError,
+                match=r"The 'loss_fn' parameter of Hessian must read the model's parameters "
+                r"from the model when it is called .* Got a loss that reaches ('0.weight', )?"
+                r"'2.weight' through tensors held from before the call",
+            ):
+                curvature.trace(model, loss_fn, small_batch(), method=method)

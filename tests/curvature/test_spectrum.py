@@ -6,11 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from gradwise import curvature
 from gradwise.curvature._gauss_newton import linear_residual_trace, split_gauss_newton
 
-from .models import classification_batch, cross_entropy, exact_hessian, mlp
+from .models import classification_batch, cross_entropy, dense_hessian, exact_hessian, mlp
 
 
 @pytest.fixture(scope="module")
@@ -692,3 +693,185 @@ def test_bad_arguments_are_named_in_the_one_format(call, message):
     batch = (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0]))
     with pytest.raises(ValueError, match=message):
         call(model, batch)
+
+
+# -- a penalty in loss_fn: in H, and not in the Gauss-Newton split ------------------------
+
+
+class ActivationPenalized(nn.Module):
+    """A tanh MLP 6-10-3 whose hidden activations a forward hook keeps for the loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.body = nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3)).double()
+        self.hidden: list[torch.Tensor] = []
+        self.body[1].register_forward_hook(lambda module, args, out: self.hidden.append(out))
+
+    def forward(self, inputs):
+        self.hidden.clear()
+        return self.body(inputs)
+
+
+def test_gauss_newton_split_refuses_a_loss_with_a_penalty_and_the_trace_stays_right():
+    # G + R is the Hessian of loss_fn in the model's outputs, pulled back: a penalty on the
+    # weights or on activations (read from a hook) is in neither. Before, the split took
+    # loss_fn of detached outputs, and its trace silently lacked the penalty's curvature
+    # (for the activation penalty H itself had it: the trace disagreed with H).
+    model = ActivationPenalized()
+    inputs, targets = classification_batch(num_samples=32, num_features=6, num_classes=3)
+
+    def weight_decayed(outputs, labels):
+        return cross_entropy(outputs, labels) + 0.05 * sum(
+            p.square().sum() for p in model.parameters()
+        )
+
+    def activation_penalized(outputs, labels):
+        return cross_entropy(outputs, labels) + 0.5 * model.hidden[0].square().mean()
+
+    def decay_written_out(params):
+        outputs = functional_call(model, params, (inputs,))
+        return cross_entropy(outputs, targets) + 0.05 * sum(
+            p.square().sum() for p in params.values()
+        )
+
+    def activations_written_out(params):
+        outputs = functional_call(model, params, (inputs,))  # the hook keeps these hidden units
+        return cross_entropy(outputs, targets) + 0.5 * model.hidden[0].square().mean()
+
+    def unpenalized(params):
+        return cross_entropy(functional_call(model, params, (inputs,)), targets)
+
+    plain = dense_hessian(model, unpenalized).trace()
+    for loss_fn, objective in (
+        (weight_decayed, decay_written_out),
+        (activation_penalized, activations_written_out),
+    ):
+        exact = dense_hessian(model, objective)
+        assert relative_error(plain, exact.trace()) > 0.1  # the penalty matters
+        hessian = curvature.Hessian(model, loss_fn, (inputs, targets))
+        reason = split_gauss_newton(hessian, max_outputs=25)
+        assert (
+            "the loss_fn depends on the parameters other than through the model's outputs" in reason
+        )
+        split = hessian.trace(num_probes=100, seed=5, method="gauss-newton")
+        assert split == hessian.trace(num_probes=100, seed=5, method="stratified")
+        assert relative_error(split, exact.trace()) < 0.05
+        # 3n products of Hutch++ sketch all of H (163 parameters): exact.
+        full = hessian.trace(num_probes=3 * 163, method="hutch++")
+        assert full == pytest.approx(exact.trace().item(), rel=1e-10)
+
+
+# -- the condition number: lambda_min to a relative accuracy, or a warning ----------------
+
+
+def least_squares(spectrum: list[float], seed: int = 0):
+    """A linear model whose mean squared error has the Hessian Q diag(spectrum) Q^T, Q a
+    random rotation: X = sqrt(n / 2) Q diag(sqrt(spectrum)) Q^T over n rows."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(spectrum)
+    rotation, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    roots = torch.tensor(spectrum, dtype=torch.float64).sqrt()
+    inputs = math.sqrt(n / 2) * rotation @ torch.diag(roots) @ rotation.T
+    targets = torch.randn(n, 1, generator=generator, dtype=torch.float64)
+    model = nn.Linear(n, 1, bias=False).double()
+
+    def objective(params):
+        return F.mse_loss(functional_call(model, params, (inputs,)), targets)
+
+    return model, (inputs, targets), torch.linalg.eigvalsh(dense_hessian(model, objective))
+
+
+def test_condition_number_with_a_clustered_bottom_warns_and_is_a_lower_bound():
+    # 40 eigenvalues in [1e-3, 1.05e-3] under a top of 10 (200 parameters). Before, the
+    # bottom Ritz pair passed once its residual was below tol * lambda_max = 1e-4, a tenth
+    # of lambda_min: kappa came out 2.7%, 0.9% and 2.4% low (seeds 0-2), without a warning.
+    spectrum = [
+        10.0,
+        *torch.linspace(0.1, 10, 159).tolist(),
+        *torch.linspace(1e-3, 1.05e-3, 40).tolist(),
+    ]
+    model, batch, values = least_squares(spectrum)
+    exact = (values[-1] / values[0]).item()
+    assert exact == pytest.approx(1e4, rel=1e-6)
+    for seed in range(3):
+        with pytest.warns(
+            RuntimeWarning,
+            match=r"condition_number: Lanczos did not bring lambda_min \(0.001.*\) and lambda_max "
+            r"\(10\) to tol=1e-05 of themselves in max_iterations=100 Hessian-vector products; "
+            r"the condition number .* is a lower bound",
+        ):
+            kappa = curvature.condition_number(model, F.mse_loss, batch, seed=seed)
+        assert kappa <= exact * (1 + 1e-12)  # Ritz values lie inside the spectrum
+    # Enough products to see every direction: exact, and no warning.
+    kappa = curvature.condition_number(model, F.mse_loss, batch, max_iterations=200)
+    assert kappa == pytest.approx(exact, rel=1e-8)
+
+
+def test_condition_number_converges_each_end_relative_to_itself():
+    # An isolated lambda_min = 1e-3 under 10 (400 parameters): converged within 300
+    # products to tol of itself, and the ratio matches eigvalsh.
+    spectrum = [10.0, *torch.linspace(0.1, 10, 398).tolist(), 1e-3]
+    model, batch, values = least_squares(spectrum)
+    hessian = curvature.Hessian(model, F.mse_loss, batch)
+    kappa = hessian.condition_number(max_iterations=300)
+    assert kappa == pytest.approx((values[-1] / values[0]).item(), rel=1e-6)
+    assert hessian.num_products < 300
+
+
+@pytest.mark.parametrize("bottom", [0.0, 1e-14])
+def test_condition_number_of_a_numerically_singular_hessian_is_infinite_for_every_seed(bottom):
+    # 100 eigenvalues at 0 (or at 1e-14, below what float64 products resolve: eigvalsh of
+    # the exact Hessian finds -3.4e-15 for 0). Before, rounding picked the sign:
+    # 4.9e15, 1.1e16 or inf for seeds 0-2 at 0, and 5e14 for 1e-14.
+    spectrum = [5.0, *torch.linspace(0.5, 5, 99).tolist(), *[bottom] * 100]
+    model, batch, values = least_squares(spectrum)
+    assert abs(values[0].item()) < 1e-13 * values[-1].item()
+    for seed in range(5):
+        hessian = curvature.Hessian(model, F.mse_loss, batch)
+        assert hessian.condition_number(seed=seed) == math.inf
+        assert hessian.num_products < 100  # it stops at the first Ritz value that low
+
+
+def test_condition_number_of_an_mlp_made_positive_definite_by_weight_decay_in_the_loss():
+    model = mlp((4, 6, 3), seed=3)  # 51 parameters
+    inputs, targets = classification_batch(num_samples=40, num_features=4, num_classes=3)
+
+    def unpenalized(params):
+        return cross_entropy(functional_call(model, params, (inputs,)), targets)
+
+    lowest = torch.linalg.eigvalsh(dense_hessian(model, unpenalized))[0].item()
+    assert lowest < 0
+    decay = (0.01 - lowest) / 2  # lambda_min of the penalized loss: 0.01
+
+    def penalized(outputs, labels):
+        return cross_entropy(outputs, labels) + decay * sum(
+            p.square().sum() for p in model.parameters()
+        )
+
+    def written_out(params):
+        return unpenalized(params) + decay * sum(p.square().sum() for p in params.values())
+
+    values = torch.linalg.eigvalsh(dense_hessian(model, written_out))
+    assert values[0].item() == pytest.approx(0.01, rel=1e-9)
+    kappa = curvature.condition_number(model, penalized, (inputs, targets))
+    assert kappa == pytest.approx((values[-1] / values[0]).item(), rel=1e-6)
+
+
+def test_condition_number_in_float32_down_to_what_the_products_resolve():
+    # float32 products resolve lambda_min = 1e-4 lambda_max (kappa 1e4); at 1e-5 lambda_max
+    # (below 100 eps = 1.2e-5) the condition number is inf.
+    for bottom, resolved in ((1e-3, True), (3e-4, True), (1e-4, False)):
+        model, (inputs, targets), values = least_squares(
+            [10.0, *torch.linspace(0.1, 10, 48).tolist(), bottom]
+        )
+        exact = (values[-1] / values[0]).item()
+        model = model.float()
+        for seed in range(3):
+            kappa = curvature.condition_number(
+                model, F.mse_loss, (inputs.float(), targets.float()), tol=1e-3, seed=seed
+            )
+            if resolved:
+                assert kappa == pytest.approx(exact, rel=3e-3)
+            else:
+                assert kappa == math.inf

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from gradwise.curvature._hessian import Hessian, batch_size, scalar_loss
+from gradwise.curvature._hessian import Hessian, batch_size, parameters_reached
 
 if TYPE_CHECKING:
     from gradwise.curvature._hessian import Batch
@@ -57,8 +57,10 @@ class GaussNewtonSplit:
 def split_gauss_newton(hessian: Hessian, *, max_outputs: int) -> GaussNewtonSplit | str:
     """The split, or why it does not apply (a sentence) where it does not.
 
-    It applies in eval mode, to a loss that is a sum of per-sample terms and a model whose
-    outputs for one sample depend on that sample only, both checked here, with at most
+    It applies in eval mode, to a loss that is a sum of per-sample terms and reaches the
+    parameters through the model's outputs alone (a penalty in ``loss_fn`` on the weights
+    or on activations is in neither G nor R), and a model whose outputs for one sample
+    depend on that sample only, all checked here, with at most
     ``max_outputs`` outputs per sample (tr G costs one backward pass per output) and, unless
     every trainable parameter belongs to a linear layer run once on (samples, features),
     at most :data:`MAX_JACOBIAN_ENTRIES` per-sample Jacobian entries in all.
@@ -70,8 +72,8 @@ def split_gauss_newton(hessian: Hessian, *, max_outputs: int) -> GaussNewtonSpli
     weights: list[int] = []
     residual_batches: list[Batch] = []
     num_outputs = 0
-    for batch in hessian._batches:
-        parts = _batch_parts(hessian, batch, max_outputs, num_samples)
+    for index, batch in enumerate(hessian._batches):
+        parts = _batch_parts(hessian, index, max_outputs, num_samples)
         if isinstance(parts, str):
             return parts
         trace, loss_gradient, num_outputs = parts
@@ -316,29 +318,26 @@ def _linearized_loss(outputs: Tensor, loss_gradient: Tensor) -> Tensor:
 
 
 def _batch_parts(
-    hessian: Hessian, batch: Batch, max_outputs: int, total_samples: int
+    hessian: Hessian, index: int, max_outputs: int, total_samples: int
 ) -> tuple[float, Tensor, int] | str:
-    """tr G of one batch, dL/dz (detached) and the outputs per sample; or a reason."""
-    inputs, targets = batch
+    """tr G of batch ``index``, dL/dz (detached) and the outputs per sample; or a reason."""
+    inputs = hessian._batches[index][0]
     params = _detached_parameters(hessian)
     with hessian._forward_context():
-        outputs = functional_call(hessian._model, params, (inputs,), strict=False)
-        if not isinstance(outputs, Tensor) or outputs.dim() == 0:
-            return "the model's output is not one tensor with a batch dimension"
-        num_samples = outputs.shape[0]
+        loss = _loss_in_outputs(hessian, index, max_outputs)
+        if isinstance(loss, str):
+            return loss
+        outputs, value = loss
         num_outputs = outputs[0].numel()
-        if num_samples != batch_size(batch):
-            return "the model's output has no batch dimension in front"
-        if num_outputs > max_outputs:
-            return f"{num_outputs} outputs per sample cost more than a quarter of the probes"
-        blocks, loss_gradient = _loss_hessian_blocks(hessian, outputs.detach(), targets)
+        blocks, loss_gradient = _loss_hessian_blocks(outputs, value)
         if blocks is None:
             return "the loss couples samples (its Hessian in the outputs is not block-diagonal)"
+        outputs = outputs.detach()
         layers = _linear_layers(hessian)
         gram = (
             layers
             if isinstance(layers, str)
-            else _linear_per_sample_gram(hessian, params, layers, inputs, outputs.detach())
+            else _linear_per_sample_gram(hessian, params, layers, inputs, outputs)
         )
         if isinstance(gram, str) and gram != _MIXES_SAMPLES:  # per-sample Jacobians instead
             entries = total_samples * num_outputs * hessian.num_parameters
@@ -347,29 +346,47 @@ def _batch_parts(
                     f"the per-sample Jacobians would hold {entries:,} entries, more than "
                     f"{MAX_JACOBIAN_ENTRIES:,}: costlier than the probes they save"
                 )
-            gram = _per_sample_gram(hessian, params, inputs, outputs.detach())
+            gram = _per_sample_gram(hessian, params, inputs, outputs)
         if isinstance(gram, str):
             return gram
     trace = float((blocks * gram).sum())
     return trace, loss_gradient, num_outputs
 
 
-def _loss_hessian_blocks(
-    hessian: Hessian, outputs: Tensor, targets: Any
-) -> tuple[Tensor | None, Tensor]:
+def _loss_in_outputs(hessian: Hessian, index: int, max_outputs: int) -> tuple[Tensor, Tensor] | str:
+    """The model's outputs on batch ``index`` as a leaf and the loss taken of them, if the
+    loss depends on the parameters through those outputs alone; or why the split does not
+    apply. A penalty in ``loss_fn`` on the parameters (weight decay written into the loss)
+    or on activations (read from a forward hook) adds curvature that is neither in G nor
+    in R, the Hessian of <sg(dL/dz), z>."""
+    leaves, loss, outputs = hessian._loss_of_outputs(index)
+    if loss is None or outputs.dim() == 0:
+        return "the model's output is not one tensor with a batch dimension"
+    if outputs.shape[0] != batch_size(hessian._batches[index]):
+        return "the model's output has no batch dimension in front"
+    if outputs[0].numel() > max_outputs:
+        return f"{outputs[0].numel()} outputs per sample cost more than a quarter of the probes"
+    if parameters_reached(loss, leaves):
+        return (
+            "the loss_fn depends on the parameters other than through the model's outputs "
+            "(a penalty on the weights or activations), whose curvature G + R leaves out"
+        )
+    return outputs, loss
+
+
+def _loss_hessian_blocks(leaf: Tensor, loss: Tensor) -> tuple[Tensor | None, Tensor]:
     """The per-sample blocks (S, C, C) of the loss's Hessian in the outputs, and dL/dz.
 
-    If the blocks are the whole Hessian, C products recover them: the product with the
-    vector that is 1 at output c of every sample is column c of every block. A product with
-    a random vector checks that nothing lies outside the blocks (``None`` if it does).
+    ``loss`` is taken of ``leaf``, the model's outputs detached. If the blocks are the whole
+    Hessian, C products recover them: the product with the vector that is 1 at output c of
+    every sample is column c of every block. A product with a random vector checks that
+    nothing lies outside the blocks (``None`` if it does).
     """
-    num_samples, num_outputs = outputs.shape[0], outputs[0].numel()
-    leaf = outputs.detach().requires_grad_(True)
-    loss = scalar_loss(hessian._loss_fn(leaf, targets))
-    (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
+    num_samples, num_outputs = leaf.shape[0], leaf[0].numel()
+    (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True, materialize_grads=True)
     flat = gradient.reshape(num_samples, num_outputs)
     if not flat.requires_grad:  # the loss is linear in the outputs: H_L = 0
-        zeros = outputs.new_zeros(num_samples, num_outputs, num_outputs)
+        zeros = leaf.new_zeros(num_samples, num_outputs, num_outputs)
         return zeros, gradient.detach()
 
     def product(vector: Tensor) -> Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +36,24 @@ class _Shown:
         return self.text
 
 
+class _Objective(nn.Module):
+    """``loss_fn(model(inputs), targets)`` as one module, so that ``functional_call`` swaps
+    the parameters for the model's forward pass and ``loss_fn`` alike."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFunction) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = (loss_fn,)  # in a tuple: a loss that is a Module stays unregistered
+
+    def forward(self, inputs: Tensor, targets: Any, cut_outputs: bool) -> tuple[Any, Any]:
+        outputs = self.model(inputs)
+        if cut_outputs:
+            if not isinstance(outputs, Tensor):
+                return None, outputs
+            outputs = outputs.detach().requires_grad_(True)
+        return self.loss_fn[0](outputs, targets), outputs
+
+
 class Hessian:
     r"""The Hessian :math:`H = \nabla^2_\theta L(\theta)` of a model's loss, as an operator.
 
@@ -46,6 +64,11 @@ class Hessian:
     loss is evaluated through ``torch.func.functional_call`` on detached copies of the
     parameters and cloned buffers, so the model's parameters, buffers, ``.grad`` and
     train/eval flags are never changed, and torch's RNG state is restored after each pass.
+    The copies stand in for the parameters while ``loss_fn`` runs too, so a penalty in it
+    that reads them from the model (``model.parameters()``, ``model.weight``,
+    ``l2_penalty(model, ...)``) is part of :math:`H`; one that reaches them through tensors
+    held from before (a list of ``model.parameters()``, a ``regularize.Penalty``) would
+    be left out, and is refused with a ValueError.
 
     ``data`` is one ``(inputs, targets)`` batch or an iterable of such batches. With several
     batches, :math:`H` is the batch-size-weighted mean of the batches' Hessians (exact for a
@@ -53,16 +76,26 @@ class Hessian:
     are held in a list. With one batch, the gradient's graph is built once and kept, so each
     product is a single backward pass through it.
 
-    ``mode="eval"`` (the default, as in PyHessian) evaluates the model in eval mode:
-    dropout off, batch norm with its running statistics. ``mode="train"`` keeps training
-    behavior; every pass then starts from the same RNG state, so dropout draws the same
-    masks each time and :math:`H` is the Hessian of one fixed sub-network.
+    ``mode="eval"`` (the default, as in PyHessian) evaluates the model in eval mode
+    (``model.eval()``): dropout off, batch norm with its running statistics.
+    ``mode="train"`` evaluates it as it trains. A model in training mode is taken as it
+    is: every module keeps its own flag, so a layer put in eval mode inside it (a frozen
+    batch norm) stays in eval mode; a model in eval mode gets ``model.train()`` first (with
+    any ``train`` override of its modules), as a training loop does. Every pass then
+    starts from the same RNG state, so dropout draws the same masks each time and
+    :math:`H` is the Hessian of one fixed sub-network. Either way every module's flag is
+    restored after each pass.
+
+    Non-finite parameters, a batch without samples, a loss that is not finite and a
+    product that is not finite are refused with a ValueError that says which and where.
 
     Args:
         model: the network; its parameters' dtype (float64 for accurate spectra) and
             device are used for every vector.
-        loss_fn: ``loss_fn(model(inputs), targets) -> scalar tensor``, mean-reduced.
-        data: an ``(inputs, targets)`` batch or an iterable of batches.
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar tensor``, mean-reduced; it
+            may add penalties on the parameters that it reads from the model.
+        data: an ``(inputs, targets)`` batch or an iterable of batches, each with at
+            least one sample.
         mode: "eval" or "train".
         keep_graphs: with up to this many batches (default 16), each batch's gradient
             graph is built once and kept, so a product is one double backward per batch;
@@ -102,11 +135,12 @@ class Hessian:
         check("loss_fn", owner, loss_fn, Satisfies(callable, "a callable"))
         check("mode", owner, mode, OneOf(("eval", "train")))
         self._model = model
-        self._loss_fn = loss_fn
+        self._objective = _Objective(model, loss_fn)
         self._mode = mode
         self._batches = as_batches(data, owner)
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         _check_parameters(named, owner)
+        _check_finite_parameters(model, owner)
         self._names = [name for name, _ in named]
         self._parameters = [p for _, p in named]
         self._sizes = [p.numel() for p in self._parameters]
@@ -123,6 +157,7 @@ class Hessian:
         # benchmarks/hessian.py); the price is the batches' activations held in memory.
         self._keep_graphs = keep_graphs
         self._graphs: list[tuple[list[Tensor], Tensor]] | None = None
+        self._walked: set[int] = set()  # batches whose loss graph was searched (once each)
 
     @property
     def parameter_sizes(self) -> tuple[int, ...]:
@@ -142,22 +177,31 @@ class Hessian:
         self.num_products += 1
         keep = len(self._batches) <= max(self._keep_graphs, 1)
         if keep and self._graphs is None:
-            self._graphs = [self._gradient_graph(batch) for batch in self._batches]
+            self._graphs = [self._gradient_graph(index) for index in range(len(self._batches))]
         total = torch.zeros(self.num_parameters, dtype=self.dtype, device=self.device)
         weights = 0
         for index, batch in enumerate(self._batches):
-            leaves, gradient = self._graphs[index] if self._graphs else self._gradient_graph(batch)
+            leaves, gradient = self._graphs[index] if self._graphs else self._gradient_graph(index)
             weight = batch_size(batch)
             total += weight * _differentiate(leaves, gradient, vector, retain_graph=keep)
             weights += weight
-        return total / weights
+        product = total / weights
+        if not bool(torch.isfinite(product).all()):
+            raise ValueError(
+                "The Hessian-vector product is not finite, though the loss, the parameters "
+                f"and the vector are: {_count_non_finite(product)}. The loss's second "
+                "derivative is infinite or undefined at these parameters (sqrt or abs at 0, "
+                "say) or overflows the model's dtype; move off that point, or evaluate in "
+                "float64 (model.double())."
+            )
+        return product
 
     def gradient(self) -> Tensor:
         """The flat gradient of the loss (batch-size-weighted mean over the batches)."""
         total = torch.zeros(self.num_parameters, dtype=self.dtype, device=self.device)
         weights = 0
-        for batch in self._batches:
-            leaves, loss = self._loss(batch)
+        for index, batch in enumerate(self._batches):
+            leaves, loss = self._loss(index)
             grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
             weight = batch_size(batch)
             total += weight * torch.cat([g.reshape(-1) for g in grads])
@@ -210,7 +254,8 @@ class Hessian:
     def condition_number(
         self, *, tol: float = 1e-5, max_iterations: int = 100, seed: int = 0
     ) -> float:
-        """lambda_max / lambda_min (inf unless positive definite): see :func:`condition_number`."""
+        """lambda_max / lambda_min, each to ``tol`` of itself (inf unless positive definite
+        to working precision): see :func:`condition_number`."""
         return _spectrum().condition_number_of(
             self, tol=tol, max_iterations=max_iterations, seed=seed, owner="condition_number"
         )
@@ -229,8 +274,8 @@ class Hessian:
             owner="find_negative_curvature",
         )  # fmt: skip
 
-    def _gradient_graph(self, batch: Batch) -> tuple[list[Tensor], Tensor]:
-        leaves, loss = self._loss(batch)
+    def _gradient_graph(self, index: int) -> tuple[list[Tensor], Tensor]:
+        leaves, loss = self._loss(index)
         grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
         flat = [
             torch.zeros_like(leaf).reshape(-1) if g is None else g.reshape(-1)
@@ -238,17 +283,71 @@ class Hessian:
         ]
         return leaves, torch.cat(flat)
 
-    def _loss(self, batch: Batch) -> tuple[list[Tensor], Tensor]:
-        inputs, targets = batch
+    def _loss(self, index: int) -> tuple[list[Tensor], Tensor]:
+        """The loss on batch ``index`` and the leaves it is differentiated in."""
+        leaves, loss, _ = self._run(index, cut_outputs=False)
+        return leaves, self._checked(loss, index)
+
+    def _loss_of_outputs(self, index: int) -> tuple[list[Tensor], Tensor | None, Any]:
+        """``(leaves, loss, outputs)``: the loss on batch ``index`` taken of a detached copy
+        of the model's outputs that requires grad (``outputs``); the loss is None where
+        the outputs are not one tensor. What else the loss depends on (a penalty on the
+        parameters, say) still reaches the leaves."""
+        leaves, loss, outputs = self._run(index, cut_outputs=True)
+        return leaves, None if loss is None else self._checked(loss, index), outputs
+
+    def _run(self, index: int, *, cut_outputs: bool) -> tuple[list[Tensor], Any, Any]:
+        """``loss_fn(model(inputs), targets)`` on batch ``index`` with the trainable
+        parameters replaced by fresh leaves for the model's forward pass and ``loss_fn``
+        alike, so that a penalty in ``loss_fn`` reading ``model.parameters()`` is
+        differentiated too; run after the swap, it would see the originals."""
+        inputs, targets = self._batches[index]
         leaves = [p.detach().requires_grad_(True) for p in self._parameters]
-        state: dict[str, Tensor] = dict(zip(self._names, leaves, strict=True))
+        state: dict[str, Tensor] = {
+            f"model.{name}": leaf for name, leaf in zip(self._names, leaves, strict=True)
+        }
         if self._mode == "train":
             # Batch norm updates its running statistics in place in train mode: on clones.
-            state.update({name: b.clone() for name, b in self._model.named_buffers()})
+            state.update({f"model.{n}": b.clone() for n, b in self._model.named_buffers()})
         with self._forward_context():
-            outputs = functional_call(self._model, state, (inputs,), strict=False)
-            loss = self._loss_fn(outputs, targets)
-        return leaves, scalar_loss(loss)
+            loss, outputs = functional_call(
+                self._objective, state, (inputs, targets, cut_outputs), strict=False
+            )
+        return leaves, loss, outputs
+
+    def _checked(self, loss: Any, index: int) -> Tensor:
+        """``loss`` as a 0-d tensor that is finite and reaches the trainable parameters
+        only through the leaves; otherwise the error that says which."""
+        loss = scalar_loss(loss)
+        self._check_loss(loss, index)
+        return loss
+
+    def _check_loss(self, loss: Tensor, index: int) -> None:
+        """A finite loss that reaches the trainable parameters only through the leaves."""
+        count = len(self._batches)
+        where = "the batch" if count == 1 else f"batch {index + 1} of {count}"
+        if not bool(torch.isfinite(loss)):
+            raise ValueError(
+                "The 'loss_fn' parameter of Hessian must return a finite loss. Got "
+                f"{float(loss.detach())} on {where} instead. The trainable parameters are "
+                "finite: look for NaN or inf in that batch's inputs or targets, in the model's "
+                "frozen parameters or buffers (batch-norm statistics), or for a loss that "
+                "overflows (the log of 0)."
+            )
+        if index in self._walked:
+            return
+        reached = parameters_reached(loss, self._parameters)
+        if reached:
+            names = ", ".join(repr(self._names[i]) for i in reached)
+            raise ValueError(
+                "The 'loss_fn' parameter of Hessian must read the model's parameters from the "
+                "model when it is called (model.parameters(), model.<name>, "
+                f"l2_penalty(model, ...)). Got a loss that reaches {names} through tensors "
+                "held from before the call (a list of model.parameters(), a "
+                "gradwise.regularize.Penalty), whose curvature H would leave out; read them "
+                "from the model inside loss_fn instead."
+            )
+        self._walked.add(index)
 
     @contextlib.contextmanager
     def _forward_context(self) -> Iterator[None]:
@@ -258,7 +357,11 @@ class Hessian:
             torch.set_rng_state(self._cpu_rng)
             if self._cuda_rng is not None:
                 torch.cuda.set_rng_state(self._cuda_rng, self.device)
-            self._model.train(self._mode == "train")
+            # "train" with the model in training mode keeps every module's own flag (a
+            # batch norm the user put in eval stays there); from eval mode it is
+            # model.train(), as a training loop does. "eval" is model.eval().
+            if self._mode == "eval" or not self._model.training:
+                self._model.train(self._mode == "train")
             try:
                 yield
             finally:
@@ -275,6 +378,9 @@ class Hessian:
         ):
             shown = _Shown(_describe(vector))
             raise invalid_value_error("vector", "Hessian.matvec", expected, shown)
+        if not bool(torch.isfinite(vector).all()):
+            shown = _Shown(f"{_describe(vector)} with {_count_non_finite(vector)}")
+            raise invalid_value_error("vector", "Hessian.matvec", "finite", shown)
 
 
 def hessian_vector_product(
@@ -301,14 +407,27 @@ def as_batches(data: Any, owner: str) -> list[Batch]:
     """One ``(inputs, targets)`` batch, or an iterable of them, as a non-empty list."""
     expected = "an (inputs, targets) batch or an iterable of such batches"
     if _is_batch(data):
-        return [(data[0], data[1])]
+        return _check_samples([(data[0], data[1])], owner)
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
         raise invalid_value_error("data", owner, expected, _Shown(_describe(data)))
     batches = list(data)
     if not batches or not all(_is_batch(batch) for batch in batches):
         shown = "an empty iterable" if not batches else "an iterable with a non-batch item"
         raise invalid_value_error("data", owner, expected, _Shown(shown))
-    return [(batch[0], batch[1]) for batch in batches]
+    return _check_samples([(batch[0], batch[1]) for batch in batches], owner)
+
+
+def _check_samples(batches: list[Batch], owner: str) -> list[Batch]:
+    """``batches``, or the error for one without samples (whose mean loss is 0 / 0)."""
+    for index, (inputs, _) in enumerate(batches):
+        if batch_size((inputs, None)) == 0:
+            where = "the batch" if len(batches) == 1 else f"batch {index + 1} of {len(batches)}"
+            raise ValueError(
+                f"The 'data' parameter of {owner} must hold batches with at least one sample "
+                f"each. Got {where} with inputs of shape {tuple(inputs.shape)} instead; leave "
+                "the empty batches out."
+            )
+    return batches
 
 
 def batch_size(batch: Batch) -> int:
@@ -332,6 +451,53 @@ def _check_parameters(named: list[tuple[str, nn.Parameter]], owner: str) -> None
             "model", owner, "a Module whose trainable parameters share one dtype and device",
             _Shown(f"a Module with {shown}"),
         )  # fmt: skip
+
+
+def _check_finite_parameters(model: nn.Module, owner: str) -> None:
+    """Every parameter finite, or the error that names those that are not: a NaN or inf
+    would otherwise surface as a failed eigensolver deep inside Lanczos."""
+    bad = [
+        f"{name!r} ({_count_non_finite(p)})"
+        for name, p in model.named_parameters()
+        if not bool(torch.isfinite(p).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(
+            f"The 'model' parameter of {owner} must be a Module with finite parameters. Got "
+            f"a Module with non-finite entries in {shown} instead; reload them from a "
+            "checkpoint taken before they diverged (a lower learning rate or gradient "
+            "clipping keeps them finite)."
+        )
+
+
+def parameters_reached(loss: Tensor, parameters: Sequence[Tensor]) -> list[int]:
+    """The indices of ``parameters`` that ``loss``'s autograd graph reaches (as leaves).
+
+    A walk over the graph's nodes, not a backward pass: cheap next to the forward pass."""
+    if loss.grad_fn is None:
+        return []
+    wanted = {id(parameter): index for index, parameter in enumerate(parameters)}
+    found: set[int] = set()
+    seen = set()
+    stack = [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+        if variable is not None and id(variable) in wanted:
+            found.add(wanted[id(variable)])
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return sorted(found)
+
+
+def _count_non_finite(tensor: Tensor) -> str:
+    """How many NaN and infinite entries ``tensor`` holds, in words: "1 NaN of 32 entries"."""
+    counts = ((int(torch.isnan(tensor).sum()), "NaN"), (int(torch.isinf(tensor).sum()), "inf"))
+    found = " and ".join(f"{count} {kind}" for count, kind in counts if count)
+    return f"{found} of {tensor.numel()} entries"
 
 
 def _differentiate(

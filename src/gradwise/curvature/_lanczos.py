@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 # coefficient beta counts as zero: the Krylov space is invariant and the iteration restarts
 # from a fresh random vector orthogonal to it (finding repeated eigenvalues that way).
 _BREAKDOWN = 1e3
+# At most this multiple of machine epsilon times lambda_max, lambda_min is zero to working
+# precision (the condition number is inf). Measured: the exact zeros of a rank-deficient
+# least-squares Hessian came out as Ritz values of +-5 eps lambda_max in float64, while
+# float32 products still resolved lambda_min = 1e-4 lambda_max (~20 eps) to 1-3%.
+_RESOLUTION = 1e2
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def extreme_eigenpairs(
         chosen = wanted(values)
         if not bool((tridiagonal.residuals(vectors)[chosen] <= threshold).all()):
             return False
-        return _complement_settled(tridiagonal, values[chosen], num_largest, threshold)
+        return _complement_settled(tridiagonal, values[chosen], num_largest, threshold, threshold)
 
     start = _random_vector(hessian, generator)
     tridiagonal = lanczos(hessian, start, max_iterations, generator, converged)
@@ -145,8 +150,60 @@ def extreme_eigenpairs(
     return values[chosen], ritz_vectors
 
 
+def condition_extremes(
+    hessian: Hessian, *, tol: float, max_iterations: int, seed: int, owner: str
+) -> tuple[float, float] | None:
+    """(lambda_min, lambda_max) of a positive definite H, each to ``tol`` relative to itself;
+    None if H is not positive definite to working precision.
+
+    The condition number needs lambda_min to a relative accuracy, so its Ritz pair's residual
+    must be at most ``tol * lambda_min``, not ``tol`` times the largest |Ritz value| (which
+    let a lambda_min 1e4 times below lambda_max through with a 1-3% error, no warning). Ritz
+    values lie inside the spectrum: once the smallest is at most ``_RESOLUTION`` machine
+    epsilons times the largest (zero, negative, or below what the products resolve), so is
+    lambda_min, and the run stops there. A run that ends unconverged warns; its ratio of
+    Ritz values is then a lower bound of the condition number.
+    """
+    generator = torch.Generator(device=hessian.device).manual_seed(seed)
+    floor = _RESOLUTION * torch.finfo(hessian.dtype).eps
+
+    def singular(values: Tensor) -> bool:
+        return bool(values[0] <= floor * values.abs().max())
+
+    def converged(tridiagonal: Tridiagonal) -> bool:
+        values, vectors = tridiagonal.ritz()
+        if singular(values):
+            return True
+        residuals = tridiagonal.residuals(vectors)
+        top, bottom = tol * values[-1], tol * values[0]
+        if not (residuals[-1] <= top and residuals[0] <= bottom):
+            return False
+        return _complement_settled(tridiagonal, values[[-1, 0]], 1, top, bottom)
+
+    start = _random_vector(hessian, generator)
+    tridiagonal = lanczos(hessian, start, max_iterations, generator, converged)
+    values, _ = tridiagonal.ritz()
+    if singular(values):
+        return None
+    low, high = float(values[0]), float(values[-1])
+    if tridiagonal.alphas.numel() < hessian.num_parameters and not converged(tridiagonal):
+        warnings.warn(
+            f"{owner}: Lanczos did not bring lambda_min ({low:.4g}) and lambda_max "
+            f"({high:.4g}) to tol={tol} of themselves in max_iterations={max_iterations} "
+            f"Hessian-vector products; the condition number {high / low:.4g} is a lower "
+            "bound (Ritz values lie inside the spectrum). Raise max_iterations or tol.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return low, high
+
+
 def _complement_settled(
-    tridiagonal: Tridiagonal, chosen: Tensor, num_largest: int, threshold: Tensor
+    tridiagonal: Tridiagonal,
+    chosen: Tensor,
+    num_largest: int,
+    top_threshold: Tensor,
+    bottom_threshold: Tensor,
 ) -> bool:
     """After a restart, whether the unexplored space can still change the wanted values.
 
@@ -160,9 +217,11 @@ def _complement_settled(
     values, vectors = tridiagonal.ritz(tridiagonal.block_start)
     residuals = (tridiagonal.betas[-1] * vectors[-1]).abs()
     top, bottom = chosen[:num_largest], chosen[num_largest:]
-    if top.numel() and not (residuals[-1] <= threshold and values[-1] <= top.min()):
+    if top.numel() and not (residuals[-1] <= top_threshold and values[-1] <= top.min()):
         return False
-    return not (bottom.numel() and not (residuals[0] <= threshold and values[0] >= bottom.max()))
+    return not (
+        bottom.numel() and not (residuals[0] <= bottom_threshold and values[0] >= bottom.max())
+    )
 
 
 def quadrature(hessian: Hessian, num_iterations: int, generator: torch.Generator) -> Tridiagonal:

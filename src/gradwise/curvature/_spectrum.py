@@ -21,7 +21,12 @@ from gradwise._validation import (
     check_all,
 )
 from gradwise.curvature._gauss_newton import linear_residual_trace, split_gauss_newton
-from gradwise.curvature._lanczos import extreme_eigenpairs, quadrature, rademacher
+from gradwise.curvature._lanczos import (
+    condition_extremes,
+    extreme_eigenpairs,
+    quadrature,
+    rademacher,
+)
 
 if TYPE_CHECKING:
     from gradwise.curvature._hessian import Hessian
@@ -350,7 +355,15 @@ def negative_curvature_of(
 def condition_number_of(
     hessian: Hessian, *, tol: float, max_iterations: int, seed: int, owner: str
 ) -> float:
-    low, high, _ = extremes_of(
+    """lambda_max / lambda_min, each to ``tol`` of itself; inf where H is not positive
+    definite to working precision."""
+    check_all(
+        owner, {"tol": tol, "max_iterations": max_iterations, "seed": seed}, LANCZOS_CONSTRAINTS
+    )
+    extremes = condition_extremes(
         hessian, tol=tol, max_iterations=max_iterations, seed=seed, owner=owner
     )
-    return high / low if low > 0 else math.inf
+    if extremes is None:
+        return math.inf
+    low, high = extremes
+    return high / low
