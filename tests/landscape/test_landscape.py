@@ -20,6 +20,7 @@ from gradwise.landscape import (
     slice_1d,
     slice_2d,
 )
+from gradwise.regularize import Penalty, l2_penalty
 from tests.landscape.setups import (
     classification_data,
     classifier,
@@ -203,6 +204,98 @@ def test_batched_evaluation_equals_one_point_at_a_time(
     split = slice_2d(model, "cross_entropy", Dataset(inputs, targets), directions,
                      resolution=5, batch_size=5)  # fmt: skip
     np.testing.assert_allclose(split.losses, reference.losses, rtol=1e-12)
+
+
+def _sum_of_squares(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """Cross-entropy plus 0.3 times the squared norm of every parameter, read from ``model``
+    when the loss is called."""
+
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets) + 0.3 * sum(
+            p.square().sum() for p in model.parameters()
+        )
+
+    return loss
+
+
+def _with_l2_penalty(model: nn.Module) -> Callable[..., torch.Tensor]:
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets) + l2_penalty(model, 0.3)
+
+    return loss
+
+
+def _penalized_oracle(
+    make_loss: Callable[[nn.Module], Callable[..., torch.Tensor]],
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    data: tuple[torch.Tensor, torch.Tensor],
+) -> float:
+    """The oracle: ``params`` copied into a copy of the model, whose own loss is computed."""
+    work = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, parameter in work.named_parameters():
+            parameter.copy_(params[name])
+    return make_loss(work)(work(data[0]), data[1]).item()
+
+
+@pytest.mark.parametrize("make_loss", [_sum_of_squares, _with_l2_penalty])
+def test_a_penalty_that_loss_fn_reads_from_the_model_is_taken_at_each_point(
+    make_loss: Callable[[nn.Module], Callable[..., torch.Tensor]],
+) -> None:
+    # The loss was called after functional_call had put the model's own parameters back,
+    # so the penalty was the one at the center at every point: a constant.
+    data = classification_data()
+    model = classifier(0)
+    trained_buffers(model, data[0])
+    loss_fn = make_loss(model)
+    center = {name: p.detach().clone() for name, p in model.named_parameters()}
+    first, second = random_directions(model, seed=3)
+    curve = slice_1d(model, loss_fn, data, first, span=1.0, resolution=3)
+    for t, value in zip(curve.coordinates, curve.losses, strict=True):
+        point = {name: center[name] + t * first[name] for name in center}
+        assert value == pytest.approx(_penalized_oracle(make_loss, model, point, data), rel=1e-12)
+    surface = slice_2d(model, loss_fn, data, (first, second), span=1.0, resolution=3)
+    corner = {name: center[name] - first[name] + second[name] for name in center}
+    expected = _penalized_oracle(make_loss, model, corner, data)
+    assert surface.losses[0, 2] == pytest.approx(expected, rel=1e-12)
+    other = {name: p.detach().clone() for name, p in classifier(1).named_parameters()}
+    line = interpolate(model, center, other, loss_fn, data, num_points=3, extend=0.0)
+    expected = _penalized_oracle(make_loss, model, other, data)
+    assert line.losses[-1] == pytest.approx(expected, rel=1e-12)
+    assert line.losses[-1] != pytest.approx(line.losses[0], rel=1e-3)
+
+
+def test_a_penalty_read_from_the_model_is_the_same_evaluated_several_points_at_a_time() -> None:
+    data = classification_data()
+    model = classifier(0)
+    directions = random_directions(model, seed=3)
+    loss_fn = _sum_of_squares(model)
+    reference = slice_2d(model, loss_fn, data, directions, resolution=3, points_per_batch=1)
+    batched = slice_2d(model, loss_fn, data, directions, resolution=3, points_per_batch=4)
+    np.testing.assert_allclose(batched.losses, reference.losses, rtol=1e-12)
+    # under vmap no tensor requires grad, and l2_penalty(model, ...) picks its tensors by it
+    with pytest.raises(ValueError, match="must not depend on which parameters require grad"):
+        slice_2d(model, _with_l2_penalty(model), data, directions, points_per_batch=4)
+
+
+@pytest.mark.parametrize("points_per_batch", [1, 4])
+def test_a_penalty_on_tensors_held_from_before_the_call_is_refused(points_per_batch: int) -> None:
+    data = classification_data()
+    model = classifier(0)
+    direction = random_directions(model, num=1)[0]
+    held = list(model.parameters())
+    penalty = Penalty(model, l2=0.3)
+    before = _snapshot(model)
+    losses = [
+        lambda outputs, targets: F.cross_entropy(outputs, targets) + held[0].square().sum(),
+        lambda outputs, targets: F.cross_entropy(outputs, targets) + penalty(),
+    ]
+    for loss_fn in losses:
+        with pytest.raises(ValueError, match="^The 'loss_fn' parameter of slice_1d must read"):
+            slice_1d(model, loss_fn, data, direction, resolution=5,
+                     points_per_batch=points_per_batch)  # fmt: skip
+        _assert_same(model, before)
 
 
 def _snapshot(model: nn.Module) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from gradwise.curvature._hessian import _Objective, parameters_reached
 from gradwise.data import Dataset, iterate_once
 from gradwise.losses import LOSS_NAMES, get_loss
 
@@ -80,8 +82,9 @@ def untouched(model: nn.Module) -> Iterator[None]:
     """Eval mode and a forked RNG for the duration; every module's mode restored after.
 
     Parameters, buffers and ``.grad`` are never written: the points are evaluated with
-    ``torch.func.functional_call`` on separate tensors, under ``torch.no_grad``, and eval
-    mode keeps BatchNorm's running statistics (and num_batches_tracked) as they are.
+    ``torch.func.functional_call`` on separate tensors, under ``torch.no_grad`` (autograd
+    is on inside ``loss_fn`` for the first points, to check it; nothing is differentiated),
+    and eval mode keeps BatchNorm's running statistics (and num_batches_tracked) as they are.
     """
     modes = [(module, module.training) for module in model.modules()]
     devices = sorted({t.device.index or 0 for t in model.parameters() if t.is_cuda})
@@ -101,6 +104,7 @@ def evaluate_points(
     make_points: PointMaker,
     num_points: int,
     points_per_batch: int,
+    owner: str,
 ) -> Tensor:
     """The mean loss over ``batches`` at each of ``num_points`` parameter sets, in float64.
 
@@ -108,7 +112,17 @@ def evaluate_points(
     ``functional_call`` (one batched forward per data batch instead of one forward per
     point); ``points_per_batch=1`` is the plain loop, the reference the tests compare the
     batched path with. Batch losses are weighted by batch size (``loss_fn`` is a mean).
+    ``loss_fn`` runs inside the same parameter swap as the forward pass (``_Objective``),
+    so a penalty in it that reads the parameters from the model is taken at each point.
     """
+    objective = _Objective(model, loss_fn)
+    # For the first points loss_fn runs with autograd on, the forward pass still without:
+    # its graph then shows a penalty on tensors held from before the call (_check_reached)
+    # for the price of recording the penalty. Recording the forward pass too made the first
+    # point of a conv net 2.3x slower: a 21-point slice_1d of bench_evaluation.py's cnn1d
+    # took 24% longer (48.8 -> 60.3 ms, one thread); this way, no change beyond noise.
+    recording = _Objective(model, _with_autograd(loss_fn))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     total = sum(len(targets) for _, targets in batches)
     losses = []
     with untouched(model):
@@ -116,26 +130,99 @@ def evaluate_points(
             stop = min(start + points_per_batch, num_points)
             params = make_points(start, stop)
             chunk = torch.zeros(stop - start, dtype=torch.float64)
-            for inputs, targets in batches:
-                batch_losses = _batch_losses(model, loss_fn, params, inputs, targets)
-                chunk += batch_losses.detach().to("cpu", torch.float64) * len(targets)
+            for batch in batches:
+                if start == 0:
+                    batch_losses = _batch_losses(recording, params, trainable, *batch)
+                    _check_reached(batch_losses, model, owner)
+                else:
+                    batch_losses = _batch_losses(objective, params, trainable, *batch)
+                # (reshaped here: under no_grad a reshape in _batch_losses cuts the graph)
+                chunk += batch_losses.detach().to("cpu", torch.float64).reshape(-1) * len(batch[1])
+            if start == 0 and stop > 1:  # the first of the vmapped chunks
+                _check_flags(objective, params, trainable, batches[0], owner, stop)
             losses.append(chunk / total)
     return torch.cat(losses)
 
 
 def _batch_losses(
-    model: nn.Module,
-    loss_fn: LossFunction,
+    objective: _Objective,
     params: dict[str, Tensor],
+    trainable: set[str],
     inputs: Tensor,
     targets: Tensor,
 ) -> Tensor:
-    """(points,) losses of one data batch at the stacked parameter sets ``params``."""
+    """(points,) losses of one data batch at the stacked parameter sets ``params`` (for one
+    point, the loss as ``loss_fn`` returns it).
 
-    def loss_at(point: dict[str, Tensor]) -> Tensor:
-        return loss_fn(functional_call(model, point, (inputs,)), targets)
+    One point alone gets tensors that require grad where the model's parameters do, so a
+    penalty that picks them by it (``l2_penalty(model, ...)``) picks the same ones; under
+    ``no_grad`` that records nothing. Under vmap every tensor reports False: see
+    ``_check_flags``."""
+
+    def loss_at(state: dict[str, Tensor]) -> Tensor:
+        return functional_call(objective, state, (inputs, targets, False))[0]
 
     num_points = next(iter(params.values())).shape[0]
     if num_points == 1:
-        return loss_at({name: value[0] for name, value in params.items()}).reshape(1)
-    return vmap(loss_at)(params)
+        # Flagging the views is 4 us a point for 10 tensors; detaching first was 16 us.
+        return loss_at({
+            f"model.{name}": value[0].requires_grad_(name in trainable)
+            for name, value in params.items()
+        })  # fmt: skip
+    return vmap(loss_at)({f"model.{name}": value for name, value in params.items()})
+
+
+def _with_autograd(loss_fn: LossFunction) -> LossFunction:
+    def loss(outputs: Tensor, targets: Tensor) -> Tensor:
+        with torch.enable_grad():
+            return loss_fn(outputs, targets)
+
+    return loss
+
+
+def _check_reached(losses: Tensor, model: nn.Module, owner: str) -> None:
+    """The error for a loss whose graph reaches the model's own parameters: it does so only
+    through tensors held from before the call (a penalty on a list of
+    ``model.parameters()``), which keep their values at every point. A walk over the
+    graph's nodes, once per data batch."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    reached = parameters_reached(losses, [p for _, p in named])
+    if reached:
+        names = ", ".join(repr(named[i][0]) for i in reached)
+        raise ValueError(
+            f"The 'loss_fn' parameter of {owner} must read the model's parameters from the "
+            "model when it is called (model.parameters(), model.<name>, "
+            f"l2_penalty(model, ...)). Got a loss that reaches {names} through tensors held "
+            "from before the call (a list of model.parameters(), a "
+            "gradwise.regularize.Penalty), which would keep their values at every point of "
+            "the landscape; read them from the model inside loss_fn instead."
+        )
+
+
+def _check_flags(
+    objective: _Objective,
+    params: dict[str, Tensor],
+    trainable: set[str],
+    batch: Batch,
+    owner: str,
+    points_per_batch: int,
+) -> None:
+    """The error for a loss that depends on which parameters require grad, when points go
+    through vmap: there every tensor reports requires_grad=False, so ``l2_penalty(model,
+    ...)`` (``penalized_parameters``) would penalize nothing. Two one-point evaluations of
+    the first point, once per call."""
+    first = {name: value[:1] for name, value in params.items()}
+    with_flags = _batch_losses(objective, first, trainable, *batch)
+    as_model, as_vmap = float(with_flags), float(_batch_losses(objective, first, set(), *batch))
+    tolerance = 100 * torch.finfo(with_flags.dtype).eps
+    both_nan = math.isnan(as_model) and math.isnan(as_vmap)
+    if not (both_nan or math.isclose(as_model, as_vmap, rel_tol=tolerance)):
+        raise ValueError(
+            f"The 'loss_fn' parameter of {owner} must not depend on which parameters require "
+            f"grad when points are evaluated {points_per_batch} at a time (points_per_batch): "
+            "under torch.func.vmap every tensor reports requires_grad=False, so a penalty "
+            "that picks the parameters by it (l2_penalty(model, ...), penalized_parameters) "
+            f"leaves them all out. Got {as_model:.6g} at the first point with the model's "
+            f"requires_grad and {as_vmap:.6g} without; pass points_per_batch=1, or name the "
+            "penalized tensors (l2_penalty([model.fc.weight], ...))."
+        )

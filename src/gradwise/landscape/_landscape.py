@@ -138,6 +138,9 @@ def interpolate(
         params_a, params_b: a module or a mapping (``state_dict()``, ``named_parameters``)
             with a tensor for every parameter name of ``model``; extra keys are ignored.
         loss_fn: ``(outputs, targets) -> mean loss``, or "cross_entropy", "hinge", "mse".
+            It runs with the point's parameters in the model, so a penalty that reads
+            them from the model (``l2_penalty(model, ...)``) is taken at each point; one
+            on tensors held from before the call is refused with a ValueError.
         data: a :class:`gradwise.data.Dataset`, an ``(inputs, targets)`` pair, or a list
             of pairs; the loss is the sample-weighted mean over all of it.
         num_points: an int >= 2.
@@ -362,7 +365,7 @@ def _evaluate(
     loss = as_loss(loss_fn, owner)
     batches = as_batches(data, batch_size, model, owner)
     per_call = _points_per_batch(model, points_per_batch)
-    losses = evaluate_points(model, loss, batches, make_points, num_points, per_call)
+    losses = evaluate_points(model, loss, batches, make_points, num_points, per_call, owner)
     return losses.numpy()
 
 
