@@ -119,6 +119,45 @@ def test_activation_statistics_match_the_layer_outputs() -> None:
     assert probe["monitor_accuracy"] == float((scores.argmax(1) == targets).double().mean())
 
 
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.GELU, None], ids=["relu", "gelu", "none"])
+@pytest.mark.parametrize(
+    ("bias", "weight_scale"),
+    [(1e3, 0.5), (-3e4, 1.0), (1e3, 0.0), (0.1, 0.0)],
+    ids=["mean-1e3", "mean-minus-3e4", "constant-1e3", "constant-0.1"],
+)
+def test_the_std_of_activations_far_from_zero_matches_float64(
+    activation: type[nn.Module] | None, bias: float, weight_scale: float
+) -> None:
+    # |mean| >> std: float32 E[x^2] - E[x]^2 cancels (at mean 1e3 and std ~0.3 it read 0).
+    torch.manual_seed(0)
+    body = [nn.Linear(8, 32)] + ([activation()] if activation is not None else [])
+    model = nn.Sequential(*body, nn.Linear(32, 3))
+    with torch.no_grad():
+        model[0].weight.mul_(weight_scale)
+        # Under an activation, in its linear region: every ReLU unit active.
+        model[0].bias.fill_(bias if activation is None else abs(bias))
+    inputs, targets = data()
+    watched = ["1"] if activation is not None else ["0", "1"]  # else the Linear outputs
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [
+        model[int(n)].register_forward_hook(lambda m, a, o, n=n: outputs.__setitem__(n, o))
+        for n in watched
+    ]
+    with torch.no_grad():
+        model(inputs)
+    for handle in handles:
+        handle.remove()
+    watch = monitor.watch(model, monitor_data=(inputs, targets))
+    layers = {r["layer"]: r for r in records(watch, "activation", 0)}
+    for name in watched:
+        output = outputs[name].double()
+        expected = float(output.std(unbiased=False))
+        assert layers[name]["std"] == pytest.approx(expected, rel=1e-4, abs=1e-9)
+        assert layers[name]["mean"] == pytest.approx(float(output.mean()), rel=1e-6)
+    if weight_scale > 0:
+        assert float(outputs[watched[0]].std()) > 0.1  # not a constant
+
+
 def test_histograms_match_numpy_and_count_nonfinite_values_apart() -> None:
     torch.manual_seed(0)
     model = small_model(nn.Tanh)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gradwise.monitor._units import UnitAxes
+
 #: Units whose output is never > 0 on the monitoring subset are dead.
 DEAD_KINDS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 #: Activations with flat tails, and the test for "in the flat region" on their output.
@@ -397,6 +399,11 @@ class WatchedModule:
     dead: bool  # ReLU-like: count units that never fire
     saturation: Callable[[Tensor], Tensor] | None  # tanh/sigmoid: the flat-region test
 
+    @property
+    def per_unit(self) -> bool:
+        """Whether it has per-unit statistics (dead or saturated units)."""
+        return self.dead or self.saturation is not None
+
 
 def watched_modules(model: nn.Module) -> list[WatchedModule]:
     """The activation modules (ReLU, tanh, ...), in registration order; the Linear/Conv
@@ -417,18 +424,20 @@ def watched_modules(model: nn.Module) -> list[WatchedModule]:
 
 
 class _Stats:
-    """Accumulates the tensors a hook computes; converted to Python once, after the forward."""
+    """Measures each watched output in its hook; what the saturated fractions need is
+    converted to Python once, after the forward."""
 
-    def __init__(self, histograms: HistogramBatch | None, saturation_share: float) -> None:
+    def __init__(
+        self, histograms: HistogramBatch | None, saturation_share: float, unit_axes: UnitAxes
+    ) -> None:
         self.histograms = histograms
         self.saturation_share = saturation_share
-        # Per row: the module, the layer's name (see use_name), its output's size and the
-        # lengths of its parts: the per-unit sums of a ReLU-like output (else 0: its total
-        # is a scalar) and the per-unit shares of saturated outputs of a tanh/sigmoid (else
-        # 0). The sums of squares (and totals) are 0-dim tensors, in ``scalars``, and go
-        # to the host stacked: no reshape per layer.
-        self.rows: list[tuple[WatchedModule, str, int, int, int]] = []
-        self.scalars: list[Tensor] = []
+        self.unit_axes = unit_axes
+        # Per row: the module, the layer's name (see use_name), its output's mean, std,
+        # dead fraction (ReLU-like, else None), whether it had a NaN or inf, and the number
+        # of per-unit shares of saturated outputs of a tanh/sigmoid (else 0), which are
+        # tensors in ``parts``.
+        self.rows: list[tuple[WatchedModule, str, float, float, float | None, bool, int]] = []
         self.parts: list[Tensor] = []
         self.calls: dict[str, int] = {}  # calls of each module in this forward so far
 
@@ -443,77 +452,87 @@ class _Stats:
     def _measure(self, watched: WatchedModule, name: str, output: Tensor) -> None:
         values = output.reshape(-1)
         flat = _float32(values)
+        count = flat.numel()
         # The sum of squares by a dot product: torch.std_mean took ~60x longer on a
-        # (256, 32, 40) activation here.
-        squares = torch.dot(flat, flat)
-        self.scalars.append(squares)
-        # ReLU outputs are >= 0: a unit is dead when its sum over the subset is 0, and the
-        # per-unit sums also give the total (one pass instead of two). What follows from
-        # the sums (total, dead fraction) is computed on the host, after the forward.
-        num_sums = 0
+        # (256, 32, 40) activation here. It and the total are read now (0.2 us each on the
+        # CPU; on a GPU, a wait for the forward so far, which the histograms' finiteness
+        # check made anyway): whether the variance needs the values again (_variance) is
+        # decided while they exist.
+        squares = torch.dot(flat, flat).item()
+        units_last = output.dim() > 2 and watched.per_unit and self.unit_axes.units_last(name)
+        dead = None
         if watched.dead:
-            sums = _unit_sums(output)
-            self.parts.append(sums)
-            num_sums = sums.shape[0]
+            # ReLU outputs are >= 0: a unit is dead when its sum over the subset is 0, and
+            # the per-unit sums also give the total (one pass instead of two).
+            sums = _unit_sums(output, units_last).tolist()
+            total = sum(sums)
+            dead = sum(s <= 0 for s in sums) / len(sums)
         else:
-            self.scalars.append(flat.sum())
+            # (0.0 + the total: a total of -0.0 reads as 0.0, as sum() of the sums does.)
+            total = 0.0 + flat.sum().item()
+        finite = math.isfinite(total) and math.isfinite(squares)
+        std = math.sqrt(_variance(flat, squares, total)) if finite else math.nan
         num_shares = 0
         if watched.saturation is not None:
-            dims = _non_unit_dims(output)
-            shares = watched.saturation(output).float().mean(dim=dims).reshape(-1)  # (units,)
+            shares = _unit_means(watched.saturation(output).float(), units_last)  # (units,)
             self.parts.append(shares)
             num_shares = shares.shape[0]
-        self.rows.append((watched, name, flat.numel(), num_sums, num_shares))
+        self.rows.append((watched, name, total / count, std, dead, not finite, num_shares))
         if self.histograms is not None:
             # A non-finite entry makes the sum of squares non-finite (so does an overflow,
             # after which the histogram counts no NaN or inf: still right).
-            finite = math.isfinite(squares.item())
-            self.histograms.add(("activations", name), values, finite=finite)
+            self.histograms.add(("activations", name), values, finite=math.isfinite(squares))
 
     def results(
         self, scalars: Sequence[Tensor | None] = ()
     ) -> tuple[list[LayerActivations], list[float | None]]:
         """Every layer's statistics, and ``scalars`` (0-dim tensors, or None) as floats."""
-        # One host transfer for all the numbers of the probe, then plain Python: cheaper
-        # than numpy for a few dozen numbers per layer (in the training loop, 70 us per
-        # probe of the default cnn1d against 170 us).
+        # One host transfer for the rest of the numbers of the probe, then plain Python:
+        # cheaper than numpy for a few dozen numbers per layer (in the training loop, 70
+        # us per probe of the default cnn1d against 170 us).
         given = [
             _float32(scalar if scalar.dim() == 0 else scalar.reshape(()))  # a loss of shape (1,)
             for scalar in scalars
             if scalar is not None
         ]
-        stacked = self.scalars + given
-        pieces = ([torch.stack(stacked)] if stacked else []) + self.parts
+        pieces = ([torch.stack(given)] if given else []) + self.parts
         host: list[float] = torch.cat(pieces).tolist() if pieces else []
-        numbers = iter(host)  # the scalars in order, then the parts
-        parts = len(stacked)
+        numbers = iter(host[: len(given)])
+        start = len(given)  # the shares, in order
         layers = []
-        for watched, name, count, num_sums, num_shares in self.rows:
-            squares = next(numbers)
-            sums = host[parts : parts + num_sums]
-            shares = host[parts + num_sums : parts + num_sums + num_shares]
-            parts += num_sums + num_shares
-            # (0.0 + the total, as sum() of one number: a total of -0.0 reads as 0.0.)
-            total = sum(sums) if watched.dead else 0.0 + next(numbers)
-            mean = total / count
-            finite = math.isfinite(total) and math.isfinite(squares)
-            std = math.sqrt(max(squares / count - mean * mean, 0.0)) if finite else math.nan
-            dead = sum(s <= 0 for s in sums) / num_sums if watched.dead else None
+        for watched, name, mean, std, dead, nonfinite, num_shares in self.rows:
             saturated = None
             if watched.saturation is not None:
+                shares = host[start : start + num_shares]
+                start += num_shares
                 saturated = sum(s > self.saturation_share for s in shares) / num_shares
-            layers.append(
-                LayerActivations(
-                    name,
-                    type(watched.module).__name__,
-                    mean,
-                    std,
-                    dead,
-                    saturated,
-                    not finite,
-                )
-            )
+            module = type(watched.module).__name__
+            layers.append(LayerActivations(name, module, mean, std, dead, saturated, nonfinite))
         return layers, [None if scalar is None else next(numbers) for scalar in scalars]
+
+
+#: E[x^2] / var beyond which the variance is not taken as E[x^2] - E[x]^2 (|mean| > ~10
+#: std): the float32 sums carry errors of ~1e-6 E[x^2] into it. On normal values (16384
+#: to 10^6 of them) the std from them was off by up to 4e-5 at E[x^2] = 100 var, and by
+#: 17% to 100% at 10^6 var (mean 1e3, std 1); from the shifted values, by at most 2e-6.
+CANCELLATION_RATIO = 100.0
+
+
+def _variance(flat: Tensor, squares: float, total: float) -> float:
+    """The population variance of the finite float32 ``flat``, whose sum of squares and sum
+    are ``squares`` and ``total``: E[x^2] - E[x]^2, unless that cancels (see
+    ``CANCELLATION_RATIO``); then from the values shifted by their mean, one more pass
+    and a copy of them (~120 us on a (256, 32, 40) activation here)."""
+    count = flat.numel()
+    mean = total / count
+    second = squares / count
+    variance = second - mean * mean
+    if variance * CANCELLATION_RATIO >= second:
+        return max(variance, 0.0)
+    centered = flat - mean
+    # The float32 mean is off by ~1e-7 |mean|: what is left of it is taken out too.
+    offset = centered.sum().item() / count
+    return max(torch.dot(centered, centered).item() / count - offset * offset, 0.0)
 
 
 def use_name(calls: dict[str, int], name: str) -> str:
@@ -536,13 +555,11 @@ def _float32(tensor: Tensor) -> Tensor:
     return tensor if tensor.dtype == torch.float32 else tensor.float()
 
 
-def _non_unit_dims(output: Tensor) -> tuple[int, ...]:
-    """Every dim but the units' (dim 1: features of Linear, channels of Conv)."""
-    return (0, *range(2, output.dim())) if output.dim() >= 2 else (0,)
-
-
-def _unit_sums(output: Tensor) -> Tensor:
-    """Each unit's sum over the samples (and positions), in float32: shape (units,)."""
+def _unit_sums(output: Tensor, units_last: bool) -> Tensor:
+    """Each unit's sum over the samples (and positions), in float32: shape (units,).
+    ``units_last``: the units are the last dim (else dim 1; see ``_units``)."""
+    if units_last:  # (batch, *positions, units)
+        return output.reshape(-1, output.shape[-1]).sum(0, dtype=torch.float32)
     # Over the samples first, then the positions: one sum over dims (0, 2) of a
     # (256, 32, 40) ReLU output took twice as long here (50 us against 23).
     per_unit = output.sum(0, dtype=torch.float32)  # (units, *positions)
@@ -551,6 +568,14 @@ def _unit_sums(output: Tensor) -> Tensor:
     if per_unit.dim() == 2:  # the reshape below would be a no-op: one torch call saved
         return per_unit.sum(1)
     return per_unit.reshape(-1) if per_unit.dim() == 0 else per_unit.flatten(1).sum(1)
+
+
+def _unit_means(output: Tensor, units_last: bool) -> Tensor:
+    """Each unit's mean over the samples (and positions): shape (units,)."""
+    if units_last:  # (batch, *positions, units)
+        return output.reshape(-1, output.shape[-1]).mean(0)
+    dims = (0, *range(2, output.dim())) if output.dim() >= 2 else (0,)
+    return output.mean(dim=dims).reshape(-1)
 
 
 @contextmanager
@@ -613,14 +638,16 @@ def run_activation_probe(
     modules: Sequence[WatchedModule],
     histograms: HistogramBatch | None,
     saturation_share: float,
+    unit_axes: UnitAxes,
     custom_loss: bool = False,
 ) -> ActivationProbe:
     """One eval-mode forward on the monitoring subset with temporary forward hooks;
+    ``unit_axes`` says where the units of ``modules`` lie (made for this model);
     ``custom_loss``: ``loss_fn`` takes any outputs (else the loss needs a tensor)."""
-    stats = _Stats(histograms, saturation_share)
+    stats = _Stats(histograms, saturation_share, unit_axes)
     handles = [watched.module.register_forward_hook(stats.hook(watched)) for watched in modules]
     try:
-        with probe_mode(model, inputs.device):
+        with probe_mode(model, inputs.device), unit_axes.learning():
             outputs = model(inputs)
             loss_tensor, hits = _loss_and_hits(outputs, targets, loss_fn, custom_loss=custom_loss)
             correct_tensor = None if hits is None else hits.sum()

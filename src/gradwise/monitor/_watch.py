@@ -42,6 +42,7 @@ from gradwise.monitor._probes import (
     watched_modules,
 )
 from gradwise.monitor._thresholds import Thresholds
+from gradwise.monitor._units import UnitAxes
 
 if TYPE_CHECKING:
     from gradwise.data import Dataset
@@ -134,6 +135,7 @@ class Watch:
         self._validation: Batch | None = _as_batch(validation_data, model)
         self._gradients = GradientProbe(model)
         self._modules = watched_modules(model)
+        self._unit_axes = UnitAxes(model, per_unit=any(m.per_unit for m in self._modules))
         self._records: list[dict[str, Any]] = []
         self._histograms: dict[str, dict[int, dict[str, Histogram]]] = {
             "activations": {},
@@ -472,6 +474,7 @@ class Watch:
             modules=self._modules,
             histograms=histograms,
             saturation_share=self.thresholds.saturation_share,
+            unit_axes=self._unit_axes,
             custom_loss=self.loss_name is None,
         )
         if step == 0 and targets is not None and probe.loss is None:
