@@ -1,5 +1,7 @@
 """Pipeline: fit on each step's output, chain, reverse, name, nest, save."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -80,6 +82,53 @@ def test_inverse_transform_fails_at_a_step_without_inverse():
     pipeline = make_pipeline(MeanSubtract(per="sample"), Standardize()).fit(pixels(0))
     with pytest.raises(ValueError, match=r"MeanSubtract\(per='sample'\) has no inverse_transform"):
         pipeline.inverse_transform(np.zeros((2, 3, 3, 3)))
+
+
+def test_a_failing_inverse_names_the_step_by_position_and_name_and_the_fix():
+    # Two MeanSubtract steps: the class alone does not say which one cannot be undone.
+    train = pixels(0).astype(np.float64)
+    pipeline = Pipeline([MeanSubtract(per="sample"), MeanSubtract(), Standardize()]).fit(train)
+    out = pipeline.transform(train)
+    message = (
+        "Pipeline.inverse_transform failed at steps[0] 'meansubtract-1', "
+        "MeanSubtract(per='sample'): MeanSubtract(per='sample') has no inverse_transform: it "
+        "does not keep each sample's mean. Use per='feature', 'channel' or 'global' to undo "
+        "centering. To undo only the steps after steps[0], call "
+        "Pipeline(pipeline.steps[1:]).inverse_transform(X)."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        pipeline.inverse_transform(out)
+    # The prescribed call works: it undoes the two later steps.
+    centered = MeanSubtract(per="sample").fit_transform(train)
+    np.testing.assert_allclose(Pipeline(pipeline.steps[1:]).inverse_transform(out), centered)
+
+
+def test_a_failing_inverse_in_a_nested_pipeline_names_the_path_to_the_step():
+    inner = Pipeline([("per_image", MeanSubtract(per="sample")), Standardize()])
+    pipeline = Pipeline([Rescale(0.5), ("inner", inner), Standardize()]).fit(pixels(0))
+    with pytest.raises(
+        ValueError,
+        match=r"^Pipeline\.inverse_transform failed at steps\[1\] "
+        r"'inner' > steps\[0\] 'per_image', MeanSubtract\(per='sample'\): ",
+    ):
+        pipeline.inverse_transform(pipeline.transform(pixels(1)))
+
+
+def test_a_refused_input_and_an_unfitted_step_are_named_and_keep_their_type():
+    pipeline = Pipeline([("reduce", PCA(4)), Standardize()]).fit(pixels(0).reshape(60, -1))
+    message = (
+        "Pipeline.inverse_transform failed at steps[1] 'standardize', Standardize(): X has 5 "
+        "features, but this Standardize was fitted with 4 features. inverse_transform takes "
+        "what this pipeline's transform returns."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        pipeline.inverse_transform(np.zeros((2, 5)))
+    with pytest.raises(
+        NotFittedError,
+        match=r"^Pipeline\.inverse_transform failed at steps\[1\] 'standardize-2', "
+        r"Standardize\(\): This Standardize instance is not fitted yet\.",
+    ):
+        Pipeline([Standardize(), Standardize()]).inverse_transform(np.zeros((2, 4)))
 
 
 def test_steps_are_named_after_their_class_unless_named():

@@ -119,6 +119,82 @@ def test_crop_with_zero_padding_is_a_shift_with_a_zero_border():
     }
 
 
+def translated_by_hand(sample, shift, fill):
+    """sample (C, H, W) or (C, L) moved by ``shift``, position by position; what comes from
+    outside is ``fill`` at that position (a scalar, or a tensor broadcast to the sample)."""
+    fill = torch.as_tensor(fill, dtype=sample.dtype).expand(sample.shape)
+    out = torch.empty_like(sample)
+    for index in torch.cartesian_prod(*[torch.arange(n) for n in sample.shape]).reshape(
+        -1, sample.ndim
+    ):
+        c, *position = index.tolist()
+        source = [i - k for i, k in zip(position, shift, strict=True)]
+        inside = all(0 <= i < n for i, n in zip(source, sample.shape[1:], strict=True))
+        out[(c, *position)] = sample[(c, *source)] if inside else fill[(c, *position)]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("shape", "fill"),
+    [
+        (IMAGES, -1.5),
+        (IMAGES, torch.tensor([[[-3.0]], [[2.0]]])),  # per channel
+        (IMAGES, -torch.arange(60.0).reshape(2, 5, 6)),  # per position
+        (SIGNALS, -torch.arange(18.0).reshape(2, 9)),
+    ],
+)
+def test_shift_fills_what_comes_from_outside_with_fill(shape, fill):
+    x = distinct(shape)
+    out = RandomShift(max_shift=1, fill=fill, seed=2)(x)
+    zero_filled = RandomShift(max_shift=1, seed=2)(x)  # the same draws: reveals the shifts
+    for o, z, sample in zip(out, zero_filled, x, strict=True):
+        shift = match_shift(z, sample, 1)
+        assert torch.equal(o, translated_by_hand(sample, shift, fill))
+
+
+@pytest.mark.parametrize("padding_mode", ["constant", "zeros"])
+def test_crop_pads_with_fill(padding_mode):
+    x, padding = distinct(IMAGES), 2
+    fill = -7.0 if padding_mode == "constant" else 0.0
+    padded = F.pad(x, [padding] * 4, mode="constant", value=fill)
+    out = RandomCrop(padding, padding_mode=padding_mode, fill=fill, seed=4)(x)
+    corners = torch.cartesian_prod(*[torch.arange(2 * padding + 1)] * 2)
+    for o, p in zip(out, padded, strict=True):
+        assert sum(torch.equal(o, window(p, c.tolist(), IMAGES[2:])) for c in corners) == 1
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_rotation_fills_what_comes_from_outside_with_fill(interpolation):
+    # Padding with a constant c and rotating is rotating x - c with zeros and adding c back.
+    x = torch.rand(16, 2, 9, 9, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    fill = torch.tensor([[[-2.0]], [[3.0]]], dtype=torch.float64)
+    out = RandomRotation(45.0, interpolation, fill=fill, seed=1)(x)
+    expected = RandomRotation(45.0, interpolation, seed=1)(x - fill) + fill
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    assert (out == 3.0).any()  # corners came from outside
+
+
+def test_a_fill_that_does_not_fit_the_sample_or_the_padding_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'fill' parameter of RandomShift must broadcast to one sample of the "
+        r"batch, \(2, 5, 6\)\. Got a tensor of shape \(3, 1, 1\) instead\.$",
+    ):
+        RandomShift(1, fill=torch.zeros(3, 1, 1))(distinct(IMAGES))
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'fill' parameter of RandomCrop is the border of "
+        r"padding_mode='constant'; padding_mode='reflect' has no use for it\.",
+    ):
+        RandomCrop(2, padding_mode="reflect", fill=1.0)
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'fill' parameter of RandomRotation must be a "
+        r"finite float, or a float tensor of finite values",
+    ):
+        RandomRotation(10.0, fill=torch.tensor(float("nan")))
+
+
 def test_reflect_needs_padding_smaller_than_the_input():
     with pytest.raises(
         ValueError,
@@ -265,8 +341,8 @@ def test_bad_shapes_are_refused_clearly(augment):
         ),
         (
             lambda: RandomCrop(4, padding_mode="wrap"),
-            "The 'padding_mode' parameter of RandomCrop must be one of 'zeros', 'reflect', "
-            "'replicate'. Got 'wrap' instead.",
+            "The 'padding_mode' parameter of RandomCrop must be one of 'constant', 'zeros', "
+            "'reflect', 'replicate'. Got 'wrap' instead.",
         ),
         (
             lambda: RandomRotation((10.0, -10.0)),

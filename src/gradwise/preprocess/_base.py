@@ -35,6 +35,10 @@ class NotFittedError(ValueError, AttributeError):
     ``hasattr(transformer, "n_features_in_")`` is False before fitting, as in scikit-learn)."""
 
 
+class NoInverseError(ValueError):
+    """A transformer that cannot undo its transform: it does not keep what it removed."""
+
+
 class ConstantFeatureWarning(UserWarning):
     """Some features (channels, directions) do not vary in the fit data; they got scale 1."""
 

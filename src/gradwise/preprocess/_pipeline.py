@@ -9,7 +9,7 @@ from typing import Any, final
 from torch import Tensor
 
 from gradwise._validation import Satisfies, check
-from gradwise.preprocess._base import Preprocessor, StateDict
+from gradwise.preprocess._base import NoInverseError, NotFittedError, Preprocessor, StateDict
 
 Step = Preprocessor | tuple[str, Preprocessor]
 
@@ -51,9 +51,10 @@ class Pipeline(Preprocessor):
 
     ``fit(X)`` fits the first step on ``X``, the second on the first one's output, and so
     on; ``transform`` chains the steps' ``transform``; ``inverse_transform`` chains their
-    ``inverse_transform`` in reverse order (and fails, naming the step, where one has
-    none). Between steps the data stay float64 tensors, rounded once to the output dtype
-    at the end, so a float32 pipeline is as precise as its float64 twin. Pipelines nest.
+    ``inverse_transform`` in reverse order (and fails naming the step, by position and
+    name, where one has none or cannot take its input). Between steps the data stay
+    float64 tensors, rounded once to the output dtype at the end, so a float32 pipeline is
+    as precise as its float64 twin. Pipelines nest.
 
     Fit on the training split only: statistics computed on validation or test data leak
     information about them into training.
@@ -123,9 +124,49 @@ class Pipeline(Preprocessor):
         return x
 
     def _inverse64(self, x: Tensor) -> Tensor:
-        for step in reversed(self.named_steps.values()):
-            x = step._inverse64(x)
+        # Nested pipelines are flattened, so that an error names the innermost step.
+        leaves = self._leaves()
+        for position in reversed(range(len(leaves))):
+            where, index, step = leaves[position]
+            try:
+                x = step._inverse64(x)
+            except ValueError as error:
+                first = position == len(leaves) - 1  # the step that takes X itself
+                raise _inverse_error(error, where, step, index, len(self.steps), first) from None
         return x
+
+    def _leaves(self) -> list[tuple[str, int, Preprocessor]]:
+        """Every transformer in order, nested pipelines flattened: ``(where, index of the
+        top-level step holding it, transformer)``, ``where`` like
+        ``"steps[1] 'inner' > steps[0] 'meansubtract'"``."""
+        named = _named(self.steps)
+        leaves: list[tuple[str, int, Preprocessor]] = []
+        for index, (name, step) in enumerate(named):
+            where = f"steps[{index}] {name!r}"
+            if isinstance(step, Pipeline):
+                leaves += [(f"{where} > {inner}", index, leaf) for inner, _, leaf in step._leaves()]
+            else:
+                leaves.append((where, index, step))
+        return leaves
+
+
+def _inverse_error(
+    error: ValueError, where: str, step: Preprocessor, index: int, num_steps: int, first: bool
+) -> ValueError:
+    """``error``, raised by ``step`` in ``inverse_transform``, naming the step and the fix."""
+    message = f"Pipeline.inverse_transform failed at {where}, {step!r}: {error}"
+    if isinstance(error, NoInverseError) and index + 1 < num_steps:
+        message += (
+            f" To undo only the steps after steps[{index}], call "
+            f"Pipeline(pipeline.steps[{index + 1}:]).inverse_transform(X)."
+        )
+    elif first and not isinstance(error, NotFittedError | NoInverseError):
+        # X itself is refused: it is not shaped like what transform returns.
+        message += " inverse_transform takes what this pipeline's transform returns."
+    try:
+        return type(error)(message)
+    except TypeError:  # a ValueError subclass with another signature
+        return ValueError(message)
 
 
 def make_pipeline(*steps: Preprocessor) -> Pipeline:

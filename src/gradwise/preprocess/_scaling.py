@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from gradwise._validation import NON_NEGATIVE, Boolean, OneOf, Satisfies
-from gradwise.preprocess._base import Transformer, warn_constant
+from gradwise.preprocess._base import NoInverseError, Transformer, warn_constant
 
 _STATISTICS = ("feature", "channel", "global")
 
@@ -158,7 +158,7 @@ class MeanSubtract(Transformer):
 
     def _inverse(self, x: Tensor) -> Tensor:
         if self.per == "sample":
-            raise ValueError(
+            raise NoInverseError(
                 "MeanSubtract(per='sample') has no inverse_transform: it does not keep each "
                 "sample's mean. Use per='feature', 'channel' or 'global' to undo centering."
             )

@@ -2,7 +2,9 @@
 
 Every augmentation is an ``nn.Module`` that draws from its own generators, never from
 torch's global one, and is the identity in eval mode (``.eval()``). Compose them with
-``torch.nn.Sequential``.
+``torch.nn.Sequential``. Those that bring in values from outside the input (shift, crop,
+rotation) fill them with ``fill``: 0 by default, which is black or silence on raw data but
+the mean on standardized data; pass the value that means "nothing" where they run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,50 @@ from gradwise._validation import (
 
 _SHAPES = {3: "a batch of signals (N, C, L)", 4: "a batch of images (N, C, H, W)"}
 _SEED = Either((NON_NEGATIVE_INT, Satisfies(lambda v: v is None, "None")))
-_TORCH_PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}
+_TORCH_PADDING_MODES = {
+    "constant": "constant",
+    "zeros": "constant",
+    "reflect": "reflect",
+    "replicate": "replicate",
+}
+
+
+def _is_fill(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.is_floating_point() and value.ndim <= 3 and bool(value.isfinite().all())
+    return Interval(finite=True).is_satisfied_by(value)
+
+
+FILL = Satisfies(
+    _is_fill,
+    "a finite float, or a float tensor of finite values that broadcasts to one sample "
+    "((C, H, W) or (C, L))",
+)
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
+def _fill_border(out: Tensor, coverage: Tensor, fill: float | Tensor, owner: str) -> Tensor:
+    """``out`` (zero where nothing of the input landed) with ``fill`` there instead.
+
+    ``coverage`` is the same augmentation applied to ones, (N, 1, ...): 1 where the output
+    comes from the input, 0 where it comes from outside, in between where an interpolation
+    mixed the two; the fill gets the rest of the weight, as padding with it would.
+    """
+    if isinstance(fill, Tensor):
+        sample = tuple(out.shape[1:])
+        if not _broadcasts_to(tuple(fill.shape), sample):
+            raise ValueError(
+                f"The 'fill' parameter of {owner} must broadcast to one sample of the batch, "
+                f"{sample}. Got a tensor of shape {tuple(fill.shape)} instead."
+            )
+        fill = fill.to(device=out.device, dtype=out.dtype)
+    return out + (1 - coverage) * fill
 
 
 class _Augmentation(nn.Module):
@@ -131,9 +176,11 @@ class RandomHorizontalFlip(_Augmentation):
 
 
 class _RandomTranslation(_Augmentation):
-    """Shift each sample by whole pixels (per axis), filling the border by ``padding_mode``."""
+    """Shift each sample by whole pixels (per axis), filling the border by ``padding_mode``
+    (``"constant"``: with ``fill``)."""
 
     padding_mode: str
+    fill: float | Tensor
 
     def _max_shifts(self, x: Tensor) -> list[int]:
         raise NotImplementedError
@@ -148,7 +195,15 @@ class _RandomTranslation(_Augmentation):
             torch.randint(-s, s + 1, (x.shape[0],), generator=generator, device=x.device)
             for s in max_shifts
         ]
-        return _translate(x, shifts, max_shifts, self.padding_mode)
+        out = _translate(x, shifts, max_shifts, self.padding_mode)
+        if _TORCH_PADDING_MODES[self.padding_mode] != "constant" or _is_zero(self.fill):
+            return out
+        coverage = _translate(torch.ones_like(x[:, :1]), shifts, max_shifts, "constant")
+        return _fill_border(out, coverage, self.fill, type(self).__name__)
+
+
+def _is_zero(fill: float | Tensor) -> bool:
+    return not isinstance(fill, Tensor) and fill == 0
 
 
 def _translate(x: Tensor, shifts: list[Tensor], pads: list[int], padding_mode: str) -> Tensor:
@@ -173,19 +228,23 @@ def _translate(x: Tensor, shifts: list[Tensor], pads: list[int], padding_mode: s
 
 @final
 class RandomShift(_RandomTranslation):
-    r"""Translate each sample by a random whole number of pixels, filling with zeros.
+    r"""Translate each sample by a random whole number of pixels, filling with ``fill``.
 
     Images move by independent shifts :math:`(k_H, k_W)`, signals by :math:`k_L`, each
     uniform on the integers in :math:`[-s, s]`, with ``out[..., i] = x[..., i - k]`` (a
-    positive shift moves content down / right / later) and zeros where ``i - k`` falls
-    outside the input: a translation, not a wrap-around ``torch.roll``. An int
-    ``max_shift`` is in pixels; a float in [0, 1) is a fraction of each axis' length
-    (:math:`s = \lfloor f \cdot \text{length} \rfloor`), like Keras'
+    positive shift moves content down / right / later) and ``fill[..., i]`` (0 by
+    default) where ``i - k`` falls outside the input: a translation, not a wrap-around
+    ``torch.roll``. An int ``max_shift`` is in pixels; a float in [0, 1) is a fraction of
+    each axis' length (:math:`s = \lfloor f \cdot \text{length} \rfloor`), like Keras'
     ``width_shift_range``, but the shifts stay whole pixels, so nothing is interpolated.
     ``RandomShift(s)`` with an int draws the same distribution as ``RandomCrop(s)``.
 
     Args:
         max_shift: :math:`s`, an int >= 0 (pixels) or a float in [0, 1) (a fraction).
+        fill: the value of the positions that come from outside: a float (default 0), or
+            a tensor that broadcasts to one sample, e.g. ``(C, 1, 1)`` per channel or
+            ``(C, H, W)`` per position. 0 is black or silence on raw data, but the mean on
+            standardized data.
         seed: seeds the augmentation's own generator, an int >= 0; None (default) draws it
             once from torch's global generator at construction.
 
@@ -197,12 +256,16 @@ class RandomShift(_RandomTranslation):
         torch.Size([8, 3, 32, 32])
     """
 
-    padding_mode = "zeros"
+    padding_mode = "constant"
 
-    def __init__(self, max_shift: int | float, seed: int | None = None) -> None:
+    def __init__(
+        self, max_shift: int | float, fill: float | Tensor = 0.0, seed: int | None = None
+    ) -> None:
         check("max_shift", "RandomShift", max_shift, _MAX_SHIFT)
+        check("fill", "RandomShift", fill, FILL)
         super().__init__(seed)
         self.max_shift = max_shift
+        self.fill = fill
 
     def _max_shifts(self, x: Tensor) -> list[int]:
         lengths = x.shape[2:]
@@ -211,7 +274,13 @@ class RandomShift(_RandomTranslation):
         return [int(self.max_shift * length) for length in lengths]
 
     def extra_repr(self) -> str:
-        return f"max_shift={self.max_shift!r}, seed={self.seed!r}"
+        return f"max_shift={self.max_shift!r}, {_fill_repr(self.fill)}seed={self.seed!r}"
+
+
+def _fill_repr(fill: float | Tensor) -> str:
+    if isinstance(fill, Tensor):
+        return f"fill=<tensor of shape {tuple(fill.shape)}>, "
+    return "" if fill == 0 else f"fill={fill!r}, "
 
 
 _MAX_SHIFT = Either(
@@ -235,13 +304,18 @@ class RandomCrop(_RandomTranslation):
     The crop's corner is uniform over the :math:`(2p + 1)^2` positions of an image
     (:math:`2p + 1` of a signal), drawn per sample: the classic CIFAR augmentation
     (pad 4, crop 32). The output is the input shifted by :math:`p - \text{offset}` pixels
-    along each axis with a border of ``padding_mode``: ``"zeros"``, ``"reflect"`` (mirror
-    without repeating the edge; needs ``padding`` smaller than each spatial length) or
+    along each axis with a border of ``padding_mode``: ``"constant"`` (``fill``),
+    ``"zeros"`` (the same with ``fill=0``, torch's name), ``"reflect"`` (mirror without
+    repeating the edge; needs ``padding`` smaller than each spatial length) or
     ``"replicate"`` (repeat the edge).
 
     Args:
         padding: :math:`p`, an int >= 0.
-        padding_mode: ``"zeros"`` (default), ``"reflect"`` or ``"replicate"``.
+        padding_mode: ``"constant"`` (default), ``"zeros"``, ``"reflect"`` or
+            ``"replicate"``.
+        fill: the border's value with ``padding_mode="constant"``, as for
+            :class:`RandomShift`: a float (default 0) or a tensor that broadcasts to one
+            sample. 0 is black on raw images, but the mean on standardized ones.
         seed: seeds the augmentation's own generator, an int >= 0; None (default) draws it
             once from torch's global generator at construction.
 
@@ -256,14 +330,23 @@ class RandomCrop(_RandomTranslation):
     def __init__(
         self,
         padding: int,
-        padding_mode: Literal["zeros", "reflect", "replicate"] = "zeros",
+        padding_mode: Literal["constant", "zeros", "reflect", "replicate"] = "constant",
+        fill: float | Tensor = 0.0,
         seed: int | None = None,
     ) -> None:
         check("padding", "RandomCrop", padding, NON_NEGATIVE_INT)
         check("padding_mode", "RandomCrop", padding_mode, OneOf(tuple(_TORCH_PADDING_MODES)))
+        check("fill", "RandomCrop", fill, FILL)
+        if padding_mode != "constant" and not _is_zero(fill):
+            raise ValueError(
+                f"The 'fill' parameter of RandomCrop is the border of padding_mode='constant'"
+                f"; padding_mode={padding_mode!r} has no use for it. Pass "
+                "padding_mode='constant' to fill the border, or leave fill at 0."
+            )
         super().__init__(seed)
         self.padding = int(padding)
         self.padding_mode = padding_mode
+        self.fill = fill
 
     def _max_shifts(self, x: Tensor) -> list[int]:
         smallest = min(x.shape[2:])
@@ -276,24 +359,31 @@ class RandomCrop(_RandomTranslation):
         return [self.padding] * (x.ndim - 2)
 
     def extra_repr(self) -> str:
-        return f"padding={self.padding!r}, padding_mode={self.padding_mode!r}, seed={self.seed!r}"
+        return (
+            f"padding={self.padding!r}, padding_mode={self.padding_mode!r}, "
+            f"{_fill_repr(self.fill)}seed={self.seed!r}"
+        )
 
 
 @final
 class RandomRotation(_Augmentation):
-    """Rotate each image about its centre by a random angle, in degrees, filling with zeros.
+    """Rotate each image about its centre by a random angle, in degrees, filling with ``fill``.
 
     The angle is uniform on :math:`[-d, d]` for ``degrees=d``, or on :math:`[a, b]` for
     ``degrees=(a, b)``, drawn per image; a positive angle turns the picture
     counter-clockwise as displayed (with row 0 at the top), so 90 degrees is
     ``torch.rot90(x, 1, dims=(-2, -1))``. The centre is the middle of the pixel grid,
     :math:`((W - 1)/2, (H - 1)/2)`; pixels are resampled by ``interpolation`` (kornia's
-    ``rotate``, with ``align_corners=True``). Images only: a signal has no plane to
-    rotate in.
+    ``rotate``, with ``align_corners=True``). Corners that come from outside the image
+    are ``fill`` (pixels on the edge mix it in as they would mix a padding of it). Images
+    only: a signal has no plane to rotate in.
 
     Args:
         degrees: :math:`d`, a float in [0, 180], or a pair :math:`(a, b)` in [-180, 180].
         interpolation: ``"bilinear"`` (default) or ``"nearest"``.
+        fill: the value of what comes from outside, as for :class:`RandomShift`: a float
+            (default 0) or a tensor that broadcasts to one image. 0 is black on raw
+            images, but the mean on standardized ones.
         seed: seeds the augmentation's own generator, an int >= 0; None (default) draws it
             once from torch's global generator at construction.
 
@@ -309,13 +399,16 @@ class RandomRotation(_Augmentation):
         self,
         degrees: float | tuple[float, float],
         interpolation: Literal["bilinear", "nearest"] = "bilinear",
+        fill: float | Tensor = 0.0,
         seed: int | None = None,
     ) -> None:
         check("degrees", "RandomRotation", degrees, _DEGREES)
         check("interpolation", "RandomRotation", interpolation, OneOf(("bilinear", "nearest")))
+        check("fill", "RandomRotation", fill, FILL)
         super().__init__(seed)
         self.degrees = degrees
         self.interpolation = interpolation
+        self.fill = fill
         if isinstance(degrees, tuple | list):
             self._low, self._high = float(degrees[0]), float(degrees[1])
         else:
@@ -329,10 +422,17 @@ class RandomRotation(_Augmentation):
         generator = self._generator(x.device)
         uniform = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
         angles = self._low + (self._high - self._low) * uniform  # (batch,) degrees
-        return rotate(x, angles, mode=self.interpolation, padding_mode="zeros")
+        out = rotate(x, angles, mode=self.interpolation, padding_mode="zeros")
+        if _is_zero(self.fill):
+            return out
+        coverage = rotate(torch.ones_like(x[:, :1]), angles, mode=self.interpolation)
+        return _fill_border(out, coverage, self.fill, "RandomRotation")
 
     def extra_repr(self) -> str:
-        return f"degrees={self.degrees!r}, interpolation={self.interpolation!r}, seed={self.seed!r}"
+        return (
+            f"degrees={self.degrees!r}, interpolation={self.interpolation!r}, "
+            f"{_fill_repr(self.fill)}seed={self.seed!r}"
+        )
 
 
 _DEGREES = Either(

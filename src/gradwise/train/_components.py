@@ -116,10 +116,25 @@ def build_preprocessing(entries: Sequence[Any], path: str) -> preprocess.Pipelin
     return preprocess.Pipeline(steps) if steps else None
 
 
+#: The augmentations that bring in values from outside the input (a border, corners).
+BORDERED = ("shift", "crop", "rotation")
+
+#: Maps an entry's ``fill`` (as configured) and its config path to the module's ``fill``.
+FillMap = Callable[[Any, str], Any]
+
+
 def build_augmentation(
-    entries: Sequence[Any], path: str, seed: int, num_classes: int | None
+    entries: Sequence[Any],
+    path: str,
+    seed: int,
+    num_classes: int | None,
+    fill_map: FillMap | None = None,
 ) -> tuple[nn.Module | None, regularize.Mixup | None]:
-    """The augmentation modules (in order) and mixup, each seeded from the run's seed."""
+    """The augmentation modules (in order) and mixup, each seeded from the run's seed.
+
+    ``fill_map`` turns the ``fill`` of shift, crop and rotation (default 0) into the value
+    they fill with, where they run (after the preprocessing); None passes it unchanged.
+    """
     modules: list[nn.Module] = []
     mixup = None
     for index, entry in enumerate(entries):
@@ -130,11 +145,29 @@ def build_augmentation(
                 unknown_name_message("augmentation", name, where, list(AUGMENTATIONS))
             )
         args = {"seed": seed * 1000 + index, **args}
+        if name in BORDERED and fill_map is not None:
+            args = _mapped_fill(args, where, fill_map)
         if name == "mixup":
             mixup = construct(AUGMENTATIONS[name], {"num_classes": num_classes, **args}, where)
         else:
             modules.append(construct(AUGMENTATIONS[name], args, where))
     return (nn.Sequential(*modules) if modules else None), mixup
+
+
+def _mapped_fill(args: dict[str, Any], where: str, fill_map: FillMap) -> dict[str, Any]:
+    """The entry's arguments with its ``fill`` mapped (a crop's constant border only)."""
+    mode = args.get("padding_mode", "constant")
+    if mode not in ("constant", "zeros"):
+        return args  # reflect or replicate: no fill (RandomCrop refuses one)
+    fill = args.get("fill", 0.0)
+    if mode == "zeros":  # a crop: zeros is the inputs' 0, the default fill
+        if not (isinstance(fill, int | float) and fill == 0):
+            raise ConfigError(
+                f"'{where}' has padding_mode zeros, which pads with 0, and fill {fill!r}; "
+                "use padding_mode: constant with that fill"
+            )
+        args = {**args, "padding_mode": "constant"}
+    return {**args, "fill": fill_map(fill, f"{where}.fill")}
 
 
 def build_optimizer(

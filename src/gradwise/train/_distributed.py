@@ -32,12 +32,14 @@ from gradwise.train._from_config import (
     _device,
     _fit_and_report,
     check_sync_batch_norm,
+    keep_preprocessing_warnings,
     make_trainer,
     prepare_run,
     rank_device_type,
     resumable_folder,
     run_prefix,
     saved_preprocessing,
+    warn_preprocessing,
 )
 
 
@@ -163,6 +165,10 @@ def _train(
         Path(announce).write_text(str(folder.path))
     if world.is_main and resume is None and prepared.preprocessing is not None:
         preprocess.save(prepared.preprocessing, folder.preprocess_path)
+    if world.is_main and resume is None:  # once, although every rank (and the launcher) fitted it
+        warn_preprocessing(prepared)
+    if world.is_main and resume is not None:
+        keep_preprocessing_warnings(prepared, folder)
     prepared.config = replace(settings, name=folder.path.name)
     prepared.model = model
     trainer = make_trainer(

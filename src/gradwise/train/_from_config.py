@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,9 @@ class PreparedRun:
     device: torch.device
     averaging: WeightAverage | None = None
     warm_start: WarmStartReport | None = None
+    #: The ConstantFeatureWarnings of fitting the preprocessing, kept to be issued once
+    #: (:func:`warn_preprocessing`) and recorded in the run's summary.
+    preprocessing_warnings: tuple[str, ...] = ()
 
 
 def prepare_run(
@@ -85,7 +89,8 @@ def prepare_run(
     data = _load_data(config, entry_points)
     _check_loss_fits_task(config.loss, data)
     _check_monitored_metrics(config, data)
-    data, preprocessing = _preprocess(data, config, preprocessing)
+    raw_train_inputs = data.train.inputs
+    data, preprocessing, preprocessing_warnings = _preprocess(data, config, preprocessing)
     model = _build_model(config, data, entry_points).to(device)
     _initialize(model, config)
     warm = _warm_start(model, config, resuming)
@@ -98,7 +103,11 @@ def prepare_run(
     averaging = averaging_for_run(config.averaging, model, total_steps)
     scheduler = _scheduler(config, optimizer, total_steps, scale, averaging)
     augment, mixup = build_augmentation(
-        config.data.augment, "train.data.augment", config.seed, data.num_classes
+        config.data.augment,
+        "train.data.augment",
+        config.seed,
+        data.num_classes,
+        partial(_preprocessed_fill, raw_train_inputs, preprocessing),
     )
     if mixup is not None and config.loss == "hinge":
         raise ConfigError(
@@ -117,6 +126,7 @@ def prepare_run(
         device,
         averaging,
         warm_start=warm,
+        preprocessing_warnings=preprocessing_warnings,
     )
 
 
@@ -206,6 +216,7 @@ def train(
 ) -> FitResult:
     """Run a configured training from scratch in a new run folder (``callbacks`` added)."""
     prepared = prepare_run(config)
+    warn_preprocessing(prepared)
     folder = RunFolder.create(config.runs_dir, config.name, prefix=run_prefix(config))
     config = replace(config, name=folder.path.name)
     prepared.config = config
@@ -238,8 +249,33 @@ def resume(
         # The checkpoint wins over the source; the summary keeps the first start's report.
         record = read_summary(folder).get("warm_start") if folder.summary_path.is_file() else None
         prepared.warm_start = WarmStartReport.from_dict(record) if record else None
+    keep_preprocessing_warnings(prepared, folder)
     trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
     return _fit_and_report(trainer, folder, True)
+
+
+def warn_preprocessing(prepared: PreparedRun) -> None:
+    """Issue the preprocessing's ConstantFeatureWarnings, once per run: by the process that
+    trains a new run (rank 0 of a distributed one), not by every :func:`prepare_run`."""
+    for message in prepared.preprocessing_warnings:
+        warnings.warn(
+            f"in 'train.data.preprocess': {message}",
+            preprocess.ConstantFeatureWarning,
+            stacklevel=3,  # the caller of train()
+        )
+
+
+def keep_preprocessing_warnings(prepared: PreparedRun, folder: RunFolder) -> None:
+    """A resumed run does not fit its preprocessing again: its summary keeps the warnings
+    of the first start (an unreadable summary keeps none)."""
+    if prepared.preprocessing_warnings or not folder.summary_path.is_file():
+        return
+    try:
+        recorded = read_summary(folder).get("preprocessing_warnings")
+    except (RunFolderError, ValueError):
+        return
+    if isinstance(recorded, list):
+        prepared.preprocessing_warnings = tuple(str(message) for message in recorded)
 
 
 def saved_preprocessing(folder: RunFolder) -> preprocess.Preprocessor | None:
@@ -395,19 +431,13 @@ def _load_data(config: RunConfig, entry_points: dict[str, Any]) -> DataSplits:
 
 def _preprocess(
     data: DataSplits, config: RunConfig, saved: preprocess.Preprocessor | None = None
-) -> tuple[DataSplits, preprocess.Preprocessor | None]:
+) -> tuple[DataSplits, preprocess.Preprocessor | None, tuple[str, ...]]:
     """Fit the preprocessing chain on the training split only (or take ``saved``, fitted
-    before), then apply it to every split."""
+    before), then apply it to every split; also return the fit's ConstantFeatureWarnings."""
     pipeline = saved or build_preprocessing(config.data.preprocess, "train.data.preprocess")
     if pipeline is None:
-        return data, None
-    if saved is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", preprocess.ConstantFeatureWarning)
-            try:
-                pipeline.fit(data.train.inputs)
-            except ValueError as error:
-                raise ConfigError(f"in 'train.data.preprocess': {error}") from None
+        return data, None, ()
+    constant = _fit_preprocessing(pipeline, data.train.inputs) if saved is None else ()
 
     def transformed(dataset: Dataset | None) -> Dataset | None:
         if dataset is None:
@@ -423,7 +453,59 @@ def _preprocess(
         test=transformed(data.test),
         input_shape=shape,
     )
-    return splits, pipeline
+    return splits, pipeline, constant
+
+
+def _fit_preprocessing(pipeline: preprocess.Preprocessor, inputs: Any) -> tuple[str, ...]:
+    """Fit ``pipeline``; return its ConstantFeatureWarnings' messages instead of issuing them.
+
+    One run calls :func:`prepare_run` more than once (the launcher's check and every rank
+    of a distributed run; the doctor's probe runs, each seed of a pruning study), so each
+    call keeps the warnings, and the process that trains issues them once
+    (:func:`warn_preprocessing`) and records them in the summary.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", preprocess.ConstantFeatureWarning)
+        try:
+            pipeline.fit(inputs)
+        except ValueError as error:
+            raise ConfigError(f"in 'train.data.preprocess': {error}") from None
+    constant = []
+    for warning in caught:
+        if issubclass(warning.category, preprocess.ConstantFeatureWarning):
+            constant.append(str(warning.message))
+        else:  # not ours to keep: issued as if it had not been caught
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return tuple(constant)
+
+
+def _preprocessed_fill(
+    raw_inputs: torch.Tensor, preprocessing: preprocess.Preprocessor | None, fill: Any, where: str
+) -> float | torch.Tensor:
+    """A configured ``fill``, in the units of the raw inputs, in those of the preprocessed
+    batches that the augmentations see.
+
+    A number is a raw value (0: black, silence) and ``"mean"`` the training split's mean
+    input. Mapped through the fitted preprocessing, it is one sample's worth of values
+    (each feature or channel is preprocessed with its own statistics), so a border is what
+    augmenting the raw inputs and preprocessing them afterwards would put there.
+    """
+    if fill == "mean":
+        raw = raw_inputs.double().mean(dim=0, keepdim=True)  # (1, ...)
+    elif isinstance(fill, int | float) and not isinstance(fill, bool) and math.isfinite(fill):
+        if preprocessing is None:
+            return float(fill)
+        raw = torch.full((1, *raw_inputs.shape[1:]), float(fill), dtype=torch.float64)
+    else:
+        raise ConfigError(
+            f"'{where}' must be a number in the units of the dataset's inputs (0: black, "
+            f"silence) or 'mean' (the training split's mean input). Got {fill!r} instead."
+        )
+    if preprocessing is None:
+        return raw[0]
+    return preprocessing.transform(raw)[0]
 
 
 def _build_model(config: RunConfig, data: DataSplits, entry_points: dict[str, Any]) -> nn.Module:
@@ -726,4 +808,9 @@ def _metadata(config: RunConfig, prepared: PreparedRun) -> dict[str, Any]:
         "device": str(prepared.device),
         "total_steps": prepared.total_steps,
         **({"warm_start": prepared.warm_start.to_dict()} if prepared.warm_start else {}),
+        **(
+            {"preprocessing_warnings": list(prepared.preprocessing_warnings)}
+            if prepared.preprocessing_warnings
+            else {}
+        ),
     }

@@ -1,0 +1,96 @@
+"""A constant feature in the training data is said once per run and kept in its summary:
+not swallowed, and not repeated by every process or every build of the run."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradwise.config import load_config
+from gradwise.preprocess import ConstantFeatureWarning
+from gradwise.runs import RunFolder, read_summary
+from gradwise.train import prepare_run, resume, train
+from tests.cli.helpers import gradwise
+from tests.train.stop_at import StopAt
+
+EXPECTED = (
+    "Standardize: 1 feature is constant in the fit data (feature index 2); their scale is "
+    "set to 1 (they are only centered). Drop them or check the data."
+)
+
+
+def write_data(path: Path, *, constant: bool = True) -> None:
+    """Four features, three classes; feature 2 is the same in every sample if ``constant``."""
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 200)
+    inputs = rng.normal(size=(200, 4)) + targets[:, None]
+    if constant:
+        inputs[:, 2] = 7.0
+    np.savez(path, x=inputs.astype(np.float32), y=targets)
+
+
+def overrides(tmp_path: Path) -> list[str]:
+    return [
+        f"data.dataset={tmp_path / 'data.npz'}", "data.batch_size=32",
+        "data.preprocess=[standardize]", "model.name=mlp", "model.width=8", "model.depth=1",
+        "model.norm=none", "epochs=2", "schedule=null", f"runs_dir={tmp_path / 'runs'}",
+        "name=run", "monitor=null",
+    ]  # fmt: skip
+
+
+def test_a_run_warns_once_and_records_the_constant_feature(tmp_path: Path) -> None:
+    write_data(tmp_path / "data.npz")
+    with pytest.warns(ConstantFeatureWarning) as caught:
+        train(load_config(overrides=overrides(tmp_path)), progress=False)
+    messages = [str(w.message) for w in caught if w.category is ConstantFeatureWarning]
+    assert messages == [f"in 'train.data.preprocess': {EXPECTED}"]
+    assert caught[0].filename == __file__  # points at the call of train()
+    summary = read_summary(RunFolder.open(tmp_path / "runs" / "run"))
+    assert summary["preprocessing_warnings"] == [EXPECTED]
+
+
+def test_building_a_run_keeps_the_warning_without_issuing_it(tmp_path: Path) -> None:
+    # prepare_run runs once per rank and in the launcher's check (and per probe or seed in
+    # the doctor and pruning): the command that trains issues the warning, once.
+    write_data(tmp_path / "data.npz")
+    config = load_config(overrides=overrides(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepared = [prepare_run(config) for _ in range(2)]
+    assert [p.preprocessing_warnings for p in prepared] == [(EXPECTED,), (EXPECTED,)]
+
+
+def test_a_run_without_constant_features_records_nothing(tmp_path: Path) -> None:
+    write_data(tmp_path / "data.npz", constant=False)
+    train(load_config(overrides=overrides(tmp_path)), progress=False)  # warnings are errors
+    assert "preprocessing_warnings" not in read_summary(RunFolder.open(tmp_path / "runs" / "run"))
+
+
+def test_a_resumed_run_keeps_the_record_and_does_not_warn_again(tmp_path: Path) -> None:
+    write_data(tmp_path / "data.npz")
+    with pytest.warns(ConstantFeatureWarning):
+        stopped = train(
+            load_config(overrides=overrides(tmp_path)), progress=False, callbacks=[StopAt(3)]
+        )
+    assert stopped.status == "stopped"
+    folder = RunFolder.open(tmp_path / "runs" / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        finished = resume(folder.path, progress=False)
+    assert finished.status == "completed"
+    assert read_summary(folder)["preprocessing_warnings"] == [EXPECTED]
+
+
+def test_two_processes_warn_once(tmp_path: Path) -> None:
+    write_data(tmp_path / "data.npz")
+    sets = [arg for override in overrides(tmp_path) for arg in ("--set", override)]
+    result = gradwise("train", "--no-progress", "--nproc", "2", *sets, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # The launcher's check and both ranks fitted the preprocessing; rank 0 says it.
+    assert result.stderr.count("ConstantFeatureWarning") == 1, result.stderr
+    assert f"in 'train.data.preprocess': {EXPECTED}" in result.stderr
+    summary = read_summary(RunFolder.open(tmp_path / "runs" / "run"))
+    assert summary["preprocessing_warnings"] == [EXPECTED]
