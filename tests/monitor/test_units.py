@@ -5,34 +5,12 @@ here with the units named by hand."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 from torch import nn
 
 from gradwise import monitor
-
-
-def outputs_of(model: nn.Module, inputs: torch.Tensor, *names: str) -> dict[str, torch.Tensor]:
-    """The output of each call of the modules ``names`` (``act``, ``act#2``, ...) in an
-    eval-mode forward, as the probes run it (the model is left in eval mode)."""
-    found: dict[str, torch.Tensor] = {}
-
-    def keep(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
-            calls = sum(key.split("#")[0] == name for key in found)
-            found[name if calls == 0 else f"{name}#{calls + 1}"] = output.detach().clone()
-
-        return hook
-
-    modules = dict(model.named_modules())
-    handles = [modules[name].register_forward_hook(keep(name)) for name in names]
-    with torch.no_grad():
-        model.eval()(inputs)
-    for handle in handles:
-        handle.remove()
-    return found
+from tests.monitor.setups import outputs_of
 
 
 def dead_fraction(output: torch.Tensor, unit_dim: int) -> float:

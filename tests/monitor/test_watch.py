@@ -16,7 +16,7 @@ from torch import nn
 from gradwise import Finding, Trainer, monitor, optim
 from gradwise.data import load_dataset
 from gradwise.monitor import Thresholds
-from tests.monitor.setups import sgd_step
+from tests.monitor.setups import outputs_of, sgd_step
 
 
 def small_model(activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -84,28 +84,20 @@ def test_activation_statistics_match_the_layer_outputs() -> None:
         model[0].bias[:10] = -100.0  # ten units that never fire
         model[2].weight.mul_(20.0)  # pushes tanh units into the flat region
     inputs, targets = data()
-    outputs: dict[int, torch.Tensor] = {}
-    handles = [
-        model[i].register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o))
-        for i in (1, 3)
-    ]
-    with torch.no_grad():
-        model(inputs)
-    for handle in handles:
-        handle.remove()
+    outputs = outputs_of(model, inputs, "1", "3")
     watch = monitor.watch(model, monitor_data=(inputs, targets))
     layers = {r["layer"]: r for r in records(watch, "activation", 0)}
     assert set(layers) == {"1", "3"}
     for index in (1, 3):
-        output = outputs[index].double()
+        output = outputs[str(index)].double()
         assert layers[str(index)]["mean"] == pytest.approx(float(output.mean()), rel=1e-5)
         assert layers[str(index)]["std"] == pytest.approx(
             float(output.std(unbiased=False)), rel=1e-4
         )
-    dead = float((outputs[1].amax(dim=0) <= 0).double().mean())
+    dead = float((outputs["1"].amax(dim=0) <= 0).double().mean())
     assert dead >= 10 / 32
     assert layers["1"]["dead_fraction"] == pytest.approx(dead)
-    flat_share = (outputs[3].abs() > 0.99).double().mean(dim=0)
+    flat_share = (outputs["3"].abs() > 0.99).double().mean(dim=0)
     assert layers["3"]["saturated_fraction"] == pytest.approx(
         float((flat_share > 0.5).double().mean())
     )
@@ -138,15 +130,7 @@ def test_the_std_of_activations_far_from_zero_matches_float64(
         model[0].bias.fill_(bias if activation is None else abs(bias))
     inputs, targets = data()
     watched = ["1"] if activation is not None else ["0", "1"]  # else the Linear outputs
-    outputs: dict[str, torch.Tensor] = {}
-    handles = [
-        model[int(n)].register_forward_hook(lambda m, a, o, n=n: outputs.__setitem__(n, o))
-        for n in watched
-    ]
-    with torch.no_grad():
-        model(inputs)
-    for handle in handles:
-        handle.remove()
+    outputs = outputs_of(model, inputs, *watched)
     watch = monitor.watch(model, monitor_data=(inputs, targets))
     layers = {r["layer"]: r for r in records(watch, "activation", 0)}
     for name in watched:
@@ -163,11 +147,7 @@ def test_histograms_match_numpy_and_count_nonfinite_values_apart() -> None:
     model = small_model(nn.Tanh)
     inputs, targets = data(100)
     inputs[3, 2] = float("nan")  # one sample's activations become NaN
-    outputs: dict[str, torch.Tensor] = {}
-    handle = model[1].register_forward_hook(lambda m, a, o: outputs.__setitem__("1", o))
-    with torch.no_grad():
-        model(inputs)
-    handle.remove()
+    outputs = outputs_of(model, inputs, "1")
     watch = monitor.watch(model, monitor_data=(inputs, targets), num_bins=12)
     histogram = watch.histograms("activations")[0]["1"]
     values = outputs["1"].flatten()
