@@ -8,6 +8,7 @@ import torch
 
 from gradwise.preprocess import (
     PCA,
+    ConstantFeatureWarning,
     MeanSubtract,
     MinMaxScale,
     NotFittedError,
@@ -129,6 +130,65 @@ def test_a_refused_input_and_an_unfitted_step_are_named_and_keep_their_type():
         r"Standardize\(\): This Standardize instance is not fitted yet\.",
     ):
         Pipeline([Standardize(), Standardize()]).inverse_transform(np.zeros((2, 4)))
+
+
+def test_a_failing_fit_or_transform_names_the_step_and_keeps_the_error_type():
+    # Two steps of one class, the second failing: the class alone does not say which.
+    train = pixels(0).reshape(60, -1).astype(np.float64)
+    pipeline = Pipeline([PCA(4), PCA(10)])
+    reason = (
+        "The 'n_components' parameter of PCA must be an int <= 4 (the number of features) "
+        "or a float in (0, 1). Got 10 instead."
+    )
+    for method in ("fit", "fit_transform"):
+        message = f"Pipeline.{method} failed at steps[1] 'pca-2', PCA(n_components=10): {reason}"
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            getattr(pipeline, method)(train)
+    # The second step fitted on 5 features, fed 4 by the first one.
+    pipeline = Pipeline([PCA(4).fit(train), PCA(4).fit(train[:, :5])])
+    message = (
+        "Pipeline.transform failed at steps[1] 'pca-2', PCA(n_components=4): X has 4 "
+        "features, but this PCA was fitted with 5 features."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        pipeline.transform(train)
+    pipeline = Pipeline([Standardize().fit(train), Standardize()])
+    with pytest.raises(
+        NotFittedError,
+        match=r"^Pipeline\.transform failed at steps\[1\] 'standardize-2', Standardize\(\): "
+        r"This Standardize instance is not fitted yet\.",
+    ):
+        pipeline.transform(train)
+
+
+def test_a_failing_fit_in_a_nested_pipeline_names_the_path_to_the_step():
+    inner = Pipeline([("center", MeanSubtract()), ("reduce", PCA(30))])
+    pipeline = Pipeline([Rescale(0.5), ("inner", inner)])
+    with pytest.raises(
+        ValueError,
+        match=r"^Pipeline\.fit failed at steps\[1\] 'inner' > steps\[1\] 'reduce', "
+        r"PCA\(n_components=30\): The 'n_components' parameter of PCA must be an int <= 27",
+    ):
+        pipeline.fit(pixels(0).reshape(60, -1))
+
+
+def test_a_constant_feature_warning_names_the_step_that_issued_it():
+    # Two Standardize steps; only the second scales, so only it warns.
+    train = np.random.default_rng(0).normal(size=(50, 4))
+    train[:, 2] = 7.0
+    pipeline = Pipeline([Standardize(with_std=False), Standardize()])
+    for method in ("fit", "fit_transform"):
+        with pytest.warns(ConstantFeatureWarning) as caught:
+            getattr(pipeline, method)(train)
+        assert [str(warning.message) for warning in caught] == [
+            f"Pipeline.{method} at steps[1] 'standardize-2', Standardize(): 1 feature is "
+            "constant in the fit data (feature index 2); their scale is set to 1 (they are "
+            "only centered). Drop them or check the data."
+        ]
+        assert caught[0].filename == __file__  # points at the call, as outside a pipeline
+    # Outside a pipeline (and after one), the step names itself by its class.
+    with pytest.warns(ConstantFeatureWarning, match=r"^Standardize: 1 feature is constant"):
+        Standardize().fit(train)
 
 
 def test_steps_are_named_after_their_class_unless_named():

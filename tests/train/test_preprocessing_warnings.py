@@ -3,13 +3,14 @@ not swallowed, and not repeated by every process or every build of the run."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gradwise.config import load_config
+from gradwise.config import ConfigError, load_config
 from gradwise.preprocess import ConstantFeatureWarning
 from gradwise.runs import RunFolder, read_summary
 from gradwise.train import prepare_run, resume, train
@@ -17,8 +18,9 @@ from tests.cli.helpers import gradwise
 from tests.train.stop_at import StopAt
 
 EXPECTED = (
-    "Standardize: 1 feature is constant in the fit data (feature index 2); their scale is "
-    "set to 1 (they are only centered). Drop them or check the data."
+    "Pipeline.fit at steps[0] 'standardize', Standardize(): 1 feature is constant in the fit "
+    "data (feature index 2); their scale is set to 1 (they are only centered). Drop them or "
+    "check the data."
 )
 
 
@@ -61,6 +63,35 @@ def test_building_a_run_keeps_the_warning_without_issuing_it(tmp_path: Path) -> 
         warnings.simplefilter("error")
         prepared = [prepare_run(config) for _ in range(2)]
     assert [p.preprocessing_warnings for p in prepared] == [(EXPECTED,), (EXPECTED,)]
+
+
+def test_the_warning_names_the_entry_that_issued_it(tmp_path: Path) -> None:
+    # Two standardize entries; only the second scales, so only it warns: steps[1] is the
+    # entry train.data.preprocess[1].
+    write_data(tmp_path / "data.npz")
+    preprocess = "data.preprocess=[{name: standardize, with_std: false}, standardize]"
+    config = load_config(overrides=[*overrides(tmp_path), preprocess])
+    with pytest.warns(ConstantFeatureWarning) as caught:
+        train(config, progress=False)
+    expected = EXPECTED.replace(
+        "steps[0] 'standardize', Standardize()", "steps[1] 'standardize-2', Standardize()"
+    )
+    assert [str(w.message) for w in caught] == [f"in 'train.data.preprocess': {expected}"]
+    summary = read_summary(RunFolder.open(tmp_path / "runs" / "run"))
+    assert summary["preprocessing_warnings"] == [expected]
+
+
+def test_a_failing_entry_is_named(tmp_path: Path) -> None:
+    write_data(tmp_path / "data.npz")
+    preprocess = "data.preprocess=[pca, {name: pca, n_components: 5}]"
+    config = load_config(overrides=[*overrides(tmp_path), preprocess])
+    message = (
+        "in 'train.data.preprocess': Pipeline.fit failed at steps[1] 'pca-2', "
+        "PCA(n_components=5): The 'n_components' parameter of PCA must be an int <= 4 (the "
+        "number of features) or a float in (0, 1). Got 5 instead."
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        prepare_run(config)
 
 
 def test_a_run_without_constant_features_records_nothing(tmp_path: Path) -> None:

@@ -118,6 +118,34 @@ def test_resume_after_a_mid_epoch_stop_is_bit_identical(small_config: RunConfig)
     assert _records_without_time(folder) == _records_without_time(whole.run)
 
 
+def test_a_resumed_run_continues_every_augmentations_random_stream(tmp_path: Path) -> None:
+    # Each augmentation draws from its own generator: the checkpoint holds their states, so
+    # the batches after the resume are augmented as in an uninterrupted run, and the
+    # weights end bit-identical (a restarted stream would repeat the first draws instead).
+    augment = (
+        "data.augment=[flip, {name: shift, max_shift: 1}, {name: crop, padding: 1}, "
+        "{name: rotation, degrees: 10}, {name: noise, std: 0.1}, {name: mixup, alpha: 0.4}]"
+    )
+    overrides = [
+        "data.dataset=digits", "data.batch_size=128", "data.preprocess=[{name: rescale, factor: 0.0625}]",
+        augment, "model.name=mlp", "model.width=16", "model.depth=1", "model.norm=none",
+        "model.dropout=0", "epochs=2", "schedule=null", "monitor=null", f"runs_dir={tmp_path}",
+    ]  # fmt: skip
+    whole = train(load_config(overrides=[*overrides, "name=whole"]), progress=False)
+    assert whole.run is not None
+    stopped = train(
+        load_config(overrides=[*overrides, "name=split"]), progress=False, callbacks=[StopAt(15)]
+    )
+    assert stopped.run is not None
+    assert load_checkpoint(stopped.run.last_checkpoint)["position"]["epoch"] == 1  # mid-epoch 2
+    resumed = resume(stopped.run.path, progress=False)
+    assert resumed.status == "completed"
+    final = load_checkpoint(stopped.run.last_checkpoint)["model"]
+    for name, tensor in load_checkpoint(whole.run.last_checkpoint)["model"].items():
+        assert torch.equal(tensor, final[name]), name
+    assert _records_without_time(stopped.run) == _records_without_time(whole.run)
+
+
 def _split_run(config: RunConfig, name: str, callback: Callback) -> tuple[RunFolder, Trainer]:
     """A run folder and a trainer for ``config`` with ``callback`` added."""
     from gradwise.config import config_to_dict

@@ -14,7 +14,9 @@ import os
 import re
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, Self
 
 import numpy.typing as npt
@@ -234,11 +236,27 @@ class Transformer(Preprocessor):
         """Undo ``_transform`` on ``x`` (float64); checks its own layout."""
 
 
+#: How the warnings of the transformer running now name it, set by the pipeline running it
+#: (``"Pipeline.fit at steps[1] 'standardize-2', Standardize()"``); None outside one.
+_running_step: ContextVar[str | None] = ContextVar("gradwise_preprocess_step", default=None)
+
+
+@contextmanager
+def naming_warnings(label: str) -> Iterator[None]:
+    """Within this block, :func:`warn_constant` names the transformer ``label``."""
+    token = _running_step.set(label)
+    try:
+        yield
+    finally:
+        _running_step.reset(token)
+
+
 def warn_constant(owner: str, constant: Tensor, noun: str, consequence: str) -> None:
     """Warn, naming them, about the constant features (channels, directions) in ``constant``.
 
     ``constant`` is a bool tensor with one entry per feature (any shape; 0-d for one
-    global statistic). Feature indices of images are printed as tuples ``(c, h, w)``.
+    global statistic). Feature indices of images are printed as tuples ``(c, h, w)``. The
+    warning starts with ``owner``, or with the step's place in the pipeline fitting it.
     """
     if not bool(constant.any()):
         return
@@ -253,7 +271,9 @@ def warn_constant(owner: str, constant: Tensor, noun: str, consequence: str) -> 
             f"{format_indices(labels)})"
         )
     warnings.warn(
-        f"{owner}: {what}; {consequence}", ConstantFeatureWarning, stacklevel=_caller_level()
+        f"{_running_step.get() or owner}: {what}; {consequence}",
+        ConstantFeatureWarning,
+        stacklevel=_caller_level(),
     )
 
 

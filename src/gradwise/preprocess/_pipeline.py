@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, final
 
 from torch import Tensor
 
 from gradwise._validation import Satisfies, check
-from gradwise.preprocess._base import NoInverseError, NotFittedError, Preprocessor, StateDict
+from gradwise.preprocess._base import (
+    NoInverseError,
+    NotFittedError,
+    Preprocessor,
+    StateDict,
+    naming_warnings,
+)
 
 Step = Preprocessor | tuple[str, Preprocessor]
 
@@ -51,8 +57,10 @@ class Pipeline(Preprocessor):
 
     ``fit(X)`` fits the first step on ``X``, the second on the first one's output, and so
     on; ``transform`` chains the steps' ``transform``; ``inverse_transform`` chains their
-    ``inverse_transform`` in reverse order (and fails naming the step, by position and
-    name, where one has none or cannot take its input). Between steps the data stay
+    ``inverse_transform`` in reverse order. An error of a step, and a
+    :class:`ConstantFeatureWarning` it issues, name the step by position and name
+    (``"Pipeline.fit failed at steps[1] 'standardize-2', Standardize(): ..."``), through
+    nested pipelines; the error keeps the step's error type. Between steps the data stay
     float64 tensors, rounded once to the output dtype at the end, so a float32 pipeline is
     as precise as its float64 twin. Pipelines nest.
 
@@ -108,31 +116,33 @@ class Pipeline(Preprocessor):
         return f"Pipeline([{steps}])"
 
     def _fit64(self, x: Tensor) -> None:
-        *first, last = self.named_steps.values()
-        for step in first:
-            x = step._fit_transform64(x)
-        last._fit64(x)
+        self._run("fit", x, _fit_step)
 
     def _fit_transform64(self, x: Tensor) -> Tensor:
-        for step in self.named_steps.values():
-            x = step._fit_transform64(x)
-        return x
+        return self._run("fit_transform", x, lambda step, x, _: step._fit_transform64(x))
 
     def _transform64(self, x: Tensor) -> Tensor:
-        for step in self.named_steps.values():
-            x = step._transform64(x)
-        return x
+        return self._run("transform", x, lambda step, x, _: step._transform64(x))
 
     def _inverse64(self, x: Tensor) -> Tensor:
-        # Nested pipelines are flattened, so that an error names the innermost step.
+        return self._run("inverse_transform", x, lambda step, x, _: step._inverse64(x))
+
+    def _run(self, method: str, x: Tensor, call: StepCall) -> Tensor:
+        """``x`` through ``call(step, x, last)`` for every transformer, backwards for
+        ``inverse_transform``. Nested pipelines are flattened, so that an error or a
+        warning names the innermost step."""
         leaves = self._leaves()
-        for position in reversed(range(len(leaves))):
+        positions = range(len(leaves))
+        order = positions[::-1] if method == "inverse_transform" else positions
+        for count, position in enumerate(order):
             where, index, step = leaves[position]
-            try:
-                x = step._inverse64(x)
-            except ValueError as error:
-                first = position == len(leaves) - 1  # the step that takes X itself
-                raise _inverse_error(error, where, step, index, len(self.steps), first) from None
+            last = count == len(leaves) - 1
+            with naming_warnings(f"Pipeline.{method} at {_describe(where, step)}"):
+                try:
+                    x = call(step, x, last)
+                except ValueError as error:
+                    hint = _hint(error, method, index, len(self.steps), first=count == 0)
+                    raise _step_error(error, method, where, step, hint) from None
         return x
 
     def _leaves(self) -> list[tuple[str, int, Preprocessor]]:
@@ -150,23 +160,49 @@ class Pipeline(Preprocessor):
         return leaves
 
 
-def _inverse_error(
-    error: ValueError, where: str, step: Preprocessor, index: int, num_steps: int, first: bool
+#: What :meth:`Pipeline._run` does with one transformer: ``(step, x, last) -> output``.
+StepCall = Callable[[Preprocessor, Tensor, bool], Tensor]
+
+
+def _fit_step(step: Preprocessor, x: Tensor, last: bool) -> Tensor:
+    """Fit ``step`` on ``x`` and return its output for the next step (the last one has
+    none: it is fitted, not applied)."""
+    if last:
+        step._fit64(x)
+        return x
+    return step._fit_transform64(x)
+
+
+def _describe(where: str, step: Preprocessor) -> str:
+    """How errors and warnings name a step: ``steps[1] 'center', MeanSubtract()``."""
+    return f"{where}, {step!r}"
+
+
+def _step_error(
+    error: ValueError, method: str, where: str, step: Preprocessor, hint: str
 ) -> ValueError:
-    """``error``, raised by ``step`` in ``inverse_transform``, naming the step and the fix."""
-    message = f"Pipeline.inverse_transform failed at {where}, {step!r}: {error}"
-    if isinstance(error, NoInverseError) and index + 1 < num_steps:
-        message += (
-            f" To undo only the steps after steps[{index}], call "
-            f"Pipeline(pipeline.steps[{index + 1}:]).inverse_transform(X)."
-        )
-    elif first and not isinstance(error, NotFittedError | NoInverseError):
-        # X itself is refused: it is not shaped like what transform returns.
-        message += " inverse_transform takes what this pipeline's transform returns."
+    """``error``, raised by ``step`` in ``method``, naming the step (and the fix, ``hint``);
+    of the same type where that type takes a message."""
+    message = f"Pipeline.{method} failed at {_describe(where, step)}: {error}{hint}"
     try:
         return type(error)(message)
     except TypeError:  # a ValueError subclass with another signature
         return ValueError(message)
+
+
+def _hint(error: ValueError, method: str, index: int, num_steps: int, first: bool) -> str:
+    """How to get around a failed ``inverse_transform`` (nothing for the other methods)."""
+    if method != "inverse_transform":
+        return ""
+    if isinstance(error, NoInverseError) and index + 1 < num_steps:
+        return (
+            f" To undo only the steps after steps[{index}], call "
+            f"Pipeline(pipeline.steps[{index + 1}:]).inverse_transform(X)."
+        )
+    if first and not isinstance(error, NotFittedError | NoInverseError):
+        # X itself is refused: it is not shaped like what transform returns.
+        return " inverse_transform takes what this pipeline's transform returns."
+    return ""
 
 
 def make_pipeline(*steps: Preprocessor) -> Pipeline:
