@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gradwise import preprocess
-from gradwise.config import load_config
+from gradwise.config import ConfigError, load_config
 from gradwise.runs import RunFolder, RunFolderError, read_records
 from gradwise.train import load_checkpoint, prepare_run, resume, train
 from gradwise.train._from_config import saved_preprocessing
@@ -73,3 +73,16 @@ def test_a_damaged_preprocess_file_is_named(tmp_path: Path) -> None:
     folder.preprocess_path.write_bytes(b"not an archive")
     with pytest.raises(RunFolderError, match="cannot read the run's preprocessing from"):
         saved_preprocessing(folder)
+
+
+def test_a_data_file_that_changed_shape_before_a_resume_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    write_data(tmp_path / "data.npz", shift=0.0)
+    stopped = train(config(tmp_path), progress=False, callbacks=[StopAt(5)])
+    assert stopped.status == "stopped"
+    rng = np.random.default_rng(1)
+    inputs = rng.normal(size=(300, 5)).astype(np.float32)  # a fifth feature appeared
+    np.savez(tmp_path / "data.npz", x=inputs, y=rng.integers(0, 3, 300))
+    with pytest.raises(ConfigError, match=r"in 'train\.data\.preprocess': .*preprocess\.npz was"):
+        resume(tmp_path / "runs" / "run", progress=False)

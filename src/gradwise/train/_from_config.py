@@ -439,18 +439,26 @@ def _preprocess(
         return data, None, ()
     constant = _fit_preprocessing(pipeline, data.train.inputs) if saved is None else ()
 
-    def transformed(dataset: Dataset | None) -> Dataset | None:
-        if dataset is None:
-            return None
-        return replace(dataset, inputs=pipeline.transform(dataset.inputs))
+    def transformed(dataset: Dataset, split: str) -> Dataset:
+        try:
+            return replace(dataset, inputs=pipeline.transform(dataset.inputs))
+        except ValueError as error:
+            origin = (
+                "the run's preprocess.npz was fitted on inputs of another shape; the data "
+                "file changed since the run started: restore it, or start a new run"
+                if saved is not None
+                else f"the {split} split does not fit the preprocessing fitted on the "
+                "training split"
+            )
+            raise ConfigError(f"in 'train.data.preprocess': {error} ({origin})") from None
 
-    train = replace(data.train, inputs=pipeline.transform(data.train.inputs))
+    train = transformed(data.train, "training")
     shape = tuple(train.inputs.shape[1:])
     splits = replace(
         data,
         train=train,
-        validation=transformed(data.validation),
-        test=transformed(data.test),
+        validation=None if data.validation is None else transformed(data.validation, "validation"),
+        test=None if data.test is None else transformed(data.test, "test"),
         input_shape=shape,
     )
     return splits, pipeline, constant
