@@ -36,7 +36,7 @@ class _Shown:
         return self.text
 
 
-class _Objective(nn.Module):
+class Objective(nn.Module):
     """``loss_fn(model(inputs), targets)`` as one module, so that ``functional_call`` swaps
     the parameters for the model's forward pass and ``loss_fn`` alike."""
 
@@ -135,7 +135,7 @@ class Hessian:
         check("loss_fn", owner, loss_fn, Satisfies(callable, "a callable"))
         check("mode", owner, mode, OneOf(("eval", "train")))
         self._model = model
-        self._objective = _Objective(model, loss_fn)
+        self._objective = Objective(model, loss_fn)
         self._mode = mode
         self._batches = as_batches(data, owner)
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -338,15 +338,8 @@ class Hessian:
             return
         reached = parameters_reached(loss, self._parameters)
         if reached:
-            names = ", ".join(repr(self._names[i]) for i in reached)
-            raise ValueError(
-                "The 'loss_fn' parameter of Hessian must read the model's parameters from the "
-                "model when it is called (model.parameters(), model.<name>, "
-                f"l2_penalty(model, ...)). Got a loss that reaches {names} through tensors "
-                "held from before the call (a list of model.parameters(), a "
-                "gradwise.regularize.Penalty), whose curvature H would leave out; read them "
-                "from the model inside loss_fn instead."
-            )
+            names = [self._names[i] for i in reached]
+            raise held_parameters_error("Hessian", names, "whose curvature H would leave out")
         self._walked.add(index)
 
     @contextlib.contextmanager
@@ -491,6 +484,19 @@ def parameters_reached(loss: Tensor, parameters: Sequence[Tensor]) -> list[int]:
             found.add(wanted[id(variable)])
         stack.extend(child for child, _ in node.next_functions if child is not None)
     return sorted(found)
+
+
+def held_parameters_error(owner: str, names: Sequence[str], consequence: str) -> ValueError:
+    """The error for a ``loss_fn`` whose graph reaches the parameters ``names`` through
+    tensors held from before the call (found by :func:`parameters_reached`), which do not
+    follow the parameters swapped in; ``consequence`` says what that would spoil."""
+    return ValueError(
+        f"The 'loss_fn' parameter of {owner} must read the model's parameters from the model "
+        "when it is called (model.parameters(), model.<name>, l2_penalty(model, ...)). Got a "
+        f"loss that reaches {', '.join(map(repr, names))} through tensors held from before "
+        "the call (a list of model.parameters(), a gradwise.regularize.Penalty), "
+        f"{consequence}; read them from the model inside loss_fn instead."
+    )
 
 
 def _count_non_finite(tensor: Tensor) -> str:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from gradwise.curvature._hessian import _Objective, parameters_reached
+from gradwise.curvature._hessian import Objective, held_parameters_error, parameters_reached
 from gradwise.data import Dataset, iterate_once
 from gradwise.losses import LOSS_NAMES, get_loss
 
@@ -112,16 +112,16 @@ def evaluate_points(
     ``functional_call`` (one batched forward per data batch instead of one forward per
     point); ``points_per_batch=1`` is the plain loop, the reference the tests compare the
     batched path with. Batch losses are weighted by batch size (``loss_fn`` is a mean).
-    ``loss_fn`` runs inside the same parameter swap as the forward pass (``_Objective``),
+    ``loss_fn`` runs inside the same parameter swap as the forward pass (``Objective``),
     so a penalty in it that reads the parameters from the model is taken at each point.
     """
-    objective = _Objective(model, loss_fn)
+    objective = Objective(model, loss_fn)
     # For the first points loss_fn runs with autograd on, the forward pass still without:
     # its graph then shows a penalty on tensors held from before the call (_check_reached)
     # for the price of recording the penalty. Recording the forward pass too made the first
     # point of a conv net 2.3x slower: a 21-point slice_1d of bench_evaluation.py's cnn1d
     # took 24% longer (48.8 -> 60.3 ms, one thread); this way, no change beyond noise.
-    recording = _Objective(model, _with_autograd(loss_fn))
+    recording = Objective(model, _with_autograd(loss_fn))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     total = sum(len(targets) for _, targets in batches)
     losses = []
@@ -145,7 +145,7 @@ def evaluate_points(
 
 
 def _batch_losses(
-    objective: _Objective,
+    objective: Objective,
     params: dict[str, Tensor],
     trainable: set[str],
     inputs: Tensor,
@@ -188,19 +188,12 @@ def _check_reached(losses: Tensor, model: nn.Module, owner: str) -> None:
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     reached = parameters_reached(losses, [p for _, p in named])
     if reached:
-        names = ", ".join(repr(named[i][0]) for i in reached)
-        raise ValueError(
-            f"The 'loss_fn' parameter of {owner} must read the model's parameters from the "
-            "model when it is called (model.parameters(), model.<name>, "
-            f"l2_penalty(model, ...)). Got a loss that reaches {names} through tensors held "
-            "from before the call (a list of model.parameters(), a "
-            "gradwise.regularize.Penalty), which would keep their values at every point of "
-            "the landscape; read them from the model inside loss_fn instead."
-        )
+        consequence = "which would keep their values at every point of the landscape"
+        raise held_parameters_error(owner, [named[i][0] for i in reached], consequence)
 
 
 def _check_flags(
-    objective: _Objective,
+    objective: Objective,
     params: dict[str, Tensor],
     trainable: set[str],
     batch: Batch,

@@ -241,12 +241,12 @@ class RandomShift(_RandomTranslation):
 
     Args:
         max_shift: :math:`s`, an int >= 0 (pixels) or a float in [0, 1) (a fraction).
+        seed: seeds the augmentation's own generator, an int >= 0; None (default) draws it
+            once from torch's global generator at construction.
         fill: the value of the positions that come from outside: a float (default 0), or
             a tensor that broadcasts to one sample, e.g. ``(C, 1, 1)`` per channel or
             ``(C, H, W)`` per position. 0 is black or silence on raw data, but the mean on
             standardized data.
-        seed: seeds the augmentation's own generator, an int >= 0; None (default) draws it
-            once from torch's global generator at construction.
 
     Example:
         >>> import torch
@@ -259,7 +259,7 @@ class RandomShift(_RandomTranslation):
     padding_mode = "constant"
 
     def __init__(
-        self, max_shift: int | float, fill: float | Tensor = 0.0, seed: int | None = None
+        self, max_shift: int | float, seed: int | None = None, *, fill: float | Tensor = 0.0
     ) -> None:
         check("max_shift", "RandomShift", max_shift, _MAX_SHIFT)
         check("fill", "RandomShift", fill, FILL)
@@ -313,11 +313,11 @@ class RandomCrop(_RandomTranslation):
         padding: :math:`p`, an int >= 0.
         padding_mode: ``"constant"`` (default), ``"zeros"``, ``"reflect"`` or
             ``"replicate"``.
+        seed: seeds the augmentation's own generator, an int >= 0; None (default) draws it
+            once from torch's global generator at construction.
         fill: the border's value with ``padding_mode="constant"``, as for
             :class:`RandomShift`: a float (default 0) or a tensor that broadcasts to one
             sample. 0 is black on raw images, but the mean on standardized ones.
-        seed: seeds the augmentation's own generator, an int >= 0; None (default) draws it
-            once from torch's global generator at construction.
 
     Example:
         >>> import torch
@@ -331,8 +331,9 @@ class RandomCrop(_RandomTranslation):
         self,
         padding: int,
         padding_mode: Literal["constant", "zeros", "reflect", "replicate"] = "constant",
-        fill: float | Tensor = 0.0,
         seed: int | None = None,
+        *,
+        fill: float | Tensor = 0.0,
     ) -> None:
         check("padding", "RandomCrop", padding, NON_NEGATIVE_INT)
         check("padding_mode", "RandomCrop", padding_mode, OneOf(tuple(_TORCH_PADDING_MODES)))
@@ -381,11 +382,11 @@ class RandomRotation(_Augmentation):
     Args:
         degrees: :math:`d`, a float in [0, 180], or a pair :math:`(a, b)` in [-180, 180].
         interpolation: ``"bilinear"`` (default) or ``"nearest"``.
+        seed: seeds the augmentation's own generator, an int >= 0; None (default) draws it
+            once from torch's global generator at construction.
         fill: the value of what comes from outside, as for :class:`RandomShift`: a float
             (default 0) or a tensor that broadcasts to one image. 0 is black on raw
             images, but the mean on standardized ones.
-        seed: seeds the augmentation's own generator, an int >= 0; None (default) draws it
-            once from torch's global generator at construction.
 
     Example:
         >>> import torch
@@ -399,8 +400,9 @@ class RandomRotation(_Augmentation):
         self,
         degrees: float | tuple[float, float],
         interpolation: Literal["bilinear", "nearest"] = "bilinear",
-        fill: float | Tensor = 0.0,
         seed: int | None = None,
+        *,
+        fill: float | Tensor = 0.0,
     ) -> None:
         check("degrees", "RandomRotation", degrees, _DEGREES)
         check("interpolation", "RandomRotation", interpolation, OneOf(("bilinear", "nearest")))

@@ -163,11 +163,11 @@ def _train(
     folder = _folder(settings, world, resume)
     if world.is_main and announce is not None:
         Path(announce).write_text(str(folder.path))
-    if world.is_main and resume is None and prepared.preprocessing is not None:
-        preprocess.save(prepared.preprocessing, folder.preprocess_path)
-    if world.is_main and resume is None:  # once, although every rank (and the launcher) fitted it
-        warn_preprocessing(prepared)
-    if world.is_main and resume is not None:
+    if world.is_main and resume is None:
+        if prepared.preprocessing is not None:
+            preprocess.save(prepared.preprocessing, folder.preprocess_path)
+        warn_preprocessing(prepared)  # once, although every rank (and the launcher) fitted it
+    elif world.is_main:
         keep_preprocessing_warnings(prepared, folder)
     prepared.config = replace(settings, name=folder.path.name)
     prepared.model = model
