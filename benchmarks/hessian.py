@@ -193,14 +193,18 @@ def spectrum_rows(trained: bool) -> None:
     traces(model, batch, exact.trace().item())
 
 
-def min_time(function: Callable[[], Any], repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_min_times(functions: list[Callable[[], Any]], repeats: int) -> list[float]:
+    """The fastest of ``repeats`` timings of each function, taken in turns (one call of
+    each per round), so that a slow stretch of a shared machine slows all of them."""
+    for function in functions:
         function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times: list[list[float]] = [[] for _ in functions]
+    for _ in range(repeats):
+        for function, own in zip(functions, times, strict=True):
+            start = time.perf_counter()
+            function()
+            own.append(time.perf_counter() - start)
+    return [min(own) for own in times]
 
 
 def timing_rows(
@@ -217,13 +221,15 @@ def timing_rows(
     kept = Hessian(model, F.cross_entropy, halves)
     rebuilt = Hessian(model, F.cross_entropy, halves, keep_graphs=0)
     vector = torch.randn(single.num_parameters, dtype=single.dtype)
-    grad_time = min_time(gradient, repeats)
+    products = {
+        "one batch": single, "two batches, graphs kept": kept,
+        "two batches, graphs rebuilt": rebuilt,
+    }  # fmt: skip
+    grad_time, *product_times = interleaved_min_times(
+        [gradient, *(lambda h=hessian: h @ vector for hessian in products.values())], repeats
+    )
     print(f"  {label}: gradient {grad_time * 1e3:.2f} ms; HVP", end="")
-    for name, hessian in (
-        ("one batch", single), ("two batches, graphs kept", kept),
-        ("two batches, graphs rebuilt", rebuilt),
-    ):  # fmt: skip
-        seconds = min_time(lambda h=hessian: h @ vector, repeats)
+    for name, seconds in zip(products, product_times, strict=True):
         print(f" | {name} {seconds * 1e3:.2f} ms = {seconds / grad_time:.2f}x", end="")
     print()
 
@@ -239,7 +245,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, 1 thread, float64")
     spectrum_rows(trained=True)
     spectrum_rows(trained=False)
-    print("\nOne HVP against one gradient (min of repeats):")
+    print("\nOne HVP against one gradient (min of repeats, taken in turns):")
     model, batch = setup(trained=False)
     timing_rows(model, *batch, "MLP 12-32-24-6 float64, batch 256", args.repeats)
     torch.set_default_dtype(torch.float32)

@@ -363,6 +363,26 @@ def test_a_non_finite_product_or_vector_is_refused():
         )
 
 
+class HalfSquaredNorm(nn.Module):
+    """x.mean() * ||w||^2 / 2 in float32: H = I at x = 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(4))
+
+    def forward(self, x):
+        return x.mean() * self.w.pow(2).sum() / 2
+
+
+def test_finite_entries_whose_sum_overflows_are_not_taken_for_non_finite():
+    # The finiteness checks sum first: 4 x 1e38 overflows float32, and only the exact
+    # entry-by-entry check that follows may decide.
+    vector = torch.full((4,), 1e38)
+    assert not torch.isfinite(vector.sum())
+    hessian = Hessian(HalfSquaredNorm(), lambda out, _: out, (torch.ones(3), None))
+    torch.testing.assert_close(hessian @ vector, vector, rtol=1e-6, atol=0)
+
+
 # -- mode="train" takes the model as it trains ---------------------------------------------
 
 
