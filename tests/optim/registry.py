@@ -49,6 +49,8 @@ class OptimizerEntry:
     skips_parameters_without_grad: bool = True
     #: Whether several param groups (with per-group hyperparameters) are supported.
     supports_param_groups: bool = True
+    #: Whether ``lr`` may be a schedule (gradwise.schedules), evaluated at each step.
+    supports_schedule_lr: bool = True
 
     def __str__(self) -> str:
         return self.name
@@ -330,5 +332,6 @@ REGISTRY: list[OptimizerEntry] = [
         closure_calls_backward=False,
         skips_parameters_without_grad=False,
         supports_param_groups=False,
+        supports_schedule_lr=False,
     ),
 ]

@@ -9,6 +9,7 @@ import pickle
 import pytest
 import torch
 
+from gradwise.schedules import cosine_decay, linear_warmup
 from tests.optim.problems import gradient_stream, minimize, quadratic, rosenbrock
 from tests.optim.registry import REGISTRY, OptimizerEntry
 
@@ -16,6 +17,8 @@ SKIPPING = [entry for entry in REGISTRY if entry.skips_parameters_without_grad]
 WITH_GROUPS = [entry for entry in REGISTRY if entry.supports_param_groups]
 FAST_PATHS = [(entry, path) for entry in REGISTRY for path in entry.fast_paths]
 DTYPES = [(entry, dtype) for entry in REGISTRY for dtype in entry.dtypes]
+WITH_SCHEDULE_LR = [entry for entry in REGISTRY if entry.supports_schedule_lr]
+FUSED = [entry for entry in REGISTRY if "fused" in entry.fast_paths]
 BAD_HYPERPARAMETERS = [
     (entry, name, kwargs) for entry in REGISTRY for name, kwargs in entry.bad_hyperparameters
 ]
@@ -261,3 +264,64 @@ def test_a_parameter_in_two_groups_gets_torchs_error(entry: OptimizerEntry) -> N
     first, second = _model()
     with pytest.raises(ValueError, match="some parameters appear in more than one parameter group"):
         entry.make([{"params": [first]}, {"params": [first, second]}])
+
+
+def _warmup_cosine(entry: OptimizerEntry) -> linear_warmup:
+    """The entry's lr as a schedule: a linear warmup to it, then a cosine decay."""
+    return linear_warmup(cosine_decay(entry.settings["lr"], num_steps=10), num_steps=3)
+
+
+@pytest.mark.parametrize("entry", WITH_SCHEDULE_LR, ids=str)
+def test_a_schedule_lr_resumes_bit_identically_from_a_weights_only_checkpoint(
+    entry: OptimizerEntry,
+) -> None:
+    # torch.load reads with weights_only=True by default (torch >= 2.6): it unpickles no
+    # class, so the schedule in the param groups must travel as plain data.
+    shapes = [p.shape for p in _model()]
+    first = gradient_stream(shapes, 5, torch.float32)
+    second = gradient_stream(shapes, 7, torch.float32, seed=2)
+
+    params = _model()
+    optimizer = entry.make(params, lr=_warmup_cosine(entry))
+    _run(entry, optimizer, params, first)
+    buffer = io.BytesIO()
+    torch.save(
+        {"params": [p.detach() for p in params], "optimizer": optimizer.state_dict()}, buffer
+    )
+    _run(entry, optimizer, params, second)
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    resumed_params = [torch.nn.Parameter(p.clone()) for p in saved["params"]]
+    resumed = entry.make(resumed_params, lr=_warmup_cosine(entry))
+    resumed.load_state_dict(saved["optimizer"])
+    _run(entry, resumed, resumed_params, second)
+
+    _assert_same_state(optimizer, params, resumed, resumed_params)
+    assert resumed.param_groups[0]["lr"] == _warmup_cosine(entry)
+
+
+@pytest.mark.parametrize("entry", FUSED, ids=str)
+def test_fused_refuses_a_schedule_lr_when_made_not_at_the_first_step(
+    entry: OptimizerEntry,
+) -> None:
+    first, second = _model()
+    refused = (
+        rf"The 'lr' parameter of {entry.name} must be a plain number with "
+        r"implementation='fused'.*Got linear_warmup\(.*Use implementation='auto' or 'compiled'"
+    )
+    with pytest.raises(ValueError, match=refused):
+        entry.make([first, second], lr=_warmup_cosine(entry), implementation="fused")
+    optimizer = entry.make([first], implementation="fused")
+    with pytest.raises(ValueError, match=refused):
+        optimizer.add_param_group({"params": [second], "lr": _warmup_cosine(entry)})
+    assert len(optimizer.param_groups) == 1
+    # "auto" takes the schedule and steps it on the reference path.
+    optimizer = entry.make([first, second], lr=_warmup_cosine(entry))
+    _run(
+        entry,
+        optimizer,
+        [first, second],
+        gradient_stream([first.shape, second.shape], 1, torch.float32),
+    )
+    assert optimizer.last_implementations == ["reference"]

@@ -10,6 +10,15 @@ import pytest
 import torch
 
 from gradwise import optim
+from gradwise.schedules import (
+    ReduceOnPlateau,
+    constant,
+    cosine_decay,
+    join,
+    linear_decay,
+    linear_warmup,
+    step_decay,
+)
 
 
 def _params(dtype: torch.dtype = torch.float64) -> list[torch.nn.Parameter]:
@@ -302,6 +311,142 @@ def test_fused_requested_on_an_unsupported_group_says_why() -> None:
     params[0].grad = torch.ones_like(params[0])
     with pytest.raises(RuntimeError, match="fused kernel does not support this param group"):
         optimizer.step()
+
+
+def test_fused_refuses_a_schedule_or_tensor_lr_when_made_not_at_the_first_step() -> None:
+    # QA: fused=True with a schedule lr was accepted and failed at the first step.
+    schedule = cosine_decay(0.1, num_steps=10)
+    with pytest.raises(ValueError, match=r"'lr' parameter of SGD must be a plain number.*Got cos"):
+        optim.SGD(_params(), lr=schedule, fused=True)
+    with pytest.raises(ValueError, match=r"'lr' parameter of Adam.*or pass a float lr\.$"):
+        optim.Adam([{"params": _params()[:1], "lr": schedule}], lr=0.1, fused=True)
+    with pytest.raises(ValueError, match=r"'lr' parameter of Adagrad.*Got tensor\(0\.1000"):
+        optim.Adagrad(_params(), lr=torch.tensor(0.1), implementation="fused")
+    optim.SGD(_params(), lr=schedule, implementation="compiled")  # the other paths take it
+
+
+def test_a_fused_step_still_checks_what_only_the_step_can_see() -> None:
+    # A group changed after construction (by hand here, as a scheduler of one's own would).
+    params = _params()
+    optimizer = optim.SGD(params, lr=0.1, fused=True)
+    optimizer.param_groups[0]["lr"] = cosine_decay(0.1, num_steps=10)
+    _set_grads(params, 0)
+    with pytest.raises(RuntimeError, match="fused kernel does not support this param group"):
+        optimizer.step()
+
+
+# Composed schedules, each with the ReduceOnPlateau (if any) its run reports losses to.
+def _composed_schedules() -> list[tuple[object, ReduceOnPlateau | None]]:
+    plateau = ReduceOnPlateau(0.05, factor=0.5, patience=1)
+    nested_plateau = ReduceOnPlateau(0.02, factor=0.1, patience=0, cooldown=1)
+    return [
+        (linear_warmup(cosine_decay(0.1, num_steps=10), num_steps=4), None),
+        (
+            join(
+                [linear_decay(0.0, 0.1, 3), step_decay(0.1, 2, gamma=0.5), constant(0.01)], [3, 9]
+            ),
+            None,
+        ),
+        (plateau, plateau),
+        (join([linear_warmup(constant(0.05), 2), nested_plateau], [5]), nested_plateau),
+    ]
+
+
+def _run_with_schedule(
+    optimizer: optim.SGD,
+    params: list[torch.nn.Parameter],
+    plateau: ReduceOnPlateau | None,
+    steps: range,
+) -> list[float]:
+    """Step, report a loss that stalls to the plateau schedule (if any); return the lr that
+    the optimizer's own schedule gives each step."""
+    lrs = []
+    for step in steps:
+        lrs.append(optimizer.param_groups[0]["lr"](step))
+        _set_grads(params, step)
+        optimizer.step()
+        if plateau is not None:
+            plateau.observe(1.0 if step % 5 else 0.5 / (step + 1))
+    return lrs
+
+
+@pytest.mark.parametrize("case", range(len(_composed_schedules())))
+def test_composed_schedules_resume_bit_for_bit_from_a_weights_only_checkpoint(case: int) -> None:
+    # QA: torch.load(path) refused the checkpoint of an optimizer with a schedule as lr
+    # (weights_only=True unpickles no gradwise class), and a loaded ReduceOnPlateau was a
+    # copy: the one the run observes no longer drove the optimizer.
+    schedule, plateau = _composed_schedules()[case]
+    params = _params()
+    optimizer = optim.SGD(params, lr=schedule, momentum=0.9)
+    _run_with_schedule(optimizer, params, plateau, range(6))
+    buffer = io.BytesIO()
+    torch.save(
+        {"params": [p.detach() for p in params], "optimizer": optimizer.state_dict()}, buffer
+    )
+    expected_lrs = _run_with_schedule(optimizer, params, plateau, range(6, 16))
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    fresh_schedule, fresh_plateau = _composed_schedules()[case]  # as a resumed script does
+    resumed_params = [torch.nn.Parameter(p.clone()) for p in saved["params"]]
+    resumed = optim.SGD(resumed_params, lr=fresh_schedule, momentum=0.9)
+    resumed.load_state_dict(saved["optimizer"])
+    assert resumed.param_groups[0]["lr"] is fresh_schedule
+    lrs = _run_with_schedule(resumed, resumed_params, fresh_plateau, range(6, 16))
+
+    assert lrs == expected_lrs
+    assert min(lrs) < max(lrs)  # the rate changes after the resume (a plateau cuts it)
+    for ours, expected in zip(resumed_params, params, strict=True):
+        assert torch.equal(ours, expected)
+    for ours, expected in zip(resumed_params, params, strict=True):
+        assert torch.equal(
+            resumed.state[ours]["momentum_buffer"], optimizer.state[expected]["momentum_buffer"]
+        )
+
+
+def test_a_loaded_schedule_replaces_a_different_lr_as_torch_hyperparameters_do() -> None:
+    schedule = join([constant(0.05), cosine_decay(0.1, num_steps=10)], [3])
+    optimizer = optim.SGD(_params(), lr=schedule)
+    loaded = optim.SGD(_params(), lr=0.5)
+    loaded.load_state_dict(optimizer.state_dict())
+    assert loaded.param_groups[0]["lr"] == schedule
+    back = optim.SGD(_params(), lr=cosine_decay(0.2, num_steps=10))
+    back.load_state_dict(optim.SGD(_params(), lr=0.5).state_dict())
+    assert back.param_groups[0]["lr"] == 0.5
+
+
+def test_a_checkpoint_of_schedule_objects_still_loads_where_they_are_allowed() -> None:
+    # The format written before schedules were plain data: torch's own state_dict, which
+    # holds the schedule objects; a trusted file loads with weights_only=False.
+    plateau = ReduceOnPlateau(0.1, patience=0)
+    params = _params()
+    optimizer = optim.SGD(params, lr=plateau)
+    _set_grads(params, 0)
+    optimizer.step()
+    plateau.observe(1.0)
+    plateau.observe(2.0)
+    buffer = io.BytesIO()
+    torch.save(torch.optim.Optimizer.state_dict(optimizer), buffer)
+    buffer.seek(0)
+    with pytest.raises(pickle.UnpicklingError, match="ReduceOnPlateau"):
+        torch.load(buffer, weights_only=True)
+    buffer.seek(0)
+    fresh = ReduceOnPlateau(0.1, patience=0)
+    resumed = optim.SGD(_params(), lr=fresh)
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    assert resumed.param_groups[0]["lr"] is fresh
+    assert fresh(0) == plateau(0) == pytest.approx(0.01)
+
+
+def test_a_schedule_of_ones_own_stays_an_object_in_the_state_dict() -> None:
+    # Nothing to write it as: torch.save pickles it by reference, as before.
+    schedule = linear_warmup(_inverse_square_root, num_steps=2)
+    state_dict = optim.SGD(_params(), lr=schedule).state_dict()
+    assert state_dict["param_groups"][0]["lr"] is schedule
+
+
+def _inverse_square_root(step: object) -> object:
+    return 0.1 / (1 + torch.as_tensor(step, dtype=torch.float64)).sqrt()
 
 
 def test_a_learning_rate_reaching_zero_does_not_rebuild_the_compiled_step() -> None:

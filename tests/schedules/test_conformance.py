@@ -1,7 +1,9 @@
 """Checks every schedule gets: one entry in SCHEDULES below is all a new schedule needs."""
 
+import copy
 import dataclasses
 import doctest
+import io
 import pickle
 import re
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 import gradwise.schedules
-from gradwise.optim import scale_by_learning_rate
+from gradwise.optim import SGD, scale_by_learning_rate
 from gradwise.schedules import (
     ReduceOnPlateau,
     constant,
@@ -103,6 +105,28 @@ def test_frozen_hashable_and_picklable(frozen_schedule):
     restored = pickle.loads(pickle.dumps(frozen_schedule))
     assert restored == frozen_schedule
     assert restored(123) == frozen_schedule(123)
+
+
+def test_an_optimizer_checkpoint_holds_it_as_data_that_weights_only_loading_reads(schedule):
+    # torch.load's default weights_only=True unpickles no class: an optimizer's state_dict
+    # writes the schedule as its kind and arguments, and load_state_dict rebuilds it.
+    schedule = copy.deepcopy(schedule)
+    if isinstance(schedule, ReduceOnPlateau):
+        for loss in (1.0, 2.0, 2.0, 0.5):
+            schedule.observe(loss)
+    buffer = io.BytesIO()
+    torch.save(SGD([torch.nn.Parameter(torch.zeros(1))], lr=schedule).state_dict(), buffer)
+    buffer.seek(0)
+    loaded = SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    loaded.load_state_dict(torch.load(buffer, weights_only=True))
+    rebuilt = loaded.param_groups[0]["lr"]
+    assert type(rebuilt) is type(schedule)
+    assert repr(rebuilt) == repr(schedule)
+    assert torch.equal(rebuilt(STEPS), schedule(STEPS))
+    if isinstance(schedule, ReduceOnPlateau):
+        assert rebuilt.state_dict() == schedule.state_dict()
+    else:
+        assert rebuilt == schedule
 
 
 def test_plugs_into_scale_by_learning_rate():

@@ -14,6 +14,12 @@ from gradwise._validation import Constraint, OneOf, check, check_all
 from gradwise.optim._compiled import CompiledGroupStep
 from gradwise.optim._torch_kernels import fused_kernel_devices
 from gradwise.optim._transform import GradientTransform, State, running_param_group
+from gradwise.schedules._plain_data import (
+    is_schedule_data,
+    keep_current_schedule,
+    schedule_from_data,
+    schedule_to_data,
+)
 
 Implementation = Literal["auto", "reference", "fused", "compiled"]
 TransformFactory = Callable[..., GradientTransform]
@@ -133,6 +139,7 @@ class Optimizer(torch.optim.Optimizer):
                 _refuse_group_hyperparameters(param_group, self._owner)
             merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
             self._validate_hyperparameters(merged)
+            self._refuse_what_the_fused_kernel_cannot_take(merged)
             self._build_transform(merged)
         super().add_param_group(param_group)
         if isinstance(self._transform_source, GradientTransform):
@@ -141,6 +148,22 @@ class Optimizer(torch.optim.Optimizer):
     def _validate_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
         """Check declared constraints; subclasses add rules that relate several values."""
         check_all(self._owner, hyperparameters, self.hyperparameter_constraints)
+
+    def _refuse_what_the_fused_kernel_cannot_take(self, hyperparameters: Mapping[str, Any]) -> None:
+        """With ``implementation="fused"``, refuse here a hyperparameter torch's fused kernel
+        cannot take (a schedule, a tensor), rather than at the first step. The parameters'
+        device and dtype are checked at each step: ``module.to()`` can change them."""
+        if self.implementation != "fused":
+            return
+        for name in self.hyperparameter_names:
+            value = hyperparameters[name]
+            if not _is_plain(value):
+                raise ValueError(
+                    f"The '{name}' parameter of {self._owner} must be a plain number with "
+                    "implementation='fused' (fused=True): torch's fused kernel takes no "
+                    f"schedule or tensor. Got {value!r} instead. Use implementation='auto' or "
+                    f"'compiled' to keep it, or pass a float {name}."
+                )
 
     def _build_transform(self, hyperparameters: Mapping[str, Any]) -> GradientTransform:
         source = self._transform_source
@@ -327,6 +350,42 @@ class Optimizer(torch.optim.Optimizer):
                 else:
                     parameter_state[key] = _stored(entry, p)
 
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state_dict, with each gradwise schedule in a param group as plain data.
+
+        A schedule (``lr=cosine_decay(...)``, a warmup or a join of them, a
+        :class:`~gradwise.schedules.ReduceOnPlateau` with its counters) is written as a dict
+        of its kind and arguments, so ``torch.load`` reads the checkpoint with its default
+        ``weights_only=True``. A function of your own stays as it is: ``torch.save`` pickles
+        it by reference, and loading needs ``weights_only=False`` (a file you trust).
+        """
+        state_dict = super().state_dict()
+        state_dict["param_groups"] = [
+            {key: _schedule_as_data(value) for key, value in group.items()}
+            for group in state_dict["param_groups"]
+        ]
+        return state_dict
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """torch's load_state_dict; a schedule written as plain data is rebuilt.
+
+        Where a group already holds the same schedule (same kind and arguments), that
+        object is kept and given the saved state, so a ``ReduceOnPlateau`` you call
+        ``observe`` on goes on driving the resumed optimizer. Schedule objects (checkpoints
+        written before schedules were plain data) load as before.
+        """
+        previous = [dict(group) for group in self.param_groups]
+        groups = [
+            {key: _schedule_from_data(value) for key, value in group.items()}
+            for group in state_dict["param_groups"]
+        ]
+        super().load_state_dict({**state_dict, "param_groups": groups})
+        for group, before in zip(self.param_groups, previous, strict=True):
+            for key in group.keys() - {"params"}:
+                group[key] = keep_current_schedule(before.get(key), group[key])
+
     def __getstate__(self) -> dict[str, Any]:
         # torch's Optimizer keeps defaults, state and param_groups and drops the rest (its
         # hooks may hold anything); gradwise's own attributes (the transform, the
@@ -354,6 +413,15 @@ class Optimizer(torch.optim.Optimizer):
 _TORCH_OPTIMIZER_ATTRIBUTES = frozenset(
     vars(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
 )
+
+
+def _schedule_as_data(value: Any) -> Any:
+    data = schedule_to_data(value)
+    return value if data is None else data
+
+
+def _schedule_from_data(value: Any) -> Any:
+    return schedule_from_data(value) if is_schedule_data(value) else value
 
 
 def _stored(entry: Any, param: Tensor) -> Any:

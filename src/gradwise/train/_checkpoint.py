@@ -36,9 +36,11 @@ def copy_checkpoint(source: str | Path, destination: str | Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``: tensors and plain data, never code.
 
-    gradwise's own schedules count as data (frozen dataclasses of numbers and of each
-    other): an optimizer whose ``lr`` is one keeps it in its param groups, so its
-    checkpoint holds it. A user's function or class still needs torch's own allowlisting.
+    A gradwise optimizer writes a schedule in its param groups (``lr=cosine_decay(...)``)
+    as plain data, which ``torch.load`` reads as it is. Checkpoints written before that
+    hold the schedule objects themselves; gradwise's own schedule classes are allowed
+    here so that they still load. A user's function or class still needs torch's own
+    allowlisting.
     """
     path = Path(path)
     if not path.is_file():
@@ -64,14 +66,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _schedule_classes() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
-    """Every schedule class gradwise defines (StepFunction's subclasses in gradwise)."""
-    from gradwise.schedules._base import StepFunction
+    """Every schedule class gradwise defines, for checkpoints that hold schedule objects."""
+    from gradwise.schedules._plain_data import schedule_kinds
 
-    found: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
-    pending: list[type] = list(StepFunction.__subclasses__())
-    while pending:
-        kind = pending.pop()
-        if kind.__module__.startswith("gradwise."):
-            found.append(kind)
-        pending.extend(kind.__subclasses__())
-    return found
+    return list(schedule_kinds().values())
