@@ -1,5 +1,6 @@
 """What a shift, crop or rotation brings in from outside the image is set in the units of
-the dataset's inputs, whatever the preprocessing that runs before the augmentation."""
+the dataset's inputs, whatever the preprocessing that runs before the augmentation; a
+resumed run fills with what the run started with."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from gradwise.config import ConfigError, load_config
+from gradwise.config import ConfigError, load_config, parse_config, read_file
+from gradwise.preprocess import load as load_preprocessing
 from gradwise.regularize import RandomCrop, RandomRotation, RandomShift
-from gradwise.train import PreparedRun, prepare_run
+from gradwise.runs import RunFolder
+from gradwise.train import (
+    PreparedRun,
+    load_checkpoint,
+    prepare_run,
+    resume,
+    save_checkpoint,
+    train,
+)
+from tests.train.stop_at import StopAt
 
 PREPROCESSING = [
     "[standardize]",  # 0 is each pixel's mean there
@@ -126,3 +137,55 @@ def test_a_bad_fill_fails_before_anything_runs(images: Path, augment: str, messa
     with pytest.raises(ConfigError) as error:
         prepare(images, "[standardize]", augment)
     assert message in str(error.value)
+
+
+def stopped_run(tmp_path: Path, images: Path) -> RunFolder:
+    """A run with a crop filling with the training mean, stopped (with a checkpoint) after
+    2 steps."""
+    overrides = [
+        f"data.dataset={images}", "data.batch_size=32", "data.preprocess=[standardize]",
+        "data.augment=[{name: crop, padding: 2, fill: mean}]", "model.name=mlp",
+        "model.width=8", "model.depth=1", "model.norm=none", "epochs=2", "schedule=null",
+        "monitor=null", f"runs_dir={tmp_path / 'runs'}", "name=run",
+    ]  # fmt: skip
+    stopped = train(load_config(overrides=overrides), progress=False, callbacks=[StopAt(2)])
+    assert stopped.status == "stopped"
+    assert stopped.run is not None
+    return stopped.run
+
+
+def test_a_resumed_run_fills_with_the_mean_of_the_data_it_started_on(
+    tmp_path: Path, images: Path
+) -> None:
+    folder = stopped_run(tmp_path, images)
+    with np.load(images) as data:
+        inputs, targets = data["x"], data["y"]
+    np.savez(images, x=inputs + 3.0, y=targets)  # the data file changed: a brighter mean
+    # The mean of the changed file, through the run's standardize, is 3 / std, not 0: what
+    # the resumed run would fill with if it computed the mean again.
+    config = parse_config(read_file(folder.config_path))
+    saved = load_preprocessing(folder.preprocess_path)
+    rebuilt = prepare_run(config, resuming=True, preprocessing=saved)
+    (crop,) = rebuilt.augment  # type: ignore[misc]
+    assert bool((crop.fill > 0.5).all())
+    assert resume(folder.path, progress=False).status == "completed"
+    # Standardize fitted on the first data maps their training mean to 0 at every position:
+    # the fill the run started with, kept by the resumed run's crop to its last checkpoint.
+    (fill,) = load_checkpoint(folder.last_checkpoint)["augment_fills"]
+    assert fill.shape == (2, 6, 6)
+    torch.testing.assert_close(fill, torch.zeros_like(fill), rtol=0, atol=1e-6)
+
+
+def test_a_checkpoint_without_fills_resumes_with_a_warning_and_the_fill_computed_again(
+    tmp_path: Path, images: Path
+) -> None:
+    # Checkpoints written before they kept the fills: the resume computes the fill again
+    # (from the data file as it is now, unchanged here) and says so.
+    folder = stopped_run(tmp_path, images)
+    contents = load_checkpoint(folder.last_checkpoint)
+    del contents["augment_fills"]
+    save_checkpoint(folder.last_checkpoint, contents)
+    with pytest.warns(UserWarning, match=r"holds no fills of the augmentations .*fill: mean"):
+        assert resume(folder.path, progress=False).status == "completed"
+    (fill,) = load_checkpoint(folder.last_checkpoint)["augment_fills"]
+    torch.testing.assert_close(fill, torch.zeros_like(fill), rtol=0, atol=1e-6)

@@ -84,5 +84,9 @@ def test_a_data_file_that_changed_shape_before_a_resume_is_a_config_error(
     rng = np.random.default_rng(1)
     inputs = rng.normal(size=(300, 5)).astype(np.float32)  # a fifth feature appeared
     np.savez(tmp_path / "data.npz", x=inputs, y=rng.integers(0, 3, 300))
-    with pytest.raises(ConfigError, match=r"in 'train\.data\.preprocess': .*preprocess\.npz was"):
+    message = (
+        r"^in 'train\.data\.preprocess\[0\]', Standardize\(\): X has 5 features, .*"
+        r"\(the run's preprocess\.npz was fitted on inputs of another shape"
+    )
+    with pytest.raises(ConfigError, match=message):
         resume(tmp_path / "runs" / "run", progress=False)

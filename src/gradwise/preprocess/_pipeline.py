@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, final
 
 from torch import Tensor
@@ -130,19 +132,21 @@ class Pipeline(Preprocessor):
     def _run(self, method: str, x: Tensor, call: StepCall) -> Tensor:
         """``x`` through ``call(step, x, last)`` for every transformer, backwards for
         ``inverse_transform``. Nested pipelines are flattened, so that an error or a
-        warning names the innermost step."""
+        warning names the innermost step (by :func:`naming_steps`' label, where set)."""
         leaves = self._leaves()
         positions = range(len(leaves))
         order = positions[::-1] if method == "inverse_transform" else positions
+        label = _step_label.get()
         for count, position in enumerate(order):
             where, index, step = leaves[position]
             last = count == len(leaves) - 1
-            with naming_warnings(f"Pipeline.{method} at {_describe(where, step)}"):
+            running, failed = _labels(method, where, step, label(index, step) if label else None)
+            with naming_warnings(running):
                 try:
                     x = call(step, x, last)
                 except ValueError as error:
                     hint = _hint(error, method, index, len(self.steps), first=count == 0)
-                    raise _step_error(error, method, where, step, hint) from None
+                    raise _step_error(error, failed, hint) from None
         return x
 
     def _leaves(self) -> list[tuple[str, int, Preprocessor]]:
@@ -163,6 +167,25 @@ class Pipeline(Preprocessor):
 #: What :meth:`Pipeline._run` does with one transformer: ``(step, x, last) -> output``.
 StepCall = Callable[[Preprocessor, Tensor, bool], Tensor]
 
+#: How errors and warnings name a pipeline's step instead of ``"Pipeline.fit at steps[1]
+#: 'name', Step()"``: ``(index of the top-level step, transformer) -> label``.
+StepLabel = Callable[[int, Preprocessor], str]
+
+_step_label: ContextVar[StepLabel | None] = ContextVar("gradwise_preprocess_label", default=None)
+
+
+@contextmanager
+def naming_steps(label: StepLabel) -> Iterator[None]:
+    """Within this block, a pipeline's errors and warnings name the step at fault
+    ``label(index, step)``: its caller's name for it, such as the configuration entry the
+    step came from (``gradwise train``: ``"in 'train.data.preprocess[1]', PCA()"``).
+    ``index`` is the step's place in the top-level ``steps``."""
+    token = _step_label.set(label)
+    try:
+        yield
+    finally:
+        _step_label.reset(token)
+
 
 def _fit_step(step: Preprocessor, x: Tensor, last: bool) -> Tensor:
     """Fit ``step`` on ``x`` and return its output for the next step (the last one has
@@ -178,12 +201,20 @@ def _describe(where: str, step: Preprocessor) -> str:
     return f"{where}, {step!r}"
 
 
-def _step_error(
-    error: ValueError, method: str, where: str, step: Preprocessor, hint: str
-) -> ValueError:
-    """``error``, raised by ``step`` in ``method``, naming the step (and the fix, ``hint``);
-    of the same type where that type takes a message."""
-    message = f"Pipeline.{method} failed at {_describe(where, step)}: {error}{hint}"
+def _labels(method: str, where: str, step: Preprocessor, given: str | None) -> tuple[str, str]:
+    """What a step's warnings and its error start with: the ``given`` label (set by
+    :func:`naming_steps`) for both, else ``"Pipeline.fit at steps[1] 'center',
+    MeanSubtract()"`` and ``"Pipeline.fit failed at ..."``."""
+    if given is not None:
+        return given, given
+    described = _describe(where, step)
+    return f"Pipeline.{method} at {described}", f"Pipeline.{method} failed at {described}"
+
+
+def _step_error(error: ValueError, failed: str, hint: str) -> ValueError:
+    """``error``, raised by a step, after ``failed`` (the step, named) and before the fix,
+    ``hint``; of the same type where that type takes a message."""
+    message = f"{failed}: {error}{hint}"
     try:
         return type(error)(message)
     except TypeError:  # a ValueError subclass with another signature

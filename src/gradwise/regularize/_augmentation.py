@@ -10,7 +10,7 @@ the mean on standardized data; pass the value that means "nothing" where they ru
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, final
+from typing import Any, ClassVar, Literal, final
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +81,11 @@ def _fill_border(out: Tensor, coverage: Tensor, fill: float | Tensor, owner: str
 class _Augmentation(nn.Module):
     """Owns the generators: one per device, all seeded with the same seed."""
 
+    #: The batches ``forward`` takes, by number of dimensions: 3 for signals (N, C, L),
+    #: 4 for images (N, C, H, W); None for any batch. ``gradwise train`` reads it to refuse
+    #: an augmentation that cannot take the preprocessed inputs before the first step.
+    batch_ndims: ClassVar[tuple[int, ...] | None] = None
+
     def __init__(self, seed: int | None) -> None:
         super().__init__()
         check("seed", type(self).__name__, seed, _SEED)
@@ -111,8 +116,9 @@ class _Augmentation(nn.Module):
         for device, generator_state in state.items():
             self._generator(torch.device(device)).set_state(generator_state)
 
-    def _check_batch(self, x: Tensor, ndims: tuple[int, ...] | None = (3, 4)) -> None:
-        """``ndims=None`` accepts any batch: a tensor with at least one dimension."""
+    def _check_batch(self, x: Tensor, ndims: tuple[int, ...] | None) -> None:
+        """``x`` is a batch of ``ndims`` dimensions (:attr:`batch_ndims`); ``ndims=None``
+        accepts any batch: a tensor with at least one dimension."""
         owner = type(self).__name__
         if not isinstance(x, Tensor):
             raise TypeError(
@@ -158,13 +164,15 @@ class RandomHorizontalFlip(_Augmentation):
         tensor([[[3., 2., 1.]]])
     """
 
+    batch_ndims = (3, 4)
+
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         check("p", "RandomHorizontalFlip", p, UNIT_INTERVAL)
         super().__init__(seed)
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_batch(x)
+        self._check_batch(x, self.batch_ndims)
         if not self.training:
             return x
         flipped = torch.rand(x.shape[0], generator=self._generator(x.device), device=x.device)
@@ -179,6 +187,7 @@ class _RandomTranslation(_Augmentation):
     """Shift each sample by whole pixels (per axis), filling the border by ``padding_mode``
     (``"constant"``: with ``fill``)."""
 
+    batch_ndims = (3, 4)
     padding_mode: str
     fill: float | Tensor
 
@@ -186,7 +195,7 @@ class _RandomTranslation(_Augmentation):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_batch(x)
+        self._check_batch(x, self.batch_ndims)
         if not self.training:
             return x
         max_shifts = self._max_shifts(x)
@@ -396,6 +405,8 @@ class RandomRotation(_Augmentation):
         torch.Size([8, 1, 28, 28])
     """
 
+    batch_ndims = (4,)
+
     def __init__(
         self,
         degrees: float | tuple[float, float],
@@ -417,7 +428,7 @@ class RandomRotation(_Augmentation):
             self._low, self._high = -float(degrees), float(degrees)
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_batch(x, ndims=(4,))
+        self._check_batch(x, self.batch_ndims)
         self._check_floating(x)
         if not self.training:
             return x
@@ -476,7 +487,7 @@ class GaussianNoise(_Augmentation):
         self.std = std
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_batch(x, ndims=None)
+        self._check_batch(x, self.batch_ndims)
         self._check_floating(x)
         if not self.training:
             return x

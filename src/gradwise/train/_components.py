@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gradwise import optim, preprocess, regularize, schedules
-from gradwise.config import ConfigError, unknown_key_message, unknown_name_message
+from gradwise.config import ConfigError, DataConfig, unknown_key_message, unknown_name_message
 from gradwise.distributed._one_bit_adam import OneBitAdam
 from gradwise.train._warm_start import quote_names
 
@@ -116,8 +116,55 @@ def build_preprocessing(entries: Sequence[Any], path: str) -> preprocess.Pipelin
     return preprocess.Pipeline(steps) if steps else None
 
 
+#: The preprocessing steps whose output is one flat vector of principal-component scores
+#: per sample, (N, k), whatever the inputs' layout (zca_whiten rotates back into it).
+FLATTENING = ("pca", "pca_whiten")
+
 #: The augmentations that bring in values from outside the input (a border, corners).
 BORDERED = ("shift", "crop", "rotation")
+
+_BATCHES = {3: "signals (N, C, L)", 4: "images (N, C, H, W)"}
+
+
+def check_augmentation_layout(data: DataConfig, sample_shape: Sequence[int]) -> None:
+    """Refuse an augmentation that cannot take the batches it would get, before any fit.
+
+    Flips, shifts, crops and rotations move values between the positions of an image or
+    a signal (the batches of their ``batch_ndims``): the dataset's samples, of shape
+    ``sample_shape``, must have that layout, and no step of :data:`FLATTENING` may come
+    before them. Entries with unknown names are left to the builders.
+    """
+    flattening = []
+    for index, entry in enumerate(data.preprocess):
+        where = f"train.data.preprocess[{index}]"
+        name = split_entry(entry, where, "preprocessing")[0]
+        if name in FLATTENING:
+            flattening.append((where, name))
+    for index, entry in enumerate(data.augment):
+        where = f"train.data.augment[{index}]"
+        name = split_entry(entry, where, "augmentation")[0]
+        ndims = getattr(AUGMENTATIONS.get(name), "batch_ndims", None)
+        if ndims is None:
+            continue
+        if 1 + len(sample_shape) not in ndims:
+            needs = " or ".join(_BATCHES[n] for n in ndims)
+            shape = ", ".join(["N", *map(str, sample_shape)])
+            raise ConfigError(
+                f"'{where}' ({name}) takes batches of {needs}, but the dataset's inputs have "
+                f"shape ({shape}); the run would fail at its first step. Drop it (noise and "
+                "mixup take inputs of any shape)."
+            )
+        if flattening:
+            step_where, step = flattening[0]
+            raise ConfigError(
+                f"'{where}' ({name}) moves values between the positions of each image or "
+                f"signal, but '{step_where}' ({step}) turns each sample into a flat vector "
+                "of principal-component scores, which has no positions; the run would fail "
+                f"at its first step. Drop the augmentation, or replace {step} by a step that "
+                "keeps the inputs' layout (standardize, mean_subtract, min_max_scale or "
+                "zca_whiten)."
+            )
+
 
 #: Maps an entry's ``fill`` (as configured) and its config path to the module's ``fill``.
 FillMap = Callable[[Any, str], Any]

@@ -34,6 +34,7 @@ from gradwise.distributed._hooks import COMPRESSIONS, check_compression
 from gradwise.distributed._one_bit_adam import OneBitAdam
 from gradwise.distributed._world import World
 from gradwise.models import MODELS, build_model
+from gradwise.preprocess._pipeline import naming_steps
 from gradwise.regularize import EarlyStopping, MaxNorm, Mixup, Penalty
 from gradwise.runs import RunFolder, RunFolderError, read_summary, write_config
 from gradwise.schedules import ScheduleLR
@@ -43,6 +44,7 @@ from gradwise.train._components import (
     build_optimizer,
     build_preprocessing,
     build_schedule,
+    check_augmentation_layout,
 )
 from gradwise.train._trainer import FitResult, Trainer
 from gradwise.train._warm_start import WarmStartReport, freeze, warm_start
@@ -89,6 +91,7 @@ def prepare_run(
     data = _load_data(config, entry_points)
     _check_loss_fits_task(config.loss, data)
     _check_monitored_metrics(config, data)
+    check_augmentation_layout(config.data, tuple(data.train.inputs.shape[1:]))
     raw_train_inputs = data.train.inputs
     data, preprocessing, preprocessing_warnings = _preprocess(data, config, preprocessing)
     model = _build_model(config, data, entry_points).to(device)
@@ -259,7 +262,7 @@ def warn_preprocessing(prepared: PreparedRun) -> None:
     trains a new run (rank 0 of a distributed one), not by every :func:`prepare_run`."""
     for message in prepared.preprocessing_warnings:
         warnings.warn(
-            f"in 'train.data.preprocess': {message}",
+            message,  # names its entry: see _entry_label
             preprocess.ConstantFeatureWarning,
             stacklevel=3,  # the caller of train()
         )
@@ -441,7 +444,8 @@ def _preprocess(
 
     def transformed(dataset: Dataset, split: str) -> Dataset:
         try:
-            return replace(dataset, inputs=pipeline.transform(dataset.inputs))
+            with naming_steps(_entry_label):
+                return replace(dataset, inputs=pipeline.transform(dataset.inputs))
         except ValueError as error:
             origin = (
                 "the run's preprocess.npz was fitted on inputs of another shape; the data "
@@ -450,7 +454,7 @@ def _preprocess(
                 else f"the {split} split does not fit the preprocessing fitted on the "
                 "training split"
             )
-            raise ConfigError(f"in 'train.data.preprocess': {error} ({origin})") from None
+            raise _preprocessing_error(error, f" ({origin})") from None
 
     train = transformed(data.train, "training")
     shape = tuple(train.inputs.shape[1:])
@@ -472,12 +476,12 @@ def _fit_preprocessing(pipeline: preprocess.Preprocessor, inputs: Any) -> tuple[
     call keeps the warnings, and the process that trains issues them once
     (:func:`warn_preprocessing`) and records them in the summary.
     """
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, naming_steps(_entry_label):
         warnings.simplefilter("always", preprocess.ConstantFeatureWarning)
         try:
             pipeline.fit(inputs)
         except ValueError as error:
-            raise ConfigError(f"in 'train.data.preprocess': {error}") from None
+            raise _preprocessing_error(error) from None
     constant = []
     for warning in caught:
         if issubclass(warning.category, preprocess.ConstantFeatureWarning):
@@ -487,6 +491,22 @@ def _fit_preprocessing(pipeline: preprocess.Preprocessor, inputs: Any) -> tuple[
                 warning.message, warning.category, warning.filename, warning.lineno
             )
     return tuple(constant)
+
+
+def _entry_label(index: int, step: preprocess.Preprocessor) -> str:
+    """How ``gradwise train`` names a preprocessing step in errors and warnings: by the
+    config entry it came from (entry i of ``data.preprocess`` is the pipeline's steps[i])."""
+    return f"in 'train.data.preprocess[{index}]', {step!r}"
+
+
+def _preprocessing_error(error: ValueError, origin: str = "") -> ConfigError:
+    """The preprocessing's ``error`` (and its ``origin``) as a ConfigError: a step's error
+    names its entry already (:func:`_entry_label`); one about the inputs as a whole, before
+    any step ran, gets the section's path."""
+    message = str(error)
+    if not message.startswith("in 'train.data.preprocess["):
+        message = f"in 'train.data.preprocess': {message}"
+    return ConfigError(f"{message}{origin}")
 
 
 def _preprocessed_fill(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -230,11 +231,13 @@ class Trainer:
         """Train until the step budget, early stopping, a stop request or Ctrl-C.
 
         With ``resume=True`` the run continues from its last checkpoint (the run folder's
-        ``checkpoints/last.pt``): the model, optimizer, scheduler, RNG states, early
-        stopping, callbacks and data position are restored, and metrics recorded after
-        the checkpoint are dropped so they are not counted twice. The summary keeps the
-        run's first ``started`` time and lists the resumes' times in ``resumed``; its
-        ``duration_s`` adds up the time spent training in each.
+        ``checkpoints/last.pt``): the model, optimizer, scheduler, RNG states, the
+        augmentations' fills (one computed from the data stays what the run started with,
+        even if the data changed since), early stopping, callbacks and data position are
+        restored, and metrics recorded after the checkpoint are dropped so they are not
+        counted twice. The summary keeps the run's first ``started`` time and lists the
+        resumes' times in ``resumed``; its ``duration_s`` adds up the time spent training
+        in each.
         """
         if resume:
             self._restore()
@@ -558,6 +561,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "position": {"epoch": position.epoch, "batch": position.batch, "step": position.step},
             "rng": per_rank[0]["rng"],
+            "augment_fills": [_on_cpu(child.fill) for child in _filling(self.augment)],
             "early_stopping": (
                 self.early_stopping.state_dict() if self.early_stopping is not None else None
             ),
@@ -592,6 +596,7 @@ class Trainer:
             self.scheduler.load_state_dict(contents["scheduler"])
         self._position = _Position(**contents["position"])
         set_rng_state(mine["rng"], self.device, (self.augment, self.mixup))
+        self._restore_fills(contents.get("augment_fills"))
         if self.rank_state is not None and mine["rank_state"] is not None:
             self.rank_state.load_state_dict(mine["rank_state"])
         if self.early_stopping is not None and contents["early_stopping"] is not None:
@@ -603,6 +608,33 @@ class Trainer:
         self._totals.load_state_dict(contents["totals"])
         self._elapsed_before = float(contents["elapsed"])
         self._restore_averaging(contents.get("averaging"))
+
+    def _restore_fills(self, saved: Sequence[float | Tensor] | None) -> None:
+        """Give the augmentations the fills the run started with: a fill computed from the
+        training data (``gradwise train``'s ``fill: mean``) must not change with the data
+        file between the start and a resume."""
+        filling = _filling(self.augment)
+        checkpoint = self.run.last_checkpoint if self.run is not None else "the checkpoint"
+        if saved is None:  # written before checkpoints kept the fills
+            if any(isinstance(child.fill, Tensor) for child in filling):
+                warnings.warn(
+                    f"{checkpoint} holds no fills of the augmentations (an older gradwise "
+                    "wrote it), so they keep the fills computed for this resume: a fill "
+                    "computed from the training data (fill: mean) is that of the data as "
+                    "they are now, which differs from the run's start if the data file "
+                    "changed since. Restore the original data file to resume exactly.",
+                    UserWarning,
+                    stacklevel=4,  # the caller of fit()
+                )
+            return
+        if len(saved) != len(filling):
+            raise RunFolderError(
+                f"{checkpoint} holds the fills of {len(saved)} augmentation(s) with a fill, "
+                f"but this run has {len(filling)}; resume it with the augmentations it "
+                "started with."
+            )
+        for child, fill in zip(filling, saved, strict=True):
+            child.fill = fill
 
     def _restore_averaging(self, saved: Mapping[str, Any] | None) -> None:
         if self.averaging is None:
@@ -708,6 +740,14 @@ def _on_cpu(tree: Any) -> Any:
     if isinstance(tree, list | tuple):
         return type(tree)(_on_cpu(value) for value in tree)
     return tree
+
+
+def _filling(augment: nn.Module | None) -> list[Any]:
+    """The augmentations in ``augment`` that fill what comes from outside the input (shift,
+    crop, rotation: a ``fill`` attribute), in order."""
+    if augment is None:
+        return []
+    return [child for child in augment.modules() if hasattr(child, "fill")]
 
 
 def _device_of(model: nn.Module) -> torch.device:
