@@ -122,3 +122,25 @@ def test_two_processes_warn_once(tmp_path: Path) -> None:
     assert EXPECTED in result.stderr
     summary = read_summary(RunFolder.open(tmp_path / "runs" / "run"))
     assert summary["preprocessing_warnings"] == [EXPECTED]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["config"],
+        ["lr-find", "--steps", "8", "--sweeps", "1"],
+        ["doctor", "--epochs", "1", "--no-checks"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_every_command_that_fits_the_preprocessing_says_so_once(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # Not only train: a constant feature is as wrong for the doctor's probe, an lr sweep or
+    # a checked config. (gradwise prune trains its runs with train(): once per run.)
+    write_data(tmp_path / "data.npz")
+    sets = [arg for override in overrides(tmp_path) for arg in ("--set", override)]
+    result = gradwise(*command, *sets, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("ConstantFeatureWarning") == 1, result.stderr
+    assert EXPECTED in result.stderr

@@ -51,6 +51,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
         out = Path(config.runs_dir) / f"lr-find-{name}.png"
     check_output_file(out, "--out", "lr-find")  # before the sweep, not after it
     prepared = prepare_run(replace(config, schedule=None))
+    prepared.warn_preprocessing()
     try:
         result = lr_find(
             prepared.model,

@@ -279,7 +279,7 @@ def _config(args: argparse.Namespace) -> int:
         # is a config train accepts; on the CPU: the device is the machine's, not the
         # config's. The default config builds (it is the default run); building it would
         # only cost its data (MNIST-1D: ~2.4 s).
-        prepare_run(replace(config, device="cpu"))
+        prepare_run(replace(config, device="cpu")).warn_preprocessing()
     print(dump_config(config), end="")
     return EXIT_OK
 

@@ -127,6 +127,7 @@ def diagnose(
         )
     probe_config = _probe_config(config, probe_epochs)
     prepared = prepare_run(probe_config)
+    prepared.warn_preprocessing()
     findings: list[Diagnosis] = []
     scale = check_input_scale(prepared.data.train.inputs)
     if scale is not None:

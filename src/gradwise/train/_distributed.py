@@ -39,7 +39,6 @@ from gradwise.train._from_config import (
     resumable_folder,
     run_prefix,
     saved_preprocessing,
-    warn_preprocessing,
 )
 
 
@@ -166,7 +165,7 @@ def _train(
     if world.is_main and resume is None:
         if prepared.preprocessing is not None:
             preprocess.save(prepared.preprocessing, folder.preprocess_path)
-        warn_preprocessing(prepared)  # once, although every rank (and the launcher) fitted it
+        prepared.warn_preprocessing()  # once, although every rank (and the launcher) fitted it
     elif world.is_main:
         keep_preprocessing_warnings(prepared, folder)
     prepared.config = replace(settings, name=folder.path.name)

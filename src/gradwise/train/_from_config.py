@@ -67,8 +67,20 @@ class PreparedRun:
     averaging: WeightAverage | None = None
     warm_start: WarmStartReport | None = None
     #: The ConstantFeatureWarnings of fitting the preprocessing, kept to be issued once
-    #: (:func:`warn_preprocessing`) and recorded in the run's summary.
+    #: (:meth:`warn_preprocessing`) and recorded in the run's summary.
     preprocessing_warnings: tuple[str, ...] = ()
+
+    def warn_preprocessing(self) -> None:
+        """Issue the preprocessing's ConstantFeatureWarnings. :func:`prepare_run` only
+        keeps them: it runs once per rank, in the launcher's check and per probe or seed,
+        so the command that uses the run (train, doctor, lr-find, config) issues
+        them, once."""
+        for message in self.preprocessing_warnings:
+            warnings.warn(
+                message,  # names its entry: see _entry_label
+                preprocess.ConstantFeatureWarning,
+                stacklevel=3,  # the caller of the command's function (train(), ...)
+            )
 
 
 def prepare_run(
@@ -219,7 +231,7 @@ def train(
 ) -> FitResult:
     """Run a configured training from scratch in a new run folder (``callbacks`` added)."""
     prepared = prepare_run(config)
-    warn_preprocessing(prepared)
+    prepared.warn_preprocessing()
     folder = RunFolder.create(config.runs_dir, config.name, prefix=run_prefix(config))
     config = replace(config, name=folder.path.name)
     prepared.config = config
@@ -255,17 +267,6 @@ def resume(
     keep_preprocessing_warnings(prepared, folder)
     trainer = make_trainer(prepared, folder, progress=progress, callbacks=callbacks)
     return _fit_and_report(trainer, folder, True)
-
-
-def warn_preprocessing(prepared: PreparedRun) -> None:
-    """Issue the preprocessing's ConstantFeatureWarnings, once per run: by the process that
-    trains a new run (rank 0 of a distributed one), not by every :func:`prepare_run`."""
-    for message in prepared.preprocessing_warnings:
-        warnings.warn(
-            message,  # names its entry: see _entry_label
-            preprocess.ConstantFeatureWarning,
-            stacklevel=3,  # the caller of train()
-        )
 
 
 def keep_preprocessing_warnings(prepared: PreparedRun, folder: RunFolder) -> None:
@@ -474,7 +475,7 @@ def _fit_preprocessing(pipeline: preprocess.Preprocessor, inputs: Any) -> tuple[
     One run calls :func:`prepare_run` more than once (the launcher's check and every rank
     of a distributed run; the doctor's probe runs, each seed of a pruning study), so each
     call keeps the warnings, and the process that trains issues them once
-    (:func:`warn_preprocessing`) and records them in the summary.
+    (:meth:`PreparedRun.warn_preprocessing`) and records them in the summary.
     """
     with warnings.catch_warnings(record=True) as caught, naming_steps(_entry_label):
         warnings.simplefilter("always", preprocess.ConstantFeatureWarning)
