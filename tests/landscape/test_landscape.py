@@ -274,9 +274,68 @@ def test_a_penalty_read_from_the_model_is_the_same_evaluated_several_points_at_a
     reference = slice_2d(model, loss_fn, data, directions, resolution=3, points_per_batch=1)
     batched = slice_2d(model, loss_fn, data, directions, resolution=3, points_per_batch=4)
     np.testing.assert_allclose(batched.losses, reference.losses, rtol=1e-12)
-    # under vmap no tensor requires grad, and l2_penalty(model, ...) picks its tensors by it
-    with pytest.raises(ValueError, match="must not depend on which parameters require grad"):
-        slice_2d(model, _with_l2_penalty(model), data, directions, points_per_batch=4)
+
+
+def _loss_plus_weight_decay(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    data: tuple[torch.Tensor, torch.Tensor],
+    weights: tuple[str, ...],
+) -> float:
+    """The oracle of cross-entropy + l2_penalty(model, 0.3): the loss of a copy of the model
+    with ``params`` loaded plus 0.3 times the squares of the named weights, written out."""
+    decay = 0.3 * sum(float(params[name].square().sum()) for name in weights)
+    return _eval_loss(model, params, data) + decay
+
+
+def test_l2_penalty_of_the_model_is_the_same_evaluated_several_points_at_a_time() -> None:
+    # Before, under vmap every tensor reported requires_grad=False, penalized_parameters
+    # chose by it and the penalty vanished: points_per_batch > 1 was refused. Now the
+    # choice comes from the module's structure: the two Linear weights, not the biases or
+    # BatchNorm's scale and shift.
+    data = classification_data()
+    model = classifier(0)
+    trained_buffers(model, data[0])
+    loss_fn = _with_l2_penalty(model)
+    first, second = random_directions(model, seed=3)
+    center = {name: p.detach().clone() for name, p in model.named_parameters()}
+    reference = slice_2d(model, loss_fn, data, (first, second), resolution=5, points_per_batch=1)
+    for points_per_batch in (4, 25):  # uneven chunks, then all points in one call
+        batched = slice_2d(model, loss_fn, data, (first, second), resolution=5,
+                           points_per_batch=points_per_batch)  # fmt: skip
+        np.testing.assert_allclose(batched.losses, reference.losses, rtol=1e-12)
+    for i, j in ((0, 0), (2, 2), (4, 1)):
+        alpha, beta = reference.alphas[i], reference.betas[j]
+        point = {name: center[name] + alpha * first[name] + beta * second[name] for name in center}
+        expected = _loss_plus_weight_decay(model, point, data, ("0.weight", "4.weight"))
+        assert batched.losses[i, j] == pytest.approx(expected, rel=1e-12)
+    curve = slice_1d(model, loss_fn, data, first, resolution=5, points_per_batch=5)
+    np.testing.assert_allclose(curve.losses, reference.losses[:, 2], rtol=1e-12)
+
+
+def test_a_penalty_that_tells_frozen_weights_apart_is_refused_several_points_at_a_time() -> None:
+    # A frozen weight: one point at a time, l2_penalty(model) leaves it out, as it does on
+    # the model. Under vmap no parameter can be told frozen (requires_grad is False for
+    # all), so the first point is evaluated both ways, and a loss that differs is refused.
+    data = classification_data()
+    model = classifier(0)
+    model[0].weight.requires_grad_(False)
+    direction = random_directions(model, num=1, seed=3)[0]
+    center = {name: p.detach().clone() for name, p in model.named_parameters()}
+    curve = slice_1d(model, _with_l2_penalty(model), data, direction, resolution=3,
+                     points_per_batch=1)  # fmt: skip
+    for t, value in zip(curve.coordinates, curve.losses, strict=True):
+        point = {name: center[name] + t * direction[name] for name in center}
+        expected = _loss_plus_weight_decay(model, point, data, ("4.weight",))
+        assert value == pytest.approx(expected, rel=1e-12)
+
+    def by_flag(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return F.cross_entropy(outputs, targets) + 0.3 * sum(p.square().sum() for p in trainable)
+
+    for loss_fn in (_with_l2_penalty(model), by_flag):
+        with pytest.raises(ValueError, match="must not depend on which parameters are frozen"):
+            slice_1d(model, loss_fn, data, direction, resolution=3, points_per_batch=3)
 
 
 @pytest.mark.parametrize("points_per_batch", [1, 4])

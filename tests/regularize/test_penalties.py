@@ -40,6 +40,52 @@ def test_default_selection_agrees_with_the_weight_decay_mask():
     assert [p for p in trainable if mask(p)] == penalized_parameters(model)
 
 
+class Penalized(nn.Module):
+    """``l2_penalty(model, 0.3)`` as a module's forward, for torch.func.functional_call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self):
+        return l2_penalty(self.model, 0.3)
+
+
+def test_default_selection_holds_under_functional_call_and_vmap():
+    # Under torch.func.vmap every tensor reports requires_grad=False. Before, the default
+    # selection went by that flag, so l2_penalty(model) was 0 there. Now the module's
+    # structure chooses: the same three weights at every point; the frozen layer, left as
+    # the model's frozen Parameter, stays out.
+    torch.manual_seed(0)
+    model = Net().double()
+    wrapper = Penalized(model)
+    trainable = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    points = {
+        name: torch.stack([(1 + k) * value for k in range(3)]) for name, value in trainable.items()
+    }
+    weights = ("embedding.weight", "conv.weight", "linear.weight")
+
+    def penalty_at(state):
+        return torch.func.functional_call(wrapper, {f"model.{n}": v for n, v in state.items()}, ())
+
+    batched = torch.func.vmap(penalty_at)(points)
+    expected = torch.stack([
+        0.3 * sum(points[name][k].square().sum() for name in weights) for k in range(3)
+    ])  # fmt: skip
+    torch.testing.assert_close(batched, expected, rtol=1e-14, atol=0)
+    one = {name: value[1] for name, value in points.items()}
+    torch.testing.assert_close(penalty_at(one), expected[1], rtol=1e-14, atol=0)
+    # A stand-in for the frozen weight: frozen if it is a frozen Parameter itself; a plain
+    # tensor's requires_grad says nothing (under vmap it is False for every tensor).
+    frozen = torch.randn(4, 4, dtype=torch.float64)
+    as_frozen = penalty_at({**one, "frozen.weight": nn.Parameter(frozen, requires_grad=False)})
+    torch.testing.assert_close(as_frozen, expected[1], rtol=1e-14, atol=0)
+    as_value = penalty_at({**one, "frozen.weight": frozen})
+    torch.testing.assert_close(
+        as_value, expected[1] + 0.3 * frozen.square().sum(), rtol=1e-14, atol=0
+    )
+
+
 def test_penalties_of_a_module_equal_the_closed_form():
     torch.manual_seed(0)
     model = Net().double()

@@ -6,7 +6,8 @@ from typing import Any, Literal, overload
 
 from torch import Tensor, nn
 
-from gradwise.curvature._hessian import Hessian, LossFunction, Mode
+from gradwise._objective import LossFunction
+from gradwise.curvature._hessian import Hessian, Mode
 from gradwise.curvature._spectrum import EigenvalueDensity, NegativeCurvature, TraceMethod, Which
 
 
@@ -65,9 +66,16 @@ def eigenvalues(
     vector is reorthogonalized against all the previous ones, so converged eigenvalues do
     not reappear as spurious copies. The iteration stops when each wanted Ritz pair's
     residual :math:`\lVert H y - \theta y \rVert = |\beta_m s_{m,i}|` is at most
-    ``tol`` times the largest |Ritz value|; that bounds each eigenvalue's error, which in
-    practice is near the residual squared over the spectral gap. If the Krylov space
-    becomes invariant, Lanczos restarts from a random vector orthogonal to it, which finds
+    ``tol`` times its own :math:`|\theta|`: every eigenvalue returned is then within
+    ``tol`` of itself, relative, however far below :math:`\lambda_{\max}` it lies (a
+    small or clustered bottom of the spectrum, the top of an indefinite one). The residual
+    bounds the eigenvalue's error, which in practice is near the residual squared over the
+    spectral gap. One exception: a Ritz value within :math:`100 \epsilon
+    \lVert H \rVert` of zero (machine epsilon of the model's dtype, :math:`\lVert H
+    \rVert` estimated by the largest |Ritz value|: :math:`2.2 \cdot 10^{-14}` of it in
+    float64, :math:`1.2 \cdot 10^{-5}` in float32) is zero to what the products resolve,
+    and converges to that absolute accuracy instead. If the Krylov space becomes
+    invariant, Lanczos restarts from a random vector orthogonal to it, which finds
     repeated eigenvalues; a Krylov method can still miss copies of an eigenvalue.
 
     "largest" and "smallest" are algebraic: "smallest" gives the most negative
@@ -82,10 +90,12 @@ def eigenvalues(
         which: "largest" or "smallest".
         return_eigenvectors: also return the unit eigenvectors, as the columns of an
             (n, k) tensor over the flat trainable parameters (see ``Hessian.unflatten``).
-        tol: relative residual tolerance (see above).
+        tol: the relative accuracy of each eigenvalue: its Ritz pair's residual at most
+            ``tol`` times its own magnitude (see above).
         max_iterations: at most this many Lanczos steps (Hessian-vector products); the
             basis takes ``max_iterations * n`` numbers of memory. A RuntimeWarning says when
-            the tolerance was not reached.
+            the tolerance was not reached (the values are then Ritz values that have not
+            converged: a small eigenvalue can be far off, or missing).
         seed: seed of the start vector.
         mode: "eval" (default) or "train" (see :class:`Hessian`).
 
@@ -289,10 +299,10 @@ def condition_number(
     :math:`1.2 \cdot 10^{-5} \lambda_{\max}` in float32), below what the products resolve,
     where rounding alone decides the sign.
 
-    Each eigenvalue is converged to ``tol`` relative to itself: the residual of the
-    smallest Ritz pair must be at most ``tol`` :math:`\lambda_{\min}`, not ``tol``
-    :math:`\lambda_{\max}` as in :func:`eigenvalues`, since a small or clustered bottom of
-    the spectrum would otherwise pass with an error of several percent. Lanczos stops as
+    Each eigenvalue is converged to ``tol`` relative to itself, as in :func:`eigenvalues`:
+    the residual of the smallest Ritz pair must be at most ``tol`` :math:`\lambda_{\min}`,
+    not ``tol`` :math:`\lambda_{\max}`, since a small or clustered bottom of the
+    spectrum would otherwise pass with an error of several percent. Lanczos stops as
     soon as a Ritz value falls to that floor (Ritz values lie inside the spectrum, so
     :math:`\lambda_{\min}` is below it too). If ``max_iterations`` runs out first, a
     RuntimeWarning says so; the ratio returned is then a lower bound of :math:`\kappa`.
@@ -327,7 +337,11 @@ def find_negative_curvature(
     Finds :math:`\lambda_{\min}` and :math:`\lambda_{\max}` with one Lanczos run and
     reports negative curvature when :math:`\lambda_{\min} < -\text{tolerance} \cdot
     |\lambda_{\max}|` (relative, so rounding-level negative eigenvalues of a convex loss do
-    not count), with the escape direction and the gradient norm.
+    not count), with the escape direction and the gradient norm. That comparison needs both
+    to an accuracy relative to the larger of the two, not each to itself, so here ``tol``
+    bounds each Ritz pair's residual by ``tol`` times the largest |Ritz value|: a
+    :math:`\lambda_{\min}` near zero is accurate to ``tol`` :math:`\lVert H \rVert`, not
+    to ``tol`` of itself (use :func:`eigenvalues` with ``which="smallest"`` for that).
 
     Example:
         >>> import torch

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from gradwise.curvature._hessian import Hessian, batch_size, parameters_reached
+from gradwise._objective import parameters_reached
+from gradwise.curvature._hessian import Hessian, batch_size
 
 if TYPE_CHECKING:
     from gradwise.curvature._hessian import Batch

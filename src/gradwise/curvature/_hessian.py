@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from gradwise._objective import LossFunction, Objective, held_parameters_error, parameters_reached
 from gradwise._validation import NON_NEGATIVE_INT, OneOf, Satisfies, check, invalid_value_error
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
         Which,
     )
 
-LossFunction = Callable[[Any, Any], Tensor]
 Batch = tuple[Tensor, Any]
 Mode = Literal["eval", "train"]
 
@@ -34,24 +34,6 @@ class _Shown:
 
     def __repr__(self) -> str:
         return self.text
-
-
-class Objective(nn.Module):
-    """``loss_fn(model(inputs), targets)`` as one module, so that ``functional_call`` swaps
-    the parameters for the model's forward pass and ``loss_fn`` alike."""
-
-    def __init__(self, model: nn.Module, loss_fn: LossFunction) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = (loss_fn,)  # in a tuple: a loss that is a Module stays unregistered
-
-    def forward(self, inputs: Tensor, targets: Any, cut_outputs: bool) -> tuple[Any, Any]:
-        outputs = self.model(inputs)
-        if cut_outputs:
-            if not isinstance(outputs, Tensor):
-                return None, outputs
-            outputs = outputs.detach().requires_grad_(True)
-        return self.loss_fn[0](outputs, targets), outputs
 
 
 class Hessian:
@@ -226,7 +208,8 @@ class Hessian:
         max_iterations: int = 100,
         seed: int = 0,
     ) -> tuple[Tensor, Tensor]:
-        """The k extreme eigenvalues and eigenvectors (columns): see :func:`eigenvalues`."""
+        """The k extreme eigenvalues, each to ``tol`` of itself, and their eigenvectors
+        (columns): see :func:`eigenvalues`."""
         return _spectrum().eigenvalues_of(
             self, k, which, tol=tol, max_iterations=max_iterations, seed=seed,
             owner="eigenvalues",
@@ -462,41 +445,6 @@ def _check_finite_parameters(model: nn.Module, owner: str) -> None:
             "checkpoint taken before they diverged (a lower learning rate or gradient "
             "clipping keeps them finite)."
         )
-
-
-def parameters_reached(loss: Tensor, parameters: Sequence[Tensor]) -> list[int]:
-    """The indices of ``parameters`` that ``loss``'s autograd graph reaches (as leaves).
-
-    A walk over the graph's nodes, not a backward pass: cheap next to the forward pass."""
-    if loss.grad_fn is None:
-        return []
-    wanted = {id(parameter): index for index, parameter in enumerate(parameters)}
-    found: set[int] = set()
-    seen = set()
-    stack = [loss.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
-        if variable is not None and id(variable) in wanted:
-            found.add(wanted[id(variable)])
-        stack.extend(child for child, _ in node.next_functions if child is not None)
-    return sorted(found)
-
-
-def held_parameters_error(owner: str, names: Sequence[str], consequence: str) -> ValueError:
-    """The error for a ``loss_fn`` whose graph reaches the parameters ``names`` through
-    tensors held from before the call (found by :func:`parameters_reached`), which do not
-    follow the parameters swapped in; ``consequence`` says what that would spoil."""
-    return ValueError(
-        f"The 'loss_fn' parameter of {owner} must read the model's parameters from the model "
-        "when it is called (model.parameters(), model.<name>, l2_penalty(model, ...)). Got a "
-        f"loss that reaches {', '.join(map(repr, names))} through tensors held from before "
-        "the call (a list of model.parameters(), a gradwise.regularize.Penalty), "
-        f"{consequence}; read them from the model inside loss_fn instead."
-    )
 
 
 def _all_finite(tensor: Tensor) -> bool:

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 # coefficient beta counts as zero: the Krylov space is invariant and the iteration restarts
 # from a fresh random vector orthogonal to it (finding repeated eigenvalues that way).
 _BREAKDOWN = 1e3
-# At most this multiple of machine epsilon times lambda_max, lambda_min is zero to working
-# precision (the condition number is inf). Measured: the exact zeros of a rank-deficient
+# At most this multiple of machine epsilon times lambda_max, an eigenvalue is zero to
+# working precision (the condition number is inf; eigenvalues converge to this absolute
+# accuracy, not to tol of themselves). Measured: the exact zeros of a rank-deficient
 # least-squares Hessian came out as Ritz values of +-5 eps lambda_max in float64, while
 # float32 products still resolved lambda_min = 1e-4 lambda_max (~20 eps) to 1-3%.
 _RESOLUTION = 1e2
@@ -108,43 +109,67 @@ def extreme_eigenpairs(
     max_iterations: int,
     seed: int,
     owner: str,
+    each_relative: bool,
 ) -> tuple[Tensor, Tensor]:
     """The ``num_largest`` largest then ``num_smallest`` smallest Ritz pairs, to ``tol``.
 
-    Values (float64) run from each end inward; vectors are columns in the model's dtype. A
-    Ritz pair counts as converged when its residual norm is at most ``tol`` times the
-    largest |Ritz value| (an estimate of ||H||); its eigenvalue error is then at most that,
-    and usually about its square over the gap to the next eigenvalue.
+    Values (float64) run from each end inward; vectors are columns in the model's dtype.
+    With ``each_relative`` (what :func:`eigenvalues` promises), a Ritz pair counts as
+    converged when its residual norm is at most ``tol`` times its own |Ritz value|, or
+    ``_RESOLUTION`` machine epsilons times the largest |Ritz value| (an estimate of
+    ||H||) where that is more: a value that small is zero to working precision. Without,
+    the residual is measured against ``tol`` times the largest |Ritz value| alone (enough
+    to compare lambda_min with lambda_max, as find_negative_curvature does). The
+    eigenvalue's error is at most the residual, and usually about its square over the gap
+    to the next eigenvalue. A run that ends unconverged warns.
     """
     generator = torch.Generator(device=hessian.device).manual_seed(seed)
     wanted_count = min(num_largest + num_smallest, hessian.num_parameters)
+    floor = _RESOLUTION * torch.finfo(hessian.dtype).eps
 
     def wanted(values: Tensor) -> Tensor:
         m = values.numel()
         top = torch.arange(m - 1, m - 1 - num_largest, -1)
         return torch.cat([top, torch.arange(num_smallest)])
 
+    def thresholds(values: Tensor, scale: Tensor) -> Tensor:
+        if not each_relative:
+            return torch.full_like(values, tol * float(scale))
+        return torch.maximum(tol * values.abs(), floor * scale)
+
     def converged(tridiagonal: Tridiagonal) -> bool:
         values, vectors = tridiagonal.ritz()
         if values.numel() < wanted_count:
             return False
-        threshold = tol * values.abs().max()
+        scale = values.abs().max()
         chosen = wanted(values)
-        if not bool((tridiagonal.residuals(vectors)[chosen] <= threshold).all()):
+        limits = thresholds(values[chosen], scale)
+        if not bool((tridiagonal.residuals(vectors)[chosen] <= limits).all()):
             return False
-        return _complement_settled(tridiagonal, values[chosen], num_largest, threshold, threshold)
+        # The complement must settle to the strictest limit at each end.
+        top, bottom = limits[:num_largest], limits[num_largest:]
+        return _complement_settled(
+            tridiagonal,
+            values[chosen],
+            num_largest,
+            top.min() if top.numel() else scale,
+            bottom.min() if bottom.numel() else scale,
+        )
 
     start = _random_vector(hessian, generator)
     tridiagonal = lanczos(hessian, start, max_iterations, generator, converged)
     values, vectors = tridiagonal.ritz()
+    chosen = wanted(values)
     if tridiagonal.alphas.numel() < hessian.num_parameters and not converged(tridiagonal):
+        measure = "of each eigenvalue" if each_relative else "of the largest |eigenvalue|"
+        shown = ", ".join(f"{float(v):.4g}" for v in values[chosen])
         warnings.warn(
-            f"{owner}: Lanczos did not reach tol={tol} in max_iterations={max_iterations} "
-            "Hessian-vector products; raise max_iterations or tol.",
+            f"{owner}: Lanczos did not reach tol={tol} {measure} in "
+            f"max_iterations={max_iterations} Hessian-vector products (Ritz values {shown}); "
+            "raise max_iterations or tol.",
             RuntimeWarning,
             stacklevel=3,
         )
-    chosen = wanted(values)
     # The tridiagonal's eigenvectors are on the CPU; the basis is on the model's device.
     ritz_vectors = tridiagonal.basis.T @ vectors[:, chosen].to(tridiagonal.basis)
     return values[chosen], ritz_vectors

@@ -7,8 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from gradwise._objective import LossFunction
 from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, Boolean, Interval, check
-from gradwise.curvature._hessian import Hessian, LossFunction, Mode
+from gradwise.curvature._hessian import Hessian, Mode
 from gradwise.diagnosis import Diagnosis, Finding
 
 _FINITE = Interval()

@@ -130,7 +130,7 @@ def eigenvalues_of(
     largest, smallest = (k, 0) if which == "largest" else (0, k)
     values, vectors = extreme_eigenpairs(
         hessian, largest, smallest, tol=tol, max_iterations=max(max_iterations, k), seed=seed,
-        owner=owner,
+        owner=owner, each_relative=True,
     )  # fmt: skip
     return values.to(device=hessian.device, dtype=hessian.dtype), vectors
 
@@ -327,9 +327,12 @@ def extremes_of(
     check_all(
         owner, {"tol": tol, "max_iterations": max_iterations, "seed": seed}, LANCZOS_CONSTRAINTS
     )
+    # The question is whether lambda_min < -tolerance * |lambda_max|: both to tol of the
+    # largest |eigenvalue| answer it, and a lambda_min near 0 need not converge to itself.
     values, vectors = extreme_eigenpairs(
-        hessian, 1, 1, tol=tol, max_iterations=max_iterations, seed=seed, owner=owner
-    )
+        hessian, 1, 1, tol=tol, max_iterations=max_iterations, seed=seed, owner=owner,
+        each_relative=False,
+    )  # fmt: skip
     # values = (lambda_max, lambda_min); vectors' columns in the same order.
     return float(values[1]), float(values[0]), vectors[:, 1]
 

@@ -148,7 +148,9 @@ def interpolate(
         batch_size: samples per forward (default: all of a Dataset at once).
         points_per_batch: parameter sets per vectorized forward (``torch.func.vmap``);
             1 evaluates them one by one. Default: 1 on the CPU (measured faster there for
-            most models), 16 on CUDA.
+            most models), 16 on CUDA. Under vmap no parameter can be told frozen, so a
+            ``loss_fn`` whose value depends on that (``l2_penalty(model, ...)`` on a model
+            with frozen weights) is refused with a ValueError when this is above 1.
 
     Example:
         >>> import copy, torch

@@ -21,8 +21,17 @@ def penalized_parameters(model: nn.Module) -> list[Tensor]:
     The selection is :func:`gradwise.optim.weight_decay_mask`'s rule, so penalties and
     decoupled weight decay agree: the weights of linear, convolution and embedding layers
     (every parameter with two or more dimensions) outside normalization layers. Biases,
-    normalization scales and shifts, other 1-D tensors and frozen parameters
-    (``requires_grad=False``) are left out. A parameter shared by two layers appears once.
+    normalization scales and shifts, other 1-D tensors and frozen parameters (an
+    ``nn.Parameter`` with ``requires_grad=False``) are left out. A parameter shared by two
+    layers appears once.
+
+    The choice is made from the module's structure, so it holds under
+    ``torch.func.functional_call`` too, where the tensors passed in stand in for the
+    parameters: a stand-in counts as frozen only if it is itself an ``nn.Parameter`` that
+    requires no grad. Its own flag says nothing, since under ``torch.func.vmap`` every
+    tensor reports ``requires_grad=False``; judged by it, ``l2_penalty(model, ...)`` was 0
+    there. (gradwise.curvature and gradwise.landscape keep a frozen parameter frozen where
+    they swap the parameters.)
 
     Example:
         >>> import torch
@@ -37,7 +46,13 @@ def penalized_parameters(model: nn.Module) -> list[Tensor]:
             f"Got {type(model).__name__} instead."
         )
     mask = weight_decay_mask(model)
-    return [p for p in model.parameters() if p.requires_grad and mask(p)]
+    return [p for p in model.parameters() if mask(p) and not _frozen(p)]
+
+
+def _frozen(tensor: Tensor) -> bool:
+    """A frozen parameter: an ``nn.Parameter`` that requires no grad. A plain tensor in a
+    parameter's place (``functional_call``) is a value for it, whose flag ``vmap`` hides."""
+    return isinstance(tensor, nn.Parameter) and not tensor.requires_grad
 
 
 def l1_penalty(parameters: Parameters, strength: float) -> Tensor:
