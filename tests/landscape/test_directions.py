@@ -51,6 +51,22 @@ def test_biases_and_normalization_parameters_are_zero() -> None:
     assert set(direction) == {name for name, _ in model.named_parameters()}
 
 
+@pytest.mark.parametrize("filter_normalize", [True, False])
+def test_frozen_parameters_are_zero_and_the_others_unchanged(filter_normalize: bool) -> None:
+    torch.manual_seed(0)
+    model = Mixed()
+    unfrozen = random_directions(model, num=2, seed=5, filter_normalize=filter_normalize)
+    model.conv.requires_grad_(False)  # a frozen layer, as in fine-tuning
+    frozen = random_directions(model, num=2, seed=5, filter_normalize=filter_normalize)
+    for before, after in zip(unfrozen, frozen, strict=True):
+        for name, value in after.items():
+            if name.startswith("conv."):
+                assert torch.count_nonzero(value) == 0, name
+            else:
+                assert torch.equal(value, before[name]), name
+        assert torch.count_nonzero(before["conv.weight"]) > 0
+
+
 def test_without_filter_normalization_every_entry_is_standard_normal() -> None:
     model = nn.Linear(400, 50)
     (direction,) = random_directions(model, num=1, seed=3, filter_normalize=False)

@@ -38,7 +38,11 @@ def random_directions(
     (BatchNorm, LayerNorm, GroupNorm, RMSNorm) are zero in the direction. Slices along
     such directions are comparable between networks whose weights have different scales.
     Without filter normalization the raw Gaussian direction is returned (every parameter,
-    biases included).
+    biases included). Frozen parameters (``requires_grad=False``) are zero in the
+    direction either way: training never moves them, so a slice that did would show
+    ground the optimizer cannot reach (a fine-tuned head's landscape would be dominated
+    by the frozen backbone's). Their entries are still drawn, so the other parameters'
+    entries are those of the same model unfrozen.
 
     The draws come from a private generator seeded with ``seed`` (in float64 on the CPU,
     then cast to each parameter's dtype and device): the same seed gives the same
@@ -82,7 +86,7 @@ def random_directions(
             weight = parameter.detach()
             draw = torch.randn(weight.shape, generator=generator, dtype=torch.float64)
             draw = draw.to(dtype=weight.dtype, device=weight.device)
-            if name in zeroed:
+            if name in zeroed or not parameter.requires_grad:
                 draw = torch.zeros_like(weight)
             elif filter_normalize:
                 draw = _normalize_filters(draw, weight)
