@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,11 +22,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gradwise import Trainer
 from gradwise.cli import main
-from gradwise.config import load_config
+from gradwise.config import ConfigError, load_config, parse_config
 from gradwise.data import Dataset, DataSplits
 from gradwise.regularize import Penalty
 from gradwise.train import Callback, TrainState, load_checkpoint, prepare_run
-from gradwise.train._distributed import _backend
+from gradwise.train._distributed import _backend, _check_defaults_chose_as_the_run, train_rank
 from tests.cli.helpers import environment, gradwise, start
 from tests.distributed.multiprocess import run_on_ranks
 from tests.search.helpers import wait_for
@@ -247,6 +248,53 @@ def test_a_crashed_rank_stops_the_others_and_the_run_resumes(tmp_path) -> None:
     assert whole.returncode == 0, whole.stderr
     (uninterrupted,) = (tmp_path / "whole").iterdir()
     _assert_same_weights(run, uninterrupted)
+
+
+def _resume_rank(rank: int, port: int, runs: list[str]) -> None:
+    """One of two ranks resuming ``runs[rank]`` (rank 1's path may not exist)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    train_rank(None, resume=runs[rank], progress=False)
+
+
+def test_a_machine_that_cannot_see_the_run_folder_resumes_with_rank_0s(tmp_path) -> None:
+    # Rank 0 sends the config, the checkpoint and the preprocessing (standardize, fitted
+    # when the run started): another machine needs none of the run's files.
+    config = _config(tmp_path, epochs=2)
+    first = gradwise(
+        "train", str(config), "--nproc", "2", "--runs-dir", "first", "--no-progress", cwd=tmp_path
+    )
+    assert first.returncode == 0, first.stderr
+    (run,) = (tmp_path / "first").iterdir()
+    assert (run / "preprocess.npz").is_file()
+    resumed = {}
+    for name, rank_1_sees in (("seen", True), ("unseen", False)):
+        copy = tmp_path / name
+        shutil.copytree(run, copy)
+        saved = copy / "config.yaml"  # one more epoch to train after the resume
+        saved.write_text(saved.read_text().replace("epochs: 2", "epochs: 3"))
+        elsewhere = str(copy) if rank_1_sees else str(tmp_path / "not-on-this-machine")
+        mp.spawn(_resume_rank, args=(_free_port(), [str(copy), elsewhere]), nprocs=2)
+        checkpoint = load_checkpoint(copy / "checkpoints" / "last.pt")
+        assert checkpoint["position"]["epoch"] == 3
+        resumed[name] = checkpoint["model"]
+    for key, value in resumed["seen"].items():
+        assert torch.equal(resumed["unseen"][key], value), key
+
+
+def test_defaults_that_chose_another_backend_than_the_runs_are_named() -> None:
+    # What a machine that cannot see the run folder checks once rank 0's config arrives.
+    run = parse_config({"distributed": {"backend": "nccl"}, "device": "cuda"})
+    with pytest.raises(ConfigError, match=r"this machine cannot see runs/r/config.yaml, so it "
+                       r"chose the backend and the device from the defaults \(gloo, cpu\) "
+                       r"before rank 0 sent the run's config, which trains with nccl on cuda\. "
+                       r"Copy the run's config.yaml"):  # fmt: skip
+        _check_defaults_chose_as_the_run(run, "gloo", torch.device("cpu"), "runs/r")
+    same = parse_config({"device": "cpu"})  # gloo on the CPU, as the defaults chose
+    _check_defaults_chose_as_the_run(same, "gloo", torch.device("cpu"), "runs/r")
 
 
 def _free_port() -> int:

@@ -107,12 +107,14 @@ def train_rank(
         announce: a file where rank 0 writes the run folder's path once it exists, so
             the launcher can name it if a rank fails.
     """
+    sees_run = True
     if resume is not None:
         # Rank 0's copy decides (it is broadcast below); another machine that cannot see
         # the run folder starts from the defaults until then, which only pick the backend
-        # and the device.
+        # and the device (checked against the run's once it arrives).
         saved = Path(resume) / "config.yaml"
-        config = read_file(saved) if saved.is_file() else None
+        sees_run = saved.is_file()
+        config = read_file(saved) if sees_run else None
     settings = _settings(config)
     backend = _backend(settings)
     # Before the first collective: nccl sends from the current GPU, and without this every
@@ -122,6 +124,9 @@ def train_rank(
         dist.init_process_group(backend, timeout=timedelta(seconds=settings.distributed.timeout_s))
     world = World.current()
     try:
+        settings = parse_config(world.broadcast(config_to_dict(settings)))
+        if not sees_run:
+            _check_defaults_chose_as_the_run(settings, backend, device, resume)
         return _train(settings, device, world, resume, progress, announce)
     finally:
         # The DDP model holds the process group; let it go first, so that gloo's threads
@@ -139,9 +144,15 @@ def _train(
     progress: bool,
     announce: str | None,
 ) -> dict[str, Any]:
-    """The body of :func:`train_rank` between the process group's creation and its end."""
-    settings = parse_config(world.broadcast(config_to_dict(settings)))
-    saved = saved_preprocessing(RunFolder.open(resume)) if resume is not None else None
+    """The body of :func:`train_rank` between the process group's creation and its end
+    (``settings``: rank 0's)."""
+    # Rank 0 reads the run's preprocessing and hands it to the others, as it does the
+    # checkpoint: other machines need not see the run folder.
+    saved = None
+    if resume is not None:
+        saved = world.broadcast(
+            saved_preprocessing(RunFolder.open(resume)) if world.is_main else None
+        )
     prepared = prepare_run(
         replace(settings, device=str(device.type)),
         resuming=resume is not None,
@@ -320,6 +331,22 @@ def _bytes_sent(compression: Any, prepared: PreparedRun, steps: int) -> int:
         return int(compression.bytes_sent)
     elements = sum(p.numel() for p in prepared.model.parameters() if p.requires_grad)
     return 4 * elements * steps
+
+
+def _check_defaults_chose_as_the_run(
+    run: RunConfig, backend: str, device: torch.device, resume: str | None
+) -> None:
+    """On a machine that cannot see the run folder being resumed, the defaults picked the
+    backend and the device before rank 0's config arrived: they must be the run's."""
+    wanted_backend, wanted_device = _backend(run), rank_device_type(run)
+    if (wanted_backend, wanted_device) != (backend, device.type):
+        raise ConfigError(
+            f"this machine cannot see {resume}/config.yaml, so it chose the backend and the "
+            f"device from the defaults ({backend}, {device.type}) before rank 0 sent the "
+            f"run's config, which trains with {wanted_backend} on {wanted_device}. Copy the "
+            "run's config.yaml to the same path on this machine (the checkpoint and the "
+            "preprocessing are sent by rank 0)."
+        )
 
 
 def _settings(config: dict[str, Any] | None) -> RunConfig:
