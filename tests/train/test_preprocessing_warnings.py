@@ -3,6 +3,7 @@ not swallowed, and not repeated by every process or every build of the run."""
 
 from __future__ import annotations
 
+import html
 import re
 import warnings
 from pathlib import Path
@@ -52,6 +53,11 @@ def test_a_run_warns_once_and_records_the_constant_feature(tmp_path: Path) -> No
     assert caught[0].filename == __file__  # points at the call of train()
     summary = read_summary(RunFolder.open(tmp_path / "runs" / "run"))
     assert summary["preprocessing_warnings"] == [EXPECTED]
+    # The report says it at the top, before the summary and the plots it is true of.
+    page = (tmp_path / "runs" / "run" / "report.html").read_text()
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert headings[:2] == ["Data warnings", "Summary"]
+    assert f"<li>{html.escape(EXPECTED)}</li>" in page
 
 
 def test_building_a_run_keeps_the_warning_without_issuing_it(tmp_path: Path) -> None:

@@ -139,6 +139,7 @@ def render_report(run: RunFolder, extra_sections: Sequence[Section] = ()) -> str
     histograms = _diagnosis.histogram_section(run)
     sections = [
         *([findings] if findings is not None else []),
+        *_data_warnings_section(summary),
         Section.from_table("Summary", summary_table({**summary, "name": name})),
         *_metric_sections(run),
         *_sparsity_section(run),
@@ -169,6 +170,17 @@ def _summary_or_empty(run: RunFolder) -> dict[str, Any]:
         return read_summary(run)
     except (RunFolderError, ValueError):
         return {}
+
+
+def _data_warnings_section(summary: Mapping[str, Any]) -> list[Section]:
+    """What the preprocessing said about the training data (``gradwise train``'s
+    ConstantFeatureWarnings, kept in the summary), near the top: easy to miss in a
+    terminal, and true of every number below."""
+    warnings = summary.get("preprocessing_warnings")
+    if not isinstance(warnings, list) or not warnings:
+        return []
+    items = "".join(f"<li>{html.escape(str(message))}</li>" for message in warnings)
+    return [Section("Data warnings", f"<ul>{items}</ul>")]
 
 
 def _metric_sections(run: RunFolder) -> list[Section]:
