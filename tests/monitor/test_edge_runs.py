@@ -1,6 +1,7 @@
 """Runs the watch's defaults must judge right although they leave the usual path: a
 regression, a trained net with dropout, all-zero weights, layers that are frozen, unfrozen
-or left out of the optimizer, and a NaN gradient behind a finite loss."""
+or left out of the optimizer, and a NaN gradient behind a finite loss (the first weight's,
+or one confined to a middle weight's)."""
 
 from __future__ import annotations
 
@@ -205,6 +206,151 @@ def test_a_nan_gradient_behind_a_finite_loss_is_named_at_its_step() -> None:
     )
     assert math.isfinite(watch.history.loss.values[-1])
     assert Finding.NONFINITE_LOSS in kinds(watch)
+
+
+class _MiddleLayerGoesBad(nn.Module):
+    """Three layers; from ``poisoned`` on, the middle weight's own gradient (and only it)
+    has a NaN: its weight passes through ``_NanWeightGradient``, or it is kept nonnegative
+    as sqrt(w * w) and one entry is exactly 0 (d sqrt(u)/du = inf there, times 2w = 0)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.first = nn.Linear(2, 16)
+        self.middle = nn.Linear(16, 16)
+        self.last = nn.Linear(16, 3)
+        self.how = how
+        self.poisoned = False
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        weight = self.middle.weight
+        if self.how == "sqrt":
+            weight = torch.sqrt(weight * weight)
+        elif self.poisoned:
+            weight = _NanWeightGradient.apply(weight)
+        hidden = F.relu(F.linear(F.relu(self.first(inputs)), weight, self.middle.bias))
+        return self.last(hidden)
+
+
+@pytest.mark.parametrize("how", ["custom backward", "sqrt"])
+def test_a_nan_in_a_middle_weights_own_gradient_is_named_at_its_step(how: str) -> None:
+    # Neither the first nor the last parameter's gradient sees it, and the loss stays
+    # finite until the update has written NaN into the middle weight (step 8); step 7 is
+    # not a measured step at the default cadence.
+    inputs, targets = spirals(256)
+    torch.manual_seed(0)
+    model = _MiddleLayerGoesBad(how)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets))
+    train(watch, model, optimizer, (inputs, targets), 6)
+    model.poisoned = True
+    if how == "sqrt":
+        with torch.no_grad():
+            model.middle.weight[3, 5] = 0.0
+    outputs = model(inputs[:32])
+    loss = F.cross_entropy(outputs, targets[:32])
+    optimizer.zero_grad()
+    loss.backward()
+    grad = model.middle.weight.grad
+    assert grad is not None
+    assert not bool(torch.isfinite(grad).all())
+    assert all(
+        bool(torch.isfinite(p.grad).all())
+        for name, p in model.named_parameters()
+        if name != "middle.weight" and p.grad is not None
+    )
+    optimizer.step()
+    raised = watch.step(loss)
+    assert math.isfinite(loss.item())
+    assert Finding.NONFINITE_LOSS in {f.kind for f in raised}  # raised at this step
+    finding = next(f for f in raised if f.kind is Finding.NONFINITE_LOSS)
+    assert finding.step == 7
+    event = finding.evidence
+    assert (event["step"], event["source"], event["where"], event["layer"]) == (
+        7,
+        "gradient",
+        "gradient",
+        "middle.weight",
+    )
+    assert event["first_nonfinite_gradient"] == "middle.weight"
+    assert event["first_nonfinite_parameter"] is None  # found before the update wrote it
+    assert event["last_finite_step"] == 6
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's bytes: equal NaN payloads compare equal, unlike torch.equal."""
+    return tensor.detach().reshape(-1).view(torch.uint8).clone()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_the_per_step_gradient_check_leaves_every_gradient_as_it_was(dtype: torch.dtype) -> None:
+    # The check between measured steps runs in the optimizer's pre-hook; a second hook,
+    # registered after the watch's, sees the gradients as the optimizer will.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).to(dtype)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    watch = monitor.watch(model, optimizer)
+    seen: list[tuple[list[torch.Tensor], list[int]]] = []
+
+    def snapshot(*_: object) -> None:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        seen.append(([_bits(g) for g in grads], [g._version for g in grads]))
+
+    optimizer.register_step_pre_hook(snapshot)
+    for step in (1, 2):  # step 2 is not a measured step
+        loss = model(torch.randn(16, 4, dtype=dtype)).logsumexp(1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            model[2].weight.grad[0, 0] = torch.finfo(dtype).tiny / 4  # subnormal
+            if step == 2:
+                model[0].bias.grad[1] = math.nan  # neither the first nor the last gradient
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        before = ([_bits(g) for g in grads], [g._version for g in grads])
+        optimizer.step()
+        watch.step(loss)
+        after = seen[-1]
+        assert all(torch.equal(x, y) for x, y in zip(before[0], after[0], strict=True))
+        assert before[1] == after[1]
+    assert [r["step"] for r in watch.records() if r["kind"] == "gradients"] == [1]
+    event = watch.history.nonfinite
+    assert event is not None
+    assert (event["step"], event["layer"]) == (2, "0.bias")
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64]
+)
+def test_the_gradient_check_and_its_reference_path_agree_with_isfinite(dtype: torch.dtype) -> None:
+    # The CPU's check (GradScaler's) and the L1 norms that CUDA takes, which the CPU falls
+    # back to (complex gradients), against isfinite on every gradient.
+    from gradwise.monitor._probes import GradientProbe
+
+    model = nn.ParameterDict(
+        {name: nn.Parameter(torch.zeros(shape, dtype=dtype)) for name, shape in
+         [("first", (8, 4)), ("middle", (8,)), ("last", (3, 8))]}
+    )  # fmt: skip
+    large = torch.finfo(torch.float16).max / 2  # a float16 sum of these overflows
+    cases: list[dict[str, float]] = [
+        {},
+        {"first": 1.0, "middle": 1.0, "last": 1.0},
+        {"first": large, "middle": large, "last": large},
+        {"first": 1.0, "middle": math.nan, "last": 1.0},
+        {"first": 1.0, "middle": math.inf, "last": 1.0},
+        {"first": 1.0, "middle": -math.inf},
+        {"middle": 1.0},
+    ]
+    for scaler_check in (True, False):
+        probe = GradientProbe(model)
+        probe._scaler_check = scaler_check
+        for case in cases:
+            for name, parameter in model.items():
+                value = case.get(name)
+                parameter.grad = None if value is None else torch.full_like(parameter, 0.5)
+                if value is not None:
+                    parameter.grad[-1] = value
+            grads = [p.grad for p in model.values() if p.grad is not None]
+            expected = all(bool(torch.isfinite(grad).all()) for grad in grads)
+            assert probe.gradients_finite() is expected, (scaler_check, case)
 
 
 def test_a_nan_loss_is_labelled_the_loss_although_the_optimizer_hook_sees_it_first() -> None:

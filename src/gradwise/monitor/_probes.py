@@ -216,6 +216,9 @@ def _nonfinite_counts(flat: Tensor) -> tuple[int, int, int]:
 
 # -- gradients and updates ---------------------------------------------------------------
 
+#: Gradient dtypes whose L1 norms :meth:`GradientProbe.gradients_finite` takes in float32.
+FLOAT32_NORMS = frozenset({torch.float16, torch.bfloat16, torch.float32})
+
 
 @dataclass
 class GradientMeasurement:
@@ -250,6 +253,11 @@ class GradientProbe:
         self.parameter_names = [n for n, _ in named]
         self.parameters = [p for _, p in named]
         self._is_weight = [p.dim() >= 2 for p in self.parameters]
+        # gradients_finite's flag (set to 1 by GradScaler's check) and inverse scale, and
+        # whether that check may run (the CPU; not after it has refused the gradients).
+        self._found_nonfinite = torch.zeros(1)
+        self._inverse_scale = torch.ones(1)
+        self._scaler_check = True
         #: Each parameter name's place in registration order.
         self.registration_order = {name: index for index, name in enumerate(self.parameter_names)}
 
@@ -328,19 +336,43 @@ class GradientProbe:
         return measurement
 
     def gradients_finite(self) -> bool:
-        """Whether the first and last parameters' gradients (those that have one) are
-        finite: two small reductions. A NaN or inf arising anywhere in the backward pass
-        reaches the gradient of the first layer (computed last), a non-finite loss every
-        gradient; checking every tensor cost ~50 us a step on the default cnn1d, these two
-        ~4 us."""
-        first = next((p.grad for p in self.parameters if p.grad is not None), None)
-        if first is None:
+        """Whether every gradient is finite (a NaN or inf anywhere says no), read as one
+        number. Checking only the first and last parameters' gradients missed a NaN
+        confined to one middle parameter's own gradient (a custom backward, sqrt(w * w)
+        at w = 0) until the update had written it into that weight.
+
+        On the CPU, GradScaler's check: one call over all the gradients sets a flag; with
+        an inverse scale of 1 it writes each value back as it was (bit for bit, no version
+        bump, no autograd record). Elsewhere, and from the first time it refuses the
+        gradients (complex, or overlapping in memory), one L1 norm per gradient (fused on
+        CUDA) and their sum (which also reads a sum of finite values beyond float32's
+        3.4e38 as non-finite). In the training loop of the default cnn1d (14 gradients, one
+        thread; one check per step, on fresh gradients; medians of 800 steps, 4 runs, on a
+        busy 2-core machine): 85-108 us, against 74-91 us for the first and last gradients
+        alone, 136-169 us for a copy of all of them into one vector and its sum, and
+        194-229 us for the L1 norms (on 2^20 entries alone: 0.39 ms against 1.2 ms).
+        """
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        if not grads:
             return True
-        last = next(p.grad for p in reversed(self.parameters) if p.grad is not None)
-        ends = (first,) if last is first else (first, last)
-        # Read as a Python float: 2 us a reduction here, against 6 us for
-        # bool(torch.isfinite(...)), which adds an operation.
-        return all(math.isfinite(grad.sum().item()) for grad in ends)
+        if self._scaler_check and grads[0].device.type == "cpu":
+            found = self._found_nonfinite
+            try:
+                torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._inverse_scale)
+            except RuntimeError:  # NotImplementedError (complex) included
+                self._scaler_check = False
+                found.zero_()
+                return self.gradients_finite()
+            if not found.item():
+                return True
+            found.zero_()
+            return False
+        # float16 norms overflow at 65504; float64 and complex ones keep their own types.
+        dtype = torch.float32 if {grad.dtype for grad in grads} <= FLOAT32_NORMS else None
+        # No torch.no_grad() (2 us): gradients made with create_graph only give the sum a
+        # graph, dropped with it.
+        total = torch.stack(torch._foreach_norm(grads, 1, dtype=dtype)).sum()
+        return math.isfinite(total.item())
 
     def first_nonfinite_gradient(self) -> str | None:
         """The first parameter (registration order) whose gradient has a NaN or inf."""

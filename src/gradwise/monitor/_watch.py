@@ -369,11 +369,12 @@ class Watch:
         else:
             finite = self._gradients.gradients_finite()
         if self.history.nonfinite is None and not finite:
-            # A NaN/inf loss makes every gradient non-finite, and one arising in the
-            # backward pass reaches the first layer's: two small reductions per step (or
-            # the gradient norms, where they are measured) find it before the update
-            # spreads NaN into every weight, while the weights still show where it came
-            # from. (Labelled "loss" by step() if the loss is not finite either.)
+            # Every gradient is checked at every step: one call over all of them (or the
+            # gradient norms, where they are measured) finds a NaN/inf before the update
+            # writes it into the weights, while they still show where it came from, even
+            # one confined to a middle parameter's own gradient, which neither the loss
+            # nor the first layer's gradient shows. (Labelled "loss" by step() if the
+            # loss is not finite either.)
             self._locate_nonfinite(upcoming, "gradient")
 
     def _capture_inputs(self, module: nn.Module, args: tuple[Any, ...]) -> None:
