@@ -75,6 +75,65 @@ def test_gradient_norms_and_update_ratios_match_a_hand_computation() -> None:
     assert records(watch, "gradients", 5) == []  # not a measured step
 
 
+class SparseBag(nn.Module):
+    """An nn.Embedding(sparse=True) (its gradient a sparse tensor) and a read-out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(50, 8, sparse=True)
+        self.out = nn.Linear(8 * 3, 4)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(self.embedding(tokens).flatten(1))
+
+
+def test_a_sparse_gradient_is_measured_and_checked_like_its_dense_twin() -> None:
+    # torch.optim.SGD steps sparse gradients; the foreach norms take none (the watch crashed
+    # at its first step). A sparse gradient's norm is its values' norm.
+    torch.manual_seed(0)
+    model = SparseBag()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 50, (64, 3), generator=generator)
+    targets = torch.randint(0, 4, (64,), generator=generator)
+    watch = monitor.watch(model, optimizer, monitor_data=(tokens, targets))
+    norms = {}
+    for step in range(1, 14):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(tokens), targets)
+        loss.backward()
+        assert model.embedding.weight.grad.is_sparse
+        norms[step] = float(model.embedding.weight.grad.to_dense().norm())
+        if step == 12:  # not a measured step: the sentinel's check
+            model.embedding.weight.grad._values()[0, 0] = float("nan")
+        optimizer.step()
+        found = watch.step(loss)
+    weights = {r["layer"]: r for r in records(watch, "weight", 10)}
+    assert weights["embedding.weight"]["grad_norm"] == pytest.approx(norms[10], rel=1e-5)
+    (nonfinite,) = [f for f in watch.findings() if f.kind is Finding.NONFINITE_LOSS]
+    assert nonfinite.step == 12
+    assert nonfinite.evidence["layer"] == "embedding.weight"
+    assert found == []  # raised once, at step 12
+
+
+def test_a_float16_gradient_whose_norm_exceeds_float16_is_measured_not_called_nan() -> None:
+    # Every entry 1000 (finite in float16); the norm, 1e5, is not: taken in float16 it
+    # read as inf, a false NONFINITE_LOSS at the first measured step.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 4)).half()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)
+    inputs, targets = torch.randn(32, 100).half(), torch.randint(0, 4, (32,))
+    watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets))
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(inputs).float(), targets)
+    loss.backward()
+    model[0].weight.grad.fill_(1000.0)
+    optimizer.step()
+    assert watch.step(loss) == []
+    weights = {r["layer"]: r for r in records(watch, "weight", 1)}
+    assert weights["0.weight"]["grad_norm"] == pytest.approx(1e5, rel=1e-3)
+
+
 def test_activation_statistics_match_the_layer_outputs() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(

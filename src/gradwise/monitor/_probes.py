@@ -216,8 +216,18 @@ def _nonfinite_counts(flat: Tensor) -> tuple[int, int, int]:
 
 # -- gradients and updates ---------------------------------------------------------------
 
-#: Gradient dtypes whose L1 norms :meth:`GradientProbe.gradients_finite` takes in float32.
+
+def _gradient_values(grad: Tensor) -> Tensor:
+    """``grad``, or a sparse gradient's values (``nn.Embedding(sparse=True)``): the same
+    norm and the same non-finite entries, where the foreach kernels take no sparse
+    tensor. Their histogram holds the rows the batch touched, not the zeros of the rest."""
+    return grad.coalesce().values() if grad.is_sparse else grad
+
+
+#: Gradient dtypes whose norms are taken in float32 (:meth:`GradientProbe.gradients_finite`
+#: always, :meth:`GradientProbe.measure` when some are of :data:`HALF_PRECISION`).
 FLOAT32_NORMS = frozenset({torch.float16, torch.bfloat16, torch.float32})
+HALF_PRECISION = frozenset({torch.float16, torch.bfloat16})
 
 
 @dataclass
@@ -286,9 +296,9 @@ class GradientProbe:
         for name, parameter, is_weight in zip(
             self.parameter_names, self.parameters, self._is_weight, strict=True
         ):
-            grad = parameter.grad
-            if grad is None:
+            if parameter.grad is None:
                 continue
+            grad = _gradient_values(parameter.grad)
             if is_weight and (not optimized or id(parameter) in optimized):
                 watched.append((len(grads), name, parameter))
             names.append(name)
@@ -305,7 +315,11 @@ class GradientProbe:
             # One fused norm per tensor and one host transfer for all of them, the weights'
             # included (measured: 30 us for the 14 gradients and 4 weights of the default
             # cnn1d, against 60 us for one norm and one transfer per tensor).
-            norms = torch._foreach_norm(grads + weights)
+            tensors = grads + weights
+            # float16 norms overflow at 65504 (a false NaN report for finite gradients).
+            dtypes = {tensor.dtype for tensor in tensors}
+            low = dtypes & HALF_PRECISION and dtypes <= FLOAT32_NORMS
+            norms = torch._foreach_norm(tensors, 2, dtype=torch.float32 if low else None)
             values = _float32(torch.stack(norms)).tolist()
             # One clone per weight: torch._foreach_clone is missing from torch 2.11.
             before = [weight.clone() for weight in weights] if snapshot else None
@@ -352,7 +366,7 @@ class GradientProbe:
         alone, 136-169 us for a copy of all of them into one vector and its sum, and
         194-229 us for the L1 norms (on 2^20 entries alone: 0.39 ms against 1.2 ms).
         """
-        grads = [p.grad for p in self.parameters if p.grad is not None]
+        grads = [_gradient_values(g) for p in self.parameters if (g := p.grad) is not None]
         if not grads:
             return True
         if self._scaler_check and grads[0].device.type == "cpu":
@@ -378,7 +392,7 @@ class GradientProbe:
         """The first parameter (registration order) whose gradient has a NaN or inf."""
         for name, parameter in zip(self.parameter_names, self.parameters, strict=True):
             grad = parameter.grad
-            if grad is not None and not bool(torch.isfinite(grad).all()):
+            if grad is not None and not bool(torch.isfinite(_gradient_values(grad)).all()):
                 return name
         return None
 
