@@ -88,19 +88,47 @@ def split_entry(entry: Any, path: str, kind: str) -> tuple[str, dict[str, Any]]:
 
 
 def construct(factory: Callable[..., Any], args: Mapping[str, Any], path: str) -> Any:
-    """Call ``factory(**args)``, turning unknown keys and bad values into ConfigErrors."""
-    accepted = [
-        name
-        for name, parameter in inspect.signature(factory).parameters.items()
+    """Call ``factory(**args)``, turning unknown keys, missing required keys and bad values
+    into ConfigErrors."""
+    parameters = [
+        parameter
+        for parameter in inspect.signature(factory).parameters.values()
         if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
     ]
+    accepted = [parameter.name for parameter in parameters]
     for key in args:
         if key not in accepted:
             raise ConfigError(unknown_key_message(key, path, accepted))
+    missing = [p.name for p in parameters if p.default is p.empty and p.name not in args]
+    if missing:
+        open_keys = [p for p in parameters if p.name not in args]
+        raise ConfigError(_missing_keys_message(missing, path, factory, open_keys))
     try:
         return factory(**args)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"in '{path}': {error}") from None
+
+
+def _missing_keys_message(
+    missing: Sequence[str],
+    path: str,
+    factory: Callable[..., Any],
+    parameters: Sequence[inspect.Parameter],
+) -> str:
+    """``'train.schedule.options' needs 'step_size' (step_decay has no default for it;
+    the keys not given: step_size, gamma=0.1); add it there``; ``parameters``: the keys
+    not given."""
+    target = factory.func if isinstance(factory, partial) else factory
+    label = getattr(target, "__name__", type(target).__name__)
+    keys = ", ".join(
+        p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in parameters
+    )
+    needed = " and ".join(f"'{name}'" for name in missing)
+    which = "it" if len(missing) == 1 else "them"
+    return (
+        f"'{path}' needs {needed} ({label} has no default for {which}; the keys not given: "
+        f"{keys}); add {which} there"
+    )
 
 
 def build_preprocessing(entries: Sequence[Any], path: str) -> preprocess.Pipeline | None:
