@@ -96,10 +96,10 @@ def test_swa_learning_rate_cycles_from_start(tmp_path: Path) -> None:
     result = train(_config(tmp_path, *SWA, "name=swa", "schedule=null"), progress=False)
     assert result.run is not None
     steps = {r["step"]: r["lr"] for r in read_records(result.run) if r["kind"] == "step"}
-    # The lr recorded at step s is the one step s + 1 will use: cycles of 5 from step 14,
-    # falling linearly from the run's lr (0.01) to swa_lr (0.002).
+    # The lr recorded at step s is the one step s used: cycles of 5 from step 15 (the
+    # schedule's step 14), falling linearly from the run's lr (0.01) to swa_lr (0.002).
     for step, lr in steps.items():
-        j = step - 14
+        j = step - 15
         expected = 0.01 if j < 0 else 0.01 + (0.002 - 0.01) * ((j % 5) + 1) / 5
         assert lr == pytest.approx(expected, rel=1e-9), step
     saved = load_checkpoint(result.run.checkpoint_dir / "averaged.pt")

@@ -608,3 +608,31 @@ def test_a_user_entry_point_supplies_model_and_data(
     result = train(config, progress=False)
     assert result.status == "completed"
     assert result.test["test_accuracy"] > 0.85
+
+
+def test_step_records_and_hooks_show_the_lr_each_step_used(tmp_path: Path) -> None:
+    # A scheduler sets the next step's lr right after a step; the lr recorded for step k
+    # (and the hooks' state.lr) is the one step k used: schedule(k - 1), ScheduleLR
+    # counting from 0.
+    from gradwise.schedules import ScheduleLR, step_decay
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = step_decay(0.1, step_size=3, gamma=0.5)
+    seen: list[float | None] = []
+
+    class Seen(Callback):
+        def on_step_end(self, state: TrainState) -> None:
+            seen.append(state.lr)
+
+    folder = RunFolder.create(tmp_path, "lrs")
+    Trainer(
+        model, optimizer, load_dataset("spirals", seed=0), steps=8, batch_size=16,
+        scheduler=ScheduleLR(optimizer, schedule), log_every=1, progress=False, run=folder,
+        callbacks=[Seen()],
+    ).fit()  # fmt: skip
+    expected = [schedule(k - 1) for k in range(1, 9)]
+    records = read_records(folder)
+    assert [r["lr"] for r in records if r["kind"] == "step"] == pytest.approx(expected)
+    assert seen == pytest.approx(expected)

@@ -223,6 +223,7 @@ class Trainer:
         self._started: float | None = None  # this fit() call's start: duration_s counts from it
         self._start_times: dict[str, Any] = {}  # the summary's "started" (and "resumed")
         self._last_finite: tuple[int, float] | None = None
+        self._used_lr: float | None = None  # the lr the last step used (records, hooks)
         self._outputs: RunOutputs | None = None
 
     # -- the run -------------------------------------------------------------------------
@@ -342,6 +343,7 @@ class Trainer:
         if self.clip_grad_norm is not None:
             self._clip_gradients(self.clip_grad_norm)
         self.optimizer.step()
+        self._used_lr = self._lr()  # before the scheduler sets the next step's
         if self.scheduler is not None:
             self.scheduler.step()
         self._totals.add(loss, correct, total)
@@ -393,7 +395,7 @@ class Trainer:
         position = self._position
         if self.averaging is not None:
             self.averaging.update(self.module, position.step)
-        lr = self._lr()
+        lr = self._used_lr
         if position.step % self.log_every == 0 or position.step == self.total_steps:
             loss, accuracy = self._totals.take("log")
             self._record({"kind": "step", "loss": loss, "accuracy": accuracy, "lr": lr})
@@ -417,7 +419,7 @@ class Trainer:
         if self.data.validation is not None:
             metrics.update(self._evaluate(self.data.validation, "val"))
         metrics.update(self._averaged_metrics(self.data.validation, "avg_val"))
-        lr = self._lr()
+        lr = self._last_lr()
         if lr is not None:
             metrics["lr"] = lr
         self._epoch_metrics = metrics
@@ -560,6 +562,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "position": {"epoch": position.epoch, "batch": position.batch, "step": position.step},
+            "used_lr": self._used_lr,  # the last step's, for the records after a resume
             "rng": per_rank[0]["rng"],
             "augment_fills": [_on_cpu(child.fill) for child in _filling(self.augment)],
             "early_stopping": (
@@ -595,6 +598,7 @@ class Trainer:
         if self.scheduler is not None and contents["scheduler"] is not None:
             self.scheduler.load_state_dict(contents["scheduler"])
         self._position = _Position(**contents["position"])
+        self._used_lr = contents.get("used_lr")  # absent from older checkpoints
         set_rng_state(mine["rng"], self.device, (self.augment, self.mixup))
         self._restore_fills(contents.get("augment_fills"))
         if self.rank_state is not None and mine["rank_state"] is not None:
@@ -655,7 +659,7 @@ class Trainer:
             batch_index=self._position.batch - 1,
             steps_per_epoch=self.steps_per_epoch,
             loss=self._last_finite[1] if self._last_finite is not None else math.nan,
-            lr=self._lr(),
+            lr=self._last_lr(),
             metrics=dict(self._epoch_metrics),
             model=self.module,
             optimizer=self.optimizer,
@@ -674,6 +678,11 @@ class Trainer:
         # A total of 0 makes torch's factor max_norm / 1e-6, clamped to 1: no clipping.
         total = torch.where(torch.isfinite(total), total, torch.zeros_like(total))
         torch.nn.utils.clip_grads_with_norm_(stepped, max_norm, total)
+
+    def _last_lr(self) -> float | None:
+        """The learning rate the last step used (the current one before any step): a
+        scheduler has already set the next step's in the optimizer."""
+        return self._used_lr if self._used_lr is not None else self._lr()
 
     def _lr(self) -> float | None:
         """The first param group's learning rate; None when the group holds none (a
