@@ -22,7 +22,7 @@ from gradwise.schedules._decay import (
     polynomial_decay,
     step_decay,
 )
-from gradwise.schedules._lr_scheduler import ScheduleLR
+from gradwise.schedules._lr_scheduler import ScheduleLR, stateful_parts
 from gradwise.schedules._plateau import ReduceOnPlateau
 
 __all__ = [
@@ -43,5 +43,6 @@ __all__ = [
     "multistep_decay",
     "one_cycle",
     "polynomial_decay",
+    "stateful_parts",
     "step_decay",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, final
 
@@ -25,9 +26,9 @@ class ScheduleLR(LRScheduler):
 
     ``schedule`` is one schedule for every param group, or a list with one schedule per
     group; each is checked once, here, for negative or NaN values. A schedule with state
-    (:class:`ReduceOnPlateau`, or anything with ``state_dict`` / ``load_state_dict``) given
-    here directly is saved in :meth:`state_dict` and restored by :meth:`load_state_dict`;
-    one nested inside :class:`join` or a warmup is not, so save that one yourself.
+    (:class:`ReduceOnPlateau`, or anything with ``state_dict`` / ``load_state_dict``) is
+    saved in :meth:`state_dict` and restored by :meth:`load_state_dict`, given here
+    directly or nested inside gradwise's combinators (a warmup, :class:`join`).
 
     Resuming: build the optimizer and the scheduler as for a fresh run, then load both
     state dicts (in either order: :meth:`load_state_dict` sets each group's lr to
@@ -74,22 +75,47 @@ class ScheduleLR(LRScheduler):
         return self.get_lr()
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's scheduler state, without the schedules themselves but with their state."""
+        """torch's scheduler state, without the schedules themselves but with their state:
+        ``schedule_states`` for a group's schedule that has state itself,
+        ``nested_schedule_states`` (a list, depth first) for one whose state is in the
+        schedules it combines."""
         state = {key: value for key, value in super().state_dict().items() if key != "schedules"}
         state["schedule_states"] = {
             index: schedule.state_dict()
             for index, schedule in enumerate(self.schedules)
             if _is_stateful(schedule)
         }
+        nested = {
+            index: [part.state_dict() for part in stateful_parts(schedule)]
+            for index, schedule in enumerate(self.schedules)
+            if not _is_stateful(schedule)
+        }
+        state["nested_schedule_states"] = {index: parts for index, parts in nested.items() if parts}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s result and set each group's lr to match it."""
         state = dict(state_dict)
         schedule_states = state.pop("schedule_states", {})
+        nested_states = state.pop("nested_schedule_states", {})  # absent in older states
         super().load_state_dict(state)
         for index, schedule_state in schedule_states.items():
             self.schedules[int(index)].load_state_dict(schedule_state)
+        for index, part_states in nested_states.items():
+            parts = stateful_parts(self.schedules[int(index)])
+            if len(parts) != len(part_states):
+                raise ValueError(
+                    f"The saved state holds {len(part_states)} stateful schedule(s) inside "
+                    f"param group {index}'s schedule, but this one has {len(parts)}; build "
+                    "the scheduler as the run that saved it did."
+                )
+            for part, part_state in zip(parts, part_states, strict=True):
+                part.load_state_dict(part_state)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Set each group's lr to its schedule's value at the current step now, not at the
+        next :meth:`step`: after :meth:`ReduceOnPlateau.observe` cut it, say."""
         for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             if isinstance(group["lr"], Tensor):
                 group["lr"].fill_(lr)
@@ -116,6 +142,39 @@ def _one_schedule_per_group(schedule: Any, num_groups: int) -> list[Any]:
     for item in {id(item): item for item in schedules}.values():
         check_schedule(item, name="schedule", owner="ScheduleLR")
     return schedules
+
+
+def stateful_parts(schedule: Any) -> list[Any]:
+    """The schedules with state inside ``schedule`` (not ``schedule`` itself), depth first
+    through the arguments of gradwise's combinators (frozen dataclasses), each once:
+    a :class:`ReduceOnPlateau` under a warmup, say.
+
+    Example:
+        >>> from gradwise.schedules import ReduceOnPlateau, linear_warmup, stateful_parts
+        >>> plateau = ReduceOnPlateau(0.1, patience=2)
+        >>> stateful_parts(linear_warmup(plateau, num_steps=100)) == [plateau]
+        True
+    """
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(item: Any) -> None:
+        if isinstance(item, list | tuple):
+            for element in item:
+                visit(element)
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type) and id(item) not in seen:
+            seen.add(id(item))
+            for field in dataclasses.fields(item):
+                child = getattr(item, field.name)
+                if _is_stateful(child):
+                    if id(child) not in seen:
+                        seen.add(id(child))
+                        found.append(child)
+                else:
+                    visit(child)
+
+    visit(schedule)
+    return found
 
 
 def _is_stateful(schedule: Any) -> bool:

@@ -72,6 +72,8 @@ SCHEDULES: dict[str, tuple[Callable[..., Any], bool]] = {
     "inverse_time": (schedules.inverse_time_decay, False),
     "warm_restarts": (schedules.cosine_warm_restarts, False),
     "one_cycle": (schedules.one_cycle, True),
+    # Cut when an epoch metric stops improving (options.metric, see _from_config).
+    "plateau": (schedules.ReduceOnPlateau, False),
 }
 
 

@@ -38,7 +38,7 @@ from gradwise.preprocess._pipeline import naming_steps
 from gradwise.regularize import EarlyStopping, MaxNorm, Mixup, Penalty
 from gradwise.runs import RunFolder, RunFolderError, read_summary, write_config
 from gradwise.schedules import ScheduleLR
-from gradwise.train._callbacks import Callback
+from gradwise.train._callbacks import Callback, TrainState
 from gradwise.train._components import (
     build_augmentation,
     build_optimizer,
@@ -69,6 +69,8 @@ class PreparedRun:
     #: The ConstantFeatureWarnings of fitting the preprocessing, kept to be issued once
     #: (:meth:`warn_preprocessing`) and recorded in the run's summary.
     preprocessing_warnings: tuple[str, ...] = ()
+    #: The epoch metric a ``plateau`` schedule observes (None: no plateau schedule).
+    plateau_metric: str | None = None
 
     def warn_preprocessing(self) -> None:
         """Issue the preprocessing's ConstantFeatureWarnings. :func:`prepare_run` only
@@ -116,7 +118,8 @@ def prepare_run(
     optimizer = build_optimizer(_scaled_optimizer(config.optimizer, scale), model)
     _check_distributed(config, optimizer)
     averaging = averaging_for_run(config.averaging, model, total_steps)
-    scheduler = _scheduler(config, optimizer, total_steps, scale, averaging)
+    plateau_metric = _plateau_metric(config, data)
+    scheduler = _scheduler(config, optimizer, total_steps, scale, averaging, plateau_metric)
     augment, mixup = build_augmentation(
         config.data.augment,
         "train.data.augment",
@@ -142,6 +145,7 @@ def prepare_run(
         averaging,
         warm_start=warm,
         preprocessing_warnings=preprocessing_warnings,
+        plateau_metric=plateau_metric,
     )
 
 
@@ -171,6 +175,9 @@ def make_trainer(
         options = config_to_dict(regularization.early_stopping)
         early_stopping = EarlyStopping(**options)
     doctor = [] if config.monitor is None else [_live_doctor(prepared, run)]
+    plateaus: list[Callback] = []
+    if prepared.plateau_metric is not None and prepared.scheduler is not None:
+        plateaus.append(ObservePlateaus(prepared.scheduler, prepared.plateau_metric))
     pruning, pruning_summary = _pruning(prepared, run if world is None or world.is_main else None)
     return Trainer(
         prepared.model,
@@ -185,7 +192,7 @@ def make_trainer(
         augment=prepared.augment,
         mixup=prepared.mixup,
         early_stopping=early_stopping,
-        callbacks=[*pruning, *doctor, *callbacks],
+        callbacks=[*plateaus, *pruning, *doctor, *callbacks],
         run=run,
         seed=config.seed,
         device=prepared.device,
@@ -360,6 +367,18 @@ def _check_monitored_metrics(config: RunConfig, data: DataSplits) -> None:
     # As the Trainer will read it (val_* without a validation split -> train_*; accuracy
     # on regression targets -> loss).
     _check_metric(_monitor(config, data), metrics, "train.checkpoint.monitor")
+    plateau = _plateau_metric(config, data)
+    if plateau is not None:
+        _check_metric(plateau, metrics, "train.schedule.options.metric")
+
+
+def _plateau_metric(config: RunConfig, data: DataSplits) -> str | None:
+    """The epoch metric a ``plateau`` schedule observes: ``options.metric``, by default
+    the validation loss (the training loss without a validation split)."""
+    if config.schedule is None or config.schedule.name != "plateau":
+        return None
+    default = "val_loss" if data.validation is not None else "train_loss"
+    return str(config.schedule.options.get("metric", default))
 
 
 def _check_metric(name: str, metrics: Sequence[str], key: str) -> None:
@@ -780,6 +799,7 @@ def _scheduler(
     total_steps: int,
     scale: float = 1.0,
     averaging: WeightAverage | None = None,
+    plateau_metric: str | None = None,
 ) -> ScheduleLR | None:
     ramp = config.distributed.scaling_warmup_steps if scale != 1.0 else 0
     swa_lr = config.averaging.swa_lr if config.averaging is not None else None
@@ -797,8 +817,8 @@ def _scheduler(
             warmup = 0.0 if ramp else config.schedule.warmup
             steps = max(total_steps - ramp, 1) if ramp else total_steps
             schedule = build_schedule(
-                config.schedule.name, config.schedule.options, warmup, lr, steps,
-                "train.schedule",
+                config.schedule.name, _schedule_options(config, plateau_metric), warmup, lr,
+                steps, "train.schedule",
             )  # fmt: skip
         if ramp:
             schedule = schedules.linear_warmup(schedule, num_steps=ramp, start=lr / scale)
@@ -809,6 +829,43 @@ def _scheduler(
             schedule = swa.schedule(schedule, swa_lr * (lr / reference if reference else 1.0))
         per_group.append(schedule)
     return ScheduleLR(optimizer, per_group)
+
+
+def _schedule_options(config: RunConfig, plateau_metric: str | None) -> dict[str, Any]:
+    """The schedule's constructor options: a plateau's ``metric`` is the Trainer's (see
+    :class:`ObservePlateaus`), and it decides the default ``mode`` (an accuracy should
+    rise, a loss fall)."""
+    assert config.schedule is not None  # noqa: S101 - the caller's branch
+    options = dict(config.schedule.options)
+    if plateau_metric is not None:
+        options.pop("metric", None)
+        options.setdefault("mode", "max" if plateau_metric.endswith("accuracy") else "min")
+    return options
+
+
+class ObservePlateaus(Callback):
+    """Report an epoch metric to every :class:`~gradwise.schedules.ReduceOnPlateau` in a
+    ScheduleLR's schedules (under a warmup too) at each epoch's end, and apply the lr
+    they give at once. Their state is the scheduler's (its checkpoint keeps it)."""
+
+    def __init__(self, scheduler: ScheduleLR, metric: str) -> None:
+        found = {
+            id(part): part
+            for schedule in scheduler.schedules
+            for part in [schedule, *schedules.stateful_parts(schedule)]
+            if isinstance(part, schedules.ReduceOnPlateau)
+        }
+        self.scheduler = scheduler
+        self.metric = metric
+        self.plateaus = list(found.values())
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        value = state.metrics.get(self.metric)
+        if value is None:  # avg_val_* before the first average
+            return
+        for plateau in self.plateaus:
+            plateau.observe(value)
+        self.scheduler.refresh()
 
 
 def _monitor(config: RunConfig, data: DataSplits) -> str:
