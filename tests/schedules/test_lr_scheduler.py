@@ -183,6 +183,42 @@ def test_resume_with_reduce_on_plateau_carries_its_state(order):
     assert first_lrs + second_lrs == uninterrupted_lrs
 
 
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_plateau_under_a_warmup_resumes_with_its_state(order):
+    # Nested in the warmup's join, the plateau is not the group's schedule itself: its
+    # state goes under nested_schedule_states (it was not saved at all before).
+    def make():
+        plateau = ReduceOnPlateau(0.05, factor=0.5, patience=2, cooldown=1)
+        return plateau, linear_warmup(plateau, num_steps=5)
+
+    plateau, schedule = make()
+    parameter, optimizer, scheduler = make_run(schedule, momentum=0.9)
+    uninterrupted_lrs = train(parameter, optimizer, scheduler, 60, plateau)
+    assert len(set(uninterrupted_lrs[5:])) > 2  # cut during the run
+
+    plateau, schedule = make()
+    parameter, optimizer, scheduler = make_run(schedule, momentum=0.9)
+    first_lrs = train(parameter, optimizer, scheduler, 30, plateau)
+    saved = checkpoint(parameter, optimizer, scheduler)
+    assert saved["scheduler"]["nested_schedule_states"] == {0: [plateau.state_dict()]}
+    resumed_plateau, resumed_schedule = make()
+    parameter, optimizer, scheduler = resume(saved, resumed_schedule, order)
+    assert resumed_plateau.state_dict() == plateau.state_dict()
+    second_lrs = train(parameter, optimizer, scheduler, 30, resumed_plateau)
+    assert first_lrs + second_lrs == uninterrupted_lrs
+
+
+def test_refresh_applies_a_plateau_cut_before_the_next_step():
+    plateau = ReduceOnPlateau(0.1, factor=0.5, patience=0)
+    _, optimizer, scheduler = make_run(plateau)
+    plateau.observe(1.0)
+    plateau.observe(1.0)  # no improvement: cut to 0.05
+    assert optimizer.param_groups[0]["lr"] == 0.1
+    scheduler.refresh()
+    assert optimizer.param_groups[0]["lr"] == 0.05
+    assert scheduler.get_last_lr() == [0.05]
+
+
 def test_state_dict_leaves_the_schedules_out():
     _, _, scheduler = make_run(cosine_decay(0.1, 10))
     state = scheduler.state_dict()
