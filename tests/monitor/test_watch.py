@@ -134,6 +134,26 @@ def test_a_float16_gradient_whose_norm_exceeds_float16_is_measured_not_called_na
     assert weights["0.weight"]["grad_norm"] == pytest.approx(1e5, rel=1e-3)
 
 
+def test_a_float32_gradient_beyond_the_float32_norms_range_is_measured_not_called_nan() -> None:
+    # Entries of 1e20 are finite in float32; their squares are not, so a float32 norm read
+    # inf: a false NONFINITE_LOSS at a measured step, where EXPLODING_GRADIENTS is meant.
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    inputs, targets = data(32)
+    watch = monitor.watch(model, optimizer, monitor_data=data(32, seed=1))
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(inputs), targets)
+    loss.backward()
+    model[2].weight.grad.fill_(1e20)
+    optimizer.step()
+    found = watch.step(loss)
+    assert Finding.NONFINITE_LOSS not in [finding.kind for finding in found]
+    weights = {r["layer"]: r for r in records(watch, "weight", 1)}
+    expected = 1e20 * math.sqrt(model[2].weight.numel())
+    assert weights["2.weight"]["grad_norm"] == pytest.approx(expected, rel=1e-6)
+
+
 def test_activation_statistics_match_the_layer_outputs() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(

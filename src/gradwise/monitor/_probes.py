@@ -217,6 +217,13 @@ def _nonfinite_counts(flat: Tensor) -> tuple[int, int, int]:
 # -- gradients and updates ---------------------------------------------------------------
 
 
+def _float64_norm(tensor: Tensor) -> float:
+    """The 2-norm in float64: finite for finite entries beyond float32's sqrt(3.4e38)
+    (whose float32 norm reads inf, a false NaN report), NaN or inf where an entry is."""
+    exact = tensor.detach().to(torch.complex128 if tensor.is_complex() else torch.float64)
+    return float(torch.linalg.vector_norm(exact))
+
+
 def _gradient_values(grad: Tensor) -> Tensor:
     """``grad``, or a sparse gradient's values (``nn.Embedding(sparse=True)``): the same
     norm and the same non-finite entries, where the foreach kernels take no sparse
@@ -321,6 +328,9 @@ class GradientProbe:
             low = dtypes & HALF_PRECISION and dtypes <= FLOAT32_NORMS
             norms = torch._foreach_norm(tensors, 2, dtype=torch.float32 if low else None)
             values = _float32(torch.stack(norms)).tolist()
+            for index, value in enumerate(values):
+                if not math.isfinite(value):  # NaN/inf entries, or a float32 norm overflowing
+                    values[index] = _float64_norm(tensors[index])
             # One clone per weight: torch._foreach_clone is missing from torch 2.11.
             before = [weight.clone() for weight in weights] if snapshot else None
         grad_norms = values[: len(grads)]
