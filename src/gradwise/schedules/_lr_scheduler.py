@@ -12,6 +12,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from gradwise._validation import invalid_value_error
 from gradwise.schedules._check import Schedule, check_schedule
+from gradwise.schedules._plain_data import is_stateful
 
 
 @final
@@ -83,12 +84,12 @@ class ScheduleLR(LRScheduler):
         state["schedule_states"] = {
             index: schedule.state_dict()
             for index, schedule in enumerate(self.schedules)
-            if _is_stateful(schedule)
+            if is_stateful(schedule)
         }
         nested = {
             index: [part.state_dict() for part in stateful_parts(schedule)]
             for index, schedule in enumerate(self.schedules)
-            if not _is_stateful(schedule)
+            if not is_stateful(schedule)
         }
         state["nested_schedule_states"] = {index: parts for index, parts in nested.items() if parts}
         return state
@@ -166,7 +167,7 @@ def stateful_parts(schedule: Any) -> list[Any]:
             seen.add(id(item))
             for field in dataclasses.fields(item):
                 child = getattr(item, field.name)
-                if _is_stateful(child):
+                if is_stateful(child):
                     if id(child) not in seen:
                         seen.add(id(child))
                         found.append(child)
@@ -175,9 +176,3 @@ def stateful_parts(schedule: Any) -> list[Any]:
 
     visit(schedule)
     return found
-
-
-def _is_stateful(schedule: Any) -> bool:
-    return callable(getattr(schedule, "state_dict", None)) and callable(
-        getattr(schedule, "load_state_dict", None)
-    )

@@ -36,7 +36,7 @@ def schedule_to_data(schedule: Any, *, include_state: bool = True) -> dict[str, 
             return None
         arguments[name] = value
     data: dict[str, Any] = {KIND_KEY: kind.__name__, "arguments": arguments}
-    if include_state and _is_stateful(schedule):
+    if include_state and is_stateful(schedule):
         data["state"] = schedule.state_dict()
     return data
 
@@ -57,7 +57,7 @@ def schedule_from_data(data: dict[str, Any]) -> StepFunction:
             "gradwise version, or the module that defines it has not been imported yet."
         )
     schedule = kind(**{name: _value_from_data(v) for name, v in data["arguments"].items()})
-    if "state" in data and _is_stateful(schedule):
+    if "state" in data and is_stateful(schedule):
         schedule.load_state_dict(data["state"])
     return schedule
 
@@ -85,7 +85,7 @@ def _copy_state(source: Any, target: Any) -> None:
         for source_item, target_item in zip(source, target, strict=True):
             _copy_state(source_item, target_item)
     elif isinstance(target, StepFunction):
-        if _is_stateful(target):
+        if is_stateful(target):
             target.load_state_dict(source.state_dict())
         for name in _argument_names(target):
             _copy_state(getattr(source, name), getattr(target, name))
@@ -124,7 +124,8 @@ class _Stateful(Protocol):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
 
 
-def _is_stateful(schedule: Any) -> TypeGuard[_Stateful]:
+def is_stateful(schedule: Any) -> TypeGuard[_Stateful]:
+    """Whether ``schedule`` keeps state (``state_dict`` / ``load_state_dict``)."""
     return callable(getattr(schedule, "state_dict", None)) and callable(
         getattr(schedule, "load_state_dict", None)
     )
