@@ -658,6 +658,31 @@ def test_each_measured_update_records_the_rate_that_made_it() -> None:
     assert all(r["update_ratio"] > 0 for r in records(watch, "weight", 2))
 
 
+def test_a_schedule_inside_a_gradwise_optimizer_is_read_as_a_scheduler_is() -> None:
+    # The same warmup as warmup_run's, as gradwise's SGD(lr=linear_warmup(...)): the
+    # group's lr is the schedule object, evaluated at the group's step count. The watch
+    # measures the same steps, records the same rates and the same update ratios.
+    from gradwise.schedules import constant, linear_warmup
+
+    expected, rates = warmup_run(25, warmup=20)
+    torch.manual_seed(0)
+    model = small_model()
+    schedule = linear_warmup(constant(0.5), num_steps=20)
+    optimizer = optim.SGD(model.parameters(), lr=schedule)
+    watch = monitor.watch(model, optimizer, monitor_data=data(64, seed=1))
+    for step in range(1, 26):
+        watch.step(sgd_step(model, optimizer, data(32, seed=step)))
+    assert [r["step"] for r in records(watch, "gradients")] == [1, 2, 10, 20]
+    history = watch.history
+    assert history.step_learning_rate.steps == [2, 10, 20]
+    assert history.step_learning_rate.values == pytest.approx([rates[s - 1] for s in (2, 10, 20)])
+    assert history.step_learning_rate.values == pytest.approx(
+        expected.history.step_learning_rate.values
+    )
+    ratios = [r["update_ratio"] for r in records(watch, "weight", 10)]
+    assert ratios == pytest.approx([r["update_ratio"] for r in records(expected, "weight", 10)])
+
+
 def test_without_a_warmup_no_extra_step_is_measured() -> None:
     torch.manual_seed(0)
     model = small_model()

@@ -497,3 +497,54 @@ def test_a_compiled_group_whose_stepping_parameters_change_stays_right_and_says_
     assert paths[:layouts] == ["compiled"] * layouts
     assert paths[layouts:-1] == ["reference"] * (len(subsets) - layouts - 1)
     assert paths[-1] == "compiled"  # the first layout again: compiled
+
+
+# -- the rate of the next step -------------------------------------------------------------
+
+
+def test_next_step_lr_reads_numbers_tensors_and_torch_schedulers() -> None:
+    weight = torch.nn.Parameter(torch.ones(2))
+    sgd = torch.optim.SGD([weight], lr=0.5)
+    scheduler = torch.optim.lr_scheduler.StepLR(sgd, step_size=1, gamma=0.1)
+    assert optim.next_step_lr(sgd) == 0.5
+    weight.grad = torch.ones(2)
+    sgd.step()
+    scheduler.step()
+    assert optim.next_step_lr(sgd) == pytest.approx(0.05)
+    adam = torch.optim.Adam([weight], lr=torch.tensor(0.25))
+    assert optim.next_step_lr(adam) == 0.25
+
+
+def test_next_step_lr_evaluates_a_schedule_at_the_groups_own_step_count() -> None:
+    # Two groups, one of them with no gradient at the second step: only the group that
+    # stepped moved along its schedule; the rate read before a step is the one it used
+    # (the update of SGD without momentum is -lr * grad).
+    first, second = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    schedule = linear_decay(1.0, final=0.0, num_steps=4)
+    opt = optim.SGD([{"params": [first]}, {"params": [second], "lr": schedule}], lr=schedule)
+    for step, grads in enumerate([(1.0, 1.0), (1.0, None), (1.0, 1.0)]):
+        used = [optim.next_step_lr(opt, i) for i in (0, 1)]
+        before = [float(first.detach()), float(second.detach())]
+        for p, g in zip((first, second), grads, strict=True):
+            p.grad = None if g is None else torch.tensor([g])
+        opt.step()
+        assert float(first.detach()) - before[0] == pytest.approx(-used[0])
+        if grads[1] is not None:
+            assert float(second.detach()) - before[1] == pytest.approx(-used[1])
+        assert used[0] == schedule(step)
+    assert optim.next_step_lr(opt, 0) == schedule(3)
+    assert optim.next_step_lr(opt, 1) == schedule(2)
+
+
+def test_next_step_lr_survives_a_checkpoint_and_is_none_for_a_fixed_transform() -> None:
+    weight = torch.nn.Parameter(torch.ones(2))
+    schedule = linear_decay(1.0, final=0.0, num_steps=4)
+    opt = optim.SGD([weight], lr=schedule)
+    weight.grad = torch.ones(2)
+    opt.step()
+    opt.step()
+    restored = optim.SGD([weight], lr=schedule)
+    restored.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert optim.next_step_lr(restored) == optim.next_step_lr(opt) == schedule(2)
+    fixed = optim.Optimizer([weight], optim.chain(optim.scale_by_learning_rate(0.1)))
+    assert optim.next_step_lr(fixed) is None

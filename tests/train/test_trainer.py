@@ -512,6 +512,34 @@ def test_an_optimizer_whose_lr_is_a_gradwise_schedule_resumes_bit_identically(
     assert all(torch.equal(a, b) for a, b in zip(resumed, uninterrupted, strict=True))
 
 
+def test_the_lr_of_a_schedule_inside_a_gradwise_optimizer_is_recorded(tmp_path: Path) -> None:
+    # The group's lr is the schedule object (no torch scheduler): step k used
+    # schedule(k - 1), the records, the hooks and the epoch records show it.
+    from gradwise.schedules import step_decay
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    schedule = step_decay(0.1, step_size=3, gamma=0.5)
+    optimizer = optim.SGD(model.parameters(), lr=schedule)
+    seen: list[float | None] = []
+
+    class Seen(Callback):
+        def on_step_end(self, state: TrainState) -> None:
+            seen.append(state.lr)
+
+    folder = RunFolder.create(tmp_path, "lrs")
+    data = load_dataset("spirals", seed=0)
+    Trainer(
+        model, optimizer, data, steps=8, batch_size=16, log_every=1, progress=False,
+        run=folder, callbacks=[Seen()],
+    ).fit()  # fmt: skip
+    expected = [schedule(k - 1) for k in range(1, 9)]
+    records = read_records(folder)
+    assert [r["lr"] for r in records if r["kind"] == "step"] == pytest.approx(expected)
+    assert seen == pytest.approx(expected)
+    assert [r["lr"] for r in records if r["kind"] == "epoch"][-1] == pytest.approx(expected[-1])
+
+
 def test_steps_budget_ends_mid_epoch_with_a_final_evaluation() -> None:
     result = _spirals_trainer("cross_entropy", steps=20).fit()
     assert result.steps == 20

@@ -43,6 +43,7 @@ from gradwise.monitor._probes import (
 )
 from gradwise.monitor._thresholds import Thresholds
 from gradwise.monitor._units import UnitAxes
+from gradwise.optim import next_step_lr
 
 if TYPE_CHECKING:
     from gradwise.data import Dataset
@@ -820,22 +821,30 @@ def _configured_rate(group: Mapping[str, Any]) -> float | None:
     return _number(group.get("initial_lr", group.get("lr")))
 
 
+def _has_schedule(optimizer: Optimizer, index: int) -> bool:
+    """Whether the group's lr is a schedule a gradwise Optimizer evaluates each step."""
+    lr = optimizer.param_groups[index].get("lr")
+    return callable(lr) and next_step_lr(optimizer, index) is not None
+
+
 def _rate_group(optimizer: Optimizer | None) -> int | None:
-    """The first param group with a positive configured rate (None: none has one)."""
+    """The first param group with a positive configured rate, or a schedule (whose rates
+    are read at the measured steps; None: no group has either)."""
     if optimizer is None:
         return None
     for index, group in enumerate(optimizer.param_groups):
         rate = _configured_rate(group)
-        if rate is not None and rate > 0:
+        if (rate is not None and rate > 0) or _has_schedule(optimizer, index):
             return index
     return None
 
 
 def _current_learning_rate(optimizer: Optimizer, index: int | None) -> float | None:
-    """Param group ``index``'s learning rate now (None when it has none, or not a number)."""
+    """The rate param group ``index``'s next step uses (None when it has none, or not a
+    number); a schedule in a gradwise Optimizer's group at the group's step count."""
     if index is None or index >= len(optimizer.param_groups):
         return None
-    return _number(optimizer.param_groups[index].get("lr"))
+    return next_step_lr(optimizer, index)
 
 
 def _optimized_parameters(optimizer: Optimizer) -> tuple[set[int], set[int]]:
@@ -843,10 +852,10 @@ def _optimized_parameters(optimizer: Optimizer) -> tuple[set[int], set[int]]:
     is positive (or unknown: a fixed transform keeps its rate inside)."""
     optimized: set[int] = set()
     stepped: set[int] = set()
-    for group in optimizer.param_groups:
+    for index, group in enumerate(optimizer.param_groups):
         ids = {id(p) for p in group["params"]}
         optimized |= ids
-        rate = _number(group.get("lr"))
+        rate = next_step_lr(optimizer, index)
         if rate is None or rate > 0:
             stepped |= ids
     return optimized, stepped
@@ -855,4 +864,6 @@ def _optimized_parameters(optimizer: Optimizer) -> tuple[set[int], set[int]]:
 def _base_learning_rate(optimizer: Optimizer | None, index: int | None) -> float | None:
     if optimizer is None or index is None or index >= len(optimizer.param_groups):
         return None
+    if _has_schedule(optimizer, index):
+        return next_step_lr(optimizer, index)  # its peak, if later, is found as measured
     return _configured_rate(optimizer.param_groups[index])

@@ -16,7 +16,7 @@ from gradwise.optim._learning_rate import scale, scale_by_learning_rate
 from gradwise.optim._nadam import NAdam, scale_by_nadam
 from gradwise.optim._newton import Newton
 from gradwise.optim._noise import add_noise
-from gradwise.optim._optimizer import Implementation, Optimizer
+from gradwise.optim._optimizer import Implementation, Optimizer, next_step_lr
 from gradwise.optim._radam import RAdam, scale_by_radam
 from gradwise.optim._rmsprop import RMSprop, scale_by_rms
 from gradwise.optim._sgd import SGD, scale_by_momentum
@@ -72,6 +72,7 @@ __all__ = [
     "clip_by_norm",
     "identity",
     "masked",
+    "next_step_lr",
     "scale",
     "scale_by_adam",
     "scale_by_learning_rate",

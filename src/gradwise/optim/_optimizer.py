@@ -476,6 +476,40 @@ def _shared_key(index: int) -> str:
     return f"param_group_{index}"
 
 
+def next_step_lr(optimizer: torch.optim.Optimizer, index: int = 0) -> float | None:
+    """The learning rate param group ``index`` of ``optimizer`` uses at its next step.
+
+    Works for any ``torch.optim.Optimizer``. A number (or one-element tensor) in
+    ``group["lr"]`` is returned as it is: torch's LR schedulers and gradwise's
+    :class:`~gradwise.schedules.ScheduleLR` write the next step's rate there. For a gradwise
+    :class:`Optimizer` whose lr is a schedule (``SGD(lr=cosine_decay(...))``), it is the
+    schedule at the group's step count (0 before the group's first step). None when the
+    group has no lr (a fixed transform keeps its rate inside) or it is neither.
+
+    Read it before ``optimizer.step()`` for the rate that step uses.
+
+    Example:
+        >>> import torch
+        >>> from gradwise.optim import SGD, next_step_lr
+        >>> from gradwise.schedules import linear_decay
+        >>> model = torch.nn.Linear(2, 1)
+        >>> opt = SGD(model.parameters(), lr=linear_decay(1.0, final=0.0, num_steps=4))
+        >>> model(torch.ones(1, 2)).sum().backward()
+        >>> next_step_lr(opt), opt.step(), next_step_lr(opt)
+        (1.0, None, 0.75)
+    """
+    value = optimizer.param_groups[index].get("lr")
+    if isinstance(value, Tensor):
+        return float(value) if value.numel() == 1 else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(optimizer, Optimizer) and callable(value):
+        shared = cast(dict[str, Any], optimizer.state).get(_shared_key(index), {})
+        step = shared.get("schedule_step")
+        return float(value(0 if step is None else int(step)))
+    return None
+
+
 class MissingHyperparameterError(KeyError):
     """A key read from a param group of an Optimizer with a fixed transform, which has none.
 

@@ -19,6 +19,7 @@ from gradwise.averaging import WeightAverage
 from gradwise.data import Batches, Dataset, DataSplits
 from gradwise.distributed._world import World
 from gradwise.losses import get_loss
+from gradwise.optim import next_step_lr
 from gradwise.regularize import EarlyStopping, Mixup
 from gradwise.runs import RunFolder, RunFolderError, read_summary, to_timestamp
 from gradwise.train._callbacks import Callback, TrainState
@@ -342,8 +343,9 @@ class Trainer:
         self._check_finite(loss)
         if self.clip_grad_norm is not None:
             self._clip_gradients(self.clip_grad_norm)
+        used_lr = self._lr()  # a schedule in the group counts its steps in step()
         self.optimizer.step()
-        self._used_lr = self._lr()  # before the scheduler sets the next step's
+        self._used_lr = used_lr
         if self.scheduler is not None:
             self.scheduler.step()
         self._totals.add(loss, correct, total)
@@ -685,12 +687,10 @@ class Trainer:
         return self._used_lr if self._used_lr is not None else self._lr()
 
     def _lr(self) -> float | None:
-        """The first param group's learning rate; None when the group holds none (a
-        gradwise Optimizer with a fixed transform keeps its rate inside the transform)."""
-        value = self.optimizer.param_groups[0].get("lr")
-        if isinstance(value, Tensor):
-            return float(value)
-        return float(value) if isinstance(value, int | float) else None
+        """The rate the first param group's next step uses (a schedule in a gradwise
+        Optimizer's group included); None when the group holds none (a gradwise Optimizer
+        with a fixed transform keeps its rate inside the transform)."""
+        return next_step_lr(self.optimizer)
 
     def _elapsed(self) -> float:
         since = 0.0 if self._started is None else time.time() - self._started
