@@ -546,5 +546,11 @@ def test_next_step_lr_survives_a_checkpoint_and_is_none_for_a_fixed_transform() 
     restored = optim.SGD([weight], lr=schedule)
     restored.load_state_dict(copy.deepcopy(opt.state_dict()))
     assert optim.next_step_lr(restored) == optim.next_step_lr(opt) == schedule(2)
+    for make in (optim.LARS, optim.OneBitSGD, optim.SWATS):  # lr inside other transforms
+        other = make([weight], lr=schedule)
+        other.step()
+        other.step()
+        other.step()
+        assert optim.next_step_lr(other) == schedule(3), make.__name__
     fixed = optim.Optimizer([weight], optim.chain(optim.scale_by_learning_rate(0.1)))
     assert optim.next_step_lr(fixed) is None

@@ -504,8 +504,10 @@ def next_step_lr(optimizer: torch.optim.Optimizer, index: int = 0) -> float | No
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(optimizer, Optimizer) and callable(value):
+        # scale_by_learning_rate counts the schedule's steps; SWATS evaluates its lr at
+        # the group's own step count.
         shared = cast(dict[str, Any], optimizer.state).get(_shared_key(index), {})
-        step = shared.get("schedule_step")
+        step = shared.get("schedule_step", shared.get("step"))
         return float(value(0 if step is None else int(step)))
     return None
 
