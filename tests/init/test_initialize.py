@@ -112,6 +112,24 @@ def test_auto_gain_reads_activations_nested_in_blocks():
     }
 
 
+def test_auto_gain_sees_an_activation_module_reused_between_layers():
+    # One nn.ReLU instance after each hidden layer: named_modules() lists a shared module
+    # once, so the second hidden layer used to get gain 1 instead of sqrt 2.
+    act, tanh = nn.ReLU(), nn.Tanh()
+    model = nn.Sequential(
+        nn.Linear(20, 30), act, nn.Linear(30, 30), act, nn.Linear(30, 30), tanh, nn.Linear(30, 5)
+    )
+    report = init.initialize(model, "he_normal", generator=0)
+    expected = [math.sqrt(2), math.sqrt(2), 5 / 3, 1.0]
+    assert [row.gain for row in report] == expected
+    replay = torch.Generator().manual_seed(0)  # oracle: torch.nn.init.normal_, same draws
+    for layer, gain in zip(model[::2], expected, strict=True):
+        std = gain / math.sqrt(layer.in_features)
+        assert torch.equal(
+            layer.weight, nn.init.normal_(torch.empty_like(layer.weight), 0.0, std, replay)
+        )
+
+
 def test_he_gets_sqrt2_on_relu_layers_and_1_on_the_output_layer():
     model = mlp()
     report = init.initialize(model, "he_normal", generator=0)

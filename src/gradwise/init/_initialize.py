@@ -217,11 +217,17 @@ def _layer_gains(
 
 def _automatic_gains(model: nn.Module) -> dict[str, float]:
     gains: dict[str, float] = {}
+    seen: set[int] = set()  # the weight layers met so far, by id
     waiting: str | None = None  # the last layer not yet followed by an activation
-    for name, module in model.named_modules():
+    # remove_duplicate=False: one activation module placed after several layers
+    # (nn.Sequential(linear, act, linear, act, ...)) counts at every place it is registered.
+    # A weight layer registered twice keeps the gain of its first place.
+    for name, module in model.named_modules(remove_duplicate=False):
         if isinstance(module, WEIGHT_LAYERS):
-            gains[name] = 1.0
-            waiting = name
+            waiting = None if id(module) in seen else name
+            if waiting is not None:
+                seen.add(id(module))
+                gains[name] = 1.0
             continue
         found = activation_gain(module)
         if found is not None and waiting is not None:
