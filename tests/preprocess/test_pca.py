@@ -161,6 +161,20 @@ def test_images_are_flattened_and_zca_reshapes_back():
     assert PCAWhiten(5).fit(images).inverse_transform(np.zeros((2, 5))).shape == (2, 3, 2, 2)
 
 
+@pytest.mark.parametrize("transformer", [PCA(3), PCAWhiten(3), ZCAWhiten()], ids=repr)
+def test_an_empty_batch_transforms_to_an_empty_batch(transformer):
+    # Reshaping (0, C, H, W) to (0, -1) is ambiguous: this used to raise torch's RuntimeError.
+    images = correlated(15, d=12).reshape(N, 3, 2, 2)
+    transformer.fit(images)
+    empty = images[:0]
+    out = transformer.transform(empty)
+    assert out.shape == (0, *transformer.transform(images).shape[1:])
+    assert transformer.inverse_transform(out).shape == (0, 3, 2, 2)
+    tensor_out = transformer.transform(torch.from_numpy(empty).float())
+    assert tensor_out.shape == out.shape
+    assert tensor_out.dtype == torch.float32
+
+
 @pytest.mark.parametrize("whiten", [PCAWhiten, ZCAWhiten])
 def test_float32_whitening_uses_float64_statistics_and_rounds_once(whiten):
     """Pixel-like data with a large mean and a 1e4 spread of variances: computed in float32

@@ -135,7 +135,7 @@ class _Eigenbasis(Transformer):
         return eigenvalues
 
     def _project(self, x: Tensor) -> Tensor:
-        flat = x.reshape(x.shape[0], -1)  # (N, D)
+        flat = x.flatten(1)  # (N, D); reshape(N, -1) is ambiguous for N = 0
         return (flat - self.mean_.to(x.device)) @ self.components_.to(x.device).T  # (N, k)
 
     def _check_projected(self, projected: Tensor) -> None:
@@ -337,12 +337,12 @@ class ZCAWhiten(_Eigenbasis):
         self.whitening_ = (self.components_.T / self.scale_) @ self.components_  # (D, D)
 
     def _transform(self, x: Tensor) -> Tensor:
-        flat = x.reshape(x.shape[0], -1)  # (N, D)
+        flat = x.flatten(1)  # (N, D)
         white = (flat - self.mean_.to(x.device)) @ self.whitening_.to(x.device)
         return white.reshape(x.shape)
 
     def _inverse(self, x: Tensor) -> Tensor:
         self._check_layout(x, "feature")
         coloring = (self.components_.T * self.scale_) @ self.components_  # (D, D)
-        flat = x.reshape(x.shape[0], -1) @ coloring.to(x.device) + self.mean_.to(x.device)
+        flat = x.flatten(1) @ coloring.to(x.device) + self.mean_.to(x.device)
         return flat.reshape(x.shape)
