@@ -202,3 +202,25 @@ def test_attach_refuses_masks_for_parameters_the_optimizer_does_not_update() -> 
         attach_masks(model, optimizer, magnitude_masks(model, 0.5))
     with pytest.raises(ValueError, match="'optimizer' parameter of attach_masks must be a torch"):
         attach_masks(model, "sgd", {})  # type: ignore[arg-type]
+
+
+def test_masks_attach_to_a_frozen_layer_the_optimizer_holds() -> None:
+    # torch optimizers accept parameters with requires_grad=False (they skip them); the
+    # tensor hook used to make attach_masks fail with "cannot register a hook on a tensor
+    # that doesn't require gradient".
+    model = _model()
+    model[0].weight.requires_grad_(False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    masks = magnitude_masks(model, 0.5)
+    frozen = model[0].weight.detach().clone()
+    handle = attach_masks(model, optimizer, masks)
+    for step in range(3):
+        optimizer.zero_grad()
+        _loss(model, step).backward()
+        optimizer.step()
+        _assert_pruned_entries_are_zero(model, optimizer, masks, step)
+    kept = masks["0.weight"]
+    assert torch.equal(model[0].weight[kept], frozen[kept])  # frozen: only the pruning moved it
+    assert bool((model[0].weight[~kept] == 0).all())
+    handle.remove()
+    assert not handle.attached

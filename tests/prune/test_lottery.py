@@ -123,3 +123,15 @@ def test_winning_tickets_beat_random_reinit_at_high_sparsity_on_digits() -> None
     assert accuracy[2, "ticket"] > dense - 0.03  # 17% of the weights: as good as dense
     for round_ in (3, 4):  # 7.6% and 3.5%: the ticket clearly beats the random reinit
         assert accuracy[round_, "ticket"] > accuracy[round_, "control"] + 0.05
+
+
+def test_prune_round_prunes_a_single_layer_model_at_the_output_rate() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(10, 4)  # logistic regression: the output layer is all there is
+    masks = prune_round(model, 0.5, output_rate=0.25)
+    assert list(masks) == ["weight"]
+    assert int(masks["weight"].sum()) == 30
+    again = prune_round(model, 0.5, masks=masks, output_rate=0.25)
+    assert int(again["weight"].sum()) == 30 - round(0.25 * 30)
+    with pytest.raises(ValueError, match="pass output_rate=... to prune its output layer"):
+        prune_round(model, 0.5)  # nothing but the output layer, and no output_rate

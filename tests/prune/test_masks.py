@@ -173,3 +173,14 @@ def test_apply_zeroes_exactly_the_pruned_weights() -> None:
     kept = masks["3.weight"]
     assert torch.equal(model[3].weight[kept], before[kept])
     assert bool((model[3].weight[~kept] == 0).all())
+
+
+def test_a_model_with_nothing_to_prune_gets_a_clear_error_not_a_torch_cat_failure() -> None:
+    # Before: torch.cat's "expected a non-empty list of Tensors" from deep inside.
+    with pytest.raises(ValueError, match=re.escape("pass include_output=True to prune the output")):
+        magnitude_masks(nn.Linear(3, 2), 0.5)  # its one layer is the output layer
+    with pytest.raises(ValueError, match="must have a Linear or convolution layer to prune"):
+        magnitude_masks(nn.Sequential(nn.BatchNorm1d(3)), 0.5, include_output=True)
+    with pytest.raises(ValueError, match="'names' parameter of magnitude_masks must name at le"):
+        magnitude_masks(_model(), 0.5, names=[])
+    assert int(magnitude_masks(nn.Linear(3, 2), 0.5, include_output=True)["weight"].sum()) == 3

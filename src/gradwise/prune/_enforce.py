@@ -112,7 +112,9 @@ def attach_masks(
     # (parameter, pruned entries) pairs; masked_fill_ writes exact zeros even over inf/NaN.
     on_device = [(p, ~masks[name].to(p.device)) for name, p in parameters.items()]
     _zero_pruned(optimizer, on_device)  # state built before pruning goes too
-    handles = [_gradient_hook(parameter, pruned) for parameter, pruned in on_device]
+    # A frozen parameter gets no gradient (and register_hook refuses it); the step hooks
+    # below still hold its pruned entries at zero.
+    handles = [_gradient_hook(p, pruned) for p, pruned in on_device if p.requires_grad]
 
     def mask_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         with torch.no_grad():

@@ -51,7 +51,8 @@ def prune_round(
         rate: the fraction of remaining weights to prune, in (0, 1).
         masks: the masks of the previous round, or None (dense).
         scope: "global" or "layer".
-        output_rate: the output layer's rate in (0, 1), or None to leave it dense.
+        output_rate: the output layer's rate in (0, 1), or None to leave it dense. A
+            model whose one Linear or Conv layer is the output layer needs it.
 
     Example:
         >>> import torch
@@ -62,8 +63,19 @@ def prune_round(
         [50, 30]
     """
     check("rate", "prune_round", rate, RATE)
+    check("scope", "prune_round", scope, OneOf(("global", "layer")))
     check("output_rate", "prune_round", output_rate, _OPTIONAL_RATE)
-    updated = magnitude_masks(model, rate, scope=scope, masks=masks)
+    if not prunable_parameters(model):  # the output layer is all there is
+        if output_rate is None:
+            raise ValueError(
+                "The 'model' parameter of prune_round must have a Linear or convolution layer "
+                "before its output layer (the last one), which is left dense unless "
+                "'output_rate' is given. Got a model with none; pass output_rate=... to prune "
+                "its output layer."
+            )
+        updated = Masks(masks if masks is not None else {})
+    else:
+        updated = magnitude_masks(model, rate, scope=scope, masks=masks)
     if output_rate is not None:
         everything = prunable_parameters(model, include_output=True)
         output = [name for name in everything if name not in prunable_parameters(model)]

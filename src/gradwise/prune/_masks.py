@@ -158,6 +158,25 @@ def _is_mask_mapping(value: Any) -> bool:
 _MASK_MAPPING = "a mapping of parameter names to bool tensors with at least one dimension"
 
 
+def _nothing_to_prune(names: Sequence[str] | None, include_output: bool) -> str:
+    if names is not None:
+        return (
+            "The 'names' parameter of magnitude_masks must name at least one parameter to "
+            "prune. Got an empty list instead."
+        )
+    if include_output:
+        return (
+            "The 'model' parameter of magnitude_masks must have a Linear or convolution "
+            "layer to prune. Got a model with none; choose the parameters with names=[...]."
+        )
+    return (
+        "The 'model' parameter of magnitude_masks must have a Linear or convolution layer "
+        "before its output layer (the last one), whose weights are pruned by default. Got a "
+        "model with none; pass include_output=True to prune the output layer, or choose the "
+        "parameters with names=[...]."
+    )
+
+
 def prunable_parameters(
     model: nn.Module,
     *,
@@ -294,6 +313,8 @@ def magnitude_masks(
     chosen = prunable_parameters(
         model, include_biases=include_biases, include_output=include_output, names=names
     )
+    if not chosen:
+        raise ValueError(_nothing_to_prune(names, include_output))
     before = Masks(masks if masks is not None else {})
     before.check_fits(model, "magnitude_masks")
     current = {
