@@ -31,17 +31,13 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run / "checkpoints/last.pt")["model"]  # type: ignore[no-any-return]
 
 
-def _reference_run(tmp_path: Path) -> Path:
-    folder = tmp_path / "reference"
-    folder.mkdir()
-    (folder / "small.yaml").write_text(SMALL_CONFIG)
-    result = gradwise("train", "small.yaml", "--no-progress", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder / "runs/small"
-
-
 def test_sigkill_mid_epoch_then_resume_gives_bit_identical_parameters(tmp_path: Path) -> None:
-    reference = _reference_run(tmp_path)
+    # The uninterrupted reference run trains side by side with the one killed (one thread
+    # each on two cores); they share nothing but the config.
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "reference" / "small.yaml").write_text(SMALL_CONFIG)
+    uninterrupted = start("train", "small.yaml", "--no-progress", cwd=tmp_path / "reference")
+    reference = tmp_path / "reference" / "runs/small"
 
     (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
     process = start("train", "small.yaml", "--no-progress", cwd=tmp_path)
@@ -55,6 +51,8 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_parameters(tmp_path: 
 
     resumed = gradwise("train", "--resume", "runs/small", "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+    _, stderr = uninterrupted.communicate(timeout=300)
+    assert uninterrupted.returncode == 0, stderr
     final, expected = _final_weights(run), _final_weights(reference)
     assert final.keys() == expected.keys()
     for name in expected:
