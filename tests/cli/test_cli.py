@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -376,3 +378,17 @@ def test_option_errors_name_the_flag_and_the_path(
     assert printed.out == ""
     assert len(printed.err.strip().splitlines()) == 1, printed.err
     assert message in printed.err
+
+
+def test_importing_gradwise_leaves_torch_dynamo_unloaded() -> None:
+    # Making any torch optimizer imports torch._dynamo (1.3 s); gradwise made one at import
+    # time, which every command paid, `gradwise --help` and a search's driver included.
+    probe = (
+        "import sys, gradwise, gradwise.cli, gradwise.optim, gradwise.train, gradwise.monitor;"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -417,7 +417,7 @@ class Optimizer(torch.optim.Optimizer):
         # hyperparameter names, a subclass's settings) must travel too, or a deepcopied or
         # pickled optimizer cannot step. The runtimes (compiled code) are rebuilt.
         state = dict(super().__getstate__())
-        torch_attributes = _TORCH_OPTIMIZER_ATTRIBUTES
+        torch_attributes = _torch_optimizer_attributes()
         state.update(
             (key, value)
             for key, value in vars(self).items()
@@ -433,11 +433,13 @@ class Optimizer(torch.optim.Optimizer):
             self.register_load_state_dict_post_hook(_reset_after_load)
 
 
-# What a plain torch optimizer holds (its hooks, profiling names, flags): torch decides
-# what of it to pickle.
-_TORCH_OPTIMIZER_ATTRIBUTES = frozenset(
-    vars(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
-)
+@functools.cache
+def _torch_optimizer_attributes() -> frozenset[str]:
+    """What a plain torch optimizer holds (its hooks, profiling names, flags): torch decides
+    what of it to pickle. Found when first needed: making a torch optimizer imports
+    torch._dynamo (add_param_group is wrapped to disable it), 1.3 s that every
+    ``import gradwise`` paid when this ran at import time."""
+    return frozenset(vars(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)))
 
 
 def _schedule_as_data(value: Any) -> Any:
