@@ -271,6 +271,24 @@ def test_loading_another_kind_of_average_is_refused() -> None:
         ExponentialMovingAverage(nn.Linear(2, 1), start=3).load_state_dict(state)
 
 
+def test_loading_an_ema_saved_with_other_settings_is_refused() -> None:
+    # kind and cadence agree; the decay, its warmup or use_buffers did not, and the
+    # average used to go on silently with the new ones.
+    state = ExponentialMovingAverage(nn.Linear(2, 1), 0.99, start=3).state_dict()
+    ExponentialMovingAverage(nn.Linear(2, 1), 0.99, start=3).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"made with decay=0\.99 \(this one: 0\.999\)"):
+        ExponentialMovingAverage(nn.Linear(2, 1), 0.999, start=3).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"decay_warmup=False \(this one: True\)"):
+        ExponentialMovingAverage(nn.Linear(2, 1), 0.99, start=3, decay_warmup=True).load_state_dict(
+            state
+        )
+    polyak = PolyakAverage(nn.Linear(2, 1), start=3).state_dict()
+    with pytest.raises(ValueError, match=r"use_buffers=False \(this one: True\)"):
+        PolyakAverage(nn.Linear(2, 1), start=3, use_buffers=True).load_state_dict(polyak)
+    del state["settings"]  # saved before the settings were kept: not checked on them
+    ExponentialMovingAverage(nn.Linear(2, 1), 0.999, start=3).load_state_dict(state)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -138,17 +138,23 @@ class WeightAverage:
         """
         _recompute_batch_norm(self.module, batches)
 
+    def _settings(self) -> dict[str, Any]:
+        """What else shapes the average than its kind and cadence (checked on load)."""
+        return {"use_buffers": self.use_buffers}
+
     def state_dict(self) -> dict[str, Any]:
-        """The average (weights, buffers, count) and its cadence, for checkpoints."""
+        """The average (weights, buffers, count), its cadence and settings, for checkpoints."""
         return {
             "kind": type(self).__name__,
             "first": self.first,
             "every": self.every,
+            "settings": self._settings(),
             "averaged_model": self.averaged_model.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (the same kind of average, same cadence)."""
+        """Restore what :meth:`state_dict` saved (the same kind of average, same cadence,
+        same settings; a state saved before the settings were kept is not checked on them)."""
         saved = (state.get("kind"), state.get("first"), state.get("every"))
         mine = (type(self).__name__, self.first, self.every)
         if saved != mine:
@@ -156,6 +162,17 @@ class WeightAverage:
                 f"The saved average is a {saved[0]} first averaged after step {saved[1]} "
                 f"every {saved[2]} steps; this one is a {mine[0]} after step {mine[1]} "
                 f"every {mine[2]}. Resume with the settings the run started with."
+            )
+        saved_settings = state.get("settings")
+        if saved_settings is not None and dict(saved_settings) != self._settings():
+            differ = ", ".join(
+                f"{key}={saved_settings.get(key)!r} (this one: {value!r})"
+                for key, value in self._settings().items()
+                if saved_settings.get(key) != value
+            )
+            raise ValueError(
+                f"The saved {saved[0]} was made with {differ}. Resume with the settings the "
+                "run started with."
             )
         self.averaged_model.load_state_dict(state["averaged_model"])
 
@@ -224,6 +241,9 @@ class ExponentialMovingAverage(WeightAverage):
             use_buffers=use_buffers,
             multi_avg_fn=self._average_into,
         )
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "decay": self.decay, "decay_warmup": self.decay_warmup}
 
     def decay_at(self, num_averaged: int) -> float:
         """:math:`\\beta_t` for the update that joins the next iterate to ``t`` averaged."""
