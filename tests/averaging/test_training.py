@@ -206,6 +206,10 @@ def test_the_report_draws_the_averaged_curves(tmp_path: Path) -> None:
             "'swa_lr' in 'train.averaging' applies to method swa only (method is ema)",
         ),
         (
+            ["averaging.method=polyak", "averaging.swa_lr=0.0"],  # a zero was let through
+            "'swa_lr' in 'train.averaging' applies to method swa only (method is polyak)",
+        ),
+        (
             ["averaging.mehtod=ema"],
             "unknown key 'mehtod' in 'train.averaging'; did you mean 'method'?",
         ),

@@ -66,7 +66,8 @@ def start_step(start: float, total_steps: int) -> int:
 
 def _check_not_swa(settings: Any) -> None:
     for key in _SWA_ONLY:
-        if getattr(settings, key):
+        value = getattr(settings, key)
+        if value is not None and not (key == "anneal_steps" and value == 0):  # its default
             raise ConfigError(
                 f"'{key}' in '{PATH}' applies to method swa only (method is "
                 f"{settings.method}); remove it or set method: swa"
