@@ -221,6 +221,16 @@ def test_whitening_with_eps_does_not_warn_on_constant_data():
     assert np.isfinite(white).all()
 
 
+def test_whitening_with_an_eps_below_the_rounding_noise_says_which_eps_would_do():
+    # Features on the scale of 1e6 (variance 1e12): the constant direction's bound is
+    # about 1e12 * 9 * 2.2e-16 = 2e-3, above the default eps (the message said "divided
+    # by 0", and the docs that eps > 0 never warns).
+    train = np.column_stack([correlated(11) * 1e6, np.full(N, 1.0)])
+    with pytest.warns(ConstantFeatureWarning, match=r"eps=1e-05 is below this data's rounding"):
+        ZCAWhiten().fit(train)
+    ZCAWhiten(eps=1e-2).fit(train)  # above the bound: nothing to warn about
+
+
 def test_pca_whiten_inverse_is_exact_with_all_components_and_pca_reconstruction_otherwise():
     train, test = correlated(12), correlated(13, n=30)
     full = PCAWhiten(eps=1e-3).fit(train)

@@ -97,13 +97,16 @@ def _whitening_scale(eigenvalues: Tensor, kept: int, eps: float, owner: str) -> 
     tolerance = eigenvalues[0] * eigenvalues.shape[0] * torch.finfo(torch.float64).eps
     kept_values = eigenvalues[:kept]
     zero = kept_values + eps <= tolerance
-    warn_constant(
-        owner,
-        zero,
-        "direction",
+    bound = float(tolerance)
+    consequence = (
         f"with eps={eps} they would be divided by 0, so their scale is set to 1. "
-        "Pass eps > 0 (e.g. 1e-5) or drop constant features.",
+        "Pass eps > 0 (e.g. 1e-5) or drop constant features."
+        if eps == 0
+        else f"eps={eps} is below this data's rounding noise ({bound:.3g}: max(S) * D * "
+        "2.2e-16), so they would be divided by noise; their scale is set to 1. Pass eps > "
+        f"{bound:.3g} or drop constant features."
     )
+    warn_constant(owner, zero, "direction", consequence)
     scale = torch.sqrt(kept_values + eps)
     return torch.where(zero, torch.ones_like(scale), scale)
 
