@@ -112,6 +112,26 @@ def test_auto_gain_reads_activations_nested_in_blocks():
     }
 
 
+def test_auto_gain_reads_prelu_relu6_mish_and_hardswish():
+    # They used to count as no activation: gain 1 for the layer before them.
+    prelu = nn.PReLU()
+    with torch.no_grad():
+        prelu.weight.fill_(0.1)  # a learned slope: read as it is now
+    model = nn.Sequential(
+        nn.Linear(8, 8), prelu, nn.Linear(8, 8), nn.ReLU6(), nn.Linear(8, 8), nn.Mish(),
+        nn.Linear(8, 8), nn.Hardswish(), nn.Linear(8, 2),
+    )  # fmt: skip
+    report = init.initialize(model, "he_normal", generator=0)
+    expected = [
+        nn.init.calculate_gain("leaky_relu", 0.1),
+        math.sqrt(2),
+        init.calculate_gain("mish"),
+        init.calculate_gain("hardswish"),
+        1.0,
+    ]
+    assert [row.gain for row in report if row.kind == "Linear"] == pytest.approx(expected)
+
+
 def test_auto_gain_sees_an_activation_module_reused_between_layers():
     # One nn.ReLU instance after each hidden layer: named_modules() lists a shared module
     # once, so the second hidden layer used to get gain 1 instead of sqrt 2.

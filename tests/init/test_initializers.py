@@ -256,6 +256,8 @@ def scalar(function, **kwargs):
         ("silu", None, scalar(F.silu)),
         ("elu", None, scalar(F.elu)),
         ("elu", 0.5, scalar(F.elu, alpha=0.5)),
+        ("mish", None, scalar(F.mish)),
+        ("hardswish", None, scalar(F.hardswish)),
     ],
 )
 def test_gelu_silu_elu_gains_keep_unit_pre_activation_variance(nonlinearity, param, function):
@@ -306,7 +308,8 @@ ERRORS = [
         lambda: init.he_uniform(nonlinearity="swish"),
         ValueError,
         "The 'nonlinearity' parameter of he_uniform must be one of 'linear', 'identity', "
-        "'sigmoid', 'tanh', 'relu', 'leaky_relu', 'selu', 'gelu', 'silu', 'elu', None. "
+        "'sigmoid', 'tanh', 'relu', 'leaky_relu', 'selu', 'gelu', 'silu', 'elu', 'mish', "
+        "'hardswish', None. "
         "Got 'swish' instead.",
     ),
     (
@@ -369,7 +372,8 @@ ERRORS = [
         lambda: init.calculate_gain("softmax"),
         ValueError,
         "The 'nonlinearity' parameter of calculate_gain must be one of 'linear', 'identity', "
-        "'sigmoid', 'tanh', 'relu', 'leaky_relu', 'selu', 'gelu', 'silu', 'elu'. "
+        "'sigmoid', 'tanh', 'relu', 'leaky_relu', 'selu', 'gelu', 'silu', 'elu', 'mish', "
+        "'hardswish'. "
         "Got 'softmax' instead.",
     ),
     (

@@ -12,13 +12,16 @@ from torch import Tensor, nn
 
 from gradwise._validation import Interval, OneOf, Satisfies, check
 
-# torch.nn.init.calculate_gain's table. torch leaves GELU, SiLU and ELU out; their gains
+# torch.nn.init.calculate_gain's table. torch leaves GELU, SiLU, ELU, Mish and Hardswish
+# out; their gains
 # come from the rule that reproduces torch's relu and leaky_relu values (see below).
 _TORCH_GAINS = ("linear", "identity", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
 _SECOND_MOMENT_GAINS: dict[str, Callable[[Tensor, float], Tensor]] = {
     "gelu": lambda z, param: F.gelu(z),
     "silu": lambda z, param: F.silu(z),
     "elu": lambda z, param: F.elu(z, alpha=param),
+    "mish": lambda z, param: F.mish(z),
+    "hardswish": lambda z, param: F.hardswish(z),
 }
 NONLINEARITIES = _TORCH_GAINS + tuple(_SECOND_MOMENT_GAINS)
 
@@ -60,17 +63,19 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     for ``"selu"`` (torch's empirical value; self-normalizing networks want
     :func:`lecun_normal` instead).
 
-    torch has no gain for ``"gelu"``, ``"silu"`` and ``"elu"`` (``param`` is ELU's alpha,
-    default 1). For them gradwise uses the rule behind the ReLU and leaky-ReLU values,
-    :math:`g = 1 / \sqrt{\mathbb E[f(z)^2]}` with :math:`z \sim \mathcal N(0, 1)`: the gain
-    for which unit pre-activation variance is a fixed point from layer to layer. It gives
-    GELU 1.534, SiLU 1.677, ELU 1.245 (and exactly :math:`\sqrt 2` for ReLU and 1 for SELU).
+    torch has no gain for ``"gelu"``, ``"silu"``, ``"elu"`` (``param`` is ELU's alpha,
+    default 1), ``"mish"`` and ``"hardswish"``. For them gradwise uses the rule behind the
+    ReLU and leaky-ReLU values, :math:`g = 1 / \sqrt{\mathbb E[f(z)^2]}` with
+    :math:`z \sim \mathcal N(0, 1)`: the gain for which unit pre-activation variance is a
+    fixed point from layer to layer. It gives GELU 1.534, SiLU 1.677, ELU 1.245, Mish 1.487,
+    Hardswish 1.737 (and exactly :math:`\sqrt 2` for ReLU and 1 for SELU).
     These activations are not positively homogeneous, so no constant gain holds the
     variance at every scale; see ``docs/init.md``.
 
     Args:
         nonlinearity: one of ``"linear"``, ``"identity"``, ``"sigmoid"``, ``"tanh"``,
-            ``"relu"``, ``"leaky_relu"``, ``"selu"``, ``"gelu"``, ``"silu"``, ``"elu"``.
+            ``"relu"``, ``"leaky_relu"``, ``"selu"``, ``"gelu"``, ``"silu"``, ``"elu"``,
+            ``"mish"``, ``"hardswish"``.
         param: the negative slope of ``"leaky_relu"`` or the alpha of ``"elu"``; must be
             ``None`` for the others.
 
@@ -97,6 +102,8 @@ def activation_gain(module: nn.Module) -> float | None:
     """The gain of an activation module, or ``None`` when ``module`` is not an activation."""
     if isinstance(module, nn.LeakyReLU):
         return calculate_gain("leaky_relu", module.negative_slope)
+    if isinstance(module, nn.PReLU):  # a learned slope: its value now (0.25 at creation)
+        return calculate_gain("leaky_relu", float(module.weight.detach().float().mean()))
     if isinstance(module, nn.ELU):
         return calculate_gain("elu", module.alpha)
     for kind, name in _ACTIVATIONS:
@@ -107,12 +114,15 @@ def activation_gain(module: nn.Module) -> float | None:
 
 _ACTIVATIONS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.ReLU, "relu"),
+    (nn.ReLU6, "relu"),  # its cap at 6 changes E[f(z)^2] by 1e-8
     (nn.Tanh, "tanh"),
     (nn.Sigmoid, "sigmoid"),
     (nn.SELU, "selu"),
     # nn.GELU(approximate="tanh") differs from the exact GELU's gain by 3e-5; one value.
     (nn.GELU, "gelu"),
     (nn.SiLU, "silu"),
+    (nn.Mish, "mish"),
+    (nn.Hardswish, "hardswish"),
 )
 
 
