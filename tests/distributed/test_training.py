@@ -629,7 +629,11 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_at_one_checkpointed_step(tmp_pa
     wait_for(lambda: list(runs.glob("*/checkpoints/last.pt")), 120, "the first checkpoint")
     time.sleep(1.0)
     launcher.send_signal(signal.SIGINT)
+    interrupted_at = time.monotonic()
     _, stderr = launcher.communicate(timeout=120)
+    # About 2 s here. The ranks, done, used to wait for the stopping agent to read their
+    # results until its 30-second grace period ran out and it killed them.
+    assert time.monotonic() - interrupted_at < 20, "the ranks outlived their checkpoint"
     assert launcher.returncode == 130, stderr
     (run,) = runs.iterdir()
     assert f"--resume runs/{run.name} --nproc 2" in stderr

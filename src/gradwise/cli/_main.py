@@ -181,7 +181,7 @@ def _train_distributed(
     from gradwise.distributed import RankFailed, launch
     from gradwise.runs import RunFolder, RunFolderError
     from gradwise.train import TrainingDiverged
-    from gradwise.train._distributed import in_launched_process, train_rank
+    from gradwise.train._distributed import in_launched_process, train_launched_rank, train_rank
 
     where = None if resume is None else str(resume)
     announce = Path(tempfile.mkdtemp(prefix="gradwise-")) / "run"
@@ -191,7 +191,7 @@ def _train_distributed(
             if os.environ.get("RANK") != "0":  # torchrun: rank 0 alone reports
                 return EXIT_OK
         else:
-            result = launch(train_rank, (content, where, progress, str(announce)), nproc)
+            result = launch(train_launched_rank, (content, where, progress, str(announce)), nproc)
     except KeyboardInterrupt:
         run = announce.read_text() if announce.is_file() else where
         if run is None or not RunFolder(Path(run)).last_checkpoint.is_file():

@@ -13,6 +13,8 @@ from __future__ import annotations
 import gc
 import math
 import os
+import signal
+import sys
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -134,6 +136,30 @@ def train_rank(
         # the process (SIGABRT after a finished run; pytorch PR 179291 describes it).
         gc.collect()
         dist.destroy_process_group()
+
+
+def train_launched_rank(
+    config: dict[str, Any] | None,
+    resume: str | None = None,
+    progress: bool = True,
+    announce: str | None = None,
+) -> dict[str, Any]:
+    """:func:`train_rank` as a rank of ``gradwise train --nproc`` (torch's elastic agent,
+    one process per rank, started by spawn).
+
+    When a stop signal interrupted the run (Ctrl-C or SIGTERM reached the launcher, whose
+    agent stops the ranks with SIGTERM), the rank checkpoints, then ends by SIGTERM's
+    default action, as a process that handled a signal for its clean-up does: the
+    agent's workers otherwise wait for it to read their return values, which a stopping
+    agent never does, and it killed them only after its 30-second grace period.
+    """
+    summary = train_rank(config, resume, progress, announce)
+    if summary.get("status") == "interrupted":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return summary
 
 
 def _train(
