@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -47,13 +48,15 @@ def test_config_errors_are_one_line_each(tmp_path: Path) -> None:
         "did you mean 'lr'?",
         ("train", "--set", "optimizer.lr=-1"): "The 'lr' parameter of AdamW must be",
     }
-    for args, message in cases.items():
-        result = gradwise(*args, cwd=tmp_path)
+    # Two commands at a time (each a one-thread process on this two-core machine).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda args: gradwise(*args, cwd=tmp_path), cases))
+    for (args, message), result in zip(cases.items(), results, strict=True):
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, (args, result.stderr)
         assert message in lines[0], (args, result.stderr)
-        assert not (tmp_path / "runs").exists()  # nothing ran, nothing was written
+    assert not (tmp_path / "runs").exists()  # nothing ran, nothing was written
 
 
 def test_an_unwritable_runs_folder_fails_before_training(tmp_path: Path) -> None:

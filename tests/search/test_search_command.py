@@ -109,11 +109,13 @@ def test_rerunning_resumes_the_study_and_a_changed_space_is_an_error(tmp_path) -
 
     narrowed = SPACE.replace("3.0e-1", "1.0e-1")
     write_config(tmp_path, "again", search=narrowed)
-    changed = gradwise("search", str(config), "--trials", "3", cwd=tmp_path)
-    assert changed.returncode == 2
-    assert "space of optimizer.lr was" in changed.stderr
-    assert "--study NEW_NAME" in changed.stderr
+    # The two refused commands run side by side (neither may change the study).
+    refused = start("search", str(config), "--trials", "3", cwd=tmp_path)
     other = gradwise("search", str(config), "--trials", "3", "--strategy", "tpe", cwd=tmp_path)
+    _, stderr = refused.communicate(timeout=300)
+    assert refused.returncode == 2
+    assert "space of optimizer.lr was" in stderr
+    assert "--study NEW_NAME" in stderr
     assert other.returncode == 2
     assert len(load(url, "again")) == 3
 
