@@ -206,6 +206,11 @@ def test_the_report_draws_the_averaged_curves(tmp_path: Path) -> None:
             "'swa_lr' in 'train.averaging' applies to method swa only (method is ema)",
         ),
         (
+            ["averaging.method=ema", "averaging.start=0.9", "averaging.every=10"],
+            "method ema in 'train.averaging' would average nothing: its first average comes "
+            "after step 60 (start 50 + every 10) but the run has 56 steps",
+        ),
+        (
             ["averaging.method=polyak", "averaging.swa_lr=0.0"],  # a zero was let through
             "'swa_lr' in 'train.averaging' applies to method swa only (method is polyak)",
         ),

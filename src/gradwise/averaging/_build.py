@@ -32,6 +32,12 @@ def averaging_for_run(settings: Any, model: nn.Module, total_steps: int) -> Weig
     else:
         _check_not_swa(settings)
     every = settings.every if settings.every is not None else 1
+    if settings.method != "swa" and start + every > total_steps:
+        raise ConfigError(
+            f"method {settings.method} in '{PATH}' would average nothing: its first average "
+            f"comes after step {start + every} (start {start} + every {every}) but the run "
+            f"has {total_steps} steps; start earlier or average more often"
+        )
     try:
         if settings.method == "ema":
             return ExponentialMovingAverage(
