@@ -163,16 +163,16 @@ class WeightAverage:
                 f"every {saved[2]} steps; this one is a {mine[0]} after step {mine[1]} "
                 f"every {mine[2]}. Resume with the settings the run started with."
             )
-        saved_settings = state.get("settings")
-        if saved_settings is not None and dict(saved_settings) != self._settings():
-            differ = ", ".join(
-                f"{key}={saved_settings.get(key)!r} (this one: {value!r})"
-                for key, value in self._settings().items()
-                if saved_settings.get(key) != value
-            )
+        saved_settings = state.get("settings") or {}  # absent from older states
+        differ = [
+            f"{key}={saved_settings[key]!r} (this one: {value!r})"
+            for key, value in self._settings().items()
+            if key in saved_settings and saved_settings[key] != value
+        ]
+        if differ:
             raise ValueError(
-                f"The saved {saved[0]} was made with {differ}. Resume with the settings the "
-                "run started with."
+                f"The saved {saved[0]} was made with {', '.join(differ)}. Resume with the "
+                "settings the run started with."
             )
         self.averaged_model.load_state_dict(state["averaged_model"])
 

@@ -821,12 +821,6 @@ def _configured_rate(group: Mapping[str, Any]) -> float | None:
     return _number(group.get("initial_lr", group.get("lr")))
 
 
-def _has_schedule(optimizer: Optimizer, index: int) -> bool:
-    """Whether the group's lr is a schedule a gradwise Optimizer evaluates each step."""
-    lr = optimizer.param_groups[index].get("lr")
-    return callable(lr) and next_step_lr(optimizer, index) is not None
-
-
 def _rate_group(optimizer: Optimizer | None) -> int | None:
     """The first param group with a positive configured rate, or a schedule (whose rates
     are read at the measured steps; None: no group has either)."""
@@ -834,7 +828,9 @@ def _rate_group(optimizer: Optimizer | None) -> int | None:
         return None
     for index, group in enumerate(optimizer.param_groups):
         rate = _configured_rate(group)
-        if (rate is not None and rate > 0) or _has_schedule(optimizer, index):
+        # A schedule that a gradwise Optimizer evaluates counts even at 0 (a warmup).
+        schedule = callable(group.get("lr")) and next_step_lr(optimizer, index) is not None
+        if schedule or (rate is not None and rate > 0):
             return index
     return None
 
@@ -864,6 +860,6 @@ def _optimized_parameters(optimizer: Optimizer) -> tuple[set[int], set[int]]:
 def _base_learning_rate(optimizer: Optimizer | None, index: int | None) -> float | None:
     if optimizer is None or index is None or index >= len(optimizer.param_groups):
         return None
-    if _has_schedule(optimizer, index):
-        return next_step_lr(optimizer, index)  # its peak, if later, is found as measured
-    return _configured_rate(optimizer.param_groups[index])
+    configured = _configured_rate(optimizer.param_groups[index])
+    # A schedule's first rate; its peak, if later, is found as the steps are measured.
+    return configured if configured is not None else next_step_lr(optimizer, index)

@@ -65,7 +65,8 @@ def prune_round(
     check("rate", "prune_round", rate, RATE)
     check("scope", "prune_round", scope, OneOf(("global", "layer")))
     check("output_rate", "prune_round", output_rate, _OPTIONAL_RATE)
-    if not prunable_parameters(model):  # the output layer is all there is
+    hidden = prunable_parameters(model)
+    if not hidden:  # the output layer is all there is
         if output_rate is None:
             raise ValueError(
                 "The 'model' parameter of prune_round must have a Linear or convolution layer "
@@ -78,7 +79,7 @@ def prune_round(
         updated = magnitude_masks(model, rate, scope=scope, masks=masks)
     if output_rate is not None:
         everything = prunable_parameters(model, include_output=True)
-        output = [name for name in everything if name not in prunable_parameters(model)]
+        output = [name for name in everything if name not in hidden]
         updated = magnitude_masks(model, output_rate, scope="layer", masks=updated, names=output)
     return updated
 
