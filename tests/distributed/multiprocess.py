@@ -9,6 +9,7 @@ passes a barrier and tears the group down (without the barrier, teardown crashed
 
 from __future__ import annotations
 
+import gc
 import time
 import warnings
 from collections.abc import Callable
@@ -64,4 +65,8 @@ def _run_rank(
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()
     finally:
+        # As train_rank does: let fn's DDP models go before the group, so gloo's threads
+        # end here, not at interpreter exit, where one still holding work aborts the
+        # process (SIGABRT; it failed CI's module fixture in tests/distributed/test_hooks.py).
+        gc.collect()
         dist.destroy_process_group()
