@@ -335,6 +335,58 @@ def test_a_fused_step_still_checks_what_only_the_step_can_see() -> None:
         optimizer.step()
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("lr", -0.1, r"^The 'lr' parameter of SGD must be .* Got -0\.1 instead"),
+        ("momentum", float("nan"), r"^The 'momentum' parameter of SGD must be .* Got nan"),
+        ("nesterov", 1, r"^The 'nesterov' parameter of SGD must be a bool\. Got 1 instead\.$"),
+        ("momentum", 0.0, r"^The 'nesterov' parameter of SGD must be False unless momentum > 0"),
+    ],
+    ids=["lr", "momentum nan", "nesterov int", "nesterov without momentum"],
+)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+def test_a_value_changed_between_steps_is_checked_at_the_next_step(
+    name: str, value: object, message: str, fused: bool
+) -> None:
+    # Only the changed values' constraints are checked again (a scheduler changes lr every
+    # step), with the rules that relate several values; a value that did not change but
+    # broke a relation (nesterov, once momentum goes to 0) is refused too.
+    params = _params()
+    optimizer = optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, fused=fused)
+    _set_grads(params, 0)
+    optimizer.step()
+    for valid_lr in (0.05, 0.025):  # a scheduler's changes pass
+        optimizer.param_groups[0]["lr"] = valid_lr
+        optimizer.step()
+    before = [p.detach().clone() for p in params]
+    optimizer.param_groups[0][name] = value
+    with pytest.raises(ValueError, match=message):
+        optimizer.step()
+    for p, b in zip(params, before, strict=True):
+        torch.testing.assert_close(p, b, rtol=0, atol=0)  # nothing was stepped
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+def test_adams_betas_changed_between_steps_take_effect_and_are_checked(fused: bool) -> None:
+    ours, theirs = _params(), _params()
+    optimizer = optim.Adam(ours, lr=0.01, implementation="fused" if fused else "reference")
+    reference = torch.optim.Adam(theirs, lr=0.01, foreach=False)
+    for step in range(6):
+        if step == 3:
+            for opt in (optimizer, reference):
+                opt.param_groups[0]["betas"] = (0.5, 0.9)
+        _set_grads(ours, step)
+        _set_grads(theirs, step)
+        optimizer.step()
+        reference.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+    optimizer.param_groups[0]["betas"] = (0.5, 1.5)
+    with pytest.raises(ValueError, match=r"^The 'betas' parameter of Adam must be "):
+        optimizer.step()
+
+
 # Composed schedules, each with the ReduceOnPlateau (if any) its run reports losses to.
 def _composed_schedules() -> list[tuple[object, ReduceOnPlateau | None]]:
     plateau = ReduceOnPlateau(0.05, factor=0.5, patience=1)

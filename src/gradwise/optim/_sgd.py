@@ -128,8 +128,7 @@ class SGD(Optimizer):
             maximize=maximize,
         )
 
-    def _validate_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
-        super()._validate_hyperparameters(hyperparameters)
+    def _check_relations(self, hyperparameters: Mapping[str, Any]) -> None:
         momentum, dampening = hyperparameters["momentum"], hyperparameters["dampening"]
         if hyperparameters["nesterov"] and (momentum <= 0 or dampening != 0):
             raise ValueError(
