@@ -363,6 +363,7 @@ def test_a_value_changed_between_steps_is_checked_at_the_next_step(
     optimizer.param_groups[0][name] = value
     with pytest.raises(ValueError, match=message):
         optimizer.step()
+    assert torch.is_grad_enabled()  # the step's no-grad mode ended with it
     for p, b in zip(params, before, strict=True):
         torch.testing.assert_close(p, b, rtol=0, atol=0)  # nothing was stepped
 
