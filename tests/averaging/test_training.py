@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,15 @@ from typing import Any
 import pytest
 import torch
 
+from gradwise import Trainer, optim
+from gradwise.averaging import (
+    ExponentialMovingAverage,
+    PolyakAverage,
+    StochasticWeightAverage,
+    WeightAverage,
+)
 from gradwise.config import ConfigError, RunConfig, config_to_dict, load_config
-from gradwise.data import iterate_once
+from gradwise.data import iterate_once, load_dataset
 from gradwise.report import build_report
 from gradwise.runs import MetricsLog, RunFolder, read_records, write_config
 from gradwise.train import load_checkpoint, make_trainer, prepare_run, train
@@ -227,3 +235,75 @@ def test_bad_averaging_settings_fail_before_the_run(
         prepare_run(_config(tmp_path, *overrides))
     assert message in str(error.value)
     assert not any(tmp_path.iterdir())  # no run folder was made
+
+
+def _trainer(make_average: Any, steps: int, **options: Any) -> tuple[Trainer, WeightAverage]:
+    """A Trainer on spirals with the average ``make_average(model)``, built from the API."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    average = make_average(model)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    data = load_dataset("spirals", seed=0)
+    trainer = Trainer(
+        model, optimizer, data, steps=steps, batch_size=64, averaging=average, progress=False,
+        **options,
+    )  # fmt: skip
+    return trainer, average
+
+
+@pytest.mark.parametrize(
+    ("make_average", "message"),
+    [
+        (
+            lambda model: ExponentialMovingAverage(model, start=8, every=5),
+            "The ExponentialMovingAverage given to Trainer as 'averaging' would average "
+            "nothing: its first average comes after step 13 (start 8 + every 5) but the run "
+            "has 10 steps; start earlier or average more often.",
+        ),
+        (
+            lambda model: PolyakAverage(model, start=10),
+            "The PolyakAverage given to Trainer as 'averaging' would average nothing: its "
+            "first average comes after step 11 (start 10 + every 1) but the run has 10 steps",
+        ),
+        (
+            lambda model: StochasticWeightAverage(model, start=5, cycle_steps=6),
+            "its first average comes after step 11 (start 5 + anneal_steps 0 + cycle_steps "
+            "6) but the run has 10 steps",
+        ),
+        (
+            lambda model: StochasticWeightAverage(model, start=2, every=4, anneal_steps=5),
+            "its first average comes after step 11 (start 2 + anneal_steps 5 + every 4) but "
+            "the run has 10 steps",
+        ),
+    ],
+)
+def test_a_trainer_refuses_an_average_that_would_average_nothing(
+    make_average: Any, message: str
+) -> None:
+    # The config's check (test_bad_averaging_settings_fail_before_the_run), for an
+    # average given to the Trainer directly: before, the run trained without a word.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _trainer(make_average, steps=10)
+
+
+def test_a_trainer_takes_an_average_whose_first_step_is_the_last() -> None:
+    trainer, average = _trainer(lambda model: PolyakAverage(model, start=5, every=5), steps=10)
+    result = trainer.fit()  # warnings are errors: no "averaged nothing" warning either
+    assert average.num_averaged == 1
+    assert "avg_val_loss" in result.metrics
+
+
+def test_a_run_that_stops_before_the_first_average_warns_that_it_averaged_nothing() -> None:
+    trainer, average = _trainer(
+        lambda model: ExponentialMovingAverage(model, start=10), steps=20, callbacks=[StopAt(3)]
+    )
+    message = (
+        "The run ended (stopped) after step 3, before the first average of its "
+        "ExponentialMovingAverage (after step 11): nothing was averaged"
+    )
+    with pytest.warns(UserWarning, match=re.escape(message)) as caught:
+        result = trainer.fit()
+    assert caught[0].filename == __file__  # it points at the call of fit()
+    assert result.status == "stopped"
+    assert average.num_averaged == 0
+    assert not any(name.startswith("avg_") for name in result.metrics)

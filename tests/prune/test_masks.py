@@ -10,7 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from gradwise.prune import Masks, magnitude_masks, prunable_parameters
+from gradwise.prune import (
+    Masks,
+    Pruning,
+    Ticket,
+    attach_masks,
+    magnitude_masks,
+    prunable_parameters,
+)
 
 
 def _model(seed: int = 0) -> nn.Sequential:
@@ -51,6 +58,18 @@ def test_prunable_parameters_are_linear_and_conv_weights_without_the_output_laye
     ]  # fmt: skip
     assert list(prunable_parameters(model, names=["*.bias"])) == ["0.bias", "3.bias", "5.bias"]
     assert prunable_parameters(model)["3.weight"] is model[3].weight
+
+
+def test_a_tied_weight_is_prunable_once_under_its_parameter_name() -> None:
+    # Before: "1.weight" too, a name named_parameters() does not have (attach_masks
+    # refused the masks), and the shared tensor was ranked twice in a global pruning.
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    model[1].weight = model[0].weight
+    assert list(prunable_parameters(model)) == ["0.weight"]
+    masks = magnitude_masks(model, 0.5)
+    assert list(masks) == ["0.weight"]
+    attach_masks(model, torch.optim.SGD(model.parameters(), lr=0.1), masks)
+    assert int((model[1].weight == 0).sum()) == 8
 
 
 def test_prunable_parameters_refuses_a_glob_that_matches_nothing() -> None:
@@ -184,3 +203,43 @@ def test_a_model_with_nothing_to_prune_gets_a_clear_error_not_a_torch_cat_failur
     with pytest.raises(ValueError, match="'names' parameter of magnitude_masks must name at le"):
         magnitude_masks(_model(), 0.5, names=[])
     assert int(magnitude_masks(nn.Linear(3, 2), 0.5, include_output=True)["weight"].sum()) == 3
+
+
+@pytest.mark.parametrize(
+    "handed_out",
+    [
+        lambda masks: [masks["3.weight"]],
+        lambda masks: list(masks.values()),
+        lambda masks: [mask for _, mask in masks.items()],
+        lambda masks: list(masks.state_dict().values()),
+        lambda masks: list(Pruning(masks).state_dict()["masks"].values()),  # checkpoints
+    ],
+    ids=["getitem", "values", "items", "state_dict", "pruning_state_dict"],
+)
+def test_changing_what_masks_hand_out_leaves_the_masks_unchanged(handed_out: object) -> None:
+    # Before, these were the Masks' own tensors: filling one in place changed the masks
+    # (and what a checkpoint and a resumed run enforce), despite "a Masks never changes".
+    masks = magnitude_masks(_model(), 0.5)
+    expected = {name: masks[name].clone() for name in masks}
+    for mask in handed_out(masks):  # type: ignore[operator]
+        mask.fill_(True)
+    assert all(torch.equal(masks[name], expected[name]) for name in masks)
+    assert masks.fraction_remaining() == pytest.approx(0.5, abs=1e-2)
+    assert "3.weight" in masks
+    assert "5.weight" not in masks
+
+
+def test_changing_what_a_ticket_hands_out_leaves_the_ticket_unchanged() -> None:
+    model = _model()
+    ticket = Ticket(magnitude_masks(model, 0.5), model.state_dict())
+    assert ticket.weights is not None
+    expected = {name: value.clone() for name, value in model.state_dict().items()}
+    ticket.weights["3.weight"].zero_()
+    with pytest.raises(TypeError):
+        ticket.weights["3.weight"] = torch.zeros(30, 24)  # type: ignore[index]
+    assert set(ticket.weights) == set(expected)
+    assert all(torch.equal(ticket.weights[name], expected[name]) for name in expected)
+    other = _model(seed=1)
+    ticket.apply_(other)
+    kept = ticket.masks["3.weight"]
+    assert torch.equal(other[3].weight[kept], expected["3.weight"][kept])

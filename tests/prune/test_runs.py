@@ -147,3 +147,13 @@ def test_weight_snapshot_keeps_the_rewind_weights_through_a_resume(
     for name, tensor in whole_snapshot.weights.items():
         assert torch.equal(resumed.weights[name], tensor), name
     assert not torch.equal(resumed.final_weights["1.weight"], resumed.weights["1.weight"])
+
+
+def test_weight_snapshot_refuses_a_saved_copy_for_another_step() -> None:
+    # Before, a resume with another step took the saved copy as this step's, silently.
+    saved = {"step": 20, "weights": {"w": torch.zeros(2)}}
+    with pytest.raises(ValueError, match="The saved WeightSnapshot is for step 20; this one is "):
+        WeightSnapshot(step=5).load_state_dict(saved)
+    snapshot = WeightSnapshot(step=20)
+    snapshot.load_state_dict(saved)
+    assert snapshot.weights is saved["weights"]

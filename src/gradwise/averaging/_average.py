@@ -91,6 +91,15 @@ class WeightAverage:
         """How many iterates the average holds (0 before the first update)."""
         return int(self.averaged_model.n_averaged)
 
+    @property
+    def first_average_step(self) -> int:
+        """The step after which the first iterate joins the average: ``first + every``."""
+        return self.first + self.every
+
+    def _first_average_terms(self) -> str:
+        """What :attr:`first_average_step` adds up, in the constructor's words."""
+        return f"start {self.first} + every {self.every}"
+
     def should_update(self, step: int) -> bool:
         """Whether the iterate after ``step`` optimizer steps joins the average."""
         return step > self.first and (step - self.first) % self.every == 0
@@ -381,6 +390,10 @@ class StochasticWeightAverage(WeightAverage):
         super().__init__(model, first=self.start + self.anneal_steps, every=int(period or 1),
                          use_buffers=use_buffers, multi_avg_fn=None)  # fmt: skip
 
+    def _first_average_terms(self) -> str:
+        period = "cycle_steps" if self.cycle_steps is not None else "every"
+        return f"start {self.start} + anneal_steps {self.anneal_steps} + {period} {self.every}"
+
     def schedule(self, schedule: Any, swa_lr: float) -> Any:
         """The learning rate for this average: ``schedule`` until ``start``, then SWA's.
 
@@ -396,6 +409,19 @@ class StochasticWeightAverage(WeightAverage):
             cycle_steps=self.cycle_steps,
             anneal_steps=self.anneal_steps,
         )
+
+
+def why_nothing_averaged(average: WeightAverage, total_steps: int) -> str | None:
+    """Why ``average`` would take no average in a run of ``total_steps`` steps (None if it
+    takes one): the one check behind a run config's ``averaging`` section and
+    ``Trainer(averaging=...)``, which prefix it with what they are."""
+    first = average.first_average_step
+    if first <= total_steps:
+        return None
+    return (
+        f"its first average comes after step {first} ({average._first_average_terms()}) but "
+        f"the run has {total_steps} steps; start earlier or average more often"
+    )
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from gradwise.averaging._average import (
     PolyakAverage,
     StochasticWeightAverage,
     WeightAverage,
+    why_nothing_averaged,
 )
 from gradwise.config import ConfigError
 
@@ -28,16 +29,18 @@ def averaging_for_run(settings: Any, model: nn.Module, total_steps: int) -> Weig
         return None
     start = start_step(settings.start, total_steps)
     if settings.method == "swa":
-        _check_swa(settings, start, total_steps)
+        _check_swa(settings)
     else:
         _check_not_swa(settings)
+    average = _construct(settings, model, start)
+    reason = why_nothing_averaged(average, total_steps)
+    if reason is not None:
+        raise ConfigError(f"method {settings.method} in '{PATH}' would average nothing: {reason}")
+    return average
+
+
+def _construct(settings: Any, model: nn.Module, start: int) -> WeightAverage:
     every = settings.every if settings.every is not None else 1
-    if settings.method != "swa" and start + every > total_steps:
-        raise ConfigError(
-            f"method {settings.method} in '{PATH}' would average nothing: its first average "
-            f"comes after step {start + every} (start {start} + every {every}) but the run "
-            f"has {total_steps} steps; start earlier or average more often"
-        )
     try:
         if settings.method == "ema":
             return ExponentialMovingAverage(
@@ -80,7 +83,7 @@ def _check_not_swa(settings: Any) -> None:
             )
 
 
-def _check_swa(settings: Any, start: int, total_steps: int) -> None:
+def _check_swa(settings: Any) -> None:
     if (settings.every is None) == (settings.cycle_steps is None):
         raise ConfigError(
             f"method swa in '{PATH}' needs exactly one of 'every' (average every k steps "
@@ -100,12 +103,3 @@ def _check_swa(settings: Any, start: int, total_steps: int) -> None:
         )
     if settings.anneal_steps and settings.swa_lr is None:
         raise ConfigError(f"'anneal_steps' in '{PATH}' needs 'swa_lr', the rate to anneal to")
-    period = settings.cycle_steps if settings.cycle_steps is not None else settings.every
-    first = start + settings.anneal_steps + period
-    if first > total_steps:
-        raise ConfigError(
-            f"method swa in '{PATH}' would average nothing: its first average comes after "
-            f"step {first} (start {start} + anneal_steps {settings.anneal_steps} + "
-            f"{period}) but the run has {total_steps} steps; start earlier or average more "
-            "often"
-        )

@@ -173,6 +173,14 @@ class WeightSnapshot(Callback):
         return {"step": self.step, "weights": self.weights}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the copy; ValueError if it was taken for another step (a resume with
+        another ``step`` would otherwise pass it off as this step's)."""
+        saved = state.get("step", self.step)
+        if saved != self.step:
+            raise ValueError(
+                f"The saved WeightSnapshot is for step {saved}; this one is for step "
+                f"{self.step}. Resume with the step the run started with."
+            )
         self.weights = state["weights"]
 
 

@@ -33,8 +33,11 @@ class Masks(Mapping[str, Tensor]):
 
     A mapping ``name -> bool tensor`` where ``name`` is the parameter's name in
     ``model.named_parameters()`` (``"1.weight"``) and the tensor has the parameter's shape.
-    Parameters without a mask are not pruned. The masks are copied on construction, so a
-    ``Masks`` never changes.
+    Parameters without a mask are not pruned. A ``Masks`` never changes: the masks are
+    copied on construction, and ``masks[name]`` (so ``values()`` and ``items()``) and
+    :meth:`state_dict` hand out copies, so changing what they return in place leaves the
+    masks, and the pruning that enforces them, as they were. (Torch has no read-only
+    tensors; a bool mask costs one byte per weight to copy.)
 
     Args:
         masks: a mapping of parameter names to boolean tensors.
@@ -49,10 +52,16 @@ class Masks(Mapping[str, Tensor]):
 
     def __init__(self, masks: Mapping[str, Tensor]) -> None:
         check("masks", "Masks", masks, Satisfies(_is_mask_mapping, _MASK_MAPPING))
-        self._masks = {name: mask.detach().clone() for name, mask in masks.items()}
+        source = masks._masks if isinstance(masks, Masks) else masks  # no copy of a copy
+        self._masks: dict[str, Tensor] = {
+            name: mask.detach().clone() for name, mask in source.items()
+        }
 
     def __getitem__(self, name: str) -> Tensor:
-        return self._masks[name]
+        return self._masks[name].clone()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._masks  # Mapping's would copy the mask to answer
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._masks)
@@ -109,8 +118,8 @@ class Masks(Mapping[str, Tensor]):
         return {"layers": layers, "total": total}
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Plain CPU bool tensors by name (what checkpoints and ticket files hold)."""
-        return {name: mask.cpu() for name, mask in self._masks.items()}
+        """Plain CPU bool tensors by name (what checkpoints and ticket files hold): copies."""
+        return {name: mask.to("cpu", copy=True) for name, mask in self._masks.items()}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the masks with ``torch.save`` (loadable with ``weights_only=True``)."""
@@ -146,6 +155,8 @@ class Masks(Mapping[str, Tensor]):
 
 
 def _is_mask_mapping(value: Any) -> bool:
+    if isinstance(value, Masks):
+        return True  # checked when it was made
     return isinstance(value, Mapping) and all(
         isinstance(name, str)
         and isinstance(mask, Tensor)
@@ -230,13 +241,16 @@ def prunable_parameters(
     ]
     if not include_output:
         layers = layers[:-1]
+    # A tied parameter (two layers sharing one weight) goes by its one name in
+    # named_parameters(), which masks are keyed by, and is ranked once.
+    canonical = {id(p): name for name, p in model.named_parameters()}
     chosen: dict[str, nn.Parameter] = {}
-    for prefix, module in layers:
+    for _, module in layers:
         kinds = ("weight", "bias") if include_biases else ("weight",)
         for kind in kinds:
             parameter = getattr(module, kind, None)
             if isinstance(parameter, nn.Parameter):
-                chosen[f"{prefix}.{kind}" if prefix else kind] = parameter
+                chosen[canonical[id(parameter)]] = parameter
     return chosen
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, final
 
@@ -25,6 +25,9 @@ class Ticket:
     e.g. the dense run's weights at initialization or at the rewind step; ``None`` keeps
     the model's own initialization. A run config names a ticket file with
     ``prune: {ticket: PATH}``.
+
+    A ticket never changes: the weights are copied on construction into a read-only
+    mapping whose ``weights[name]`` hands out a copy, as :class:`Masks` does for the masks.
 
     Args:
         masks: the :class:`Masks` to enforce.
@@ -50,21 +53,22 @@ class Ticket:
         check("masks", "Ticket", self.masks, Satisfies(lambda v: isinstance(v, Masks), "a Masks"))
         if self.weights is not None:
             if not isinstance(self.weights, Mapping) or not all(
-                isinstance(v, Tensor) for v in self.weights.values()
+                isinstance(v, Tensor) for v in _plain(self.weights).values()
             ):
                 raise ValueError(
                     "The 'weights' parameter of Ticket must be None or a model state_dict "
                     f"(names to tensors). Got {type(self.weights).__name__} instead."
                 )
-            copied = {name: value.detach().cpu().clone() for name, value in self.weights.items()}
-            object.__setattr__(self, "weights", copied)
+            weights = _plain(self.weights).items()
+            copied = {name: value.detach().to("cpu", copy=True) for name, value in weights}
+            object.__setattr__(self, "weights", _ReadOnlyTensors(copied))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ticket with ``torch.save`` (plain tensors: ``weights_only=True`` loads it)."""
         contents: dict[str, Any] = {
             "format": _FORMAT,
             "masks": self.masks.state_dict(),
-            "weights": dict(self.weights) if self.weights is not None else None,
+            "weights": _plain(self.weights) if self.weights is not None else None,
         }
         torch.save(contents, path)
 
@@ -84,7 +88,7 @@ class Ticket:
         self.masks.check_fits(model, "Ticket.apply_")
         if self.weights is not None:
             try:
-                model.load_state_dict(dict(self.weights))
+                model.load_state_dict(_plain(self.weights))
             except RuntimeError as error:
                 first = str(error).strip().splitlines()
                 raise ValueError(
@@ -92,3 +96,32 @@ class Ticket:
                     + " ".join(line.strip() for line in first[:3])
                 ) from None
         self.masks.apply_(model)
+
+
+@final
+class _ReadOnlyTensors(Mapping[str, Tensor]):
+    """Tensors by name that hand out copies (torch has no read-only tensors), so changing
+    what ``ticket.weights[name]`` returns in place cannot change the ticket."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        self._tensors = tensors
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self._tensors[name].clone()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tensors
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __repr__(self) -> str:
+        return f"<state_dict of {len(self)} tensors>"
+
+
+def _plain(weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The ticket's own tensors, for save and load_state_dict, which only read them."""
+    return weights._tensors if isinstance(weights, _ReadOnlyTensors) else dict(weights)

@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 
 from gradwise._validation import POSITIVE, POSITIVE_INT, Either, OneOf, Satisfies, check
 from gradwise.averaging import WeightAverage
+from gradwise.averaging._average import why_nothing_averaged
 from gradwise.data import Batches, Dataset, DataSplits
 from gradwise.distributed._world import World
 from gradwise.losses import get_loss
@@ -129,7 +130,10 @@ class Trainer:
             recomputing their batch-norm statistics over the training split
             (``avg_val_loss``, ``avg_val_accuracy``; ``avg_test_*`` at the end), writes
             them to ``checkpoints/averaged.pt`` (``load_checkpoint(path)["model"]``), and
-            checkpoints keep the average so a resumed run continues it exactly.
+            checkpoints keep the average so a resumed run continues it exactly. An average
+            whose first averaging step comes after the run's last is a ValueError here; a
+            run that ends before it (early stopping, a stop request) warns at the end of
+            :meth:`fit` that nothing was averaged.
 
     Example:
         >>> import torch
@@ -209,6 +213,7 @@ class Trainer:
         self.batch_size = batch_size
         self.steps_per_epoch = len(self.batches)
         self.total_steps = steps if steps is not None else (epochs or 0) * self.steps_per_epoch
+        _check_averages_something(averaging, self.total_steps)
         self.log_every = log_every
         self.checkpoint_every = checkpoint_every
         self.monitor = monitor
@@ -271,6 +276,7 @@ class Trainer:
             raise
         summary = self._write_summary(status, None, test=test)
         self._close()
+        self._warn_if_nothing_averaged(status)
         return FitResult(
             status=status,
             epochs=self._position.epoch,
@@ -281,6 +287,22 @@ class Trainer:
             run=self.run,
             summary=summary,
         )
+
+    def _warn_if_nothing_averaged(self, status: Status) -> None:
+        # An interrupted run is resumed later and may average then; any other end is final.
+        averaging = self.averaging
+        if averaging is None or averaging.num_averaged or status == "interrupted":
+            return
+        if self.world.is_main:
+            warnings.warn(
+                f"The run ended ({status}) after step {self._position.step}, before the "
+                f"first average of its {type(averaging).__name__} (after step "
+                f"{averaging.first_average_step}): nothing was averaged, so there are no "
+                "avg_* metrics and no averaged weights (checkpoints/averaged.pt). Start the "
+                "average earlier or average more often.",
+                UserWarning,
+                stacklevel=3,  # the caller of fit()
+            )
 
     def _train(self, interrupt: InterruptFlag) -> Status:
         state = self._state()
@@ -720,6 +742,17 @@ class Trainer:
     def _close(self) -> None:
         if self._outputs is not None:
             self._outputs.close()
+
+
+def _check_averages_something(averaging: WeightAverage | None, total_steps: int) -> None:
+    """ValueError when ``averaging`` would take no average in a run of ``total_steps``
+    steps: the run config's check, for an average given to the Trainer directly."""
+    reason = why_nothing_averaged(averaging, total_steps) if averaging is not None else None
+    if reason is not None:
+        raise ValueError(
+            f"The {type(averaging).__name__} given to Trainer as 'averaging' would average "
+            f"nothing: {reason}."
+        )
 
 
 def _resumed_start_times(run: RunFolder | None, now: float) -> dict[str, Any]:
