@@ -132,6 +132,27 @@ def test_auto_gain_reads_prelu_relu6_mish_and_hardswish():
     assert [row.gain for row in report if row.kind == "Linear"] == pytest.approx(expected)
 
 
+def test_auto_gain_reads_softplus_celu_and_hardtanh_with_their_parameters():
+    # They used to count as no activation: gain 1 for the layer before them.
+    model = nn.Sequential(
+        nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 8), nn.Softplus(beta=2.0, threshold=1.0),
+        nn.Linear(8, 8), nn.CELU(alpha=0.5), nn.Linear(8, 8), nn.Hardtanh(),
+        nn.Linear(8, 8), nn.Hardtanh(-0.5, 2.0), nn.Linear(8, 8), nn.ReLU6(), nn.Linear(8, 2),
+    )  # fmt: skip
+    report = init.initialize(model, "he_normal", generator=0)
+    expected = [
+        init.calculate_gain("softplus"),
+        init.calculate_gain("softplus", (2.0, 1.0)),
+        init.calculate_gain("celu", 0.5),
+        init.calculate_gain("hardtanh"),
+        init.calculate_gain("hardtanh", (-0.5, 2.0)),
+        math.sqrt(2),  # nn.ReLU6 is a Hardtanh, and still reads as ReLU
+        1.0,
+    ]
+    assert [row.gain for row in report] == pytest.approx(expected)
+    assert len(set(expected)) == len(expected)  # every parameter made a difference
+
+
 def test_auto_gain_sees_an_activation_module_reused_between_layers():
     # One nn.ReLU instance after each hidden layer: named_modules() lists a shared module
     # once, so the second hidden layer used to get gain 1 instead of sqrt 2.
@@ -279,8 +300,9 @@ class FunctionalReLUNet(nn.Module):
 
 
 def test_activations_applied_functionally_warn_that_auto_gain_saw_none():
-    with pytest.warns(UserWarning, match="found no activation modules"):
+    with pytest.warns(UserWarning, match="found no activation modules") as caught:
         init.initialize(FunctionalReLUNet(), "he_normal")
+    assert caught[0].filename == __file__  # points at the caller
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         report = init.initialize(FunctionalReLUNet(), "he_normal", gain={"hidden": 2**0.5})
@@ -323,14 +345,14 @@ ERRORS = [
     (
         lambda: init.initialize(mlp(), gain="relu"),
         ValueError,
-        "The 'gain' parameter of initialize must be one of 'auto' or a float > 0 or a mapping "
-        "from layer names to floats > 0. Got 'relu' instead.",
+        "The 'gain' parameter of initialize must be one of 'auto' or a finite float > 0 or a mapping "
+        "from layer names to finite floats > 0. Got 'relu' instead.",
     ),
     (
         lambda: init.initialize(mlp(), gain={"0": -1.0}),
         ValueError,
-        "The 'gain' parameter of initialize must be one of 'auto' or a float > 0 or a mapping "
-        "from layer names to floats > 0. Got {'0': -1.0} instead.",
+        "The 'gain' parameter of initialize must be one of 'auto' or a finite float > 0 or a mapping "
+        "from layer names to finite floats > 0. Got {'0': -1.0} instead.",
     ),
     (
         lambda: init.initialize(mlp(), gain={"1": 2.0}),

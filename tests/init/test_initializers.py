@@ -1,5 +1,6 @@
 """Each initializer against torch.nn.init (bit for bit) and against its closed-form statistics."""
 
+import decimal
 import math
 
 import pytest
@@ -258,12 +259,63 @@ def scalar(function, **kwargs):
         ("elu", 0.5, scalar(F.elu, alpha=0.5)),
         ("mish", None, scalar(F.mish)),
         ("hardswish", None, scalar(F.hardswish)),
+        ("celu", None, scalar(F.celu)),
+        ("celu", 0.5, scalar(F.celu, alpha=0.5)),
+        ("softplus", None, scalar(F.softplus)),
+        ("softplus", 2.0, scalar(F.softplus, beta=2.0)),
+        ("softplus", (2.0, 1.0), scalar(F.softplus, beta=2.0, threshold=1.0)),  # a jump at 0.5
+        ("hardtanh", None, scalar(F.hardtanh)),
+        ("hardtanh", (-0.5, 2.0), scalar(F.hardtanh, min_val=-0.5, max_val=2.0)),
+        ("hardtanh", (0.5, 3.0), scalar(F.hardtanh, min_val=0.5, max_val=3.0)),
     ],
 )
-def test_gelu_silu_elu_gains_keep_unit_pre_activation_variance(nonlinearity, param, function):
+def test_second_moment_gains_keep_unit_pre_activation_variance(nonlinearity, param, function):
     assert init.calculate_gain(nonlinearity, param) == pytest.approx(
         second_moment_gain(function), rel=1e-8
     )
+
+
+def elu_tail_gain():
+    """alpha * gain of ELU as alpha grows: 1 / sqrt(E[(e^z - 1)^2; z < 0])."""
+    moment, _ = scipy.integrate.quad(
+        lambda z: math.expm1(z) ** 2 * scipy.stats.norm.pdf(z), -math.inf, 0, epsabs=1e-14
+    )
+    return 1 / math.sqrt(moment)
+
+
+@pytest.mark.parametrize(
+    ("nonlinearity", "param", "scaled_gain", "limit"),
+    [
+        ("leaky_relu", 1e200, lambda g: g * 1e200, math.sqrt(2)),
+        ("leaky_relu", -1e300, lambda g: g * 1e300, math.sqrt(2)),
+        ("leaky_relu", 1e-200, lambda g: g, math.sqrt(2)),
+        ("elu", 1e200, lambda g: g * 1e200, elu_tail_gain()),
+        ("elu", 1e300, lambda g: g * 1e300, elu_tail_gain()),
+        ("elu", 1e-200, lambda g: g, math.sqrt(2)),  # ELU tends to ReLU
+        ("celu", 1e200, lambda g: g, 1.0),  # CELU tends to the identity
+        ("celu", 1e-200, lambda g: g, math.sqrt(2)),  # and to ReLU
+        ("softplus", 1e200, lambda g: g, math.sqrt(2)),  # Softplus tends to ReLU
+        ("softplus", 1e-200, lambda g: g / 1e-200, 1 / math.log(2)),  # and to log(2) / beta
+        ("hardtanh", (-1e200, 1e200), lambda g: g, 1.0),  # the identity
+        ("hardtanh", (1e200, 2e200), lambda g: g * 1e200, 1.0),  # the constant 1e200
+        ("hardtanh", (-1e-200, 1e-200), lambda g: g / 1e200, 1.0),  # 1e-200 sign(z)
+    ],
+)
+def test_gains_for_extreme_parameters_are_their_limits_not_overflow(
+    nonlinearity, param, scaled_gain, limit
+):
+    # The squared parameter used to overflow: calculate_gain("elu", 1e200) returned 0 and
+    # calculate_gain("leaky_relu", 1e200) raised OverflowError.
+    gain = init.calculate_gain(nonlinearity, param)
+    assert 0 < gain < math.inf
+    assert scaled_gain(gain) == pytest.approx(limit, rel=1e-8)
+
+
+def test_the_leaky_relu_gain_is_exact_beyond_the_range_of_the_squared_slope():
+    for slope in (1e100, 1e154, 1e155, 1e200, 1.7e308):
+        with decimal.localcontext(prec=40):
+            exact = (2 / (1 + decimal.Decimal(slope) ** 2)).sqrt()
+        assert init.calculate_gain("leaky_relu", slope) == pytest.approx(float(exact), rel=1e-15)
 
 
 def test_gain_fixed_at_construction_wins_over_the_offered_one():
@@ -309,7 +361,7 @@ ERRORS = [
         ValueError,
         "The 'nonlinearity' parameter of he_uniform must be one of 'linear', 'identity', "
         "'sigmoid', 'tanh', 'relu', 'leaky_relu', 'selu', 'gelu', 'silu', 'elu', 'mish', "
-        "'hardswish', None. "
+        "'hardswish', 'celu', 'softplus', 'hardtanh', None. "
         "Got 'swish' instead.",
     ),
     (
@@ -321,12 +373,12 @@ ERRORS = [
     (
         lambda: init.normal(std=0.0),
         ValueError,
-        "The 'std' parameter of normal must be a float > 0. Got 0.0 instead.",
+        "The 'std' parameter of normal must be a finite float > 0. Got 0.0 instead.",
     ),
     (
         lambda: init.uniform(scale=-1),
         ValueError,
-        "The 'scale' parameter of uniform must be a float > 0. Got -1 instead.",
+        "The 'scale' parameter of uniform must be a finite float > 0. Got -1 instead.",
     ),
     (
         lambda: init.constant(float("nan")),
@@ -336,7 +388,7 @@ ERRORS = [
     (
         lambda: init.xavier_normal(gain=-1.0),
         ValueError,
-        "The 'gain' parameter of xavier_normal must be one of None or a float > 0. "
+        "The 'gain' parameter of xavier_normal must be one of None or a finite float > 0. "
         "Got -1.0 instead.",
     ),
     (
@@ -360,7 +412,7 @@ ERRORS = [
     (
         lambda: init.he_normal()(torch.empty(3, 3), gain=0.0),
         ValueError,
-        "The 'gain' parameter of he_normal must be one of None or a float > 0. Got 0.0 instead.",
+        "The 'gain' parameter of he_normal must be one of None or a finite float > 0. Got 0.0 instead.",
     ),
     (
         lambda: init.he_normal()(torch.empty(3, 3), generator=0),
@@ -373,19 +425,55 @@ ERRORS = [
         ValueError,
         "The 'nonlinearity' parameter of calculate_gain must be one of 'linear', 'identity', "
         "'sigmoid', 'tanh', 'relu', 'leaky_relu', 'selu', 'gelu', 'silu', 'elu', 'mish', "
-        "'hardswish'. "
+        "'hardswish', 'celu', 'softplus', 'hardtanh'. "
         "Got 'softmax' instead.",
     ),
     (
         lambda: init.calculate_gain("relu", 0.1),
         ValueError,
-        "The 'param' parameter of calculate_gain must be None (only 'leaky_relu' and 'elu' "
-        "take one). Got 0.1 instead.",
+        "The 'param' parameter of calculate_gain must be None (only 'leaky_relu', 'elu', "
+        "'celu', 'softplus' and 'hardtanh' take one). Got 0.1 instead.",
     ),
     (
         lambda: init.calculate_gain("elu", 0.0),
         ValueError,
-        "The 'param' parameter of calculate_gain must be a float > 0. Got 0.0 instead.",
+        "The 'param' parameter of calculate_gain must be a finite float > 0. Got 0.0 instead.",
+    ),
+    (
+        lambda: init.calculate_gain("celu", -1.0),
+        ValueError,
+        "The 'param' parameter of calculate_gain must be a finite float > 0. Got -1.0 instead.",
+    ),
+    (
+        lambda: init.calculate_gain("softplus", (0.0, 20.0)),
+        ValueError,
+        "The 'param' parameter of calculate_gain must be a finite float > 0 (beta) or a pair "
+        "(beta, threshold) of finite floats with beta > 0. Got (0.0, 20.0) instead.",
+    ),
+    (
+        lambda: init.calculate_gain("hardtanh", 1.0),
+        ValueError,
+        "The 'param' parameter of calculate_gain must be a pair (min_val, max_val) of finite "
+        "floats with min_val < max_val. Got 1.0 instead.",
+    ),
+    (
+        lambda: init.calculate_gain("hardtanh", (1.0, -1.0)),
+        ValueError,
+        "The 'param' parameter of calculate_gain must be a pair (min_val, max_val) of finite "
+        "floats with min_val < max_val. Got (1.0, -1.0) instead.",
+    ),
+    (
+        lambda: init.calculate_gain("hardtanh", (-1e-310, 1e-310)),
+        ValueError,
+        "The 'param' parameter of calculate_gain must be a value whose gain is within "
+        "float64's range. Got (-1e-310, 1e-310) instead, its gain 1 / sqrt(E[f(z)^2]) "
+        "overflows.",
+    ),
+    (
+        lambda: init.calculate_gain("softplus", 1e-310),
+        ValueError,
+        "The 'param' parameter of calculate_gain must be a value whose gain is within "
+        "float64's range. Got 1e-310 instead, its gain 1 / sqrt(E[f(z)^2]) underflows.",
     ),
     (
         lambda: init.fan_in_and_fan_out(torch.empty(3)),

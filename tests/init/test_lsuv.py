@@ -142,9 +142,23 @@ def test_a_layer_that_cannot_reach_unit_variance_warns():
     layer = nn.Linear(10, 50)
     with torch.no_grad():
         layer.bias.copy_(torch.linspace(-3, 3, 50))  # the bias alone has variance > 1
-    with pytest.warns(UserWarning, match=r"LSUV left '' off unit variance by more than 0.05"):
+    with pytest.warns(
+        UserWarning, match=r"LSUV left '' off unit variance by more than 0.05"
+    ) as caught:
         variances = init.lsuv(layer, torch.randn(100, 10), max_iterations=3, generator=0)
     assert variances[""] > 1.05
+    assert caught[0].filename == __file__  # points at the caller
+
+
+def test_the_warning_through_initialize_points_at_the_callers_line():
+    # It used to point at gradwise's initialize, one frame short of the caller.
+    biases = init.uniform(3.0)  # the biases alone have variance 3
+    with pytest.warns(UserWarning, match=r"LSUV left '' off unit variance") as caught:
+        init.initialize(
+            nn.Linear(10, 50), "lsuv", biases=biases, generator=0, data=torch.randn(100, 10)
+        )
+    assert len(caught) == 1
+    assert caught[0].filename == __file__
 
 
 def test_a_silent_layer_raises():

@@ -23,6 +23,7 @@ from gradwise.init._lsuv import Batch, rescale_to_unit_variance
 from gradwise.init._modules import (
     NORMALIZATION_LAYERS,
     WEIGHT_LAYERS,
+    caller_stacklevel,
     check_batch,
     check_model,
     make_generator,
@@ -57,7 +58,7 @@ _GAIN = Either(
                     isinstance(k, str) and POSITIVE.is_satisfied_by(v) for k, v in value.items()
                 )
             ),
-            "a mapping from layer names to floats > 0",
+            "a mapping from layer names to finite floats > 0",
         ),
     )
 )
@@ -116,7 +117,8 @@ def initialize(
     registered after it and before the next Linear/Conv layer (normalization, dropout,
     pooling and anything else in between are skipped): ``nn.ReLU`` :math:`\sqrt 2`,
     ``nn.LeakyReLU`` :math:`\sqrt{2/(1+a^2)}` with its slope, ``nn.Tanh`` 5/3, ``nn.SELU``
-    3/4, ``nn.Sigmoid`` 1, and GELU, SiLU, ELU (see :func:`calculate_gain`). A layer with
+    3/4, ``nn.Sigmoid`` 1, and GELU, SiLU, ELU, CELU, Mish, Hardswish, Softplus and Hardtanh,
+    read with their parameters (see :func:`calculate_gain`). A layer with
     no activation after it (the output layer) gets 1. Activations applied functionally
     (``F.relu`` in ``forward``) are invisible, so pass the gain yourself then: a float for
     every layer, or a mapping ``{layer name: gain}`` (layers left out get the automatic
@@ -140,7 +142,7 @@ def initialize(
         generator: a ``torch.Generator``, an int seed (same seed, bitwise the same model),
             or ``None`` for torch's global RNG. Layers draw in registration order, weight
             then bias.
-        gain: ``"auto"``, a float > 0, or a mapping from layer names to gains.
+        gain: ``"auto"``, a finite float > 0, or a mapping from layer names to gains.
         data: a batch of inputs (a tensor, or a tuple of positional arguments); required by
             ``weights="lsuv"`` and refused otherwise.
 
@@ -314,7 +316,7 @@ def _warn_about_symmetry(fill: Initializer, layers: list[tuple[str, nn.Module]])
         "the units never become different (the symmetry problem). Use a random scheme such "
         "as weights='he_normal'; constant weights suit only the last layer.",
         SymmetryWarning,
-        stacklevel=3,
+        stacklevel=caller_stacklevel(),
     )
 
 
@@ -336,7 +338,7 @@ def _warn_about_invisible_activations(
         "model applies its activations functionally (F.relu in forward), pass the gain: "
         "gain=2 ** 0.5 for ReLU, or a mapping {layer name: gain}.",
         UserWarning,
-        stacklevel=3,
+        stacklevel=caller_stacklevel(),
     )
 
 

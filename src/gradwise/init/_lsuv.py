@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from gradwise._validation import POSITIVE_INT, Interval, check
 from gradwise.init._initializers import orthogonal
 from gradwise.init._modules import (
+    caller_stacklevel,
     check_batch,
     check_model,
     make_generator,
@@ -105,7 +106,7 @@ def rescale_to_unit_variance(
             f"than {tolerance} after {max_iterations} rescalings; the bias or a data-dependent "
             "layer moves the variance. Raise max_iterations or check the batch.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),  # lsuv and initialize reach here at two depths
         )
     return variances
 
