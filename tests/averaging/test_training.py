@@ -307,3 +307,24 @@ def test_a_run_that_stops_before_the_first_average_warns_that_it_averaged_nothin
     assert result.status == "stopped"
     assert average.num_averaged == 0
     assert not any(name.startswith("avg_") for name in result.metrics)
+
+
+@pytest.mark.parametrize("steps", [6, 8], ids=["mid_epoch", "last_step_of_an_epoch"])
+def test_a_run_stopped_mid_epoch_writes_the_average_it_ended_with(
+    tmp_path: Path, steps: int
+) -> None:
+    # Before, a stop between epoch ends left averaged.pt at the last epoch end (step 4),
+    # though the run ends with the average of every step up to the stop. (A stop on an
+    # epoch's last step comes before that epoch's end: its resume runs it.)
+    run = RunFolder.create(tmp_path, "stopped")
+    trainer, average = _trainer(
+        lambda model: ExponentialMovingAverage(model, decay=0.9),
+        steps=20,
+        callbacks=[StopAt(steps)],  # 4 steps per epoch
+        run=run,
+    )
+    assert trainer.fit().status == "stopped"
+    saved = load_checkpoint(run.checkpoint_dir / "averaged.pt")
+    assert saved["step"] == saved["num_averaged"] == average.num_averaged == steps
+    for name, tensor in average.module.state_dict().items():
+        assert torch.equal(saved["model"][name], tensor), name

@@ -13,6 +13,7 @@ from torch import nn
 from gradwise.prune import (
     Masks,
     Pruning,
+    RoundResult,
     Ticket,
     attach_masks,
     magnitude_masks,
@@ -243,3 +244,42 @@ def test_changing_what_a_ticket_hands_out_leaves_the_ticket_unchanged() -> None:
     ticket.apply_(other)
     kept = ticket.masks["3.weight"]
     assert torch.equal(other[3].weight[kept], expected["3.weight"][kept])
+
+
+def test_masks_compare_by_names_shapes_and_values() -> None:
+    # Before, == compared the masks' tensors as a Mapping does: "Boolean value of Tensor
+    # with more than one value is ambiguous".
+    masks = magnitude_masks(_model(), 0.5)
+    assert masks == magnitude_masks(_model(), 0.5)
+    assert masks == Masks(masks.state_dict())
+    assert masks == masks.state_dict()  # a plain mapping of the same masks
+    assert masks != magnitude_masks(_model(), 0.6)  # other values
+    assert masks != magnitude_masks(_model(), 0.5, include_output=True)  # more names
+    flat = {name: mask.flatten() for name, mask in masks.items()}
+    assert masks != Masks(flat)  # the same values in other shapes
+    assert masks != {name: mask.float() for name, mask in masks.items()}  # not masks
+    assert masks != "masks"
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(masks)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_masks_on_different_devices_compare_by_value() -> None:
+    masks = magnitude_masks(_model(), 0.5)
+    on_gpu = Masks({name: mask.cuda() for name, mask in masks.items()})
+    assert masks == on_gpu
+    assert on_gpu == masks
+
+
+def test_tickets_and_round_results_compare_their_masks_and_weights() -> None:
+    model = _model()
+    masks = magnitude_masks(model, 0.5)
+    ticket = Ticket(masks, model.state_dict())
+    assert ticket == Ticket(Masks(masks), model.state_dict())
+    assert ticket != Ticket(masks, _model(seed=1).state_dict())
+    assert ticket != Ticket(masks)
+    assert Ticket(masks) == Ticket(Masks(masks))
+    assert ticket != Ticket(magnitude_masks(model, 0.6), model.state_dict())
+    result = RoundResult(1, "ticket", 0.5, {"test_accuracy": 0.9}, masks)
+    assert result == RoundResult(1, "ticket", 0.5, {"test_accuracy": 0.9}, Masks(masks))
+    assert result != RoundResult(1, "ticket", 0.5, {"test_accuracy": 0.9}, Masks({}))

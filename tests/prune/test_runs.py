@@ -57,7 +57,7 @@ def test_a_pruned_run_keeps_the_masks_and_resumes_bit_identically(
     for name, mask in ticket.masks.items():
         assert bool((final["model"][name][~mask] == 0).all()), name
         assert bool((final["model"][name][mask] != 0).all()), name  # kept weights trained
-    saved = Masks(final["callbacks"][0]["masks"])
+    saved = Masks(final["callbacks"]["Pruning"]["masks"])
     assert all(torch.equal(saved[name], ticket.masks[name]) for name in ticket.masks)
 
     split_config = _pruned(config, tmp_path / "ticket.pt", "split")

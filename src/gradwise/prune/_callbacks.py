@@ -53,10 +53,10 @@ class Pruning(Callback):
     """Train with pruned weights held at zero: :func:`attach_masks` as a Trainer callback.
 
     On fit start (also when resuming) the masks are attached to the trainer's model and
-    optimizer; on fit end they are detached. The masks are the callback's state, so every
-    checkpoint holds them and ``--resume`` restores them. With a run folder, the sparsity
-    report (:func:`sparsity_report`) is written to ``sparsity.json`` at the start and the
-    end; ``report.html`` shows it.
+    optimizer; when the fit ends, however it ends (an error included), they are detached.
+    The masks are the callback's state, so every checkpoint holds them and ``--resume``
+    restores them. With a run folder, the sparsity report (:func:`sparsity_report`) is
+    written to ``sparsity.json`` at the start and the end; ``report.html`` shows it.
 
     Args:
         masks: the masks (e.g. from :func:`magnitude_masks` or a :class:`Ticket`).
@@ -96,11 +96,14 @@ class Pruning(Callback):
 
     def on_fit_end(self, state: TrainState) -> None:
         self._write(state.model)
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self._detach()
 
-    def on_diverged(self, state: TrainState, loss: float) -> None:
+    def on_exception(self, state: TrainState, error: BaseException) -> None:
+        # Any error (a divergence, Ctrl-C twice) ends the fit: hooks left behind would
+        # keep zeroing gradients and weights for whatever uses the model next.
+        self._detach()
+
+    def _detach(self) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None

@@ -37,7 +37,8 @@ class Masks(Mapping[str, Tensor]):
     copied on construction, and ``masks[name]`` (so ``values()`` and ``items()``) and
     :meth:`state_dict` hand out copies, so changing what they return in place leaves the
     masks, and the pruning that enforces them, as they were. (Torch has no read-only
-    tensors; a bool mask costs one byte per weight to copy.)
+    tensors; a bool mask costs one byte per weight to copy.) Masks are equal when they
+    hold the same names with the same shapes and values, on any devices.
 
     Args:
         masks: a mapping of parameter names to boolean tensors.
@@ -71,6 +72,22 @@ class Masks(Mapping[str, Tensor]):
 
     def __repr__(self) -> str:
         return f"Masks({len(self)} tensors, {self.fraction_remaining():.2%} of weights remaining)"
+
+    def __eq__(self, other: object) -> bool:
+        """The same masks: the same names, each with the same shape and values, wherever
+        the tensors are. A plain mapping compares as the masks it holds (anything that is
+        not a mapping of bool tensors is unequal); Mapping's own ``==`` would compare
+        tensors as truth values, which torch refuses."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if not isinstance(other, Masks):
+            if not _is_mask_mapping(other):
+                return False
+            return same_tensors(self._masks, other)
+        return same_tensors(self._masks, other._masks)
+
+    # Masks are never changed, but equal masks must hash alike, and tensors hash by id.
+    __hash__ = None  # type: ignore[assignment]
 
     @classmethod
     def dense(cls, parameters: Mapping[str, Tensor]) -> Masks:
@@ -152,6 +169,20 @@ class Masks(Mapping[str, Tensor]):
         """Set the pruned weights of ``model`` to zero, in place."""
         for name, parameter in self.check_fits(model, "Masks.apply_").items():
             parameter.masked_fill_(~self._masks[name].to(parameter.device), 0.0)
+
+
+def same_tensors(mine: Mapping[str, Tensor], theirs: Mapping[str, Tensor]) -> bool:
+    """Whether two mappings hold the same names, each with the same dtype, shape and
+    values (``theirs`` moved to ``mine``'s device to compare)."""
+    if set(mine) != set(theirs):
+        return False
+    for name, tensor in mine.items():
+        other = theirs[name]
+        if other.dtype != tensor.dtype or other.shape != tensor.shape:
+            return False
+        if not torch.equal(tensor, other.to(tensor.device)):
+            return False
+    return True
 
 
 def _is_mask_mapping(value: Any) -> bool:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from gradwise._validation import Satisfies, check
-from gradwise.prune._masks import Masks
+from gradwise.prune._masks import Masks, same_tensors
 
 _FORMAT = "gradwise.prune.Ticket/1"
 
@@ -28,6 +28,7 @@ class Ticket:
 
     A ticket never changes: the weights are copied on construction into a read-only
     mapping whose ``weights[name]`` hands out a copy, as :class:`Masks` does for the masks.
+    Tickets are equal when their masks are and their weights hold the same tensors.
 
     Args:
         masks: the :class:`Masks` to enforce.
@@ -120,6 +121,17 @@ class _ReadOnlyTensors(Mapping[str, Tensor]):
 
     def __repr__(self) -> str:
         return f"<state_dict of {len(self)} tensors>"
+
+    def __eq__(self, other: object) -> bool:
+        """The same names, each with the same dtype, shape and values (so tickets compare)."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        theirs = _plain(other)
+        if not all(isinstance(value, Tensor) for value in theirs.values()):
+            return False
+        return same_tensors(self._tensors, theirs)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _plain(weights: Mapping[str, Tensor]) -> dict[str, Tensor]:

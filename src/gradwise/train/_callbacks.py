@@ -52,7 +52,11 @@ class Callback:
     Hooks run in the order the callbacks were given. A callback with state that must
     survive ``--resume`` implements :meth:`state_dict` and :meth:`load_state_dict`
     (tensors, numbers, strings, lists and dicts only: checkpoints load with
-    ``weights_only=True``).
+    ``weights_only=True``). Checkpoints keep each state under its callback's class name
+    (``"Pruning"``, then ``"Pruning#2"`` for a second one), and a resume gives it back to
+    the callback of that class and place; a saved state without its callback, or a
+    callback with state and none saved, is refused. A callback whose ``state_dict`` is
+    empty may come and go between the start and a resume.
     """
 
     def on_fit_start(self, state: TrainState) -> None:
@@ -71,7 +75,18 @@ class Callback:
         """The loss of step ``state.step`` became ``loss`` (NaN or inf); the run stops.
 
         Called before :class:`TrainingDiverged` is raised; the bad step's update was not
-        applied. ``on_fit_end`` is not called after it.
+        applied. ``on_fit_end`` is not called after it; :meth:`on_exception` is.
+        """
+
+    def on_exception(self, state: TrainState, error: BaseException) -> None:
+        """``fit()`` is ending with ``error`` (a failure, a divergence, a second Ctrl-C),
+        which it raises next: release what :meth:`on_fit_start` took (hooks on the model
+        or optimizer, open files).
+
+        Every callback hears it, also one whose ``on_fit_start`` did not run (an earlier
+        callback's failed) or whose ``on_fit_end`` did (the test evaluation failed), so
+        make it safe to call at any time. An error raised here is added to ``error`` as a
+        note, and ``error`` is still the one raised.
         """
 
     def state_dict(self) -> dict[str, Any]:

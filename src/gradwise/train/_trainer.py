@@ -129,7 +129,8 @@ class Trainer:
             every step. Each epoch then also evaluates the averaged weights, after
             recomputing their batch-norm statistics over the training split
             (``avg_val_loss``, ``avg_val_accuracy``; ``avg_test_*`` at the end), writes
-            them to ``checkpoints/averaged.pt`` (``load_checkpoint(path)["model"]``), and
+            them to ``checkpoints/averaged.pt`` (``load_checkpoint(path)["model"]``; also
+            at a stop between epoch ends, not at Ctrl-C), and
             checkpoints keep the average so a resumed run continues it exactly. An average
             whose first averaging step comes after the run's last is a ValueError here; a
             run that ends before it (early stopping, a stop request) warns at the end of
@@ -267,10 +268,12 @@ class Trainer:
                 status = self._train(interrupt)
             test = self._finish(status)
         except TrainingDiverged as error:
+            self._tell_callbacks_of(error)
             self._write_summary("diverged", str(error))
             self._close()
             raise
         except BaseException as error:
+            self._tell_callbacks_of(error)
             self._write_summary("failed", f"{type(error).__name__}: {error}")
             self._close()
             raise
@@ -287,6 +290,23 @@ class Trainer:
             run=self.run,
             summary=summary,
         )
+
+    def _tell_callbacks_of(self, error: BaseException) -> None:
+        """Every callback's ``on_exception``, so each can release its hooks; what fails
+        there becomes a note on ``error`` (which fit() raises), never a new exception."""
+        try:
+            state = self._state()
+        except Exception as failure:
+            error.add_note(f"The callbacks' on_exception did not run: {failure!r}")
+            return
+        for callback in self.callbacks:
+            try:
+                callback.on_exception(state, error)
+            except Exception as failure:
+                error.add_note(
+                    f"{type(callback).__name__}.on_exception failed too: "
+                    f"{type(failure).__name__}: {failure}"
+                )
 
     def _warn_if_nothing_averaged(self, status: Status) -> None:
         # An interrupted run is resumed later and may average then; any other end is final.
@@ -490,6 +510,12 @@ class Trainer:
         state = self._state(epoch=last_epoch)
         for callback in self.callbacks:
             callback.on_fit_end(state)
+        if status == "stopped" and position.batch > 0:
+            # A stop between epoch ends (or on an epoch's last step, before its end): the
+            # average went on after the last epoch end's averaged.pt. (An interrupted run
+            # skips this pass over the training split: Ctrl-C asks to stop now, and its
+            # resume writes the file.)
+            self._averaged_metrics(None, "avg_test")
         if status in ("interrupted", "stopped") or self.data.test is None:
             return {}
         test = self._evaluate(self.data.test, "test")
@@ -592,7 +618,7 @@ class Trainer:
             "early_stopping": (
                 self.early_stopping.state_dict() if self.early_stopping is not None else None
             ),
-            "callbacks": [callback.state_dict() for callback in self.callbacks],
+            "callbacks": {key: callback.state_dict() for key, callback in _keyed(self.callbacks)},
             "best": dict(self._best),
             "epoch_metrics": dict(self._epoch_metrics),
             "totals": self._totals.state_dict(),
@@ -629,8 +655,7 @@ class Trainer:
             self.rank_state.load_state_dict(mine["rank_state"])
         if self.early_stopping is not None and contents["early_stopping"] is not None:
             self.early_stopping.load_state_dict(contents["early_stopping"])
-        for callback, saved in zip(self.callbacks, contents["callbacks"], strict=False):
-            callback.load_state_dict(saved)
+        self._restore_callbacks(contents["callbacks"])
         self._best = dict(contents["best"])
         self._epoch_metrics = dict(contents["epoch_metrics"])
         self._totals.load_state_dict(contents["totals"])
@@ -663,6 +688,34 @@ class Trainer:
             )
         for child, fill in zip(filling, saved, strict=True):
             child.fill = fill
+
+    def _restore_callbacks(self, saved: list[Any] | Mapping[str, Any]) -> None:
+        """Give each callback the state saved under its key (its class name and place among
+        the callbacks of its class); refuse a saved state without its callback, or a
+        callback with state and none saved: either would train on with the wrong state."""
+        if isinstance(saved, list):  # written before checkpoints named the states: by place
+            for callback, state in zip(self.callbacks, saved, strict=False):
+                callback.load_state_dict(state)
+            return
+        present = dict(_keyed(self.callbacks))
+        lost = [key for key, state in saved.items() if state and key not in present]
+        unsaved = [k for k, c in present.items() if k not in saved and c.state_dict()]
+        if lost or unsaved:
+            checkpoint = self.run.last_checkpoint if self.run is not None else "the checkpoint"
+            problem = (
+                f"the saved state of {lost[0]} has no callback to go to"
+                if lost
+                else f"{unsaved[0]} has no saved state (the run started without it)"
+            )
+            raise RunFolderError(
+                f"{checkpoint} holds the state of the callbacks "
+                f"{', '.join(key for key, state in saved.items() if state) or '(none)'}, but "
+                f"this run's callbacks are {', '.join(present) or '(none)'}: {problem}. Resume "
+                "with the callbacks the run started with (the same classes, in the same order)."
+            )
+        for key, callback in present.items():
+            if key in saved:
+                callback.load_state_dict(saved[key])
 
     def _restore_averaging(self, saved: Mapping[str, Any] | None) -> None:
         if self.averaging is None:
@@ -753,6 +806,18 @@ def _check_averages_something(averaging: WeightAverage | None, total_steps: int)
             f"The {type(averaging).__name__} given to Trainer as 'averaging' would average "
             f"nothing: {reason}."
         )
+
+
+def _keyed(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:
+    """Each callback with its key in checkpoints: its class name, and "#2", "#3", ... after
+    the name of the second, third, ... callback of the same class."""
+    seen: dict[str, int] = {}
+    keyed = []
+    for callback in callbacks:
+        name = type(callback).__name__
+        seen[name] = seen.get(name, 0) + 1
+        keyed.append((name if seen[name] == 1 else f"{name}#{seen[name]}", callback))
+    return keyed
 
 
 def _resumed_start_times(run: RunFolder | None, now: float) -> dict[str, Any]:
