@@ -200,6 +200,28 @@ def test_swa_with_a_constant_rate_averages_every_k_steps_after_the_anneal() -> N
     assert [step for step in range(1, 40) if swa.should_update(step)] == [18, 23, 28, 33, 38]
 
 
+@pytest.mark.parametrize("use_buffers", [False, True])
+def test_an_average_follows_a_model_moved_after_it_was_made(use_buffers: bool) -> None:
+    # model.double() (as model.cuda() would) after the average was made: the averaged copy
+    # moves with it, its running mean continued in float64, and it takes the model's inputs.
+    model = _network().float()
+    ours = ExponentialMovingAverage(model, 0.9, use_buffers=use_buffers)
+    _train(model.double(), 1, lambda step: ours.update(model, step))
+    oracle = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=use_buffers)
+    oracle.update_parameters(model)  # the first iterate is copied: the same start
+    _train(
+        model,
+        6,
+        lambda step: (ours.update(model, step + 1), oracle.update_parameters(model)),
+    )
+    assert ours.num_averaged == 7
+    for name, value in _float_state(oracle.module).items():
+        assert ours.module.state_dict()[name].dtype == torch.float64, name
+        torch.testing.assert_close(ours.module.state_dict()[name], value, rtol=0, atol=0)
+    ours.module.eval()
+    ours.module(torch.randn(4, 3, dtype=torch.float64))  # float32 weights refused this
+
+
 def test_recompute_batch_norm_equals_update_bn_without_dropout() -> None:
     model = _network()
     average = PolyakAverage(model)
@@ -326,7 +348,7 @@ def test_loading_an_ema_saved_with_other_settings_is_refused() -> None:
         ),
         (
             lambda m: swa_schedule(constant(0.1), start=3, swa_lr=-0.1),
-            "'swa_lr' parameter of swa_schedule must be a float >= 0. Got -0.1",
+            "'swa_lr' parameter of swa_schedule must be a finite float >= 0. Got -0.1",
         ),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, final
 
@@ -47,6 +48,8 @@ class WeightAverage:
     optimizer step with the number of steps taken so far, :math:`s`; it folds the model's
     current weights in when :math:`s > \\text{first}` and :math:`s - \\text{first}` is a
     multiple of ``every``. The first iterate folded in is copied (AveragedModel's rule).
+    A model moved after its average was made (``model.cuda()``, ``model.double()``) takes
+    the averaged copy along at the next update.
 
     Buffers: with ``use_buffers=False`` (the default) the averaged copy's buffers follow
     the live model's, and :meth:`recompute_batch_norm` gives the batch-norm layers the
@@ -111,8 +114,29 @@ class WeightAverage:
         """
         if not self.should_update(step):
             return False
+        self._follow_the_model(model)
         self.averaged_model.update_parameters(model)
         return True
+
+    @torch.no_grad()
+    def _follow_the_model(self, model: nn.Module) -> None:
+        """Move the averaged copy to the live model's devices and dtypes when the model
+        moved after the average was made (``model.cuda()`` or ``model.double()`` after
+        ``ExponentialMovingAverage(model)``): torch's AveragedModel would cast each new
+        iterate into the old copy, whose forward then refuses the model's inputs, or fail
+        across devices. The first parameters tell: one comparison per update."""
+        mine = next(self.module.parameters(), None)
+        live = next(model.parameters(), None)
+        if mine is None or live is None or (mine.device, mine.dtype) == (live.device, live.dtype):
+            return
+        originals = dict(itertools.chain(model.named_parameters(), model.named_buffers()))
+        copies = itertools.chain(self.module.named_parameters(), self.module.named_buffers())
+        for name, copy in copies:
+            original = originals.get(name)
+            if original is not None:
+                copy.data = copy.data.to(original.device, original.dtype)
+        counter = self.averaged_model.n_averaged
+        self.averaged_model.n_averaged = counter.to(live.device)
 
     @torch.no_grad()
     def _average_group(

@@ -68,6 +68,14 @@ class LiveDoctor(WatchCallback):
         self._report(self.watch.step(loss))
         self.on_fit_end(state)
 
+    def on_exception(self, state: TrainState, error: BaseException) -> None:
+        # A failure or a second Ctrl-C: the watch's hooks come off the model and the
+        # findings log is closed (both idempotent, after on_diverged too). The measurements
+        # are in the last checkpoint; a resume writes the probe files.
+        if self._log is not None:
+            self._log.close()
+        self.watch.close()
+
     def _report(self, findings: Iterable[Diagnosis]) -> None:
         for finding in findings:
             self.say(f"gradwise: {finding}")
