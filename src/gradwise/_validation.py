@@ -2,7 +2,7 @@
 
 Every public boundary validates with these so that a bad value always reads::
 
-    The 'lr' parameter of Adam must be a float >= 0. Got -0.1 instead.
+    The 'eps' parameter of Adam must be a finite float >= 0. Got -1e-08 instead.
 """
 
 from __future__ import annotations
@@ -142,8 +142,11 @@ class Satisfies:
         return self.predicate(value)
 
 
-NON_NEGATIVE = Interval(low=0.0)
-POSITIVE = Interval(low=0.0, low_closed=False)
+# Finite: an infinite rate, gain, eps or tolerance is never a usable setting; it only
+# fails later (NaN weights, zero outputs) far from the argument that caused it. A place
+# where inf has a documented meaning spells out a non-finite Interval instead.
+NON_NEGATIVE = Interval(low=0.0, finite=True)
+POSITIVE = Interval(low=0.0, low_closed=False, finite=True)
 UNIT_INTERVAL = Interval(low=0.0, high=1.0)
 HALF_OPEN_UNIT_INTERVAL = Interval(low=0.0, high=1.0, high_closed=False)
 POSITIVE_INT = Interval(low=1.0, kind="int")

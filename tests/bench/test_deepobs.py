@@ -76,6 +76,11 @@ def test_runs_are_seeded_and_plain_factories_run() -> None:
         ({"noise_std": -1.0}, "The 'noise_std' parameter of make_quadratic_deep must be"),
         ({"batch_size": 2000}, "The 'batch_size' parameter of make_quadratic_deep must be"),
         ({"num_large": 1.5}, "The 'num_large' parameter of make_quadratic_deep must be"),
+        (
+            {"noise_std": math.inf},
+            r"^The 'noise_std' parameter of make_quadratic_deep must be a finite float >= 0\. "
+            r"Got inf instead\.$",
+        ),
     ],
 )
 def test_bad_arguments_raise_the_one_format(kwargs: dict[str, float], message: str) -> None:

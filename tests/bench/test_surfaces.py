@@ -72,6 +72,16 @@ def test_bad_input_is_refused_in_the_one_format() -> None:
         surface_benchmark(gd, ["nowhere"])
     with pytest.raises(ValueError, match="The 'tolerance' parameter of surface_benchmark"):
         surface_benchmark(gd, ["quadratic"], tolerance=0.0)
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'tolerance' parameter of surface_benchmark must be a finite float > 0\. "
+        r"Got inf instead\.$",
+    ):
+        surface_benchmark(gd, ["quadratic"], tolerance=math.inf)
     with pytest.raises(ValueError, match="The 'condition' parameter of ill_conditioned"):
         ill_conditioned_quadratic(0.5)
+    with pytest.raises(
+        ValueError, match=r"ill_conditioned_quadratic must be a finite float >= 1\."
+    ):
+        ill_conditioned_quadratic(math.inf)
     assert ill_conditioned_quadratic(4.0)(torch.tensor([2.0, 1.0])).item() == 4.0

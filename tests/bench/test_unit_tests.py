@@ -169,8 +169,20 @@ def test_bad_input_is_refused_in_the_one_format() -> None:
         score_optimizers({"SGD": Tuned(_sgd)}, ["nope"])
     with pytest.raises(ValueError, match="The 'learning_rates' parameter of Tuned must be"):
         Tuned(_sgd, learning_rates=(0.1, -1.0))
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'learning_rates' parameter of Tuned must be a non-empty sequence of finite "
+        r"floats > 0\. Got \(0\.1, inf\) instead\.$",
+    ):
+        Tuned(_sgd, learning_rates=(0.1, math.inf))
     with pytest.raises(ValueError, match="The 'condition' parameter of make_unit_test must be"):
         make_unit_test("quadratic", condition=0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'condition' parameter of make_unit_test must be a finite float >= 1\. "
+        r"Got inf instead\.$",
+    ):
+        make_unit_test("quadratic", condition=math.inf)
     with pytest.raises(ValueError, match="The 'optimizers' parameter of score_optimizers"):
         score_optimizers({}, TESTS)
     with pytest.raises(TypeError, match="must be a GradientTransform"):

@@ -668,7 +668,12 @@ X, Y = torch.randn(4, 2), torch.tensor([0, 1, 2, 0])
         (
             {"kink_tolerance": -1.0},
             ValueError,
-            "The 'kink_tolerance' parameter of gradcheck must be a float > 0. Got -1.0 instead.",
+            "The 'kink_tolerance' parameter of gradcheck must be a finite float > 0. Got -1.0 instead.",
+        ),
+        (
+            {"kink_tolerance": float("inf")},  # None turns the kink test off; inf is refused
+            ValueError,
+            "The 'kink_tolerance' parameter of gradcheck must be a finite float > 0. Got inf instead.",
         ),
         (
             {"seed": -1},

@@ -735,7 +735,19 @@ def test_regression_runs_every_check_but_the_initial_loss():
             lambda m, d: check_learning_rate_sweep(m, "hinge", d, learning_rates=[1e-3, 0.0]),
             ValueError,
             "The 'learning_rates' parameter of check_learning_rate_sweep must be a non-empty "
-            "sequence of floats > 0. Got [0.001, 0.0] instead.",
+            "sequence of finite floats > 0. Got [0.001, 0.0] instead.",
+        ),
+        (
+            lambda m, d: check_learning_rate_sweep(m, "hinge", d, learning_rates=[1e-3, math.inf]),
+            ValueError,
+            "The 'learning_rates' parameter of check_learning_rate_sweep must be a non-empty "
+            "sequence of finite floats > 0. Got [0.001, inf] instead.",
+        ),
+        (
+            lambda m, d: check_initial_loss(m, "hinge", d, atol=math.inf),
+            ValueError,
+            "The 'atol' parameter of check_initial_loss must be a finite float >= 0. "
+            "Got inf instead.",
         ),
         (
             lambda m, d: check_overfit_tiny_subset(m, "hinge", d, tolerance=1.5),
@@ -747,7 +759,7 @@ def test_regression_runs_every_check_but_the_initial_loss():
             lambda m, d: check_regularization_raises_loss(m, "hinge", d, strengths=[1.0]),
             ValueError,
             "The 'strengths' parameter of check_regularization_raises_loss must be a sequence "
-            "of at least two floats >= 0. Got [1.0] instead.",
+            "of at least two finite floats >= 0. Got [1.0] instead.",
         ),
         (
             lambda m, d: check_samples_do_not_mix(m, "hinge", d, batch_size=1),

@@ -358,7 +358,10 @@ def test_an_output_path_that_cannot_be_written_is_a_one_line_error_before_any_wo
     ("args", "message"),
     [
         (["lr-find", "run.yaml", "--end", "inf"],
-         "The '--end' parameter of gradwise lr-find must be a finite float. Got inf instead."),
+         "The '--end' parameter of gradwise lr-find must be a finite float > 1e-07. Got inf "
+         "instead."),
+        (["lr-find", "run.yaml", "--start", "inf"],
+         "The '--start' parameter of gradwise lr-find must be a finite float > 0. Got inf instead."),
         (["viz", "--lr", "inf"], "--lr must be one positive number, or one per optimizer (2). "
          "Got 'inf' instead."),
         (["viz", "--start=1e400,1"], "--start must be two numbers X,Y. Got '1e400,1' "

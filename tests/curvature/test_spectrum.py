@@ -656,7 +656,7 @@ def test_too_few_iterations_warn(at_init):
         ),
         (
             lambda m, b: curvature.eigenvalues(m, cross_entropy, b, tol=0.0),
-            r"The 'tol' parameter of eigenvalues must be a float > 0. Got 0.0 instead.",
+            r"The 'tol' parameter of eigenvalues must be a finite float > 0. Got 0.0 instead.",
         ),
         (
             lambda m, b: curvature.trace(m, cross_entropy, b, num_probes=0),
@@ -676,13 +676,29 @@ def test_too_few_iterations_warn(at_init):
         ),
         (
             lambda m, b: curvature.find_negative_curvature(m, cross_entropy, b, tolerance=-1.0),
-            r"The 'tolerance' parameter of find_negative_curvature must be a float >= 0. Got -1.0 instead.",
+            r"The 'tolerance' parameter of find_negative_curvature must be a finite float >= 0. Got -1.0 instead.",
+        ),
+        # Infinity is refused: an infinite tol stops Lanczos at once, an infinite tolerance
+        # hides every negative eigenvalue, an infinite bandwidth flattens the density to 0.
+        (
+            lambda m, b: curvature.eigenvalues(m, cross_entropy, b, tol=math.inf),
+            r"^The 'tol' parameter of eigenvalues must be a finite float > 0\. Got inf instead\.$",
+        ),
+        (
+            lambda m, b: curvature.find_negative_curvature(m, cross_entropy, b, tolerance=math.inf),
+            r"^The 'tolerance' parameter of find_negative_curvature must be a finite float >= 0\. Got inf instead\.$",
+        ),
+        (
+            lambda m, b: curvature.eigenvalue_density(m, cross_entropy, b).evaluate(
+                [0.0], bandwidth=math.inf
+            ),
+            r"^The 'bandwidth' parameter of EigenvalueDensity.evaluate must be a finite float > 0\. Got inf instead\.$",
         ),
         (
             lambda m, b: curvature.eigenvalue_density(m, cross_entropy, b).evaluate(
                 [0.0], bandwidth=0
             ),
-            r"The 'bandwidth' parameter of EigenvalueDensity.evaluate must be a float > 0. Got 0 instead.",
+            r"The 'bandwidth' parameter of EigenvalueDensity.evaluate must be a finite float > 0. Got 0 instead.",
         ),
     ],
 )

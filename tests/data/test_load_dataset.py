@@ -60,7 +60,14 @@ def test_built_ins_without_options_say_so():
         ),
         ({"seed": -1}, r"'seed' parameter of load_dataset must be an int in \[0, 4294967295\]"),
         ({"seed": 2**32}, r"'seed' parameter of load_dataset must be an int"),
-        ({"noise": -1.0}, r"'noise' parameter of load_dataset\('spirals'\) must be a float >= 0"),
+        (
+            {"noise": -1.0},
+            r"'noise' parameter of load_dataset\('spirals'\) must be a finite float >= 0\. Got -1",
+        ),
+        (
+            {"noise": float("inf")},
+            r"'noise' parameter of load_dataset\('spirals'\) must be a finite float >= 0\. Got inf",
+        ),
         ({"points_per_class": 0}, r"'points_per_class' parameter of load_dataset\('spirals'\)"),
         (
             {"num_classes": 1},

@@ -818,6 +818,11 @@ def _ddp() -> DistributedDataParallel:
             "Got ['rank'] instead.",
         ),
         (
+            {"name": "powersgd", "min_compression_rate": math.inf},  # "none" compresses nothing
+            "The 'min_compression_rate' parameter of register_compression must be a finite "
+            "float >= 0. Got inf instead.",
+        ),
+        (
             {"name": "one_bit", "matrix_approximation_rank": 2},
             "The 'options' parameter of register_compression must be options of 'one_bit' "
             "(error_feedback, granularity, two_level, momentum). "

@@ -124,15 +124,33 @@ def test_state_dict_round_trip_resumes_identically_in_one_process() -> None:
 
 
 BAD_ARGUMENTS = [
-    ({"lr": -0.1}, "The 'lr' parameter of OneBitAdam must be a float >= 0. Got -0.1 instead."),
+    (
+        {"lr": -0.1},
+        "The 'lr' parameter of OneBitAdam must be a finite float >= 0. Got -0.1 instead.",
+    ),
+    (
+        {"lr": math.inf},
+        "The 'lr' parameter of OneBitAdam must be a finite float >= 0. Got inf instead.",
+    ),
     (
         {"betas": (0.9, 1.0)},
         "The 'betas' parameter of OneBitAdam must be a pair of floats in [0, 1). Got (0.9, 1.0) instead.",
     ),
-    ({"eps": -1e-8}, "The 'eps' parameter of OneBitAdam must be a float >= 0. Got -1e-08 instead."),
+    (
+        {"eps": -1e-8},
+        "The 'eps' parameter of OneBitAdam must be a finite float >= 0. Got -1e-08 instead.",
+    ),
+    (
+        {"eps": math.inf},
+        "The 'eps' parameter of OneBitAdam must be a finite float >= 0. Got inf instead.",
+    ),
     (
         {"weight_decay": -1},
-        "The 'weight_decay' parameter of OneBitAdam must be a float >= 0. Got -1 instead.",
+        "The 'weight_decay' parameter of OneBitAdam must be a finite float >= 0. Got -1 instead.",
+    ),
+    (
+        {"weight_decay": torch.tensor(math.inf)},
+        "The 'weight_decay' parameter of OneBitAdam must be a finite float >= 0. Got tensor(inf) instead.",
     ),
     (
         {"freeze_step": 0},
@@ -156,7 +174,7 @@ def test_bad_hyperparameters_are_refused(arguments: dict[str, object], message: 
 
 
 def test_bad_group_hyperparameters_are_refused() -> None:
-    message = "The 'lr' parameter of OneBitAdam must be a float >= 0. Got -1.0 instead."
+    message = "The 'lr' parameter of OneBitAdam must be a finite float >= 0. Got -1.0 instead."
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         OneBitAdam([{"params": nn.Linear(2, 1).parameters(), "lr": -1.0}])
 

@@ -211,6 +211,20 @@ def test_multiclass_hinge_refuses_a_negative_margin():
         multiclass_hinge(scores, targets, margin=-1.0)
 
 
+@pytest.mark.parametrize(
+    ("make", "owner"),
+    [
+        (lambda margin: get_loss("hinge", margin=margin), "get_loss"),
+        (lambda margin: multiclass_hinge(*random_batch(), margin=margin), "multiclass_hinge"),
+        (lambda margin: chance_loss("hinge", 10, margin=margin), "chance_loss"),
+    ],
+)
+def test_an_infinite_margin_is_refused(make, owner):
+    message = f"The 'margin' parameter of {owner} must be a finite float >= 0. Got inf instead."
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        make(math.inf)
+
+
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_chance_loss_refuses_a_bad_number_of_classes(name):
     # Today: hinge gives -1.0 for 0 classes, CE a bare "math domain error", MSE a

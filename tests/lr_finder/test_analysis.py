@@ -110,8 +110,9 @@ def test_divergence_uses_the_factor_on_the_smoothed_loss() -> None:
     ("kwargs", "message"),
     [
         ({"smoothing": 1.0}, "The 'smoothing' parameter of analyze_sweep must be a float in [0, 1)"),
-        ({"diverge_factor": 1.0}, "The 'diverge_factor' parameter of analyze_sweep must be a float > 1"),
-        ({"rise_factor": 0.9}, "The 'rise_factor' parameter of analyze_sweep must be a float > 1"),
+        ({"diverge_factor": 1.0}, "The 'diverge_factor' parameter of analyze_sweep must be a finite float > 1"),
+        ({"rise_factor": 0.9}, "The 'rise_factor' parameter of analyze_sweep must be a finite float > 1"),
+        ({"diverge_factor": float("inf")}, "The 'diverge_factor' parameter of analyze_sweep must be a finite float > 1. Got inf instead."),
     ],
 )  # fmt: skip
 def test_bad_settings_raise_the_standard_error(kwargs: dict[str, float], message: str) -> None:

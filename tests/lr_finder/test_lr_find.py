@@ -245,13 +245,16 @@ def test_plot_is_a_png_and_the_table_marks_the_suggestion() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"start_lr": 0.0}, "The 'start_lr' parameter of lr_find must be a float > 0. Got 0.0 instead."),
-        ({"end_lr": 1e-8}, "The 'end_lr' parameter of lr_find must be a float > 1e-07"),
+        ({"start_lr": 0.0}, "The 'start_lr' parameter of lr_find must be a finite float > 0. Got 0.0 instead."),
+        ({"start_lr": float("inf")}, "The 'start_lr' parameter of lr_find must be a finite float > 0. Got inf instead."),
+        ({"end_lr": 1e-8}, "The 'end_lr' parameter of lr_find must be a finite float > 1e-07"),
+        ({"end_lr": float("inf")}, "The 'end_lr' parameter of lr_find must be a finite float > 1e-07. Got inf instead."),
+        ({"rise_factor": float("inf")}, "The 'rise_factor' parameter of lr_find must be a finite float > 1. Got inf instead."),
         ({"loss_fn": "l2"}, "The 'loss_fn' parameter of lr_find must be one of 'cross_entropy'"),
         ({"num_steps": 2}, "The 'num_steps' parameter of lr_find must be an int >= 3"),
         ({"seed": -1}, "The 'seed' parameter of lr_find must be an int in [0, 4294967295]"),
         ({"num_sweeps": 0}, "The 'num_sweeps' parameter of lr_find must be an int >= 1. Got 0 instead."),
-        ({"rise_factor": 1.0}, "The 'rise_factor' parameter of lr_find must be a float > 1"),
+        ({"rise_factor": 1.0}, "The 'rise_factor' parameter of lr_find must be a finite float > 1"),
     ],
 )  # fmt: skip
 def test_bad_arguments_raise_the_standard_error(kwargs: dict[str, Any], message: str) -> None:
@@ -300,7 +303,9 @@ def test_cli_prints_the_table_and_suggestion_and_writes_the_plot(
 
 
 def test_cli_turns_a_bad_sweep_setting_into_a_config_error(tmp_path: Any) -> None:
-    message = "The '--end' parameter of gradwise lr-find must be a float > 1. Got 0.1 instead."
+    message = (
+        "The '--end' parameter of gradwise lr-find must be a finite float > 1. Got 0.1 instead."
+    )
     with pytest.raises(SystemExit, match=re.escape(message)):
         _cli(["lr-find", "--set", "data.dataset=spirals", "--start", "1", "--end", "0.1",
               "--out", str(tmp_path / "x.png")])  # fmt: skip

@@ -230,13 +230,31 @@ def test_nothing_is_judged_before_a_full_window_past_warmup() -> None:
         ),
         (
             {"target_loss": 0.0},
-            "The 'target_loss' parameter of Thresholds must be a float > 0 or None. "
+            "The 'target_loss' parameter of Thresholds must be a finite float > 0 or None. "
             "Got 0.0 instead.",
+        ),
+        (
+            {"target_loss": float("inf")},
+            "The 'target_loss' parameter of Thresholds must be a finite float > 0 or None. "
+            "Got inf instead.",
         ),
         (
             {"underfitting_level": 1.0},
             "The 'underfitting_level' parameter of Thresholds must be a float in (0, 1). "
             "Got 1.0 instead.",
+        ),
+        *(
+            (
+                {name: float("inf")},
+                f"The '{name}' parameter of Thresholds must be a finite float {bound}. "
+                "Got inf instead.",
+            )
+            for name, bound in (
+                ("blowup_factor", "> 1"),
+                ("spike_factor", "> 1"),
+                ("ratio_band", ">= 1"),
+                ("loss_rise", "> 0"),
+            )
         ),
     ],
 )

@@ -768,6 +768,13 @@ def test_every_threshold_is_checked(name: str) -> None:
         Thresholds(**{name: -1})
 
 
+@pytest.mark.parametrize("name", ["loss_rise", "update_ratio_high", "exploding_ratio"])
+def test_an_infinite_threshold_is_refused(name: str) -> None:
+    message = f"The '{name}' parameter of Thresholds must be a finite float > 0. Got inf instead."
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Thresholds(**{name: math.inf})
+
+
 def test_observe_takes_a_mapping() -> None:
     watch = monitor.watch(small_model())
     with pytest.raises(

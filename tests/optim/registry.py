@@ -41,6 +41,10 @@ class OptimizerEntry:
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16)
     #: (name of the offending parameter, constructor kwargs) that must raise ValueError.
     bad_hyperparameters: tuple[tuple[str, dict[str, Any]], ...] = ()
+    #: (hyperparameter, the end of its error after "must be ", with {} for the value) for
+    #: each one whose infinity is refused: an infinite rate, eps or decay would only surface
+    #: later, as NaN or frozen weights.
+    infinite_hyperparameters: tuple[tuple[str, str], ...] = ()
     #: Settings that switch weight decay off, for the zero-gradient test.
     without_weight_decay: dict[str, Any] = field(default_factory=lambda: {"weight_decay": 0.0})
     #: False for optimizers whose closure must return the loss without calling backward().
@@ -70,6 +74,18 @@ _NEGATIVE_EPS = ("eps", {"eps": -1e-8})
 _BAD_BETAS = (("betas", {"betas": (1.0, 0.999)}), ("betas", {"betas": (0.9, -0.1)}))
 _NEGATIVE_SCHEDULE = ("lr", {"lr": lambda step: 0.1 - 0.01 * step})
 
+_FINITE_NON_NEGATIVE = "a finite float >= 0. Got {} instead."
+_FINITE_POSITIVE = "a finite float > 0. Got {} instead."
+_INFINITE_LR = (
+    "lr",
+    "a finite float >= 0 or a schedule whose values are all >= 0. "
+    "Got {} instead, which is not a finite number >= 0.",
+)
+_INFINITE_WEIGHT_DECAY = ("weight_decay", _FINITE_NON_NEGATIVE)
+_INFINITE_EPS = ("eps", _FINITE_NON_NEGATIVE)
+_INFINITE_MOMENTUM = ("momentum", _FINITE_NON_NEGATIVE)
+_INFINITE_ADAM = (_INFINITE_LR, _INFINITE_WEIGHT_DECAY, _INFINITE_EPS)
+
 REGISTRY: list[OptimizerEntry] = [
     OptimizerEntry(
         "SGD",
@@ -94,6 +110,7 @@ REGISTRY: list[OptimizerEntry] = [
             ("nesterov", {"momentum": 0.0, "nesterov": True}),
             ("dampening", {"dampening": 2.0}),
         ),
+        infinite_hyperparameters=(_INFINITE_LR, _INFINITE_WEIGHT_DECAY, _INFINITE_MOMENTUM),
     ),
     OptimizerEntry(
         "Adam",
@@ -117,6 +134,7 @@ REGISTRY: list[OptimizerEntry] = [
             *_BAD_BETAS,
             _NEGATIVE_SCHEDULE,
         ),
+        infinite_hyperparameters=_INFINITE_ADAM,
     ),
     OptimizerEntry(
         "AdamW",
@@ -129,6 +147,7 @@ REGISTRY: list[OptimizerEntry] = [
         torch_variants=({"lr": 0.01}, {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}),
         fast_paths=("fused", "compiled"),
         bad_hyperparameters=(_NEGATIVE_LR, _NEGATIVE_WEIGHT_DECAY, _NEGATIVE_EPS, *_BAD_BETAS),
+        infinite_hyperparameters=_INFINITE_ADAM,
     ),
     OptimizerEntry(
         "Adagrad",
@@ -151,6 +170,11 @@ REGISTRY: list[OptimizerEntry] = [
             ("lr_decay", {"lr_decay": -1.0}),
             ("initial_accumulator_value", {"initial_accumulator_value": -0.1}),
         ),
+        infinite_hyperparameters=(
+            *_INFINITE_ADAM,
+            ("lr_decay", _FINITE_NON_NEGATIVE),
+            ("initial_accumulator_value", _FINITE_NON_NEGATIVE),
+        ),
     ),
     OptimizerEntry(
         "RMSprop",
@@ -172,6 +196,7 @@ REGISTRY: list[OptimizerEntry] = [
             ("alpha", {"alpha": 1.5}),
             ("momentum", {"momentum": -0.1}),
         ),
+        infinite_hyperparameters=(*_INFINITE_ADAM, _INFINITE_MOMENTUM),
     ),
     OptimizerEntry(
         "Adadelta",
@@ -193,6 +218,7 @@ REGISTRY: list[OptimizerEntry] = [
             _NEGATIVE_EPS,
             ("rho", {"rho": 1.5}),
         ),
+        infinite_hyperparameters=_INFINITE_ADAM,
     ),
     OptimizerEntry(
         "NAdam",
@@ -214,6 +240,7 @@ REGISTRY: list[OptimizerEntry] = [
             *_BAD_BETAS,
             ("momentum_decay", {"momentum_decay": -1.0}),
         ),
+        infinite_hyperparameters=(*_INFINITE_ADAM, ("momentum_decay", _FINITE_NON_NEGATIVE)),
     ),
     OptimizerEntry(
         "RAdam",
@@ -230,6 +257,7 @@ REGISTRY: list[OptimizerEntry] = [
             {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
         ),
         bad_hyperparameters=(_NEGATIVE_LR, _NEGATIVE_WEIGHT_DECAY, _NEGATIVE_EPS, *_BAD_BETAS),
+        infinite_hyperparameters=_INFINITE_ADAM,
     ),
     OptimizerEntry(
         "LARS",
@@ -247,6 +275,12 @@ REGISTRY: list[OptimizerEntry] = [
             ("momentum", {"momentum": -0.9}),
             ("trust_coefficient", {"trust_coefficient": 0.0}),
         ),
+        infinite_hyperparameters=(
+            _INFINITE_LR,
+            _INFINITE_WEIGHT_DECAY,
+            _INFINITE_MOMENTUM,
+            ("trust_coefficient", _FINITE_POSITIVE),
+        ),
     ),
     OptimizerEntry(
         "LAMB",
@@ -263,6 +297,7 @@ REGISTRY: list[OptimizerEntry] = [
             *_BAD_BETAS,
             _NEGATIVE_SCHEDULE,
         ),
+        infinite_hyperparameters=_INFINITE_ADAM,
     ),
     OptimizerEntry(
         "SWATS",
@@ -279,6 +314,7 @@ REGISTRY: list[OptimizerEntry] = [
             _NEGATIVE_SCHEDULE,
             ("switch_tolerance", {"switch_tolerance": -1e-9}),
         ),
+        infinite_hyperparameters=(*_INFINITE_ADAM, ("switch_tolerance", _FINITE_NON_NEGATIVE)),
     ),
     OptimizerEntry(
         "SignSGD",
@@ -298,6 +334,7 @@ REGISTRY: list[OptimizerEntry] = [
             ("momentum", {"momentum": 1.0}),
             ("error_feedback", {"error_feedback": None}),
         ),
+        infinite_hyperparameters=(_INFINITE_LR, _INFINITE_WEIGHT_DECAY),
     ),
     OptimizerEntry(
         "OneBitSGD",
@@ -313,6 +350,7 @@ REGISTRY: list[OptimizerEntry] = [
             _NEGATIVE_SCHEDULE,
             ("momentum", {"momentum": -0.9}),
         ),
+        infinite_hyperparameters=(_INFINITE_LR, _INFINITE_WEIGHT_DECAY, _INFINITE_MOMENTUM),
     ),
     OptimizerEntry(
         "Newton",
@@ -327,6 +365,11 @@ REGISTRY: list[OptimizerEntry] = [
             _NEGATIVE_LR,
             ("damping", {"damping": -1.0}),
             ("max_params", {"max_params": 0}),
+        ),
+        infinite_hyperparameters=(
+            ("lr", _FINITE_NON_NEGATIVE),
+            ("damping", _FINITE_NON_NEGATIVE),
+            ("max_damping", _FINITE_POSITIVE),
         ),
         without_weight_decay={},
         closure_calls_backward=False,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import pickle
+import re
 
 import pytest
 import torch
@@ -21,6 +23,11 @@ WITH_SCHEDULE_LR = [entry for entry in REGISTRY if entry.supports_schedule_lr]
 FUSED = [entry for entry in REGISTRY if "fused" in entry.fast_paths]
 BAD_HYPERPARAMETERS = [
     (entry, name, kwargs) for entry in REGISTRY for name, kwargs in entry.bad_hyperparameters
+]
+INFINITE_HYPERPARAMETERS = [
+    (entry, name, expected)
+    for entry in REGISTRY
+    for name, expected in entry.infinite_hyperparameters
 ]
 
 
@@ -244,6 +251,16 @@ def test_bad_hyperparameters_raise_a_clear_error(
 ) -> None:
     with pytest.raises(ValueError, match=f"'{name}' parameter of {entry.name} must be .*Got"):
         entry.make(_model(), **kwargs)
+
+
+@pytest.mark.parametrize("value", [math.inf, torch.tensor(math.inf)], ids=["float", "tensor"])
+@pytest.mark.parametrize(("entry", "name", "expected"), INFINITE_HYPERPARAMETERS, ids=_case_id)
+def test_an_infinite_hyperparameter_is_refused_with_the_standard_error(
+    entry: OptimizerEntry, name: str, expected: str, value: object
+) -> None:
+    message = f"The '{name}' parameter of {entry.name} must be {expected.format(repr(value))}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        entry.make(_model(), **{name: value})
 
 
 @pytest.mark.parametrize("entry", WITH_GROUPS, ids=str)

@@ -248,9 +248,9 @@ def a_point() -> torch.Tensor:
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("lr", -0.1, "a float >= 0"),
-        ("damping", -1e-3, "a float >= 0"),
-        ("max_damping", 0.0, "a float > 0"),
+        ("lr", -0.1, "a finite float >= 0"),
+        ("damping", -1e-3, "a finite float >= 0"),
+        ("max_damping", 0.0, "a finite float > 0"),
         ("max_params", 0, "an int >= 1"),
     ],
 )

@@ -858,18 +858,18 @@ def test_one_bit_reconstructs_with_the_mean_of_each_bin() -> None:
 @pytest.mark.parametrize(
     ("cls", "name", "kwargs", "message"),
     [
-        (LARS, "trust_coefficient", {"trust_coefficient": 0}, "a float > 0. Got 0 instead."),
-        (LARS, "lr", {"lr": -1.0}, "a float >= 0"),
-        (LARS, "momentum", {"momentum": -0.1}, "a float >= 0"),
-        (LARS, "weight_decay", {"weight_decay": -1e-4}, "a float >= 0"),
+        (LARS, "trust_coefficient", {"trust_coefficient": 0}, "a finite float > 0. Got 0 instead."),
+        (LARS, "lr", {"lr": -1.0}, "a finite float >= 0"),
+        (LARS, "momentum", {"momentum": -0.1}, "a finite float >= 0"),
+        (LARS, "weight_decay", {"weight_decay": -1e-4}, "a finite float >= 0"),
         (LARS, "exclude_1d_params", {"exclude_1d_params": 1}, "a bool"),
         (LAMB, "betas", {"betas": (0.9, 1.0)}, r"a pair of floats in \[0, 1\)"),
-        (LAMB, "eps", {"eps": -1e-6}, "a float >= 0"),
+        (LAMB, "eps", {"eps": -1e-6}, "a finite float >= 0"),
         (SWATS, "betas", {"betas": (-0.1, 0.999)}, r"a pair of floats in \[0, 1\)"),
-        (SWATS, "switch_tolerance", {"switch_tolerance": -1.0}, "a float >= 0"),
+        (SWATS, "switch_tolerance", {"switch_tolerance": -1.0}, "a finite float >= 0"),
         (SignSGD, "momentum", {"momentum": -0.5}, r"a float in \[0, 1\)"),
         (SignSGD, "error_feedback", {"error_feedback": "yes"}, "a bool"),
-        (OneBitSGD, "weight_decay", {"weight_decay": -0.1}, "a float >= 0"),
+        (OneBitSGD, "weight_decay", {"weight_decay": -0.1}, "a finite float >= 0"),
     ],
 )
 def test_bad_hyperparameters_raise_at_construction(

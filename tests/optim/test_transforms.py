@@ -224,15 +224,15 @@ def test_scale_by_learning_rate_follows_a_schedule_from_step_zero() -> None:
     [
         (
             lambda: optim.clip(-1.0),
-            "'max_value' parameter of clip must be a float >= 0. Got -1.0 instead.",
+            "'max_value' parameter of clip must be a finite float >= 0. Got -1.0 instead.",
         ),
         (
             lambda: optim.clip_by_norm(0.0),
-            "'max_norm' parameter of clip_by_norm must be a float > 0. Got 0.0 instead.",
+            "'max_norm' parameter of clip_by_norm must be a finite float > 0. Got 0.0 instead.",
         ),
         (
             lambda: optim.add_noise(eta=-0.1),
-            "'eta' parameter of add_noise must be a float >= 0. Got -0.1 instead.",
+            "'eta' parameter of add_noise must be a finite float >= 0. Got -0.1 instead.",
         ),
         (
             lambda: optim.scale_by_adam(beta1=1.0),
@@ -240,15 +240,32 @@ def test_scale_by_learning_rate_follows_a_schedule_from_step_zero() -> None:
         ),
         (
             lambda: optim.scale_by_momentum(momentum=-0.5),
-            "'momentum' parameter of scale_by_momentum must be a float >= 0.",
+            "'momentum' parameter of scale_by_momentum must be a finite float >= 0.",
         ),
         (
             lambda: optim.add_decayed_weights(-1e-4),
-            "'weight_decay' parameter of add_decayed_weights must be a float >= 0.",
+            "'weight_decay' parameter of add_decayed_weights must be a finite float >= 0.",
         ),
         (
             lambda: optim.scale_by_learning_rate(lambda s: -1.0),
             "'lr' parameter of scale_by_learning_rate must be a schedule",
+        ),
+        # Infinity is refused: an infinite rate or eps gives NaN, a clip at inf is a no-op.
+        (
+            lambda: optim.clip(math.inf),
+            "'max_value' parameter of clip must be a finite float >= 0. Got inf instead.",
+        ),
+        (
+            lambda: optim.clip_by_global_norm(math.inf),
+            "'max_norm' parameter of clip_by_global_norm must be a finite float > 0. Got inf",
+        ),
+        (
+            lambda: optim.scale_by_learning_rate(math.inf),
+            "'lr' parameter of scale_by_learning_rate must be a finite float >= 0. Got inf",
+        ),
+        (
+            lambda: optim.scale_by_adam(eps=torch.tensor(math.inf)),
+            "'eps' parameter of scale_by_adam must be a finite float >= 0. Got tensor(inf)",
         ),
     ],
 )

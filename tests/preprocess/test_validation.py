@@ -42,7 +42,7 @@ CASES = [
         "'sample'",
     ),
     (lambda: Standardize(with_std=1), "with_std", "Standardize", "a bool", "1"),
-    (lambda: Standardize(eps=-1e-5), "eps", "Standardize", "a float >= 0", "-1e-05"),
+    (lambda: Standardize(eps=-1e-5), "eps", "Standardize", "a finite float >= 0", "-1e-05"),
     (
         lambda: MinMaxScale((1, -1)),
         "feature_range",
@@ -78,8 +78,18 @@ CASES = [
         "an int >= 1 or a float in (0, 1) or None",
         "True",
     ),
-    (lambda: PCAWhiten(eps=float("nan")), "eps", "PCAWhiten", "a float >= 0", "nan"),
-    (lambda: ZCAWhiten(eps=-1.0), "eps", "ZCAWhiten", "a float >= 0", "-1.0"),
+    (lambda: PCAWhiten(eps=float("nan")), "eps", "PCAWhiten", "a finite float >= 0", "nan"),
+    (lambda: ZCAWhiten(eps=-1.0), "eps", "ZCAWhiten", "a finite float >= 0", "-1.0"),
+    # An infinite eps would turn every output into zeros: refused.
+    (lambda: ZCAWhiten(eps=float("inf")), "eps", "ZCAWhiten", "a finite float >= 0", "inf"),
+    (lambda: PCAWhiten(eps=float("inf")), "eps", "PCAWhiten", "a finite float >= 0", "inf"),
+    (
+        lambda: Standardize(eps=torch.tensor(float("inf"))),
+        "eps",
+        "Standardize",
+        "a finite float >= 0",
+        "tensor(inf)",
+    ),
 ]
 
 

@@ -351,7 +351,7 @@ def test_bad_shapes_are_refused_clearly(augment):
         ),
         (
             lambda: GaussianNoise(-1.0),
-            "The 'std' parameter of GaussianNoise must be a float >= 0. Got -1.0 instead.",
+            "The 'std' parameter of GaussianNoise must be a finite float >= 0. Got -1.0 instead.",
         ),
         (
             lambda: GaussianNoise(1.0, seed=-3),

@@ -241,7 +241,7 @@ def test_restore_best_weights_needs_the_model():
         ),
         (
             {"min_delta": -0.1},
-            "The 'min_delta' parameter of EarlyStopping must be a float >= 0. Got -0.1 instead.",
+            "The 'min_delta' parameter of EarlyStopping must be a finite float >= 0. Got -0.1 instead.",
         ),
         (
             {"baseline": "low"},

@@ -89,7 +89,7 @@ def test_calling_the_constraint_applies_it_now():
 def test_bad_arguments_raise_in_the_one_format():
     with pytest.raises(
         ValueError,
-        match=r"^The 'max_norm' parameter of MaxNorm must be a float > 0\. Got 0 instead\.$",
+        match=r"^The 'max_norm' parameter of MaxNorm must be a finite float > 0\. Got 0 instead\.$",
     ):
         MaxNorm(0)
     with pytest.raises(

@@ -123,7 +123,8 @@ def test_bad_targets_are_refused_clearly(mixup, y, error, message):
 
 def test_bad_arguments_raise_in_the_one_format():
     with pytest.raises(
-        ValueError, match=r"^The 'alpha' parameter of Mixup must be a float > 0\. Got 0 instead\.$"
+        ValueError,
+        match=r"^The 'alpha' parameter of Mixup must be a finite float > 0\. Got 0 instead\.$",
     ):
         Mixup(0)
     with pytest.raises(TypeError, match="must be a floating-point tensor"):

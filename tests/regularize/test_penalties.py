@@ -180,7 +180,7 @@ def test_bad_arguments_raise_in_the_one_format(function):
     name = function.__name__
     with pytest.raises(
         ValueError,
-        match=rf"^The 'strength' parameter of {name} must be a float >= 0\. Got -0\.1 instead\.$",
+        match=rf"^The 'strength' parameter of {name} must be a finite float >= 0\. Got -0\.1 instead\.$",
     ):
         function([torch.ones(2)], -0.1)
     with pytest.raises(TypeError, match="Got a single tensor instead; wrap it in a list"):
@@ -190,7 +190,9 @@ def test_bad_arguments_raise_in_the_one_format(function):
 
 
 def test_penalty_and_selection_reject_bad_arguments():
-    with pytest.raises(ValueError, match=r"^The 'l1' parameter of Penalty must be a float >= 0\."):
+    with pytest.raises(
+        ValueError, match=r"^The 'l1' parameter of Penalty must be a finite float >= 0\."
+    ):
         Penalty(nn.Linear(2, 2), l1=-1.0)
     with pytest.raises(TypeError, match="must be a torch.nn.Module. Got list instead"):
         penalized_parameters([torch.ones(2)])

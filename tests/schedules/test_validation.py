@@ -1,9 +1,11 @@
 """Bad arguments raise the project's one error format, naming the parameter and the schedule."""
 
 import dataclasses
+import math
 import re
 
 import pytest
+import torch
 
 from gradwise.schedules import (
     ReduceOnPlateau,
@@ -27,10 +29,22 @@ from gradwise.schedules import (
 CASES = [
     (lambda: cosine_decay(0.1, 0), "num_steps", "cosine_decay", "an int >= 1", "0"),
     (lambda: cosine_decay(0.1, 2.5), "num_steps", "cosine_decay", "an int >= 1", "2.5"),
-    (lambda: cosine_decay(float("nan"), 10), "initial", "cosine_decay", "a float >= 0", "nan"),
-    (lambda: cosine_decay(0.1, 10, final=-0.01), "final", "cosine_decay", "a float >= 0", "-0.01"),
-    (lambda: constant(-1.0), "value", "constant", "a float >= 0", "-1.0"),
-    (lambda: constant("0.1"), "value", "constant", "a float >= 0", "'0.1'"),
+    (
+        lambda: cosine_decay(float("nan"), 10),
+        "initial",
+        "cosine_decay",
+        "a finite float >= 0",
+        "nan",
+    ),
+    (
+        lambda: cosine_decay(0.1, 10, final=-0.01),
+        "final",
+        "cosine_decay",
+        "a finite float >= 0",
+        "-0.01",
+    ),
+    (lambda: constant(-1.0), "value", "constant", "a finite float >= 0", "-1.0"),
+    (lambda: constant("0.1"), "value", "constant", "a finite float >= 0", "'0.1'"),
     (lambda: step_decay(0.1, 0), "step_size", "step_decay", "an int >= 1", "0"),
     (lambda: step_decay(0.1, 10, gamma=1.5), "gamma", "step_decay", "a float in [0, 1]", "1.5"),
     (
@@ -65,24 +79,24 @@ CASES = [
         lambda: inverse_time_decay(0.1, -1.0),
         "decay_rate",
         "inverse_time_decay",
-        "a float >= 0",
+        "a finite float >= 0",
         "-1.0",
     ),
     (
         lambda: inverse_time_decay(0.1, 1.0, decay_steps=0),
         "decay_steps",
         "inverse_time_decay",
-        "a float > 0",
+        "a finite float > 0",
         "0",
     ),
     (
         lambda: polynomial_decay(0.1, 10, power=0.0),
         "power",
         "polynomial_decay",
-        "a float > 0",
+        "a finite float > 0",
         "0.0",
     ),
-    (lambda: linear_decay(0.1, -0.1, 10), "final", "linear_decay", "a float >= 0", "-0.1"),
+    (lambda: linear_decay(0.1, -0.1, 10), "final", "linear_decay", "a finite float >= 0", "-0.1"),
     (lambda: linear_decay(0.1, 0.0, -3), "num_steps", "linear_decay", "an int >= 1", "-3"),
     (
         lambda: cosine_warm_restarts(0.1, 10, period_multiplier=0),
@@ -129,7 +143,13 @@ CASES = [
         "one of 'cos', 'linear'",
         "'cosine'",
     ),
-    (lambda: one_cycle(0.1, 100, div_factor=0.0), "div_factor", "one_cycle", "a float > 0", "0.0"),
+    (
+        lambda: one_cycle(0.1, 100, div_factor=0.0),
+        "div_factor",
+        "one_cycle",
+        "a finite float > 0",
+        "0.0",
+    ),
     (lambda: one_cycle(0.1, 100, three_phase=1), "three_phase", "one_cycle", "a bool", "1"),
     (
         lambda: constant_warmup(0.1, 5, 0.01),
@@ -142,7 +162,7 @@ CASES = [
         lambda: constant_warmup(constant(0.1), 5, -0.01),
         "value",
         "constant_warmup",
-        "a float >= 0",
+        "a finite float >= 0",
         "-0.01",
     ),
     (lambda: linear_warmup(constant(0.1), 0), "num_steps", "linear_warmup", "an int >= 1", "0"),
@@ -150,7 +170,7 @@ CASES = [
         lambda: linear_warmup(constant(0.1), 10, start=-1.0),
         "start",
         "linear_warmup",
-        "a float >= 0",
+        "a finite float >= 0",
         "-1.0",
     ),
     (lambda: join([], []), "schedules", "join", "a non-empty sequence of schedules", "[]"),
@@ -208,7 +228,7 @@ CASES = [
         lambda: ReduceOnPlateau(0.1, min_value=-1e-6),
         "min_value",
         "ReduceOnPlateau",
-        "a float >= 0",
+        "a finite float >= 0",
         "-1e-06",
     ),
     (
@@ -219,6 +239,25 @@ CASES = [
         "0",
     ),
 ]
+
+# Infinity is refused where it would only fail later (a NaN rate, a rate stuck at 0 or at
+# its start); a one-element tensor is read as its number.
+INFINITE = [
+    (lambda: cosine_decay(math.inf, 10), "initial", "cosine_decay", "a finite float >= 0", "inf"),
+    (lambda: constant(torch.tensor(math.inf)), "value", "constant", "a finite float >= 0",
+     "tensor(inf)"),
+    (lambda: inverse_time_decay(0.1, 0.5, math.inf), "decay_steps", "inverse_time_decay",
+     "a finite float > 0", "inf"),
+    (lambda: polynomial_decay(0.1, 10, power=math.inf), "power", "polynomial_decay",
+     "a finite float > 0", "inf"),
+    (lambda: one_cycle(0.1, 100, final_div_factor=math.inf), "final_div_factor", "one_cycle",
+     "a finite float > 0", "inf"),
+    (lambda: linear_warmup(constant(0.1), 10, start=math.inf), "start", "linear_warmup",
+     "a finite float >= 0", "inf"),
+    (lambda: ReduceOnPlateau(0.1, threshold=math.inf), "threshold", "ReduceOnPlateau",
+     "a finite float >= 0", "inf"),
+]  # fmt: skip
+CASES += INFINITE
 
 
 @pytest.mark.parametrize(

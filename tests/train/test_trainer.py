@@ -415,10 +415,13 @@ def test_clip_grad_norm_clips_the_norm_over_every_param_group_before_the_step() 
     unclipped = _two_group_run(torch.optim.SGD)
     assert all(torch.equal(a, b) for a, b in zip(clipped, oracle, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(clipped, unclipped, strict=True))
-    with pytest.raises(
-        ValueError, match="'clip_grad_norm' parameter of Trainer must be a float > 0"
-    ):
-        _spirals_trainer("cross_entropy", epochs=1, clip_grad_norm=0.0)
+    for bad in (0.0, math.inf):  # None, not inf, turns clipping off
+        with pytest.raises(
+            ValueError,
+            match=rf"^The 'clip_grad_norm' parameter of Trainer must be a finite float > 0 or "
+            rf"None\. Got {bad} instead\.$",
+        ):
+            _spirals_trainer("cross_entropy", epochs=1, clip_grad_norm=bad)
 
 
 def test_clipping_leaves_a_nan_gradient_where_it_started() -> None:

@@ -72,7 +72,11 @@ def test_a_negative_eigenvalue_diverges_at_every_learning_rate():
         ),
         (
             {"eigenvalues": [1.0], "lr": -0.1, "num_steps": 3},
-            "The 'lr' parameter of quadratic_lesson must be a float > 0. Got -0.1 instead.",
+            "The 'lr' parameter of quadratic_lesson must be a finite float > 0. Got -0.1 instead.",
+        ),
+        (
+            {"eigenvalues": [1.0], "lr": float("inf"), "num_steps": 3},
+            "The 'lr' parameter of quadratic_lesson must be a finite float > 0. Got inf instead.",
         ),
         (
             {"eigenvalues": [1.0], "lr": 0.1, "num_steps": 2.5},

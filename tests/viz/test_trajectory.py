@@ -128,6 +128,11 @@ def test_the_callers_rng_state_is_restored():
             "The 'start' parameter of run_optimizers must be a pair of finite floats. Got (1.0, nan) instead.",
         ),
         (
+            {"escape_radius": math.inf},  # a guard that never trips: pass a large finite radius
+            ValueError,
+            "The 'escape_radius' parameter of run_optimizers must be a finite float > 0. Got inf instead.",
+        ),
+        (
             {"optimizers": {}},
             TypeError,
             "The 'optimizers' parameter of run_optimizers must be a non-empty mapping from labels to optimizers. Got {} instead.",

@@ -74,7 +74,7 @@ def swa_schedule(
     Args:
         schedule: the run's schedule (any function of the step).
         start: the first step of the SWA phase, an int >= 0.
-        swa_lr: :math:`\alpha_2`, a float >= 0.
+        swa_lr: :math:`\alpha_2`, a finite float >= 0.
         cycle_steps: :math:`c`, an int >= 1, or None for a constant rate.
         anneal_steps: constant rate only: steps of the anneal; an int >= 0.
 

@@ -13,7 +13,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from gradwise._validation import POSITIVE_INT, Interval, Satisfies, check
+from gradwise._validation import POSITIVE, POSITIVE_INT, Interval, Satisfies, check
 from gradwise.bench._unit_tests import UNIT_TESTS, UnitTest
 from gradwise.optim import SGD, GradientTransform, Optimizer
 
@@ -57,8 +57,8 @@ OptimizerSpec = OptimizerFactory | GradientTransform | Tuned
 
 _LEARNING_RATES = Satisfies(
     lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(v) > 0
-    and all(Interval(low=0.0, low_closed=False).is_satisfied_by(x) for x in v),
-    "a non-empty sequence of floats > 0",
+    and all(POSITIVE.is_satisfied_by(x) for x in v),
+    "a non-empty sequence of finite floats > 0",
 )  # fmt: skip
 
 

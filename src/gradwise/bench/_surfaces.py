@@ -39,7 +39,7 @@ def ill_conditioned_quadratic(condition: float) -> Surface:
         >>> ill_conditioned_quadratic(100.0)(torch.tensor([1.0, 1.0])).item()
         50.5
     """
-    check("condition", "ill_conditioned_quadratic", condition, Interval(low=1.0))
+    check("condition", "ill_conditioned_quadratic", condition, Interval(low=1.0, finite=True))
     kappa = float(condition)
     return Surface(
         f"quadratic_kappa{kappa:g}",
@@ -211,7 +211,7 @@ def surface_benchmark(
     check("learning_rates", owner, learning_rates, Satisfies(
         lambda v: isinstance(v, Sequence) and len(v) > 0 and all(POSITIVE.is_satisfied_by(x)
                                                                  for x in v),
-        "a non-empty sequence of floats > 0"))  # fmt: skip
+        "a non-empty sequence of finite floats > 0"))  # fmt: skip
     grid = tuple(float(lr) for lr in learning_rates)
     runs = tuple(
         _benchmark_one(

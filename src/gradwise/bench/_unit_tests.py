@@ -292,7 +292,7 @@ def make_unit_test(
     check("noise", owner, noise, OneOf(tuple(NOISES)))
     check("scale", owner, scale, POSITIVE)
     check("dim", owner, dim, POSITIVE_INT)
-    check("condition", owner, condition, Interval(low=1.0))
+    check("condition", owner, condition, Interval(low=1.0, finite=True))
     check("rotated", owner, rotated, OneOf((True, False)))
     check("drift", owner, drift, NON_NEGATIVE)
     check("start", owner, start, Interval())

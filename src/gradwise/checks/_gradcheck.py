@@ -259,7 +259,7 @@ def gradcheck(
             always including the one with the largest analytic gradient.
         check_inputs: also check the gradient with respect to the inputs.
         h: the step, in float64.
-        kink_tolerance: the fallback kink test's threshold, a float > 0; None turns it off.
+        kink_tolerance: the fallback kink test's threshold, a finite float > 0; None turns it off.
         seed: seeds the choice of coordinates and the RNG seen by each forward.
 
     Returns:

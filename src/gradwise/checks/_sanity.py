@@ -84,9 +84,11 @@ def _is_sequence_of(constraint: Interval, minimum_length: int) -> Callable[[Any]
     return predicate
 
 
-_LEARNING_RATE_LIST = Satisfies(_is_sequence_of(POSITIVE, 1), "a non-empty sequence of floats > 0")
+_LEARNING_RATE_LIST = Satisfies(
+    _is_sequence_of(POSITIVE, 1), "a non-empty sequence of finite floats > 0"
+)
 _STRENGTH_LIST = Satisfies(
-    _is_sequence_of(NON_NEGATIVE, 2), "a sequence of at least two floats >= 0"
+    _is_sequence_of(NON_NEGATIVE, 2), "a sequence of at least two finite floats >= 0"
 )
 _FRACTION = Interval(low=0.0, high=1.0, low_closed=False, high_closed=False)
 _OPTIONAL_CLASSES = Satisfies(
@@ -323,8 +325,8 @@ def check_initial_loss(
         model, loss, data, num_classes: as for :func:`sanity`.
         batch_size: samples in the batch the loss is measured on (forward in train
             mode, dropout off).
-        rtol: the relative tolerance, a float >= 0.
-        atol: the absolute tolerance in the loss's units, a float >= 0.
+        rtol: the relative tolerance, a finite float >= 0.
+        atol: the absolute tolerance in the loss's units, a finite float >= 0.
         seed: an int >= 0; picks the batch.
 
     Example:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,13 +84,7 @@ def _check_sweep(args: argparse.Namespace) -> None:
     owner = "gradwise lr-find"
     try:
         check("--start", owner, args.start, POSITIVE)
-        check("--end", owner, args.end, Interval(low=args.start, low_closed=False))
-        for option, value in (("--start", args.start), ("--end", args.end)):
-            if not math.isfinite(value):
-                raise ValueError(
-                    f"The '{option}' parameter of {owner} must be a finite float. "
-                    f"Got {value} instead."
-                )
+        check("--end", owner, args.end, Interval(low=args.start, low_closed=False, finite=True))
         check("--steps", owner, args.steps, Interval(low=3, kind="int"))
         check("--sweeps", owner, args.sweeps, Interval(low=1, kind="int"))
     except ValueError as error:

@@ -8,12 +8,11 @@ from typing import Any
 from torch import nn
 
 from gradwise._objective import LossFunction
-from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, Boolean, Interval, check
+from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, NON_NEGATIVE, Boolean, Interval, check
 from gradwise.curvature._hessian import Hessian, Mode
 from gradwise.diagnosis import Diagnosis, Finding
 
 _FINITE = Interval()
-_FINITE_NON_NEGATIVE = Interval(low=0.0, finite=True)
 
 
 def stable_lr_bound(lambda_max: float, *, momentum: float = 0.0, nesterov: bool = False) -> float:
@@ -109,7 +108,7 @@ gradient descent diverges along the top Hessian eigenvector; lower the learning 
         >>> check_learning_rate(0.1, lambda_max=10.0) is None
         True
     """
-    check("lr", "check_learning_rate", lr, _FINITE_NON_NEGATIVE)
+    check("lr", "check_learning_rate", lr, NON_NEGATIVE)
     bound = stable_lr_bound(lambda_max, momentum=momentum, nesterov=nesterov)
     if not lr > bound:
         return None

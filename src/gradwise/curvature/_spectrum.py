@@ -12,10 +12,10 @@ import torch
 from torch import Tensor
 
 from gradwise._validation import (
+    NON_NEGATIVE,
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
-    Interval,
     OneOf,
     check,
     check_all,
@@ -346,7 +346,7 @@ def negative_curvature_of(
     seed: int,
     owner: str,
 ) -> NegativeCurvature:
-    check("tolerance", owner, tolerance, Interval(low=0.0))
+    check("tolerance", owner, tolerance, NON_NEGATIVE)
     low, high, direction = extremes_of(
         hessian, tol=tol, max_iterations=max_iterations, seed=seed, owner=owner
     )

@@ -122,11 +122,11 @@ class OneBitAdam(torch.optim.Optimizer):
     Args:
         params: the parameters, or parameter groups (dicts that may override ``lr``,
             ``betas``, ``eps`` and ``weight_decay``).
-        lr: the learning rate :math:`\eta`, a float >= 0.
+        lr: the learning rate :math:`\eta`, a finite float >= 0.
         betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
-        eps: :math:`\epsilon`, added after the square root, a float >= 0.
+        eps: :math:`\epsilon`, added after the square root, a finite float >= 0.
         weight_decay: L2 coefficient :math:`\lambda` (:math:`g \leftarrow g + \lambda x`,
-            as torch.optim.Adam), a float >= 0.
+            as torch.optim.Adam), a finite float >= 0.
         freeze_step: :math:`T`, Adam steps before the variance freezes, an int >= 1 (the
             paper and DeepSpeed: 15-25% of training).
         process_group: None (the default group) or a torch.distributed.ProcessGroup.

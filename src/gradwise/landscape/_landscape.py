@@ -144,7 +144,7 @@ def interpolate(
         data: a :class:`gradwise.data.Dataset`, an ``(inputs, targets)`` pair, or a list
             of pairs; the loss is the sample-weighted mean over all of it.
         num_points: an int >= 2.
-        extend: :math:`e`, a float >= 0: how far to go past both ends.
+        extend: :math:`e`, a finite float >= 0: how far to go past both ends.
         batch_size: samples per forward (default: all of a Dataset at once).
         points_per_batch: parameter sets per vectorized forward (``torch.func.vmap``);
             1 evaluates them one by one. Default: 1 on the CPU (measured faster there for
@@ -220,7 +220,7 @@ def slice_1d(
     Args:
         model, loss_fn, data, batch_size, points_per_batch: as in :func:`interpolate`.
         direction: a tensor for every parameter name (one of :func:`random_directions`).
-        span: :math:`s`, a float > 0.
+        span: :math:`s`, a finite float > 0.
         resolution: number of points, an int >= 2 (odd puts one at the center).
 
     Example:
@@ -281,7 +281,7 @@ def slice_2d(
     Args:
         model, loss_fn, data, batch_size, points_per_batch: as in :func:`interpolate`.
         directions: two directions (as :func:`random_directions` returns).
-        span: :math:`s`, a float > 0.
+        span: :math:`s`, a finite float > 0.
         resolution: points per axis, an int >= 2.
 
     Example:

@@ -27,7 +27,7 @@ def multiclass_hinge(scores: Tensor, targets: Tensor, margin: float = 1.0) -> Te
     Args:
         scores: (batch, classes) raw class scores.
         targets: (batch,) class indices.
-        margin: :math:`\Delta`, a float >= 0; default 1.
+        margin: :math:`\Delta`, a finite float >= 0; default 1.
 
     Example:
         >>> import torch

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 Array = NDArray[np.float64]
 Rule = Literal["steepest", "min_loss"]
-DIVERGE_FACTOR = Interval(low=1.0, low_closed=False)
+DIVERGE_FACTOR = Interval(low=1.0, low_closed=False, finite=True)
 _FLOATS = "a sequence of floats"
 
 

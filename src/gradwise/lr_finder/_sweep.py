@@ -336,7 +336,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _check_range(start_lr: float, end_lr: float, num_steps: int, owner: str) -> None:
     check("start_lr", owner, start_lr, POSITIVE)
-    check("end_lr", owner, end_lr, Interval(low=float(start_lr), low_closed=False))
+    check("end_lr", owner, end_lr, Interval(low=float(start_lr), low_closed=False, finite=True))
     check("num_steps", owner, num_steps, _NUM_STEPS)
     if not math.isfinite(float(end_lr)):
         raise ValueError(

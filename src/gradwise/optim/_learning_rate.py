@@ -55,9 +55,9 @@ def _scale_by_schedule(schedule: Schedule) -> GradientTransform:
 
 
 class _LearningRateConstraint:
-    """A float >= 0, or a schedule that never returns a negative value or NaN."""
+    """A finite float >= 0, or a schedule that never returns a negative value or NaN."""
 
-    description = "a float >= 0 or a schedule whose values are all >= 0"
+    description = "a finite float >= 0 or a schedule whose values are all >= 0"
 
     def is_satisfied_by(self, value: object) -> bool:
         if callable(value) and not isinstance(value, Tensor):
@@ -67,7 +67,7 @@ class _LearningRateConstraint:
     def explain(self, value: object) -> str:
         invalid = first_invalid_value(value) if callable(value) else None
         if invalid is None:
-            return "which is not a number >= 0"
+            return "which is not a finite number >= 0"
         step, bad = invalid
         return f"which returns {bad!r} at step {step}"
 

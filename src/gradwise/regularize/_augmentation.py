@@ -468,7 +468,7 @@ class GaussianNoise(_Augmentation):
     reproducible noise). Works on any floating-point batch, not only images and signals.
 
     Args:
-        std: :math:`\sigma`, a float >= 0.
+        std: :math:`\sigma`, a finite float >= 0.
         seed: seeds the augmentation's own generators, an int >= 0; None (default) draws it
             once from torch's global generator at construction.
 

@@ -68,7 +68,7 @@ class EarlyStopping:
     Args:
         monitor: the key of the monitored metric; default ``"val_loss"``.
         mode: ``"auto"`` (default), ``"min"`` or ``"max"``.
-        min_delta: the least change that counts as an improvement, a float >= 0.
+        min_delta: the least change that counts as an improvement, a finite float >= 0.
         patience: epochs without improvement to tolerate, an int >= 0; default 0.
         restore_best_weights: whether to restore the best epoch's weights; default False.
         baseline: a value to beat, a float or None; until an epoch beats it, ``wait``

@@ -46,7 +46,7 @@ def normalization(
         spatial_dims: 0 for (N, C) features, 1 for signals, 2 (default) for images.
         num_groups: :math:`G` for ``"group"``, an int >= 1 dividing ``num_channels``;
             default 32 (Wu & He's default).
-        eps: :math:`\epsilon`, a float > 0; default 1e-5 (torch's).
+        eps: :math:`\epsilon`, a finite float > 0; default 1e-5 (torch's).
 
     Reference:
         Ioffe & Szegedy 2015 (batch); Ba, Kiros & Hinton 2016 (layer); Ulyanov, Vedaldi &

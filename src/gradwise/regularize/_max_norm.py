@@ -34,7 +34,7 @@ def max_norm_(parameters: Parameters, max_norm: float, dim: int = 0) -> None:
     Args:
         parameters: the tensors to constrain, or a module, whose
             :func:`penalized_parameters` are used (weights, not biases or normalization).
-        max_norm: :math:`c`, a float > 0 (Srivastava et al. found 3 to 4 good with dropout).
+        max_norm: :math:`c`, a finite float > 0 (Srivastava et al. found 3 to 4 good with dropout).
         dim: the dimension that indexes units, an int >= 0; default 0, the output
             dimension of torch's ``Linear`` and ``Conv`` weights.
 
@@ -71,7 +71,7 @@ class MaxNorm:
     exceed the cap.
 
     Args:
-        max_norm: :math:`c`, a float > 0.
+        max_norm: :math:`c`, a finite float > 0.
         dim: the dimension that indexes units, an int >= 0; default 0.
 
     Example:

@@ -37,7 +37,7 @@ class Mixup(_Augmentation):
     come from the module's own NumPy generator; :math:`\pi` is moved to ``x``'s device.
 
     Args:
-        alpha: :math:`\alpha`, a float > 0 (the paper uses 0.1 to 0.4 on ImageNet, 1 on
+        alpha: :math:`\alpha`, a finite float > 0 (the paper uses 0.1 to 0.4 on ImageNet, 1 on
             CIFAR-10; small values mix little).
         num_classes: the number of classes, an int >= 1; required for integer labels.
         seed: seeds the module's own generator, an int >= 0; None (default) draws it once

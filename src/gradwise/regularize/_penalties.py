@@ -65,7 +65,7 @@ def l1_penalty(parameters: Parameters, strength: float) -> Tensor:
     Args:
         parameters: the tensors to penalize, or a module, whose
             :func:`penalized_parameters` are used (weights, not biases or normalization).
-        strength: :math:`\alpha`, a float >= 0.
+        strength: :math:`\alpha`, a finite float >= 0.
 
     Returns:
         A 0-dim tensor on the parameters' device (0.0 when there are no parameters).
@@ -93,7 +93,7 @@ def l2_penalty(parameters: Parameters, strength: float) -> Tensor:
     Args:
         parameters: the tensors to penalize, or a module, whose
             :func:`penalized_parameters` are used (weights, not biases or normalization).
-        strength: :math:`\alpha`, a float >= 0.
+        strength: :math:`\alpha`, a finite float >= 0.
 
     Returns:
         A 0-dim tensor on the parameters' device (0.0 when there are no parameters).
@@ -120,8 +120,8 @@ class Penalty:
 
     Args:
         model: the module whose weights are penalized.
-        l1: the L1 strength, a float >= 0; default 0.
-        l2: the L2 strength, a float >= 0; default 0.
+        l1: the L1 strength, a finite float >= 0; default 0.
+        l2: the L2 strength, a finite float >= 0; default 0.
         parameters: the tensors to penalize instead of the default selection.
 
     Example:

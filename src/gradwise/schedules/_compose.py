@@ -37,7 +37,7 @@ class constant_warmup(StepFunction):
     Args:
         schedule: :math:`s`, any schedule.
         num_steps: :math:`W`, an int >= 1.
-        value: :math:`c`, a float >= 0.
+        value: :math:`c`, a finite float >= 0.
 
     Example:
         >>> from gradwise.schedules import constant_warmup, step_decay
@@ -79,7 +79,7 @@ class linear_warmup(StepFunction):
     Args:
         schedule: :math:`s`, any schedule.
         num_steps: :math:`W`, an int >= 1.
-        start: :math:`\epsilon_{\text{start}}`, a float >= 0; default 0.
+        start: :math:`\epsilon_{\text{start}}`, a finite float >= 0; default 0.
 
     Example:
         >>> from gradwise.schedules import cosine_decay, linear_warmup

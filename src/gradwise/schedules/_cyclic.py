@@ -44,10 +44,10 @@ class cosine_warm_restarts(StepFunction):
     (``m_mul``); this one restarts at full height, like the paper.
 
     Args:
-        initial: :math:`\epsilon_0`, a float >= 0.
+        initial: :math:`\epsilon_0`, a finite float >= 0.
         first_period: :math:`T_0`, an int >= 1.
         period_multiplier: :math:`m`, an int >= 1; default 1 (equal periods).
-        final: :math:`\epsilon_{\min}`, a float >= 0; default 0.
+        final: :math:`\epsilon_{\min}`, a finite float >= 0; default 0.
 
     Example:
         >>> from gradwise.schedules import cosine_warm_restarts
@@ -119,12 +119,12 @@ class one_cycle(StepFunction):
     schedule is the learning rate only; torch's ``OneCycleLR`` also cycles momentum.
 
     Args:
-        max_value: :math:`\epsilon_{\max}`, a float >= 0.
+        max_value: :math:`\epsilon_{\max}`, a finite float >= 0.
         num_steps: :math:`T`, an int >= 2 (the total number of steps).
         pct_start: :math:`p`, the fraction of steps spent warming up; each phase must be
             longer than 0 steps. Default 0.3.
         anneal_strategy: ``"cos"`` (default) or ``"linear"``.
-        div_factor: :math:`\epsilon_{\max} / \epsilon_{\text{start}}`, a float > 0;
+        div_factor: :math:`\epsilon_{\max} / \epsilon_{\text{start}}`, a finite float > 0;
             default 25.
         final_div_factor: :math:`\epsilon_{\text{start}} / \epsilon_{\text{end}}`, a float
             > 0; default 1e4.

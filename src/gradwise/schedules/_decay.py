@@ -30,7 +30,7 @@ class constant(StepFunction):
     factor applied for ``total_iters`` epochs, after which the base lr comes back.)
 
     Args:
-        value: :math:`c`, a float >= 0.
+        value: :math:`c`, a finite float >= 0.
 
     Example:
         >>> from gradwise.schedules import constant
@@ -58,7 +58,7 @@ class step_decay(StepFunction):
     Same as torch's ``StepLR`` and Keras' ``ExponentialDecay(staircase=True)``.
 
     Args:
-        initial: :math:`\epsilon_0`, a float >= 0.
+        initial: :math:`\epsilon_0`, a finite float >= 0.
         step_size: :math:`s`, an int >= 1.
         gamma: :math:`\gamma`, a float in [0, 1]; default 0.1 as in torch.
 
@@ -93,7 +93,7 @@ class multistep_decay(StepFunction):
     a repeated milestone twice). ``milestones`` is stored as a tuple.
 
     Args:
-        initial: :math:`\epsilon_0`, a float >= 0.
+        initial: :math:`\epsilon_0`, a finite float >= 0.
         milestones: the steps :math:`m_1 < m_2 < \dots`, ints >= 1.
         gamma: :math:`\gamma`, a float in [0, 1]; default 0.1 as in torch.
 
@@ -136,7 +136,7 @@ class exponential_decay(StepFunction):
     steps, use ``gamma = r ** (1 / N)``.
 
     Args:
-        initial: :math:`\epsilon_0`, a float >= 0.
+        initial: :math:`\epsilon_0`, a finite float >= 0.
         gamma: :math:`\gamma`, a float in [0, 1].
 
     Example:
@@ -168,9 +168,9 @@ class inverse_time_decay(StepFunction):
     the same curve counted from step 1 with :math:`N = 1`.
 
     Args:
-        initial: :math:`\epsilon_0`, a float >= 0.
-        decay_rate: :math:`r`, a float >= 0.
-        decay_steps: :math:`N`, a float > 0; default 1.
+        initial: :math:`\epsilon_0`, a finite float >= 0.
+        decay_rate: :math:`r`, a finite float >= 0.
+        decay_steps: :math:`N`, a finite float > 0; default 1.
 
     Example:
         >>> from gradwise.schedules import inverse_time_decay
@@ -203,10 +203,10 @@ class polynomial_decay(StepFunction):
     ``final=0``, torch's ``PolynomialLR``.
 
     Args:
-        initial: :math:`\epsilon_0`, a float >= 0.
+        initial: :math:`\epsilon_0`, a finite float >= 0.
         num_steps: :math:`T`, an int >= 1.
-        final: :math:`\epsilon_T`, a float >= 0; default 0.
-        power: :math:`p`, a float > 0; default 1 (linear).
+        final: :math:`\epsilon_T`, a finite float >= 0; default 0.
+        power: :math:`p`, a finite float > 0; default 1 (linear).
 
     Example:
         >>> from gradwise.schedules import polynomial_decay
@@ -247,8 +247,8 @@ class linear_decay(StepFunction):
     factors of the base lr.
 
     Args:
-        initial: :math:`\epsilon_0`, a float >= 0.
-        final: :math:`\epsilon_\tau`, a float >= 0 (it may exceed ``initial``).
+        initial: :math:`\epsilon_0`, a finite float >= 0.
+        final: :math:`\epsilon_\tau`, a finite float >= 0 (it may exceed ``initial``).
         num_steps: :math:`\tau`, an int >= 1.
 
     Example:
@@ -285,9 +285,9 @@ class cosine_decay(StepFunction):
     :math:`T` and then rises again.
 
     Args:
-        initial: :math:`\epsilon_0`, a float >= 0.
+        initial: :math:`\epsilon_0`, a finite float >= 0.
         num_steps: :math:`T`, an int >= 1.
-        final: :math:`\epsilon_T`, a float >= 0; default 0.
+        final: :math:`\epsilon_T`, a finite float >= 0; default 0.
 
     Example:
         >>> from gradwise.schedules import cosine_decay

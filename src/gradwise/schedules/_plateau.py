@@ -54,18 +54,18 @@ class ReduceOnPlateau(StepFunction):
     constant of the graph: a cut recompiles once.
 
     Args:
-        initial: the value before any cut, a float >= 0.
+        initial: the value before any cut, a finite float >= 0.
         mode: ``"min"`` (default: the metric should fall, like a loss) or ``"max"``.
         factor: the multiplier at each cut, a float in [0, 1); default 0.1.
         patience: how many observations without improvement to tolerate, an int >= 0;
             default 10.
-        threshold: :math:`\theta`, the least improvement that counts, a float >= 0;
+        threshold: :math:`\theta`, the least improvement that counts, a finite float >= 0;
             default 1e-4.
         threshold_mode: ``"rel"`` (default) or ``"abs"``.
         cooldown: observations after a cut during which none counts as bad, an int >= 0;
             default 0.
-        min_value: :math:`\epsilon_{\min}`, the floor, a float >= 0; default 0.
-        eps: the smallest change worth making, a float >= 0; default 1e-8.
+        min_value: :math:`\epsilon_{\min}`, the floor, a finite float >= 0; default 0.
+        eps: the smallest change worth making, a finite float >= 0; default 1e-8.
 
     Example:
         >>> from gradwise.schedules import ReduceOnPlateau

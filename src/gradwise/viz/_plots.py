@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from gradwise._validation import Interval, check
+from gradwise._validation import POSITIVE, Interval, check
 from gradwise.viz._surfaces import Surface
 from gradwise.viz._trajectory import Trajectory
 
@@ -88,7 +88,7 @@ def animate_trajectories(
     """
     _check_inputs("animate_trajectories", surface, trajectories)
     check("frames", "animate_trajectories", frames, Interval(low=2.0, kind="int"))
-    check("fps", "animate_trajectories", fps, Interval(low=0.0, low_closed=False))
+    check("fps", "animate_trajectories", fps, POSITIVE)
     from PIL import Image
 
     figure, axes = _contour_figure(surface)
