@@ -189,6 +189,7 @@ REGISTRY: list[OptimizerEntry] = [
             {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
             {"lr": 0.01, "alpha": 0.9, "eps": 1e-6, "maximize": True, "momentum": 0.5},
         ),
+        fast_paths=("fused", "compiled"),
         bad_hyperparameters=(
             _NEGATIVE_LR,
             _NEGATIVE_WEIGHT_DECAY,
@@ -212,6 +213,7 @@ REGISTRY: list[OptimizerEntry] = [
             {"lr": 0.5, "rho": 0.95, "eps": 1e-5, "weight_decay": 0.1},
             {"lr": 1.0, "maximize": True},
         ),
+        fast_paths=("fused", "compiled"),
         bad_hyperparameters=(
             _NEGATIVE_LR,
             _NEGATIVE_WEIGHT_DECAY,
@@ -233,6 +235,7 @@ REGISTRY: list[OptimizerEntry] = [
             {"lr": 0.01, "weight_decay": 0.1, "momentum_decay": 1e-2},
             {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
         ),
+        fast_paths=("fused", "compiled"),
         bad_hyperparameters=(
             _NEGATIVE_LR,
             _NEGATIVE_WEIGHT_DECAY,
@@ -256,6 +259,7 @@ REGISTRY: list[OptimizerEntry] = [
             {"lr": 0.01, "weight_decay": 0.1, "betas": (0.8, 0.99)},
             {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
         ),
+        fast_paths=("fused", "compiled"),
         bad_hyperparameters=(_NEGATIVE_LR, _NEGATIVE_WEIGHT_DECAY, _NEGATIVE_EPS, *_BAD_BETAS),
         infinite_hyperparameters=_INFINITE_ADAM,
     ),

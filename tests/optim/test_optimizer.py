@@ -193,17 +193,61 @@ def test_complex_parameters_match_torch() -> None:
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=0)
 
 
-def test_auto_picks_the_fused_kernel_where_torch_has_one_and_the_reference_elsewhere() -> None:
+def test_auto_picks_torchs_kernel_where_torch_has_one_and_the_reference_elsewhere() -> None:
+    # torch's fused kernel (Adam, SGD) or, where torch has no fused one, its foreach kernel
+    # (RMSprop, Adadelta, NAdam, RAdam): both are the "fused" path.
     for cls, expected in (
         (optim.Adam, "fused"),
         (optim.SGD, "fused"),
-        (optim.RMSprop, "reference"),
+        (optim.RMSprop, "fused"),
+        (optim.Adadelta, "fused"),
+        (optim.NAdam, "fused"),
+        (optim.RAdam, "fused"),
+        (optim.LARS, "reference"),
     ):
         params = _params()
         optimizer = cls(params, lr=0.01)
         _set_grads(params, 0)
         optimizer.step()
         assert optimizer.last_implementations == [expected]
+
+
+@pytest.mark.parametrize(
+    ("cls", "settings", "switch"),
+    [
+        (optim.RMSprop, {"lr": 0.01}, {"momentum": 0.9, "centered": True}),
+        (optim.Adadelta, {"lr": 1.0}, {"weight_decay": 0.1}),
+        (optim.NAdam, {"lr": 0.01}, {"decoupled_weight_decay": True, "weight_decay": 0.1}),
+        (optim.RAdam, {"lr": 0.01}, {"betas": (0.8, 0.99)}),
+    ],
+    ids=["RMSprop", "Adadelta", "NAdam", "RAdam"],
+)
+def test_torchs_foreach_kernels_follow_the_reference_through_late_parameters_and_switches(
+    cls: type[torch.optim.Optimizer], settings: dict[str, object], switch: dict[str, object]
+) -> None:
+    # A parameter whose first gradient comes at step 3, and options switched on at step 5
+    # (RMSprop's momentum buffer and centered average start then, from zeros, as the
+    # reference's do): the foreach path creates the state the reference path creates.
+    results = []
+    for implementation in ("reference", "fused"):
+        params = _params()
+        optimizer = cls(params, implementation=implementation, **settings)  # type: ignore[call-arg]
+        for step in range(9):
+            _set_grads(params, step)
+            if step < 3:
+                params[1].grad = None
+            if step == 5:
+                optimizer.param_groups[0].update(switch)
+            optimizer.step()
+        assert optimizer.last_implementations == [implementation]
+        results.append((params, optimizer.state_dict()["state"]))
+    (reference, reference_state), (fused, fused_state) = results
+    for a, b in zip(fused, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    for index, state in reference_state.items():
+        assert set(fused_state[index]) == set(state)
+        for key, value in state.items():
+            torch.testing.assert_close(fused_state[index][key], value, rtol=1e-12, atol=1e-15)
 
 
 def test_a_schedule_as_lr_keeps_adam_off_the_fused_kernel() -> None:
@@ -288,8 +332,8 @@ def test_construction_errors_say_what_to_do() -> None:
         optim.Optimizer(params, 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="'implementation' parameter of Adam must be one of"):
         optim.Adam(params, implementation="fast")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="RMSprop has no fused kernel"):
-        optim.RMSprop(params, implementation="fused")
+    with pytest.raises(ValueError, match="LARS has no fused kernel"):
+        optim.LARS(params, implementation="fused")
     with pytest.raises(ValueError, match="'capturable' parameter of Adam is not supported"):
         optim.Adam(params, capturable=True)
     with pytest.raises(ValueError, match="'differentiable' parameter of SGD is not supported"):

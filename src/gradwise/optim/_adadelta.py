@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
 
 from gradwise._validation import NON_NEGATIVE, UNIT_INTERVAL, Boolean, check
+from gradwise.optim import _torch_kernels
 from gradwise.optim._learning_rate import LEARNING_RATE
 from gradwise.optim._optimizer import Implementation, Optimizer, implementation_from_torch_flags
 from gradwise.optim._torch_convention import torch_optim_chain
@@ -86,8 +87,9 @@ class Adadelta(Optimizer):
 
     Chain: ``add_l2(weight_decay)``, ``scale_by_adadelta(rho, eps)``,
     ``scale_by_learning_rate(lr)``. Defaults lr=1.0, rho=0.9, eps=1e-6 (torch's; optax's
-    default lr=None ascends, a known bug this avoids). No fused kernel in torch:
-    ``implementation="compiled"`` is the fast path.
+    default lr=None ascends, a known bug this avoids). torch has no fused Adadelta: the
+    default path (``implementation="auto"`` or ``"fused"``) runs torch's foreach kernel on
+    the same state; ``"compiled"`` fuses it.
 
     Example:
         >>> import torch
@@ -102,6 +104,7 @@ class Adadelta(Optimizer):
         "weight_decay": NON_NEGATIVE,
         "maximize": Boolean(),
     }
+    has_fused_kernel = True
 
     def __init__(
         self,
@@ -132,4 +135,25 @@ class Adadelta(Optimizer):
             eps=eps,
             weight_decay=weight_decay,
             maximize=maximize,
+        )
+
+    def _fused_step(
+        self,
+        group: Mapping[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+    ) -> None:
+        _torch_kernels.adadelta(
+            params,
+            grads,
+            _torch_kernels.state_tensors(states, "square_avg", params),
+            _torch_kernels.state_tensors(states, "acc_delta", params),
+            [state["step"] for state in states],
+            foreach=True,
+            lr=group["lr"],
+            rho=group["rho"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            maximize=group["maximize"],
         )

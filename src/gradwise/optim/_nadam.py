@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, NON_NEGATIVE, Boolean, check
+from gradwise.optim import _torch_kernels
 from gradwise.optim._adam import BETAS
 from gradwise.optim._learning_rate import LEARNING_RATE
 from gradwise.optim._optimizer import Implementation, Optimizer, implementation_from_torch_flags
@@ -124,8 +125,9 @@ class NAdam(Optimizer):
     Chain: ``add_l2(weight_decay)`` (or, with ``decoupled_weight_decay=True``,
     ``add_decayed_weights`` after the scaling, the "NAdamW" form), ``scale_by_nadam(beta1,
     beta2, eps, momentum_decay)``, ``scale_by_learning_rate(lr)``. See
-    :func:`scale_by_nadam` for the momentum schedule. Default lr=2e-3. No fused kernel in
-    torch: ``implementation="compiled"`` is the fast path.
+    :func:`scale_by_nadam` for the momentum schedule. Default lr=2e-3. torch has no fused
+    NAdam: the default path (``implementation="auto"`` or ``"fused"``) runs torch's foreach
+    kernel on the same state; ``"compiled"`` fuses it.
 
     Example:
         >>> import torch
@@ -142,6 +144,7 @@ class NAdam(Optimizer):
         "decoupled_weight_decay": Boolean(),
         "maximize": Boolean(),
     }
+    has_fused_kernel = True
 
     def __init__(
         self,
@@ -176,4 +179,30 @@ class NAdam(Optimizer):
             momentum_decay=momentum_decay,
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
+        )
+
+    def _fused_step(
+        self,
+        group: Mapping[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        _torch_kernels.nadam(
+            params,
+            grads,
+            _torch_kernels.state_tensors(states, "exp_avg", params),
+            _torch_kernels.state_tensors(states, "exp_avg_sq", params),
+            [state["mu_product"] for state in states],
+            [state["step"] for state in states],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            foreach=True,
+            maximize=group["maximize"],
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            momentum_decay=group["momentum_decay"],
+            eps=group["eps"],
         )

@@ -91,8 +91,10 @@ class Optimizer(torch.optim.Optimizer):
 
     - ``"reference"``: the transforms' own pure functions, eagerly. The specification the
       fast paths are tested against.
-    - ``"fused"``: torch's fused kernel for the same algorithm (SGD, Adam, AdamW, Adagrad
-      on supported devices and dtypes).
+    - ``"fused"``: torch's own multi-tensor kernel for the same algorithm, on supported
+      devices and dtypes: its fused kernel (SGD, Adam, AdamW, Adagrad), or its foreach
+      kernel where torch has no fused one (RMSprop, Adadelta, NAdam, RAdam; Adagrad on
+      CUDA).
     - ``"compiled"``: the reference functions compiled by ``torch.compile`` into fused
       kernels that update parameters and state in place. The first step compiles (tens of
       seconds on a CPU for a large model); inductor caches the kernels on disk, so later

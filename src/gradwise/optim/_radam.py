@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, NON_NEGATIVE, Boolean, check
+from gradwise.optim import _torch_kernels
 from gradwise.optim._adam import BETAS
 from gradwise.optim._learning_rate import LEARNING_RATE
 from gradwise.optim._optimizer import Implementation, Optimizer, implementation_from_torch_flags
@@ -130,8 +131,9 @@ class RAdam(Optimizer):
     Chain: ``add_l2(weight_decay)`` (or ``add_decayed_weights`` with
     ``decoupled_weight_decay=True``), ``scale_by_radam(beta1, beta2, eps)``,
     ``scale_by_learning_rate(lr)``. The first five steps (beta2=0.999) are plain
-    bias-corrected momentum steps of size ``lr``, which acts as a built-in warmup. No
-    fused kernel in torch: ``implementation="compiled"`` is the fast path.
+    bias-corrected momentum steps of size ``lr``, which acts as a built-in warmup. torch
+    has no fused RAdam: the default path (``implementation="auto"`` or ``"fused"``) runs
+    torch's foreach kernel on the same state; ``"compiled"`` fuses it.
 
     Example:
         >>> import torch
@@ -147,6 +149,7 @@ class RAdam(Optimizer):
         "decoupled_weight_decay": Boolean(),
         "maximize": Boolean(),
     }
+    has_fused_kernel = True
 
     def __init__(
         self,
@@ -179,4 +182,28 @@ class RAdam(Optimizer):
             weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
+        )
+
+    def _fused_step(
+        self,
+        group: Mapping[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        _torch_kernels.radam(
+            params,
+            grads,
+            _torch_kernels.state_tensors(states, "exp_avg", params),
+            _torch_kernels.state_tensors(states, "exp_avg_sq", params),
+            [state["step"] for state in states],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            foreach=True,
+            maximize=group["maximize"],
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
 
 from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, NON_NEGATIVE, Boolean, check
+from gradwise.optim import _torch_kernels
 from gradwise.optim._learning_rate import LEARNING_RATE
 from gradwise.optim._optimizer import Implementation, Optimizer, implementation_from_torch_flags
 from gradwise.optim._sgd import scale_by_momentum
@@ -59,8 +60,10 @@ def scale_by_rms(
         ]
         new: State = {"step": [step + 1 for step in state["step"]], "square_avg": square_avgs}
         if centered:
+            # A missing average (centered switched on mid-run) starts from zeros.
             grad_avgs = [
-                alpha * m + (1 - alpha) * g for m, g in zip(state["grad_avg"], updates, strict=True)
+                (1 - alpha) * g if m is None else alpha * m + (1 - alpha) * g
+                for m, g in zip(state["grad_avg"], updates, strict=True)
             ]
             new["grad_avg"] = grad_avgs
             variances = [s - m * m for s, m in zip(square_avgs, grad_avgs, strict=True)]
@@ -98,7 +101,8 @@ class RMSprop(Optimizer):
     ``scale_by_momentum(momentum)``, ``scale_by_learning_rate(lr)``. As in torch, the
     momentum buffer holds the scaled gradient :math:`g / (\sqrt{s}+\epsilon)` and the
     learning rate multiplies it from outside. ``alpha`` defaults to 0.99 (Hinton's lecture
-    used 0.9). No fused kernel in torch: ``implementation="compiled"`` is the fast path.
+    used 0.9). torch has no fused RMSprop: the default path (``implementation="auto"`` or
+    ``"fused"``) runs torch's foreach kernel on the same state; ``"compiled"`` fuses it.
 
     Example:
         >>> import torch
@@ -115,6 +119,7 @@ class RMSprop(Optimizer):
         "centered": Boolean(),
         "maximize": Boolean(),
     }
+    has_fused_kernel = True
 
     def __init__(
         self,
@@ -149,4 +154,30 @@ class RMSprop(Optimizer):
             momentum=momentum,
             centered=centered,
             maximize=maximize,
+        )
+
+    def _fused_step(
+        self,
+        group: Mapping[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+    ) -> None:
+        _torch_kernels.rmsprop(
+            params,
+            grads,
+            _torch_kernels.state_tensors(states, "square_avg", params),
+            _torch_kernels.state_tensors(states, "grad_avg", params) if group["centered"] else [],
+            _torch_kernels.state_tensors(states, "momentum_buffer", params)
+            if group["momentum"] > 0
+            else [],
+            [state["step"] for state in states],
+            foreach=True,
+            maximize=group["maximize"],
+            lr=group["lr"],
+            alpha=group["alpha"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            momentum=group["momentum"],
+            centered=group["centered"],
         )
