@@ -88,8 +88,8 @@ class Adadelta(Optimizer):
     Chain: ``add_l2(weight_decay)``, ``scale_by_adadelta(rho, eps)``,
     ``scale_by_learning_rate(lr)``. Defaults lr=1.0, rho=0.9, eps=1e-6 (torch's; optax's
     default lr=None ascends, a known bug this avoids). torch has no fused Adadelta: the
-    default path (``implementation="auto"`` or ``"fused"``) runs torch's foreach kernel on
-    the same state; ``"compiled"`` fuses it.
+    default path (``implementation="auto"`` or ``"fused"``) runs torch's own implementation
+    on the same state; ``"compiled"`` fuses it.
 
     Example:
         >>> import torch
@@ -150,7 +150,7 @@ class Adadelta(Optimizer):
             _torch_kernels.state_tensors(states, "square_avg", params),
             _torch_kernels.state_tensors(states, "acc_delta", params),
             [state["step"] for state in states],
-            foreach=True,
+            foreach=None,  # torch's choice: foreach on a GPU, one tensor at a time on the CPU
             lr=group["lr"],
             rho=group["rho"],
             eps=group["eps"],

@@ -126,8 +126,8 @@ class NAdam(Optimizer):
     ``add_decayed_weights`` after the scaling, the "NAdamW" form), ``scale_by_nadam(beta1,
     beta2, eps, momentum_decay)``, ``scale_by_learning_rate(lr)``. See
     :func:`scale_by_nadam` for the momentum schedule. Default lr=2e-3. torch has no fused
-    NAdam: the default path (``implementation="auto"`` or ``"fused"``) runs torch's foreach
-    kernel on the same state; ``"compiled"`` fuses it.
+    NAdam: the default path (``implementation="auto"`` or ``"fused"``) runs torch's own
+    implementation on the same state; ``"compiled"`` fuses it.
 
     Example:
         >>> import torch
@@ -197,7 +197,7 @@ class NAdam(Optimizer):
             [state["mu_product"] for state in states],
             [state["step"] for state in states],
             decoupled_weight_decay=group["decoupled_weight_decay"],
-            foreach=True,
+            foreach=None,  # torch's choice: foreach on a GPU, one tensor at a time on the CPU
             maximize=group["maximize"],
             beta1=beta1,
             beta2=beta2,

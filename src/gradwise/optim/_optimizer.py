@@ -91,10 +91,10 @@ class Optimizer(torch.optim.Optimizer):
 
     - ``"reference"``: the transforms' own pure functions, eagerly. The specification the
       fast paths are tested against.
-    - ``"fused"``: torch's own multi-tensor kernel for the same algorithm, on supported
-      devices and dtypes: its fused kernel (SGD, Adam, AdamW, Adagrad), or its foreach
-      kernel where torch has no fused one (RMSprop, Adadelta, NAdam, RAdam; Adagrad on
-      CUDA).
+    - ``"fused"``: torch's own implementation of the same algorithm, on supported devices
+      and dtypes: its fused kernel (SGD, Adam, AdamW, Adagrad), or where torch has none
+      (RMSprop, Adadelta, NAdam, RAdam; Adagrad on CUDA) the path torch's class takes by
+      default: its foreach kernels on a GPU, one tensor at a time on the CPU.
     - ``"compiled"``: the reference functions compiled by ``torch.compile`` into fused
       kernels that update parameters and state in place. The first step compiles (tens of
       seconds on a CPU for a large model); inductor caches the kernels on disk, so later

@@ -133,7 +133,7 @@ class RAdam(Optimizer):
     ``scale_by_learning_rate(lr)``. The first five steps (beta2=0.999) are plain
     bias-corrected momentum steps of size ``lr``, which acts as a built-in warmup. torch
     has no fused RAdam: the default path (``implementation="auto"`` or ``"fused"``) runs
-    torch's foreach kernel on the same state; ``"compiled"`` fuses it.
+    torch's own implementation on the same state; ``"compiled"`` fuses it.
 
     Example:
         >>> import torch
@@ -199,7 +199,7 @@ class RAdam(Optimizer):
             _torch_kernels.state_tensors(states, "exp_avg_sq", params),
             [state["step"] for state in states],
             decoupled_weight_decay=group["decoupled_weight_decay"],
-            foreach=True,
+            foreach=None,  # torch's choice: foreach on a GPU, one tensor at a time on the CPU
             maximize=group["maximize"],
             beta1=beta1,
             beta2=beta2,

@@ -102,7 +102,8 @@ class RMSprop(Optimizer):
     momentum buffer holds the scaled gradient :math:`g / (\sqrt{s}+\epsilon)` and the
     learning rate multiplies it from outside. ``alpha`` defaults to 0.99 (Hinton's lecture
     used 0.9). torch has no fused RMSprop: the default path (``implementation="auto"`` or
-    ``"fused"``) runs torch's foreach kernel on the same state; ``"compiled"`` fuses it.
+    ``"fused"``) runs torch's own
+    implementation on the same state; ``"compiled"`` fuses it.
 
     Example:
         >>> import torch
@@ -172,7 +173,7 @@ class RMSprop(Optimizer):
             if group["momentum"] > 0
             else [],
             [state["step"] for state in states],
-            foreach=True,
+            foreach=None,  # torch's choice: foreach on a GPU, one tensor at a time on the CPU
             maximize=group["maximize"],
             lr=group["lr"],
             alpha=group["alpha"],
