@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from gradwise.averaging import (
 )
 from gradwise.config import ConfigError, RunConfig, config_to_dict, load_config
 from gradwise.data import iterate_once, load_dataset
+from gradwise.regularize import EarlyStopping
 from gradwise.report import build_report
 from gradwise.runs import MetricsLog, RunFolder, read_records, write_config
 from gradwise.train import load_checkpoint, make_trainer, prepare_run, train
@@ -293,20 +295,45 @@ def test_a_trainer_takes_an_average_whose_first_step_is_the_last() -> None:
     assert "avg_val_loss" in result.metrics
 
 
-def test_a_run_that_stops_before_the_first_average_warns_that_it_averaged_nothing() -> None:
+def test_a_run_early_stopped_before_the_first_average_warns_that_it_averaged_nothing() -> None:
+    # No epoch improves by 1e9: early stopping ends the run after its second epoch (the
+    # first it may stop at), at step 8.
     trainer, average = _trainer(
-        lambda model: ExponentialMovingAverage(model, start=10), steps=20, callbacks=[StopAt(3)]
+        lambda model: ExponentialMovingAverage(model, start=10),
+        steps=20,
+        early_stopping=EarlyStopping(min_delta=1e9),
     )
     message = (
-        "The run ended (stopped) after step 3, before the first average of its "
+        "The run ended (early_stopped) after step 8, before the first average of its "
         "ExponentialMovingAverage (after step 11): nothing was averaged"
     )
     with pytest.warns(UserWarning, match=re.escape(message)) as caught:
         result = trainer.fit()
     assert caught[0].filename == __file__  # it points at the call of fit()
-    assert result.status == "stopped"
+    assert result.status == "early_stopped"
     assert average.num_averaged == 0
     assert not any(name.startswith("avg_") for name in result.metrics)
+
+
+def test_a_run_stopped_before_the_first_average_does_not_warn_and_resumes_into_it(
+    tmp_path: Path,
+) -> None:
+    # A stop request (a callback's) is not an end: the resumed run reaches the average.
+    run = RunFolder.create(tmp_path, "stopped")
+    trainer, _ = _trainer(
+        lambda model: ExponentialMovingAverage(model, start=10),
+        steps=20,
+        callbacks=[StopAt(3)],
+        run=run,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert trainer.fit().status == "stopped"
+    resumed, average = _trainer(
+        lambda model: ExponentialMovingAverage(model, start=10), steps=20, run=run
+    )
+    assert resumed.fit(resume=True).status == "completed"
+    assert average.num_averaged == 10
 
 
 @pytest.mark.parametrize("steps", [6, 8], ids=["mid_epoch", "last_step_of_an_epoch"])

@@ -368,6 +368,8 @@ def test_an_output_path_that_cannot_be_written_is_a_one_line_error_before_any_wo
          "instead."),
         (["viz", "--optimizers", "SGD,SGD"], "--optimizers names SGD twice; name each "
          "optimizer once (give one lr per optimizer with --lr to compare rates)."),
+        (["landscape", "missing", "--span", "inf"],
+         "--span must be a finite float > 0. Got inf instead."),
         (["landscape", "run.yaml"], "run.yaml is a file, not a run folder"),
         (["landscape", "missing"], "No run folder at missing: the folder does not exist."),
     ],

@@ -153,6 +153,25 @@ def test_auto_gain_reads_softplus_celu_and_hardtanh_with_their_parameters():
     assert len(set(expected)) == len(expected)  # every parameter made a difference
 
 
+def test_auto_gain_takes_infinite_bounds_and_leaves_unknown_parameters_at_gain_one():
+    # torch's modules take an infinite Softplus threshold or Hardtanh bound; a Softplus with
+    # a negative beta has no gain here, and its layer gets 1, as before such modules counted.
+    model = nn.Sequential(
+        nn.Linear(8, 8), nn.Softplus(threshold=math.inf), nn.Linear(8, 8),
+        nn.Hardtanh(0.0, math.inf), nn.Linear(8, 8), nn.Hardtanh(-math.inf, math.inf),
+        nn.Linear(8, 8), nn.Softplus(beta=-1.0), nn.Linear(8, 2),
+    )  # fmt: skip
+    report = init.initialize(model, "he_normal", generator=0)
+    expected = [
+        init.calculate_gain("softplus", (1.0, 20.0)),  # the jump at 20 carries < 1e-80 mass
+        math.sqrt(2),  # Hardtanh(0, inf) is a ReLU
+        1.0,  # Hardtanh(-inf, inf) is the identity
+        1.0,
+        1.0,
+    ]
+    assert [row.gain for row in report] == pytest.approx(expected, rel=1e-9)
+
+
 def test_auto_gain_sees_an_activation_module_reused_between_layers():
     # One nn.ReLU instance after each hidden layer: named_modules() lists a shared module
     # once, so the second hidden layer used to get gain 1 instead of sqrt 2.

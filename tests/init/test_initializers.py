@@ -448,19 +448,20 @@ ERRORS = [
         lambda: init.calculate_gain("softplus", (0.0, 20.0)),
         ValueError,
         "The 'param' parameter of calculate_gain must be a finite float > 0 (beta) or a pair "
-        "(beta, threshold) of finite floats with beta > 0. Got (0.0, 20.0) instead.",
+        "(beta, threshold) with beta a finite float > 0 and threshold a float (infinite "
+        "allowed). Got (0.0, 20.0) instead.",
     ),
     (
         lambda: init.calculate_gain("hardtanh", 1.0),
         ValueError,
-        "The 'param' parameter of calculate_gain must be a pair (min_val, max_val) of finite "
-        "floats with min_val < max_val. Got 1.0 instead.",
+        "The 'param' parameter of calculate_gain must be a pair (min_val, max_val) of floats "
+        "(infinite allowed) with min_val < max_val. Got 1.0 instead.",
     ),
     (
         lambda: init.calculate_gain("hardtanh", (1.0, -1.0)),
         ValueError,
-        "The 'param' parameter of calculate_gain must be a pair (min_val, max_val) of finite "
-        "floats with min_val < max_val. Got (1.0, -1.0) instead.",
+        "The 'param' parameter of calculate_gain must be a pair (min_val, max_val) of floats "
+        "(infinite allowed) with min_val < max_val. Got (1.0, -1.0) instead.",
     ),
     (
         lambda: init.calculate_gain("hardtanh", (-1e-310, 1e-310)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,8 @@ def run_landscape(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < low:
             raise ConfigError(f"--{name} must be an int >= {low}. Got {value} instead.")
-    if not args.span > 0:
-        raise ConfigError(f"--span must be a float > 0. Got {args.span} instead.")
+    if not 0 < args.span < math.inf:
+        raise ConfigError(f"--span must be a finite float > 0. Got {args.span} instead.")
     if args.seed < 0:
         raise ConfigError(f"--seed must be an int >= 0. Got {args.seed} instead.")
     folder, model, init, data, loss = _load_run(args.run, args.subset)

@@ -47,24 +47,28 @@ _NO_PARAM = Satisfies(
     "None (only 'leaky_relu', 'elu', 'celu', 'softplus' and 'hardtanh' take one)",
 )
 _FLOAT = Interval(kind="float")  # finite
+# Any float but NaN: torch's modules take an infinite Softplus threshold (never linear) or
+# Hardtanh bound (a one-sided clamp), and their gains are finite.
+_FLOAT_OR_INFINITE = Interval(low=-math.inf)
 _SOFTPLUS_PARAM = Satisfies(
     lambda value: (
         POSITIVE.is_satisfied_by(value)
         or (
             _is_pair(value)
             and POSITIVE.is_satisfied_by(value[0])
-            and _FLOAT.is_satisfied_by(value[1])
+            and _FLOAT_OR_INFINITE.is_satisfied_by(value[1])
         )
     ),
-    "a finite float > 0 (beta) or a pair (beta, threshold) of finite floats with beta > 0",
+    "a finite float > 0 (beta) or a pair (beta, threshold) with beta a finite float > 0 and "
+    "threshold a float (infinite allowed)",
 )
 _HARDTANH_PARAM = Satisfies(
     lambda value: (
         _is_pair(value)
-        and all(_FLOAT.is_satisfied_by(bound) for bound in value)
+        and all(_FLOAT_OR_INFINITE.is_satisfied_by(bound) for bound in value)
         and float(value[0]) < float(value[1])
     ),
-    "a pair (min_val, max_val) of finite floats with min_val < max_val",
+    "a pair (min_val, max_val) of floats (infinite allowed) with min_val < max_val",
 )
 
 # The nonlinearities that take a ``param``: its default (the nn module's) and the constraints
@@ -173,7 +177,16 @@ def calculate_gain(nonlinearity: str, param: float | tuple[float, float] | None 
 
 
 def activation_gain(module: nn.Module) -> float | None:
-    """The gain of an activation module, or ``None`` when ``module`` is not an activation."""
+    """The gain of an activation module, or ``None`` when ``module`` is not an activation
+    or :func:`calculate_gain` has no gain for its parameters (a Softplus with beta <= 0, an
+    ELU with alpha <= 0: as for an unknown activation, the layer before gets gain 1)."""
+    try:
+        return _module_gain(module)
+    except ValueError:
+        return None
+
+
+def _module_gain(module: nn.Module) -> float | None:
     if isinstance(module, nn.LeakyReLU):
         return calculate_gain("leaky_relu", module.negative_slope)
     if isinstance(module, nn.PReLU):  # a learned slope: its value now (0.25 at creation)

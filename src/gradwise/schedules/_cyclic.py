@@ -126,8 +126,8 @@ class one_cycle(StepFunction):
         anneal_strategy: ``"cos"`` (default) or ``"linear"``.
         div_factor: :math:`\epsilon_{\max} / \epsilon_{\text{start}}`, a finite float > 0;
             default 25.
-        final_div_factor: :math:`\epsilon_{\text{start}} / \epsilon_{\text{end}}`, a float
-            > 0; default 1e4.
+        final_div_factor: :math:`\epsilon_{\text{start}} / \epsilon_{\text{end}}`, a finite
+            float > 0; default 1e4.
         three_phase: use the three-phase variant; default False.
 
     Example:

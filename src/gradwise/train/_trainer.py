@@ -133,8 +133,8 @@ class Trainer:
             at a stop between epoch ends, not at Ctrl-C), and
             checkpoints keep the average so a resumed run continues it exactly. An average
             whose first averaging step comes after the run's last is a ValueError here; a
-            run that ends before it (early stopping, a stop request) warns at the end of
-            :meth:`fit` that nothing was averaged.
+            run that early stopping ends before it warns at the end of :meth:`fit` that
+            nothing was averaged.
 
     Example:
         >>> import torch
@@ -309,9 +309,11 @@ class Trainer:
                 )
 
     def _warn_if_nothing_averaged(self, status: Status) -> None:
-        # An interrupted run is resumed later and may average then; any other end is final.
+        # Early stopping ends a run for good. An interrupted or stopped run can be resumed
+        # and may average then; a completed one reached its first average (checked in
+        # __init__).
         averaging = self.averaging
-        if averaging is None or averaging.num_averaged or status == "interrupted":
+        if averaging is None or averaging.num_averaged or status != "early_stopped":
             return
         if self.world.is_main:
             warnings.warn(
