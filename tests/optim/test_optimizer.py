@@ -430,6 +430,11 @@ def test_adams_betas_changed_between_steps_take_effect_and_are_checked(fused: bo
     optimizer.param_groups[0]["betas"] = (0.5, 1.5)
     with pytest.raises(ValueError, match=r"^The 'betas' parameter of Adam must be "):
         optimizer.step()
+    optimizer.param_groups[0]["betas"] = (0.0, 0.9)
+    optimizer.step()
+    optimizer.param_groups[0]["betas"] = (False, 0.9)  # equal to (0.0, 0.9), but a bool
+    with pytest.raises(ValueError, match=r"^The 'betas' parameter of Adam must be "):
+        optimizer.step()
 
 
 # Composed schedules, each with the ReduceOnPlateau (if any) its run reports losses to.

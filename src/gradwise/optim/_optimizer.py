@@ -336,7 +336,7 @@ class Optimizer(torch.optim.Optimizer):
         count = len(hyperparameters)  # the values, then their types
         for position, name in enumerate(hyperparameters):
             changed = (
-                key[position] != old[position] or key[count + position] is not old[count + position]
+                key[position] != old[position] or key[count + position] != old[count + position]
             )
             if changed and name in constraints:
                 check(name, self._owner, key[position], constraints[name])
@@ -658,19 +658,25 @@ class _ValueKey(tuple):  # type: ignore[type-arg]
 def _hyperparameters_key(hyperparameters: Mapping[str, Any]) -> tuple[Any, ...]:
     """The key a runtime is rebuilt on: the values themselves when they are plain scalars
     or tuples of them, such as Adam's betas (the common case, checked every step: 1 us,
-    against 7 us for :func:`_freeze` of Adam's seven values), followed by their types (a
-    bool and an int can be equal: ``nesterov=1`` must be checked again, not taken as
-    True)."""
+    against 7 us for :func:`_freeze` of Adam's seven values), followed by their types, a
+    tuple's as a tuple of its items' types (a bool and an int can be equal: ``nesterov=1``
+    or ``betas=(False, 0.999)`` must be checked again, not taken as what they equal)."""
     values = tuple(hyperparameters.values())
     kinds = tuple(map(type, values))
     if _PLAIN_SCALARS.issuperset(kinds):
         return _ValueKey(values + kinds)
+    item_kinds: list[Any] = []
     for value, kind in zip(values, kinds, strict=True):
-        if kind not in _PLAIN_SCALARS and not (
-            kind is tuple and _PLAIN_SCALARS.issuperset(map(type, value))
-        ):
-            return _freeze(hyperparameters)
-    return _ValueKey(values + kinds)
+        if kind is tuple:
+            items = tuple(map(type, value))
+            if _PLAIN_SCALARS.issuperset(items):
+                item_kinds.append(items)
+                continue
+        elif kind in _PLAIN_SCALARS:
+            item_kinds.append(kind)
+            continue
+        return _freeze(hyperparameters)
+    return _ValueKey(values + tuple(item_kinds))
 
 
 def _is_value_key(key: tuple[Any, ...]) -> bool:
