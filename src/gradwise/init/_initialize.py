@@ -10,6 +10,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from gradwise._frames import stacklevel_outside
 from gradwise._validation import POSITIVE, Either, OneOf, Satisfies, check
 from gradwise.init._gain import activation_gain, fan_in_and_fan_out
 from gradwise.init._initializers import (
@@ -23,7 +24,6 @@ from gradwise.init._lsuv import Batch, rescale_to_unit_variance
 from gradwise.init._modules import (
     NORMALIZATION_LAYERS,
     WEIGHT_LAYERS,
-    caller_stacklevel,
     check_batch,
     check_model,
     make_generator,
@@ -316,7 +316,7 @@ def _warn_about_symmetry(fill: Initializer, layers: list[tuple[str, nn.Module]])
         "the units never become different (the symmetry problem). Use a random scheme such "
         "as weights='he_normal'; constant weights suit only the last layer.",
         SymmetryWarning,
-        stacklevel=caller_stacklevel(),
+        stacklevel=stacklevel_outside(__file__),
     )
 
 
@@ -338,7 +338,7 @@ def _warn_about_invisible_activations(
         "model applies its activations functionally (F.relu in forward), pass the gain: "
         "gain=2 ** 0.5 for ReLU, or a mapping {layer name: gain}.",
         UserWarning,
-        stacklevel=caller_stacklevel(),
+        stacklevel=stacklevel_outside(__file__),
     )
 
 

@@ -9,10 +9,10 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from gradwise._frames import stacklevel_outside
 from gradwise._validation import POSITIVE_INT, Interval, check
 from gradwise.init._initializers import orthogonal
 from gradwise.init._modules import (
-    caller_stacklevel,
     check_batch,
     check_model,
     make_generator,
@@ -106,7 +106,7 @@ def rescale_to_unit_variance(
             f"than {tolerance} after {max_iterations} rescalings; the bias or a data-dependent "
             "layer moves the variance. Raise max_iterations or check the batch.",
             UserWarning,
-            stacklevel=caller_stacklevel(),  # lsuv and initialize reach here at two depths
+            stacklevel=stacklevel_outside(__file__),  # lsuv and initialize reach here at two depths
         )
     return variances
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-import os
 from typing import Any
 
 import torch
@@ -96,18 +94,6 @@ def run(model: nn.Module, batch: Tensor | tuple[Any, ...] | list[Any]) -> None:
         model(batch)
     else:
         model(*batch)
-
-
-def caller_stacklevel() -> int:
-    """The ``stacklevel``, seen from the function that calls ``warnings.warn``, of the first
-    frame outside gradwise.init: the user's line, however deep the warning is raised."""
-    package = os.path.dirname(__file__) + os.sep
-    frame = inspect.currentframe()
-    level = 0  # currentframe() is this function; its caller, the one that warns, is level 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame = frame.f_back
-        level += 1
-    return level
 
 
 def _short_repr(value: object) -> str:

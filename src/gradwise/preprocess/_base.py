@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import re
 import warnings
 from abc import ABC, abstractmethod
@@ -23,6 +22,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
+from gradwise._frames import stacklevel_outside
 from gradwise._validation import Constraint, check_all
 from gradwise.preprocess._arrays import ArrayT, as_float64, check_fit_data, format_indices, restore
 
@@ -273,20 +273,8 @@ def warn_constant(owner: str, constant: Tensor, noun: str, consequence: str) -> 
     warnings.warn(
         f"{_running_step.get() or owner}: {what}; {consequence}",
         ConstantFeatureWarning,
-        stacklevel=_caller_level(),
+        stacklevel=stacklevel_outside(__file__),  # fit, fit_transform, pipelines
     )
-
-
-def _caller_level() -> int:
-    """The stacklevel, seen from ``warn_constant``, of the first frame outside this package
-    (fit, fit_transform and pipelines reach it through different depths)."""
-    package = os.path.dirname(__file__)
-    frame = inspect.currentframe()
-    level = 0  # currentframe() is this function; its caller, warn_constant, is level 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame = frame.f_back
-        level += 1
-    return level
 
 
 def _count(number: int, noun: str) -> str:
