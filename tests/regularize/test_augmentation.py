@@ -1,6 +1,7 @@
 """Augmentations against explicit torch constructions, and their seeding and modes."""
 
 import copy
+import fractions
 import math
 import re
 
@@ -90,6 +91,18 @@ def test_fractional_shift_is_whole_pixels_up_to_the_fraction():
     }
 
 
+@pytest.mark.parametrize(("fraction", "length"), [(0.29, 100), (0.57, 100), (0.7, 10)])
+def test_fractional_shift_reaches_the_fraction_of_the_length_as_typed(fraction, length):
+    # 0.29 * 100 is 28.999999999999996 in floating point: the largest shift was 28, not 29.
+    expected = math.floor(fractions.Fraction(str(fraction)) * length)
+    i = torch.arange(length, dtype=torch.float32)
+    x = (i + 1).expand(2000, 1, length)  # x[i] = i + 1 in every sample
+    out = RandomShift(max_shift=fraction, seed=3)(x)[:, 0]  # (batch, length)
+    # out[i] = x[i - k] = i - k + 1 where it comes from the input: k = i + 1 - out[i]
+    shifts = torch.where(out > 0, i + 1 - out, torch.nan).nanmean(dim=1)
+    assert set(shifts.long().tolist()) == set(range(-expected, expected + 1))
+
+
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate"])
 @pytest.mark.parametrize("shape", [IMAGES, SIGNALS])
 def test_crop_takes_a_window_of_the_padded_input(shape, padding_mode):
@@ -172,6 +185,35 @@ def test_rotation_fills_what_comes_from_outside_with_fill(interpolation):
     expected = RandomRotation(45.0, interpolation, seed=1)(x - fill) + fill
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
     assert (out == 3.0).any()  # corners came from outside
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda fill: RandomShift(2, fill=fill, seed=3),
+        lambda fill: RandomCrop(2, fill=fill, seed=3),
+    ],
+    ids=["RandomShift", "RandomCrop"],
+)
+@pytest.mark.parametrize("fill", [128.0, torch.tensor([[[0.0]], [[255.0]]])])
+def test_an_integer_batch_keeps_its_dtype_with_a_fill(make, fill):
+    # uint8 images (torchvision.io's) with a grey fill came back as float32.
+    x = torch.randint(256, IMAGES, generator=torch.Generator().manual_seed(7)).to(torch.uint8)
+    out = make(fill)(x)
+    assert out.dtype == torch.uint8
+    as_float = make(fill)(x.float())  # the same draws: the float path is the oracle
+    assert torch.equal(out, as_float.to(torch.uint8))
+
+
+@pytest.mark.parametrize("fill", [0.5, 256.0, -1.0, torch.tensor([[[0.0]], [[0.5]]])])
+def test_a_fill_an_integer_batch_cannot_hold_is_refused(fill):
+    x = torch.zeros(IMAGES, dtype=torch.uint8)
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'fill' parameter of RandomShift must be a whole number in \[0, 255\] "
+        r"for a batch of dtype torch\.uint8\. Got .* instead\.$",
+    ):
+        RandomShift(1, fill=fill, seed=0)(x)
 
 
 def test_a_fill_that_does_not_fit_the_sample_or_the_padding_is_refused():

@@ -211,6 +211,27 @@ def test_metric_values_may_be_tensors():
     assert stopper.best == 2.0
 
 
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        (torch.tensor([0.5, 0.7]), "a tensor of shape (2,)"),  # per-sample losses, not averaged
+        (None, "None"),
+        ("0.5", "'0.5'"),
+    ],
+)
+def test_a_metric_that_is_not_one_number_is_refused_clearly(value, got):
+    # Before, torch's "only one element tensors can be converted to Python scalars" or
+    # float()'s TypeError surfaced, without saying which metric or what was expected.
+    stopper = EarlyStopping(patience=0)
+    message = (
+        "The 'metrics' parameter of EarlyStopping.on_epoch_end must map 'val_loss' to a "
+        f"number (a float or a one-element tensor). Got {got} instead."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        stopper.on_epoch_end(0, {"val_loss": value})
+    assert (stopper.wait, stopper.best_epoch) == (0, None)
+
+
 def test_a_missing_metric_is_an_error_that_lists_the_available_ones():
     stopper = EarlyStopping(monitor="val_loss")
     with pytest.raises(

@@ -106,6 +106,22 @@ def test_gradients_are_two_alpha_w_and_alpha_sign_w():
     torch.testing.assert_close(l1_grad, expected, rtol=0, atol=1e-16)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_weights_are_summed_in_float32_without_overflow(dtype):
+    # A million float16 weights of 0.3 have a sum of squares of 9e4, past float16's 65504:
+    # summed in float16 the penalty was inf, though every weight and the answer are small.
+    w = torch.full((1000, 1000), 0.3, dtype=dtype, requires_grad=True)
+    exact = w.detach().double()
+    l2 = l2_penalty([w], 1e-4)
+    l1 = l1_penalty([w], 1e-4)
+    assert l2.dtype == l1.dtype == torch.float32
+    torch.testing.assert_close(l2.double(), 1e-4 * exact.square().sum(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(l1.double(), 1e-4 * exact.abs().sum(), rtol=1e-5, atol=0)
+    (grad,) = torch.autograd.grad(l2, w)
+    assert grad.dtype == dtype
+    torch.testing.assert_close(grad, (2e-4 * exact).to(dtype))
+
+
 def test_l2_penalty_of_half_lambda_is_torch_sgd_weight_decay():
     def run(use_penalty):
         torch.manual_seed(1)

@@ -9,6 +9,7 @@ the mean on standardized data; pass the value that means "nothing" where they ru
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, final
 
@@ -74,8 +75,32 @@ def _fill_border(out: Tensor, coverage: Tensor, fill: float | Tensor, owner: str
                 f"The 'fill' parameter of {owner} must broadcast to one sample of the batch, "
                 f"{sample}. Got a tensor of shape {tuple(fill.shape)} instead."
             )
+    if not out.is_floating_point():
+        return _fill_integer_border(out, coverage, fill, owner)
+    if isinstance(fill, Tensor):
         fill = fill.to(device=out.device, dtype=out.dtype)
     return out + (1 - coverage) * fill
+
+
+def _fill_integer_border(out: Tensor, coverage: Tensor, fill: float | Tensor, owner: str) -> Tensor:
+    """An integer batch (uint8 images): whole-pixel shifts make ``coverage`` 0 or 1, and
+    the fill must be a value of the batch's dtype, or the result would turn float."""
+    value = torch.as_tensor(fill, dtype=torch.float64, device=out.device)
+    if out.dtype == torch.bool:
+        low, high = 0, 1
+    else:
+        low, high = torch.iinfo(out.dtype).min, torch.iinfo(out.dtype).max
+    if not bool(((value == value.round()) & (value >= low) & (value <= high)).all()):
+        got = (
+            f"a tensor with values from {float(value.min())!r} to {float(value.max())!r}"
+            if isinstance(fill, Tensor)
+            else repr(fill)
+        )
+        raise ValueError(
+            f"The 'fill' parameter of {owner} must be a whole number in [{low}, {high}] for a "
+            f"batch of dtype {out.dtype}. Got {got} instead."
+        )
+    return torch.where(coverage.bool(), out, value.to(out.dtype))
 
 
 class _Augmentation(nn.Module):
@@ -280,7 +305,8 @@ class RandomShift(_RandomTranslation):
         lengths = x.shape[2:]
         if isinstance(self.max_shift, int):
             return [min(self.max_shift, length) for length in lengths]
-        return [int(self.max_shift * length) for length in lengths]
+        # Rounded before the floor: 0.29 * 100 is 28.999999999999996 in floating point.
+        return [math.floor(round(self.max_shift * length, 9)) for length in lengths]
 
     def extra_repr(self) -> str:
         return f"max_shift={self.max_shift!r}, {_fill_repr(self.fill)}seed={self.seed!r}"

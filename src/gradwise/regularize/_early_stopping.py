@@ -62,8 +62,9 @@ class EarlyStopping:
     is copied to the CPU at the first monitored epoch and at each improvement, and loaded
     back when :meth:`on_epoch_end` stops training. Call :meth:`on_train_end` when training
     ends: like Keras 3, it restores the best weights even when training ran out of epochs
-    without stopping. Unlike Keras, a metric missing from ``metrics`` is an error, not a
-    warning, and a bad argument raises instead of falling back to a default.
+    without stopping. Unlike Keras, a metric missing from ``metrics`` (or whose value is not
+    one number: None, a per-sample loss tensor) is an error, not a warning, and a bad
+    argument raises instead of falling back to a default.
 
     Args:
         monitor: the key of the monitored metric; default ``"val_loss"``.
@@ -205,8 +206,22 @@ class EarlyStopping:
                 f"passed to on_epoch_end (available: {available}). Log {self.monitor!r} "
                 "every epoch or pass one of the available names as 'monitor'."
             )
-        value = metrics[self.monitor]
-        return float(value.detach()) if isinstance(value, Tensor) else float(value)
+        value: Any = metrics[self.monitor]  # checked here: callers pass what they logged
+        if isinstance(value, Tensor):
+            if value.numel() == 1:
+                return float(value.detach())
+        elif not isinstance(value, str | bytes):
+            try:
+                return float(value)  # a float, an int or a NumPy scalar
+            except (TypeError, ValueError):
+                pass
+        got = repr(value)
+        if isinstance(value, Tensor):
+            got = f"a tensor of shape {tuple(value.shape)}"
+        raise ValueError(
+            "The 'metrics' parameter of EarlyStopping.on_epoch_end must map "
+            f"{self.monitor!r} to a number (a float or a one-element tensor). Got {got} instead."
+        )
 
     def _improves(self, current: float, reference: float) -> bool:
         if self.direction == "min":

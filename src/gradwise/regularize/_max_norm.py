@@ -24,12 +24,14 @@ def max_norm_(parameters: Parameters, max_norm: float, dim: int = 0) -> None:
         \quad \text{if } \lVert w_j \rVert_2 > c, \qquad \text{else unchanged,}
 
     which is ``torch.renorm(w, p=2, dim=dim, maxnorm=c)`` (used here): slices under the cap
-    keep their exact bits, and a capped slice ends with norm :math:`c/(1 + 10^{-7}/c)`, just
-    under :math:`c` (in float32 the norm recomputed from the stored weights can round a few
-    ulps above it). Keras' ``MaxNorm`` instead multiplies every slice, capped or not, by
+    keep their exact bits, and a capped slice ends with norm
+    :math:`c/(1 + 10^{-7}/\lVert w_j \rVert)`, just under :math:`c` (in float32 the norm
+    recomputed from the stored weights can round a few ulps above it). Keras' ``MaxNorm``
+    instead multiplies every slice, capped or not, by
     :math:`\min(\lVert w_j\rVert, c) / (\lVert w_j\rVert + 10^{-7})`, and its ``axis`` names
     the dimensions the norm runs over, the complement of ``dim`` here. A slice with a NaN
-    norm is left as it is; one with an infinite norm becomes NaN.
+    norm is left as it is; in one with an infinite norm the infinite entries become NaN
+    and the others 0.
 
     Args:
         parameters: the tensors to constrain, or a module, whose

@@ -68,7 +68,9 @@ def l1_penalty(parameters: Parameters, strength: float) -> Tensor:
         strength: :math:`\alpha`, a finite float >= 0.
 
     Returns:
-        A 0-dim tensor on the parameters' device (0.0 when there are no parameters).
+        A 0-dim tensor on the parameters' device (0.0 when there are no parameters), in
+        their dtype but at least float32: float16 and bfloat16 weights are summed in
+        float32, since a float16 sum overflows past 65504.
 
     Example:
         >>> import torch
@@ -78,7 +80,7 @@ def l1_penalty(parameters: Parameters, strength: float) -> Tensor:
     """
     check("strength", "l1_penalty", strength, NON_NEGATIVE)
     tensors = _resolve("l1_penalty", parameters)
-    return strength * _total([p.abs().sum() for p in tensors])
+    return strength * _total([_widened(p).abs().sum() for p in tensors])
 
 
 def l2_penalty(parameters: Parameters, strength: float) -> Tensor:
@@ -96,7 +98,9 @@ def l2_penalty(parameters: Parameters, strength: float) -> Tensor:
         strength: :math:`\alpha`, a finite float >= 0.
 
     Returns:
-        A 0-dim tensor on the parameters' device (0.0 when there are no parameters).
+        A 0-dim tensor on the parameters' device (0.0 when there are no parameters), in
+        their dtype but at least float32: float16 and bfloat16 weights are summed in
+        float32, since a float16 sum overflows past 65504.
 
     Example:
         >>> import torch
@@ -106,7 +110,7 @@ def l2_penalty(parameters: Parameters, strength: float) -> Tensor:
     """
     check("strength", "l2_penalty", strength, NON_NEGATIVE)
     tensors = _resolve("l2_penalty", parameters)
-    return strength * _total([p.square().sum() for p in tensors])
+    return strength * _total([_widened(p).square().sum() for p in tensors])
 
 
 @final
@@ -178,6 +182,12 @@ def _resolve(owner: str, parameters: Parameters) -> list[Tensor]:
                 f"torch.nn.Module. Got an iterable containing {type(tensor).__name__} instead."
             )
     return tensors
+
+
+def _widened(tensor: Tensor) -> Tensor:
+    # float16 and bfloat16 become float32 (a million float16 weights of 0.3 have a sum of
+    # squares of 9e4, past float16's largest 65504); float32 and float64 pass as they are.
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def _total(terms: list[Tensor]) -> Tensor:
