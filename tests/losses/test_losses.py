@@ -93,6 +93,27 @@ def test_multiclass_hinge_gradient_matches_the_analytic_svm_gradient(margin):
     torch.testing.assert_close(scores.grad, svm_gradient_loop(scores, targets, margin))
 
 
+@pytest.mark.parametrize("margin", MARGINS)
+@pytest.mark.parametrize("kind", ["random", "integer", "equal"])
+def test_multiclass_hinge_is_torch_multi_margin_loss_times_the_classes(margin, kind):
+    # torch averages over the classes too; the lectures' loss sums over them. Integer and
+    # equal scores land on the kink (s_j - s_y + margin == 0), where both torch and the
+    # lectures' vectorized gradient (margins > 0) count the margin as met: gradient 0.
+    # QA: clamp_min passed the gradient at the kink, so a zero-initialized classifier
+    # with margin 0 had loss 0 but a nonzero gradient.
+    scores, targets = random_batch(batch=8, classes=5)
+    if kind == "integer":
+        scores = scores.mul(2).round()
+    elif kind == "equal":
+        scores = torch.zeros_like(scores)
+    scores.requires_grad_(True)
+    value = multiclass_hinge(scores, targets, margin)
+    reference = 5 * F.multi_margin_loss(scores, targets, margin=margin)
+    torch.testing.assert_close(value, reference, rtol=1e-12, atol=0)
+    (gradient,) = torch.autograd.grad(value, scores)
+    torch.testing.assert_close(gradient, torch.autograd.grad(reference, scores)[0])
+
+
 @pytest.mark.parametrize("classes", [2, 3, 10, 100])
 @pytest.mark.parametrize("margin", [0.5, 1.0, 2.0])
 def test_hinge_of_equal_scores_is_its_chance_value(classes, margin):
@@ -240,11 +261,80 @@ def test_chance_loss_refuses_a_negative_margin():
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
-@pytest.mark.parametrize("name", ["hinge", "mse"])
+@pytest.mark.parametrize("name", LOSS_NAMES)
 def test_class_indices_of_any_integer_dtype_give_the_int64_loss(name, dtype):
-    # QA: uint8/int16 labels (hand-built tensors) hit raw gather/one_hot RuntimeErrors.
+    # QA: uint8/int16 labels (hand-built tensors) hit raw gather/one_hot RuntimeErrors;
+    # cross-entropy (torch's nll_loss) refused int16/int32 labels outright.
     torch.manual_seed(0)
     scores = torch.randn(6, 4)
     labels = torch.tensor([0, 3, 1, 2, 2, 0])
     loss = get_loss(name)
     assert loss(scores, labels.to(dtype)).item() == loss(scores, labels).item()
+
+
+def test_cross_entropy_matches_torch_for_int32_and_probability_targets():
+    scores, targets = random_batch(batch=10, classes=4)
+    scores.requires_grad_(True)
+    loss = get_loss("cross_entropy")
+    value = loss(scores, targets.to(torch.int32))
+    (gradient,) = torch.autograd.grad(value, scores)
+    reference = F.cross_entropy(scores, targets)
+    torch.testing.assert_close(value, reference)
+    torch.testing.assert_close(gradient, torch.autograd.grad(reference, scores)[0])
+    probabilities = torch.softmax(torch.randn(10, 4, dtype=torch.float64), dim=1)
+    torch.testing.assert_close(loss(scores, probabilities), F.cross_entropy(scores, probabilities))
+    assert torch.autograd.gradcheck(lambda s: loss(s, targets.to(torch.int32)), (scores,))
+
+
+@pytest.mark.parametrize(
+    ("scores", "targets", "name"),
+    [
+        (torch.zeros(4, 3), F.one_hot(torch.tensor([0, 1, 2, 0]), 3).float(), "targets"),
+        (torch.zeros(4, 3), torch.tensor([[0], [1], [2], [0]]), "targets"),
+        (torch.zeros(4, 3), torch.tensor([0.0, 1.5, 2.0, 0.0]), "targets"),
+        (torch.zeros(4, 3), torch.tensor([0, 1, 2]), "targets"),
+        (torch.zeros(3), torch.tensor(1), "scores"),
+    ],
+    ids=["one-hot", "column", "float", "short", "1-d-scores"],
+)
+def test_multiclass_hinge_refuses_targets_that_are_not_one_class_index_per_row(
+    scores, targets, name
+):
+    # QA: these raised torch's "Index tensor must have the same number of dimensions" or
+    # "Dimension out of range", and float labels were silently truncated (1.5 -> class 1).
+    with pytest.raises(ValueError, match=one_format(name, "multiclass_hinge")):
+        multiclass_hinge(scores, targets)
+
+
+@pytest.mark.parametrize(
+    ("outputs", "targets"),
+    [
+        (torch.zeros(4), torch.zeros(4, 1)),  # broadcast to (4, 4): 4x the pairs
+        (torch.zeros(4, 3), torch.zeros(4)),  # float class indices: not regression targets
+        (torch.zeros(4, 3), torch.zeros(4, 1, dtype=torch.long)),  # one-hot of (4, 1, 3)
+        (torch.zeros(4, 3), torch.zeros(4, 2)),
+    ],
+    ids=["flat-outputs", "float-indices", "index-column", "width"],
+)
+def test_mse_refuses_shapes_it_would_broadcast(outputs, targets):
+    # QA: F.mse_loss broadcast these with only a UserWarning and returned a wrong mean.
+    with pytest.raises(ValueError, match=one_format("targets", "mean_squared_error")):
+        mean_squared_error(outputs, targets)
+
+
+def test_accuracy_takes_one_hot_and_probability_targets_as_their_argmax():
+    # QA: Mixup hands out one-hot (eval) or mixed (train) rows; accuracy raised a
+    # broadcasting RuntimeError on them.
+    scores, targets = random_batch(batch=50, classes=4)
+    expected = accuracy(scores, targets).item()
+    assert accuracy(scores, F.one_hot(targets, 4)).item() == expected
+    soft = 0.7 * F.one_hot(targets, 4).float() + 0.3 / 4
+    assert accuracy(scores, soft).item() == expected
+
+
+def test_accuracy_refuses_targets_it_would_broadcast():
+    # QA: a (batch, 1) column of labels was compared with every row: a wrong fraction.
+    scores, targets = random_batch(batch=6, classes=4)
+    for bad in (targets[:, None], targets[:5]):
+        with pytest.raises(ValueError, match=one_format("targets", "accuracy")):
+            accuracy(scores, bad)

@@ -165,6 +165,41 @@ def test_group_count_that_does_not_divide_the_width_falls_back_to_a_divisor():
     assert model(inputs((1, 40))).shape == (4, 10)
 
 
+@pytest.mark.parametrize(
+    ("builder", "shape", "options"),
+    [
+        (mlp, (6,), {"width": 8}),  # the default num_groups=8: 8 groups of one feature
+        (mlp, (6,), {"width": 4}),  # the gcd fallback: 4 groups of one feature
+        (mlp, (6,), {"width": [12, 6], "num_groups": 6}),
+        (cnn2d, (1, 8, 8), {"depth": 5, "width": 8}),  # blocks 4 and 5 see 1x1 maps
+        (cnn1d, (1, 4), {"depth": 3, "width": 4, "num_groups": 4}),
+    ],
+)
+def test_group_norm_never_normalizes_groups_of_one_or_two_values(builder, shape, options):
+    # QA: a group of one value normalizes to 0, so the layer outputs its bias whatever the
+    # input: every sample got the same scores and nothing before the layer could learn.
+    # Two values normalize to +-1, whose gradient vanishes (~eps / difference^3).
+    model = builder(shape, 3, norm="group", **options)
+    values_per_group = []
+    for layer in layers_of(model, nn.GroupNorm):
+        layer.register_forward_hook(
+            lambda m, args, _: values_per_group.append(args[0][0].numel() // m.num_groups)
+        )
+    scores = model(inputs(shape, batch=6))
+    assert values_per_group
+    assert min(values_per_group) >= 3
+    assert scores.std(dim=0).min() > 1e-4  # the samples do not all score alike
+    scores.square().sum().backward()
+    first = next(m for m in model if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d))
+    assert first.weight.grad.abs().mean() > 1e-3  # the first layer can learn
+
+
+def test_group_norm_keeps_groups_of_one_channel_where_the_maps_have_several_values():
+    # On 4x4 maps a one-channel group is instance normalization: a valid choice to keep.
+    model = cnn2d((1, 4, 4), 3, depth=1, width=8, norm="group", num_groups=8)
+    assert {m.num_groups for m in layers_of(model, nn.GroupNorm)} == {8}
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_activation_names_give_their_torch_module(activation):
     expected = type(ACTIVATIONS[activation]())

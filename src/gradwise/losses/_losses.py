@@ -26,7 +26,8 @@ def multiclass_hinge(scores: Tensor, targets: Tensor, margin: float = 1.0) -> Te
 
     Args:
         scores: (batch, classes) raw class scores.
-        targets: (batch,) class indices.
+        targets: (batch,) class indices, of any integer dtype (the loss has no form for
+            probability targets).
         margin: :math:`\Delta`, a finite float >= 0; default 1.
 
     Example:
@@ -36,17 +37,40 @@ def multiclass_hinge(scores: Tensor, targets: Tensor, margin: float = 1.0) -> Te
         9.0
     """
     check("margin", "multiclass_hinge", margin, NON_NEGATIVE)
+    _check_class_indices("multiclass_hinge", scores, targets)
     targets = targets.long()  # any integer dtype of class indices (gather needs int64)
     correct = scores.gather(1, targets.unsqueeze(1))  # (batch, 1)
-    margins = (scores - correct + margin).clamp_min(0.0)
+    # relu, not clamp_min: at the kink (a margin met exactly) its gradient is 0, as in the
+    # lectures' "margins > 0" and torch's multi_margin_loss; clamp_min's is 1.
+    margins = F.relu(scores - correct + margin)
     margins = margins.scatter(1, targets.unsqueeze(1), 0.0)
     return margins.sum(dim=1).mean()
+
+
+def _check_class_indices(owner: str, scores: Tensor, targets: Tensor) -> None:
+    if scores.dim() != 2:
+        raise ValueError(
+            f"The 'scores' parameter of {owner} must be a (batch, classes) tensor. "
+            f"Got shape {tuple(scores.shape)} instead."
+        )
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(
+            f"The 'targets' parameter of {owner} must be integer class indices (call "
+            f".long() on integral labels; probability targets have no hinge loss). "
+            f"Got a {targets.dtype} tensor instead."
+        )
+    if targets.shape != scores.shape[:1]:
+        raise ValueError(
+            f"The 'targets' parameter of {owner} must be one class index per row of "
+            f"scores, shape ({scores.shape[0]},). Got shape {tuple(targets.shape)} instead."
+        )
 
 
 def mean_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
     """Mean squared error; class-index targets are compared as one-hot vectors.
 
-    For regression the outputs may be (batch, 1) against (batch,) targets.
+    For regression the outputs may be (batch, 1) against (batch,) targets; other shapes
+    must match (no broadcasting).
 
     Example:
         >>> import torch
@@ -58,7 +82,20 @@ def mean_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
         targets = F.one_hot(targets.long(), outputs.shape[-1]).to(outputs.dtype)
     elif outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1:
         outputs = outputs.squeeze(-1)
+    if outputs.shape != targets.shape:  # F.mse_loss would broadcast, with only a warning
+        raise ValueError(
+            f"The 'targets' parameter of mean_squared_error must be class indices of shape "
+            f"(batch,) or values of the outputs' shape {tuple(outputs.shape)}. Got a "
+            f"{targets.dtype} tensor of shape {tuple(targets.shape)} instead."
+        )
     return F.mse_loss(outputs, targets)
+
+
+def cross_entropy(scores: Tensor, targets: Tensor) -> Tensor:
+    """``F.cross_entropy``, taking class indices of any integer dtype (torch wants int64)."""
+    if not targets.is_floating_point():
+        targets = targets.long()
+    return F.cross_entropy(scores, targets)
 
 
 def get_loss(name: str, margin: float = 1.0) -> Loss:
@@ -73,7 +110,7 @@ def get_loss(name: str, margin: float = 1.0) -> Loss:
     check("name", "get_loss", name, OneOf(LOSS_NAMES))
     check("margin", "get_loss", margin, NON_NEGATIVE)
     if name == "cross_entropy":
-        return F.cross_entropy
+        return cross_entropy
     if name == "hinge":
         return lambda scores, targets: multiclass_hinge(scores, targets, margin)
     return mean_squared_error
@@ -103,10 +140,21 @@ def chance_loss(name: str, num_classes: int, margin: float = 1.0) -> float:
 def accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
     """Fraction of samples whose highest score is the target class (a 0-d tensor).
 
+    Targets are class indices (batch,), or one-hot or probability rows (batch, classes)
+    (Mixup's), whose class is their argmax.
+
     Example:
         >>> import torch
         >>> from gradwise.losses import accuracy
         >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.tensor([0, 0])).item()
         0.5
     """
+    if targets.shape == outputs.shape:  # one-hot or probability rows
+        targets = targets.argmax(dim=1)
+    elif targets.shape != outputs.shape[:1]:  # == would broadcast
+        raise ValueError(
+            f"The 'targets' parameter of accuracy must be class indices of shape "
+            f"({outputs.shape[0]},) or rows of the outputs' shape {tuple(outputs.shape)}. "
+            f"Got shape {tuple(targets.shape)} instead."
+        )
     return (outputs.argmax(dim=1) == targets).to(torch.float32).mean()

@@ -216,7 +216,8 @@ def _cnn(
             )
         layers.append(conv(channels, width, kernel_size, padding=kernel_size // 2))
         if norm is not None:
-            layers.append(normalization(norm, width, spatial_dims, _groups(width, num_groups)))
+            groups = _groups(width, num_groups, math.prod(size))
+            layers.append(normalization(norm, width, spatial_dims, groups))
         layers.append(ACTIVATIONS[activation]())
         if min(size) >= 2:
             layers.append(pool(2))
@@ -238,19 +239,27 @@ def _block_tail(
 ) -> list[nn.Module]:
     layers: list[nn.Module] = []
     if norm is not None:
-        layers.append(normalization(norm, width, spatial_dims, _groups(width, num_groups)))
+        layers.append(normalization(norm, width, spatial_dims, _groups(width, num_groups, 1)))
     layers.append(ACTIVATIONS[activation]())
     if dropout_rate > 0:
         layers.append(dropout(dropout_rate, spatial_dims))
     return layers
 
 
-def _groups(width: int, num_groups: int) -> int:
+def _groups(width: int, num_groups: int, values_per_channel: int) -> int:
     # A group count that does not divide the width falls back to the greatest common
     # divisor of the two (not the largest divisor of the width below it: width 7 with 8
     # groups would get 7 groups of one channel, nothing to normalize over in an MLP), so
     # changing only the width in a config never breaks group normalization.
-    return math.gcd(width, num_groups)
+    groups = math.gcd(width, num_groups)
+    # A group must hold three values or more: normalizing takes away two degrees of
+    # freedom (mean and scale), so one value normalizes to 0 (the layer outputs its bias
+    # whatever the input) and two to +-1 (a sign, whose gradient is ~eps/d^3: measured
+    # 0.01 against 1.0 for three). Few values per group happen where a channel is one
+    # value (an MLP's features, 1x1 maps): width 8 with 8 groups gets 2 groups of 4.
+    while groups > 1 and width // groups * values_per_channel < 3:
+        groups = max(d for d in range(1, groups) if groups % d == 0)
+    return groups
 
 
 def _is_odd_positive(value: object) -> bool:
