@@ -113,6 +113,8 @@ def test_divergence_uses_the_factor_on_the_smoothed_loss() -> None:
         ({"diverge_factor": 1.0}, "The 'diverge_factor' parameter of analyze_sweep must be a finite float > 1"),
         ({"rise_factor": 0.9}, "The 'rise_factor' parameter of analyze_sweep must be a finite float > 1"),
         ({"diverge_factor": float("inf")}, "The 'diverge_factor' parameter of analyze_sweep must be a finite float > 1. Got inf instead."),
+        ({"planned_steps": -5}, "The 'planned_steps' parameter of analyze_sweep must be an int >= 2. Got -5 instead."),
+        ({"planned_steps": "many"}, "The 'planned_steps' parameter of analyze_sweep must be an int >= 2. Got 'many' instead."),
     ],
 )  # fmt: skip
 def test_bad_settings_raise_the_standard_error(kwargs: dict[str, float], message: str) -> None:
@@ -237,3 +239,34 @@ def test_a_loss_whose_best_is_at_most_zero_diverges_on_a_rise_relative_to_its_sc
     assert analyze_sweep(lrs, exploding, smoothing=0.0).diverged_at == 4  # 12.5 > 3 * 4
     noisy_start = [-3.0, -3.01, -2.9, -3.05, -2.95, -3.1, -3.0, -3.2, -3.3, -3.4, -3.5, -3.6]
     assert analyze_sweep(lrs, noisy_start, smoothing=0.0).diverged_at is None
+
+
+def test_the_table_pairs_the_min_loss_lr_with_its_own_smoothed_loss() -> None:
+    # A fall to 0.40, a bump (the first rise ends the analysis), then a deeper fall to 0.2:
+    # lr_at_min_loss is the minimum before the cut, so its row must show the smoothed loss
+    # there (the oracle: the minimum of smoothed[:rose_at]), not the later, lower one.
+    lrs = exponential_lrs(1e-4, 10.0, 101)
+    x = np.log10(lrs)
+    clean = np.where(x < -1, 0.69, 0.69 - 0.48 * (x + 1))
+    clean = np.where(x >= -0.4, 1.1, clean)
+    clean = np.where(x >= -0.2, 1.1 - 1.5 * (x + 0.2), clean)
+    clean = np.where(x > 0.4, 50.0, clean)
+    result = analyze_sweep(lrs, list(clean), smoothing=0.0)
+    assert result.rose_at is not None
+    before_cut = result.smoothed[: result.rose_at]
+    assert result.lr_at_min_loss == lrs[int(np.argmin(before_cut))]
+    assert min(before_cut) > min(result.smoothed)  # the later fall goes deeper
+    values = {row[0]: row[1:] for row in result.to_table().to_dict()["values"]}
+    assert values["min loss (reference)"][:2] == [result.lr_at_min_loss, min(before_cut)]
+
+
+@pytest.mark.parametrize("first", [math.nan, math.inf])
+def test_a_sweep_whose_first_loss_is_not_finite_renders_and_says_so(first: float) -> None:
+    lrs = exponential_lrs(1e-4, 1.0, 41)
+    result = analyze_sweep(lrs, [first], smoothing=0.0)
+    assert result.diverged_at == 0
+    text = result.to_table().render_text()  # min() of no finite loss raised here
+    assert "stopped at step 0" in text
+    assert "not finite" in result.reasoning
+    assert "never fell" not in result.reasoning  # a NaN at the first lr is not "no fall"
+    assert result.plot_png()[:4] == b"\x89PNG"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from typing import Any
 
@@ -373,3 +374,82 @@ def test_a_negative_loss_does_not_stop_the_sweep_at_its_first_step() -> None:
     assert steps >= 10
     assert shifted.losses[:steps] == pytest.approx([v - 5.0 for v in plain.losses[:steps]])
     assert shifted.suggestion > 1e-7  # not the min-loss/10 of a one-step curve
+
+
+class _RunningMean(nn.Module):
+    """Centres its inputs by a running mean kept in buffers that forward reassigns (not
+    updated in place, as BatchNorm does): a common way to write such state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.register_buffer("seen", torch.zeros(()))
+        self.register_buffer("mean", torch.zeros(4))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen = self.seen + len(inputs)
+            self.mean = 0.9 * self.mean + 0.1 * inputs.mean(0).detach()
+        return self.linear(inputs - self.mean)
+
+
+def test_buffers_that_forward_reassigns_are_restored_before_each_sweep_and_after() -> None:
+    # The oracle: with one fixed batch and no dropout, every sweep from the same state
+    # sees the same losses; and the model's state_dict after is the one before.
+    torch.manual_seed(0)
+    model = _RunningMean()
+    buffers = dict(model.named_buffers())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [(torch.randn(16, 4) + 3.0, torch.randint(0, 3, (16,)))]
+    result = lr_find(model, optimizer, batches, start_lr=1e-4, end_lr=1e-1, num_steps=20,
+                     num_sweeps=2)  # fmt: skip
+    assert result.sweeps[0] == result.sweeps[1]
+    after = model.state_dict()
+    assert all(torch.equal(value, after[key]) for key, value in before.items())
+    assert all(tensor is buffers[name] for name, tensor in model.named_buffers())
+
+
+def test_a_tensor_lr_is_restored_in_the_same_tensor() -> None:
+    # torch optimizers take lr as a Tensor (for capturable and compiled steps, and a
+    # scheduler or a captured graph holds that tensor): the sweep must not leave its last
+    # lr in it, nor swap it for a copy.
+    model = _net()
+    lr = torch.tensor(0.01)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    lr_find(model, optimizer, _data(), start_lr=1e-4, end_lr=1e2, num_steps=30, num_sweeps=2)
+    assert optimizer.param_groups[0]["lr"] is lr
+    assert torch.equal(lr, torch.tensor(0.01))
+
+
+def test_the_sweep_queues_no_seed_for_a_cuda_generator_it_does_not_restore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # torch.manual_seed also seeds CUDA, lazily when CUDA is not initialized yet: the seed
+    # is queued and applied at the first CUDA call, after the sweep, which fork_rng (over
+    # the CUDA devices in use: none) does not undo. A CPU model's sweep must leave CUDA's
+    # random numbers as they were: no CUDA seeding at all.
+    if torch.cuda.is_initialized():
+        pytest.skip("CUDA is initialized: its generators are forked and restored")
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    seeded: list[int] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", seeded.append)
+    result = lr_find(model, optimizer, _data(), start_lr=1e-4, end_lr=1e2, num_steps=20, seed=3)
+    assert seeded == []
+    # The CPU generator is still seeded per sweep: the same seed gives the same sweep.
+    again = lr_find(model, optimizer, _data(), start_lr=1e-4, end_lr=1e2, num_steps=20, seed=3)
+    assert again.sweeps == result.sweeps
+
+
+def test_a_loss_that_is_not_finite_from_the_first_step_gives_a_result_that_renders() -> None:
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    inputs = _data().inputs[:32].clone()
+    inputs[0, 0] = math.nan  # one bad sample: every loss of the batch is NaN
+    result = lr_find(model, optimizer, [(inputs, _data().targets[:32])], num_steps=20)
+    assert result.diverged_at == 0
+    assert len(result.losses) == 1
+    assert "stopped at step 0" in result.to_table().render_text()
+    assert "not finite" in result.reasoning

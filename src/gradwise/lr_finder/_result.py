@@ -68,8 +68,10 @@ class LRFinderResult:
         smoothed: :func:`smooth_losses` of ``losses``.
         suggestion: the suggested learning rate, ``steepest_lr`` or ``min_loss_lr``.
         suggested_by: which rule gave it: ``"steepest"`` or ``"min_loss"``.
-        steepest_lr: the lr where the smoothed loss falls fastest per decade of lr (the
-            most negative :math:`d s / d \\log_{10} \\mathrm{lr}`, on the falling part).
+        steepest_lr: the lr where the smoothed loss falls fastest per decade of lr: the
+            centre of the fall along the first stretch before the minimum where
+            :math:`d s / d \\log_{10} \\mathrm{lr}` is at least half as steep as its most
+            negative value (see :func:`analyze_sweep`).
         min_loss_lr: the min-loss/10 rule: the lr of the smallest smoothed loss, over 10.
         lr_at_min_loss: the lr of the smallest smoothed loss.
         diverged_at: the step whose smoothed loss passed ``diverge_factor`` times the best
@@ -125,7 +127,7 @@ class LRFinderResult:
              self.suggested_by == "steepest"],
             ["min loss / 10", self.min_loss_lr, loss_at(self.min_loss_lr),
              self.suggested_by == "min_loss"],
-            ["min loss (reference)", self.lr_at_min_loss, min(self._finite_smoothed()), None],
+            ["min loss (reference)", self.lr_at_min_loss, loss_at(self.lr_at_min_loss), None],
         ]  # fmt: skip
         stop = (
             f"stopped at step {self.diverged_at} (lr {self.lrs[self.diverged_at]:.3g})"
@@ -146,9 +148,6 @@ class LRFinderResult:
         from gradwise.lr_finder._plot import range_test_png
 
         return range_test_png(self)
-
-    def _finite_smoothed(self) -> list[float]:
-        return [s for s in self.smoothed if math.isfinite(s)]
 
 
 def default_smoothing(lrs: Sequence[float]) -> float:
@@ -236,8 +235,8 @@ def analyze_sweep(
         smoothing: :math:`\\beta` of :func:`smooth_losses`, in [0, 1); default
             :func:`default_smoothing` of ``lrs`` (a window of half a decade).
         diverge_factor: the stop threshold, > 1.
-        planned_steps: the steps the sweep was asked for (for the report); default
-            ``len(lrs)``.
+        planned_steps: the steps the sweep was asked for (for the report), at least
+            ``len(losses)``; default ``len(lrs)``.
         rise_factor: where the analysis ends, > 1 (a value at or above ``diverge_factor``
             turns the cut off).
         stopped_at: a step known to have diverged, if the curve does not show it itself
@@ -270,6 +269,8 @@ def analyze_sweep(
             f"The 'losses' parameter of {owner} must hold between 1 and {len(lrs)} "
             f"(len(lrs)) values. Got {len(losses)} instead."
         )
+    if planned_steps is not None:
+        check("planned_steps", owner, planned_steps, Interval(low=len(losses), kind="int"))
     grid = np.asarray(lrs, dtype=np.float64)[: len(losses)]
     raw = np.asarray(losses, dtype=np.float64)
     smoothed = np.asarray(smooth_losses(list(raw), smoothing), dtype=np.float64)
@@ -285,7 +286,9 @@ def analyze_sweep(
     steepest_lr = float(grid[steepest])
     # A fall by less than 0.1% of the first loss is no fall (a flat curve's rounding
     # noise would otherwise give it a "steepest descent").
-    fell = bool(smoothed[0] - smoothed[lowest] > NO_FALL * abs(smoothed[0]))
+    fell = bool(
+        np.isfinite(smoothed[0]) and smoothed[0] - smoothed[lowest] > NO_FALL * abs(smoothed[0])
+    )
     rule: Rule = (
         "steepest"
         if fell and min_loss_lr / 10.0 <= steepest_lr <= float(grid[lowest]) and steepest != lowest
@@ -414,7 +417,13 @@ def _reasoning(
     rule: Rule,
     fell: bool,
 ) -> str:
-    if not fell:
+    if not np.isfinite(smoothed[0]):
+        opening = (
+            f"The loss was not finite ({smoothed[0]:.4g}) at the first lr {lrs[0]:.3g}: the "
+            "sweep measured nothing. Check the data and the model's outputs for NaN and inf "
+            "(a loss that overflows even at the first lr: start the sweep lower)"
+        )
+    elif not fell:
         opening = (
             f"The smoothed loss never fell below its first value {smoothed[0]:.4g} (at lr "
             f"{lrs[0]:.3g}; by {NO_FALL:.1%} or more): no learning rate of the sweep trained "

@@ -166,8 +166,7 @@ def lr_find(
     seeds = sweep_seeds(int(seed), 1 if one_shot else int(num_sweeps))
     sweeps: list[list[float]] = []
     for index, sweep_seed in enumerate(seeds):
-        with _preserved(model, optimizer), _forked_rng(device):
-            torch.manual_seed(sweep_seed)
+        with _preserved(model, optimizer), _forked_rng(device, sweep_seed):
             model.train()
             source = _reseeded(data, sweep_seed) if index else data
             batches = _batch_stream(source, int(batch_size), sweep_seed)
@@ -300,18 +299,40 @@ def _as_batch(batch: Any) -> Batch:
 
 @contextmanager
 def _preserved(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
-    """Put back every tensor, .grad, mode and the optimizer's state, however the body ends."""
-    tensors = [*model.parameters(), *model.buffers()]
+    """Put back every tensor, .grad, mode and the optimizer's state, however the body ends.
+
+    Each parameter and buffer goes back into its module's slot as well as to its value: a
+    forward that reassigns a buffer (``self.mean = 0.9 * self.mean + ...``) leaves a new
+    tensor there. A tensor lr goes back into the tensor the param group held (the sweep
+    fills it in place; ``load_state_dict`` alone would put in a copy).
+    """
+    slots = [
+        (module, name, tensor)
+        for module in model.modules()
+        for name, tensor in itertools.chain(
+            module.named_parameters(recurse=False), module.named_buffers(recurse=False)
+        )
+    ]
+    tensors = list({id(tensor): tensor for _, _, tensor in slots}.values())
     values = [tensor.detach().clone() for tensor in tensors]
     grads = [(p, p.grad, None if p.grad is None else p.grad.clone()) for p in model.parameters()]
     modes = [(module, module.training) for module in model.modules()]
     optimizer_state = copy.deepcopy(optimizer.state_dict())
+    lrs = [
+        (index, group["lr"], group["lr"].clone())
+        for index, group in enumerate(optimizer.param_groups)
+        if isinstance(group["lr"], Tensor)
+    ]
     try:
         yield
     finally:
+        for module, name, tensor in slots:
+            setattr(module, name, tensor)
         with torch.no_grad():
             for tensor, value in zip(tensors, values, strict=True):
                 tensor.copy_(value)
+            for _, lr, saved_lr in lrs:
+                lr.copy_(saved_lr)
         for parameter, grad, saved in grads:
             if grad is not None and saved is not None:
                 grad.copy_(saved)
@@ -319,12 +340,22 @@ def _preserved(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[N
         for module, training in modes:
             module.training = training
         optimizer.load_state_dict(optimizer_state)
+        for index, lr, _ in lrs:
+            optimizer.param_groups[index]["lr"] = lr
 
 
 @contextmanager
-def _forked_rng(device: torch.device) -> Iterator[None]:
+def _forked_rng(device: torch.device, seed: int) -> Iterator[None]:
+    """torch's CPU generator and the CUDA ones in use, forked and seeded with ``seed``.
+
+    Only the generators the fork restores are seeded: ``torch.manual_seed`` also seeds
+    CUDA when it is not initialized yet, lazily, at its first use after the sweep.
+    """
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
         yield
 
 
