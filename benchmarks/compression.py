@@ -4,8 +4,8 @@ Every configuration trains the same run with ``gradwise train``'s distributed pa
 processes (gloo, CPU, one thread each) on this machine: MNIST-1D (4,000 training samples,
 10% held out), an MLP 40-256-256-10 (78k parameters), SGD with momentum 0.9
 (``--momentum``) and lr 0.05 (``--lr``), a global batch of 64, 8 epochs (504 steps), no
-schedule, seed 0; the same data order and initial weights everywhere. For each
-compression the table gives:
+schedule (``--schedule default``: ``gradwise train``'s cosine with warmup), seed 0; the
+same data order and initial weights everywhere. For each compression the table gives:
 
 - bytes this rank put on the wire per step, averaged over the run (the hooks' counter:
   the payload each rank contributes to its collectives; plain fp32 allreduce counts 4
@@ -34,8 +34,8 @@ differences ("spread"): a single seed's difference includes how far two float or
 the same run drift apart, a few percent in training loss at lr 0.05 (fp16 against fp32).
 
 Run: .venv/bin/python benchmarks/compression.py [--lr 0.05] [--momentum 0.9] [--epochs 8]
-[--nproc 2] [--seeds 0 ...] [--only LABEL ...] (--only runs the rows with those labels, plus
-their baselines)
+[--nproc 2] [--schedule none|default] [--seeds 0 ...] [--only LABEL ...] (--only runs the
+rows with those labels, plus their baselines)
 """
 
 from __future__ import annotations
@@ -94,9 +94,13 @@ def run(
     nproc: int,
     runs: str,
     seed: int,
+    schedule: str = "none",
 ) -> Any:
+    # "none": a constant learning rate; "default": gradwise train's own (cosine to zero
+    # after a 5% linear warmup).
+    schedule_overrides = ["schedule=null"] if schedule == "none" else []
     overrides = [
-        f"seed={seed}", f"epochs={epochs}", "monitor=null", "schedule=null", "log_every=50",
+        *schedule_overrides, f"seed={seed}", f"epochs={epochs}", "monitor=null", "log_every=50",
         "data.dataset=mnist1d", "data.batch_size=64", "data.validation_split=0.1",
         "model.name=mlp", "model.width=256", "model.depth=2", "model.norm=none",
         f"optimizer={optimizer}", f"runs_dir={runs}",
@@ -125,7 +129,9 @@ def _losses(
     """Bytes per step, and the final training and validation loss of each seed."""
     train, val = [], []
     for seed in args.seeds:
-        result = run(compression, options, optimizer, args.epochs, args.nproc, runs, seed)
+        result = run(
+            compression, options, optimizer, args.epochs, args.nproc, runs, seed, args.schedule
+        )
         final = result["summary"]["final"]
         per_step = result["bytes_sent"] / result["summary"]["steps"]
         train.append(final["train_loss"])
@@ -148,6 +154,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05, help="SGD's learning rate")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD's (or the hook's)")
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument(
+        "--schedule",
+        choices=("none", "default"),
+        default="none",
+        help="none: a constant learning rate; default: gradwise train's (cosine, 5%% warmup)",
+    )
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="run every row once per seed"
     )
