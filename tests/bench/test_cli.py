@@ -66,3 +66,13 @@ def test_bench_unit_tests_names_the_flag_in_its_errors(capsys: pytest.CaptureFix
     assert main(["bench", "unit-tests", "--steps", "0"]) == 2
     assert "The '--steps' option of gradwise bench unit-tests must be an int >= 1. Got 0 " \
         "instead." in capsys.readouterr().err  # fmt: skip
+
+
+def test_bench_unit_tests_says_when_tests_matches_no_test(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench", "unit-tests", "--tests", "no-such-test"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "The '--tests' option of gradwise bench unit-tests" in err
+    assert "'no-such-test'" in err

@@ -92,3 +92,9 @@ def test_tuned_optimizer_needs_a_learning_rate() -> None:
     problem = make_quadratic_deep(num_epochs=1)
     with pytest.raises(ValueError, match="The 'lr' parameter of run_quadratic_deep"):
         run_quadratic_deep(problem, tuned_optimizers(["SGD"])["SGD"])
+
+
+def test_closure_optimizers_train_on_quadratic_deep() -> None:
+    problem = make_quadratic_deep(num_epochs=1)
+    run = run_quadratic_deep(problem, lambda params: torch.optim.LBFGS(params, max_iter=5))
+    assert run.final_test_loss < run.test_losses[0]

@@ -20,6 +20,7 @@ from gradwise.bench import (
     surface_steps,
     tuned_optimizers,
 )
+from gradwise.cli import main
 from gradwise.optim import SGD
 
 # 4 problems x 3 optimizers: a tie on p1, a failure of C on p2, nobody solves p4.
@@ -198,3 +199,24 @@ def test_bench_profiles_refuses_no_problem() -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert "leave no problem" in done.stderr
+
+
+def test_quadratic_deep_steps_refuses_targets_that_name_the_same_problem() -> None:
+    problem = make_quadratic_deep(num_epochs=1)
+    sgd = {"SGD": lambda params: SGD(params, lr=0.01)}
+    for targets in ([150.0, 150.0], [150.0, 150.001]):  # one name: quadratic_deep<=150
+        with pytest.raises(ValueError, match=r"^The 'targets' parameter of quadratic_deep_st"
+                           r"eps must be .*distinct.* Got \[150\.0, 150\.0"):  # fmt: skip
+            quadratic_deep_steps(sgd, targets, problem=problem)
+
+
+def test_bench_profiles_refuses_gaps_that_name_the_same_problem(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["bench", "profiles", "--surfaces", "", "--quadratic-deep-epochs", "1",
+                 "--quadratic-deep-gaps", "0.5,0.5", "--optimizers", "SGD"])  # fmt: skip
+    printed = capsys.readouterr()
+    assert code == 2
+    assert len(printed.err.strip().splitlines()) == 1, printed.err
+    assert "distinct" in printed.err
+    assert "zip()" not in printed.err

@@ -13,7 +13,8 @@ from gradwise.bench import (
     ill_conditioned_quadratic,
     surface_benchmark,
 )
-from gradwise.optim import SGD, Adam
+from gradwise.optim import SGD, Adam, Newton
+from gradwise.viz import CriticalPoint, Surface
 
 GRID = tuple(10.0 ** (k / 3) for k in range(-9, -2))  # 1e-3 .. 0.1
 
@@ -85,3 +86,33 @@ def test_bad_input_is_refused_in_the_one_format() -> None:
     ):
         ill_conditioned_quadratic(math.inf)
     assert ill_conditioned_quadratic(4.0)(torch.tensor([2.0, 1.0])).item() == 4.0
+
+
+def test_closure_optimizers_run_on_the_surfaces() -> None:
+    # LBFGS needs step(closure) and Newton a closure that returns the loss unbackpropagated,
+    # as gradwise.viz.run_optimizers calls them; both reach Rosenbrock's minimum in a few steps.
+    optimizers = {
+        "LBFGS": lambda params: torch.optim.LBFGS(params),
+        "Newton": lambda params: Newton(params),
+    }
+    results = surface_benchmark(optimizers, ["rosenbrock", "quadratic"], max_steps=100)
+    for run in results.runs:
+        assert run.steps is not None, (run.surface, run.optimizer)
+        assert run.distance <= 1e-3
+
+
+def test_the_divergence_guard_measures_from_the_domains_center() -> None:
+    # A surface whose box lies far from the origin: runs there are not escapes.
+    shifted = Surface(
+        "shifted_bowl",
+        "f(x, y) = ((x - 1000)^2 + (y - 1000)^2) / 2",
+        lambda x, y: 0.5 * ((x - 1000.0) ** 2 + (y - 1000.0) ** 2),
+        ((999.0, 1001.0), (999.0, 1001.0)),
+        (CriticalPoint((1000.0, 1000.0), 0.0, "global minimum"),),
+        start=(999.5, 1000.5),
+        learning_rate=0.5,
+    )
+    gd = {"GD": lambda params: SGD(params, lr=0.5)}
+    run = surface_benchmark(gd, [shifted], max_steps=50).get("shifted_bowl", "GD")
+    # lr 0.5 on curvature 1 halves the distance each step: 0.707 / 2^10 < 1e-3 < 0.707 / 2^9
+    assert run.steps == 10

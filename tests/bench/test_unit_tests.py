@@ -187,3 +187,9 @@ def test_bad_input_is_refused_in_the_one_format() -> None:
         score_optimizers({}, TESTS)
     with pytest.raises(TypeError, match="must be a GradientTransform"):
         run_unit_test(get_unit_test(TESTS[0]), lambda params: "not an optimizer")  # type: ignore[arg-type,return-value]
+
+
+def test_closure_optimizers_run_on_a_unit_test() -> None:
+    test = get_unit_test("quadratic/none/scale=1/dim=2/kappa=100")
+    gaps = run_unit_test(test, lambda params: torch.optim.LBFGS(params), num_steps=5, num_runs=2)
+    assert gaps.max().item() < 1e-12  # a quadratic: LBFGS solves it in a few iterations

@@ -1,5 +1,7 @@
 """The ill-conditioned-quadratic lesson against the closed form (1 - lr lambda_i)^k."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +94,19 @@ def test_bad_arguments_raise_the_standard_error(kwargs, message):
     with pytest.raises(ValueError, match=r"^The '") as error:
         quadratic_lesson(**kwargs)
     assert str(error.value) == message
+
+
+def test_a_zero_eigenvalue_is_neither_a_crash_nor_an_oscillation():
+    # A flat direction: its factor is exactly 1, so its coordinate never moves.
+    flat = quadratic_lesson([0.0], lr=0.1, num_steps=3)
+    assert flat.max_stable_lr == math.inf  # 2 / lambda_max as lambda_max -> 0+
+    assert not flat.converges
+    assert not flat.diverges
+    assert "neither converges nor diverges" in flat.summary()
+    valley = quadratic_lesson([0.0, 1.0], lr=0.1, num_steps=50)
+    assert valley.max_stable_lr == pytest.approx(2.0)
+    assert "oscillates" not in valley.summary()
+    # exactly at lr = 2 / lambda_max the top direction flips sign every step
+    edge = quadratic_lesson([1.0, 10.0], lr=0.2, num_steps=4)
+    assert edge.factors[1].item() == -1.0
+    assert "oscillates" in edge.summary()

@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from gradwise import optim
@@ -58,3 +59,34 @@ def test_saddles_and_diverged_runs_plot_and_animate(tmp_path):
     assert plot_trajectories(surface, runs)[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(animate_trajectories(surface, runs, tmp_path / "s.gif", frames=3)) as gif:
         assert gif.n_frames == 3
+
+
+def test_the_contours_show_the_valley_around_beales_minimum():
+    # Beale spans 1.8e5 on its box but only ~0 to 40 between the usual start (1, 1.5) and
+    # the minimum (3, 0.5): lines spaced from 1e-4 of the span left that basin blank.
+    surface = get_surface("beale")
+    image = np.asarray(Image.open(io.BytesIO(plot_trajectories(surface, []))).convert("RGB"))
+    (x_low, x_high), (y_low, y_high) = surface.domain
+
+    def pixel(x, y):  # the axes fill (0.1, 0.1) to (0.97, 0.92) of the 480 x 400 figure
+        column = 480 * (0.1 + 0.87 * (x - x_low) / (x_high - x_low))
+        row = 400 * (1 - (0.1 + 0.82 * (y - y_low) / (y_high - y_low)))
+        return int(round(row)), int(round(column))
+
+    assert image.shape[:2] == (400, 480)
+    top, left = pixel(1.5, 0.9)
+    bottom, right = pixel(2.7, 0.1)  # the basin left of the minimum, its marker excluded
+    drawn = (image[top:bottom, left:right].min(axis=-1) < 200).sum()
+    assert drawn > 100
+
+
+def test_trajectories_must_be_a_sequence_not_one_run_or_a_generator(tmp_path):
+    surface = get_surface("quadratic")
+    runs = _runs(surface, num_steps=5)
+    message = r"^The 'trajectories' parameter of plot_trajectories must be a sequence of Tra"
+    with pytest.raises(TypeError, match=message + r".*\[trajectory\]"):
+        plot_trajectories(surface, runs[0])
+    with pytest.raises(TypeError, match=message):  # a generator drew an empty plot
+        plot_trajectories(surface, (run for run in runs))
+    with pytest.raises(TypeError, match=r"^The 'trajectories' parameter of animate_traj"):
+        animate_trajectories(surface, iter(runs), tmp_path / "runs.gif")

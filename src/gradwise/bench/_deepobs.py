@@ -17,6 +17,7 @@ from gradwise.bench._scoring import (
     Tuned,
     check_optimizers,
     make_optimizer,
+    step_on,
 )
 
 QUADRATIC_DEEP_LEARNING_RATES: tuple[float, ...] = tuple(
@@ -206,9 +207,11 @@ def run_quadratic_deep(
         for step in range(problem.steps_per_epoch):
             batch = problem.train_inputs[order[step * problem.batch_size:(step + 1)
                                                * problem.batch_size]]  # fmt: skip
-            opt.zero_grad()
-            problem.loss(theta, batch).backward()
-            opt.step()
+
+            def loss(batch: Tensor = batch) -> Tensor:
+                return problem.loss(theta, batch)
+
+            step_on(opt, loss)
         losses.append(problem.test_loss(theta.detach()))
         if not math.isfinite(losses[-1]):
             losses[-1] = math.inf

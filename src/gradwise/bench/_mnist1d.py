@@ -77,7 +77,7 @@ def _train(name: str, data: Any, epochs: int, settings: dict[str, Any]) -> float
     optimizer = optim.AdamW(
         model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"]
     )
-    steps = epochs * (len(data.train) // settings["batch_size"] + 1)
+    steps = epochs * -(-len(data.train) // settings["batch_size"])  # the last batch may be short
     warmup = max(1, round(0.05 * steps))
     schedule = linear_warmup(cosine_decay(settings["lr"], num_steps=steps - warmup),
                              num_steps=warmup)  # fmt: skip

@@ -282,7 +282,11 @@ def quadratic_deep_steps(
     initial = problem.test_loss(problem.start)
     below = f"values below the initial test loss {initial:.6g} (else 0 steps reach them)"
     check("targets", owner, targets, Satisfies(lambda v: all(t < initial for t in v), below))
-    steps: dict[str, dict[str, float]] = {f"quadratic_deep<={t:.4g}": {} for t in targets}
+    names = [f"quadratic_deep<={t:.4g}" for t in targets]
+    check("targets", owner, targets, Satisfies(
+        lambda v: len(set(names)) == len(names),
+        "distinct to 4 significant digits (each names a problem, quadratic_deep<=t)"))  # fmt: skip
+    steps: dict[str, dict[str, float]] = {name: {} for name in names}
     for name, spec in optimizers.items():
         grid: Sequence[float | None] = (
             (spec.learning_rates or learning_rates or QUADRATIC_DEEP_LEARNING_RATES)

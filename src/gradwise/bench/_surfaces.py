@@ -10,7 +10,13 @@ from typing import Any
 import torch
 
 from gradwise._validation import POSITIVE, POSITIVE_INT, Interval, Satisfies, check
-from gradwise.bench._scoring import OptimizerSpec, Tuned, check_optimizers, make_optimizer
+from gradwise.bench._scoring import (
+    OptimizerSpec,
+    Tuned,
+    check_optimizers,
+    make_optimizer,
+    step_on,
+)
 from gradwise.viz import SURFACES, CriticalPoint, Surface
 
 SURFACE_LEARNING_RATES: tuple[float, ...] = tuple(10.0 ** (k / 3) for k in range(-15, 1))
@@ -133,14 +139,13 @@ def _run(
     optimizer = make_optimizer(spec, [point], lr)
     (x_low, x_high), (y_low, y_high) = surface.domain
     radius = 100.0 * max(x_high - x_low, y_high - y_low)  # as gradwise.viz's guard
+    center = torch.tensor([(x_low + x_high) / 2, (y_low + y_high) / 2], dtype=torch.float64)
     value = float(surface(point.detach()))
     for step in range(1, max_steps + 1):
-        optimizer.zero_grad(set_to_none=True)
-        surface(point).backward()
-        optimizer.step()
+        step_on(optimizer, lambda: surface(point))
         with torch.no_grad():
             value = float(surface(point))
-            if not math.isfinite(value) or float(point.norm()) > radius:
+            if not math.isfinite(value) or float((point - center).norm()) > radius:
                 return None, point.detach(), value
             if _reached(surface, point, value, tolerance):
                 return step, point.detach(), value
@@ -181,8 +186,8 @@ def surface_benchmark(
     ones included, the one reached is reported); on a surface without a minimum (the
     saddle, unbounded below) once the value drops below :data:`SADDLE_ESCAPE`. A
     :class:`Tuned` optimizer runs at every rate of its grid (default ``learning_rates``)
-    and the rate with the fewest steps wins; a run that leaves 100 domain widths or stops
-    being finite counts as not reached.
+    and the rate with the fewest steps wins; a run that goes farther than 100 domain widths
+    from the domain's center or stops being finite counts as not reached.
 
     Args:
         optimizers: label -> factory ``params -> optimizer``, gradient transform or

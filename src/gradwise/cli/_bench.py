@@ -97,14 +97,21 @@ def _optimizers(args: argparse.Namespace) -> dict[str, Tuned]:
 def run_unit_tests(args: argparse.Namespace) -> int:
     """Score the optimizers on the unit tests; print the table, write the grid."""
     from gradwise.bench import UNIT_TEST_NAMES, score_optimizers
+    from gradwise.config import ConfigError
 
     _check_options(
         "unit-tests",
         {"--steps": (args.steps, 1), "--runs": (args.runs, 1), "--seed": (args.seed, 0)},
     )
     optimizers = _optimizers(args)
-    _check_out(args, "unit-tests")
     tests = [name for name in UNIT_TEST_NAMES if args.tests in name]
+    if not tests:
+        raise ConfigError(
+            "The '--tests' option of gradwise bench unit-tests must be part of a test name "
+            f"(e.g. 'dim=2'; the names are gradwise.bench.UNIT_TEST_NAMES). Got {args.tests!r} "
+            "instead, which is part of none."
+        )
+    _check_out(args, "unit-tests")
     with _as_config_errors():
         result = score_optimizers(
             optimizers,
@@ -172,6 +179,11 @@ def _check_profile_options(args: argparse.Namespace) -> None:
             f"The '--quadratic-deep-gaps' option of {owner} must be numbers in (0, 1). Got "
             f"{args.quadratic_deep_gaps!r} instead: a target is floor + gap x (initial loss - "
             "floor), so 1 or more is reached at step 0 and 0 or less never."
+        )
+    if args.quadratic_deep_epochs > 0 and len(set(gaps)) != len(gaps):
+        raise ConfigError(
+            f"The '--quadratic-deep-gaps' option of {owner} must be distinct numbers (each "
+            f"is a problem). Got {args.quadratic_deep_gaps!r} instead."
         )
 
 

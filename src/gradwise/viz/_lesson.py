@@ -37,8 +37,10 @@ class QuadraticLesson:
 
     @property
     def max_stable_lr(self) -> float:
-        r"""The stability bound :math:`2 / \lambda_{\max}` of gradient descent."""
-        return 2.0 / float(self.eigenvalues.max())
+        r"""The stability bound :math:`2 / \lambda_{\max}` of gradient descent (inf when
+        :math:`\lambda_{\max} = 0`: a flat direction never grows)."""
+        high = float(self.eigenvalues.max())
+        return 2.0 / high if high != 0 else float("inf")
 
     @property
     def condition_number(self) -> float:
@@ -59,7 +61,12 @@ class QuadraticLesson:
     def summary(self) -> str:
         """One sentence: the learning rate against the bound, and the slowest direction."""
         worst = int(self.factors.abs().argmax())
-        verdict = "converges" if self.converges else "diverges" if self.diverges else "oscillates"
+        if self.converges or self.diverges:
+            verdict = "converges" if self.converges else "diverges"
+        elif bool((self.factors == -1).any()):  # flips sign every step, same size
+            verdict = "oscillates"
+        else:  # a factor of exactly 1: a zero-curvature direction keeps its coordinate
+            verdict = "neither converges nor diverges"
         return (
             f"lr {self.lr:.4g} vs 2/lambda_max = {self.max_stable_lr:.4g}: gradient descent "
             f"{verdict}; the direction with lambda = {float(self.eigenvalues[worst]):.4g} "

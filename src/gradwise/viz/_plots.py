@@ -138,10 +138,15 @@ def _check_inputs(owner: str, surface: Surface, trajectories: Sequence[Trajector
             f"The 'surface' parameter of {owner} must be a Surface (see get_surface). "
             f"Got {type(surface).__name__} instead."
         )
-    if not all(isinstance(t, Trajectory) for t in trajectories):
+    # A sequence, not any iterable: checking a generator here would use it up and leave an
+    # empty plot; a single run is told to go in a list.
+    if not isinstance(trajectories, Sequence) or not all(
+        isinstance(t, Trajectory) for t in trajectories
+    ):
         raise TypeError(
             f"The 'trajectories' parameter of {owner} must be a sequence of Trajectory "
-            f"(from run_optimizers). Got {trajectories!r} instead."
+            "(from run_optimizers; one run as [trajectory]). "
+            f"Got {trajectories!r} instead."
         )
 
 
@@ -160,7 +165,12 @@ def _levels(values: NDArray[np.float64], bounded_below: bool) -> NDArray[np.floa
     span = max(high - low, 1e-12)
     if bounded_below:
         # Log spacing above the lowest grid value: the valleys near a minimum get lines.
-        return low + np.logspace(np.log10(span * 1e-4), np.log10(span), _LEVELS)
+        # The lowest line sits at most at the 1st percentile of the grid's values, so it
+        # encloses about 1% of the box or less: span * 1e-4 alone left Beale's whole basin
+        # (values up to ~18 of a span of 1.8e5) without a line.
+        gaps = values[values > low] - low
+        floor = min(span * 1e-4, float(np.percentile(gaps, 1))) if gaps.size else span * 1e-4
+        return low + np.logspace(np.log10(floor), np.log10(span), _LEVELS)
     return np.linspace(low, high, _LEVELS)
 
 
