@@ -90,3 +90,13 @@ def test_trajectories_must_be_a_sequence_not_one_run_or_a_generator(tmp_path):
         plot_trajectories(surface, (run for run in runs))
     with pytest.raises(TypeError, match=r"^The 'trajectories' parameter of animate_traj"):
         animate_trajectories(surface, iter(runs), tmp_path / "runs.gif")
+
+
+def test_the_png_and_the_gif_go_into_folders_that_do_not_exist_yet(tmp_path):
+    surface = get_surface("saddle")
+    runs = _runs(surface, num_steps=3)
+    png = tmp_path / "new" / "plots" / "runs.png"
+    assert plot_trajectories(surface, runs, png) == png.read_bytes()
+    gif = animate_trajectories(surface, runs, tmp_path / "other" / "runs.gif", frames=2)
+    with Image.open(gif) as image:
+        assert image.format == "GIF"

@@ -55,7 +55,9 @@ def plot_trajectories(
     figure.savefig(buffer, format="png", metadata={"Software": None})
     data = buffer.getvalue()
     if path is not None:
-        Path(path).write_bytes(data)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)  # as the bench's write_plot does
+        target.write_bytes(data)
     return data
 
 
@@ -121,6 +123,7 @@ def animate_trajectories(
     if len(images) == 1:  # a single point: still an animation of two identical frames
         images.append(images[0].copy())
     target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(
         target,
         format="GIF",
