@@ -1,5 +1,7 @@
 """Warmups and join: golden values, and torch's SequentialLR as an oracle for linear warmup."""
 
+import math
+
 import pytest
 import torch
 from torch.optim import lr_scheduler
@@ -90,3 +92,29 @@ def test_join_stores_tuples():
     assert schedule.schedules == (constant(1.0), constant(0.5))
     assert schedule.boundaries == (10,)
     assert hash(schedule) == hash(join((constant(1.0), constant(0.5)), (10,)))
+
+
+def test_wrapped_schedules_never_see_a_step_below_zero():
+    # Steps below 0 count as step 0, for a wrapped schedule too: a function of the user's
+    # own that is defined from step 0 on is never called before its start (it was, with
+    # step - boundary < 0, and math.sqrt raised "math domain error" at step 0).
+    def inverse_square_root(step):
+        return 0.1 / math.sqrt(step + 1)
+
+    for schedule in [
+        join([constant(0.5), inverse_square_root], [10]),
+        constant_warmup(inverse_square_root, 10, 0.5),
+        linear_warmup(inverse_square_root, 10, start=0.5),
+    ]:
+        assert schedule(0) == 0.5
+        assert schedule(13) == pytest.approx(0.05, rel=1e-12)
+
+    steps_seen = []
+
+    def recording(step):
+        steps_seen.append(torch.as_tensor(step).min().item())
+        return 0.25
+
+    join([constant(0.5), recording], [10])(torch.arange(20.0))
+    linear_warmup(recording, 10)(3)
+    assert min(steps_seen) == 0.0

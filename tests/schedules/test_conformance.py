@@ -8,6 +8,7 @@ import pickle
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -191,3 +192,28 @@ def test_docs_page_has_an_example_per_schedule():
 def test_docs_page_examples_run(number):
     code = compile(DOCS_EXAMPLES[number], f"{DOCS_PAGE}, example {number}", "exec")
     exec(code, {})
+
+
+def test_numpy_arguments_are_written_as_plain_numbers():
+    # numpy's ints (milestones computed from an epoch count, say) pass validation; they
+    # made the schedule an object in the checkpoint, which weights_only loading refused.
+    schedule = join(
+        [
+            multistep_decay(np.float64(0.5), [np.int64(3), np.int32(7)], gamma=np.float32(0.5)),
+            cosine_decay(0.1, np.int64(10), final=np.float64(0.25)),
+        ],
+        [np.int64(20)],
+    )
+    buffer = io.BytesIO()
+    torch.save(SGD([torch.nn.Parameter(torch.zeros(1))], lr=schedule).state_dict(), buffer)
+    buffer.seek(0)
+    loaded = SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    loaded.load_state_dict(torch.load(buffer, weights_only=True))
+    rebuilt = loaded.param_groups[0]["lr"]
+    assert type(rebuilt) is join
+    assert type(rebuilt.boundaries[0]) is int
+    assert type(rebuilt.schedules[0].gamma) is float
+    assert rebuilt == join(
+        [multistep_decay(0.5, [3, 7], gamma=0.5), cosine_decay(0.1, 10, final=0.25)], [20]
+    )
+    assert torch.equal(rebuilt(STEPS), schedule(STEPS))

@@ -241,8 +241,8 @@ def test_rejects_a_schedule_with_negative_values():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(
         ValueError,
-        match=r"The 'schedule' parameter of ScheduleLR must be a schedule whose values are >= 0\."
-        r" Got .* instead, which returns -0\.5 at step 3\.",
+        match=r"The 'schedule' parameter of ScheduleLR must be a schedule whose values are "
+        r"finite and >= 0\. Got .* instead, which returns -0\.5 at step 3\.",
     ):
         ScheduleLR(optimizer, lambda step: 1.0 - 0.5 * step)
 
@@ -250,3 +250,53 @@ def test_rejects_a_schedule_with_negative_values():
 def test_rejects_what_is_not_an_optimizer():
     with pytest.raises(TypeError, match="list is not an Optimizer"):
         ScheduleLR([], constant(1.0))
+
+
+def test_loading_a_plateau_state_into_a_schedule_without_state_is_a_clear_error():
+    # It was AttributeError: 'cosine_decay' object has no attribute 'load_state_dict'.
+    _, _, scheduler = make_run(ReduceOnPlateau(0.1))
+    _, _, other = make_run(cosine_decay(0.1, 10))
+    with pytest.raises(
+        ValueError,
+        match=r"^The saved state holds the state of param group 0's schedule, but this "
+        r"scheduler's schedule for it, cosine_decay\(.*\), has none; build the scheduler as "
+        r"the run that saved it did\.$",
+    ):
+        other.load_state_dict(scheduler.state_dict())
+
+    first, second = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    two_groups = torch.optim.SGD([{"params": [first]}, {"params": [second]}], lr=1.0)
+    saved = ScheduleLR(two_groups, [constant(0.1), ReduceOnPlateau(0.1)]).state_dict()
+    with pytest.raises(ValueError, match=r"^The saved state holds the state of param group 1's"):
+        other.load_state_dict(saved)
+
+
+def test_a_param_group_added_later_follows_the_one_schedule():
+    # Progressive unfreezing adds a param group mid-run; step() raised "zip() argument 2
+    # is shorter than argument 1".
+    schedule = step_decay(1.0, 2, gamma=0.5)
+    first, second = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([first], lr=1.0)
+    scheduler = ScheduleLR(optimizer, schedule)
+    optimizer.step()
+    scheduler.step()
+    optimizer.add_param_group({"params": [second]})
+    optimizer.step()
+    scheduler.step()
+    assert [group["lr"] for group in optimizer.param_groups] == [schedule(2), schedule(2)]
+    assert scheduler.get_last_lr() == [0.5, 0.5]
+
+
+def test_a_param_group_added_later_without_a_schedule_is_a_clear_error():
+    first, second = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([first], lr=1.0)
+    scheduler = ScheduleLR(optimizer, [constant(0.5)])
+    optimizer.add_param_group({"params": [second]})
+    optimizer.step()
+    with pytest.raises(
+        ValueError,
+        match=r"^The optimizer has 2 param groups, but ScheduleLR was given a list of 1 "
+        r"schedule\(s\), one per param group when it was made; give one schedule for every "
+        r"group, or make a new ScheduleLR after add_param_group\.$",
+    ):
+        scheduler.step()

@@ -145,3 +145,36 @@ def test_numbers_and_one_element_tensors_are_observed(metric):
     schedule = ReduceOnPlateau(0.1)
     schedule.observe(metric)
     assert schedule.num_bad_observations == (1 if metric is math.nan else 0)
+
+
+def test_the_loss_tensor_itself_is_observed_without_a_warning():
+    # observe(loss) with the training graph attached: float() on it warned "Converting a
+    # tensor with requires_grad=True to a scalar" (an error under -W error).
+    parameter = torch.nn.Parameter(torch.ones(3))
+    loss = (parameter**2).mean()
+    schedule = ReduceOnPlateau(0.1)
+    schedule.observe(loss)
+    assert schedule.best == 1.0
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"value": 0.05},
+        lr_scheduler.ReduceLROnPlateau(
+            torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        ).state_dict(),
+    ],
+    ids=["partial", "torch's ReduceLROnPlateau"],
+)
+def test_loading_a_state_it_did_not_write_is_a_clear_error(state):
+    # It was a bare KeyError: 'best' (or 'value', for torch's own scheduler state).
+    schedule = ReduceOnPlateau(0.1)
+    with pytest.raises(
+        ValueError,
+        match=r"^ReduceOnPlateau\.load_state_dict needs the keys 'value', 'best', "
+        r"'num_bad_observations', 'cooldown_counter' \(what state_dict\(\) returns\); "
+        r"the state given lacks '",
+    ):
+        schedule.load_state_dict(state)
+    assert schedule.state_dict()["value"] == 0.1

@@ -7,13 +7,16 @@ import re
 import pytest
 import torch
 
+from gradwise.optim import SGD
 from gradwise.schedules import (
     ReduceOnPlateau,
+    ScheduleLR,
     constant,
     constant_warmup,
     cosine_decay,
     cosine_warm_restarts,
     exponential_decay,
+    first_invalid_value,
     inverse_time_decay,
     join,
     linear_decay,
@@ -270,3 +273,22 @@ def test_bad_argument_raises_the_standard_error(make, name, owner, expected, got
     pattern = "^" + re.escape(message).replace(r"an\?", "an?") + "$"
     with pytest.raises(ValueError, match=pattern):
         make()
+
+
+def test_a_schedule_with_infinite_values_is_refused_where_it_is_used():
+    # lr=inf is refused as a number; a schedule returning it (an inverse-time decay
+    # counted from step 1 by mistake) made the first update -inf and was accepted.
+    def inverse_time(step):
+        return 0.1 / torch.as_tensor(step, dtype=torch.float64)
+
+    assert first_invalid_value(inverse_time) == (0, math.inf)
+    assert first_invalid_value(lambda step: 1.0 if step < 500 else math.inf) == (500, math.inf)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'schedule' parameter of ScheduleLR must be a schedule whose values are "
+        r"finite and >= 0\. Got .* instead, which returns inf at step 0\.$",
+    ):
+        ScheduleLR(optimizer, inverse_time)
+    with pytest.raises(ValueError, match=r"which returns inf at step 0\.$"):
+        SGD([torch.nn.Parameter(torch.zeros(1))], lr=inverse_time)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,8 @@ _TAIL_PROBE_STEPS = [int(10**k) for k in (5.5, 6, 6.5, 7, 8, 9)]
 
 
 def first_invalid_value(schedule: Schedule, minimum: float = 0.0) -> tuple[int, float] | None:
-    """The first probed step where ``schedule`` is NaN or below ``minimum``, with its value.
+    """The first probed step where ``schedule`` is NaN, infinite or below ``minimum``, with
+    its value.
 
     Schedules from :mod:`gradwise.schedules` accept a tensor of steps, so every step up to
     100,000 is checked in one call; a schedule that only takes ints is probed at a few
@@ -34,7 +36,7 @@ def first_invalid_value(schedule: Schedule, minimum: float = 0.0) -> tuple[int, 
         values = torch.as_tensor(schedule(steps), dtype=torch.float64).broadcast_to(steps.shape)
     except (TypeError, ValueError, RuntimeError):
         return _first_invalid_scalar(schedule, minimum)
-    bad = torch.nonzero(torch.isnan(values) | (values < minimum))
+    bad = torch.nonzero(~torch.isfinite(values) | (values < minimum))
     if bad.numel() == 0:
         return None
     position = int(bad[0, 0])
@@ -45,13 +47,14 @@ def _first_invalid_scalar(schedule: Schedule, minimum: float) -> tuple[int, floa
     probe = sorted({*range(1001), *(int(1.05**k) for k in range(425))})
     for step in probe:
         value = float(schedule(step))
-        if value != value or value < minimum:
+        if not math.isfinite(value) or value < minimum:
             return step, value
     return None
 
 
 def check_schedule(schedule: Schedule, *, name: str, owner: str, minimum: float = 0.0) -> None:
-    """Raise the standard ValueError if ``schedule`` ever returns NaN or a value < ``minimum``."""
+    """Raise the standard ValueError if ``schedule`` ever returns NaN, an infinity or a value
+    < ``minimum``."""
     if not callable(schedule):
         raise invalid_value_error(name, owner, "a schedule (a function of the step)", schedule)
     invalid = first_invalid_value(schedule, minimum)
@@ -59,6 +62,6 @@ def check_schedule(schedule: Schedule, *, name: str, owner: str, minimum: float 
         step, value = invalid
         raise ValueError(
             f"The '{name}' parameter of {owner} must be a schedule whose values are "
-            f">= {minimum:g}. "
+            f"finite and >= {minimum:g}. "
             f"Got {schedule!r} instead, which returns {value!r} at step {step}."
         )

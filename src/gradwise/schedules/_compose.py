@@ -53,7 +53,7 @@ class constant_warmup(StepFunction):
     constraints = {"schedule": SCHEDULE, "num_steps": POSITIVE_INT, "value": NON_NEGATIVE}
 
     def _evaluate(self, step: Tensor) -> Tensor:
-        after = evaluate(self.schedule, step - self.num_steps)
+        after = evaluate(self.schedule, _steps_since(step, self.num_steps))
         return torch.where(step < self.num_steps, self.value, after)
 
 
@@ -100,8 +100,17 @@ class linear_warmup(StepFunction):
     def _evaluate(self, step: Tensor) -> Tensor:
         target = evaluate(self.schedule, step.new_zeros(()))
         ramp = self.start + (target - self.start) * (step / self.num_steps)
-        after = evaluate(self.schedule, step - self.num_steps)
+        after = evaluate(self.schedule, _steps_since(step, self.num_steps))
         return torch.where(step < self.num_steps, ramp, after)
+
+
+def _steps_since(step: Tensor, start: int) -> Tensor:
+    """The wrapped schedule's own steps: ``step - start``, and 0 before ``start``.
+
+    Every step is evaluated (``torch.where`` keeps one graph), so a schedule that starts
+    later would see negative steps; a function of the user's own need not accept them.
+    """
+    return (step - start).clamp(min=0.0)
 
 
 def _is_schedule_sequence(value: Any) -> bool:
@@ -159,5 +168,6 @@ class join(StepFunction):
     def _evaluate(self, step: Tensor) -> Tensor:
         value = evaluate(self.schedules[0], step)
         for boundary, schedule in zip(self.boundaries, self.schedules[1:], strict=True):
-            value = torch.where(step < boundary, value, evaluate(schedule, step - boundary))
+            after = evaluate(schedule, _steps_since(step, boundary))
+            value = torch.where(step < boundary, value, after)
         return value.broadcast_to(step.shape)

@@ -25,8 +25,9 @@ class ScheduleLR(LRScheduler):
     from the previous lr, so changing a group's lr by hand lasts only until the next
     ``step()``.
 
-    ``schedule`` is one schedule for every param group, or a list with one schedule per
-    group; each is checked once, here, for negative or NaN values. A schedule with state
+    ``schedule`` is one schedule for every param group (one added later with
+    ``add_param_group`` too), or a list with one schedule per group; each is checked once,
+    here, for negative, infinite or NaN values. A schedule with state
     (:class:`ReduceOnPlateau`, or anything with ``state_dict`` / ``load_state_dict``) is
     saved in :meth:`state_dict` and restored by :meth:`load_state_dict`, given here
     directly or nested inside gradwise's combinators (a warmup, :class:`join`).
@@ -66,11 +67,26 @@ class ScheduleLR(LRScheduler):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
         self.schedules = _one_schedule_per_group(schedule, len(optimizer.param_groups))
+        self._one_for_all = callable(schedule)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float | Tensor]:
         """Each group's lr at the current ``last_epoch``, from its schedule."""
-        return [float(schedule(self.last_epoch)) for schedule in self.schedules]
+        return [float(schedule(self.last_epoch)) for schedule in self._group_schedules()]
+
+    def _group_schedules(self) -> list[Any]:
+        """One schedule per param group, the one schedule also for groups added since."""
+        num_groups = len(self.optimizer.param_groups)
+        if len(self.schedules) != num_groups:
+            if not self._one_for_all:
+                raise ValueError(
+                    f"The optimizer has {num_groups} param groups, but ScheduleLR was given a "
+                    f"list of {len(self.schedules)} schedule(s), one per param group when it "
+                    "was made; give one schedule for every group, or make a new ScheduleLR "
+                    "after add_param_group."
+                )
+            self.schedules = [self.schedules[0]] * num_groups
+        return self.schedules
 
     def _get_closed_form_lr(self) -> list[float | Tensor]:
         return self.get_lr()
@@ -80,7 +96,11 @@ class ScheduleLR(LRScheduler):
         ``schedule_states`` for a group's schedule that has state itself,
         ``nested_schedule_states`` (a list, depth first) for one whose state is in the
         schedules it combines."""
-        state = {key: value for key, value in super().state_dict().items() if key != "schedules"}
+        state = {
+            key: value
+            for key, value in super().state_dict().items()
+            if key not in ("schedules", "_one_for_all")
+        }
         state["schedule_states"] = {
             index: schedule.state_dict()
             for index, schedule in enumerate(self.schedules)
@@ -99,20 +119,42 @@ class ScheduleLR(LRScheduler):
         state = dict(state_dict)
         schedule_states = state.pop("schedule_states", {})
         nested_states = state.pop("nested_schedule_states", {})  # absent in older states
-        super().load_state_dict(state)
-        for index, schedule_state in schedule_states.items():
-            self.schedules[int(index)].load_state_dict(schedule_state)
+        # Check that every saved state has a schedule to go to before loading any of it.
+        for index in schedule_states:
+            schedule = self._saved_group_schedule(index)
+            if not is_stateful(schedule):
+                raise ValueError(
+                    f"The saved state holds the state of param group {index}'s schedule, but "
+                    f"this scheduler's schedule for it, {schedule!r}, has none; build the "
+                    "scheduler as the run that saved it did."
+                )
+        nested_parts: dict[Any, list[Any]] = {}
         for index, part_states in nested_states.items():
-            parts = stateful_parts(self.schedules[int(index)])
+            parts = stateful_parts(self._saved_group_schedule(index))
             if len(parts) != len(part_states):
                 raise ValueError(
                     f"The saved state holds {len(part_states)} stateful schedule(s) inside "
                     f"param group {index}'s schedule, but this one has {len(parts)}; build "
                     "the scheduler as the run that saved it did."
                 )
-            for part, part_state in zip(parts, part_states, strict=True):
+            nested_parts[index] = parts
+        super().load_state_dict(state)
+        for index, schedule_state in schedule_states.items():
+            self.schedules[int(index)].load_state_dict(schedule_state)
+        for index, part_states in nested_states.items():
+            for part, part_state in zip(nested_parts[index], part_states, strict=True):
                 part.load_state_dict(part_state)
         self.refresh()
+
+    def _saved_group_schedule(self, index: Any) -> Any:
+        """The schedule of the param group a saved state names (by int, or str from JSON)."""
+        if not 0 <= int(index) < len(self.schedules):
+            raise ValueError(
+                f"The saved state holds the state of param group {index}'s schedule, but this "
+                f"scheduler drives {len(self.schedules)} param group(s); build the scheduler "
+                "as the run that saved it did."
+            )
+        return self.schedules[int(index)]
 
     def refresh(self) -> None:
         """Set each group's lr to its schedule's value at the current step now, not at the

@@ -9,6 +9,7 @@ schedule by looking its kind up among gradwise's own schedule classes, never by 
 from __future__ import annotations
 
 import inspect
+from numbers import Integral, Real
 from typing import Any, Protocol, TypeGuard
 
 from gradwise.schedules._base import StepFunction
@@ -98,10 +99,14 @@ def _value_to_data(value: Any, include_state: bool) -> Any:
     if isinstance(value, tuple | list):
         items = [_value_to_data(item, include_state) for item in value]
         return _NOT_DATA if any(item is _NOT_DATA for item in items) else type(value)(items)
-    # The builtin type itself (not numpy's float64, which weights_only refuses).
-    for plain in (bool, int, float, str):
-        if isinstance(value, plain):
-            return plain(value)
+    # The builtin type itself (not a numpy number, which weights_only refuses; validation
+    # takes numpy's ints and floats as numbers, so they are written as numbers).
+    if isinstance(value, bool | str):
+        return type(value)(value)
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return float(value)
     return None if value is None else _NOT_DATA
 
 

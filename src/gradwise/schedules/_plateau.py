@@ -28,6 +28,8 @@ _METRIC = Satisfies(
     "a number or a one-element tensor (a mean loss, not a batch of them)",
 )
 
+_STATE_KEYS = ("value", "best", "num_bad_observations", "cooldown_counter")
+
 
 @final
 class ReduceOnPlateau(StepFunction):
@@ -119,7 +121,7 @@ class ReduceOnPlateau(StepFunction):
     def observe(self, metric: float | Tensor) -> None:
         """Report the monitored metric (a number or a one-element tensor); maybe cut the value."""
         check("metric", "ReduceOnPlateau.observe", metric, _METRIC)
-        current = float(metric)
+        current = float(metric.detach() if isinstance(metric, Tensor) else metric)
         if self._is_improvement(current):
             self.best = current
             self.num_bad_observations = 0
@@ -157,6 +159,13 @@ class ReduceOnPlateau(StepFunction):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s result into an instance built with the same arguments."""
+        missing = [key for key in _STATE_KEYS if key not in state_dict]
+        if missing:
+            raise ValueError(
+                "ReduceOnPlateau.load_state_dict needs the keys "
+                f"{', '.join(map(repr, _STATE_KEYS))} (what state_dict() returns); the state "
+                f"given lacks {', '.join(map(repr, missing))}."
+            )
         self.value = float(state_dict["value"])
         self.best = float(state_dict["best"])
         self.num_bad_observations = int(state_dict["num_bad_observations"])
