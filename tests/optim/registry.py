@@ -78,7 +78,7 @@ _FINITE_NON_NEGATIVE = "a finite float >= 0. Got {} instead."
 _FINITE_POSITIVE = "a finite float > 0. Got {} instead."
 _INFINITE_LR = (
     "lr",
-    "a finite float >= 0 or a schedule whose values are all >= 0. "
+    "a finite float >= 0 or a schedule whose values are all finite and >= 0. "
     "Got {} instead, which is not a finite number >= 0.",
 )
 _INFINITE_WEIGHT_DECAY = ("weight_decay", _FINITE_NON_NEGATIVE)

@@ -55,9 +55,9 @@ def _scale_by_schedule(schedule: Schedule) -> GradientTransform:
 
 
 class _LearningRateConstraint:
-    """A finite float >= 0, or a schedule that never returns a negative value or NaN."""
+    """A finite float >= 0, or a schedule that never returns a negative value, NaN or inf."""
 
-    description = "a finite float >= 0 or a schedule whose values are all >= 0"
+    description = "a finite float >= 0 or a schedule whose values are all finite and >= 0"
 
     def is_satisfied_by(self, value: object) -> bool:
         if callable(value) and not isinstance(value, Tensor):
