@@ -1,6 +1,7 @@
 """Hessian-vector products against the exact Hessian, and the model left as found."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch.func import functional_call
 
 from gradwise import curvature
 from gradwise.curvature import Hessian, hessian_vector_product
+from gradwise.data import Dataset, iterate_once
 from gradwise.regularize import Penalty, l2_penalty
 
 from .models import classification_batch, cross_entropy, dense_hessian, exact_hessian, mlp
@@ -180,6 +182,19 @@ def test_float32_models_work_in_float32():
     assert (hessian @ torch.ones(hessian.num_parameters)).dtype == torch.float32
     values = curvature.eigenvalues(model, cross_entropy, (inputs.float(), targets), k=1, tol=1e-3)
     assert values.dtype == torch.float32
+
+
+def test_float32_batches_of_a_dataset_work_with_a_float64_model(small):
+    # A gradwise Dataset holds float32 inputs; the docs ask for model.double() and accept
+    # iterate_once(...). The inputs take the model's dtype (F.linear refused Float and Double).
+    model, inputs, targets, exact = small
+    dataset = Dataset(inputs.float(), targets)
+    hessian = Hessian(model, cross_entropy, iterate_once(dataset, 8))
+    vector = torch.randn(exact.shape[0], dtype=torch.float64)
+    reference = Hessian(model, cross_entropy, (inputs.float().double(), targets))
+    torch.testing.assert_close(hessian @ vector, reference @ vector)
+    trace = curvature.trace(model, cross_entropy, list(iterate_once(dataset, 8)), num_probes=8)
+    assert math.isfinite(trace)
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,22 @@ def test_check_learning_rate_is_a_diagnosis_with_the_bound_and_a_fix():
             r"The 'lr' parameter of check_learning_rate must be a finite float >= 0. Got inf instead.",
         ),
         (
+            lambda: check_learning_rate(0.1, math.nan),
+            r"The 'lambda_max' parameter of check_learning_rate must be a finite float. Got nan instead.",
+        ),
+        (
+            lambda: check_learning_rate(0.1, 1.0, momentum=1.5),
+            r"The 'momentum' parameter of check_learning_rate must be a float in \[0, 1\). Got 1.5 instead.",
+        ),
+        (
+            lambda: check_learning_rate(0.1, 1.0, nesterov="yes"),
+            r"The 'nesterov' parameter of check_learning_rate must be a bool. Got 'yes' instead.",
+        ),
+        (
+            lambda: max_stable_lr(Quadratic(), lambda out, _: out, (torch.zeros(1), None), tol=0),
+            r"The 'tol' parameter of max_stable_lr must be a finite float > 0. Got 0 instead.",
+        ),
+        (
             lambda: max_stable_lr(
                 Quadratic(), lambda out, _: out, (torch.zeros(1), None), momentum=-0.5
             ),

@@ -84,6 +84,22 @@ def test_repeated_eigenvalues_are_found_after_the_krylov_space_closes():
     torch.testing.assert_close(bottom, torch.tensor([0.4, 0.4, 0.4, 1.6], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("which", ["largest", "smallest"])
+def test_repeated_eigenvalues_are_found_when_the_first_krylov_space_holds_k_values(which):
+    # X = diag(3, 3, 3, 2, 1, 0.5) over 6 rows: H = (2/6) X^T X has 3 three times among 4
+    # distinct eigenvalues. The first Krylov space closes after 4 steps with 4 exact Ritz
+    # values, as many as k asks for; the copies of 3 lie in its complement, so Lanczos
+    # must restart there before it stops (it stopped with 3, 4/3, 1/3, 1/12).
+    scales = torch.tensor([3.0, 3.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64)
+    model = nn.Linear(6, 1, bias=False).double()
+    inputs = torch.diag(scales if which == "largest" else 1 / scales)
+    targets = torch.zeros(6, 1, dtype=torch.float64)
+    exact = torch.linalg.eigvalsh(inputs.T @ inputs / 3)
+    expected = exact.flip(0)[:4] if which == "largest" else exact[:4]
+    values = curvature.eigenvalues(model, F.mse_loss, (inputs, targets), k=4, which=which)
+    torch.testing.assert_close(values, expected)
+
+
 @pytest.mark.parametrize("method", ["gauss-newton", "stratified", "hutchinson", "hutch++"])
 def test_trace_within_five_percent_with_100_probes(trained, method):
     model, batch, exact = trained

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gradwise import landscape
 from gradwise.cli import main
 from gradwise.config import load_config, parse_config, read_file
 from gradwise.landscape import interpolate
@@ -78,3 +79,29 @@ def test_errors_are_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert len(error.splitlines()) == 1
     assert main(["landscape", str(run), "--resolution", "1"]) == 2
     assert "--resolution must be an int >= 2. Got 1 instead." in capsys.readouterr().err
+
+
+def test_the_cli_interpolation_starts_at_the_init_models_loss(
+    run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run's MLP has batch norm (the config's default norm): the line must start from the
+    # init's running statistics too, not the final ones with the init's weights.
+    lines = []
+
+    def recording(*args: object, **kwargs: object) -> object:
+        line = interpolate(*args, **kwargs)  # type: ignore[arg-type]
+        lines.append(line)
+        return line
+
+    monkeypatch.setattr(landscape, "interpolate", recording)
+    folder = RunFolder.open(run)
+    config = parse_config(read_file(folder.config_path))
+    init_model = prepare_run(config).model.eval()
+    assert any(isinstance(module, torch.nn.BatchNorm1d) for module in init_model.modules())
+    data = prepare_run(config).data.train
+    with torch.no_grad():
+        at_init = get_loss(config.loss)(init_model(data.inputs), data.targets).item()
+    subset = ["--subset", str(len(data)), "--resolution", "3"]
+    assert main(["landscape", str(run), "--kind", "interpolate", *subset]) == 0
+    (line,) = lines
+    np.testing.assert_allclose(line.losses[line.coordinates == 0.0], [at_init], rtol=1e-5)

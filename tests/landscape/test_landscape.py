@@ -477,3 +477,51 @@ def test_bad_arguments_are_reported_in_the_one_format() -> None:
     wrong = {name: t[..., :1] for name, t in directions[0].items()}
     with pytest.raises(ValueError, match="must match the shape of '0.weight', \\(8, 3\\)"):
         slice_1d(model, F.cross_entropy, data, wrong)
+
+
+def test_a_batch_without_samples_is_refused_instead_of_turning_every_loss_into_nan() -> None:
+    # A batch of 0 samples has a mean loss of 0 / 0 = NaN, and its weight 0 times NaN made
+    # the sample-weighted mean NaN at every point, with no error.
+    inputs, targets = classification_data()
+    model = classifier(0)
+    (direction,) = random_directions(model, num=1)
+    empty = (inputs[:0], targets[:0])
+    for data in ([(inputs, targets), empty], empty, Dataset(inputs[:0].float(), targets[:0])):
+        with pytest.raises(ValueError, match="^The 'data' parameter of slice_1d must hold"):
+            slice_1d(model, F.cross_entropy, data, direction, resolution=3)
+
+
+@pytest.mark.parametrize("points_per_batch", [1, 3])
+def test_a_loss_that_is_not_one_number_is_refused_in_the_one_format(points_per_batch: int) -> None:
+    # reduction="none" failed on a broadcast deep in the evaluator; a float on .grad_fn or
+    # inside vmap.
+    data = classification_data()
+    model = classifier(0)
+    (direction,) = random_directions(model, num=1)
+    losses: list[tuple[Callable[[torch.Tensor, torch.Tensor], object], str]] = [
+        (lambda out, y: F.cross_entropy(out, y, reduction="none"), "a tensor of shape (16,)"),
+        (lambda out, y: 1.0, "a float"),
+    ]
+    for loss_fn, shown in losses:
+        with pytest.raises(ValueError, match="^The 'loss_fn' parameter") as caught:
+            slice_1d(model, loss_fn, data, direction, resolution=3,  # type: ignore[arg-type]
+                     points_per_batch=points_per_batch)  # fmt: skip
+        assert str(caught.value) == (
+            "The 'loss_fn' parameter of slice_1d must return a scalar tensor (a mean-reduced "
+            f"loss). Got {shown} instead."
+        )
+
+
+@pytest.mark.parametrize(("num_points", "extend"), [(8, 0.2), (13, 0.1), (10, 0.4)])
+def test_a_grid_point_that_rounds_next_to_an_endpoint_is_that_endpoint(
+    num_points: int, extend: float
+) -> None:
+    # linspace(-0.2, 1.2, 8) holds 2.8e-17 where it means 0: the endpoint was added beside
+    # it, a near-duplicate point (num_points + 1 evaluations, one of them not exactly A).
+    data = classification_data()
+    model_a, model_b = classifier(0), classifier(1)
+    line = interpolate(model_a, model_a, model_b, "cross_entropy", data,
+                       num_points=num_points, extend=extend)  # fmt: skip
+    assert len(line.coordinates) == num_points
+    assert {0.0, 1.0} <= set(line.coordinates.tolist())
+    np.testing.assert_allclose(np.diff(line.coordinates), (1 + 2 * extend) / (num_points - 1))

@@ -59,7 +59,7 @@ def run_landscape(args: argparse.Namespace) -> int:
 
 
 def _load_run(run: Path, subset: int) -> tuple[Path, Any, dict[str, Any], Any, Any]:
-    """The run's model at its final weights, its init parameters, a data subset, the loss."""
+    """The run's model at its final weights, its init state_dict, a data subset, the loss."""
     import torch
 
     from gradwise.config import ConfigError, parse_config, read_file
@@ -83,7 +83,9 @@ def _load_run(run: Path, subset: int) -> tuple[Path, Any, dict[str, Any], Any, A
     # The model at its initialization (config.seed), fed as it was trained.
     prepared = prepare_run(config, preprocessing=saved_preprocessing(folder))
     model = prepared.model
-    init = {name: p.detach().clone() for name, p in model.named_parameters()}
+    # The whole state (batch norm's running statistics too), so that the line starts at
+    # the init's loss; its parameters alone would be evaluated with the final statistics.
+    init = {name: value.detach().clone() for name, value in model.state_dict().items()}
     try:
         contents = load_checkpoint(folder.last_checkpoint, map_location=prepared.device)
         model.load_state_dict(contents["model"])
@@ -102,7 +104,7 @@ def _landscapes(
     from gradwise.landscape import interpolate, random_directions, slice_1d, slice_2d
 
     kinds = ("interpolate", "1d", "2d") if args.kind == "all" else (args.kind,)
-    final = {name: p.detach().clone() for name, p in model.named_parameters()}
+    final = {name: value.detach().clone() for name, value in model.state_dict().items()}
     resolution = args.resolution
     pictures = []
     if "interpolate" in kinds:

@@ -55,8 +55,10 @@ class Hessian:
     ``data`` is one ``(inputs, targets)`` batch or an iterable of such batches. With several
     batches, :math:`H` is the batch-size-weighted mean of the batches' Hessians (exact for a
     mean-reduced loss: it is then the Hessian of the loss over all the samples); the batches
-    are held in a list. With one batch, the gradient's graph is built once and kept, so each
-    product is a single backward pass through it.
+    are held in a list, on the model's device, with floating-point inputs in its dtype (a
+    gradwise Dataset's float32 batches work with a float64 model). With one batch, the
+    gradient's graph is built once and kept, so each product is a single backward pass
+    through it.
 
     ``mode="eval"`` (the default, as in PyHessian) evaluates the model in eval mode
     (``model.eval()``): dropout off, batch norm with its running statistics.
@@ -129,6 +131,9 @@ class Hessian:
         self.num_parameters = sum(self._sizes)
         self.dtype = self._parameters[0].dtype
         self.device = self._parameters[0].device
+        # A gradwise Dataset holds float32 inputs; a float64 model (for accurate spectra)
+        # takes them in its own dtype, as the landscape functions do.
+        self._batches = [self._to_model(batch) for batch in self._batches]
         self.num_products = 0
         self._cpu_rng = torch.get_rng_state()
         self._cuda_rng = torch.cuda.get_rng_state(self.device) if self._on_cuda else None
@@ -145,6 +150,14 @@ class Hessian:
     def parameter_sizes(self) -> tuple[int, ...]:
         """The number of entries of each parameter tensor, in the flat vector's order."""
         return tuple(self._sizes)
+
+    def _to_model(self, batch: Batch) -> Batch:
+        """The batch on the model's device, floating-point inputs in the model's dtype."""
+        inputs, targets = batch
+        dtype = self.dtype if inputs.is_floating_point() else inputs.dtype
+        if isinstance(targets, Tensor):
+            targets = targets.to(self.device)
+        return inputs.to(device=self.device, dtype=dtype), targets
 
     @property
     def _on_cuda(self) -> bool:

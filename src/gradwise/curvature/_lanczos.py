@@ -141,6 +141,8 @@ def extreme_eigenpairs(
         values, vectors = tridiagonal.ritz()
         if values.numel() < wanted_count:
             return False
+        if max(num_largest, num_smallest) > 1 and _first_space_closed(tridiagonal):
+            return False  # copies of the wanted eigenvalues may lie in the complement
         scale = values.abs().max()
         chosen = wanted(values)
         limits = thresholds(values[chosen], scale)
@@ -221,6 +223,20 @@ def condition_extremes(
             stacklevel=4,
         )
     return low, high
+
+
+def _first_space_closed(tridiagonal: Tridiagonal) -> bool:
+    """Whether the first Krylov space is invariant and its complement not yet explored.
+
+    That space holds one copy of each distinct eigenvalue (its Ritz values are then
+    exact); further copies lie only in the complement. Stopping there returned the
+    distinct values in place of repeated ones (k=4 largest of an H with 3 three times
+    among 4 distinct values gave 3 and the three below it). A later block closing is
+    handled by :func:`_complement_settled`: it started from a random vector in the
+    complement of the earlier ones, so it holds every value that complement has.
+    """
+    rows, size = tridiagonal.basis.shape
+    return tridiagonal.block_start == 0 and rows < size and float(tridiagonal.betas[-1]) == 0.0
 
 
 def _complement_settled(

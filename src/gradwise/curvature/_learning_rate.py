@@ -8,8 +8,16 @@ from typing import Any
 from torch import nn
 
 from gradwise._objective import LossFunction
-from gradwise._validation import HALF_OPEN_UNIT_INTERVAL, NON_NEGATIVE, Boolean, Interval, check
+from gradwise._validation import (
+    HALF_OPEN_UNIT_INTERVAL,
+    NON_NEGATIVE,
+    Boolean,
+    Interval,
+    check,
+    check_all,
+)
 from gradwise.curvature._hessian import Hessian, Mode
+from gradwise.curvature._spectrum import LANCZOS_CONSTRAINTS
 from gradwise.diagnosis import Diagnosis, Finding
 
 _FINITE = Interval()
@@ -83,8 +91,11 @@ def max_stable_lr(
         >>> round(max_stable_lr(model, torch.nn.functional.mse_loss, (x, y)), 6)  # 2 / 6
         0.333333
     """
-    check("momentum", "max_stable_lr", momentum, HALF_OPEN_UNIT_INTERVAL)
-    check("nesterov", "max_stable_lr", nesterov, Boolean())
+    owner = "max_stable_lr"
+    check("momentum", owner, momentum, HALF_OPEN_UNIT_INTERVAL)
+    check("nesterov", owner, nesterov, Boolean())
+    lanczos = {"tol": tol, "max_iterations": max_iterations, "seed": seed}
+    check_all(owner, lanczos, LANCZOS_CONSTRAINTS)
     values, _ = Hessian(model, loss_fn, data, mode=mode).eigenvalues(
         1, "largest", tol=tol, max_iterations=max_iterations, seed=seed
     )
@@ -108,7 +119,11 @@ gradient descent diverges along the top Hessian eigenvector; lower the learning 
         >>> check_learning_rate(0.1, lambda_max=10.0) is None
         True
     """
-    check("lr", "check_learning_rate", lr, NON_NEGATIVE)
+    owner = "check_learning_rate"
+    check("lr", owner, lr, NON_NEGATIVE)
+    check("lambda_max", owner, lambda_max, _FINITE)
+    check("momentum", owner, momentum, HALF_OPEN_UNIT_INTERVAL)
+    check("nesterov", owner, nesterov, Boolean())
     bound = stable_lr_bound(lambda_max, momentum=momentum, nesterov=nesterov)
     if not lr > bound:
         return None

@@ -58,8 +58,25 @@ def as_batches(data: object, batch_size: int | None, model: nn.Module, owner: st
             f"targets) pair of tensors or a non-empty list of such pairs. Got "
             f"{type(data).__name__} instead."
         )
+    _check_samples(batches, owner)
     reference = next(iter(model.parameters()))
     return [(_to_model(x, reference), y.to(reference.device)) for x, y in batches]
+
+
+def _check_samples(batches: Sequence[Batch], owner: str) -> None:
+    """The error for data without samples, or a batch without any: its mean loss is
+    0 / 0, and its weight 0 times that NaN made every point's loss NaN."""
+    sizes = [len(targets) for _, targets in batches]
+    if sizes and all(sizes):
+        return
+    if not sizes:
+        found, fix = "a Dataset without samples", "pass the samples to evaluate the loss on"
+    else:
+        found, fix = f"batch {sizes.index(0) + 1} of {len(sizes)} empty", "leave it out"
+    raise ValueError(
+        f"The 'data' parameter of {owner} must hold at least one sample in each batch. Got "
+        f"{found} instead; {fix}."
+    )
 
 
 def _to_model(inputs: Tensor, reference: Tensor) -> Tensor:
@@ -123,7 +140,7 @@ def evaluate_points(
     # for the price of recording the penalty. Recording the forward pass too made the first
     # point of a conv net 2.3x slower: a 21-point slice_1d of bench_evaluation.py's cnn1d
     # took 24% longer (48.8 -> 60.3 ms, one thread); this way, no change beyond noise.
-    recording = Objective(model, _with_autograd(loss_fn))
+    recording = Objective(model, _with_autograd(loss_fn, owner))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     total = sum(len(targets) for _, targets in batches)
     losses = []
@@ -181,10 +198,24 @@ def _batch_losses(
     return vmap(loss_at)({f"model.{name}": value for name, value in params.items()})
 
 
-def _with_autograd(loss_fn: LossFunction) -> LossFunction:
+def _with_autograd(loss_fn: LossFunction, owner: str) -> LossFunction:
+    """``loss_fn`` with autograd on, and the error for a value that is not one number
+    (under vmap the shape seen is one point's)."""
+
     def loss(outputs: Tensor, targets: Tensor) -> Tensor:
         with torch.enable_grad():
-            return loss_fn(outputs, targets)
+            value = loss_fn(outputs, targets)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            shown = (
+                f"a tensor of shape {tuple(value.shape)}"
+                if isinstance(value, Tensor)
+                else f"a {type(value).__name__}"
+            )
+            raise ValueError(
+                f"The 'loss_fn' parameter of {owner} must return a scalar tensor (a "
+                f"mean-reduced loss). Got {shown} instead."
+            )
+        return value
 
     return loss
 

@@ -178,6 +178,10 @@ def interpolate(
         start.pop(name, None)
         end.pop(name, None)
     grid = np.linspace(-float(extend), 1.0 + float(extend), int(num_points))
+    # A point that rounding put next to an end (2.8e-17 for 0) is that end, not a neighbor.
+    spacing = (1.0 + 2.0 * float(extend)) / (int(num_points) - 1)
+    for endpoint in (0.0, 1.0):
+        grid[np.abs(grid - endpoint) < 1e-9 * spacing] = endpoint
     alphas = np.union1d(grid, [0.0, 1.0])
     buffers = {name for name, _ in model.named_buffers()}
 
