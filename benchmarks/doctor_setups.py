@@ -20,9 +20,13 @@ __all__ = [
     "SCALES",
     "WrongBackwardLinear",
     "scaled_digits",
+    "shuffled",
     "shuffled_digits",
+    "tiny",
     "tiny_digits",
     "wrong_backward_mlp",
+    "wrong_relu_mlp",
+    "ReluWithoutMask",
 ]
 
 #: Column scales of :func:`scaled_digits`: cycling through 1, 1e3 and 1e-3, so neighbouring
@@ -61,7 +65,13 @@ def scaled_digits(seed: int = 0) -> DataSplits:
 
 def tiny_digits(samples: int = 40, seed: int = 0) -> DataSplits:
     """Digits with only ``samples`` training samples (validation and test unchanged)."""
-    data = _digits(seed)
+    return tiny("digits", samples, seed)
+
+
+def tiny(dataset: str, samples: int, seed: int = 0) -> DataSplits:
+    """The built-in ``dataset`` with only ``samples`` training samples (validation and
+    test unchanged)."""
+    data = load_dataset(dataset, seed=seed)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
     keep = order[:samples]
     train = dataclasses.replace(
@@ -73,7 +83,13 @@ def tiny_digits(samples: int = 40, seed: int = 0) -> DataSplits:
 def shuffled_digits(seed: int = 0) -> DataSplits:
     """Digits whose training targets are randomly permuted (validation and test keep the
     true labels): nothing about the inputs predicts the training labels."""
-    data = _digits(seed)
+    return shuffled("digits", seed)
+
+
+def shuffled(dataset: str, seed: int = 0) -> DataSplits:
+    """The built-in ``dataset`` with its training targets randomly permuted (validation
+    and test keep the true labels)."""
+    data = load_dataset(dataset, seed=seed)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed + 1))
     train = dataclasses.replace(data.train, targets=data.train.targets[order])
     return dataclasses.replace(data, train=train)
@@ -113,5 +129,37 @@ def wrong_backward_mlp(inputs: int = 64, width: int = 128, classes: int = 10) ->
         nn.ReLU(),
         WrongBackwardLinear(width, width),
         nn.ReLU(),
+        nn.Linear(width, classes),
+    )
+
+
+class _ReluWithoutMaskFunction(torch.autograd.Function):
+    """max(x, 0), with a backward that forgot the mask: the gradient passes where x < 0."""
+
+    @staticmethod
+    def forward(ctx: Any, inputs: Tensor) -> Tensor:
+        return inputs.clamp_min(0.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad  # the bug: should be grad * (inputs > 0)
+
+
+class ReluWithoutMask(nn.Module):
+    """A ReLU computed by a custom autograd Function whose backward has no mask."""
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        output: Tensor = _ReluWithoutMaskFunction.apply(inputs)  # type: ignore[no-untyped-call]
+        return output
+
+
+def wrong_relu_mlp(inputs: int = 40, width: int = 128, classes: int = 10) -> nn.Module:
+    """Flatten -> Linear -> ReLU -> Linear -> ReluWithoutMask -> Linear."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(inputs, width),
+        nn.ReLU(),
+        nn.Linear(width, width),
+        ReluWithoutMask(),
         nn.Linear(width, classes),
     )

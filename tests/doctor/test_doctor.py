@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from gradwise import Finding
 from gradwise.config import load_config
 from gradwise.diagnosis import Diagnosis
@@ -149,3 +151,35 @@ def test_fix_standardizes_inputs_without_the_learning_rate_cut_measured_on_them(
     }
     assert result.after is not None
     assert result.after.probe.metrics["val_accuracy"] > 0.5
+
+
+# digits has 3 constant pixels, which standardize says; not what is tested here.
+@pytest.mark.filterwarnings("ignore::gradwise.preprocess.ConstantFeatureWarning")
+def test_the_default_probe_is_long_enough_to_name_a_learning_rate_too_low(tmp_path: Path) -> None:
+    # AdamW at 1e-5 on digits, batch 32: 41 steps an epoch, so 3 epochs (123 steps) end
+    # before the monitor's first trend window (250 steps), and the rate went unnamed.
+    config = load_config(
+        overrides=[
+            "data.dataset=digits", "data.batch_size=32", "model.name=mlp",
+            "model.width=128", "model.norm=none", "schedule=null",
+            "optimizer={name: AdamW, lr: 0.00001, weight_decay: 0.0}", f"runs_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    result = diagnose(config, checks=False)
+    assert result.probe_steps == -(-300 // 41) * 41  # 8 epochs
+    assert result.probe.steps == result.probe_steps
+    assert Finding.LEARNING_RATE_TOO_LOW in {finding.kind for finding in result.findings}
+
+
+# digits has 3 constant pixels, which standardize says; not what is tested here.
+@pytest.mark.filterwarnings("ignore::gradwise.preprocess.ConstantFeatureWarning")
+def test_the_default_probe_never_runs_longer_than_the_configured_run(tmp_path: Path) -> None:
+    config = load_config(
+        overrides=[
+            "data.dataset=digits", "data.batch_size=32", "model.name=mlp",
+            "model.width=16", "model.norm=none", "epochs=4", f"runs_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    result = diagnose(config, checks=False)
+    assert result.probe_steps == 4 * 41
+    assert diagnose(config, checks=False, probe_epochs=1).probe_steps == 41  # as asked

@@ -101,7 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--fix", action="store_true", help="apply the confident fixes, re-run, compare"
     )
-    doctor.add_argument("--epochs", type=int, default=3, help="probe-run epochs (default 3)")
+    doctor.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="probe-run epochs (default: 3, or more to reach 300 steps, the monitor's trend "
+        "window, within the configured run)",
+    )
     doctor.add_argument("--no-checks", action="store_true", help="skip gradient and sanity checks")
     doctor.add_argument("--runs-dir", type=Path, help="where run folders go (default: runs)")
     doctor.set_defaults(handler=_doctor)
@@ -240,7 +246,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from gradwise.doctor import diagnose
     from gradwise.doctor._report import print_result
 
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be an int >= 1. Got {args.epochs} instead.")
     overrides = list(args.overrides)
     if args.runs_dir is not None:

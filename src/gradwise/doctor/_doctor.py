@@ -23,6 +23,7 @@ from gradwise.diagnosis import SEVERITY_ORDER, Diagnosis
 from gradwise.doctor._fixes import DEFERRED_BY_STRUCTURE, with_config_fix
 from gradwise.doctor._inputs import check_input_scale
 from gradwise.losses import get_loss
+from gradwise.monitor import Thresholds
 from gradwise.regularize import l2_penalty, penalized_parameters
 from gradwise.runs import (
     MetricsLog,
@@ -32,10 +33,15 @@ from gradwise.runs import (
     replace_atomically,
     write_config,
 )
-from gradwise.train import FitResult, TrainingDiverged, make_trainer, prepare_run
+from gradwise.train import FitResult, PreparedRun, TrainingDiverged, make_trainer, prepare_run
 
-#: The probe run: this many epochs at most (the config's own count if smaller).
+#: The probe run: this many epochs at least, unless the configured run is shorter...
 PROBE_EPOCHS = 3
+#: ...and at least this many optimizer steps past the monitor's warmup and trend window
+#: (``Thresholds.warmup_steps + window_steps``), plus a probe interval (``monitor.every``):
+#: the trend findings (a too-low learning rate, a plateau, slow progress) need a full
+#: window; a 3-epoch probe of the default run is 87 steps.
+TREND_STEPS = Thresholds().warmup_steps + Thresholds().window_steps
 #: Samples of the training split the gradient check runs on.
 GRADCHECK_SAMPLES = 16
 
@@ -104,29 +110,27 @@ def diagnose(
     *,
     fix: bool = False,
     checks: bool = True,
-    probe_epochs: int = PROBE_EPOCHS,
+    probe_epochs: int | None = None,
     progress: bool = False,
     say: Callable[[str], None] | None = None,
 ) -> DoctorResult:
     """Examine a configured run: gradient check, sanity checks, a monitored probe run.
 
     The probe trains the configured model for ``min(epochs, probe_epochs)`` epochs with the
-    monitor on (the config's ``monitor`` section, or its defaults), in a run folder named
-    ``doctor-...`` whose ``report.html`` gains the findings and the check tables. With
-    ``fix=True`` the fixes the doctor is confident in (each finding's ``fix``: a measured
-    learning-rate change, He initialization, input standardization, ...) are applied to
-    the config and the probe runs again; ``result.after`` holds that second diagnosis.
-    A probe cut short (Ctrl-C) is not fixed and run again: ``result.probe_outcome()`` says
-    so. A probe whose loss became non-finite ends the diagnosis (``probe_status``
-    "diverged", usually with a NONFINITE_LOSS finding) instead of raising.
+    monitor on (the config's ``monitor`` section, or its defaults). By default
+    (``probe_epochs=None``) that is :data:`PROBE_EPOCHS` epochs, or more where they are
+    fewer than ``TREND_STEPS + monitor.every`` optimizer steps (300 with the defaults; the
+    monitor's trend findings need that many), never more than the configured run; an int
+    is taken as it is. The probe runs in a run folder named ``doctor-...`` whose
+    ``report.html`` gains the findings and the check tables. With ``fix=True`` the fixes
+    the doctor is confident in (each finding's ``fix``: a measured learning-rate change,
+    He initialization, input standardization, ...) are applied to the config and the
+    probe runs again; ``result.after`` holds that second diagnosis. A probe cut short
+    (Ctrl-C) is not fixed and run again: ``result.probe_outcome()`` says so. A probe whose
+    loss became non-finite ends the diagnosis (``probe_status`` "diverged", usually with a
+    NONFINITE_LOSS finding) instead of raising.
     """
-    if isinstance(probe_epochs, bool) or not isinstance(probe_epochs, int) or probe_epochs < 1:
-        raise ValueError(
-            "The 'probe_epochs' parameter of diagnose must be an int >= 1. "
-            f"Got {probe_epochs!r} instead."
-        )
-    probe_config = _probe_config(config, probe_epochs)
-    prepared = prepare_run(probe_config)
+    probe_config, prepared = _prepared_probe(config, probe_epochs)
     prepared.warn_preprocessing()
     findings: list[Diagnosis] = []
     scale = check_input_scale(prepared.data.train.inputs)
@@ -184,9 +188,10 @@ def fixes_from(findings: list[Diagnosis]) -> dict[str, Any]:
     low, oscillation, a non-finite loss) waits while the model, its initialization or the
     data are being changed (its factor was measured on the broken setup, e.g. a net whose
     gradients vanish or inputs 1000x too large; the fixed config's probe measures it
-    again, and ``result.after`` reports it); and changing ``init.weights``
-    resets ``init.options`` unless a fix sets them (the old scheme's arguments, such as
-    ``std``, do not fit the new one).
+    again, and ``result.after`` reports it); the initializer comes from the fix that
+    changes the activation, if one does; and changing ``init.weights`` resets
+    ``init.options`` unless a fix sets them (the old scheme's arguments, such as ``std``,
+    do not fit the new one).
     """
     ordered = sorted(findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 3))
     structural = any(
@@ -201,6 +206,13 @@ def fixes_from(findings: list[Diagnosis]) -> dict[str, Any]:
             continue
         for key, value in finding.fix.items():
             applied.setdefault(key, value)
+    # The initializer goes with the activation it was chosen for: a fix that changes the
+    # activation brings its own (He with a new ReLU), whichever finding came first with
+    # an initializer for the old activation (Xavier for a tanh net's initial loss).
+    for finding in ordered:
+        if finding.fix.get("model.activation", object()) == applied.get("model.activation"):
+            applied.update((k, v) for k, v in finding.fix.items() if k.startswith("init."))
+            break
     if "init.weights" in applied:
         applied.setdefault("init.options", {})
     return applied
@@ -222,6 +234,45 @@ def with_changes(config: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
 
 
 # -- the pieces ----------------------------------------------------------------------------
+
+
+def _prepared_probe(config: RunConfig, probe_epochs: int | None) -> tuple[RunConfig, PreparedRun]:
+    """The probe's config and its prepared run (see :func:`diagnose` for its length)."""
+    if probe_epochs is not None and (
+        isinstance(probe_epochs, bool) or not isinstance(probe_epochs, int) or probe_epochs < 1
+    ):
+        raise ValueError(
+            "The 'probe_epochs' parameter of diagnose must be an int >= 1 or None (as long "
+            f"as the monitor's trend window needs). Got {probe_epochs!r} instead."
+        )
+    probe_config = _probe_config(config, probe_epochs or PROBE_EPOCHS)
+    prepared = prepare_run(probe_config)
+    if probe_epochs is None:
+        longer = _epochs_for_the_trend_window(config, probe_config, prepared.total_steps)
+        if longer is not None:
+            probe_config = replace(probe_config, epochs=longer)
+            prepared = prepare_run(probe_config)
+    return probe_config, prepared
+
+
+def _epochs_for_the_trend_window(
+    config: RunConfig, probe_config: RunConfig, probe_steps: int
+) -> int | None:
+    """The probe's epochs to reach ``TREND_STEPS`` plus a monitoring interval, within
+    the configured run; None when the probe reaches them already (or cannot be longer)."""
+    epochs = probe_config.epochs
+    assert epochs is not None  # noqa: S101 - _probe_config sets it
+    assert probe_config.monitor is not None  # noqa: S101 - and the monitor
+    wanted_steps = TREND_STEPS + probe_config.monitor.every
+    if probe_steps >= wanted_steps:
+        return None
+    per_epoch = max(probe_steps // epochs, 1)
+    wanted = -(-wanted_steps // per_epoch)
+    if config.steps is not None:
+        wanted = min(wanted, -(-config.steps // per_epoch))
+    elif config.epochs is not None:
+        wanted = min(wanted, config.epochs)
+    return wanted if wanted > epochs else None
 
 
 def _probe_config(config: RunConfig, probe_epochs: int) -> RunConfig:
