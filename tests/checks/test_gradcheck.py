@@ -104,6 +104,67 @@ class HiddenReLU(nn.Module):
         return NumpyReLU.apply(x)
 
 
+class HalfGradient(nn.Module):
+    """The identity with a backward scaled by 0.5."""
+
+    def forward(self, x):
+        return ScaledGradient.apply(x, -0.5)
+
+
+class ReLUWithoutMask(torch.autograd.Function):
+    """ReLU whose backward forgot its mask: it passes the gradient of inactive units on."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class UnmaskedReLU(nn.Module):
+    def forward(self, x):
+        return ReLUWithoutMask.apply(x)
+
+
+class Quintic(nn.Module):
+    """f(w) = w + c (w - w0)^5 / 120 at w = w0: f' = 1 and f^(3) = 0 there, but f^(5) = c.
+
+    The centred difference is 1 + c h^4 / 120 (exactly: the series stops), a truncation
+    error 10^4 times smaller at h / 10.
+    """
+
+    def __init__(self, c, w0=0.5):
+        super().__init__()
+        self.c, self.w0 = c, w0
+        self.weight = nn.Parameter(torch.tensor([w0]))
+
+    def forward(self, x):
+        return (self.weight + self.c * (self.weight - self.w0) ** 5 / 120).sum()
+
+
+def chaotic_tanh_mlp(seed, depth=20, width=128):
+    """A correct tanh MLP with N(0, 1) weights: pre-activations of std ~11, chaotic.
+
+    Its first-layer gradients are ~1e7 times its last layer's: f varies so fast that the
+    centred differences at h = 1e-6 have not converged there.
+    """
+    torch.manual_seed(seed)
+    layers = [nn.Linear(40, width), nn.Tanh()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    model = nn.Sequential(*layers, nn.Linear(width, 3))
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                layer.weight.normal_(0.0, 1.0)
+                layer.bias.zero_()
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(8, 40, generator=generator)
+    return model, inputs, torch.randint(0, 3, (8,), generator=generator)
+
+
 class AlwaysDropout(nn.Module):
     """Dropout that ignores eval mode: only reseeding every forward makes it checkable."""
 
@@ -293,14 +354,67 @@ def test_gradients_at_the_rounding_noise_of_the_loss_do_not_fail(scale, allowed)
     assert report.passed
 
 
-def test_a_wrong_gradient_just_above_the_rounding_noise_still_fails():
+@pytest.mark.parametrize("scale", [1e-7, 1e-8])
+def test_a_wrong_gradient_just_above_the_rounding_noise_still_fails(scale):
+    # At scale 1e-8 the errors (5e-9 .. 3e-8) are above the rounding noise at h (3.6e-9)
+    # but below the one at h / 10 (3.6e-8), where failing coordinates are measured again:
+    # they must not pass on rounding there, since the discrepancy did not shrink.
     class Tiny(TinyGradient):
         def forward(self, x):
             return 1.0 + self.scale * (ScaledGradient.apply(self.weight, 1.0) * x).sum()
 
     inputs = torch.tensor([1.0, 3.0, -2.0, 0.5, 1.7])
-    report = gradcheck(Tiny(1e-7), lambda out, _: out, inputs, torch.zeros(1))
+    report = gradcheck(Tiny(scale), lambda out, _: out, inputs, torch.zeros(1))
     assert {c.verdict for c in report.coordinates} == {"wrong"}
+
+
+# --- differences that have not converged at h ------------------------------------------------
+
+
+def test_a_chaotic_tanh_net_is_unstable_not_wrong():
+    # Autograd's own backward: the old check called first-layer coordinates "wrong"
+    # (relative errors 0.3..1.9) because the centred difference had not converged at h.
+    model, inputs, targets = chaotic_tanh_mlp(seed=0)
+    report = gradcheck(model, F.cross_entropy, inputs, targets)
+    verdicts = [c.verdict for c in report.coordinates]
+    assert "wrong" not in verdicts
+    assert "unstable" in verdicts
+    assert report.passed
+    assert report.findings() == []
+    first = rows_by_name(report)["0.weight"]
+    assert first.unstable == sum(
+        c.verdict == "unstable" for c in report.coordinates if c.tensor == "0.weight"
+    )
+    assert sum(row.unstable for row in report.tensors) == verdicts.count("unstable")
+    assert [row["unstable"] for row in report.to_table()] == [
+        row.unstable for row in report.tensors
+    ]
+
+
+def test_a_truncation_error_that_vanishes_at_a_tenth_of_h_is_judged_there():
+    # n(h) = 1 + 2e10 h^4 / 120: a relative error of 0.14 ("wrong") at h = 1e-3, 1.7e-8
+    # ("good") at h / 10, where the failing coordinate is measured again.
+    report = gradcheck(Quintic(2e10), lambda out, _: out, torch.zeros(1), torch.zeros(1), h=1e-3)
+    [coordinate] = report.coordinates
+    assert coordinate.verdict == "good"
+    assert coordinate.numeric == pytest.approx(1 + 2e10 * 1e-16 / 120, rel=1e-9)
+    assert coordinate.relative_error == pytest.approx(2e10 * 1e-16 / 120, rel=1e-3)
+    assert report.passed
+
+
+@pytest.mark.parametrize("broken", [HalfGradient, UnmaskedReLU])
+def test_a_wrong_backward_is_still_wrong_not_unstable(spirals, broken):
+    torch.manual_seed(0)
+    activation = [broken()] if broken is UnmaskedReLU else [broken(), nn.Tanh()]
+    model = nn.Sequential(nn.Linear(2, 16), *activation, nn.Linear(16, 3))
+    report = gradcheck(model, F.cross_entropy, *spirals)
+    # Half the gradient fails everywhere; the unmasked ReLU only through inactive units.
+    assert "wrong" in {c.verdict for c in report.coordinates if c.tensor == "0.weight"}
+    assert "unstable" not in {c.verdict for c in report.coordinates}
+    assert all(row.unstable == 0 for row in report.tensors)
+    [finding] = report.findings()
+    assert finding.kind is Finding.WRONG_GRADIENT
+    assert finding.evidence["tensors"] == ["0.weight", "0.bias"]
 
 
 # --- kinks ---------------------------------------------------------------------------------
