@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
+import subprocess
 
 import pytest
 from optuna.trial import TrialState
 
 from tests.cli.helpers import gradwise, start
 from tests.postgres_server import new_database
-from tests.search.helpers import epochs_logged, load, storage_of, wait_for, write_config
+from tests.search.helpers import (
+    SPACE,
+    epochs_logged,
+    load,
+    storage_of,
+    wait_for,
+    write_config,
+)
 
 KILL_EPOCHS = 30
 
@@ -119,3 +128,80 @@ def test_a_worker_from_another_machine_joins_a_postgresql_study(
         points = [tuple(sorted(t.params.items())) for t in trials]
         assert len(set(points)) == len(points)
     assert "ran " in joined.stderr
+
+
+C2F_STAGES = """\
+  stages:
+    - {epochs: 40, trials: 1, keep: 1}
+    - {epochs: 1, trials: 1}
+  margin: 0.0
+"""
+
+
+def _stop_while_the_second_stage_waits(tmp_path, name: str, stop) -> tuple[object, str]:
+    """Run a two-worker coarse-to-fine search until trial 0 (stage 0) has checkpointed and
+    trial 1 (stage 1) waits for it, then ``stop(search, trial 0)``; returns the search."""
+    config = write_config(tmp_path, name, search=SPACE + C2F_STAGES)
+    args = ["search", str(config), "--strategy", "coarse-to-fine", "--workers", "2"]
+    search = start(*args, "--heartbeat", "1", cwd=tmp_path)
+    folder = tmp_path / "studies" / name
+    wait_for(lambda: (folder / "study.json").is_file(), 60, "the study")
+    url = storage_of(folder)
+
+    def second_stage_waiting():
+        trials = load(url, name)
+        ready = (folder / "trials/trial-0000/checkpoints/last.pt").is_file()
+        running = [t.state for t in trials] == [TrialState.RUNNING] * 2
+        return trials if running and ready else None
+
+    trials = wait_for(second_stage_waiting, 120, "trial 0 to checkpoint while trial 1 waits")
+    stop(search, trials[0])
+    return search, url
+
+
+def test_a_killed_worker_is_replaced_while_another_waits_for_its_stage(tmp_path) -> None:
+    # QA: a dead worker was restarted only once every worker had exited; here the other
+    # worker waits for stage 0 to end, so the study hung with trial 0's retry queued.
+    def kill(search, trial) -> None:
+        os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+
+    search, url = _stop_while_the_second_stage_waits(tmp_path, "hang", kill)
+    try:
+        _, stderr = search.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        search.send_signal(signal.SIGINT)
+        search.communicate(timeout=120)
+        raise AssertionError("the search hung after a worker was killed") from None
+    assert search.returncode == 0, stderr
+    trials = load(url, "hang")
+    assert [(t.state, t.user_attrs["stage"]) for t in trials] == [
+        (TrialState.FAIL, 0),
+        (TrialState.COMPLETE, 1),
+        (TrialState.COMPLETE, 0),
+    ]
+    assert trials[2].system_attrs["failed_trial"] == 0
+    assert epochs_logged(tmp_path / "studies/hang/trials/trial-0000") == list(range(40))
+
+
+def test_a_resumed_trial_of_a_later_stage_waits_for_the_stage_before(tmp_path) -> None:
+    # QA: the retry of a stage-1 trial interrupted while it waited for stage 0 started at
+    # once on resume, before stage 0's retry ended: it drew from the declared range, not
+    # from the range around the best stage-0 trial (one point here: keep 1, margin 0).
+    def interrupt(search, trial) -> None:
+        search.send_signal(signal.SIGINT)
+
+    search, url = _stop_while_the_second_stage_waits(tmp_path, "wait", interrupt)
+    _, stderr = search.communicate(timeout=120)
+    assert search.returncode == 130, stderr
+    config = tmp_path / "wait.yaml"
+    resumed = gradwise(
+        "search", str(config), "--strategy", "coarse-to-fine", "--workers", "2", cwd=tmp_path
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load(url, "wait")
+    complete = {t.user_attrs["stage"]: t for t in trials if t.state == TrialState.COMPLETE}
+    best, second = complete[0], complete[1]
+    assert second.system_attrs["failed_trial"] == 1
+    for path, value in best.params.items():
+        assert math.isclose(second.params[path], value, rel_tol=1e-9), path
+    assert second.datetime_complete > best.datetime_complete

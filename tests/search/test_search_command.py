@@ -236,3 +236,32 @@ def test_a_worker_on_a_missing_sqlite_file_leaves_no_database_behind(
     assert "gradwise worker: error: no SQLite database at " in error
     assert "new.db" in error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_trials_and_best_config_pick_the_best_epoch_in_the_search_direction(tmp_path) -> None:
+    # QA: trials ran with checkpoint.mode auto (so an explicit direction was ignored when
+    # picking a trial's best epoch) and best.yaml kept the base config's checkpoint.mode
+    # (max, for val_accuracy) next to the searched metric val_loss.
+    base = "checkpoint: {monitor: val_accuracy, mode: max}\n"
+    space = "    optimizer.lr: {grid: [1.0e-2]}\n"
+    configs = {
+        "lossy": "  metric: val_loss\n  space:\n" + space,
+        "upside": "  metric: val_accuracy\n  direction: minimize\n  space:\n" + space,
+    }
+    searches = {}
+    for name, search in configs.items():
+        config = write_config(tmp_path, name, epochs=3, search=search)
+        config.write_text(config.read_text().replace("search:\n", base + "search:\n"))
+        searches[name] = start("search", str(config), "--strategy", "grid", "--trials", "1",
+                               cwd=tmp_path)  # fmt: skip
+    for name, search in searches.items():
+        _, stderr = search.communicate(timeout=300)
+        assert search.returncode == 0, stderr
+        folder = tmp_path / "studies" / name
+        (trial,) = load(storage_of(folder), name)
+        metric = "val_loss" if name == "lossy" else "val_accuracy"
+        values = [r[metric] for r in read_metrics(folder / trial.user_attrs["run"])
+                  if r["kind"] == "epoch"]  # fmt: skip
+        assert math.isclose(trial.value, min(values), rel_tol=1e-9), (name, values)
+        checkpoint = load_config(folder / "best.yaml").checkpoint
+        assert (checkpoint.monitor, checkpoint.mode) == (metric, "min")

@@ -204,3 +204,38 @@ def test_coarse_to_fine_sampler_draws_the_second_stage_inside_its_ranges() -> No
     assert min(t.value for t in second) <= first_best
     # The second stage samples a narrower range than the declared three decades.
     assert math.log10(by_path["optimizer.lr"].high / by_path["optimizer.lr"].low) < 3
+
+
+def test_a_categorical_keeps_only_the_values_the_kept_trials_used_booleans_apart() -> None:
+    # QA: `True in [1]` is true in Python, so a stage kept True when its best trial used 1.
+    spec = _spec(
+        {"data.options.flag": {"categorical": [True, 1, 0.0, False, "x"]}},
+        stages=[{"epochs": 1, "trials": 3, "keep": 2}, {"epochs": 2, "trials": 3}],
+    )
+    trials = _numbered(
+        [
+            _trial(i, 0, value, {"data.options.flag": flag}, spec)
+            for i, (flag, value) in enumerate([(1, 0.1), (0.0, 0.2), (True, 0.5)])
+        ]
+    )
+    (parameter,) = stage_ranges(spec, trials)[1].parameters
+    assert parameter.choices == (1, 0.0)
+
+
+def test_a_log_int_range_tightens_to_the_kept_values_without_rounding_noise() -> None:
+    # QA: exp(log(14)) is 13.999999999999996, so with margin 0 the next stage's range of a
+    # log int became [13, 14] around a kept 14: one integer wider than the kept values.
+    spec = _spec(
+        {"model.width": {"int": [4, 32], "log": True}, "optimizer.lr": {"log_uniform": [1e-4, 1]}},
+        stages=[{"epochs": 1, "trials": 2, "keep": 1}, {"epochs": 2, "trials": 3}],
+        margin=0.0,
+    )
+    trials = _numbered(
+        [
+            _trial(i, 0, value, {"model.width": width, "optimizer.lr": lr}, spec)
+            for i, (width, lr, value) in enumerate([(14, 3e-3, 0.1), (28, 0.5, 0.2)])
+        ]
+    )
+    width, lr = stage_ranges(spec, trials)[1].parameters
+    assert (width.low, width.high) == (14, 14)
+    assert lr.low <= 3e-3 <= lr.high  # exp(log(0.003)) < 0.003: the kept value stays in

@@ -184,7 +184,7 @@ def open_study_folder(
 def _write_best_config(folder: Path, settings: StudySettings, best: FrozenTrial) -> Path:
     epochs = int(best.user_attrs.get(EPOCHS_ATTR, settings.spec.epochs))
     content = settings.spec.trial_config(
-        best.params, epochs=epochs, steps=None, **{"checkpoint.monitor": settings.spec.metric}
+        best.params, epochs=epochs, steps=None, **settings.spec.checkpoint_settings
     )
     config = replace(parse_config(content), name=None, search={})
     header = (
@@ -218,14 +218,20 @@ def _run_workers(
             if say is not None and line != shown:
                 say(line)
                 shown = line
-            alive = [worker for worker in workers if worker.running()]
-            if alive:
-                continue
-            if state.done:
+            stopped = [worker for worker in workers if not worker.running()]
+            everyone = len(stopped) == len(workers)
+            if everyone and state.done:
                 return False
-            crashed = [worker for worker in workers if not worker.restart()]
-            if crashed:
-                raise ConfigError(_crash_message(crashed))
+            # A worker that died is replaced at once, not when the others have exited too:
+            # they may be waiting for its trial (a coarse-to-fine stage). One that exited
+            # cleanly saw the budget used; it is started again only if every worker has
+            # exited and work remains.
+            due = stopped if everyone else [worker for worker in stopped if worker.crashed()]
+            spent = [worker for worker in due if worker.restarts >= _MAX_RESTARTS_PER_WORKER]
+            if everyone and spent:
+                raise ConfigError(_crash_message(spent))
+            for worker in due:
+                worker.restart()
     except KeyboardInterrupt:
         for worker in workers:
             worker.interrupt()
@@ -266,6 +272,10 @@ class _Worker:
             self._log.close()
             self._log = None
         return False
+
+    def crashed(self) -> bool:
+        """Exited with an error or a signal (a clean exit means the budget was used)."""
+        return self.process is not None and self.process.returncode not in (None, 0)
 
     def restart(self) -> bool:
         """Start again after an exit while work remains; False when it keeps failing."""

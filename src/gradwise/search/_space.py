@@ -146,6 +146,13 @@ class SearchSpec:
         """Epochs per trial (outside coarse-to-fine): the base config's."""
         return int(parse_config(self.base).epochs or 1)
 
+    @property
+    def checkpoint_settings(self) -> dict[str, str]:
+        """The run config keys that make a run's best epoch the search's: the metric, and
+        the direction (not ``auto``: an explicit direction may go against the name)."""
+        mode = "min" if self.direction == "minimize" else "max"
+        return {"checkpoint.monitor": self.metric, "checkpoint.mode": mode}
+
     def parameter(self, path: str) -> Parameter:
         """The parameter searched at ``path``."""
         for parameter in self.parameters:

@@ -22,7 +22,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from gradwise.search._space import Parameter, SearchSpec, Stage
+from gradwise.search._space import Parameter, SearchSpec, Stage, _choice_identity
 
 # Trial user attributes shared by the worker, the stage driver and the report.
 STAGE_ATTR = "stage"
@@ -136,7 +136,9 @@ def _best(spec: SearchSpec, trials: Sequence[FrozenTrial], keep: int) -> list[Fr
 
 def _tightened(parameter: Parameter, values: Sequence[Any], margin: float) -> Parameter:
     if not parameter.is_numeric:
-        kept = [choice for choice in parameter.choices if choice in values]
+        # By identity, not ``in``: True == 1 and 0.0 == False, but they are other trials.
+        used = {_choice_identity(value) for value in values}
+        kept = [choice for choice in parameter.choices if _choice_identity(choice) in used]
         return parameter.with_choices(kept or parameter.choices)
     to_axis, from_axis = (math.log, math.exp) if parameter.log else (float, float)
     low, high = to_axis(parameter.low), to_axis(parameter.high)
@@ -145,8 +147,10 @@ def _tightened(parameter: Parameter, values: Sequence[Any], margin: float) -> Pa
     # At a bound, the bound itself (exp(log(x)) is not always x); inside, clip anyway.
     new_low = parameter.low if min(points) - pad <= low else from_axis(min(points) - pad)
     new_high = parameter.high if max(points) + pad >= high else from_axis(max(points) + pad)
-    new_low = min(max(new_low, parameter.low), parameter.high)
-    new_high = min(max(new_high, parameter.low), parameter.high)
+    # The kept values stay inside: exp(log(x)) may land an ulp beside x (13.999999999999996
+    # for 14, which a floor would turn into one more integer).
+    new_low = min(max(new_low, parameter.low), parameter.high, min(values))
+    new_high = max(min(new_high, parameter.high), parameter.low, max(values))
     if parameter.kind == "int":
-        return parameter.within(math.floor(new_low), math.ceil(new_high))
+        return parameter.within(math.floor(round(new_low, 9)), math.ceil(round(new_high, 9)))
     return parameter.within(new_low, new_high)

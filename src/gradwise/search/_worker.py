@@ -174,19 +174,22 @@ class _Objective:
             steps=None,
             runs_dir=str(self.folder / TRIALS_FOLDER),
             name=run_name,
-            **{"checkpoint.monitor": spec.metric, "checkpoint.mode": "auto"},
+            **spec.checkpoint_settings,
         )
         return self._train(trial, content)
 
     def _stage(self, trial: Trial) -> int:
         """The trial's stage; waits (heartbeat running) until the previous stage ended."""
         frozen = _frozen(trial)
-        if is_retry(frozen) and STAGE_ATTR in frozen.user_attrs:
-            return int(frozen.user_attrs[STAGE_ATTR])
         study = trial.study
-        stages = self.settings.spec.stages
-        stage = stage_of_slot(stages, slot_of(study.get_trials(deepcopy=False), trial.number))
-        trial.set_user_attr(STAGE_ATTR, stage)
+        if is_retry(frozen) and STAGE_ATTR in frozen.user_attrs:
+            # A retry keeps its stage and, like any trial of it, waits for the stage before:
+            # one interrupted while waiting has not been sampled yet.
+            stage = int(frozen.user_attrs[STAGE_ATTR])
+        else:
+            stages = self.settings.spec.stages
+            stage = stage_of_slot(stages, slot_of(study.get_trials(deepcopy=False), trial.number))
+            trial.set_user_attr(STAGE_ATTR, stage)
         while stage > 0 and not stage_finished(study.get_trials(deepcopy=False), stage - 1):
             with heartbeats_allowed():
                 fail_stale_trials(study)
