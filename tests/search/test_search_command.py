@@ -265,3 +265,34 @@ def test_trials_and_best_config_pick_the_best_epoch_in_the_search_direction(tmp_
         assert math.isclose(trial.value, min(values), rel_tol=1e-9), (name, values)
         checkpoint = load_config(folder / "best.yaml").checkpoint
         assert (checkpoint.monitor, checkpoint.mode) == (metric, "min")
+
+
+def test_a_trial_that_crashes_is_failed_with_its_reason_and_the_search_goes_on(tmp_path) -> None:
+    # The second model built in a worker raises (as CUDA running out of memory would): the
+    # worker dies, is replaced, and the trial is failed for good with the error as its
+    # reason. Without a reason it counted as interrupted, and a coarse-to-fine stage
+    # waited for a retry that only the next `gradwise search` would queue.
+    (tmp_path / "crashy.py").write_text(
+        "import torch\n"
+        "built = 0\n"
+        "def build(**options):\n"
+        "    global built\n"
+        "    built += 1\n"
+        "    if built == 2:\n"
+        "        raise RuntimeError('out of memory (planted)')\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(),\n"
+        "                               torch.nn.Linear(8, 3))\n"
+    )
+    search = """\
+  space:
+    optimizer.lr: {grid: [0.01, 0.02]}
+"""
+    config = write_config(tmp_path, "crash", epochs=1, search=search)
+    config.write_text(config.read_text().replace("name: mlp,", "name: 'crashy:build',"))
+    done = gradwise("search", str(config), "--strategy", "grid", "--trials", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    trials = load(storage_of(tmp_path / "studies" / "crash"), "crash")
+    states = sorted(trial.state.name for trial in trials)
+    assert states == ["COMPLETE", "FAIL"]
+    (failed,) = [trial for trial in trials if trial.state == TrialState.FAIL]
+    assert failed.user_attrs["fail_reason"] == "crashed: RuntimeError: out of memory (planted)"

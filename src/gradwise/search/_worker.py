@@ -210,6 +210,13 @@ class _Objective:
             raise _failed(trial, f"diverged: {error}") from None
         except ConfigError as error:
             raise _failed(trial, f"config error: {error}") from None
+        except Exception as error:
+            # Anything else (CUDA out of memory, a bug in an entry point) still ends the
+            # worker, with its traceback in the worker's log, but the trial is failed for
+            # good: without a reason it would count as interrupted, and a coarse-to-fine
+            # stage would wait for a retry that only the next `gradwise search` queues.
+            trial.set_user_attr(FAIL_REASON_ATTR, f"crashed: {type(error).__name__}: {error}")
+            raise
         if result.status == "interrupted":
             raise KeyboardInterrupt
         if reporter.pruned:
