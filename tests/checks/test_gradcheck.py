@@ -144,6 +144,35 @@ class Quintic(nn.Module):
         return (self.weight + self.c * (self.weight - self.w0) ** 5 / 120).sum()
 
 
+class _HalfBackwardCubic(torch.autograd.Function):
+    """f(w) = w + c (w - w0)^3 / 6, whose backward returns half of f'(w)."""
+
+    @staticmethod
+    def forward(ctx, weight, c, w0):
+        ctx.save_for_backward(weight)
+        ctx.c, ctx.w0 = c, w0
+        return weight + c * (weight - w0) ** 3 / 6
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return 0.5 * grad * (1 + ctx.c * (weight - ctx.w0) ** 2 / 2), None, None
+
+
+class HalfBackwardCubic(nn.Module):
+    """A wrong gradient (half) of a function with a large third derivative c at w0: the
+    centred difference 1 + c h^2 / 6 moves by a lot between h and h / 10, but regularly
+    (100x less from h / 10 to h / 100), towards 1, far from the analytic 0.5."""
+
+    def __init__(self, c, w0=0.5):
+        super().__init__()
+        self.c, self.w0 = c, w0
+        self.weight = nn.Parameter(torch.tensor([w0]))
+
+    def forward(self, x):
+        return _HalfBackwardCubic.apply(self.weight, self.c, self.w0).sum()
+
+
 def chaotic_tanh_mlp(seed, depth=20, width=128):
     """A correct tanh MLP with N(0, 1) weights: pre-activations of std ~11, chaotic.
 
@@ -400,6 +429,20 @@ def test_a_truncation_error_that_vanishes_at_a_tenth_of_h_is_judged_there():
     assert coordinate.numeric == pytest.approx(1 + 2e10 * 1e-16 / 120, rel=1e-9)
     assert coordinate.relative_error == pytest.approx(2e10 * 1e-16 / 120, rel=1e-3)
     assert report.passed
+
+
+@pytest.mark.parametrize(("h", "c"), [(1e-3, 1e5), (1e-4, 1e7), (1e-6, 1e11)])
+def test_a_wrong_gradient_whose_differences_converge_regularly_is_wrong_not_unstable(h, c):
+    # Found by review: n(h) = 1 + c h^2 / 6 moved by more than 1e-4 of itself from h to
+    # h / 10, which alone made the halved gradient "unstable" (and pass).
+    report = gradcheck(
+        HalfBackwardCubic(c), lambda out, _: out, torch.zeros(1), torch.zeros(1), h=h
+    )
+    [coordinate] = report.coordinates
+    assert coordinate.verdict == "wrong"
+    assert coordinate.analytic == pytest.approx(0.5)
+    assert coordinate.numeric == pytest.approx(1 + c * (h / 100) ** 2 / 6, rel=1e-6)
+    assert [finding.kind for finding in report.findings()] == [Finding.WRONG_GRADIENT]
 
 
 @pytest.mark.parametrize("broken", [HalfGradient, UnmaskedReLU])

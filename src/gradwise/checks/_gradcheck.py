@@ -57,11 +57,19 @@ _EPS = torch.finfo(torch.float64).eps
 # differences, the usual error estimate of n(h/10)) and e = |a - n(h/10)|. A wrong
 # gradient gives d <= |h^2 f^(3) / 6|, the truncation error at h. A difference that has
 # not converged (f's higher derivatives are huge: chaotic nets) gives
-# d = |err(h) - err(h/10)|, of the order of e. So d >= e / 100 makes the coordinate
-# "unstable": the finite differences did not settle and say nothing about the gradient.
-# The constant 1/100 is _OK / _SUSPICIOUS: a "wrong" gradient (relative error > 1e-2) is
-# called unstable only when n moved by more than 1e-4 of |n| from h to h / 10, i.e. when
-# the difference is not accurate enough to pass even a correct gradient as "ok". Measured
+# d = |err(h) - err(h/10)|, of the order of e. So d >= e / 100 makes the coordinate a
+# candidate for "unstable". The constant 1/100 is _OK / _SUSPICIOUS: a "wrong" gradient
+# (relative error > 1e-2) is a candidate only when n moved by more than 1e-4 of |n| from
+# h to h / 10, i.e. when the difference is not accurate enough to pass even a correct
+# gradient as "ok". But a wrong gradient of a function with a large third derivative
+# moves n that much too, converging regularly (a review found f(w) = w + c w^3 / 6 with
+# its backward halved called "unstable" at h = 1e-3, c = 1e5). So a candidate is looked
+# at a third time, at h / 100: a regular difference drifts 100x less from h / 10 to
+# h / 100 than from h to h / 10; at least _REGULAR_SHRINK = 30x less is taken as regular
+# (between O(h)'s 10x and O(h^2)'s 100x, room for the O(h^4) term); then a is judged
+# against n(h / 100), and a wrong gradient is "wrong" there. A drift that shrinks less
+# is "unstable": the finite differences did not settle and say nothing about the
+# gradient (the chaotic net below shrank 12x on its plateau coordinate). Measured
 # (h = 1e-6 .. 1e-8): on chaotic 20-layer tanh MLPs (width 128, N(0, 1) weights) d / e
 # was 0.046..700 on the coordinates still failing at h / 10 but one, 0.0064 (n(h) and
 # n(h/10) on a common plateau, converged only at h / 1000); on tanh and ReLU MLPs with a
@@ -69,6 +77,7 @@ _EPS = torch.finfo(torch.float64).eps
 # rounding). (3) Else both differences agree against a: the verdict at h stands.
 _SETTLED_SHRINK = 0.5
 _UNSTABLE_SPREAD = _OK / _SUSPICIOUS
+_REGULAR_SHRINK = 30.0
 
 
 @dataclass(frozen=True)
@@ -272,11 +281,12 @@ def gradcheck(
       the same. If :math:`a` passes against :math:`n(h / 10)` (rounding noise scaled
       for :math:`h / 10`) and the discrepancy at least halved, the verdict and numbers
       are those at :math:`h / 10`. Else, if the two differences disagree by at least
-      :math:`10^{-2} |a - n(h / 10)|` beyond their rounding noise, the coordinate is
-      "unstable" (not a failure): the differences have not settled, as on chaotic
-      nets whose higher derivatives are huge, and say nothing about the gradient. A
-      wrong gradient gives two differences that agree up to their truncation error,
-      and stays "wrong".
+      :math:`10^{-2} |a - n(h / 10)|` beyond their rounding noise, a third difference
+      at :math:`h / 100` tells regular convergence (a drift at least 30 times smaller:
+      :math:`a` is judged against :math:`n(h / 100)`, and a wrong gradient is "wrong"
+      there) from none: then the coordinate is "unstable" (not a failure), as on
+      chaotic nets whose higher derivatives are huge, and says nothing about the
+      gradient.
 
     The check runs on a float64 deep copy of the model in eval mode (dropout off,
     augmentation modules off, BatchNorm on its running statistics), so the user's model,
@@ -284,13 +294,13 @@ def gradcheck(
     the RNG (inside ``torch.random.fork_rng``), so a forward that draws random numbers
     anyway sees the same draws each time. The data loss and the penalty are checked
     separately, as the lectures advise: a penalty failure is reported as the penalty's.
-    Cost: one backward pass, and two forwards per sampled coordinate (up to six for one
-    that would fail: the kink recorder, then :math:`h / 10`), against two forwards per
-    parameter for ``torch.autograd.gradcheck``'s full Jacobian. For an ``nn.Sequential``
-    with a deterministic forward, a coordinate's forwards start at its own layer from
-    cached activations (a ``Linear`` layer's change is applied to its cached output
-    exactly), so early layers are not recomputed: on a 784-128-128-10 MLP this is faster
-    than torch's ``fast_mode=True`` (benchmarks.md).
+    Cost: one backward pass, and two forwards per sampled coordinate (up to eight for one
+    that would fail: the kink recorder, then :math:`h / 10` and :math:`h / 100`), against
+    two forwards per parameter for ``torch.autograd.gradcheck``'s full Jacobian. For an
+    ``nn.Sequential`` with a deterministic forward, a coordinate's forwards start at its
+    own layer from cached activations (a ``Linear`` layer's change is applied to its
+    cached output exactly), so early layers are not recomputed: on a 784-128-128-10 MLP
+    this is faster than torch's ``fast_mode=True`` (benchmarks.md).
 
     Args:
         model: the network; hooks registered on it run on the copy too.
@@ -677,9 +687,11 @@ def _check_coordinate(
         _measure(tensor, index, objective, f_zero, settings, record=True).crossed_kink
     ):
         return replace(check, verdict="kink")
-    finer = replace(settings, h=settings.h / 10)
-    finer_probe = _measure(tensor, index, objective, f_zero, finer, record=False)
-    return _settle(check, noise, finer_probe, finer.h)
+
+    def measure(step: float) -> _Probe:
+        return _measure(tensor, index, objective, f_zero, replace(settings, h=step), False)
+
+    return _settle(check, noise, measure, settings.h)
 
 
 def _measure(
@@ -723,10 +735,13 @@ def _centred_difference(probe: _Probe, h: float) -> tuple[float, float]:
     return numeric, _NOISE_ULPS * _EPS * scale / h
 
 
-def _settle(check: CoordinateCheck, noise: float, finer: _Probe, finer_h: float) -> CoordinateCheck:
-    """A failing coordinate judged again with its centred difference at h / 10 (``finer``),
-    by the rules (1) to (3) stated above ``_SETTLED_SHRINK``."""
-    numeric, finer_noise = _centred_difference(finer, finer_h)
+def _settle(
+    check: CoordinateCheck, noise: float, measure: Callable[[float], _Probe], h: float
+) -> CoordinateCheck:
+    """A failing coordinate judged again with its centred differences at h / 10 and, if
+    they moved, at h / 100 (``measure(step)`` probes at a step), by the rules stated
+    above ``_SETTLED_SHRINK``."""
+    numeric, finer_noise = _centred_difference(measure(h / 10), h / 10)
     relative_error, verdict = _judge(check.analytic, numeric, finer_noise)
     discrepancy = abs(check.analytic - check.numeric)
     finer_discrepancy = abs(check.analytic - numeric)
@@ -735,9 +750,15 @@ def _settle(check: CoordinateCheck, noise: float, finer: _Probe, finer_h: float)
     ):  # (1) the discrepancy at h was truncation error
         return replace(check, numeric=numeric, relative_error=relative_error, verdict=verdict)
     spread = abs(check.numeric - numeric) - noise - finer_noise
-    if spread >= _UNSTABLE_SPREAD * finer_discrepancy:
+    if spread < _UNSTABLE_SPREAD * finer_discrepancy:
+        return check  # (3) both differences agree against the analytic gradient
+    finest, finest_noise = _centred_difference(measure(h / 100), h / 100)
+    finest_spread = abs(numeric - finest) - finer_noise - finest_noise
+    if finest_spread * _REGULAR_SHRINK > spread:
         return replace(check, verdict="unstable")  # (2) the differences did not settle
-    return check  # (3) both differences agree against the analytic gradient
+    # They converge regularly: the analytic gradient is judged against the finest one.
+    relative_error, verdict = _judge(check.analytic, finest, finest_noise)
+    return replace(check, numeric=finest, relative_error=relative_error, verdict=verdict)
 
 
 def _judge(analytic: float, numeric: float, noise: float) -> tuple[float, Verdict]:
