@@ -89,6 +89,24 @@ def test_a_peak_below_the_blow_up_factor_is_not_divergence() -> None:
     assert monitor.detect_learning_rate_too_high(history, DEFAULTS) is None
 
 
+def test_a_trained_models_loss_doubling_near_zero_is_not_divergence() -> None:
+    # A watch attached to a trained digits MLP (Adam 1e-3): the monitoring loss 0.0012,
+    # the first step's 0.0014, and the median of 3 step losses at 0.0029 by step 60. Twice
+    # a loss near 0 is batch noise; divergence goes back up towards chance (2.30).
+    history = History(initial_loss=0.00115, chance_loss=2.3026, learning_rate=1e-3)
+    history.loss = steps_loss(60, lambda s: 0.0014 if s == 1 else 0.001)
+    history.peak_loss = series([(10, 0.0015), (60, 0.0029)])
+    history.smoothed_loss = ramp(10, 61, 10, lambda s: 0.001 if s < 50 else 0.0018)
+    assert monitor.detect_learning_rate_too_high(history, DEFAULTS) is None
+    history.peak_loss.append(70, 1.5)  # above 2x a quarter of the chance loss
+    finding = monitor.detect_learning_rate_too_high(history, DEFAULTS)
+    assert kind(finding) is Finding.LEARNING_RATE_TOO_HIGH
+    # Without a chance loss (a regression), the initial loss is the only reference.
+    history = History(initial_loss=0.00115, learning_rate=1e-3)
+    history.peak_loss = series([(10, 0.0029)])
+    assert kind(monitor.detect_learning_rate_too_high(history, DEFAULTS)) is not None
+
+
 def test_update_ratios_far_above_1e_3_mean_the_learning_rate_is_too_high() -> None:
     history = healthy()
     history.update_ratio = {name: ramp(10, 401, 10, 0.3) for name in ("a", "b", "c")}
@@ -256,6 +274,24 @@ def test_a_gradient_norm_spike_explodes_and_ordinary_noise_does_not() -> None:
     assert kind(finding) is Finding.EXPLODING_GRADIENTS
     assert finding is not None
     assert finding.evidence["grad_norm"] == 500.0
+
+
+def test_a_converged_run_whose_gradient_norm_returns_to_its_early_size_is_not_exploding() -> None:
+    # Cross-entropy on separable data (moons) converges to a loss near 0, where the
+    # gradient norm is ~1e-3 at most steps and a batch holding the hardest samples brings
+    # it back to 0.4: 100x the recent median, but smaller than the norms the run had while
+    # it learned (1.27 at step 1). Measured with Adam 1e-3 on moons (the detector fired at
+    # step 1530 of a run with validation accuracy 1.0).
+    history = healthy(2000)
+    history.grad_norm = ramp(10, 2001, 10, lambda s: 1.27 * math.exp(-s / 150) + 3e-3)
+    history.grad_norm.append(2010, 0.42)
+    assert monitor.detect_exploding_gradients(history, DEFAULTS) is None
+    # Above every earlier norm, it is a spike (a corrupted batch: 825 after at most 1.06).
+    history.grad_norm.append(2020, 5.0)
+    finding = monitor.detect_exploding_gradients(history, DEFAULTS)
+    assert kind(finding) is Finding.EXPLODING_GRADIENTS
+    assert finding is not None
+    assert finding.evidence["grad_norm"] == 5.0
 
 
 # -- units ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ or one confined to a middle weight's)."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -433,3 +434,121 @@ def test_a_layer_unfrozen_later_takes_its_place_as_the_first_layer() -> None:
     assert list(watch.history.layer_grad_norm) == ["0.weight", "2.weight", "4.weight"]
     first, last = (watch.history.layer_grad_norm[n].last for n in ("0.weight", "4.weight"))
     assert watch.history.first_last_grad_ratio.last == pytest.approx(first / last)
+
+
+def test_a_step_that_grad_scaler_skips_is_not_a_nonfinite_gradient() -> None:
+    # Mixed precision's loss scaling: GradScaler starts with a large scale, and while the
+    # scaled gradients overflow it skips optimizer.step() (no update is made) and halves
+    # the scale. Those first steps are measured steps (step 1 always is); their
+    # gradients were never used, so they are not a NaN in training.
+    torch.manual_seed(0)
+    batch = spirals()
+    model = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 3))
+    # (lr 0.05 / 32: the loss is a sum over the batch, whose scaled value overflows)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05 / 32, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    watch = monitor.watch(model, optimizer, monitor_data=batch)
+    generator = torch.Generator().manual_seed(0)
+    taken = []  # the steps the optimizer took
+    for step in range(1, 61):
+        index = torch.randint(0, len(batch[0]), (32,), generator=generator)
+        loss = F.cross_entropy(model(batch[0][index]), batch[1][index], reduction="sum")
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        if scaler.get_scale() == scale:
+            taken.append(step)
+        watch.step(loss)
+    assert taken[0] > 2  # the first steps overflowed and were skipped
+    assert watch.findings() == []
+    measured = [r for r in watch.records() if r["kind"] == "gradients"]
+    assert measured[0]["step"] == taken[0]  # the first step the optimizer took
+    assert all(math.isfinite(r["grad_norm"]) for r in measured)
+    weights = [r for r in watch.records() if r["kind"] == "weight" and r["step"] == taken[0]]
+    assert weights
+    assert all(r["update_ratio"] > 0 for r in weights)  # its update is measured
+
+
+def test_a_converged_run_on_separable_data_has_no_gradient_spike() -> None:
+    # AdamW 3e-3 on moons reaches a loss ~1e-4 and validation accuracy 1.0; then most
+    # batches give gradient norms ~4e-3 and one with the hardest samples 0.6 (step 740):
+    # 150x the median, but half of step 1's norm.
+    data = load_dataset("moons", seed=0)
+    mean, std = data.train.inputs.mean(0), data.train.inputs.std(0)
+    inputs, targets = (data.train.inputs - mean) / std, data.train.targets
+    validation = ((data.validation.inputs - mean) / std, data.validation.targets)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 2)
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    watch = monitor.watch(
+        model, optimizer, monitor_data=(inputs[:256], targets[:256]), validation_data=validation
+    )
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(800):
+        index = torch.randint(0, len(inputs), (32,), generator=generator)
+        loss = F.cross_entropy(model(inputs[index]), targets[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        watch.step(loss)
+    probe = [r for r in watch.records() if r["kind"] == "probe"][-1]
+    assert probe["val_accuracy"] == 1.0
+    assert watch.findings() == []
+
+
+def test_a_nan_gradient_that_grad_scaler_keeps_skipping_is_still_named() -> None:
+    # GradScaler skips every step whose gradients hold a NaN: a NaN that stays (here the
+    # first weight's, from step 7 on) would stop training without a word, so once the
+    # optimizer has skipped `sustained_steps` (20) steps in a row the next measured
+    # step's gradients are judged as training's again.
+    inputs, targets = spirals(256)
+    torch.manual_seed(0)
+    model = _FirstLayerGoesBad()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets))
+    generator = torch.Generator().manual_seed(0)
+    for step in range(1, 41):
+        model.poisoned = step >= 7
+        index = torch.randint(0, len(inputs), (32,), generator=generator)
+        loss = F.cross_entropy(model(inputs[index]), targets[index])
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        watch.step(loss)
+    finding = next(f for f in watch.findings() if f.kind is Finding.NONFINITE_LOSS)
+    assert finding.step == 30  # skipped since step 7: 20 skips by step 26, measured at 30
+    assert finding.evidence["first_nonfinite_gradient"] == "first.weight"
+    assert finding.evidence["first_nonfinite_parameter"] is None  # never written
+
+
+def test_a_watch_attached_to_a_trained_classifier_does_not_call_its_noise_divergence() -> None:
+    # Trained for 1000 steps, the MLP's loss is ~0.001, and batch noise alone doubles the
+    # median of 3 step losses (0.0014 to 0.0029 by step 60 of the first continuation) or
+    # lifts the smoothed loss by 60% from its best (0.00066 to 0.00106 by step 190 of the
+    # second): no reason to lower the learning rate.
+    data = load_dataset("digits", seed=0)
+    inputs = data.train.inputs.flatten(1)
+    inputs = (inputs - inputs.mean(0)) / (inputs.std(0) + 1e-6)
+    targets = data.train.targets
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    unwatched = monitor.watch(model, None, monitor_data=(inputs[:2], targets[:2]), every=10**6)
+    train(unwatched, model, optimizer, (inputs, targets), 1000)
+    unwatched.close()
+    trained = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    for seed, steps in ((0, 100), (1, 200)):
+        model.load_state_dict(trained[0])
+        optimizer.load_state_dict(trained[1])
+        with monitor.watch(model, optimizer, monitor_data=(inputs[:256], targets[:256])) as watch:
+            assert watch.history.initial_loss < 0.01
+            train(watch, model, optimizer, (inputs, targets), steps, seed=seed)
+        assert watch.findings() == []

@@ -154,6 +154,10 @@ class Watch:
         # with a positive rate is measured too, whatever the cadence.
         self._pending_rate: float | None = None
         self._awaiting_moving_update = optimizer is not None
+        # Whether the optimizer's step pre-hook ran since the previous step() call: when it
+        # did not, the optimizer skipped the step (GradScaler does, on overflowed gradients).
+        self._optimizer_stepped = False
+        self._skipped_steps = 0  # consecutive steps the optimizer skipped, up to this one
         self._sample_positions: dict[Any, Tensor] = {}
         self._handles: list[RemovableHandle] = []
         if optimizer is not None:
@@ -187,6 +191,9 @@ class Watch:
             raise invalid_value_error("loss", "Watch.step", "a number or a 1-element tensor", loss)
         self._step += 1
         step = self._step
+        skipped = self.optimizer is not None and not self._optimizer_stepped
+        self._optimizer_stepped = False
+        self._skipped_steps = self._skipped_steps + 1 if skipped else 0
         history = self.history
         history.loss.append(step, value)
         if history.initial_loss is None and math.isfinite(value):
@@ -354,6 +361,7 @@ class Watch:
         return step == 1 or step % self.cheap_every == 0 or first_move, step % self.every == 0
 
     def _before_optimizer_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        self._optimizer_stepped = True
         upcoming = self._step + 1
         cheap, expensive = self._cadence(upcoming)
         if cheap or expensive:
@@ -400,6 +408,17 @@ class Watch:
             measurement = self._gradients.measure(
                 step, snapshot=False, histograms=self._histogram_batch(expensive)
             )
+            if (
+                0 < self._skipped_steps < self.thresholds.sustained_steps
+                and measurement is not None
+                and measurement.first_nonfinite is not None
+            ):
+                # The optimizer did not step on these gradients (GradScaler skips a step
+                # whose scaled gradients overflowed, then lowers its scale): they are not
+                # training's, and not a NaN in it. The next step is measured instead while
+                # no update has been (step 1's, usually). After `sustained_steps` skips in
+                # a row, a NaN that GradScaler keeps skipping is named as any other.
+                return None
         if measurement is None:
             return None
         history = self.history
