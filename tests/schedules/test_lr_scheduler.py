@@ -287,6 +287,30 @@ def test_a_param_group_added_later_follows_the_one_schedule():
     assert scheduler.get_last_lr() == [0.5, 0.5]
 
 
+def test_a_scheduler_whose_param_group_was_added_later_saves_and_loads_its_state():
+    # Found by review: the schedules for added groups were made lazily at the next step,
+    # so a resumed run (scheduler made, group added, state loaded) refused its own state.
+    def run():
+        first, second = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([first], lr=1.0)
+        plateau = ReduceOnPlateau(0.1, factor=0.5, patience=0)
+        scheduler = ScheduleLR(optimizer, plateau)
+        optimizer.add_param_group({"params": [second]})
+        return optimizer, plateau, scheduler
+
+    optimizer, plateau, scheduler = run()
+    for loss in (1.0, 2.0, 3.0):
+        optimizer.step()
+        plateau.observe(loss)
+        scheduler.step()
+    saved = scheduler.state_dict()
+    assert sorted(saved["schedule_states"]) == [0, 1]
+    resumed_optimizer, resumed_plateau, resumed = run()
+    resumed.load_state_dict(saved)
+    assert resumed_plateau.state_dict() == plateau.state_dict()
+    assert [g["lr"] for g in resumed_optimizer.param_groups] == [0.025, 0.025]
+
+
 def test_a_param_group_added_later_without_a_schedule_is_a_clear_error():
     first, second = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([first], lr=1.0)

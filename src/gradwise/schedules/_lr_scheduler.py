@@ -96,6 +96,7 @@ class ScheduleLR(LRScheduler):
         ``schedule_states`` for a group's schedule that has state itself,
         ``nested_schedule_states`` (a list, depth first) for one whose state is in the
         schedules it combines."""
+        self._group_schedules()  # groups added since the last step have one too
         state = {
             key: value
             for key, value in super().state_dict().items()
@@ -116,6 +117,7 @@ class ScheduleLR(LRScheduler):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s result and set each group's lr to match it."""
+        self._group_schedules()  # a resumed run adds its groups before it loads
         state = dict(state_dict)
         schedule_states = state.pop("schedule_states", {})
         nested_states = state.pop("nested_schedule_states", {})  # absent in older states

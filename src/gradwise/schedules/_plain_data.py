@@ -101,8 +101,10 @@ def _value_to_data(value: Any, include_state: bool) -> Any:
         return _NOT_DATA if any(item is _NOT_DATA for item in items) else type(value)(items)
     # The builtin type itself (not a numpy number, which weights_only refuses; validation
     # takes numpy's ints and floats as numbers, so they are written as numbers).
-    if isinstance(value, bool | str):
-        return type(value)(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)  # a StrEnum member would be refused by weights_only
     if isinstance(value, Integral):
         return int(value)
     if isinstance(value, Real):
