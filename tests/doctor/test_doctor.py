@@ -183,3 +183,10 @@ def test_the_default_probe_never_runs_longer_than_the_configured_run(tmp_path: P
     result = diagnose(config, checks=False)
     assert result.probe_steps == 4 * 41
     assert diagnose(config, checks=False, probe_epochs=1).probe_steps == 41  # as asked
+    # A run configured in steps (found by review: 200 steps gave a 205-step probe, and 20
+    # steps a 3-epoch one): the probe is that run, to the step.
+    for steps, probe_epochs in ((200, None), (20, None), (20, 1)):
+        in_steps = with_changes(config, {"steps": steps})
+        probe = diagnose(in_steps, checks=False, probe_epochs=probe_epochs)
+        assert probe.probe_steps == steps
+        assert probe.probe.steps == steps

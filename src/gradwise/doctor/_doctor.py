@@ -247,32 +247,32 @@ def _prepared_probe(config: RunConfig, probe_epochs: int | None) -> tuple[RunCon
         )
     probe_config = _probe_config(config, probe_epochs or PROBE_EPOCHS)
     prepared = prepare_run(probe_config)
-    if probe_epochs is None:
-        longer = _epochs_for_the_trend_window(config, probe_config, prepared.total_steps)
-        if longer is not None:
-            probe_config = replace(probe_config, epochs=longer)
-            prepared = prepare_run(probe_config)
+    resized = _resized_probe(config, probe_config, prepared.total_steps, probe_epochs is None)
+    if resized is not None:
+        probe_config, prepared = resized, prepare_run(resized)
     return probe_config, prepared
 
 
-def _epochs_for_the_trend_window(
-    config: RunConfig, probe_config: RunConfig, probe_steps: int
-) -> int | None:
-    """The probe's epochs to reach ``TREND_STEPS`` plus a monitoring interval, within
-    the configured run; None when the probe reaches them already (or cannot be longer)."""
+def _resized_probe(
+    config: RunConfig, probe_config: RunConfig, probe_steps: int, trend_window: bool
+) -> RunConfig | None:
+    """The probe with a new length (``epochs``, or ``steps`` for a run configured in
+    steps), or None to keep it: with ``trend_window``, long enough for ``TREND_STEPS``
+    plus a monitoring interval; never longer than the configured run."""
     epochs = probe_config.epochs
     assert epochs is not None  # noqa: S101 - _probe_config sets it
     assert probe_config.monitor is not None  # noqa: S101 - and the monitor
-    wanted_steps = TREND_STEPS + probe_config.monitor.every
-    if probe_steps >= wanted_steps:
-        return None
-    per_epoch = max(probe_steps // epochs, 1)
+    per_epoch = max(-(-probe_steps // epochs), 1)
+    wanted_steps = probe_steps
+    if trend_window:
+        wanted_steps = max(wanted_steps, TREND_STEPS + probe_config.monitor.every)
+    if config.steps is not None and wanted_steps >= config.steps:
+        # A run of `steps` optimizer steps: the probe is that run, to the step.
+        return replace(probe_config, steps=config.steps) if config.steps != probe_steps else None
     wanted = -(-wanted_steps // per_epoch)
-    if config.steps is not None:
-        wanted = min(wanted, -(-config.steps // per_epoch))
-    elif config.epochs is not None:
+    if config.epochs is not None:
         wanted = min(wanted, config.epochs)
-    return wanted if wanted > epochs else None
+    return replace(probe_config, epochs=wanted) if wanted != epochs else None
 
 
 def _probe_config(config: RunConfig, probe_epochs: int) -> RunConfig:
