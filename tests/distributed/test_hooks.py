@@ -823,6 +823,12 @@ def _ddp() -> DistributedDataParallel:
             "float >= 0. Got inf instead.",
         ),
         (
+            # numpy's RandomState, which torch's PowerSGD seeds with it, takes 32 bits.
+            {"name": "powersgd", "random_seed": 2**32},
+            "The 'random_seed' parameter of register_compression must be an int in "
+            "[0, 4294967295]. Got 4294967296 instead.",
+        ),
+        (
             {"name": "one_bit", "matrix_approximation_rank": 2},
             "The 'options' parameter of register_compression must be options of 'one_bit' "
             "(error_feedback, granularity, two_level, momentum). "
@@ -856,6 +862,41 @@ def test_bad_arguments_raise_the_house_error(arguments: dict[str, Any], message:
     name = arguments.pop("name")
     with pytest.raises(ValueError, match=re.escape(message)):
         register_compression(_ddp(), name, **arguments)
+
+
+class _WithScalar(torch.nn.Module):
+    """A linear layer times a learnable 0-d temperature (or an empty parameter)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.extra = torch.nn.Parameter(torch.ones(shape))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x) * (1 + self.extra.sum())
+
+
+@pytest.mark.usefixtures("world_of_one")
+@pytest.mark.parametrize("shape", [(), (0, 3)])
+def test_powersgd_refuses_parameters_it_cannot_view_as_matrices(shape: tuple[int, ...]) -> None:
+    """torch's powerSGD_hook views each gradient as (shape[0], -1): a 0-d or empty one
+    raised an IndexError or a reshape error deep in the first compressed backward pass."""
+    model = DistributedDataParallel(_WithScalar(shape))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "The 'model' parameter of register_compression must have only parameters of 1 "
+            "or more dimensions and elements for 'powersgd' (torch's powerSGD_hook views each "
+            f"gradient as a matrix of shape[0] rows). Got parameter 'extra' of shape {shape} "
+            "instead; give it the shape (1,), or use another compression."
+        ),
+    ):
+        register_compression(model, "powersgd")
+    for name in ("one_bit", "one_bit_two_phase", "sign_majority", "fp16"):  # the others work
+        model = DistributedDataParallel(_WithScalar(shape))
+        assert register_compression(model, name) is not None
+        for _ in range(3):
+            model(torch.ones(2, 4)).sum().backward()
 
 
 def test_every_name_is_accepted_and_a_plain_module_is_not() -> None:
@@ -947,3 +988,161 @@ def test_docstring_examples_run() -> None:
 
     for name in ("CompressionState", "register_compression", "pack_bits", "unpack_bits"):
         run_docstring_examples(getattr(package, name), name)
+
+
+class _Branch(torch.nn.Module):
+    """forward(gradients, use_b): the Probe's sum, with parameter b left out when asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probe = Probe()
+
+    def forward(self, gradients: dict[str, Tensor], use_b: bool) -> Tensor:
+        return self.probe({n: g for n, g in gradients.items() if use_b or n != "b"})
+
+
+@pytest.mark.usefixtures("world_of_one")
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("one_bit", {}),
+        ("one_bit", PER_TENSOR),
+        ("one_bit", {"momentum": MOMENTUM}),
+        ("one_bit_two_phase", {}),
+        ("one_bit_two_phase", PER_TENSOR),
+    ],
+    ids=["one_bit", "one_bit_tensor", "one_bit_momentum", "two_phase", "two_phase_tensor"],
+)
+def test_error_feedback_loses_nothing_when_a_parameter_gets_no_gradient(
+    name: str, options: dict[str, Any]
+) -> None:
+    """With find_unused_parameters, DDP drops the hook's result for a parameter that no
+    rank used (its .grad stays as it was). Error feedback must then not count it as sent:
+    what reached the parameters plus what the memories hold is what went in, at every
+    step (b is unused at steps 3 and 4). It did not: the memory of b shrank by a q that
+    DDP threw away."""
+    module = _Branch()
+    model = DistributedDataParallel(module, find_unused_parameters=True)
+    state = register_compression(model, name, **options)
+    assert state is not None
+    applied = {n: torch.zeros(s, dtype=torch.float64) for n, s in SHAPES.items()}
+    inputs = {n: torch.zeros(s, dtype=torch.float64) for n, s in SHAPES.items()}
+    momenta = {n: torch.zeros(s, dtype=torch.float64) for n, s in SHAPES.items()}
+    for step in range(6):
+        use_b = step not in (3, 4)
+        gradients = known_gradients(0, step)
+        model(gradients, use_b).backward()
+        for n, parameter in module.probe.named_parameters():
+            assert not (use_b or n != "b") or parameter.grad is not None
+            g = gradients[n].double() if use_b or n != "b" else torch.zeros(SHAPES[n]).double()
+            momenta[n] = (MOMENTUM if options.get("momentum") else 0.0) * momenta[n] + g
+            if step >= state.warmup_steps:
+                inputs[n] += momenta[n]
+                applied[n] += 0.0 if parameter.grad is None else parameter.grad.double()
+        module.zero_grad(set_to_none=True)
+        for n, shape in SHAPES.items():
+            nothing = torch.zeros(math.prod(shape))
+            memory = state.worker_error.get(f"probe.{n}", nothing).double()
+            # W = 1: the two-phase server's memory is the whole tensor
+            memory = memory + state.server_error.get(f"probe.{n}", nothing).double()
+            torch.testing.assert_close(
+                applied[n] + memory.reshape(shape), inputs[n], rtol=1e-6, atol=1e-6
+            )
+
+
+UNUSED_PROBES = (("one_bit", {}), ("one_bit", PER_TENSOR), ("one_bit_two_phase", {}))
+
+
+def _uses_b(rank: int, step: int) -> bool:
+    """b: used by both ranks, then by rank 0 only (step 3), by none (4), by rank 1 (5)."""
+    return {3: rank == 0, 4: False, 5: rank == 1}.get(step, True)
+
+
+def _unused_run(rank: int) -> list[list[dict[str, Any]]]:
+    """Per probe and step: the gradients DDP left, and this rank's memories."""
+    runs = []
+    for name, options in UNUSED_PROBES:
+        module = _Branch()
+        model = DistributedDataParallel(module, find_unused_parameters=True, bucket_cap_mb=1e-4)
+        state = register_compression(model, name, **options)
+        assert state is not None
+        records = []
+        for step in range(7):
+            model(known_gradients(rank, step), _uses_b(rank, step)).backward()
+            records.append(
+                {
+                    "grads": {
+                        n: p.grad.clone()
+                        for n, p in module.probe.named_parameters()
+                        if p.grad is not None
+                    },
+                    "worker_error": _snapshot(state.worker_error),
+                    "server_error": _snapshot(state.server_error),
+                }
+            )
+            module.zero_grad(set_to_none=True)
+        runs.append(records)
+    return runs
+
+
+def test_error_feedback_on_two_ranks_loses_nothing_when_some_or_all_skip_a_parameter(
+    tmp_path: Path,
+) -> None:
+    """What reached the parameters plus the memories (the workers' averaged, the servers'
+    summed: each holds its own chunks of the average) is the average of what went in."""
+    ranks = run_on_ranks(_unused_run, (), tmp_path)
+    for probe, (name, _) in enumerate(UNUSED_PROBES):
+        applied = {n: torch.zeros(s, dtype=torch.float64) for n, s in SHAPES.items()}
+        inputs = {n: torch.zeros(s, dtype=torch.float64) for n, s in SHAPES.items()}
+        for step in range(2, 7):
+            for rank in range(WORLD_SIZE):
+                for n, g in known_gradients(rank, step).items():
+                    if n != "b" or _uses_b(rank, step):
+                        inputs[n] += g.double() / WORLD_SIZE
+            records = [ranks[rank][probe][step] for rank in range(WORLD_SIZE)]
+            for n in SHAPES:
+                grad = records[0]["grads"].get(n)
+                assert (grad is None) == (n == "b" and step == 4)
+                applied[n] += 0.0 if grad is None else grad.double()
+                memory = sum(r["worker_error"][f"probe.{n}"].double() / WORLD_SIZE for r in records)
+                if name == "one_bit_two_phase":
+                    size = math.prod(SHAPES[n])
+                    rows = SHAPES[n][0] if len(SHAPES[n]) >= 2 else 1
+                    servers = [r["server_error"][f"probe.{n}"].double() for r in records]
+                    chunk = servers[0].numel() // rows
+                    # the servers' chunks of each row, one after the other, cut to the row
+                    memory = memory + torch.cat([s.reshape(rows, chunk) for s in servers], dim=1)[
+                        :, : size // rows
+                    ].reshape(-1)
+                torch.testing.assert_close(
+                    applied[n] + memory.reshape(SHAPES[n]), inputs[n], rtol=1e-5, atol=1e-5
+                )
+
+
+@pytest.mark.usefixtures("world_of_one")
+def test_a_loaded_powersgd_state_saves_its_memories_before_they_are_used() -> None:
+    """Loaded PowerSGD memories wait for a bucket with the same parameters; a checkpoint
+    written before that (a resume stopped at once, or checkpointing at its first step,
+    when DDP has not yet rebuilt its buckets) dropped them: save, load, save lost them."""
+    torch.manual_seed(0)
+    model = DistributedDataParallel(torch.nn.Linear(16, 8))
+    state = register_compression(model, "powersgd", matrix_approximation_rank=1)
+    assert state is not None
+    for _ in range(4):
+        model(torch.randn(4, 16)).square().mean().backward()
+    saved = _load(_save(state.state_dict()))
+    assert saved["powersgd"]["buckets"]
+
+    resumed = register_compression(
+        DistributedDataParallel(torch.nn.Linear(16, 8)), "powersgd", matrix_approximation_rank=1
+    )
+    assert resumed is not None
+    resumed.load_state_dict(saved)
+    again = resumed.state_dict()["powersgd"]["buckets"]
+    assert [bucket["names"] for bucket in again] == [
+        bucket["names"] for bucket in saved["powersgd"]["buckets"]
+    ]
+    for mine, expected in zip(again, saved["powersgd"]["buckets"], strict=True):
+        assert set(mine) == set(expected)
+        for key in set(mine) - {"names"}:
+            assert torch.equal(mine[key], expected[key])

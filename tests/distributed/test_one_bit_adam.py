@@ -223,6 +223,21 @@ def test_load_refuses_foreign_states() -> None:
         optimizer.rank_state().load_state_dict(bad)
 
 
+@pytest.mark.parametrize("index", [2, -1, "0"])
+def test_load_names_the_parameter_indices_a_rank_state_may_hold(index: object) -> None:
+    """An index that is not a parameter's gave 'a worker_error of None elements' or a
+    TypeError from comparing it with 0."""
+    optimizer = OneBitAdam(nn.Linear(4, 1).parameters())
+    bad = {"world_size": 1, "bytes_sent": 0, "worker_error": {index: torch.zeros(4)}}
+    message = (
+        "The 'state_dict' parameter of OneBitAdamRankState.load_state_dict must hold "
+        "worker_error memories keyed by parameter index, an int from 0 to 1. Got "
+        f"{index!r} instead."
+    )
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        optimizer.rank_state().load_state_dict({**bad, "server_error": {}})
+
+
 @pytest.mark.parametrize("public", [OneBitAdam, OneBitAdamRankState, register_one_bit_adam])
 def test_docstring_examples_run(public: object) -> None:
     run_docstring_examples(public, public.__name__)  # type: ignore[attr-defined]
@@ -402,3 +417,93 @@ def test_several_ranks_without_the_hook_raise_at_the_first_compressed_step(
 ) -> None:
     for result in ranks:
         assert result["error"].startswith("OneBitAdam on 2 ranks needs register_one_bit_adam(")
+
+
+# -- the compressed momentum average against Tang et al.'s rule written out ----------------
+
+ORACLE_SHAPES = {"a": (5, 7), "b": (5,), "c": (1,)}  # c: its second chunk is empty
+BETA1 = 0.5
+
+
+def _oracle_gradient(rank: int, step: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(10 * step + rank)
+    return {n: torch.randn(s, generator=generator).double() for n, s in ORACLE_SHAPES.items()}
+
+
+def _momenta_on_rank(rank: int) -> list[dict[str, torch.Tensor]]:
+    """OneBitAdam with lr 0 (nothing moves) and the variance frozen after step 1: each
+    step's averaged momenta and this rank's memories, from gradients set by hand (step 0's
+    the same on both ranks, as DDP's warmup allreduce would leave them)."""
+    module = nn.ParameterDict(
+        {n: nn.Parameter(torch.zeros(s, dtype=torch.float64)) for n, s in ORACLE_SHAPES.items()}
+    )
+    model = DistributedDataParallel(module)
+    optimizer = OneBitAdam(module.parameters(), lr=0.0, betas=(BETA1, 0.9), freeze_step=1)
+    register_one_bit_adam(model, optimizer)
+    records = []
+    for step in range(4):
+        for n, g in _oracle_gradient(rank if step else 0, step).items():
+            module[n].grad = g
+        optimizer.step()
+        records.append(
+            {
+                key: {n: optimizer.state[p][key].clone() for n, p in module.items()}
+                for key in ("exp_avg", "worker_error", "server_error")
+                if key in optimizer.state[module["a"]]
+            }
+        )
+    return records
+
+
+def _oracle_sign(x: torch.Tensor) -> torch.Tensor:
+    """mean|x| sign(x), sign(0) = +1, the scale a float32 on the wire."""
+    if x.numel() == 0:
+        return x.clone()
+    scale = x.abs().mean().float().double()
+    return torch.where(x >= 0, scale, -scale)
+
+
+def test_two_ranks_average_momenta_by_the_two_phase_rule_of_tang_et_al(tmp_path) -> None:
+    """Worker r: p = m_r + e_r, chunk j of each tensor compressed for server j (its own
+    chunk too), e_r <- p - q. Server j: s = mean_r q_rj + e_j, sent as Q(s), e_j <- s - Q(s).
+    The average is every server's Q(s); m_r = beta1 m + (1 - beta1) g_r from it."""
+    ranks = run_on_ranks(_momenta_on_rank, (), tmp_path)
+    world = 2
+    momentum = {n: (1 - BETA1) * g for n, g in _oracle_gradient(0, 0).items()}
+    worker = [{n: torch.zeros(s).double().reshape(-1) for n, s in ORACLE_SHAPES.items()}] * world
+    server = [
+        {n: torch.zeros(math.ceil(math.prod(s) / world)).double() for n, s in ORACLE_SHAPES.items()}
+    ] * world
+    for step in range(1, 4):
+        average: dict[str, torch.Tensor] = {}
+        new_worker: list[dict[str, torch.Tensor]] = [{}, {}]
+        new_server: list[dict[str, torch.Tensor]] = [{}, {}]
+        for n, shape in ORACLE_SHAPES.items():
+            d = math.prod(shape)
+            size = math.ceil(d / world)
+            bounds = [(min(j * size, d), min((j + 1) * size, d)) for j in range(world)]
+            ps = [
+                (BETA1 * momentum[n] + (1 - BETA1) * _oracle_gradient(r, step)[n]).reshape(-1)
+                + worker[r][n]
+                for r in range(world)
+            ]
+            qs = [torch.cat([_oracle_sign(p[lo:hi]) for lo, hi in bounds]) for p in ps]
+            pieces = []
+            for j, (lo, hi) in enumerate(bounds):
+                s = torch.stack([q[lo:hi] for q in qs]).mean(0) + server[j][n][: hi - lo]
+                pieces.append(_oracle_sign(s))
+                padding = torch.zeros(size - (hi - lo), dtype=torch.float64)
+                new_server[j][n] = torch.cat([s - pieces[-1], padding])
+            average[n] = torch.cat(pieces).reshape(shape)
+            for r in range(world):
+                new_worker[r][n] = ps[r] - qs[r]
+        momentum, worker, server = average, new_worker, new_server
+        for rank, records in enumerate(ranks):
+            record = records[step]
+            for n in ORACLE_SHAPES:
+                close = {"rtol": 1e-6, "atol": 1e-6}
+                torch.testing.assert_close(record["exp_avg"][n], momentum[n], **close)
+                torch.testing.assert_close(
+                    record["worker_error"][n].reshape(-1), worker[rank][n], **close
+                )
+                torch.testing.assert_close(record["server_error"][n], server[rank][n], **close)

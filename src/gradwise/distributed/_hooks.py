@@ -30,7 +30,6 @@ from torch.nn.parallel import DistributedDataParallel
 from gradwise._validation import (
     HALF_OPEN_UNIT_INTERVAL,
     NON_NEGATIVE,
-    NON_NEGATIVE_INT,
     POSITIVE_INT,
     Boolean,
     Constraint,
@@ -70,7 +69,8 @@ COMPRESSION_OPTIONS: dict[str, dict[str, Constraint]] = {
         "matrix_approximation_rank": POSITIVE_INT,
         "min_compression_rate": NON_NEGATIVE,
         "orthogonalization_epsilon": NON_NEGATIVE,
-        "random_seed": NON_NEGATIVE_INT,
+        # numpy's RandomState, which torch seeds with it, takes 32 bits.
+        "random_seed": Interval(low=0.0, high=2.0**32 - 1, kind="int"),
         "use_error_feedback": Boolean(),
         "warm_start": Boolean(),
         "batch_tensors_with_same_shape": Boolean(),
@@ -179,6 +179,10 @@ class CompressionState:
         self._parameter_names = dict(parameter_names)  # id(parameter) -> name
         self._parameter_numels = dict(parameter_numels)
         self._parameter_rows = dict(parameter_rows or {})  # rows of granularity "row"
+        # With DDP's find_unused_parameters (or static_graph): the backward pass (a value
+        # of ``step``) in which autograd last accumulated a gradient into each parameter.
+        # None: DDP guarantees that every parameter gets one at every pass.
+        self._used_in: dict[str, int] | None = None
         self._segments: dict[tuple[tuple[int, ...], str], Segments] = {}
         self._chunks: dict[tuple[tuple[int, ...], int, str], Chunks] = {}
         # PowerSGD: the parameter names of each bucket index at its last call, and
@@ -203,7 +207,9 @@ class CompressionState:
             "worker_momentum": dict(self.worker_momentum),
         }
         if self.powersgd_state is not None:
-            state["powersgd"] = _powersgd_state_dict(self.powersgd_state, self._powersgd_layouts)
+            state["powersgd"] = _powersgd_state_dict(
+                self.powersgd_state, self._powersgd_layouts, self._powersgd_pending
+            )
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -238,6 +244,8 @@ class CompressionState:
         self.worker_error = worker_error
         self.server_error = server_error
         self.worker_momentum = worker_momentum
+        if self._used_in is not None:  # passes numbered from the loaded step on
+            self._used_in = {}
         if self.powersgd_state is not None and "powersgd" in state_dict:
             self._powersgd_pending = _load_powersgd(self.powersgd_state, state_dict["powersgd"])
             self._powersgd_layouts = {}
@@ -271,6 +279,33 @@ class CompressionState:
         return rows * math.ceil(numel / rows / world_size) if rows else 0
 
     # The hooks' helpers.
+
+    def _track_usage(self, named: Sequence[tuple[str, Tensor]]) -> None:
+        """Record in which backward pass each parameter gets a gradient on this rank."""
+        self._used_in = {}
+        for name, parameter in named:
+            if parameter.requires_grad:
+                parameter.register_post_accumulate_grad_hook(self._usage_hook(name))
+
+    def _usage_hook(self, name: str) -> Callable[[Tensor], None]:
+        def record(_: Tensor) -> None:
+            if self._used_in is not None:
+                self._used_in[name] = self.step
+
+        return record
+
+    def _unused(
+        self, names: Sequence[str], lengths: Sequence[int], step: int, device: torch.device
+    ) -> Tensor | None:
+        """(n,) True on the elements of the bucket's parameters that got no gradient on
+        this rank in backward pass ``step`` (DDP filled zeros there); None if none."""
+        if self._used_in is None:
+            return None
+        unused = [self._used_in.get(name) != step for name in names]
+        if not any(unused):
+            return None
+        flags = torch.tensor(unused, dtype=torch.bool, device=device)
+        return flags.repeat_interleave(torch.tensor(lengths, device=device))
 
     def _advance(self, bucket: GradBucket) -> bool:
         """Whether this backward pass compresses; counts the pass at its last bucket."""
@@ -325,6 +360,10 @@ def register_compression(
       one chunk, with its own error feedback; the chunk it averages is its own, kept
       exact, so its worker memory there stays 0) then an all-gather of the re-compressed
       chunks: bytes per rank do not grow with :math:`W`.
+
+    With DDP's ``find_unused_parameters`` (or ``static_graph``), a parameter that gets no
+    gradient on a rank is sent by that rank as 0 and its error memory keeps all of it (DDP
+    drops the result for a parameter that no rank used, so anything sent would be lost).
 
     Signs are one bit, so :math:`\operatorname{sign}(0)` is :math:`+1` in the codes;
     majority ties give 0.
@@ -404,12 +443,31 @@ def register_compression(
         state.granularity = str(options.get("granularity", "row" if finer else "tensor"))
         state.two_level = bool(options.get("two_level", finer))
         state.momentum = float(options.get("momentum", 0.0))
+        if model.find_unused_parameters or model.static_graph:
+            # DDP drops the result for a parameter no rank used: sent as 0, its error
+            # memory keeps all of it (see _one_bit_hook).
+            state._track_usage(named)
     if name == "powersgd":
+        _check_matrices(named)
         state.powersgd_state = powersgd.PowerSGDState(
             model.process_group, start_powerSGD_iter=warmup_steps, **options
         )
     model.register_comm_hook(state, _HOOKS[name])
     return state
+
+
+def _check_matrices(named: Sequence[tuple[str, Tensor]]) -> None:
+    """torch's powerSGD_hook views each gradient as ``(shape[0], -1)``: a 0-d or empty
+    one fails there (an IndexError, a reshape error) at the first compressed step."""
+    for parameter_name, parameter in named:
+        if parameter.requires_grad and (parameter.dim() == 0 or parameter.numel() == 0):
+            raise ValueError(
+                "The 'model' parameter of register_compression must have only parameters of "
+                "1 or more dimensions and elements for 'powersgd' (torch's powerSGD_hook views "
+                "each gradient as a matrix of shape[0] rows). Got parameter "
+                f"{parameter_name!r} of shape {tuple(parameter.shape)} instead; give it the "
+                "shape (1,), or use another compression."
+            )
 
 
 def check_compression(name: str, *, warmup_steps: int = 2, **options: Any) -> None:
@@ -482,6 +540,7 @@ def _powersgd_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.
 
 
 def _one_bit_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
+    backward_pass = state.step
     if not state._advance(bucket):
         return _warmup_allreduce(state, bucket)
     buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
@@ -491,8 +550,13 @@ def _one_bit_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.T
     p = _gradient_or_momentum(state, buffer, names, lengths, dtype)
     if state.error_feedback:
         p = p + _joined(state.worker_error, names, lengths, dtype, buffer.device)
+    # A parameter without a gradient on this rank sends 0 (zero scales) and its memory
+    # keeps p: DDP drops the result for a parameter that no rank used, so a q sent for it
+    # would be lost, while a 0 sent is right whether or not another rank used it.
+    unused = state._unused(names, lengths, backward_pass, buffer.device)
+    sent = p if unused is None else p.masked_fill(unused, 0.0)
     # (1, s) scales, s = k per tensor (2k two-level; per row: rows), (1, ceil(n / 8)) bits
-    scales, packed = encode(p.unsqueeze(0), segments, two_level=two_level)
+    scales, packed = encode(sent.unsqueeze(0), segments, two_level=two_level)
     if state.error_feedback:
         error = p - decode(scales, packed, segments, dtype, two_level=two_level)[0]
         _store(state.worker_error, names, lengths, error)
@@ -529,6 +593,7 @@ def _sign_majority_hook(state: CompressionState, bucket: GradBucket) -> Future[t
 
 
 def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
+    backward_pass = state.step
     if not state._advance(bucket):
         return _warmup_allreduce(state, bucket)
     buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
@@ -542,7 +607,10 @@ def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Futu
     # own chunk never leaves it: it keeps it exact, so it has no error to remember.
     p = _gradient_or_momentum(state, buffer, names, lengths, dtype)
     p = p + _joined(state.worker_error, names, lengths, dtype, buffer.device)
-    rows = torch.cat([p, p.new_zeros(1)])[chunks.gather_index].reshape(world_size, -1)
+    # A parameter without a gradient here sends 0 and keeps p (as in _one_bit_hook).
+    unused = state._unused(names, lengths, backward_pass, buffer.device)
+    sent_p = p if unused is None else p.masked_fill(unused, 0.0)
+    rows = torch.cat([sent_p, p.new_zeros(1)])[chunks.gather_index].reshape(world_size, -1)
     scales, packed = encode(rows, segments, two_level=two_level)  # (W, s), (W, ceil(L / 8))
     q = decode(scales, packed, segments, dtype, two_level=two_level)
     q[rank] = rows[rank]
@@ -562,7 +630,15 @@ def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Futu
     sent[rank] = rows[rank]
     mean = sent.mean(dim=0) * valid
     server_p = mean + _joined(state.server_error, names, chunk_lengths, dtype, buffer.device)
-    server_scales, server_packed = encode(server_p.unsqueeze(0), own, two_level=two_level)
+    server_sent = server_p
+    if state._used_in is not None:
+        # A segment that every sender sent as 0 (a parameter no rank used, whose result
+        # DDP drops) is sent as 0 again and its server memory keeps server_p: right
+        # either way.
+        silence = sent.abs().sum(dim=0)
+        silent = sent.new_zeros(segments.num_segments).index_add_(0, segments.segment_of, silence)
+        server_sent = server_p.masked_fill(silent[segments.segment_of] == 0, 0.0)
+    server_scales, server_packed = encode(server_sent.unsqueeze(0), own, two_level=two_level)
     server_q = decode(server_scales, server_packed, own, dtype, two_level=two_level)[0] * valid
     _store(state.server_error, names, chunk_lengths, server_p - server_q)
 
@@ -737,7 +813,9 @@ def _powersgd_memories(
 
 
 def _powersgd_state_dict(
-    torch_state: powersgd.PowerSGDState, layouts: Mapping[int, tuple[str, ...]]
+    torch_state: powersgd.PowerSGDState,
+    layouts: Mapping[int, tuple[str, ...]],
+    pending: Mapping[tuple[str, ...], Mapping[str, Tensor]],
 ) -> dict[str, Any]:
     kind, keys, position, has_gauss, cached_gaussian = torch_state.rng.get_state(legacy=True)
     buckets = []
@@ -747,6 +825,14 @@ def _powersgd_state_dict(
             if index in memory:
                 entry[key] = memory[index]
         buckets.append(entry)
+    # Loaded memories still waiting for their bucket (DDP has not rebuilt its buckets yet
+    # since the resume) are this rank's state too.
+    saved = {tuple(names) for names in layouts.values()}
+    buckets += [
+        {"names": list(names), **memories}
+        for names, memories in pending.items()
+        if names not in saved
+    ]
     return {
         "iter": torch_state.iter,
         "total_numel_before_compression": torch_state.total_numel_before_compression,

@@ -478,9 +478,12 @@ def _checked_memory(
 ) -> dict[int, Tensor]:
     checked = {}
     for index, tensor in memory.items():
-        expected = (
-            math.ceil(params[index].numel() / world_size) if 0 <= index < len(params) else None
-        )
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(params):
+            raise ValueError(
+                f"The 'state_dict' parameter of {owner} must hold {key} memories keyed by "
+                f"parameter index, an int from 0 to {len(params) - 1}. Got {index!r} instead."
+            )
+        expected = math.ceil(params[index].numel() / world_size)
         if not isinstance(tensor, Tensor) or tensor.numel() != expected:
             got = f"{tensor.numel()} elements" if isinstance(tensor, Tensor) else repr(tensor)
             raise ValueError(
