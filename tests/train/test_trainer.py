@@ -198,6 +198,22 @@ def test_a_classification_loss_on_regression_targets_is_refused_before_training(
     assert prepare_run(replace(config, loss="mse")).data.task == "regression"
 
 
+def test_an_accuracy_monitor_with_mode_max_on_regression_targets_is_refused(
+    small_config: RunConfig,
+) -> None:
+    # Regression data turns a monitored accuracy into the loss; with mode max (a search's
+    # direction for an accuracy metric) best.pt was the epoch of the highest loss.
+    data = replace(small_config.data, dataset="sine", preprocess=[])
+    config = replace(small_config, data=data, loss="mse", name="regression")
+    for mode in ("max", "min", "auto"):
+        checkpoint = replace(config.checkpoint, monitor="val_accuracy", mode=mode)
+        if mode == "max":
+            with pytest.raises(ConfigError, match=r"replaces with 'val_loss', but .*mode' is max"):
+                prepare_run(replace(config, checkpoint=checkpoint))
+        else:
+            assert prepare_run(replace(config, checkpoint=checkpoint)).data.task == "regression"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -366,7 +366,16 @@ def _check_monitored_metrics(config: RunConfig, data: DataSplits) -> None:
         _check_metric(stopping.monitor, metrics, "train.regularization.early_stopping.monitor")
     # As the Trainer will read it (val_* without a validation split -> train_*; accuracy
     # on regression targets -> loss).
-    _check_metric(_monitor(config, data), metrics, "train.checkpoint.monitor")
+    monitor = _monitor(config, data)
+    _check_metric(monitor, metrics, "train.checkpoint.monitor")
+    swapped = config.checkpoint.monitor.endswith("accuracy") and monitor.endswith("loss")
+    if swapped and config.checkpoint.mode == "max":  # e.g. a search's accuracy direction
+        raise ConfigError(
+            f"'train.checkpoint.monitor' is {config.checkpoint.monitor!r}, which "
+            f"regression data replaces with {monitor!r}, but 'train.checkpoint.mode' "
+            "is max: the best checkpoint would be the highest loss. Use mode auto or "
+            "min, or monitor (and search on) a loss"
+        )
     plateau = _plateau_metric(config, data)
     if plateau is not None:
         _check_metric(plateau, metrics, "train.schedule.options.metric")
