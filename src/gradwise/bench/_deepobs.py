@@ -17,8 +17,8 @@ from gradwise.bench._scoring import (
     Tuned,
     check_optimizers,
     make_optimizer,
-    step_on,
 )
+from gradwise.viz._trajectory import step_on
 
 QUADRATIC_DEEP_LEARNING_RATES: tuple[float, ...] = tuple(
     10.0 ** (-5 + 7 * k / 35) for k in range(36)

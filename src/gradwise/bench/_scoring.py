@@ -15,7 +15,8 @@ from torch import Tensor
 
 from gradwise._validation import POSITIVE, POSITIVE_INT, Interval, Satisfies, check
 from gradwise.bench._unit_tests import UNIT_TESTS, UnitTest
-from gradwise.optim import SGD, GradientTransform, Newton, Optimizer
+from gradwise.optim import SGD, GradientTransform, Optimizer
+from gradwise.viz._trajectory import step_on
 
 OptimizerFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
 """A function from the parameter list to an optimizer: ``lambda params: Adam(params)``."""
@@ -77,26 +78,6 @@ def make_optimizer(spec: OptimizerSpec, params: list[Tensor], lr: float | None) 
             f"Got one returning {type(optimizer).__name__} instead."
         )
     return optimizer
-
-
-def step_on(optimizer: Any, loss: Callable[[], Tensor]) -> None:
-    """One ``optimizer.step(closure)`` on ``loss()``, so closure optimizers run too.
-
-    The closure follows torch's convention (LBFGS re-evaluates it: zero the gradients,
-    backpropagate, return the loss), except for :class:`gradwise.optim.Newton`, which
-    differentiates the loss twice itself and wants it without ``backward()`` (as
-    :func:`gradwise.viz.run_optimizers` calls it).
-    """
-    backward = not isinstance(optimizer, Newton)
-
-    def closure() -> Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        value = loss()
-        if backward:
-            value.backward()
-        return value
-
-    optimizer.step(closure)
 
 
 def check_optimizers(owner: str, optimizers: Any) -> None:

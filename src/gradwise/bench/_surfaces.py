@@ -15,9 +15,9 @@ from gradwise.bench._scoring import (
     Tuned,
     check_optimizers,
     make_optimizer,
-    step_on,
 )
 from gradwise.viz import SURFACES, CriticalPoint, Surface
+from gradwise.viz._trajectory import step_on
 
 SURFACE_LEARNING_RATES: tuple[float, ...] = tuple(10.0 ** (k / 3) for k in range(-15, 1))
 """The log grid the surfaces tune on: 1e-5 to 1, three points per decade."""
@@ -137,9 +137,7 @@ def _run(
     """(steps to the target or None, final point, final value) of one run."""
     point = torch.tensor(surface.start, dtype=torch.float64, requires_grad=True)
     optimizer = make_optimizer(spec, [point], lr)
-    (x_low, x_high), (y_low, y_high) = surface.domain
-    radius = 100.0 * max(x_high - x_low, y_high - y_low)  # as gradwise.viz's guard
-    center = torch.tensor([(x_low + x_high) / 2, (y_low + y_high) / 2], dtype=torch.float64)
+    radius, center = surface.escape_radius, surface.center  # gradwise.viz's guard
     value = float(surface(point.detach()))
     for step in range(1, max_steps + 1):
         step_on(optimizer, lambda: surface(point))

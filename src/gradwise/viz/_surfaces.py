@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from gradwise._validation import OneOf, check
@@ -63,6 +64,19 @@ class Surface:
     def global_minimum(self) -> CriticalPoint | None:
         """The lowest listed minimum, or None if the surface has none."""
         return min(self.minima, key=lambda point: point.value, default=None)
+
+    @property
+    def center(self) -> Tensor:
+        """The domain's center, a float64 point."""
+        (x_low, x_high), (y_low, y_high) = self.domain
+        return torch.tensor([(x_low + x_high) / 2, (y_low + y_high) / 2], dtype=torch.float64)
+
+    @property
+    def escape_radius(self) -> float:
+        """The divergence guard's default radius around :attr:`center`: 100 times the
+        domain's larger side."""
+        (x_low, x_high), (y_low, y_high) = self.domain
+        return 100.0 * max(x_high - x_low, y_high - y_low)
 
 
 def _quadratic(x: Tensor, y: Tensor) -> Tensor:

@@ -105,8 +105,7 @@ def run_optimizers(
     start = surface.start if start is None else start
     check("start", owner, tuple(start) if isinstance(start, list) else start, PairOf(_FINITE))
     if escape_radius is None:
-        (x_low, x_high), (y_low, y_high) = surface.domain
-        escape_radius = 100.0 * max(x_high - x_low, y_high - y_low)
+        escape_radius = surface.escape_radius
     check("escape_radius", owner, escape_radius, POSITIVE)
     if not isinstance(optimizers, Mapping) or not optimizers:
         raise TypeError(
@@ -118,6 +117,25 @@ def run_optimizers(
             _run_one(surface, name, spec, start, num_steps, float(escape_radius))
             for name, spec in optimizers.items()
         ]
+
+
+def step_on(optimizer: torch.optim.Optimizer, loss: Callable[[], Tensor]) -> None:
+    """One ``optimizer.step(closure)`` on ``loss()``, so closure optimizers run too.
+
+    The closure follows torch's convention (LBFGS re-evaluates it: zero the gradients,
+    backpropagate, return the loss), except for :class:`gradwise.optim.Newton`, which
+    differentiates the loss twice itself and wants it without ``backward()``.
+    """
+    backward = not isinstance(optimizer, Newton)
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        value = loss()
+        if backward:
+            value.backward()
+        return value
+
+    optimizer.step(closure)  # type: ignore[arg-type]  # torch types it float; LBFGS needs a tensor
 
 
 def _make_optimizer(name: str, spec: Any, params: list[Tensor]) -> torch.optim.Optimizer:
@@ -145,24 +163,11 @@ def _run_one(
     parameter = torch.tensor([float(start[0]), float(start[1])], dtype=torch.float64)
     parameter.requires_grad_(True)
     optimizer = _make_optimizer(name, spec, [parameter])
-    (x_low, x_high), (y_low, y_high) = surface.domain
-    center = torch.tensor([(x_low + x_high) / 2, (y_low + y_high) / 2], dtype=torch.float64)
-
-    # torch's closure convention (LBFGS) backpropagates in the closure; Newton
-    # differentiates the loss twice itself and wants it without backward().
-    backward = not isinstance(optimizer, Newton)
-
-    def closure() -> Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = surface(parameter)
-        if backward:
-            loss.backward()
-        return loss
-
+    center = surface.center
     points = [parameter.detach().clone()]
     stop_reason = None
     for step in range(1, num_steps + 1):
-        optimizer.step(closure)  # type: ignore[arg-type]  # torch types it float; LBFGS needs a tensor
+        step_on(optimizer, lambda: surface(parameter))
         point = parameter.detach().clone()
         points.append(point)
         stop_reason = _divergence(surface, point, center, escape_radius, step)
