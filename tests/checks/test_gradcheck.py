@@ -1,5 +1,6 @@
 """gradwise.checks.gradcheck: centred differences per tensor, kinks, penalty, oracles."""
 
+import dataclasses
 import json
 import re
 
@@ -766,6 +767,42 @@ def test_report_types_are_plain_frozen_data(spirals):
     assert all(isinstance(c, CoordinateCheck) for c in report.coordinates)
     with pytest.raises(AttributeError):
         report.h = 1.0
+
+
+def test_a_tensor_check_built_positionally_in_the_old_order_keeps_its_failures():
+    # The fields as they were before `unstable`: its insertion before `failures` made
+    # this row's 3 failures its unstable count, and the report passed.
+    row = TensorCheck("loss", "0.weight", (3, 2), 6, 0.5, 0.2, "wrong", 1, 3)
+    assert (row.kinks, row.failures, row.unstable) == (1, 3, 0)
+    report = GradcheckReport(tensors=(row,), coordinates=(), h=1e-3)
+    assert not report.passed
+    (finding,) = report.findings()
+    assert finding.evidence["failures"] == {"0.weight": 3}
+    keyword = TensorCheck(
+        term="loss",
+        name="0.weight",
+        shape=(3, 2),
+        checked=6,
+        max_relative_error=0.5,
+        median_relative_error=0.2,
+        verdict="wrong",
+        kinks=1,
+        unstable=2,
+        failures=3,
+    )
+    assert (keyword.failures, keyword.unstable) == (3, 2)
+
+
+def test_the_tensor_check_fields_are_documented_in_their_order():
+    names = [field.name for field in dataclasses.fields(TensorCheck)]
+    assert names[-2:] == ["failures", "unstable"]
+    attributes = TensorCheck.__doc__.split("Attributes:")[1].split("Example:")[0]
+    assert re.findall(r"^ {8}(\w+):", attributes, flags=re.MULTILINE) == names
+    page = (DOCS / "checks.md").read_text()
+    sentence = page.split("holds one `TensorCheck` per (term, tensor):")[1]
+    paragraph = sentence.split("`report.coordinates`")[0]
+    mentioned = [name for name in re.findall(r"`(\w+)`", paragraph) if name in names]
+    assert list(dict.fromkeys(mentioned)) == names
 
 
 # --- bad arguments -----------------------------------------------------------------------------
