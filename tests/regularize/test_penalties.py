@@ -122,6 +122,49 @@ def test_low_precision_weights_are_summed_in_float32_without_overflow(dtype):
     torch.testing.assert_close(grad, (2e-4 * exact).to(dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("penalty", [l1_penalty, l2_penalty])
+def test_low_precision_weights_are_not_kept_in_float32_for_the_backward(dtype, penalty):
+    # Before, each penalty summed a float32 copy of the weights, which autograd kept
+    # (twice their memory, until the backward).
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(300, 200, generator=generator).to(dtype).requires_grad_()
+    saved = []
+
+    def keep(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        value = penalty([w], 1e-3)
+    assert not [t for t in saved if t.numel() == w.numel() and t.dtype != dtype]
+    exact = w.detach().double()
+    if penalty is l2_penalty:
+        expected_value, expected_grad = exact.square().sum(), 2 * exact
+    else:
+        expected_value, expected_grad = exact.abs().sum(), exact.sign()
+    torch.testing.assert_close(value.double(), 1e-3 * expected_value, rtol=1e-6, atol=0)
+    (grad,) = torch.autograd.grad(value, w)
+    torch.testing.assert_close(grad, (1e-3 * expected_grad).to(dtype))
+
+
+@pytest.mark.parametrize(
+    "values", [[300.0, -1000.0, 2.0**-10, 0.0], [60000.0, -60000.0], [0.0, 0.0]]
+)
+def test_float16_weights_whose_squares_exceed_float16_are_penalized_exactly(values):
+    # 300^2 and 60000^2 overflow float16 (65504); 2^-20 is below its normal range.
+    w = torch.tensor(values, dtype=torch.float16, requires_grad=True)
+    exact = w.detach().double()
+    l2 = l2_penalty([w], 1e-6)
+    torch.testing.assert_close(l2.double(), 1e-6 * exact.square().sum(), rtol=1e-6, atol=0)
+    (grad,) = torch.autograd.grad(l2, w)
+    assert grad.dtype == torch.float16
+    # Within one float16 rounding step (2^-10) of 2 alpha w rounded to float16: the
+    # norm's backward, w * (g / ||w||), rounds twice.
+    expected = (2e-6 * exact).to(torch.float16)
+    torch.testing.assert_close(grad, expected, rtol=2.0**-10, atol=0)
+
+
 def test_l2_penalty_of_half_lambda_is_torch_sgd_weight_decay():
     def run(use_penalty):
         torch.manual_seed(1)
