@@ -407,6 +407,45 @@ def test_the_first_update_under_a_warmup_is_taken_back_to_the_base_learning_rate
     assert finding.fix == {"optimizer.lr": pytest.approx(1e-3 / 50)}
 
 
+def test_an_optimizers_inflated_first_steps_are_taken_back_to_their_later_size() -> None:
+    # RMSprop's step 1 is 1 / sqrt(1 - 0.99) = 10 times what the same gradients give once
+    # its average of squares has filled: the factor is taken from a tenth of the ratio.
+    history = blown_up([(1, 0.5), (10, 0.3)])
+    history.step_learning_rate = series([(1, 1e-3), (10, 1e-3)])
+    history.step_size_bias = series([(1, 10.0), (10, 1 / math.sqrt(1 - 0.99**10))])
+    finding = monitor.detect_learning_rate_too_high(history, DEFAULTS)
+    assert finding is not None
+    assert finding.evidence["first_update_ratio"] == pytest.approx(0.05)
+    assert finding.evidence["factor"] == pytest.approx(5)  # 0.05 / 1e-2
+    assert finding.fix == {"optimizer.lr": pytest.approx(1e-3 / 5)}
+    # The window's ratios too: a median of 0.2 made at a bias of 2 is 0.1 at the base rate.
+    history = healthy()
+    for name in history.update_ratio:
+        history.update_ratio[name] = ramp(10, 401, 10, 0.2)
+    history.step_learning_rate = ramp(10, 401, 10, 1e-3)
+    history.step_size_bias = ramp(10, 401, 10, 2.0)
+    finding = monitor.detect_learning_rate_too_high(history, DEFAULTS)
+    assert finding is not None
+    assert finding.evidence["median_update_ratio"] == pytest.approx(0.2)
+    assert finding.evidence["median_update_ratio_at_base_rate"] == pytest.approx(0.1)
+
+
+def test_a_blow_up_names_the_initial_loss_it_rose_from() -> None:
+    # A blow-up is measured from the initial loss, a slower rise from the best loss.
+    finding = monitor.detect_learning_rate_too_high(blown_up([(1, 0.5)]), DEFAULTS)
+    assert finding is not None
+    assert finding.evidence["initial_loss"] == pytest.approx(2.3)
+    assert finding.evidence["peak_loss"] == pytest.approx(30.0)
+    assert "best_loss" not in finding.evidence
+    history = healthy()
+    history.smoothed_loss = ramp(10, 401, 10, lambda s: 0.5 if s < 300 else 2.0)
+    finding = monitor.detect_learning_rate_too_high(history, DEFAULTS)
+    assert finding is not None
+    assert finding.evidence["best_loss"] == pytest.approx(0.5)
+    assert finding.evidence["peak_loss"] == pytest.approx(2.0)
+    assert "initial_loss" not in finding.evidence
+
+
 def test_a_high_median_ratio_gives_its_factor_at_the_base_learning_rate() -> None:
     # The window's updates were made at half the configured rate (a decay): the factor
     # that brings the configured rate's ratio to 1e-2 is twice what the ratios show.

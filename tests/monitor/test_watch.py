@@ -75,6 +75,49 @@ def test_gradient_norms_and_update_ratios_match_a_hand_computation() -> None:
     assert records(watch, "gradients", 5) == []  # not a measured step
 
 
+@pytest.mark.parametrize("zero_grad_before_step", [False, True])
+@pytest.mark.parametrize("as_keyword", [False, True])
+def test_a_step_with_a_closure_gets_its_update_ratios_from_step_1(
+    as_keyword: bool, zero_grad_before_step: bool
+) -> None:
+    # LBFGS calls the closure (and backward) several times inside one step: before step 1
+    # no parameter has a gradient yet, and with zero_grad before each step none ever does.
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
+    inputs, targets = data(64)
+    watch = monitor.watch(model, optimizer, monitor_data=data(32, seed=1), cheap_every=2)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(inputs), targets)
+        loss.backward()
+        return loss
+
+    expected = {}
+    for step in range(1, 6):
+        if zero_grad_before_step:
+            optimizer.zero_grad()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        loss = optimizer.step(closure=closure) if as_keyword else optimizer.step(closure)
+        watch.step(loss)
+        after = {n: p.detach().clone() for n, p in model.named_parameters()}
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        expected[step] = before, after, grads
+    for step in (1, 2, 4):  # the measured steps: 1, then every 2
+        before, after, grads = expected[step]
+        weights = {r["layer"]: r for r in records(watch, "weight", step)}
+        assert set(weights) == {"0.weight", "2.weight", "4.weight"}
+        for name, record in weights.items():
+            ratio = float((after[name] - before[name]).norm() / before[name].norm())
+            assert ratio > 0
+            assert record["update_ratio"] == pytest.approx(ratio, rel=1e-4)
+            # The gradients the closure left, as after any other step.
+            assert record["grad_norm"] == pytest.approx(float(grads[name].norm()), rel=1e-5)
+    assert records(watch, "weight", 3) == []  # not a measured step
+    assert list(watch.history.step_learning_rate.steps) == [1, 2, 4]
+
+
 class SparseBag(nn.Module):
     """An nn.Embedding(sparse=True) (its gradient a sparse tensor) and a read-out."""
 
@@ -718,6 +761,40 @@ def test_the_first_update_ratio_is_taken_at_the_configured_rate() -> None:
         if n.endswith("weight")
     ]
     assert first_update_ratio(watch.history) == pytest.approx(sorted(ratios)[1], rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["torch", "gradwise"])
+def test_rmsprops_first_update_ratio_is_taken_at_its_filled_average(kind: str) -> None:
+    # RMSprop's average of squares starts at 0 without bias correction: step 1 divides by
+    # sqrt(1 - alpha) |g|, a step 10x its later size at alpha 0.99. The oracle is the same
+    # step with alpha 0, whose average is g^2 at once: the size a filled average gives.
+    from gradwise.monitor._detectors import first_update_ratio
+
+    make = torch.optim.RMSprop if kind == "torch" else optim.RMSprop
+    torch.manual_seed(0)
+    model = small_model()
+    watch = monitor.watch(model, make(model.parameters(), lr=0.01), monitor_data=data(64))
+    watch.step(sgd_step(model, watch.optimizer, data(32, seed=1)))
+    assert watch.history.step_size_bias.values == [pytest.approx(10.0)]
+    torch.manual_seed(0)
+    model = small_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sgd_step(model, torch.optim.RMSprop(model.parameters(), lr=0.01, alpha=0.0), data(32, seed=1))
+    ratios = [
+        float((p.detach() - before[n]).norm() / before[n].norm())
+        for n, p in model.named_parameters()
+        if n.endswith("weight")
+    ]
+    assert first_update_ratio(watch.history) == pytest.approx(sorted(ratios)[1], rel=1e-4)
+
+
+def test_only_rmsprops_start_is_recorded_as_inflated() -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    watch = monitor.watch(model, torch.optim.Adam(model.parameters(), lr=0.01))
+    watch.step(sgd_step(model, watch.optimizer, data(32, seed=1)))
+    assert len(watch.history.step_learning_rate) == 1
+    assert len(watch.history.step_size_bias) == 0
 
 
 # -- argument checks -----------------------------------------------------------------------

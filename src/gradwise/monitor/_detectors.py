@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from gradwise.diagnosis import REMEDIES, Diagnosis, Finding
 from gradwise.monitor._history import History, Series
@@ -137,8 +137,10 @@ def median_update_ratio_at_base_rate(history: History, thresholds: Thresholds) -
     An update is proportional to the learning rate that made it, so a ratio measured at
     step ``t`` is scaled by ``reference / lr_t`` (``history.step_learning_rate``; the
     reference is :func:`reference_learning_rate`: the configured rate, or a cyclic
-    schedule's peak): what the updates are at that rate, apart from a schedule's warmup or
-    decay.
+    schedule's peak), and divided by ``history.step_size_bias`` where it was recorded (an
+    RMSprop step before its average of squares has filled is up to ``1 / sqrt(1 -
+    alpha)`` times its later size): what the updates are at that rate, apart from a
+    schedule's warmup or decay and the optimizer's own start.
     The detectors that prescribe a new base rate (too low, and the factor of too high)
     read this; a ratio measured at ``lr_t = 0`` measures no step size and is left out.
     The same as :func:`median_update_ratio` when the rates are not known.
@@ -187,15 +189,24 @@ def reference_learning_rate(history: History) -> float | None:
 
 
 def _rate_scales(history: History, start: int, stop: int | None = None) -> dict[int, float]:
-    """``lr_t / reference rate`` at each step in ``[start, stop)`` whose rate was recorded
-    (empty when the reference rate is not known)."""
+    """``lr_t / reference rate`` at each step in ``[start, stop)`` whose rate was recorded,
+    times the step's ``history.step_size_bias`` where one was recorded (empty when the
+    reference rate is not known): what step ``t``'s update ratios are divided by to give
+    the ratios of the base rate, with the optimizer's averages filled."""
     base = reference_learning_rate(history)
     rates = history.step_learning_rate
     if base is None:
         return {}
     low = bisect.bisect_left(rates.steps, start)
     high = len(rates.steps) if stop is None else bisect.bisect_left(rates.steps, stop)
-    return {rates.steps[i]: rates.values[i] / base for i in range(low, high)}
+    bias = history.step_size_bias
+    first = bisect.bisect_left(bias.steps, start)
+    last = len(bias.steps) if stop is None else bisect.bisect_left(bias.steps, stop)
+    inflated = dict(zip(bias.steps[first:last], bias.values[first:last], strict=True))
+    return {
+        rates.steps[i]: rates.values[i] / base * inflated.get(rates.steps[i], 1.0)
+        for i in range(low, high)
+    }
 
 
 def _at_base_rate(
@@ -251,9 +262,19 @@ def _diagnosis(
 # -- learning rate -------------------------------------------------------------------------
 
 
+class LossRise(NamedTuple):
+    """How the training loss climbed: from ``start`` (the initial loss for a blow-up, else
+    the best smoothed loss) to ``end`` (the blow-up's peak, else the current smoothed
+    loss)."""
+
+    start: float
+    end: float
+    blowup: bool
+
+
 @_shared_measurement
-def loss_rise(history: History, thresholds: Thresholds) -> tuple[float, float] | None:
-    """(best, current) smoothed training loss, when the loss climbed back up.
+def loss_rise(history: History, thresholds: Thresholds) -> LossRise | None:
+    """How the training loss climbed back up (None when it did not).
 
     Two signs of divergence: the median of 3 consecutive step losses went above
     ``blowup_factor`` times the initial loss (any time, even during warmup); or, after
@@ -276,7 +297,7 @@ def loss_rise(history: History, thresholds: Thresholds) -> tuple[float, float] |
     scale = initial if chance is None else max(initial, thresholds.loss_floor * chance)
     peak = history.peak_loss.finite_max()  # NaN (never above) before the first peak
     if peak > thresholds.blowup_factor * scale:
-        return initial, peak
+        return LossRise(initial, peak, blowup=True)
     smoothed = history.smoothed_loss
     if (
         _now(history) < thresholds.warmup_steps
@@ -286,7 +307,7 @@ def loss_rise(history: History, thresholds: Thresholds) -> tuple[float, float] |
     best = smoothed.finite_min()
     margin = thresholds.loss_rise * max(initial - best, thresholds.loss_floor * scale)
     if _sustained(smoothed, thresholds, lambda value: value - best > margin):
-        return best, smoothed.values[-1]
+        return LossRise(best, smoothed.values[-1], blowup=False)
     return None
 
 
@@ -369,9 +390,10 @@ def detect_learning_rate_too_high(history: History, thresholds: Thresholds) -> D
     if high:
         parts.append(f"the median update/weight ratio is {ratio:.2g} (healthy: ~1e-3)")
     if rise is not None:
-        best, current = rise
-        evidence.update(best_loss=_round(best), peak_loss=_round(current))
-        parts.append(f"the training loss rose from {best:.3g} to {current:.3g}")
+        # A blow-up is measured from the initial loss; a slower rise from the best one.
+        start = "initial_loss" if rise.blowup else "best_loss"
+        evidence.update({start: _round(rise.start), "peak_loss": _round(rise.end)})
+        parts.append(f"the training loss rose from {rise.start:.3g} to {rise.end:.3g}")
     return _diagnosis(
         Finding.LEARNING_RATE_TOO_HIGH,
         " and ".join(parts),

@@ -255,6 +255,33 @@ class GradientMeasurement:
     histograms: HistogramBatch | None = None  # the weight gradients' samples, not binned yet
 
 
+@dataclass
+class WeightSnapshot:
+    """The weights a step may move, copied before it, with their names and norms, and the
+    ids of the optimizer's parameters (whose gradients are measured after the step)."""
+
+    step: int
+    names: list[str]
+    weights: list[Tensor]
+    before: list[Tensor]
+    norms: list[float]
+    optimized: Collection[int] = ()
+
+
+def _norms(tensors: list[Tensor]) -> list[float]:
+    """The 2-norm of each of ``tensors`` (one fused call, one host transfer), finite for
+    every tensor whose entries are: float16 norms overflow at 65504, float32 ones at
+    sqrt(3.4e38) (a false NaN report for finite values); those are retaken in float64."""
+    dtypes = {tensor.dtype for tensor in tensors}
+    low = dtypes & HALF_PRECISION and dtypes <= FLOAT32_NORMS
+    norms = torch._foreach_norm(tensors, 2, dtype=torch.float32 if low else None)
+    values: list[float] = _float32(torch.stack(norms)).tolist()
+    for index, value in enumerate(values):
+        if not math.isfinite(value):  # NaN/inf entries, or a float32 norm overflowing
+            values[index] = _float64_norm(tensors[index])
+    return values
+
+
 class GradientProbe:
     """Reads gradients and snapshots weights; computes ||update|| / ||w|| after the step.
 
@@ -322,15 +349,7 @@ class GradientProbe:
             # One fused norm per tensor and one host transfer for all of them, the weights'
             # included (measured: 30 us for the 14 gradients and 4 weights of the default
             # cnn1d, against 60 us for one norm and one transfer per tensor).
-            tensors = grads + weights
-            # float16 norms overflow at 65504 (a false NaN report for finite gradients).
-            dtypes = {tensor.dtype for tensor in tensors}
-            low = dtypes & HALF_PRECISION and dtypes <= FLOAT32_NORMS
-            norms = torch._foreach_norm(tensors, 2, dtype=torch.float32 if low else None)
-            values = _float32(torch.stack(norms)).tolist()
-            for index, value in enumerate(values):
-                if not math.isfinite(value):  # NaN/inf entries, or a float32 norm overflowing
-                    values[index] = _float64_norm(tensors[index])
+            values = _norms(grads + weights)
             # One clone per weight: torch._foreach_clone is missing from torch 2.11.
             before = [weight.clone() for weight in weights] if snapshot else None
         grad_norms = values[: len(grads)]
@@ -358,6 +377,42 @@ class GradientProbe:
                 histograms.add(("gradients", name), grad, finite=finite)
             measurement.histograms = histograms
         return measurement
+
+    def snapshot(
+        self, step: int, optimized: Collection[int] = (), stepped: Collection[int] | None = None
+    ) -> WeightSnapshot:
+        """A copy of the watched weights among ``optimized`` and ``stepped`` (as in
+        :meth:`measure`), and their norms, whether or not they have a gradient yet: for a
+        step whose closure makes its gradients (:meth:`add_snapshot` pairs it with them)."""
+        updated = [
+            (name, parameter)
+            for name, parameter, is_weight in zip(
+                self.parameter_names, self.parameters, self._is_weight, strict=True
+            )
+            if is_weight
+            and (not optimized or id(parameter) in optimized)
+            and (stepped is None or id(parameter) in stepped)
+        ]
+        weights: list[Tensor] = [parameter for _, parameter in updated]
+        with torch.no_grad():
+            norms = _norms(weights) if weights else []
+            before = [weight.clone() for weight in weights]
+        names = [name for name, _ in updated]
+        return WeightSnapshot(step, names, weights, before, norms, optimized)
+
+    @staticmethod
+    def add_snapshot(measurement: GradientMeasurement, snapshot: WeightSnapshot | None) -> None:
+        """Give ``measurement`` (taken after the step, without a snapshot) the weights
+        copied before it that now have a gradient: those the closure's backward reached.
+        A snapshot of another step (or None) is ignored."""
+        if snapshot is None or snapshot.step != measurement.step:
+            return
+        has_gradient = set(measurement.weight_names)
+        kept = [index for index, name in enumerate(snapshot.names) if name in has_gradient]
+        measurement.updated_names = [snapshot.names[index] for index in kept]
+        measurement.updated = [snapshot.weights[index] for index in kept]
+        measurement.before = [snapshot.before[index] for index in kept]
+        measurement.weight_norms = [snapshot.norms[index] for index in kept]
 
     def gradients_finite(self) -> bool:
         """Whether every gradient is finite (a NaN or inf anywhere says no), read as one

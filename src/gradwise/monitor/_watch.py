@@ -34,6 +34,7 @@ from gradwise.monitor._probes import (
     HistogramBatch,
     LayerActivations,
     LossFunction,
+    WeightSnapshot,
     bin_histograms,
     evaluate,
     first_nonfinite_module,
@@ -43,7 +44,7 @@ from gradwise.monitor._probes import (
 )
 from gradwise.monitor._thresholds import Thresholds
 from gradwise.monitor._units import UnitAxes
-from gradwise.optim import next_step_lr
+from gradwise.optim import RMSprop, next_step_lr
 
 if TYPE_CHECKING:
     from gradwise.data import Dataset
@@ -148,6 +149,9 @@ class Watch:
         self._packer = ChunkedPacker()
         self._step = 0
         self._pending: GradientMeasurement | None = None
+        # The weights copied before a measured step that takes a closure (see
+        # _before_optimizer_step): its gradients are measured after it.
+        self._snapshot: WeightSnapshot | None = None
         # The rate of the step being measured, read before the optimizer steps (a
         # scheduler changes it after), and whether an update that moved the weights has
         # been measured yet: a warmup from 0 makes step 1's update 0, so the first step
@@ -338,6 +342,7 @@ class Watch:
             finding = Diagnosis.from_dict(data)
             self._findings.setdefault(finding.kind, finding)
         self._pending = None
+        self._snapshot = None
         # Waiting while every measured update was made at a rate of 0 (none measured yet
         # included); a checkpoint from before the rates were recorded has updates but no
         # rates, and was past its first step.
@@ -364,17 +369,27 @@ class Watch:
         self._optimizer_stepped = True
         upcoming = self._step + 1
         cheap, expensive = self._cadence(upcoming)
+        # A step that takes a closure (LBFGS, Newton; any torch optimizer may) makes its
+        # gradients inside the closure, LBFGS several times: the gradients here are the
+        # previous step's or none (none at step 1, which then had no update ratio). The
+        # weights are copied now and the step's gradients measured after it, in step().
+        closure = kwargs.get("closure", args[0] if args else None)
         if cheap or expensive:
             self._pending_rate = _current_learning_rate(optimizer, self._rate_group)
             optimized, stepped = _optimized_parameters(optimizer)
-            self._pending = self._gradients.measure(
-                upcoming,
-                snapshot=True,
-                histograms=self._histogram_batch(expensive),
-                optimized=optimized,
-                stepped=stepped,
-            )
-            finite = self._pending is None or self._pending.first_nonfinite is None
+            if closure is None:
+                self._pending = self._gradients.measure(
+                    upcoming,
+                    snapshot=True,
+                    histograms=self._histogram_batch(expensive),
+                    optimized=optimized,
+                    stepped=stepped,
+                )
+                finite = self._pending is None or self._pending.first_nonfinite is None
+            else:
+                self._pending = None
+                self._snapshot = self._gradients.snapshot(upcoming, optimized, stepped)
+                finite = self._gradients.gradients_finite()
         else:
             finite = self._gradients.gradients_finite()
         if self.history.nonfinite is None and not finite:
@@ -399,14 +414,27 @@ class Watch:
             return None
         return HistogramBatch(self.num_bins, self.histogram_values, self._sample_positions)
 
+    def _record_step_size(self, step: int, rate: float) -> None:
+        """The rate that made ``step``'s measured updates, and how much the optimizer's
+        start inflated them (see ``History.step_size_bias``)."""
+        self.history.step_learning_rate.append(step, rate)
+        bias = _square_average_bias(self.optimizer, self._rate_group)
+        if bias >= 1.0 + RECORDED_BIAS:
+            self.history.step_size_bias.append(step, bias)
+
     def _measure_gradients(self, step: int) -> HistogramBatch | None:
         """Record the gradient measurement of ``step``; returns its histogram samples."""
         pending, self._pending = self._pending, None
+        snapshot, self._snapshot = self._snapshot, None
         measurement = pending
         if measurement is None or measurement.step != step:
             _, expensive = self._cadence(step)
+            # (After a step with a closure, only the weights of the optimizer, as before it.)
             measurement = self._gradients.measure(
-                step, snapshot=False, histograms=self._histogram_batch(expensive)
+                step,
+                snapshot=False,
+                histograms=self._histogram_batch(expensive),
+                optimized=snapshot.optimized if snapshot is not None else (),
             )
             if (
                 0 < self._skipped_steps < self.thresholds.sustained_steps
@@ -421,6 +449,7 @@ class Watch:
                 return None
         if measurement is None:
             return None
+        self._gradients.add_snapshot(measurement, snapshot)
         history = self.history
         history.grad_norm.append(step, measurement.global_norm)
         names = measurement.weight_names
@@ -449,7 +478,7 @@ class Watch:
             )
             rate = self._pending_rate
             if rate is not None and updates:
-                history.step_learning_rate.append(step, rate)
+                self._record_step_size(step, rate)
             self._awaiting_moving_update = rate is not None and rate <= 0
         self._place_new_layers(names)
         for name, norm in zip(names, norms, strict=True):
@@ -860,6 +889,33 @@ def _current_learning_rate(optimizer: Optimizer, index: int | None) -> float | N
     if index is None or index >= len(optimizer.param_groups):
         return None
     return next_step_lr(optimizer, index)
+
+
+#: ``history.step_size_bias`` is recorded while it exceeds 1 by this much (RMSprop's, at
+#: alpha 0.99, until step 618).
+RECORDED_BIAS = 1e-3
+
+
+def _square_average_bias(optimizer: Optimizer | None, index: int | None) -> float:
+    """How many times larger param group ``index``'s last step was than the same gradients
+    give once the optimizer's running average of squared gradients has filled: ``1 /
+    sqrt(1 - alpha^t)`` after step ``t`` of RMSprop (torch's or gradwise's; the average
+    starts at 0 and, unlike Adam's, is not bias-corrected, so step 1 divides by
+    ``sqrt(1 - alpha) |g|``), 1 for other optimizers. Read after the step."""
+    if not isinstance(optimizer, torch.optim.RMSprop | RMSprop) or index is None:
+        return 1.0
+    if index >= len(optimizer.param_groups):
+        return 1.0
+    group = optimizer.param_groups[index]
+    alpha = group.get("alpha")
+    steps = next(
+        (state["step"] for p in group["params"] if "step" in (state := optimizer.state.get(p, {}))),
+        None,
+    )
+    if not isinstance(alpha, int | float) or not 0 < alpha < 1 or steps is None:
+        return 1.0
+    filled = 1.0 - float(alpha) ** float(steps)
+    return 1.0 / math.sqrt(filled) if filled > 0 else 1.0
 
 
 def _optimized_parameters(optimizer: Optimizer) -> tuple[set[int], set[int]]:
