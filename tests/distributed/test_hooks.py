@@ -121,8 +121,60 @@ def _bytes_per_step(rank: int, name: str, **options: Any) -> list[int]:
     return sent
 
 
+class _DeadUnit(torch.nn.Module):
+    """Linear(4, 3), ReLU, Linear(3, 2), plus a gate times 0, on inputs in [-1, 1]^4.
+    Hidden unit 0 never fires (bias -100 against |w x| <= 2), so its weight row, its bias
+    and its outgoing weights get exactly zero gradient on every rank, inside tensors that
+    do train: units 1 and 2 always fire (bias 5), so no rank's gradient of a layer is all
+    zero. The gate's whole gradient is zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.hidden = torch.nn.Linear(4, 3)
+        self.out = torch.nn.Linear(3, 2)
+        self.gate = torch.nn.Parameter(torch.ones(2))
+        with torch.no_grad():
+            self.hidden.bias.copy_(torch.tensor([-100.0, 5.0, 5.0]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(torch.relu(self.hidden(x))) + 0.0 * self.gate
+
+
+def _dead_unit(rank: int) -> dict[str, Any]:
+    """sign_majority training _DeadUnit (SGD with momentum, 2 warmup and 4 compressed
+    steps): its parameters before and after, and whether each rank's own gradients of the
+    dead unit and the gate were all exactly zero."""
+    module = _DeadUnit()
+    initial = _snapshot(dict(module.named_parameters()))
+    model = DistributedDataParallel(module)
+    register_compression(model, "sign_majority")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    generator = torch.Generator().manual_seed(rank)
+    local_zero = live = True
+    for _ in range(6):
+        x = torch.rand(8, 4, generator=generator) * 2 - 1
+        reference = copy.deepcopy(module)  # this rank's own gradient, without DDP
+        reference(x).square().mean().backward()
+        dead = (
+            reference.hidden.weight.grad[0],
+            reference.hidden.bias.grad[0],
+            reference.out.weight.grad[:, 0],
+            reference.gate.grad,
+        )
+        local_zero = local_zero and all(bool((g == 0).all()) for g in dead)
+        layers = (reference.hidden.weight, reference.hidden.bias, reference.out.weight)
+        live = live and all(bool((p.grad != 0).any()) for p in layers)
+        optimizer.zero_grad()
+        model(x).square().mean().backward()
+        optimizer.step()
+    final = _snapshot(dict(module.named_parameters()))
+    return {"initial": initial, "final": final, "local_zero": local_zero, "live": live}
+
+
 def _probe_all(rank: int) -> dict[str, Any]:
     return {
+        "dead_unit": _dead_unit(rank),
         "probe": {name: _probe(rank, name) for name in ("none", *HOOKS)}
         | {label: _probe(rank, name, **options) for label, name, options in OPTION_PROBES},
         "bytes": {name: _bytes_per_step(rank, name) for name in HOOKS}
@@ -196,16 +248,25 @@ def _one_bit_oracle(
     return average, new_errors
 
 
-def _sign_majority_oracle(gradients: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    result = {}
+def _sign_majority_oracle(
+    gradients: list[dict[str, Tensor]],
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per tensor: mean over ranks of mean|g_r| times the majority sign, where a rank whose
+    tensor is all zero does not vote, and an exact zero of a voting rank votes +1 or -1
+    (a coin): the results with every such vote at -1, and at +1 (equal where no zero)."""
+    low, high = {}, {}
     for name in SHAPES:
         g = torch.stack([each[name].double() for each in gradients])  # (ranks, *shape)
-        magnitude = torch.stack(
-            [x.abs().mean().to(torch.float32).double() for x in g]  # mean over ranks of mean|g|
-        ).mean()
-        votes = torch.where(g >= 0, 1.0, -1.0).sum(0)
-        result[name] = magnitude * torch.sign(votes).double()
-    return result
+        scales = [x.abs().mean().to(torch.float32).double() for x in g]
+        magnitude = torch.stack(scales).mean()
+        voting = torch.stack(
+            [torch.full_like(x, float(s > 0)) for x, s in zip(g, scales, strict=True)]
+        )
+        votes = (torch.sign(g) * voting).sum(0)
+        coins = ((g == 0) * voting).sum(0)
+        low[name] = magnitude * torch.sign(votes - coins)
+        high[name] = magnitude * torch.sign(votes + coins)
+    return low, high
 
 
 def _two_phase_oracle(
@@ -462,14 +523,74 @@ def test_two_phase_with_finer_scales_matches_its_oracle(
 def test_sign_majority_is_the_majority_sign_times_the_mean_magnitude(
     probe_runs: list[dict[str, Any]],
 ) -> None:
+    """Zeros push nothing: parameter d is all zero on rank 0, which abstains, so d follows
+    rank 1's negative sign (counted as a +1 vote, the zero made it a tie, 0). Elsewhere
+    each rank has exact zeros at other places; each is a coin, which comes up either way."""
+    sides = {"low": 0, "high": 0}
     for step in (2, 3):  # no error feedback: both steps see only their own gradients
-        expected = _sign_majority_oracle(_inputs(step))
+        low, high = _sign_majority_oracle(_inputs(step))
         for run in probe_runs:
             record = run["probe"]["sign_majority"]
-            _assert_close(record["grads"][step], expected)
             assert record["worker_error"][step] == {}
+            for name in SHAPES:
+                result = record["grads"][step][name].double()
+                at_low = torch.isclose(result, low[name], rtol=1e-5, atol=1e-6)
+                at_high = torch.isclose(result, high[name], rtol=1e-5, atol=1e-6)
+                assert bool((at_low | at_high).all()), name
+                coin = low[name] != high[name]
+                sides["low"] += int((at_low & coin).sum())
+                sides["high"] += int((at_high & coin).sum())
+        assert low["d"].item() < 0
+        assert torch.equal(low["d"], high["d"])
+    assert sides["low"] > 0
+    assert sides["high"] > 0
     # With 2 ranks, disagreeing signs tie: those elements get 0.
-    assert (expected["a"] == 0).any()
+    assert (low["a"] == high["a"]).logical_and(low["a"] == 0).any()
+
+
+def test_sign_majority_leaves_parameters_without_gradient_where_they_were(
+    probe_runs: list[dict[str, Any]],
+) -> None:
+    """A dead ReLU unit's weights and bias, and a parameter times 0, have zero gradient on
+    every rank: they must not move. Counted as +1 votes, the unit's weights, inside
+    tensors with a nonzero mean |g|, moved by lr times it at every step. Now the two
+    ranks' coins for them cancel (both ranks vote on those tensors: see _DeadUnit), and
+    the gate's tensor has no voter."""
+    for run in probe_runs:
+        record = run["dead_unit"]
+        assert record["local_zero"]  # the premise: zero on each rank, not just on average
+        assert record["live"]
+        before, after = record["initial"], record["final"]
+        assert torch.equal(after["hidden.weight"][0], before["hidden.weight"][0])
+        assert torch.equal(after["hidden.bias"][0], before["hidden.bias"][0])
+        assert torch.equal(after["out.weight"][:, 0], before["out.weight"][:, 0])
+        assert torch.equal(after["gate"], before["gate"])
+        # The live units did train.
+        assert not torch.equal(after["hidden.weight"][1:], before["hidden.weight"][1:])
+        assert not torch.equal(after["out.weight"][:, 1:], before["out.weight"][:, 1:])
+
+
+@pytest.mark.usefixtures("world_of_one")
+def test_sign_majority_votes_a_fair_coin_for_an_exact_zero() -> None:
+    """One rank, a gradient of 1 on half the weights and exactly 0 on the other half: the
+    result is mean|g| = 0.5 times the vote. A zero counted as +1 moved all of them up; a
+    coin moves about half up and half down, anew at each step."""
+    module = torch.nn.Linear(4000, 1, bias=False)
+    model = DistributedDataParallel(module)
+    register_compression(model, "sign_majority")
+    x = torch.zeros(1, 4000)
+    x[0, ::2] = 1.0
+    grads = []
+    for _ in range(4):
+        module.zero_grad()
+        model(x).sum().backward()
+        grads.append(module.weight.grad[0].clone())
+    for grad in grads[2:]:  # after the warmup
+        assert torch.equal(grad[::2], torch.full((2000,), 0.5))
+        zeros = grad[1::2]
+        assert bool((zeros.abs() == 0.5).all())
+        assert 0.45 < (zeros > 0).double().mean().item() < 0.55
+    assert not torch.equal(grads[2], grads[3])
 
 
 def test_two_phase_with_a_scale_per_tensor_matches_the_chunked_oracle_on_both_sides(
@@ -911,6 +1032,68 @@ def test_every_name_is_accepted_and_a_plain_module_is_not() -> None:
         register_compression(torch.nn.Linear(4, 2), "one_bit")  # type: ignore[arg-type]
 
 
+def _assert_same_state(actual: Any, expected: Any) -> None:
+    """Nested dicts and lists with tensors: equal, tensor by tensor."""
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected)
+        for key in expected:
+            _assert_same_state(actual[key], expected[key])
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected)
+        for mine, theirs in zip(actual, expected, strict=True):
+            _assert_same_state(mine, theirs)
+    elif isinstance(expected, Tensor):
+        assert torch.equal(actual, expected)
+    else:
+        assert actual == expected
+
+
+def _tensors(state: Any) -> list[Tensor]:
+    if isinstance(state, dict):
+        return [t for value in state.values() for t in _tensors(value)]
+    if isinstance(state, list):
+        return [t for value in state for t in _tensors(value)]
+    return [state] if isinstance(state, Tensor) else []
+
+
+@pytest.mark.usefixtures("world_of_one")
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("powersgd", {"matrix_approximation_rank": 1}), ("one_bit", {"momentum": MOMENTUM})],
+)
+def test_a_saved_state_stays_as_it_was_saved(name: str, options: dict[str, Any]) -> None:
+    """state_dict() handed out torch's live PowerSGD P and Q, which the next backward
+    passes overwrite in place: a state kept (or written to disk later) changed after it
+    was taken. Editing it in place changed the hook's own memories (also the 1-bit ones)."""
+    torch.manual_seed(0)
+    model = DistributedDataParallel(torch.nn.Linear(16, 8))
+    state = register_compression(model, name, **options)
+    assert state is not None
+    for _ in range(4):
+        model(torch.randn(4, 16)).square().mean().backward()
+    saved = state.state_dict()
+    at_saving = _load(_save(saved))  # what a checkpoint written at once holds
+    edited = state.state_dict()
+    for tensor in _tensors(edited):
+        if tensor.is_floating_point():
+            tensor.add_(1.0)
+    _assert_same_state(state.state_dict(), at_saving)  # the hook's own state is untouched
+    for _ in range(2):
+        model(torch.randn(4, 16)).square().mean().backward()
+    _assert_same_state(saved, at_saving)
+    now = state.state_dict()
+
+    # The hook did move on, in every memory (so the check above has teeth).
+    def memories(state_dict: dict[str, Any]) -> list[Tensor]:
+        if name == "powersgd":
+            return _tensors(state_dict["powersgd"]["buckets"])  # error, P and Q
+        return _tensors([state_dict["worker_error"], state_dict["worker_momentum"]])
+
+    assert len(memories(now)) == (3 if name == "powersgd" else 4)
+    for mine, then in zip(memories(now), memories(at_saving), strict=True):
+        assert not torch.equal(mine, then)
+
+
 @pytest.mark.usefixtures("world_of_one")
 def test_load_state_dict_refuses_another_compression_or_other_parameters() -> None:
     one_bit = register_compression(_ddp(), "one_bit")
@@ -929,10 +1112,14 @@ def test_load_state_dict_refuses_another_compression_or_other_parameters() -> No
     state["worker_error"] = {"weight": torch.zeros(3)}
     with pytest.raises(
         ValueError,
-        match=re.escape(
-            "must hold a worker_error of 8 elements for parameter 'weight'. "
-            "Got a tensor of 3 elements instead."
-        ),
+        match="^"
+        + re.escape(
+            "The 'state_dict' parameter of CompressionState.load_state_dict must hold a "
+            "worker_error of 8 elements for parameter 'weight' (of shape (2, 4)). Got a tensor "
+            "of 3 elements instead; load the state this compression saved for a model with "
+            "the same parameter shapes."
+        )
+        + "$",
     ):
         one_bit.load_state_dict(state)
     state["worker_error"] = {"0.weight": torch.zeros(8)}
@@ -940,10 +1127,169 @@ def test_load_state_dict_refuses_another_compression_or_other_parameters() -> No
         ValueError,
         match=re.escape(
             "must hold a worker_error for this model's parameters (weight, bias). "
-            "Got one for '0.weight' instead."
+            "Got one for '0.weight' instead; load the state this compression saved for this "
+            "model (its parameters named as model.module.named_parameters() names them)."
         ),
     ):
         one_bit.load_state_dict(state)
+
+
+def _state_of(name: str, steps: int = 3, **options: Any) -> dict[str, Any]:
+    """The state of ``name`` on a Linear(4, 2) after ``steps`` backward passes."""
+    torch.manual_seed(0)
+    model = _ddp()
+    state = register_compression(model, name, **options)
+    assert state is not None
+    for _ in range(steps):
+        model(torch.randn(3, 4)).square().mean().backward()
+    return state.state_dict()
+
+
+def _without(mapping: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in mapping.items() if key not in keys}
+
+
+def _with_powersgd(state: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**state, "powersgd": {**state["powersgd"], **changes}}
+
+
+def _with_bucket(state: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    (bucket,) = state["powersgd"]["buckets"]
+    return _with_powersgd(state, buckets=[{**bucket, **changes}])
+
+
+# (compression, options of the loading state, a change of its own saved state, message)
+LOAD_ERRORS: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], Any], str]] = [
+    (
+        "one_bit",
+        {},
+        lambda state: _without(state, "server_error", "world_size"),
+        "The 'state_dict' parameter of CompressionState.load_state_dict must hold the keys "
+        "that CompressionState.state_dict() writes (name, step, bytes_sent, world_size, "
+        "worker_error, server_error). Got a dict without 'world_size', 'server_error' "
+        "instead; load a state saved by CompressionState.state_dict().",
+    ),
+    (
+        "one_bit",
+        {},
+        lambda state: [state],
+        "The 'state_dict' parameter of CompressionState.load_state_dict must be a dict as "
+        "CompressionState.state_dict() returns it. Got a list instead; load a state saved "
+        "by CompressionState.state_dict().",
+    ),
+    (
+        "one_bit",
+        {},
+        lambda state: {**state, "worker_momentum": torch.zeros(8)},
+        "The 'state_dict' parameter of CompressionState.load_state_dict must hold a "
+        "worker_momentum dict from parameter name to tensor. Got a tensor of 8 elements "
+        "instead; load a state saved by CompressionState.state_dict().",
+    ),
+    (
+        "one_bit_two_phase",
+        {},
+        lambda state: {**state, "world_size": 4},
+        "The 'state_dict' parameter of CompressionState.load_state_dict must come from a run "
+        "with world size 1 (the two-phase server memory is one chunk per rank). Got world "
+        "size 4 instead; resume on 4 ranks, or set its 'server_error' to {} to start the "
+        "server memories afresh.",
+    ),
+    (
+        "one_bit_two_phase",
+        {},
+        lambda state: {**state, "server_error": {"weight": torch.zeros(12)}},
+        "The 'state_dict' parameter of CompressionState.load_state_dict must hold a "
+        "server_error of 8 elements for parameter 'weight' (of shape (2, 4); this rank's "
+        "chunk with granularity 'row' and world size 1). Got a tensor of 12 elements "
+        "instead; load the state this compression saved with the same granularity, on as "
+        "many ranks, for a model with the same parameter shapes.",
+    ),
+    (
+        "powersgd",
+        {},
+        lambda state: _without(state, "powersgd"),
+        "The 'state_dict' parameter of CompressionState.load_state_dict must hold the keys "
+        "that CompressionState.state_dict() writes (name, step, bytes_sent, world_size, "
+        "worker_error, server_error, powersgd). Got a dict without 'powersgd' instead; load "
+        "a state saved by CompressionState.state_dict().",
+    ),
+    (
+        "powersgd",
+        {},
+        lambda state: {**state, "powersgd": {"iter": 3}},
+        "The 'state_dict' parameter of CompressionState.load_state_dict must hold the keys "
+        "that the 'powersgd' entry of CompressionState.state_dict() writes (iter, "
+        "total_numel_before_compression, total_numel_after_compression, rng, buckets). Got "
+        "a dict without 'total_numel_before_compression', 'total_numel_after_compression', "
+        "'rng', 'buckets' instead; load a state saved by the 'powersgd' entry of "
+        "CompressionState.state_dict().",
+    ),
+    (
+        # A state of the same model saved with rank 2: P and Q twice as long.
+        "powersgd",
+        {"matrix_approximation_rank": 2},
+        lambda state: state,
+        "The 'state_dict' parameter of CompressionState.load_state_dict must hold, for the "
+        "PowerSGD bucket of ['bias', 'weight'], a 'p' memory of 4 elements (rows x rank "
+        "over its compressed matrices, matrix_approximation_rank 1, min_compression_rate "
+        "0.0). Got a tensor of 6 elements instead; resume with the saved run's "
+        "matrix_approximation_rank and min_compression_rate, or set the 'buckets' of its "
+        "'powersgd' entry to [] to start PowerSGD's memories afresh.",
+    ),
+    (
+        "powersgd",
+        {},
+        lambda state: _with_bucket(state, error=torch.zeros(12)),
+        "The 'state_dict' parameter of CompressionState.load_state_dict must hold, for the "
+        "PowerSGD bucket of ['bias', 'weight'], a 'error' memory of 10 elements (the "
+        "bucket's gradient elements). Got a tensor of 12 elements instead; load the state "
+        "this compression saved for a model with the same parameter shapes, or set the "
+        "'buckets' of its 'powersgd' entry to [] to start PowerSGD's memories afresh.",
+    ),
+    (
+        "powersgd",
+        {},
+        lambda state: _with_bucket(state, names=["0.weight", "0.bias"]),
+        "The 'state_dict' parameter of CompressionState.load_state_dict must hold PowerSGD "
+        "memories for buckets of this model's parameters (weight, bias). Got a bucket entry "
+        "with names ['0.weight', '0.bias'] instead; load the state this compression saved "
+        "for this model.",
+    ),
+    (
+        "powersgd",
+        {},
+        lambda state: _with_bucket(state, momentum=torch.zeros(2)),
+        "The 'state_dict' parameter of CompressionState.load_state_dict must hold PowerSGD "
+        "bucket entries with the keys names, error, p and q. Got key 'momentum' for the "
+        "bucket of ['bias', 'weight'] instead; load a state saved by "
+        "CompressionState.state_dict().",
+    ),
+]
+
+
+@pytest.mark.usefixtures("world_of_one")
+@pytest.mark.parametrize(("name", "options", "change", "message"), LOAD_ERRORS)
+def test_a_state_that_does_not_fit_is_refused_saying_how_to_fix_it(
+    name: str,
+    options: dict[str, Any],
+    change: Callable[[dict[str, Any]], Any],
+    message: str,
+) -> None:
+    """Missing keys raised a KeyError; PowerSGD memories of other sizes or parameters
+    loaded silently, then failed deep in torch's hook at the next backward pass (or were
+    never used)."""
+    # min_compression_rate 0: every matrix is compressed, the (2, 4) weight to P (2 x r) and
+    # Q (4 x r), the bias, a (2, 1) matrix, to P (2 x 1) and Q (1 x 1): P has 2 + 2
+    # elements for rank 1, 4 + 2 for rank 2.
+    powersgd_options = {"min_compression_rate": 0.0} if name == "powersgd" else {}
+    state = register_compression(_ddp(), name, **powersgd_options)
+    assert state is not None
+    saved = _state_of(name, **powersgd_options, **options)
+    before = state.state_dict()
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        state.load_state_dict(change(saved))
+    _assert_same_state(state.state_dict(), before)  # nothing was loaded
+    state.load_state_dict(saved if options == {} else _state_of(name, **powersgd_options))
 
 
 @pytest.mark.usefixtures("world_of_one")
@@ -1010,8 +1356,16 @@ class _Branch(torch.nn.Module):
         ("one_bit", {"momentum": MOMENTUM}),
         ("one_bit_two_phase", {}),
         ("one_bit_two_phase", PER_TENSOR),
+        ("one_bit_two_phase", {"momentum": MOMENTUM}),
     ],
-    ids=["one_bit", "one_bit_tensor", "one_bit_momentum", "two_phase", "two_phase_tensor"],
+    ids=[
+        "one_bit",
+        "one_bit_tensor",
+        "one_bit_momentum",
+        "two_phase",
+        "two_phase_tensor",
+        "two_phase_momentum",
+    ],
 )
 def test_error_feedback_loses_nothing_when_a_parameter_gets_no_gradient(
     name: str, options: dict[str, Any]
@@ -1019,8 +1373,10 @@ def test_error_feedback_loses_nothing_when_a_parameter_gets_no_gradient(
     """With find_unused_parameters, DDP drops the hook's result for a parameter that no
     rank used (its .grad stays as it was). Error feedback must then not count it as sent:
     what reached the parameters plus what the memories hold is what went in, at every
-    step (b is unused at steps 3 and 4). It did not: the memory of b shrank by a q that
-    DDP threw away."""
+    step from the first (the warmup's allreduce sends its input whole; b is unused at
+    step 1, in the warmup, and at steps 3 and 4). It did not: the memory of b shrank by a
+    q that DDP threw away; and with the momentum option the warmup sent b's decayed
+    momentum, which DDP threw away too."""
     module = _Branch()
     model = DistributedDataParallel(module, find_unused_parameters=True)
     state = register_compression(model, name, **options)
@@ -1029,16 +1385,15 @@ def test_error_feedback_loses_nothing_when_a_parameter_gets_no_gradient(
     inputs = {n: torch.zeros(s, dtype=torch.float64) for n, s in SHAPES.items()}
     momenta = {n: torch.zeros(s, dtype=torch.float64) for n, s in SHAPES.items()}
     for step in range(6):
-        use_b = step not in (3, 4)
+        use_b = step not in (1, 3, 4)
         gradients = known_gradients(0, step)
         model(gradients, use_b).backward()
         for n, parameter in module.probe.named_parameters():
             assert not (use_b or n != "b") or parameter.grad is not None
             g = gradients[n].double() if use_b or n != "b" else torch.zeros(SHAPES[n]).double()
             momenta[n] = (MOMENTUM if options.get("momentum") else 0.0) * momenta[n] + g
-            if step >= state.warmup_steps:
-                inputs[n] += momenta[n]
-                applied[n] += 0.0 if parameter.grad is None else parameter.grad.double()
+            inputs[n] += momenta[n]
+            applied[n] += 0.0 if parameter.grad is None else parameter.grad.double()
         module.zero_grad(set_to_none=True)
         for n, shape in SHAPES.items():
             nothing = torch.zeros(math.prod(shape))

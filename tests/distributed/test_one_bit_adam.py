@@ -218,9 +218,24 @@ def test_load_refuses_foreign_states() -> None:
         "worker_error": {0: torch.zeros(3)},
         "server_error": {},
     }
-    message = "The 'state_dict' parameter of OneBitAdamRankState.load_state_dict must hold a worker_error of 4 elements for parameter 0. Got 3 elements instead."
+    message = (
+        "The 'state_dict' parameter of OneBitAdamRankState.load_state_dict must hold a "
+        "worker_error of 4 elements for parameter 0 (of shape (1, 4)). Got 3 elements "
+        "instead; load this rank's state saved for an optimizer over parameters of the same "
+        "shapes, in the same order."
+    )
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         optimizer.rank_state().load_state_dict(bad)
+    message = (
+        "The 'state_dict' parameter of OneBitAdamRankState.load_state_dict must hold the "
+        "keys that OneBitAdamRankState.state_dict() writes (world_size, bytes_sent, "
+        "worker_error, server_error). Got a dict without 'server_error' instead; load a "
+        "state saved by OneBitAdamRankState.state_dict()."
+    )
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):  # was a KeyError
+        optimizer.rank_state().load_state_dict(
+            {"world_size": 1, "bytes_sent": 0, "worker_error": {}}
+        )
 
 
 @pytest.mark.parametrize("index", [2, -1, "0"])
@@ -321,6 +336,7 @@ def _new_log() -> dict[str, list[object]]:
 
 
 def _on_rank(rank: int) -> dict[str, object]:
+    bfloat16 = _bfloat16_run(rank)
     plain = DistributedDataParallel(_model())
     plain_log = _new_log()
     _train(plain, torch.optim.Adam(plain.parameters(), lr=0.01), range(STEPS), rank, plain_log)
@@ -354,6 +370,7 @@ def _on_rank(rank: int) -> dict[str, object]:
         "resumed": _resume(box[0], rank_saved, rank),
         "resumed_without_rank_state": _resume(box[0], None, rank),
         "error": error,
+        "bfloat16": bfloat16,
     }
 
 
@@ -507,3 +524,168 @@ def test_two_ranks_average_momenta_by_the_two_phase_rule_of_tang_et_al(tmp_path)
                     record["worker_error"][n].reshape(-1), worker[rank][n], **close
                 )
                 torch.testing.assert_close(record["server_error"][n], server[rank][n], **close)
+
+
+# -- bfloat16 parameters: the error memories keep float32 ---------------------------------------
+
+MEMORIES = ("worker_error", "server_error")
+
+
+def _bfloat16_optimizer() -> tuple[nn.ParameterDict, OneBitAdam, OneBitAdamRankState]:
+    """OneBitAdam (lr 0: nothing moves; the variance frozen after step 1) over bfloat16
+    parameters of ORACLE_SHAPES, registered on a DDP model."""
+    module = nn.ParameterDict(
+        {n: nn.Parameter(torch.zeros(s, dtype=torch.bfloat16)) for n, s in ORACLE_SHAPES.items()}
+    )
+    optimizer = OneBitAdam(module.parameters(), lr=0.0, betas=(BETA1, 0.9), freeze_step=1)
+    return module, optimizer, register_one_bit_adam(DistributedDataParallel(module), optimizer)
+
+
+def _memories(
+    module: nn.ParameterDict, optimizer: OneBitAdam
+) -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        key: {
+            n: optimizer.state[p][key].clone()
+            for n, p in module.items()
+            if key in optimizer.state[p]
+        }
+        for key in (*MEMORIES, "exp_avg")
+    }
+
+
+def _bfloat16_step(module: nn.ParameterDict, optimizer: OneBitAdam, rank: int, step: int) -> dict:
+    """One step on _oracle_gradient in bfloat16 (step 0's the same on both ranks, as DDP's
+    warmup allreduce would leave it): the local momentum, computed as the optimizer does,
+    bit for bit, and the memories before and after."""
+    record: dict[str, object] = {"before": _memories(module, optimizer), "local": {}}
+    for n, g in _oracle_gradient(rank if step else 0, step).items():
+        module[n].grad = g.to(torch.bfloat16)
+        if optimizer.state[module[n]]:
+            momentum = optimizer.state[module[n]]["exp_avg"].lerp(module[n].grad, 1 - BETA1)
+            record["local"][n] = momentum.double()  # type: ignore[index]
+    optimizer.step()
+    record["after"] = _memories(module, optimizer)
+    return record
+
+
+def _as_bfloat16(state: dict, *, optimizer: bool) -> dict:
+    """A state with its memories in bfloat16, as versions before float32 memories saved it."""
+    if optimizer:
+        entries = {
+            index: {k: v.to(torch.bfloat16) if k in MEMORIES else v for k, v in entry.items()}
+            for index, entry in state["state"].items()
+        }
+        return {**state, "state": entries}
+    return {
+        **state,
+        **{key: {i: t.to(torch.bfloat16) for i, t in state[key].items()} for key in MEMORIES},
+    }
+
+
+def _bfloat16_run(rank: int) -> dict[str, object]:
+    """4 steps, a checkpoint, and one more step: straight on, and resumed from the
+    checkpoint; the optimizer's state loaded alone; and a checkpoint with bfloat16 memories."""
+    module, optimizer, rank_state = _bfloat16_optimizer()
+    records = [_bfloat16_step(module, optimizer, rank, step) for step in range(4)]
+    saved = _serialized(optimizer.state_dict())
+    saved_rank = _serialized(rank_state.state_dict())
+    loaded = {}
+    for label, optimizer_state, own_state in (
+        ("optimizer_only", saved, None),
+        ("resumed", saved, saved_rank),
+        ("old", _as_bfloat16(saved, optimizer=True), _as_bfloat16(saved_rank, optimizer=False)),
+    ):
+        resumed_module, resumed, resumed_rank_state = _bfloat16_optimizer()
+        resumed.load_state_dict(optimizer_state)
+        if own_state is not None:
+            resumed_rank_state.load_state_dict(own_state)
+        loaded[label] = _memories(resumed_module, resumed)
+        if label == "resumed":
+            resumed_next = _bfloat16_step(resumed_module, resumed, rank, 4)["after"]
+    return {
+        "records": records,
+        "saved": {key: saved_rank[key] for key in MEMORIES},
+        "saved_optimizer": {
+            key: {index: entry[key] for index, entry in saved["state"].items()} for key in MEMORIES
+        },
+        "loaded": loaded,
+        "next": _bfloat16_step(module, optimizer, rank, 4)["after"],
+        "resumed_next": resumed_next,
+    }
+
+
+def _two_phase_memories(
+    ps: list[torch.Tensor], servers: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Tang et al.'s two phases on one flat tensor in float64: each worker's new error
+    p_r - q_r (q_r: chunk j of p_r compressed for server j), each server's new error."""
+    world, d = len(ps), ps[0].numel()
+    size = math.ceil(d / world)
+    bounds = [(min(j * size, d), min((j + 1) * size, d)) for j in range(world)]
+    qs = [torch.cat([_oracle_sign(p[lo:hi]) for lo, hi in bounds]) for p in ps]
+    new_servers = []
+    for j, (lo, hi) in enumerate(bounds):
+        s = torch.stack([q[lo:hi] for q in qs]).mean(0) + servers[j][: hi - lo]
+        padding = torch.zeros(size - (hi - lo), dtype=torch.float64)
+        new_servers.append(torch.cat([s - _oracle_sign(s), padding]))
+    return [p - q for p, q in zip(ps, qs, strict=True)], new_servers
+
+
+def test_bfloat16_parameters_keep_float32_error_memories(ranks: list[dict]) -> None:
+    """Error feedback adds up residuals below bfloat16's 8 bits of mantissa: the memories
+    of bfloat16 parameters are float32, and hold what the two-phase rule leaves (from the
+    same local momenta and memories, in float64). Kept in bfloat16 they were the rule's
+    result rounded, about 1e-3 away."""
+    runs = [result["bfloat16"] for result in ranks]
+    for step in range(1, 4):  # the compressed steps
+        records = [run["records"][step] for run in runs]
+        for n, shape in ORACLE_SHAPES.items():
+            d = math.prod(shape)
+            chunk = math.ceil(d / 2)
+            ps = [
+                record["local"][n].reshape(-1)
+                + record["before"]["worker_error"].get(n, torch.zeros(d)).double().reshape(-1)
+                for record in records
+            ]
+            servers = [
+                record["before"]["server_error"].get(n, torch.zeros(chunk)).double()
+                for record in records
+            ]
+            workers, new_servers = _two_phase_memories(ps, servers)
+            for rank, record in enumerate(records):
+                worker, server = (
+                    record["after"]["worker_error"][n],
+                    record["after"]["server_error"][n],
+                )
+                assert worker.dtype == server.dtype == torch.float32
+                close = {"rtol": 1e-6, "atol": 1e-6}
+                torch.testing.assert_close(worker.double().reshape(-1), workers[rank], **close)
+                torch.testing.assert_close(server.double(), new_servers[rank], **close)
+
+
+def test_bfloat16_memories_round_trip_and_old_checkpoints_load_converted(
+    ranks: list[dict],
+) -> None:
+    """torch's Optimizer.load_state_dict casts state to the parameter's dtype: the
+    memories are kept out of that. A checkpoint with bfloat16 memories loads as float32."""
+    names = list(ORACLE_SHAPES)
+    for run in ranks:
+        run = run["bfloat16"]
+        for key in MEMORIES:
+            for index, n in enumerate(names):
+                saved = run["saved"][key][index]
+                from_optimizer = run["saved_optimizer"][key][index]
+                assert saved.dtype == from_optimizer.dtype == torch.float32
+                for label, expected in (
+                    ("optimizer_only", from_optimizer),
+                    ("resumed", saved),
+                    ("old", saved.to(torch.bfloat16).float()),
+                ):
+                    memory = run["loaded"][label][key][n]
+                    assert memory.dtype == torch.float32, label
+                    assert torch.equal(memory.reshape(-1), expected.reshape(-1)), label
+        # The resumed run takes the next step bit for bit as the run that went on.
+        for key in (*MEMORIES, "exp_avg"):
+            for n in names:
+                assert torch.equal(run["resumed_next"][key][n], run["next"][key][n])

@@ -99,6 +99,18 @@ def chunk_layout(lengths: Sequence[int], world_size: int, device: torch.device) 
     )
 
 
+def segment_scales(x: Tensor, segments: Segments) -> Tensor:
+    """The float32 mean of ``|x|`` over each segment's real elements: (rows, segments).
+
+    It is 0 for a segment whose elements are all 0 (and only then, unless the mean
+    underflows float32), which ``sign_majority`` reads as the rank's abstention.
+    """
+    sums = x.new_zeros(x.shape[0], segments.num_segments).index_add_(
+        1, segments.segment_of, x.abs()
+    )
+    return (sums / segments.counts.clamp(min=1).to(x.dtype)).to(torch.float32)
+
+
 def encode(x: Tensor, segments: Segments, *, two_level: bool = False) -> tuple[Tensor, Tensor]:
     """Rows ``x`` (rows, length) to float32 scales (rows, segments) and packed signs.
 
@@ -110,11 +122,7 @@ def encode(x: Tensor, segments: Segments, *, two_level: bool = False) -> tuple[T
     """
     bits = x >= 0
     if not two_level:
-        sums = x.new_zeros(x.shape[0], segments.num_segments).index_add_(
-            1, segments.segment_of, x.abs()
-        )
-        scales = sums / segments.counts.clamp(min=1).to(x.dtype)
-        return scales.to(torch.float32), pack_bits(bits)
+        return segment_scales(x, segments), pack_bits(bits)
     parts = torch.cat([x.clamp(min=0), (-x).clamp(min=0), bits.to(x.dtype)])
     rows = x.shape[0]
     sums = x.new_zeros(3 * rows, segments.num_segments).index_add_(1, segments.segment_of, parts)

@@ -39,7 +39,7 @@ from gradwise._validation import (
     check_all,
     invalid_value_error,
 )
-from gradwise.distributed._bits import unpack_bits
+from gradwise.distributed._bits import pack_bits, unpack_bits
 from gradwise.distributed._codec import (
     Chunks,
     Segments,
@@ -47,6 +47,7 @@ from gradwise.distributed._codec import (
     decode,
     encode,
     from_payload,
+    segment_scales,
     tensor_segments,
     to_payload,
 )
@@ -131,7 +132,9 @@ class CompressionState:
 
     ``state_dict()`` and ``load_state_dict()`` hold only tensors, numbers, strings, lists
     and dicts (``torch.load(..., weights_only=True)`` reads them). The state is per rank:
-    each rank's error memory is its own.
+    each rank's error memory is its own. ``state_dict()``'s tensors are copies, so a saved
+    state stays as it was while training goes on (torch's PowerSGD updates its P and Q
+    memories in place).
 
     Example:
         >>> import os, tempfile, torch, torch.distributed as dist
@@ -159,6 +162,7 @@ class CompressionState:
         parameter_names: Mapping[int, str],
         parameter_numels: Mapping[str, int],
         parameter_rows: Mapping[str, int] | None = None,
+        parameter_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         self.name = name
         self.warmup_steps = warmup_steps
@@ -179,6 +183,11 @@ class CompressionState:
         self._parameter_names = dict(parameter_names)  # id(parameter) -> name
         self._parameter_numels = dict(parameter_numels)
         self._parameter_rows = dict(parameter_rows or {})  # rows of granularity "row"
+        self._parameter_shapes = dict(parameter_shapes or {})
+        # sign_majority's coin for an exact 0 is seeded by the backward pass and the
+        # parameter's index, the same on every rank whatever the bucket layout.
+        self._parameter_index = {name: i for i, name in enumerate(self._parameter_numels)}
+        self._coin_generators: dict[str, torch.Generator] = {}
         # With DDP's find_unused_parameters (or static_graph): the backward pass (a value
         # of ``step``) in which autograd last accumulated a gradient into each parameter.
         # None: DDP guarantees that every parameter gets one at every pass.
@@ -196,15 +205,16 @@ class CompressionState:
         return dist.get_world_size(self.process_group)
 
     def state_dict(self) -> dict[str, Any]:
-        """This rank's state: step, bytes_sent, error memories (and PowerSGD's memories)."""
+        """This rank's state: step, bytes_sent, error memories (and PowerSGD's memories),
+        as copies: editing it, or training on, leaves the other alone."""
         state: dict[str, Any] = {
             "name": self.name,
             "step": self.step,
             "bytes_sent": self.bytes_sent,
             "world_size": self.world_size,
-            "worker_error": dict(self.worker_error),
-            "server_error": dict(self.server_error),
-            "worker_momentum": dict(self.worker_momentum),
+            "worker_error": _copied(self.worker_error),
+            "server_error": _copied(self.server_error),
+            "worker_momentum": _copied(self.worker_momentum),
         }
         if self.powersgd_state is not None:
             state["powersgd"] = _powersgd_state_dict(
@@ -217,20 +227,36 @@ class CompressionState:
 
         ``one_bit_two_phase`` also needs the same world size (its server memory holds one
         chunk of :math:`\lceil d/W \rceil` elements per parameter); the other memories
-        do not depend on it.
+        do not depend on it. A state that does not fit (other keys, parameters, shapes or
+        PowerSGD options) is refused before anything is loaded, with what did not fit.
         """
         owner = "CompressionState.load_state_dict"
-        if state_dict.get("name") != self.name:
+        required: tuple[str, ...] = (
+            "name",
+            "step",
+            "bytes_sent",
+            "world_size",
+            "worker_error",
+            "server_error",
+        )
+        check_state_keys(state_dict, required, owner, "CompressionState.state_dict()")
+        if state_dict["name"] != self.name:
             raise ValueError(
                 f"The 'state_dict' parameter of {owner} must be the state of a {self.name!r} "
-                f"compression. Got the state of a {state_dict.get('name')!r} compression "
+                f"compression. Got the state of a {state_dict['name']!r} compression "
                 "instead."
+            )
+        if self.powersgd_state is not None:
+            check_state_keys(
+                state_dict, (*required, "powersgd"), owner, "CompressionState.state_dict()"
             )
         if state_dict["server_error"] and state_dict["world_size"] != self.world_size:
             raise ValueError(
                 f"The 'state_dict' parameter of {owner} must come from a run with world size "
                 f"{self.world_size} (the two-phase server memory is one chunk per rank). Got "
-                f"world size {state_dict['world_size']} instead."
+                f"world size {state_dict['world_size']} instead; resume on "
+                f"{state_dict['world_size']} ranks, or set its 'server_error' to {{}} to start "
+                "the server memories afresh."
             )
         worker_error = self._checked_memory(state_dict["worker_error"], "worker_error", 1)
         server_error = self._checked_memory(
@@ -239,6 +265,9 @@ class CompressionState:
         worker_momentum = self._checked_memory(
             state_dict.get("worker_momentum", {}), "worker_momentum", 1
         )
+        pending = None
+        if self.powersgd_state is not None:
+            pending = self._checked_powersgd(state_dict["powersgd"])
         self.step = int(state_dict["step"])
         self.bytes_sent = int(state_dict["bytes_sent"])
         self.worker_error = worker_error
@@ -246,30 +275,118 @@ class CompressionState:
         self.worker_momentum = worker_momentum
         if self._used_in is not None:  # passes numbered from the loaded step on
             self._used_in = {}
-        if self.powersgd_state is not None and "powersgd" in state_dict:
-            self._powersgd_pending = _load_powersgd(self.powersgd_state, state_dict["powersgd"])
+        if self.powersgd_state is not None and pending is not None:
+            _load_powersgd(self.powersgd_state, state_dict["powersgd"])
+            self._powersgd_pending = pending
             self._powersgd_layouts = {}
 
-    def _checked_memory(
-        self, memory: Mapping[str, Tensor], key: str, world_size: int
-    ) -> dict[str, Tensor]:
+    def _checked_memory(self, memory: Any, key: str, world_size: int) -> dict[str, Tensor]:
         owner = "CompressionState.load_state_dict"
+        if not isinstance(memory, Mapping):
+            raise ValueError(
+                f"The 'state_dict' parameter of {owner} must hold a {key} dict from parameter "
+                f"name to tensor. Got {_describe(memory)} instead; load a state saved by "
+                "CompressionState.state_dict()."
+            )
         checked = {}
         for name, tensor in memory.items():
             if name not in self._parameter_numels:
                 raise ValueError(
                     f"The 'state_dict' parameter of {owner} must hold a {key} for this "
                     f"model's parameters ({', '.join(self._parameter_numels)}). Got one for "
-                    f"{name!r} instead."
+                    f"{name!r} instead; load the state this compression saved for this model "
+                    "(its parameters named as model.module.named_parameters() names them)."
                 )
             expected = self._chunk_numel(name, world_size)
             if not isinstance(tensor, Tensor) or tensor.numel() != expected:
                 raise ValueError(
                     f"The 'state_dict' parameter of {owner} must hold a {key} of {expected} "
-                    f"elements for parameter {name!r}. Got {_describe(tensor)} instead."
+                    f"elements for parameter {name!r}{self._memory_layout(name, key)}. Got "
+                    f"{_describe(tensor)} instead; {_memory_fix(key)}."
                 )
             checked[name] = tensor.detach().clone().reshape(-1)
         return checked
+
+    def _memory_layout(self, name: str, key: str) -> str:
+        """What a memory's size follows from, for an error message."""
+        shape = self._parameter_shapes.get(name)
+        parts = [f"of shape {shape}"] if shape is not None else []
+        if key == "server_error":
+            parts.append(
+                f"this rank's chunk with granularity {self.granularity!r} and world size "
+                f"{self.world_size}"
+            )
+        return f" ({'; '.join(parts)})" if parts else ""
+
+    def _checked_powersgd(self, saved: Any) -> dict[tuple[str, ...], dict[str, Tensor]]:
+        """Loaded PowerSGD memories by bucket names, checked against this model and the
+        PowerSGD options (torch's hook would fail on them deep in a later backward pass)."""
+        owner = "CompressionState.load_state_dict"
+        writer = "the 'powersgd' entry of CompressionState.state_dict()"
+        check_state_keys(saved, _POWERSGD_KEYS, owner, writer)
+        pending = {}
+        for entry in saved["buckets"]:
+            names = tuple(entry.get("names", ())) if isinstance(entry, Mapping) else ()
+            if not names or any(name not in self._parameter_numels for name in names):
+                raise ValueError(
+                    f"The 'state_dict' parameter of {owner} must hold PowerSGD memories for "
+                    f"buckets of this model's parameters ({', '.join(self._parameter_numels)}). "
+                    f"Got a bucket entry {_describe_entry(entry)} instead; load the state this "
+                    "compression saved for this model."
+                )
+            expected = self._powersgd_sizes(names)
+            memories = {key: value for key, value in entry.items() if key != "names"}
+            for key, tensor in memories.items():
+                if key not in expected:
+                    raise ValueError(
+                        f"The 'state_dict' parameter of {owner} must hold PowerSGD bucket "
+                        f"entries with the keys names, error, p and q. Got key {key!r} for "
+                        f"the bucket of {list(names)} instead; load a state saved by "
+                        "CompressionState.state_dict()."
+                    )
+                if not isinstance(tensor, Tensor) or tensor.numel() != expected[key][0]:
+                    size, reason, fix = expected[key]
+                    raise ValueError(
+                        f"The 'state_dict' parameter of {owner} must hold, for the PowerSGD "
+                        f"bucket of {list(names)}, a {key!r} memory of {size} elements "
+                        f"({reason}). Got {_describe(tensor)} instead; {fix}."
+                    )
+            pending[names] = {key: tensor.detach().clone() for key, tensor in memories.items()}
+        return pending
+
+    def _powersgd_sizes(self, names: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+        """(elements, why, how to fix a mismatch) of each PowerSGD memory of a bucket, by
+        torch's rule: a gradient is a (shape[0], -1) matrix, compressed to P (rows x r)
+        and Q (columns x r), r = min(rows, columns, rank), if min_compression_rate allows."""
+        torch_state = self.powersgd_state
+        if torch_state is None:  # only called for powersgd
+            raise RuntimeError("PowerSGD sizes need CompressionState.powersgd_state.")
+        rank, rate = torch_state.matrix_approximation_rank, torch_state.min_compression_rate
+        p_size = q_size = 0
+        for name in names:
+            rows = self._parameter_shapes[name][0]
+            columns = self._parameter_numels[name] // rows
+            r = min(rows, columns, rank)
+            if powersgd._should_compress(rows, columns, r, rate)[0]:
+                p_size, q_size = p_size + rows * r, q_size + columns * r
+        options = f"matrix_approximation_rank {rank}, min_compression_rate {rate}"
+        refit = (
+            "resume with the saved run's matrix_approximation_rank and min_compression_rate, "
+            "or set the 'buckets' of its 'powersgd' entry to [] to start PowerSGD's "
+            "memories afresh"
+        )
+        numel = sum(self._parameter_numels[name] for name in names)
+        return {
+            "error": (
+                numel,
+                "the bucket's gradient elements",
+                "load the state this compression saved for a model with the same parameter "
+                "shapes, or set the 'buckets' of its 'powersgd' entry to [] to start "
+                "PowerSGD's memories afresh",
+            ),
+            "p": (p_size, f"rows x rank over its compressed matrices, {options}", refit),
+            "q": (q_size, f"columns x rank over its compressed matrices, {options}", refit),
+        }
 
     def _chunk_numel(self, name: str, world_size: int) -> int:
         """Elements of one of ``world_size`` chunks of a parameter (padding included):
@@ -294,18 +411,41 @@ class CompressionState:
 
         return record
 
+    def _unused_names(self, names: Sequence[str], step: int) -> list[bool]:
+        """Per parameter: True if it got no gradient on this rank in backward pass
+        ``step`` (DDP filled zeros there); all False without find_unused_parameters."""
+        if self._used_in is None:
+            return [False] * len(names)
+        return [self._used_in.get(name) != step for name in names]
+
     def _unused(
         self, names: Sequence[str], lengths: Sequence[int], step: int, device: torch.device
     ) -> Tensor | None:
         """(n,) True on the elements of the bucket's parameters that got no gradient on
         this rank in backward pass ``step`` (DDP filled zeros there); None if none."""
-        if self._used_in is None:
-            return None
-        unused = [self._used_in.get(name) != step for name in names]
+        unused = self._unused_names(names, step)
         if not any(unused):
             return None
         flags = torch.tensor(unused, dtype=torch.bool, device=device)
         return flags.repeat_interleave(torch.tensor(lengths, device=device))
+
+    def _coin_flips(
+        self, names: Sequence[str], lengths: Sequence[int], step: int, device: torch.device
+    ) -> Tensor:
+        """(n,) a fair coin per element of the bucket, the same on every rank: seeded by
+        the backward pass and each parameter's index, so DDP's bucket layout (which
+        changes after its first pass, also in a resumed run) does not matter."""
+        key = str(device)
+        if key not in self._coin_generators:
+            self._coin_generators[key] = torch.Generator(device=device)
+        generator = self._coin_generators[key]
+        flips = []
+        for name, length in zip(names, lengths, strict=True):
+            generator.manual_seed(step * len(self._parameter_index) + self._parameter_index[name])
+            flips.append(
+                torch.randint(0, 2, (length,), generator=generator, device=device, dtype=torch.bool)
+            )
+        return torch.cat(flips)
 
     def _advance(self, bucket: GradBucket) -> bool:
         """Whether this backward pass compresses; counts the pass at its last bucket."""
@@ -354,8 +494,13 @@ def register_compression(
       2014's quantizer); with ``granularity="tensor"`` and ``two_level=False`` it is the
       scaled sign :math:`\operatorname{mean}|p| \cdot \operatorname{sign}(p)` per tensor.
     - ``"sign_majority"``: signSGD with majority vote, no error feedback: the result is
-      :math:`\bar s \cdot \operatorname{sign}(\sum_r \operatorname{sign}(g_r))` with
-      :math:`\bar s` the mean over ranks of :math:`\operatorname{mean}|g_r|` per tensor.
+      :math:`\bar s \cdot \operatorname{sign}(\sum_r v_r)` with :math:`\bar s` the mean
+      over ranks of :math:`\operatorname{mean}|g_r|` per tensor and the votes
+      :math:`v_r = \operatorname{sign}(g_r)`, except for zeros: a rank whose tensor is all
+      zero abstains on it (its scale, 0, says so), and any other exact zero votes a fair
+      coin (the same on every rank, flipped on odd ranks: ranks :math:`2k` and
+      :math:`2k+1` both at zero cancel), so zeros are not biased toward :math:`+1` (the
+      rule and its limits are in docs/distributed.md).
     - ``"one_bit_two_phase"``: the same 1-bit code in an all-to-all (each rank averages
       one chunk, with its own error feedback; the chunk it averages is its own, kept
       exact, so its worker memory there stays 0) then an all-gather of the re-compressed
@@ -363,10 +508,11 @@ def register_compression(
 
     With DDP's ``find_unused_parameters`` (or ``static_graph``), a parameter that gets no
     gradient on a rank is sent by that rank as 0 and its error memory keeps all of it (DDP
-    drops the result for a parameter that no rank used, so anything sent would be lost).
+    drops the result for a parameter that no rank used, so anything sent would be lost);
+    with the ``momentum`` option the same holds in the warmup steps.
 
-    Signs are one bit, so :math:`\operatorname{sign}(0)` is :math:`+1` in the codes;
-    majority ties give 0.
+    Signs are one bit, so in the error-feedback codes :math:`\operatorname{sign}(0)` is
+    :math:`+1` (the memory keeps the difference); majority ties give 0.
 
     Args:
         model: the DistributedDataParallel model (no hook registered yet).
@@ -431,6 +577,7 @@ def register_compression(
         parameter_names={id(p): n for n, p in named},
         parameter_numels={n: p.numel() for n, p in named},
         parameter_rows={n: _rows(p) for n, p in named},
+        parameter_shapes={n: tuple(p.shape) for n, p in named},
     )
     if name in ("one_bit", "one_bit_two_phase"):
         state.error_feedback = bool(options.get("error_feedback", True))
@@ -542,7 +689,7 @@ def _powersgd_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.
 def _one_bit_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
     backward_pass = state.step
     if not state._advance(bucket):
-        return _warmup_allreduce(state, bucket)
+        return _warmup_allreduce(state, bucket, backward_pass)
     buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
     segments = state._tensor_segments(_scale_lengths(state, bucket)[0], buffer.device)
     two_level = state.two_level
@@ -573,18 +720,33 @@ def _one_bit_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.T
 
 
 def _sign_majority_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
+    backward_pass = state.step
     if not state._advance(bucket):
         return _plain_allreduce(state, bucket)
-    buffer, _, lengths, dtype = _unpack_bucket(state, bucket)
+    buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
     segments = state._tensor_segments(lengths, buffer.device)
-    scales, packed = encode(buffer.to(dtype).unsqueeze(0), segments)
-    payload = to_payload(scales, packed)[0]
+    g = buffer.to(dtype)
+    # A zero has no sign: it votes a fair coin, the same coin on every rank but flipped on
+    # odd ranks, so ranks 2k and 2k + 1 that both have a zero there cancel out exactly.
+    # The coins are drawn only where this rank has a zero (a full bucket of random bits
+    # per step would cost more than the vote): each coin depends on the pass and the
+    # parameter alone, so a rank that draws none disagrees with no one.
+    zero = g == 0
+    votes = g > 0
+    if bool(zero.any()):
+        coin = state._coin_flips(names, lengths, backward_pass, buffer.device)
+        odd = dist.get_rank(state.process_group) % 2 == 1
+        votes = torch.where(zero, coin ^ odd, votes)
+    # (1, k) mean|g| per tensor: 0 for a tensor with no nonzero gradient, which abstains.
+    scales = segment_scales(g.unsqueeze(0), segments)
+    payload = to_payload(scales, pack_bits(votes.unsqueeze(0)))[0]
     work, gathered = _all_gather(state, payload)
 
     def vote(_: Future[Any]) -> Tensor:
         all_scales, all_packed = from_payload(gathered, segments.num_segments)
-        positive = unpack_bits(all_packed, segments.length).sum(dim=0)  # votes for +1
-        majority = torch.sign(2 * positive - state.world_size).to(dtype)  # a tie gives 0
+        signs = unpack_bits(all_packed, segments.length).to(torch.int32) * 2 - 1  # (W, n)
+        voting = (all_scales > 0)[:, segments.segment_of]  # (W, n) False: abstains
+        majority = torch.sign((signs * voting).sum(dim=0)).to(dtype)  # a tie gives 0
         magnitude = all_scales.mean(dim=0).to(dtype)[segments.segment_of]
         buffer.copy_(magnitude * majority)
         return buffer
@@ -595,7 +757,7 @@ def _sign_majority_hook(state: CompressionState, bucket: GradBucket) -> Future[t
 def _one_bit_two_phase_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
     backward_pass = state.step
     if not state._advance(bucket):
-        return _warmup_allreduce(state, bucket)
+        return _warmup_allreduce(state, bucket, backward_pass)
     buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
     units, units_per_tensor = _scale_lengths(state, bucket)  # tensors, or their rows
     chunks = state._chunk_layout(units, buffer.device)
@@ -680,11 +842,31 @@ def _unpack_bucket(
     return buffer, state._names(bucket), lengths, dtype
 
 
-def _warmup_allreduce(state: CompressionState, bucket: GradBucket) -> Future[Tensor]:
-    """Plain allreduce of the gradients, or of the ranks' momenta with that option."""
+def _warmup_allreduce(
+    state: CompressionState, bucket: GradBucket, backward_pass: int
+) -> Future[Tensor]:
+    """Plain allreduce of the gradients, or of the ranks' momenta with that option.
+
+    With the momentum option, a parameter without a gradient on this rank is handled as
+    after the warmup (see :func:`_one_bit_hook`): its momentum decays as for a zero
+    gradient, the rank sends 0, and what it did not send waits in its error memory
+    (dropped without error feedback, as it is then). DDP drops the result for a parameter
+    that no rank used, so a momentum sent for it would be lost for good.
+    """
     if state.momentum:
         buffer, names, lengths, dtype = _unpack_bucket(state, bucket)
-        buffer.copy_(_gradient_or_momentum(state, buffer, names, lengths, dtype))
+        m = _gradient_or_momentum(state, buffer, names, lengths, dtype)
+        unused = state._unused_names(names, backward_pass)
+        if any(unused):
+            parts = m.split(list(lengths))
+            sent = []
+            for name, part, skipped in zip(names, parts, unused, strict=True):
+                if skipped and state.error_feedback:
+                    memory = state.worker_error.get(name)
+                    state.worker_error[name] = part if memory is None else memory + part
+                sent.append(torch.zeros_like(part) if skipped else part)
+            m = torch.cat(sent)
+        buffer.copy_(m)
     return _plain_allreduce(state, bucket)
 
 
@@ -795,10 +977,10 @@ def _match_powersgd_layout(
     state._powersgd_layouts[index] = names
     pending = state._powersgd_pending.pop(names, None)
     if pending is not None:
-        device = bucket.buffer().device
+        buffer = bucket.buffer()
         for key, memory in _powersgd_memories(torch_state):
             if key in pending:
-                memory[index] = pending[key].to(device)
+                memory[index] = pending[key].to(device=buffer.device, dtype=buffer.dtype)
 
 
 def _powersgd_memories(
@@ -823,13 +1005,14 @@ def _powersgd_state_dict(
         entry: dict[str, Any] = {"names": list(names)}
         for key, memory in _powersgd_memories(torch_state):
             if index in memory:
-                entry[key] = memory[index]
+                # A copy: torch's hook computes the next P and Q in these very tensors.
+                entry[key] = memory[index].detach().clone()
         buckets.append(entry)
     # Loaded memories still waiting for their bucket (DDP has not rebuilt its buckets yet
     # since the resume) are this rank's state too.
     saved = {tuple(names) for names in layouts.values()}
     buckets += [
-        {"names": list(names), **memories}
+        {"names": list(names), **_copied(memories)}
         for names, memories in pending.items()
         if names not in saved
     ]
@@ -848,9 +1031,8 @@ def _powersgd_state_dict(
     }
 
 
-def _load_powersgd(
-    torch_state: powersgd.PowerSGDState, saved: Mapping[str, Any]
-) -> dict[tuple[str, ...], dict[str, Tensor]]:
+def _load_powersgd(torch_state: powersgd.PowerSGDState, saved: Mapping[str, Any]) -> None:
+    """Restore torch's counters and generator; its memories wait for their buckets."""
     torch_state.iter = int(saved["iter"])
     torch_state.total_numel_before_compression = int(saved["total_numel_before_compression"])
     torch_state.total_numel_after_compression = int(saved["total_numel_after_compression"])
@@ -866,13 +1048,58 @@ def _load_powersgd(
     )
     for _, memory in _powersgd_memories(torch_state):
         memory.clear()
-    return {
-        tuple(entry["names"]): {k: v.clone() for k, v in entry.items() if k != "names"}
-        for entry in saved["buckets"]
-    }
+
+
+#: The keys of the 'powersgd' entry of CompressionState.state_dict().
+_POWERSGD_KEYS = (
+    "iter",
+    "total_numel_before_compression",
+    "total_numel_after_compression",
+    "rng",
+    "buckets",
+)
+
+
+def check_state_keys(state_dict: Any, required: Sequence[str], owner: str, writer: str) -> None:
+    """Raise the house error unless ``state_dict`` is a mapping with every required key."""
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(
+            f"The 'state_dict' parameter of {owner} must be a dict as {writer} returns it. "
+            f"Got {_describe(state_dict)} instead; load a state saved by {writer}."
+        )
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise ValueError(
+            f"The 'state_dict' parameter of {owner} must hold the keys that {writer} writes "
+            f"({', '.join(required)}). Got a dict without {', '.join(map(repr, missing))} "
+            f"instead; load a state saved by {writer}."
+        )
+
+
+def _memory_fix(key: str) -> str:
+    """How to fix a memory of the wrong size, for an error message."""
+    if key == "server_error":
+        return (
+            "load the state this compression saved with the same granularity, on as many "
+            "ranks, for a model with the same parameter shapes"
+        )
+    return "load the state this compression saved for a model with the same parameter shapes"
+
+
+def _copied(memory: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in memory.items()}
 
 
 def _describe(value: Any) -> str:
     if isinstance(value, Tensor):
         return f"a tensor of {value.numel()} elements"
-    return repr(value)
+    if isinstance(value, Mapping):
+        return f"a dict with keys {sorted(map(str, value))}"
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
+def _describe_entry(entry: Any) -> str:
+    if isinstance(entry, Mapping):
+        return f"with names {list(entry.get('names', []))!r}"
+    return _describe(entry)

@@ -43,7 +43,11 @@ from gradwise.distributed._codec import (
     from_payload,
     to_payload,
 )
+from gradwise.distributed._hooks import check_state_keys
 from gradwise.distributed._world import all_gather_flat
+
+#: The error-feedback memories in a parameter's optimizer state.
+_MEMORIES = ("worker_error", "server_error")
 
 #: Constraints on OneBitAdam's per-group hyperparameters (also checked in add_param_group).
 _GROUP_CONSTRAINTS: dict[str, Constraint] = {
@@ -103,6 +107,11 @@ class OneBitAdam(torch.optim.Optimizer):
     when every parameter has a gradient at every step); in the compression stage a
     parameter without a gradient counts as a zero gradient (so every rank sends the same
     tensors), and a parameter that had no gradient during the warmup is never updated.
+    The error memories are float32 for bfloat16 and float16 parameters (in the
+    parameter's dtype for float32 and float64): error feedback adds up residuals far
+    below a bfloat16 parameter's resolution (8 bits of mantissa), which a memory of its
+    dtype would round away; :meth:`load_state_dict` converts memories of another dtype
+    (older checkpoints kept them in the parameter's).
 
     In one process (no initialized process group, or a world of 1) nothing is
     communicated: OneBitAdam is Adam whose :math:`\hat v` is frozen after ``freeze_step``.
@@ -213,7 +222,20 @@ class OneBitAdam(torch.optim.Optimizer):
                 "OneBitAdam state (with a 'one_bit_adam' entry). Got keys "
                 f"{sorted(state_dict)} instead."
             )
-        super().load_state_dict(dict(state_dict))
+        # torch casts every floating state tensor to its parameter's dtype: the memories
+        # go around it, to be kept at their own precision (see _memory_dtype).
+        state_dict = dict(state_dict)
+        memories: dict[Any, dict[str, Tensor]] = {}
+        stripped = {}
+        for index, entry in state_dict.get("state", {}).items():
+            memories[index] = {k: v for k, v in entry.items() if k in _MEMORIES}
+            stripped[index] = {k: v for k, v in entry.items() if k not in _MEMORIES}
+        state_dict["state"] = stripped
+        super().load_state_dict(state_dict)
+        saved_indices = [index for group in state_dict["param_groups"] for index in group["params"]]
+        for index, p in zip(saved_indices, _all_parameters(self), strict=True):
+            for key, tensor in memories.get(index, {}).items():
+                self.state[p][key] = tensor.to(device=p.device, dtype=_memory_dtype(p))
         self.num_steps = int(saved["num_steps"])
         self.bytes_sent = int(saved["bytes_sent"])
 
@@ -311,8 +333,8 @@ class OneBitAdam(torch.optim.Optimizer):
         )
         for p, state, momentum, worker_part, server_part in parts:
             state["exp_avg"].copy_(momentum.view_as(p))
-            state["worker_error"] = worker_part.view_as(p).to(p.dtype)
-            state["server_error"] = server_part.to(p.dtype)
+            state["worker_error"] = worker_part.view_as(p).to(_memory_dtype(p))
+            state["server_error"] = server_part.to(_memory_dtype(p))
 
     def _chunk_layout(self, lengths: tuple[int, ...], device: torch.device) -> Chunks:
         key = (lengths, self.world_size, str(device))
@@ -326,6 +348,11 @@ class OneBitAdam(torch.optim.Optimizer):
         if dist.is_available() and dist.is_initialized():
             return dist.group.WORLD
         return None
+
+
+def _memory_dtype(p: Tensor) -> torch.dtype:
+    """The dtype of ``p``'s error memories: float32 for a 16-bit parameter, else its own."""
+    return torch.promote_types(p.dtype, torch.float32)
 
 
 def _gradient(p: Tensor, weight_decay: float) -> Tensor:
@@ -449,11 +476,18 @@ class OneBitAdamRankState:
         """Restore this rank's memories saved by :meth:`state_dict` (same world size)."""
         optimizer = self.optimizer
         owner = "OneBitAdamRankState.load_state_dict"
+        check_state_keys(
+            state_dict,
+            ("world_size", "bytes_sent", "worker_error", "server_error"),
+            owner,
+            "OneBitAdamRankState.state_dict()",
+        )
         if state_dict["server_error"] and state_dict["world_size"] != optimizer.world_size:
             raise ValueError(
                 f"The 'state_dict' parameter of {owner} must come from a run with world size "
                 f"{optimizer.world_size} (the server memory is one chunk per rank). Got world "
-                f"size {state_dict['world_size']} instead."
+                f"size {state_dict['world_size']} instead; resume on "
+                f"{state_dict['world_size']} ranks."
             )
         params = _all_parameters(optimizer)
         loaded = {
@@ -461,11 +495,13 @@ class OneBitAdamRankState:
             for key, size in (("worker_error", 1), ("server_error", optimizer.world_size))
         }
         for index, tensor in loaded["worker_error"].items():
-            optimizer.state[params[index]]["worker_error"] = tensor.to(params[index]).view_as(
-                params[index]
-            )
+            p = params[index]
+            memory = tensor.to(device=p.device, dtype=_memory_dtype(p))
+            optimizer.state[p]["worker_error"] = memory.view_as(p)
         for index, tensor in loaded["server_error"].items():
-            optimizer.state[params[index]]["server_error"] = tensor.to(params[index]).reshape(-1)
+            p = params[index]
+            memory = tensor.to(device=p.device, dtype=_memory_dtype(p))
+            optimizer.state[p]["server_error"] = memory.reshape(-1)
         optimizer.bytes_sent = int(state_dict["bytes_sent"])
 
 
@@ -474,8 +510,14 @@ def _all_parameters(optimizer: torch.optim.Optimizer) -> list[Tensor]:
 
 
 def _checked_memory(
-    memory: Mapping[int, Tensor], params: Sequence[Tensor], world_size: int, key: str, owner: str
+    memory: Any, params: Sequence[Tensor], world_size: int, key: str, owner: str
 ) -> dict[int, Tensor]:
+    if not isinstance(memory, Mapping):
+        raise ValueError(
+            f"The 'state_dict' parameter of {owner} must hold {key} memories in a dict keyed "
+            f"by parameter index. Got a {type(memory).__name__} instead; load a state saved "
+            "by OneBitAdamRankState.state_dict()."
+        )
     checked = {}
     for index, tensor in memory.items():
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(params):
@@ -486,9 +528,12 @@ def _checked_memory(
         expected = math.ceil(params[index].numel() / world_size)
         if not isinstance(tensor, Tensor) or tensor.numel() != expected:
             got = f"{tensor.numel()} elements" if isinstance(tensor, Tensor) else repr(tensor)
+            where = f"on {world_size} ranks, " if key == "server_error" else ""
             raise ValueError(
                 f"The 'state_dict' parameter of {owner} must hold a {key} of {expected} "
-                f"elements for parameter {index}. Got {got} instead."
+                f"elements for parameter {index} (of shape {tuple(params[index].shape)}). Got "
+                f"{got} instead; load this rank's state saved {where}for an optimizer over "
+                "parameters of the same shapes, in the same order."
             )
         checked[int(index)] = tensor.detach().clone()
     return checked
