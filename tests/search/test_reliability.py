@@ -1,15 +1,25 @@
-"""Killed workers, several workers on one SQLite file, and PostgreSQL across workers."""
+"""Killed workers, several workers on one SQLite file, PostgreSQL across workers, and
+searches interrupted at awkward moments then resumed."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
 import signal
+import sqlite3
 import subprocess
+import warnings
+from pathlib import Path
 
+import optuna
 import pytest
+import yaml
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from gradwise.search import grid_points, parse_search
 from tests.cli.helpers import gradwise, start
 from tests.postgres_server import new_database
 from tests.search.helpers import (
@@ -205,3 +215,90 @@ def test_a_resumed_trial_of_a_later_stage_waits_for_the_stage_before(tmp_path) -
     for path, value in best.params.items():
         assert math.isclose(second.params[path], value, rel_tol=1e-9), path
     assert second.datetime_complete > best.datetime_complete
+
+
+# About 2 ms a point on SQLite: a grid of 1972 points takes seconds to queue.
+GRID_TRIALS = 2000
+
+
+def _trials_in(database: Path) -> int:
+    """How many trials a study's SQLite file holds (0 before Optuna has made its tables)."""
+    if not database.is_file():  # connecting would make an empty file
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(database, timeout=60)) as db:
+            return int(db.execute("SELECT count(*) FROM trials").fetchone()[0])
+    except sqlite3.OperationalError:  # no tables yet
+        return 0
+
+
+def test_a_grid_interrupted_while_queueing_its_points_queues_each_point_once(tmp_path) -> None:
+    # QA: Ctrl-C while a grid search queued its points, then the same command, queued the
+    # whole grid again after the points already queued: they ran twice.
+    config = write_config(tmp_path, "grid", epochs=40)
+    grid = grid_points(parse_search(yaml.safe_load(config.read_text())), GRID_TRIALS, 0)
+    args = ["search", str(config), "--strategy", "grid", "--trials", str(GRID_TRIALS)]
+    folder = tmp_path / "studies" / "grid"
+    first = start(*args, cwd=tmp_path)
+    wait_for(lambda: _trials_in(folder / "study.db") >= 100, 120, "the first grid points")
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
+    queued = _trials_in(folder / "study.db")
+    assert 0 < queued < len(grid), f"not interrupted while queueing: {queued} of {len(grid)}"
+
+    resumed = start(*args, cwd=tmp_path)
+    # Stopped in its first trial's training (a Ctrl-C as a trial ends can be lost).
+    wait_for(lambda: list(folder.glob("trials/*/checkpoints/last.pt")), 120, "a checkpoint")
+    assert resumed.poll() is None, "the resumed search ended before the test could stop it"
+    resumed.send_signal(signal.SIGINT)
+    _, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == 130, stderr
+    trials = load(storage_of(folder), "grid")
+    points = sorted(tuple(sorted(t.system_attrs["fixed_params"].items())) for t in trials)
+    assert len(trials) == len(grid)
+    assert points == sorted(tuple(sorted(point.items())) for point in grid)
+
+
+def _leave_interrupted_trials(url: str, name: str, attempts: list[int]) -> None:
+    """Add trials to a study as Ctrl-C leaves them: trial k failed, without a reason,
+    ``attempts[k]`` times, each retry queued by Optuna's callback as a resume queues it."""
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+        distributions = study.trials[0].distributions
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=None)
+        for count in attempts:
+            trial = study.ask(distributions)
+            for attempt in range(count):
+                study.tell(trial, state=TrialState.FAIL)
+                if attempt + 1 < count:
+                    retry(study, study.trials[trial.number])
+                    trial = study.ask()  # pops the queued retry, as a worker does
+    finally:
+        storage.engine.dispose()
+
+
+def test_the_resume_message_counts_only_the_trials_queued_again(tmp_path) -> None:
+    # QA: a trial interrupted on each of its 4 attempts (the first and 3 retries) is not
+    # queued again, but "resuming: N interrupted trial(s) queued again" counted it.
+    config = write_config(tmp_path, "tired", epochs=1)
+    made = gradwise("search", str(config), "--trials", "1", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    url = storage_of(tmp_path / "studies" / "tired")
+    _leave_interrupted_trials(url, "tired", attempts=[4, 1])
+    before = len(load(url, "tired"))
+    exhausted, once = 1, before - 1  # trial numbers: 1 to 4 are the first chain's attempts
+
+    resumed = gradwise("search", str(config), "--trials", "3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load(url, "tired")
+    retries = [t.system_attrs["failed_trial"] for t in trials[before:]]
+    assert retries == [once]
+    assert exhausted not in retries
+    said = re.search(r"resuming: (\d+) interrupted trial\(s\) queued again", resumed.stderr)
+    assert said is not None, resumed.stderr
+    assert int(said.group(1)) == len(retries)
+    assert trials[-1].state == TrialState.COMPLETE

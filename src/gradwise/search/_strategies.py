@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -24,10 +24,15 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial
 
 from gradwise.config import ConfigError
-from gradwise.search._space import Parameter, SearchSpec
+from gradwise.search._space import Parameter, SearchSpec, _choice_identity
 from gradwise.search._stages import slot_of, stage_of_slot, stage_ranges
 
 STRATEGIES = ("grid", "random", "coarse-to-fine", "tpe")
+
+# Study user attributes of a grid search.
+_GRID_BUDGET_ATTR = "grid_budget"  # the budget its points were made for
+_GRID_SIZE_ATTR = "grid_size"
+_GRID_ENQUEUED_ATTR = "grid_enqueued"  # every point is in the study
 
 
 def make_sampler(strategy: str, spec: SearchSpec, seed: int | None) -> BaseSampler:
@@ -175,12 +180,35 @@ def _cell_centres(parameter: Parameter, count: int) -> list[Any]:
 
 
 def enqueue_grid(study: Study, spec: SearchSpec, budget: int, seed: int) -> int:
-    """Enqueue the grid's points once (a re-run finds them queued); returns the grid size."""
-    if study.user_attrs.get("grid_enqueued"):
-        return int(study.user_attrs["grid_size"])
-    points = grid_points(spec, budget, seed)
+    """Enqueue each of the grid's points once; returns the grid size.
+
+    A search stopped (Ctrl-C, a kill) while it enqueued leaves part of the grid queued.
+    Run again, this enqueues only the points no trial of the study has (queued, running,
+    finished or retried), from the grid of the first run's budget, so the study ends with
+    each point once.
+    """
+    attributes = study.user_attrs
+    if attributes.get(_GRID_ENQUEUED_ATTR):
+        return int(attributes[_GRID_SIZE_ATTR])
+    if _GRID_BUDGET_ATTR not in attributes:
+        # Stored before the first point, so a resume with another --trials finishes
+        # this grid instead of queueing another one's points too.
+        study.set_user_attr(_GRID_BUDGET_ATTR, budget)
+    points = grid_points(spec, int(attributes.get(_GRID_BUDGET_ATTR, budget)), seed)
+    # An enqueued trial keeps its point in "fixed_params" (so does its retry).
+    queued = {
+        _point_identity(trial.system_attrs.get("fixed_params", trial.params))
+        for trial in study.get_trials(deepcopy=False)
+    }
     for point in points:
-        study.enqueue_trial(point, skip_if_exists=False)
-    study.set_user_attr("grid_size", len(points))
-    study.set_user_attr("grid_enqueued", True)
+        if _point_identity(point) not in queued:
+            study.enqueue_trial(point, skip_if_exists=False)
+    study.set_user_attr(_GRID_SIZE_ATTR, len(points))
+    study.set_user_attr(_GRID_ENQUEUED_ATTR, True)
     return len(points)
+
+
+def _point_identity(point: Mapping[str, Any]) -> frozenset[tuple[str, tuple[str, Any]]]:
+    """What makes two grid points one trial, exactly (Optuna's skip_if_exists compares
+    numbers with a relative tolerance and takes True for 1)."""
+    return frozenset((path, _choice_identity(value)) for path, value in point.items())

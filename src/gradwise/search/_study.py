@@ -284,20 +284,33 @@ def requeue_interrupted(study: optuna.Study) -> int:
 
     Killed workers' trials are re-queued by the heartbeat; trials stopped by Ctrl-C are
     failed by Optuna at once and need this (run by ``gradwise search`` when it starts).
+    A trial whose retries are used up (``MAX_RETRIES``) is not queued again. Returns how
+    many retries were queued.
     """
     trials = study.get_trials(deepcopy=False)
     # The latest attempt of each chain is the one to retry; earlier attempts have retries.
     latest: dict[int, FrozenTrial] = {}
     for trial in trials:
         latest[original_number(trial)] = trial
-    count = 0
+    interrupted = [
+        trial
+        for trial in latest.values()
+        if trial.state == TrialState.FAIL and not _failed_for_good(trial)
+    ]
+    if not interrupted:
+        return 0
     with heartbeats_allowed():
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
-        for trial in latest.values():
-            if trial.state == TrialState.FAIL and not _failed_for_good(trial):
-                retry(study, trial)
-                count += 1
-    return count
+        for trial in interrupted:
+            retry(study, trial)
+    # Count the retries in the storage: the callback silently skips a trial out of retries.
+    chains = {original_number(trial) for trial in interrupted}
+    newest = trials[-1].number
+    return sum(
+        1
+        for trial in study.get_trials(deepcopy=False)
+        if trial.number > newest and is_retry(trial) and original_number(trial) in chains
+    )
 
 
 # -- one trial at a time --------------------------------------------------------------------
