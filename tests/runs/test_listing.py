@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from gradwise.report import runs_table
 from gradwise.runs import RunFolder, RunInfo, list_runs, to_timestamp, write_summary
 
 
@@ -72,3 +73,32 @@ def test_bad_root_is_refused():
 )  # fmt: skip
 def test_to_timestamp(value, expected):
     assert to_timestamp(value) == expected
+
+
+def test_start_times_that_datetime_cannot_show_are_not_timestamps():
+    milliseconds = 1_700_000_000_000.0  # time.time() * 1000: year ~55,800
+    for value in (milliseconds, 1e300, -1e18, "9999-12-31T23:59:59-14:00", 10**400):
+        assert to_timestamp(value) is None, value
+    assert to_timestamp(1_700_000_000.0) == 1_700_000_000.0
+
+
+def test_a_summary_with_out_of_range_numbers_is_listed_and_printed(tmp_path):
+    # Summaries edited by hand or written by another tool: a start in milliseconds, ints
+    # beyond the float range. The listing and `gradwise runs` show them instead of failing.
+    make_run(tmp_path, "millis", {"status": "completed", "started": 1_700_000_000_000})
+    make_run(tmp_path, "huge", {
+        "status": "failed", "started": 1000.0, "duration_s": 10**400,
+        "best": {"monitor": "val_loss", "value": -(10**400), "epoch": 2},
+    })  # fmt: skip
+    os.utime(tmp_path / "millis", (5000.0, 5000.0))
+    runs = list_runs(tmp_path)
+    assert [(run.name, run.status, run.started) for run in runs] == [
+        ("huge", "failed", 1000.0),
+        ("millis", "completed", None),  # sorted by its folder's time
+    ]
+    assert runs[0].duration_s is None
+    assert runs[0].best_value is None
+    assert runs[0].best_epoch == 2
+    text = runs_table(runs).render_text()
+    assert "millis" in text
+    assert "huge" in text

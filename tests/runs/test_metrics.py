@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections import ChainMap
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -337,3 +339,12 @@ def test_truncate_after_keeps_the_file_permissions(tmp_path):
     os.chmod(path, 0o640)
     MetricsLog.truncate_file_after(path, 2)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_record_may_be_any_mapping(tmp_path):
+    # append's check and type accept any Mapping, and a record holds mappings; json
+    # itself encodes only dicts.
+    path = tmp_path / "metrics.jsonl"
+    record = MappingProxyType({"kind": "epoch", "step": 3, "extra": ChainMap({"a": 1.5})})
+    write_records(path, [record])
+    assert read_records(path) == [{"kind": "epoch", "step": 3, "extra": {"a": 1.5}}]

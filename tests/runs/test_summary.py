@@ -4,7 +4,10 @@ import enum
 import json
 import math
 import os
+import re
+from collections import ChainMap
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -63,7 +66,7 @@ def test_summary_rewrite_replaces_the_file_atomically(run):
 
 def test_a_failed_summary_write_leaves_the_old_summary(run):
     write_summary(run, SUMMARY)
-    with pytest.raises(ValueError, match=r"'record' parameter of write_summary must"):
+    with pytest.raises(ValueError, match=r"^The 'summary' parameter of write_summary must"):
         write_summary(run, {"status": "running", "bad": object()})
     assert read_summary(run) == SUMMARY
     assert sorted(p.name for p in run.path.iterdir()) == ["checkpoints", "summary.json"]
@@ -161,3 +164,26 @@ def test_rewritten_files_are_readable_by_others_as_usual(run):
     write_config(run, {"a": 1})
     assert run.summary_path.stat().st_mode & 0o777 == 0o644
     assert run.config_path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_summary_may_be_any_mapping(run):
+    # write_summary accepts any Mapping (as its check says); json encodes only dicts.
+    metadata = MappingProxyType({"dataset": "mnist1d", "optimizer": {"name": "adam"}})
+    write_summary(run, ChainMap({"status": "running"}, {"meta": metadata}))
+    assert read_summary(run) == {
+        "status": "running", "meta": {"dataset": "mnist1d", "optimizer": {"name": "adam"}},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["summary.json", "config.yaml"])
+def test_a_file_that_is_not_utf8_is_an_error_naming_it(run, name):
+    data = b'{"status": "completed", "model": "caf\xe9"}\n'  # Latin-1, as an editor may save
+    (run.path / name).write_bytes(data)
+    read = read_summary if name == "summary.json" else read_config
+    expected = (
+        f"{run.path / name} is not UTF-8 text (byte 0xe9 at offset {data.index(0xE9)}): it "
+        "is damaged or was saved in another encoding. Save it as UTF-8 or restore it from a "
+        "copy."
+    )
+    with pytest.raises(ValueError, match=rf"^{re.escape(expected)}$"):
+        read(run)

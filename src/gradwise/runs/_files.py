@@ -23,12 +23,15 @@ class RunFolderError(OSError):
     """
 
 
-def to_json(value: Mapping[str, Any], owner: str, indent: int | None = None) -> str:
+def to_json(
+    value: Mapping[str, Any], owner: str, indent: int | None = None, *, name: str = "record"
+) -> str:
     """JSON for ``value`` (one line unless ``indent``); NaN and +-inf become ``NaN``/``Infinity``.
 
     Python's ``json`` and ``pandas.read_json`` read those tokens back (strict JSON parsers
     such as ``jq`` refuse them). Numpy scalars and one-element tensors become numbers,
-    paths strings, datetimes ISO 8601 strings, enums their value.
+    paths strings, datetimes ISO 8601 strings, enums their value, any mapping an object.
+    A value it cannot encode is a ValueError naming ``owner``'s parameter ``name``.
     """
     try:
         return json.dumps(value, default=_encode, allow_nan=True, ensure_ascii=True, indent=indent)
@@ -37,7 +40,7 @@ def to_json(value: Mapping[str, Any], owner: str, indent: int | None = None) -> 
             "a mapping of str to JSON values (numbers, str, bool, None, lists, mappings, "
             f"numpy scalars, one-element tensors) [{error}]"
         )
-        raise invalid_value_error("record", owner, expected, _short(value)) from None
+        raise invalid_value_error(name, owner, expected, _short(value)) from None
 
 
 def _encode(obj: Any) -> Any:
@@ -47,6 +50,8 @@ def _encode(obj: Any) -> Any:
         return obj.isoformat()
     if isinstance(obj, Enum):
         return obj.value
+    if isinstance(obj, Mapping):  # json encodes only dicts (MappingProxyType, ChainMap...)
+        return dict(obj)
     item = getattr(obj, "item", None)
     if callable(item):
         try:

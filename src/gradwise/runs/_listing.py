@@ -54,8 +54,10 @@ def list_runs(root: str | os.PathLike[str] = "runs") -> list[RunInfo]:
 
     A run is a folder directly in ``root`` that holds ``summary.json`` or
     ``config.yaml``. Runs are ordered by their summary's ``started`` time; a run without
-    one falls back to the time its folder was last modified. A missing ``root`` has no
-    runs.
+    one (or with one :func:`to_timestamp` cannot read) falls back to the time its folder
+    was last modified. A missing ``root`` has no runs. Neither stops the listing: a
+    summary that cannot be read (status ``"unknown"``), a field that is not a usable
+    value (None).
 
     Example:
         >>> import tempfile
@@ -115,14 +117,26 @@ def _start_time(info: RunInfo) -> float:
 
 
 def to_timestamp(value: Any) -> float | None:
-    """POSIX seconds from POSIX seconds or an ISO 8601 string; None if neither."""
+    """POSIX seconds from POSIX seconds or an ISO 8601 string; None if neither.
+
+    None too for a time ``datetime.fromtimestamp`` cannot show (beyond the years 1-9999,
+    e.g. milliseconds written where seconds belong), so every timestamp returned here can
+    be formatted.
+    """
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value).timestamp()
-        except ValueError:
+            seconds: float | None = datetime.fromisoformat(value).timestamp()
+        except (ValueError, OverflowError, OSError):
             return None
-    number = _number(value)
-    return number if number is not None and math.isfinite(number) else None
+    else:
+        seconds = _number(value)
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    try:
+        datetime.fromtimestamp(seconds)
+    except (ValueError, OverflowError, OSError):  # the platform's errors for out-of-range times
+        return None
+    return seconds
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -140,7 +154,10 @@ def _text(value: Any) -> str | None:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range (JSON allows any int)
+        return None
 
 
 def _integer(value: Any) -> int | None:

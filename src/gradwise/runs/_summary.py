@@ -64,7 +64,7 @@ def write_summary(folder: FolderLike, summary: Mapping[str, Any]) -> None:
     check("summary", "write_summary", summary, _MAPPING)
     if "status" in summary:
         check("status", "write_summary", summary["status"], OneOf(STATUSES))
-    text = to_json(summary, "write_summary", indent=2) + "\n"
+    text = to_json(summary, "write_summary", indent=2, name="summary") + "\n"
     _write(run.summary_path, text.encode("ascii"), "summary")
 
 
@@ -73,7 +73,8 @@ def read_summary(folder: FolderLike) -> dict[str, Any]:
 
     Raises:
         RunFolderError: the run has no summary (yet) or it cannot be read.
-        ValueError: the file is not a JSON object (it was edited by hand).
+        ValueError: the file is not a JSON object (it was edited by hand), or not UTF-8;
+            the message names the file.
     """
     run = _folder(folder, "read_summary")
     return _read_json_object(run.summary_path)
@@ -118,7 +119,8 @@ def read_config(folder: FolderLike) -> dict[str, Any]:
 
     Raises:
         RunFolderError: the run has no config or it cannot be read.
-        ValueError: the file is not a YAML mapping.
+        ValueError: the file is not a YAML mapping, or not UTF-8; the message names the
+            file.
     """
     yaml = _yaml()
     run = _folder(folder, "read_config")
@@ -168,6 +170,12 @@ def _read_text(path: Path, what: str) -> str:
         ) from None
     except OSError as error:
         raise RunFolderError(f"Could not read {path}: {describe_os_error(error)}.") from error
+    except UnicodeDecodeError as error:  # a ValueError that would not name the file
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}): it is damaged or was saved in another encoding. Save it as UTF-8 "
+            "or restore it from a copy."
+        ) from None
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
