@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from gradwise import Trainer, optim
 from gradwise.config import ConfigError, RunConfig, load_config
 from gradwise.data import load_dataset
-from gradwise.runs import RunFolder, RunFolderError, list_runs, read_records, read_summary
+from gradwise.runs import (
+    RunFolder,
+    RunFolderError,
+    list_runs,
+    read_records,
+    read_summary,
+    write_summary,
+)
 from gradwise.train import (
     Callback,
     FitResult,
@@ -183,6 +190,25 @@ def test_resuming_a_finished_run_is_refused_and_changes_nothing(small_config: Ru
         resume(done.run.path, progress=False)
     after = {p.name: p.read_bytes() for p in done.run.path.iterdir() if p.is_file()}
     assert after == before
+
+
+def test_a_run_killed_after_its_test_record_resumes_without_a_second_one(
+    small_config: RunConfig,
+) -> None:
+    # The test split is evaluated after the last checkpoint, at its step: a kill between
+    # that record and the final summary leaves a "running" run whose resume evaluates the
+    # test split again. Its first test record must go, as records after the checkpoint do.
+    whole = train(replace(small_config, name="whole"), progress=False)
+    assert whole.run is not None
+    killed = train(replace(small_config, name="killed"), progress=False)
+    assert killed.run is not None
+    summary = read_summary(killed.run)
+    write_summary(killed.run, {**summary, "status": "running"})
+    assert [r["kind"] for r in read_records(killed.run)].count("test") == 1
+    resumed = resume(killed.run.path, progress=False)
+    assert resumed.summary["status"] == "completed"
+    assert [r["kind"] for r in read_records(killed.run)].count("test") == 1
+    assert _records_without_time(killed.run) == _records_without_time(whole.run)
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "hinge"])

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
@@ -120,11 +120,14 @@ class MetricsLog:
         except OSError as error:
             raise _failed("sync", self.path, error) from error
 
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int, *, after_checkpoint: Collection[str] = ()) -> None:
         """Drop every record whose ``"step"`` is greater than ``step``, atomically.
 
         For resuming from a checkpoint taken at ``step``: the records written after it
-        would otherwise appear twice. Records without a step are kept. The file is
+        would otherwise appear twice. Records without a step are kept. Records whose
+        ``"kind"`` is in ``after_checkpoint`` are written after the checkpoint of their own
+        step (a run's test evaluation follows its last checkpoint): those at ``step`` are
+        dropped too. The file is
         rewritten to a temporary file and renamed over the old one, so a crash leaves
         either the old or the new file, never a mix.
 
@@ -134,6 +137,7 @@ class MetricsLog:
 
         Args:
             step: the optimizer step of the checkpoint, an int >= 0.
+            after_checkpoint: record kinds written after the checkpoint of their step.
 
         Raises:
             RunFolderError: a line before the last is not a JSON object (the message
@@ -145,7 +149,12 @@ class MetricsLog:
         os.close(descriptor)
         self._descriptor = None
         try:
-            kept = [r for r in records if not _after(r.get("step"), step)]
+            kept = [
+                r
+                for r in records
+                if not _after(r.get("step"), step)
+                and not (r.get("kind") in after_checkpoint and r.get("step") == step)
+            ]
             lines = "".join(to_json(r, "MetricsLog.truncate_after") + "\n" for r in kept)
             write_atomically(self.path, lines.encode("ascii"))
         except OSError as error:

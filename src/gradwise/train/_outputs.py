@@ -33,7 +33,9 @@ class RunOutputs:
             self.metrics = MetricsLog(folder.metrics_path)  # repairs a torn last line
             if resume_step is not None:
                 try:
-                    self.metrics.truncate_after(resume_step)
+                    # The test split is evaluated after the last checkpoint, at its step: a
+                    # run killed before its final summary evaluates it again on resume.
+                    self.metrics.truncate_after(resume_step, after_checkpoint=("test",))
                 except BaseException:
                     self.metrics.close()  # a damaged file: do not leak the descriptor
                     raise
