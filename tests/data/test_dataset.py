@@ -46,6 +46,21 @@ def test_dataset_is_frozen_and_detached():
         data.inputs = torch.zeros(3, 2)
 
 
+def test_flipped_and_big_endian_numpy_arrays_are_accepted():
+    # np.flip gives negative strides and '>f8' is a big-endian dtype: torch.tensor refuses
+    # both. The oracle is the same values read from plain native copies.
+    images = np.random.default_rng(0).normal(size=(4, 1, 3, 3))
+    labels = np.array([2, 0, 1, 1])
+    flipped = Dataset.from_arrays(np.flip(images, axis=3), labels[::-1])
+    assert torch.equal(flipped.inputs, torch.tensor(np.flip(images, axis=3).copy()).float())
+    assert flipped.targets.tolist() == [1, 1, 0, 2]
+    swapped = Dataset.from_arrays(images.astype(">f8"), labels.astype(">i4"))
+    assert torch.equal(swapped.inputs, torch.tensor(images).float())
+    assert swapped.targets.tolist() == labels.tolist()
+    regression = Dataset.from_arrays(images.astype(">f4"), labels.astype(">f8"))
+    assert regression.targets[:, 0].tolist() == [2.0, 0.0, 1.0, 1.0]
+
+
 def test_subset_indexes_in_the_given_order():
     data = Dataset(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 3, 4]))
     picked = data.subset([4, 0, 2])
@@ -54,6 +69,38 @@ def test_subset_indexes_in_the_given_order():
     assert len(data.subset(torch.tensor([], dtype=torch.int64))) == 0
     with pytest.raises(ValueError, match=r"'indices' parameter of Dataset.subset must be a 1-D"):
         data.subset(torch.zeros(2, 2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [
+        torch.tensor([True, False, True, False, False]),  # a mask: cast, it picked 1, 0, 1, ...
+        np.array([False, False, False, True, True]),
+        [True, False],
+        torch.tensor([3.0, 4.0]),  # floats: truncated silently
+        np.array([0.5]),
+    ],
+)
+def test_subset_refuses_masks_and_fractional_indices(indices):
+    data = Dataset(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 3, 4]))
+    with pytest.raises(TypeError, match=r"must hold integer sample indices. Got dtype torch\."):
+        data.subset(indices)
+    mask = torch.as_tensor(indices)
+    if mask.dtype == torch.bool and len(mask) == len(data):  # the fix the message prescribes
+        assert data.subset(torch.nonzero(mask).squeeze(1)).targets.tolist() == [
+            i for i in range(5) if mask[i]
+        ]
+
+
+@pytest.mark.parametrize(("indices", "low", "high"), [([0, 5], 0, 5), ([-1, 2], -1, 2)])
+def test_subset_out_of_range_says_the_valid_range(indices, low, high):
+    data = Dataset(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 3, 4]))
+    with pytest.raises(
+        ValueError,
+        match=rf"indices in 0..4 \(the dataset has 5 samples\). Got indices from "
+        rf"{low} to {high} instead",
+    ):
+        data.subset(indices)
 
 
 @pytest.mark.parametrize(
@@ -172,6 +219,28 @@ def test_from_datasets_infers_the_rest():
     assert regression.output_size == 4
 
 
+@pytest.mark.parametrize(
+    ("arguments", "match"),
+    [
+        (
+            {"train": (torch.zeros(3, 2), torch.zeros(3, dtype=torch.int64))},
+            r"'train' parameter of DataSplits.from_datasets must be a gradwise.data.Dataset. "
+            r"Got tuple instead; wrap arrays as Dataset\(inputs, targets\)",
+        ),
+        ({"train": None}, r"'train' parameter .* must be a gradwise.data.Dataset. Got NoneType"),
+        (
+            {"test": [1, 2]},
+            r"'test' parameter .* must be a gradwise.data.Dataset or None. Got list",
+        ),
+        ({"validation": np.zeros(3)}, r"'validation' parameter .* or None. Got ndarray"),
+    ],
+)
+def test_from_datasets_needs_datasets(arguments, match):
+    train = Dataset(torch.zeros(3, 2), torch.tensor([0, 1, 0]))
+    with pytest.raises(TypeError, match=match):
+        DataSplits.from_datasets(**{"train": train, **arguments})
+
+
 def test_sample_is_a_seeded_permutation_prefix_and_takes_all_when_asked_for_more():
     data = Dataset(torch.arange(10.0).unsqueeze(1), torch.arange(10) % 2)
     order = torch.randperm(10, generator=torch.Generator().manual_seed(3))
@@ -180,3 +249,20 @@ def test_sample_is_a_seeded_permutation_prefix_and_takes_all_when_asked_for_more
     assert torch.equal(data.sample(4, seed=3).inputs, four.inputs)
     assert not torch.equal(data.sample(4, seed=4).inputs, four.inputs)
     assert sorted(data.sample(50, seed=0).inputs[:, 0].tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("count", "seed", "match"),
+    [
+        (-1, 0, r"'count' parameter of Dataset.sample must be an int >= 0. Got -1 instead"),
+        (2.5, 0, r"'count' parameter of Dataset.sample must be an int >= 0. Got 2.5 instead"),
+        (3, -1, r"'seed' parameter of Dataset.sample must be an int in \[0, 2\*\*64 - 1\]"),
+        (3, 2**64, r"'seed' parameter of Dataset.sample must be an int in \[0, 2\*\*64 - 1\]"),
+        (3, 1.5, r"'seed' parameter of Dataset.sample must be an int"),
+    ],
+)
+def test_sample_checks_its_arguments(count, seed, match):
+    # A negative count used to slice the permutation from the end: 9 of 10 samples for -1.
+    data = Dataset(torch.arange(10.0).unsqueeze(1), torch.arange(10) % 2)
+    with pytest.raises(ValueError, match=match):
+        data.sample(count, seed)

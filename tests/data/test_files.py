@@ -132,6 +132,22 @@ def test_npy_with_a_targets_file(tmp_path):
     assert splits.num_classes == 2
 
 
+def test_big_endian_files_are_read_like_native_ones(tmp_path):
+    # A .npy written on a big-endian machine (or with dtype '>f4') keeps that byte order
+    # when loaded; torch.tensor refused it. The oracle is the native file's splits.
+    x, y = _classification_arrays()
+    table = np.column_stack([x, y])
+    np.save(tmp_path / "native.npy", table)
+    np.save(tmp_path / "swapped.npy", table.astype(">f8"))
+    np.savez(tmp_path / "swapped.npz", x=x.astype(">f4"), y=y.astype(">i8"))
+    native = load_dataset(tmp_path / "native.npy", seed=3)
+    for name in ("swapped.npy", "swapped.npz"):
+        swapped = load_dataset(tmp_path / name, seed=3)
+        for split, dataset in native.splits().items():
+            assert torch.equal(swapped.splits()[split].inputs, dataset.inputs)
+            assert torch.equal(swapped.splits()[split].targets, dataset.targets)
+
+
 # --- .csv ---------------------------------------------------------------------------------
 
 

@@ -10,8 +10,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gradwise._validation import NON_NEGATIVE_INT, Satisfies, check
+
 Task = Literal["classification", "regression"]
 TASKS: tuple[Task, ...] = ("classification", "regression")
+
+
+def _is_generator_seed(value: Any) -> bool:
+    # What torch.Generator.manual_seed takes, compared exactly (a float bound lets 2**64 in).
+    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    return is_int and 0 <= int(value) < 2**64
+
+
+_GENERATOR_SEED = Satisfies(_is_generator_seed, "an int in [0, 2**64 - 1]")
 
 
 @dataclass(frozen=True)
@@ -69,21 +80,40 @@ class Dataset:
         return "regression" if self.targets.is_floating_point() else "classification"
 
     def subset(self, indices: Tensor | Sequence[int]) -> Dataset:
-        """The samples at ``indices`` (a copy, in the order given)."""
-        index = torch.as_tensor(indices, dtype=torch.int64, device=self.inputs.device)
+        """The samples at ``indices`` (a copy, in the order given), each in ``0..N-1``."""
+        index = torch.as_tensor(indices)
+        if index.numel() == 0:
+            index = index.to(torch.int64)  # torch reads an empty list as float32
+        # Cast to int64, a boolean mask would pick samples 0 and 1 and a float index would
+        # be truncated: both silently select the wrong samples.
+        if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+            raise TypeError(
+                "The 'indices' parameter of Dataset.subset must hold integer sample indices. "
+                f"Got dtype {index.dtype} instead; for a boolean mask pass "
+                "torch.nonzero(mask).squeeze(1)."
+            )
         if index.dim() != 1:
             raise ValueError(
                 "The 'indices' parameter of Dataset.subset must be a 1-D sequence of ints. "
                 f"Got a tensor of shape {tuple(index.shape)} instead."
             )
+        if index.numel() and not 0 <= int(index.min()) <= int(index.max()) < len(self):
+            raise ValueError(
+                f"The 'indices' parameter of Dataset.subset must hold indices in "
+                f"0..{len(self) - 1} (the dataset has {len(self)} samples). Got indices from "
+                f"{int(index.min())} to {int(index.max())} instead."
+            )
+        index = index.to(device=self.inputs.device, dtype=torch.int64)
         return Dataset(self.inputs.index_select(0, index), self.targets.index_select(0, index))
 
     def sample(self, count: int, seed: int) -> Dataset:
         """``count`` samples (all, if fewer) in the order of a permutation seeded with
         ``seed``: a subset that represents the data even when the split is ordered by
         class, the same for the same seed (the Trainer's monitoring subset, the doctor's
-        checks)."""
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        checks). ``count`` is an int >= 0 and ``seed`` an int in [0, 2**64 - 1]."""
+        check("count", "Dataset.sample", count, NON_NEGATIVE_INT)
+        check("seed", "Dataset.sample", seed, _GENERATOR_SEED)
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(int(seed)))
         return self.subset(order[:count])
 
     def to(self, device: torch.device | str) -> Dataset:
@@ -166,6 +196,14 @@ class DataSplits:
             >>> splits.num_classes, splits.input_shape
             (3, (2,))
         """
+        # Checked before train.task and targets.max() are read, which would fail obscurely.
+        for split, dataset in (("train", train), ("validation", validation), ("test", test)):
+            if not isinstance(dataset, Dataset) and (split == "train" or dataset is not None):
+                raise TypeError(
+                    f"The '{split}' parameter of DataSplits.from_datasets must be a "
+                    f"gradwise.data.Dataset{'' if split == 'train' else ' or None'}. Got "
+                    f"{type(dataset).__name__} instead; wrap arrays as Dataset(inputs, targets)."
+                )
         present = [d for d in (train, validation, test) if d is not None]
         task = train.task
         num_classes = None
@@ -210,7 +248,11 @@ def _as_tensor(name: str, value: Any) -> Tensor:
                 f"Dataset {name} must be numbers. Got a NumPy array of dtype {value.dtype} "
                 "instead; encode text labels as class indices first."
             )
-        return torch.tensor(value)
+        # torch.tensor refuses big-endian arrays (a .npy written on such a machine, or with
+        # dtype '>f4') and negative strides (np.flip, x[::-1]); this native, C-ordered copy
+        # is the one copy torch.tensor would have made.
+        native = np.array(value, dtype=value.dtype.newbyteorder("="), order="C")
+        return torch.from_numpy(native)
     if not isinstance(value, Tensor):
         raise TypeError(
             f"Dataset {name} must be a torch.Tensor or a NumPy array. "
