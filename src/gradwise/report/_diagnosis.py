@@ -21,18 +21,37 @@ from gradwise.report._table import Table
 from gradwise.runs import RunFolder, read_records
 
 #: At most this many snapshots of histograms are drawn (the first, the last, and evenly
-#: spaced ones between), each as one row of small plots per layer.
+#: spaced ones between), each as one column of small plots, one row per layer.
 MAX_HISTOGRAM_STEPS = 3
 HEALTHY_UPDATE_RATIO = 1e-3
 
 
-def findings_section(run: RunFolder) -> Section | None:
-    """The findings, most severe first, each with its evidence; None without findings.jsonl."""
+#: The statuses of a run watched to its end: only there does "no findings" mean healthy.
+#: The others (running, stopped, interrupted, diverged, failed, or no summary) were cut
+#: short, often before the monitor's trend windows (50 steps of warmup, then 200) filled.
+FINISHED_STATUSES = ("completed", "early_stopped")
+
+
+def findings_section(run: RunFolder, status: str = "completed") -> Section | None:
+    """The findings, most severe first, each with its evidence; None without findings.jsonl.
+
+    Without findings, the run "looks healthy" only when its ``status`` is one of
+    :data:`FINISHED_STATUSES`; a run cut short is said to have raised none so far.
+    """
     if not run.findings_path.is_file():
         return None
-    findings = read_records(run.findings_path)
+    try:
+        findings = read_records(run.findings_path)
+    except (OSError, ValueError) as error:
+        return _unreadable("Findings", run.findings_path.name, error)
     if not findings:
-        return Section("Findings", '<p class="healthy">No findings: the run looks healthy.</p>')
+        if status in FINISHED_STATUSES:
+            return Section("Findings", '<p class="healthy">No findings: the run looks healthy.</p>')
+        text = (
+            f"No findings so far (run status: {status}): the run was not watched to its "
+            "end, so this is no sign that it is healthy."
+        )
+        return Section("Findings", f"<p>{html.escape(text)}</p>")
     findings = sorted(
         findings, key=lambda f: (SEVERITY_ORDER.get(f.get("severity", ""), 3), f.get("step") or 0)
     )
@@ -157,7 +176,10 @@ def probe_sections(run: RunFolder) -> list[Section]:
     """Per-layer plots over time: update-to-weight ratio, gradient norm, dead fraction."""
     if not run.probes_path.is_file():
         return []
-    records = read_records(run.probes_path)
+    try:
+        records = read_records(run.probes_path)
+    except (OSError, ValueError) as error:
+        return [_unreadable("Per-layer probes", run.probes_path.name, error)]
     plots = [
         ("update_ratio", "update / weight ratio", True, HEALTHY_UPDATE_RATIO),
         ("grad_norm", "gradient norm", True, None),
@@ -176,7 +198,10 @@ def histogram_section(run: RunFolder) -> Section | None:
     """Activation and gradient histograms per layer at a few chosen steps."""
     if not run.histograms_path.is_file():
         return None
-    records = read_records(run.histograms_path)
+    try:
+        records = read_records(run.histograms_path)
+    except (OSError, ValueError) as error:
+        return _unreadable("Histograms", run.histograms_path.name, error)
     images = []
     for kind in ("activation", "gradient"):
         # Each kind at its own steps: gradients have none at step 0 (before training).
@@ -193,7 +218,10 @@ def checks_sections(run: RunFolder) -> list[Section]:
     """The gradient-check and sanity-check tables of ``gradwise doctor``."""
     if not run.checks_path.is_file():
         return []
-    checks = json.loads(run.checks_path.read_text())
+    try:
+        checks = json.loads(run.checks_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # JSONDecodeError, UnicodeDecodeError
+        return [_unreadable("Checks", run.checks_path.name, error)]
     sections = []
     for key, title in (("gradcheck", "Gradient check"), ("sanity", "Sanity checks")):
         rows = checks.get(key)
@@ -202,6 +230,12 @@ def checks_sections(run: RunFolder) -> list[Section]:
             table = Table(title, columns, [[row.get(c) for c in columns] for row in rows])
             sections.append(Section.from_table(title, table))
     return sections
+
+
+def _unreadable(title: str, file_name: str, error: Exception) -> Section:
+    """A damaged file is reported in the page, as a damaged metrics.jsonl is: the rest
+    of the report (and ``gradwise train``, which builds it however a run ends) goes on."""
+    return Section.from_text(title, f"{file_name} could not be read: {error}")
 
 
 def _spread(values: Sequence[int], count: int) -> list[int]:
@@ -229,14 +263,22 @@ def _per_layer_png(
     if not layers:
         return None
     figure, axes = _figure()
-    for layer, (steps, values) in layers.items():
-        axes.plot(steps, values, marker=".", linewidth=1.2, label=layer)
+    # Handles and labels given explicitly: matplotlib leaves a label that starts with "_"
+    # out of a legend it collects itself, and module names do (torch.compile's
+    # "_orig_mod.0", a private attribute's "_encoder.0").
+    handles = [axes.plot(steps, values, marker=".", linewidth=1.2)[0]
+               for steps, values in layers.values()]  # fmt: skip
+    names = list(layers)
     if reference is not None:
-        axes.axhline(reference, color="0.3", linestyle="--", linewidth=1, label="healthy ~1e-3")
+        handles.append(axes.axhline(reference, color="0.3", linestyle="--", linewidth=1))
+        names.append("healthy ~1e-3")
     positive = [v for _, values in layers.values() for v in values if v > 0]
     if log and positive:
         axes.set_yscale("log")
     _finish(axes, label)
+    legend = axes.legend(handles, names, fontsize="small", framealpha=0.8)
+    for text in legend.get_texts():
+        text.set_parse_math(False)  # a name with "$" is text, not TeX to typeset
     return _png(figure)
 
 
@@ -250,7 +292,10 @@ def _histogram_grid(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    width, height = 2.6 * len(layers), 1.9 * len(steps)
+    # One row per layer, one column per step: the width stays that of the other plots
+    # however deep the model (a row per step grew 2.6 in per layer, and the page shrank
+    # the image to its 60rem column: each histogram of a 20-layer net ~20 px high).
+    width, height = 2.6 * len(steps), 1.9 * len(layers)
     figure = Figure(figsize=(width, height), dpi=90)
     FigureCanvasAgg(figure)
     # Fixed margins in inches, not tight_layout (an extra draw), and no count axis (a
@@ -259,23 +304,35 @@ def _histogram_grid(
         left=0.15 / width, right=1 - 0.1 / width, bottom=0.3 / height, top=1 - 0.55 / height,
         wspace=0.15, hspace=0.55,
     )  # fmt: skip
-    axes_grid = figure.subplots(len(steps), len(layers), squeeze=False)
+    axes_grid = figure.subplots(len(layers), len(steps), squeeze=False)
     index = {(int(r["step"]), str(r["layer"])): r for r in rows}
-    for row, step in enumerate(steps):
-        for column, layer in enumerate(layers):
+    for row, layer in enumerate(layers):
+        for column, step in enumerate(steps):
             axes = axes_grid[row][column]
             record = index.get((step, layer))
             if record is not None:
-                edges = np.asarray(record["edges"], dtype=np.float64)
-                counts = np.asarray(record["counts"], dtype=np.float64)
-                axes.stairs(counts, edges, fill=True, alpha=0.7)
-                nonfinite = record.get("nonfinite", 0)
-                if nonfinite:
-                    axes.text(0.98, 0.9, f"{nonfinite} non-finite", transform=axes.transAxes,
-                              ha="right", fontsize=7, color="red")  # fmt: skip
-            axes.set_title(f"{layer} @ {step}", fontsize=8)
+                _draw_histogram(axes, record)
+            # parse_math off: a layer's name with "$" is text, not TeX to typeset.
+            axes.set_title(f"{layer} @ {step}", fontsize=8, parse_math=False)
             axes.tick_params(labelsize=6)
             axes.set_yticks([])
             axes.xaxis.set_major_locator(MaxNLocator(3))
     figure.suptitle(f"{kind} histograms", fontsize=10)
     return _png(figure)
+
+
+def _draw_histogram(axes: Any, record: Mapping[str, Any]) -> None:
+    """One histogram and its count of non-finite values. A tensor with no finite value
+    has no bins (the monitor writes ``edges: []``): it gets a note, not a plot."""
+    edges = np.asarray(record.get("edges") or [], dtype=np.float64)
+    counts = np.asarray(record.get("counts") or [], dtype=np.float64)
+    drawable = counts.size and edges.size == counts.size + 1
+    if drawable and np.isfinite(edges).all() and np.isfinite(counts).all():
+        axes.stairs(counts, edges, fill=True, alpha=0.7)
+    else:
+        axes.text(0.5, 0.45, "no finite value", transform=axes.transAxes, ha="center",
+                  va="center", fontsize=7, color="0.4")  # fmt: skip
+    nonfinite = record.get("nonfinite", 0)
+    if nonfinite:
+        axes.text(0.98, 0.9, f"{nonfinite} non-finite", transform=axes.transAxes,
+                  ha="right", fontsize=7, color="red")  # fmt: skip

@@ -135,7 +135,7 @@ def render_report(run: RunFolder, extra_sections: Sequence[Section] = ()) -> str
     status = str(summary.get("status") or "unknown")
     from gradwise.report import _diagnosis  # the doctor's sections; imports this module
 
-    findings = _diagnosis.findings_section(run)
+    findings = _diagnosis.findings_section(run, status)
     histograms = _diagnosis.histogram_section(run)
     sections = [
         *([findings] if findings is not None else []),
