@@ -877,3 +877,151 @@ def test_a_model_that_does_not_fit_the_data_is_named_before_any_check() -> None:
 
     with pytest.raises(ValueError, match="needs a loss function that picks the outputs"):
         sanity(TupleOut(), "cross_entropy", (inputs, targets), checks=["initial_loss"])
+
+
+# --------------------------------------------------------------------------------------
+# Healthy models the checks once failed (QA)
+
+
+class _LogProbabilities(nn.Module):
+    """A classifier that ends in LogSoftmax, for NLLLoss (torch's MNIST example)."""
+
+    def __init__(self, logits: nn.Module) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return F.log_softmax(self.logits(x), dim=1)
+
+
+def test_log_probability_outputs_under_nll_have_the_loss_at_chance_ln_c(spirals):
+    # All-zero log-probabilities are not a distribution: NLLLoss scores them 0, so the loss
+    # at chance was 0 and every healthy LogSoftmax + NLLLoss model failed.
+    logits = healthy_mlp()
+    named = check_initial_loss(logits, "cross_entropy", spirals)
+    for loss in (F.nll_loss, nn.NLLLoss()):
+        result = check_initial_loss(_LogProbabilities(logits), loss, spirals)
+        assert result.passed, result.message
+        assert result.measured["chance"] == pytest.approx(math.log(3), rel=1e-6)
+        assert result.measured["loss"] == pytest.approx(named.measured["loss"], rel=1e-6)
+    probabilities = nn.Sequential(logits, nn.Softmax(dim=1))
+    result = check_initial_loss(probabilities, lambda p, t: F.nll_loss(p.log(), t), spirals)
+    assert result.measured["chance"] == pytest.approx(math.log(3), rel=1e-6)
+    overfit = check_overfit_tiny_subset(_LogProbabilities(logits), F.nll_loss, spirals)
+    assert overfit.passed, overfit.message
+    assert overfit.measured["target_loss"] == pytest.approx(0.01 * math.log(3), rel=1e-6)
+
+
+def test_log_probabilities_too_confident_at_init_fail_and_the_measured_scale_fixes_them(spirals):
+    logits = healthy_mlp()
+    with torch.no_grad():
+        for parameter in logits.parameters():
+            parameter.mul_(10.0)
+    model = _LogProbabilities(logits)
+    failed = check_initial_loss(model, F.nll_loss, spirals)
+    assert kinds(failed) == [Finding.INITIAL_LOSS_MISMATCH]
+    scale = failed.measured["output_scale_to_chance"]
+    assert 0 < scale < 0.1
+    with torch.no_grad():  # scaling the logits before the LogSoftmax
+        logits[-1].weight.mul_(scale)
+        logits[-1].bias.mul_(scale)
+    fixed = check_initial_loss(model, F.nll_loss, spirals)
+    assert fixed.passed
+    gap = abs(fixed.measured["loss"] - fixed.measured["chance"])
+    assert gap <= fixed.measured["tolerance"] / 2 + 1e-4
+
+
+def binary_cross_entropy(logit, targets):
+    return F.binary_cross_entropy_with_logits(logit.squeeze(-1), targets.float())
+
+
+def test_a_binary_classifier_with_one_logit_can_overfit_and_has_two_classes():
+    # One output per sample has no argmax: every sample counted as class 0, so the tiny
+    # subset "could not" be fitted however low the loss went.
+    inputs, targets = blob_data(num_samples=100, num_classes=2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 1))
+    result = check_overfit_tiny_subset(model, binary_cross_entropy, (inputs, targets))
+    assert result.passed, result.message
+    assert result.measured["target_loss"] == pytest.approx(0.01 * math.log(2), rel=1e-6)
+    assert result.measured["loss"] <= result.measured["target_loss"]
+    initial = check_initial_loss(model, binary_cross_entropy, (inputs, targets))
+    assert initial.measured["chance"] == pytest.approx(math.log(2), rel=1e-6)
+    assert initial.measured["num_classes"] == 2
+
+
+class _WithAuxiliaryHead(nn.Module):
+    """Returns (logits, auxiliary logits), or a dict of them, as nets with a side head do."""
+
+    def __init__(self, as_dict: bool = False, mix_auxiliary: bool = False) -> None:
+        super().__init__()
+        self.net = healthy_mlp()
+        self.auxiliary = healthy_mlp(seed=1)  # a side head that can fit, too
+        self.as_dict, self.mix_auxiliary = as_dict, mix_auxiliary
+
+    def forward(self, x):
+        logits = self.net(x)
+        auxiliary = self.auxiliary(x - x.mean(dim=0) if self.mix_auxiliary else x)
+        return {"logits": logits, "auxiliary": auxiliary} if self.as_dict else (logits, auxiliary)
+
+
+def _main_and_auxiliary_loss(outputs, targets):
+    logits, auxiliary = outputs.values() if isinstance(outputs, dict) else outputs
+    return F.cross_entropy(logits, targets) + 0.4 * F.cross_entropy(auxiliary, targets)
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_a_model_returning_a_tuple_or_dict_runs_every_check_with_a_loss_that_picks(
+    spirals, as_dict
+):
+    # The docs send such models to a loss function that picks the outputs; the checks then
+    # crashed on the tuple (zeros_like, argmax, per-sample slicing).
+    model = _WithAuxiliaryHead(as_dict=as_dict)
+    report = sanity(model, _main_and_auxiliary_loss, spirals)
+    assert report.passed, report.to_table().render_text()
+    inputs, targets = spirals.train.inputs, spirals.train.targets
+    initial = check_initial_loss(model, _main_and_auxiliary_loss, spirals, batch_size=10**6)
+    with torch.no_grad():
+        expected = _main_and_auxiliary_loss(model(inputs), targets).item()
+    assert initial.measured["loss"] == pytest.approx(expected, rel=1e-5)
+    assert initial.measured["chance"] == pytest.approx(1.4 * math.log(3), rel=1e-6)
+
+
+def test_mixing_and_missing_gradients_are_found_inside_a_tuple_of_outputs(spirals):
+    mixing = _WithAuxiliaryHead(mix_auxiliary=True)
+    result = check_samples_do_not_mix(mixing, _main_and_auxiliary_loss, spirals, batch_size=4)
+    expected = sorted([i, j] for i in range(4) for j in range(4) if i != j)
+    assert sorted(result.measured["pairs"]) == expected
+
+    def main_only(outputs, targets):
+        return F.cross_entropy(outputs[0], targets)
+
+    result = check_all_parameters_get_gradients(_WithAuxiliaryHead(), main_only, spirals)
+    assert result.measured["unused"] == [
+        name for name, _ in _WithAuxiliaryHead().named_parameters() if name.startswith("aux")
+    ]
+    assert len(result.measured["unused"]) == 6
+
+
+def test_a_frozen_constant_layer_is_not_called_symmetric(spirals):
+    # Frozen on purpose (a fixed averaging layer, say): no optimizer will move it, and the
+    # docs promise frozen parameters are listed, not flagged.
+    model = healthy_mlp()
+    nn.init.constant_(model[3].weight, 1.0 / 64)
+    nn.init.zeros_(model[3].bias)
+    model[3].requires_grad_(False)
+    result = check_all_parameters_get_gradients(model, "cross_entropy", spirals)
+    assert result.passed, result.message
+    assert result.measured["symmetric_layers"] == []
+    assert result.measured["frozen"] == ["3.weight", "3.bias"]
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_the_checks_measure_the_same_when_called_under_no_grad(spirals, mode):
+    # Called from evaluation code: the backward passes failed, the penalty "had no
+    # gradient" and the mixing check was skipped.
+    expected = sanity(healthy_mlp(), "cross_entropy", spirals)
+    with mode():
+        report = sanity(healthy_mlp(), "cross_entropy", spirals)
+    assert report.passed, report.to_table().render_text()
+    assert [r.measured for r in report.results] == [r.measured for r in expected.results]

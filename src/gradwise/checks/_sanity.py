@@ -221,7 +221,9 @@ def sanity(
     each runs with its default tolerances. None changes ``model`` or torch's RNG state.
 
     Args:
-        model: the network, mapping a batch of inputs to outputs (class scores).
+        model: the network, mapping a batch of inputs to outputs (class scores); with a
+            callable ``loss`` it may return a tuple, list or dict of tensors (the first
+            tensor counts as the class scores).
         loss: "cross_entropy", "hinge", "mse", or ``loss(outputs, targets)`` averaged
             over the batch.
         data: :class:`gradwise.data.DataSplits` (its training split is used), a
@@ -307,7 +309,9 @@ def check_initial_loss(
     A classifier whose scores are all equal has the loss at chance :math:`L_0`
     (:func:`gradwise.losses.chance_loss`: :math:`\ln C` for softmax cross-entropy,
     :math:`C - 1` for the multiclass hinge loss; for a callable loss, its value on
-    all-zero outputs). The mean loss :math:`L` on a batch at init passes when
+    all-zero outputs, or on log-probabilities :math:`-\ln C` or probabilities :math:`1/C`
+    where the outputs are those, as from a LogSoftmax for ``nll_loss``). The mean loss
+    :math:`L` on a batch at init passes when
 
     .. math:: |L - L_0| \le \text{rtol}\, L_0 + \text{atol}
 
@@ -425,12 +429,13 @@ def check_overfit_tiny_subset(
     penalty, dropout off (``p = 0`` on the copy's Dropout modules; BatchNorm keeps its
     training mode), full-batch steps with each learning rate from the same init. It
     passes when, for some learning rate, the loss falls to at most ``tolerance`` times
-    the loss at chance (regression: times the initial loss) and, for classification,
-    every sample is classified correctly; training stops as soon as that happens. Any
-    network with a working gradient and enough capacity memorizes 20 samples, even with
-    shuffled labels. A failure reports :attr:`gradwise.Finding.NO_LEARNING_SIGNAL`:
-    frozen parameters, a wrong gradient, too little capacity, or a learning rate outside
-    those tried.
+    the loss at chance (regression: times the initial loss) and, for classification with
+    a score per class, every sample is classified correctly (``measured["accuracy"]`` is
+    None for one logit per sample, under a binary cross-entropy, say); training stops as
+    soon as that happens. Any network with a working gradient and enough capacity
+    memorizes 20 samples, even with shuffled labels. A failure reports
+    :attr:`gradwise.Finding.NO_LEARNING_SIGNAL`: frozen parameters, a wrong gradient, too
+    little capacity, or a learning rate outside those tried.
 
     Args:
         model, loss, data, num_classes: as for :func:`sanity`.
@@ -776,7 +781,8 @@ def _default_penalty(strength: float) -> Callable[[nn.Module], Tensor]:
 def _probe(model: nn.Module, seed: int) -> Iterator[nn.Module]:
     """A working model in training mode with dropout off, under a forked, seeded RNG."""
     devices = sorted({p.device.index or 0 for p in _tensors(model) if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=devices):
+    # The probes need autograd even when called under torch.no_grad() or inference_mode().
+    with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
         torch.default_generator.manual_seed(seed)
         for device in devices:
             with torch.cuda.device(device):
@@ -900,8 +906,99 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _accuracy(outputs: Tensor, targets: Tensor) -> float:
-    return float((outputs.argmax(dim=-1) == targets).float().mean())
+def _accuracy(outputs: Any, targets: Tensor) -> float | None:
+    """The fraction of samples whose highest score is their class; None without a score per
+    class (one logit per sample under a binary cross-entropy has no argmax to take)."""
+    scores = _scores(outputs)
+    if scores is None or scores.dim() != 2 or scores.shape[-1] < 2:
+        return None
+    return float((scores.detach().argmax(dim=-1) == targets).float().mean())
+
+
+def _num_classes(problem: _Problem, outputs: Any) -> int:
+    """The given class count, else the width of the scores (one score per sample: 2)."""
+    if problem.num_classes is not None:
+        return problem.num_classes
+    scores = _scores(outputs)
+    if scores is not None and scores.dim() >= 2 and scores.shape[-1] >= 2:
+        return int(scores.shape[-1])
+    return 2
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs: a tensor, or a tuple, list or dict of tensors for a loss that picks them
+
+
+def _map_tensors(function: Callable[[Tensor], Tensor], outputs: Any) -> Any:
+    """``outputs`` with ``function`` applied to every tensor in it (tuples, lists, dicts)."""
+    if isinstance(outputs, Tensor):
+        return function(outputs)
+    if isinstance(outputs, Mapping):
+        return {key: _map_tensors(function, value) for key, value in outputs.items()}
+    if isinstance(outputs, tuple | list):
+        items = [_map_tensors(function, item) for item in outputs]
+        return type(outputs)(*items) if hasattr(outputs, "_fields") else type(outputs)(items)
+    return outputs
+
+
+def _tensors_in(outputs: Any) -> list[Tensor]:
+    found: list[Tensor] = []
+
+    def collect(tensor: Tensor) -> Tensor:
+        found.append(tensor)
+        return tensor
+
+    _map_tensors(collect, outputs)
+    return found
+
+
+def _scores(outputs: Any) -> Tensor | None:
+    """The class scores: the outputs, or the first tensor in a tuple or dict of them."""
+    tensors = _tensors_in(outputs)
+    return tensors[0] if tensors else None
+
+
+def _sample(outputs: Any, index: int, batch_size: int) -> Any:
+    """Sample ``index``'s row of every tensor in the outputs that has one row per sample."""
+    return _map_tensors(
+        lambda t: t[index : index + 1] if t.dim() > 0 and t.shape[0] == batch_size else t,
+        outputs,
+    )
+
+
+def _output_kind(tensor: Tensor) -> str:
+    """What the rows of ``tensor`` hold: "log_probabilities" (each logsumexp is 0, as after
+    a LogSoftmax for NLLLoss), "probabilities" (non-negative, each sums to 1) or "scores"."""
+    if not tensor.is_floating_point() or tensor.dim() < 2 or tensor.shape[-1] < 2:
+        return "scores"
+    rows = tensor.detach().double()
+    tolerance = max(1e-4, 8 * torch.finfo(tensor.dtype).eps)
+    if bool((rows.logsumexp(dim=-1).abs() <= tolerance).all()):
+        return "log_probabilities"
+    if bool((rows >= 0).all()) and bool(((rows.sum(dim=-1) - 1).abs() <= tolerance).all()):
+        return "probabilities"
+    return "scores"
+
+
+def _uninformative(tensor: Tensor) -> Tensor:
+    """What a classifier that knows nothing outputs, in the units of ``tensor``: all-zero
+    scores, log-probabilities of -ln C or probabilities of 1/C."""
+    kind = _output_kind(tensor)
+    if kind == "log_probabilities":
+        return torch.full_like(tensor, -math.log(tensor.shape[-1]))
+    if kind == "probabilities":
+        return torch.full_like(tensor, 1.0 / tensor.shape[-1])
+    return torch.zeros_like(tensor) if tensor.is_floating_point() else tensor
+
+
+def _scaled(tensor: Tensor, scale: float) -> Tensor:
+    """``tensor`` as if the logits behind it were multiplied by ``scale``."""
+    kind = _output_kind(tensor)
+    if kind == "log_probabilities":
+        return torch.log_softmax(tensor * scale, dim=-1)
+    if kind == "probabilities":
+        return torch.softmax(tensor.clamp_min(torch.finfo(tensor.dtype).tiny).log() * scale, -1)
+    return tensor * scale if tensor.is_floating_point() else tensor
 
 
 # ---------------------------------------------------------------------------------------
@@ -916,13 +1013,16 @@ def _initial_loss(
         return _skipped(name, "skipped: a regression loss has no value at chance")
     with _probe(model, problem.seed) as work, torch.no_grad():
         inputs, targets = _batch(work, problem, _order(problem)[:batch_size])
-        outputs = work(inputs)  # (batch, classes)
+        outputs = work(inputs)  # (batch, classes), or a tuple or dict for the loss to pick
         measured = float(problem.loss_fn(outputs, targets))
-        num_classes = problem.num_classes or int(outputs.shape[-1])
+        num_classes = _num_classes(problem, outputs)
         chance = _chance(problem, outputs, targets, num_classes)
         bound = rtol * chance + atol
         scale = _scale_to_chance(problem.loss_fn, outputs, targets, chance, bound)
-        logit_std = float(outputs.float().std()) if outputs.numel() > 1 else 0.0
+        scores = _scores(outputs)
+        logit_std = (
+            float(scores.float().std()) if scores is not None and scores.numel() > 1 else 0.0
+        )
     numbers = {
         "loss": measured,
         "chance": chance,
@@ -947,22 +1047,24 @@ def _initial_loss(
     return CheckResult(name, False, numbers, summary, [finding])
 
 
-def _chance(problem: _Problem, outputs: Tensor, targets: Tensor, num_classes: int) -> float:
+def _chance(problem: _Problem, outputs: Any, targets: Tensor, num_classes: int) -> float:
     if problem.loss_name is not None:
         return chance_loss(problem.loss_name, num_classes)
-    return float(problem.loss_fn(torch.zeros_like(outputs), targets))
+    return float(problem.loss_fn(_map_tensors(_uninformative, outputs), targets))
 
 
 def _scale_to_chance(
-    loss_fn: Loss, outputs: Tensor, targets: Tensor, chance: float, bound: float
+    loss_fn: Loss, outputs: Any, targets: Tensor, chance: float, bound: float
 ) -> float:
-    """The largest factor s in (0, 1] that brings loss(s * outputs) within bound / 2 of chance."""
+    """The largest factor s in (0, 1] that brings loss(s * logits) within bound / 2 of chance."""
 
     def too_far(log_scale: float) -> bool:
-        value = float(loss_fn(outputs * math.exp(log_scale), targets))
+        scaled = _map_tensors(lambda tensor: _scaled(tensor, math.exp(log_scale)), outputs)
+        value = float(loss_fn(scaled, targets))
         return not abs(value - chance) <= bound / 2
 
-    if not too_far(0.0) or not torch.isfinite(outputs).all():
+    finite = all(bool(torch.isfinite(t).all()) for t in _tensors_in(outputs))
+    if not too_far(0.0) or not finite:
         return 1.0
     low, high = math.log(1e-12), 0.0  # outputs scaled by 1e-12 give the loss at chance
     for _ in range(40):
@@ -1078,7 +1180,7 @@ def _overfit(
         with torch.no_grad():
             outputs = work(inputs)
             reference = (
-                _chance(problem, outputs, targets, problem.num_classes or int(outputs.shape[-1]))
+                _chance(problem, outputs, targets, _num_classes(problem, outputs))
                 if problem.classification
                 else float(problem.loss_fn(outputs, targets))
             )
@@ -1104,19 +1206,22 @@ def _fit(
     target: float,
 ) -> dict[str, Any]:
     """Full-batch steps until the loss is below ``target`` (and every sample is right)."""
-    steps, value, accuracy = 0, math.inf, 0.0
+    steps, value, all_right = 0, math.inf, False
+    accuracy: float | None = 0.0
     for steps in range(num_steps + 1):
         optimizer.zero_grad(set_to_none=True)
         outputs = model(inputs)
         loss = problem.loss_fn(outputs, targets)
         value = float(loss.detach())
-        accuracy = _accuracy(outputs.detach(), targets) if problem.classification else 1.0
-        if not math.isfinite(value) or (value <= target and accuracy == 1.0):
+        # No score per class (one logit): the loss alone, a mean at most 1% of chance.
+        accuracy = _accuracy(outputs, targets) if problem.classification else 1.0
+        all_right = accuracy is None or accuracy == 1.0
+        if not math.isfinite(value) or (value <= target and all_right):
             break
         if steps < num_steps:
             loss.backward()
             optimizer.step()
-    passed = math.isfinite(value) and value <= target and accuracy == 1.0
+    passed = math.isfinite(value) and value <= target and all_right
     return {
         "lr": float(optimizer.param_groups[0]["lr"]),
         "loss": value,
@@ -1145,7 +1250,11 @@ def _overfit_result(
         "steps": best["steps"],
         "runs": runs,
     }
-    accuracy = f", train accuracy {best['accuracy']:.0%}" if problem.classification else ""
+    accuracy = (
+        f", train accuracy {best['accuracy']:.0%}"
+        if problem.classification and best["accuracy"] is not None
+        else ""
+    )
     summary = (
         f"on {num_samples} samples the loss reached {best['loss']:.3g} (target {target:.3g})"
         f"{accuracy} after {best['steps']} full-batch steps at lr {best['lr']:g}"
@@ -1288,8 +1397,9 @@ def _weighted_backward(model: nn.Module, problem: _Problem, batch: tuple[Tensor,
     """
     inputs, targets = batch
     outputs = model(inputs)
+    size = len(targets)
     losses = torch.stack(
-        [problem.loss_fn(outputs[i : i + 1], targets[i : i + 1]) for i in range(len(targets))]
+        [problem.loss_fn(_sample(outputs, i, size), targets[i : i + 1]) for i in range(size)]
     )
     generator = torch.Generator().manual_seed(problem.seed)
     weights = 0.5 + torch.rand(len(targets), generator=generator, dtype=torch.float64)
@@ -1317,6 +1427,8 @@ def _symmetric_layers(model: nn.Module) -> list[str]:
         if not isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
             continue
         if getattr(module, "groups", 1) != 1 or module.weight.shape[0] < 2:
+            continue
+        if not module.weight.requires_grad:  # frozen on purpose: listed, not flagged
             continue
         tensors = [module.weight, module.bias] if module.bias is not None else [module.weight]
         if all(_rows_identical(t) and _rows_identical(t.grad) for t in tensors):
@@ -1403,12 +1515,13 @@ def _mixing(model: nn.Module, problem: _Problem, batch_size: int) -> CheckResult
         inputs, targets = _batch(work, problem, _order(problem)[:batch_size])
         inputs.requires_grad_(True)
         outputs = work(inputs)
-        if outputs.dim() == 0 or outputs.shape[0] != inputs.shape[0]:
+        shape = [] if (scores := _scores(outputs)) is None else list(scores.shape)
+        if not shape or shape[0] != inputs.shape[0]:
             return CheckResult(
                 name,
                 False,
-                {"batch_size": int(inputs.shape[0]), "output_shape": list(outputs.shape)},
-                f"the outputs {tuple(outputs.shape)} do not have one row per sample of the "
+                {"batch_size": int(inputs.shape[0]), "output_shape": shape},
+                f"the outputs {tuple(shape)} do not have one row per sample of the "
                 f"batch ({inputs.shape[0]})",
             )
         leaks = _input_gradients(problem, inputs, outputs, targets)
@@ -1418,13 +1531,13 @@ def _mixing(model: nn.Module, problem: _Problem, batch_size: int) -> CheckResult
 
 
 def _input_gradients(
-    problem: _Problem, inputs: Tensor, outputs: Tensor, targets: Tensor
+    problem: _Problem, inputs: Tensor, outputs: Any, targets: Tensor
 ) -> Tensor | None:
     """(batch, batch) matrix: entry (i, j) is max |d loss_i / d x_j|."""
     size = inputs.shape[0]
     leaks = torch.zeros(size, size, dtype=torch.float64)
     for i in range(size):
-        loss_i = problem.loss_fn(outputs[i : i + 1], targets[i : i + 1])
+        loss_i = problem.loss_fn(_sample(outputs, i, size), targets[i : i + 1])
         if not loss_i.requires_grad:
             return None
         grads = torch.autograd.grad(loss_i, inputs, retain_graph=True, allow_unused=True)
