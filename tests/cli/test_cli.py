@@ -400,3 +400,29 @@ def test_importing_gradwise_leaves_torch_dynamo_unloaded() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("data:\n  dataset: spirals\noptimizer:\n  name: SGD\n  1: 0.1\n",
+         "line 5: The keys of 'train.optimizer' must be strings. Got 1 (an int) instead"),
+        ("epochs: 3\naveraging: false\n",
+         "line 2: 'train.averaging' must be a mapping of keys to values, or null to switch it off"),
+        ("epochs: 3\nepochs: 5\n", "found the key 'epochs' a second time (first on line 1)"),
+    ],
+)  # fmt: skip
+def test_train_names_the_file_and_line_of_a_bad_key_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    # The int key was an AttributeError traceback; 'averaging: false' trained with EMA
+    # averaging on; the first 'epochs' was silently dropped.
+    (tmp_path / "run.yaml").write_text(text)
+    runs = tmp_path / "runs"
+    argv = ["train", str(tmp_path / "run.yaml"), "--no-progress", "--runs-dir", str(runs)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"gradwise train: error: config file {tmp_path / 'run.yaml'}")
+    assert error.count("\n") == 1
+    assert message in error
+    assert not runs.exists()

@@ -216,3 +216,132 @@ def test_finite_strengths_and_learning_rates_still_pass() -> None:
     assert config.regularization.l2 == 1e-4
     assert config.regularization.max_norm == 3
     assert config.optimizer["lr"] == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("averaging=false", "'train.averaging' must be a mapping of keys to values, or null to switch it off. Got False instead."),
+        ("regularization.early_stopping=false",
+         "'train.regularization.early_stopping' must be a mapping of keys to values, or null to switch it off. Got False instead."),
+        ("monitor=false", "'train.monitor' must be a mapping of keys to values, or null to switch it off. Got False instead."),
+        ("schedule=0", "'train.schedule' must be a mapping of keys to values, or null to switch it off. Got 0 instead."),
+        ("data=false", "'train.data' must be a mapping of keys to values. Got False instead."),
+        ("model=[]", "'train.model' must be a mapping of keys to values. Got [] instead."),
+    ],
+)  # fmt: skip
+def test_a_section_set_to_false_or_another_non_mapping_is_refused(
+    override: str, message: str
+) -> None:
+    # 'averaging=false' switched EMA averaging on, 'monitor=false' left monitoring on.
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=[override])
+    assert str(error.value) == message
+
+
+def test_a_null_or_empty_section_keeps_its_meaning() -> None:
+    config = load_config(overrides=["averaging=null", "data=null", "monitor={}"])
+    assert config.averaging is None
+    assert config.data == RunConfig().data
+    assert config.monitor == RunConfig().monitor
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 3\ndata:\n  batch_size: 32\nepochs: 5\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == (
+        f"config file {path} is not valid yaml: while constructing a mapping (line 1, column 1): "
+        "found the key 'epochs' a second time (first on line 1); keep one (line 4, column 1)"
+    )
+    path.write_text("data: {batch_size: 32, batch_size: 64}\n")
+    with pytest.raises(ConfigError, match=r"the key 'batch_size' a second time .*column 24\)$"):
+        load_config(path)
+
+
+def test_yaml_merge_keys_may_still_repeat_a_merged_key(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "search:\n  base: &base {batch_size: 32, dataset: spirals}\n"
+        "data:\n  <<: *base\n  batch_size: 64\n"
+    )
+    config = load_config(path)
+    assert (config.data.batch_size, config.data.dataset) == (64, "spirals")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optimizer:\n  1: 2\n", "The keys of 'train.optimizer' must be strings. Got 1 (an int) instead"),
+        ("model:\n  options: {3: 4}\n",
+         "The keys of 'train.model.options' must be strings. Got 3 (an int) instead"),
+        ("data:\n  preprocess:\n    - {name: pca, true: 1}\n",
+         "The keys of 'train.data.preprocess[0]' must be strings. Got True (a bool) instead"),
+    ],
+)  # fmt: skip
+def test_a_key_that_is_not_a_string_is_a_one_line_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    # These reached the run's builders: an AttributeError or TypeError traceback.
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+    assert str(error.value).endswith("instead; put the key in quotes if it is meant as a name.")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochs: 3\noptimiser:\n  lr: 0.1\n",
+         "line 2: unknown key 'optimiser' in 'train'; did you mean 'optimizer'?"),
+        ("epochs: 3\ndata:\n  dataset: spirals\n  batch_size: 0\n",
+         "line 4: The 'batch_size' key in 'train.data' must be an int >= 1. Got 0 instead."),
+        ("data: {dataset: spirals}\naveraging: false\n",
+         "line 2: 'train.averaging' must be a mapping of keys to values, or null to switch it off."),
+    ],
+)  # fmt: skip
+def test_an_error_in_a_yaml_file_names_the_file_and_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"config file {path}, {message}")
+
+
+def test_an_error_in_a_toml_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("epochs = 3\n[data]\nbach_size = 3\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == (
+        f"config file {path}: unknown key 'bach_size' in 'train.data'; did you mean 'batch_size'?"
+    )
+
+
+def test_an_error_from_an_override_does_not_blame_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  batch_size: 32\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["data.batch_size=0"])
+    assert str(error.value) == (
+        "The 'batch_size' key in 'train.data' must be an int >= 1. Got 0 instead."
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["data={batch_size: 0}"])
+    assert not str(error.value).startswith("config file")
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**64, 10**20])
+def test_a_seed_beyond_the_data_seeds_range_is_refused_by_the_config(seed: int) -> None:
+    # 10**20 reached torch.manual_seed: 'Overflow when unpacking long long' traceback.
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=[f"seed={seed}"])
+    assert str(error.value) == (
+        f"The 'seed' key in 'train' must be an int in [0, 4294967295]. Got {seed} instead."
+    )
+    assert load_config(overrides=[f"seed={2**32 - 1}"]).seed == 2**32 - 1

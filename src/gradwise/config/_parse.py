@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,11 +21,42 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration problem, said in one line: where, what was expected, how to fix."""
+    """A configuration problem, said in one line: where, what was expected, how to fix.
+
+    ``key`` is the path of the key it is about (``("data", "batch_size")``) where the
+    schema knows it, so that an error in a config file can name the file's line.
+    """
+
+    def __init__(self, message: str, *, key: tuple[str, ...] | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``3e-3`` as a string (its floats need a dot); read it as 3e-3."""
+    """YAML 1.1 reads ``3e-3`` as a string (its floats need a dot); read it as 3e-3.
+
+    A key given twice in one mapping is an error: PyYAML keeps the last one, so the
+    first was silently ignored.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # a key may repeat one merged in: that is what a merge is for
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML's own error names an unhashable key
+            if key in first_lines:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} a second time (first on line {first_lines[key]}); "
+                    "keep one",
+                    key_node.start_mark,
+                )
+            first_lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -134,6 +166,7 @@ def parse_config(content: Mapping[str, Any]) -> RunConfig:
     """
     if not isinstance(content, Mapping):
         raise ConfigError(f"'{ROOT}' must be a mapping of sections. Got {content!r} instead.")
+    _check_keys_are_strings(content, ROOT, ())
     merged = _laid_over(config_to_dict(RunConfig()), content)
     config = parse_section(RunConfig, merged, ROOT)
     if config.epochs is None and config.steps is None:
@@ -143,6 +176,33 @@ def parse_config(content: Mapping[str, Any]) -> RunConfig:
         )
     _check_finite_lr(config.optimizer, f"{ROOT}.optimizer")
     return config
+
+
+def _check_keys_are_strings(node: Any, path: str, key: tuple[str, ...] | None) -> None:
+    """Every key is a string: YAML reads ``1:`` or ``on:`` as an int or a bool key, which
+    the run's builders would meet as a traceback (keyword arguments must be strings).
+
+    ``search`` is left to ``gradwise search``, which reads its own section.
+    """
+    if isinstance(node, Mapping):
+        for name, value in node.items():
+            if not isinstance(name, str):
+                raise ConfigError(
+                    f"The keys of '{path}' must be strings. Got {name!r} ({_is_a(name)}) "
+                    "instead; put the key in quotes if it is meant as a name.",
+                    key=None if key is None else (*key, str(name)),
+                )
+            if path != ROOT or name != "search":
+                inner = None if key is None else (*key, name)
+                _check_keys_are_strings(value, f"{path}.{name}", inner)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_keys_are_strings(value, f"{path}[{index}]", None)
+
+
+def _is_a(value: Any) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _check_finite_lr(node: Any, path: str) -> None:
@@ -182,29 +242,45 @@ def _replaces(base: Mapping[str, Any], value: Mapping[str, Any]) -> bool:
 
 def parse_section(kind: type[T], content: Any, path: str) -> T:
     """One section: unknown keys, types and ranges are checked; missing keys take defaults."""
+    key = tuple(path.split(".")[1:])  # ("data",) for 'train.data'
     if not isinstance(content, Mapping):
-        raise ConfigError(f"'{path}' must be a mapping of keys to values. Got {content!r} instead.")
+        raise ConfigError(
+            f"'{path}' must be a mapping of keys to values. Got {content!r} instead.", key=key
+        )
     fields = {f.name: f for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
-    for key in content:
-        if key not in fields:
-            raise ConfigError(unknown_key_message(str(key), path, fields))
+    for name in content:
+        if name not in fields:
+            raise ConfigError(unknown_key_message(str(name), path, fields), key=(*key, str(name)))
     values: dict[str, Any] = {}
     for name, value in content.items():
         metadata = fields[name].metadata
         if "section" in metadata:
-            if value is None and metadata["optional"]:
-                values[name] = None
-            else:
-                values[name] = parse_section(metadata["section"], value or {}, f"{path}.{name}")
+            values[name] = _parse_subsection(metadata, value, f"{path}.{name}")
             continue
         constraint = metadata["constraint"]
         if not constraint.is_satisfied_by(value):
             raise ConfigError(
                 f"The '{name}' key in '{path}' must be {constraint.description}. "
-                f"Got {value!r} instead."
+                f"Got {value!r} instead.",
+                key=(*key, name),
             )
         values[name] = value
     return kind(**values)
+
+
+def _parse_subsection(metadata: Mapping[str, Any], value: Any, path: str) -> Any:
+    """A nested section: null is off (optional sections) or the defaults (a bare ``data:``
+    in YAML, its keys commented out, reads null); anything else must be a mapping, so that
+    ``averaging: false`` is not read as an empty mapping, which switches averaging on."""
+    if value is None:
+        return None if metadata["optional"] else parse_section(metadata["section"], {}, path)
+    if not isinstance(value, Mapping):
+        off = ", or null to switch it off" if metadata["optional"] else ""
+        raise ConfigError(
+            f"'{path}' must be a mapping of keys to values{off}. Got {value!r} instead.",
+            key=tuple(path.split(".")[1:]),
+        )
+    return parse_section(metadata["section"], value, path)
 
 
 def closest(word: str, valid: Sequence[str]) -> list[str]:
@@ -240,6 +316,53 @@ def dump_config(config: Any) -> str:
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
-    """The default configuration, updated by a file (if given), then by overrides."""
+    """The default configuration, updated by a file (if given), then by overrides.
+
+    An error about a key the file gives (and no override replaces) names the file, and for
+    YAML the key's line: ``config file run.yaml, line 2: unknown key 'optimiser' ...``.
+    """
+    overrides = list(overrides)
     content = read_file(path) if path is not None else {}
-    return parse_config(apply_overrides(content, overrides))
+    try:
+        return parse_config(apply_overrides(copy.deepcopy(content), overrides))
+    except ConfigError as error:
+        where = None if path is None else _where_in_file(Path(path), content, error, overrides)
+        if where is None:
+            raise
+        raise ConfigError(f"{where}: {error}", key=error.key) from None
+
+
+def _where_in_file(
+    path: Path, content: Mapping[str, Any], error: ConfigError, overrides: Sequence[str]
+) -> str | None:
+    """``config file PATH, line N`` for the key of ``error``; None if it is not the file's."""
+    if not error.key:
+        return None
+    overridden = [tuple(o.partition("=")[0].strip().split(".")) for o in overrides]
+    if any(error.key[: len(keys)] == keys for keys in overridden):
+        return None
+    node: Any = content
+    for name in error.key:
+        found = [value for key, value in node.items() if str(key) == name]
+        if not found:
+            return None
+        node = found[0] if isinstance(found[0], Mapping) else {}
+    line = _yaml_line(path, error.key) if path.suffix in (".yaml", ".yml") else None
+    return f"config file {path}" if line is None else f"config file {path}, line {line}"
+
+
+def _yaml_line(path: Path, key: Sequence[str]) -> int | None:
+    """The line of ``key`` in a YAML file (1-based); None where a merge or alias hides it."""
+    node = yaml.compose(path.read_text(encoding="utf-8"), Loader=_Loader)
+    line = None
+    for name in key:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        pairs = [
+            (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == name
+        ]
+        if not pairs:
+            return None
+        key_node, node = pairs[0]
+        line = key_node.start_mark.line + 1
+    return line

@@ -268,7 +268,9 @@ class PruneConfig:
 class RunConfig:
     name: str | None = setting(None, Either((RUN_NAME, NONE)), "run folder name (null: generated)")
     runs_dir: str = setting("runs", STRING, "where run folders go")
-    seed: int = setting(0, Interval(low=0, kind="int"), "seed for data order, init, dropout")
+    seed: int = setting(
+        0, Interval(low=0, high=2**32 - 1, kind="int"), "seed for data order, init, dropout"
+    )
     device: str = setting("cpu", OneOf(("cpu", "cuda", "auto")), "cpu, cuda or auto")
     epochs: int | None = setting(20, OPTIONAL_POSITIVE_INT, "passes over the training data")
     steps: int | None = setting(None, OPTIONAL_POSITIVE_INT, "optimizer steps (overrides epochs)")
