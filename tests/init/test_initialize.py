@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import prune
 
 from gradwise import init
 
@@ -339,6 +340,36 @@ def test_lazy_layers_must_be_materialized_first():
     assert model[0].weight.var().item() > 0
 
 
+def test_a_parametrized_weight_gets_the_scheme_through_its_parametrization():
+    # weight_norm computes the weight from two other tensors: filling the computed tensor
+    # would change nothing, so the scheme must reach them (and the report say the truth).
+    model = nn.Sequential(
+        nn.utils.parametrizations.weight_norm(nn.Linear(50, 40)), nn.ReLU(), nn.Linear(40, 5)
+    )
+    report = init.initialize(model, "orthogonal", generator=0)
+    replay = torch.Generator().manual_seed(0)
+    expected = nn.init.orthogonal_(torch.empty(40, 50), math.sqrt(2.0), generator=replay)
+    with torch.no_grad():
+        torch.testing.assert_close(model[0].weight, expected)
+        assert report[0].std == pytest.approx(model[0].weight.std(correction=0).item())
+
+
+@pytest.mark.parametrize(
+    "hooked",
+    [
+        lambda layer: nn.utils.spectral_norm(layer),
+        lambda layer: prune.l1_unstructured(layer, "weight", amount=0.5),
+    ],
+)
+def test_a_weight_recomputed_by_a_forward_pre_hook_is_refused(hooked):
+    # torch.nn.utils.spectral_norm and prune rebuild .weight from 'weight_orig' before every
+    # forward pass: a scheme written into .weight would be silently lost.
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    hooked(model[2])
+    with pytest.raises(ValueError, match=r"layer '2' \(Linear\) recomputes its weight"):
+        init.initialize(model, generator=0)
+
+
 ERRORS = [
     (
         lambda: init.initialize(torch.zeros(3)),
@@ -382,8 +413,14 @@ ERRORS = [
     (
         lambda: init.initialize(mlp(), generator=-1),
         ValueError,
-        "The 'generator' parameter of initialize must be a torch.Generator, an int seed >= 0 "
-        "or None. Got -1 instead.",
+        "The 'generator' parameter of initialize must be a torch.Generator, an int seed in "
+        "[0, 2**64 - 1] or None. Got -1 instead.",
+    ),
+    (
+        lambda: init.initialize(mlp(), generator=2**64),  # beyond what torch can seed with
+        ValueError,
+        "The 'generator' parameter of initialize must be a torch.Generator, an int seed in "
+        f"[0, 2**64 - 1] or None. Got {2**64} instead.",
     ),
     (
         lambda: init.initialize(mlp(), "he_normal", data=torch.randn(4, 20)),

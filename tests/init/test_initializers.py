@@ -195,6 +195,17 @@ def test_orthogonal_rows_or_columns_are_orthonormal_times_the_gain(shape, gain):
     torch.testing.assert_close(gram, gain**2 * torch.eye(gram.shape[0], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_orthogonal_fills_half_precision_tensors(dtype):
+    # torch's QR has no half-precision kernel; the matrix is drawn in float32 and rounded.
+    weight = init.orthogonal()(torch.empty(48, 64, dtype=dtype), gain=2.0, generator=seeded(0))
+    assert weight.dtype == dtype
+    reference = nn.init.orthogonal_(torch.empty(48, 64), 2.0, generator=seeded(0))
+    assert torch.equal(weight, reference.to(dtype))
+    gram = weight.double() @ weight.double().T
+    torch.testing.assert_close(gram, 4 * torch.eye(48, dtype=torch.float64), atol=0.05, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("module", "fans"),
     [

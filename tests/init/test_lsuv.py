@@ -199,6 +199,11 @@ ERRORS = [
         "The 'tolerance' parameter of lsuv must be a float in (0, 1). Got 0.0 instead.",
     ),
     (
+        lambda: init.lsuv(mlp(), torch.randn(4, 30), generator=2**64),
+        "The 'generator' parameter of lsuv must be a torch.Generator, an int seed in "
+        f"[0, 2**64 - 1] or None. Got {2**64} instead.",
+    ),
+    (
         lambda: init.lsuv(mlp(), torch.randn(4, 30), max_iterations=0),
         "The 'max_iterations' parameter of lsuv must be an int >= 1. Got 0 instead.",
     ),
@@ -209,3 +214,45 @@ ERRORS = [
 def test_bad_arguments_raise_the_one_error_format(make, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         make()
+
+
+def test_an_in_place_activation_after_a_layer_does_not_change_what_is_measured():
+    # nn.ReLU(inplace=True) overwrites the layer's output tensor later in the same pass;
+    # the variance must be that of the layer's output, not of the activation's.
+    def make(inplace):
+        return nn.Sequential(
+            nn.Linear(50, 100),
+            nn.ReLU(inplace=inplace),
+            nn.Linear(100, 100),
+            nn.ReLU(inplace=inplace),
+            nn.Linear(100, 10),
+        )
+
+    batch = torch.randn(512, 50, generator=seeded(0))
+    in_place, copying = make(True), make(False)
+    achieved = init.lsuv(in_place, batch, generator=0)
+    copying.load_state_dict(in_place.state_dict())  # the same weights, measured safely
+    measured = output_variances(copying, batch)
+    for name, variance in measured.items():
+        assert abs(variance - 1) < 0.05, (name, variance)
+        assert achieved[name] == pytest.approx(variance, rel=1e-2)
+
+
+def test_a_parametrized_weight_is_rescaled_through_its_parametrization():
+    model = nn.Sequential(
+        nn.utils.parametrizations.weight_norm(nn.Linear(30, 64)), nn.Tanh(), nn.Linear(64, 5)
+    )
+    batch = 3 + 5 * torch.randn(256, 30, generator=seeded(0))
+    achieved = init.lsuv(model, batch, generator=0)
+    for name, variance in output_variances(model, batch).items():
+        assert abs(variance - 1) < 0.05, (name, variance)
+        assert achieved[name] == pytest.approx(variance, rel=1e-2)
+
+
+def test_a_bfloat16_model_reaches_unit_output_variance():
+    model = mlp().to(torch.bfloat16)
+    batch = torch.randn(256, 30, generator=seeded(0)).to(torch.bfloat16)
+    achieved = init.lsuv(model, batch, generator=0)
+    assert list(achieved) == ["0", "2", "4", "6"]
+    for name, variance in output_variances(model, batch).items():
+        assert abs(variance - 1) < 0.05, (name, variance)

@@ -27,6 +27,7 @@ from gradwise.init._modules import (
     check_batch,
     check_model,
     make_generator,
+    update_parameter,
     weight_layers,
 )
 
@@ -111,7 +112,10 @@ def initialize(
     ``nn.Conv{1,2,3}d`` and ``nn.ConvTranspose{1,2,3}d`` gets ``weights`` on its weight
     and ``biases`` on its bias. BatchNorm, InstanceNorm, LayerNorm, GroupNorm and RMSNorm
     get weight 1 and bias 0, and their running statistics are reset. Other modules are
-    left alone.
+    left alone. A weight parametrized with ``torch.nn.utils.parametrize``
+    (``parametrizations.weight_norm``, say) is set through its parametrization; one rebuilt
+    by a forward pre-hook (the older ``torch.nn.utils.weight_norm``, ``spectral_norm``,
+    ``prune``) cannot be set and is refused with a ``ValueError``.
 
     Gain: with ``gain="auto"`` each layer's gain is that of the first activation module
     registered after it and before the next Linear/Conv layer (normalization, dropout,
@@ -246,11 +250,10 @@ def _init_layer(
     gain: float,
     generator: torch.Generator | None,
 ) -> LayerInitialization:
+    update_parameter(layer, "weight", lambda weight: fill(weight, gain=gain, generator=generator))
+    if _parameter(layer, "bias") is not None:
+        update_parameter(layer, "bias", lambda bias: bias_fill(bias, generator=generator))
     weight = cast(Tensor, layer.weight)  # Linear and Conv layers always have one
-    fill(weight, gain=gain, generator=generator)
-    bias = _parameter(layer, "bias")
-    if bias is not None:
-        bias_fill(bias, generator=generator)
     fan_in, fan_out = fan_in_and_fan_out(weight)
     return LayerInitialization(
         name=name,

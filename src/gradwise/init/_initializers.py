@@ -388,7 +388,8 @@ def orthogonal(gain: float | None = None) -> Initializer:
     the rows are orthonormal, otherwise the columns. Every singular value is :math:`g`,
     so a deep linear network neither shrinks nor amplifies any direction. The pre-step of
     :func:`lsuv`. Same numbers as ``torch.nn.init.orthogonal_`` (QR of a Gaussian matrix,
-    signs fixed so the law is uniform).
+    signs fixed so the law is uniform); float16 and bfloat16 tensors, for which torch has
+    no QR, get that float32 matrix rounded to their dtype.
 
     Args:
         gain: :math:`g`; ``None`` takes the gain offered by the caller, else 1.
@@ -406,10 +407,18 @@ def orthogonal(gain: float | None = None) -> Initializer:
     return Initializer(
         "orthogonal",
         (("gain", gain),),
-        lambda tensor, g, generator: nn.init.orthogonal_(tensor, g, generator),
+        _orthogonal,
         gain=gain,
         default_gain=1.0,
     )
+
+
+def _orthogonal(tensor: Tensor, gain: float, generator: torch.Generator | None) -> Tensor:
+    if torch.finfo(tensor.dtype).bits >= 32:
+        return nn.init.orthogonal_(tensor, gain, generator)
+    # torch has no QR for float16 or bfloat16: draw the matrix in float32 and round it.
+    draw = nn.init.orthogonal_(torch.empty_like(tensor, dtype=torch.float32), gain, generator)
+    return tensor.copy_(draw)
 
 
 NAMED_INITIALIZERS: dict[str, Callable[[], Initializer]] = {

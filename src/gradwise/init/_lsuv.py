@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from gradwise.init._modules import (
     check_model,
     make_generator,
     run,
+    update_parameter,
     weight_layers,
 )
 
@@ -80,7 +81,7 @@ def lsuv(
     rng = make_generator(generator, model, "lsuv")
     fill = orthogonal()
     for _, layer in weight_layers(model, "lsuv"):
-        fill(_weight(layer), generator=rng)
+        update_parameter(layer, "weight", lambda weight: fill(weight, generator=rng))
     return rescale_to_unit_variance(model, batch, tolerance, int(max_iterations))
 
 
@@ -151,25 +152,27 @@ def _rescale(
                 "the batch. Check that the batch varies and that the layers before it do "
                 "not silence every unit."
             )
-        _weight(layer).div_(math.sqrt(variance))
+        _divide_weight(layer, math.sqrt(variance))
         variance = _output_variance(model, batch, layer)
     return variance
 
 
+def _divide_weight(layer: nn.Module, divisor: float) -> None:
+    update_parameter(layer, "weight", lambda weight: weight.div_(divisor))
+
+
 def _output_variance(model: nn.Module, batch: Batch, layer: nn.Module) -> float:
-    captured: list[Tensor] = []
+    variances: list[float] = []
 
     def hook(module: nn.Module, args: Any, output: Tensor) -> None:
-        if not captured:
-            captured.append(output)
+        # Measured now, not after the pass: an in-place activation after the layer
+        # (nn.ReLU(inplace=True)) overwrites this very tensor later in the pass.
+        if not variances:
+            variances.append(float(output.double().var(correction=0)))
 
     handle = layer.register_forward_hook(hook)
     try:
         run(model, batch)
     finally:
         handle.remove()
-    return float(captured[0].double().var(correction=0))
-
-
-def _weight(layer: nn.Module) -> Tensor:
-    return cast(Tensor, layer.weight)  # Linear and Conv layers always have one
+    return variances[0]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from gradwise._validation import NON_NEGATIVE_INT, Satisfies, check
 
@@ -38,9 +40,10 @@ _SEED_OR_GENERATOR = Satisfies(
     lambda value: (
         value is None
         or isinstance(value, torch.Generator)
-        or NON_NEGATIVE_INT.is_satisfied_by(value)
+        # torch.Generator.manual_seed takes 64 bits; compared as ints, not floats.
+        or (NON_NEGATIVE_INT.is_satisfied_by(value) and int(value) < 2**64)
     ),
-    "a torch.Generator, an int seed >= 0 or None",
+    "a torch.Generator, an int seed in [0, 2**64 - 1] or None",
 )
 
 
@@ -54,7 +57,8 @@ def check_model(model: object, owner: str) -> None:
 
 
 def weight_layers(model: nn.Module, owner: str) -> list[tuple[str, nn.Module]]:
-    """The Linear and Conv layers of ``model``, in registration order, all materialized."""
+    """The Linear and Conv layers of ``model``, in registration order, all materialized and
+    with weights and biases that a write reaches (see :func:`update_parameter`)."""
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
     for name, layer in layers:
         if any(isinstance(p, nn.parameter.UninitializedParameter) for p in layer.parameters()):
@@ -63,7 +67,46 @@ def weight_layers(model: nn.Module, owner: str) -> list[tuple[str, nn.Module]]:
                 f"model whose layer '{name}' ({type(layer).__name__}) is still lazy instead; "
                 "run one forward pass first."
             )
+        for tensor_name in ("weight", "bias"):
+            _check_not_recomputed(layer, tensor_name, name, owner)
     return layers
+
+
+def _check_not_recomputed(layer: nn.Module, tensor_name: str, name: str, owner: str) -> None:
+    # torch.nn.utils.weight_norm, spectral_norm and prune keep the parameter under another
+    # name ('weight_orig', or 'weight_g' and 'weight_v') and rebuild a plain tensor .weight
+    # from it before every forward pass: what is written into .weight is silently lost.
+    value = getattr(layer, tensor_name, None)
+    if value is None or isinstance(value, nn.Parameter):
+        return
+    if parametrize.is_parametrized(layer, tensor_name):
+        return  # written through the parametrization (update_parameter)
+    if not any(hasattr(layer, tensor_name + suffix) for suffix in ("_orig", "_v")):
+        return
+    raise ValueError(
+        f"The 'model' parameter of {owner} must hold each layer's weight and bias as a "
+        f"parameter or a torch.nn.utils.parametrize parametrization. Got a model whose layer "
+        f"'{name}' ({type(layer).__name__}) recomputes its {tensor_name} from other parameters "
+        "before every forward pass (torch.nn.utils.weight_norm, spectral_norm or prune) "
+        f"instead, so {owner} cannot set it. Initialize the model before applying them, or "
+        "use torch.nn.utils.parametrizations.weight_norm or spectral_norm."
+    )
+
+
+def update_parameter(
+    layer: nn.Module, tensor_name: str, change: Callable[[Tensor], object]
+) -> None:
+    """Apply ``change``, which fills or scales a tensor in place, to ``layer``'s
+    ``tensor_name``. A parametrized tensor (``torch.nn.utils.parametrizations.weight_norm``)
+    is computed anew at every access, so ``change`` gets a copy, which is assigned back
+    through the parametrization's ``right_inverse``."""
+    if not parametrize.is_parametrized(layer, tensor_name):
+        change(getattr(layer, tensor_name))
+        return
+    value = getattr(layer, tensor_name).detach().clone()
+    change(value)
+    with torch.no_grad():
+        setattr(layer, tensor_name, value)
 
 
 def make_generator(
