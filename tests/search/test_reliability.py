@@ -4,6 +4,7 @@ searches interrupted at awkward moments then resumed."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -32,6 +33,7 @@ from tests.search.helpers import (
 )
 
 KILL_EPOCHS = 30
+MAX_ATTEMPTS = 4  # a trial and its 3 retries
 
 
 def _kill_a_worker_mid_trial(tmp_path, storage: str | None) -> None:
@@ -248,7 +250,7 @@ def test_a_grid_interrupted_while_queueing_its_points_queues_each_point_once(tmp
     assert 0 < queued < len(grid), f"not interrupted while queueing: {queued} of {len(grid)}"
 
     resumed = start(*args, cwd=tmp_path)
-    # Stopped in its first trial's training (a Ctrl-C as a trial ends can be lost).
+    # Stopped in its first trial's training.
     wait_for(lambda: list(folder.glob("trials/*/checkpoints/last.pt")), 120, "a checkpoint")
     assert resumed.poll() is None, "the resumed search ended before the test could stop it"
     resumed.send_signal(signal.SIGINT)
@@ -302,3 +304,151 @@ def test_the_resume_message_counts_only_the_trials_queued_again(tmp_path) -> Non
     assert said is not None, resumed.stderr
     assert int(said.group(1)) == len(retries)
     assert trials[-1].state == TrialState.COMPLETE
+    # Nothing will retry the exhausted trial: it has failed for good and counts as done.
+    assert "trials 3/3 done · 0 running · 0 pruned · 1 failed" in resumed.stdout
+
+
+C2F_LONG_FIRST_STAGE = """\
+  stages:
+    - {epochs: 300, trials: 1, keep: 1}
+    - {epochs: 1, trials: 1}
+"""
+
+
+def _stop_again(url: str, name: str, number: int, count: int) -> None:
+    """Add ``count`` attempts to trial ``number``'s retry chain, each queued by Optuna's
+    callback as a resume queues it, taken as a worker takes it and failed, without a
+    reason, as Ctrl-C fails it."""
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=None)
+        latest = study.trials[number]
+        for _ in range(count):
+            retry(study, latest)
+            trial = study.ask()
+            study.tell(trial, state=TrialState.FAIL)
+            latest = study.trials[trial.number]
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_trial_stopped_on_its_last_attempt_fails_for_good_and_the_next_stage_runs(
+    tmp_path,
+) -> None:
+    # QA: the last attempt of a trial (3 retries) stopped by Ctrl-C stayed failed with no
+    # reason: it did not count as done, and the next coarse-to-fine stage waited forever.
+    config = write_config(tmp_path, "spent", search=SPACE + C2F_LONG_FIRST_STAGE)
+    args = ["search", str(config), "--strategy", "coarse-to-fine"]
+    folder = tmp_path / "studies" / "spent"
+    checkpoint = folder / "trials/trial-0000/checkpoints/last.pt"
+    first = start(*args, cwd=tmp_path)
+    wait_for(checkpoint.is_file, 120, "trial 0 to checkpoint")
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
+    url = storage_of(folder)
+    _stop_again(url, "spent", 0, count=MAX_ATTEMPTS - 2)  # its 2nd and 3rd attempts
+    saved = checkpoint.stat().st_mtime_ns
+
+    last = start(*args, cwd=tmp_path)
+    wait_for(lambda: checkpoint.stat().st_mtime_ns > saved, 120, "the last attempt to train")
+    last.send_signal(signal.SIGINT)
+    _, stderr = last.communicate(timeout=120)
+    assert last.returncode == 130, stderr
+    assert "resuming: 1 interrupted trial(s) queued again" in stderr
+    trials = load(url, "spent")
+    assert [t.state for t in trials] == [TrialState.FAIL] * MAX_ATTEMPTS
+    assert trials[-1].system_attrs["retry_history"] == list(range(MAX_ATTEMPTS - 1))
+    reasons = [t.user_attrs.get("fail_reason") for t in trials]
+    assert reasons[:-1] == [None] * (MAX_ATTEMPTS - 1)  # retried: not failed for good
+    assert reasons[-1] == (
+        f"interrupted on all {MAX_ATTEMPTS} attempts (Ctrl-C or a killed worker): not retried again"
+    )
+
+    resumed = start(*args, cwd=tmp_path)
+    try:
+        stdout, stderr = resumed.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        resumed.send_signal(signal.SIGINT)
+        resumed.communicate(timeout=120)
+        raise AssertionError("stage 1 waited forever for trial 0, out of retries") from None
+    assert resumed.returncode == 0, stderr
+    assert "resuming" not in stderr  # nothing to retry
+    trials = load(url, "spent")
+    assert [(t.state, t.user_attrs["stage"]) for t in trials[MAX_ATTEMPTS:]] == [
+        (TrialState.COMPLETE, 1)
+    ]
+    assert "trials 2/2 done · 0 running · 0 pruned · 1 failed" in stdout
+    assert "interrupted on all 4 attempts" in stdout  # the leaderboard's note
+
+
+LATE_CTRL_C_EPOCHS = 3
+
+# A model entry point that presses Ctrl-C on `gradwise search` (its worker's parent) at
+# the evaluation named in ctrl-c-at-evaluation, once: with LATE_CTRL_C_EPOCHS, the last
+# epoch's validation (the trainer evaluates each epoch, then the test split). It holds
+# that evaluation 3 s, so the search's Ctrl-C reaches the worker during it.
+CTRL_C_AT_EVALUATION = """\
+import os
+import pathlib
+import signal
+import time
+
+import torch
+
+
+class Model(torch.nn.Sequential):
+    def __init__(self):
+        super().__init__(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        self.evaluations = 0
+
+    def train(self, mode=True):
+        marker = pathlib.Path("ctrl-c-at-evaluation")
+        if not mode:
+            self.evaluations += 1
+            if marker.is_file() and self.evaluations == int(marker.read_text()):
+                marker.unlink()
+                os.kill(os.getppid(), signal.SIGINT)
+                time.sleep(3)
+        return super().train(mode)
+
+
+def build(**options):
+    return Model()
+"""
+
+
+def test_a_ctrl_c_as_a_trial_ends_stops_its_worker_before_the_next_trial(tmp_path) -> None:
+    # QA: a Ctrl-C that reached a worker during a trial's last epoch end was lost (the
+    # trainer had no step left to stop after): the worker took the next trial, and
+    # gradwise search waited 120 s before killing it.
+    (tmp_path / "late.py").write_text(CTRL_C_AT_EVALUATION)
+    (tmp_path / "ctrl-c-at-evaluation").write_text(str(LATE_CTRL_C_EPOCHS))
+    config = write_config(tmp_path, "late", epochs=LATE_CTRL_C_EPOCHS)
+    config.write_text(config.read_text().replace("name: mlp,", "name: 'late:build',"))
+    args = ["search", str(config), "--trials", "2"]
+    done = gradwise(*args, cwd=tmp_path)
+    assert done.returncode == 130, done.stderr
+    assert not (tmp_path / "ctrl-c-at-evaluation").exists()
+    folder = tmp_path / "studies" / "late"
+    url = storage_of(folder)
+    # Trial 0 ended as its run folder says (complete) and no other trial was started.
+    (trial,) = load(url, "late")
+    run = folder / trial.user_attrs["run"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert (trial.state, summary["status"]) == (TrialState.COMPLETE, "completed")
+    assert math.isclose(trial.value, summary["best"]["value"], rel_tol=1e-12)
+    assert epochs_logged(run) == list(range(LATE_CTRL_C_EPOCHS))
+    log = (folder / "workers/worker-0.log").read_text()
+    assert "worker interrupted" in log
+    assert "worker done" not in log
+
+    resumed = gradwise(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" not in resumed.stderr  # trial 0 is complete, not retried
+    trials = load(url, "late")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert epochs_logged(run) == list(range(LATE_CTRL_C_EPOCHS))  # not run again

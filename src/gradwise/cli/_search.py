@@ -101,7 +101,10 @@ def run_worker_command(args: argparse.Namespace) -> int:
     try:
         ran = run_worker(args.storage, args.study, folder, say=_say)
     except KeyboardInterrupt:
-        _say("worker interrupted; the trial keeps its checkpoint and is retried on resume")
+        _say(
+            "worker interrupted; a trial it left unfinished keeps its checkpoint and is "
+            "retried on resume"
+        )
         return EXIT_INTERRUPTED
     _say(f"worker done: ran {ran} trial(s); the study's budget is used")
     return EXIT_OK

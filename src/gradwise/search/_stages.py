@@ -29,7 +29,13 @@ STAGE_ATTR = "stage"
 EPOCHS_ATTR = "epochs"
 RUN_ATTR = "run"
 FAIL_REASON_ATTR = "fail_reason"
-_RETRY_ATTR = "failed_trial"  # set by optuna's RetryHeartbeatStaleTrialCallback
+# Set by optuna's RetryHeartbeatStaleTrialCallback on each retry: the chain's first trial,
+# and the numbers of the attempts before this one.
+_RETRY_ATTR = "failed_trial"
+_RETRY_HISTORY_ATTR = "retry_history"
+
+#: Retries of an interrupted or killed trial at most (so MAX_RETRIES + 1 attempts).
+MAX_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,24 @@ def is_retry(trial: FrozenTrial) -> bool:
 def original_number(trial: FrozenTrial) -> int:
     """The number of the first trial of a retry chain (the trial itself if no retry)."""
     return int(trial.system_attrs.get(_RETRY_ATTR, trial.number))
+
+
+def is_last_attempt(trial: FrozenTrial) -> bool:
+    """A retry with no retry left: if it is stopped too, it is not queued again."""
+    return len(trial.system_attrs.get(_RETRY_HISTORY_ATTR, ())) >= MAX_RETRIES
+
+
+def failed_for_good(trial: FrozenTrial) -> bool:
+    """Failed, and nothing will retry it: it failed for a reason of its own (recorded in
+    ``fail_reason``) or it was the last attempt of a trial stopped on every attempt.
+
+    (A last attempt records its reason when it starts, since a killed worker cannot write
+    one at the end; a study from before that, or a worker killed right as the attempt
+    started, leaves it without one, and it is still failed for good.)
+    """
+    if trial.state != TrialState.FAIL:
+        return False
+    return FAIL_REASON_ATTR in trial.user_attrs or is_last_attempt(trial)
 
 
 def slot_of(trials: Sequence[FrozenTrial], number: int) -> int:
@@ -107,15 +131,15 @@ def _members(trials: Sequence[FrozenTrial], index: int) -> list[FrozenTrial]:
 
 
 def _settled(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> bool:
-    """Finished for good: complete, pruned, or failed with a reason of its own.
+    """Finished for good: complete, pruned, or failed for good (:func:`failed_for_good`).
 
-    A trial that failed without a reason (its worker was killed or interrupted) is
+    A trial that failed otherwise (its worker was killed or interrupted, retries left) is
     settled only by a retry that settled.
     """
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     if trial.state == TrialState.FAIL:
-        if FAIL_REASON_ATTR in trial.user_attrs:
+        if failed_for_good(trial):
             return True
         retries = [t for t in trials if t.number > trial.number and is_retry(t)
                    and original_number(t) == original_number(trial)]  # fmt: skip

@@ -33,11 +33,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gradwise.config import ConfigError
 from gradwise.search._space import SearchSpec, parse_search
-from gradwise.search._stages import FAIL_REASON_ATTR, is_retry, original_number
+from gradwise.search._stages import MAX_RETRIES, failed_for_good, is_retry, original_number
 
 SETTINGS_ATTR = "gradwise"
 DEFAULT_HEARTBEAT = 10
-MAX_RETRIES = 3
 _SQLITE_BUSY_TIMEOUT_S = 120
 
 
@@ -234,7 +233,8 @@ class Progress:
 
     @property
     def finished(self) -> int:
-        """Trials that ended for good (complete, pruned, failed with a reason)."""
+        """Trials that ended for good (complete, pruned, failed for good: with a reason of
+        their own, or stopped on their last attempt)."""
         return self.complete + self.pruned + self.failed
 
     @property
@@ -265,7 +265,7 @@ def progress(trials: list[FrozenTrial], budget: int, direction: str) -> Progress
     return Progress(
         complete=len(complete),
         pruned=states.count(TrialState.PRUNED),
-        failed=sum(1 for t in trials if t.state == TrialState.FAIL and _failed_for_good(t)),
+        failed=sum(1 for trial in trials if failed_for_good(trial)),
         running=states.count(TrialState.RUNNING),
         waiting=states.count(TrialState.WAITING),
         slots_used=sum(1 for trial in trials if not is_retry(trial)),
@@ -275,17 +275,13 @@ def progress(trials: list[FrozenTrial], budget: int, direction: str) -> Progress
     )
 
 
-def _failed_for_good(trial: FrozenTrial) -> bool:
-    return FAIL_REASON_ATTR in trial.user_attrs
-
-
 def requeue_interrupted(study: optuna.Study) -> int:
     """Queue a retry of each trial that a Ctrl-C or a crash left failed without a reason.
 
     Killed workers' trials are re-queued by the heartbeat; trials stopped by Ctrl-C are
     failed by Optuna at once and need this (run by ``gradwise search`` when it starts).
-    A trial whose retries are used up (``MAX_RETRIES``) is not queued again. Returns how
-    many retries were queued.
+    A trial whose retries are used up (``MAX_RETRIES``) is failed for good and not queued
+    again. Returns how many retries were queued.
     """
     trials = study.get_trials(deepcopy=False)
     # The latest attempt of each chain is the one to retry; earlier attempts have retries.
@@ -295,7 +291,7 @@ def requeue_interrupted(study: optuna.Study) -> int:
     interrupted = [
         trial
         for trial in latest.values()
-        if trial.state == TrialState.FAIL and not _failed_for_good(trial)
+        if trial.state == TrialState.FAIL and not failed_for_good(trial)
     ]
     if not interrupted:
         return 0

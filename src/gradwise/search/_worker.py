@@ -5,6 +5,8 @@ with the sampled values set in its config; its per-epoch validation metric feeds
 pruner. A trial that diverges (NaN loss) or whose config cannot be built is recorded as
 failed, with the reason in its ``fail_reason`` attribute, and the search goes on. A retry
 of a killed trial continues the original trial's run folder from its last checkpoint.
+A Ctrl-C stops the worker: during a trial's training, after its current step; whenever
+else it reaches the worker during a trial, once that trial has ended.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import optuna
@@ -28,8 +33,10 @@ from gradwise.search._space import Parameter
 from gradwise.search._stages import (
     EPOCHS_ATTR,
     FAIL_REASON_ATTR,
+    MAX_RETRIES,
     RUN_ATTR,
     STAGE_ATTR,
+    is_last_attempt,
     is_retry,
     original_number,
     slot_of,
@@ -50,6 +57,10 @@ from gradwise.train import Callback, TrainingDiverged, TrainState, resume, train
 
 TRIALS_FOLDER = "trials"
 _POLL_S = 0.5
+# The reason of a trial whose last attempt failed without one of its own.
+_OUT_OF_RETRIES = (
+    f"interrupted on all {MAX_RETRIES + 1} attempts (Ctrl-C or a killed worker): not retried again"
+)
 
 Say = Callable[[str], None]
 
@@ -101,14 +112,80 @@ def run_worker(
             lock.release()
             time.sleep(poll_s)
             continue
-        try:
-            with heartbeats_allowed():
-                study.optimize(objective, n_trials=1, catch=(TrialFailed,))
-        finally:
-            lock.release()
+        interrupted = _run_trial(study, objective, lock)
         ran += 1
         if say is not None:
             say(_describe(study.trials[objective.last_number], settings))
+        if interrupted:
+            # A Ctrl-C that came as the trial's training ended (after its last step) found
+            # nothing left to stop: the run and the trial completed (or were pruned), and
+            # stand so. The worker stops now instead of taking the next trial.
+            if say is not None:
+                say(f"interrupted as trial {objective.last_number} ended: it keeps its result")
+            raise KeyboardInterrupt
+
+
+def _run_trial(study: optuna.Study, objective: _Objective, lock: AskLock) -> bool:
+    """Run one trial (the ask lock is held until Optuna asks for it); returns whether a
+    Ctrl-C reached this process meanwhile. A Ctrl-C that stopped the trial is raised."""
+    try:
+        with heartbeats_allowed(), _InterruptWatch() as watch:
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+    finally:
+        lock.release()
+    return watch.heard
+
+
+class _InterruptWatch:
+    """Hears every SIGINT (Ctrl-C) that reaches the process within the block.
+
+    The trainer takes a Ctrl-C as a request to stop after the current step and forgets it
+    when training ends, so one that comes after the last step (while the last epoch
+    ends) leaves no trace. Python writes the number of every signal it handles to the
+    wakeup fd (``signal.set_wakeup_fd``), whichever handler is installed, so the worker
+    reads it there after the trial. Only the main thread can set the fd, and only it gets
+    signals handled; elsewhere, or where the fd has another owner (an event loop), the
+    watch hears nothing.
+    """
+
+    def __init__(self) -> None:
+        self.heard = False
+        self._sockets: tuple[socket.socket, socket.socket] | None = None
+
+    def __enter__(self) -> _InterruptWatch:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        if previous != -1:
+            signal.set_wakeup_fd(previous)
+            reader.close()
+            writer.close()
+            return self
+        self._sockets = (reader, writer)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._sockets is None:
+            return
+        reader, writer = self._sockets
+        self._sockets = None
+        signal.set_wakeup_fd(-1)
+        try:
+            while chunk := reader.recv(4096):
+                self.heard = self.heard or signal.SIGINT in chunk
+        except BlockingIOError:  # read all there was
+            pass
+        finally:
+            reader.close()
+            writer.close()
 
 
 def _next_action(study: optuna.Study, settings: StudySettings) -> str:
@@ -158,6 +235,11 @@ class _Objective:
     def __call__(self, trial: Trial) -> float:
         self.lock.release()  # Optuna has asked for the trial: the next worker may ask.
         self.last_number = trial.number
+        frozen = _frozen(trial)
+        if is_last_attempt(frozen):
+            # Recorded now, since a killed worker cannot write it at the end; read only if
+            # this attempt fails too (another failure replaces it with its own reason).
+            trial.set_user_attr(FAIL_REASON_ATTR, _OUT_OF_RETRIES)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         spec = self.settings.spec
         epochs = spec.epochs
@@ -165,7 +247,7 @@ class _Objective:
             stage = self._stage(trial)
             epochs = spec.stages[stage].epochs
         params = {parameter.path: _suggest(trial, parameter) for parameter in spec.parameters}
-        run_name = f"trial-{original_number(_frozen(trial)):04d}"
+        run_name = f"trial-{original_number(frozen):04d}"
         trial.set_user_attr(EPOCHS_ATTR, epochs)
         trial.set_user_attr(RUN_ATTR, f"{TRIALS_FOLDER}/{run_name}")
         content = spec.trial_config(
