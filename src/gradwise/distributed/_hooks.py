@@ -728,12 +728,14 @@ def _sign_majority_hook(state: CompressionState, bucket: GradBucket) -> Future[t
     g = buffer.to(dtype)
     # A zero has no sign: it votes a fair coin, the same coin on every rank but flipped on
     # odd ranks, so ranks 2k and 2k + 1 that both have a zero there cancel out exactly.
-    # The coins are drawn only where this rank has a zero (a full bucket of random bits
-    # per step would cost more than the vote): each coin depends on the pass and the
-    # parameter alone, so a rank that draws none disagrees with no one.
+    # Each coin depends on the pass and the parameter alone, so a rank that draws none
+    # disagrees with no one: on the CPU, where reading whether the bucket has a zero
+    # costs no wait, the coins (one generator seeding per parameter, ~8 us each) are
+    # drawn only for a bucket that has one; on a GPU always, not to wait for the device
+    # inside the hook.
     zero = g == 0
     votes = g > 0
-    if bool(zero.any()):
+    if buffer.device.type != "cpu" or bool(zero.any()):
         coin = state._coin_flips(names, lengths, backward_pass, buffer.device)
         odd = dist.get_rank(state.process_group) % 2 == 1
         votes = torch.where(zero, coin ^ odd, votes)
