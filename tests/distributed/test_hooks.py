@@ -1501,3 +1501,29 @@ def test_a_loaded_powersgd_state_saves_its_memories_before_they_are_used() -> No
         assert set(mine) == set(expected)
         for key in set(mine) - {"names"}:
             assert torch.equal(mine[key], expected[key])
+
+
+@pytest.mark.usefixtures("world_of_one")
+def test_a_powersgd_state_built_without_parameter_shapes_loads_a_saved_state() -> None:
+    # parameter_shapes came after the other arguments, with a default: a state built
+    # without it (not through register_compression) raised KeyError when loading.
+    from gradwise.distributed._hooks import CompressionState
+
+    torch.manual_seed(0)
+    model = DistributedDataParallel(torch.nn.Linear(16, 8))
+    state = register_compression(model, "powersgd", matrix_approximation_rank=1)
+    assert state is not None
+    for _ in range(4):
+        model(torch.randn(4, 16)).square().mean().backward()
+    saved = state.state_dict()
+    named = list(model.module.named_parameters())
+    bare = CompressionState(
+        "powersgd",
+        warmup_steps=2,
+        process_group=None,
+        parameter_names={id(p): n for n, p in named},
+        parameter_numels={n: p.numel() for n, p in named},
+    )
+    bare.powersgd_state = state.powersgd_state
+    bare.load_state_dict(saved)
+    _assert_same_state(bare.state_dict(), saved)

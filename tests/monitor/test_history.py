@@ -175,3 +175,21 @@ def test_measurements_shared_in_one_thread_are_not_seen_by_another() -> None:
     finally:
         release.set()
         thread.join()
+
+
+def test_fields_added_later_do_not_shift_positional_construction() -> None:
+    # The fields as of 85d1eee, in order: a History built positionally with them keeps
+    # each value where it was (step_size_bias came after, and goes last).
+    import dataclasses
+
+    from gradwise.monitor import History
+
+    before = [
+        "loss", "smoothed_loss", "peak_loss", "monitor_loss", "monitor_accuracy",
+        "train_loss", "train_accuracy", "val_loss", "val_accuracy", "grad_norm",
+        "first_last_grad_ratio", "layer_grad_norm", "update_ratio", "step_learning_rate",
+        "dead_fraction", "saturated_fraction", "initial_loss", "chance_loss",
+        "chance_accuracy", "learning_rate", "nonfinite",
+    ]  # fmt: skip
+    names = [item.name for item in dataclasses.fields(History)]
+    assert names[: len(before)] == before

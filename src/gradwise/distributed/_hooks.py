@@ -97,6 +97,10 @@ COMPRESSION_OPTIONS: dict[str, dict[str, Constraint]] = {
 _WARMUP_STEPS = Interval(low=2.0, kind="int")
 
 
+#: The memories of a PowerSGD bucket in a saved state.
+POWERSGD_MEMORIES = ("error", "p", "q")
+
+
 class CompressionState:
     r"""The state of a registered compression hook on one rank.
 
@@ -334,17 +338,27 @@ class CompressionState:
                     f"Got a bucket entry {_describe_entry(entry)} instead; load the state this "
                     "compression saved for this model."
                 )
-            expected = self._powersgd_sizes(names)
+            # Sizes follow from the parameters' shapes: a state built without them (not
+            # through register_compression) checks the keys and tensors only.
+            shaped = all(name in self._parameter_shapes for name in names)
+            expected = self._powersgd_sizes(names) if shaped else {}
             memories = {key: value for key, value in entry.items() if key != "names"}
             for key, tensor in memories.items():
-                if key not in expected:
+                if key not in POWERSGD_MEMORIES:
                     raise ValueError(
                         f"The 'state_dict' parameter of {owner} must hold PowerSGD bucket "
                         f"entries with the keys names, error, p and q. Got key {key!r} for "
                         f"the bucket of {list(names)} instead; load a state saved by "
                         "CompressionState.state_dict()."
                     )
-                if not isinstance(tensor, Tensor) or tensor.numel() != expected[key][0]:
+                if not isinstance(tensor, Tensor):
+                    raise ValueError(
+                        f"The 'state_dict' parameter of {owner} must hold, for the PowerSGD "
+                        f"bucket of {list(names)}, a {key!r} memory tensor. Got "
+                        f"{_describe(tensor)} instead; load a state saved by "
+                        "CompressionState.state_dict()."
+                    )
+                if key in expected and tensor.numel() != expected[key][0]:
                     size, reason, fix = expected[key]
                     raise ValueError(
                         f"The 'state_dict' parameter of {owner} must hold, for the PowerSGD "

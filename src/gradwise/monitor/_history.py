@@ -229,11 +229,6 @@ class History:
         step_learning_rate: the first param group's learning rate at each step whose
             update ratios were measured: the rate that made those updates (a schedule's
             warmup or decay moves it away from ``learning_rate``).
-        step_size_bias: at those steps, how many times larger the optimizer's steps are
-            than they will be once its running average of squared gradients has filled:
-            ``1 / sqrt(1 - alpha^t)`` at step ``t`` of RMSprop, whose average starts at 0
-            without Adam's bias correction (10 at step 1 with alpha 0.99). Recorded only
-            where it exceeds 1; the detectors divide update ratios by it, as by the rate.
         dead_fraction, saturated_fraction: per ReLU / tanh-sigmoid module.
         initial_loss: the loss before training (monitoring subset) or at step 1.
         chance_loss: the loss of a classifier at chance, when known.
@@ -241,6 +236,12 @@ class History:
         learning_rate: the base learning rate of the first parameter group (the
             configured one, before a schedule scales it), when known.
         nonfinite: where the first NaN/inf appeared (step, what, layer), or None.
+        step_size_bias: at the steps of ``step_learning_rate``, how many times larger
+            the optimizer's steps are than they will be once its running average of
+            squared gradients has filled: ``1 / sqrt(1 - alpha^t)`` at step ``t`` of
+            RMSprop, whose average starts at 0 without Adam's bias correction (10 at step
+            1 with alpha 0.99). Recorded only where it exceeds 1; the detectors divide
+            update ratios by it, as by the rate.
 
     Example:
         >>> from gradwise.monitor import History
@@ -264,7 +265,6 @@ class History:
     layer_grad_norm: dict[str, Series] = field(default_factory=_layers)
     update_ratio: dict[str, Series] = field(default_factory=_layers)
     step_learning_rate: Series = field(default_factory=Series)
-    step_size_bias: Series = field(default_factory=Series)
     dead_fraction: dict[str, Series] = field(default_factory=_layers)
     saturated_fraction: dict[str, Series] = field(default_factory=_layers)
     initial_loss: float | None = None
@@ -272,6 +272,8 @@ class History:
     chance_accuracy: float | None = None
     learning_rate: float | None = None
     nonfinite: dict[str, Any] | None = None
+    # Last, after the fields it came later than (positional construction keeps working).
+    step_size_bias: Series = field(default_factory=Series)
 
     def layer(self, table: dict[str, Series], name: str) -> Series:
         """The series of layer ``name`` in ``table``, created on first use."""
