@@ -950,6 +950,23 @@ def test_a_binary_classifier_with_one_logit_can_overfit_and_has_two_classes():
     assert initial.measured["num_classes"] == 2
 
 
+def test_per_position_class_targets_are_refused_before_any_check():
+    # Review of 5f3011a feared (B, T, C) logits with (B, T) targets passing the tiny-subset
+    # check on the loss alone (accuracy is taken for (B, C) scores only). Such targets never
+    # reach a check: the data are refused first. If they ever are accepted, the accuracy
+    # needs a class dim (last, or 1 as torch's cross_entropy takes (B, C, T)).
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(40, 8, generator=generator)
+    targets = torch.randint(0, 4, (40, 5), generator=generator)
+    model = nn.Sequential(nn.Linear(8, 20), nn.Unflatten(1, (5, 4)))  # (B, T, C)
+
+    def per_position_cross_entropy(logits, targets):
+        return F.cross_entropy(logits.transpose(1, 2), targets)
+
+    with pytest.raises(ValueError, match=r"one class per sample\. Got shape \(40, 5\)"):
+        check_overfit_tiny_subset(model, per_position_cross_entropy, (inputs, targets))
+
+
 class _WithAuxiliaryHead(nn.Module):
     """Returns (logits, auxiliary logits), or a dict of them, as nets with a side head do."""
 
