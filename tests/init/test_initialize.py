@@ -370,6 +370,59 @@ def test_a_weight_recomputed_by_a_forward_pre_hook_is_refused(hooked):
         init.initialize(model, generator=0)
 
 
+class Symmetric(nn.Module):
+    """torch's parametrization tutorial's example: it has no right_inverse."""
+
+    def forward(self, X):
+        return X.triu() + X.triu(1).transpose(-1, -2)
+
+
+@pytest.mark.parametrize("weights", ["he_normal", "lsuv"])
+def test_a_parametrization_without_right_inverse_is_refused_before_any_write(weights):
+    # Nothing can be written through it; finding out at layer '2' would leave layer '0'
+    # already overwritten.
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    nn.utils.parametrize.register_parametrization(model[2], "weight", Symmetric())
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    data = torch.randn(16, 8) if weights == "lsuv" else None
+    with pytest.raises(
+        ValueError,
+        match=r"layer '2' \(ParametrizedLinear\) has its weight parametrized by Symmetric, "
+        r"which does not, instead\. Initialize the model before registering",
+    ):
+        init.initialize(model, weights, generator=0, data=data)
+    after = model.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+@pytest.mark.parametrize(
+    ("parametrized", "label"),
+    [
+        (nn.utils.parametrizations.spectral_norm, "spectral_norm"),
+        (nn.utils.parametrizations.orthogonal, "orthogonal"),
+    ],
+)
+def test_a_scale_fixing_parametrization_warns_that_the_gain_does_not_hold(parametrized, label):
+    # spectral_norm divides whatever is written by its largest singular value: a gain of 3
+    # ends at 1, and saying nothing would pass that off as the scheme's weight.
+    model = nn.Sequential(parametrized(nn.Linear(30, 64)), nn.ReLU(), nn.Linear(64, 5))
+    with pytest.warns(UserWarning, match=rf"weights of '0' \({label}\), but the param"):
+        init.initialize(model, "orthogonal", gain=3.0, generator=0)
+    largest = torch.linalg.matrix_norm(model[0].weight.detach(), ord=2)
+    assert largest.item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_weight_norm_keeps_the_gain_and_does_not_warn():
+    model = nn.Sequential(
+        nn.utils.parametrizations.weight_norm(nn.Linear(30, 64)), nn.ReLU(), nn.Linear(64, 5)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        init.initialize(model, "orthogonal", gain=3.0, generator=0)
+    largest = torch.linalg.matrix_norm(model[0].weight.detach(), ord=2)
+    assert largest.item() == pytest.approx(3.0, rel=1e-4)
+
+
 ERRORS = [
     (
         lambda: init.initialize(torch.zeros(3)),

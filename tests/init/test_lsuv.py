@@ -256,3 +256,38 @@ def test_a_bfloat16_model_reaches_unit_output_variance():
     assert list(achieved) == ["0", "2", "4", "6"]
     for name, variance in output_variances(model, batch).items():
         assert abs(variance - 1) < 0.05, (name, variance)
+
+
+def test_a_spectral_normed_layer_is_skipped_with_a_warning_that_says_why():
+    # spectral_norm divides the weight by its largest singular value, so no rescaling of
+    # the weight moves the output variance; advising more iterations would be wrong.
+    model = nn.Sequential(
+        nn.utils.parametrizations.spectral_norm(nn.Linear(30, 64)),
+        nn.ReLU(),
+        nn.Linear(64, 5),
+    )
+    batch = 5 * torch.randn(256, 30, generator=seeded(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        achieved = init.lsuv(model, batch, generator=0)
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("LSUV skipped '0' (spectral_norm): the parametrization")
+    assert caught[0].filename == __file__
+    assert list(achieved) == ["2"]
+    assert abs(output_variances(model, batch)["2"] - 1) < 0.05
+    largest = torch.linalg.matrix_norm(model[0].weight.detach(), ord=2)
+    assert largest.item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_initialize_with_lsuv_skips_a_spectral_normed_layer_once():
+    model = nn.Sequential(
+        nn.utils.parametrizations.spectral_norm(nn.Linear(30, 64)),
+        nn.ReLU(),
+        nn.Linear(64, 5),
+    )
+    batch = torch.randn(256, 30, generator=seeded(0))
+    with pytest.warns(UserWarning, match=r"LSUV skipped '0' \(spectral_norm\)") as caught:
+        report = init.initialize(model, "lsuv", data=batch, generator=0)
+    assert len(caught) == 1
+    assert [row.output_variance is None for row in report] == [True, False]

@@ -27,6 +27,7 @@ from gradwise.init._modules import (
     check_batch,
     check_model,
     make_generator,
+    scale_fixing_parametrization,
     update_parameter,
     weight_layers,
 )
@@ -113,9 +114,12 @@ def initialize(
     and ``biases`` on its bias. BatchNorm, InstanceNorm, LayerNorm, GroupNorm and RMSNorm
     get weight 1 and bias 0, and their running statistics are reset. Other modules are
     left alone. A weight parametrized with ``torch.nn.utils.parametrize``
-    (``parametrizations.weight_norm``, say) is set through its parametrization; one rebuilt
-    by a forward pre-hook (the older ``torch.nn.utils.weight_norm``, ``spectral_norm``,
-    ``prune``) cannot be set and is refused with a ``ValueError``.
+    (``parametrizations.weight_norm``, say) is set through its parametrization's
+    ``right_inverse``; a parametrization without one, or a weight rebuilt by a forward
+    pre-hook (the older ``torch.nn.utils.weight_norm``, ``spectral_norm``, ``prune``),
+    cannot be set and is refused with a ``ValueError`` before anything is written. Under
+    ``parametrizations.spectral_norm`` or ``orthogonal`` the parametrization, not the
+    scheme, sets the weight's scale, and ``initialize`` warns.
 
     Gain: with ``gain="auto"`` each layer's gain is that of the first activation module
     registered after it and before the next Linear/Conv layer (normalization, dropout,
@@ -172,6 +176,7 @@ def initialize(
     if weights != "lsuv":
         _warn_about_symmetry(fill, layers)
         _warn_about_invisible_activations(fill, model, layers, gain)
+        _warn_about_fixed_scales(fill, layers)
     report = []
     for name, module in model.named_modules():
         if isinstance(module, WEIGHT_LAYERS):
@@ -319,6 +324,23 @@ def _warn_about_symmetry(fill: Initializer, layers: list[tuple[str, nn.Module]])
         "the units never become different (the symmetry problem). Use a random scheme such "
         "as weights='he_normal'; constant weights suit only the last layer.",
         SymmetryWarning,
+        stacklevel=stacklevel_outside(__file__),
+    )
+
+
+def _warn_about_fixed_scales(fill: Initializer, layers: list[tuple[str, nn.Module]]) -> None:
+    fixed = [(name, scale_fixing_parametrization(layer)) for name, layer in layers]
+    named = ", ".join(f"'{name}' ({label})" for name, label in fixed if label)
+    if not named:
+        return
+    warnings.warn(
+        f"initialize wrote {fill} into the weights of {named}, but the parametrization on "
+        "those weights fixes their scale (largest singular value 1 for spectral_norm, every "
+        "one 1 for orthogonal): the scheme's std and gain do not hold there, only what the "
+        "parametrization keeps of the values (the report's std is measured after). If the "
+        "scheme should set their scale, remove the parametrization first "
+        "(torch.nn.utils.parametrize.remove_parametrizations).",
+        UserWarning,
         stacklevel=stacklevel_outside(__file__),
     )
 

@@ -17,6 +17,7 @@ from gradwise.init._modules import (
     check_model,
     make_generator,
     run,
+    scale_fixing_parametrization,
     update_parameter,
     weight_layers,
 )
@@ -51,7 +52,11 @@ def lsuv(
     restored afterwards. A layer that the forward pass does not reach keeps its orthogonal
     weights and is absent from the result; a layer called twice is measured on its first
     call. A layer still off by ``tolerance`` after ``max_iterations`` rescalings gets a
-    ``UserWarning``.
+    ``UserWarning``. A weight under a parametrization that fixes its scale
+    (``torch.nn.utils.parametrizations.spectral_norm`` or ``orthogonal``) cannot be
+    rescaled: such a layer keeps its orthogonal weights, is left out of the result, and
+    gets a ``UserWarning``. ``parametrizations.weight_norm`` keeps the scale written
+    through it and is rescaled like a plain weight.
 
     Args:
         model: the network; ``model(batch)`` (or ``model(*batch)``) must run.
@@ -93,13 +98,17 @@ def rescale_to_unit_variance(
     model.eval()
     try:
         with torch.no_grad():
+            order = _forward_order(model, batch)
+            fixed = {name: scale_fixing_parametrization(layer) for name, layer in order}
             variances = {
                 name: _rescale(model, batch, name, layer, tolerance, max_iterations)
-                for name, layer in _forward_order(model, batch)
+                for name, layer in order
+                if fixed[name] is None
             }
     finally:
         for module, training in modes:
             module.training = training
+    _warn_about_fixed_scales({name: label for name, label in fixed.items() if label})
     missed = [name for name, variance in variances.items() if abs(variance - 1) >= tolerance]
     if missed:
         warnings.warn(
@@ -110,6 +119,22 @@ def rescale_to_unit_variance(
             stacklevel=stacklevel_outside(__file__),  # lsuv and initialize reach here at two depths
         )
     return variances
+
+
+def _warn_about_fixed_scales(fixed: dict[str, str]) -> None:
+    if not fixed:
+        return
+    layers = ", ".join(f"'{name}' ({label})" for name, label in fixed.items())
+    warnings.warn(
+        f"LSUV skipped {layers}: the parametrization on the weight fixes its scale (the "
+        "largest singular value for spectral_norm, every one for orthogonal), so no "
+        "rescaling of the weight can change the layer's output variance. They keep their "
+        "orthogonal weights and are left out of the result. If LSUV should set their "
+        "scale, remove the parametrization first "
+        "(torch.nn.utils.parametrize.remove_parametrizations).",
+        UserWarning,
+        stacklevel=stacklevel_outside(__file__),
+    )
 
 
 def _forward_order(model: nn.Module, batch: Batch) -> list[tuple[str, nn.Module]]:

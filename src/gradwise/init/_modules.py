@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _Orthogonal, _SpectralNorm
 
 from gradwise._validation import NON_NEGATIVE_INT, Satisfies, check
 
@@ -34,6 +35,14 @@ NORMALIZATION_LAYERS: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
     nn.GroupNorm,
     nn.RMSNorm,
+)
+
+# Parametrizations whose output has a fixed scale whatever is written through them:
+# spectral_norm divides the weight by its largest singular value, orthogonal makes every
+# singular value 1. A scheme's std or gain, or LSUV's rescaling, cannot survive them.
+_SCALE_FIXING: tuple[tuple[type[nn.Module], str], ...] = (
+    (_SpectralNorm, "spectral_norm"),
+    (_Orthogonal, "orthogonal"),
 )
 
 _SEED_OR_GENERATOR = Satisfies(
@@ -69,7 +78,44 @@ def weight_layers(model: nn.Module, owner: str) -> list[tuple[str, nn.Module]]:
             )
         for tensor_name in ("weight", "bias"):
             _check_not_recomputed(layer, tensor_name, name, owner)
+            _check_invertible(layer, tensor_name, name, owner)
     return layers
+
+
+def scale_fixing_parametrization(layer: nn.Module) -> str | None:
+    """The name of the parametrization on ``layer``'s weight that fixes its scale
+    (``"spectral_norm"``, ``"orthogonal"``), or ``None`` when there is none."""
+    for parametrization in _parametrizations(layer, "weight"):
+        for kind, label in _SCALE_FIXING:
+            if isinstance(parametrization, kind):
+                return label
+    return None
+
+
+def _parametrizations(layer: nn.Module, tensor_name: str) -> list[nn.Module]:
+    if not parametrize.is_parametrized(layer, tensor_name):
+        return []
+    chains = cast(nn.ModuleDict, layer.parametrizations)
+    return list(cast(nn.ModuleList, chains[tensor_name]))
+
+
+def _check_invertible(layer: nn.Module, tensor_name: str, name: str, owner: str) -> None:
+    # A write goes through every parametrization's right_inverse (update_parameter); torch
+    # raises on one without it, and checked here no layer has been written yet.
+    for parametrization in _parametrizations(layer, tensor_name):
+        if hasattr(parametrization, "right_inverse"):
+            continue
+        kind = type(parametrization).__name__
+        raise ValueError(
+            f"The 'model' parameter of {owner} must have parametrizations that implement "
+            f"right_inverse, so that a value can be written through them. Got a model whose "
+            f"layer '{name}' ({type(layer).__name__}) has its {tensor_name} parametrized by "
+            f"{kind}, which does not, instead. Initialize the model before registering "
+            "the parametrization, remove it first (torch.nn.utils.parametrize."
+            f"remove_parametrizations(layer, '{tensor_name}')) and register it again after, "
+            "or fill the tensor it is computed from yourself "
+            f"(layer.parametrizations.{tensor_name}.original) and leave the layer out."
+        )
 
 
 def _check_not_recomputed(layer: nn.Module, tensor_name: str, name: str, owner: str) -> None:
