@@ -278,6 +278,13 @@ def test_yaml_merge_keys_may_still_repeat_a_merged_key(tmp_path: Path) -> None:
          "The keys of 'train.model.options' must be strings. Got 3 (an int) instead"),
         ("data:\n  preprocess:\n    - {name: pca, true: 1}\n",
          "The keys of 'train.data.preprocess[0]' must be strings. Got True (a bool) instead"),
+        ("optimizer:\n  chain:\n    - {name: scale_by_adam, 2: 3}\n",
+         "The keys of 'train.optimizer.chain[0]' must be strings. Got 2 (an int) instead"),
+        ("optimizer:\n  groups:\n    - {params: ['0.*'], 5: 0.1}\n",
+         "The keys of 'train.optimizer.groups[0]' must be strings. Got 5 (an int) instead"),
+        ("distributed:\n  compression_options: {on: 2}\n",
+         "The keys of 'train.distributed.compression_options' must be strings. Got True (a bool)"),
+        ("schedule:\n  1: 2\n", "The keys of 'train.schedule' must be strings. Got 1 (an int)"),
     ],
 )  # fmt: skip
 def test_a_key_that_is_not_a_string_is_a_one_line_error(
@@ -290,6 +297,32 @@ def test_a_key_that_is_not_a_string_is_a_one_line_error(
         load_config(path)
     assert message in str(error.value)
     assert str(error.value).endswith("instead; put the key in quotes if it is meant as a name.")
+
+
+def test_a_value_with_int_keys_in_the_loader_options_reaches_the_config_unchanged(
+    tmp_path: Path,
+) -> None:
+    # be46d37 refused it: "The keys of 'train.data.options.relabel' must be strings". Only
+    # the keys that become names (here 'relabel', a keyword of the user's own loader) must be.
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  options:\n    relabel: {0: 1, 1: 0}\n")
+    assert load_config(path).data.options == {"relabel": {0: 1, 1: 0}}
+
+
+def test_values_with_int_keys_inside_other_keyword_arguments_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "model: {options: {widths: {1: 64}}}\n"
+        "optimizer:\n  chain:\n    - {name: scale_by_adam, table: {2: 3}}\n"
+        "    - scale_by_learning_rate\n"
+        "distributed: {compression_options: {ranks: {0: 4}}}\n"
+        "data: {preprocess: [{name: pca, table: {true: 1}}]}\n"
+    )
+    config = load_config(path)
+    assert config.model.options == {"widths": {1: 64}}
+    assert config.optimizer["chain"][0] == {"name": "scale_by_adam", "table": {2: 3}}
+    assert config.distributed.compression_options == {"ranks": {0: 4}}
+    assert config.data.preprocess == [{"name": "pca", "table": {True: 1}}]
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,23 @@ def test_subset_refuses_masks_and_fractional_indices(indices):
         ]
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
+def test_subset_takes_unsigned_numpy_indices_as_indices(dtype):
+    # torch has no min/max for uint16..uint64 (b99b896 raised NotImplementedError), and a
+    # uint8 array is indices here, not a mask: [1, 0, 1] picks samples 1, 0, 1.
+    data = Dataset(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 3, 4]))
+    assert data.subset(np.array([1, 0, 1], dtype=dtype)).targets.tolist() == [1, 0, 1]
+    assert data.subset(np.array([4, 3], dtype=dtype)).inputs[:, 0].tolist() == [8.0, 6.0]
+    with pytest.raises(ValueError, match=r"indices in 0..4 .* Got indices from 0 to 5 instead"):
+        data.subset(np.array([0, 5], dtype=dtype))
+
+
+def test_subset_says_the_true_range_of_uint64_indices_past_int64():
+    data = Dataset(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 3, 4]))
+    with pytest.raises(ValueError, match=rf"Got indices from 3 to {2**64 - 1} instead"):
+        data.subset(np.array([2**64 - 1, 3], dtype=np.uint64))  # would wrap to -1 as int64
+
+
 @pytest.mark.parametrize(("indices", "low", "high"), [([0, 5], 0, 5), ([-1, 2], -1, 2)])
 def test_subset_out_of_range_says_the_valid_range(indices, low, high):
     data = Dataset(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 3, 4]))

@@ -166,7 +166,7 @@ def parse_config(content: Mapping[str, Any]) -> RunConfig:
     """
     if not isinstance(content, Mapping):
         raise ConfigError(f"'{ROOT}' must be a mapping of sections. Got {content!r} instead.")
-    _check_keys_are_strings(content, ROOT, ())
+    _check_keys_are_strings(content, RunConfig, ROOT)
     merged = _laid_over(config_to_dict(RunConfig()), content)
     config = parse_section(RunConfig, merged, ROOT)
     if config.epochs is None and config.steps is None:
@@ -178,26 +178,55 @@ def parse_config(content: Mapping[str, Any]) -> RunConfig:
     return config
 
 
-def _check_keys_are_strings(node: Any, path: str, key: tuple[str, ...] | None) -> None:
-    """Every key is a string: YAML reads ``1:`` or ``on:`` as an int or a bool key, which
-    the run's builders would meet as a traceback (keyword arguments must be strings).
+def _check_keys_are_strings(content: Mapping[str, Any], kind: type, path: str) -> None:
+    """The keys that become names are strings: YAML reads ``1:`` or ``on:`` as an int or
+    a bool key, which the run's builders would meet as a traceback (keyword arguments must
+    be strings).
 
-    ``search`` is left to ``gradwise search``, which reads its own section.
+    Those keys are the schema's own (sections and their keys) and the first level of the
+    free-form mappings whose keys become keyword arguments: a ``MAPPING`` setting
+    (``options``, ``compression_options``, ``optimizer``), an entry of a ``LIST`` setting
+    (``preprocess``, ``augment``) and an entry of the optimizer's ``chain`` or ``groups``.
+    A value inside them (``relabel: {0: 1}`` for a user's loader) reaches its builder as
+    given. ``search`` is left to ``gradwise search``, which reads its own section.
     """
-    if isinstance(node, Mapping):
-        for name, value in node.items():
-            if not isinstance(name, str):
-                raise ConfigError(
-                    f"The keys of '{path}' must be strings. Got {name!r} ({_is_a(name)}) "
-                    "instead; put the key in quotes if it is meant as a name.",
-                    key=None if key is None else (*key, str(name)),
-                )
-            if path != ROOT or name != "search":
-                inner = None if key is None else (*key, name)
-                _check_keys_are_strings(value, f"{path}.{name}", inner)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            _check_keys_are_strings(value, f"{path}[{index}]", None)
+    _check_keys(content, path)
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    for name, value in content.items():
+        field = fields.get(name)
+        if field is None or (kind is RunConfig and name == "search"):
+            continue  # an unknown key is parse_section's error
+        where = f"{path}.{name}"
+        if "section" in field.metadata:
+            if isinstance(value, Mapping):
+                _check_keys_are_strings(value, field.metadata["section"], where)
+        elif isinstance(value, Mapping):
+            _check_keys(value, where)
+            if kind is RunConfig and name == "optimizer":
+                for entries in ("chain", "groups"):
+                    _check_entries(value.get(entries), f"{where}.{entries}")
+        else:
+            _check_entries(value, where)
+
+
+def _check_entries(value: Any, path: str) -> None:
+    """The keys of each mapping in a list of named entries (``{name: pca, ...}``)."""
+    if isinstance(value, list):
+        for index, entry in enumerate(value):
+            if isinstance(entry, Mapping):
+                _check_keys(entry, f"{path}[{index}]")
+
+
+def _check_keys(node: Mapping[Any, Any], path: str) -> None:
+    for name in node:
+        if not isinstance(name, str):
+            # The file's line is found by key: list entries ('[0]') have none.
+            key = None if "[" in path else (*path.split(".")[1:], str(name))
+            raise ConfigError(
+                f"The keys of '{path}' must be strings. Got {name!r} ({_is_a(name)}) "
+                "instead; put the key in quotes if it is meant as a name.",
+                key=key,
+            )
 
 
 def _is_a(value: Any) -> str:

@@ -97,13 +97,19 @@ class Dataset:
                 "The 'indices' parameter of Dataset.subset must be a 1-D sequence of ints. "
                 f"Got a tensor of shape {tuple(index.shape)} instead."
             )
+        # Cast before the range check: torch has no min or max for uint16..uint64. A uint8
+        # array is indices too (torch's old uint8 masks do not apply here).
+        unsigned = not index.dtype.is_signed
+        given, index = index, index.to(torch.int64)
         if index.numel() and not 0 <= int(index.min()) <= int(index.max()) < len(self):
+            # A uint64 index past 2**63 - 1 wraps to a negative int64: say the given values.
+            values = given.tolist() if unsigned else [int(index.min()), int(index.max())]
             raise ValueError(
                 f"The 'indices' parameter of Dataset.subset must hold indices in "
                 f"0..{len(self) - 1} (the dataset has {len(self)} samples). Got indices from "
-                f"{int(index.min())} to {int(index.max())} instead."
+                f"{min(values)} to {max(values)} instead."
             )
-        index = index.to(device=self.inputs.device, dtype=torch.int64)
+        index = index.to(self.inputs.device)
         return Dataset(self.inputs.index_select(0, index), self.targets.index_select(0, index))
 
     def sample(self, count: int, seed: int) -> Dataset:
