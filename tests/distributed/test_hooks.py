@@ -25,7 +25,13 @@ from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from gradwise.distributed import COMPRESSIONS, pack_bits, register_compression, unpack_bits
+from gradwise.distributed import (
+    COMPRESSIONS,
+    CompressionState,
+    pack_bits,
+    register_compression,
+    unpack_bits,
+)
 from tests.distributed.multiprocess import run_on_ranks
 from tests.doc_examples import run_docstring_examples
 
@@ -912,6 +918,18 @@ def _ddp() -> DistributedDataParallel:
     return DistributedDataParallel(torch.nn.Linear(4, 2))
 
 
+def _powersgd_after_four_passes() -> tuple[DistributedDataParallel, CompressionState]:
+    """A Linear(16, 8) under PowerSGD of rank 1 after four backward passes (two of them
+    compressed), in the world of one."""
+    torch.manual_seed(0)
+    model = DistributedDataParallel(torch.nn.Linear(16, 8))
+    state = register_compression(model, "powersgd", matrix_approximation_rank=1)
+    assert state is not None
+    for _ in range(4):
+        model(torch.randn(4, 16)).square().mean().backward()
+    return model, state
+
+
 @pytest.mark.usefixtures("world_of_one")
 @pytest.mark.parametrize(
     ("arguments", "message"),
@@ -1479,12 +1497,7 @@ def test_a_loaded_powersgd_state_saves_its_memories_before_they_are_used() -> No
     """Loaded PowerSGD memories wait for a bucket with the same parameters; a checkpoint
     written before that (a resume stopped at once, or checkpointing at its first step,
     when DDP has not yet rebuilt its buckets) dropped them: save, load, save lost them."""
-    torch.manual_seed(0)
-    model = DistributedDataParallel(torch.nn.Linear(16, 8))
-    state = register_compression(model, "powersgd", matrix_approximation_rank=1)
-    assert state is not None
-    for _ in range(4):
-        model(torch.randn(4, 16)).square().mean().backward()
+    model, state = _powersgd_after_four_passes()
     saved = _load(_save(state.state_dict()))
     assert saved["powersgd"]["buckets"]
 
@@ -1507,14 +1520,7 @@ def test_a_loaded_powersgd_state_saves_its_memories_before_they_are_used() -> No
 def test_a_powersgd_state_built_without_parameter_shapes_loads_a_saved_state() -> None:
     # parameter_shapes came after the other arguments, with a default: a state built
     # without it (not through register_compression) raised KeyError when loading.
-    from gradwise.distributed._hooks import CompressionState
-
-    torch.manual_seed(0)
-    model = DistributedDataParallel(torch.nn.Linear(16, 8))
-    state = register_compression(model, "powersgd", matrix_approximation_rank=1)
-    assert state is not None
-    for _ in range(4):
-        model(torch.randn(4, 16)).square().mean().backward()
+    model, state = _powersgd_after_four_passes()
     saved = state.state_dict()
     named = list(model.module.named_parameters())
     bare = CompressionState(
