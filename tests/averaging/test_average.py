@@ -355,3 +355,22 @@ def test_loading_an_ema_saved_with_other_settings_is_refused() -> None:
 def test_bad_arguments_raise_the_standard_error(make: object, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         make(nn.Linear(2, 1))  # type: ignore[operator]
+
+
+def test_recompute_batch_norm_with_no_batches_is_refused_and_keeps_the_statistics() -> None:
+    # The statistics used to be reset and then left at mean 0, variance 1 by an empty
+    # pass (an exhausted iterator, an empty split): an average evaluated with made-up
+    # statistics, without a word.
+    model = _network()
+    average = PolyakAverage(model)
+    _train(model, 5, lambda step: average.update(model, step))
+    before = copy.deepcopy(average.module.state_dict())
+    batches = iter(list(torch.randn(3, 16, 3, dtype=torch.float64)))
+    average.recompute_batch_norm(batches)
+    recomputed = copy.deepcopy(average.module.state_dict())
+    assert not torch.equal(recomputed["1.running_var"], before["1.running_var"])
+    with pytest.raises(ValueError, match=r"recompute_batch_norm got no batches"):
+        average.recompute_batch_norm(batches)  # exhausted
+    for name, tensor in recomputed.items():
+        assert torch.equal(average.module.state_dict()[name], tensor), name
+    PolyakAverage(nn.Linear(3, 1)).recompute_batch_norm([])  # no batch norm: nothing to do

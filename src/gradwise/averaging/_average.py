@@ -163,7 +163,9 @@ class WeightAverage:
         uses no random numbers, leaves the run's RNG untouched, and gives statistics that
         match evaluation-mode activations (Li et al., "Understanding the Disharmony between
         Dropout and Batch Normalization by Variance Shift", CVPR 2019). Without dropout it
-        equals ``update_bn``. A model without batch norm is left as it is.
+        equals ``update_bn``. A model without batch norm is left as it is. No batches (an
+        empty or exhausted iterable) is a ValueError, the statistics left as they were
+        (``update_bn`` would leave them at mean 0, variance 1).
 
         Give training-sized batches in a shuffled order: the statistics are the mean of
         per-batch means and variances, so batches of one class each (a split sorted by
@@ -469,6 +471,15 @@ def _recompute_batch_norm(model: nn.Module, batches: Iterable[Any]) -> None:
     layers = [module for module in model.modules() if isinstance(module, _BatchNorm)]
     if not layers:
         return
+    batch_iterator = iter(batches)
+    first = next(batch_iterator, None)
+    if first is None:
+        # update_bn would reset the statistics and leave them at mean 0, variance 1.
+        raise ValueError(
+            "recompute_batch_norm got no batches (an empty or exhausted iterable): the "
+            "batch-norm statistics are left as they were. Pass the training batches, for "
+            "instance a DataLoader over the training split."
+        )
     modes = {module: module.training for module in model.modules()}
     momenta = {layer: layer.momentum for layer in layers}
     for layer in layers:
@@ -478,7 +489,7 @@ def _recompute_batch_norm(model: nn.Module, batches: Iterable[Any]) -> None:
     for layer in layers:
         layer.train()
     try:
-        for batch in batches:
+        for batch in itertools.chain((first,), batch_iterator):
             inputs = batch[0] if isinstance(batch, list | tuple) else batch
             model(inputs)
     finally:
