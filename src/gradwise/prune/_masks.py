@@ -52,7 +52,12 @@ class Masks(Mapping[str, Tensor]):
     """
 
     def __init__(self, masks: Mapping[str, Tensor]) -> None:
-        check("masks", "Masks", masks, Satisfies(_is_mask_mapping, _MASK_MAPPING))
+        problem = _mask_mapping_problem(masks)
+        if problem is not None:
+            # The entry that is wrong, not the whole mapping: its repr prints every tensor.
+            raise ValueError(
+                f"The 'masks' parameter of Masks must be {_MASK_MAPPING}. Got {problem} instead."
+            )
         source = masks._masks if isinstance(masks, Masks) else masks  # no copy of a copy
         self._masks: dict[str, Tensor] = {
             name: mask.detach().clone() for name, mask in source.items()
@@ -144,8 +149,14 @@ class Masks(Mapping[str, Tensor]):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Masks:
-        """Read masks written by :meth:`save`."""
-        return cls(torch.load(path, map_location="cpu", weights_only=True))
+        """Read masks written by :meth:`save`; ValueError if the file does not hold masks."""
+        contents = read_tensor_file(path, "a masks file (Masks.save writes them)")
+        if isinstance(contents, dict) and contents.get("format") == TICKET_FORMAT:
+            raise ValueError(
+                f"{os.fspath(path)} is a ticket file, not a masks file; read its masks with "
+                "gradwise.prune.Ticket.load(path).masks."
+            )
+        return cls(contents)
 
     def check_fits(self, model: nn.Module, owner: str = "Masks") -> dict[str, nn.Parameter]:
         """The masked parameters of ``model`` by name; ValueError if a mask does not fit."""
@@ -185,16 +196,45 @@ def same_tensors(mine: Mapping[str, Tensor], theirs: Mapping[str, Tensor]) -> bo
     return True
 
 
+#: What Ticket.save writes under "format"; here so that Masks.load can recognize one.
+TICKET_FORMAT = "gradwise.prune.Ticket/1"
+
+
+def read_tensor_file(path: str | os.PathLike[str], expected: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; ValueError naming the file and
+    what was ``expected`` if it is not a file of tensors (an empty file, a YAML file and a
+    pickled module raise EOFError, IndexError and UnpicklingError from inside torch)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise  # a missing or unreadable file says so itself
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{os.fspath(path)} is not {expected}: torch.load(weights_only=True) cannot read "
+            f"it ({type(error).__name__}{': ' + reason[:200] if reason else ''})."
+        ) from error
+
+
 def _is_mask_mapping(value: Any) -> bool:
+    return _mask_mapping_problem(value) is None
+
+
+def _mask_mapping_problem(value: Any) -> str | None:
+    """None for a valid mapping of masks, else a short description of what is wrong."""
     if isinstance(value, Masks):
-        return True  # checked when it was made
-    return isinstance(value, Mapping) and all(
-        isinstance(name, str)
-        and isinstance(mask, Tensor)
-        and mask.dtype == torch.bool
-        and mask.ndim >= 1
-        for name, mask in value.items()
-    )
+        return None  # checked when it was made
+    if not isinstance(value, Mapping):
+        return f"a {type(value).__name__}"
+    for name, mask in value.items():
+        if not isinstance(name, str):
+            return f"the key {name!r} ({type(name).__name__})"
+        if not isinstance(mask, Tensor):
+            return f"{name!r}: a {type(mask).__name__}"
+        if mask.dtype != torch.bool or mask.ndim < 1:
+            dtype = str(mask.dtype).removeprefix("torch.")
+            return f"{name!r}: a {dtype} tensor of shape {tuple(mask.shape)}"
+    return None
 
 
 _MASK_MAPPING = "a mapping of parameter names to bool tensors with at least one dimension"

@@ -9,11 +9,10 @@ from typing import Any, final
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from gradwise._validation import Satisfies, check
-from gradwise.prune._masks import Masks, same_tensors
-
-_FORMAT = "gradwise.prune.Ticket/1"
+from gradwise.prune._masks import TICKET_FORMAT, Masks, read_tensor_file, same_tensors
 
 
 @final
@@ -67,7 +66,7 @@ class Ticket:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ticket with ``torch.save`` (plain tensors: ``weights_only=True`` loads it)."""
         contents: dict[str, Any] = {
-            "format": _FORMAT,
+            "format": TICKET_FORMAT,
             "masks": self.masks.state_dict(),
             "weights": _plain(self.weights) if self.weights is not None else None,
         }
@@ -76,8 +75,12 @@ class Ticket:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Ticket:
         """Read a ticket written by :meth:`save`; ValueError if the file is not one."""
-        contents = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(contents, dict) or contents.get("format") != _FORMAT:
+        expected = (
+            "a ticket file (gradwise.prune.Ticket.save writes them; gradwise prune writes one "
+            "per round)"
+        )
+        contents = read_tensor_file(path, expected)
+        if not isinstance(contents, dict) or contents.get("format") != TICKET_FORMAT:
             raise ValueError(
                 f"{os.fspath(path)} is not a ticket file (gradwise.prune.Ticket.save writes "
                 "them; gradwise prune writes one per round)."
@@ -88,6 +91,11 @@ class Ticket:
         """Load the start weights (if any), then zero the pruned ones; ValueError on misfit."""
         self.masks.check_fits(model, "Ticket.apply_")
         if self.weights is not None:
+            # Checked before loading: load_state_dict copies every tensor that fits before
+            # it raises, which would leave the model half overwritten.
+            misfit = _misfit(model.state_dict(), _plain(self.weights))
+            if misfit:
+                raise ValueError(f"The weights of Ticket.apply_ must fit the model: {misfit}.")
             try:
                 model.load_state_dict(_plain(self.weights))
             except RuntimeError as error:
@@ -132,6 +140,33 @@ class _ReadOnlyTensors(Mapping[str, Tensor]):
         return same_tensors(self._tensors, theirs)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _misfit(model: Mapping[str, Any], weights: Mapping[str, Tensor]) -> str:
+    """What keeps ``weights`` from loading into a model with state_dict ``model`` ("" if
+    nothing): missing and unexpected names, different shapes (a few of each)."""
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    problems = []
+    missing = [name for name in model if name not in weights]
+    unexpected = [name for name in weights if name not in model]
+    if missing:
+        problems.append(f"the ticket has no {some(missing)}")
+    if unexpected:
+        problems.append(f"the model has no {some(unexpected)}")
+    shapes = [
+        f"{name} is {tuple(weights[name].shape)} in the ticket, {tuple(value.shape)} in the model"
+        for name, value in model.items()
+        if name in weights
+        and isinstance(value, Tensor)
+        and not is_lazy(value)
+        and weights[name].shape != value.shape
+    ]
+    if shapes:
+        problems.append("; ".join(shapes[:5]) + ("; ..." if len(shapes) > 5 else ""))
+    return "; ".join(problems)
 
 
 def _plain(weights: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -1,0 +1,82 @@
+"""Ticket and mask files: what a wrong file or a misfitting model gets told."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gradwise.config import ConfigError, load_config
+from gradwise.prune import Masks, Ticket, magnitude_masks
+from gradwise.train import prepare_run
+
+
+def _model(width: int = 8) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 2))
+
+
+def _write_files_that_are_not_torch_files(folder: Path) -> list[Path]:
+    empty = folder / "empty.pt"
+    empty.write_bytes(b"")
+    text = folder / "config.yaml"
+    text.write_text("train:\n  epochs: 3\n")
+    whole_model = folder / "model.pt"
+    torch.save(_model(), whole_model)  # a pickled module: weights_only refuses it
+    return [empty, text, whole_model]
+
+
+@pytest.mark.parametrize("load", [Ticket.load, Masks.load], ids=["Ticket", "Masks"])
+def test_a_file_torch_cannot_read_as_tensors_is_a_value_error_naming_it(
+    load: object, tmp_path: Path
+) -> None:
+    # Before: EOFError, IndexError ("pop from empty list") or pickle's UnpicklingError
+    # from deep inside torch.load, which a run config's ticket did not turn into a
+    # ConfigError either.
+    for path in _write_files_that_are_not_torch_files(tmp_path):
+        with pytest.raises(ValueError, match="is not a") as caught:
+            load(path)  # type: ignore[operator]
+        assert str(path) in str(caught.value)
+
+
+def test_a_run_config_naming_an_unreadable_ticket_gets_a_config_error(tmp_path: Path) -> None:
+    for path in _write_files_that_are_not_torch_files(tmp_path):
+        config = load_config(
+            overrides=["data.dataset=spirals", "model.name=mlp", f"prune.ticket={path}"]
+        )
+        with pytest.raises(ConfigError, match="is not a ticket file"):
+            prepare_run(config)
+
+
+def test_a_bad_masks_mapping_is_named_by_its_entry_not_printed_whole() -> None:
+    # Before: the message held the repr of every tensor in the mapping (21,000 characters
+    # for Masks.load of a LeNet-300-100 ticket file).
+    model = nn.Sequential(nn.Linear(784, 300), nn.Linear(300, 100), nn.Linear(100, 10))
+    state = {name: p.detach() for name, p in model.named_parameters()}
+    with pytest.raises(ValueError, match="must be a mapping of parameter names") as caught:
+        Masks({name: value > 0 for name, value in state.items()} | {"2.bias": state["2.bias"]})
+    message = str(caught.value)
+    assert "'2.bias'" in message
+    assert "float32" in message
+    assert len(message) < 400
+
+
+def test_masks_load_of_a_ticket_file_says_to_load_the_ticket(tmp_path: Path) -> None:
+    model = _model()
+    Ticket(magnitude_masks(model, 0.5), model.state_dict()).save(tmp_path / "ticket.pt")
+    with pytest.raises(ValueError, match=r"is a ticket file.*Ticket\.load") as caught:
+        Masks.load(tmp_path / "ticket.pt")
+    assert len(str(caught.value)) < 400
+
+
+def test_a_ticket_that_does_not_fit_leaves_the_model_as_it_was() -> None:
+    # Before: load_state_dict copied every tensor that fitted, then raised, so the model
+    # was left half overwritten with the ticket's weights.
+    source, other = _model(), nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    ticket = Ticket(magnitude_masks(source, 0.5), source.state_dict())
+    before = {name: value.clone() for name, value in other.state_dict().items()}
+    with pytest.raises(ValueError, match=r"must fit the model.*2\.weight"):
+        ticket.apply_(other)
+    assert all(torch.equal(other.state_dict()[name], before[name]) for name in before)
