@@ -375,3 +375,70 @@ def test_mlp_width_list_sets_one_hidden_layer_per_entry_as_lenet_300_100():
 def test_mlp_width_list_is_checked_in_the_one_format(arguments, name):
     with pytest.raises(ValueError, match=one_format(name, "mlp")):
         mlp((8,), 3, **arguments)
+
+
+# A block whose layer, group or instance normalization would see 1 or 2 values per group.
+FEW_VALUES_PER_GROUP = [
+    (mlp, (6,), {"width": 1, "norm": "layer"}),  # one value: every sample scores alike
+    (mlp, (6,), {"width": 2, "norm": "layer"}),  # two values: +-1
+    (mlp, (6,), {"width": 2, "norm": "group"}),  # the group fallback stops at 1 group of 2
+    (mlp, (6,), {"width": [8, 1], "norm": "group"}),
+    (cnn2d, (1, 1, 1), {"depth": 1, "width": 2, "norm": "layer"}),
+    (cnn2d, (1, 8, 8), {"depth": 4, "width": 1, "norm": "group"}),  # block 4 sees 1x1 maps
+    (cnn1d, (1, 4), {"depth": 2, "norm": "instance"}),  # block 2 sees maps of 2 values
+    (cnn2d, (1, 4, 2), {"depth": 2, "norm": "instance"}),  # 4x2, then 2x1
+    (cnn2d, (1, 2, 1), {"depth": 1, "norm": "instance"}),  # no depth fixes the input
+]
+
+
+@pytest.mark.parametrize(("builder", "shape", "options"), FEW_VALUES_PER_GROUP)
+def test_a_normalization_of_fewer_than_three_values_is_refused_with_a_fix_that_builds(
+    builder, shape, options
+):
+    # QA: mlp(width=1, norm="layer") built and gave every sample the same scores (one
+    # value normalizes to 0); the docs promised groups of 3 values or more.
+    with pytest.raises(ValueError, match=one_format("norm", builder.__name__)) as refusal:
+        builder(shape, 3, **options)
+    fix = re.search(r"use a (width >= 3|depth <= (\d+))", str(refusal.value))
+    if fix is None:
+        assert "need inputs of 3 values or more per channel" in str(refusal.value)
+        return
+    if fix.group(2) is None:
+        widths = options["width"]
+        fixed = {"width": [max(w, 3) for w in widths] if isinstance(widths, list) else 3}
+    else:
+        fixed = {"depth": int(fix.group(2))}
+    model = builder(shape, 3, **{**options, **fixed})
+    assert model(inputs(shape)).shape == (4, 3)
+
+
+@pytest.mark.parametrize(
+    ("builder", "shape", "options"),
+    [
+        (mlp, (6,), {"width": 3, "norm": "layer"}),
+        (mlp, (6,), {"width": 3, "norm": "group"}),
+        (cnn2d, (1, 1, 1), {"depth": 1, "width": 3, "norm": "layer"}),
+        (cnn1d, (1, 6), {"depth": 2, "norm": "instance"}),  # block 2 sees maps of 3 values
+    ],
+)
+def test_a_normalization_of_three_values_builds_and_tells_samples_apart(builder, shape, options):
+    model = builder(shape, 3, **options)
+    values_per_group = []
+
+    def count(layer, args, _):
+        per_sample = args[0][0].numel()
+        if isinstance(layer, nn.LayerNorm):
+            values_per_group.append(math.prod(layer.normalized_shape))
+        elif isinstance(layer, nn.GroupNorm):
+            values_per_group.append(per_sample // layer.num_groups)
+        else:  # instance normalization: one group per channel
+            values_per_group.append(per_sample // args[0].shape[1])
+
+    kinds = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)
+    for layer in model:
+        if isinstance(layer, kinds):
+            layer.register_forward_hook(count)
+    scores = model(inputs(shape, batch=6))
+    assert values_per_group
+    assert min(values_per_group) == 3
+    assert scores.std(dim=0).min() > 1e-4  # the samples do not all score alike

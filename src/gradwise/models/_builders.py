@@ -88,6 +88,10 @@ def mlp(
     layers: list[nn.Module] = [nn.Flatten()]
     features = math.prod(input_shape)
     for hidden in widths:
+        _check_values_per_group(
+            "mlp", norm, _values_per_group(norm, hidden, num_groups, 1),
+            f"for a hidden width of {hidden}", "use a width >= 3",
+        )  # fmt: skip
         layers.append(nn.Linear(features, hidden))
         layers += _block_tail(hidden, 0, activation, norm, dropout_rate, num_groups)
         features = hidden
@@ -207,13 +211,12 @@ def _cnn(
     channels, size = input_shape[0], list(input_shape[1:])
     layers: list[nn.Module] = []
     for block in range(depth):
-        if norm == "instance" and math.prod(size) == 1:
-            raise ValueError(
-                f"The 'norm' parameter of {owner} must be 'batch', 'layer', 'group' or None "
-                f"for input {tuple(input_shape)} at depth {depth} (block {block + 1} sees "
-                "1-element feature maps, where instance statistics are undefined). "
-                "Got 'instance' instead."
-            )
+        _check_values_per_group(
+            owner, norm, _values_per_group(norm, width, num_groups, math.prod(size)),
+            f"for input {tuple(input_shape)} at depth {depth} (block {block + 1} sees "
+            f"{width}-channel maps of size {'x'.join(map(str, size))})",
+            _fewer_values_fix(norm, block),
+        )  # fmt: skip
         layers.append(conv(channels, width, kernel_size, padding=kernel_size // 2))
         if norm is not None:
             groups = _groups(width, num_groups, math.prod(size))
@@ -244,6 +247,44 @@ def _block_tail(
     if dropout_rate > 0:
         layers.append(dropout(dropout_rate, spatial_dims))
     return layers
+
+
+def _values_per_group(
+    norm: Normalization, width: int, num_groups: int, values_per_channel: int
+) -> int | None:
+    """How many values of one sample each normalization group of a block holds.
+
+    None for batch normalization (its statistics also run over the batch) and for none.
+    """
+    if norm == "layer":
+        return width * values_per_channel
+    if norm == "group":
+        return width // _groups(width, num_groups, values_per_channel) * values_per_channel
+    if norm == "instance":
+        return values_per_channel
+    return None
+
+
+def _check_values_per_group(
+    owner: str, norm: Normalization, values: int | None, where: str, fix: str
+) -> None:
+    # One value normalizes to 0 and two to +-1 (see _groups): the layer would output its
+    # shift (or the sign of a difference) whatever the input, so it is refused at build.
+    if values is None or values >= 3:
+        return
+    raise ValueError(
+        f"The 'norm' parameter of {owner} must be 'batch' or None {where}: {norm!r} would "
+        f"normalize groups of {values} value{'s' if values > 1 else ''}, and a group of one "
+        f"normalizes to 0, of two to +-1, whatever the input; {fix}. Got {norm!r} instead."
+    )
+
+
+def _fewer_values_fix(norm: Normalization, block: int) -> str:
+    if norm != "instance":
+        return "use a width >= 3"
+    if block == 0:
+        return "instance statistics need inputs of 3 values or more per channel"
+    return f"use a depth <= {block}"
 
 
 def _groups(width: int, num_groups: int, values_per_channel: int) -> int:
