@@ -374,3 +374,21 @@ def test_recompute_batch_norm_with_no_batches_is_refused_and_keeps_the_statistic
     for name, tensor in recomputed.items():
         assert torch.equal(average.module.state_dict()[name], tensor), name
     PolyakAverage(nn.Linear(3, 1)).recompute_batch_norm([])  # no batch norm: nothing to do
+
+
+def test_recompute_batch_norm_takes_a_first_batch_that_is_none_for_a_batch() -> None:
+    # "No batches" is told by the iterable ending, not by a first item that is None (a
+    # custom model may take anything as its input).
+    class TakesNone(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.BatchNorm1d(2)
+
+        def forward(self, inputs: object) -> torch.Tensor:
+            return self.norm(torch.ones(4, 2) if inputs is None else inputs)
+
+    model = TakesNone()
+    average = PolyakAverage(model)
+    average.update(model, 1)
+    average.recompute_batch_norm([None])
+    assert torch.equal(average.module.norm.running_mean, torch.ones(2))

@@ -412,6 +412,15 @@ def test_a_normalization_of_fewer_than_three_values_is_refused_with_a_fix_that_b
     assert model(inputs(shape)).shape == (4, 3)
 
 
+def test_an_instance_norm_refusal_names_the_norms_that_build() -> None:
+    # Instance norm's groups are one channel's map; layer norm spans the channels and
+    # builds the same model (the message said "'batch' or None").
+    with pytest.raises(ValueError, match=r"must be 'batch', 'layer', 'group' or None"):
+        cnn1d((1, 40), 3, depth=5, width=8, norm="instance")
+    model = cnn1d((1, 40), 3, depth=5, width=8, norm="layer")
+    assert model(inputs((1, 40))).shape == (4, 3)
+
+
 @pytest.mark.parametrize(
     ("builder", "shape", "options"),
     [

@@ -80,3 +80,19 @@ def test_a_ticket_that_does_not_fit_leaves_the_model_as_it_was() -> None:
     with pytest.raises(ValueError, match=r"must fit the model.*2\.weight"):
         ticket.apply_(other)
     assert all(torch.equal(other.state_dict()[name], before[name]) for name in before)
+
+
+@pytest.mark.parametrize("counter", ["missing", "shape (1,)"])
+def test_a_batch_norm_counter_that_torch_accepts_is_accepted(counter: str) -> None:
+    # torch's load_state_dict fills in a missing num_batches_tracked (old checkpoints) and
+    # takes a (1,) one for its 0-d counter; the fit check refused both.
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    weights = dict(model.state_dict())
+    if counter == "missing":
+        del weights["1.num_batches_tracked"]
+    else:
+        weights["1.num_batches_tracked"] = torch.tensor([7])
+    torch.nn.Sequential(*model).load_state_dict(weights)  # the oracle: torch takes it
+    target = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    Ticket(magnitude_masks(model, 0.5), weights).apply_(target)
+    assert torch.equal(target[0].weight, model[0].weight * magnitude_masks(model, 0.5)["0.weight"])

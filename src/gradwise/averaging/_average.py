@@ -466,14 +466,18 @@ def _running_mean(averaged: _Tensors, current: _Tensors, num_averaged: Tensor | 
         mine.copy_(mean(mine, theirs, num_averaged))
 
 
+#: What an iterable without batches gives (a batch may be anything, None included).
+_NO_BATCH = object()
+
+
 @torch.no_grad()
 def _recompute_batch_norm(model: nn.Module, batches: Iterable[Any]) -> None:
     layers = [module for module in model.modules() if isinstance(module, _BatchNorm)]
     if not layers:
         return
     batch_iterator = iter(batches)
-    first = next(batch_iterator, None)
-    if first is None:
+    first = next(batch_iterator, _NO_BATCH)
+    if first is _NO_BATCH:
         # update_bn would reset the statistics and leave them at mean 0, variance 1.
         raise ValueError(
             "recompute_batch_norm got no batches (an empty or exhausted iterable): the "

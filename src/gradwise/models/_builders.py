@@ -272,8 +272,11 @@ def _check_values_per_group(
     # shift (or the sign of a difference) whatever the input, so it is refused at build.
     if values is None or values >= 3:
         return
+    # Instance norm's groups are one channel's map: layer and group norm span the
+    # channels and may still hold enough values there.
+    fits = "'batch', 'layer', 'group' or None" if norm == "instance" else "'batch' or None"
     raise ValueError(
-        f"The 'norm' parameter of {owner} must be 'batch' or None {where}: {norm!r} would "
+        f"The 'norm' parameter of {owner} must be {fits} {where}: {norm!r} would "
         f"normalize groups of {values} value{'s' if values > 1 else ''}, and a group of one "
         f"normalizes to 0, of two to +-1, whatever the input; {fix}. Got {norm!r} instead."
     )

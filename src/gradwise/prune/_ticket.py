@@ -142,6 +142,10 @@ class _ReadOnlyTensors(Mapping[str, Tensor]):
     __hash__ = None  # type: ignore[assignment]
 
 
+#: The batch-norm buffer whose absence or (1,) shape torch's load_state_dict accepts.
+BATCH_COUNTER = "num_batches_tracked"
+
+
 def _misfit(model: Mapping[str, Any], weights: Mapping[str, Tensor]) -> str:
     """What keeps ``weights`` from loading into a model with state_dict ``model`` ("" if
     nothing): missing and unexpected names, different shapes (a few of each)."""
@@ -150,7 +154,9 @@ def _misfit(model: Mapping[str, Any], weights: Mapping[str, Tensor]) -> str:
         return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
     problems = []
-    missing = [name for name in model if name not in weights]
+    # As torch's load_state_dict allows: a batch norm's num_batches_tracked may be missing
+    # (old checkpoints; BatchNorm fills it in) or of shape (1,) for its 0-d counter.
+    missing = [name for name in model if name not in weights and not name.endswith(BATCH_COUNTER)]
     unexpected = [name for name in weights if name not in model]
     if missing:
         problems.append(f"the ticket has no {some(missing)}")
@@ -163,6 +169,7 @@ def _misfit(model: Mapping[str, Any], weights: Mapping[str, Tensor]) -> str:
         and isinstance(value, Tensor)
         and not is_lazy(value)
         and weights[name].shape != value.shape
+        and not (name.endswith(BATCH_COUNTER) and value.dim() == 0 and weights[name].numel() == 1)
     ]
     if shapes:
         problems.append("; ".join(shapes[:5]) + ("; ..." if len(shapes) > 5 else ""))
