@@ -270,6 +270,15 @@ def test_yaml_merge_keys_may_still_repeat_a_merged_key(tmp_path: Path) -> None:
     assert (config.data.batch_size, config.data.dataset) == (64, "spirals")
 
 
+def _config_error(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """The ConfigError that loading ``text`` as a YAML config file raises, and the file."""
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    return path, str(error.value)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -291,12 +300,9 @@ def test_a_key_that_is_not_a_string_is_a_one_line_error(
     tmp_path: Path, text: str, message: str
 ) -> None:
     # These reached the run's builders: an AttributeError or TypeError traceback.
-    path = tmp_path / "run.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert message in str(error.value)
-    assert str(error.value).endswith("instead; put the key in quotes if it is meant as a name.")
+    _, error = _config_error(tmp_path, text)
+    assert message in error
+    assert error.endswith("instead; put the key in quotes if it is meant as a name.")
 
 
 def test_a_value_with_int_keys_in_the_loader_options_reaches_the_config_unchanged(
@@ -339,11 +345,8 @@ def test_values_with_int_keys_inside_other_keyword_arguments_are_kept(tmp_path: 
 def test_an_error_in_a_yaml_file_names_the_file_and_line(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    path = tmp_path / "run.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert str(error.value).startswith(f"config file {path}, {message}")
+    path, error = _config_error(tmp_path, text)
+    assert error.startswith(f"config file {path}, {message}")
 
 
 def test_an_error_in_a_toml_file_names_the_file(tmp_path: Path) -> None:

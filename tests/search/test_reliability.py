@@ -171,6 +171,17 @@ def _stop_while_the_second_stage_waits(tmp_path, name: str, stop) -> tuple[objec
     return search, url
 
 
+def _finished(search, hang: str) -> tuple[str, str]:
+    """(stdout, stderr) of a ``gradwise search`` process that must end within 120 s; one
+    that does not is interrupted and the test fails with ``hang``."""
+    try:
+        return search.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        search.send_signal(signal.SIGINT)
+        search.communicate(timeout=120)
+        raise AssertionError(hang) from None
+
+
 def test_a_killed_worker_is_replaced_while_another_waits_for_its_stage(tmp_path) -> None:
     # QA: a dead worker was restarted only once every worker had exited; here the other
     # worker waits for stage 0 to end, so the study hung with trial 0's retry queued.
@@ -178,12 +189,7 @@ def test_a_killed_worker_is_replaced_while_another_waits_for_its_stage(tmp_path)
         os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
 
     search, url = _stop_while_the_second_stage_waits(tmp_path, "hang", kill)
-    try:
-        _, stderr = search.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        search.send_signal(signal.SIGINT)
-        search.communicate(timeout=120)
-        raise AssertionError("the search hung after a worker was killed") from None
+    _, stderr = _finished(search, "the search hung after a worker was killed")
     assert search.returncode == 0, stderr
     trials = load(url, "hang")
     assert [(t.state, t.user_attrs["stage"]) for t in trials] == [
@@ -369,12 +375,7 @@ def test_a_trial_stopped_on_its_last_attempt_fails_for_good_and_the_next_stage_r
     )
 
     resumed = start(*args, cwd=tmp_path)
-    try:
-        stdout, stderr = resumed.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        resumed.send_signal(signal.SIGINT)
-        resumed.communicate(timeout=120)
-        raise AssertionError("stage 1 waited forever for trial 0, out of retries") from None
+    stdout, stderr = _finished(resumed, "stage 1 waited forever for trial 0, out of retries")
     assert resumed.returncode == 0, stderr
     assert "resuming" not in stderr  # nothing to retry
     trials = load(url, "spent")
