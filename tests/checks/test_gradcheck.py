@@ -15,7 +15,7 @@ from gradwise import Finding
 from gradwise.checks import CoordinateCheck, GradcheckReport, TensorCheck, gradcheck
 from gradwise.data import load_dataset
 from gradwise.losses import multiclass_hinge
-from gradwise.models import mlp
+from gradwise.models import HalvingMaxPool, mlp
 from gradwise.regularize import l1_penalty, l2_penalty
 from gradwise.report import Table
 from tests.doc_examples import DOCS, run_docstring_examples
@@ -494,11 +494,12 @@ def test_a_margin_of_the_hinge_loss_at_its_kink_is_flagged_not_failed():
     assert report.passed
 
 
-def test_a_tie_in_a_max_pool_is_a_kink():
+@pytest.mark.parametrize("pool", [nn.MaxPool1d, HalvingMaxPool], ids=["torch", "gradwise"])
+def test_a_tie_in_a_max_pool_is_a_kink(pool):
     model = nn.Sequential(
         nn.Linear(1, 2, bias=False),
         nn.Unflatten(1, (1, 2)),
-        nn.MaxPool1d(2),
+        pool(2) if pool is nn.MaxPool1d else pool(1),
         nn.Flatten(),
         nn.Linear(1, 2),
     )

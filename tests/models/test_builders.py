@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from gradwise.models import ACTIVATIONS, MODELS, build_model, cnn1d, cnn2d, mlp
+from gradwise.models import (
+    ACTIVATIONS,
+    MODELS,
+    HalvingMaxPool,
+    build_model,
+    cnn1d,
+    cnn2d,
+    mlp,
+)
 
 GENERATOR = torch.Generator().manual_seed(0)
 
@@ -109,14 +117,15 @@ def test_cnn_depth_width_and_kernel_size_set_the_convolutions(builder, shape):
 @pytest.mark.parametrize(
     ("builder", "shape", "layer", "pool", "drop"),
     [
-        (cnn1d, (1, 40), nn.BatchNorm1d, nn.MaxPool1d, nn.Dropout1d),
-        (cnn2d, (1, 28, 28), nn.BatchNorm2d, nn.MaxPool2d, nn.Dropout2d),
+        (cnn1d, (1, 40), nn.BatchNorm1d, HalvingMaxPool, nn.Dropout1d),
+        (cnn2d, (1, 28, 28), nn.BatchNorm2d, HalvingMaxPool, nn.Dropout2d),
     ],
 )
 def test_cnn_block_order_is_conv_norm_activation_pool_dropout(builder, shape, layer, pool, drop):
     model = builder(shape, 10, depth=1, dropout_rate=0.25, activation="gelu")
     conv = nn.Conv1d if builder is cnn1d else nn.Conv2d
     assert [type(m) for m in model] == [conv, layer, nn.GELU, pool, drop, nn.Flatten, nn.Linear]
+    assert model[3].spatial_dims == len(shape) - 1
     assert model[4].p == 0.25
 
 
@@ -155,7 +164,7 @@ def test_cnn_norm_picks_the_layer_for_its_dimension(builder, dims, norm, kinds):
 def test_cnn_without_norm_has_no_normalization_layer():
     model = cnn2d((1, 8, 8), 10, norm=None)
     assert [type(m) for m in model] == [
-        nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear,
+        nn.Conv2d, nn.ReLU, HalvingMaxPool, nn.Conv2d, nn.ReLU, HalvingMaxPool, nn.Flatten, nn.Linear,
     ]  # fmt: skip
 
 
@@ -211,7 +220,7 @@ def test_activation_names_give_their_torch_module(activation):
 
 def test_cnn1d_on_mnist1d_shaped_input_pools_three_times():
     model = cnn1d((1, 40), 10)  # the defaults: depth 3, width 32
-    assert len(layers_of(model, nn.MaxPool1d)) == 3
+    assert len(layers_of(model, HalvingMaxPool)) == 3
     assert model[-1].in_features == 32 * 5  # 40 -> 20 -> 10 -> 5
     assert model(inputs((1, 40), batch=8)).shape == (8, 10)
 
@@ -228,14 +237,14 @@ def test_cnn1d_on_mnist1d_shaped_input_pools_three_times():
 )
 def test_cnn2d_pooling_stops_when_the_spatial_size_drops_below_two(shape, depth, pools, features):
     model = cnn2d(shape, 10, depth=depth, width=8)
-    assert len(layers_of(model, nn.MaxPool2d)) == pools
+    assert len(layers_of(model, HalvingMaxPool)) == pools
     assert model[-1].in_features == 8 * features
     assert model(inputs(shape)).shape == (4, 10)
 
 
 def test_cnn1d_pooling_stops_when_the_length_drops_below_two():
     model = cnn1d((1, 6), 4, depth=4, width=8)  # 6 -> 3 -> 1, then no more pooling
-    assert len(layers_of(model, nn.MaxPool1d)) == 2
+    assert len(layers_of(model, HalvingMaxPool)) == 2
     assert model(inputs((1, 6))).shape == (4, 4)
 
 

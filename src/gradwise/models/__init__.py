@@ -2,5 +2,6 @@
 normalization and dropout."""
 
 from gradwise.models._builders import ACTIVATIONS, MODELS, build_model, cnn1d, cnn2d, mlp
+from gradwise.models._pooling import HalvingMaxPool
 
-__all__ = ["ACTIVATIONS", "MODELS", "build_model", "cnn1d", "cnn2d", "mlp"]
+__all__ = ["ACTIVATIONS", "MODELS", "HalvingMaxPool", "build_model", "cnn1d", "cnn2d", "mlp"]
