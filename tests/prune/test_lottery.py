@@ -99,6 +99,34 @@ def test_rewind_step_must_be_reached_by_the_dense_run() -> None:
         WeightSnapshot(step=-1)
 
 
+def test_a_rewind_step_at_the_dense_runs_last_step_is_refused() -> None:
+    # Documented as "smaller than the dense run's steps": the weights after the last step
+    # are the trained ones, so the "rewound" tickets would start out trained.
+    data = load_dataset("spirals", seed=0)
+    trained: list[int] = []
+
+    def train(model: nn.Module, callbacks: Sequence[Callback]) -> Mapping[str, Any]:
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        Trainer(model, optimizer, data, steps=5, callbacks=callbacks, progress=False).fit()
+        trained.append(1)
+        return {}
+
+    message = (
+        r"^The 'rewind_step' parameter of iterative_magnitude_pruning must be smaller than the "
+        r"dense run's number of steps \(5\)\. Got 5 instead: .* Pass a smaller rewind_step"
+    )
+    with pytest.raises(ValueError, match=message):
+        iterative_magnitude_pruning(lambda s: nn.Linear(2, 3), train, rounds=1, rate=0.5,
+                                    rewind_step=5)  # fmt: skip
+    assert trained == [1]  # refused after the dense run, before any round
+
+    def build(seed: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    results = iterative_magnitude_pruning(build, train, rounds=1, rate=0.5, rewind_step=4)
+    assert [r.kind for r in results] == ["dense", "ticket", "control"]
+
+
 def test_winning_tickets_beat_random_reinit_at_high_sparsity_on_digits() -> None:
     # Frankle & Carbin's qualitative result, small: MLP 64-100-50-10 on the 8x8 digits, 4
     # rounds at 60% (output layer 30%), down to 3.5% of the weights.

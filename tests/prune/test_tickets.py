@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,38 @@ def test_a_batch_norm_counter_that_torch_accepts_is_accepted(counter: str) -> No
     target = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     Ticket(magnitude_masks(model, 0.5), weights).apply_(target)
     assert torch.equal(target[0].weight, model[0].weight * magnitude_masks(model, 0.5)["0.weight"])
+
+
+@pytest.fixture
+def file_size_limit() -> Iterator[Callable[[int], None]]:
+    """Set RLIMIT_FSIZE for the test's duration: writes past it fail with EFBIG (SIGXFSZ
+    ignored), as on a full disk."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def limit(size: int) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_ticket_save_that_fails_half_way_leaves_the_old_ticket(
+    tmp_path: Path, file_size_limit: Callable[[int], None]
+) -> None:
+    # gradwise prune takes a ticket file's presence to mean the round's tickets are
+    # written: a save cut short must not leave a truncated one behind.
+    path = tmp_path / "round-1.pt"
+    small = _model()
+    old = Ticket(magnitude_masks(small, 0.5), small.state_dict())
+    old.save(path)
+    large = _model(width=4000)
+    file_size_limit(path.stat().st_size + 4096)
+    with pytest.raises((OSError, RuntimeError)):
+        Ticket(magnitude_masks(large, 0.5), large.state_dict()).save(path)
+    file_size_limit(10**12)
+    assert Ticket.load(path) == old
+    assert [p.name for p in tmp_path.iterdir()] == ["round-1.pt"]  # no temporary file left

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gradwise.runs import DEFAULT_MIN_FREE_BYTES, RunFolder, RunFolderError, format_bytes
+from tests.runs.killed_write import kill_mid_write
 
 
 def test_paths_follow_the_documented_layout(tmp_path):
@@ -131,6 +132,40 @@ def test_default_minimum_is_100_megabytes():
 )  # fmt: skip
 def test_format_bytes(count, text):
     assert format_bytes(count) == text
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [(1000, "1.0 kB"), (9_949, "9.9 kB"), (9_999, "10 kB"), (999_499, "999 kB"),
+     (999_500, "1.0 MB"), (999_999, "1.0 MB"), (999_999_999, "1.0 GB"),
+     (999_999_999_999_999, "1.0 PB")],
+)  # fmt: skip
+def test_format_bytes_rolls_over_where_rounding_reaches_the_next_unit(count, text):
+    # 999,999 B is 999.999 kB: shown with no decimal it rounds to "1000 kB", which df -H
+    # and every reader calls 1.0 MB; 9,999 B rounds to 10.0 kB, which gets no decimal.
+    assert format_bytes(count) == text
+
+
+def test_leftovers_of_killed_writes_are_removed_and_nothing_else(tmp_path):
+    run = RunFolder.create(tmp_path, "run", min_free_bytes=0)
+    run.last_checkpoint.write_bytes(b"the last good checkpoint")
+    checkpoint_left = kill_mid_write(run.last_checkpoint, size=200_000)
+    summary_left = kill_mid_write(run.summary_path)
+    assert re.fullmatch(r"\.last\.pt\.\w{8}\.tmp", checkpoint_left.name)
+    # report.html may be rewritten by 'gradwise report' while the run resumes; files that
+    # merely look alike are the user's.
+    report_left = kill_mid_write(run.report_path)
+    others = [run.path / ".summary.json.tmp", run.path / "notes.tmp", run.path / "x.abcdefgh.tmp"]
+    for path in others:
+        path.write_text("mine")
+
+    removed = run.remove_leftover_temporaries()
+
+    assert sorted(removed) == sorted([checkpoint_left, summary_left])
+    assert sorted(run.checkpoint_dir.iterdir()) == [run.last_checkpoint]
+    assert run.last_checkpoint.read_bytes() == b"the last good checkpoint"
+    assert all(path.exists() for path in [report_left, *others])
+    assert run.remove_leftover_temporaries() == []
 
 
 def test_open_an_existing_run(tmp_path):

@@ -255,6 +255,53 @@ def test_truncate_after_refuses_a_damaged_line_before_the_last(tmp_path):
     assert path.read_bytes() == before + b'{"step": 11}\n'
 
 
+def _with_damaged_line(path, steps, after_line):
+    """A metrics file of step records with a damaged line after line ``after_line``."""
+    lines = [json.dumps({"kind": "step", "step": s}) for s in steps]
+    lines.insert(after_line, '{"kind": "step", "st')
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_truncate_after_drops_damaged_lines_among_the_records_after_the_step(tmp_path):
+    # The run went on past its checkpoint at step 3; a line written after that got damaged.
+    # The truncation drops those records anyway, so the damaged line goes with them.
+    path = tmp_path / "metrics.jsonl"
+    _with_damaged_line(path, [1, 2, 3, 4, 5, 6], after_line=4)
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl has damaged lines \(5\) after records"):
+        MetricsLog.truncate_file_after(path, 3)
+    assert [r["step"] for r in read_records(path)] == [1, 2, 3]
+
+
+def test_truncate_after_drops_a_damaged_line_after_a_record_written_after_the_checkpoint(
+    tmp_path,
+):
+    # A test record follows the checkpoint of its own step: a damaged line after it too.
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        '{"kind": "step", "step": 2}\n{"kind": "test", "step": 2}\ngarbage\n{"kind": "note"}\n'
+    )
+    with MetricsLog(path) as log, pytest.warns(UserWarning, match=r"damaged lines \(3\)"):
+        log.truncate_after(2, after_checkpoint=("test",))
+    assert read_records(path) == [{"kind": "step", "step": 2}, {"kind": "note"}]
+
+
+@pytest.mark.parametrize("after_line", [2, 3], ids=["before-the-step", "just-after-the-step"])
+def test_truncate_after_refuses_a_damaged_line_that_may_hold_a_record_up_to_the_step(
+    tmp_path, after_line
+):
+    # Between the records of steps 3 and 4 a damaged line may be a record of step 3.
+    path = tmp_path / "metrics.jsonl"
+    _with_damaged_line(path, [1, 2, 3, 4, 5], after_line=after_line)
+    before = path.read_bytes()
+    with pytest.raises(RunFolderError) as raised:
+        MetricsLog.truncate_file_after(path, 3)
+    message = str(raised.value)
+    assert message.startswith(f"Line {after_line + 1} of {path} is not a JSON object: ")
+    assert "(step 3)" in message
+    assert "delete or repair that line, then resume again." in message
+    assert path.read_bytes() == before
+
+
 def test_truncate_after_zero_and_beyond_the_end(tmp_path):
     path = tmp_path / "metrics.jsonl"
     steps_file(path, [0, 1, 2])

@@ -37,6 +37,7 @@ from gradwise.train import (
     save_checkpoint,
     train,
 )
+from tests.runs.killed_write import kill_mid_write
 from tests.train.conftest import SMALL_RUN
 from tests.train.stop_at import StopAt
 
@@ -355,6 +356,49 @@ def test_a_damaged_metrics_line_before_the_last_stops_the_resume_naming_the_line
     assert "\n" not in message  # the CLI prints it as one line
     after = {p.name: p.read_bytes() for p in folder.path.iterdir() if p.is_file()}
     assert after == before  # metrics and summary as they were
+
+
+def test_a_damaged_metrics_line_after_the_checkpoint_step_is_dropped_and_the_run_resumes(
+    small_config: RunConfig,
+) -> None:
+    # Killed at step 13 after its checkpoint at step 10, with a line damaged since: the
+    # resume drops the records after step 10 anyway, and the damaged line with them.
+    folder, config = _stopped_run(small_config, "split")
+    with open(folder.metrics_path, "ab") as file:
+        file.write(b'{"kind": "step", "step": 12, "loss": 1.0}\n{"kind": "step", "st\n')
+        file.write(b'{"kind": "step", "step": 13, "loss": 1.0}\n')
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl has damaged lines \(5\)"):
+        resumed = _resume(folder, config)
+    assert resumed.status == "completed"
+    steps = [r["step"] for r in read_records(folder) if r["kind"] == "step"]
+    assert steps == [3, 6, 9, 12, 14]
+
+
+def test_a_damaged_metrics_line_between_the_checkpoint_step_and_the_next_record_stops_it(
+    small_config: RunConfig,
+) -> None:
+    # Between step 9 and step 12 the damaged line may be a record up to the checkpoint's
+    # step 10, which only the user can restore.
+    folder, config = _stopped_run(small_config, "split")
+    with open(folder.metrics_path, "ab") as file:
+        file.write(b'{"kind": "step", "st\n{"kind": "step", "step": 12, "loss": 1.0}\n')
+    with pytest.raises(RunFolderError, match=r"^Line 4 of .*metrics\.jsonl is not a JSON object"):
+        _resume(folder, config)
+
+
+def test_a_resume_removes_what_writes_killed_mid_way_left_in_the_run_folder(
+    small_config: RunConfig,
+) -> None:
+    folder, config = _stopped_run(small_config, "split")
+    size = folder.last_checkpoint.stat().st_size
+    checkpoint_left = kill_mid_write(folder.last_checkpoint, size=size // 2)
+    summary_left = kill_mid_write(folder.summary_path)
+    report_left = kill_mid_write(folder.report_path)  # 'gradwise report' may be writing it
+    assert _resume(folder, config).status == "completed"
+    assert not checkpoint_left.exists()
+    assert not summary_left.exists()
+    assert report_left.exists()
+    assert sorted(p.name for p in folder.checkpoint_dir.iterdir()) == ["best.pt", "last.pt"]
 
 
 def _open_metrics_descriptors(folder: RunFolder) -> int:

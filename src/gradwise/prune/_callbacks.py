@@ -138,6 +138,8 @@ class WeightSnapshot(Callback):
     Attributes:
         weights: the copy at ``step`` (None until the run gets there).
         final_weights: the copy at the end of the run (None before).
+        final_step: the optimizer step of ``final_weights`` (None before); ``weights``
+            rewinds anything only if ``step`` is smaller.
 
     Example:
         >>> import torch
@@ -160,6 +162,7 @@ class WeightSnapshot(Callback):
         self.step = step
         self.weights: dict[str, Tensor] | None = None
         self.final_weights: dict[str, Tensor] | None = None
+        self.final_step: int | None = None
 
     def on_fit_start(self, state: TrainState) -> None:
         if state.step == self.step and self.weights is None:
@@ -171,6 +174,7 @@ class WeightSnapshot(Callback):
 
     def on_fit_end(self, state: TrainState) -> None:
         self.final_weights = _copy(state.model)
+        self.final_step = state.step
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "weights": self.weights}

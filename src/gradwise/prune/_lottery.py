@@ -190,10 +190,17 @@ def iterative_magnitude_pruning(
     model = build(seed)
     snapshot = WeightSnapshot(rewind_step)
     results = [RoundResult(0, "dense", 1.0, dict(train(model, [snapshot])))]
-    if snapshot.weights is None:
+    if snapshot.weights is None or snapshot.final_step is None:
         raise ValueError(
             f"The 'rewind_step' parameter of {owner} must be smaller than the dense run's "
             f"number of steps. Got {rewind_step} instead, a step the run never reached."
+        )
+    if rewind_step >= snapshot.final_step:
+        raise ValueError(
+            f"The 'rewind_step' parameter of {owner} must be smaller than the dense run's "
+            f"number of steps ({snapshot.final_step}). Got {rewind_step} instead: the "
+            "weights at the end of the run rewind nothing. Pass a smaller rewind_step, or "
+            "train the dense run for more steps."
         )
     masks: Masks | None = None
     for index in range(1, rounds + 1):

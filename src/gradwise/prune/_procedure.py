@@ -12,7 +12,8 @@ Layout of a prune folder (``<runs_dir>/<name>/``)::
 
 A run folder is finished when it holds ``final_weights.pt``; a re-run skips finished runs,
 resumes interrupted ones from their last checkpoint and restarts the ones that never
-checkpointed.
+checkpointed. The files whose presence marks a step done (``rewind.pt``, the tickets,
+``final_weights.pt``) are written atomically, so a kill never leaves a truncated one.
 """
 
 from __future__ import annotations
@@ -35,10 +36,16 @@ from gradwise.prune._lottery import prune_round
 from gradwise.prune._masks import Masks
 from gradwise.prune._ticket import Ticket
 from gradwise.runs import RunFolder, read_records, read_summary
-from gradwise.runs._files import write_atomically
+from gradwise.runs._files import (
+    remove_leftover_temporaries,
+    replace_atomically,
+    write_atomically,
+)
 
 FINAL_WEIGHTS = "final_weights.pt"
+REWIND_WEIGHTS = "rewind.pt"
 _SETTINGS_FILE = "prune.json"
+_REPORT_FILES = ("summary.json", "report.html")
 _CONTROL_SEED_STRIDE = 1000  # control of round r: seed + 1000 r
 
 
@@ -125,6 +132,9 @@ def _claim(folder: Path, config: RunConfig, settings: PruneSettings) -> None:
             )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tickets").mkdir(exist_ok=True)
+    # The prune command is the folder's one writer: what a killed write left is nobody's.
+    remove_leftover_temporaries(folder, (_SETTINGS_FILE, REWIND_WEIGHTS, *_REPORT_FILES))
+    remove_leftover_temporaries(folder / "tickets")
     write_atomically(path, json.dumps(wanted, indent=1).encode("utf-8"))
 
 
@@ -204,16 +214,28 @@ class _Study:
             if result.status == "interrupted":
                 return None
             if name == "round-0":
-                if snapshot.weights is None:
-                    raise ConfigError(f"{name} stopped before --rewind-step; nothing to rewind to")
-                torch.save(snapshot.weights, self.folder / "rewind.pt")
+                self._check_rewind(name, snapshot)
+                _save_atomically(snapshot.weights, self.folder / REWIND_WEIGHTS)
             assert snapshot.final_weights is not None  # noqa: S101 - set by on_fit_end
-            torch.save(snapshot.final_weights, final_path)  # last: it marks the run finished
+            remove_leftover_temporaries(run.path, (FINAL_WEIGHTS,))  # from a killed re-run
+            _save_atomically(snapshot.final_weights, final_path)  # last: marks the run finished
         else:
             self.say(f"{name}: done already")
         self.rows.append(self._row(name, run))
         weights: dict[str, Tensor] = torch.load(final_path, map_location="cpu", weights_only=True)
         return weights
+
+    def _check_rewind(self, name: str, snapshot: WeightSnapshot) -> None:
+        """ConfigError unless the dense run trained past --rewind-step (an early stop may
+        end it sooner than its budget, which find_tickets checked)."""
+        rewind_step = self.settings.rewind_step
+        if snapshot.weights is None:
+            raise ConfigError(f"{name} stopped before --rewind-step; nothing to rewind to")
+        if snapshot.final_step is not None and snapshot.final_step <= rewind_step:
+            raise ConfigError(
+                f"{name} stopped at step {snapshot.final_step}, so --rewind-step {rewind_step} "
+                "is its final weights and rewinds nothing; pass a smaller --rewind-step"
+            )
 
     def _row(self, name: str, run: RunFolder) -> dict[str, Any]:
         summary = read_summary(run)
@@ -254,7 +276,7 @@ class _Study:
             self.model, settings.rate, masks=masks, scope=settings.scope,
             output_rate=settings.output_rate,
         )  # fmt: skip
-        rewind = torch.load(self.folder / "rewind.pt", map_location="cpu", weights_only=True)
+        rewind = torch.load(self.folder / REWIND_WEIGHTS, map_location="cpu", weights_only=True)
         if settings.control:
             Ticket(masks, self._fresh_weights(index)).save(self._ticket_path(index, "control"))
         Ticket(masks, rewind).save(ticket_path)  # last: its presence means both are written
@@ -270,8 +292,14 @@ class _Study:
     def _finish(self, interrupted: bool) -> PruneResult:
         from gradwise.prune._report import write_prune_report
 
-        report = write_prune_report(self.folder, self.rows, _settings_dict(self.settings))
+        settings = _settings_dict(self.settings)
+        report = write_prune_report(self.folder, self.rows, settings, interrupted=interrupted)
         return PruneResult(self.folder, self.rows, interrupted, report)
+
+
+def _save_atomically(weights: Mapping[str, Tensor] | None, path: Path) -> None:
+    """``torch.save`` to ``path`` all or nothing: these files mark a step of a prune done."""
+    replace_atomically(path, lambda file: torch.save(weights, file))
 
 
 def _finite(value: Any) -> bool:

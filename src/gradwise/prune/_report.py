@@ -30,10 +30,19 @@ def prune_table(rows: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def write_prune_report(
-    folder: Path, rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]
+    folder: Path,
+    rows: Sequence[Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    *,
+    interrupted: bool = False,
 ) -> Path:
-    """Write ``summary.json`` and ``report.html`` into ``folder``; return the report's path."""
-    summary = {"settings": dict(settings), "runs": [dict(row) for row in rows]}
+    """Write ``summary.json`` and ``report.html`` into ``folder``; return the report's path.
+
+    Their status is ``"interrupted"`` for a prune stopped before its last run (running the
+    same command again continues it), else ``"completed"``.
+    """
+    status = "interrupted" if interrupted else "completed"
+    summary = {"status": status, "settings": dict(settings), "runs": [dict(row) for row in rows]}
     write_atomically(folder / "summary.json", json.dumps(summary, indent=1).encode("utf-8"))
     sections = [Section.from_table("Runs", prune_table(rows))]
     png = accuracy_vs_sparsity_png(rows)
@@ -45,8 +54,8 @@ def write_prune_report(
         title=html.escape(f"{folder.name} - gradwise prune"),
         css=_CSS,
         name=html.escape(folder.name),
-        status="completed" if rows else "running",
-        status_class="completed" if rows else "running",
+        status=status,
+        status_class=status,
         subtitle=html.escape(
             f"gradwise prune · {settings.get('rounds')} rounds at rate {settings.get('rate')}"
             f" · rewind step {settings.get('rewind_step')} · scope {settings.get('scope')}"

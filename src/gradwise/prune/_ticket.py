@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, final
 
 import torch
@@ -13,6 +14,7 @@ from torch.nn.parameter import is_lazy
 
 from gradwise._validation import Satisfies, check
 from gradwise.prune._masks import TICKET_FORMAT, Masks, read_tensor_file, same_tensors
+from gradwise.runs import replace_atomically
 
 
 @final
@@ -64,13 +66,17 @@ class Ticket:
             object.__setattr__(self, "weights", _ReadOnlyTensors(copied))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the ticket with ``torch.save`` (plain tensors: ``weights_only=True`` loads it)."""
+        """Write the ticket with ``torch.save`` (plain tensors: ``weights_only=True`` loads it).
+
+        The file is replaced atomically (:func:`gradwise.runs.replace_atomically`): a crash
+        mid-write leaves the old file or none, never a truncated ticket.
+        """
         contents: dict[str, Any] = {
             "format": TICKET_FORMAT,
             "masks": self.masks.state_dict(),
             "weights": _plain(self.weights) if self.weights is not None else None,
         }
-        torch.save(contents, path)
+        replace_atomically(Path(path), lambda file: torch.save(contents, file))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Ticket:

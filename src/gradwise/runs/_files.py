@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
@@ -88,7 +89,9 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     ``write`` fills a temporary file in the same folder, which is fsynced, renamed over
     ``path`` with ``os.replace`` (atomic on POSIX and Windows), and the folder fsynced so
     the new name survives a power loss. On any error the temporary file is removed and
-    ``path`` is untouched.
+    ``path`` is untouched. A process killed mid-write (SIGKILL, power loss) cannot remove
+    it: the hidden ``.<name>.<8 random characters>.tmp`` stays until
+    :func:`remove_leftover_temporaries` removes it.
     """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -103,6 +106,40 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
             os.unlink(temporary)
         raise
     sync_folder(path.parent)
+
+
+# The temporary files of replace_atomically: mkstemp's 8 random characters (a-z, 0-9, _)
+# between ".<name>." and ".tmp".
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_leftover_temporaries(folder: Path, names: Collection[str] | None = None) -> list[Path]:
+    """Remove the temporary files that killed :func:`replace_atomically` calls left in ``folder``.
+
+    Only the temporaries of the files in ``names`` (all files when None) are removed, in
+    ``folder`` itself (not in its subfolders); a file that cannot be removed is skipped.
+    Returns the paths removed.
+
+    A live writer's temporary file has the same name as a dead one's, and removing it
+    makes that write fail: call this only where no other process can be writing those
+    files (a run folder has one writer: the run itself, when it starts or resumes).
+    """
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:  # no folder (yet): nothing to remove
+        return []
+    removed = []
+    for entry in entries:
+        match = _TEMPORARY.fullmatch(entry)
+        if match is None or (names is not None and match["name"] not in names):
+            continue
+        path = folder / entry
+        if not path.is_file() or path.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def _mode_for(path: Path) -> int:

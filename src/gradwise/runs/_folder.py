@@ -18,7 +18,7 @@ from gradwise._validation import (
     check,
     check_all,
 )
-from gradwise.runs._files import RunFolderError, describe_os_error
+from gradwise.runs._files import RunFolderError, describe_os_error, remove_leftover_temporaries
 
 #: What :meth:`RunFolder.create` asks to be free on the disk, by default: 100 MB.
 DEFAULT_MIN_FREE_BYTES = 100 * 10**6
@@ -247,6 +247,46 @@ class RunFolder:
             )
         return run
 
+    def remove_leftover_temporaries(self) -> list[Path]:
+        """Remove the temporary files that writes killed mid-way left; return their paths.
+
+        A checkpoint, summary or metrics rewrite goes to a hidden temporary file that is
+        renamed over the real one (:func:`gradwise.runs.replace_atomically`); a SIGKILL or
+        power loss mid-write leaves that ``.<name>.<random>.tmp`` behind, as large as a
+        checkpoint for ``checkpoints/``. This removes the ones of the files the training
+        process writes: everything in ``checkpoints/``, and ``config.yaml``,
+        ``metrics.jsonl``, ``summary.json``, ``findings.jsonl``, ``probes.jsonl`` and
+        ``histograms.jsonl``. ``report.html`` and ``checks.json``, which other commands
+        (``gradwise report``, ``gradwise doctor``) may be writing meanwhile, are left alone.
+
+        A live writer's temporary file looks the same: call this only from the run's one
+        writer, before it writes (the Trainer does when a fit starts or resumes).
+
+        Example:
+            >>> import tempfile
+            >>> from gradwise.runs import RunFolder
+            >>> run = RunFolder.create(tempfile.mkdtemp(), "demo", min_free_bytes=0)
+            >>> leftover = run.checkpoint_dir / ".last.pt.k2x8_q0z.tmp"
+            >>> _ = leftover.write_bytes(b"half a checkpoint")
+            >>> [path.name for path in run.remove_leftover_temporaries()]
+            ['.last.pt.k2x8_q0z.tmp']
+        """
+        written_by_the_run = {
+            path.name
+            for path in (
+                self.config_path,
+                self.metrics_path,
+                self.summary_path,
+                self.findings_path,
+                self.probes_path,
+                self.histograms_path,
+            )
+        }
+        return [
+            *remove_leftover_temporaries(self.path, written_by_the_run),
+            *remove_leftover_temporaries(self.checkpoint_dir),
+        ]
+
     def check_writable(self, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> None:
         """Fail now, with one clear line, if a run cannot write here.
 
@@ -279,15 +319,26 @@ class RunFolder:
 
 
 def format_bytes(count: int) -> str:
-    """A byte count in decimal units, as ``df -H`` prints them: ``3.1 MB``, ``200 MB``."""
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if value < 1000 or unit == "PB":
-            break
-        value /= 1000
-    if unit == "B":
+    """A byte count in decimal units, as ``df -H`` prints them: ``3.1 MB``, ``200 MB``.
+
+    One decimal below 10 of a unit, none from 10; a count that rounds to 1000 of a unit
+    is shown in the next one (``999_999`` is ``1.0 MB``, not ``1000 kB``).
+    """
+    if count < 1000:
         return f"{count} B"
-    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    value = count / 1000
+    for unit in ("kB", "MB", "GB", "TB"):
+        text = _rounded(value)
+        if float(text) < 1000:
+            return f"{text} {unit}"
+        value /= 1000
+    return f"{_rounded(value)} PB"
+
+
+def _rounded(value: float) -> str:
+    """One decimal below 10, none from 10, judged after rounding (9.96 is 10, not 10.0)."""
+    text = f"{value:.1f}"
+    return text if float(text) < 10 else f"{value:.0f}"
 
 
 def _unwritable(path: Path, error: OSError) -> RunFolderError:

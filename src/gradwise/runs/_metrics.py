@@ -131,30 +131,27 @@ class MetricsLog:
         rewritten to a temporary file and renamed over the old one, so a crash leaves
         either the old or the new file, never a mix.
 
-        A damaged last line (one that is not a JSON object, as a crash in the middle of
-        a write or a power loss leaves it) is dropped with a ``UserWarning``: it was
-        written after the checkpoint's fsync, so the resumed run writes it again.
+        A damaged line (one that is not a JSON object, as a crash in the middle of a
+        write or a power loss leaves it) is dropped with a ``UserWarning`` when it is the
+        last line (it was written after the checkpoint's fsync, so the resumed run writes
+        it again) or when it comes after a record this drops (the file is appended in
+        order, so it was written after the checkpoint too).
 
         Args:
             step: the optimizer step of the checkpoint, an int >= 0.
             after_checkpoint: record kinds written after the checkpoint of their step.
 
         Raises:
-            RunFolderError: a line before the last is not a JSON object (the message
-                gives its number); the file is left as it was.
+            RunFolderError: a damaged line before the last comes before every record
+                written after the checkpoint, so it may hold one up to ``step`` (the
+                message gives its number); the file is left as it was.
         """
         check("step", "MetricsLog.truncate_after", step, NON_NEGATIVE_INT)
         descriptor = self._require_open()
-        records = _records_to_rewrite(self.path)  # fails before anything changes
+        kept = _records_to_keep(self.path, step, after_checkpoint)  # fails before any change
         os.close(descriptor)
         self._descriptor = None
         try:
-            kept = [
-                r
-                for r in records
-                if not _after(r.get("step"), step)
-                and not (r.get("kind") in after_checkpoint and r.get("step") == step)
-            ]
             lines = "".join(to_json(r, "MetricsLog.truncate_after") + "\n" for r in kept)
             write_atomically(self.path, lines.encode("ascii"))
         except OSError as error:
@@ -297,26 +294,53 @@ def _read_bytes(path: Path) -> bytes:
         raise _failed("read", path, error) from error
 
 
-def _records_to_rewrite(path: Path) -> list[dict[str, Any]]:
-    """The records of ``path`` for :meth:`MetricsLog.truncate_after`, which rewrites it.
+def _records_to_keep(
+    path: Path, step: int, after_checkpoint: Collection[str]
+) -> list[dict[str, Any]]:
+    """The records of ``path`` that :meth:`MetricsLog.truncate_after` keeps.
 
-    Unlike :func:`read_records`, a damaged last line is dropped with a warning (a resume
-    after a crash must go on), and a damaged line before it is a :class:`RunFolderError`
-    (a rewrite would lose it, and only the user can tell what it was).
+    Unlike :func:`read_records`, a damaged line is dropped with a warning when it is the
+    last (a resume after a crash must go on) or comes after a record written after the
+    checkpoint (that record is dropped, and the file is appended in order). Any other
+    damaged line is a :class:`RunFolderError`: it may hold a record up to the checkpoint
+    that a rewrite would lose, and only the user can tell what it was.
     """
+
+    def written_after_checkpoint(record: Mapping[str, Any]) -> bool:
+        value = record.get("step")
+        return _after(value, step) or (record.get("kind") in after_checkpoint and value == step)
+
     data = _read_bytes(path)
     numbered = [(n, line) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
-    records = [_parse_line(line) for _, line in numbered]
-    for (number, line), record in zip(numbered[:-1], records, strict=False):
+    kept: list[dict[str, Any]] = []
+    dropped: list[tuple[int, bytes]] = []
+    past_checkpoint = False  # a record before this line was written after the checkpoint
+    for index, (number, line) in enumerate(numbered):
+        record = _parse_line(line)
         if record is None:
-            raise RunFolderError(
-                f"Line {number} of {path} is not a JSON object: {line[:80]!r}. The file was "
-                "edited or damaged; delete or repair that line, then resume again."
-            )
-    if records and records[-1] is None:
-        number, line = numbered[-1]
-        _warn_dropped(path, f"line {number}, {line[:40]!r}", 4)
-    return [record for record in records if record is not None]
+            if not past_checkpoint and index < len(numbered) - 1:
+                raise RunFolderError(
+                    f"Line {number} of {path} is not a JSON object: {line[:80]!r}. It comes "
+                    f"before any record written after the checkpoint (step {step}), so it "
+                    "may be one up to that step, which resuming would lose; the file was "
+                    "edited or damaged: delete or repair that line, then resume again."
+                )
+            dropped.append((number, line))
+        elif written_after_checkpoint(record):
+            past_checkpoint = True
+        else:
+            kept.append(record)
+    if dropped and dropped == numbered[-1:]:
+        _warn_dropped(path, f"line {dropped[0][0]}, {dropped[0][1][:40]!r}", 4)
+    elif dropped:
+        lines = ", ".join(str(number) for number, _ in dropped[:10])
+        warnings.warn(
+            f"{path} has damaged lines ({lines}{', ...' if len(dropped) > 10 else ''}) "
+            "after records written after the checkpoint; dropped them with those records.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return kept
 
 
 def _warn_dropped(path: Path, what: str, stacklevel: int) -> None:

@@ -245,10 +245,15 @@ class Trainer:
         restored, and metrics recorded after the checkpoint are dropped so they are not
         counted twice. The summary keeps the run's first ``started`` time and lists the
         resumes' times in ``resumed``; its ``duration_s`` adds up the time spent training
-        in each.
+        in each. Hidden temporary files that writes killed mid-way left in the run folder
+        are removed (:meth:`gradwise.runs.RunFolder.remove_leftover_temporaries`).
         """
         if resume:
             self._restore()
+        if self.run is not None and self.world.is_main:
+            # This process is the run's one writer from here on: what a write killed
+            # mid-way left (a checkpoint-sized .last.pt.*.tmp) is nobody's.
+            self.run.remove_leftover_temporaries()
         self._started = time.time()
         self._start_times = {"started": self._started}
         if resume and self.world.is_main:
