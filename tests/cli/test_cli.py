@@ -250,7 +250,10 @@ def test_config_refuses_an_unknown_name_in_a_config_file(
     (tmp_path / "run.yaml").write_text("data:\n  dataset: spiralz\n")
     assert main(["config", str(tmp_path / "run.yaml")]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("gradwise config: error: unknown dataset 'spiralz'")
+    assert error.startswith(
+        f"gradwise config: error: config file {tmp_path / 'run.yaml'}, line 2: "
+        "unknown dataset 'spiralz'"
+    )
     assert "did you mean 'spirals'?" in error
 
 
@@ -426,3 +429,96 @@ def test_train_names_the_file_and_line_of_a_bad_key_and_runs_nothing(
     assert error.count("\n") == 1
     assert message in error
     assert not runs.exists()
+
+
+def _interrupted_tiny_run(tmp_path: Path) -> Path:
+    """A finished one-epoch run whose summary says interrupted: a resume has one step to
+    redo (nothing), then completes it."""
+    run = _tiny_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    return run
+
+
+def test_resume_finds_a_run_given_by_name_in_the_runs_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --runs-dir was ignored: 'No run folder at tiny: the folder does not exist'.
+    runs = tmp_path / "runs"
+    run = _interrupted_tiny_run(runs)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["train", "--no-progress", "--resume", "tiny", "--runs-dir", str(runs)]) == 0
+    assert f"run folder: {run}" in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_resume_of_a_path_with_another_runs_dir_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs"
+    run = _interrupted_tiny_run(runs)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    argv = ["train", "--no-progress", "--resume", str(run), "--runs-dir", "other"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        f"gradwise train: error: --resume {run} is a path, which --runs-dir other does not "
+        "hold; --runs-dir finds a run given by name: give the name (--resume tiny --runs-dir "
+        "other) or drop --runs-dir.\n"
+    )
+    # The same folder said both ways is not a conflict.
+    assert main(["train", "--no-progress", "--resume", "runs/tiny", "--runs-dir", "runs"]) == 0
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+_SMALL_RUN = "data: {dataset: spirals}\nmodel: {name: mlp}\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "message"),
+    [
+        ("config", f"{_SMALL_RUN}optimizer:\n  name: Adamw\n",
+         "line 4: unknown optimizer 'Adamw' in 'train.optimizer.name'; did you mean 'AdamW'?"),
+        ("train", f"{_SMALL_RUN}optimizer:\n  name: SGD\n  lr: -1\n",
+         "line 5: in 'train.optimizer': The 'lr' parameter of SGD must be"),
+        ("doctor", f"{_SMALL_RUN}optimizer:\n  name: SGD\n  lr: 0.1\n  mom: 3\n",
+         "line 6: unknown key 'mom' in 'train.optimizer'; valid keys: dampening"),
+        ("train", f"{_SMALL_RUN}schedule:\n  warmup: 0\n  name: cosin\n",
+         "line 5: unknown schedule 'cosin' in 'train.schedule.name'"),
+        ("lr-find", "model: {name: mlp}\ndata:\n  dataset: spirals\n  preprocess: [{name: pca, n_components: -1}]\n",
+         "line 4: in 'train.data.preprocess[0]': The 'n_components' parameter of PCA must be"),
+    ],
+)  # fmt: skip
+def test_an_error_building_the_run_names_the_config_files_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, text: str, message: str
+) -> None:
+    # Parse-time errors named the line; these, found building the optimizer, schedule or
+    # preprocessing, did not.
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    runs = tmp_path / "runs"
+    extra = ["--runs-dir", str(runs)] if command in ("train", "doctor") else []
+    assert main([command, str(path), *extra]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"gradwise {command}: error: config file {path}, {message}")
+    assert error.count("\n") == 1
+    assert not runs.exists()
+
+
+def test_an_error_building_the_run_from_an_override_does_not_blame_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{_SMALL_RUN}optimizer:\n  name: SGD\n  lr: 0.1\n")
+    assert main(["config", str(path), "--set", "optimizer.lr=-1"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "gradwise config: error: in 'train.optimizer': The 'lr' parameter of SGD must be"
+    )
+    # A key the file does not give: no line to name.
+    assert main(["config", str(path), "--set", "model.name=nope"]) == 2
+    assert capsys.readouterr().err.startswith("gradwise config: error: unknown model 'nope'")

@@ -381,3 +381,112 @@ def test_a_seed_beyond_the_data_seeds_range_is_refused_by_the_config(seed: int) 
         f"The 'seed' key in 'train' must be an int in [0, 4294967295]. Got {seed} instead."
     )
     assert load_config(overrides=[f"seed={2**32 - 1}"]).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("override", "got", "hint"),
+    [
+        ("name=yes", "True", "--set read yes as YAML's True. To pass the text, quote it: --set name='\"yes\"'"),
+        ("model.name=1", "1", "--set read 1 as YAML's 1. To pass the text, quote it: --set model.name='\"1\"'"),
+        ("data.dataset=off", "False", "--set read off as YAML's False. To pass the text, quote it: --set data.dataset='\"off\"'"),
+        ("checkpoint.monitor=1e-3", "0.001",
+         "--set read 1e-3 as YAML's 0.001. To pass the text, quote it: --set checkpoint.monitor='\"1e-3\"'"),
+    ],
+)  # fmt: skip
+def test_a_bool_or_number_set_for_a_text_key_hints_to_quote_it(
+    override: str, got: str, hint: str
+) -> None:
+    # 'gradwise train --set name=yes' said "Got True instead." and nothing more.
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=[override])
+    message = str(error.value)
+    assert f"Got {got} instead: {hint}" in message
+    assert message.endswith(hint)
+    assert "\n" not in message
+    # The quoting the hint gives works.
+    key, _, text = override.partition("=")
+    config = config_to_dict(load_config(overrides=[f'{key}="{text}"']))
+    for name in key.split("."):
+        config = config[name]
+    assert config == text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["epochs=yes"], "The 'epochs' key in 'train' must be an int >= 1 or null. Got True instead."),
+        (["device=1"], "The 'device' key in 'train' must be one of 'cpu', 'cuda', 'auto'. Got 1 instead."),
+        (["name=[1]"], "The 'name' key in 'train' must be a single folder name (not empty, '.' or '..'; no '/') or null. Got [1] instead."),
+        (["name=yes", "name=[1]"], "The 'name' key in 'train' must be a single folder name (not empty, '.' or '..'; no '/') or null. Got [1] instead."),
+    ],
+)  # fmt: skip
+def test_no_quoting_hint_where_the_text_would_not_do_either(
+    overrides: list[str], message: str
+) -> None:
+    # An int key, a choice the text would not meet, a list (not a bool or number), and a
+    # value that a later override replaced.
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=overrides)
+    assert str(error.value) == message
+    assert load_config(overrides=["name=yes", "name=null"]).name is None
+
+
+def test_a_quoting_hint_names_the_override_not_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("name: yes\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"config file {path}, line 1: The 'name' key")
+    assert "--set" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "kind", "problem"),
+    [
+        ("data.augment=[flip, crop", "list",
+         "while parsing a flow sequence (line 1, column 1): expected ',' or ']', but got '<stream end>' (line 1, column 12)"),
+        ("foo=[1,2", "list",
+         "while parsing a flow sequence (line 1, column 1): expected ',' or ']', but got '<stream end>' (line 1, column 5)"),
+        ("regularization.early_stopping={patience: 3", "mapping",
+         "while parsing a flow mapping (line 1, column 1): expected ',' or '}', but got '<stream end>' (line 1, column 13)"),
+        ("data.augment=[flip]]", "list", "expected '<document start>', but found ']' (line 1, column 7)"),
+        ('name="yes', "quoted text",
+         "while scanning a quoted scalar (line 1, column 1): found unexpected end of stream (line 1, column 5)"),
+    ],
+)  # fmt: skip
+def test_a_malformed_flow_value_in_an_override_is_an_error(
+    override: str, kind: str, problem: str
+) -> None:
+    # It was kept as the text '[flip, crop' (a "must be a list. Got '[flip, crop'" error at
+    # best; 'name="yes' named the run folder '"yes').
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=[override])
+    assert str(error.value) == (
+        f"override {override!r} does not hold a valid YAML {kind}: {problem}. Fix the "
+        "brackets or quotes, or quote the whole value to pass it as text."
+    )
+
+
+def test_text_with_brackets_or_quotes_inside_is_still_text() -> None:
+    config = load_config(overrides=["data.dataset=pkg.mod:make[1]", "checkpoint.monitor=it's"])
+    assert config.data.dataset == "pkg.mod:make[1]"
+    assert config.checkpoint.monitor == "it's"
+
+
+@pytest.mark.parametrize("suffix", [".YAML", ".Yml", ".TOML"])
+def test_a_config_file_suffix_is_read_in_any_case(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"run{suffix}"
+    toml = suffix.lower() == ".toml"
+    path.write_text(
+        "epochs = 3\n[data]\nbach_size = 3\n" if toml else "epochs: 3\ndata:\n  bach_size: 3\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    # Read (the typo is found), and a YAML file's error still names the line.
+    where = f"config file {path}" if toml else f"config file {path}, line 3"
+    assert str(error.value).startswith(f"{where}: unknown key 'bach_size' in 'train.data'")
+    path.write_text("epochs = 3\n" if toml else "epochs: 3\n")
+    assert load_config(path).epochs == 3
+    path.write_text("epochs = [3\n" if toml else "epochs: [3\n")
+    with pytest.raises(ConfigError, match=f"is not valid {suffix.lower()[1:]}: "):
+        load_config(path)

@@ -296,3 +296,17 @@ def test_a_trial_that_crashes_is_failed_with_its_reason_and_the_search_goes_on(t
     assert states == ["COMPLETE", "FAIL"]
     (failed,) = [trial for trial in trials if trial.state == TrialState.FAIL]
     assert failed.user_attrs["fail_reason"] == "crashed: RuntimeError: out of memory (planted)"
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_out_of_the_configs_seed_range_is_refused_before_any_study(
+    tmp_path, monkeypatch, capsys, seed
+) -> None:
+    # --seed -1 was accepted (gradwise train refuses seed: -1 in its config).
+    config = write_config(tmp_path, "seeded")
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", str(config), "--seed", seed, "--trials", "1"]) == 2
+    assert capsys.readouterr().err == (
+        f"gradwise search: error: --seed must be an int in [0, 4294967295]. Got {seed} instead.\n"
+    )
+    assert not (tmp_path / "studies").exists()

@@ -20,7 +20,7 @@ from gradwise.cli._search import add_parsers as add_search_parsers
 from gradwise.cli._viz import add_parser as add_viz_parser
 
 if TYPE_CHECKING:
-    from gradwise.config import RunConfig
+    from gradwise.config import ConfigError, RunConfig
     from gradwise.doctor import DoctorResult
 
 EXIT_OK = 0
@@ -41,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.handler(args))
-    except (ConfigError, RunFolderError) as error:
+    except ConfigError as error:
+        print(f"gradwise {args.command}: error: {_located(error, args)}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunFolderError as error:
         print(f"gradwise {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -49,6 +52,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         # outside it (loading data, building the run, the doctor's checks).
         print(f"gradwise {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _located(error: ConfigError, args: argparse.Namespace) -> ConfigError:
+    """An error found building the run from CONFIG (with --set), at the file's line.
+
+    The commands that read a run config with overrides; the line is found again by the
+    key the error names, as load_config finds it for the errors of the schema.
+    """
+    from gradwise.config import locate_in_file
+
+    config = getattr(args, "config", None)
+    if config is None or not hasattr(args, "overrides"):
+        return error  # no file; or not a run config with --set (gradwise search)
+    overrides = list(args.overrides)
+    if getattr(args, "runs_dir", None) is not None:
+        overrides.append(f"runs_dir={args.runs_dir}")
+    return locate_in_file(error, config, overrides)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,8 +91,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set optimizer.lr=3e-3 (repeatable)",
     )
-    train.add_argument("--resume", type=Path, metavar="RUN", help="continue a run folder")
-    train.add_argument("--runs-dir", type=Path, help="where run folders go (default: runs)")
+    train.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue a run folder (its path; or its name, with --runs-dir)",
+    )
+    train.add_argument(
+        "--runs-dir",
+        type=Path,
+        help="where run folders go, and where --resume finds a run by name (default: runs)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
         "--nproc",
@@ -144,6 +173,8 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be an int >= 1. Got {args.nproc} instead.")
+    if args.resume is not None and args.runs_dir is not None:
+        args.resume = _run_in_runs_dir(args.resume, args.runs_dir)
     config = None
     if args.resume is None:
         overrides = list(args.overrides)
@@ -166,6 +197,22 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     assert result.run is not None  # noqa: S101 - train() always makes a run folder
     return _print_run(result.summary, result.run.path, result.status)
+
+
+def _run_in_runs_dir(run: Path, runs_dir: Path) -> Path:
+    """The run folder ``--resume RUN --runs-dir DIR`` means: DIR/RUN for a name, RUN for a
+    path into DIR; a path elsewhere is a usage error (which folder was meant?)."""
+    from gradwise.config import ConfigError
+
+    if not run.is_absolute() and len(run.parts) == 1 and run.name not in (".", ".."):
+        return runs_dir / run
+    if run.parent.resolve() == runs_dir.resolve():
+        return run
+    raise ConfigError(
+        f"--resume {run} is a path, which --runs-dir {runs_dir} does not hold; --runs-dir "
+        f"finds a run given by name: give the name (--resume {run.name} --runs-dir "
+        f"{runs_dir}) or drop --runs-dir."
+    )
 
 
 def _check_before_launch(config: RunConfig | None, resume: Path | None, nproc: int) -> None:

@@ -17,7 +17,11 @@ import yaml
 from gradwise.config._schema import RunConfig
 
 ROOT = "train"
+YAML_SUFFIXES = (".yaml", ".yml")
 T = TypeVar("T")
+# What a value that opens as YAML flow syntax or quoted text is meant as; when it fails to
+# parse, it is a mistake (an unclosed bracket or quote), not text.
+_FLOW_KINDS = {"[": "list", "{": "mapping", '"': "quoted text", "'": "quoted text"}
 
 
 class ConfigError(ValueError):
@@ -91,16 +95,17 @@ def read_file(path: str | Path) -> dict[str, Any]:
             f"config file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} "
             f"at offset {error.start}); save it as UTF-8"
         ) from None
+    suffix = path.suffix.lower()  # run.YAML is a YAML file too
     try:
-        if path.suffix == ".toml":
+        if suffix == ".toml":
             content: Any = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
+        elif suffix in YAML_SUFFIXES:
             content = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
         else:
             raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(
-            f"config file {path} is not valid {path.suffix[1:]}: {_syntax_error(error)}"
+            f"config file {path} is not valid {suffix[1:]}: {_syntax_error(error)}"
         ) from None
     if content is None:
         return {}
@@ -152,8 +157,24 @@ def apply_overrides(content: dict[str, Any], overrides: Iterable[str]) -> dict[s
                 where = ".".join([ROOT, *keys[: depth + 1]])
                 raise ConfigError(f"override {override!r}: '{where}' is a value, not a section")
             node = child
-        node[keys[-1]] = parse_value(text)
+        node[keys[-1]] = _parse_override_value(override, text)
     return content
+
+
+def _parse_override_value(override: str, text: str) -> Any:
+    """``parse_value``, except that a value that opens a YAML list, mapping or quoted text
+    and does not parse is an error: kept as text, ``[flip, crop`` would reach the schema
+    as a string, and ``"yes`` would name a run folder ``"yes``."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as error:
+        kind = _FLOW_KINDS.get(text.strip()[:1])
+        if kind is None:
+            return text
+        raise ConfigError(
+            f"override {override!r} does not hold a valid YAML {kind}: {_syntax_error(error)}. "
+            "Fix the brackets or quotes, or quote the whole value to pass it as text."
+        ) from None
 
 
 def parse_config(content: Mapping[str, Any]) -> RunConfig:
@@ -355,28 +376,123 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     try:
         return parse_config(apply_overrides(copy.deepcopy(content), overrides))
     except ConfigError as error:
-        where = None if path is None else _where_in_file(Path(path), content, error, overrides)
-        if where is None:
+        hint = _quoting_hint(error, overrides)
+        if hint is not None:
+            raise ConfigError(f"{str(error).removesuffix('.')}: {hint}", key=error.key) from None
+        if path is None:
             raise
-        raise ConfigError(f"{where}: {error}", key=error.key) from None
+        located = _located(error, Path(path), content, overrides, [error.key])
+        if located is error:
+            raise
+        raise located from None
 
 
-def _where_in_file(
-    path: Path, content: Mapping[str, Any], error: ConfigError, overrides: Sequence[str]
-) -> str | None:
-    """``config file PATH, line N`` for the key of ``error``; None if it is not the file's."""
+def locate_in_file(
+    error: ConfigError, path: str | Path, overrides: Iterable[str] = ()
+) -> ConfigError:
+    """``error`` naming the config file and line of the key it is about, where it can.
+
+    For an error found building the run from a config that :func:`load_config` read
+    (an unknown optimizer, a bad argument), which names its key only in its words:
+    ``unknown optimizer 'Adamw' in 'train.optimizer.name'`` is located at the ``name:``
+    of the optimizer, ``in 'train.optimizer': The 'lr' parameter of SGD ...`` at its
+    ``lr:``. An error already located, one about a key that an override sets, and one
+    about a key the file does not give are returned unchanged.
+    """
+    message = str(error)
+    if message.startswith("config file "):
+        return error
+    path = Path(path)
+    try:
+        content = read_file(path)
+    except (ConfigError, OSError):  # changed since load_config read it: say it as is
+        return error
+    return _located(error, path, content, list(overrides), _keys_named(message))
+
+
+def _keys_named(message: str) -> list[tuple[str, ...]]:
+    """The keys a message names, the most precise first: where it is about one key under
+    the first path it quotes (``unknown key 'mom' in 'train.optimizer'``), that key; then
+    the path itself (``'train.optimizer'``; up to a list index: ``preprocess[0]``)."""
+    found = re.search(rf"'{ROOT}((?:\.\w+)+)(\[\d+\])?'", message)
+    if found is None:
+        return []
+    key = tuple(found[1].split(".")[1:])
+    quoted = re.escape(found[0])
+    if found[2]:  # a list entry ('train.data.preprocess[0]'): at the list's key
+        return [key]
+    child = re.search(
+        rf"unknown key '(\w+)' in {quoted}|in {quoted}: The '(\w+)' parameter", message
+    )
+    return [key] if child is None else [(*key, child[1] or child[2]), key]
+
+
+def _located(
+    error: ConfigError,
+    path: Path,
+    content: Mapping[str, Any],
+    overrides: Sequence[str],
+    keys: Sequence[tuple[str, ...] | None],
+) -> ConfigError:
+    """``error`` at the first of ``keys`` (the most precise first) that the file gives;
+    unchanged where an override sets it: the file's section does not hold the value."""
+    overridden = [tuple(o.partition("=")[0].strip().split(".")) for o in overrides]
+    for key in keys:
+        if not key or any(key[: len(given)] == given for given in overridden):
+            return error
+        where = _where_in_file(path, content, key)
+        if where is not None:
+            return ConfigError(f"{where}: {error}", key=error.key)
+    return error
+
+
+def _quoting_hint(error: ConfigError, overrides: Sequence[str]) -> str | None:
+    """How to pass text that ``--set`` read as a bool or number (``name=yes`` is True).
+
+    Only for the override that set the key of ``error`` (the last one for it), and only
+    where the key would take the text: quoting does not help ``epochs=yes``.
+    """
     if not error.key:
         return None
-    overridden = [tuple(o.partition("=")[0].strip().split(".")) for o in overrides]
-    if any(error.key[: len(keys)] == keys for keys in overridden):
+    given = [o for o in overrides if tuple(o.partition("=")[0].strip().split(".")) == error.key]
+    if not given:
         return None
+    key_path, _, text = given[-1].partition("=")
+    text = text.strip()
+    value = parse_value(text)
+    if not isinstance(value, bool | int | float):
+        return None
+    constraint = _constraint_of(error.key)
+    if constraint is None or not constraint.is_satisfied_by(text):
+        return None
+    return (
+        f"--set read {text} as YAML's {value!r}. To pass the text, quote it: "
+        f"--set {key_path.strip()}='\"{text}\"'"
+    )
+
+
+def _constraint_of(key: Sequence[str]) -> Any:
+    """The constraint of the setting at ``key`` in the schema; None if it is not a setting."""
+    kind: Any = RunConfig
+    constraint = None
+    for name in key:
+        fields = {f.name: f for f in dataclasses.fields(kind)} if kind is not None else {}
+        if name not in fields:
+            return None
+        kind = fields[name].metadata.get("section")
+        constraint = fields[name].metadata.get("constraint")
+    return constraint
+
+
+def _where_in_file(path: Path, content: Mapping[str, Any], key: tuple[str, ...]) -> str | None:
+    """``config file PATH, line N`` for ``key``; None if the file does not give it."""
     node: Any = content
-    for name in error.key:
-        found = [value for key, value in node.items() if str(key) == name]
+    for name in key:
+        found = [value for k, value in node.items() if str(k) == name]
         if not found:
             return None
         node = found[0] if isinstance(found[0], Mapping) else {}
-    line = _yaml_line(path, error.key) if path.suffix in (".yaml", ".yml") else None
+    line = _yaml_line(path, key) if path.suffix.lower() in YAML_SUFFIXES else None
     return f"config file {path}" if line is None else f"config file {path}, line {line}"
 
 

@@ -13,6 +13,7 @@ The study folder (``studies/<name>/`` by default) holds:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ from typing import IO
 
 from optuna.trial import FrozenTrial
 
-from gradwise.config import ConfigError, dump_config, parse_config, read_file
+from gradwise.config import ConfigError, RunConfig, dump_config, parse_config, read_file
 from gradwise.runs._files import write_atomically
 from gradwise.search._space import SearchSpec, parse_search
 from gradwise.search._stages import EPOCHS_ATTR, stage_ranges
@@ -50,6 +51,8 @@ STUDY_FILE = "study.json"
 REPORT_FILE = "report.html"
 BEST_CONFIG_FILE = "best.yaml"
 _MAX_RESTARTS_PER_WORKER = 3
+# The range a run config's seed must be in (gradwise train's): one rule for both.
+_SEED = next(f for f in dataclasses.fields(RunConfig) if f.name == "seed").metadata["constraint"]
 
 Say = Callable[[str], None]
 
@@ -91,13 +94,14 @@ def search(
         storage: an Optuna storage URL; default a SQLite file in the study folder.
         study_name: default the config file's stem.
         studies_dir: where study folders go.
-        seed: seeds the samplers and the grid's order.
+        seed: seeds the samplers and the grid's order; an int in [0, 2**32 - 1], as a
+            run config's seed.
         heartbeat: seconds between a running trial's heartbeats; a trial silent for three
             is failed and retried.
         say: where progress lines go (nothing when None).
 
     Raises:
-        ConfigError: a bad space, strategy, storage, or a study that exists with another
+        ConfigError: a bad space, strategy, seed, storage, or a study that exists with another
             search; nothing has run then.
     """
     if strategy not in STRATEGIES:
@@ -107,6 +111,8 @@ def search(
     for name, value in (("trials", trials), ("workers", workers), ("heartbeat", heartbeat)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"--{name} must be an int >= 1. Got {value!r} instead.")
+    if not _SEED.is_satisfied_by(seed):
+        raise ConfigError(f"--seed must be {_SEED.description}. Got {seed!r} instead.")
     config_path = Path(config_path)
     content = read_file(config_path)
     spec = parse_search(content, stages_trials=trials if strategy == "coarse-to-fine" else None)
