@@ -222,6 +222,87 @@ def test_an_average_follows_a_model_moved_after_it_was_made(use_buffers: bool) -
     ours.module(torch.randn(4, 3, dtype=torch.float64))  # float32 weights refused this
 
 
+def _add_a_layer(model: nn.Module) -> str:
+    model.add_module("5", nn.Linear(2, 2).double())  # the model grew a head
+    return "'5.weight', '5.bias'"
+
+
+def _add_a_buffer(model: nn.Module) -> str:
+    model[4].register_buffer("scale", torch.ones(2, dtype=torch.float64))  # type: ignore[operator]
+    return "'4.scale'"
+
+
+def _remove_the_head(model: nn.Module) -> str:
+    del model[4]  # type: ignore[arg-type]
+    return "'4.weight', '4.bias'"
+
+
+def _widen_a_layer(model: nn.Module) -> str:
+    model[4] = nn.Linear(8, 3).double()  # type: ignore[index]
+    return "'4.weight' (2, 8) -> (3, 8), '4.bias' (2,) -> (3,)"
+
+
+@pytest.mark.parametrize("use_buffers", [False, True])
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        (_add_a_layer, "has 2 tensors that the average lacks"),
+        (_add_a_buffer, "has 1 tensor that the average lacks"),
+        (_remove_the_head, "lost 2 tensors that the average holds"),
+        (_widen_a_layer, "has 2 tensors of another shape than the average's"),
+    ],
+)
+def test_an_average_refuses_a_model_whose_tensors_changed_after_it_was_made(
+    change: object, found: str, use_buffers: bool
+) -> None:
+    # torch's AveragedModel zips the two parameter lists without strict=True: a layer added
+    # after the average was made was silently left out of it.
+    model = _network()
+    average = PolyakAverage(model, use_buffers=use_buffers)
+    _train(model, 2, lambda step: average.update(model, step))
+    names = change(model)  # type: ignore[operator]
+    before = copy.deepcopy(average.module.state_dict())
+    message = (
+        f"The model given to PolyakAverage.update {found}: {names}. The average "
+        "holds a copy of the model as it was when the average was made and averages "
+        "only what that copy has. Make the average once the model is complete, or make "
+        "a new average of the model as it is now."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        average.update(model, 3)
+    assert average.num_averaged == 2  # the average is left as it was
+    for name, tensor in before.items():
+        assert torch.equal(average.module.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("use_buffers", [False, True])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m, b: ExponentialMovingAverage(m, 0.9, use_buffers=b),
+        lambda m, b: PolyakAverage(m, use_buffers=b),
+    ],
+)
+def test_an_average_follows_one_layer_moved_after_it_was_made(
+    make: object, use_buffers: bool
+) -> None:
+    # model[4].float() after the average was made: only the head moves, so the first
+    # parameters still agree. AveragedModel would cast each new iterate of the head back
+    # into float64 (Polyak, silently) or refuse it (EMA's lerp); the copy's head follows it.
+    model = _network()
+    average = make(model, use_buffers)  # type: ignore[operator]
+    model[4].float()  # type: ignore[operator]
+    model[4].register_forward_pre_hook(lambda _, inputs: (inputs[0].float(),))  # type: ignore[operator]
+    oracle = copy.deepcopy(average.averaged_model)
+    oracle.module[4].float()  # the oracle was made after the move
+    _train(model, 6, lambda step: (average.update(model, step), oracle.update_parameters(model)))
+    assert average.num_averaged == 6
+    for name, value in oracle.module.state_dict().items():
+        mine = average.module.state_dict()[name]
+        assert mine.dtype == model.state_dict()[name].dtype == value.dtype, name
+        torch.testing.assert_close(mine, value, rtol=0, atol=0)
+
+
 def test_recompute_batch_norm_equals_update_bn_without_dropout() -> None:
     model = _network()
     average = PolyakAverage(model)

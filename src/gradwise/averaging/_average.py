@@ -48,8 +48,11 @@ class WeightAverage:
     optimizer step with the number of steps taken so far, :math:`s`; it folds the model's
     current weights in when :math:`s > \\text{first}` and :math:`s - \\text{first}` is a
     multiple of ``every``. The first iterate folded in is copied (AveragedModel's rule).
-    A model moved after its average was made (``model.cuda()``, ``model.double()``) takes
-    the averaged copy along at the next update.
+    A model moved after its average was made (``model.cuda()``, ``model.double()``, or one
+    layer of it: ``model[0].half()``) takes the averaged copy along at the next update,
+    tensor by tensor. A model that gained, lost or reshaped a parameter or buffer after
+    its average was made is refused with a ValueError that names them (AveragedModel
+    pairs the two models' tensors by position and would leave a new layer out).
 
     Buffers: with ``use_buffers=False`` (the default) the averaged copy's buffers follow
     the live model's, and :meth:`recompute_batch_norm` gives the batch-norm layers the
@@ -83,6 +86,8 @@ class WeightAverage:
         self.averaged_model = AveragedModel(
             model, multi_avg_fn=self._average_group, use_buffers=use_buffers
         )
+        # The live model's _layout when the copy last matched it; None: not checked yet.
+        self._matched_layout: list[_TensorLayout] | None = None
 
     @property
     def module(self) -> nn.Module:
@@ -114,29 +119,65 @@ class WeightAverage:
         """
         if not self.should_update(step):
             return False
-        self._follow_the_model(model)
+        # The full check by name costs ~75 us on cnn1d, 2% of a training step at every
+        # update; the layout costs ~8 us and changes only when the model does.
+        layout = _layout(model)
+        if layout != self._matched_layout:
+            self._follow_the_model(model)
+            self._matched_layout = layout
         self.averaged_model.update_parameters(model)
         return True
 
     @torch.no_grad()
     def _follow_the_model(self, model: nn.Module) -> None:
-        """Move the averaged copy to the live model's devices and dtypes when the model
-        moved after the average was made (``model.cuda()`` or ``model.double()`` after
-        ``ExponentialMovingAverage(model)``): torch's AveragedModel would cast each new
-        iterate into the old copy, whose forward then refuses the model's inputs, or fail
-        across devices. The first parameters tell: one comparison per update."""
-        mine = next(self.module.parameters(), None)
-        live = next(model.parameters(), None)
-        if mine is None or live is None or (mine.device, mine.dtype) == (live.device, live.dtype):
-            return
+        """Check that ``model`` still has the averaged copy's tensors, and move each copy
+        to its original's device and dtype where the model moved after the average was
+        made (``model.cuda()``, ``model.double()``, ``model[0].half()``): torch's
+        AveragedModel pairs the tensors by position, so it would leave a tensor added
+        since out of the average, and cast each new iterate into the old copy, whose
+        forward then refuses the model's inputs, or fail across devices."""
         originals = dict(itertools.chain(model.named_parameters(), model.named_buffers()))
-        copies = itertools.chain(self.module.named_parameters(), self.module.named_buffers())
-        for name, copy in copies:
-            original = originals.get(name)
-            if original is not None:
+        copies = dict(itertools.chain(self.module.named_parameters(), self.module.named_buffers()))
+        if list(originals) != list(copies) or any(
+            original.shape != copies[name].shape for name, original in originals.items()
+        ):
+            raise self._changed_model_error(originals, copies)
+        moved = False
+        for name, original in originals.items():
+            copy = copies[name]
+            if (copy.device, copy.dtype) != (original.device, original.dtype):
                 copy.data = copy.data.to(original.device, original.dtype)
-        counter = self.averaged_model.n_averaged
-        self.averaged_model.n_averaged = counter.to(live.device)
+                moved = True
+        if moved:
+            counter = self.averaged_model.n_averaged
+            first = next(iter(originals.values()))
+            self.averaged_model.n_averaged = counter.to(first.device)
+
+    def _changed_model_error(
+        self, originals: Mapping[str, Tensor], copies: Mapping[str, Tensor]
+    ) -> ValueError:
+        """What differs between the model's tensors and the averaged copy's, and the fix."""
+        added = [name for name in originals if name not in copies]
+        lost = [name for name in copies if name not in originals]
+        reshaped = [
+            f"{name!r} {tuple(copies[name].shape)} -> {tuple(original.shape)}"
+            for name, original in originals.items()
+            if name in copies and original.shape != copies[name].shape
+        ]
+        findings = [
+            f"has {_tensors(added)} that the average lacks: {_quoted(added)}" if added else "",
+            f"lost {_tensors(lost)} that the average holds: {_quoted(lost)}" if lost else "",
+            f"has {_tensors(reshaped)} of another shape than the average's: "
+            f"{', '.join(reshaped)}" if reshaped else "",
+        ]  # fmt: skip
+        found = "; ".join(finding for finding in findings if finding)
+        return ValueError(
+            f"The model given to {type(self).__name__}.update "
+            f"{found or 'registers its tensors in another order than the average'}. The "
+            "average holds a copy of the model as it was when the average was made and "
+            "averages only what that copy has. Make the average once the model is "
+            "complete, or make a new average of the model as it is now."
+        )
 
     @torch.no_grad()
     def _average_group(
@@ -448,6 +489,39 @@ def why_nothing_averaged(average: WeightAverage, total_steps: int) -> str | None
         f"its first average comes after step {first} ({average._first_average_terms()}) but "
         f"the run has {total_steps} steps; start earlier or average more often"
     )
+
+
+#: What a parameter or buffer must keep for the averaged copy to pair with it.
+_TensorLayout = tuple[torch.dtype, torch.device, torch.Size]
+
+
+def _layout(model: nn.Module) -> list[_TensorLayout]:
+    """Each parameter's and buffer's dtype, device and shape, module by module.
+
+    A fingerprint of the model, read at every update: equal to the last one, the model
+    has not changed. It reads the modules' tensor dicts directly, 7.5 us on cnn1d:
+    ``parameters()`` and ``buffers()`` build a name for every tensor and take 18 us
+    before reading any attribute. A module shared by two parents is read once.
+    """
+    modules = [model]
+    seen = {id(model)}
+    tensors: list[Tensor | None] = []
+    for module in modules:
+        tensors += module._parameters.values()
+        tensors += module._buffers.values()
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                modules.append(child)
+    return [(tensor.dtype, tensor.device, tensor.shape) for tensor in tensors if tensor is not None]
+
+
+def _tensors(names: list[str]) -> str:
+    return f"{len(names)} tensor{'s' if len(names) != 1 else ''}"
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in names)
 
 
 @torch.no_grad()
