@@ -6,6 +6,7 @@ after applying the fix it measured.
 """
 
 import copy
+import functools
 import math
 import re
 import time
@@ -1042,3 +1043,206 @@ def test_the_checks_measure_the_same_when_called_under_no_grad(spirals, mode):
         report = sanity(healthy_mlp(), "cross_entropy", spirals)
     assert report.passed, report.to_table().render_text()
     assert [r.measured for r in report.results] == [r.measured for r in expected.results]
+
+
+# --------------------------------------------------------------------------------------
+# Train-mode outputs, label smoothing, functional dropout, non-finite gradients
+
+
+class _TupleInTraining(nn.Module):
+    """Returns (logits, inputs) in training mode only: eval mode hides it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = healthy_mlp()
+
+    def forward(self, x):
+        logits = self.net(x)
+        return (logits, x) if self.training else logits
+
+
+def test_a_model_returning_a_tuple_only_in_training_mode_is_named_before_any_check(spirals):
+    # The preflight ran in eval mode only: the model passed it, and initial_loss then
+    # raised torch's TypeError from inside cross_entropy.
+    with pytest.raises(
+        ValueError,
+        match=r"in training mode; the model returns a tuple of 2 in training mode but a "
+        r"Tensor in eval mode",
+    ):
+        sanity(_TupleInTraining(), "cross_entropy", spirals)
+
+    def first(outputs, targets):  # a loss that picks the logits runs in both modes
+        return F.cross_entropy(outputs[0] if isinstance(outputs, tuple) else outputs, targets)
+
+    report = sanity(_TupleInTraining(), first, spirals, checks=["initial_loss"])
+    assert report.passed, report.to_table().render_text()
+
+
+def smoothed_cross_entropy_floor(eps, num_classes):
+    """The closed form of the brief: the entropy of the smoothed one-hot target."""
+    on, off = 1 - eps + eps / num_classes, eps / num_classes
+    return -on * math.log(on) - (num_classes - 1) * off * math.log(off)
+
+
+def minimized_loss(loss, targets, num_classes, steps=3000):
+    """min over free logits of loss(logits, targets), by L-BFGS in float64 (the oracle)."""
+    logits = torch.zeros(len(targets), num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [logits], lr=1.0, max_iter=steps, tolerance_grad=1e-14, tolerance_change=1e-16,
+        line_search_fn="strong_wolfe",
+    )  # fmt: skip
+
+    def closure():
+        optimizer.zero_grad()
+        value = loss(logits, targets)
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    return loss(logits, targets).item()
+
+
+@pytest.mark.parametrize(("eps", "num_classes"), [(0.1, 3), (0.1, 10), (0.3, 4), (0.05, 2)])
+def test_the_label_smoothing_floor_is_the_minimum_of_torchs_loss(eps, num_classes):
+    targets = torch.arange(12) % num_classes
+    loss = nn.CrossEntropyLoss(label_smoothing=eps)
+    oracle = minimized_loss(loss, targets, num_classes)
+    assert smoothed_cross_entropy_floor(eps, num_classes) == pytest.approx(oracle, abs=1e-9)
+    inputs = torch.randn(12, 4)
+    result = check_overfit_tiny_subset(
+        nn.Linear(4, num_classes), loss, (inputs, targets), num_samples=12, num_steps=1
+    )
+    assert result.measured["loss_floor"] == pytest.approx(oracle, abs=1e-9)
+
+
+def test_the_label_smoothing_floor_with_class_weights_is_the_minimum_of_torchs_loss():
+    weight = torch.tensor([1.0, 3.0, 0.5], dtype=torch.float64)
+    targets = torch.tensor([0, 1, 2, 2, 1, 0, 0, 2])
+    loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=0.2)
+    oracle = minimized_loss(loss, targets, 3)
+    result = check_overfit_tiny_subset(
+        nn.Linear(4, 3).double(), loss, (torch.randn(8, 4), targets), num_samples=8, num_steps=1
+    )
+    assert result.measured["loss_floor"] == pytest.approx(oracle, abs=1e-9)
+    assert result.measured["loss_floor"] != pytest.approx(
+        smoothed_cross_entropy_floor(0.2, 3), abs=1e-3
+    )  # the weights matter
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        nn.CrossEntropyLoss(label_smoothing=0.1),
+        functools.partial(F.cross_entropy, label_smoothing=0.1),
+    ],
+)
+def test_a_healthy_model_under_label_smoothing_overfits_to_the_floor(spirals, loss):
+    # The loss cannot go below 0.291 for 3 classes: a target of 1% of ln 3 failed every
+    # healthy model, "every sample classified right but the loss not near 0".
+    result = check_overfit_tiny_subset(healthy_mlp(), loss, spirals)
+    assert result.passed, result.message
+    floor = smoothed_cross_entropy_floor(0.1, 3)
+    assert result.measured["loss_floor"] == pytest.approx(floor, rel=1e-12)
+    assert result.measured["target_loss"] == pytest.approx(
+        floor + 0.01 * (math.log(3) - floor), rel=1e-7
+    )  # chance: the float32 loss of all-zero logits
+    assert result.measured["loss"] >= floor
+    assert "label smoothing 0.1 over 3 classes" in result.message
+
+
+def test_a_frozen_model_under_label_smoothing_still_fails(spirals):
+    model = healthy_mlp()
+    for parameter in list(model.parameters())[:-1]:
+        parameter.requires_grad_(False)
+    loss = nn.CrossEntropyLoss(label_smoothing=0.1)
+    result = check_overfit_tiny_subset(model, loss, spirals, num_steps=100)
+    assert kinds(result) == [Finding.NO_LEARNING_SIGNAL]
+    assert "label smoothing" in result.findings[0].summary
+
+
+class _FunctionalDropout(nn.Module):
+    """Dropout written in forward, out of reach of the probe's p = 0 on nn.Dropout."""
+
+    def __init__(self, hard_coded: bool) -> None:
+        super().__init__()
+        self.net = healthy_mlp()
+        self.hard_coded = hard_coded
+
+    def forward(self, x):
+        training = True if self.hard_coded else self.training
+        return F.dropout(self.net(x), 0.5, training=training)
+
+
+def test_dropout_hard_coded_in_forward_is_reported_not_called_no_learning_signal(spirals):
+    # Before: NO_LEARNING_SIGNAL, "a working network memorizes a few samples".
+    result = check_overfit_tiny_subset(
+        _FunctionalDropout(hard_coded=True), "cross_entropy", spirals
+    )
+    assert not result.passed
+    assert result.findings == []
+    assert result.measured["output_spread"] > 0.1
+    assert result.measured["output_spread_eval"] > 0.1
+    assert "F.dropout(x, p, training=True)" in result.message
+
+
+def test_dropout_following_self_training_in_forward_skips_the_overfit_check(spirals):
+    result = check_overfit_tiny_subset(
+        _FunctionalDropout(hard_coded=False), "cross_entropy", spirals
+    )
+    assert result.skipped
+    assert result.passed
+    assert result.measured["output_spread"] > 0.1
+    assert result.measured["output_spread_eval"] == 0.0
+    assert "nn.Dropout module" in result.message
+
+
+def test_deterministic_models_do_not_measure_a_spread(spirals):
+    result = check_overfit_tiny_subset(healthy_mlp(dropout_rate=0.5), "cross_entropy", spirals)
+    assert result.passed
+    assert "output_spread" not in result.measured
+
+
+@pytest.mark.parametrize("hard_coded", [False, True])
+def test_functional_dropout_does_not_change_the_mixing_verdict(spirals, hard_coded):
+    # One forward pass, one dropout mask: the dependencies it charts are the model's.
+    clean = check_samples_do_not_mix(_FunctionalDropout(hard_coded), "cross_entropy", spirals)
+    assert clean.passed, clean.message
+
+    class CenteredThenDropout(_FunctionalDropout):
+        def forward(self, x):
+            return super().forward(x - x.mean(dim=0))
+
+    mixing = check_samples_do_not_mix(CenteredThenDropout(hard_coded), "cross_entropy", spirals)
+    assert kinds(mixing) == [Finding.SAMPLES_MIX]
+
+
+class _NanGradient(nn.Module):
+    """A finite loss whose backward gives one parameter a NaN gradient (0 * d sqrt(0))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = healthy_mlp()
+        self.offset = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.net(x) + 0.0 * torch.sqrt(self.offset)
+
+
+def test_a_nan_gradient_is_named_by_every_check_that_trains(spirals):
+    # Before: "non-finite gradient: offset" with no finding, the overfit check "loss nan
+    # after 1 step" blaming capacity, the sweep "loss 1.12 to inf (+inf%)".
+    report = sanity(
+        _NanGradient(),
+        "cross_entropy",
+        spirals,
+        checks=["overfit_tiny_subset", "all_parameters_get_gradients", "learning_rate_sweep"],
+    )
+    for result in report.results:
+        assert not result.passed, result.name
+        assert kinds(result) == [Finding.WRONG_GRADIENT], result.name
+        (finding,) = result.findings
+        assert finding.evidence["nonfinite_gradient"] == ["offset"], result.name
+        assert finding.step == 0
+        assert math.isfinite(finding.evidence["loss"])
+        assert "'offset'" in result.message or "offset" in result.message
+    assert report["overfit_tiny_subset"].measured["runs"][0]["nonfinite_gradient"] == ["offset"]

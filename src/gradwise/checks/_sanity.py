@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast, final
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradwise._validation import (
@@ -68,6 +70,9 @@ _SYMMETRY_RTOL = 1e-6
 # A gradient leak into another sample's input below this fraction of the sample's own
 # input gradient is rounding, not mixing.
 _MIXING_RTOL = 1e-9
+# Two identical forward passes whose outputs differ by more than this fraction of their
+# largest value hold random draws (functional dropout); less is rounding (GPU atomics).
+_NOISE_RTOL = 1e-4
 # The named losses whose targets index the columns of the outputs.
 _CLASS_INDEX_LOSSES = ("cross_entropy", "hinge")
 
@@ -435,7 +440,18 @@ def check_overfit_tiny_subset(
     soon as that happens. Any network with a working gradient and enough capacity
     memorizes 20 samples, even with shuffled labels. A failure reports
     :attr:`gradwise.Finding.NO_LEARNING_SIGNAL`: frozen parameters, a wrong gradient, too
-    little capacity, or a learning rate outside those tried.
+    little capacity, or a learning rate outside those tried; a gradient that turns
+    non-finite under a finite loss stops training and reports
+    :attr:`gradwise.Finding.WRONG_GRADIENT` naming the tensors.
+
+    Under a label-smoothed cross-entropy (``nn.CrossEntropyLoss(label_smoothing=eps)`` or
+    ``functools.partial(F.cross_entropy, label_smoothing=eps)``) the loss cannot go below
+    its floor :math:`F`, the entropy of the smoothed targets (``measured["loss_floor"]``;
+    see ``docs/checks.md``), and the target is :math:`F` plus ``tolerance`` of the way from
+    :math:`F` to chance. When the subset is not fitted and two identical forward passes
+    differ (``F.dropout`` in ``forward``, which the check cannot switch off), the verdict
+    is not blamed on the learning signal: randomness in eval mode too fails with no
+    finding, randomness in training mode only skips the check; the message says which.
 
     Args:
         model, loss, data, num_classes: as for :func:`sanity`.
@@ -488,7 +504,8 @@ def check_all_parameters_get_gradients(
     output bias exactly zero gradient). Every parameter with ``requires_grad`` must get
     a finite gradient that is not exactly zero everywhere. A ``None`` gradient means the
     tensor is not on the loss's graph (an unused layer, a detached path); an all-zero one
-    means no signal reaches it (dead units, zero weights downstream). A bias just before
+    means no signal reaches it (dead units, zero weights downstream); a NaN or infinite
+    one is :attr:`gradwise.Finding.WRONG_GRADIENT` naming the tensors. A bias just before
     a BatchNorm, whose gradient vanishes only up to rounding, is not flagged. Either
     failure reports :attr:`gradwise.Finding.NO_LEARNING_SIGNAL` with the tensor names.
     Frozen parameters are left out (listed in ``measured``).
@@ -698,24 +715,52 @@ def _resolve(
 def _check_model_runs(
     owner: str, model: nn.Module, loss_fn: Loss, dataset: Dataset, seed: int
 ) -> None:
-    """One eval-mode forward and loss on two samples, so that a model that does not fit
-    the data (another input width, outputs a named loss cannot take) fails here with what
-    to check, not as torch's error from deep inside one of the checks."""
+    """One forward and loss on two samples in eval mode, then in training mode (the mode
+    the checks run in), so that a model that does not fit the data (another input width,
+    outputs a named loss cannot take, in either mode) fails here with what to check, not
+    as torch's error from deep inside one of the checks."""
     device, dtype = _placement(model)
     inputs = dataset.inputs[:2].to(device=device, dtype=dtype)
     targets = dataset.targets[:2].to(device)
+    kinds: dict[str, str] = {}
     with _probe(model, seed) as work, torch.no_grad():
-        work.eval()
-        try:
-            loss_fn(work(inputs), targets)
-        except (TypeError, RuntimeError, IndexError) as error:
-            raise ValueError(
-                f"The model and loss given to {owner} cannot run on the data (inputs of "
-                f"shape {tuple(dataset.inputs.shape)}): {type(error).__name__}: "
-                f"{str(error).splitlines()[0] if str(error) else ''}. Check that the model "
-                "takes inputs of that shape and that the loss takes its outputs (a model "
-                "that returns a tuple or dict needs a loss function that picks the outputs)."
-            ) from error
+        for mode in ("eval", "training"):
+            work.train(mode == "training")
+            for module in work.modules():  # the structure of the outputs is what counts
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()  # batch statistics of one sample would raise
+            try:
+                outputs = work(inputs)
+                kinds[mode] = _structure(outputs)
+                loss_fn(outputs, targets)
+            except (TypeError, RuntimeError, IndexError) as error:
+                raise ValueError(_cannot_run_message(owner, dataset, mode, kinds, error)) from error
+
+
+def _structure(outputs: Any) -> str:
+    """What a forward pass returned, in words: "a Tensor", "a tuple of 2", "a dict"."""
+    if isinstance(outputs, tuple | list):
+        return f"a {type(outputs).__name__} of {len(outputs)}"
+    return f"a {type(outputs).__name__}"
+
+
+def _cannot_run_message(
+    owner: str, dataset: Dataset, mode: str, kinds: Mapping[str, str], error: Exception
+) -> str:
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    differs = ""
+    if mode == "training" and kinds.get("training", kinds["eval"]) != kinds["eval"]:
+        differs = (
+            f"; the model returns {kinds['training']} in training mode but {kinds['eval']} "
+            "in eval mode, and the checks run it in training mode (dropout off)"
+        )
+    return (
+        f"The model and loss given to {owner} cannot run on the data (inputs of shape "
+        f"{tuple(dataset.inputs.shape)}) in {mode} mode{differs}: {type(error).__name__}: "
+        f"{first_line}. Check that the model takes inputs of that shape and that the loss "
+        "takes its outputs in both modes (a model that returns a tuple or dict needs a loss "
+        "function that picks the outputs)."
+    )
 
 
 def _as_dataset(owner: str, data: object) -> tuple[Dataset, int | None]:
@@ -1184,8 +1229,10 @@ def _overfit(
                 if problem.classification
                 else float(problem.loss_fn(outputs, targets))
             )
-        target = tolerance * reference
+        floor = _loss_floor(problem.loss_fn, outputs, targets)
+        target = floor.value + tolerance * (reference - floor.value)
         initial = {key: value.detach().clone() for key, value in work.state_dict().items()}
+        spread = _forward_spread(work, inputs)  # before the training that restores initial
         runs = []
         for lr in learning_rates:
             work.load_state_dict(initial)
@@ -1193,7 +1240,154 @@ def _overfit(
             runs.append(_fit(work, optimizer, problem, inputs, targets, num_steps, target))
             if runs[-1]["passed"]:
                 break
-    return _overfit_result(name, problem, runs, learning_rates, len(targets), target, params)
+        eval_spread = 0.0
+        if spread > 0 and not runs[-1]["passed"]:
+            work.load_state_dict(initial)
+            work.eval()
+            eval_spread = _forward_spread(work, inputs)
+            work.train()
+    if spread > 0 and not runs[-1]["passed"]:
+        return _noisy_result(name, len(targets), runs, spread, eval_spread)
+    result = _overfit_result(name, problem, runs, learning_rates, len(targets), target, params)
+    if floor.value == 0.0 and floor.reason is None:
+        return result
+    return _with_floor(result, floor)
+
+
+@dataclass(frozen=True)
+class _Floor:
+    """The smallest value a loss can take on a batch, and why it is not 0."""
+
+    value: float = 0.0
+    reason: str | None = None  # None: a loss that can reach 0
+
+
+def _label_smoothing(loss_fn: Loss) -> tuple[float, Tensor | None, str] | None:
+    """(eps, class weights, reduction) of a label-smoothed cross-entropy, else None.
+
+    Recognized: ``nn.CrossEntropyLoss(label_smoothing=eps)`` and
+    ``functools.partial(F.cross_entropy, label_smoothing=eps)``; a smoothing applied inside
+    a function of one's own is invisible here.
+    """
+    if isinstance(loss_fn, nn.CrossEntropyLoss):
+        eps, weight, reduction = loss_fn.label_smoothing, loss_fn.weight, loss_fn.reduction
+    elif isinstance(loss_fn, functools.partial) and loss_fn.func is F.cross_entropy:
+        keywords = loss_fn.keywords
+        eps = keywords.get("label_smoothing", 0.0)
+        weight, reduction = keywords.get("weight"), keywords.get("reduction", "mean")
+    else:
+        return None
+    return (float(eps), weight, reduction) if eps > 0 else None
+
+
+def _loss_floor(loss_fn: Loss, outputs: Any, targets: Tensor) -> _Floor:
+    r"""The minimum over all outputs of a label-smoothed cross-entropy on ``targets``.
+
+    With smoothing :math:`\varepsilon` over :math:`C` classes, torch's loss of sample
+    :math:`i` is :math:`-\sum_c a_c \ln p_c` with
+    :math:`a_c = (1-\varepsilon) w_{y_i} [c = y_i] + (\varepsilon / C) w_c` (class weights
+    :math:`w`, all 1 by default), the mean dividing by :math:`\sum_i w_{y_i}`. Gibbs'
+    inequality puts its minimum at :math:`p = a / A`, :math:`A = \sum_c a_c`:
+    :math:`-\sum_c a_c \ln(a_c / A)`; unweighted, the entropy of the smoothed target
+    :math:`-(1-\varepsilon+\varepsilon/C)\ln(1-\varepsilon+\varepsilon/C) - (C-1)
+    (\varepsilon/C)\ln(\varepsilon/C)`.
+    """
+    smoothing = _label_smoothing(loss_fn)
+    if smoothing is None or not isinstance(outputs, Tensor) or outputs.dim() < 2:
+        return _Floor()
+    eps, weight, reduction = smoothing
+    num_classes = int(outputs.shape[1])  # (batch, classes, ...)
+    if outputs.dim() > 2 or reduction not in ("mean", "sum"):
+        return _Floor(0.0, f"label smoothing {eps:g} (its minimum is above 0)")
+    weights = (
+        torch.ones(num_classes, dtype=torch.float64)
+        if weight is None
+        else weight.detach().double().cpu()
+    )
+    labels = targets.cpu()
+    share = torch.outer(weights[labels], torch.ones(num_classes, dtype=torch.float64))
+    mass = (eps / num_classes) * weights.expand(len(labels), -1).clone()  # (batch, classes)
+    mass[torch.arange(len(labels)), labels] += (1 - eps) * share[:, 0]
+    total = mass.sum(dim=1, keepdim=True)
+    per_sample = -(mass * torch.log(mass / total)).nan_to_num().sum(dim=1)  # 0 ln 0 = 0
+    value = per_sample.sum() / (weights[labels].sum() if reduction == "mean" else 1.0)
+    return _Floor(
+        float(value), f"label smoothing {eps:g} over {num_classes} classes keeps the loss above"
+    )
+
+
+def _with_floor(result: CheckResult, floor: _Floor) -> CheckResult:
+    """``result`` with the loss's floor in ``measured`` and said in the message."""
+    if floor.value > 0:
+        said = f"{floor.reason} {floor.value:.4g}; the target lies that far above 0"
+    else:
+        said = (
+            f"{floor.reason}, not computed for this loss: the target assumes 0, so a healthy "
+            "model may fail; run the check with the loss without smoothing"
+        )
+    measured = {**result.measured, "loss_floor": floor.value}
+    message = f"{result.message} ({said})"
+    findings = [
+        replace(finding, summary=f"{finding.summary} ({said})") for finding in result.findings
+    ]
+    return replace(result, measured=measured, message=message, findings=findings)
+
+
+def _forward_spread(model: nn.Module, inputs: Tensor) -> float:
+    """The largest difference between the outputs of two identical forward passes: 0 for
+    a deterministic model, > 0 under random draws the probe cannot switch off
+    (``F.dropout`` in ``forward``), ``inf`` when their shapes or structure differ."""
+    with torch.no_grad():
+        first, second = _tensors_in(model(inputs)), _tensors_in(model(inputs))
+    if len(first) != len(second) or any(
+        a.shape != b.shape for a, b in zip(first, second, strict=True)
+    ):
+        return math.inf
+    spread = 0.0
+    for a, b in zip(first, second, strict=True):
+        if a.is_floating_point() and a.numel() and not torch.equal(a, b):
+            same = (a == b) | (a.isnan() & b.isnan())
+            difference = float((a - b).abs().masked_fill(same, 0.0).max())
+            # Non-deterministic GPU kernels differ in the last bits; dropout by O(1).
+            if difference > _NOISE_RTOL * float(a.abs().nan_to_num(0.0, 0.0, 0.0).max()):
+                spread = max(spread, difference)
+    return spread
+
+
+def _noisy_result(
+    name: str, num_samples: int, runs: list[dict[str, Any]], spread: float, eval_spread: float
+) -> CheckResult:
+    """The tiny subset was not fitted, and two identical forward passes differ."""
+    best = min(runs, key=lambda run: run["loss"] if math.isfinite(run["loss"]) else math.inf)
+    numbers = {
+        "num_samples": num_samples,
+        "loss": best["loss"],
+        "output_spread": spread,
+        "output_spread_eval": eval_spread,
+        "runs": runs,
+    }
+    evidence = (
+        f"two identical forward passes on the same {num_samples} samples differ by up to "
+        f"{spread:.3g} in training mode"
+    )
+    cause = (
+        "random draws the check cannot switch off (it sets p = 0 on nn.Dropout modules, but "
+        "cannot reach F.dropout or torch.rand calls in forward)"
+    )
+    if eval_spread > 0:
+        message = (
+            f"cannot judge overfitting: {evidence}, and by up to {eval_spread:.3g} in eval "
+            f"mode: {cause}. A model that is random in eval mode gives random predictions; "
+            "look for F.dropout(x, p, training=True) hard-coded and pass "
+            "training=self.training, or use an nn.Dropout module"
+        )
+        return CheckResult(name, False, numbers, message)
+    message = (
+        f"skipped: {evidence} (not in eval mode), {cause}, so the loss cannot be driven to ~0 "
+        "and a failure would say nothing; use an nn.Dropout module instead of "
+        "F.dropout(x, p, self.training) for the check to run"
+    )
+    return CheckResult(name, True, numbers, message, skipped=True)
 
 
 def _fit(
@@ -1220,15 +1414,44 @@ def _fit(
             break
         if steps < num_steps:
             loss.backward()
+            if nonfinite := _nonfinite_gradients(model):
+                break
             optimizer.step()
-    passed = math.isfinite(value) and value <= target and all_right
+    passed = math.isfinite(value) and value <= target and all_right and not nonfinite
     return {
         "lr": float(optimizer.param_groups[0]["lr"]),
         "loss": value,
         "accuracy": accuracy,
         "steps": steps,
         "passed": passed,
+        "nonfinite_gradient": nonfinite,
     }
+
+
+def _nonfinite_gradients(model: nn.Module) -> list[str]:
+    """The names of the parameters whose gradient holds a NaN or an infinity."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+        return []  # one device sync per step, not one per tensor
+    return [
+        name
+        for name, parameter in model.named_parameters()
+        if parameter.grad is not None and not bool(parameter.grad.isfinite().all())
+    ]
+
+
+def _nonfinite_gradient_finding(names: list[str], step: int, loss: float) -> Diagnosis:
+    shown = ", ".join(repr(name) for name in names)
+    return Diagnosis(
+        Finding.WRONG_GRADIENT,
+        f"the gradient of {shown} holds NaN or infinite values at step {step}, with the "
+        f"loss finite ({loss:.4g})",
+        f"{REMEDIES[Finding.WRONG_GRADIENT]}: look for sqrt, log, pow or a division at 0 on "
+        f"the path to {shown} (torch.autograd.set_detect_anomaly(True) names the operation)",
+        {"nonfinite_gradient": names, "step": step, "loss": _finite(loss)},
+        severity="error",
+        step=step,
+    )
 
 
 def _overfit_result(
@@ -1261,6 +1484,13 @@ def _overfit_result(
     )
     if best["passed"]:
         return CheckResult(name, True, numbers, summary)
+    broken = next((run for run in runs if run["nonfinite_gradient"]), None)
+    if broken is not None:
+        finding = _nonfinite_gradient_finding(
+            broken["nonfinite_gradient"], broken["steps"], broken["loss"]
+        )
+        message = f"{summary}; training stopped: {finding.summary}"
+        return CheckResult(name, False, numbers, message, [finding])
     tried = ", ".join(f"{lr:g}" for lr in learning_rates)
     # Every sample right and the loss still above the target: the loss did not go to ~0.
     all_right = problem.classification and best["accuracy"] == 1.0
@@ -1276,7 +1506,13 @@ def _overfit_result(
         + ": check for frozen parameters "
         f"({sum(p.numel() for p in params)} trainable values), a wrong gradient (run "
         "gradwise.checks.gradcheck), too little capacity, and learning rates outside "
-        f"those tried ({tried})",
+        f"those tried ({tried})"
+        + (
+            "; a loss whose minimum is above 0 (label smoothing, a penalty added to it) "
+            "cannot reach the target: run the check with the plain loss"
+            if all_right
+            else ""
+        ),
         _evidence(numbers),
         severity="error",
     )
@@ -1321,7 +1557,7 @@ def _gradients(model: nn.Module, problem: _Problem, batch_size: int) -> CheckRes
         if not _trainable(work):
             return _no_trainable_parameters(name)
         batch = _batch(work, problem, _order(problem)[:batch_size])
-        _weighted_backward(work, problem, batch)
+        loss = _weighted_backward(work, problem, batch)
         unused, zero, nonfinite, frozen = _gradient_status(work)
         symmetric = _symmetric_layers(work)
         zero_layers: list[str] = []
@@ -1347,6 +1583,8 @@ def _gradients(model: nn.Module, problem: _Problem, batch_size: int) -> CheckRes
     unexplained = [] if symmetric else zero
     if unused or unexplained:
         findings.append(_missing_gradient_finding(unused, unexplained))
+    if nonfinite:
+        findings.append(_nonfinite_gradient_finding(nonfinite, 0, loss))
     failed = bool(findings or nonfinite)
     message = _gradient_message(unused, zero, nonfinite, symmetric)
     if starved and not failed:
@@ -1388,7 +1626,7 @@ def _starved_by_zero_layers(
     return list(layers), alive
 
 
-def _weighted_backward(model: nn.Module, problem: _Problem, batch: tuple[Tensor, Tensor]) -> None:
+def _weighted_backward(model: nn.Module, problem: _Problem, batch: tuple[Tensor, Tensor]) -> float:
     """Backward of the batch's per-sample losses weighted by seeded random weights in [0.5, 1.5].
 
     The per-sample gradients then cannot cancel by coincidence (under the hinge loss a
@@ -1403,7 +1641,9 @@ def _weighted_backward(model: nn.Module, problem: _Problem, batch: tuple[Tensor,
     )
     generator = torch.Generator().manual_seed(problem.seed)
     weights = 0.5 + torch.rand(len(targets), generator=generator, dtype=torch.float64)
-    (weights.to(losses.device, losses.dtype) * losses).mean().backward()
+    total = (weights.to(losses.device, losses.dtype) * losses).mean()
+    total.backward()
+    return float(total.detach())
 
 
 def _gradient_status(model: nn.Module) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -1601,15 +1841,25 @@ def _sweep(
         ]
         before = _evaluate(work, problem, evaluation)
         initial = {key: value.detach().clone() for key, value in work.state_dict().items()}
-        curves, after = [], []
+        curves, after, broken = [], [], []
         for lr in learning_rates:
             work.load_state_dict(initial)
             optimizer = _make_optimizer(factory, params, float(lr))
-            curves.append(_train_steps(work, optimizer, problem, batches))
+            curve, nonfinite = _train_steps(work, optimizer, problem, batches)
+            curves.append(curve)
             after.append(
-                _evaluate(work, problem, evaluation) if math.isfinite(curves[-1][-1]) else math.inf
+                _evaluate(work, problem, evaluation)
+                if math.isfinite(curve[-1]) and not nonfinite
+                else math.inf
             )
-    return _sweep_result(name, learning_rates, before, after, curves, min_decrease, num_steps)
+            if nonfinite:
+                broken.append(_nonfinite_gradient_finding(nonfinite, len(curve) - 1, curve[-1]))
+    result = _sweep_result(name, learning_rates, before, after, curves, min_decrease, num_steps)
+    if result.passed or not broken:
+        return result
+    # A NaN gradient stops every learning rate at the same step: that is the diagnosis.
+    message = f"training stopped before any learning rate could lower the loss: {broken[0].summary}"
+    return replace(result, message=message, findings=[broken[0]])
 
 
 def _evaluate(model: nn.Module, problem: _Problem, batch: tuple[Tensor, Tensor]) -> float:
@@ -1622,8 +1872,10 @@ def _train_steps(
     optimizer: torch.optim.Optimizer,
     problem: _Problem,
     batches: list[tuple[Tensor, Tensor]],
-) -> list[float]:
-    curve = []
+) -> tuple[list[float], list[str]]:
+    """The minibatch losses, and the parameters whose gradient turned non-finite (which
+    stops the run, the loss still finite)."""
+    curve: list[float] = []
     for inputs, targets in batches:
         optimizer.zero_grad(set_to_none=True)
         loss = problem.loss_fn(model(inputs), targets)
@@ -1631,8 +1883,10 @@ def _train_steps(
         if not math.isfinite(curve[-1]):
             break
         loss.backward()
+        if nonfinite := _nonfinite_gradients(model):
+            return curve, nonfinite
         optimizer.step()
-    return curve
+    return curve, []
 
 
 def _sweep_result(
