@@ -488,3 +488,68 @@ ERRORS = [
 def test_bad_arguments_raise_the_one_error_format(make, error, message):
     with pytest.raises(error, match=re.escape(message)):
         make()
+
+
+def test_auto_gain_reads_rrelu_as_a_leaky_relu_with_its_rms_slope():
+    # It used to count as no activation: gain 1 for the layer before it. In training mode
+    # RReLU draws a slope a ~ U(lower, upper) per element; the oracle is torch's own
+    # F.rrelu on a large sample: 1 / sqrt(E[f(z)^2]) for z ~ N(0, 1).
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(4_000_000, generator=generator, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 8), nn.RReLU(), nn.Linear(8, 8), nn.RReLU(0.0, 1.0), nn.Linear(8, 2)
+    )
+    report = init.initialize(model, "he_normal", generator=0)
+    gains = [row.gain for row in report]
+    for gain, (lower, upper) in zip(gains, [(1 / 8, 1 / 3), (0.0, 1.0)], strict=False):
+        sampled = F.rrelu(z, lower, upper, training=True)
+        oracle = 1 / sampled.square().mean().sqrt().item()
+        assert gain == pytest.approx(oracle, rel=2e-3)
+        rms = math.sqrt((lower**2 + lower * upper + upper**2) / 3)
+        assert gain == pytest.approx(nn.init.calculate_gain("leaky_relu", rms), rel=1e-12)
+    # The wide range tells the rms slope (gain 1.2247) from the mean slope (1.2649).
+    assert gains[1] != pytest.approx(nn.init.calculate_gain("leaky_relu", 0.5), rel=1e-2)
+    assert gains[2] == 1.0
+
+
+class _Exp(nn.Module):
+    """weight = exp(original): a parametrization with a right_inverse (log)."""
+
+    def forward(self, original):
+        return original.exp()
+
+    def right_inverse(self, weight):
+        return weight.log()
+
+
+@pytest.mark.parametrize(
+    "norm", [nn.LayerNorm(6), nn.BatchNorm1d(6), nn.GroupNorm(2, 6), nn.RMSNorm(6)]
+)
+def test_a_parametrized_normalization_weight_is_set_to_one_through_its_parametrization(norm):
+    # Filling the computed weight (a fresh tensor at every access) changed nothing: the
+    # report said "weight 1, bias 0" and the weight stayed at its old value.
+    nn.utils.parametrize.register_parametrization(norm, "weight", _Exp())
+    with torch.no_grad():
+        norm.parametrizations.weight.original.fill_(0.7)
+    model = nn.Sequential(nn.Linear(4, 6), norm, nn.ReLU(), nn.Linear(6, 2))
+    report = init.initialize(model, "he_normal", generator=0)
+    torch.testing.assert_close(norm.weight, torch.ones(6), rtol=0, atol=0)
+    assert report[1].std == 0.0
+
+
+def test_a_normalization_weight_without_right_inverse_is_refused_before_any_write():
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 2))
+
+    class Doubled(nn.Module):
+        def forward(self, original):
+            return 2 * original
+
+    nn.utils.parametrize.register_parametrization(model[1], "weight", Doubled())
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"layer '1' \(ParametrizedLayerNorm\) has its weight parametrized by"
+    ):
+        init.initialize(model, "he_normal", generator=0)
+    after = model.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)

@@ -191,6 +191,8 @@ def _module_gain(module: nn.Module) -> float | None:
         return calculate_gain("leaky_relu", module.negative_slope)
     if isinstance(module, nn.PReLU):  # a learned slope: its value now (0.25 at creation)
         return calculate_gain("leaky_relu", float(module.weight.detach().float().mean()))
+    if isinstance(module, nn.RReLU):
+        return calculate_gain("leaky_relu", _rrelu_rms_slope(module.lower, module.upper))
     if isinstance(module, nn.ELU):
         return calculate_gain("elu", module.alpha)
     if isinstance(module, nn.CELU):
@@ -217,6 +219,19 @@ _ACTIVATIONS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.Mish, "mish"),
     (nn.Hardswish, "hardswish"),
 )
+
+
+def _rrelu_rms_slope(lower: float, upper: float) -> float:
+    r"""The root mean square of RReLU's slope :math:`a \sim U(l, u)`:
+    :math:`\sqrt{(l^2 + l u + u^2) / 3}`.
+
+    In training mode RReLU draws a slope per element, so
+    :math:`\mathbb E[f(z)^2] = (1 + \mathbb E[a^2]) / 2`, and the second-moment rule gives
+    the leaky-ReLU gain at slope :math:`\sqrt{\mathbb E[a^2]}`. torch's eval mode uses the
+    mean slope :math:`(l + u) / 2` instead; for the defaults (1/8, 1/3) the two gains
+    differ by 0.17%. The init matters for training, so the training-mode value is used.
+    """
+    return math.sqrt((lower * lower + lower * upper + upper * upper) / 3.0)
 
 
 def _table_gain(nonlinearity: str) -> float:

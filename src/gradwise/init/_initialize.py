@@ -27,6 +27,7 @@ from gradwise.init._modules import (
     check_batch,
     check_model,
     make_generator,
+    normalization_layers,
     scale_fixing_parametrization,
     update_parameter,
     weight_layers,
@@ -113,7 +114,8 @@ def initialize(
     ``nn.Conv{1,2,3}d`` and ``nn.ConvTranspose{1,2,3}d`` gets ``weights`` on its weight
     and ``biases`` on its bias. BatchNorm, InstanceNorm, LayerNorm, GroupNorm and RMSNorm
     get weight 1 and bias 0, and their running statistics are reset. Other modules are
-    left alone. A weight parametrized with ``torch.nn.utils.parametrize``
+    left alone. A weight (or a norm's weight or bias) parametrized with
+    ``torch.nn.utils.parametrize``
     (``parametrizations.weight_norm``, say) is set through its parametrization's
     ``right_inverse``; a parametrization without one, or a weight rebuilt by a forward
     pre-hook (the older ``torch.nn.utils.weight_norm``, ``spectral_norm``, ``prune``),
@@ -125,8 +127,9 @@ def initialize(
     registered after it and before the next Linear/Conv layer (normalization, dropout,
     pooling and anything else in between are skipped): ``nn.ReLU`` :math:`\sqrt 2`,
     ``nn.LeakyReLU`` :math:`\sqrt{2/(1+a^2)}` with its slope, ``nn.Tanh`` 5/3, ``nn.SELU``
-    3/4, ``nn.Sigmoid`` 1, and GELU, SiLU, ELU, CELU, Mish, Hardswish, Softplus and Hardtanh,
-    read with their parameters (see :func:`calculate_gain`). A layer with
+    3/4, ``nn.Sigmoid`` 1, ``nn.RReLU`` as a leaky ReLU with the root mean square of its
+    random slope (``docs/init.md``), and GELU, SiLU, ELU, CELU, Mish, Hardswish, Softplus
+    and Hardtanh, read with their parameters (see :func:`calculate_gain`). A layer with
     no activation after it (the output layer) gets 1. Activations applied functionally
     (``F.relu`` in ``forward``) are invisible, so pass the gain yourself then: a float for
     every layer, or a mapping ``{layer name: gain}`` (layers left out get the automatic
@@ -170,6 +173,7 @@ def initialize(
     _check_data(weights, data)
     rng = make_generator(generator, model, "initialize")
     layers = weight_layers(model, "initialize")
+    normalization_layers(model, "initialize")  # refuse before any write, as for the layers
     fill = orthogonal() if weights == "lsuv" else _as_initializer(weights)
     bias_fill = biases if isinstance(biases, Initializer) else constant(float(biases))
     gains = _layer_gains(model, layers, gain)
@@ -272,13 +276,14 @@ def _init_layer(
 
 
 def _init_normalization(name: str, module: nn.Module) -> LayerInitialization:
+    # A parametrized weight is computed anew at every access: filling that copy changed
+    # nothing. update_parameter writes through the parametrization's right_inverse, as for
+    # Linear and Conv weights (checked before any write by normalization_layers).
+    if _parameter(module, "weight") is not None:
+        update_parameter(module, "weight", nn.init.ones_)
+    if _parameter(module, "bias") is not None:
+        update_parameter(module, "bias", nn.init.zeros_)
     weight = _parameter(module, "weight")
-    bias = _parameter(module, "bias")
-    with torch.no_grad():
-        if weight is not None:
-            nn.init.ones_(weight)
-        if bias is not None:
-            nn.init.zeros_(bias)
     reset = getattr(module, "reset_running_stats", None)
     if callable(reset):
         reset()

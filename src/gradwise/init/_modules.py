@@ -82,6 +82,17 @@ def weight_layers(model: nn.Module, owner: str) -> list[tuple[str, nn.Module]]:
     return layers
 
 
+def normalization_layers(model: nn.Module, owner: str) -> list[tuple[str, nn.Module]]:
+    """The normalization layers of ``model``, in registration order, with weights and
+    biases that a write reaches (checked as :func:`weight_layers` checks its layers)."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, NORMALIZATION_LAYERS)]
+    for name, layer in layers:
+        for tensor_name in ("weight", "bias"):
+            _check_not_recomputed(layer, tensor_name, name, owner)
+            _check_invertible(layer, tensor_name, name, owner)
+    return layers
+
+
 def scale_fixing_parametrization(layer: nn.Module) -> str | None:
     """The name of the parametrization on ``layer``'s weight that fixes its scale
     (``"spectral_norm"``, ``"orthogonal"``), or ``None`` when there is none."""
