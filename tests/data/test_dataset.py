@@ -61,6 +61,34 @@ def test_flipped_and_big_endian_numpy_arrays_are_accepted():
     assert regression.targets[:, 0].tolist() == [2.0, 0.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize(
+    ("inputs", "targets"),
+    [
+        # Already in the contract's dtypes: the constructor keeps such tensors as they are.
+        (torch.zeros(4, 3), torch.tensor([0, 1, 1, 0])),
+        (torch.zeros(4), torch.zeros(4)),  # (N,) views become (N, 1)
+        (torch.zeros(4, 3), torch.zeros(4, 1, dtype=torch.int64)),  # (N, 1) labels squeezed
+        (np.zeros((4, 3), np.float32), np.array([0, 1, 1, 0], np.int64)),
+        (np.zeros((4, 3), np.float64), np.zeros(4, np.float32)),
+    ],
+    ids=["tensors", "1-d tensors", "label column", "numpy float32", "numpy float64"],
+)
+def test_from_arrays_copies_the_callers_data(inputs, targets):
+    data = Dataset.from_arrays(inputs, targets)
+    inputs[0] = 7  # the caller reuses its buffers, as a data-generating loop does
+    targets[0] = 1
+    assert float(data.inputs.abs().sum()) == 0.0
+    assert data.targets.flatten().tolist()[0] == 0
+
+
+def test_the_constructor_keeps_a_tensor_that_already_fits():
+    # Documented: no copy for float32 inputs and int64 targets (subset and to() rely on it).
+    inputs, targets = torch.zeros(4, 3), torch.tensor([0, 1, 1, 0])
+    data = Dataset(inputs, targets)
+    assert data.inputs.data_ptr() == inputs.data_ptr()
+    assert data.targets.data_ptr() == targets.data_ptr()
+
+
 def test_subset_indexes_in_the_given_order():
     data = Dataset(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 3, 4]))
     picked = data.subset([4, 0, 2])

@@ -215,6 +215,73 @@ def test_csv_delimiter_and_regression(tmp_path):
     torch.testing.assert_close(splits.train.targets[:, 0], splits.train.inputs[:, 0] * 3 + 0.5)
 
 
+def _index_csv(path, writer, x, y):
+    """The table as pandas or R writes it with its row index (a shuffled pandas index, so
+    the index is no row number that could be told apart by its values)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(x, columns=[f"f{j}" for j in range(x.shape[1])]).assign(label=y)
+    if writer == "pandas":
+        frame.sample(frac=1.0, random_state=0).to_csv(path)
+    elif writer == "pandas, array columns":
+        pd.DataFrame(np.column_stack([x, y])).to_csv(path)
+    elif writer == "R write.csv":  # quoted, an empty first header cell, row names "1".."N"
+        lines = ['"",' + ",".join(f'"{c}"' for c in frame.columns)]
+        lines += [f'"{i + 1}",' + ",".join(map(str, row)) for i, row in enumerate(frame.values)]
+        path.write_text("\n".join(lines) + "\n")
+    else:  # R write.table(sep=","): the header has no cell above the row names
+        lines = [",".join(f'"{c}"' for c in frame.columns)]
+        lines += [f'"r{i}",' + ",".join(map(str, row)) for i, row in enumerate(frame.values)]
+        path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "writer", ["pandas", "pandas, array columns", "R write.csv", "R write.table"]
+)
+def test_csv_row_index_is_dropped(tmp_path, writer):
+    # Read as a feature, a pandas index was a leak (sorted data: the index gives the class)
+    # and R's write.table layout failed with "Expected 5 fields in line 2, saw 6".
+    x, y = _classification_arrays()
+    _index_csv(tmp_path / "t.csv", writer, x, y)
+    splits = load_dataset(str(tmp_path / "t.csv"))
+    assert splits.input_shape == (4,)
+    assert splits.num_classes == 3
+    assert "the row index, dropped" in splits.description
+    _assert_same_data(splits, x, y)
+
+
+def test_csv_target_counts_columns_after_the_row_index(tmp_path):
+    x, y = _classification_arrays()
+    _index_csv(tmp_path / "t.csv", "pandas", x, y)
+    by_name = load_dataset(str(tmp_path / "t.csv"), target="label", seed=3)
+    by_index = load_dataset(str(tmp_path / "t.csv"), target=4, seed=3)
+    first_feature = load_dataset(str(tmp_path / "t.csv"), target=0, task="regression")
+    assert torch.equal(by_name.train.inputs, by_index.train.inputs)
+    assert first_feature.input_shape == (4,)  # f1, f2, f3 and label; no index
+    assert sum(len(d) for d in first_feature.splits().values()) == 60
+
+
+def test_csv_header_false_with_r_row_names_says_what_to_do(tmp_path):
+    x, y = _classification_arrays()
+    _index_csv(tmp_path / "t.csv", "R write.table", x, y)
+    with pytest.raises(
+        ValueError,
+        match=r"one cell shorter than the rows below it: a header over row names.*Got header=False; leave 'header' out",
+    ):
+        load_dataset(str(tmp_path / "t.csv"), header=False)
+
+
+def test_csv_without_an_index_keeps_its_first_column(tmp_path):
+    # A header whose first name is given is no index, whatever its values.
+    x, y = _classification_arrays()
+    x[:, 0] = np.arange(60)
+    _write_csv(tmp_path / "t.csv", np.column_stack([x, y]).tolist(), ["id", "b", "c", "d", "label"])
+    splits = load_dataset(str(tmp_path / "t.csv"))
+    assert splits.input_shape == (4,)
+    assert "row index" not in splits.description
+    _assert_same_data(splits, x, y)
+
+
 # --- errors -------------------------------------------------------------------------------
 
 

@@ -40,6 +40,10 @@ class Dataset:
     become float32 with ``(N,)`` turned into ``(N, 1)``, so that a regression model's
     ``(batch, 1)`` output and its targets have the same shape.
 
+    A tensor that already fits (float32 inputs, int64 targets) is kept, not copied: the
+    dataset then shares memory with the caller's tensor, as ``torch.as_tensor`` does.
+    NumPy arrays are always copied. :meth:`from_arrays` always copies.
+
     Args:
         inputs: ``(N, ...)`` features.
         targets: ``(N,)`` class indices or ``(N, ...)`` regression targets.
@@ -71,8 +75,20 @@ class Dataset:
 
     @classmethod
     def from_arrays(cls, inputs: Tensor | np.ndarray, targets: Tensor | np.ndarray) -> Dataset:
-        """A dataset from tensors or NumPy arrays (copied), settled into the contract above."""
-        return cls(inputs, targets)  # type: ignore[arg-type]  # __post_init__ converts
+        """A dataset from tensors or NumPy arrays, copied, settled into the contract above.
+
+        The dataset owns its memory: changing ``inputs`` or ``targets`` afterwards does
+        not change it. Each array is copied once (a NumPy array by the conversion itself,
+        a tensor of the right dtype by a clone), never twice.
+        """
+        data = cls(inputs, targets)  # type: ignore[arg-type]  # __post_init__ converts
+        settled = {"inputs": data.inputs, "targets": data.targets}
+        for name, given in (("inputs", inputs), ("targets", targets)):
+            # A tensor that already fits the contract (float32 inputs, int64 targets) comes
+            # out of the constructor as a view of the caller's storage: clone that one only.
+            if isinstance(given, Tensor) and _shares_memory(settled[name], given):
+                object.__setattr__(data, name, settled[name].clone())
+        return data
 
     @property
     def task(self) -> Task:
@@ -245,6 +261,12 @@ def describe(
     kind = f"{num_classes} classes" if num_classes is not None else "regression"
     shape = tuple(train.inputs.shape[1:])
     return f"{name}: {source}; {sizes}; {kind}, input {shape}"
+
+
+def _shares_memory(settled: Tensor, given: Tensor) -> bool:
+    if settled.numel() == 0:
+        return False
+    return bool(settled.untyped_storage().data_ptr() == given.untyped_storage().data_ptr())
 
 
 def _as_tensor(name: str, value: Any) -> Tensor:

@@ -6,8 +6,10 @@ load_dataset checks them before calling the loader.
 
 from __future__ import annotations
 
+import csv
 import os
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +129,17 @@ def load_csv(
     ``header=None`` detects a header row: the first row is a header when one of its cells
     is text while the rest of that column (in the first 100 rows) is numbers. Features
     must be numbers; a text target column is read as class labels.
+
+    A row index is dropped, in the two forms that libraries write it: a header whose first
+    cell is empty (pandas' ``to_csv()`` with its index, R's ``write.csv``), and a header
+    one name shorter than the rows (R's ``write.table``: row names in the first column).
+    ``target`` then counts the columns after it.
     """
     _require_file(path)
-    if header is None:
-        sample = _read_table(path, delimiter, header=None, nrows=_HEADER_SAMPLE_ROWS, dtype=str)
-        header = _has_header(sample)
-    frame = _read_table(path, delimiter, header=0 if header else None)
+    header, row_index = _header_layout(path, delimiter, header)
+    frame = _read_table(
+        path, delimiter, header=0 if header else None, index_col=0 if row_index else None
+    )
     names = [str(name).strip() for name in frame.columns] if header else None
     if frame.empty or frame.shape[1] < 2:
         raise ValueError(
@@ -146,7 +153,54 @@ def load_csv(
         "inputs": _feature_matrix(frame, features, names, path),
         "targets": _target_values(frame.iloc[:, column]),
     }
-    return _source(path, arrays, ("inputs", "targets", "", ""), task, input_shape)
+    source = _source(path, arrays, ("inputs", "targets", "", ""), task, input_shape)
+    if not row_index:
+        return source
+    return replace(source, source=f"{source.source} (its first column, the row index, dropped)")
+
+
+def _header_layout(path: Path, delimiter: str, header: bool | None) -> tuple[bool, bool]:
+    """(has a header row, has a row-index column), from the first two rows."""
+    first, second = _first_rows(path, delimiter)
+    # R's write.table: the header has no cell above the row names. The rows do not parse
+    # as a table without that, so it is checked before the header detection reads them.
+    short_header = len(second) == len(first) + 1 and not all(map(_is_number, first))
+    unnamed_first = bool(first) and first[0].strip() == "" and len(first) == len(second)
+    if header is False and short_header:
+        raise ValueError(
+            f"The CSV table {path} has a first row one cell shorter than the rows below it: "
+            "a header over row names, as R's write.table writes it. Got header=False; leave "
+            "'header' out (or pass header=True) to read that row as the header and drop the "
+            "row names."
+        )
+    if header is None:
+        # pandas names the columns of an array 0, 1, 2, ...: numbers, so only the empty
+        # cell over its index tells that header from a data row.
+        numbered = [cell.strip() for cell in first[1:]] == [str(j) for j in range(len(first) - 1)]
+        header = (
+            short_header
+            or (unnamed_first and numbered)
+            or _has_header(
+                _read_table(path, delimiter, header=None, nrows=_HEADER_SAMPLE_ROWS, dtype=str)
+            )
+        )
+    return header, header and (short_header or unnamed_first)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _first_rows(path: Path, delimiter: str) -> tuple[list[str], list[str]]:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not the first cell's text.
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as file:
+        rows = csv.reader(file, delimiter=delimiter, skipinitialspace=True)
+        first, second = next(rows, []), next(rows, [])
+    return first, second
 
 
 def _source(
