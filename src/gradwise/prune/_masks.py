@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, final
 
 import torch
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from gradwise._validation import UNIT_INTERVAL, Boolean, OneOf, Satisfies, check
+from gradwise.runs import replace_atomically
 
 _SCOPES = OneOf(("global", "layer"))
 _NAMES = Satisfies(
@@ -144,8 +146,13 @@ class Masks(Mapping[str, Tensor]):
         return {name: mask.to("cpu", copy=True) for name, mask in self._masks.items()}
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the masks with ``torch.save`` (loadable with ``weights_only=True``)."""
-        torch.save(self.state_dict(), path)
+        """Write the masks with ``torch.save`` (loadable with ``weights_only=True``).
+
+        The file is replaced atomically (:func:`gradwise.runs.replace_atomically`): a crash
+        mid-write leaves the old file or none, never truncated masks.
+        """
+        contents = self.state_dict()
+        replace_atomically(Path(path), lambda file: torch.save(contents, file))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Masks:

@@ -14,6 +14,14 @@ A run folder is finished when it holds ``final_weights.pt``; a re-run skips fini
 resumes interrupted ones from their last checkpoint and restarts the ones that never
 checkpointed. The files whose presence marks a step done (``rewind.pt``, the tickets,
 ``final_weights.pt``) are written atomically, so a kill never leaves a truncated one.
+
+A run's fit writes ``fit_end.pt`` (its final weights, final step and, for round 0, the
+rewind weights) before the Trainer writes the summary that says the run finished. A prune
+killed between that summary and ``final_weights.pt`` (which ``resume()`` would refuse to
+continue: the run is finished) takes the final weights from there on the next start,
+without training again; a finished run without it (a folder from an older gradwise) is
+trained again. ``summary.json`` is rewritten, status ``interrupted``, after every run that
+finishes, so a kill leaves it listing the runs done so far.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import torch
 from torch import Tensor, nn
@@ -35,14 +43,20 @@ from gradwise.prune._callbacks import WeightSnapshot
 from gradwise.prune._lottery import prune_round
 from gradwise.prune._masks import Masks
 from gradwise.prune._ticket import Ticket
-from gradwise.runs import RunFolder, read_records, read_summary
+from gradwise.runs import RunFolder, RunFolderError, read_records, read_summary
 from gradwise.runs._files import (
     remove_leftover_temporaries,
     replace_atomically,
     write_atomically,
 )
+from gradwise.train._callbacks import Callback, TrainState
 
 FINAL_WEIGHTS = "final_weights.pt"
+#: A round's run folder: what its fit ended with, until final_weights.pt is written.
+FIT_END_WEIGHTS = "fit_end.pt"
+_FIT_END_FORMAT = "gradwise.prune.fit_end/1"
+# The statuses of a run that ended by itself: the prune goes on from its final weights.
+_FINISHED = ("completed", "early_stopped", "stopped")
 REWIND_WEIGHTS = "rewind.pt"
 _SETTINGS_FILE = "prune.json"
 _REPORT_FILES = ("summary.json", "report.html")
@@ -191,49 +205,88 @@ class _Study:
         self, name: str, ticket: Path | None, snapshot: WeightSnapshot | None = None
     ) -> dict[str, Tensor] | None:
         """Train (or resume, or skip) one run; its final weights, or None if interrupted."""
-        from gradwise.train import resume, train
-
         run = RunFolder(self.folder / name)
         final_path = run.path / FINAL_WEIGHTS
-        snapshot = snapshot if snapshot is not None else WeightSnapshot(0)
-        if not final_path.is_file():
-            if run.path.exists() and not run.last_checkpoint.is_file():
-                shutil.rmtree(run.path)  # it never checkpointed: start it again
-            if run.last_checkpoint.is_file():
-                self.say(f"{name}: resuming from {run.last_checkpoint}")
-                result = resume(run.path, progress=self.progress, callbacks=[snapshot])
-            else:
-                self.say(f"{name}: training")
-                config = replace(
-                    self.config,
-                    runs_dir=str(self.folder),
-                    name=name,
-                    prune=None if ticket is None else PruneConfig(ticket=str(ticket.resolve())),
-                )
-                result = train(config, progress=self.progress, callbacks=[snapshot])
-            if result.status == "interrupted":
+        finished_now = not final_path.is_file()
+        if not finished_now:
+            self.say(f"{name}: done already")
+        else:
+            # From a killed re-run, or a fit end's write killed mid-way.
+            remove_leftover_temporaries(run.path, (FINAL_WEIGHTS, FIT_END_WEIGHTS))
+            snapshot = snapshot if snapshot is not None else WeightSnapshot(0)
+            ended = self._recorded_end(name, run) or self._fit(name, run, ticket, snapshot)
+            if ended is None:
                 return None
             if name == "round-0":
-                self._check_rewind(name, snapshot)
-                _save_atomically(snapshot.weights, self.folder / REWIND_WEIGHTS)
-            assert snapshot.final_weights is not None  # noqa: S101 - set by on_fit_end
-            remove_leftover_temporaries(run.path, (FINAL_WEIGHTS,))  # from a killed re-run
-            _save_atomically(snapshot.final_weights, final_path)  # last: marks the run finished
-        else:
-            self.say(f"{name}: done already")
+                self._check_rewind(name, ended)
+                _save_atomically(ended.rewind_weights, self.folder / REWIND_WEIGHTS)
+            _save_atomically(ended.final_weights, final_path)  # last: marks the run finished
+            (run.path / FIT_END_WEIGHTS).unlink(missing_ok=True)  # a copy of final_weights.pt
         self.rows.append(self._row(name, run))
+        if finished_now:
+            # A kill from here on leaves a summary that lists this run and says interrupted.
+            self._finish(interrupted=True)
         weights: dict[str, Tensor] = torch.load(final_path, map_location="cpu", weights_only=True)
         return weights
 
-    def _check_rewind(self, name: str, snapshot: WeightSnapshot) -> None:
+    def _fit(
+        self, name: str, run: RunFolder, ticket: Path | None, snapshot: WeightSnapshot
+    ) -> _FitEnd | None:
+        """Train or resume the run; what its fit ended with, or None if interrupted."""
+        from gradwise.train import resume, train
+
+        if run.path.exists() and not run.last_checkpoint.is_file():
+            shutil.rmtree(run.path)  # it never checkpointed: start it again
+        callbacks = [snapshot, _WriteFitEnd(snapshot, run.path / FIT_END_WEIGHTS)]
+        if run.last_checkpoint.is_file():
+            self.say(f"{name}: resuming from {run.last_checkpoint}")
+            result = resume(run.path, progress=self.progress, callbacks=callbacks)
+        else:
+            self.say(f"{name}: training")
+            config = replace(
+                self.config,
+                runs_dir=str(self.folder),
+                name=name,
+                prune=None if ticket is None else PruneConfig(ticket=str(ticket.resolve())),
+            )
+            result = train(config, progress=self.progress, callbacks=callbacks)
+        if result.status == "interrupted":
+            return None
+        assert snapshot.final_weights is not None  # noqa: S101 - set by on_fit_end
+        return _FitEnd(snapshot.final_weights, snapshot.final_step, snapshot.weights)
+
+    def _recorded_end(self, name: str, run: RunFolder) -> _FitEnd | None:
+        """What a run that finished before the prune was killed ended with (its summary
+        says finished, but final_weights.pt was never written), from ``fit_end.pt``, which
+        the fit wrote before its summary. None for a run that did not finish; a finished run
+        without a ``fit_end.pt`` of its last step is removed, to be trained again."""
+        try:
+            summary = read_summary(run) if run.summary_path.is_file() else {}
+        except (RunFolderError, ValueError):
+            return None  # a damaged summary: resume() says what it can
+        if summary.get("status") not in _FINISHED:
+            return None
+        path = run.path / FIT_END_WEIGHTS
+        ended = _read_fit_end(path)
+        if ended is not None and ended.final_step == summary.get("steps"):
+            self.say(f"{name}: finished before the prune stopped; final weights from {path}")
+            return ended
+        self.say(
+            f"{name}: finished, but its final weights were never written (the prune stopped "
+            f"first, and {path.name} holds no copy of them); training it again"
+        )
+        shutil.rmtree(run.path)
+        return None
+
+    def _check_rewind(self, name: str, ended: _FitEnd) -> None:
         """ConfigError unless the dense run trained past --rewind-step (an early stop may
         end it sooner than its budget, which find_tickets checked)."""
         rewind_step = self.settings.rewind_step
-        if snapshot.weights is None:
+        if ended.rewind_weights is None:
             raise ConfigError(f"{name} stopped before --rewind-step; nothing to rewind to")
-        if snapshot.final_step is not None and snapshot.final_step <= rewind_step:
+        if ended.final_step is not None and ended.final_step <= rewind_step:
             raise ConfigError(
-                f"{name} stopped at step {snapshot.final_step}, so --rewind-step {rewind_step} "
+                f"{name} stopped at step {ended.final_step}, so --rewind-step {rewind_step} "
                 "is its final weights and rewinds nothing; pass a smaller --rewind-step"
             )
 
@@ -295,6 +348,53 @@ class _Study:
         settings = _settings_dict(self.settings)
         report = write_prune_report(self.folder, self.rows, settings, interrupted=interrupted)
         return PruneResult(self.folder, self.rows, interrupted, report)
+
+
+@dataclass(frozen=True)
+class _FitEnd:
+    """What a round's run ended with: the WeightSnapshot's copies."""
+
+    final_weights: dict[str, Tensor]
+    final_step: int | None
+    rewind_weights: dict[str, Tensor] | None
+
+
+@final
+class _WriteFitEnd(Callback):
+    """Write the snapshot's copies to ``path`` when the fit ends (after ``snapshot``'s
+    on_fit_end, so it must come after it among the callbacks).
+
+    The Trainer writes the summary that says the run finished after on_fit_end: a prune
+    killed after that, before it wrote final_weights.pt, finds the exact final weights
+    here instead of in memory. An interrupted fit writes one too, which its resume replaces.
+    """
+
+    def __init__(self, snapshot: WeightSnapshot, path: Path) -> None:
+        self.snapshot = snapshot
+        self.path = path
+
+    def on_fit_end(self, state: TrainState) -> None:
+        snapshot = self.snapshot
+        contents = {
+            "format": _FIT_END_FORMAT,
+            "final_weights": snapshot.final_weights,
+            "final_step": snapshot.final_step,
+            "rewind_weights": snapshot.weights,
+        }
+        replace_atomically(self.path, lambda file: torch.save(contents, file))
+
+
+def _read_fit_end(path: Path) -> _FitEnd | None:
+    """The copies :class:`_WriteFitEnd` wrote to ``path``; None if there are none."""
+    if not path.is_file():
+        return None
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # written atomically, so only damaged by something else: train again
+        return None
+    if not isinstance(contents, dict) or contents.get("format") != _FIT_END_FORMAT:
+        return None
+    return _FitEnd(contents["final_weights"], contents["final_step"], contents["rewind_weights"])
 
 
 def _save_atomically(weights: Mapping[str, Tensor] | None, path: Path) -> None:
