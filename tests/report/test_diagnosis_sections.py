@@ -224,3 +224,109 @@ def test_no_findings_in_a_run_cut_short_is_not_called_healthy(
     assert "<h2>Findings</h2>" in page
     assert "looks healthy" not in page
     assert f"No findings so far (run status: {status or 'unknown'})" in page
+
+
+def histograms_page(root: Path, layers: list[str], kinds: tuple[str, ...] = ("activation",)) -> str:
+    """The report of a run with histograms of these layers at 3 steps."""
+    run = make_doctored_run(root)
+    rng = np.random.default_rng(0)
+    run.histograms_path.write_text("")
+    with MetricsLog(run.histograms_path) as log:
+        for step in (10, 20, 30):
+            for layer in layers:
+                for kind in kinds:
+                    counts, edges = np.histogram(rng.normal(size=200), bins=20)
+                    log.append({"step": step, "layer": layer, "kind": kind, "edges": edges.tolist(),
+                                "counts": counts.tolist(), "nonfinite": 0})  # fmt: skip
+    return build_report(run).read_text()
+
+
+NOTE = re.compile(
+    r"<p>The (\w+) histograms show (\d+) of (\d+) layers, the first, the last and evenly "
+    r"spaced ones: (.*?)\. histograms\.jsonl holds them all\.</p>"
+)
+
+
+def test_histograms_of_a_deeper_model_show_24_layers_and_say_which(tmp_path: Path) -> None:
+    # A row per layer: a 50-layer net drew a 9,000 px image in 4 s (an Axes per cell).
+    pages = {count: histograms_page(tmp_path / str(count), [str(i) for i in range(count)])
+             for count in (12, 24, 30)}  # fmt: skip
+    heights = {count: png_size(page, "activation histograms")[1] for count, page in pages.items()}
+    assert heights[12] < heights[24] == heights[30]  # rows grow with layers up to 24
+    assert NOTE.search(pages[24]) is None  # every layer shown: no note
+    note = NOTE.search(pages[30])
+    assert note is not None
+    assert note.group(1, 2, 3) == ("activation", "24", "30")
+    shown = [int(name) for name in note.group(4).split(", ")]
+    assert len(shown) == 24
+    assert (shown[0], shown[-1]) == (0, 29)  # the first and the last
+    assert set(np.diff(shown).tolist()) <= {1, 2}  # evenly spaced, in order
+
+
+def test_a_layer_name_with_dollars_and_tags_is_text_in_the_note(tmp_path: Path) -> None:
+    names = [f"cost $\\frac$ <{i}>" for i in range(30)]
+    page = histograms_page(tmp_path, names, kinds=("activation", "gradient"))
+    assert {"activation histograms", "gradient histograms"} <= set(IMAGE.findall(page))
+    notes = NOTE.findall(page)
+    assert [note[0] for note in notes] == ["activation", "gradient"]
+    shown = notes[0][3].split(", ")
+    assert shown[0] == "cost $\\frac$ &lt;0&gt;"  # escaped in the page
+    assert shown[-1] == "cost $\\frac$ &lt;29&gt;"
+
+
+@pytest.mark.parametrize(
+    ("edges", "counts"),
+    [
+        ([0.0, 1.0, 2.0], [math.nan, 3.0]),  # a count the JSON file holds as NaN
+        ([-math.inf, 1.0, 2.0], [3.0, 4.0]),  # an edge at -inf
+        ([0.0, 1.0, math.nan], [3.0, 4.0]),
+    ],
+)
+def test_a_histogram_with_non_finite_bins_is_drawn_as_no_finite_value(
+    tmp_path: Path, edges: list[float], counts: list[float]
+) -> None:
+    # Drawn the same as the monitor's record of a tensor with no finite value (no bins),
+    # which says "no finite value"; a finite histogram in its place draws otherwise.
+    def image(root: Path, edges: list[float], counts: list[float]) -> np.ndarray:
+        run = make_doctored_run(root)
+        with MetricsLog(run.histograms_path) as log:
+            log.append({"step": 50, "layer": "0", "kind": "gradient", "edges": edges,
+                        "counts": counts, "nonfinite": 7})  # fmt: skip
+        return png_pixels(build_report(run).read_text(), "gradient histograms")
+
+    no_bins = image(tmp_path / "empty", [], [])
+    assert np.array_equal(image(tmp_path / "nonfinite", edges, counts), no_bins)
+    finite = image(tmp_path / "finite", [0.0, 1.0, 2.0], [3.0, 4.0])
+    assert finite.shape == no_bins.shape
+    assert not np.array_equal(finite, no_bins)
+
+
+def test_a_deep_model_s_per_layer_lines_have_distinct_colours() -> None:
+    from matplotlib.colors import to_rgba
+
+    from gradwise.report._diagnosis import _layer_colors
+
+    # matplotlib's cycle has 10 colours: the 11th layer took the first one's.
+    for count in (2, 10, 15, 50):
+        colours = [to_rgba(colour) for colour in _layer_colors(count)]
+        assert len(set(colours)) == count, count
+    assert _layer_colors(3) == ["C0", "C1", "C2"]  # a shallow model's plots are as before
+
+
+def test_a_deep_model_s_legend_is_below_its_plot(tmp_path: Path) -> None:
+    def page_with(root: Path, count: int) -> str:
+        run = make_doctored_run(root)
+        run.probes_path.write_text("")
+        with MetricsLog(run.probes_path) as log:
+            for step in (10, 20, 30):
+                for layer in range(count):
+                    log.append({"step": step, "layer": f"block.{layer}", "grad_norm": layer + 1.0})
+        return build_report(run).read_text()
+
+    # 15 entries over the axes covered most of the lines; in columns under the axes the
+    # image grows by the legend's height and the axes keep theirs.
+    shallow = png_size(page_with(tmp_path / "a", 2), "gradient norm")
+    deep = png_size(page_with(tmp_path / "b", 15), "gradient norm")
+    deeper = png_size(page_with(tmp_path / "c", 40), "gradient norm")
+    assert shallow[0] == deep[0] == deeper[0]
+    assert shallow[1] < deep[1] < deeper[1]
