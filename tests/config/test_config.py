@@ -490,3 +490,77 @@ def test_a_config_file_suffix_is_read_in_any_case(tmp_path: Path, suffix: str) -
     path.write_text("epochs = [3\n" if toml else "epochs: [3\n")
     with pytest.raises(ConfigError, match=f"is not valid {suffix.lower()[1:]}: "):
         load_config(path)
+
+
+def test_a_config_path_reads_as_a_key_with_list_indexes() -> None:
+    from gradwise.config import key_of
+
+    assert key_of("train.optimizer.groups[1].lr") == ("optimizer", "groups", 1, "lr")
+    assert key_of("train.data.preprocess[0]") == ("data", "preprocess", 0)
+    assert key_of("train") == ()
+    with pytest.raises(ValueError, match="must start with 'train'"):
+        key_of("optimizer.lr")
+
+
+_NESTED = (
+    "epochs: 3\n"
+    "optimizer:\n"
+    "  name: SGD\n"
+    "  lr: 0.1\n"
+    "  groups:\n"
+    "    - params: ['0.*']\n"
+    "    - params: ['1.*']\n"
+    "      lr: 0.01\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "line"),
+    [
+        (("optimizer", "lr"), 4),
+        (("optimizer", "groups", 1), 7),
+        (("optimizer", "groups", 1, "lr"), 8),
+        # Keys the file leaves to their defaults: at the nearest key holding them it gives.
+        (("optimizer", "momentum"), 2),
+        (("optimizer", "groups", 0, "lr"), 6),
+        (("optimizer", "groups", 5, "lr"), 5),
+    ],
+)
+def test_an_error_is_located_by_its_key_whatever_its_words(
+    tmp_path: Path, key: tuple[str | int, ...], line: int
+) -> None:
+    from gradwise.config import locate_in_file
+
+    path = tmp_path / "run.yaml"
+    path.write_text(_NESTED)
+    error = ConfigError("unknown key 'zzz' in 'train.data'", key=key)  # words quote another
+    assert str(locate_in_file(error, path)) == f"config file {path}, line {line}: {error}"
+
+
+def test_an_error_located_by_its_key_in_a_toml_file_names_the_file(tmp_path: Path) -> None:
+    from gradwise.config import locate_in_file
+
+    path = tmp_path / "run.toml"
+    path.write_text("epochs = 3\n[optimizer]\nname = 'SGD'\nlr = 0.1\n")
+    error = ConfigError("bad", key=("optimizer", "lr"))
+    assert str(locate_in_file(error, path)) == f"config file {path}: bad"
+    assert locate_in_file(error, path, ["optimizer.lr=-1"]) is error  # the override's
+    missing = ConfigError("bad", key=("data",))
+    assert locate_in_file(missing, path) is missing  # a key the file does not give
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optimizer:\n  name: SGD\n  lr: .inf\n",
+         "line 3: The 'lr' key in 'train.optimizer' must be a finite float. Got inf instead."),
+        ("data:\n  preprocess:\n    - standardize\n    - {name: pca, 2: 1}\n",
+         "line 4: The keys of 'train.data.preprocess[1]' must be strings. Got 2 (an int)"),
+    ],
+)  # fmt: skip
+def test_a_bad_lr_or_a_list_entrys_key_in_a_yaml_file_names_its_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    # Neither carried its key, so neither named the file.
+    path, error = _config_error(tmp_path, text)
+    assert error.startswith(f"config file {path}, {message}")

@@ -7,9 +7,11 @@ run. Errors are one line: ``unknown key 'optimiser' in 'train'; did you mean 'op
 
 from gradwise.config._parse import (
     ConfigError,
+    ConfigKey,
     apply_overrides,
     config_to_dict,
     dump_config,
+    key_of,
     load_config,
     locate_in_file,
     parse_config,
@@ -37,6 +39,7 @@ __all__ = [
     "AveragingConfig",
     "CheckpointConfig",
     "ConfigError",
+    "ConfigKey",
     "DataConfig",
     "DistributedConfig",
     "EarlyStoppingConfig",
@@ -50,6 +53,7 @@ __all__ = [
     "apply_overrides",
     "config_to_dict",
     "dump_config",
+    "key_of",
     "load_config",
     "locate_in_file",
     "parse_config",

@@ -24,16 +24,36 @@ T = TypeVar("T")
 _FLOW_KINDS = {"[": "list", "{": "mapping", '"': "quoted text", "'": "quoted text"}
 
 
+#: The path of a config key below the root ``train``, list entries by index:
+#: ``("optimizer", "groups", 1, "lr")`` for ``'train.optimizer.groups[1].lr'``.
+ConfigKey = tuple[str | int, ...]
+
+
 class ConfigError(ValueError):
     """A configuration problem, said in one line: where, what was expected, how to fix.
 
-    ``key`` is the path of the key it is about (``("data", "batch_size")``) where the
-    schema knows it, so that an error in a config file can name the file's line.
+    ``key`` is the path of the key it is about, the most precise one known
+    (``("data", "batch_size")``, ``("optimizer", "groups", 1, "lr")``; :func:`key_of`
+    turns a path such as ``'train.data.batch_size'`` into it), so that an error in a
+    config file can name the file's line whatever its words. None: not about one key.
     """
 
-    def __init__(self, message: str, *, key: tuple[str, ...] | None = None) -> None:
+    def __init__(self, message: str, *, key: ConfigKey | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+def key_of(path: str) -> ConfigKey:
+    """The key a config path names: ``'train.optimizer.groups[1].lr'`` ->
+    ``("optimizer", "groups", 1, "lr")``; ``'train'`` -> ``()``."""
+    names = path.split(".")
+    if names[0] != ROOT:
+        raise ValueError(f"The 'path' parameter of key_of must start with '{ROOT}'. Got {path!r}.")
+    key: list[str | int] = []
+    for name in names[1:]:
+        base, *indexes = name.split("[")
+        key += [base, *(int(index.removesuffix("]")) for index in indexes)]
+    return tuple(key)
 
 
 class _Loader(yaml.SafeLoader):
@@ -195,7 +215,7 @@ def parse_config(content: Mapping[str, Any]) -> RunConfig:
             f"one of 'epochs' or 'steps' in '{ROOT}' must be set, but both are null; "
             f"set epochs (e.g. 20) or steps (e.g. 1000) to an int >= 1"
         )
-    _check_finite_lr(config.optimizer, f"{ROOT}.optimizer")
+    _check_finite_lr(config.optimizer, f"{ROOT}.optimizer", ("optimizer",))
     return config
 
 
@@ -241,12 +261,10 @@ def _check_entries(value: Any, path: str) -> None:
 def _check_keys(node: Mapping[Any, Any], path: str) -> None:
     for name in node:
         if not isinstance(name, str):
-            # The file's line is found by key: list entries ('[0]') have none.
-            key = None if "[" in path else (*path.split(".")[1:], str(name))
             raise ConfigError(
                 f"The keys of '{path}' must be strings. Got {name!r} ({_is_a(name)}) "
                 "instead; put the key in quotes if it is meant as a name.",
-                key=key,
+                key=(*key_of(path), str(name)),
             )
 
 
@@ -255,23 +273,26 @@ def _is_a(value: Any) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def _check_finite_lr(node: Any, path: str) -> None:
+def _check_finite_lr(node: Any, path: str, key: ConfigKey) -> None:
     """Every ``lr`` in the optimizer (its own, a group's, a chain entry's) is finite.
 
     The optimizer section is free-form (its arguments are checked when it is built), but
-    an infinite ``lr`` passes those checks and only fails at the first step.
+    an infinite ``lr`` passes those checks and only fails at the first step. ``key``:
+    the key of ``node``, at ``path`` (built alongside it: a free-form key may hold any
+    character).
     """
     if isinstance(node, Mapping):
         lr = node.get("lr")
         if isinstance(lr, float) and not math.isfinite(lr):
             raise ConfigError(
-                f"The 'lr' key in '{path}' must be a finite float. Got {lr!r} instead."
+                f"The 'lr' key in '{path}' must be a finite float. Got {lr!r} instead.",
+                key=(*key, "lr"),
             )
-        for key, value in node.items():
-            _check_finite_lr(value, f"{path}.{key}")
+        for name, value in node.items():
+            _check_finite_lr(value, f"{path}.{name}", (*key, str(name)))
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            _check_finite_lr(value, f"{path}[{index}]")
+            _check_finite_lr(value, f"{path}[{index}]", (*key, index))
 
 
 def _laid_over(defaults: Mapping[str, Any], content: Mapping[str, Any]) -> dict[str, Any]:
@@ -292,7 +313,7 @@ def _replaces(base: Mapping[str, Any], value: Mapping[str, Any]) -> bool:
 
 def parse_section(kind: type[T], content: Any, path: str) -> T:
     """One section: unknown keys, types and ranges are checked; missing keys take defaults."""
-    key = tuple(path.split(".")[1:])  # ("data",) for 'train.data'
+    key = key_of(path)  # ("data",) for 'train.data'
     if not isinstance(content, Mapping):
         raise ConfigError(
             f"'{path}' must be a mapping of keys to values. Got {content!r} instead.", key=key
@@ -328,7 +349,7 @@ def _parse_subsection(metadata: Mapping[str, Any], value: Any, path: str) -> Any
         off = ", or null to switch it off" if metadata["optional"] else ""
         raise ConfigError(
             f"'{path}' must be a mapping of keys to values{off}. Got {value!r} instead.",
-            key=tuple(path.split(".")[1:]),
+            key=key_of(path),
         )
     return parse_section(metadata["section"], value, path)
 
@@ -393,11 +414,15 @@ def locate_in_file(
     """``error`` naming the config file and line of the key it is about, where it can.
 
     For an error found building the run from a config that :func:`load_config` read
-    (an unknown optimizer, a bad argument), which names its key only in its words:
-    ``unknown optimizer 'Adamw' in 'train.optimizer.name'`` is located at the ``name:``
-    of the optimizer, ``in 'train.optimizer': The 'lr' parameter of SGD ...`` at its
-    ``lr:``. An error already located, one about a key that an override sets, and one
-    about a key the file does not give are returned unchanged.
+    (an unknown optimizer, a bad argument): located by its ``key``, whatever its words,
+    at the first of the key and the keys holding it that the file gives: an error about
+    ``("optimizer", "lr")`` at the optimizer's ``lr:``, or at its ``optimizer:`` where the
+    file leaves lr to its default. An error already located, one about a key that an
+    override sets, and one about a key the file does not give are returned unchanged.
+
+    An error with no key, raised outside the run's builders (the averaging, prune and
+    distributed sections' own checks), is located by the ``'train...'`` path its words
+    quote first (:func:`_keys_named`) until those carry their keys too.
     """
     message = str(error)
     if message.startswith("config file "):
@@ -407,17 +432,22 @@ def locate_in_file(
         content = read_file(path)
     except (ConfigError, OSError):  # changed since load_config read it: say it as is
         return error
-    return _located(error, path, content, list(overrides), _keys_named(message))
+    if error.key is None:
+        keys = _keys_named(message)
+    else:  # the key, then the keys holding it: ("optimizer", "lr"), ("optimizer",)
+        keys = [error.key[:length] for length in range(len(error.key), 0, -1)]
+    return _located(error, path, content, list(overrides), keys)
 
 
-def _keys_named(message: str) -> list[tuple[str, ...]]:
-    """The keys a message names, the most precise first: where it is about one key under
-    the first path it quotes (``unknown key 'mom' in 'train.optimizer'``), that key; then
-    the path itself (``'train.optimizer'``; up to a list index: ``preprocess[0]``)."""
+def _keys_named(message: str) -> list[ConfigKey]:
+    """The keys a message without a ``key`` names, the most precise first: where it is
+    about one key under the first path it quotes (``unknown key 'mom' in
+    'train.optimizer'``), that key; then the path itself (``'train.optimizer'``; up to a
+    list index: ``preprocess[0]``)."""
     found = re.search(rf"'{ROOT}((?:\.\w+)+)(\[\d+\])?'", message)
     if found is None:
         return []
-    key = tuple(found[1].split(".")[1:])
+    key: ConfigKey = tuple(found[1].split(".")[1:])
     quoted = re.escape(found[0])
     if found[2]:  # a list entry ('train.data.preprocess[0]'): at the list's key
         return [key]
@@ -432,7 +462,7 @@ def _located(
     path: Path,
     content: Mapping[str, Any],
     overrides: Sequence[str],
-    keys: Sequence[tuple[str, ...] | None],
+    keys: Sequence[ConfigKey | None],
 ) -> ConfigError:
     """``error`` at the first of ``keys`` (the most precise first) that the file gives;
     unchanged where an override sets it: the file's section does not hold the value."""
@@ -471,36 +501,47 @@ def _quoting_hint(error: ConfigError, overrides: Sequence[str]) -> str | None:
     )
 
 
-def _constraint_of(key: Sequence[str]) -> Any:
+def _constraint_of(key: ConfigKey) -> Any:
     """The constraint of the setting at ``key`` in the schema; None if it is not a setting."""
     kind: Any = RunConfig
     constraint = None
     for name in key:
         fields = {f.name: f for f in dataclasses.fields(kind)} if kind is not None else {}
-        if name not in fields:
+        if not isinstance(name, str) or name not in fields:
             return None
         kind = fields[name].metadata.get("section")
         constraint = fields[name].metadata.get("constraint")
     return constraint
 
 
-def _where_in_file(path: Path, content: Mapping[str, Any], key: tuple[str, ...]) -> str | None:
+def _where_in_file(path: Path, content: Mapping[str, Any], key: ConfigKey) -> str | None:
     """``config file PATH, line N`` for ``key``; None if the file does not give it."""
     node: Any = content
     for name in key:
-        found = [value for k, value in node.items() if str(k) == name]
+        if isinstance(name, int):  # a list's entry
+            if not isinstance(node, list) or not 0 <= name < len(node):
+                return None
+            node = node[name]
+            continue
+        found = [v for k, v in node.items() if str(k) == name] if isinstance(node, Mapping) else []
         if not found:
             return None
-        node = found[0] if isinstance(found[0], Mapping) else {}
+        node = found[0]
     line = _yaml_line(path, key) if path.suffix.lower() in YAML_SUFFIXES else None
     return f"config file {path}" if line is None else f"config file {path}, line {line}"
 
 
-def _yaml_line(path: Path, key: Sequence[str]) -> int | None:
+def _yaml_line(path: Path, key: ConfigKey) -> int | None:
     """The line of ``key`` in a YAML file (1-based); None where a merge or alias hides it."""
     node = yaml.compose(path.read_text(encoding="utf-8"), Loader=_Loader)
     line = None
     for name in key:
+        if isinstance(name, int):  # a list's entry: where it starts
+            if not isinstance(node, yaml.SequenceNode) or not 0 <= name < len(node.value):
+                return None
+            node = node.value[name]
+            line = node.start_mark.line + 1
+            continue
         if not isinstance(node, yaml.MappingNode):
             return None
         pairs = [

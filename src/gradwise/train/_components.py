@@ -6,6 +6,7 @@ entry into a one-line :class:`ConfigError` with the entry's path.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from functools import partial
@@ -15,7 +16,14 @@ import torch
 from torch import nn
 
 from gradwise import optim, preprocess, regularize, schedules
-from gradwise.config import ConfigError, DataConfig, unknown_key_message, unknown_name_message
+from gradwise.config import (
+    ConfigError,
+    ConfigKey,
+    DataConfig,
+    key_of,
+    unknown_key_message,
+    unknown_name_message,
+)
 from gradwise.distributed._one_bit_adam import OneBitAdam
 from gradwise.train._warm_start import quote_names
 
@@ -85,8 +93,28 @@ def split_entry(entry: Any, path: str, kind: str) -> tuple[str, dict[str, Any]]:
         return entry["name"], {k: v for k, v in entry.items() if k != "name"}
     raise ConfigError(
         f"each entry of '{path}' must be a {kind} name or a mapping with a 'name' key "
-        f"(e.g. {{name: standardize, per: channel}}). Got {entry!r} instead."
+        f"(e.g. {{name: standardize, per: channel}}). Got {entry!r} instead.",
+        key=key_of(path),
     )
+
+
+def name_key(entry: Any, path: str) -> ConfigKey:
+    """The key of the name of the entry at ``path``: its ``name`` (``{name: pca, ...}``),
+    or the entry itself where it is the bare name (``pca``)."""
+    return (*key_of(path), "name") if isinstance(entry, Mapping) else key_of(path)
+
+
+# gradwise's one error format (gradwise._validation), which names the argument at fault.
+_ARGUMENT = re.compile(r"The '(\w+)' parameter of ")
+
+
+def argument_key(error: Exception, key: ConfigKey, arguments: Mapping[str, ConfigKey]) -> ConfigKey:
+    """The key a library's ``error`` (a ValueError or TypeError of the object built from
+    the config entry at ``key``) is about: the argument's, where the error names one of
+    ``arguments`` (argument name -> its config key) in gradwise's one error format
+    (``The 'lr' parameter of SGD must be ...``); else the entry's, ``key``."""
+    named = _ARGUMENT.search(str(error))
+    return arguments.get(named[1], key) if named is not None else key
 
 
 def construct(factory: Callable[..., Any], args: Mapping[str, Any], path: str) -> Any:
@@ -98,17 +126,21 @@ def construct(factory: Callable[..., Any], args: Mapping[str, Any], path: str) -
         if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
     ]
     accepted = [parameter.name for parameter in parameters]
+    entry = key_of(path)
     for key in args:
         if key not in accepted:
-            raise ConfigError(unknown_key_message(key, path, accepted))
+            raise ConfigError(unknown_key_message(key, path, accepted), key=(*entry, key))
     missing = [p.name for p in parameters if p.default is p.empty and p.name not in args]
     if missing:
         open_keys = [p for p in parameters if p.name not in args]
-        raise ConfigError(_missing_keys_message(missing, path, factory, open_keys))
+        raise ConfigError(_missing_keys_message(missing, path, factory, open_keys), key=entry)
     try:
         return factory(**args)
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"in '{path}': {error}") from None
+        arguments = {name: (*entry, name) for name in args}
+        raise ConfigError(
+            f"in '{path}': {error}", key=argument_key(error, entry, arguments)
+        ) from None
 
 
 def _missing_keys_message(
@@ -140,7 +172,8 @@ def build_preprocessing(entries: Sequence[Any], path: str) -> preprocess.Pipelin
         name, args = split_entry(entry, where, "preprocessing")
         if name not in PREPROCESSORS:
             raise ConfigError(
-                unknown_name_message("preprocessing", name, where, list(PREPROCESSORS))
+                unknown_name_message("preprocessing", name, where, list(PREPROCESSORS)),
+                key=name_key(entry, where),
             )
         steps.append(construct(PREPROCESSORS[name], args, where))
     return preprocess.Pipeline(steps) if steps else None
@@ -182,7 +215,8 @@ def check_augmentation_layout(data: DataConfig, sample_shape: Sequence[int]) -> 
             raise ConfigError(
                 f"'{where}' ({name}) takes batches of {needs}, but the dataset's inputs have "
                 f"shape ({shape}); the run would fail at its first step. Drop it (noise and "
-                "mixup take inputs of any shape)."
+                "mixup take inputs of any shape).",
+                key=key_of(where),
             )
         if flattening:
             step_where, step = flattening[0]
@@ -192,7 +226,8 @@ def check_augmentation_layout(data: DataConfig, sample_shape: Sequence[int]) -> 
                 "of principal-component scores, which has no positions; the run would fail "
                 f"at its first step. Drop the augmentation, or replace {step} by a step that "
                 "keeps the inputs' layout (standardize, mean_subtract, min_max_scale or "
-                "zca_whiten)."
+                "zca_whiten).",
+                key=key_of(where),
             )
 
 
@@ -219,7 +254,8 @@ def build_augmentation(
         name, args = split_entry(entry, where, "augmentation")
         if name not in AUGMENTATIONS:
             raise ConfigError(
-                unknown_name_message("augmentation", name, where, list(AUGMENTATIONS))
+                unknown_name_message("augmentation", name, where, list(AUGMENTATIONS)),
+                key=name_key(entry, where),
             )
         args = {"seed": seed * 1000 + index, **args}
         if name in BORDERED and fill_map is not None:
@@ -241,7 +277,8 @@ def _mapped_fill(args: dict[str, Any], where: str, fill_map: FillMap) -> dict[st
         if not (isinstance(fill, int | float) and fill == 0):
             raise ConfigError(
                 f"'{where}' has padding_mode zeros, which pads with 0, and fill {fill!r}; "
-                "use padding_mode: constant with that fill"
+                "use padding_mode: constant with that fill",
+                key=(*key_of(where), "padding_mode"),
             )
         args = {**args, "padding_mode": "constant"}
     return {**args, "fill": fill_map(fill, f"{where}.fill")}
@@ -265,10 +302,14 @@ def build_optimizer(
     name = spec.get("name")
     if not isinstance(name, str):
         raise ConfigError(
-            f"'{path}' needs a 'name' (e.g. AdamW) or a 'chain' of transforms. Got {dict(spec)!r}."
+            f"'{path}' needs a 'name' (e.g. AdamW) or a 'chain' of transforms. Got {dict(spec)!r}.",
+            key=key_of(path),
         )
     if name not in OPTIMIZERS:
-        raise ConfigError(unknown_name_message("optimizer", name, f"{path}.name", list(OPTIMIZERS)))
+        raise ConfigError(
+            unknown_name_message("optimizer", name, f"{path}.name", list(OPTIMIZERS)),
+            key=(*key_of(path), "name"),
+        )
     factory = OPTIMIZERS[name]
     args = {k: v for k, v in spec.items() if k not in ("name", "groups")}
     check_group = None
@@ -281,7 +322,10 @@ def build_optimizer(
         def check_group(options: Mapping[str, Any], where: str) -> None:
             for key in options:
                 if key not in names:
-                    raise ConfigError(unknown_key_message(key, where, ["params", *names]))
+                    raise ConfigError(
+                        unknown_key_message(key, where, ["params", *names]),
+                        key=(*key_of(where), key),
+                    )
             construct(partial(factory, [_probe_tensor()]), {**args, **options}, where)
 
     params = _param_groups(model, spec.get("groups"), path, check_group)
@@ -292,13 +336,17 @@ def build_optimizer(
 def _build_chain(spec: Mapping[str, Any], model: nn.Module, path: str) -> optim.Optimizer:
     extra = [key for key in spec if key not in ("chain", "lr", "groups")]
     if extra:
-        raise ConfigError(unknown_key_message(extra[0], path, ["chain", "lr", "groups"]))
+        raise ConfigError(
+            unknown_key_message(extra[0], path, ["chain", "lr", "groups"]),
+            key=(*key_of(path), extra[0]),
+        )
     lr = spec.get("lr", 1e-3)
     transforms = _chain_entries(spec["chain"], path)
     if transforms[-1][0] != "scale_by_learning_rate":
         raise ConfigError(
             f"'{path}.chain' must end with scale_by_learning_rate (it applies the lr and the "
-            f"schedule). Got {transforms[-1][0]} last."
+            f"schedule). Got {transforms[-1][0]} last.",
+            key=key_of(transforms[-1][2]),
         )
     mask = optim.weight_decay_mask(model)
 
@@ -318,7 +366,8 @@ def _build_chain(spec: Mapping[str, Any], model: nn.Module, path: str) -> optim.
     try:
         return optim.Optimizer(params, factory, lr=lr)
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"in '{path}': {error}") from None
+        key = argument_key(error, key_of(path), {"lr": (*key_of(path), "lr")})
+        raise ConfigError(f"in '{path}': {error}", key=key) from None
 
 
 GroupCheck = Callable[[Mapping[str, Any], str], None]
@@ -330,13 +379,17 @@ def _chain_group_check(factory: Callable[..., optim.GradientTransform]) -> Group
     def check_group(options: Mapping[str, Any], where: str) -> None:
         for key in options:
             if key != "lr":
-                raise ConfigError(unknown_key_message(key, where, ["params", "lr"]))
+                raise ConfigError(
+                    unknown_key_message(key, where, ["params", "lr"]), key=(*key_of(where), key)
+                )
         if not options:
             return
         try:
             optim.Optimizer([_probe_tensor()], factory, **options)
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"in '{where}': {error}") from None
+            entry = key_of(where)
+            about = argument_key(error, entry, {"lr": (*entry, "lr")})
+            raise ConfigError(f"in '{where}': {error}", key=about) from None
 
     return check_group
 
@@ -349,14 +402,16 @@ def _param_groups(
     if not named:
         raise ConfigError(
             f"'{path}' has no parameter to train: every parameter of the model is frozen "
-            "(see 'train.warm_start.freeze')."
+            "(see 'train.warm_start.freeze').",
+            key=key_of(path),
         )
     if groups is None:
         return [{"params": [p for _, p in named]}]
     if not isinstance(groups, list) or not groups or check_group is None:
         raise ConfigError(
             f"'{path}.groups' must be a non-empty list of mappings like "
-            f"{{params: ['0.*'], lr: 3e-4}}. Got {groups!r} instead."
+            f"{{params: ['0.*'], lr: 3e-4}}. Got {groups!r} instead.",
+            key=(*key_of(path), "groups"),
         )
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
     owner: dict[str, str] = {}
@@ -378,7 +433,8 @@ def _group_entry(entry: Any, where: str) -> tuple[list[str], dict[str, Any]]:
     if not (isinstance(patterns, list) and patterns and all(isinstance(p, str) for p in patterns)):
         raise ConfigError(
             f"'{where}' must be a mapping with 'params': a list of glob patterns over "
-            f"parameter names (e.g. {{params: ['0.*'], lr: 3e-4}}). Got {entry!r} instead."
+            f"parameter names (e.g. {{params: ['0.*'], lr: 3e-4}}). Got {entry!r} instead.",
+            key=(*key_of(where), "params") if patterns is not None else key_of(where),
         )
     return patterns, {k: v for k, v in entry.items() if k != "params"}
 
@@ -395,12 +451,15 @@ def _group_members(
     for pattern in patterns:
         matched = [(name, p) for name, p in named if fnmatchcase(name, pattern)]
         if not matched:
-            raise ConfigError(_no_match_message(pattern, where, named, frozen))
+            raise ConfigError(
+                _no_match_message(pattern, where, named, frozen), key=(*key_of(where), "params")
+            )
         for name, parameter in matched:
             if owner.setdefault(name, where) != where:
                 raise ConfigError(
                     f"parameter '{name}' is in both '{owner[name]}' and '{where}' (pattern "
-                    f"{pattern!r}); a parameter may be in one group only."
+                    f"{pattern!r}); a parameter may be in one group only.",
+                    key=(*key_of(where), "params"),
                 )
             if not any(parameter is member for member in members):
                 members.append(parameter)
@@ -428,13 +487,18 @@ def _probe_tensor() -> torch.Tensor:
 
 def _chain_entries(entries: Any, path: str) -> list[tuple[str, dict[str, Any], str]]:
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"'{path}.chain' must be a non-empty list of transforms.")
+        raise ConfigError(
+            f"'{path}.chain' must be a non-empty list of transforms.", key=(*key_of(path), "chain")
+        )
     transforms = []
     for index, entry in enumerate(entries):
         where = f"{path}.chain[{index}]"
         name, args = split_entry(entry, where, "transform")
         if name not in TRANSFORMS:
-            raise ConfigError(unknown_name_message("transform", name, where, list(TRANSFORMS)))
+            raise ConfigError(
+                unknown_name_message("transform", name, where, list(TRANSFORMS)),
+                key=name_key(entry, where),
+            )
         transforms.append((name, args, where))
     return transforms
 
@@ -449,7 +513,10 @@ def build_schedule(
 ) -> Any:
     """A schedule of the learning rate over ``total_steps`` steps, with linear warmup."""
     if name not in SCHEDULES:
-        raise ConfigError(unknown_name_message("schedule", name, f"{path}.name", list(SCHEDULES)))
+        raise ConfigError(
+            unknown_name_message("schedule", name, f"{path}.name", list(SCHEDULES)),
+            key=(*key_of(path), "name"),
+        )
     factory, takes_length = SCHEDULES[name]
     warmup_steps = int(round(warmup * total_steps)) if warmup < 1 else int(warmup)
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
@@ -461,7 +528,8 @@ def build_schedule(
         if key == first:
             raise ConfigError(
                 f"'{first}' in '{path}.options' comes from the optimizer's lr; set "
-                "'train.optimizer.lr' instead"
+                "'train.optimizer.lr' instead",
+                key=(*key_of(path), "options", first),
             )
     args.update(options)
     schedule = construct(factory, args, f"{path}.options")

@@ -6,10 +6,12 @@ folder is made or a step runs, so a configuration error costs nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -22,9 +24,12 @@ from gradwise import init, preprocess, schedules
 from gradwise.averaging import StochasticWeightAverage, WeightAverage
 from gradwise.averaging._build import averaging_for_run
 from gradwise.config import (
+    AveragingConfig,
     ConfigError,
+    ConfigKey,
     RunConfig,
     config_to_dict,
+    key_of,
     parse_config,
     read_file,
     unknown_name_message,
@@ -40,6 +45,7 @@ from gradwise.runs import RunFolder, RunFolderError, read_summary, write_config
 from gradwise.schedules import ScheduleLR
 from gradwise.train._callbacks import Callback, TrainState
 from gradwise.train._components import (
+    argument_key,
     build_augmentation,
     build_optimizer,
     build_preprocessing,
@@ -117,7 +123,8 @@ def prepare_run(
     scale = _linear_scaling(config)
     optimizer = build_optimizer(_scaled_optimizer(config.optimizer, scale), model)
     _check_distributed(config, optimizer)
-    averaging = averaging_for_run(config.averaging, model, total_steps)
+    with _about(("averaging",), _AVERAGING_ARGUMENTS):
+        averaging = averaging_for_run(config.averaging, model, total_steps)
     plateau_metric = _plateau_metric(config, data)
     scheduler = _scheduler(config, optimizer, total_steps, scale, averaging, plateau_metric)
     augment, mixup = build_augmentation(
@@ -129,7 +136,8 @@ def prepare_run(
     )
     if mixup is not None and config.loss == "hinge":
         raise ConfigError(
-            "mixup in 'train.data.augment' needs loss cross_entropy or mse, not hinge"
+            "mixup in 'train.data.augment' needs loss cross_entropy or mse, not hinge",
+            key=("data", "augment"),
         )
     return PreparedRun(
         config,
@@ -339,11 +347,29 @@ def _fit_and_report(trainer: Trainer, folder: RunFolder, resume: bool) -> FitRes
 # -- the pieces ----------------------------------------------------------------------------
 
 
+_AVERAGING_ARGUMENTS = {f.name: ("averaging", f.name) for f in dataclasses.fields(AveragingConfig)}
+
+
+@contextmanager
+def _about(key: ConfigKey, arguments: Mapping[str, ConfigKey] | None = None) -> Iterator[None]:
+    """A ConfigError raised inside without a key gets ``key`` (or its argument's, see
+    :func:`argument_key`): the averaging and prune sections' checks, outside this package,
+    say the key they are about in words only."""
+    try:
+        yield
+    except ConfigError as error:
+        if error.key is not None:
+            raise
+        raise ConfigError(str(error), key=argument_key(error, key, arguments or {})) from None
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("'train.device' is cuda but no CUDA GPU is available; use cpu or auto")
+        raise ConfigError(
+            "'train.device' is cuda but no CUDA GPU is available; use cpu or auto", key=("device",)
+        )
     return torch.device(name)
 
 
@@ -374,7 +400,8 @@ def _check_monitored_metrics(config: RunConfig, data: DataSplits) -> None:
             f"'train.checkpoint.monitor' is {config.checkpoint.monitor!r}, which "
             f"regression data replaces with {monitor!r}, but 'train.checkpoint.mode' "
             "is max: the best checkpoint would be the highest loss. Use mode auto or "
-            "min, or monitor (and search on) a loss"
+            "min, or monitor (and search on) a loss",
+            key=("checkpoint", "mode"),
         )
     plateau = _plateau_metric(config, data)
     if plateau is not None:
@@ -398,7 +425,8 @@ def _check_metric(name: str, metrics: Sequence[str], key: str) -> None:
         raise ConfigError(
             f"'{key}' is {name!r}, which this run does not record; it records "
             f"{', '.join(repr(m) for m in metrics if m != 'lr')}"
-            + ("" if any(m.startswith("val_") for m in metrics) else " (no validation split)")
+            + ("" if any(m.startswith("val_") for m in metrics) else " (no validation split)"),
+            key=key_of(key),
         )
 
 
@@ -411,12 +439,14 @@ def _check_loss_fits_task(loss: str, data: DataSplits) -> None:
     if data.task != "classification":
         raise ConfigError(
             f"'train.loss' is {loss}, a classification loss, but the dataset's targets are "
-            f"{data.task} targets; use loss: mse (or a classification dataset)"
+            f"{data.task} targets; use loss: mse (or a classification dataset)",
+            key=("loss",),
         )
     if data.num_classes is not None and data.num_classes < 2:
         raise ConfigError(
             f"'train.loss' is {loss}, but the training data has {data.num_classes} class: "
-            "a classifier needs at least 2 (check the labels, or use loss: mse)"
+            "a classifier needs at least 2 (check the labels, or use loss: mse)",
+            key=("loss",),
         )
 
 
@@ -429,7 +459,7 @@ def _entry_point(spec: str, options: dict[str, Any], cache: dict[str, Any], path
         try:
             cache[spec] = load_entry_point(spec, **options)
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"in '{path}': {error}") from None
+            raise ConfigError(f"in '{path}': {error}", key=key_of(path)) from None
     return cache[spec]
 
 
@@ -439,7 +469,8 @@ def _load_data(config: RunConfig, entry_points: dict[str, Any]) -> DataSplits:
         loaded = _entry_point(data.dataset, data.options, entry_points, "train.data.dataset")
         if loaded.data is None:
             raise ConfigError(
-                f"entry point {data.dataset} in 'train.data.dataset' returned no data"
+                f"entry point {data.dataset} in 'train.data.dataset' returned no data",
+                key=("data", "dataset"),
             )
         return loaded.data
     is_file = Path(data.dataset).suffix in (".npz", ".npy", ".csv")
@@ -447,7 +478,8 @@ def _load_data(config: RunConfig, entry_points: dict[str, Any]) -> DataSplits:
         raise ConfigError(
             unknown_name_message(
                 "dataset", data.dataset, "train.data.dataset", available_datasets()
-            )
+            ),
+            key=("data", "dataset"),
         )
     try:
         return load_dataset(
@@ -458,7 +490,13 @@ def _load_data(config: RunConfig, entry_points: dict[str, Any]) -> DataSplits:
             **data.options,
         )
     except (ValueError, TypeError, OSError) as error:
-        raise ConfigError(f"in 'train.data': {error}") from None
+        arguments = {
+            "validation_split": ("data", "validation_split"),
+            "test_split": ("data", "test_split"),
+            **{name: ("data", "options", name) for name in data.options},
+        }
+        key = argument_key(error, ("data",), arguments)
+        raise ConfigError(f"in 'train.data': {error}", key=key) from None
 
 
 def _preprocess(
@@ -472,8 +510,9 @@ def _preprocess(
     constant = _fit_preprocessing(pipeline, data.train.inputs) if saved is None else ()
 
     def transformed(dataset: Dataset, split: str) -> Dataset:
+        labels = _EntryLabels()
         try:
-            with naming_steps(_entry_label):
+            with naming_steps(labels):
                 return replace(dataset, inputs=pipeline.transform(dataset.inputs))
         except ValueError as error:
             origin = (
@@ -483,7 +522,7 @@ def _preprocess(
                 else f"the {split} split does not fit the preprocessing fitted on the "
                 "training split"
             )
-            raise _preprocessing_error(error, f" ({origin})") from None
+            raise _preprocessing_error(error, labels.index, f" ({origin})") from None
 
     train = transformed(data.train, "training")
     shape = tuple(train.inputs.shape[1:])
@@ -505,12 +544,13 @@ def _fit_preprocessing(pipeline: preprocess.Preprocessor, inputs: Any) -> tuple[
     call keeps the warnings, and the process that trains issues them once
     (:meth:`PreparedRun.warn_preprocessing`) and records them in the summary.
     """
-    with warnings.catch_warnings(record=True) as caught, naming_steps(_entry_label):
+    labels = _EntryLabels()
+    with warnings.catch_warnings(record=True) as caught, naming_steps(labels):
         warnings.simplefilter("always", preprocess.ConstantFeatureWarning)
         try:
             pipeline.fit(inputs)
         except ValueError as error:
-            raise _preprocessing_error(error) from None
+            raise _preprocessing_error(error, labels.index) from None
     constant = []
     for warning in caught:
         if issubclass(warning.category, preprocess.ConstantFeatureWarning):
@@ -522,20 +562,32 @@ def _fit_preprocessing(pipeline: preprocess.Preprocessor, inputs: Any) -> tuple[
     return tuple(constant)
 
 
-def _entry_label(index: int, step: preprocess.Preprocessor) -> str:
+class _EntryLabels:
     """How ``gradwise train`` names a preprocessing step in errors and warnings: by the
-    config entry it came from (entry i of ``data.preprocess`` is the pipeline's steps[i])."""
-    return f"in 'train.data.preprocess[{index}]', {step!r}"
+    config entry it came from (entry i of ``data.preprocess`` is the pipeline's steps[i]).
+
+    A pipeline labels each step as it reaches it, so ``index`` is the entry of the step
+    that ran last: the one at fault when the pipeline raises (None: none ran).
+    """
+
+    def __init__(self) -> None:
+        self.index: int | None = None
+
+    def __call__(self, index: int, step: preprocess.Preprocessor) -> str:
+        self.index = index
+        return f"in 'train.data.preprocess[{index}]', {step!r}"
 
 
-def _preprocessing_error(error: ValueError, origin: str = "") -> ConfigError:
-    """The preprocessing's ``error`` (and its ``origin``) as a ConfigError: a step's error
-    names its entry already (:func:`_entry_label`); one about the inputs as a whole, before
-    any step ran, gets the section's path."""
+def _preprocessing_error(error: ValueError, index: int | None, origin: str = "") -> ConfigError:
+    """The preprocessing's ``error`` (and its ``origin``) as a ConfigError about the entry
+    at ``index`` of ``data.preprocess``: a step's error names its entry already
+    (:class:`_EntryLabels`); one about the inputs as a whole, before any step ran, gets
+    the section's path."""
     message = str(error)
     if not message.startswith("in 'train.data.preprocess["):
         message = f"in 'train.data.preprocess': {message}"
-    return ConfigError(f"{message}{origin}")
+    key: ConfigKey = ("data", "preprocess") if index is None else ("data", "preprocess", index)
+    return ConfigError(f"{message}{origin}", key=key)
 
 
 def _preprocessed_fill(
@@ -558,7 +610,8 @@ def _preprocessed_fill(
     else:
         raise ConfigError(
             f"'{where}' must be a number in the units of the dataset's inputs (0: black, "
-            f"silence) or 'mean' (the training split's mean input). Got {fill!r} instead."
+            f"silence) or 'mean' (the training split's mean input). Got {fill!r} instead.",
+            key=key_of(where),
         )
     if preprocessing is None:
         return raw[0]
@@ -570,11 +623,15 @@ def _build_model(config: RunConfig, data: DataSplits, entry_points: dict[str, An
     if _is_entry_point(spec.name):
         loaded = _entry_point(spec.name, spec.options, entry_points, "train.model.name")
         if loaded.model is None:
-            raise ConfigError(f"entry point {spec.name} in 'train.model.name' returned no model")
+            raise ConfigError(
+                f"entry point {spec.name} in 'train.model.name' returned no model",
+                key=("model", "name"),
+            )
         return loaded.model
     if spec.name not in MODELS:
         raise ConfigError(
-            unknown_name_message("model", spec.name, "train.model.name", list(MODELS))
+            unknown_name_message("model", spec.name, "train.model.name", list(MODELS)),
+            key=("model", "name"),
         )
     options: dict[str, Any] = {
         key: value
@@ -595,8 +652,19 @@ def _build_model(config: RunConfig, data: DataSplits, entry_points: dict[str, An
         return build_model(spec.name, data.input_shape, data.output_size, **options)
     except (ValueError, TypeError) as error:
         raise ConfigError(
-            f"in 'train.model' for dataset {data.name} with inputs {data.input_shape}: {error}"
+            f"in 'train.model' for dataset {data.name} with inputs {data.input_shape}: {error}",
+            key=argument_key(error, ("model",), _model_arguments(options, spec.options)),
         ) from None
+
+
+def _model_arguments(options: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, ConfigKey]:
+    """The config key of each argument ``build_model`` is given: a setting of the model
+    section (``dropout`` as ``dropout_rate``), or one of its ``options``."""
+    renamed = {"dropout_rate": "dropout"}
+    return {
+        name: ("model", "options", name) if name in own else ("model", renamed.get(name, name))
+        for name in options
+    }
 
 
 def _initialize(model: nn.Module, config: RunConfig) -> None:
@@ -608,7 +676,8 @@ def _initialize(model: nn.Module, config: RunConfig) -> None:
         if factory is None or not callable(factory):
             raise ConfigError(
                 f"'train.init.options' needs 'train.init.weights' to name an initializer of "
-                f"gradwise.init (he_normal, normal, ...). Got {weights!r}."
+                f"gradwise.init (he_normal, normal, ...). Got {weights!r}.",
+                key=("init", "options"),
             )
         from gradwise.train._components import construct
 
@@ -616,7 +685,9 @@ def _initialize(model: nn.Module, config: RunConfig) -> None:
     try:
         init.initialize(model, weights, biases=config.init.biases, generator=config.seed)
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"in 'train.init': {error}") from None
+        arguments = {"weights": ("init", "weights"), "biases": ("init", "biases")}
+        key = argument_key(error, ("init",), arguments)
+        raise ConfigError(f"in 'train.init': {error}", key=key) from None
 
 
 def _warm_start(model: nn.Module, config: RunConfig, resuming: bool) -> WarmStartReport | None:
@@ -627,20 +698,25 @@ def _warm_start(model: nn.Module, config: RunConfig, resuming: bool) -> WarmStar
     if spec.source is None:
         raise ConfigError(
             "'train.warm_start' needs a 'source': a run folder or a .pt file "
-            "(e.g. warm_start: {source: runs/mnist5k-cnn2d-20261122-101500})."
+            "(e.g. warm_start: {source: runs/mnist5k-cnn2d-20261122-101500}).",
+            key=("warm_start", "source"),
         )
     report = None
     if not resuming:  # a resumed run's checkpoint holds the warm-started weights already
         try:
             report = warm_start(model, spec.source, checkpoint=spec.checkpoint, strict=spec.strict)
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"in 'train.warm_start': {error}") from None
+            arguments = {name: ("warm_start", name) for name in ("source", "checkpoint", "strict")}
+            key = argument_key(error, ("warm_start",), arguments)
+            raise ConfigError(f"in 'train.warm_start': {error}", key=key) from None
     frozen: list[str] = []
     if spec.freeze:
         try:
             frozen = freeze(model, spec.freeze, freeze_statistics=spec.freeze_statistics)
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"in 'train.warm_start.freeze': {error}") from None
+            raise ConfigError(
+                f"in 'train.warm_start.freeze': {error}", key=("warm_start", "freeze")
+            ) from None
     return replace(report, frozen=tuple(frozen)) if report is not None else None
 
 
@@ -649,7 +725,8 @@ def _apply_ticket(model: nn.Module, config: RunConfig) -> None:
     if config.prune is not None:
         from gradwise.prune._config import apply_run_ticket
 
-        apply_run_ticket(config.prune, model)
+        with _about(("prune", "ticket")):
+            apply_run_ticket(config.prune, model)
 
 
 def _pruning(prepared: PreparedRun, run: RunFolder | None) -> tuple[list[Callback], dict[str, Any]]:
@@ -658,7 +735,8 @@ def _pruning(prepared: PreparedRun, run: RunFolder | None) -> tuple[list[Callbac
         return [], {}
     from gradwise.prune._config import run_pruning
 
-    pruning = run_pruning(prepared.config.prune, run)
+    with _about(("prune", "ticket")):
+        pruning = run_pruning(prepared.config.prune, run)
     return [pruning], {"weights_remaining": pruning.masks.fraction_remaining()}
 
 
@@ -676,14 +754,16 @@ def _check_distributed(config: RunConfig, optimizer: torch.optim.Optimizer) -> N
             unknown_name_message(
                 "compression", settings.compression, "train.distributed.compression", names
             )
-            + " (one_bit_adam goes with 'train.optimizer.name: OneBitAdam')"
+            + " (one_bit_adam goes with 'train.optimizer.name: OneBitAdam')",
+            key=("distributed", "compression"),
         )
     if settings.scaling_warmup_steps and settings.reference_batch_size is None:
         raise ConfigError(
             f"'train.distributed.scaling_warmup_steps' ({settings.scaling_warmup_steps}) ramps "
             "the lr up to the linear scaling rule's scaled lr, which needs "
             "'train.distributed.reference_batch_size' (the batch size the lr was tuned for); "
-            "set it, or set scaling_warmup_steps: 0"
+            "set it, or set scaling_warmup_steps: 0",
+            key=("distributed", "scaling_warmup_steps"),
         )
     check_sync_batch_norm(config)
     if isinstance(optimizer, OneBitAdam):
@@ -692,7 +772,8 @@ def _check_distributed(config: RunConfig, optimizer: torch.optim.Optimizer) -> N
         raise ConfigError(
             "'train.distributed.compression: one_bit_adam' needs 'train.optimizer.name: "
             "OneBitAdam' (its step communicates the compressed momentum). Got "
-            f"{type(optimizer).__name__}; use OneBitAdam, or another compression"
+            f"{type(optimizer).__name__}; use OneBitAdam, or another compression",
+            key=("distributed", "compression"),
         )
     else:
         try:
@@ -702,7 +783,15 @@ def _check_distributed(config: RunConfig, optimizer: torch.optim.Optimizer) -> N
                 **settings.compression_options,
             )
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"in 'train.distributed': {error}") from None
+            arguments = {
+                "warmup_steps": ("distributed", "warmup_steps"),
+                **{
+                    n: ("distributed", "compression_options", n)
+                    for n in settings.compression_options
+                },
+            }
+            key = argument_key(error, ("distributed",), arguments)
+            raise ConfigError(f"in 'train.distributed': {error}", key=key) from None
         _check_momentum_applied_once(optimizer, settings.compression_options)
 
 
@@ -718,7 +807,8 @@ def check_sync_batch_norm(config: RunConfig) -> None:
             "'train.distributed.sync_batch_norm' pools batch-norm statistics with torch's "
             "SyncBatchNorm, which runs on CUDA GPUs only, but this run trains on the CPU "
             f"(train.device: {config.device}). Set 'train.device: cuda' on a machine with "
-            "GPUs, or sync_batch_norm: false (each process then normalizes its own shard)"
+            "GPUs, or sync_batch_norm: false (each process then normalizes its own shard)",
+            key=("distributed", "sync_batch_norm"),
         )
 
 
@@ -736,21 +826,24 @@ def _check_one_bit_adam(config: RunConfig) -> None:
         raise ConfigError(
             "'train.optimizer.name: OneBitAdam' needs 'train.distributed.compression: "
             "one_bit_adam' (its step communicates the compressed momentum). Got compression "
-            f"{settings.compression}; set compression: one_bit_adam"
+            f"{settings.compression}; set compression: one_bit_adam",
+            key=("distributed", "compression"),
         )
     if settings.compression_options:
         raise ConfigError(
             "'train.distributed.compression_options' must be empty with compression "
             "one_bit_adam, which takes no options (1-bit Adam's own settings, such as "
             "freeze_step, go in 'train.optimizer'). Got "
-            f"{', '.join(sorted(settings.compression_options))}"
+            f"{', '.join(sorted(settings.compression_options))}",
+            key=("distributed", "compression_options"),
         )
     if config.clip_grad_norm is not None:
         raise ConfigError(
             f"'train.clip_grad_norm' ({config.clip_grad_norm}) cannot be used with OneBitAdam: "
             "after its freeze_step each process steps with its own local gradient (the "
             "momenta are averaged, not the gradients), so each would clip by its own norm "
-            "instead of the batch's. Drop clip_grad_norm, or use Adam or AdamW"
+            "instead of the batch's. Drop clip_grad_norm, or use Adam or AdamW",
+            key=("clip_grad_norm",),
         )
 
 
@@ -769,7 +862,8 @@ def _check_momentum_applied_once(
                 f"'train.distributed.compression_options.momentum' ({hook_momentum}) keeps the "
                 f"momentum in the compression hook, so the optimizer must not add its own; "
                 f"{type(optimizer).__name__} has momentum {own}. Set 'train.optimizer.momentum: "
-                "0' (SGD), or drop the hook's momentum."
+                "0' (SGD), or drop the hook's momentum.",
+                key=("distributed", "compression_options", "momentum"),
             )
 
 
@@ -786,7 +880,8 @@ def _scaled_optimizer(spec: dict[str, Any], scale: float) -> dict[str, Any]:
     if not isinstance(lr, int | float) or isinstance(lr, bool):
         raise ConfigError(
             "'train.distributed.reference_batch_size' scales 'train.optimizer.lr', which must "
-            f"then be a number. Got {lr!r}."
+            f"then be a number. Got {lr!r}.",
+            key=("optimizer", "lr"),
         )
     groups = spec.get("groups")
     if isinstance(groups, list):  # a group's own lr scales too (a bad entry fails later)
