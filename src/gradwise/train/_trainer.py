@@ -243,10 +243,13 @@ class Trainer:
         augmentations' fills (one computed from the data stays what the run started with,
         even if the data changed since), early stopping, callbacks and data position are
         restored, and metrics recorded after the checkpoint are dropped so they are not
-        counted twice. The summary keeps the run's first ``started`` time and lists the
-        resumes' times in ``resumed``; its ``duration_s`` adds up the time spent training
-        in each. Hidden temporary files that writes killed mid-way left in the run folder
-        are removed (:meth:`gradwise.runs.RunFolder.remove_leftover_temporaries`).
+        counted twice. A checkpoint whose early stopping had stopped the run (killed before
+        its summary said so) trains no further: the run's end (best weights, test split,
+        summary) is done as it was due then, with status ``"early_stopped"``. The summary
+        keeps the run's first ``started`` time and lists the resumes' times in
+        ``resumed``; its ``duration_s`` adds up the time spent training in each. Hidden
+        temporary files that writes killed mid-way left in the run folder are removed
+        (:meth:`gradwise.runs.RunFolder.remove_leftover_temporaries`).
         """
         if resume:
             self._restore()
@@ -270,7 +273,7 @@ class Trainer:
                 (signal.SIGINT, signal.SIGTERM) if self.world.is_distributed else (signal.SIGINT,)
             )
             with graceful_interrupt(stop_signals) as interrupt:
-                status = self._train(interrupt)
+                status = self._train(interrupt, resumed=resume)
             test = self._finish(status)
         except TrainingDiverged as error:
             self._tell_callbacks_of(error)
@@ -331,10 +334,14 @@ class Trainer:
                 stacklevel=3,  # the caller of fit()
             )
 
-    def _train(self, interrupt: InterruptFlag) -> Status:
+    def _train(self, interrupt: InterruptFlag, *, resumed: bool) -> Status:
         state = self._state()
         for callback in self.callbacks:
             callback.on_fit_start(state)
+        if resumed and self.early_stopping is not None and self.early_stopping.should_stop:
+            # The checkpoint of the epoch at which early stopping ended the run (it was
+            # killed before its summary said so): only the run's end is due, as it was then.
+            return "early_stopped"
         while self._position.step < self.total_steps:
             stop = self._train_epoch(interrupt)
             if stop is not None:
