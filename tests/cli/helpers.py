@@ -9,6 +9,18 @@ from pathlib import Path
 
 COMMAND = [sys.executable, "-m", "gradwise"]
 
+# A run small enough to prune in seconds: 3 epochs of a 2-layer MLP on spirals.
+PRUNE_CONFIG = """\
+seed: 0
+epochs: 3
+log_every: 5
+data: {dataset: spirals, batch_size: 16}
+model: {name: mlp, norm: none, options: {width: [24, 16]}}
+optimizer: {name: Adam, lr: 0.01}
+schedule: null
+monitor: null
+"""
+
 
 def environment() -> dict[str, str]:
     env = dict(os.environ)

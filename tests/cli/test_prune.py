@@ -12,18 +12,9 @@ import torch
 
 from gradwise.cli._main import main
 from gradwise.prune import Ticket
+from tests.cli.helpers import PRUNE_CONFIG as CONFIG
 from tests.cli.helpers import gradwise, start
 
-CONFIG = """\
-seed: 0
-epochs: 3
-log_every: 5
-data: {dataset: spirals, batch_size: 16}
-model: {name: mlp, norm: none, options: {width: [24, 16]}}
-optimizer: {name: Adam, lr: 0.01}
-schedule: null
-monitor: null
-"""
 RUNS_1 = ["round-0", "round-1-ticket", "round-1-control"]
 
 

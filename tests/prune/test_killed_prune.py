@@ -14,17 +14,8 @@ import torch
 
 from gradwise.cli._main import main
 from gradwise.prune import Masks
+from tests.cli.helpers import PRUNE_CONFIG as CONFIG
 
-CONFIG = """\
-seed: 0
-epochs: 3
-log_every: 5
-data: {dataset: spirals, batch_size: 16}
-model: {name: mlp, norm: none, options: {width: [24, 16]}}
-optimizer: {name: Adam, lr: 0.01}
-schedule: null
-monitor: null
-"""
 ARGUMENTS = ["--rounds", "1", "--rate", "0.5", "--rewind-step", "3", "--no-progress"]
 RUNS = ["round-0", "round-1-ticket", "round-1-control"]
 # Every file whose content the next steps (or the user) depend on.

@@ -14,19 +14,10 @@ import pytest
 import torch
 
 from gradwise.cli._main import main
+from tests.cli.helpers import PRUNE_CONFIG as CONFIG
 from tests.cli.helpers import start
 from tests.runs.killed_write import kill_mid_write
 
-CONFIG = """\
-seed: 0
-epochs: 3
-log_every: 5
-data: {dataset: spirals, batch_size: 16}
-model: {name: mlp, norm: none, options: {width: [24, 16]}}
-optimizer: {name: Adam, lr: 0.01}
-schedule: null
-monitor: null
-"""
 ARGUMENTS = ["--rounds", "1", "--rate", "0.5", "--no-control", "--no-progress"]
 
 
