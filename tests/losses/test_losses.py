@@ -1,6 +1,7 @@
 """The losses against independent oracles: a loop SVM loss, torch, scikit-learn, closed forms."""
 
 import math
+import pickle
 import re
 
 import numpy as np
@@ -338,3 +339,40 @@ def test_accuracy_refuses_targets_it_would_broadcast():
     for bad in (targets[:, None], targets[:5]):
         with pytest.raises(ValueError, match=one_format("targets", "accuracy")):
             accuracy(scores, bad)
+
+
+@pytest.mark.parametrize(
+    ("outputs", "targets"),
+    [
+        (torch.zeros(4, 3), torch.ones(4, 3, dtype=torch.long)),  # multi-hot labels as ints
+        (torch.zeros(4, 3), torch.zeros(4, 1, dtype=torch.int32)),
+        (torch.zeros(4, 1), torch.zeros(3)),  # a (batch, 1) column, squeezed to match
+    ],
+    ids=["int-rows", "int-column", "float-column"],
+)
+def test_mse_refusal_names_the_targets_and_outputs_as_given(outputs, targets):
+    # QA: the message described the one-hot rows made from integer targets ("Got a
+    # torch.float32 tensor of shape (4, 3, 3)" for int64 (4, 3) labels), and the outputs
+    # after squeezing a (batch, 1) column.
+    message = (
+        "The 'targets' parameter of mean_squared_error must be class indices of shape "
+        f"{tuple(outputs.shape[:-1])} or float values of the outputs' shape "
+        f"{tuple(outputs.shape)}. Got a {targets.dtype} tensor of shape "
+        f"{tuple(targets.shape)} instead."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        mean_squared_error(outputs, targets)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_every_named_loss_pickles_and_computes_the_same_after(name):
+    # QA: get_loss("hinge") was a local lambda, which pickle refuses ("Can't pickle local
+    # object"), so a trainer holding it could not go to a spawned worker.
+    scores, targets = random_batch()
+    loss = get_loss(name, margin=0.5)
+    restored = pickle.loads(pickle.dumps(loss))
+    assert restored(scores, targets).item() == loss(scores, targets).item()
+    if name == "hinge":
+        assert restored(scores, targets).item() == pytest.approx(
+            svm_loss_loop(scores, targets, 0.5), rel=1e-12
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -78,16 +79,19 @@ def mean_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
         >>> mean_squared_error(torch.zeros(2, 4), torch.tensor([0, 3])).item()
         0.25
     """
-    if not targets.is_floating_point():
-        targets = F.one_hot(targets.long(), outputs.shape[-1]).to(outputs.dtype)
-    elif outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1:
+    shape = outputs.shape  # for the error: what the caller passed, before any squeeze
+    class_indices = not targets.is_floating_point()
+    if not class_indices and outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1:
         outputs = outputs.squeeze(-1)
-    if outputs.shape != targets.shape:  # F.mse_loss would broadcast, with only a warning
+    expected = outputs.shape[:-1] if class_indices else outputs.shape
+    if targets.shape != expected:  # F.mse_loss would broadcast, with only a warning
         raise ValueError(
             f"The 'targets' parameter of mean_squared_error must be class indices of shape "
-            f"(batch,) or values of the outputs' shape {tuple(outputs.shape)}. Got a "
-            f"{targets.dtype} tensor of shape {tuple(targets.shape)} instead."
+            f"{tuple(shape[:-1])} or float values of the outputs' shape {tuple(shape)}. "
+            f"Got a {targets.dtype} tensor of shape {tuple(targets.shape)} instead."
         )
+    if class_indices:
+        targets = F.one_hot(targets.long(), outputs.shape[-1]).to(outputs.dtype)
     return F.mse_loss(outputs, targets)
 
 
@@ -112,7 +116,9 @@ def get_loss(name: str, margin: float = 1.0) -> Loss:
     if name == "cross_entropy":
         return cross_entropy
     if name == "hinge":
-        return lambda scores, targets: multiclass_hinge(scores, targets, margin)
+        # A partial, not a lambda: it pickles (spawned workers, checkpoints of a trainer)
+        # like the two module-level losses.
+        return functools.partial(multiclass_hinge, margin=margin)
     return mean_squared_error
 
 
