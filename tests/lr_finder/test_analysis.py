@@ -270,3 +270,20 @@ def test_a_sweep_whose_first_loss_is_not_finite_renders_and_says_so(first: float
     assert "not finite" in result.reasoning
     assert "never fell" not in result.reasoning  # a NaN at the first lr is not "no fall"
     assert result.plot_png()[:4] == b"\x89PNG"
+
+
+def test_a_recorded_sweep_in_numpy_is_analyzed_as_the_same_floats_in_a_list() -> None:
+    # A recorded sweep is usually a numpy array (or a list of numpy scalars): it was
+    # refused as "must be a sequence of floats". The oracle: the same numbers as Python
+    # floats in lists, the form that was always accepted.
+    lrs = exponential_lrs(1e-4, 1.0, 41)
+    losses = [2.0 / (1.0 + 100.0 * lr) for lr in lrs]
+    expected = analyze_sweep(lrs, losses)
+    as_arrays = analyze_sweep(np.asarray(lrs), np.asarray(losses, dtype=np.float32))
+    assert as_arrays.suggestion == pytest.approx(expected.suggestion, rel=1e-6)
+    scalars = [np.float32(v) for v in losses]
+    assert analyze_sweep(lrs, scalars).suggestion == pytest.approx(expected.suggestion, rel=1e-6)
+    assert smooth_losses(np.asarray([1.0, 0.0, 0.0]), 0.5) == pytest.approx([1.0, 1 / 3, 1 / 7])
+    assert default_smoothing(np.asarray(lrs)) == default_smoothing(lrs)
+    with pytest.raises(ValueError, match="'losses' parameter of analyze_sweep must be"):
+        analyze_sweep(lrs, np.ones((41, 1)))

@@ -16,6 +16,8 @@ from gradwise.cli._lr_find import add_parser
 from gradwise.data import Batches, Dataset, load_dataset
 from gradwise.lr_finder import exponential_lrs, lr_find
 from gradwise.models import build_model
+from gradwise.optim import next_step_lr
+from gradwise.schedules import ReduceOnPlateau
 
 
 def _net() -> nn.Module:
@@ -453,3 +455,63 @@ def test_a_loss_that_is_not_finite_from_the_first_step_gives_a_result_that_rende
     assert len(result.losses) == 1
     assert "stopped at step 0" in result.to_table().render_text()
     assert "not finite" in result.reasoning
+
+
+def test_a_schedule_and_group_dicts_the_caller_holds_still_drive_the_optimizer() -> None:
+    # load_state_dict puts copies into new group dicts: a ReduceOnPlateau the caller
+    # observes, or a group dict kept by other code, then no longer reached the optimizer.
+    # The oracle: ReduceOnPlateau's rule by hand, patience 0 and factor 0.1, two worse
+    # metrics after the first cut the lr twice: 0.1 -> 0.001.
+    model = _net()
+    plateau = ReduceOnPlateau(0.1, patience=0, factor=0.1)
+    optimizer = optim.SGD(model.parameters(), lr=plateau, momentum=0.9)
+    groups, group = optimizer.param_groups, optimizer.param_groups[0]
+    lr_find(model, optimizer, _data(), start_lr=1e-4, end_lr=1e2, num_steps=20, num_sweeps=2)
+    assert optimizer.param_groups is groups
+    assert optimizer.param_groups[0] is group
+    assert group["lr"] is plateau
+    for metric in (1.0, 2.0, 3.0):
+        plateau.observe(metric)
+    assert next_step_lr(optimizer) == pytest.approx(0.001)
+
+
+class _TemperedLoss(nn.Module):
+    """Cross-entropy of logits divided by a learnable temperature (trained with the model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.temperature = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(outputs / self.temperature, targets)
+
+
+def test_parameters_the_optimizer_holds_outside_the_model_are_restored() -> None:
+    # The optimizer also trains the loss's temperature: the sweep moved it and left it
+    # moved (only the model's tensors were put back).
+    model, loss = _net(), _TemperedLoss()
+    optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
+    loss(model(_data().inputs[:32]), _data().targets[:32]).backward()
+    grad = loss.temperature.grad
+    assert grad is not None
+    saved_grad = grad.clone()
+    lr_find(model, optimizer, _data(), loss_fn=loss, start_lr=1e-3, end_lr=1e2, num_steps=30,
+            num_sweeps=2)  # fmt: skip
+    assert torch.equal(loss.temperature.detach(), torch.tensor(2.0))
+    assert loss.temperature.grad is grad
+    assert torch.equal(grad, saved_grad)
+
+
+@pytest.mark.parametrize(("size", "expected"), [(129, 64), (10, 10)])
+def test_a_dataset_is_swept_in_full_batches(size: int, expected: int) -> None:
+    # 129 samples at batch 64 left a 1-sample batch each epoch: BatchNorm raised
+    # "Expected more than 1 value per channel when training", and a few samples' loss is a
+    # spike for the stop rule. A dataset smaller than a batch is swept as one batch.
+    model = _net()
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: sizes.append(len(args[0])))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lr_find(model, optimizer, _data(size), start_lr=1e-4, end_lr=1e-1, num_steps=12,
+                     num_sweeps=2)  # fmt: skip
+    assert len(result.losses) == 12
+    assert set(sizes) == {expected}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, final
@@ -229,9 +230,9 @@ def analyze_sweep(
     numbers.
 
     Args:
-        lrs: the learning rates, increasing, all > 0.
+        lrs: the learning rates, increasing, all > 0 (a list, tuple or 1-D numpy array).
         losses: the loss at each lr (the sweep may be shorter than ``lrs``: extra lrs are
-            ignored).
+            ignored; a list, tuple or 1-D numpy array).
         smoothing: :math:`\\beta` of :func:`smooth_losses`, in [0, 1); default
             :func:`default_smoothing` of ``lrs`` (a window of half a decade).
         diverge_factor: the stop threshold, > 1.
@@ -483,10 +484,14 @@ def _reasoning(
 
 
 def _is_float_sequence(value: object) -> bool:
+    """A list or tuple of real numbers (numpy's scalars too), or a 1-D numpy array of them:
+    what a recorded sweep is usually kept in."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1 and value.dtype.kind in "iuf"
     return (
         isinstance(value, Sequence)
         and not isinstance(value, str)
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) for v in value)
     )
 
 

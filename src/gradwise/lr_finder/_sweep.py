@@ -94,10 +94,12 @@ def lr_find(
     inits measured (docs/lr_finder.md).
 
     Afterwards the model and optimizer are exactly as they were: every parameter and
-    buffer (bitwise, the same tensor objects), each module's train/eval mode, every
-    existing ``.grad``, the optimizer's ``state_dict`` (its state and every group's lr),
-    and torch's global RNG state (the sweep seeds dropout with ``seed`` inside
-    :func:`torch.random.fork_rng`).
+    buffer (bitwise, the same tensor objects) of the model, of a ``loss_fn`` that is a
+    module and every parameter the optimizer holds (a learnable temperature of the loss),
+    each module's train/eval mode, every existing ``.grad``, the optimizer's
+    ``state_dict`` (its state and every group's lr) in the same param group dicts holding
+    the same objects (a tensor lr, a schedule you call ``observe`` on), and torch's global
+    RNG state (the sweep seeds dropout with ``seed`` inside :func:`torch.random.fork_rng`).
 
     Args:
         model: the network, on the device its batches should go to.
@@ -124,7 +126,9 @@ def lr_find(
         seed: the batch order (for a Dataset) and dropout's random numbers of the first
             sweep; sweep ``j`` uses the ``j``-th seed spawned from it
             (``numpy.random.SeedSequence([seed, j])``), listed in ``result.seeds``.
-        batch_size: samples per batch when ``data`` is a Dataset or DataSplits.
+        batch_size: samples per batch when ``data`` is a Dataset or DataSplits. Every
+            step gets a full batch: the smaller last batch of each epoch is dropped (the
+            next epoch reshuffles), and a dataset smaller than ``batch_size`` is one batch.
         num_sweeps: sweeps to average, >= 1. With a :class:`~gradwise.data.Batches` that
             shuffles, sweeps after the first shuffle with their own seed; an iterator that
             can be read only once gives one sweep.
@@ -162,11 +166,12 @@ def lr_find(
     check("rise_factor", _OWNER, rise_factor, DIVERGE_FACTOR)
     loss = get_loss(loss_fn) if isinstance(loss_fn, str) else loss_fn
     device = _device_of(model)
+    modules = [model, *([loss] if isinstance(loss, nn.Module) else [])]
     one_shot = isinstance(data, Iterator)
     seeds = sweep_seeds(int(seed), 1 if one_shot else int(num_sweeps))
     sweeps: list[list[float]] = []
     for index, sweep_seed in enumerate(seeds):
-        with _preserved(model, optimizer), _forked_rng(device, sweep_seed):
+        with _preserved(modules, optimizer), _forked_rng(device, sweep_seed):
             model.train()
             source = _reseeded(data, sweep_seed) if index else data
             batches = _batch_stream(source, int(batch_size), sweep_seed)
@@ -266,7 +271,11 @@ def _batch_stream(data: Any, batch_size: int, seed: int) -> Iterator[Batch]:
     if isinstance(data, DataSplits):
         data = data.train
     if isinstance(data, Dataset):
-        data = Batches(data, batch_size, shuffle=True, seed=seed)
+        # Every step a full batch: a ragged last batch (1 sample of 129 at batch 64) makes
+        # BatchNorm raise in train mode, and a few samples' loss is a spike the stop and
+        # rise rules read as divergence. A dataset smaller than a batch is one batch.
+        drop_last = len(data) >= batch_size
+        data = Batches(data, batch_size, shuffle=True, drop_last=drop_last, seed=seed)
     if isinstance(data, Batches):
         batches = data
         return itertools.chain.from_iterable(batches.epoch(e) for e in itertools.count())
@@ -298,30 +307,43 @@ def _as_batch(batch: Any) -> Batch:
 
 
 @contextmanager
-def _preserved(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+def _preserved(modules: Sequence[nn.Module], optimizer: torch.optim.Optimizer) -> Iterator[None]:
     """Put back every tensor, .grad, mode and the optimizer's state, however the body ends.
 
-    Each parameter and buffer goes back into its module's slot as well as to its value: a
-    forward that reassigns a buffer (``self.mean = 0.9 * self.mean + ...``) leaves a new
-    tensor there. A tensor lr goes back into the tensor the param group held (the sweep
-    fills it in place; ``load_state_dict`` alone would put in a copy).
+    The tensors are those of ``modules`` (the model, and the loss when it is a module)
+    and every parameter the optimizer holds: a learnable temperature or margin of the loss
+    is trained by the sweep as much as the model's weights. Each parameter and buffer goes
+    back into its module's slot as well as to its value: a forward that reassigns a buffer
+    (``self.mean = 0.9 * self.mean + ...``) leaves a new tensor there.
+
+    The optimizer gets its ``state_dict`` back, and then its own param group dicts holding
+    their own objects: ``load_state_dict`` alone would put in copies, so a tensor lr (filled
+    in place by the sweep: its value is put back), a gradwise schedule the caller holds
+    (``ReduceOnPlateau``, driven by ``observe``) or a group dict kept by other code would
+    no longer be the optimizer's.
     """
     slots = [
         (module, name, tensor)
-        for module in model.modules()
+        for root in modules
+        for module in root.modules()
         for name, tensor in itertools.chain(
             module.named_parameters(recurse=False), module.named_buffers(recurse=False)
         )
     ]
-    tensors = list({id(tensor): tensor for _, _, tensor in slots}.values())
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    tensors = list({id(t): t for t in [*(t for _, _, t in slots), *held]}.values())
     values = [tensor.detach().clone() for tensor in tensors]
-    grads = [(p, p.grad, None if p.grad is None else p.grad.clone()) for p in model.parameters()]
-    modes = [(module, module.training) for module in model.modules()]
+    parameters = [t for t in tensors if isinstance(t, nn.Parameter) or t.requires_grad]
+    grads = [(p, p.grad, None if p.grad is None else p.grad.clone()) for p in parameters]
+    modes = [(module, module.training) for root in modules for module in root.modules()]
     optimizer_state = copy.deepcopy(optimizer.state_dict())
-    lrs = [
-        (index, group["lr"], group["lr"].clone())
-        for index, group in enumerate(optimizer.param_groups)
-        if isinstance(group["lr"], Tensor)
+    group_list = optimizer.param_groups
+    groups = [(group, dict(group)) for group in group_list]
+    group_tensors = [
+        (value, value.clone())
+        for _, entries in groups
+        for key, value in entries.items()
+        if key != "params" and isinstance(value, Tensor)
     ]
     try:
         yield
@@ -331,8 +353,8 @@ def _preserved(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[N
         with torch.no_grad():
             for tensor, value in zip(tensors, values, strict=True):
                 tensor.copy_(value)
-            for _, lr, saved_lr in lrs:
-                lr.copy_(saved_lr)
+            for tensor, value in group_tensors:
+                tensor.copy_(value)
         for parameter, grad, saved in grads:
             if grad is not None and saved is not None:
                 grad.copy_(saved)
@@ -340,8 +362,11 @@ def _preserved(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[N
         for module, training in modes:
             module.training = training
         optimizer.load_state_dict(optimizer_state)
-        for index, lr, _ in lrs:
-            optimizer.param_groups[index]["lr"] = lr
+        for group, entries in groups:
+            group.clear()
+            group.update(entries)
+        group_list[:] = [group for group, _ in groups]
+        optimizer.param_groups = group_list
 
 
 @contextmanager
