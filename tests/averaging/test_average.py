@@ -276,6 +276,23 @@ def test_an_average_refuses_a_model_whose_tensors_changed_after_it_was_made(
 
 
 @pytest.mark.parametrize("use_buffers", [False, True])
+def test_an_average_refuses_a_model_whose_weights_were_tied_after_it_was_made(
+    use_buffers: bool,
+) -> None:
+    # Tying two weights of one shape changes no dtype, device or shape, but parameters()
+    # then yields the shared weight once: AveragedModel paired the copy's '2.weight' with
+    # the live '2.bias' (broadcast into it) and every later tensor with the wrong one.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)).double()
+    average = PolyakAverage(model, use_buffers=use_buffers)
+    average.update(model, 1)
+    model[2].weight = model[0].weight  # type: ignore[index]
+    with pytest.raises(ValueError, match="lost 1 tensor that the average holds: '2.weight'"):
+        average.update(model, 2)
+    assert average.num_averaged == 1
+
+
+@pytest.mark.parametrize("use_buffers", [False, True])
 @pytest.mark.parametrize(
     "make",
     [

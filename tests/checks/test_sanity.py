@@ -1132,6 +1132,29 @@ def test_the_label_smoothing_floor_with_class_weights_is_the_minimum_of_torchs_l
 @pytest.mark.parametrize(
     "loss",
     [
+        nn.CrossEntropyLoss(label_smoothing=0.3, ignore_index=0, reduction="sum"),
+        nn.CrossEntropyLoss(
+            weight=torch.tensor([1.0, 3.0, 0.5], dtype=torch.float64),
+            label_smoothing=0.2,
+            ignore_index=0,
+        ),
+        functools.partial(F.cross_entropy, label_smoothing=0.3, ignore_index=2, reduction="sum"),
+    ],
+)
+def test_the_label_smoothing_floor_leaves_out_ignored_samples(loss):
+    # Samples labelled ignore_index add nothing to torch's loss: counted in the floor, they
+    # put the target above what the loss can reach (twice it here, with reduction="sum").
+    targets = torch.tensor([0, 1, 2, 2, 1, 0, 0, 2])
+    oracle = minimized_loss(loss, targets, 3)
+    result = check_overfit_tiny_subset(
+        nn.Linear(4, 3).double(), loss, (torch.randn(8, 4), targets), num_samples=8, num_steps=1
+    )
+    assert result.measured["loss_floor"] == pytest.approx(oracle, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
         nn.CrossEntropyLoss(label_smoothing=0.1),
         functools.partial(F.cross_entropy, label_smoothing=0.1),
     ],

@@ -261,6 +261,17 @@ def test_csv_target_counts_columns_after_the_row_index(tmp_path):
     assert sum(len(d) for d in first_feature.splits().values()) == 60
 
 
+def test_csv_unnamed_first_column_of_measurements_is_a_feature(tmp_path):
+    # An empty first header cell over measurements (no row numbers) names no index: that
+    # column was loaded as a feature before row indexes were dropped, and must stay one.
+    x, y = _classification_arrays()
+    _write_csv(tmp_path / "t.csv", np.column_stack([x, y]).tolist(), ["", "b", "c", "d", "label"])
+    splits = load_dataset(str(tmp_path / "t.csv"))
+    assert splits.input_shape == (4,)
+    assert "row index" not in splits.description
+    _assert_same_data(splits, x, y)
+
+
 def test_csv_header_false_with_r_row_names_says_what_to_do(tmp_path):
     x, y = _classification_arrays()
     _index_csv(tmp_path / "t.csv", "R write.table", x, y)

@@ -50,9 +50,10 @@ class WeightAverage:
     multiple of ``every``. The first iterate folded in is copied (AveragedModel's rule).
     A model moved after its average was made (``model.cuda()``, ``model.double()``, or one
     layer of it: ``model[0].half()``) takes the averaged copy along at the next update,
-    tensor by tensor. A model that gained, lost or reshaped a parameter or buffer after
-    its average was made is refused with a ValueError that names them (AveragedModel
-    pairs the two models' tensors by position and would leave a new layer out).
+    tensor by tensor. A model that gained, lost (tied to another) or reshaped a parameter
+    or buffer after its average was made is refused with a ValueError that names them
+    (AveragedModel pairs the two models' tensors by position and would leave a new layer
+    out).
 
     Buffers: with ``use_buffers=False`` (the default) the averaged copy's buffers follow
     the live model's, and :meth:`recompute_batch_norm` gives the batch-norm layers the
@@ -120,7 +121,7 @@ class WeightAverage:
         if not self.should_update(step):
             return False
         # The full check by name costs ~75 us on cnn1d, 2% of a training step at every
-        # update; the layout costs ~8 us and changes only when the model does.
+        # update; the layout costs ~9 us and changes only when the model does.
         layout = _layout(model)
         if layout != self._matched_layout:
             self._follow_the_model(model)
@@ -491,29 +492,39 @@ def why_nothing_averaged(average: WeightAverage, total_steps: int) -> str | None
     )
 
 
-#: What a parameter or buffer must keep for the averaged copy to pair with it.
-_TensorLayout = tuple[torch.dtype, torch.device, torch.Size]
+#: What a parameter or buffer must keep for the averaged copy to pair with it: the tensor
+#: itself (``id``), its dtype, device and shape; ``None`` for an unset one (``bias=None``)
+#: and after a module's parameters and after its buffers.
+_TensorLayout = tuple[int, torch.dtype, torch.device, torch.Size] | None
 
 
 def _layout(model: nn.Module) -> list[_TensorLayout]:
-    """Each parameter's and buffer's dtype, device and shape, module by module.
+    """Each parameter's and buffer's identity, dtype, device and shape, module by module.
 
     A fingerprint of the model, read at every update: equal to the last one, the model
-    has not changed. It reads the modules' tensor dicts directly, 7.5 us on cnn1d:
+    has not changed. It reads the modules' tensor dicts directly, ~9 us on cnn1d:
     ``parameters()`` and ``buffers()`` build a name for every tensor and take 18 us
-    before reading any attribute. A module shared by two parents is read once.
+    before reading any attribute. A module shared by two parents is read once. The
+    tensors' identities catch what shapes do not: a weight tied to another of its shape
+    (``parameters()`` then yields it once, and AveragedModel would pair every later
+    tensor with the wrong one) or a parameter that became a buffer.
     """
     modules = [model]
     seen = {id(model)}
     tensors: list[Tensor | None] = []
     for module in modules:
         tensors += module._parameters.values()
+        tensors.append(None)
         tensors += module._buffers.values()
+        tensors.append(None)
         for child in module._modules.values():
             if child is not None and id(child) not in seen:
                 seen.add(id(child))
                 modules.append(child)
-    return [(tensor.dtype, tensor.device, tensor.shape) for tensor in tensors if tensor is not None]
+    return [
+        None if tensor is None else (id(tensor), tensor.dtype, tensor.device, tensor.shape)
+        for tensor in tensors
+    ]
 
 
 def _tensors(names: list[str]) -> str:

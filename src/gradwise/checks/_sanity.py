@@ -1262,8 +1262,9 @@ class _Floor:
     reason: str | None = None  # None: a loss that can reach 0
 
 
-def _label_smoothing(loss_fn: Loss) -> tuple[float, Tensor | None, str] | None:
-    """(eps, class weights, reduction) of a label-smoothed cross-entropy, else None.
+def _label_smoothing(loss_fn: Loss) -> tuple[float, Tensor | None, str, int] | None:
+    """(eps, class weights, reduction, ignore_index) of a label-smoothed cross-entropy,
+    else None.
 
     Recognized: ``nn.CrossEntropyLoss(label_smoothing=eps)`` and
     ``functools.partial(F.cross_entropy, label_smoothing=eps)``; a smoothing applied inside
@@ -1271,13 +1272,15 @@ def _label_smoothing(loss_fn: Loss) -> tuple[float, Tensor | None, str] | None:
     """
     if isinstance(loss_fn, nn.CrossEntropyLoss):
         eps, weight, reduction = loss_fn.label_smoothing, loss_fn.weight, loss_fn.reduction
+        ignore_index = loss_fn.ignore_index
     elif isinstance(loss_fn, functools.partial) and loss_fn.func is F.cross_entropy:
         keywords = loss_fn.keywords
         eps = keywords.get("label_smoothing", 0.0)
         weight, reduction = keywords.get("weight"), keywords.get("reduction", "mean")
+        ignore_index = keywords.get("ignore_index", -100)
     else:
         return None
-    return (float(eps), weight, reduction) if eps > 0 else None
+    return (float(eps), weight, reduction, int(ignore_index)) if eps > 0 else None
 
 
 def _loss_floor(loss_fn: Loss, outputs: Any, targets: Tensor) -> _Floor:
@@ -1290,12 +1293,13 @@ def _loss_floor(loss_fn: Loss, outputs: Any, targets: Tensor) -> _Floor:
     inequality puts its minimum at :math:`p = a / A`, :math:`A = \sum_c a_c`:
     :math:`-\sum_c a_c \ln(a_c / A)`; unweighted, the entropy of the smoothed target
     :math:`-(1-\varepsilon+\varepsilon/C)\ln(1-\varepsilon+\varepsilon/C) - (C-1)
-    (\varepsilon/C)\ln(\varepsilon/C)`.
+    (\varepsilon/C)\ln(\varepsilon/C)`. Samples whose label is ``ignore_index`` add
+    nothing, to the loss or to the mean's divisor.
     """
     smoothing = _label_smoothing(loss_fn)
     if smoothing is None or not isinstance(outputs, Tensor) or outputs.dim() < 2:
         return _Floor()
-    eps, weight, reduction = smoothing
+    eps, weight, reduction, ignore_index = smoothing
     num_classes = int(outputs.shape[1])  # (batch, classes, ...)
     if outputs.dim() > 2 or reduction not in ("mean", "sum"):
         return _Floor(0.0, f"label smoothing {eps:g} (its minimum is above 0)")
@@ -1305,6 +1309,9 @@ def _loss_floor(loss_fn: Loss, outputs: Any, targets: Tensor) -> _Floor:
         else weight.detach().double().cpu()
     )
     labels = targets.cpu()
+    labels = labels[labels != ignore_index]  # torch leaves these samples out
+    if not len(labels):  # every sample ignored: the loss is 0 (sum) or NaN (mean)
+        return _Floor()
     share = torch.outer(weights[labels], torch.ones(num_classes, dtype=torch.float64))
     mass = (eps / num_classes) * weights.expand(len(labels), -1).clone()  # (batch, classes)
     mass[torch.arange(len(labels)), labels] += (1 - eps) * share[:, 0]

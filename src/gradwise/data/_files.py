@@ -7,6 +7,7 @@ load_dataset checks them before calling the loader.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import zipfile
 from dataclasses import replace
@@ -131,9 +132,10 @@ def load_csv(
     must be numbers; a text target column is read as class labels.
 
     A row index is dropped, in the two forms that libraries write it: a header whose first
-    cell is empty (pandas' ``to_csv()`` with its index, R's ``write.csv``), and a header
-    one name shorter than the rows (R's ``write.table``: row names in the first column).
-    ``target`` then counts the columns after it.
+    cell is empty over distinct whole numbers or names (pandas' ``to_csv()`` with its
+    index, R's ``write.csv``), and a header one name shorter than the rows (R's
+    ``write.table``: row names in the first column). ``target`` then counts the columns
+    after it. An unnamed first column of other numbers is a feature.
     """
     _require_file(path)
     header, row_index = _header_layout(path, delimiter, header)
@@ -160,12 +162,21 @@ def load_csv(
 
 
 def _header_layout(path: Path, delimiter: str, header: bool | None) -> tuple[bool, bool]:
-    """(has a header row, has a row-index column), from the first two rows."""
-    first, second = _first_rows(path, delimiter)
+    """(has a header row, has a row-index column), from the first rows."""
+    rows = _first_rows(path, delimiter, _HEADER_SAMPLE_ROWS)
+    first, second = (*rows, [], [])[:2]
     # R's write.table: the header has no cell above the row names. The rows do not parse
     # as a table without that, so it is checked before the header detection reads them.
     short_header = len(second) == len(first) + 1 and not all(map(_is_number, first))
-    unnamed_first = bool(first) and first[0].strip() == "" and len(first) == len(second)
+    # An empty first name over a column of row numbers or names (pandas writes its index
+    # 0, 1, 2, ..., in any order after a shuffle; R "1", "2", ... or names). Over other
+    # numbers (0.5, 1.5, or repeated values) it is a feature that has no name.
+    unnamed_first = (
+        bool(first)
+        and first[0].strip() == ""
+        and len(first) == len(second)
+        and _is_row_index([row[0] for row in rows[1:] if row])
+    )
     if header is False and short_header:
         raise ValueError(
             f"The CSV table {path} has a first row one cell shorter than the rows below it: "
@@ -195,12 +206,20 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _first_rows(path: Path, delimiter: str) -> tuple[list[str], list[str]]:
+def _is_row_index(cells: list[str]) -> bool:
+    """Whether a column's cells (below the header) are row names or distinct row numbers."""
+    given = [cell.strip() for cell in cells if cell.strip()]
+    if not all(map(_is_number, given)):
+        return True
+    return all(cell.lstrip("+-").isdigit() for cell in given) and len(set(given)) == len(given)
+
+
+def _first_rows(path: Path, delimiter: str, count: int) -> list[list[str]]:
     # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not the first cell's text.
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as file:
-        rows = csv.reader(file, delimiter=delimiter, skipinitialspace=True)
-        first, second = next(rows, []), next(rows, [])
-    return first, second
+        return list(
+            itertools.islice(csv.reader(file, delimiter=delimiter, skipinitialspace=True), count)
+        )
 
 
 def _source(
