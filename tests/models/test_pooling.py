@@ -105,3 +105,16 @@ def test_spatial_dims_and_input_rank_are_checked():
         HalvingMaxPool(3)
     with pytest.raises(ValueError, match=r"HalvingMaxPool\(2\) takes inputs of 3 or 4 dimensions"):
         HalvingMaxPool(2)(torch.zeros(2, 3, 4, 5, 6))
+
+
+@pytest.mark.parametrize(
+    ("spatial_dims", "shape"), [(1, (2, 3, 1)), (2, (2, 3, 1, 6)), (2, (3, 6, 1))]
+)
+def test_a_dimension_too_short_to_pool_is_refused_as_torch_refuses_it(spatial_dims, shape):
+    # torch's MaxPool refuses a window larger than the input; an empty output would pass
+    # silently into the next layer.
+    torch_pool = nn.MaxPool1d(2) if spatial_dims == 1 else nn.MaxPool2d(2)
+    with pytest.raises(RuntimeError, match="output size"):
+        torch_pool(torch.zeros(shape))
+    with pytest.raises(ValueError, match=r"needs at least 2 positions along each pooled"):
+        HalvingMaxPool(spatial_dims)(torch.zeros(shape))

@@ -66,6 +66,13 @@ class HalvingMaxPool(nn.Module):
                 f"(channels{', length' if self.spatial_dims == 1 else ', height, width'}, "
                 f"with or without a batch). Got shape {tuple(inputs.shape)}."
             )
+        sizes = tuple(inputs.shape[-self.spatial_dims :])
+        if min(sizes) < 2:  # torch's pooling refuses it too ("Invalid computed output size")
+            raise ValueError(
+                f"HalvingMaxPool({self.spatial_dims}) needs at least 2 positions along each "
+                f"pooled dimension to take one maximum. Got shape {tuple(inputs.shape)}: "
+                "pool earlier in the network, or leave this pooling out for inputs this small."
+            )
         if inputs.device.type != "cpu":
             pool = F.max_pool1d if self.spatial_dims == 1 else F.max_pool2d
             return pool(inputs, 2)
