@@ -525,3 +525,90 @@ def test_a_grid_point_that_rounds_next_to_an_endpoint_is_that_endpoint(
     assert len(line.coordinates) == num_points
     assert {0.0, 1.0} <= set(line.coordinates.tolist())
     np.testing.assert_allclose(np.diff(line.coordinates), (1 + 2 * extend) / (num_points - 1))
+
+
+class _SharedBlock(nn.Module):
+    """One Linear + BatchNorm block applied twice, registered under two names (as ALBERT
+    shares layers), and a separate head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Tanh())
+        self.again = self.block
+        self.head = nn.Linear(3, 4)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.again(self.block(inputs)))
+
+
+def _shared_block(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return _SharedBlock().double()
+
+
+@pytest.mark.parametrize("points_per_batch", [1, 3])
+def test_a_submodule_registered_twice_is_sliced_and_the_model_left_as_it_was(
+    points_per_batch: int,
+) -> None:
+    # torch.func.functional_call's weight tying swapped the shared block's weight in once
+    # per name and restored the first swap's stand-in: the model kept plain tensors with
+    # the last point's values, and the next points' losses were taken from there.
+    data = classification_data()
+    model, other = _shared_block(0), _shared_block(1)
+    trained_buffers(model, data[0])
+    trained_buffers(other, 2.0 * data[0])  # other running statistics, carried along too
+    before = _snapshot(model)
+    parameters = dict(model.named_parameters())
+    (direction,) = random_directions(model, num=1)
+    curve = slice_1d(model, F.cross_entropy, data, direction, span=1.0, resolution=3,
+                     points_per_batch=points_per_batch)  # fmt: skip
+    assert all(model.get_parameter(name) is p for name, p in parameters.items())
+    _assert_same(model, before)
+    oracle = []
+    for t in (-1.0, 0.0, 1.0):
+        moved = {name: p.detach() + t * direction[name] for name, p in parameters.items()}
+        oracle.append(_eval_loss(model, moved, data))
+    np.testing.assert_allclose(curve.losses, oracle, rtol=1e-12)
+
+    line = interpolate(model, model.state_dict(), other.state_dict(), F.cross_entropy, data,
+                       num_points=2, extend=0.0, points_per_batch=points_per_batch)  # fmt: skip
+    _assert_same(model, before)
+    with torch.no_grad():
+        ends = [F.cross_entropy(m.eval()(data[0]), data[1]).item() for m in (model, other)]
+    model.train()
+    np.testing.assert_allclose(line.losses, ends, rtol=1e-12)
+
+
+def test_a_model_on_the_meta_device_is_refused_in_the_one_format() -> None:
+    # A meta tensor has a shape and no values: directions came back empty-valued, and a
+    # slice failed deep in torch with "Cannot copy out of meta tensor; no data!".
+    data = classification_data()
+    with torch.device("meta"):
+        meta = classifier(0)
+    message = "The 'model' parameter of {} must hold its weights in memory. Got '0.weight' on"
+    with pytest.raises(ValueError, match="^" + message.format("random_directions")):
+        random_directions(meta)
+    model = classifier(0)
+    (direction,) = random_directions(model, num=1)
+    with pytest.raises(ValueError, match="^" + message.format("slice_1d")):
+        slice_1d(meta, F.cross_entropy, data, direction, resolution=3)
+    meta_direction = {name: t.to("meta") for name, t in direction.items()}
+    with pytest.raises(ValueError, match="^The 'direction' parameter of slice_1d must hold val"):
+        slice_1d(model, F.cross_entropy, data, meta_direction, resolution=3)
+
+
+def test_inputs_and_targets_of_different_lengths_are_reported_as_such() -> None:
+    # The pair was refused as "must be a Dataset, an (inputs, targets) pair of tensors or
+    # a non-empty list of such pairs. Got tuple instead", though it was a pair of tensors.
+    inputs, targets = classification_data()
+    model = classifier(0)
+    (direction,) = random_directions(model, num=1)
+    with pytest.raises(ValueError, match="^The .data. parameter of slice_1d must pair") as caught:
+        slice_1d(model, F.cross_entropy, (inputs, targets[:5]), direction, resolution=3)
+    assert str(caught.value) == (
+        "The 'data' parameter of slice_1d must pair each input with one target. Got 16 "
+        "inputs and 5 targets instead; pass as many targets as inputs."
+    )
+    batches = [(inputs, targets), (inputs[:4], targets[:3])]
+    with pytest.raises(ValueError, match="Got 4 inputs and 3 targets in batch 2 of 2 instead"):
+        slice_1d(model, F.cross_entropy, batches, direction, resolution=3)

@@ -1,6 +1,7 @@
 """The PNG and the animated GIF: valid images that show the contours and the trajectories."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,40 @@ def test_the_png_and_the_gif_go_into_folders_that_do_not_exist_yet(tmp_path):
     gif = animate_trajectories(surface, runs, tmp_path / "other" / "runs.gif", frames=2)
     with Image.open(gif) as image:
         assert image.format == "GIF"
+
+
+def test_run_names_are_drawn_as_written_whatever_their_characters(tmp_path):
+    # legend() skipped a label starting with "_" (and warned when none was left), and a
+    # name between two "$" went to mathtext: "$\foo$" failed to draw with a ValueError.
+    surface = get_surface("quadratic")
+    for names in (["_warmup"], ["_warmup", "GD"], [r"$\foo$ run", "cost $5", "50% lr"]):
+        runs = run_optimizers(
+            surface,
+            {name: optim.chain(optim.scale_by_learning_rate(0.05)) for name in names},
+            num_steps=3,
+        )
+        assert plot_trajectories(surface, runs)[:8] == b"\x89PNG\r\n\x1a\n"
+        animate_trajectories(surface, runs, tmp_path / "runs.gif", frames=2)
+
+
+def test_a_failed_save_leaves_the_previous_image_whole(tmp_path, monkeypatch):
+    # The GIF was written in place: a save that failed part-way (a full disk) left a
+    # truncated file where the previous animation had been.
+    surface = get_surface("quadratic")
+    runs = _runs(surface, num_steps=3)
+    path = animate_trajectories(surface, runs, tmp_path / "runs.gif", frames=2)
+    previous = path.read_bytes()
+
+    def save_half_then_fail(image, target, *args, **kwargs):  # as a full disk would
+        if isinstance(target, str | Path):
+            with open(target, "wb") as file:
+                file.write(b"GIF89a")
+        else:
+            target.write(b"GIF89a")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        animate_trajectories(surface, _runs(surface, num_steps=6), path, frames=3)
+    assert path.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.gif"]  # no temporary left

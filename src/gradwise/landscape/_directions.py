@@ -76,6 +76,7 @@ def random_directions(
     check("num", "random_directions", num, POSITIVE_INT)
     check("seed", "random_directions", seed, NON_NEGATIVE_INT)
     check("filter_normalize", "random_directions", filter_normalize, Boolean())
+    check_materialized(model, "random_directions")
     generator = torch.Generator().manual_seed(int(seed))
     parameters = dict(model.named_parameters())
     zeroed = _zeroed_names(model) if filter_normalize else set()
@@ -114,6 +115,19 @@ def _normalize_filters(direction: Tensor, weight: Tensor) -> Tensor:
     return direction * (weight_norms / direction_norms)
 
 
+def check_materialized(model: nn.Module, owner: str) -> None:
+    """The error for a model with a parameter or buffer on the meta device: it has a shape
+    but no values, so its filter norms and its losses do not exist (a forward pass there
+    gives meta tensors, and reading them failed deep in torch)."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_meta:
+            raise ValueError(
+                f"The 'model' parameter of {owner} must hold its weights in memory. Got "
+                f"'{name}' on the meta device (a shape without values) instead; materialize "
+                "the model first (model.to_empty(device=...) then load_state_dict(...))."
+            )
+
+
 def check_direction(
     direction: object, model: nn.Module, name: str, owner: str
 ) -> Mapping[str, Tensor]:
@@ -129,6 +143,12 @@ def check_direction(
             raise ValueError(
                 f"The '{name}' parameter of {owner} must have a tensor for every parameter "
                 f"of the model. Got {type(value).__name__} for '{key}' instead."
+            )
+        if value.is_meta:
+            raise ValueError(
+                f"The '{name}' parameter of {owner} must hold values. Got a tensor on the meta "
+                f"device (a shape without values) for '{key}' instead; build it from a model "
+                "whose weights are in memory."
             )
         if value.shape != parameter.shape:
             raise ValueError(

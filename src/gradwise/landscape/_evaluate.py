@@ -45,6 +45,7 @@ def as_batches(data: object, batch_size: int | None, model: nn.Module, owner: st
     or a list of pairs. Floating-point inputs take the model's dtype (a Dataset holds
     float32; a float64 model gets float64 inputs)."""
     batches: Sequence[Batch]
+    _check_lengths(data, owner)
     if isinstance(data, Dataset):
         size = len(data) if batch_size is None else batch_size
         batches = list(iterate_once(data, max(size, 1)))
@@ -77,6 +78,25 @@ def _check_samples(batches: Sequence[Batch], owner: str) -> None:
         f"The 'data' parameter of {owner} must hold at least one sample in each batch. Got "
         f"{found} instead; {fix}."
     )
+
+
+def _check_lengths(data: object, owner: str) -> None:
+    """The error for an (inputs, targets) pair whose sample counts differ (it was refused
+    as "Got tuple instead", which did not say what was wrong with the tuple)."""
+    pairs = [data] if isinstance(data, tuple) else data if isinstance(data, list) else []
+    for index, pair in enumerate(pairs):
+        if (
+            isinstance(pair, tuple)
+            and len(pair) == 2
+            and all(isinstance(item, Tensor) and item.dim() > 0 for item in pair)
+            and len(pair[0]) != len(pair[1])
+        ):
+            where = f" in batch {index + 1} of {len(pairs)}" if isinstance(data, list) else ""
+            raise ValueError(
+                f"The 'data' parameter of {owner} must pair each input with one target. Got "
+                f"{len(pair[0])} inputs and {len(pair[1])} targets{where} instead; pass as "
+                "many targets as inputs."
+            )
 
 
 def _to_model(inputs: Tensor, reference: Tensor) -> Tensor:
@@ -142,6 +162,7 @@ def evaluate_points(
     # took 24% longer (48.8 -> 60.3 ms, one thread); this way, no change beyond noise.
     recording = Objective(model, _with_autograd(loss_fn, owner))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    slots = tensor_slots(model)
     total = sum(len(targets) for _, targets in batches)
     losses = []
     with untouched(model):
@@ -151,21 +172,46 @@ def evaluate_points(
             chunk = torch.zeros(stop - start, dtype=torch.float64)
             for batch in batches:
                 if start == 0:
-                    batch_losses = _batch_losses(recording, params, trainable, *batch)
+                    batch_losses = _batch_losses(recording, params, slots, trainable, *batch)
                     _check_reached(batch_losses, model, owner)
                 else:
-                    batch_losses = _batch_losses(objective, params, trainable, *batch)
+                    batch_losses = _batch_losses(objective, params, slots, trainable, *batch)
                 # (reshaped here: under no_grad a reshape in _batch_losses cuts the graph)
                 chunk += batch_losses.detach().to("cpu", torch.float64).reshape(-1) * len(batch[1])
             if start == 0 and stop > 1:  # the first of the vmapped chunks
-                _check_flags(objective, params, trainable, batches[0], owner, stop)
+                _check_flags(objective, params, slots, trainable, batches[0], owner, stop)
             losses.append(chunk / total)
     return torch.cat(losses)
+
+
+def tensor_slots(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """Each parameter's and buffer's name (as ``named_parameters`` and ``named_buffers``
+    give it) -> a name, prefixed ``model.``, for every module attribute that holds it.
+
+    ``functional_call`` is given one name per attribute, with ``tie_weights=False``. Its own
+    tying swaps in every alias name, and a submodule registered twice (``self.b = self.a``,
+    ``nn.ModuleList([block] * 3)``) has two names for one attribute: the second swap saved
+    the first's stand-in as the original, and the model kept a plain tensor holding the
+    last point's values (torch 2.13). A parameter shared by two modules (tied embeddings)
+    has two attributes, and both are swapped.
+    """
+    names = {id(t): name for name, t in (*model.named_parameters(), *model.named_buffers())}
+    slots: dict[str, list[str]] = {}
+    seen: set[tuple[int, str]] = set()
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        for attribute, tensor in (*module._parameters.items(), *module._buffers.items()):
+            if tensor is None or id(tensor) not in names or (id(module), attribute) in seen:
+                continue
+            seen.add((id(module), attribute))
+            path = f"{prefix}.{attribute}" if prefix else attribute
+            slots.setdefault(names[id(tensor)], []).append(f"model.{path}")
+    return {name: tuple(paths) for name, paths in slots.items()}
 
 
 def _batch_losses(
     objective: Objective,
     params: dict[str, Tensor],
+    slots: dict[str, tuple[str, ...]],
     trainable: set[str] | None,
     inputs: Tensor,
     targets: Tensor,
@@ -181,21 +227,22 @@ def _batch_losses(
     """
 
     def loss_at(state: dict[str, Tensor]) -> Tensor:
-        return functional_call(objective, state, (inputs, targets, False))[0]
+        swapped = {path: value for name, value in state.items() for path in slots[name]}
+        return functional_call(objective, swapped, (inputs, targets, False), tie_weights=False)[0]
 
     num_points = next(iter(params.values())).shape[0]
     if num_points == 1:
         if trainable is None:
-            return loss_at({f"model.{name}": value[0] for name, value in params.items()})
+            return loss_at({name: value[0] for name, value in params.items()})
         # Flagging the views is 4 us a point for 10 tensors; detaching first was 16 us.
         # A frozen one's Parameter costs about 8 us more (measured on the 2-core VM).
         return loss_at({
-            f"model.{name}": value[0].requires_grad_(True)
+            name: value[0].requires_grad_(True)
             if name in trainable
             else nn.Parameter(value[0], requires_grad=False)
             for name, value in params.items()
         })  # fmt: skip
-    return vmap(loss_at)({f"model.{name}": value for name, value in params.items()})
+    return vmap(loss_at)(params)
 
 
 def _with_autograd(loss_fn: LossFunction, owner: str) -> LossFunction:
@@ -235,6 +282,7 @@ def _check_reached(losses: Tensor, model: nn.Module, owner: str) -> None:
 def _check_flags(
     objective: Objective,
     params: dict[str, Tensor],
+    slots: dict[str, tuple[str, ...]],
     trainable: set[str],
     batch: Batch,
     owner: str,
@@ -248,8 +296,11 @@ def _check_flags(
     ``p.requires_grad`` itself would leave everything out. Two one-point evaluations of
     the first point, once per call."""
     first = {name: value[:1] for name, value in params.items()}
-    with_flags = _batch_losses(objective, first, trainable, *batch)
-    as_model, as_vmap = float(with_flags), float(_batch_losses(objective, first, None, *batch))
+    with_flags = _batch_losses(objective, first, slots, trainable, *batch)
+    as_model, as_vmap = (
+        float(with_flags),
+        float(_batch_losses(objective, first, slots, None, *batch)),
+    )
     tolerance = 100 * torch.finfo(with_flags.dtype).eps
     both_nan = math.isnan(as_model) and math.isnan(as_vmap)
     if not (both_nan or math.isclose(as_model, as_vmap, rel_tol=tolerance)):

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from gradwise._validation import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, check
-from gradwise.landscape._directions import _MODULE, check_direction
+from gradwise.landscape._directions import _MODULE, check_direction, check_materialized
 from gradwise.landscape._evaluate import (
     Data,
     LossFunction,
@@ -352,6 +352,7 @@ def _check_common(
             f"The 'model' parameter of {owner} must have parameters. Got a "
             f"{type(model).__name__} without any instead."
         )
+    check_materialized(model, owner)
     if batch_size is not None:
         check("batch_size", owner, batch_size, POSITIVE_INT)
     if points_per_batch is not None:

@@ -8,9 +8,9 @@ imported inside these functions, never at module level, so the numeric core and
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ def plot_trajectories(
     Contours are log-spaced above the lowest value on the grid for a surface with minima
     (so the valleys of Rosenbrock and Beale show), evenly spaced for the saddles; the known
     critical points are marked (stars: minima, crosses: saddles, triangles: maxima).
-    With ``path`` the PNG is also written there.
+    With ``path`` the PNG is also written there (replaced atomically).
 
     Example:
         >>> from gradwise import optim
@@ -47,17 +47,17 @@ def plot_trajectories(
     """
     _check_inputs("plot_trajectories", surface, trajectories)
     figure, axes = _contour_figure(surface)
+    lines = []
     for index, trajectory in enumerate(trajectories):
         line = _trajectory_line(axes, trajectory, index)
         line.set_data(trajectory.points[:, 0], trajectory.points[:, 1])
-    _legend(axes, trajectories)
+        lines.append(line)
+    _legend(axes, lines, trajectories)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     data = buffer.getvalue()
     if path is not None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)  # as the bench's write_plot does
-        target.write_bytes(data)
+        _write(Path(path), lambda file: file.write(data))
     return data
 
 
@@ -100,7 +100,7 @@ def animate_trajectories(
     moving = [*lines, *heads, counter]
     for artist in moving:
         artist.set_animated(True)
-    _legend(axes, trajectories)
+    _legend(axes, lines, trajectories)
     # Blitting: the contours are drawn once and each frame redraws only the moving
     # artists (measured: 40 frames of Rosenbrock in 0.8 s against 3.3 s redrawn in full).
     canvas = figure.canvas
@@ -123,16 +123,25 @@ def animate_trajectories(
     if len(images) == 1:  # a single point: still an animation of two identical frames
         images.append(images[0].copy())
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(
-        target,
+    _write(target, lambda file: images[0].save(
+        file,
         format="GIF",
         save_all=True,
         append_images=images[1:],
         duration=int(round(1000 / float(fps))),
         loop=0,
-    )
+    ))  # fmt: skip
     return target
+
+
+def _write(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Replace ``target`` all or nothing (a viewer or a failed save never sees half an
+    image, and a failed save leaves the old one); its folder is made if missing, as the
+    bench's write_plot does."""
+    from gradwise.runs import replace_atomically
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(target, write)
 
 
 def _check_inputs(owner: str, surface: Surface, trajectories: Sequence[Trajectory]) -> None:
@@ -196,7 +205,7 @@ def _contour_figure(surface: Surface) -> tuple[Any, Any]:
     axes.set_ylim(y_low, y_high)
     axes.set_xlabel("x")
     axes.set_ylabel("y")
-    axes.set_title(surface.name, fontsize="medium")
+    axes.set_title(surface.name, fontsize="medium", parse_math=False)
     return figure, axes
 
 
@@ -204,10 +213,16 @@ def _trajectory_line(axes: Any, trajectory: Trajectory, index: int) -> Any:
     color = f"C{index % 10}"
     start_x, start_y = trajectory.points[0]
     axes.plot(start_x, start_y, "o", color=color, markersize=5, markerfacecolor="none")
-    label = trajectory.name + (" (diverged)" if trajectory.diverged else "")
-    return axes.plot([], [], "-", color=color, linewidth=1.6, label=label, zorder=4)[0]
+    return axes.plot([], [], "-", color=color, linewidth=1.6, zorder=4)[0]
 
 
-def _legend(axes: Any, trajectories: Sequence[Trajectory]) -> None:
-    if trajectories:
-        axes.legend(loc="upper right", fontsize="small", framealpha=0.85)
+def _legend(axes: Any, lines: Sequence[Any], trajectories: Sequence[Trajectory]) -> None:
+    """One entry per run, its name shown as written: handed over explicitly, since
+    ``legend()`` skips a label that starts with "_", and without math parsing, since a
+    name between two "$" was drawn as mathtext ("$\\foo$" failed to draw)."""
+    if not trajectories:
+        return
+    labels = [t.name + (" (diverged)" if t.diverged else "") for t in trajectories]
+    legend = axes.legend(lines, labels, loc="upper right", fontsize="small", framealpha=0.85)
+    for text in legend.get_texts():
+        text.set_parse_math(False)
