@@ -92,6 +92,28 @@ def test_drop_last_drops_only_the_short_batch():
     assert len(exact) == 4
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_min_last_batch_size_drops_only_a_smaller_last_batch(shuffle):
+    # 21 = 4 x 5 + 1: the last batch of 1 sample is dropped, a different one each epoch.
+    batches = Batches(_tagged(21), 5, shuffle=shuffle, min_last_batch_size=2, seed=0)
+    served = [_ids(batches.epoch(e)) for e in range(4)]
+    assert len(batches) == 4
+    assert all(len(epoch) == 4 and all(len(b) == 5 for b in epoch) for epoch in served)
+    dropped = [set(range(21)) - set(sum(epoch, [])) for epoch in served]
+    assert all(len(d) == 1 for d in dropped)
+    distinct = len({frozenset(d) for d in dropped})
+    assert distinct > 1 if shuffle else distinct == 1
+    assert _ids(batches.epoch(2, start_batch=4)) == []
+    # A last batch of 2 or more (22 = 4 x 5 + 2) is served, as with the default of 1.
+    kept = Batches(_tagged(22), 5, shuffle=shuffle, min_last_batch_size=2, seed=0)
+    default = Batches(_tagged(22), 5, shuffle=shuffle, seed=0)
+    assert len(kept) == len(default) == 5
+    assert _ids(kept.epoch(3)) == _ids(default.epoch(3))
+    # Full batches are never dropped, whatever their size.
+    assert len(Batches(_tagged(4), 1, min_last_batch_size=2)) == 4
+    assert len(Batches(_tagged(21), 5, min_last_batch_size=5)) == 4
+
+
 def test_no_shuffle_keeps_the_dataset_order():
     batches = Batches(_tagged(10), 4, shuffle=False)
     assert _ids(batches.epoch(0)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
@@ -150,6 +172,15 @@ def test_large_epoch_is_served_quickly():
         ({"batch_size": 2, "seed": -3}, r"'seed' parameter of Batches must be an int in"),
         ({"batch_size": 2, "shuffle": 1}, r"'shuffle' parameter of Batches must be a bool"),
         ({"batch_size": 20, "drop_last": True}, r"must be <= the 10 samples when drop_last=True"),
+        (
+            {"batch_size": 2, "min_last_batch_size": 0},
+            r"'min_last_batch_size' parameter of Batches must be an int >= 1. Got 0",
+        ),
+        (
+            {"batch_size": 20, "min_last_batch_size": 11},
+            r"'dataset' parameter of Batches must hold 11 samples or more with "
+            r"min_last_batch_size=11 and batch_size 20, or its one batch is dropped. Got 10",
+        ),
     ],
 )
 def test_batches_argument_errors(kwargs, match):

@@ -86,9 +86,10 @@ def test_two_processes_equal_one_process_with_the_whole_batch(tmp_path) -> None:
     assert not torch.equal(expected["1.weight"], _model().state_dict()["1.weight"])
 
 
-# 49 samples in batches of 24: the last batch of each epoch holds 1 sample, so rank 0's
-# shard of it is empty (rank 1 gets the sample).
-TINY_SAMPLES = 49
+# 50 samples in batches of 24 on 3 ranks: the last batch of each epoch holds 2 samples, so
+# rank 0's shard of it is empty (ranks 1 and 2 get one each). (A last batch of 1 sample is
+# dropped, so 2 ranks never see an empty shard.)
+TINY_SAMPLES = 50
 
 
 class _StepLosses(Callback):
@@ -140,7 +141,7 @@ def _tiny_batches_rank(rank: int) -> dict[str, object]:
 
 
 def test_a_batch_smaller_than_the_world_trains_like_one_process(tmp_path) -> None:
-    ranks = run_on_ranks(_tiny_batches_rank, (), tmp_path)
+    ranks = run_on_ranks(_tiny_batches_rank, (), tmp_path, world_size=3)
     single = _fit_tiny_batches(_model())
     losses = single["losses"]
     assert len(losses) == 6

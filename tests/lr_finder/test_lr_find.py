@@ -181,6 +181,17 @@ def test_a_batches_object_that_shuffles_gets_another_order_in_each_sweep() -> No
                              seed=result.seeds[1]).losses  # fmt: skip
 
 
+def test_every_sweep_keeps_the_batches_min_last_batch_size() -> None:
+    # 33 = 2 x 16 + 1: the batch-norm model cannot train on the 1-sample last batch, which
+    # the Batches drops; the second sweep's reseeded Batches must drop it too.
+    batches = Batches(_data(33), batch_size=16, min_last_batch_size=2, seed=3)
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lr_find(model, optimizer, batches, start_lr=1e-5, end_lr=1e-3, num_steps=6,
+                     diverge_factor=1e9, num_sweeps=2)  # fmt: skip
+    assert [len(losses) for losses in result.sweeps] == [6, 6]
+
+
 def test_a_one_shot_iterator_ends_the_sweep_early() -> None:
     model = _net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

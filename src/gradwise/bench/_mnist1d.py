@@ -70,6 +70,7 @@ def _train(name: str, data: Any, epochs: int, settings: dict[str, Any]) -> float
     from gradwise import init, optim
     from gradwise.schedules import ScheduleLR, cosine_decay, linear_warmup
     from gradwise.train import Trainer
+    from gradwise.train._trainer import training_batches
 
     torch.manual_seed(settings["seed"])
     model = _build(name, 128)
@@ -77,7 +78,7 @@ def _train(name: str, data: Any, epochs: int, settings: dict[str, Any]) -> float
     optimizer = optim.AdamW(
         model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"]
     )
-    steps = epochs * -(-len(data.train) // settings["batch_size"])  # the last batch may be short
+    steps = epochs * len(training_batches(data.train, settings["batch_size"]))  # the Trainer's
     warmup = max(1, round(0.05 * steps))
     schedule = linear_warmup(cosine_decay(settings["lr"], num_steps=steps - warmup),
                              num_steps=warmup)  # fmt: skip

@@ -32,6 +32,9 @@ class Batches:
         batch_size: samples per batch; the last batch of an epoch may be smaller.
         shuffle: reshuffle every epoch; ``False`` keeps the dataset's order.
         drop_last: drop the last batch of an epoch when it is smaller than ``batch_size``.
+        min_last_batch_size: drop the last batch of an epoch when it is smaller than
+            ``batch_size`` and holds fewer than this many samples (the Trainer's 2: batch
+            norm cannot train on 1 sample); 1 keeps every last batch.
         seed: an int in [0, 2**32 - 1].
         device: move the whole dataset there once, up front; batches are gathered there.
 
@@ -42,6 +45,8 @@ class Batches:
         >>> batches = Batches(data, batch_size=4, seed=0)
         >>> len(batches), [len(targets) for _, targets in batches.epoch(0)]
         (3, [4, 4, 2])
+        >>> len(Batches(data, batch_size=3, min_last_batch_size=2, seed=0))  # 3 + 3 + 3 (+ 1)
+        3
         >>> resumed = [t.tolist() for _, t in batches.epoch(0, start_batch=1)]
         >>> resumed == [t.tolist() for _, t in batches.epoch(0)][1:]
         True
@@ -54,6 +59,7 @@ class Batches:
         *,
         shuffle: bool = True,
         drop_last: bool = False,
+        min_last_batch_size: int = 1,
         seed: int = 0,
         device: torch.device | str | None = None,
     ) -> None:
@@ -61,23 +67,31 @@ class Batches:
         check("batch_size", "Batches", batch_size, POSITIVE_INT)
         check("shuffle", "Batches", shuffle, Boolean())
         check("drop_last", "Batches", drop_last, Boolean())
+        check("min_last_batch_size", "Batches", min_last_batch_size, POSITIVE_INT)
         check("seed", "Batches", seed, SEED)
         if drop_last and batch_size > len(dataset):
             raise ValueError(
                 f"The 'batch_size' parameter of Batches must be <= the {len(dataset)} samples "
                 f"when drop_last=True, or every batch is dropped. Got {batch_size} instead."
             )
+        if len(dataset) < min(batch_size, min_last_batch_size):
+            raise ValueError(
+                f"The 'dataset' parameter of Batches must hold {min_last_batch_size} samples "
+                f"or more with min_last_batch_size={min_last_batch_size} and batch_size "
+                f"{batch_size}, or its one batch is dropped. Got {len(dataset)} instead."
+            )
         self.dataset = dataset if device is None else dataset.to(device)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.min_last_batch_size = int(min_last_batch_size)
         self.seed = int(seed)
 
     def __len__(self) -> int:
         """Batches per epoch."""
-        if self.drop_last:
-            return len(self.dataset) // self.batch_size
-        return -(-len(self.dataset) // self.batch_size)
+        full, last = divmod(len(self.dataset), self.batch_size)
+        kept = last > 0 and not self.drop_last and last >= self.min_last_batch_size
+        return full + int(kept)
 
     def order(self, epoch: int) -> Tensor:
         """The sample indices of epoch ``epoch``, in the order they are served (on the CPU)."""

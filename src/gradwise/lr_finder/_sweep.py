@@ -213,7 +213,12 @@ def _reseeded(data: Any, seed: int) -> Any:
     """A Batches that shuffles, with ``seed`` instead of its own; anything else as is."""
     if isinstance(data, Batches) and data.shuffle:
         return Batches(
-            data.dataset, data.batch_size, shuffle=True, drop_last=data.drop_last, seed=seed
+            data.dataset,
+            data.batch_size,
+            shuffle=True,
+            drop_last=data.drop_last,
+            min_last_batch_size=data.min_last_batch_size,
+            seed=seed,
         )
     return data
 

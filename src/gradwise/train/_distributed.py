@@ -42,6 +42,7 @@ from gradwise.train._from_config import (
     run_prefix,
     saved_preprocessing,
 )
+from gradwise.train._trainer import SMALLEST_LAST_BATCH
 
 
 def in_launched_process() -> bool:
@@ -294,7 +295,7 @@ def _check_batch_norm_shards(prepared: PreparedRun, world: World, *, synced: boo
     A batch of ``c`` samples gives some rank ``c // W`` samples, so every batch the run
     draws must hold ``2 W`` or more. ``synced`` (SyncBatchNorm) pools the shards: then the
     whole batch must hold 2 (torch raises nothing there, but the running variance of one
-    sample divides by 0).
+    sample divides by 0). A last batch of 1 sample is never drawn (the Trainer drops it).
     """
     layers = [name for name, module in prepared.model.named_modules() if _batch_norm(module)]
     if not world.is_distributed or not layers:
@@ -302,7 +303,8 @@ def _check_batch_norm_shards(prepared: PreparedRun, world: World, *, synced: boo
     samples, batch_size = len(prepared.data.train), prepared.config.data.batch_size
     last = samples % batch_size
     smallest, which = min(batch_size, samples), "each batch"
-    if last and batch_size < samples and prepared.total_steps >= math.ceil(samples / batch_size):
+    drawn = last >= SMALLEST_LAST_BATCH and batch_size < samples
+    if drawn and prepared.total_steps >= math.ceil(samples / batch_size):
         smallest = last
         which = (
             f"the last batch of each epoch ({samples} training samples, batch_size {batch_size})"
@@ -342,7 +344,8 @@ def _batch_sizes_that_fit(samples: int, least: int, near: int) -> int | None:
     """The batch size closest to ``near`` whose batches all hold ``least`` samples or more."""
     for distance in range(samples):
         for size in (near - distance, near + distance):
-            if least <= size <= samples and (samples % size == 0 or samples % size >= least):
+            last = samples % size  # 0: none; 1 sample: dropped
+            if least <= size <= samples and (last < SMALLEST_LAST_BATCH or last >= least):
                 return size
     return None
 

@@ -52,7 +52,7 @@ from gradwise.train._components import (
     build_schedule,
     check_augmentation_layout,
 )
-from gradwise.train._trainer import FitResult, Trainer
+from gradwise.train._trainer import SMALLEST_LAST_BATCH, FitResult, Trainer, training_batches
 from gradwise.train._warm_start import WarmStartReport, freeze, warm_start
 
 
@@ -118,7 +118,7 @@ def prepare_run(
     _initialize(model, config)
     warm = _warm_start(model, config, resuming)
     _apply_ticket(model, config)
-    steps_per_epoch = math.ceil(len(data.train) / config.data.batch_size)
+    steps_per_epoch = _steps_per_epoch(data.train, config.data.batch_size)
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch  # type: ignore[operator]
     scale = _linear_scaling(config)
     optimizer = build_optimizer(_scaled_optimizer(config.optimizer, scale), model)
@@ -361,6 +361,19 @@ def _about(key: ConfigKey, arguments: Mapping[str, ConfigKey] | None = None) -> 
         if error.key is not None:
             raise
         raise ConfigError(str(error), key=argument_key(error, key, arguments or {})) from None
+
+
+def _steps_per_epoch(train: Dataset, batch_size: int) -> int:
+    """The Trainer's steps per epoch (its batches drop a last batch of 1 sample)."""
+    if len(train) < min(batch_size, SMALLEST_LAST_BATCH):
+        raise ConfigError(
+            f"the training split holds {len(train)} sample, and a batch of 1 sample is "
+            f"dropped (batch norm cannot train on it): training needs "
+            f"{SMALLEST_LAST_BATCH} or more. Use more data, or smaller "
+            "'train.data.validation_split' and 'train.data.test_split'",
+            key=("data", "dataset"),
+        )
+    return len(training_batches(train, batch_size))
 
 
 def _device(name: str) -> torch.device:

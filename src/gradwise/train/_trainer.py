@@ -43,6 +43,32 @@ _AVERAGE = Satisfies(
 )
 
 
+#: The fewest samples an epoch's short last training batch may hold; a smaller one (1 sample)
+#: is dropped: batch norm cannot normalize 1 sample in training, and one sample's loss is a
+#: spike. The same in every process count, so N processes still train like one.
+SMALLEST_LAST_BATCH = 2
+
+
+def training_batches(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> Batches:
+    """The Trainer's batches of ``dataset``: reshuffled each epoch, and an epoch's last batch
+    dropped when it holds 1 sample (:data:`SMALLEST_LAST_BATCH`). ``len()`` of it is the
+    Trainer's steps per epoch."""
+    return Batches(
+        dataset,
+        batch_size,
+        shuffle=True,
+        min_last_batch_size=SMALLEST_LAST_BATCH,
+        seed=seed,
+        device=device,
+    )
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message gives the step and the last finite loss."""
 
@@ -91,7 +117,10 @@ class Trainer:
         optimizer: any torch optimizer over the model's parameters.
         data: the splits (from :func:`gradwise.data.load_dataset` or your own tensors).
         loss: "cross_entropy", "hinge", "mse", or a function (outputs, targets) -> loss.
-        batch_size: samples per step.
+        batch_size: samples per step. An epoch's last batch is smaller when ``batch_size``
+            does not divide the training split; a last batch of 1 sample is dropped (batch
+            norm cannot train on it; the data are reshuffled each epoch, so no sample is
+            left out for good), one of 2 or more is a step.
         epochs: passes over the training split; or give ``steps``.
         steps: total optimizer steps (wins over ``epochs``).
         scheduler: a torch LR scheduler, stepped after every optimizer step.
@@ -210,7 +239,7 @@ class Trainer:
         self.averaging = averaging
         self.run = run
         self.device = torch.device(device) if device is not None else _device_of(self.module)
-        self.batches = Batches(data.train, batch_size, shuffle=True, seed=seed, device=self.device)
+        self.batches = training_batches(data.train, batch_size, seed=seed, device=self.device)
         self.batch_size = batch_size
         self.steps_per_epoch = len(self.batches)
         self.total_steps = steps if steps is not None else (epochs or 0) * self.steps_per_epoch
