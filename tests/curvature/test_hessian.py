@@ -528,3 +528,109 @@ def test_a_penalty_on_tensors_held_from_before_is_refused():
                 r"'2.weight' through tensors held from before the call",
             ):
                 curvature.trace(model, loss_fn, small_batch(), method=method)
+
+
+# -- a submodule registered twice ------------------------------------------------------------
+
+
+class SharedLayer(nn.Module):
+    """One hidden layer registered under two names (``self.b = self.a``), applied twice."""
+
+    def __init__(self, normalized=False):
+        super().__init__()
+        torch.manual_seed(7)
+        self.a = nn.Sequential(nn.Linear(4, 4), *[nn.BatchNorm1d(4)] * normalized, nn.Tanh())
+        self.b = self.a
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.out(self.b(self.a(x)))
+
+
+def shared_block(normalized=False):
+    """``nn.Sequential(*[block] * 2)``: one block registered as '0' and as '1'."""
+    torch.manual_seed(7)
+    block = nn.Sequential(nn.Linear(4, 4), *[nn.BatchNorm1d(4)] * normalized, nn.Tanh())
+    return nn.Sequential(*[block] * 2, nn.Linear(4, 3))
+
+
+def shared_layer_hessian(parameters, inputs, targets):
+    """The oracle, written out: the shared layer twice (its batch norm, if it has one, on
+    batch statistics, as in training), then the head."""
+    sizes = [p.numel() for p in parameters]
+
+    def loss_of(vector):
+        pieces = [x.view_as(p) for x, p in zip(torch.split(vector, sizes), parameters, strict=True)]
+        weight, bias, *norm, head_weight, head_bias = pieces
+        hidden = inputs
+        for _ in range(2):
+            hidden = hidden @ weight.T + bias
+            if norm:
+                hidden = F.batch_norm(hidden, None, None, *norm, training=True)
+            hidden = torch.tanh(hidden)
+        return cross_entropy(hidden @ head_weight.T + head_bias, targets)
+
+    return torch.autograd.functional.hessian(
+        loss_of, torch.cat([p.detach().reshape(-1) for p in parameters])
+    )
+
+
+def registered(model):
+    """Every (name, tensor) the model registers, aliases included."""
+    return [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+
+
+def assert_registered(model, held):
+    found = registered(model)
+    assert [name for name, _ in found] == [name for name, _ in held]
+    for (name, tensor), (_, original) in zip(found, held, strict=True):
+        assert tensor is original, name  # the Parameter an optimizer holds, not a copy
+        assert isinstance(tensor, nn.Parameter) == isinstance(original, nn.Parameter), name
+
+
+@pytest.mark.parametrize("make", [SharedLayer, shared_block], ids=["attribute", "block-list"])
+def test_a_submodule_registered_twice_keeps_its_parameters(make):
+    # Before: functional_call's weight tying swapped the shared layer once per name, the
+    # second swap saving the first's stand-in as the original: the model was left holding
+    # plain tensors instead of its Parameters, so an optimizer's step no longer reached
+    # the layer (its gradient went to the stand-in) and later Hessians kept the old values.
+    model = make().double()
+    torch.manual_seed(8)
+    inputs, targets = small_batch()
+    parameters = list(model.parameters())
+    held = registered(model)
+    vector = torch.randn(sum(p.numel() for p in parameters), dtype=torch.float64)
+    for _ in range(2):
+        exact = shared_layer_hessian(parameters, inputs, targets)
+        product = hessian_vector_product(model, cross_entropy, (inputs, targets), vector)
+        torch.testing.assert_close(product, exact @ vector, rtol=1e-10, atol=1e-12)
+        assert_registered(model, held)
+        top = curvature.eigenvalues(model, cross_entropy, (inputs, targets), k=2)
+        torch.testing.assert_close(top, torch.linalg.eigvalsh(exact).flip(0)[:2])
+        # tr G from per-sample Jacobians (vmap over the swapped model), R by probes.
+        total = curvature.trace(model, cross_entropy, (inputs, targets), num_probes=40)
+        assert total == pytest.approx(exact.trace().item(), rel=0.25)
+        assert_registered(model, held)
+        with torch.no_grad():  # a training step: the next Hessian is taken after it
+            parameters[0].add_(0.5 * torch.randn_like(parameters[0]))
+
+
+@pytest.mark.parametrize("make", [SharedLayer, shared_block], ids=["attribute", "block-list"])
+def test_a_batch_norm_registered_twice_keeps_its_statistics_in_train_mode(make):
+    # Before: the cloned running statistics, updated by the pass, were left in the model.
+    model = make(normalized=True).double().train()
+    torch.manual_seed(8)
+    inputs, targets = small_batch()
+    parameters = list(model.parameters())
+    held = registered(model)
+    exact = shared_layer_hessian(parameters, inputs, targets)
+    vector = torch.randn(exact.shape[0], dtype=torch.float64)
+    before = snapshot(model)
+    hessian = Hessian(model, cross_entropy, (inputs, targets), mode="train", keep_graphs=0)
+    for _ in range(2):
+        torch.testing.assert_close(hessian @ vector, exact @ vector, rtol=1e-10, atol=1e-12)
+    assert_registered(model, held)
+    assert_same(before, snapshot(model))

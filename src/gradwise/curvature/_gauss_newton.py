@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import jacrev, vmap
 
+from gradwise._functional import call_with, tensor_slots
 from gradwise._objective import parameters_reached
 from gradwise.curvature._hessian import Hessian, batch_size
 
@@ -281,9 +282,7 @@ def _shifted_forward(
 
     handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
     try:
-        outputs = functional_call(
-            hessian._model, _detached_parameters(hessian), (inputs,), strict=False
-        )
+        outputs = _model_outputs(hessian, _detached_parameters(hessian), inputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -306,6 +305,13 @@ def _per_sample_diagonal(first_derivative: Tensor, shift: Tensor) -> Tensor:
         )  # fmt: skip
         columns.append(product[:, unit])
     return torch.stack(columns, dim=1)
+
+
+def _model_outputs(hessian: Hessian, parameters: dict[str, Tensor], inputs: Tensor) -> Any:
+    """The model's outputs on ``inputs`` with ``parameters`` standing in for its own (one
+    swap per module attribute: a submodule registered twice keeps its Parameters)."""
+    model = hessian._model
+    return call_with(model, tensor_slots(model), parameters, (inputs,))
 
 
 def _detached_parameters(hessian: Hessian) -> dict[str, Tensor]:
@@ -418,9 +424,10 @@ def _per_sample_gram(
 ) -> Tensor | str:
     """J_s J_s^T (S, C, C) from per-sample Jacobians; or why not (the model mixes samples)."""
     model = hessian._model
+    slots = tensor_slots(model)
 
     def one_sample(parameters: dict[str, Tensor], sample: Tensor) -> tuple[Tensor, Tensor]:
-        output = functional_call(model, parameters, (sample.unsqueeze(0),), strict=False)
+        output = call_with(model, slots, parameters, (sample.unsqueeze(0),))
         output = output.reshape(-1)
         return output, output
 
@@ -455,7 +462,7 @@ def _linear_per_sample_gram(
     """
     scale = float(outputs.abs().amax().clamp(min=1))
     for part in (slice(0, 1), slice(len(inputs) // 2, len(inputs))):
-        alone = functional_call(hessian._model, params, (inputs[part],), strict=False)
+        alone = _model_outputs(hessian, params, inputs[part])
         if not torch.allclose(alone, outputs[part], rtol=0, atol=_tolerance(alone) * scale):
             return _MIXES_SAMPLES
     shifted = _shifted_forward(hessian, inputs, layers)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
+from gradwise._functional import call_with, tensor_slots
 from gradwise._objective import LossFunction, Objective, held_parameters_error, parameters_reached
 from gradwise._validation import NON_NEGATIVE_INT, OneOf, Satisfies, check, invalid_value_error
 
@@ -45,7 +45,9 @@ class Hessian:
     ``create_graph=True`` and differentiated once more along ``v`` (Pearlmutter 1994). The
     loss is evaluated through ``torch.func.functional_call`` on detached copies of the
     parameters and cloned buffers, so the model's parameters, buffers, ``.grad`` and
-    train/eval flags are never changed, and torch's RNG state is restored after each pass.
+    train/eval flags are never changed, and torch's RNG state is restored after each pass;
+    that holds for a model that registers a submodule twice (``self.b = self.a``,
+    ``nn.ModuleList([block] * 3)``) too, whose shared tensors are swapped once each.
     The copies stand in for the parameters while ``loss_fn`` runs too, so a penalty in it
     that reads them from the model (``model.parameters()``, ``model.weight``,
     ``l2_penalty(model, ...)``) is part of :math:`H`; one that reaches them through tensors
@@ -126,6 +128,9 @@ class Hessian:
         _check_parameters(named, owner)
         _check_finite_parameters(model, owner)
         self._names = [name for name, _ in named]
+        # One path per module attribute, each swapped once: functional_call's own tying left
+        # a submodule registered twice (self.b = self.a) holding a leaf, not its Parameter.
+        self._slots = tensor_slots(model, prefix="model.")
         self._parameters = [p for _, p in named]
         self._sizes = [p.numel() for p in self._parameters]
         self.num_parameters = sum(self._sizes)
@@ -299,15 +304,13 @@ class Hessian:
         differentiated too; run after the swap, it would see the originals."""
         inputs, targets = self._batches[index]
         leaves = [p.detach().requires_grad_(True) for p in self._parameters]
-        state: dict[str, Tensor] = {
-            f"model.{name}": leaf for name, leaf in zip(self._names, leaves, strict=True)
-        }
+        state = dict(zip(self._names, leaves, strict=True))
         if self._mode == "train":
             # Batch norm updates its running statistics in place in train mode: on clones.
-            state.update({f"model.{n}": b.clone() for n, b in self._model.named_buffers()})
+            state.update({n: b.clone() for n, b in self._model.named_buffers()})
         with self._forward_context():
-            loss, outputs = functional_call(
-                self._objective, state, (inputs, targets, cut_outputs), strict=False
+            loss, outputs = call_with(
+                self._objective, self._slots, state, (inputs, targets, cut_outputs)
             )
         return leaves, loss, outputs
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
+from gradwise._functional import Slots, call_with, tensor_slots
 from gradwise._objective import Objective, held_parameters_error, parameters_reached
 from gradwise.data import Dataset, iterate_once
 from gradwise.losses import LOSS_NAMES, get_loss
@@ -162,7 +163,8 @@ def evaluate_points(
     # took 24% longer (48.8 -> 60.3 ms, one thread); this way, no change beyond noise.
     recording = Objective(model, _with_autograd(loss_fn, owner))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    slots = tensor_slots(model)
+    # One path per module attribute: a submodule registered twice is swapped once.
+    slots = tensor_slots(model, prefix="model.")
     total = sum(len(targets) for _, targets in batches)
     losses = []
     with untouched(model):
@@ -184,34 +186,10 @@ def evaluate_points(
     return torch.cat(losses)
 
 
-def tensor_slots(model: nn.Module) -> dict[str, tuple[str, ...]]:
-    """Each parameter's and buffer's name (as ``named_parameters`` and ``named_buffers``
-    give it) -> a name, prefixed ``model.``, for every module attribute that holds it.
-
-    ``functional_call`` is given one name per attribute, with ``tie_weights=False``. Its own
-    tying swaps in every alias name, and a submodule registered twice (``self.b = self.a``,
-    ``nn.ModuleList([block] * 3)``) has two names for one attribute: the second swap saved
-    the first's stand-in as the original, and the model kept a plain tensor holding the
-    last point's values (torch 2.13). A parameter shared by two modules (tied embeddings)
-    has two attributes, and both are swapped.
-    """
-    names = {id(t): name for name, t in (*model.named_parameters(), *model.named_buffers())}
-    slots: dict[str, list[str]] = {}
-    seen: set[tuple[int, str]] = set()
-    for prefix, module in model.named_modules(remove_duplicate=False):
-        for attribute, tensor in (*module._parameters.items(), *module._buffers.items()):
-            if tensor is None or id(tensor) not in names or (id(module), attribute) in seen:
-                continue
-            seen.add((id(module), attribute))
-            path = f"{prefix}.{attribute}" if prefix else attribute
-            slots.setdefault(names[id(tensor)], []).append(f"model.{path}")
-    return {name: tuple(paths) for name, paths in slots.items()}
-
-
 def _batch_losses(
     objective: Objective,
     params: dict[str, Tensor],
-    slots: dict[str, tuple[str, ...]],
+    slots: Slots,
     trainable: set[str] | None,
     inputs: Tensor,
     targets: Tensor,
@@ -227,8 +205,7 @@ def _batch_losses(
     """
 
     def loss_at(state: dict[str, Tensor]) -> Tensor:
-        swapped = {path: value for name, value in state.items() for path in slots[name]}
-        return functional_call(objective, swapped, (inputs, targets, False), tie_weights=False)[0]
+        return call_with(objective, slots, state, (inputs, targets, False))[0]
 
     num_points = next(iter(params.values())).shape[0]
     if num_points == 1:
@@ -282,7 +259,7 @@ def _check_reached(losses: Tensor, model: nn.Module, owner: str) -> None:
 def _check_flags(
     objective: Objective,
     params: dict[str, Tensor],
-    slots: dict[str, tuple[str, ...]],
+    slots: Slots,
     trainable: set[str],
     batch: Batch,
     owner: str,
