@@ -745,6 +745,98 @@ def test_a_regression_target_is_cast_to_float64():
     assert gradcheck(model, F.mse_loss, torch.randn(6, 3), torch.randn(6, 2)).passed
 
 
+class ScaleInPlace(nn.Module):
+    """A forward that works in place on what it receives, as ``x /= 255`` would."""
+
+    def forward(self, x):
+        return x.mul_(1.5)
+
+
+class InPlaceThenBroken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first, self.last = nn.Linear(2, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.last(torch.tanh(HalfGradient()(self.first(ScaleInPlace()(x)))))
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_forward_working_in_place_on_its_input_does_not_hide_a_wrong_backward(spirals, wrapped):
+    # Each evaluation used to scale the same input once more, so every centred difference
+    # compared two different functions: all coordinates came out as kinks, and passed.
+    torch.manual_seed(0)
+    model = InPlaceThenBroken() if wrapped else nn.Sequential(
+        ScaleInPlace(), nn.Linear(2, 16), HalfGradient(), nn.Tanh(), nn.Linear(16, 3)
+    )  # fmt: skip
+    first = "first" if wrapped else "1"
+    inputs = spirals[0].clone()
+    report = gradcheck(model, F.cross_entropy, inputs, spirals[1])
+    assert torch.equal(inputs, spirals[0])
+    assert {c.verdict for c in report.coordinates if c.tensor == f"{first}.weight"} == {"wrong"}
+    [finding] = report.findings()
+    assert finding.evidence["tensors"] == [f"{first}.weight", f"{first}.bias"]
+    # Without the broken backward the same model passes, its inputs checked too.
+    fixed = nn.Sequential(ScaleInPlace(), nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 3))
+    report = gradcheck(fixed, F.cross_entropy, inputs, spirals[1], check_inputs=True)
+    assert report.passed
+    assert {c.verdict for c in report.coordinates} <= {"good", "ok"}
+
+
+class ComplexLayer(nn.Module):
+    """Real scores from a complex weight: Re z * Im z + |z| for z = x W."""
+
+    def __init__(self, conjugated_backward=False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(2, 3, dtype=torch.complex64))
+        self.conjugated_backward = conjugated_backward
+
+    def forward(self, x):
+        weight = ConjugatedGradient.apply(self.weight) if self.conjugated_backward else self.weight
+        z = x.to(weight.dtype) @ weight
+        return z.real * z.imag + z.abs()
+
+
+class ConjugatedGradient(torch.autograd.Function):
+    """The identity whose backward conjugates the gradient: its imaginary part is negated."""
+
+    @staticmethod
+    def forward(ctx, z):
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.conj()
+
+
+@pytest.mark.filterwarnings("ignore:Complex modules are a new feature:UserWarning")
+@pytest.mark.parametrize("conjugated_backward", [False, True])
+def test_complex_parameters_are_checked_by_real_and_imaginary_part(spirals, conjugated_backward):
+    torch.manual_seed(0)
+    model = ComplexLayer(conjugated_backward)
+    inputs, targets = spirals[0][:8], spirals[1][:8]
+    report = gradcheck(model, F.cross_entropy, inputs, targets, samples_per_tensor=12)
+    [row] = report.tensors
+    assert (row.name, row.shape, row.checked) == ("weight", (2, 3, 2), 12)
+    assert model.weight.dtype == torch.complex64  # the model is untouched
+    # The oracle: torch.autograd.gradcheck in complex128 on the same function.
+    weight = model.weight.detach().to(torch.complex128).requires_grad_(True)
+    copy = ComplexLayer(conjugated_backward)
+    torch_passes = torch.autograd.gradcheck(
+        lambda w: F.cross_entropy(
+            functional_call(copy, {"weight": w}, (inputs.double(),)), targets
+        ),
+        (weight,),
+        raise_exception=False,
+    )
+    assert report.passed is torch_passes is (not conjugated_backward)
+    if conjugated_backward:  # only the imaginary parts are wrong
+        assert {c.index[-1] for c in report.coordinates if c.verdict == "wrong"} == {1}
+        assert report.findings()[0].kind is Finding.WRONG_GRADIENT
+    else:
+        assert {c.verdict for c in report.coordinates} <= {"good", "ok"}
+
+
 # --- the report -------------------------------------------------------------------------------
 
 

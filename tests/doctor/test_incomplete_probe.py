@@ -176,3 +176,41 @@ def test_the_before_and_after_output_says_when_the_fix_made_the_probe_worse(
     out = capsys.readouterr().out
     assert "Before and after --fix" in out
     assert "the fix made the probe worse: val_accuracy 0.93 -> 0.14; do not apply it" in out
+
+
+def test_a_fix_is_not_judged_by_an_after_probe_cut_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The probe after the fix was interrupted after 3 steps: its numbers are those of a
+    # shorter run, so they neither condemn the fix nor stand unlabelled beside the others.
+    config = load_config(overrides=[*SMALL, f"runs_dir={tmp_path}"])
+    before = diagnose(config, checks=False, probe_epochs=1)
+    before.probe.metrics.update(val_accuracy=0.93, val_loss=0.21)
+    cut = replace(
+        before.probe,
+        status="interrupted",
+        steps=3,
+        metrics={"val_accuracy": 0.14, "val_loss": 2.3},
+        summary={**before.probe.summary, "status": "interrupted", "steps": 3},
+    )
+    planted = replace(before, applied={"optimizer.lr": 1e-3}, after=replace(before, probe=cut))
+    print_result(planted)
+    out = capsys.readouterr().out
+    assert "the probe run after the fix was interrupted after 3 of " in out
+    assert "made the probe worse" not in out
+    assert f"after (interrupted at 3 of {before.probe_steps} steps)" in out
+
+
+def test_doctor_without_checks_does_not_say_the_checks_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    overrides = [argument for override in SMALL for argument in ("--set", override)]
+    code = main(["doctor", *overrides, "--epochs", "2", "--no-checks", "--fix"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "checks passed" not in out
+    assert "No findings: the probe run looks healthy (the checks were skipped)." in out
+    # --fix with nothing to apply says so instead of staying silent.
+    assert "--fix: no finding carries a fix the doctor is confident in; nothing was changed" in out
+    assert "Before and after" not in out

@@ -305,7 +305,9 @@ def gradcheck(
     this is faster than torch's ``fast_mode=True`` (benchmarks.md).
 
     Args:
-        model: the network; hooks registered on it run on the copy too.
+        model: the network; hooks registered on it run on the copy too. Complex
+            parameters are checked by real and imaginary part (the last index of
+            ``torch.view_as_real``).
         loss_fn: ``loss_fn(model(inputs), targets)`` is the data loss, a scalar.
         inputs: a batch; a few samples keep kinks rare (the lectures' advice).
         targets: its targets.
@@ -349,7 +351,7 @@ def gradcheck(
     for _, parameter in tensors:
         parameter.grad = None
     x = _as_float64(inputs, requires_grad=check_inputs)
-    y = targets.detach().to(torch.float64) if targets.is_floating_point() else targets
+    y = _widened(targets.detach())
     if not tensors and not check_inputs:
         raise ValueError(
             "The 'model' parameter of gradcheck must have a parameter with "
@@ -361,7 +363,9 @@ def gradcheck(
         shortcuts = _Shortcuts.build(probe, loss_fn, x, y, seed)
         checks = _check_term(
             "loss",
-            lambda: loss_fn(probe(x), y),
+            # Fresh copies each time: a forward or a loss that works in place on what it
+            # receives (x.mul_(2) in a forward) must not compound over the evaluations.
+            lambda: loss_fn(probe(x.clone()), y.clone()),
             checked,
             settings,
             shortcuts.objective if shortcuts is not None else None,
@@ -429,12 +433,20 @@ def _float64_copy(model: nn.Module) -> nn.Module:
             "The 'model' parameter of gradcheck must support copy.deepcopy (the check "
             f"runs on a float64 copy). Got a {type(model).__name__} that does not: {error}"
         ) from error
-    return probe.double().eval()
+    # Complex parameters and buffers to complex128, as .double() takes real ones to float64.
+    return probe.double()._apply(_widened).eval()
+
+
+def _widened(tensor: Tensor) -> Tensor:
+    """A real floating-point tensor in float64, a complex one in complex128, else as is."""
+    if tensor.is_complex():
+        return tensor.to(torch.complex128)
+    return tensor.to(torch.float64) if tensor.is_floating_point() else tensor
 
 
 def _as_float64(inputs: Tensor, requires_grad: bool) -> Tensor:
     if not inputs.is_floating_point():
-        return inputs.detach()
+        return _widened(inputs.detach())
     # A copy even when already float64: its coordinates are perturbed in place.
     return inputs.detach().to(torch.float64, copy=True).requires_grad_(requires_grad)
 
@@ -492,13 +504,13 @@ class _Shortcuts:
         with torch.no_grad():
             # Clones: a layer may work in place on what it receives (ReLU(inplace=True)).
             _reseed(seed)
-            inputs, outputs, hidden = [], [], x
+            inputs, outputs, hidden = [], [], x.clone()
             for child in probe:
                 inputs.append(hidden.clone())
                 hidden = child(hidden)
                 outputs.append(hidden.clone())
             _reseed(seed + 1)
-            if not torch.equal(outputs[-1], probe(x)):
+            if not torch.equal(outputs[-1], probe(x.clone())):
                 return None  # the forward draws random numbers: evaluate it whole
         layer_of = {
             f"{j}.{name}": j
@@ -538,7 +550,7 @@ class _Shortcuts:
     def _finish(self, start: int, hidden: Tensor) -> Tensor:
         for child in self.children[start:]:
             hidden = child(hidden)
-        return self.loss_fn(hidden, self.targets)
+        return self.loss_fn(hidden, self.targets.clone())
 
 
 def _plain_linear(layer: nn.Module) -> bool:
@@ -594,7 +606,10 @@ def _check_term(
     sampler = random.Random(settings.seed)
     checks: _TermChecks = []
     with torch.no_grad():
-        for (name, tensor), gradient in zip(tensors, gradients, strict=True):
+        for (name, parameter), gradient in zip(tensors, gradients, strict=True):
+            # A complex tensor's coordinates are its real and imaginary parts (the last
+            # index of this view), each perturbed on its own; its gradient came as one.
+            tensor = _real_view(parameter)
             group = [
                 _check_coordinate(
                     term,
@@ -639,9 +654,17 @@ def _analytic_gradients(term: Term, value: Tensor, tensors: list[Tensor]) -> lis
             "depend on it instead; write it as e.g. lambda m: l2_penalty(m, 1e-4)."
         )
     return [
-        torch.zeros_like(t) if g is None else g.detach()
+        _real_view(torch.zeros_like(t) if g is None else g.detach().resolve_conj())
         for t, g in zip(tensors, gradients, strict=True)
     ]
+
+
+def _real_view(tensor: Tensor) -> Tensor:
+    """A complex tensor as its real and imaginary parts (``torch.view_as_real``, sharing
+    its memory); a real one as it is. Of a real loss L, torch's gradient with respect to
+    z = x + iy is dL/dx + i dL/dy, so the view of the gradient holds the partial derivatives
+    with respect to the view's coordinates."""
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
 
 def _sample(gradient: Tensor, count: int, sampler: random.Random) -> list[tuple[int, ...]]:
@@ -891,6 +914,8 @@ def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name
 
 def _sides(x: Tensor, *breakpoints: Any) -> list[Tensor]:
     """Which side of each breakpoint (a number or a tensor) every element of x is on."""
+    if x.is_complex():  # abs: |z| has one kink, at z = 0, and no sides
+        return [x == 0]
     return [torch.sign(x - b).to(torch.int8) for b in breakpoints if b is not None]
 
 

@@ -307,6 +307,9 @@ def _doctor(args: argparse.Namespace) -> int:
         say=lambda message: print(message, file=sys.stderr),
     )
     print_result(result)
+    if args.fix and result.after is None and not result.probe_incomplete:
+        # --fix was asked for and changed nothing: say so, not silence.
+        print("--fix: no finding carries a fix the doctor is confident in; nothing was changed")
     return _doctor_exit_code(result)
 
 

@@ -20,7 +20,8 @@ def findings_table(result: DoctorResult, title: str = "Findings") -> Table:
 
 
 def comparison_table(result: DoctorResult) -> Table:
-    """Before and after ``--fix``: the findings and the probe run's validation numbers."""
+    """Before and after ``--fix``: the findings and the probe run's validation numbers (the
+    "after" column names how far a probe cut short got)."""
     after = result.after
     assert after is not None  # noqa: S101 - only called with a fixed run
     keys = ("val_accuracy", "val_loss", "train_loss")
@@ -31,7 +32,10 @@ def comparison_table(result: DoctorResult) -> Table:
     for key in keys:
         rows.append([key, result.probe.metrics.get(key), after.probe.metrics.get(key)])
     rows.append(["applied", "", ", ".join(f"{k}={v}" for k, v in result.applied.items())])
-    return Table("Before and after --fix", ["", "before", "after"], rows)
+    label = "after"
+    if after.probe_incomplete:  # a shorter run's numbers: say so where they are read
+        label = f"after ({after.probe_status} at {after.probe.steps} of {after.probe_steps} steps)"
+    return Table("Before and after --fix", ["", "before", label], rows)
 
 
 #: The fix made the probe worse when validation accuracy fell by more than this ...
@@ -73,27 +77,37 @@ def print_result(result: DoctorResult) -> None:
     """Print the findings (and the comparison after --fix) and where the report is.
 
     A probe run that did not finish (Ctrl-C, a stop, a divergence) is never reported as
-    healthy: a line says how far it got.
+    healthy: a line says how far it got. Nor is a fix judged by a probe after it that did
+    not finish: its numbers are those of a shorter run.
     """
     outcome = result.probe_outcome()
     if result.findings:
         print(findings_table(result).render_text())
+    elif outcome is None and (result.gradcheck is None or result.sanity is None):
+        print("No findings: the probe run looks healthy (the checks were skipped).")
     elif outcome is None:
         print("No findings: the checks passed and the probe run looks healthy.")
     if outcome is not None:
         print(outcome)
     print(f"report: {result.run.report_path}")
     if result.after is not None:
-        print()
-        print(comparison_table(result).render_text())
-        print(f"report after the fix: {result.after.run.report_path}")
-        after_outcome = result.after.probe_outcome()
-        if after_outcome is not None:
-            print(after_outcome.replace("the probe run", "the probe run after the fix", 1))
-        verdict = fix_verdict(result.probe.metrics, result.after.probe.metrics)
-        if result.after.probe_status == "diverged" and result.probe_status != "diverged":
-            verdict = _worse("the probe diverged after the fix")
-        if verdict is not None:
-            print(verdict)
+        _print_after(result, result.after)
     elif result.applied == {} and any(f.fix for f in result.findings):
         print("run with --fix to apply the fixes marked as confident")
+
+
+def _print_after(result: DoctorResult, after: DoctorResult) -> None:
+    """The before/after table, how the probe after the fix ended, and the fix's verdict."""
+    print()
+    print(comparison_table(result).render_text())
+    print(f"report after the fix: {after.run.report_path}")
+    after_outcome = after.probe_outcome()
+    if after_outcome is not None:
+        print(after_outcome.replace("the probe run", "the probe run after the fix", 1))
+    if after.probe_incomplete:
+        return  # no verdict on the fix from a probe cut short
+    verdict = fix_verdict(result.probe.metrics, after.probe.metrics)
+    if after.probe_status == "diverged" and result.probe_status != "diverged":
+        verdict = _worse("the probe diverged after the fix")
+    if verdict is not None:
+        print(verdict)
