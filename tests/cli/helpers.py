@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 COMMAND = [sys.executable, "-m", "gradwise"]
@@ -71,3 +73,15 @@ optimizer:
 checkpoint:
   every_steps: 7
 """
+
+
+def interrupt_once_written(process: subprocess.Popen[str], path: Path) -> tuple[str, str]:
+    """Ctrl-C ``process`` as soon as ``path`` exists (at most 240 s on); its output, once it
+    has exited with 130, as a Ctrl-C'd gradwise command does."""
+    deadline = time.monotonic() + 240
+    while not path.is_file() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    return stdout, stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import torch
 from gradwise.cli._main import main
 from gradwise.prune import Ticket
 from tests.cli.helpers import PRUNE_CONFIG as CONFIG
-from tests.cli.helpers import gradwise, start
+from tests.cli.helpers import gradwise, interrupt_once_written, start
 
 RUNS_1 = ["round-0", "round-1-ticket", "round-1-control"]
 
@@ -80,12 +78,7 @@ def test_ctrl_c_mid_round_then_the_same_command_ends_like_an_uninterrupted_prune
     process = start(*arguments, cwd=tmp_path / "split")
     folder = tmp_path / "split/runs/prune-spirals-mlp"
     checkpoint = folder / "round-1-ticket/checkpoints/last.pt"
-    deadline = time.monotonic() + 240
-    while not checkpoint.is_file() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    stdout, _ = interrupt_once_written(process, checkpoint)
     assert "run the same command again to continue" in stdout
     assert not (folder / "round-1-ticket/final_weights.pt").exists()
 

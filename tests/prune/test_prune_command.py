@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 import io
 import json
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import torch
 
 from gradwise.cli._main import main
 from tests.cli.helpers import PRUNE_CONFIG as CONFIG
-from tests.cli.helpers import start
+from tests.cli.helpers import interrupt_once_written, start
 from tests.runs.killed_write import kill_mid_write
 
 ARGUMENTS = ["--rounds", "1", "--rate", "0.5", "--no-control", "--no-progress"]
@@ -72,12 +70,7 @@ def test_an_interrupted_prune_reports_interrupted_not_completed(tmp_path: Path) 
     process = start("prune", "small.yaml", *ARGUMENTS, cwd=tmp_path)
     folder = tmp_path / "runs/prune-spirals-mlp"
     checkpoint = folder / "round-1-ticket/checkpoints/last.pt"
-    deadline = time.monotonic() + 240
-    while not checkpoint.is_file() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    stdout, _ = interrupt_once_written(process, checkpoint)
     assert "run the same command again to continue" in stdout
     summary = json.loads((folder / "summary.json").read_text())
     assert [(row["run"], row["status"]) for row in summary["runs"]] == [("round-0", "completed")]
