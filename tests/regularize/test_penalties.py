@@ -208,6 +208,31 @@ def test_l2_penalty_of_half_lambda_is_torch_adam_weight_decay():
     torch.testing.assert_close(run(True), run(False), rtol=1e-12, atol=1e-14)
 
 
+def test_l2_penalty_of_a_complex_weight_is_its_squared_modulus_and_torch_weight_decay():
+    # Before, the sum was of w^2 (complex): a complex "penalty" that backward refused.
+    w = torch.tensor([3 + 4j, -1 + 2j], dtype=torch.complex128)
+    value = l2_penalty([w], 0.5)
+    assert not value.is_complex()
+    torch.testing.assert_close(value, torch.tensor(0.5 * (25 + 5), dtype=torch.float64))
+
+    def run(use_penalty):
+        generator = torch.Generator().manual_seed(5)
+        w = nn.Parameter(torch.randn(3, 2, dtype=torch.complex128, generator=generator))
+        optimizer = torch.optim.SGD(
+            [w], lr=0.1, momentum=0.9, weight_decay=0 if use_penalty else 0.3
+        )
+        for step in range(6):
+            optimizer.zero_grad()
+            loss = (w * (step + 1)).abs().sum()
+            if use_penalty:
+                loss = loss + l2_penalty([w], 0.3 / 2)
+            loss.backward()
+            optimizer.step()
+        return w.detach()
+
+    torch.testing.assert_close(run(True), run(False), rtol=1e-12, atol=1e-14)
+
+
 def test_penalty_object_sums_both_terms_over_its_tensors():
     torch.manual_seed(4)
     model = Net().double()
@@ -218,6 +243,17 @@ def test_penalty_object_sums_both_terms_over_its_tensors():
     torch.testing.assert_close(only(), model.linear.bias.detach().square().sum())
     assert float(Penalty(model)()) == 0.0
     assert repr(penalty) == "Penalty(l1=0.01, l2=0.02, num_tensors=3)"
+
+
+def test_a_tensor_listed_twice_is_penalized_once():
+    # A tied weight named through both of its layers: one set of weights, as the module
+    # path counts it. Before, its penalty (and gradient) counted twice.
+    model = Net().double()
+    tied = [model.embedding.weight, model.tied.weight]
+    expected = model.embedding.weight.detach().square().sum()
+    torch.testing.assert_close(l2_penalty(tied, 1.0), expected)
+    torch.testing.assert_close(l1_penalty(tied, 1.0), model.embedding.weight.detach().abs().sum())
+    assert [id(p) for p in Penalty(model, l2=1.0, parameters=tied).parameters] == [id(tied[0])]
 
 
 def test_penalty_follows_in_place_updates_of_its_tensors():
