@@ -312,9 +312,8 @@ def test_histogram_counts_are_the_counts_of_torch_histc(
         model[0].weight.fill_(1.0)
         model[0].bias.zero_()
     inputs = values.reshape(-1, 1)
-    watch = monitor.watch(
-        model, monitor_data=(inputs, torch.zeros(len(inputs)).long()), num_bins=num_bins
-    )
+    monitor_data = (inputs, torch.zeros(len(inputs)))
+    watch = monitor.watch(model, monitor_data=monitor_data, loss_fn="mse", num_bins=num_bins)
     histogram = watch.histograms()[0]["0"]  # the Linear's output: the values themselves
     low, high = float(values.min()), float(values.max())
     if low == high:
@@ -556,6 +555,85 @@ def test_without_monitoring_data_the_first_training_inputs_are_kept() -> None:
     assert [r["step"] for r in records(watch, "activation") if r["layer"] == "1"] == [5, 10]
     assert all("monitor_loss" not in r for r in records(watch, "probe"))
     watch.close()
+
+
+def test_a_watch_whose_first_probe_fails_says_why_and_leaves_no_hook() -> None:
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    wrong_width = (torch.randn(16, 5), torch.zeros(16).long())
+    with pytest.raises(
+        ValueError, match=r"cannot run on monitor_data \(inputs of shape \(16, 5\)\)"
+    ):
+        monitor.watch(model, optimizer, monitor_data=wrong_width)
+    assert hook_counts(model, optimizer) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("targets_shape", [(64,), (64, 1)])
+def test_a_class_loss_on_one_output_is_refused(targets_shape: tuple[int, ...]) -> None:
+    # A regression watched with the default "cross_entropy": over one output it is 0
+    # whatever the weights (with (64,) targets torch refuses float targets instead).
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = (torch.randn(64, 8), torch.randn(targets_shape))
+    with torch.no_grad():
+        assert float(F.cross_entropy(model(batch[0]), batch[1].reshape(64, 1))) == 0.0
+    with pytest.raises(ValueError, match="loss_fn"):
+        monitor.watch(model, optimizer, monitor_data=batch)
+    assert hook_counts(model, optimizer) == (0, 0, 0)
+    watch = monitor.watch(model, optimizer, monitor_data=batch, loss_fn="mse")
+    (probe,) = records(watch, "probe", 0)
+    with torch.no_grad():
+        expected = F.mse_loss(model(batch[0]).reshape(targets_shape), batch[1])
+    assert probe["monitor_loss"] == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("captured", [False, True])
+def test_a_model_cast_to_float64_after_the_watch_is_probed_in_float64(captured: bool) -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    inputs, targets = data()
+    given = None if captured else (inputs, targets)
+    watch = monitor.watch(
+        model, optimizer, monitor_data=given, validation_data=data(64, 1), every=4
+    )
+    sgd_step(model, optimizer, (inputs, targets))  # (captures the inputs, in float32)
+    watch.step(1.0)
+    model.double()
+    for _ in range(2, 5):
+        watch.step(sgd_step(model, optimizer, (inputs.double(), targets)))
+    with torch.no_grad():  # the probe at step 4 saw the float64 weights, as this does
+        scores = model(inputs.double())
+        hidden = torch.relu(model[0](inputs.double()))
+    (probe,) = records(watch, "probe", 4)
+    if not captured:
+        assert probe["monitor_loss"] == pytest.approx(float(F.cross_entropy(scores, targets)))
+    (layer,) = [r for r in records(watch, "activation", 4) if r["layer"] == "1"]
+    assert layer["mean"] == pytest.approx(float(hidden.mean()), rel=1e-6)
+    assert layer["dead_fraction"] == float((hidden <= 0).all(0).double().mean())
+
+
+def test_a_compiled_model_is_probed_without_recompiling_it() -> None:
+    # Each probe's temporary hooks made the compiled forward recompile (seconds each with
+    # the default backend); the probes run the module that torch.compile wrapped.
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = small_model()
+    compiled = torch.compile(model, backend="eager")
+    optimizer = torch.optim.SGD(compiled.parameters(), lr=0.1)
+    watch = monitor.watch(compiled, optimizer, monitor_data=data(), every=2)
+    for step in range(6):
+        watch.step(sgd_step(compiled, optimizer, data(32, seed=step)))
+    assert counters["stats"]["unique_graphs"] == 1  # the training forward's graph only
+    with torch.no_grad():
+        hidden = torch.relu(model[0](data()[0]))
+    (layer,) = [r for r in records(watch, "activation", 6) if r["layer"] == "_orig_mod.1"]
+    assert layer["dead_fraction"] == float((hidden <= 0).all(0).double().mean())
+    assert layer["mean"] == pytest.approx(float(hidden.mean()), rel=1e-6)
+    torch._dynamo.reset()
 
 
 # -- findings ------------------------------------------------------------------------------

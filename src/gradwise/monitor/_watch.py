@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -121,6 +122,9 @@ class Watch:
         thresholds: Thresholds,
     ) -> None:
         self.model = model
+        # The probes' forwards run the module that torch.compile wrapped, eagerly: their
+        # temporary hooks would make the compiled model recompile at every probe.
+        self._probed_model = _uncompiled(model)
         self.optimizer = optimizer
         self.loss_name = loss_fn if isinstance(loss_fn, str) else None
         self.loss_fn: LossFunction = get_loss(loss_fn) if isinstance(loss_fn, str) else loss_fn
@@ -133,8 +137,15 @@ class Watch:
         # configured rate (a backbone group kept at rate 0 says nothing of the schedule).
         self._rate_group = _rate_group(optimizer)
         self.history = History(learning_rate=_base_learning_rate(optimizer, self._rate_group))
-        self._monitor: MonitorBatch | None = _as_batch(monitor_data, model)
-        self._validation: Batch | None = _as_batch(validation_data, model)
+        # The data as given (or captured), and as the model takes it now: re-cast at a
+        # probe when the model has been moved or cast since (``model.double()``).
+        self._monitor_source: MonitorBatch | None = _as_pair(monitor_data)
+        self._validation_source: Batch | None = _as_pair(validation_data)
+        self._placement = _placement(model)
+        self._monitor: MonitorBatch | None = _as_batch(self._monitor_source, *self._placement)
+        self._validation = cast(
+            "Batch | None", _as_batch(self._validation_source, *self._placement)
+        )
         self._gradients = GradientProbe(model)
         self._modules = watched_modules(model)
         self._unit_axes = UnitAxes(model, per_unit=any(m.per_unit for m in self._modules))
@@ -164,18 +175,22 @@ class Watch:
         self._skipped_steps = 0  # consecutive steps the optimizer skipped, up to this one
         self._sample_positions: dict[Any, Tensor] = {}
         self._handles: list[RemovableHandle] = []
-        if optimizer is not None:
-            self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
         self._capture_handle: RemovableHandle | None = None
-        if self._monitor is None:
-            self._capture_handle = model.register_forward_pre_hook(self._capture_inputs)
-        else:
+        if self._monitor is not None:
             self._set_chance(self._monitor[1])
             first_histograms = self._histogram_batch(True)
-            self._probe(0, first_histograms)
+            try:
+                self._probe(0, first_histograms)
+            except (TypeError, RuntimeError, IndexError) as error:
+                raise ValueError(self._cannot_run_message(error)) from error
             self._record_histograms(0, first_histograms)
         if self._validation is not None:
             self._set_chance(self._validation[1])
+        # The hooks come last: a watch whose first probe fails leaves none behind.
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
+        if self._monitor is None:
+            self._capture_handle = model.register_forward_pre_hook(self._capture_inputs)
 
     # -- the loop's side -----------------------------------------------------------------
 
@@ -404,7 +419,7 @@ class Watch:
     def _capture_inputs(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self._monitor is not None or not args or not isinstance(args[0], Tensor):
             return
-        self._monitor = (args[0].detach()[:CAPTURED_SAMPLES].clone(), None)
+        self._monitor = self._monitor_source = (args[0].detach()[:CAPTURED_SAMPLES].clone(), None)
         if self._capture_handle is not None:
             self._capture_handle.remove()
             self._capture_handle = None
@@ -512,12 +527,39 @@ class Watch:
         ranked = sorted(table, key=lambda name: order.get(name, len(order)))
         self.history.layer_grad_norm = {name: table[name] for name in ranked}
 
+    def _follow_model(self) -> None:
+        """Re-cast the data when the model was moved or cast since they last were."""
+        placement = _placement(self.model)
+        if placement != self._placement:
+            self._placement = placement
+            self._monitor = _as_batch(self._monitor_source, *placement)
+            self._validation = cast("Batch | None", _as_batch(self._validation_source, *placement))
+
+    def _cannot_run_message(self, error: Exception) -> str:
+        shapes = " and ".join(
+            f"{name} (inputs of shape {tuple(batch[0].shape)})"
+            for name, batch in (
+                ("monitor_data", self._monitor),
+                ("validation_data", self._validation),
+            )
+            if batch is not None
+        )
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        return (
+            f"The model and loss_fn given to watch cannot run on {shapes}: "
+            f"{type(error).__name__}: {first_line}. Check that the model takes inputs of that "
+            "shape and that loss_fn takes its outputs and the targets (a regression needs "
+            "loss_fn='mse' or a function; a model that returns a tuple or dict, a function "
+            "that picks the outputs)."
+        )
+
     def _probe(self, step: int, histograms: HistogramBatch | None) -> None:
         if self._monitor is None:
             return
+        self._follow_model()
         inputs, targets = self._monitor
         probe = run_activation_probe(
-            self.model,
+            self._probed_model,
             inputs,
             targets,
             self.loss_fn,
@@ -536,6 +578,16 @@ class Watch:
                 "(outputs, targets) -> loss that takes what the model returns.",
                 UserWarning,
                 stacklevel=4,
+            )
+        if step == 0 and self.loss_name in ("cross_entropy", "hinge") and probe.num_outputs == 1:
+            # Over one class both are 0 whatever the weights: a regression (or a binary
+            # classifier's single logit) would be watched with a loss that never moves.
+            raise invalid_value_error(
+                "loss_fn",
+                _OWNER,
+                "a loss for the model's outputs: a class loss over 1 output is 0 whatever "
+                "the weights (a regression needs loss_fn='mse' or a function)",
+                self.loss_name,
             )
         record = self._record_losses(step, probe.loss, probe.accuracy, probe.num_outputs)
         self._records.append(record)
@@ -617,7 +669,11 @@ class Watch:
     ) -> dict[str, Any]:
         inputs, targets = validation
         val_loss, val_accuracy = evaluate(
-            self.model, inputs, targets, self.loss_fn, custom_loss=self.loss_name is None
+            self._probed_model,
+            inputs,
+            targets,
+            self.loss_fn,
+            custom_loss=self.loss_name is None,
         )
         history = self.history
         result: dict[str, Any] = {}
@@ -647,10 +703,11 @@ class Watch:
     def _locate_nonfinite(self, step: int, source: str) -> None:
         """Where the first NaN/inf is: a weight, a module's output on the monitoring
         subset, or (failing both) a gradient; the first in registration/forward order."""
+        self._follow_model()
         located = {
             "parameter": first_nonfinite_parameter(self.model),
             "activation": (
-                first_nonfinite_module(self.model, self._monitor[0])
+                first_nonfinite_module(self._probed_model, self._monitor[0])
                 if self._monitor is not None
                 else None
             ),
@@ -839,23 +896,46 @@ def _as_number(value: object) -> float | None:
     return None
 
 
-def _as_batch(data: Batch | Dataset | None, model: nn.Module) -> Batch | None:
-    """The batch on the model's device, floating inputs in its floating dtype (its first
-    floating parameter's) and integer class targets int64 (as ``Dataset`` makes them), so
-    that int32 targets and a float64 model work as they do in ``checks.sanity``."""
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile``'d model wraps (the model itself otherwise)."""
+    # Only a compiled model's module can be one, and compiling imported it.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+        inner = model._orig_mod
+        return inner if isinstance(inner, nn.Module) else model
+    return model
+
+
+def _as_pair(data: Batch | Dataset | None) -> Batch | None:
+    """``(inputs, targets)`` of a batch or a ``Dataset``, detached."""
     if data is None:
         return None
     inputs, targets = (data.inputs, data.targets) if not isinstance(data, tuple | list) else data
-    floating = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    dtype = floating if floating is not None and inputs.is_floating_point() else inputs.dtype
-    if not (targets.is_floating_point() or targets.is_complex()):
-        targets = targets.to(torch.int64)
-    return inputs.detach().to(_device_of(model), dtype), targets.detach().to(_device_of(model))
+    return inputs.detach(), targets.detach()
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
+    """The model's device (its first parameter's) and floating dtype (its first floating
+    parameter's), which the data must follow."""
     parameter = next(iter(model.parameters()), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    floating = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return device, floating
+
+
+def _as_batch(
+    data: MonitorBatch | None, device: torch.device, floating: torch.dtype | None
+) -> MonitorBatch | None:
+    """The batch on ``device``, floating inputs in the model's ``floating`` dtype and integer
+    class targets int64 (as ``Dataset`` makes them), so that int32 targets and a float64
+    model work as they do in ``checks.sanity``."""
+    if data is None:
+        return None
+    inputs, targets = data
+    dtype = floating if floating is not None and inputs.is_floating_point() else inputs.dtype
+    if targets is not None and not (targets.is_floating_point() or targets.is_complex()):
+        targets = targets.to(torch.int64)
+    return inputs.to(device, dtype), None if targets is None else targets.to(device)
 
 
 def _number(value: object) -> float | None:
