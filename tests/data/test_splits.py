@@ -36,34 +36,6 @@ def test_stratified_hold_out_sizes_and_proportions(seed, fraction):
     assert torch.equal(held_out.targets, targets[held_out.inputs[:, 0].long()])
 
 
-def test_ties_in_the_rounding_favour_no_class():
-    # Four classes of 5: holding out 5 of 20 gives each class 1.25 samples, four equal
-    # remainders for one extra sample. Class 0 took it for every seed.
-    targets = torch.arange(20) % 4
-    extra = []
-    for seed in range(40):
-        rest, held_out = split_dataset(_tagged(targets), 0.25, seed=seed)
-        per_class = torch.bincount(held_out.targets, minlength=4)
-        assert len(rest) + len(held_out) == 20
-        assert len(held_out) == 5
-        assert sorted(per_class.tolist()) == [1, 1, 1, 2]  # within one sample of 1.25
-        extra.append(int(per_class.argmax()))
-    counts = [extra.count(c) for c in range(4)]
-    assert min(counts) >= 4, counts  # 10 each on average over 40 seeds
-
-
-@pytest.mark.parametrize("seed", range(10))
-def test_split_sizes_add_up_with_many_tied_classes(seed):
-    # Ten classes of 7 and three of 6: remainders tie within each group.
-    sizes = [7] * 10 + [6] * 3
-    targets = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
-    rest, held_out = split_dataset(_tagged(targets), 0.3, seed=seed)
-    assert len(held_out) == int(0.3 * len(targets) + 0.5)
-    assert len(rest) + len(held_out) == len(targets)
-    for c, n in enumerate(sizes):
-        assert abs(int((held_out.targets == c).sum()) - 0.3 * n) < 1
-
-
 def test_same_seed_same_split_different_seed_different():
     targets = torch.arange(200) % 4
     first = split_dataset(_tagged(targets), 0.3, seed=5)[1]

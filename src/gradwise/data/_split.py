@@ -17,11 +17,11 @@ def split_dataset(dataset: Dataset, fraction: float, *, seed: int = 0) -> tuple[
 
     The held-out split has :math:`n = \lfloor f N + 1/2 \rfloor` samples. For
     classification it is stratified: class :math:`c` with :math:`N_c` samples gives
-    :math:`\lfloor n N_c / N \rfloor` or one more (largest remainders first, equal
-    remainders in a seeded random order of the classes, so no class is favoured), so each
-    class's share is within one sample of exact. Which samples of a class are held out is
-    decided by ``torch.randperm`` seeded with ``seed``; both splits keep the original order
-    of their samples. Regression splits are a plain seeded random draw.
+    :math:`\lfloor n N_c / N \rfloor` or one more (largest remainders first, ties to the
+    lower class index), so each class's share is within one sample of exact. Which samples
+    of a class are held out is decided by ``torch.randperm`` seeded with ``seed``; both
+    splits keep the original order of their samples. Regression splits are a plain seeded
+    random draw.
 
     Args:
         dataset: the samples to split.
@@ -61,7 +61,7 @@ def hold_out(
     permutation = torch.randperm(size, generator=generator)
     targets = dataset.targets.cpu()
     if dataset.task == "classification":
-        mask = _stratified_mask(targets, permutation, count, generator, owner)
+        mask = _stratified_mask(targets, permutation, count, owner)
     else:
         mask = torch.zeros(size, dtype=torch.bool)
         mask[permutation[:count]] = True
@@ -70,18 +70,14 @@ def hold_out(
     return dataset.subset(rest), dataset.subset(held_out)
 
 
-def _stratified_mask(
-    targets: Tensor, permutation: Tensor, count: int, generator: torch.Generator, owner: str
-) -> Tensor:
+def _stratified_mask(targets: Tensor, permutation: Tensor, count: int, owner: str) -> Tensor:
     if int(targets.min()) < 0:
         raise ValueError(
             f"{owner} needs class indices >= 0 to stratify. Got {int(targets.min())} instead."
         )
     size = targets.numel()
     class_sizes = torch.bincount(targets)
-    # Drawn after the sample permutation, so that permutation is the one of any seed before.
-    tie_order = torch.randperm(class_sizes.numel(), generator=generator)
-    quotas = _class_quotas(class_sizes, count, tie_order)
+    quotas = _class_quotas(class_sizes, count)
     # Group the samples by class while keeping the seeded order within each class; the
     # first quotas[c] samples of class c in that order are held out. No loop over samples.
     order = permutation[torch.argsort(targets[permutation], stable=True)]
@@ -93,18 +89,13 @@ def _stratified_mask(
     return mask
 
 
-def _class_quotas(class_sizes: Tensor, count: int, tie_order: Tensor) -> Tensor:
-    """Largest-remainder apportionment of ``count`` samples in proportion to class sizes.
-
-    Equal remainders are ranked in ``tie_order`` (a permutation of the classes): in class
-    index order, balanced classes (the common case, where every remainder ties) always
-    gave the extra samples to the lowest classes.
-    """
+def _class_quotas(class_sizes: Tensor, count: int) -> Tensor:
+    """Largest-remainder apportionment of ``count`` samples in proportion to class sizes."""
     size = int(class_sizes.sum())
     scaled = class_sizes * count  # exact integers: quota_c = scaled_c / size
     quotas = scaled // size
     remainders = scaled % size
     missing = count - int(quotas.sum())
-    by_remainder = tie_order[torch.argsort(-remainders[tie_order], stable=True)]
+    by_remainder = torch.argsort(-remainders, stable=True)
     quotas[by_remainder[:missing]] += 1
     return quotas
