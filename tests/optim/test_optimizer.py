@@ -266,6 +266,22 @@ def test_sparse_gradients_are_rejected() -> None:
         optimizer.step()
 
 
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adagrad, optim.LARS])
+def test_a_sparse_gradient_error_names_the_parameter_and_the_fix(
+    cls: type[torch.optim.Optimizer],
+) -> None:
+    # QA: torch.optim.SGD and Adagrad take sparse gradients, so a drop-in user of these
+    # hits this error; it named neither the parameter nor what to do (STYLE.md section 6).
+    linear = torch.nn.Linear(3, 1)
+    embedding = torch.nn.Embedding(10, 3, sparse=True)
+    optimizer = cls([*linear.parameters(), *embedding.parameters()], lr=0.1)
+    linear(embedding(torch.tensor([1, 2]))).sum().backward()
+    weight = embedding.weight.detach().clone()
+    with pytest.raises(RuntimeError, match=r"parameter of shape \(10, 3\).*sparse=False"):
+        optimizer.step()
+    assert torch.equal(embedding.weight, weight)
+
+
 def test_a_fixed_transform_refuses_group_hyperparameters_it_would_ignore() -> None:
     # QA: a group's lr=100 with a fixed transform stepped by the transform's 0.1, silently.
     a, b = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)

@@ -231,7 +231,7 @@ class Optimizer(torch.optim.Optimizer):
         self, index: int, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
     ) -> None:
         if any(g.is_sparse for g in grads):
-            raise RuntimeError(f"{self._owner} does not support sparse gradients.")
+            raise _sparse_gradient_error(self._owner, params, grads)
         runtime = self._runtime(index, group)
         states = self._parameter_states(index, runtime, params)
         implementation = self._select_implementation(runtime, group, params)
@@ -626,6 +626,18 @@ def _reset_after_load(optimizer: torch.optim.Optimizer) -> None:
             }
     _wrap_fixed_transform_groups(optimizer)
     optimizer._runtimes = {}
+
+
+def _sparse_gradient_error(owner: str, params: list[Tensor], grads: list[Tensor]) -> RuntimeError:
+    """The error for a sparse gradient (``nn.Embedding(sparse=True)``): the transforms are
+    dense, element-wise functions, so say which parameter and how to step it instead."""
+    shape = next(tuple(p.shape) for p, g in zip(params, grads, strict=True) if g.is_sparse)
+    return RuntimeError(
+        f"{owner} does not support sparse gradients. Got a sparse gradient for a parameter of "
+        f"shape {shape} (from nn.Embedding or nn.EmbeddingBag with sparse=True). Create that "
+        "layer with sparse=False, or step its parameters with a separate torch.optim "
+        "optimizer that takes sparse gradients (SparseAdam, SGD, Adagrad)."
+    )
 
 
 def _fused_kernel_takes(params: list[Tensor]) -> bool:
