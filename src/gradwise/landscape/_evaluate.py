@@ -46,7 +46,6 @@ def as_batches(data: object, batch_size: int | None, model: nn.Module, owner: st
     or a list of pairs. Floating-point inputs take the model's dtype (a Dataset holds
     float32; a float64 model gets float64 inputs)."""
     batches: Sequence[Batch]
-    _check_lengths(data, owner)
     if isinstance(data, Dataset):
         size = len(data) if batch_size is None else batch_size
         batches = list(iterate_once(data, max(size, 1)))
@@ -60,14 +59,24 @@ def as_batches(data: object, batch_size: int | None, model: nn.Module, owner: st
             f"targets) pair of tensors or a non-empty list of such pairs. Got "
             f"{type(data).__name__} instead."
         )
-    _check_samples(batches, owner)
+    _check_samples(batches, owner, listed=not isinstance(data, Dataset | tuple))
     reference = next(iter(model.parameters()))
     return [(_to_model(x, reference), y.to(reference.device)) for x, y in batches]
 
 
-def _check_samples(batches: Sequence[Batch], owner: str) -> None:
-    """The error for data without samples, or a batch without any: its mean loss is
-    0 / 0, and its weight 0 times that NaN made every point's loss NaN."""
+def _check_samples(batches: Sequence[Batch], owner: str, *, listed: bool) -> None:
+    """The error for a batch whose inputs and targets differ in number (``listed``: the
+    batches were given as a list, so the message says which), for data without samples,
+    or a batch without any: its mean loss is 0 / 0, and its weight 0 times that NaN made
+    every point's loss NaN."""
+    for index, (inputs, targets) in enumerate(batches):
+        if len(inputs) != len(targets):
+            where = f" in batch {index + 1} of {len(batches)}" if listed else ""
+            raise ValueError(
+                f"The 'data' parameter of {owner} must pair each input with one target. Got "
+                f"{len(inputs)} inputs and {len(targets)} targets{where} instead; pass as "
+                "many targets as inputs."
+            )
     sizes = [len(targets) for _, targets in batches]
     if sizes and all(sizes):
         return
@@ -81,25 +90,6 @@ def _check_samples(batches: Sequence[Batch], owner: str) -> None:
     )
 
 
-def _check_lengths(data: object, owner: str) -> None:
-    """The error for an (inputs, targets) pair whose sample counts differ (it was refused
-    as "Got tuple instead", which did not say what was wrong with the tuple)."""
-    pairs = [data] if isinstance(data, tuple) else data if isinstance(data, list) else []
-    for index, pair in enumerate(pairs):
-        if (
-            isinstance(pair, tuple)
-            and len(pair) == 2
-            and all(isinstance(item, Tensor) and item.dim() > 0 for item in pair)
-            and len(pair[0]) != len(pair[1])
-        ):
-            where = f" in batch {index + 1} of {len(pairs)}" if isinstance(data, list) else ""
-            raise ValueError(
-                f"The 'data' parameter of {owner} must pair each input with one target. Got "
-                f"{len(pair[0])} inputs and {len(pair[1])} targets{where} instead; pass as "
-                "many targets as inputs."
-            )
-
-
 def _to_model(inputs: Tensor, reference: Tensor) -> Tensor:
     if inputs.is_floating_point():
         return inputs.to(device=reference.device, dtype=reference.dtype)
@@ -111,7 +101,6 @@ def _is_pair(value: Any) -> bool:
         isinstance(value, tuple)
         and len(value) == 2
         and all(isinstance(item, Tensor) for item in value)
-        and len(value[0]) == len(value[1])
     )
 
 
