@@ -649,6 +649,25 @@ def test_powersgd_projects_the_average_on_a_rank_one_subspace(
             torch.testing.assert_close(grads[name].double(), average[name], rtol=1e-6, atol=1e-7)
 
 
+def _powersgd_where_a_gpu_is_present(rank: int) -> dict[str, Any]:
+    """The powersgd probe on CPU tensors with ``torch.cuda.is_available()`` true, as on a
+    machine with a GPU that trains on the CPU (gloo)."""
+    torch.cuda.is_available = lambda: True  # this rank's process only
+    return _probe(rank, "powersgd")
+
+
+def test_powersgd_on_cpu_tensors_runs_on_a_machine_with_a_gpu(
+    probe_runs: list[dict[str, Any]], tmp_path
+) -> None:
+    # torch's hook synchronized the bucket's device whenever a GPU existed, and raised for
+    # a CPU bucket ("Expected a cuda device, but got: cpu"), failing every powersgd step.
+    ranks = run_on_ranks(_powersgd_where_a_gpu_is_present, (), tmp_path)
+    for run, expected in zip(ranks, probe_runs, strict=True):
+        for step, grads in enumerate(expected["probe"]["powersgd"]["grads"]):
+            for name, value in grads.items():
+                torch.testing.assert_close(run["grads"][step][name], value, rtol=0, atol=0)
+
+
 # Bytes: the counting convention on a 10,100-parameter model in one bucket.
 
 

@@ -675,6 +675,37 @@ def _fp16_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tens
     return default_hooks.fp16_compress_hook(state.process_group, bucket)  # type: ignore[arg-type]
 
 
+class _CudaForPowerSGD:
+    """``torch.cuda`` as torch's PowerSGD hook sees it: ``synchronize`` leaves devices
+    other than CUDA alone.
+
+    Its decompress step calls ``torch.cuda.synchronize(bucket_device)`` whenever the
+    machine has a GPU, so a bucket on the CPU (gloo, ``device: cpu``, on a GPU machine)
+    raised "Expected a cuda device, but got: cpu" (torch 2.11 to 2.13). Installed in that
+    torch module alone; every other call goes to ``torch.cuda`` unchanged.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.cuda, name)
+
+    @staticmethod
+    def synchronize(device: Any = None) -> None:
+        if device is None or torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+
+
+class _TorchForPowerSGD:
+    """The ``torch`` module for torch's PowerSGD hook, with ``_CudaForPowerSGD`` as cuda."""
+
+    cuda = _CudaForPowerSGD()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+
+setattr(powersgd, "torch", _TorchForPowerSGD())  # noqa: B010 (mypy: not a module)
+
+
 def _powersgd_hook(state: CompressionState, bucket: GradBucket) -> Future[torch.Tensor]:
     torch_state = state.powersgd_state
     if torch_state is None:  # register_compression always sets it
