@@ -148,8 +148,16 @@ OPTIMIZERS: dict[
         {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
     ),
     "LAMB": (optim.LAMB, None, {"lr": 0.01, "weight_decay": 0.01}),
-    # torch has no fused Adagrad for CUDA: "auto" runs its foreach kernel there.
+    # torch has no fused Adagrad for CUDA: "auto" runs its foreach kernel there, with CPU
+    # stand-ins for the step counters where lr_decay is 0.
     "Adagrad": (optim.Adagrad, torch.optim.Adagrad, {"lr": 0.05, "lr_decay": 1e-3}),
+    "Adagrad-no-decay": (optim.Adagrad, torch.optim.Adagrad, {"lr": 0.05}),
+    # torch's foreach kernels on a GPU (not its capturable ones: in float32, RAdam's
+    # rectification there was 5e-3 off this oracle on an H100).
+    "NAdam": (optim.NAdam, torch.optim.NAdam, {"lr": 1e-2, "weight_decay": 1e-2}),
+    "RAdam": (optim.RAdam, torch.optim.RAdam, {"lr": 1e-2, "weight_decay": 1e-2}),
+    "RMSprop": (optim.RMSprop, torch.optim.RMSprop, {"lr": 1e-2, "momentum": 0.9}),
+    "Adadelta": (optim.Adadelta, torch.optim.Adadelta, {"lr": 1.0, "weight_decay": 1e-2}),
 }
 
 

@@ -153,11 +153,19 @@ class Adagrad(Optimizer):
     ) -> None:
         # torch has no fused Adagrad for CUDA tensors: its foreach kernels there.
         on_cuda = params[0].device.type == "cuda"
+        steps = [state["step"] for state in states]
+        if on_cuda and group["lr_decay"] == 0:
+            # That kernel reads each step counter with .item() for its learning rate, one
+            # GPU sync per tensor (1.6x torch's step on an H100, 100 tensors); with
+            # lr_decay 0 the rate is lr at any step, so it gets CPU stand-ins (as torch's
+            # own counters are) and the counters on the device advance here.
+            torch._foreach_add_(steps, 1)
+            steps = list(torch.zeros(len(steps), dtype=steps[0].dtype).unbind())
         _torch_kernels.adagrad(
             params,
             grads,
             [state["sum"] for state in states],
-            [state["step"] for state in states],
+            steps,
             fused=not on_cuda,
             foreach=on_cuda,
             lr=group["lr"],
