@@ -647,7 +647,8 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_at_one_checkpointed_step(tmp_pa
 @pytest.mark.parametrize(
     ("overrides", "on_a_gpu_machine", "on_a_cpu_machine"),
     [
-        ([], "nccl", "gloo"),  # backend auto, device auto: the GPUs where there are some
+        (["device=auto"], "nccl", "gloo"),  # backend auto: the GPUs where there are some
+        ([], "gloo", "gloo"),  # the default device is cpu
         (["device=cpu"], "gloo", "gloo"),
         (["distributed.backend=gloo"], "gloo", "gloo"),
         (["device=cpu", "distributed.backend=nccl"], "nccl", "nccl"),  # as asked
