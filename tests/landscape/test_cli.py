@@ -79,6 +79,13 @@ def test_errors_are_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert len(error.splitlines()) == 1
     assert main(["landscape", str(run), "--resolution", "1"]) == 2
     assert "--resolution must be an int >= 2. Got 1 instead." in capsys.readouterr().err
+    # torch's generator takes seeds below 2**64; a float32 model's grid ends below 3.4e38.
+    assert main(["landscape", str(run), "--seed", str(2**64)]) == 2
+    assert "--seed must be an int in [0, 2**64 - 1]." in capsys.readouterr().err
+    assert main(["landscape", str(run), "--kind", "1d", "--span", "1e39"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--span must be at most 3.403e+38" in error
+    assert len(error.splitlines()) == 1
 
 
 def test_the_cli_interpolation_starts_at_the_init_models_loss(

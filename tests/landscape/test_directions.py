@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -106,7 +108,10 @@ def test_directions_follow_dtype_and_the_float32_draws_match_float64() -> None:
     ("arguments", "message"),
     [
         ({"num": 0}, "The 'num' parameter of random_directions must be an int >= 1. Got 0"),
-        ({"seed": -1}, "The 'seed' parameter of random_directions must be an int >= 0."),
+        (
+            {"seed": -1},
+            "The 'seed' parameter of random_directions must be an int in [0, 2**64 - 1]",
+        ),
         (
             {"filter_normalize": 1},
             "'filter_normalize' parameter of random_directions must be a bool",
@@ -114,7 +119,7 @@ def test_directions_follow_dtype_and_the_float32_draws_match_float64() -> None:
     ],
 )
 def test_bad_arguments_are_reported(arguments: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         random_directions(nn.Linear(2, 2), **arguments)  # type: ignore[arg-type]
 
 
@@ -123,3 +128,24 @@ def test_a_non_module_is_reported() -> None:
         ValueError, match="The 'model' parameter of random_directions must be a torch.nn.Module"
     ):
         random_directions("model")  # type: ignore[arg-type]
+
+
+def test_a_seed_past_what_torch_takes_is_refused_and_the_largest_one_works() -> None:
+    # 2**64 overflowed inside torch ("Overflow when unpacking long long"): the int
+    # constraint compared in floats, where 2**64 - 1 and 2**64 are the same number.
+    model = nn.Linear(3, 2)
+    for seed in (2**64, 2**70, -1):
+        with pytest.raises(
+            ValueError, match=r"^The 'seed' parameter of random_directions"
+        ) as caught:
+            random_directions(model, seed=seed)
+        assert str(caught.value) == (
+            "The 'seed' parameter of random_directions must be an int in [0, 2**64 - 1] (the "
+            f"seeds torch.Generator.manual_seed takes). Got {seed} instead, reduce it into that "
+            "range, for example with seed % 2**64."
+        )
+    # The largest seed draws what torch's generator draws from it (the oracle).
+    (direction,) = random_directions(model, num=1, seed=2**64 - 1, filter_normalize=False)
+    generator = torch.Generator().manual_seed(2**64 - 1)
+    weight = torch.randn((2, 3), generator=generator, dtype=torch.float64).float()
+    assert torch.equal(direction["weight"], weight)

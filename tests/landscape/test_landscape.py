@@ -612,3 +612,115 @@ def test_inputs_and_targets_of_different_lengths_are_reported_as_such() -> None:
     batches = [(inputs, targets), (inputs[:4], targets[:3])]
     with pytest.raises(ValueError, match="Got 4 inputs and 3 targets in batch 2 of 2 instead"):
         slice_1d(model, F.cross_entropy, batches, direction, resolution=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_span_whose_grid_overflows_is_refused_and_the_largest_one_works(
+    dtype: torch.dtype,
+) -> None:
+    # 1e308 overflowed np.linspace (a RuntimeWarning, then inf and NaN coordinates); past
+    # the float32 range a coordinate was cast to inf and every loss but the center's was
+    # NaN, with no error.
+    data = tuple(t.to(dtype) if t.is_floating_point() else t for t in classification_data())
+    model = classifier(0).to(dtype)
+    directions = random_directions(model)
+    largest = (
+        float(np.finfo(np.float64).max) / 2 if dtype == torch.float64 else 3.4028234663852886e38
+    )
+    reason = (
+        "the grid's width (2 * span) is finite in float64"
+        if dtype == torch.float64
+        else "the grid's end (span) is finite in the model's float32"
+    )
+    too_large = np.nextafter(largest, np.inf)
+    calls = [
+        ("slice_1d", lambda span: slice_1d(model, F.cross_entropy, data, directions[0], span=span,
+                                           resolution=3)),
+        ("slice_2d", lambda span: slice_2d(model, F.cross_entropy, data, directions, span=span,
+                                           resolution=3)),
+    ]  # fmt: skip
+    for owner, call in calls:
+        with pytest.raises(ValueError, match=f"^The 'span' parameter of {owner}") as caught:
+            call(too_large)
+        assert str(caught.value).startswith(
+            f"The 'span' parameter of {owner} must be at most {largest!r}, so that {reason}. "
+            f"Got {too_large!r} instead; use a span of a few units"
+        )
+        result = call(largest)  # the boundary itself: finite coordinates, no warning
+        axis = result.coordinates if isinstance(result, Landscape1D) else result.alphas
+        assert axis.tolist() == [-largest, 0.0, largest]
+
+
+def test_an_extend_whose_grid_overflows_is_refused() -> None:
+    data = classification_data()
+    model = classifier(0)
+    with pytest.raises(ValueError, match="^The 'extend' parameter of interpolate") as caught:
+        interpolate(model, model, classifier(1), F.cross_entropy, data, extend=1e308)
+    assert str(caught.value).startswith(
+        "The 'extend' parameter of interpolate must be at most 8.988465674311579e+307, so that "
+        "the grid's width (1 + 2 * extend) is finite in float64. Got 1e+308 instead;"
+    )
+    float32 = classifier(0).float()
+    with pytest.raises(ValueError, match=r"is finite in the model's float32\. Got 1e\+39 instead"):
+        interpolate(float32, float32, float32, F.cross_entropy, data, extend=1e39)
+
+
+def test_a_direction_or_parameter_set_with_nan_or_inf_is_refused_naming_the_tensor() -> None:
+    # NaN in a direction made every loss but the center's NaN, with no error.
+    data = classification_data()
+    model = classifier(0)
+    first, second = random_directions(model)
+    broken = dict(first)
+    broken["4.weight"] = first["4.weight"].clone()
+    broken["4.weight"][0, :2] = torch.nan
+    with pytest.raises(ValueError, match="^The 'direction' parameter of slice_1d") as caught:
+        slice_1d(model, F.cross_entropy, data, broken, resolution=3)
+    assert str(caught.value) == (
+        "The 'direction' parameter of slice_1d must hold finite values. Got NaN in '4.weight' "
+        "(2 of 32 entries) instead; rebuild it (random_directions(model) draws a finite one) "
+        "or replace them (torch.nan_to_num)."
+    )
+    broken["0.weight"] = first["0.weight"].clone()
+    broken["0.weight"][1, 1] = -torch.inf
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'directions' parameter of slice_2d must hold finite values\. "
+        r"Got inf in '0\.weight' \(1 of 24 entries\)",
+    ):  # the first non-finite tensor in the model's parameter order
+        slice_2d(model, F.cross_entropy, data, (second, broken), resolution=3)
+    end = {name: p.detach().clone() for name, p in classifier(1).named_parameters()}
+    end["0.bias"][3] = torch.inf
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'params_b' parameter of interpolate must hold finite values. "
+        r"Got inf in '0.bias' \(1 of 8 entries\)",
+    ):
+        interpolate(model, model, end, F.cross_entropy, data, num_points=3)
+
+
+def test_interpolate_reads_named_parameters_and_other_iterators_once() -> None:
+    # A generator (named_parameters(), the docstring's own example) was refused as "must
+    # be a mapping ... Got generator instead".
+    data = classification_data()
+    model, other = classifier(0), classifier(1)
+    trained_buffers(model, data[0])
+    trained_buffers(other, data[0])
+    expected = interpolate(model, dict(model.named_parameters()), dict(other.named_parameters()),
+                           F.cross_entropy, data, num_points=5)  # fmt: skip
+    line = interpolate(model, model.named_parameters(), other.named_parameters(),
+                       F.cross_entropy, data, num_points=5)  # fmt: skip
+    np.testing.assert_array_equal(line.losses, expected.losses)
+    ends = [_eval_loss(model, dict(m.named_parameters()), data) for m in (model, other)]
+    np.testing.assert_allclose(line.losses[[1, 3]], ends, rtol=1e-12)
+    # an iterator over a state_dict carries the buffers along, as the state_dict does
+    with_buffers = interpolate(model, iter(model.state_dict().items()),
+                               list(other.state_dict().items()), F.cross_entropy, data,
+                               num_points=5)  # fmt: skip
+    reference = interpolate(model, model, other, F.cross_entropy, data, num_points=5)
+    np.testing.assert_array_equal(with_buffers.losses, reference.losses)
+    with pytest.raises(TypeError, match="^The 'params_a' parameter of interpolate") as caught:
+        interpolate(model, model.parameters(), other, F.cross_entropy, data)
+    assert str(caught.value).endswith(
+        "Got a generator of Parameter instead; pass model.named_parameters() or "
+        "model.state_dict(), not model.parameters()."
+    )

@@ -110,3 +110,15 @@ def test_a_zero_eigenvalue_is_neither_a_crash_nor_an_oscillation():
     edge = quadratic_lesson([1.0, 10.0], lr=0.2, num_steps=4)
     assert edge.factors[1].item() == -1.0
     assert "oscillates" in edge.summary()
+
+
+def test_negative_curvature_everywhere_has_no_finite_bound():
+    # lambda_max < 0: every direction grows at any lr > 0, so no 2/lambda_max bounds the
+    # step (it was reported as -2.0, a negative "largest stable learning rate").
+    concave = quadratic_lesson([-1.0, -2.0], lr=0.1, num_steps=3)
+    assert concave.max_stable_lr == math.inf
+    assert concave.diverges
+    assert "no finite 2/lambda_max (lambda_max = -1)" in concave.summary()
+    assert "2/lambda_max = -" not in concave.summary()
+    # A saddle keeps the bound of its positive direction.
+    assert quadratic_lesson([-1.0, 10.0], lr=0.1, num_steps=3).max_stable_lr == 0.2

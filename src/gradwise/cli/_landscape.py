@@ -37,6 +37,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run_landscape(args: argparse.Namespace) -> int:
     """Compute the requested landscapes of ``args.run`` and write their PNGs."""
+    import torch
+
     from gradwise.config import ConfigError
 
     for name, low in (("resolution", 2), ("subset", 1)):
@@ -45,9 +47,16 @@ def run_landscape(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name} must be an int >= {low}. Got {value} instead.")
     if not 0 < args.span < math.inf:
         raise ConfigError(f"--span must be a finite float > 0. Got {args.span} instead.")
-    if args.seed < 0:
-        raise ConfigError(f"--seed must be an int >= 0. Got {args.seed} instead.")
+    if not 0 <= args.seed < 2**64:
+        raise ConfigError(f"--seed must be an int in [0, 2**64 - 1]. Got {args.seed} instead.")
     folder, model, init, data, loss = _load_run(args.run, args.subset)
+    # Past its dtype's range a grid coordinate would be inf, and every loss NaN.
+    largest = min((torch.finfo(p.dtype).max for p in model.parameters()), default=math.inf)
+    if args.span > largest:
+        raise ConfigError(
+            f"--span must be at most {largest:.4g}, the largest value of the model's "
+            f"parameters' dtype. Got {args.span} instead; use a span of a few units."
+        )
     paths = []
     for file_name, png in _landscapes(args, model, init, data, loss):
         path = folder / file_name

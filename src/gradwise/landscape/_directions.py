@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from numbers import Integral
 
 import torch
 from torch import Tensor, nn
 
-from gradwise._validation import NON_NEGATIVE_INT, POSITIVE_INT, Boolean, check
+from gradwise._validation import POSITIVE_INT, Boolean, check
 
 Direction = dict[str, Tensor]
 
@@ -51,7 +52,9 @@ def random_directions(
     Args:
         model: the network; its current parameters set the filter norms.
         num: how many directions, an int >= 1.
-        seed: an int >= 0.
+        seed: an int in [0, 2**64 - 1], the seeds ``torch.Generator.manual_seed`` takes
+            as distinct (it reads a negative seed as its 64-bit two's complement, so -1
+            would silently be 2**64 - 1).
         filter_normalize: rescale per filter and zero biases and normalization parameters.
 
     Returns:
@@ -74,7 +77,7 @@ def random_directions(
     """
     check("model", "random_directions", model, _MODULE)
     check("num", "random_directions", num, POSITIVE_INT)
-    check("seed", "random_directions", seed, NON_NEGATIVE_INT)
+    check("seed", "random_directions", seed, _SEED)
     check("filter_normalize", "random_directions", filter_normalize, Boolean())
     check_materialized(model, "random_directions")
     generator = torch.Generator().manual_seed(int(seed))
@@ -155,7 +158,48 @@ def check_direction(
                 f"The '{name}' parameter of {owner} must match the shape of '{key}', "
                 f"{tuple(parameter.shape)}. Got {tuple(value.shape)} instead."
             )
+        _check_finite(value, key, name, owner)
     return direction
+
+
+def _check_finite(value: Tensor, key: str, name: str, owner: str) -> None:
+    """A NaN or inf entry made every point but the center NaN, with no error (and with
+    ``lerp``, every point of an interpolation)."""
+    finite = torch.isfinite(value.detach())
+    if bool(finite.all()):
+        return
+    bad = value.detach()[~finite]
+    kinds = [word for word, found in (("NaN", bad.isnan().any()), ("inf", bad.isinf().any()))
+             if bool(found)]  # fmt: skip
+    raise ValueError(
+        f"The '{name}' parameter of {owner} must hold finite values. Got "
+        f"{' and '.join(kinds)} in '{key}' ({bad.numel()} of {value.numel()} entries) "
+        "instead; rebuild it (random_directions(model) draws a finite one) or replace them "
+        "(torch.nan_to_num)."
+    )
+
+
+class _Seed:
+    """An int that ``torch.Generator.manual_seed`` takes as itself: [0, 2**64 - 1].
+
+    Not an :class:`Interval`: it compares in floats, and float(2**64 - 1) == 2**64, so
+    2**64 passed and overflowed inside torch ("Overflow when unpacking long long").
+    """
+
+    description = "an int in [0, 2**64 - 1] (the seeds torch.Generator.manual_seed takes)"
+
+    def is_satisfied_by(self, value: object) -> bool:
+        if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            return False
+        return 0 <= int(value) < 2**64
+
+    def explain(self, value: object) -> str:
+        return "reduce it into that range, for example with seed % 2**64"
+
+
+_SEED = _Seed()
 
 
 class _IsModule:

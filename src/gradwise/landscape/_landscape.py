@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +22,7 @@ from gradwise.landscape._evaluate import (
 )
 
 Array = NDArray[np.float64]
-ParameterSet = Mapping[str, Tensor] | nn.Module
+ParameterSet = Mapping[str, Tensor] | Iterable[tuple[str, Tensor]] | nn.Module
 
 # Grid points per vectorized forward when points_per_batch is None (the one dispatch
 # point: _points_per_batch). Measured with tests/landscape/bench_evaluation.py on this
@@ -34,6 +34,9 @@ ParameterSet = Mapping[str, Tensor] | nn.Module
 # per call (not measured here: no GPU on the development machine).
 CUDA_POINTS_PER_BATCH = 16
 _AT_LEAST_TWO = Interval(low=2.0, kind="int")
+# The grid is built in float64 by np.linspace, which needs its width (2 * span, or
+# 1 + 2 * extend) to be finite: at 1e308 it warned of an overflow and gave inf and NaN.
+_FLOAT64_HALF_MAX = float(np.finfo(np.float64).max) / 2
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,9 @@ def interpolate(
     Args:
         model: the network; it is left exactly as it was (parameters, buffers, modes,
             ``.grad``, torch's RNG state).
-        params_a, params_b: a module or a mapping (``state_dict()``, ``named_parameters``)
-            with a tensor for every parameter name of ``model``; extra keys are ignored.
+        params_a, params_b: a module, a mapping (``state_dict()``) or an iterable of
+            ``(name, tensor)`` pairs (``named_parameters()``, read once) with a tensor for
+            every parameter name of ``model``; extra keys are ignored.
         loss_fn: ``(outputs, targets) -> mean loss``, or "cross_entropy", "hinge", "mse".
             It runs with the point's parameters in the model, so a penalty that reads
             them from the model (``l2_penalty(model, ...)``) is taken at each point; one
@@ -144,7 +148,9 @@ def interpolate(
         data: a :class:`gradwise.data.Dataset`, an ``(inputs, targets)`` pair, or a list
             of pairs; the loss is the sample-weighted mean over all of it.
         num_points: an int >= 2.
-        extend: :math:`e`, a finite float >= 0: how far to go past both ends.
+        extend: :math:`e`, a finite float >= 0: how far to go past both ends (at most
+            the largest value of the parameters' dtype less 1, and half the largest
+            float64).
         batch_size: samples per forward (default: all of a Dataset at once).
         points_per_batch: parameter sets per vectorized forward (``torch.func.vmap``);
             1 evaluates them one by one. Default: 1 on the CPU (measured faster there for
@@ -172,6 +178,7 @@ def interpolate(
     _check_common(owner, model, batch_size, points_per_batch)
     check("num_points", owner, num_points, _AT_LEAST_TWO)
     check("extend", owner, extend, NON_NEGATIVE)
+    _check_reach("extend", owner, extend, model, offset=1.0)
     start = _parameter_set(params_a, model, "params_a", owner)
     end = _parameter_set(params_b, model, "params_b", owner)
     for name in set(start) ^ set(end):  # a buffer only one side has: the model's own
@@ -224,7 +231,8 @@ def slice_1d(
     Args:
         model, loss_fn, data, batch_size, points_per_batch: as in :func:`interpolate`.
         direction: a tensor for every parameter name (one of :func:`random_directions`).
-        span: :math:`s`, a finite float > 0.
+        span: :math:`s`, a finite float > 0 (at most the largest value of the
+            parameters' dtype, and half the largest float64).
         resolution: number of points, an int >= 2 (odd puts one at the center).
 
     Example:
@@ -244,6 +252,7 @@ def slice_1d(
     owner = "slice_1d"
     _check_common(owner, model, batch_size, points_per_batch)
     check("span", owner, span, POSITIVE)
+    _check_reach("span", owner, span, model, offset=0.0)
     check("resolution", owner, resolution, _AT_LEAST_TWO)
     step = check_direction(direction, model, "direction", owner)
     center = _current(model)
@@ -285,7 +294,8 @@ def slice_2d(
     Args:
         model, loss_fn, data, batch_size, points_per_batch: as in :func:`interpolate`.
         directions: two directions (as :func:`random_directions` returns).
-        span: :math:`s`, a finite float > 0.
+        span: :math:`s`, a finite float > 0 (at most the largest value of the
+            parameters' dtype, and half the largest float64).
         resolution: points per axis, an int >= 2.
 
     Example:
@@ -305,6 +315,7 @@ def slice_2d(
     owner = "slice_2d"
     _check_common(owner, model, batch_size, points_per_batch)
     check("span", owner, span, POSITIVE)
+    _check_reach("span", owner, span, model, offset=0.0)
     check("resolution", owner, resolution, _AT_LEAST_TWO)
     if (
         isinstance(directions, Mapping)
@@ -359,6 +370,38 @@ def _check_common(
         check("points_per_batch", owner, points_per_batch, POSITIVE_INT)
 
 
+def _check_reach(name: str, owner: str, value: float, model: nn.Module, offset: float) -> None:
+    """Refuse a span or extent whose grid, reaching ``offset + value`` from 0, overflows.
+
+    In float64 np.linspace overflowed (see _FLOAT64_HALF_MAX). Past the range of the
+    parameters' dtype a coordinate was cast to inf, and inf times a zero entry of the
+    direction made every loss but the center's NaN, with no error (span 1e39, float32).
+    """
+    reach, width = ("span", "2 * span") if offset == 0 else (f"1 + {name}", f"1 + 2 * {name}")
+    limit, reason = _FLOAT64_HALF_MAX, f"the grid's width ({width}) is finite in float64"
+    for parameter in model.parameters():
+        if parameter.is_floating_point() or parameter.is_complex():
+            largest = float(torch.finfo(parameter.dtype).max)
+            if largest < limit:
+                dtype = str(parameter.dtype).removeprefix("torch.")
+                limit, reason = (
+                    largest,
+                    f"the grid's end ({reach}) is finite in the model's {dtype}",
+                )
+    if float(value) + offset <= limit:
+        return
+    fix = (
+        "use a span of a few units (along a filter-normalized direction, 1 is a step as large "
+        "as the weights)"
+        if offset == 0
+        else "use an extend of a few units (0.5 goes half the way from A to B past each end)"
+    )
+    raise ValueError(
+        f"The '{name}' parameter of {owner} must be at most {limit - offset!r}, so that "
+        f"{reason}. Got {value!r} instead; {fix}."
+    )
+
+
 def _evaluate(
     model: nn.Module,
     loss_fn: object,
@@ -392,14 +435,34 @@ def _parameter_set(value: object, model: nn.Module, name: str, owner: str) -> di
     """Detached tensors for every parameter of ``model``, on its device and in its dtype,
     and for each of its floating-point buffers that ``value`` has (a ``state_dict`` or a
     module has them all: BatchNorm's running statistics)."""
-    mapping = value.state_dict() if isinstance(value, nn.Module) else value
-    mapping = check_direction(mapping, model, name, owner)
+    mapping = check_direction(_as_mapping(value, name, owner), model, name, owner)
     tensors = {key: mapping[key].detach().to(p) for key, p in model.named_parameters()}
     for key, buffer in model.named_buffers():
         given = mapping.get(key)
         if buffer.is_floating_point() and isinstance(given, Tensor) and given.shape == buffer.shape:
             tensors[key] = given.detach().to(buffer)
     return tensors
+
+
+def _as_mapping(value: object, name: str, owner: str) -> object:
+    """A module's ``state_dict()``, or an iterable of (name, tensor) pairs read into a dict
+    once (``named_parameters()`` is a generator: a second pass would find it empty). Any
+    other value is returned for check_direction to report."""
+    if isinstance(value, nn.Module):
+        return value.state_dict()
+    if isinstance(value, Mapping | Tensor | str | bytes) or not isinstance(value, Iterable):
+        return value
+    pairs = {}
+    for item in value:
+        if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)):
+            raise TypeError(
+                f"The '{name}' parameter of {owner} must be a module, a mapping from parameter "
+                "names to tensors or an iterable of (name, tensor) pairs. Got a "
+                f"{type(value).__name__} of {type(item).__name__} instead; pass "
+                "model.named_parameters() or model.state_dict(), not model.parameters()."
+            )
+        pairs[item[0]] = item[1]
+    return pairs
 
 
 def _length(value: object) -> object:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from gradwise._validation import NON_NEGATIVE_INT, POSITIVE, Interval, check
+from gradwise.curvature import stable_lr_bound
 from gradwise.optim import SGD
 
 _FINITE = Interval()
@@ -37,10 +38,10 @@ class QuadraticLesson:
 
     @property
     def max_stable_lr(self) -> float:
-        r"""The stability bound :math:`2 / \lambda_{\max}` of gradient descent (inf when
-        :math:`\lambda_{\max} = 0`: a flat direction never grows)."""
-        high = float(self.eigenvalues.max())
-        return 2.0 / high if high != 0 else float("inf")
+        r"""The stability bound :math:`2 / \lambda_{\max}` of gradient descent: inf when
+        :math:`\lambda_{\max} \le 0`, as :func:`gradwise.curvature.stable_lr_bound` has it
+        (no curvature limits the step; a negative eigenvalue grows at every rate)."""
+        return stable_lr_bound(float(self.eigenvalues.max()))
 
     @property
     def condition_number(self) -> float:
@@ -67,8 +68,14 @@ class QuadraticLesson:
             verdict = "oscillates"
         else:  # a factor of exactly 1: a zero-curvature direction keeps its coordinate
             verdict = "neither converges nor diverges"
+        high = float(self.eigenvalues.max())
+        bound = (
+            f"2/lambda_max = {self.max_stable_lr:.4g}"
+            if high > 0
+            else f"no finite 2/lambda_max (lambda_max = {high:.4g})"
+        )
         return (
-            f"lr {self.lr:.4g} vs 2/lambda_max = {self.max_stable_lr:.4g}: gradient descent "
+            f"lr {self.lr:.4g} vs {bound}: gradient descent "
             f"{verdict}; the direction with lambda = {float(self.eigenvalues[worst]):.4g} "
             f"is multiplied by {float(self.factors[worst]):.4g} per step "
             f"(condition number {self.condition_number:.4g})."
