@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -557,6 +559,79 @@ def test_without_monitoring_data_the_first_training_inputs_are_kept() -> None:
     watch.close()
 
 
+@pytest.mark.parametrize("with_optimizer", [True, False])
+def test_step_after_close_raises_and_records_nothing(with_optimizer: bool) -> None:
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with monitor.watch(model, optimizer if with_optimizer else None, monitor_data=data()) as watch:
+        watch.step(sgd_step(model, optimizer, data(32)))
+    loss = sgd_step(model, optimizer, data(32))
+    with pytest.raises(RuntimeError, match=r"after close\(\).*make a new watch"):
+        watch.step(loss)
+    assert watch.num_steps == 1
+    assert watch.history.loss.steps == [1]
+
+
+def test_a_second_step_call_for_one_optimizer_step_warns_once() -> None:
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = monitor.watch(model, optimizer, monitor_data=data())
+    loss = sgd_step(model, optimizer, data(32))
+    watch.step(loss)
+    with pytest.warns(UserWarning, match=r"no optimizer\.step\(\) ran since the previous"):
+        watch.step(loss)
+    for _ in range(3):  # once: the next ones pass (pytest makes a second warning an error)
+        loss = sgd_step(model, optimizer, data(32))
+        watch.step(loss)
+        watch.step(loss)
+    assert watch.num_steps == 8  # still counted, as skipped steps
+    watch.close()
+
+
+def test_step_before_the_optimizer_step_warns() -> None:
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = monitor.watch(model, optimizer, monitor_data=data())
+    inputs, targets = data(32)
+    loss = F.cross_entropy(model(inputs), targets)
+    optimizer.zero_grad()
+    loss.backward()
+    with pytest.warns(UserWarning, match=r"since the watch was made.*after optimizer\.step\(\)"):
+        watch.step(loss)
+    optimizer.step()
+    watch.close()
+
+
+@pytest.mark.parametrize("zeroed_before_step", [False, True])
+def test_steps_that_grad_scaler_skips_do_not_warn(zeroed_before_step: bool) -> None:
+    # GradScaler's skipped steps leave non-finite gradients (or none, in a loop that zeroes
+    # them right after the step): not the finite gradients of a misplaced step() call.
+    # (pytest turns a warning into an error.)
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    watch = monitor.watch(model, optimizer, monitor_data=data())
+    skipped = []
+    for step in range(1, 13):
+        inputs, targets = data(32, seed=step)
+        loss = F.cross_entropy(model(inputs), targets, reduction="sum")  # (overflows)
+        scaler.scale(loss).backward()
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        if scaler.get_scale() < scale:
+            skipped.append(step)
+        if zeroed_before_step:
+            optimizer.zero_grad()
+        watch.step(loss)
+        if not zeroed_before_step:
+            optimizer.zero_grad()
+    assert skipped == [1, 2, 3]  # step 1's looks like a step() before optimizer.step()
+    assert watch.num_steps == 12
+    watch.close()
+
+
 def test_a_watch_whose_first_probe_fails_says_why_and_leaves_no_hook() -> None:
     model = small_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -736,6 +811,92 @@ def test_the_state_round_trips_through_a_weights_only_checkpoint() -> None:
     assert restored.history == watch.history
     restored.step(sgd_step(model, optimizer, data(32)))
     assert restored.num_steps == 13
+
+
+def captured_run(
+    resume: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> tuple[monitor.Watch, nn.Sequential]:
+    """10 SGD steps of small_model on ``data(64, seed=step)``, watched without monitoring
+    data (the watch keeps the first inputs the model sees) and probed at steps 5 and 10.
+    With ``resume``, the watch is saved after step 5 and a new one loads ``resume(state)``
+    (through a weights-only checkpoint) and goes on."""
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = monitor.watch(model, optimizer, every=5)
+    for step in range(10):
+        if step == 5 and resume is not None:
+            buffer = io.BytesIO()
+            torch.save(resume(watch.state_dict()), buffer)
+            watch.close()
+            buffer.seek(0)
+            watch = monitor.watch(model, optimizer, every=5)
+            watch.load_state_dict(torch.load(buffer, weights_only=True))
+        watch.step(sgd_step(model, optimizer, data(64, seed=step)))
+    watch.close()
+    return watch, model
+
+
+def probed_mean(watch: monitor.Watch, step: int) -> float:
+    """The mean of the first ReLU's outputs at the probe of ``step``."""
+    (layer,) = [r for r in records(watch, "activation", step) if r["layer"] == "1"]
+    return float(layer["mean"])
+
+
+def first_relu_mean(model: nn.Sequential, inputs: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(torch.relu(model[0](inputs)).mean())
+
+
+def test_a_resumed_watch_probes_on_the_inputs_it_captured_before() -> None:
+    uninterrupted, _ = captured_run()
+    resumed, model = captured_run(lambda state: state)
+    first_inputs = data(64, seed=0)[0]
+    assert probed_mean(resumed, 10) == pytest.approx(first_relu_mean(model, first_inputs))
+    assert probed_mean(resumed, 10) == probed_mean(uninterrupted, 10)
+    # The loaded watch waits for no inputs: its capture hook is gone.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = monitor.watch(model, optimizer)
+    watch.step(sgd_step(model, optimizer, data(64)))
+    watch.close()
+    restored = monitor.watch(model, optimizer)
+    assert hook_counts(model, optimizer) == (0, 1, 1)
+    restored.load_state_dict(watch.state_dict())
+    assert hook_counts(model, optimizer) == (0, 0, 1)
+    restored.close()
+
+
+def test_a_state_without_captured_inputs_still_loads_and_captures_anew() -> None:
+    # A checkpoint saved before the captured inputs were: the resumed watch keeps the
+    # first inputs it sees (step 6's), as it did then.
+    def saved_before(state: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in state.items() if key != "captured_inputs"}
+
+    resumed, model = captured_run(saved_before)
+    assert resumed.num_steps == 10
+    step_6_inputs = data(64, seed=5)[0]
+    assert probed_mean(resumed, 10) == pytest.approx(first_relu_mean(model, step_6_inputs))
+
+
+def test_given_monitoring_data_is_not_saved_and_wins_over_captured_inputs() -> None:
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with monitor.watch(model, optimizer, monitor_data=data()) as given:
+        given.step(sgd_step(model, optimizer, data(32)))
+    assert "captured_inputs" not in given.state_dict()
+    with monitor.watch(model, optimizer) as captured:
+        captured.step(sgd_step(model, optimizer, data(32, seed=1)))
+    state = captured.state_dict()
+    assert torch.equal(state["captured_inputs"], data(32, seed=1)[0])
+    resumed = monitor.watch(model, optimizer, monitor_data=data(), every=2)
+    resumed.load_state_dict(state)
+    resumed.step(sgd_step(model, optimizer, data(32, seed=2)))
+    (probe,) = records(resumed, "probe", 2)
+    inputs, targets = data()
+    with torch.no_grad():
+        expected = float(F.cross_entropy(model(inputs), targets))
+    assert probe["monitor_loss"] == pytest.approx(expected)
+    resumed.close()
 
 
 def warmup_run(

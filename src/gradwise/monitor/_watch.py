@@ -140,6 +140,9 @@ class Watch:
         # The data as given (or captured), and as the model takes it now: re-cast at a
         # probe when the model has been moved or cast since (``model.double()``).
         self._monitor_source: MonitorBatch | None = _as_pair(monitor_data)
+        # Without monitor_data the first training inputs are kept (and saved in
+        # state_dict, so that a resumed watch probes on them again).
+        self._captures_inputs = self._monitor_source is None
         self._validation_source: Batch | None = _as_pair(validation_data)
         self._placement = _placement(model)
         self._monitor: MonitorBatch | None = _as_batch(self._monitor_source, *self._placement)
@@ -173,6 +176,11 @@ class Watch:
         # did not, the optimizer skipped the step (GradScaler does, on overflowed gradients).
         self._optimizer_stepped = False
         self._skipped_steps = 0  # consecutive steps the optimizer skipped, up to this one
+        # Whether a skipped step is still checked for a misplaced step() call (see
+        # _check_skipped_step): until the first warning, or the first skip that GradScaler
+        # made (its gradients are not finite).
+        self._checks_skipped_steps = True
+        self._closed = False
         self._sample_positions: dict[Any, Tensor] = {}
         self._handles: list[RemovableHandle] = []
         self._capture_handle: RemovableHandle | None = None
@@ -204,25 +212,34 @@ class Watch:
 
         Call it after ``optimizer.step()`` and before the next ``zero_grad()``. Returns the
         findings first raised at this step (usually none), so a loop can print them live.
+        Raises RuntimeError after :meth:`close`.
         """
+        if self._closed:
+            raise RuntimeError(
+                f"Watch.step was called after close() (or the end of the watch's `with` "
+                f"block), at step {self._step + 1}: a closed watch has removed its hooks and "
+                "records nothing more. Call step() before close(), or make a new watch with "
+                "gradwise.monitor.watch(...) (its load_state_dict(old.state_dict()) carries "
+                "the measurements over)."
+            )
         value = _as_number(loss)
         if value is None:
             raise invalid_value_error("loss", "Watch.step", "a number or a 1-element tensor", loss)
         self._step += 1
         step = self._step
-        skipped = self.optimizer is not None and not self._optimizer_stepped
+        if self.optimizer is not None and not self._optimizer_stepped:
+            self._skipped_steps += 1
+            if self._checks_skipped_steps:
+                self._check_skipped_step(step)
+        else:
+            self._skipped_steps = 0
         self._optimizer_stepped = False
-        self._skipped_steps = self._skipped_steps + 1 if skipped else 0
         history = self.history
         history.loss.append(step, value)
         if history.initial_loss is None and math.isfinite(value):
             history.initial_loss = value
         if not math.isfinite(value):
-            if history.nonfinite is None:
-                self._locate_nonfinite(step, "loss")
-            elif history.nonfinite["step"] == step:
-                # The optimizer's pre-hook saw the gradients first; the loss is the cause.
-                history.nonfinite["source"] = "loss"
+            self._note_nonfinite_loss(step)
         cheap, expensive = self._cadence(step)
         if not (cheap or expensive):
             nonfinite = history.nonfinite is not None
@@ -303,7 +320,9 @@ class Watch:
         return WatchCallback(self)
 
     def close(self) -> None:
-        """Remove every hook this watch registered (idempotent)."""
+        """Remove every hook this watch registered (idempotent). The results and
+        :meth:`state_dict` stay readable; :meth:`step` raises from now on."""
+        self._closed = True
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -322,11 +341,15 @@ class Watch:
         data, the measurements packed into chunks of three tensors, each save packing only
         what is new since the previous one (see ``_columns``)."""
         self._bin_histograms()
-        return {
+        state: dict[str, Any] = {
             "step": self._step,
             "packed_chunks": self._packer.pack(self.history, self._records, self._histograms),
             "findings": [finding.to_dict() for finding in self._findings.values()],
         }
+        if self._captures_inputs and self._monitor_source is not None:
+            # Kept from training (given monitor_data is given again on resuming).
+            state["captured_inputs"] = self._monitor_source[0]
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`: the watch continues as if it had never stopped.
@@ -356,6 +379,13 @@ class Watch:
         for data in state["findings"]:
             finding = Diagnosis.from_dict(data)
             self._findings.setdefault(finding.kind, finding)
+        captured = state.get("captured_inputs")  # absent from older states: capture anew
+        if captured is not None and self._captures_inputs:
+            inputs = captured.to(self._placement[0], copy=True)
+            self._monitor = self._monitor_source = (inputs, None)
+            if self._capture_handle is not None:
+                self._capture_handle.remove()
+                self._capture_handle = None
         self._pending = None
         self._snapshot = None
         # Waiting while every measured update was made at a rate of 0 (none measured yet
@@ -415,6 +445,39 @@ class Watch:
             # nor the first layer's gradient shows. (Labelled "loss" by step() if the
             # loss is not finite either.)
             self._locate_nonfinite(upcoming, "gradient")
+
+    def _note_nonfinite_loss(self, step: int) -> None:
+        history = self.history
+        if history.nonfinite is None:
+            self._locate_nonfinite(step, "loss")
+        elif history.nonfinite["step"] == step:
+            # The optimizer's pre-hook saw the gradients first; the loss is the cause.
+            history.nonfinite["source"] = "loss"
+
+    def _check_skipped_step(self, step: int) -> None:
+        """Warn once when the optimizer did not step since the previous step() call and
+        the gradients are finite: GradScaler, the one thing expected to skip steps, skips
+        only on non-finite gradients, so step() was called before optimizer.step() or
+        twice for one. Off the per-step path: the optimizer's pre-hook, which did not run,
+        would have checked the gradients as this does."""
+        parameters = self._gradients.parameters
+        if not any(parameter.grad is not None for parameter in parameters):
+            return  # zeroed since (set_to_none): no evidence either way; the next skip tells
+        # Once: after the warning, or after a loss scaler's skip (it will skip again).
+        self._checks_skipped_steps = False
+        if not self._gradients.gradients_finite():
+            return
+        since = "the previous step() call" if step > 1 else "the watch was made"
+        warnings.warn(
+            f"watch: no optimizer.step() ran since {since} (step {step}), and the gradients "
+            "are finite, so it was not a step that GradScaler skipped. Call watch.step(loss) "
+            "once per optimizer step, after optimizer.step() and before the next zero_grad(): "
+            "called before optimizer.step() or twice for one step, it counts steps the "
+            "optimizer did not take and measures them at the wrong step. A loop that skips "
+            "optimizer.step() on purpose can ignore this warning (it is given once).",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _capture_inputs(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self._monitor is not None or not args or not isinstance(args[0], Tensor):
