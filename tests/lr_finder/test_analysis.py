@@ -287,3 +287,15 @@ def test_a_recorded_sweep_in_numpy_is_analyzed_as_the_same_floats_in_a_list() ->
     assert default_smoothing(np.asarray(lrs)) == default_smoothing(lrs)
     with pytest.raises(ValueError, match="'losses' parameter of analyze_sweep must be"):
         analyze_sweep(lrs, np.ones((41, 1)))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.84, 0.98, 0.999])
+def test_smooth_losses_is_bitwise_the_formula_on_a_long_random_sequence(beta: float) -> None:
+    # smooth_losses (and the sweep's stop rule, which shares its moving average) fold one
+    # loss at a time; the values must be the formula's floats exactly, not approximately.
+    losses = list(np.random.default_rng(0).lognormal(0.0, 2.0, size=20_000))
+    average, expected = 0.0, []
+    for step, loss in enumerate(losses):
+        average = beta * average + (1 - beta) * loss
+        expected.append(average / (1 - beta ** (step + 1)))
+    assert smooth_losses(losses, smoothing=beta) == expected

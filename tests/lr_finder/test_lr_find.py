@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import re
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gradwise import optim
 from gradwise.cli._lr_find import add_parser
@@ -17,6 +20,8 @@ from gradwise.data import Batches, Dataset, load_dataset
 from gradwise.lr_finder import exponential_lrs, lr_find
 from gradwise.models import build_model
 from gradwise.optim import next_step_lr
+from gradwise.prune import attach_masks
+from gradwise.regularize import MaxNorm
 from gradwise.schedules import ReduceOnPlateau
 
 
@@ -261,8 +266,8 @@ def test_plot_is_a_png_and_the_table_marks_the_suggestion() -> None:
     [
         ({"start_lr": 0.0}, "The 'start_lr' parameter of lr_find must be a finite float > 0. Got 0.0 instead."),
         ({"start_lr": float("inf")}, "The 'start_lr' parameter of lr_find must be a finite float > 0. Got inf instead."),
-        ({"end_lr": 1e-8}, "The 'end_lr' parameter of lr_find must be a finite float > 1e-07"),
-        ({"end_lr": float("inf")}, "The 'end_lr' parameter of lr_find must be a finite float > 1e-07. Got inf instead."),
+        ({"end_lr": 1e-8}, "The 'end_lr' parameter of lr_find must be a finite float > start_lr (1e-07). Got 1e-08 instead."),
+        ({"end_lr": float("inf")}, "The 'end_lr' parameter of lr_find must be a finite float > start_lr (1e-07). Got inf instead."),
         ({"rise_factor": float("inf")}, "The 'rise_factor' parameter of lr_find must be a finite float > 1. Got inf instead."),
         ({"loss_fn": "l2"}, "The 'loss_fn' parameter of lr_find must be one of 'cross_entropy'"),
         ({"num_steps": 2}, "The 'num_steps' parameter of lr_find must be an int >= 3"),
@@ -526,3 +531,160 @@ def test_a_dataset_is_swept_in_full_batches(size: int, expected: int) -> None:
                      num_sweeps=2)  # fmt: skip
     assert len(result.losses) == 12
     assert set(sizes) == {expected}
+
+
+@pytest.mark.parametrize(("start_lr", "end_lr"), [(1e-3, 1e-4), (0.01, 0.01)])
+def test_an_end_lr_not_above_start_lr_names_both_and_the_fix(
+    start_lr: float, end_lr: float
+) -> None:
+    # The message said "> 0.001" without saying that 0.001 was start_lr's value.
+    model = _net()
+    message = (
+        f"The 'end_lr' parameter of lr_find must be a finite float > start_lr ({start_lr!r}). "
+        f"Got {end_lr!r} instead. The sweep grows the lr from start_lr to end_lr: pass an "
+        "end_lr above start_lr, or a smaller start_lr."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lr_find(model, torch.optim.SGD(model.parameters(), lr=0.1), _data(),
+                start_lr=start_lr, end_lr=end_lr)  # fmt: skip
+
+
+def test_step_hooks_do_not_see_the_sweep_and_fire_again_afterwards() -> None:
+    # An EMA kept by a step post-hook took in every throwaway step of the sweep (at up to
+    # end_lr) and nothing put it back; a pre-hook counted steps that were not training.
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    optimizer.register_step_post_hook(lambda *_: ema.update_parameters(model))
+    pre_calls: list[int] = []
+    optimizer.register_step_pre_hook(lambda *_: pre_calls.append(1))
+    data = _data()
+    nn.functional.cross_entropy(model(data.inputs[:32]), data.targets[:32]).backward()
+    optimizer.step()  # a real training step: the EMA holds one average
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    assert int(before["n_averaged"]) == 1
+    assert pre_calls == [1]
+    result = lr_find(model, optimizer, data, start_lr=1e-4, end_lr=1e2, num_steps=30,
+                     num_sweeps=2)  # fmt: skip
+    assert len(result.losses) > 3
+    after = ema.state_dict()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+    assert pre_calls == [1]
+    optimizer.step()  # the hooks are the caller's again
+    assert pre_calls == [1, 1]
+    assert int(ema.state_dict()["n_averaged"]) == 2
+
+
+def test_gradwise_constraints_keep_acting_during_the_sweep() -> None:
+    # MaxNorm.attach and attach_masks constrain through step hooks too, but they are part
+    # of the model swept: every forward of the sweep sees capped rows and zeroed entries.
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    first, last = model[0], model[4]
+    MaxNorm(0.5).attach(optimizer, [first.weight])
+    pruned = torch.zeros_like(last.weight, dtype=torch.bool)
+    pruned[:, ::2] = True
+    attach_masks(model, optimizer, {"4.weight": ~pruned})
+    seen: list[tuple[float, float]] = []
+
+    def record(module: nn.Module, args: Any) -> None:
+        with torch.no_grad():
+            norm, kept = first.weight.norm(dim=1).max(), last.weight[pruned].abs().max()
+        seen.append((float(norm), float(kept)))
+
+    model.register_forward_pre_hook(record)
+    lr_find(model, optimizer, _data(), start_lr=1e-2, end_lr=1e2, num_steps=30, num_sweeps=1)
+    assert len(seen) > 3
+    assert max(norm for norm, _ in seen[1:]) <= 0.5 * (1 + 1e-6)  # float32 rounding
+    assert max(value for _, value in seen) == 0.0
+
+
+def test_global_step_hooks_still_fire_during_the_sweep() -> None:
+    # torch's global hooks are process-wide (every optimizer, every thread): documented as
+    # left on, unlike the optimizer's own hooks.
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls: list[int] = []
+    handle = register_optimizer_step_post_hook(
+        lambda stepped, *_: calls.append(1) if stepped is optimizer else None
+    )
+    try:
+        result = lr_find(model, optimizer, _data(), start_lr=1e-4, end_lr=1e-1, num_steps=12,
+                         num_sweeps=1)  # fmt: skip
+    finally:
+        handle.remove()
+    assert len(calls) == len(result.losses) == 12
+
+
+def test_an_lr_scheduler_still_warns_when_stepped_before_the_optimizer() -> None:
+    # The sweep's steps set torch's _opt_called flag and left it set, which silenced the
+    # warning for a scheduler.step() before the first real optimizer.step().
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    lr_find(model, optimizer, _data(), start_lr=1e-4, end_lr=1e-1, num_steps=12, num_sweeps=1)
+    assert not getattr(optimizer, "_opt_called", False)
+    with pytest.warns(
+        UserWarning, match=re.escape("`lr_scheduler.step()` before `optimizer.step()`")
+    ):
+        scheduler.step()
+
+
+def test_an_optimizer_stepped_before_keeps_its_opt_called_flag() -> None:
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    nn.functional.cross_entropy(model(_data().inputs[:32]), _data().targets[:32]).backward()
+    optimizer.step()
+    lr_find(model, optimizer, _data(), start_lr=1e-4, end_lr=1e-1, num_steps=12, num_sweeps=1)
+    assert optimizer._opt_called is True  # type: ignore[attr-defined]
+    scheduler.step()  # no warning: pytest turns one into an error
+
+
+def _smoothed_as_written(losses: list[float], beta: float) -> list[float]:
+    """smooth_losses's docstring formula: a_i = beta a_(i-1) + (1 - beta) l_i, s_i = a_i / (1 - beta^(i+1))."""
+    average, smoothed = 0.0, []
+    for step, loss in enumerate(losses):
+        average = beta * average + (1 - beta) * loss
+        smoothed.append(average / (1 - beta ** (step + 1)))
+    return smoothed
+
+
+def _stops_as_written(losses: list[float], beta: float, factor: float) -> bool:
+    """The stop rule of lr_find's docstring, on the whole history re-smoothed (the O(n^2) way)."""
+    smoothed = _smoothed_as_written(losses, beta)
+    last, best = smoothed[-1], min(smoothed)
+    if not (math.isfinite(losses[-1]) and math.isfinite(last)):
+        return True
+    if best > 0:
+        return last > factor * best
+    return last - best > (factor - 1) * max(smoothed[0] - best, -best)
+
+
+@pytest.mark.parametrize("shift", [0.0, -5.0, math.nan])
+def test_a_long_sweep_stops_where_the_whole_history_re_smoothed_says(shift: float) -> None:
+    # The sweep smooths step by step (O(1) a step); it must stop exactly where
+    # re-smoothing every prefix would. A random walk that falls, then climbs; shifted
+    # below 0 for the other branch of the rule, or with a NaN at step 700.
+    rng = random.Random(7)
+    level, scripted = 0.0, []
+    for step in range(1200):
+        level += rng.gauss(-0.01 if step < 600 else 0.02, 0.05)
+        scripted.append(math.exp(level) + (0.0 if math.isnan(shift) else shift))
+    if math.isnan(shift):
+        scripted[700] = math.nan
+    values = iter(scripted)
+
+    def scripted_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (outputs * 0.0).sum() + next(values)
+
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lr_find(model, optimizer, _data(), loss_fn=scripted_loss, start_lr=1e-9,
+                     end_lr=1e-8, num_steps=1200, smoothing=0.9, num_sweeps=1)  # fmt: skip
+    losses = list(result.losses)  # float32-rounded values of the script
+    assert 100 < len(losses) < 1200
+    assert not any(_stops_as_written(losses[: n + 1], 0.9, 4.0) for n in range(len(losses) - 1))
+    assert _stops_as_written(losses, 0.9, 4.0)
+    assert result.diverged_at == len(losses) - 1

@@ -50,12 +50,30 @@ def smooth_losses(losses: Sequence[float], smoothing: float = 0.98) -> list[floa
     """
     check("losses", "smooth_losses", losses, Satisfies(_is_float_sequence, _FLOATS))
     check("smoothing", "smooth_losses", smoothing, HALF_OPEN_UNIT_INTERVAL)
-    beta = float(smoothing)
-    average, smoothed = 0.0, []
-    for step, loss in enumerate(losses):
-        average = beta * average + (1.0 - beta) * float(loss)
-        smoothed.append(average / (1.0 - beta ** (step + 1)))
-    return smoothed
+    average = MovingAverage(smoothing)
+    return [average.add(loss) for loss in losses]
+
+
+@final
+class MovingAverage:
+    """The :func:`smooth_losses` average one loss at a time: :meth:`add` returns :math:`s_i`.
+
+    The one implementation of the formula (:func:`smooth_losses` is a loop over it), so a
+    sweep that smooths as it goes gets the same floats as a recorded curve smoothed later.
+    ``smoothing`` is :math:`\\beta`, in [0, 1), checked by the caller.
+    """
+
+    def __init__(self, smoothing: float) -> None:
+        self._beta = float(smoothing)
+        self._average = 0.0
+        self._count = 0
+
+    def add(self, loss: float) -> float:
+        """Fold ``loss`` into the average; the bias-corrected value :math:`s_i`."""
+        beta = self._beta
+        self._average = beta * self._average + (1.0 - beta) * float(loss)
+        self._count += 1
+        return self._average / (1.0 - beta**self._count)
 
 
 @final
@@ -313,13 +331,35 @@ def analyze_sweep(
     )
 
 
-def diverged(smoothed: Sequence[float], loss: float, diverge_factor: float) -> bool:
-    """Whether the last step ends the sweep: a non-finite loss, or the last smoothed loss
-    risen past ``diverge_factor`` (:func:`rose`; fastai's stop rule for positive losses)."""
-    last = smoothed[-1]
-    if not (math.isfinite(loss) and math.isfinite(last)):
-        return True
-    return rose(last, min(smoothed), smoothed[0], diverge_factor)
+@final
+class StopRule:
+    """Whether each step of a sweep ends it, in O(1) a step: :meth:`diverged` smooths the
+    step's loss in (:class:`MovingAverage`) and says whether the loss is not finite or the
+    smoothed loss has risen past ``diverge_factor`` from the best so far (:func:`rose`;
+    fastai's stop rule for positive losses).
+
+    It keeps the first and the best smoothed loss rather than the curve: re-smoothing the
+    whole history every step made a sweep O(n^2). One sweep of a small MLP, 1000 steps:
+    417 ms before, 205 ms after (100 steps: 21.8 and 19.4 ms; docs/lr_finder.md).
+    """
+
+    def __init__(self, smoothing: float, diverge_factor: float) -> None:
+        self._average = MovingAverage(smoothing)
+        self._factor = float(diverge_factor)
+        self._first: float | None = None
+        self._best = math.inf
+
+    def diverged(self, loss: float) -> bool:
+        """Add one step's loss; whether the sweep stops after it."""
+        smoothed = self._average.add(loss)
+        if self._first is None:
+            self._first = smoothed
+        if not (math.isfinite(loss) and math.isfinite(smoothed)):
+            return True
+        # Every earlier smoothed loss was finite (a non-finite one stops the sweep), so the
+        # running minimum is min() of the curve so far.
+        self._best = min(self._best, smoothed)
+        return rose(smoothed, self._best, self._first, self._factor)
 
 
 def rose(last: float, best: float, first: float, factor: float) -> bool:

@@ -6,7 +6,8 @@ import copy
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gradwise._step_hooks import is_constraint
 from gradwise._validation import (
     HALF_OPEN_UNIT_INTERVAL,
     POSITIVE,
@@ -29,17 +31,18 @@ from gradwise.losses import LOSS_NAMES, get_loss
 from gradwise.lr_finder._result import (
     DIVERGE_FACTOR,
     LRFinderResult,
+    StopRule,
     analyze_sweep,
     default_smoothing,
-    diverged,
 )
-from gradwise.lr_finder._result import smooth_losses as _smooth
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]
 _OWNER = "lr_find"
 _SEED = Interval(low=0, high=2**32 - 1, kind="int")
 _NUM_STEPS = Interval(low=3, kind="int")
+_FINITE = Interval(finite=True)
+_ABSENT = object()
 
 
 def exponential_lrs(start_lr: float, end_lr: float, num_steps: int) -> list[float]:
@@ -98,8 +101,13 @@ def lr_find(
     module and every parameter the optimizer holds (a learnable temperature of the loss),
     each module's train/eval mode, every existing ``.grad``, the optimizer's
     ``state_dict`` (its state and every group's lr) in the same param group dicts holding
-    the same objects (a tensor lr, a schedule you call ``observe`` on), and torch's global
+    the same objects (a tensor lr, a schedule you call ``observe`` on), torch's
+    ``_opt_called`` flag (an LR scheduler's check of the call order), and torch's global
     RNG state (the sweep seeds dropout with ``seed`` inside :func:`torch.random.fork_rng`).
+    The optimizer's own step pre- and post-hooks (an EMA, a monitor) are off during the
+    sweep, whose steps are not training, and back afterwards, except gradwise's
+    constraints (``MaxNorm.attach``, pruning masks), which shape the model swept; torch's
+    global step hooks, process-wide, still see the sweep's steps (docs/lr_finder.md).
 
     Args:
         model: the network, on the device its batches should go to.
@@ -170,21 +178,27 @@ def lr_find(
     one_shot = isinstance(data, Iterator)
     seeds = sweep_seeds(int(seed), 1 if one_shot else int(num_sweeps))
     sweeps: list[list[float]] = []
+    stops: list[bool] = []
     for index, sweep_seed in enumerate(seeds):
-        with _preserved(modules, optimizer), _forked_rng(device, sweep_seed):
+        with (
+            _preserved(modules, optimizer),
+            _step_hooks_suspended(optimizer),
+            _forked_rng(device, sweep_seed),
+        ):
             model.train()
             source = _reseeded(data, sweep_seed) if index else data
             batches = _batch_stream(source, int(batch_size), sweep_seed)
-            losses = _sweep(model, optimizer, batches, loss, lrs, device, smoothing, diverge_factor)
+            stop_rule = StopRule(smoothing, diverge_factor)
+            losses, stopped = _sweep(model, optimizer, batches, loss, lrs, device, stop_rule)
         if not losses:
             raise ValueError(f"The 'data' parameter of {_OWNER} must yield at least one batch.")
         sweeps.append(losses)
+        stops.append(stopped)
     reached = min(len(losses) for losses in sweeps)
     mean = [math.fsum(losses[step] for losses in sweeps) / len(sweeps) for step in range(reached)]
     # A sweep shorter than the grid stopped on divergence (or its data ran out); the mean
     # ends at the shortest one, where one sweep diverged even if the mean stays under.
-    shortest = min(sweeps, key=len)
-    stopped = diverged(_smooth(shortest, smoothing), shortest[-1], diverge_factor)
+    stopped = stops[min(range(len(sweeps)), key=lambda index: len(sweeps[index]))]
     result = analyze_sweep(
         lrs,
         mean,
@@ -230,9 +244,9 @@ def _sweep(
     loss_fn: LossFn,
     lrs: Sequence[float],
     device: torch.device,
-    smoothing: float,
-    diverge_factor: float,
-) -> list[float]:
+    stop_rule: StopRule,
+) -> tuple[list[float], bool]:
+    """The losses of one sweep, and whether ``stop_rule`` ended it (not the grid or data)."""
     losses: list[float] = []
     for lr, (inputs, targets) in zip(lrs, batches, strict=False):
         _set_lr(optimizer, lr)
@@ -259,9 +273,9 @@ def _sweep(
                 f"step(), as torch.optim optimizers do. {type(optimizer).__name__} did not."
             )
         losses.append(first[0])
-        if diverged(_smooth(losses, smoothing), losses[-1], diverge_factor):
-            break
-    return losses
+        if stop_rule.diverged(first[0]):
+            return losses, True
+    return losses, False
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -342,6 +356,9 @@ def _preserved(modules: Sequence[nn.Module], optimizer: torch.optim.Optimizer) -
     grads = [(p, p.grad, None if p.grad is None else p.grad.clone()) for p in parameters]
     modes = [(module, module.training) for root in modules for module in root.modules()]
     optimizer_state = copy.deepcopy(optimizer.state_dict())
+    # Set by the step() wrapper an LR scheduler installs; set, it would hide the warning
+    # for a scheduler.step() before the first real optimizer.step().
+    opt_called = vars(optimizer).get("_opt_called", _ABSENT)
     group_list = optimizer.param_groups
     groups = [(group, dict(group)) for group in group_list]
     group_tensors = [
@@ -372,6 +389,39 @@ def _preserved(modules: Sequence[nn.Module], optimizer: torch.optim.Optimizer) -
             group.update(entries)
         group_list[:] = [group for group, _ in groups]
         optimizer.param_groups = group_list
+        if opt_called is _ABSENT:
+            vars(optimizer).pop("_opt_called", None)
+        else:
+            optimizer._opt_called = opt_called  # type: ignore[attr-defined]
+
+
+def _constraints(hooks: Mapping[int, Any]) -> OrderedDict[int, Any]:
+    """The hooks that constrain the step (gradwise's max-norm and pruning masks), in order."""
+    return OrderedDict((key, hook) for key, hook in hooks.items() if is_constraint(hook))
+
+
+@contextmanager
+def _step_hooks_suspended(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """The optimizer's own step pre- and post-hooks off for the body, then back as they were;
+    gradwise's constraints on the step (``MaxNorm.attach``, pruning masks) stay on.
+
+    The sweep's steps are not training: an EMA or averaged model updated by a post-hook, a
+    monitor's pre-hook or a step counter would otherwise take in throwaway steps at up to
+    ``end_lr`` that nothing restores. A constraint is part of the model being swept (a
+    max-norm net is meant to take higher rates). The hook dicts are swapped out, so the
+    caller's handles still remove their hooks and the order is kept. torch's global hooks
+    (``torch.optim.optimizer.register_optimizer_step_pre_hook`` / ``..._post_hook``) are
+    process-wide, for every optimizer of every thread, and are left to fire.
+    """
+    pre_hooks = optimizer._optimizer_step_pre_hooks
+    post_hooks = optimizer._optimizer_step_post_hooks
+    optimizer._optimizer_step_pre_hooks = _constraints(pre_hooks)
+    optimizer._optimizer_step_post_hooks = _constraints(post_hooks)
+    try:
+        yield
+    finally:
+        optimizer._optimizer_step_pre_hooks = pre_hooks
+        optimizer._optimizer_step_post_hooks = post_hooks
 
 
 @contextmanager
@@ -397,12 +447,20 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _check_range(start_lr: float, end_lr: float, num_steps: int, owner: str) -> None:
     check("start_lr", owner, start_lr, POSITIVE)
-    check("end_lr", owner, end_lr, Interval(low=float(start_lr), low_closed=False, finite=True))
-    check("num_steps", owner, num_steps, _NUM_STEPS)
-    if not math.isfinite(float(end_lr)):
-        raise ValueError(
-            f"The 'end_lr' parameter of {owner} must be a finite float. Got {end_lr!r} instead."
+    finite = _FINITE.is_satisfied_by(end_lr)
+    if not finite or float(end_lr) <= float(start_lr):
+        # The bound is the other argument's value: name it, or "> 1e-07" reads as a rule.
+        fix = (
+            " The sweep grows the lr from start_lr to end_lr: pass an end_lr above "
+            "start_lr, or a smaller start_lr."
+            if finite
+            else ""
         )
+        raise ValueError(
+            f"The 'end_lr' parameter of {owner} must be a finite float > start_lr "
+            f"({float(start_lr)!r}). Got {end_lr!r} instead.{fix}"
+        )
+    check("num_steps", owner, num_steps, _NUM_STEPS)
 
 
 def _check_sweepable(optimizer: torch.optim.Optimizer) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from gradwise._step_hooks import constraint
 from gradwise._validation import Satisfies, check
 from gradwise.prune._masks import Masks
 
@@ -125,8 +126,8 @@ def attach_masks(
     def zero_pruned(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         _zero_pruned(optimizer, on_device)
 
-    handles.append(optimizer.register_step_pre_hook(mask_gradients))
-    handles.append(optimizer.register_step_post_hook(zero_pruned))
+    handles.append(optimizer.register_step_pre_hook(constraint(mask_gradients)))
+    handles.append(optimizer.register_step_post_hook(constraint(zero_pruned)))
     return MaskHandle(masks, handles)
 
 

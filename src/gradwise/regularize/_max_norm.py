@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from gradwise._step_hooks import constraint
 from gradwise._validation import NON_NEGATIVE_INT, POSITIVE, check
 from gradwise.regularize._penalties import Parameters, _resolve
 
@@ -123,7 +124,7 @@ class MaxNorm:
         def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             max_norm_(tensors, self.max_norm, self.dim)
 
-        return optimizer.register_step_post_hook(hook)
+        return optimizer.register_step_post_hook(constraint(hook))
 
     def __repr__(self) -> str:
         return f"MaxNorm(max_norm={self.max_norm!r}, dim={self.dim!r})"
