@@ -376,3 +376,130 @@ def test_every_named_loss_pickles_and_computes_the_same_after(name):
         assert restored(scores, targets).item() == pytest.approx(
             svm_loss_loop(scores, targets, 0.5), rel=1e-12
         )
+
+
+LOSS_OWNERS = {
+    "cross_entropy": "cross_entropy",
+    "hinge": "multiclass_hinge",
+    "mse": "mean_squared_error",
+}
+
+
+def out_of_range(owner, low, high, classes, dimension=1, ignored=""):
+    """The whole refusal, as a regex: what, the classes it was held to, the fix."""
+    noun = "outputs" if owner == "mean_squared_error" else "scores"
+    message = (
+        f"The 'targets' parameter of {owner} must be class indices in [0, {classes - 1}]"
+        f"{ignored}, as the {noun} have {classes} classes (dimension {dimension}). Got "
+        f"targets with min {low} and max {high} instead, so check the label encoding "
+        "(indices 0..C-1, not 1..C, nor -1 for unlabeled) or the model's output width "
+        "(one column per class)."
+    )
+    return f"^{re.escape(message)}$"
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_one_based_labels_are_refused_with_their_range_and_the_classes(name, dtype):
+    # QA: labels 1..C (a 1-based encoding) reached torch: "Target 5 is out of bounds" (CE),
+    # "index 5 is out of bounds for dimension 1" (hinge), "Class values must be smaller
+    # than num_classes" (MSE), and on a GPU the hinge's gather a device-side assert.
+    scores = torch.zeros(6, 5)
+    labels = torch.tensor([1, 5, 2, 3, 4, 1], dtype=dtype)
+    ignored = " or -100 (ignored)" if name == "cross_entropy" else ""
+    with pytest.raises(ValueError, match=out_of_range(LOSS_OWNERS[name], 1, 5, 5, 1, ignored)):
+        get_loss(name)(scores, labels)
+
+
+@pytest.mark.parametrize("bad", [-1, -100, 10])
+@pytest.mark.parametrize("name", ["hinge", "mse"])
+def test_losses_without_an_ignore_index_refuse_every_index_outside_the_classes(name, bad):
+    labels = torch.tensor([0, 9, bad, 4])
+    low, high = min(0, bad), max(9, bad)
+    with pytest.raises(ValueError, match=out_of_range(LOSS_OWNERS[name], low, high, 10)):
+        get_loss(name)(torch.zeros(4, 10), labels)
+
+
+def test_cross_entropy_keeps_ignoring_minus_100_and_reports_the_other_labels():
+    scores, targets = random_batch(batch=8, classes=4)
+    targets[[1, 5]] = -100
+    loss = get_loss("cross_entropy")
+    torch.testing.assert_close(loss(scores, targets), F.cross_entropy(scores, targets))
+    targets[2], targets[6] = -1, 4  # ignored samples leave -1 and 4 as the range seen
+    ignored = " or -100 (ignored)"
+    with pytest.raises(ValueError, match=out_of_range("cross_entropy", -1, 4, 4, 1, ignored)):
+        loss(scores, targets)
+
+
+@pytest.mark.parametrize(
+    ("name", "scores", "targets", "dimension"),
+    [
+        ("cross_entropy", torch.zeros(3), torch.tensor(3), 0),  # one unbatched row
+        ("cross_entropy", torch.zeros(2, 3, 4), torch.full((2, 4), 3), 1),  # (N, C, d)
+        ("mse", torch.zeros(2, 4, 3), torch.full((2, 4), 3), 2),  # classes last
+    ],
+    ids=["ce-unbatched", "ce-spatial", "mse-3d"],
+)
+def test_the_range_check_reads_the_classes_from_each_loss_class_dimension(
+    name, scores, targets, dimension
+):
+    ignored = " or -100 (ignored)" if name == "cross_entropy" else ""
+    match = out_of_range(LOSS_OWNERS[name], 3, 3, 3, dimension, ignored)
+    with pytest.raises(ValueError, match=match):
+        get_loss(name)(scores, targets)
+    scores = torch.randn(scores.shape, generator=GENERATOR)
+    in_range = targets - 1
+    if name == "cross_entropy":
+        expected = F.cross_entropy(scores, in_range)
+    else:
+        expected = F.mse_loss(scores, F.one_hot(in_range, 3).float())
+    torch.testing.assert_close(get_loss(name)(scores, in_range), expected)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_an_empty_batch_passes_the_range_check(name):
+    # torch.aminmax refuses an empty tensor; the losses give torch's mean of nothing, NaN.
+    value = get_loss(name)(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    assert value.isnan()
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_the_range_check_makes_no_host_read_off_the_cpu(name):
+    # Reading a meta tensor's values raises, as reading a CUDA tensor's would cost a sync:
+    # off the CPU the labels go to torch unread (it asserts on the device).
+    scores = torch.zeros(4, 3, device="meta")
+    value = get_loss(name)(scores, torch.full((4,), 7, device="meta"))
+    assert value.device.type == "meta"
+    assert value.shape == ()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_the_losses_do_not_synchronize_the_gpu(name):
+    scores, targets = random_batch(batch=32, classes=10)
+    scores, targets = scores.cuda(), targets.cuda()
+    loss = get_loss(name)
+    loss(scores, targets)  # warm up: first calls may initialize the context
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        value = loss(scores, targets)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(value.cpu(), loss(scores.cpu(), targets.cpu()))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16])
+@pytest.mark.parametrize("shape", [(10, 1), (10,)], ids=["column", "flat"])
+def test_mse_reads_integer_targets_against_one_output_column_as_regression_values(shape, dtype):
+    # QA: integer (N, 1) targets (counts, ratings) were taken for class indices and refused
+    # as a wrong shape; integer (N,) targets became one-hot rows of one class, so 0 was
+    # read as 1.0 and anything else was refused.
+    outputs = torch.randn(10, 1, dtype=torch.float64, generator=GENERATOR, requires_grad=True)
+    targets = torch.randint(-3, 6, shape, generator=GENERATOR).to(dtype)
+    as_values = targets.reshape(10, 1).to(torch.float64)
+    value = mean_squared_error(outputs, targets)
+    expected = F.mse_loss(outputs, as_values)
+    torch.testing.assert_close(value, expected, rtol=1e-15, atol=0)
+    (gradient,) = torch.autograd.grad(value, outputs)
+    torch.testing.assert_close(gradient, torch.autograd.grad(expected, outputs)[0])
+    assert get_loss("mse")(outputs, targets).item() == value.item()

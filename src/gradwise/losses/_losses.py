@@ -16,6 +16,9 @@ Loss = Callable[[Tensor, Tensor], Tensor]
 
 LOSS_NAMES = ("cross_entropy", "hinge", "mse")
 
+#: The class index that cross-entropy leaves out (``F.cross_entropy``'s default, kept).
+_IGNORE_INDEX = -100
+
 
 def multiclass_hinge(scores: Tensor, targets: Tensor, margin: float = 1.0) -> Tensor:
     r"""The multiclass SVM loss of the lectures (Weston & Watkins), averaged over the batch.
@@ -39,6 +42,7 @@ def multiclass_hinge(scores: Tensor, targets: Tensor, margin: float = 1.0) -> Te
     """
     check("margin", "multiclass_hinge", margin, NON_NEGATIVE)
     _check_class_indices("multiclass_hinge", scores, targets)
+    _check_class_range("multiclass_hinge", targets, scores, class_dim=1)
     targets = targets.long()  # any integer dtype of class indices (gather needs int64)
     correct = scores.gather(1, targets.unsqueeze(1))  # (batch, 1)
     # relu, not clamp_min: at the kink (a margin met exactly) its gradient is 0, as in the
@@ -67,11 +71,61 @@ def _check_class_indices(owner: str, scores: Tensor, targets: Tensor) -> None:
         )
 
 
+def _check_class_range(
+    owner: str,
+    targets: Tensor,
+    scores: Tensor,
+    class_dim: int,
+    ignore_index: int | None = None,
+    scores_name: str = "scores",
+) -> None:
+    """Refuse integer targets outside ``[0, C)``, C the size of ``scores``' class dimension.
+
+    Torch's own errors for these are "index 10 is out of bounds" (CPU) or a device-side
+    assert that ends the CUDA context (GPU), neither naming the labels as the cause.
+    """
+    # The check reads the batch's min and max on the host. For a CUDA tensor that read
+    # waits for the GPU to finish all queued work: a sync on every call, which torch's own
+    # losses avoid (their kernels assert on the device instead). So only CPU targets are
+    # checked; elsewhere torch's device assert remains (docs/losses.md says so).
+    # is_cpu, not device.type: 0.05 us against 0.25 us (one thread).
+    if not targets.is_cpu or targets.numel() == 0:  # aminmax refuses an empty tensor
+        return
+    low, high = _bounds(targets)
+    if ignore_index is not None and ignore_index in (low, high):
+        kept = targets[targets != ignore_index]  # a second pass only when some are ignored
+        if kept.numel() == 0:
+            return
+        low, high = _bounds(kept)
+    num_classes = scores.shape[class_dim]
+    if low >= 0 and high < num_classes:
+        return
+    allowed = f"[0, {num_classes - 1}]"
+    if ignore_index is not None:
+        allowed += f" or {ignore_index} (ignored)"
+    raise ValueError(
+        f"The 'targets' parameter of {owner} must be class indices in {allowed}, as the "
+        f"{scores_name} have {num_classes} classes (dimension {class_dim}). Got targets "
+        f"with min {low} and max {high} instead, so check the label encoding (indices "
+        "0..C-1, not 1..C, nor -1 for unlabeled) or the model's output width (one column "
+        "per class)."
+    )
+
+
+def _bounds(targets: Tensor) -> tuple[int, int]:
+    # One pass for both: 1.4 us for (128,) int64 labels, one thread; min() and max() with
+    # two item() calls take 1.9 us.
+    minimum, maximum = torch.aminmax(targets)
+    return int(minimum), int(maximum)
+
+
 def mean_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
     """Mean squared error; class-index targets are compared as one-hot vectors.
 
     For regression the outputs may be (batch, 1) against (batch,) targets; other shapes
-    must match (no broadcasting).
+    must match (no broadcasting). Against a single output column, integer targets are
+    regression values (counts, ratings), not class indices: one class has no one-hot
+    reading.
 
     Example:
         >>> import torch
@@ -80,7 +134,7 @@ def mean_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
         0.25
     """
     shape = outputs.shape  # for the error: what the caller passed, before any squeeze
-    class_indices = not targets.is_floating_point()
+    class_indices = not targets.is_floating_point() and shape[-1:] != (1,)
     if not class_indices and outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1:
         outputs = outputs.squeeze(-1)
     expected = outputs.shape[:-1] if class_indices else outputs.shape
@@ -91,15 +145,34 @@ def mean_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
             f"Got a {targets.dtype} tensor of shape {tuple(targets.shape)} instead."
         )
     if class_indices:
-        targets = F.one_hot(targets.long(), outputs.shape[-1]).to(outputs.dtype)
+        _check_class_range(
+            "mean_squared_error", targets, outputs, outputs.dim() - 1, scores_name="outputs"
+        )
+        # One-hot rows by scatter, straight in the outputs' dtype: F.one_hot(...).to(dtype)
+        # re-reads min and max on the CPU (checked above) and converts; 3.6 us against
+        # 5.0 us for (128, 10), one thread.
+        index = targets.long().unsqueeze(-1)
+        targets = torch.zeros_like(outputs).scatter_(-1, index, 1.0)
+    elif not targets.is_floating_point():
+        targets = targets.to(outputs.dtype)  # integer regression values
     return F.mse_loss(outputs, targets)
 
 
 def cross_entropy(scores: Tensor, targets: Tensor) -> Tensor:
-    """``F.cross_entropy``, taking class indices of any integer dtype (torch wants int64)."""
-    if targets.dtype != torch.int64 and not targets.is_floating_point():
-        targets = targets.long()  # the call costs ~0.5 us even when it changes nothing
-    return F.cross_entropy(scores, targets)
+    """``F.cross_entropy``, taking class indices of any integer dtype (torch wants int64).
+
+    Class indices must lie in ``[0, C)`` or be -100 (torch's ``ignore_index``), whose
+    samples are left out; the scores' class dimension is 1, or 0 for one unbatched row.
+    """
+    if not targets.is_floating_point():
+        if targets.dtype != torch.int64:
+            targets = targets.long()  # the call costs ~0.5 us even when it changes nothing
+        # Anything but a tensor of at least one dimension goes to torch unchecked: its
+        # TypeError for a tuple of outputs is what the sanity checks recognize.
+        if isinstance(scores, Tensor) and scores.dim() > 0:
+            class_dim = 1 if scores.dim() > 1 else 0
+            _check_class_range("cross_entropy", targets, scores, class_dim, _IGNORE_INDEX)
+    return F.cross_entropy(scores, targets, ignore_index=_IGNORE_INDEX)
 
 
 def get_loss(name: str, margin: float = 1.0) -> Loss:
