@@ -283,6 +283,22 @@ def test_a_parameter_in_two_groups_gets_torchs_error(entry: OptimizerEntry) -> N
         entry.make([{"params": [first]}, {"params": [first, second]}])
 
 
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_a_parameter_listed_twice_in_one_group_is_refused(entry: OptimizerEntry) -> None:
+    # torch warns ("in future, this will cause an error") and steps it twice; a transform
+    # would have updated it twice from the same state.
+    first, second = _model()
+    message = (
+        f"The 'params' parameter of {entry.name} must list each tensor once per param group. "
+        f"Got the tensor of shape {tuple(first.shape)} at positions 0 and 2 instead"
+    )
+    if entry.name == "Newton":  # refused before any group is made, for its Hessian
+        message = "Newton got the same parameter more than once"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        entry.make([first, second, first])
+    entry.make(p for p in (first, second))  # a generator is read once
+
+
 def _warmup_cosine(entry: OptimizerEntry) -> linear_warmup:
     """The entry's lr as a schedule: a linear warmup to it, then a cosine decay."""
     return linear_warmup(cosine_decay(entry.settings["lr"], num_steps=10), num_steps=3)

@@ -161,6 +161,7 @@ class Optimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Validate the group's hyperparameters (with defaults filled in), then add it."""
         if isinstance(param_group, dict):
+            self._refuse_repeated_parameters(param_group)
             if isinstance(self._transform_source, GradientTransform):
                 _refuse_group_hyperparameters(param_group, self._owner)
             merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
@@ -170,6 +171,25 @@ class Optimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         if isinstance(self._transform_source, GradientTransform):
             self.param_groups[-1] = _FixedTransformParamGroup(self.param_groups[-1])
+
+    def _refuse_repeated_parameters(self, param_group: dict[str, Any]) -> None:
+        """A tensor listed twice in one group: torch warns ("in future, this will cause an
+        error") and steps it twice; the transforms would update it twice from one state."""
+        params = param_group.get("params")
+        if params is None or isinstance(params, Tensor | set):
+            return  # torch's own errors
+        params = param_group["params"] = list(params)  # read a generator once, as torch does
+        seen: dict[int, int] = {}
+        for position, tensor in enumerate(params):
+            first = seen.setdefault(id(tensor), position)
+            if first != position:
+                shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else None
+                raise ValueError(
+                    f"The 'params' parameter of {self._owner} must list each tensor once per "
+                    f"param group. Got the tensor of shape {shape} at positions {first} and "
+                    f"{position} instead; pass each parameter once (model.parameters() does; "
+                    "a list joined from modules that share a layer repeats it)."
+                )
 
     def _validate_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
         """Check the declared constraints, then the rules that relate several values."""
