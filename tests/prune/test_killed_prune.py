@@ -145,6 +145,41 @@ def test_a_finished_run_without_its_end_of_fit_weights_is_trained_again(
     _assert_same_results(folder, uninterrupted)
 
 
+def test_a_prune_folder_moved_mid_run_resumes_with_the_ticket_where_it_is_now(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    uninterrupted: Path,
+) -> None:
+    # The run's config named its ticket by the absolute path it had when the run started;
+    # after the folder moved, resuming the run could not find it.
+    first = tmp_path / "first"
+    checkpoint = first / "runs/prune-spirals-mlp/round-1-ticket/checkpoints/last.pt"
+    real_replace = os.replace
+    writes = []
+
+    def replace(source: Any, destination: Any) -> None:
+        if Path(destination) == checkpoint:
+            writes.append(destination)
+            if len(writes) == 2:  # the first checkpoint is on disk: the run resumes
+                raise Killed("killed while round-1-ticket trained")
+        real_replace(source, destination)
+
+    first.mkdir()
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        with pytest.raises(Killed):
+            _prune(first)
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    capsys.readouterr()
+
+    assert _prune(moved) == 0
+    said = capsys.readouterr().err
+    assert "round-1-ticket: resuming from" in said
+    _assert_same_results(moved / "runs/prune-spirals-mlp", uninterrupted)
+
+
 def test_a_masks_write_cut_short_leaves_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,7 +43,14 @@ from gradwise.prune._callbacks import WeightSnapshot
 from gradwise.prune._lottery import prune_round
 from gradwise.prune._masks import Masks
 from gradwise.prune._ticket import Ticket
-from gradwise.runs import RunFolder, RunFolderError, read_records, read_summary
+from gradwise.runs import (
+    RunFolder,
+    RunFolderError,
+    read_config,
+    read_records,
+    read_summary,
+    write_config,
+)
 from gradwise.runs._files import (
     remove_leftover_temporaries,
     replace_atomically,
@@ -138,7 +145,11 @@ def _claim(folder: Path, config: RunConfig, settings: PruneSettings) -> None:
     path = folder / _SETTINGS_FILE
     if path.is_file():
         existing = json.loads(path.read_text(encoding="utf-8"))
-        differ = [key for key in wanted if key != "rounds" and existing.get(key) != wanted[key]]
+        differ = [
+            key
+            for key in wanted
+            if key != "rounds" and _procedure(existing, key) != _procedure(wanted, key)
+        ]
         if differ:
             raise ConfigError(
                 f"{folder} holds a prune with other settings ({', '.join(differ)} differ); "
@@ -240,6 +251,8 @@ class _Study:
         callbacks = [snapshot, _WriteFitEnd(snapshot, run.path / FIT_END_WEIGHTS)]
         if run.last_checkpoint.is_file():
             self.say(f"{name}: resuming from {run.last_checkpoint}")
+            if ticket is not None:
+                _name_the_ticket(run, ticket)
             result = resume(run.path, progress=self.progress, callbacks=callbacks)
         else:
             self.say(f"{name}: training")
@@ -382,6 +395,26 @@ class _WriteFitEnd(Callback):
             "rewind_weights": snapshot.weights,
         }
         replace_atomically(self.path, lambda file: torch.save(contents, file))
+
+
+def _procedure(settings: Mapping[str, Any], key: str) -> Any:
+    """``settings[key]`` as far as it defines the procedure: the config's runs_dir only says
+    where the folder was (a moved prune folder is the same prune)."""
+    value = settings.get(key)
+    if key == "config" and isinstance(value, dict):
+        return {name: entry for name, entry in value.items() if name != "runs_dir"}
+    return value
+
+
+def _name_the_ticket(run: RunFolder, ticket: Path) -> None:
+    """Point the run's config at ``ticket`` where it names another path: the prune folder
+    was moved (or copied) since the run started, and resume() reads the ticket the config
+    names, which was the old folder's."""
+    config = read_config(run)
+    section = config.get("prune")
+    path = str(ticket.resolve())
+    if isinstance(section, dict) and section.get("ticket") != path:
+        write_config(run, {**config, "prune": {**section, "ticket": path}})
 
 
 def _read_fit_end(path: Path) -> _FitEnd | None:
