@@ -250,3 +250,20 @@ def test_pca_with_all_components_is_a_rotation():
     rotated = pca.transform(train)
     np.testing.assert_allclose(covariance(rotated), np.diag(eigenvalues(train)), atol=1e-10)
     np.testing.assert_allclose(pca.inverse_transform(rotated), train, atol=1e-10)
+
+
+def test_with_fewer_samples_than_features_none_keeps_all_d_and_the_rest_have_no_variance():
+    # The documented choice for N < D: None keeps all D components (unlike scikit-learn's
+    # min(N, D)), so PCA stays an exactly invertible rotation; past N - 1 the variance is 0.
+    train = np.random.default_rng(5).normal(size=(5, 10))
+    pca = PCA().fit(train)
+    assert pca.n_components_ == 10
+    np.testing.assert_allclose(pca.explained_variance_[:4].numpy(), eigenvalues(train)[:4])
+    np.testing.assert_allclose(pca.explained_variance_[4:].numpy(), 0.0, atol=1e-14)
+    components = pca.components_.numpy()
+    np.testing.assert_allclose(components @ components.T, np.eye(10), atol=1e-12)
+    test = np.random.default_rng(6).normal(size=(3, 10))
+    np.testing.assert_allclose(pca.inverse_transform(pca.transform(test)), test, atol=1e-12)
+    # A fraction keeps only directions that vary, as scikit-learn's does.
+    assert PCA(0.999999).fit(train).n_components_ == 4
+    assert SklearnPCA(0.999999).fit(train).n_components_ == 4

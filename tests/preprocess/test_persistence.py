@@ -9,8 +9,11 @@ import torch
 
 from gradwise.preprocess import (
     PCA,
+    MeanSubtract,
     MinMaxScale,
     NotFittedError,
+    PCAWhiten,
+    Rescale,
     Standardize,
     ZCAWhiten,
     from_state_dict,
@@ -86,3 +89,65 @@ def test_unknown_or_malformed_states_are_refused():
 def test_save_refuses_other_objects(tmp_path):
     with pytest.raises(TypeError, match="save expects a gradwise.preprocess transformer"):
         save({"mean": 1.0}, tmp_path / "x.npz")
+
+
+# Rescale learns no tensor; it is here so that every transformer class is covered.
+FITTED = [
+    pytest.param(lambda: Rescale(0.5), id="Rescale"),
+    pytest.param(MeanSubtract, id="MeanSubtract"),
+    pytest.param(Standardize, id="Standardize"),
+    pytest.param(lambda: MinMaxScale((-1, 1)), id="MinMaxScale"),
+    pytest.param(lambda: PCA(2), id="PCA"),
+    pytest.param(lambda: PCAWhiten(2, eps=0.0), id="PCAWhiten"),
+    pytest.param(lambda: ZCAWhiten(eps=1e-3), id="ZCAWhiten"),
+]
+
+
+def learned(transformer):
+    return {
+        name: value.clone()
+        for name, value in vars(transformer).items()
+        if name.endswith("_") and isinstance(value, torch.Tensor)
+    }
+
+
+@pytest.mark.parametrize("make", FITTED)
+def test_a_state_dict_shares_no_tensor_with_the_transformer(make):
+    train = np.random.default_rng(0).normal(size=(40, 4)) * [1.0, 2.0, 3.0, 4.0]
+    transformer = make().fit(train)
+    before, probe = learned(transformer), np.random.default_rng(1).normal(size=(5, 4))
+    expected = transformer.transform(probe)
+    state = transformer.state_dict()
+    saved = {name: value.clone() for name, value in state["tensors"].items()}
+    # Editing the dict leaves the transformer alone ...
+    for value in state["tensors"].values():
+        value.add_(1)
+    assert all(torch.equal(value, learned(transformer)[name]) for name, value in before.items())
+    np.testing.assert_array_equal(transformer.transform(probe), expected)
+    # ... and editing the transformer in place, or refitting it, leaves a dict taken
+    # earlier alone.
+    state = transformer.state_dict()
+    for name in before:
+        getattr(transformer, name).mul_(0)
+    transformer.fit(np.random.default_rng(2).normal(size=(40, 4)))
+    assert all(torch.equal(state["tensors"][name], value) for name, value in saved.items())
+
+
+@pytest.mark.parametrize("make", FITTED)
+def test_a_rebuilt_transformer_shares_no_tensor_with_its_state(make):
+    train = np.random.default_rng(0).normal(size=(40, 4)) * [1.0, 2.0, 3.0, 4.0]
+    original = make().fit(train)
+    probe = np.random.default_rng(1).normal(size=(5, 4))
+    expected = original.transform(probe)
+    state = original.state_dict()
+    rebuilt = from_state_dict(state)
+    for value in state["tensors"].values():  # the state edited after loading
+        value.add_(1)
+    np.testing.assert_array_equal(rebuilt.transform(probe), expected)
+    state = original.state_dict()
+    saved = {name: value.clone() for name, value in state["tensors"].items()}
+    rebuilt = from_state_dict(state)
+    for name, value in vars(rebuilt).items():  # the rebuilt transformer edited in place
+        if name.endswith("_") and isinstance(value, torch.Tensor):
+            value.add_(1)
+    assert all(torch.equal(state["tensors"][name], value) for name, value in saved.items())

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from sklearn.decomposition import PCA as SklearnPCA
 
 from gradwise.preprocess import (
     PCA,
@@ -190,3 +191,25 @@ def test_transform_never_modifies_its_input():
         assert transformed is not data
     MeanSubtract(per="sample").fit(data).transform(data)
     assert torch.equal(data, before)
+
+
+@pytest.mark.parametrize("make", [PCA, PCAWhiten])
+def test_more_components_than_samples_are_refused_like_scikit_learn(make):
+    # 5 samples of 10 features: scikit-learn refuses n_components > min(N, D) = 5.
+    train = np.random.default_rng(0).normal(size=(5, 10))
+    with pytest.raises(ValueError, match="n_components"):
+        SklearnPCA(6).fit(train)
+    owner = make.__name__
+    message = (
+        f"The 'n_components' parameter of {owner} must be an int <= 5 (the number of "
+        "samples) or a float in (0, 1). Got 6 instead. Once centered, 5 samples of 10 "
+        "features vary along at most 4 directions; the other components are an arbitrary "
+        "basis of directions of zero variance. Pass n_components <= 4 to keep only "
+        "directions that vary (or a float in (0, 1) for a fraction of the variance), or "
+        "fit on more samples."
+    )
+    with raises_exactly(message):
+        make(6).fit(train)
+    with raises_exactly(message):
+        make(6).fit_transform(torch.from_numpy(train))
+    assert make(5).fit(train).n_components_ == SklearnPCA(5).fit(train).n_components_ == 5

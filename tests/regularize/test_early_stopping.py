@@ -50,6 +50,73 @@ def test_never_stops_at_epoch_zero_and_nan_never_improves():
     assert (stopper.stopped_epoch, stopper.best, stopper.should_stop) == (2, 1.0, True)
 
 
+def keras3_stop_epoch(values, patience):
+    """Keras 3's on_epoch_end written out for "min" mode without min_delta, baseline or
+    start_from_epoch: ``best`` starts as None and anything improves on None."""
+    best, wait = None, 0
+    for epoch, value in enumerate(values):
+        wait += 1
+        if best is None or value < best:
+            best, wait = value, 0
+            continue
+        if wait >= patience and epoch > 0:
+            return epoch
+    return None
+
+
+@pytest.mark.parametrize(("leading", "patience"), [(1, 0), (1, 1), (1, 2), (2, 3), (3, 4)])
+def test_after_leading_nans_the_first_finite_value_is_the_best(leading, patience):
+    # Too few NaNs to exhaust patience; from the first finite value on, Keras 3's rules hold
+    # as if the run had started there (Keras 3 itself would keep the NaN as its best).
+    finite = [0.5, 0.6, 0.4, 0.45, 0.47, 0.49, 0.3, 0.9, 0.9, 0.9, 0.9, 0.9]
+    model = nn.Linear(2, 2)
+    stopper = EarlyStopping(patience=patience, restore_best_weights=True)
+    stopped = None
+    for epoch, value in enumerate([math.nan] * leading + finite):
+        set_weights(model, float(epoch))
+        if stopper.on_epoch_end(epoch, {"val_loss": value}, model):
+            stopped = epoch
+            break
+        if epoch == leading:
+            assert (stopper.best, stopper.best_epoch, stopper.wait) == (0.5, leading, 0)
+    assert keras3_stop_epoch(finite, patience) is not None
+    assert stopped == leading + keras3_stop_epoch(finite, patience)
+    best = min(finite[: stopped - leading + 1])
+    assert stopper.best == best
+    assert stopper.best_epoch == leading + finite.index(best)
+    assert torch.all(model.weight == float(stopper.best_epoch))  # restored on stopping
+
+
+@pytest.mark.parametrize("start_from_epoch", [0, 2])
+@pytest.mark.parametrize("patience", [0, 1, 2, 3, 5])
+def test_an_all_nan_run_stops_after_patience_epochs(patience, start_from_epoch):
+    # Each NaN epoch is an epoch without improvement; the first monitored one never stops.
+    stopper = EarlyStopping(patience=patience, start_from_epoch=start_from_epoch)
+    values = [1.0] * start_from_epoch + [math.nan] * 10
+    assert stop_epoch(stopper, values) == start_from_epoch + max(patience, 2) - 1
+    assert (stopper.best, stopper.best_epoch) == (math.inf, None)
+
+
+def test_a_nan_at_the_first_monitored_epoch_never_stops_training():
+    # Not only at epoch 0: after start_from_epoch, after a resume, or when validation runs
+    # every few epochs. (Keras' own test, epoch > 0, only covers the first case.)
+    stopper = EarlyStopping(patience=0, start_from_epoch=3)
+    for epoch in range(3):
+        assert not stopper.on_epoch_end(epoch, {"val_loss": 0.1})
+    resumed = EarlyStopping(patience=0, start_from_epoch=3)
+    resumed.load_state_dict(stopper.state_dict())
+    assert stop_epoch(resumed, [0.1] * 3 + [math.nan, 1.0, 0.9, 0.95]) == 6
+    assert (resumed.best, resumed.best_epoch) == (0.9, 5)
+
+    stopper = EarlyStopping(patience=1)
+    outcomes = [
+        stopper.on_epoch_end(epoch, {"val_loss": value})
+        for epoch, value in [(4, math.nan), (9, 1.0), (14, 0.8), (19, 0.9)]
+    ]
+    assert outcomes == [False, False, False, True]
+    assert (stopper.best, stopper.best_epoch, stopper.stopped_epoch) == (0.8, 14, 19)
+
+
 def test_min_delta_is_an_absolute_amount():
     stopper = EarlyStopping(min_delta=0.1, patience=1)
     # 0.95 is not 0.1 below 1.0 (wait 1, stop: patience 1); 0.85 would have been.

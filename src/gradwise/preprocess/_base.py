@@ -127,19 +127,24 @@ class Transformer(Preprocessor):
     def state_dict(self) -> StateDict:
         """``{"name": class name, "params": constructor arguments, "tensors": learned}``.
 
-        ``tensors`` is empty before ``fit``; after it, it holds every learned tensor and
-        ``sample_shape_`` as an int64 tensor. No pickle is needed to store it.
+        ``tensors`` is empty before ``fit``; after it, it holds a copy of every learned
+        tensor and ``sample_shape_`` as an int64 tensor. No pickle is needed to store it.
+        The copies share no memory with the transformer: editing the dict leaves the
+        transformer alone, and refitting the transformer leaves a saved dict alone.
         """
         tensors: dict[str, Tensor] = {}
         if self._is_fitted():
             tensors["sample_shape_"] = torch.tensor(self.sample_shape_, dtype=torch.int64)
             for name, value in vars(self).items():
                 if name.endswith("_") and isinstance(value, Tensor):
-                    tensors[name] = value
+                    tensors[name] = value.detach().clone()
         return {"name": type(self).__name__, "params": self.get_params(), "tensors": tensors}
 
     def _load_tensors(self, tensors: Mapping[str, Tensor]) -> None:
-        """Set the learned state saved by :meth:`state_dict` (nothing: stays unfitted)."""
+        """Set copies of the learned state saved by :meth:`state_dict` (nothing: unfitted).
+
+        Copies, so that the loaded transformer and the state it came from stay independent.
+        """
         if not tensors:
             return
         owner = type(self).__name__
@@ -153,7 +158,7 @@ class Transformer(Preprocessor):
                 )
         for name, value in tensors.items():
             if name != "sample_shape_":
-                setattr(self, name, value)
+                setattr(self, name, value.detach().clone())
         self.sample_shape_ = tuple(int(size) for size in tensors["sample_shape_"].tolist())
 
     def __repr__(self) -> str:

@@ -34,7 +34,8 @@ def from_state_dict(state: Mapping[str, Any]) -> Preprocessor:
 
     The result transforms exactly as the original did (bit for bit on the same machine),
     and, like any transformer, returns the kind of its input (array or tensor) whatever it
-    was fitted on. Pipeline steps come back as ``(name, transformer)`` pairs.
+    was fitted on. Pipeline steps come back as ``(name, transformer)`` pairs. The result
+    holds copies of the state's tensors: editing one leaves the other alone.
 
     Example:
         >>> import numpy as np

@@ -71,19 +71,41 @@ def eigenbasis(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return mean, eigenvalues, (components * signs).contiguous()
 
 
-def _num_kept(n_components: Any, eigenvalues: Tensor, owner: str) -> int:
-    """How many leading components ``n_components`` asks for (None: all)."""
+def _num_kept(n_components: Any, eigenvalues: Tensor, num_samples: int, owner: str) -> int:
+    r"""How many leading components ``n_components`` asks for (None: all :math:`D`).
+
+    An int is refused above :math:`\min(N, D)`, as scikit-learn does: :math:`N` centered
+    samples span at most :math:`N - 1` directions, so with :math:`N < D` the components
+    past that are an arbitrary basis of directions along which the data do not vary.
+    None keeps all :math:`D` (an orthogonal rotation, exactly invertible); see the docs.
+    """
     num_features = eigenvalues.shape[0]
     if n_components is None:
         return num_features
     if _is_count(n_components):
-        if n_components > num_features:
-            expected = f"an int <= {num_features} (the number of features) or a float in (0, 1)"
-            raise invalid_value_error("n_components", owner, expected, n_components)
+        if n_components > min(num_samples, num_features):
+            raise _too_many_components(n_components, num_samples, num_features, owner)
         return int(n_components)
     cumulative = torch.cumsum(eigenvalues, 0) / _total(eigenvalues)
     # The smallest k whose leading k components explain at least the fraction.
     return min(int((cumulative < n_components).sum()) + 1, num_features)
+
+
+def _too_many_components(
+    n_components: int, num_samples: int, num_features: int, owner: str
+) -> ValueError:
+    if num_features <= num_samples:
+        expected = f"an int <= {num_features} (the number of features) or a float in (0, 1)"
+        return invalid_value_error("n_components", owner, expected, n_components)
+    expected = f"an int <= {num_samples} (the number of samples) or a float in (0, 1)"
+    error = invalid_value_error("n_components", owner, expected, n_components)
+    return ValueError(
+        f"{error} Once centered, {num_samples} samples of {num_features} features vary "
+        f"along at most {num_samples - 1} directions; the other components are an "
+        "arbitrary basis of directions of zero variance. Pass n_components <= "
+        f"{num_samples - 1} to keep only directions that vary (or a float in (0, 1) for a "
+        "fraction of the variance), or fit on more samples."
+    )
 
 
 def _total(eigenvalues: Tensor) -> Tensor:
@@ -131,7 +153,7 @@ class _Eigenbasis(Transformer):
     def _fit_basis(self, x: Tensor, n_components: Any) -> Tensor:
         """Set the basis attributes for the kept components; return all eigenvalues."""
         self.mean_, eigenvalues, components = eigenbasis(x)
-        kept = _num_kept(n_components, eigenvalues, type(self).__name__)
+        kept = _num_kept(n_components, eigenvalues, x.shape[0], type(self).__name__)
         self.components_ = components[:kept]
         self.explained_variance_ = eigenvalues[:kept]
         self.explained_variance_ratio_ = self.explained_variance_ / _total(eigenvalues)
@@ -172,9 +194,14 @@ class PCA(_Eigenbasis):
     information about them into training.
 
     Args:
-        n_components: :math:`k`: an int (at most the number of features), a float in
-            (0, 1) for the smallest :math:`k` whose components explain at least that
-            fraction of the variance, or None (default) for all :math:`D`.
+        n_components: :math:`k`: an int at most :math:`\min(N, D)` (as in
+            scikit-learn), a float in (0, 1) for the smallest :math:`k` whose components
+            explain at least that fraction of the variance, or None (default) for all
+            :math:`D`. With :math:`N \le D`, the centered training data vary along at
+            most :math:`N - 1` directions: None still keeps all :math:`D` components (an
+            exactly invertible rotation), and those past :math:`N - 1` have variance 0
+            and an arbitrary, though reproducible, orientation within that subspace. A
+            float never keeps them.
 
     Attributes:
         mean_: :math:`\mu`, shape ``(D,)``.

@@ -41,14 +41,22 @@ class EarlyStopping:
     .. math:: m + \delta < m_{\text{best}} \ (\text{"min"}) \qquad
               m - \delta > m_{\text{best}} \ (\text{"max"})
 
-    (:math:`\delta` is absolute; :math:`m_{\text{best}}` starts at :math:`\pm\infty`, so a
-    NaN never improves). Each monitored epoch adds 1 to ``wait``; an improvement records
-    the new best and resets ``wait`` to 0, but only if :math:`m` also improves on
-    ``baseline`` when one is given. An epoch that does not improve stops training when
-    ``wait >= patience`` and the epoch is not the first (``epoch > 0``). So ``patience=0``
-    stops at the first epoch without improvement, ``patience=3`` after three in a row. An
-    improving epoch never stops training, even one that misses the baseline. Epochs before
+    (:math:`\delta` is absolute; :math:`m_{\text{best}}` starts at :math:`\pm\infty`).
+    Each monitored epoch adds 1 to ``wait``; an improvement records the new best and resets
+    ``wait`` to 0, but only if :math:`m` also improves on ``baseline`` when one is given.
+    An epoch that does not improve stops training when ``wait >= patience``, unless it is
+    the first monitored epoch, which has nothing to improve on. So ``patience=0`` stops at
+    the first epoch without improvement, ``patience=3`` after three in a row. An improving
+    epoch never stops training, even one that misses the baseline. Epochs before
     ``start_from_epoch`` are ignored. Epochs count from 0, as in Keras.
+
+    A NaN is never an improvement and never the best: it counts as an epoch without
+    improvement, so a run of NaNs stops after ``patience`` epochs (two at least, as the
+    first monitored epoch does not stop), and the first finite value after leading NaNs
+    becomes the best (and its weights the ones restored, with ``restore_best_weights``). Keras 3
+    differs here: its first monitored value is always the best, a NaN included, and no
+    later value can then improve on it. Likewise a first value of :math:`+\infty`
+    (:math:`-\infty` in "max" mode) is not an improvement here.
 
     ``mode="auto"`` minimizes a name (without its ``val_`` prefix) that ends in ``loss``,
     maximizes one that contains ``acc``, ``auc``, ``precision``, ``recall``, ``f1``,
@@ -150,6 +158,9 @@ class EarlyStopping:
         current = self._monitored_value(metrics)
         if epoch < self.start_from_epoch:
             return False
+        # Every monitored epoch sets best_epoch (an improvement, or the weights snapshot
+        # below) or leaves wait > 0, so this holds only before the first one, resumed or not.
+        first_monitored = self.best_epoch is None and self.wait == 0
         if self.restore_best_weights and self.best_weights is None:
             # Keras: until an epoch improves, the first monitored epoch's weights are the best.
             self.best_weights = _snapshot(self._require_model(model))
@@ -158,7 +169,9 @@ class EarlyStopping:
         if self._improves(current, self.best):
             self._record_best(epoch, current, model)
             return False
-        if self.wait >= self.patience and epoch > 0:
+        # Keras tests epoch > 0; its first monitored epoch always improves, so that is the
+        # same there. Here a NaN (or the wrong infinity) can come first, at any epoch.
+        if self.wait >= self.patience and not first_monitored:
             self.stopped_epoch = epoch
             self._restore(model)
             return True
@@ -224,6 +237,7 @@ class EarlyStopping:
         )
 
     def _improves(self, current: float, reference: float) -> bool:
+        # Every comparison with a NaN is False: a NaN never improves nor becomes the best.
         if self.direction == "min":
             return current + self.min_delta < reference
         return current - self.min_delta > reference
