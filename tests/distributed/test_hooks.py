@@ -10,6 +10,7 @@ vectorized hooks (no bit packing, no chunk index tables).
 from __future__ import annotations
 
 import copy
+import gc
 import io
 import math
 import re
@@ -930,6 +931,10 @@ def world_of_one(tmp_path: Path) -> Any:
         "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
     )
     yield
+    # The test's DDP models hold the group: collected before it is destroyed, not later,
+    # when gloo's threads may still hold their work (the next init then aborted the whole
+    # pytest process, "Fatal Python error: Aborted", twice in many runs).
+    gc.collect()
     dist.destroy_process_group()
 
 
