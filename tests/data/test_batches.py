@@ -181,11 +181,19 @@ def test_large_epoch_is_served_quickly():
             r"'dataset' parameter of Batches must hold 11 samples or more with "
             r"min_last_batch_size=11 and batch_size 20, or its one batch is dropped. Got 10",
         ),
+        (
+            # One full batch of 4 would do: the message asked for 11 samples.
+            {"batch_size": 4, "min_last_batch_size": 11, "size": 3},
+            r"'dataset' parameter of Batches must hold 4 samples or more with "
+            r"min_last_batch_size=11 and batch_size 4, or its one batch is dropped. Got 3",
+        ),
     ],
 )
 def test_batches_argument_errors(kwargs, match):
+    kwargs = dict(kwargs)  # the parametrized dict is shared: pop from a copy
+    size = kwargs.pop("size", 10)
     with pytest.raises(ValueError, match=match):
-        Batches(_tagged(10), **kwargs)
+        Batches(_tagged(size), **kwargs)
 
 
 def test_epoch_argument_errors_are_raised_at_the_call():

@@ -462,3 +462,26 @@ def test_unreadable_csv(tmp_path):
     (tmp_path / "t.csv").write_text("")
     with pytest.raises(ValueError, match="Could not read .* as a CSV table"):
         load_dataset(str(tmp_path / "t.csv"))
+
+
+def test_byte_string_labels_in_npz_are_classes(tmp_path):
+    # np.char and h5py give byte strings (dtype S): they were read as regression targets
+    # and refused as "text labels", though text labels mean classification.
+    x, y = _classification_arrays()
+    labels = np.array([b"cat", b"dog", b"emu"])[y]
+    np.savez(tmp_path / "d.npz", x=x, y=labels)
+    splits = load_dataset(str(tmp_path / "d.npz"), test_split=0, validation_split=0)
+    assert (splits.task, splits.num_classes) == ("classification", 3)
+    assert splits.class_labels == (b"cat", b"dog", b"emu")
+    np.testing.assert_array_equal(splits.train.targets.numpy(), y)
+
+
+def test_whole_number_labels_beyond_int64_keep_their_classes(tmp_path):
+    # Cast to int64, 1e20, 2e20 and 3e20 all became -2**63: one class, with a
+    # RuntimeWarning at most.
+    x, y = _classification_arrays()
+    np.savez(tmp_path / "d.npz", x=x, y=(y + 1) * 1e20)
+    splits = load_dataset(str(tmp_path / "d.npz"), test_split=0, validation_split=0)
+    assert (splits.task, splits.num_classes) == ("classification", 3)
+    assert splits.class_labels == (1e20, 2e20, 3e20)
+    np.testing.assert_array_equal(splits.train.targets.numpy(), y)

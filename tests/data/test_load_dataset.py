@@ -85,6 +85,33 @@ def test_splits_too_small_to_hold_out_say_so():
         load_dataset("moons", num_samples=2, test_split=0.1)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"num_samples": 2, "test_split": 0.1},
+            r"load_dataset\('moons'\) cannot hold out test_split=0.1 of 2 samples: .*"
+            r"\(the held-out split: 0.1 \* 2 rounds to 0\).* or test_split=0 for no test split",
+        ),
+        (
+            # 5 samples, 1 to the test split: the 4 left are what validation_split divides.
+            {"num_samples": 5},
+            r"cannot hold out validation_split=0.1 of 4 samples left after the test split: .*"
+            r" or validation_split=0 for no validation split\.$",
+        ),
+        (
+            {"num_samples": 4, "test_split": 0.9},
+            r"test_split=0.9 of 4 samples: one split would be empty \(the rest: 0.9 \* 4",
+        ),
+    ],
+)
+def test_a_split_too_small_names_the_fraction_that_empties_it(kwargs, match):
+    # The message named neither the parameter nor the samples it applied to: "moons cannot
+    # hold out 0.1 of 4 samples" for a 5-sample set with the defaults.
+    with pytest.raises(ValueError, match=match):
+        load_dataset("moons", **kwargs)
+
+
 def test_importing_gradwise_data_does_not_import_the_loaders_libraries():
     script = textwrap.dedent(
         """

@@ -553,3 +553,21 @@ def test_a_normalization_weight_without_right_inverse_is_refused_before_any_writ
         init.initialize(model, "he_normal", generator=0)
     after = model.state_dict()
     assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_tied_weights_warn_and_the_report_gives_the_std_they_end_with():
+    # The decoder shares the encoder's weight, so it is filled twice: the report said the
+    # encoder's std was 0.52 (its own draw, gain sqrt 2) when the weight ended at 0.37.
+    encoder, decoder = nn.Linear(8, 8), nn.Linear(8, 8)
+    decoder.weight = encoder.weight
+    model = nn.Sequential(encoder, nn.ReLU(), decoder)
+    with pytest.warns(UserWarning, match=r"layers '0', '2' sharing one weight.*gain 1\b"):
+        report = init.initialize(model, "he_normal", generator=0)
+    std = encoder.weight.detach().double().std(correction=0).item()
+    assert [row.std for row in report] == [std, std]
+    replay = torch.empty(8, 8)
+    generator = torch.Generator().manual_seed(0)
+    nn.init.normal_(replay, 0.0, math.sqrt(2 / 8), generator)  # '0' draws first
+    nn.init.zeros_(torch.empty(8))
+    nn.init.normal_(replay, 0.0, math.sqrt(1 / 8), generator)  # then '2', with gain 1
+    assert torch.equal(encoder.weight.detach(), replay)

@@ -208,6 +208,22 @@ def test_orthogonal_fills_half_precision_tensors(dtype):
     torch.testing.assert_close(gram, 4 * torch.eye(48, dtype=torch.float64), atol=0.05, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_orthogonal_fills_channels_last_and_other_non_contiguous_weights(dtype):
+    # torch.nn.init.orthogonal_ writes through tensor.view_as(matrix), which a channels_last
+    # conv weight (model.to(memory_format=torch.channels_last)) or a permuted view cannot
+    # give: it raised "view size is not compatible". The matrix is drawn into a contiguous
+    # tensor of the same shape, so the numbers are torch's on a contiguous weight.
+    conv = nn.Conv2d(8, 16, 3).to(dtype=dtype, memory_format=torch.channels_last)
+    permuted = torch.empty(3, 3, 16, 8, dtype=dtype).permute(2, 3, 0, 1)
+    for weight in (conv.weight, permuted):
+        assert not weight.is_contiguous()
+        init.orthogonal()(weight, gain=2.0, generator=seeded(0))
+        reference = nn.init.orthogonal_(torch.empty(16, 8, 3, 3), 2.0, generator=seeded(0))
+        assert torch.equal(weight.detach(), reference.to(dtype))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # layout kept
+
+
 @pytest.mark.parametrize(
     ("module", "fans"),
     [

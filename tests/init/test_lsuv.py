@@ -291,3 +291,31 @@ def test_initialize_with_lsuv_skips_a_spectral_normed_layer_once():
         report = init.initialize(model, "lsuv", data=batch, generator=0)
     assert len(caught) == 1
     assert [row.output_variance is None for row in report] == [True, False]
+
+
+def test_a_channels_last_model_is_initialized_and_reaches_unit_output_variance():
+    # The orthogonal pre-step raised "view size is not compatible" on channels_last conv
+    # weights (torch.nn.init.orthogonal_ writes through a view of the weight).
+    model = conv_net().to(memory_format=torch.channels_last)
+    batch = torch.randn(64, 3, 16, 16, generator=seeded(0)).to(memory_format=torch.channels_last)
+    variances = init.lsuv(model, batch, generator=0)
+    assert all(abs(v - 1) < 0.05 for v in output_variances(model, batch).values())
+    assert set(variances) == {"0", "3", "8"}
+    init.initialize(model, "orthogonal", generator=0)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_tied_weights_report_the_variance_each_layer_ends_with():
+    # '2' shares '0''s weight, so rescaling '2' rescales '0' again: the result said '0' was
+    # at 1.019 (its variance before '2' was done) when it ended at 0.952.
+    encoder, decoder = nn.Linear(8, 8), nn.Linear(8, 8)
+    decoder.weight = encoder.weight
+    model = nn.Sequential(encoder, nn.Linear(8, 8), decoder)
+    batch = torch.randn(512, 8, generator=seeded(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # whether a tied layer lands within tolerance varies
+        variances = init.lsuv(model, batch, generator=0)
+    measured = output_variances(model, batch)
+    assert variances.keys() == measured.keys()
+    for name, variance in variances.items():
+        assert variance == pytest.approx(measured[name] * (4095 / 4096), rel=1e-6)

@@ -74,9 +74,11 @@ class Batches:
                 f"The 'batch_size' parameter of Batches must be <= the {len(dataset)} samples "
                 f"when drop_last=True, or every batch is dropped. Got {batch_size} instead."
             )
-        if len(dataset) < min(batch_size, min_last_batch_size):
+        # A full batch is never dropped: batch_size samples are enough whatever the minimum.
+        needed = min(int(batch_size), int(min_last_batch_size))
+        if len(dataset) < needed:
             raise ValueError(
-                f"The 'dataset' parameter of Batches must hold {min_last_batch_size} samples "
+                f"The 'dataset' parameter of Batches must hold {needed} samples "
                 f"or more with min_last_batch_size={min_last_batch_size} and batch_size "
                 f"{batch_size}, or its one batch is dropped. Got {len(dataset)} instead."
             )

@@ -114,12 +114,20 @@ def load_dataset(
     source = _load_source(label, int(seed), options)
     test = source.test
     data = source.data
+    owner = f"load_dataset({label!r})"
     if test is None and test_split > 0:
-        data, test = hold_out(data, test_split, mix_seed(int(seed), TEST_STREAM), owner=label)
+        data, test = hold_out(
+            data, test_split, mix_seed(int(seed), TEST_STREAM), owner=owner, parameter="test_split"
+        )
     validation = None
     if validation_split > 0:
         data, validation = hold_out(
-            data, validation_split, mix_seed(int(seed), VALIDATION_STREAM), owner=label
+            data,
+            validation_split,
+            mix_seed(int(seed), VALIDATION_STREAM),
+            owner=owner,
+            parameter="validation_split",
+            remaining=" left after the test split" if test is not None else "",
         )
     return _splits(label, source, data, validation, test)
 

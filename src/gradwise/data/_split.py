@@ -47,15 +47,29 @@ def split_dataset(dataset: Dataset, fraction: float, *, seed: int = 0) -> tuple[
 
 
 def hold_out(
-    dataset: Dataset, fraction: float, generator_seed: int, *, owner: str
+    dataset: Dataset,
+    fraction: float,
+    generator_seed: int,
+    *,
+    owner: str,
+    parameter: str = "",
+    remaining: str = "",
 ) -> tuple[Dataset, Dataset]:
-    """:func:`split_dataset` without the argument checks, for any 63-bit generator seed."""
+    """:func:`split_dataset` without the argument checks, for any 63-bit generator seed.
+
+    ``parameter`` names the fraction in the error (``"test_split"``), ``remaining`` says
+    which samples these are (``" left after the test split"``)."""
     size = len(dataset)
     count = int(fraction * size + 0.5)
     if count == 0 or count == size:
+        empty = "the held-out split" if count == 0 else "the rest"
+        given = f"{parameter}={fraction!r}" if parameter else repr(fraction)
+        split = parameter.removesuffix("_split")
+        no_split = f", or {parameter}=0 for no {split} split" if parameter else ""
         raise ValueError(
-            f"{owner} cannot hold out {fraction!r} of {size} samples: one split would be "
-            "empty. Use a larger dataset or a fraction that leaves samples on both sides."
+            f"{owner} cannot hold out {given} of {size} samples{remaining}: one split would be "
+            f"empty ({empty}: {fraction!r} * {size} rounds to {count}). Use a larger dataset "
+            f"or a fraction that leaves samples on both sides{no_split}."
         )
     generator = torch.Generator().manual_seed(generator_seed)
     permutation = torch.randperm(size, generator=generator)

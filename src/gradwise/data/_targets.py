@@ -81,7 +81,7 @@ def encode_targets(
 def _is_label_array(array: np.ndarray) -> bool:
     if array.ndim > 2 or (array.ndim == 2 and array.shape[1] != 1):
         return False
-    if array.dtype.kind in "biuOU":
+    if array.dtype.kind in "biuOUS":  # S: byte strings (np.char, h5py), text like U
         return True
     return array.dtype.kind == "f" and bool(np.all(np.mod(array, 1) == 0))
 
@@ -120,7 +120,11 @@ def _label_column(array: np.ndarray, where: str) -> np.ndarray:
                 f"The targets in {where} must be whole numbers for classification. Got "
                 f"{array[row].item()!r} in row {row} instead; use task='regression'."
             )
-        return array.astype(np.int64)
+        if np.all(np.abs(array) < 2.0**63):
+            return array.astype(np.int64)
+        # Whole numbers beyond int64 (1e20): the cast made them all -2**63, one class.
+        # Kept as floats, they are re-encoded like any labels other than 0..K-1.
+        return array
     if array.dtype.kind == "O":
         return array.astype(str)
     return array

@@ -181,6 +181,7 @@ def initialize(
         _warn_about_symmetry(fill, layers)
         _warn_about_invisible_activations(fill, model, layers, gain)
         _warn_about_fixed_scales(fill, layers)
+        _warn_about_tied_weights(fill, layers, gains)
     report = []
     for name, module in model.named_modules():
         if isinstance(module, WEIGHT_LAYERS):
@@ -188,8 +189,16 @@ def initialize(
         elif isinstance(module, NORMALIZATION_LAYERS):
             report.append(_init_normalization(name, module))
     if weights == "lsuv" and data is not None:
-        report = _apply_lsuv(model, data, report)
-    return report
+        return _apply_lsuv(model, data, report)
+    # A weight shared with a later layer (tied weights) is filled again there: each row's
+    # std is measured once every layer is done, so that it describes the weight as it is.
+    modules = dict(model.named_modules())
+    return [
+        row
+        if row.scheme == _NORMALIZATION_SCHEME
+        else replace(row, std=_std(cast(Tensor, modules[row.name].weight)))
+        for row in report
+    ]
 
 
 def _check_data(weights: object, data: object) -> None:
@@ -348,6 +357,30 @@ def _warn_about_fixed_scales(fill: Initializer, layers: list[tuple[str, nn.Modul
         UserWarning,
         stacklevel=stacklevel_outside(__file__),
     )
+
+
+def _warn_about_tied_weights(
+    fill: Initializer, layers: list[tuple[str, nn.Module]], gains: dict[str, float]
+) -> None:
+    owners: dict[int, list[str]] = {}
+    for name, layer in layers:
+        weight = layer._parameters.get("weight")  # None under a parametrization
+        if weight is not None:
+            owners.setdefault(id(weight), []).append(name)
+    for names in owners.values():
+        if len(names) < 2:
+            continue
+        last = names[-1]
+        gain = fill.resolve_gain(gains[last])
+        drawn = f"{fill}" if gain is None else f"{fill} with gain {gain:.4g}"
+        warnings.warn(
+            f"initialize found layers {', '.join(repr(name) for name in names)} sharing one "
+            f"weight (tied weights). Each layer fills it in turn, so it keeps what '{last}' "
+            f"drew ({drawn}); the report's std is the shared weight's. To give it another "
+            f"gain, pass gain={{'{last}': ...}}.",
+            UserWarning,
+            stacklevel=stacklevel_outside(__file__),
+        )
 
 
 def _warn_about_invisible_activations(

@@ -389,7 +389,8 @@ def orthogonal(gain: float | None = None) -> Initializer:
     so a deep linear network neither shrinks nor amplifies any direction. The pre-step of
     :func:`lsuv`. Same numbers as ``torch.nn.init.orthogonal_`` (QR of a Gaussian matrix,
     signs fixed so the law is uniform); float16 and bfloat16 tensors, for which torch has
-    no QR, get that float32 matrix rounded to their dtype.
+    no QR, get that float32 matrix rounded to their dtype. A non-contiguous tensor (a
+    ``channels_last`` conv weight, a permuted view) gets the matrix a contiguous one would.
 
     Args:
         gain: :math:`g`; ``None`` takes the gain offered by the caller, else 1.
@@ -414,11 +415,19 @@ def orthogonal(gain: float | None = None) -> Initializer:
 
 
 def _orthogonal(tensor: Tensor, gain: float, generator: torch.Generator | None) -> Tensor:
-    if torch.finfo(tensor.dtype).bits >= 32:
+    full_precision = torch.finfo(tensor.dtype).bits >= 32
+    if full_precision and tensor.is_contiguous():
         return nn.init.orthogonal_(tensor, gain, generator)
     # torch has no QR for float16 or bfloat16: draw the matrix in float32 and round it.
-    draw = nn.init.orthogonal_(torch.empty_like(tensor, dtype=torch.float32), gain, generator)
-    return tensor.copy_(draw)
+    # torch writes the matrix through tensor.view_as(matrix), which a channels_last conv
+    # weight or a permuted view cannot give ("view size is not compatible"): draw into a
+    # contiguous tensor (torch's draw does not depend on the layout) and copy it over.
+    draw = torch.empty(
+        tensor.shape,
+        dtype=tensor.dtype if full_precision else torch.float32,
+        device=tensor.device,
+    )
+    return tensor.copy_(nn.init.orthogonal_(draw, gain, generator))
 
 
 NAMED_INITIALIZERS: dict[str, Callable[[], Initializer]] = {

@@ -100,11 +100,12 @@ def rescale_to_unit_variance(
         with torch.no_grad():
             order = _forward_order(model, batch)
             fixed = {name: scale_fixing_parametrization(layer) for name, layer in order}
-            variances = {
-                name: _rescale(model, batch, name, layer, tolerance, max_iterations)
-                for name, layer in order
-                if fixed[name] is None
-            }
+            rescaled = [(name, layer) for name, layer in order if fixed[name] is None]
+            for name, layer in rescaled:
+                _rescale(model, batch, name, layer, tolerance, max_iterations)
+            # Measured again once all are done: a weight shared with a later layer (tied
+            # weights) is rescaled again there, which moves this layer's variance too.
+            variances = _output_variances(model, batch, rescaled)
     finally:
         for module, training in modes:
             module.training = training
@@ -113,8 +114,9 @@ def rescale_to_unit_variance(
     if missed:
         warnings.warn(
             f"LSUV left {', '.join(repr(name) for name in missed)} off unit variance by more "
-            f"than {tolerance} after {max_iterations} rescalings; the bias or a data-dependent "
-            "layer moves the variance. Raise max_iterations or check the batch.",
+            f"than {tolerance} after {max_iterations} rescalings; the bias, a data-dependent "
+            "layer or a weight shared with a later layer (tied weights, rescaled again "
+            "there) moves the variance. Raise max_iterations or check the batch.",
             UserWarning,
             stacklevel=stacklevel_outside(__file__),  # lsuv and initialize reach here at two depths
         )
@@ -187,17 +189,28 @@ def _divide_weight(layer: nn.Module, divisor: float) -> None:
 
 
 def _output_variance(model: nn.Module, batch: Batch, layer: nn.Module) -> float:
-    variances: list[float] = []
+    return _output_variances(model, batch, [("", layer)])[""]
 
-    def hook(module: nn.Module, args: Any, output: Tensor) -> None:
-        # Measured now, not after the pass: an in-place activation after the layer
-        # (nn.ReLU(inplace=True)) overwrites this very tensor later in the pass.
-        if not variances:
-            variances.append(float(output.double().var(correction=0)))
 
-    handle = layer.register_forward_hook(hook)
+def _output_variances(
+    model: nn.Module, batch: Batch, layers: list[tuple[str, nn.Module]]
+) -> dict[str, float]:
+    """Each layer's output variance on its first call, from one forward pass."""
+    variances: dict[str, float] = {}
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Tensor) -> None:
+            # Measured now, not after the pass: an in-place activation after the layer
+            # (nn.ReLU(inplace=True)) overwrites this very tensor later in the pass.
+            if name not in variances:
+                variances[name] = float(output.double().var(correction=0))
+
+        return hook
+
+    handles = [layer.register_forward_hook(record(name)) for name, layer in layers]
     try:
         run(model, batch)
     finally:
-        handle.remove()
-    return variances[0]
+        for handle in handles:
+            handle.remove()
+    return {name: variances[name] for name, _ in layers}
