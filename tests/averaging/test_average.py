@@ -493,3 +493,90 @@ def test_recompute_batch_norm_takes_a_first_batch_that_is_none_for_a_batch() -> 
     average.update(model, 1)
     average.recompute_batch_norm([None])
     assert torch.equal(average.module.norm.running_mean, torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    ("model", "step", "message"),
+    [
+        # 2.5 was silently never an averaging step; 4.0 was one
+        (
+            None,
+            2.5,
+            "The 'step' parameter of PolyakAverage.update must be an int >= 0. Got 2.5 instead.",
+        ),
+        (
+            None,
+            4.0,
+            "The 'step' parameter of PolyakAverage.update must be an int >= 0. Got 4.0 instead.",
+        ),
+        (
+            None,
+            "3",
+            "The 'step' parameter of PolyakAverage.update must be an int >= 0. Got '3' instead.",
+        ),
+        (
+            None,
+            None,
+            "The 'step' parameter of PolyakAverage.update must be an int >= 0. Got None instead.",
+        ),
+        (
+            "model",
+            3,
+            "The 'model' parameter of PolyakAverage.update must be an nn.Module. Got 'model' instead.",
+        ),
+    ],
+)
+def test_update_refuses_a_step_that_is_not_a_count_or_a_model_that_is_not_a_module(
+    model: object, step: object, message: str
+) -> None:
+    live = nn.Linear(2, 1)
+    average = PolyakAverage(live)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        average.update(live if model is None else model, step)  # type: ignore[arg-type]
+    assert average.num_averaged == 0
+    assert average.update(live, 4)
+    assert average.num_averaged == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "lacks"),
+    [
+        (
+            lambda average: average.averaged_model.state_dict(),
+            "'kind', 'first', 'every', 'averaged_model'",
+        ),
+        (lambda average: average.module.state_dict(), "'kind', 'first', 'every', 'averaged_model'"),
+        (
+            lambda average: {
+                k: v for k, v in average.state_dict().items() if k != "averaged_model"
+            },
+            "'averaged_model'",
+        ),
+    ],
+    ids=["averaged_model", "module", "no weights"],
+)
+def test_loading_a_state_it_did_not_write_is_a_clear_error(state: object, lacks: str) -> None:
+    # It read "The saved average is a None first averaged after step None every None steps"
+    # (or a bare KeyError: 'averaged_model').
+    average = ExponentialMovingAverage(nn.Linear(2, 1), start=3)
+    message = (
+        "ExponentialMovingAverage.load_state_dict needs the keys 'kind', 'first', 'every', "
+        f"'averaged_model' (what state_dict() returns); the state given lacks {lacks}."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        average.load_state_dict(state(average))  # type: ignore[operator]
+
+
+def test_loading_an_swa_saved_with_another_learning_rate_shape_is_refused() -> None:
+    # first (start + anneal_steps) and every (the period) agreed, so these loaded silently.
+    cyclical = StochasticWeightAverage(nn.Linear(2, 1), start=10, cycle_steps=5).state_dict()
+    StochasticWeightAverage(nn.Linear(2, 1), start=10, cycle_steps=5).load_state_dict(cyclical)
+    with pytest.raises(ValueError, match=r"made with cycle_steps=5 \(this one: None\)"):
+        StochasticWeightAverage(nn.Linear(2, 1), start=10, every=5).load_state_dict(cyclical)
+    annealed = StochasticWeightAverage(nn.Linear(2, 1), start=10, every=3, anneal_steps=5)
+    with pytest.raises(
+        ValueError, match=r"made with start=10 \(this one: 15\), anneal_steps=5 \(this one: 0\)"
+    ):
+        StochasticWeightAverage(nn.Linear(2, 1), start=15, every=3).load_state_dict(
+            annealed.state_dict()
+        )

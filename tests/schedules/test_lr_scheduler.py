@@ -12,8 +12,10 @@ from gradwise.schedules import (
     constant,
     cosine_decay,
     cosine_warm_restarts,
+    join,
     linear_warmup,
     multistep_decay,
+    stateful_parts,
     step_decay,
 )
 
@@ -205,6 +207,42 @@ def test_a_plateau_under_a_warmup_resumes_with_its_state(order):
     parameter, optimizer, scheduler = resume(saved, resumed_schedule, order)
     assert resumed_plateau.state_dict() == plateau.state_dict()
     second_lrs = train(parameter, optimizer, scheduler, 30, resumed_plateau)
+    assert first_lrs + second_lrs == uninterrupted_lrs
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize(
+    "combine",
+    [
+        lambda plateau: join([constant(0.01), plateau], [5]),
+        lambda plateau: join([linear_warmup(constant(0.05), 3), plateau, constant(0.001)], [5, 50]),
+    ],
+    ids=["join", "join-of-a-warmup"],
+)
+def test_a_plateau_inside_a_join_resumes_with_its_state(combine, order):
+    # stateful_parts looked for state in a combinator's direct fields only, not in join's
+    # tuple of schedules: the plateau's state was not saved, and a resumed run went on
+    # from its initial value (and a run config's plateau joined with SWA's rate was
+    # never observed).
+    def make():
+        plateau = ReduceOnPlateau(0.05, factor=0.5, patience=2, cooldown=1)
+        return plateau, combine(plateau)
+
+    plateau, schedule = make()
+    assert stateful_parts(schedule) == [plateau]
+    parameter, optimizer, scheduler = make_run(schedule, momentum=0.9)
+    uninterrupted_lrs = train(parameter, optimizer, scheduler, 45, plateau)
+    assert len(set(uninterrupted_lrs[5:])) > 2  # cut during the run
+
+    plateau, schedule = make()
+    parameter, optimizer, scheduler = make_run(schedule, momentum=0.9)
+    first_lrs = train(parameter, optimizer, scheduler, 30, plateau)
+    saved = checkpoint(parameter, optimizer, scheduler)
+    assert saved["scheduler"]["nested_schedule_states"] == {0: [plateau.state_dict()]}
+    resumed_plateau, resumed_schedule = make()
+    parameter, optimizer, scheduler = resume(saved, resumed_schedule, order)
+    assert resumed_plateau.state_dict() == plateau.state_dict()
+    second_lrs = train(parameter, optimizer, scheduler, 15, resumed_plateau)
     assert first_lrs + second_lrs == uninterrupted_lrs
 
 

@@ -35,6 +35,8 @@ _OPEN_UNIT_INTERVAL = Interval(low=0.0, high=1.0, low_closed=False, high_closed=
 _OPTIONAL_POSITIVE_INT = Either((POSITIVE_INT, Satisfies(lambda value: value is None, "None")))
 
 _Tensors = tuple[Tensor, ...] | list[Tensor]
+#: What WeightAverage.state_dict writes and load_state_dict needs ("settings" may be absent).
+_STATE_KEYS = ("kind", "first", "every", "averaged_model")
 #: AveragedModel's ``multi_avg_fn``: fold one (device, dtype) group of the live tensors
 #: into the averaged ones in place, given how many iterates the average already holds.
 MultiAverageFn = Callable[[_Tensors, _Tensors, Tensor | int], None]
@@ -118,6 +120,12 @@ class WeightAverage:
 
         Returns whether it did.
         """
+        # A float step (2.5) was silently never an averaging step, a string or None a bare
+        # TypeError, and a model that is not a Module an AttributeError from deep inside.
+        # The two checks cost ~0.7 us, against ~9 us for the layout below.
+        owner = f"{type(self).__name__}.update"
+        check("model", owner, model, _MODULE)
+        check("step", owner, step, NON_NEGATIVE_INT)
         if not self.should_update(step):
             return False
         # The full check by name costs ~75 us on cnn1d, 2% of a training step at every
@@ -232,6 +240,15 @@ class WeightAverage:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (the same kind of average, same cadence,
         same settings; a state saved before the settings were kept is not checked on them)."""
+        missing = [key for key in _STATE_KEYS if not isinstance(state, Mapping) or key not in state]
+        if missing:
+            # Another dict (the averaged module's own state_dict, say) read as "The saved
+            # average is a None first averaged after step None every None steps".
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict needs the keys "
+                f"{', '.join(map(repr, _STATE_KEYS))} (what state_dict() returns); the state "
+                f"given lacks {', '.join(map(repr, missing))}."
+            )
         saved = (state.get("kind"), state.get("first"), state.get("every"))
         mine = (type(self).__name__, self.first, self.every)
         if saved != mine:
@@ -457,6 +474,17 @@ class StochasticWeightAverage(WeightAverage):
         period = cycle_steps if cycle_steps is not None else every
         super().__init__(model, first=self.start + self.anneal_steps, every=int(period or 1),
                          use_buffers=use_buffers, multi_avg_fn=None)  # fmt: skip
+
+    def _settings(self) -> dict[str, Any]:
+        # first = start + anneal_steps and every = the period hide how they were split: a
+        # cyclical SWA loaded into a constant-rate one (or start 10 + anneal 5 into start
+        # 15) went on silently with another learning rate.
+        return {
+            **super()._settings(),
+            "start": self.start,
+            "cycle_steps": self.cycle_steps,
+            "anneal_steps": self.anneal_steps,
+        }
 
     def _first_average_terms(self) -> str:
         period = "cycle_steps" if self.cycle_steps is not None else "every"

@@ -311,6 +311,6 @@ class cosine_decay(StepFunction):
         return cosine_interpolation(self.initial, self.final, fraction)
 
 
-def cosine_interpolation(start: float, end: float, fraction: Tensor) -> Tensor:
+def cosine_interpolation(start: float | Tensor, end: float, fraction: Tensor) -> Tensor:
     """Half a cosine from ``start`` (fraction 0) to ``end`` (fraction 1)."""
     return end + (start - end) / 2.0 * (1.0 + torch.cos(math.pi * fraction))

@@ -201,22 +201,26 @@ def stateful_parts(schedule: Any) -> list[Any]:
         True
     """
     found: list[Any] = []
-    seen: set[int] = set()
+    seen: set[int] = {id(schedule)}
 
     def visit(item: Any) -> None:
+        # Every argument is checked for state, an element of join's tuple of schedules
+        # included (only direct fields were: a plateau inside a join went unsaved, and a
+        # run config's plateau metric never reached a plateau joined with SWA's rate).
         if isinstance(item, list | tuple):
             for element in item:
                 visit(element)
-        elif dataclasses.is_dataclass(item) and not isinstance(item, type) and id(item) not in seen:
+        elif id(item) in seen:
+            return
+        elif is_stateful(item):
+            seen.add(id(item))
+            found.append(item)
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
             seen.add(id(item))
             for field in dataclasses.fields(item):
-                child = getattr(item, field.name)
-                if is_stateful(child):
-                    if id(child) not in seen:
-                        seen.add(id(child))
-                        found.append(child)
-                else:
-                    visit(child)
+                visit(getattr(item, field.name))
 
-    visit(schedule)
+    if dataclasses.is_dataclass(schedule) and not isinstance(schedule, type):
+        for field in dataclasses.fields(schedule):
+            visit(getattr(schedule, field.name))
     return found
