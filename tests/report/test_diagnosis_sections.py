@@ -330,3 +330,39 @@ def test_a_deep_model_s_legend_is_below_its_plot(tmp_path: Path) -> None:
     deeper = png_size(page_with(tmp_path / "c", 40), "gradient norm")
     assert shallow[0] == deep[0] == deeper[0]
     assert shallow[1] < deep[1] < deeper[1]
+
+
+@pytest.mark.parametrize(
+    ("file_name", "title", "contents"),
+    [
+        ("findings.jsonl", "Findings", '{"kind": "dead_units", "severity": ["error"]}\n'),
+        ("probes.jsonl", "Per-layer probes", '{"step": null, "layer": "0", "grad_norm": 1}\n'),
+        ("histograms.jsonl", "Histograms", '{"kind": "activation", "step": null, "layer": "0"}\n'),
+        ("checks.json", "Checks", "[1, 2]"),
+        ("checks.json", "Checks", '{"sanity": [["not", "a", "row"]]}'),
+        ("checks.json", "Checks", "[" * 100_000),
+    ],
+)
+def test_a_doctor_file_of_another_shape_is_reported_in_the_page(
+    tmp_path: Path, file_name: str, title: str, contents: str
+) -> None:
+    # Files that parse but hold other shapes than the doctor writes (a hand edit, another
+    # version): a list where a mapping belongs, a null step, JSON nested past Python's
+    # recursion limit. build_report raised TypeError, AttributeError or RecursionError,
+    # and gradwise train builds the report however a run ends.
+    run = make_doctored_run(tmp_path)
+    (run.path / file_name).write_text(contents)
+    page = build_report(run).read_text()
+    assert f"<h2>{title}</h2>\n<pre>{file_name} could not be read: " in page
+    assert "<h2>Summary</h2>" in page
+    assert "<h2>Loss</h2>" in page
+
+
+def test_a_sparsity_file_of_another_shape_leaves_the_section_out(tmp_path: Path) -> None:
+    run = make_doctored_run(tmp_path)
+    layer = {"name": {"not": "a name"}, "size": 4, "remaining": 2, "sparsity": 0.5}
+    total = {"size": 4, "remaining": 2, "sparsity": 0.5}
+    (run.path / "sparsity.json").write_text(json.dumps({"layers": [layer], "total": total}))
+    page = build_report(run).read_text()
+    assert "<h2>Sparsity</h2>" not in page
+    assert "<h2>Summary</h2>" in page

@@ -2,6 +2,7 @@
 
 import base64
 import math
+import os
 import re
 import time
 from html.parser import HTMLParser
@@ -256,3 +257,33 @@ def test_report_of_a_long_run_is_fast(tmp_path):
     assert len(images(page)) == 3
     assert elapsed < 3.0, f"{elapsed:.2f} s for 5,000 steps"
     assert len(page) < 400_000  # the step series is drawn as a band, not 5,000 segments
+
+
+def test_a_folder_name_that_is_not_utf8_gets_a_report(tmp_path):
+    # The byte 0xff reaches Python as the lone surrogate \udcff (in the run's name, the
+    # summary the trainer writes from it, the footer's path), which strict UTF-8 refused
+    # to encode: build_report raised UnicodeEncodeError, and gradwise train (which builds
+    # the report however a run ends) with it.
+    name = os.fsdecode(b"run-\xff")
+    run = make_run(tmp_path, name)
+    page = build_report(run).read_bytes().decode("utf-8")  # strict: valid UTF-8
+    assert "<h1>run-\\udcff <span" in page
+    assert parse(page).headings[:2] == ["Summary", "Loss"]
+
+
+def test_a_summary_with_an_int_beyond_the_float_range_gets_a_report(tmp_path):
+    # gradwise runs lists such a hand-edited summary (tests/runs/test_listing.py); its
+    # report raised OverflowError in the summary table.
+    run = make_run(tmp_path, summary=False)
+    write_summary(run, {"name": "demo", "status": "failed", "duration_s": 10**400})
+    page = build_report(run).read_text()
+    assert ["duration", "-"] in parse(page).cells
+
+
+def test_a_record_with_a_step_beyond_the_float_range_is_left_out_of_the_plots(tmp_path):
+    run = make_run(tmp_path)
+    with MetricsLog(run.metrics_path) as log:
+        log.append({"kind": "step", "step": 10**400, "loss": 0.1, "lr": 0.1})
+    page = build_report(run).read_text()
+    assert images(page) == ["Loss against optimizer steps", "Accuracy against optimizer steps",
+                            "Learning rate against optimizer steps"]  # fmt: skip

@@ -2,7 +2,9 @@
 
 import json
 import math
+import os
 import re
+import unicodedata
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from gradwise.report import (
     runs_table,
     summary_table,
 )
-from gradwise.runs import RunInfo
+from gradwise.runs import RunFolder, RunInfo, list_runs, write_summary
 
 
 class CellCollector(HTMLParser):
@@ -237,3 +239,55 @@ def test_runs_table():
     ]  # fmt: skip
     with pytest.raises(ValueError, match="The 'runs' parameter of runs_table must be a sequence"):
         runs_table([{"name": "a"}])  # type: ignore[list-item]
+
+
+def test_wide_and_combining_characters_keep_terminal_columns_aligned(tmp_path):
+    # A CJK character takes two terminal cells, a combining accent none: columns padded
+    # by len() started one cell late per CJK character and one early per accent.
+    for name in ("中文名字", "e\u0301te\u0301", "plain"):  # "été" with combining accents
+        run = RunFolder.create(tmp_path, name, min_free_bytes=0)
+        write_summary(run, {"status": "completed", "dataset": "数据", "started": 1795334400.0})
+    lines = runs_table(list_runs(tmp_path)).render_text().splitlines()
+    header = lines[1]
+    rows = {line.split()[0]: line for line in lines[3:]}
+    assert header.startswith("name      status ")  # "中文名字" is 8 cells wide
+    assert rows["中文名字"].startswith("中文名字  completed ")
+    assert rows["e\u0301te\u0301"].startswith("e\u0301te\u0301       completed ")
+    assert rows["plain"].startswith("plain     completed ")
+    dataset = header.index("dataset")  # the same cell on every line
+    assert rows["plain"][dataset:].startswith("数据     -")
+    assert rows["中文名字"][dataset - 4 :].startswith("数据     -")
+
+
+def test_control_characters_cannot_steer_the_terminal(tmp_path):
+    # A tab broke the columns; an escape sequence from a summary recoloured (or cleared)
+    # the terminal of whoever ran `gradwise runs`.
+    run = RunFolder.create(tmp_path, "r", min_free_bytes=0)
+    write_summary(run, {"status": "completed", "dataset": "a\tb\x1b[2J\x1b[31mred\x07"})
+    table = runs_table(list_runs(tmp_path))
+    text = table.render_text()
+    assert not [char for char in text if char != "\n" and unicodedata.category(char) == "Cc"]
+    assert "a b\\x1b[2J\\x1b[31mred\\x07" in text
+    assert table.to_dict()["rows"][0][3] == "a\tb\x1b[2J\x1b[31mred\x07"  # JSON keeps it
+    assert Table("t\x1b[2J", ["a\x1b"], []).render_text().splitlines()[:2] == [
+        "t\\x1b[2J",
+        "a\\x1b",
+    ]
+
+
+def test_a_folder_name_that_is_not_utf8_can_be_printed(tmp_path):
+    # os.listdir gives the byte 0xff as the lone surrogate \udcff, which a UTF-8 terminal
+    # (strict errors) refused to print: `gradwise runs` crashed on the whole listing.
+    name = os.fsdecode(b"run-\xff")
+    RunFolder.create(tmp_path, name, min_free_bytes=0).config_path.write_text("model: mlp\n")
+    text = runs_table(list_runs(tmp_path)).render_text()
+    text.encode("utf-8")  # strict: no surrogate left
+    assert "run-\\udcff  unknown" in text
+
+
+def test_a_duration_beyond_the_float_range_is_shown_as_unknown():
+    # The listing already showed such a hand-edited summary; summary_table (the terminal
+    # summary and report.html) raised OverflowError.
+    table = summary_table({"status": "failed", "duration_s": 10**400})
+    assert table.to_dict()["rows"] == [["status", "failed"], ["duration", "-"]]
+    assert json.loads(table.to_json())["values"][1] == ["duration", None]

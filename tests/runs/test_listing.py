@@ -102,3 +102,13 @@ def test_a_summary_with_out_of_range_numbers_is_listed_and_printed(tmp_path):
     text = runs_table(runs).render_text()
     assert "millis" in text
     assert "huge" in text
+
+
+def test_a_summary_nested_too_deeply_is_listed_as_unknown(tmp_path):
+    make_run(tmp_path, "good", {"status": "completed", "started": 1000.0})
+    deep = make_run(tmp_path, "deep")
+    deep.summary_path.write_text("[" * 100_000)
+    assert [(run.name, run.status) for run in list_runs(tmp_path)] == [
+        ("good", "completed"),
+        ("deep", "unknown"),
+    ]

@@ -395,3 +395,16 @@ def test_a_record_may_be_any_mapping(tmp_path):
     record = MappingProxyType({"kind": "epoch", "step": 3, "extra": ChainMap({"a": 1.5})})
     write_records(path, [record])
     assert read_records(path) == [{"kind": "epoch", "step": 3, "extra": {"a": 1.5}}]
+
+
+def test_a_line_nested_too_deeply_is_a_damaged_line(tmp_path):
+    # json.loads raised RecursionError for it, past every reader's "damaged line" handling.
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(STEP) + "\n" + "[" * 100_000 + "\n" + json.dumps(STEP) + "\n")
+    with pytest.raises(ValueError, match=r"^Line 2 of .* is not a JSON object: b'\[\[\["):
+        read_records(path)
+    path.write_text(json.dumps(STEP) + "\n" + "[" * 100_000)  # as the unterminated last line
+    assert read_records(path) == [STEP]
+    with pytest.warns(UserWarning, match="ended with a damaged line"), MetricsLog(path):
+        pass
+    assert read_records(path) == [STEP]

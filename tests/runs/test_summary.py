@@ -187,3 +187,16 @@ def test_a_file_that_is_not_utf8_is_an_error_naming_it(run, name):
     )
     with pytest.raises(ValueError, match=rf"^{re.escape(expected)}$"):
         read(run)
+
+
+@pytest.mark.parametrize("name", ["summary.json", "config.yaml"])
+def test_a_file_nested_too_deeply_is_an_error_naming_it(run, name):
+    # "[[[[..." past Python's recursion limit (a damaged file) raised RecursionError,
+    # which no caller expects: `gradwise runs` and the report crashed instead of calling
+    # the summary unreadable.
+    (run.path / name).write_text("[" * 100_000)
+    read = read_summary if name == "summary.json" else read_config
+    kind = "JSON" if name == "summary.json" else "YAML"
+    expected = f"{run.path / name} is not valid {kind}: it is nested too deeply to read."
+    with pytest.raises(ValueError, match=rf"^{re.escape(expected)}$"):
+        read(run)

@@ -234,7 +234,7 @@ def checks_sections(run: RunFolder) -> list[Section]:
         return []
     try:
         checks = json.loads(run.checks_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:  # JSONDecodeError, UnicodeDecodeError
+    except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
         return [_unreadable("Checks", run.checks_path.name, error)]
     sections = []
     for key, title in (("gradcheck", "Gradient check"), ("sanity", "Sanity checks")):

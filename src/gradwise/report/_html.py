@@ -7,7 +7,7 @@ import html
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, final
@@ -120,7 +120,7 @@ def build_report(
     folder = RunFolder.open(run.path if isinstance(run, RunFolder) else run)
     page = render_report(folder, extra_sections)
     try:
-        write_atomically(folder.report_path, page.encode("utf-8"))
+        write_atomically(folder.report_path, utf8(page))
     except OSError as error:
         raise RunFolderError(
             f"Could not write the report {folder.report_path}: {describe_os_error(error)}."
@@ -135,17 +135,21 @@ def render_report(run: RunFolder, extra_sections: Sequence[Section] = ()) -> str
     status = str(summary.get("status") or "unknown")
     from gradwise.report import _diagnosis  # the doctor's sections; imports this module
 
-    findings = _diagnosis.findings_section(run, status)
-    histograms = _diagnosis.histogram_section(run)
+    def findings() -> list[Section]:
+        return _listed(_diagnosis.findings_section(run, status))
+
+    def histograms() -> list[Section]:
+        return _listed(_diagnosis.histogram_section(run))
+
     sections = [
-        *([findings] if findings is not None else []),
+        *_guarded("Findings", run.findings_path, findings),
         *_data_warnings_section(summary),
         Section.from_table("Summary", summary_table({**summary, "name": name})),
         *_metric_sections(run),
         *_sparsity_section(run),
-        *_diagnosis.probe_sections(run),
-        *([histograms] if histograms is not None else []),
-        *_diagnosis.checks_sections(run),
+        *_guarded("Per-layer probes", run.probes_path, lambda: _diagnosis.probe_sections(run)),
+        *_guarded("Histograms", run.histograms_path, histograms),
+        *_guarded("Checks", run.checks_path, lambda: _diagnosis.checks_sections(run)),
         *extra_sections,
         _config_section(run),
     ]
@@ -163,6 +167,41 @@ def render_report(run: RunFolder, extra_sections: Sequence[Section] = ()) -> str
             f"from {run.path}"
         ),
     )
+
+
+def utf8(page: str) -> bytes:
+    """The page's UTF-8 bytes; a lone surrogate is written as its escape (``\\udcff``).
+
+    A folder name that is not UTF-8 (``run-\\xff``, made on another system) reaches
+    Python as such a surrogate, in the run's name, its summary and the footer's path;
+    strict UTF-8 refused to write the page at all.
+    """
+    return page.encode("utf-8", errors="backslashreplace")
+
+
+# What a file that parses but holds other shapes than gradwise writes (a hand edit, another
+# version's file: a list where a mapping belongs, a null step) raises while its section is
+# built from it.
+_UNEXPECTED_CONTENTS = (
+    AttributeError, IndexError, KeyError, OverflowError, RecursionError, TypeError, ValueError,
+)  # fmt: skip
+
+
+def _guarded(title: str, path: Path, build: Callable[[], list[Section]]) -> list[Section]:
+    """The sections ``build`` makes from the file at ``path``; if its contents are not
+    what gradwise writes, one section that says so. build_report runs however a run
+    ended (gradwise train calls it in a ``finally``): one odd file must not stop it."""
+    try:
+        return build()
+    except _UNEXPECTED_CONTENTS as error:
+        what = f"{type(error).__name__}: {error}"
+        return [
+            Section.from_text(title, f"{path.name} could not be read: unexpected contents ({what})")
+        ]
+
+
+def _listed(section: Section | None) -> list[Section]:
+    return [] if section is None else [section]
 
 
 def _summary_or_empty(run: RunFolder) -> dict[str, Any]:
@@ -210,9 +249,10 @@ def _sparsity_section(run: RunFolder) -> list[Section]:
             [layer["name"], layer["size"], layer["remaining"], layer["sparsity"]]
             for layer in [*report["layers"], {"name": "total", **report["total"]}]
         ]
-    except (OSError, ValueError, KeyError, TypeError):
+        # In the try: a value that is no table cell (a mapping) is a ValueError here.
+        table = Table("Pruned weights", ["tensor", "weights", "remaining", "sparsity"], rows)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return []
-    table = Table("Pruned weights", ["tensor", "weights", "remaining", "sparsity"], rows)
     return [Section.from_table("Sparsity", table)]
 
 

@@ -34,8 +34,12 @@ def series(records: Records, kind: str, key: str) -> tuple[Array, Array]:
             continue
         step, value = record.get("step"), record.get(key)
         if _is_number(step) and _is_number(value):
-            steps.append(float(step))
-            values.append(float(value))
+            try:
+                x, y = float(step), float(value)
+            except OverflowError:  # an int beyond the float range (JSON allows any int)
+                continue
+            steps.append(x)
+            values.append(y)
     return np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 import gradwise
 from gradwise._validation import POSITIVE_INT, Either, Satisfies, check
-from gradwise.report._html import _CSS, _PAGE, Section, _render_section, png_html
+from gradwise.report._html import _CSS, _PAGE, Section, _render_section, png_html, utf8
 from gradwise.report._plots import _png
 from gradwise.report._table import Cell, Scalar, Table, _scalar, format_time, format_value
 from gradwise.runs import STATUSES
@@ -337,7 +337,7 @@ def build_study_report(
     path = Path(folder) / "report.html"
     page = _render_study(path.parent, trials, spec, title, stages, extra)
     try:
-        write_atomically(path, page.encode("utf-8"))
+        write_atomically(path, utf8(page))
     except OSError as error:
         raise RunFolderError(
             f"Could not write the study report {path}: {describe_os_error(error)}."

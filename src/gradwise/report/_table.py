@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -139,17 +140,23 @@ class Table:
         )
 
     def render_text(self) -> str:
-        """Aligned columns for the terminal: number columns right, others left."""
-        texts = [[_one_line(cell.text) for cell in row] for row in self.cells]
+        """Aligned columns for the terminal: number columns right, others left.
+
+        Each text is one line, its control characters shown as escapes (``\\x1b``: a
+        name or message cannot move the cursor or recolour the terminal; a lone
+        surrogate from a folder name that is not UTF-8 as ``\\udcff``), and columns
+        are as wide as the terminal draws their texts (a CJK character or an emoji
+        takes two cells, a combining accent none).
+        """
+        texts = [[_terminal_text(cell.text) for cell in row] for row in self.cells]
+        columns = [_terminal_text(column) for column in self.columns]
         widths = [
-            max([len(column), *(len(row[i]) for row in texts)])
-            for i, column in enumerate(self.columns)
+            max([_width(column), *(_width(row[i]) for row in texts)])
+            for i, column in enumerate(columns)
         ]
         right = self.numeric_columns()
-        lines = [self.title] if self.title else []
-        lines.append(
-            _join(_align(c, w, r) for c, w, r in zip(self.columns, widths, right, strict=True))
-        )
+        lines = [_terminal_text(self.title)] if self.title else []
+        lines.append(_join(_align(c, w, r) for c, w, r in zip(columns, widths, right, strict=True)))
         lines.append(_join("-" * w for w in widths))
         for row in texts:
             lines.append(_join(_align(t, w, r) for t, w, r in zip(row, widths, right, strict=True)))
@@ -193,15 +200,33 @@ _NUM = ' class="num"'
 
 
 def _align(text: str, width: int, right: bool) -> str:
-    return text.rjust(width) if right else text.ljust(width)
+    padding = " " * (width - _width(text))
+    return padding + text if right else text + padding
 
 
 def _json_value(value: Scalar) -> Scalar:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.splitlines())
+def _terminal_text(text: str) -> str:
+    """``text`` on one line, tabs as spaces, other control characters as escapes, and
+    lone surrogates (a folder name that is not UTF-8) as escapes a terminal can print."""
+    one_line = " ".join(text.splitlines()).replace("\t", " ")
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) in ("Cc", "Cs") else char
+        for char in one_line
+    )
+
+
+def _width(text: str) -> int:
+    """How many terminal cells ``text`` takes: 2 for wide (East Asian) characters, 0 for
+    combining marks and invisible format characters, 1 for the rest."""
+    return sum(
+        0 if unicodedata.category(char) in ("Mn", "Me", "Cf")
+        else 2 if unicodedata.east_asian_width(char) in ("W", "F")
+        else 1
+        for char in text
+    )  # fmt: skip
 
 
 def _join(parts: Any) -> str:
@@ -254,9 +279,17 @@ def _size_rows(summary: Mapping[str, Any]) -> list[list[Cell | Scalar]]:
         if summary.get(key) is not None:
             rows.append([key, _scalar(summary[key])])
     duration = summary.get("duration_s")
-    if isinstance(duration, int | float):
-        rows.append(["duration", Cell(float(duration), format_duration(float(duration)))])
+    if isinstance(duration, int | float) and not isinstance(duration, bool):
+        seconds = _float_or_none(duration)  # JSON allows ints beyond the float range
+        rows.append(["duration", Cell(seconds, format_duration(seconds))])
     return rows
+
+
+def _float_or_none(value: int | float) -> float | None:
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _best_rows(best: Any) -> list[list[Cell | Scalar]]:

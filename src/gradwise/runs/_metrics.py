@@ -387,7 +387,7 @@ def metrics_file(run_or_path: RunOrPath) -> Path:
 def _parse_line(line: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(line)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; deep nesting
         return None
     return value if isinstance(value, dict) else None
 

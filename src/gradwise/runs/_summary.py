@@ -129,6 +129,10 @@ def read_config(folder: FolderLike) -> dict[str, Any]:
         value = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ValueError(f"{run.config_path} is not valid YAML: {error}") from None
+    except RecursionError:  # a damaged file such as "[[[[..." thousands deep
+        raise ValueError(
+            f"{run.config_path} is not valid YAML: it is nested too deeply to read."
+        ) from None
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -184,6 +188,8 @@ def _read_json_object(path: Path) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError as error:
         raise ValueError(f"{path} is not valid JSON: {error}.") from None
+    except RecursionError:  # a damaged file such as "[[[[..." thousands deep
+        raise ValueError(f"{path} is not valid JSON: it is nested too deeply to read.") from None
     if not isinstance(value, dict):
         raise ValueError(f"{path} must hold a JSON object; it holds a {type(value).__name__}.")
     return value
