@@ -763,6 +763,17 @@ def test_regression_runs_every_check_but_the_initial_loss():
             "of at least two finite floats >= 0. Got [1.0] instead.",
         ),
         (
+            # A repeated strength cannot rise strictly: it failed the check, with a
+            # REGULARIZATION_NOT_APPLIED finding, whatever the penalty did.
+            lambda m, d: check_regularization_raises_loss(
+                m, "hinge", d, strengths=(0.0, 1e-3, 1e-3, 1.0)
+            ),
+            ValueError,
+            "The 'strengths' parameter of check_regularization_raises_loss must be a sequence "
+            "of distinct strengths (the total loss must rise strictly from one to the next; "
+            "drop the repeats). Got (0.0, 0.001, 0.001, 1.0) instead.",
+        ),
+        (
             lambda m, d: check_samples_do_not_mix(m, "hinge", d, batch_size=1),
             ValueError,
             "The 'batch_size' parameter of check_samples_do_not_mix must be an int >= 2. "

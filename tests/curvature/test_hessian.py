@@ -634,3 +634,49 @@ def test_a_batch_norm_registered_twice_keeps_its_statistics_in_train_mode(make):
         torch.testing.assert_close(hessian @ vector, exact @ vector, rtol=1e-10, atol=1e-12)
     assert_registered(model, held)
     assert_same(before, snapshot(model))
+
+
+class _FrozenFloat32Backbone(nn.Module):
+    """A frozen float32 feature layer under a trainable float64 head (mixed dtypes)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Linear(4, 6).requires_grad_(False)
+        self.head = nn.Linear(6, 3).double()
+
+    def forward(self, inputs):
+        return self.head(torch.tanh(self.backbone(inputs)).double())
+
+
+def test_a_frozen_float32_backbone_gets_its_inputs_in_float32():
+    # The inputs were cast to the trainable parameters' dtype (float64), and the frozen
+    # float32 layer they enter refused them ("mat1 and mat2 must have the same dtype").
+    model = _FrozenFloat32Backbone()
+    inputs, targets = classification_batch(num_samples=16, num_features=4, num_classes=3)
+    inputs = inputs.float()
+    exact = exact_hessian(model, cross_entropy, inputs, targets)
+    hessian = Hessian(model, cross_entropy, (inputs, targets))
+    assert hessian.num_parameters == exact.shape[0] == 6 * 3 + 3
+    vector = torch.randn(exact.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(hessian @ vector, exact @ vector)
+    values = curvature.eigenvalues(model, cross_entropy, (inputs, targets), k=2)
+    torch.testing.assert_close(values, torch.linalg.eigvalsh(exact).flip(0)[:2])
+
+
+def test_float32_regression_targets_of_a_dataset_work_with_a_float64_model():
+    # A Dataset's regression targets are float32; the targets kept that dtype next to the
+    # float64 outputs, and huber_loss's derivatives raised "Found dtype Float but expected
+    # Double" from inside the product.
+    model = mlp((4, 8, 1))
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(16, 4, generator=generator)
+    targets = torch.randn(16, 1, generator=generator)
+    exact = exact_hessian(model, F.huber_loss, inputs.double(), targets.double())
+    batches = list(iterate_once(Dataset(inputs, targets), 8))
+    assert batches[0][1].dtype == torch.float32
+    hessian = Hessian(model, F.huber_loss, batches)
+    vector = torch.randn(exact.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(hessian @ vector, exact @ vector)
+    trace = curvature.trace(model, F.huber_loss, batches)
+    assert trace == pytest.approx(float(torch.trace(exact)), rel=1e-8)

@@ -25,9 +25,11 @@ class Quadratic(nn.Module):
         return 0.5 * self.theta @ A @ self.theta
 
 
-def final_norm(lr, momentum, nesterov, steps=400):
+def final_norm(lr, momentum, nesterov, steps=400, dampening=0.0):
     model = Quadratic()
-    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov)
+    optimizer = optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening
+    )
     for _ in range(steps):
         optimizer.zero_grad()
         model(None).backward()
@@ -42,6 +44,30 @@ def test_the_bound_separates_convergence_from_divergence(momentum, nesterov):
     bound = stable_lr_bound(10.0, momentum=momentum, nesterov=nesterov)
     assert final_norm(0.98 * bound, momentum, nesterov) < 0.5
     assert final_norm(1.02 * bound, momentum, nesterov) > 10.0
+
+
+@pytest.mark.parametrize(("momentum", "dampening"), [(0.9, 0.5), (0.5, 0.9), (0.0, 0.5)])
+def test_the_bound_with_dampening_separates_convergence_from_divergence(momentum, dampening):
+    # The docs said to divide the bound by 1 - dampening, which is wrong without momentum
+    # (SGD then ignores dampening: 0.98x that bound diverged), and no function took it, so
+    # check_learning_rate flagged a dampened SGD at half its real bound.
+    bound = stable_lr_bound(10.0, momentum=momentum, dampening=dampening)
+    assert final_norm(0.98 * bound, momentum, False, steps=600, dampening=dampening) < 0.5
+    assert final_norm(1.02 * bound, momentum, False, steps=600, dampening=dampening) > 10.0
+
+
+def test_dampening_in_the_closed_form_and_the_diagnosis():
+    assert stable_lr_bound(4.0, momentum=0.9, dampening=0.5) == pytest.approx(1.9)
+    assert stable_lr_bound(4.0, dampening=0.5) == 0.5  # no momentum: no dampening
+    assert stable_lr_bound(4.0, momentum=0.9, dampening=1.0) == math.inf
+    assert check_learning_rate(0.7, 10.0, momentum=0.9, dampening=0.5) is None
+    diagnosis = check_learning_rate(0.8, 10.0, momentum=0.9, dampening=0.5)
+    assert diagnosis.kind is Finding.LEARNING_RATE_TOO_HIGH
+    assert diagnosis.evidence["max_stable_lr"] == pytest.approx(0.76)
+    assert diagnosis.evidence["dampening"] == 0.5
+    data = (torch.zeros(1), None)
+    bound = max_stable_lr(Quadratic(), lambda out, _: out, data, momentum=0.9, dampening=0.5)
+    assert bound == pytest.approx(0.76, rel=1e-8)
 
 
 def test_closed_forms():
@@ -92,6 +118,15 @@ def test_check_learning_rate_is_a_diagnosis_with_the_bound_and_a_fix():
         (
             lambda: stable_lr_bound(math.inf),
             r"The 'lambda_max' parameter of stable_lr_bound must be a finite float. Got inf instead.",
+        ),
+        (
+            lambda: stable_lr_bound(1.0, momentum=0.5, dampening=1.5),
+            r"The 'dampening' parameter of stable_lr_bound must be a float in \[0, 1\]. Got 1.5 instead.",
+        ),
+        (
+            lambda: check_learning_rate(0.1, 1.0, momentum=0.5, nesterov=True, dampening=0.1),
+            r"The 'dampening' parameter of check_learning_rate must be 0 with nesterov=True "
+            r"\(torch's and gradwise's SGD refuse Nesterov with dampening\). Got 0.1 instead.",
         ),
         (
             lambda: check_learning_rate(-0.1, 1.0),

@@ -9,6 +9,7 @@ import pytest
 
 from gradwise import Finding
 from gradwise.config import load_config
+from gradwise.curvature import stable_lr_bound
 from gradwise.diagnosis import Diagnosis
 from gradwise.doctor import diagnose, fixes_from, with_changes
 from gradwise.doctor._doctor import _stability_check
@@ -97,6 +98,25 @@ def test_an_sgd_learning_rate_above_two_over_lambda_max_is_named_before_training
     assert finding.kind is Finding.LEARNING_RATE_TOO_HIGH
     assert finding.evidence["max_stable_lr"] < 50.0
     assert finding.fix["optimizer.lr"] == 0.5 * finding.evidence["max_stable_lr"]
+
+
+def test_the_stability_bound_takes_sgds_dampening(tmp_path: Path) -> None:
+    # Dampening d scales SGD's momentum step by 1 - d: judged without it, the bound was
+    # 1 - d times too low, a false LEARNING_RATE_TOO_HIGH for rates between the two.
+    config = load_config(
+        overrides=[
+            "data.dataset=spirals", "model.name=mlp", "model.width=32", "model.norm=none",
+            "optimizer={name: SGD, lr: 500.0, momentum: 0.5, dampening: 0.5}",
+            "schedule=null", f"runs_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    result = diagnose(config, checks=False, probe_epochs=1)
+    (finding,) = [f for f in result.findings if "lambda_max" in f.evidence]
+    evidence = finding.evidence
+    assert evidence["dampening"] == 0.5
+    expected = stable_lr_bound(evidence["lambda_max"], momentum=0.5, dampening=0.5)
+    assert evidence["max_stable_lr"] == expected
+    assert expected == 2 * stable_lr_bound(evidence["lambda_max"], momentum=0.5)
 
 
 def test_the_stability_bound_is_not_applied_to_normalized_networks(tmp_path: Path) -> None:

@@ -95,6 +95,13 @@ _LEARNING_RATE_LIST = Satisfies(
 _STRENGTH_LIST = Satisfies(
     _is_sequence_of(NON_NEGATIVE, 2), "a sequence of at least two finite floats >= 0"
 )
+# A repeated strength gives the same total twice, which can never rise strictly: the check
+# failed with REGULARIZATION_NOT_APPLIED whatever the penalty did.
+_DISTINCT_STRENGTHS = Satisfies(
+    lambda v: len({float(s) for s in v}) == len(v),
+    "a sequence of distinct strengths (the total loss must rise strictly from one to the "
+    "next; drop the repeats)",
+)
 _FRACTION = Interval(low=0.0, high=1.0, low_closed=False, high_closed=False)
 _OPTIONAL_CLASSES = Satisfies(
     lambda v: v is None or (POSITIVE_INT.is_satisfied_by(v) and isinstance(v, int)),
@@ -387,7 +394,7 @@ def check_regularization_raises_loss(
         penalty_factory: ``factory(strength)(model)`` returns the penalty, a scalar
             tensor or number; default the L2 penalty on the weights
             (:func:`gradwise.regularize.l2_penalty`).
-        strengths: at least two strengths >= 0.
+        strengths: at least two distinct strengths >= 0 (a repeat is a ValueError).
         batch_size: samples in the batch.
         seed: an int >= 0; picks the batch.
 
@@ -411,6 +418,7 @@ def check_regularization_raises_loss(
     problem = _resolve(owner, model, loss, data, None, seed)
     check("penalty_factory", owner, penalty_factory, _OPTIONAL_CALLABLE)
     check("strengths", owner, strengths, _STRENGTH_LIST)
+    check("strengths", owner, strengths, _DISTINCT_STRENGTHS)
     check("batch_size", owner, batch_size, POSITIVE_INT)
     factory = penalty_factory or _default_penalty
     return _regularization(model, problem, factory, strengths, batch_size)

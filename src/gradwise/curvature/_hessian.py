@@ -57,8 +57,10 @@ class Hessian:
     ``data`` is one ``(inputs, targets)`` batch or an iterable of such batches. With several
     batches, :math:`H` is the batch-size-weighted mean of the batches' Hessians (exact for a
     mean-reduced loss: it is then the Hessian of the loss over all the samples); the batches
-    are held in a list, on the model's device, with floating-point inputs in its dtype (a
-    gradwise Dataset's float32 batches work with a float64 model). With one batch, the
+    are held in a list, on the model's device, with floating-point inputs in its dtype (that
+    of its first floating-point parameter, which a frozen float32 backbone sets) and
+    floating-point targets widened to the trainable parameters' (a gradwise Dataset's
+    float32 batches work with a float64 model). With one batch, the
     gradient's graph is built once and kept, so each product is a single backward pass
     through it.
 
@@ -136,6 +138,7 @@ class Hessian:
         self.num_parameters = sum(self._sizes)
         self.dtype = self._parameters[0].dtype
         self.device = self._parameters[0].device
+        self._input_dtype = _input_dtype(model, self.dtype)
         # A gradwise Dataset holds float32 inputs; a float64 model (for accurate spectra)
         # takes them in its own dtype, as the landscape functions do.
         self._batches = [self._to_model(batch) for batch in self._batches]
@@ -157,11 +160,18 @@ class Hessian:
         return tuple(self._sizes)
 
     def _to_model(self, batch: Batch) -> Batch:
-        """The batch on the model's device, floating-point inputs in the model's dtype."""
+        """The batch on the model's device, floating-point inputs in the model's dtype and
+        floating-point targets widened to it (exact), as a Dataset's float32 regression
+        targets next to a float64 model: F.huber_loss's derivatives refused the mix
+        ("Found dtype Float but expected Double"). Narrower model dtypes leave them as
+        given, so the loss is the one the user wrote."""
         inputs, targets = batch
-        dtype = self.dtype if inputs.is_floating_point() else inputs.dtype
+        dtype = self._input_dtype if inputs.is_floating_point() else inputs.dtype
         if isinstance(targets, Tensor):
-            targets = targets.to(self.device)
+            widen = targets.is_floating_point() and (
+                torch.promote_types(targets.dtype, self.dtype) == self.dtype
+            )
+            targets = targets.to(device=self.device, dtype=self.dtype if widen else None)
         return inputs.to(device=self.device, dtype=dtype), targets
 
     @property
@@ -461,6 +471,17 @@ def _check_finite_parameters(model: nn.Module, owner: str) -> None:
             "checkpoint taken before they diverged (a lower learning rate or gradient "
             "clipping keeps them finite)."
         )
+
+
+def _input_dtype(model: nn.Module, trainable: torch.dtype) -> torch.dtype:
+    """The dtype floating-point inputs take: that of the model's first floating-point
+    parameter or buffer, trainable or not (the layer the inputs enter, in registration
+    order, as gradwise.checks does). Casting them to the trainable parameters' dtype broke
+    a frozen float32 backbone under a float64 head: its first layer got float64 inputs."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return trainable
 
 
 def _all_finite(tensor: Tensor) -> bool:

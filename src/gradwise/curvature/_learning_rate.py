@@ -11,6 +11,7 @@ from gradwise._objective import LossFunction
 from gradwise._validation import (
     HALF_OPEN_UNIT_INTERVAL,
     NON_NEGATIVE,
+    UNIT_INTERVAL,
     Boolean,
     Interval,
     check,
@@ -23,7 +24,9 @@ from gradwise.diagnosis import Diagnosis, Finding
 _FINITE = Interval()
 
 
-def stable_lr_bound(lambda_max: float, *, momentum: float = 0.0, nesterov: bool = False) -> float:
+def stable_lr_bound(
+    lambda_max: float, *, momentum: float = 0.0, nesterov: bool = False, dampening: float = 0.0
+) -> float:
     r"""The largest learning rate at which (momentum) gradient descent is stable.
 
     On a quadratic with top Hessian eigenvalue :math:`\lambda_{\max}`, gradient descent
@@ -34,14 +37,18 @@ def stable_lr_bound(lambda_max: float, *, momentum: float = 0.0, nesterov: bool 
     :math:`z^2 - (1 + \mu - \eta\lambda) z + \mu = 0`, stable for
     :math:`\eta < 2(1 + \mu)/\lambda_{\max}`; torch's Nesterov variant gives
     :math:`z^2 - (1+\mu)(1-\eta\lambda) z + \mu(1-\eta\lambda) = 0`, stable for
-    :math:`\eta < 2(1+\mu) / ((1+2\mu)\lambda_{\max})`. Dampening :math:`d` scales the
-    step by :math:`1-d`: divide the bound by it. A non-positive :math:`\lambda_{\max}`
-    gives ``inf`` (no curvature limits the step).
+    :math:`\eta < 2(1+\mu) / ((1+2\mu)\lambda_{\max})`. Dampening :math:`d`
+    (:math:`v \leftarrow \mu v + (1-d) g`) scales the step by :math:`1-d`, so the bound
+    is divided by it; torch and gradwise ignore dampening without momentum (then the bound
+    is :math:`2/\lambda_{\max}`), and refuse it with Nesterov. A non-positive
+    :math:`\lambda_{\max}`, or :math:`d = 1` with momentum, gives ``inf`` (no curvature
+    limits the step).
 
     Args:
         lambda_max: the largest Hessian eigenvalue (see :func:`eigenvalues`).
         momentum: heavy-ball momentum in [0, 1).
         nesterov: torch's Nesterov momentum.
+        dampening: torch's SGD dampening in [0, 1] (0 with Nesterov).
 
     Example:
         >>> from gradwise.curvature import stable_lr_bound
@@ -54,12 +61,24 @@ def stable_lr_bound(lambda_max: float, *, momentum: float = 0.0, nesterov: bool 
     """
     owner = "stable_lr_bound"
     check("lambda_max", owner, lambda_max, _FINITE)
-    check("momentum", owner, momentum, HALF_OPEN_UNIT_INTERVAL)
-    check("nesterov", owner, nesterov, Boolean())
-    if lambda_max <= 0:
+    _check_momentum(owner, momentum, nesterov, dampening)
+    # Without momentum the optimizer skips the momentum buffer, and dampening with it.
+    scale = 1.0 - dampening if momentum > 0 else 1.0
+    if lambda_max <= 0 or scale == 0:
         return math.inf
     bound = 2.0 * (1.0 + momentum) / float(lambda_max)
-    return bound / (1.0 + 2.0 * momentum) if nesterov else bound
+    return (bound / (1.0 + 2.0 * momentum) if nesterov else bound) / scale
+
+
+def _check_momentum(owner: str, momentum: float, nesterov: bool, dampening: float) -> None:
+    check("momentum", owner, momentum, HALF_OPEN_UNIT_INTERVAL)
+    check("nesterov", owner, nesterov, Boolean())
+    check("dampening", owner, dampening, UNIT_INTERVAL)
+    if nesterov and dampening != 0:
+        raise ValueError(
+            f"The 'dampening' parameter of {owner} must be 0 with nesterov=True (torch's and "
+            f"gradwise's SGD refuse Nesterov with dampening). Got {dampening!r} instead."
+        )
 
 
 def max_stable_lr(
@@ -69,6 +88,7 @@ def max_stable_lr(
     *,
     momentum: float = 0.0,
     nesterov: bool = False,
+    dampening: float = 0.0,
     tol: float = 1e-5,
     max_iterations: int = 100,
     seed: int = 0,
@@ -77,7 +97,8 @@ def max_stable_lr(
     r"""The learning rate above which gradient descent diverges locally at this point.
 
     :math:`2/\lambda_{\max}` for plain gradient descent and :math:`2(1+\mu)/\lambda_{\max}`
-    for heavy-ball momentum :math:`\mu` (see :func:`stable_lr_bound`), with
+    for heavy-ball momentum :math:`\mu` (see :func:`stable_lr_bound`, also for
+    ``nesterov`` and ``dampening``), with
     :math:`\lambda_{\max}` from :func:`eigenvalues` (``tol``, ``max_iterations``, ``seed``
     and ``mode`` as there). The bound is local: the curvature changes during training
     (it typically grows until it reaches :math:`2/\eta`, Cohen et al. 2021).
@@ -92,23 +113,30 @@ def max_stable_lr(
         0.333333
     """
     owner = "max_stable_lr"
-    check("momentum", owner, momentum, HALF_OPEN_UNIT_INTERVAL)
-    check("nesterov", owner, nesterov, Boolean())
+    _check_momentum(owner, momentum, nesterov, dampening)
     lanczos = {"tol": tol, "max_iterations": max_iterations, "seed": seed}
     check_all(owner, lanczos, LANCZOS_CONSTRAINTS)
     values, _ = Hessian(model, loss_fn, data, mode=mode).eigenvalues(
         1, "largest", tol=tol, max_iterations=max_iterations, seed=seed
     )
-    return stable_lr_bound(float(values[0]), momentum=momentum, nesterov=nesterov)
+    return stable_lr_bound(
+        float(values[0]), momentum=momentum, nesterov=nesterov, dampening=dampening
+    )
 
 
 def check_learning_rate(
-    lr: float, lambda_max: float, momentum: float = 0.0, *, nesterov: bool = False
+    lr: float,
+    lambda_max: float,
+    momentum: float = 0.0,
+    *,
+    nesterov: bool = False,
+    dampening: float = 0.0,
 ) -> Diagnosis | None:
     """A LEARNING_RATE_TOO_HIGH diagnosis when ``lr`` exceeds the stability bound, else None.
 
-    The bound is :func:`stable_lr_bound`; the evidence holds ``lr``, ``lambda_max``,
-    ``momentum`` and ``max_stable_lr``, and the fix sets ``optimizer.lr`` to half the bound
+    The bound is :func:`stable_lr_bound` (with ``nesterov`` and ``dampening`` as there);
+    the evidence holds ``lr``, ``lambda_max``, ``momentum``, ``nesterov``, ``dampening``
+    and ``max_stable_lr``, and the fix sets ``optimizer.lr`` to half the bound
     (a margin for the curvature growing during training).
 
     Example:
@@ -122,14 +150,15 @@ gradient descent diverges along the top Hessian eigenvector; lower the learning 
     owner = "check_learning_rate"
     check("lr", owner, lr, NON_NEGATIVE)
     check("lambda_max", owner, lambda_max, _FINITE)
-    check("momentum", owner, momentum, HALF_OPEN_UNIT_INTERVAL)
-    check("nesterov", owner, nesterov, Boolean())
-    bound = stable_lr_bound(lambda_max, momentum=momentum, nesterov=nesterov)
+    _check_momentum(owner, momentum, nesterov, dampening)
+    bound = stable_lr_bound(lambda_max, momentum=momentum, nesterov=nesterov, dampening=dampening)
     if not lr > bound:
         return None
     formula = "2 / lambda_max" if momentum == 0 else f"2 (1 + {momentum:g}) / lambda_max"
     if nesterov:
         formula = f"2 (1 + {momentum:g}) / ((1 + 2 * {momentum:g}) lambda_max)"
+    elif momentum > 0 and dampening > 0:
+        formula = f"2 (1 + {momentum:g}) / ((1 - {dampening:g}) lambda_max)"
     return Diagnosis(
         Finding.LEARNING_RATE_TOO_HIGH,
         f"lr {lr:g} is above {formula} = {bound:.3g} (lambda_max {lambda_max:.4g}): "
@@ -140,6 +169,7 @@ gradient descent diverges along the top Hessian eigenvector; lower the learning 
             "lambda_max": float(lambda_max),
             "momentum": float(momentum),
             "nesterov": nesterov,
+            "dampening": float(dampening),
             "max_stable_lr": bound,
         },
         severity="warning",

@@ -357,6 +357,7 @@ def _stability_check(config: RunConfig, prepared: Any) -> Diagnosis | None:
         lambda_max,
         float(spec.get("momentum", 0.0)),
         nesterov=bool(spec.get("nesterov", False)),
+        dampening=float(spec.get("dampening", 0.0)),
     )
 
 
