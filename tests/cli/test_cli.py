@@ -522,3 +522,23 @@ def test_an_error_building_the_run_from_an_override_does_not_blame_the_file(
     # A key the file does not give: no line to name.
     assert main(["config", str(path), "--set", "model.name=nope"]) == 2
     assert capsys.readouterr().err.startswith("gradwise config: error: unknown model 'nope'")
+
+
+def test_values_that_were_tracebacks_are_one_line_usage_errors(tmp_path: Path) -> None:
+    # Each was a traceback with exit 1: the YAML float resolver took '-e5' for a float
+    # (ValueError), an epoch count beyond int64 reached the schedules (OverflowError), and
+    # tomllib refused a byte order mark as an invalid statement on line 1.
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbfepochs = 3\n[data]\nbatchsize = 2\n")
+    cases = {
+        ("train", "--set", "data.dataset=-e5"): "unknown dataset '-e5' in 'train.data.dataset'",
+        ("config", "--set", f"epochs={2**63}"): "The 'epochs' key in 'train' must be an int "
+        "<= 1099511627776 (2**40).",
+        ("config", "bom.toml"): "config file bom.toml: unknown key 'batchsize' in 'train.data'",
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda args: gradwise(*args, cwd=tmp_path), cases))
+    for (args, message), result in zip(cases.items(), results, strict=True):
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, result.stderr)
+        assert message in lines[0], (args, result.stderr)

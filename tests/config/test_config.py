@@ -391,6 +391,8 @@ def test_a_seed_beyond_the_data_seeds_range_is_refused_by_the_config(seed: int) 
         ("data.dataset=off", "False", "--set read off as YAML's False. To pass the text, quote it: --set data.dataset='\"off\"'"),
         ("checkpoint.monitor=1e-3", "0.001",
          "--set read 1e-3 as YAML's 0.001. To pass the text, quote it: --set checkpoint.monitor='\"1e-3\"'"),
+        ("name=2024-01-01", "datetime.date(2024, 1, 1)",
+         "--set read 2024-01-01 as YAML's datetime.date(2024, 1, 1). To pass the text, quote it: --set name='\"2024-01-01\"'"),
     ],
 )  # fmt: skip
 def test_a_bool_or_number_set_for_a_text_key_hints_to_quote_it(
@@ -564,3 +566,74 @@ def test_a_bad_lr_or_a_list_entrys_key_in_a_yaml_file_names_its_line(
     # Neither carried its key, so neither named the file.
     path, error = _config_error(tmp_path, text)
     assert error.startswith(f"config file {path}, {message}")
+
+
+@pytest.mark.parametrize("text", [".e5", "-e5", "+E3", "-.e3"])
+def test_an_exponent_without_digits_before_it_is_text(tmp_path: Path, text: str) -> None:
+    # The float resolver matched them and float() refused them: a ValueError traceback.
+    assert parse_value(text) == text
+    assert load_config(overrides=[f"data.dataset={text}"]).data.dataset == text
+    (tmp_path / "run.yaml").write_text(f"data:\n  dataset: {text}\n")
+    assert load_config(tmp_path / "run.yaml").data.dataset == text
+    assert [parse_value(t) for t in ("1.e5", "1_0e4", "-.5e1")] == [1e5, 1e5, -5.0]
+
+
+@pytest.mark.parametrize("name", ["run.toml", "run.yaml"])
+def test_a_config_file_with_a_byte_order_mark_reads_as_without(tmp_path: Path, name: str) -> None:
+    # Notepad's UTF-8 starts with one; tomllib refused it ("Invalid statement", line 1).
+    text = "epochs = 3\n" if name.endswith(".toml") else "epochs: 3\n"
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_config(tmp_path / name).epochs == 3
+
+
+def test_a_byte_order_mark_and_crlf_keep_the_line_of_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"\xef\xbb\xbfepochs: 3\r\ndata:\r\n  batchsize: 3\r\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(
+        f"config file {path}, line 3: unknown key 'batchsize' in 'train.data'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("run.yaml", "data:\n  options: {x: X}\n"), ("run.toml", "[data.options]\nx = X\n")],
+)
+def test_a_file_nested_too_deeply_is_a_one_line_error(tmp_path: Path, name: str, text: str) -> None:
+    # Both parsers recurse per level: a RecursionError traceback.
+    (tmp_path / name).write_text(text.replace("X", "[" * 5000 + "]" * 5000))
+    with pytest.raises(ConfigError, match="nests lists or mappings too deeply") as error:
+        load_config(tmp_path / name)
+    assert str(error.value).startswith(f"config file {tmp_path / name} ")
+
+
+def test_an_override_nested_too_deeply_is_a_one_line_error() -> None:
+    with pytest.raises(ConfigError, match="nests lists or mappings too deeply"):
+        load_config(overrides=["data.options={x: " + "[" * 5000 + "]" * 5000 + "}"])
+
+
+@pytest.mark.parametrize("key", ["epochs", "steps"])
+def test_a_run_length_beyond_int64_steps_is_refused(key: str) -> None:
+    # 2**63 epochs reached the schedules and failed there: OverflowError, a traceback.
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=[f"{key}={2**63}"])
+    assert str(error.value) == (
+        f"The '{key}' key in 'train' must be an int <= 1099511627776 (2**40). Got {2**63} instead."
+    )
+    assert error.value.key == (key,)
+    assert getattr(load_config(overrides=[f"{key}={2**40}"]), key) == 2**40
+
+
+def test_a_run_length_beyond_the_limit_in_a_file_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(f"seed: 1\nepochs: {2**63}\n")
+    with pytest.raises(ConfigError, match=r"^config file .*, line 2: The 'epochs' key"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override", ["optimizer..lr=1", "optimizer.=1", ".epochs=3", "data. .x=1"])
+def test_an_override_with_an_empty_key_name_is_refused(override: str) -> None:
+    # It set a key named '' (train ignores 'search.' ones: search..x=1 passed silently).
+    with pytest.raises(ConfigError, match="has an empty name in its key path"):
+        load_config(overrides=[override])

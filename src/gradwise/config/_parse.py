@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import difflib
 import math
 import re
@@ -19,6 +20,10 @@ from gradwise.config._schema import RunConfig
 ROOT = "train"
 YAML_SUFFIXES = (".yaml", ".yml")
 T = TypeVar("T")
+# The longest run: its step count (epochs x steps per epoch) becomes a torch int64 in the
+# schedules, where 2**63 epochs was an OverflowError traceback. 2**40 (about 1.1e12) steps
+# is decades at 1 ms a step, and 2**40 epochs of up to 2**23 steps each still fit.
+MAX_RUN_LENGTH = 2**40
 # What a value that opens as YAML flow syntax or quoted text is meant as; when it fails to
 # parse, it is a mistake (an unclosed bracket or quote), not text.
 _FLOW_KINDS = {"[": "list", "{": "mapping", '"': "quoted text", "'": "quoted text"}
@@ -83,9 +88,13 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# The mantissa has a digit: ``.e5`` or ``-e5`` is text (float() refuses it, which was a
+# ValueError traceback for a file or a --set value).
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"),
+    re.compile(
+        r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"
+    ),
     list("-+0123456789."),
 )
 
@@ -94,7 +103,7 @@ def parse_value(text: str) -> Any:
     """A command-line value as YAML would read it: ``3e-3`` -> 0.003, ``null`` -> None."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
 
 
@@ -109,7 +118,9 @@ def read_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; run 'gradwise config' for a start")
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte order mark (Notepad's) is not text; tomllib refused it as an
+        # "Invalid statement" on line 1.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise ConfigError(
             f"config file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} "
@@ -126,6 +137,11 @@ def read_file(path: str | Path) -> dict[str, Any]:
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(
             f"config file {path} is not valid {suffix[1:]}: {_syntax_error(error)}"
+        ) from None
+    except RecursionError:  # both parsers recurse per level of brackets or indentation
+        raise ConfigError(
+            f"config file {path} nests lists or mappings too deeply to read; "
+            "a run config needs a few levels"
         ) from None
     if content is None:
         return {}
@@ -168,6 +184,11 @@ def apply_overrides(content: dict[str, Any], overrides: Iterable[str]) -> dict[s
                 f"override {override!r} must read KEY.PATH=VALUE, e.g. optimizer.lr=3e-3"
             )
         keys = key_path.strip().split(".")
+        if not all(key.strip() for key in keys):
+            raise ConfigError(
+                f"override {override!r} has an empty name in its key path "
+                f"{key_path.strip()!r}; name every key between the dots, e.g. optimizer.lr=3e-3"
+            )
         node = content
         for depth, key in enumerate(keys[:-1]):
             child = node.get(key)
@@ -187,6 +208,10 @@ def _parse_override_value(override: str, text: str) -> Any:
     as a string, and ``"yes`` would name a run folder ``"yes``."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except RecursionError:
+        raise ConfigError(
+            f"override {override[:40]!r}... nests lists or mappings too deeply to read"
+        ) from None
     except yaml.YAMLError as error:
         kind = _FLOW_KINDS.get(text.strip()[:1])
         if kind is None:
@@ -215,6 +240,14 @@ def parse_config(content: Mapping[str, Any]) -> RunConfig:
             f"one of 'epochs' or 'steps' in '{ROOT}' must be set, but both are null; "
             f"set epochs (e.g. 20) or steps (e.g. 1000) to an int >= 1"
         )
+    for name in ("epochs", "steps"):
+        length = getattr(config, name)
+        if length is not None and length > MAX_RUN_LENGTH:
+            raise ConfigError(
+                f"The '{name}' key in '{ROOT}' must be an int <= {MAX_RUN_LENGTH} (2**40). "
+                f"Got {length} instead.",
+                key=(name,),
+            )
     _check_finite_lr(config.optimizer, f"{ROOT}.optimizer", ("optimizer",))
     return config
 
@@ -477,7 +510,7 @@ def _located(
 
 
 def _quoting_hint(error: ConfigError, overrides: Sequence[str]) -> str | None:
-    """How to pass text that ``--set`` read as a bool or number (``name=yes`` is True).
+    """How to pass text that ``--set`` read as a bool, number or date (``name=yes`` is True).
 
     Only for the override that set the key of ``error`` (the last one for it), and only
     where the key would take the text: quoting does not help ``epochs=yes``.
@@ -490,7 +523,8 @@ def _quoting_hint(error: ConfigError, overrides: Sequence[str]) -> str | None:
     key_path, _, text = given[-1].partition("=")
     text = text.strip()
     value = parse_value(text)
-    if not isinstance(value, bool | int | float):
+    # A date too: YAML reads a run named 2024-01-01 as datetime.date(2024, 1, 1).
+    if not isinstance(value, bool | int | float | datetime.date):
         return None
     constraint = _constraint_of(error.key)
     if constraint is None or not constraint.is_satisfied_by(text):
