@@ -27,7 +27,7 @@ class TrainState:
         model, optimizer: the live objects, for monitors that read weights, gradients or
             optimizer state. A hook must not replace them.
         stop_reason: set by :meth:`request_stop`; the trainer stops after the current
-            step and records the reason.
+            step and records the reason as the summary's ``message``.
     """
 
     epoch: int

@@ -52,7 +52,13 @@ from gradwise.train._components import (
     build_schedule,
     check_augmentation_layout,
 )
-from gradwise.train._trainer import SMALLEST_LAST_BATCH, FitResult, Trainer, training_batches
+from gradwise.train._trainer import (
+    SMALLEST_LAST_BATCH,
+    FitResult,
+    Trainer,
+    epoch_metric_names,
+    training_batches,
+)
 from gradwise.train._warm_start import WarmStartReport, freeze, warm_start
 
 
@@ -384,18 +390,6 @@ def _device(name: str) -> torch.device:
             "'train.device' is cuda but no CUDA GPU is available; use cpu or auto", key=("device",)
         )
     return torch.device(name)
-
-
-def epoch_metric_names(data: DataSplits, *, averaging: bool = False) -> list[str]:
-    """What the Trainer records at every epoch's end for ``data`` (with ``averaging``,
-    ``avg_val_*`` too, once the first average exists)."""
-    accuracy = data.task == "classification"
-    names = ["train_loss", *(["train_accuracy"] if accuracy else [])]
-    if data.validation is not None:
-        names += ["val_loss", *(["val_accuracy"] if accuracy else [])]
-        if averaging:
-            names += ["avg_val_loss", *(["avg_val_accuracy"] if accuracy else [])]
-    return [*names, "lr"]
 
 
 def _check_monitored_metrics(config: RunConfig, data: DataSplits) -> None:

@@ -105,9 +105,10 @@ class Trainer:
     "best" one when the monitored metric improved. The test split is evaluated once, at
     the end.
 
-    Reliability: checkpoints hold the model, optimizer, scheduler, RNG states, early
-    stopping, callbacks and the position in the data order, so ``fit(resume=True)`` on a
-    killed run ends with bit-identical parameters. Ctrl-C finishes the current step,
+    Reliability: checkpoints hold the model, optimizer, scheduler, RNG states (torch's,
+    each augmentation's, and the global ones of Python's ``random`` and ``np.random``),
+    early stopping, callbacks and the position in the data order, so ``fit(resume=True)``
+    on a killed run ends with bit-identical parameters. Ctrl-C finishes the current step,
     checkpoints and returns with status ``"interrupted"``. A NaN or infinite loss stops
     the run before the bad step's update is applied and raises :class:`TrainingDiverged`
     naming the step and the last finite loss; the last good checkpoint stays.
@@ -141,7 +142,10 @@ class Trainer:
         device: where training runs; default: where the model's parameters are.
         log_every: steps per training-metrics record.
         checkpoint_every: also checkpoint every this many steps (epoch ends always do).
-        monitor: the metric that picks the best checkpoint ("val_accuracy", "val_loss", ...).
+        monitor: the epoch metric that picks the best checkpoint ("val_accuracy",
+            "val_loss", ...). Default: val_accuracy, or what the data record in its place
+            (val_loss for regression targets, train_* without a validation split). A metric
+            the run does not record is a ValueError (it would never write best.pt).
         monitor_mode: "min", "max" or "auto" (max for accuracy-like names).
         progress: show a progress bar on stderr.
         metadata: extra summary fields (dataset, model and optimizer names, ...).
@@ -201,7 +205,7 @@ class Trainer:
         device: str | torch.device | None = None,
         log_every: int = 10,
         checkpoint_every: int | None = None,
-        monitor: str = "val_accuracy",
+        monitor: str | None = None,
         monitor_mode: str = "auto",
         progress: bool = True,
         metadata: Mapping[str, Any] | None = None,
@@ -246,13 +250,17 @@ class Trainer:
         _check_averages_something(averaging, self.total_steps)
         self.log_every = log_every
         self.checkpoint_every = checkpoint_every
-        self.monitor = monitor
-        self.monitor_mode = _direction(monitor, monitor_mode)
+        averages = averaging is not None
+        self.monitor = _checked_monitor(monitor, data, "Trainer", averaging=averages)
+        if early_stopping is not None:
+            owner = "the EarlyStopping given to Trainer"
+            _checked_monitor(early_stopping.monitor, data, owner, averaging=averages)
+        self.monitor_mode = _direction(self.monitor, monitor_mode)
         self.progress = progress
         self.metadata = dict(metadata or {})
         self.classification = data.task == "classification"
         self._position = _Position()
-        self._best: dict[str, Any] = {"monitor": monitor, "mode": self.monitor_mode}
+        self._best: dict[str, Any] = {"monitor": self.monitor, "mode": self.monitor_mode}
         self._epoch_metrics: dict[str, float] = {}
         self._totals = Accumulator(self.device)
         self._elapsed_before = 0.0
@@ -260,6 +268,7 @@ class Trainer:
         self._start_times: dict[str, Any] = {}  # the summary's "started" (and "resumed")
         self._last_finite: tuple[int, float] | None = None
         self._used_lr: float | None = None  # the lr the last step used (records, hooks)
+        self._stop_reason: str | None = None  # a callback's request_stop: the summary's message
         self._outputs: RunOutputs | None = None
 
     # -- the run -------------------------------------------------------------------------
@@ -272,14 +281,21 @@ class Trainer:
         augmentations' fills (one computed from the data stays what the run started with,
         even if the data changed since), early stopping, callbacks and data position are
         restored, and metrics recorded after the checkpoint are dropped so they are not
-        counted twice. A checkpoint whose early stopping had stopped the run (killed before
-        its summary said so) trains no further: the run's end (best weights, test split,
-        summary) is done as it was due then, with status ``"early_stopped"``. The summary
-        keeps the run's first ``started`` time and lists the resumes' times in
+        counted twice. A checkpoint the Trainer cannot go on from as the run would have
+        is refused with a :class:`gradwise.runs.RunFolderError` before anything is loaded:
+        weights of other shapes (naming the entry), a scheduler the run had not or had,
+        early stopping's state without ``early_stopping`` (a checkpoint without it resumes
+        with a fresh one). A checkpoint whose early stopping had stopped the run (killed
+        before its summary said so) trains no further: the run's end (best weights, test
+        split, summary) is done as it was due then, with status ``"early_stopped"``. The
+        summary keeps the run's first ``started`` time and lists the resumes' times in
         ``resumed``; its ``duration_s`` adds up the time spent training in each. Hidden
         temporary files that writes killed mid-way left in the run folder are removed
-        (:meth:`gradwise.runs.RunFolder.remove_leftover_temporaries`).
+        (:meth:`gradwise.runs.RunFolder.remove_leftover_temporaries`). A stop requested by
+        a callback ends with status ``"stopped"`` and its reason as the summary's
+        ``message``.
         """
+        self._stop_reason = None
         if resume:
             self._restore()
         if self.run is not None and self.world.is_main:
@@ -314,7 +330,9 @@ class Trainer:
             self._write_summary("failed", f"{type(error).__name__}: {error}")
             self._close()
             raise
-        summary = self._write_summary(status, None, test=test)
+        summary = self._write_summary(
+            status, self._stop_reason if status == "stopped" else None, test=test
+        )
         self._close()
         self._warn_if_nothing_averaged(status)
         return FitResult(
@@ -395,6 +413,7 @@ class Trainer:
                 (interrupt.requested, state.stop_reason is not None), self.device
             )
             if interrupted or stopped:
+                self._stop_reason = _stop_message(state.stop_reason, stopped)
                 self._save_last()
                 return "interrupted" if interrupted else "stopped"
             if position.step >= self.total_steps:
@@ -525,6 +544,7 @@ class Trainer:
         if stop:
             return "early_stopped"
         if state.stop_reason is not None:
+            self._stop_reason = state.stop_reason
             return "stopped"
         return None
 
@@ -656,6 +676,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "position": {"epoch": position.epoch, "batch": position.batch, "step": position.step},
             "used_lr": self._used_lr,  # the last step's, for the records after a resume
+            "last_finite": self._last_finite,  # for a divergence's message after a resume
             "rng": per_rank[0]["rng"],
             "augment_fills": [_on_cpu(child.fill) for child in _filling(self.augment)],
             "early_stopping": (
@@ -686,12 +707,15 @@ class Trainer:
                 f"with the same number (--nproc {len(ranks)}), not {self.world.size}."
             )
         mine = ranks[self.world.rank]
+        self._refuse_another_setup(contents)
         self.module.load_state_dict(contents["model"])
         self.optimizer.load_state_dict(contents["optimizer"])
         if self.scheduler is not None and contents["scheduler"] is not None:
             self.scheduler.load_state_dict(contents["scheduler"])
         self._position = _Position(**contents["position"])
         self._used_lr = contents.get("used_lr")  # absent from older checkpoints
+        last_finite = contents.get("last_finite")  # absent from older checkpoints
+        self._last_finite = (int(last_finite[0]), float(last_finite[1])) if last_finite else None
         set_rng_state(mine["rng"], self.device, (self.augment, self.mixup))
         self._restore_fills(contents.get("augment_fills"))
         if self.rank_state is not None and mine["rank_state"] is not None:
@@ -704,6 +728,35 @@ class Trainer:
         self._totals.load_state_dict(contents["totals"])
         self._elapsed_before = float(contents["elapsed"])
         self._restore_averaging(contents.get("averaging"))
+
+    def _refuse_another_setup(self, contents: Mapping[str, Any]) -> None:
+        """Refuse, before anything is loaded, a checkpoint this Trainer would go on from in
+        another state than the run's: weights of other shapes, a scheduler the run had not
+        (it would start its schedule again at step 0) or had (the learning rate would stay
+        where the checkpoint left it), or early stopping's state with no early stopping to
+        take it (the run would train past the epoch at which it stopped)."""
+        checkpoint = self.run.last_checkpoint if self.run is not None else "the checkpoint"
+        fix = "Resume with the model, scheduler and early stopping the run started with."
+        shapes = _shape_mismatches(contents["model"], self.module.state_dict())
+        if shapes:
+            name, saved, present = shapes[0]
+            more = f" ({len(shapes) - 1} more entries differ)" if len(shapes) > 1 else ""
+            raise RunFolderError(
+                f"{checkpoint} holds weights of another model: {name!r} has shape {saved} "
+                f"there and {present} in this model{more}. {fix}"
+            )
+        saved_scheduler = contents["scheduler"] is not None
+        if saved_scheduler != (self.scheduler is not None):
+            raise RunFolderError(
+                f"{checkpoint} was written by a run "
+                f"{'with' if saved_scheduler else 'without'} a scheduler, but this Trainer has "
+                f"{'none' if saved_scheduler else 'one'}. {fix}"
+            )
+        if contents["early_stopping"] is not None and self.early_stopping is None:
+            raise RunFolderError(
+                f"{checkpoint} holds the state of early stopping, but this Trainer has no "
+                f"'early_stopping'. {fix}"
+            )
 
     def _restore_fills(self, saved: Sequence[float | Tensor] | None) -> None:
         """Give the augmentations the fills the run started with: a fill computed from the
@@ -849,6 +902,59 @@ def _check_averages_something(averaging: WeightAverage | None, total_steps: int)
             f"The {type(averaging).__name__} given to Trainer as 'averaging' would average "
             f"nothing: {reason}."
         )
+
+
+def epoch_metric_names(data: DataSplits, *, averaging: bool = False) -> list[str]:
+    """What the Trainer records at every epoch's end for ``data`` (with ``averaging``,
+    ``avg_val_*`` too, once the first average exists)."""
+    accuracy = data.task == "classification"
+    names = ["train_loss", *(["train_accuracy"] if accuracy else [])]
+    if data.validation is not None:
+        names += ["val_loss", *(["val_accuracy"] if accuracy else [])]
+        if averaging:
+            names += ["avg_val_loss", *(["avg_val_accuracy"] if accuracy else [])]
+    return [*names, "lr"]
+
+
+def _checked_monitor(monitor: str | None, data: DataSplits, owner: str, *, averaging: bool) -> str:
+    """``monitor``, refused unless the run records it; None: the data's accuracy (loss for
+    regression targets), on the validation split if there is one."""
+    recorded = epoch_metric_names(data, averaging=averaging)
+    if monitor is None:
+        split = "val" if data.validation is not None else "train"
+        return f"{split}_accuracy" if data.task == "classification" else f"{split}_loss"
+    if monitor not in recorded:
+        names = ", ".join(repr(name) for name in recorded if name != "lr")
+        missing = "" if data.validation is not None else "; the data have no validation split"
+        raise ValueError(
+            f"The 'monitor' parameter of {owner} must be a metric the run records at each "
+            f"epoch's end: {names}{missing}. Got {monitor!r} instead, which the run never "
+            "records (no best.pt would be written; early stopping would fail at the first "
+            "epoch's end)."
+        )
+    return monitor
+
+
+def _stop_message(reason: str | None, stopped: bool) -> str | None:
+    """The summary's message for a stop: the callback's reason (another rank's callback
+    asked when this rank's saw none)."""
+    if reason is None and stopped:
+        return "a callback of another process requested a stop"
+    return reason
+
+
+def _shape_mismatches(
+    saved: Mapping[str, Any], present: Mapping[str, Any]
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """The state-dict entries of both whose tensors differ in shape: (name, saved, present).
+    (Entries only one side has are load_state_dict's to name.)"""
+    return [
+        (name, tuple(tensor.shape), tuple(present[name].shape))
+        for name, tensor in saved.items()
+        if isinstance(tensor, Tensor)
+        and isinstance(present.get(name), Tensor)
+        and tensor.shape != present[name].shape
+    ]
 
 
 def _keyed(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:
