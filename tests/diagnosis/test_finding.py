@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
 import pytest
+import torch
 
 import gradwise
 from gradwise import Finding
@@ -92,3 +95,78 @@ def test_a_diagnosis_refuses_what_it_cannot_be(arguments: tuple, message: str) -
 def test_a_damaged_finding_record_is_a_clear_error(record: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Diagnosis.from_dict(record)
+
+
+def test_to_dict_is_plain_data_that_json_and_a_weights_only_checkpoint_read_back() -> None:
+    # QA: numpy scalars and tensors went into to_dict as they were: json.dumps raised
+    # TypeError, and a Watch checkpoint holding the record failed torch.load(weights_only).
+    diagnosis = Diagnosis(
+        Finding.EXPLODING_GRADIENTS,
+        "gradient norm 1e6",
+        "clip gradients",
+        {
+            "grad_norm": np.float32(1.5),
+            "layers": np.int64(3),
+            "ratio": np.float64(0.25),
+            "finite": np.bool_(True),
+            "norm": torch.tensor(2.0),
+            "norms": torch.tensor([1.0, 2.0]),
+            "per_layer": {"0": (np.float32(0.5), 1)},
+            "loss": float("inf"),
+        },
+        step=np.int64(40),
+        fix={"optimizer.lr": np.float32(0.25)},
+    )
+    expected_evidence = {
+        "grad_norm": 1.5, "layers": 3, "ratio": 0.25, "finite": True, "norm": 2.0,
+        "norms": [1.0, 2.0], "per_layer": {"0": [0.5, 1]}, "loss": float("inf"),
+    }  # fmt: skip
+    record = diagnosis.to_dict()
+    assert record["evidence"] == expected_evidence
+    assert record["fix"] == {"optimizer.lr": 0.25}
+    assert record["step"] == 40
+    for value in (*record["evidence"].values(), record["step"], record["fix"]["optimizer.lr"]):
+        assert type(value) in (bool, int, float, list, dict)
+    restored = Diagnosis.from_dict(json.loads(json.dumps(record)))
+    assert restored.to_dict() == record
+    buffer = io.BytesIO()
+    torch.save({"findings": [record]}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == {"findings": [record]}
+
+
+def test_to_dict_copies_the_evidence() -> None:
+    diagnosis = Diagnosis(Finding.DEAD_UNITS, "a", "b", {"layers": ["0"]})
+    diagnosis.to_dict()["evidence"]["layers"].append("2")
+    assert diagnosis.evidence == {"layers": ["0"]}
+
+
+@pytest.mark.parametrize(("name", "value"), [("evidence", None), ("evidence", [1]), ("fix", [])])
+def test_evidence_and_fix_must_be_mappings(name: str, value: object) -> None:
+    # QA: accepted, then to_dict raised TypeError (dict(None)) when the finding was written.
+    with pytest.raises(ValueError, match=rf"'{name}' parameter of Diagnosis must be a mapping"):
+        Diagnosis(Finding.PLATEAU, "a", "b", **{name: value})
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ([["kind", "plateau"]], r"'data' parameter of Diagnosis.from_dict must be a mapping"),
+        (
+            {"kind": ["plateau"], "summary": "", "prescription": ""},
+            r"'kind' parameter of Diagnosis.from_dict must be a gradwise.Finding",
+        ),
+        (
+            {"kind": "plateau", "summary": "", "prescription": "", "evidence": None},
+            r"'evidence' parameter of Diagnosis.from_dict must be a mapping",
+        ),
+        (
+            {"kind": "plateau", "summary": "", "prescription": "", "fix": "lr=0.1"},
+            r"'fix' parameter of Diagnosis.from_dict must be a mapping",
+        ),
+    ],
+)
+def test_a_damaged_record_of_another_shape_is_a_clear_error(record: object, message: str) -> None:
+    # QA: each raised a bare TypeError (unhashable list, dict(None)) or a dict() ValueError.
+    with pytest.raises(ValueError, match=message):
+        Diagnosis.from_dict(record)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -460,3 +461,47 @@ def test_a_normalization_of_three_values_builds_and_tells_samples_apart(builder,
     assert values_per_group
     assert min(values_per_group) == 3
     assert scores.std(dim=0).min() > 1e-4  # the samples do not all score alike
+
+
+@pytest.mark.parametrize(
+    ("builder", "shape", "options"),
+    [
+        (mlp, (1, 8, 8), {"depth": 2, "width": 16}),
+        (mlp, (12,), {"width": [16, 8]}),
+        (cnn1d, (3, 17), {"depth": 2, "width": 8, "kernel_size": 3, "num_groups": 4}),
+        (cnn2d, (1, 8, 8), {"depth": 2, "width": 8, "kernel_size": 3}),
+    ],
+)
+def test_numpy_ints_build_the_model_python_ints_build(builder, shape, options):
+    # QA: mlp refused width=np.int64(16) ("must be an int >= 1 ... Got np.int64(16)"), the
+    # CNNs refused a numpy kernel_size and every builder a numpy input_shape, while the
+    # CNNs took a numpy width and mlp a numpy depth: a search that draws its options with
+    # numpy could build some models and not others.
+    def to_numpy(value):
+        return [np.int64(v) for v in value] if isinstance(value, list) else np.int64(value)
+
+    torch.manual_seed(0)
+    reference = builder(shape, 10, **options)
+    torch.manual_seed(0)
+    model = builder(
+        tuple(np.int64(size) for size in shape),
+        np.int64(10),
+        **{name: to_numpy(value) for name, value in options.items()},
+    )
+    assert repr(model) == repr(reference)
+    for (name, mine), other in zip(
+        model.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.equal(mine, other), name
+    for layer in model.modules():
+        for attribute in ("in_features", "out_features", "in_channels", "out_channels"):
+            assert type(getattr(layer, attribute, 0)) is int
+
+
+def test_a_one_element_tensor_width_builds_layers_of_int_sizes():
+    # The int constraints take a one-element tensor (as for the learning rate); the layers
+    # got it as it was: Conv1d(1, tensor(8), ...).
+    model = cnn1d((1, 16), 3, width=torch.tensor(8), num_groups=torch.tensor(2), norm="group")
+    assert repr(model) == repr(cnn1d((1, 16), 3, width=8, num_groups=2, norm="group"))
+    sizes = [model[0].out_channels, model[1].num_groups, model[-1].in_features]
+    assert [type(size) for size in sizes] == [int, int, int]

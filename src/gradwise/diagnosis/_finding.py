@@ -79,6 +79,7 @@ _FINDING = Satisfies(
 )
 _TEXT = Satisfies(lambda value: isinstance(value, str), "a str")
 _STEP = Either((NON_NEGATIVE_INT, Satisfies(lambda value: value is None, "None")))
+_MAPPING = Satisfies(lambda value: isinstance(value, Mapping), "a mapping (a dict)")
 
 
 @dataclass(frozen=True)
@@ -125,34 +126,47 @@ class Diagnosis:
         check("prescription", "Diagnosis", self.prescription, _TEXT)
         check("severity", "Diagnosis", self.severity, OneOf(get_args(Severity)))
         check("step", "Diagnosis", self.step, _STEP)
+        # A list or None passed here failed only later, in to_dict.
+        check("evidence", "Diagnosis", self.evidence, _MAPPING)
+        check("fix", "Diagnosis", self.fix, _MAPPING)
 
     def __str__(self) -> str:
         return f"{self.kind.name}: {self.summary}; {self.prescription}"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON (the run folder's findings.jsonl and the report)."""
+        """Plain data for JSON (the run folder's findings.jsonl and the report).
+
+        Numpy scalars and tensors in the evidence and fix become Python numbers (and
+        lists), tuples lists, mappings dicts, copied: a checkpoint holding the record
+        loads with ``torch.load(weights_only=True)``, which refuses numpy scalars.
+        """
         return {
             "kind": self.kind.value,
             "summary": self.summary,
             "prescription": self.prescription,
-            "evidence": dict(self.evidence),
+            "evidence": _plain(self.evidence),
             "severity": self.severity,
-            "step": self.step,
-            "fix": dict(self.fix),
+            "step": None if self.step is None else int(self.step),
+            "fix": _plain(self.fix),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Diagnosis:
         """Inverse of :meth:`to_dict`."""
+        if not isinstance(data, Mapping):
+            raise invalid_value_error("data", "Diagnosis.from_dict", "a mapping (a dict)", data)
         missing = [key for key in ("kind", "summary", "prescription") if key not in data]
         if missing:
             raise ValueError(
                 f"A finding record needs 'kind', 'summary' and 'prescription'; this one has "
                 f"no {', '.join(map(repr, missing))}. Got {dict(data)!r} instead."
             )
-        if data["kind"] not in {member.value for member in Finding}:
+        # A str test first: an unhashable kind (a list) raised TypeError in the set lookup.
+        if not isinstance(data["kind"], str) or data["kind"] not in _KIND_VALUES:
             raise invalid_value_error("kind", "Diagnosis.from_dict", _FINDING.description,
                                       data["kind"])  # fmt: skip
+        for name in ("evidence", "fix"):  # dict(None) and dict([1]) raised TypeError
+            check(name, "Diagnosis.from_dict", data.get(name, {}), _MAPPING)
         return cls(
             kind=Finding(data["kind"]),
             summary=data["summary"],
@@ -162,3 +176,20 @@ class Diagnosis:
             step=data.get("step"),
             fix=dict(data.get("fix", {})),
         )
+
+
+_KIND_VALUES = frozenset(member.value for member in Finding)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON data: dicts, lists, and Python numbers for numpy and torch's."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, float) and type(value) is not float:
+        return float(value)  # a numpy float64 (a float subclass)
+    if value is None or isinstance(value, str | int | float):  # a str enum keeps its type
+        return value
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, tensors
+    return tolist() if callable(tolist) else value

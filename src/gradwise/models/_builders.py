@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Literal, cast
 
 from torch import nn
@@ -42,7 +43,8 @@ Normalization = Literal["batch", "layer", "group", "instance"] | None
 
 
 def _is_int(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    # Integral: numpy ints too (a search's np.random.choice), as the int constraints take.
+    return not isinstance(value, bool) and isinstance(value, Integral) and int(value) >= minimum
 
 
 def mlp(
@@ -86,8 +88,11 @@ def mlp(
     _check_common("mlp", input_shape, num_outputs, widths[0] if widths else 1, activation,
                   norm, dropout_rate)  # fmt: skip
     check("num_groups", "mlp", num_groups, POSITIVE_INT)
+    # Checked values as Python ints: a numpy int or a one-element tensor would reach the
+    # layers (Linear(64, tensor(10))).
+    num_outputs, num_groups = int(num_outputs), int(num_groups)
     layers: list[nn.Module] = [nn.Flatten()]
-    features = math.prod(input_shape)
+    features = math.prod(int(size) for size in input_shape)
     for hidden in widths:
         _check_values_per_group(
             "mlp", norm, _values_per_group(norm, hidden, num_groups, 1),
@@ -111,8 +116,8 @@ def _hidden_widths(depth: int | None, width: object) -> list[int]:
     """The width of each hidden layer of :func:`mlp`, checked."""
     check("depth", "mlp", depth, _OPTIONAL_DEPTH)
     check("width", "mlp", width, _WIDTHS)
-    if isinstance(width, int):
-        return [width] * (2 if depth is None else depth)
+    if isinstance(width, Integral):
+        return [int(width)] * (2 if depth is None else int(depth))
     widths = [int(w) for w in cast(Sequence[int], width)]
     if depth is not None and depth != len(widths):
         raise ValueError(
@@ -209,7 +214,10 @@ def _cnn(
             f"Got {tuple(input_shape)!r} instead."
         )
     conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
-    channels, size = input_shape[0], list(input_shape[1:])
+    # Checked values as Python ints (see mlp).
+    depth, width, kernel_size = int(depth), int(width), int(kernel_size)
+    num_outputs, num_groups = int(num_outputs), int(num_groups)
+    channels, *size = (int(value) for value in input_shape)
     layers: list[nn.Module] = []
     for block in range(depth):
         _check_values_per_group(
@@ -308,7 +316,7 @@ def _groups(width: int, num_groups: int, values_per_channel: int) -> int:
 
 
 def _is_odd_positive(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and value % 2 == 1
+    return _is_int(value, 1) and cast(int, value) % 2 == 1
 
 
 def _check_common(

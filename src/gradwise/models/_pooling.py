@@ -12,11 +12,13 @@ pair of rows, each pooled first.
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 __all__ = ["HalvingMaxPool"]
 
@@ -48,12 +50,15 @@ class HalvingMaxPool(nn.Module):
 
     def __init__(self, spatial_dims: Literal[1, 2]) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2):
+        # A type test first: True and 2.0 compare equal to 1 and 2, and 2.0 then failed in
+        # forward (slice indices must be integers).
+        value: object = spatial_dims
+        if isinstance(value, bool) or not isinstance(value, Integral) or value not in (1, 2):
             raise ValueError(
                 f"The 'spatial_dims' parameter of HalvingMaxPool must be 1 or 2. "
                 f"Got {spatial_dims!r} instead."
             )
-        self.spatial_dims = spatial_dims
+        self.spatial_dims: Literal[1, 2] = 1 if spatial_dims == 1 else 2
 
     def extra_repr(self) -> str:
         return f"spatial_dims={self.spatial_dims}, kernel_size=2, stride=2"
@@ -84,8 +89,18 @@ class HalvingMaxPool(nn.Module):
 
 def _pair_max(inputs: Tensor, dim: int) -> Tensor:
     """Max over pairs of neighbours along ``dim`` (negative), stride 2."""
-    if torch.is_grad_enabled() and inputs.requires_grad:
-        outputs, _ = _PairMax.apply(inputs, dim)
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace a Function that defines jvp (fullgraph=True fails), and
+        # compiled code runs no forward mode.
+        if torch.is_grad_enabled() and inputs.requires_grad:
+            outputs, _ = _PairMax.apply(inputs, dim)
+            return outputs
+    # Forward mode (a dual tensor: jvp, jacfwd) needs the function too: the derivative of
+    # torch.maximum splits a tie's tangent half and half, torch's pooling does not.
+    elif (torch.is_grad_enabled() and inputs.requires_grad) or (
+        forward_ad.unpack_dual(inputs).tangent is not None
+    ):
+        outputs, _ = _PairMaxForwardMode.apply(inputs, dim)
         return outputs
     first, second = _pairs(inputs, dim)
     return torch.maximum(first, second)
@@ -142,6 +157,27 @@ class _PairMax(torch.autograd.Function):
             padding = [0, 0] * (-ctx.dim - 1) + [0, 1]
             grad = F.pad(grad, padding)
         return grad, None
+
+
+class _PairMaxForwardMode(_PairMax):
+    """:class:`_PairMax` with forward mode (jvp, jacfwd, hessian = jacfwd(jacrev)).
+
+    A subclass because Dynamo refuses to trace a Function that defines ``jvp``: compiled
+    code uses :class:`_PairMax`.
+    """
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        _PairMax.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(output[1])
+
+    @staticmethod
+    def jvp(ctx: Any, input_tangent: Tensor, _dim_tangent: None) -> tuple[Tensor, None]:
+        # An output moves with the element its gradient goes to (selected, not multiplied
+        # by the route: a tangent of inf times 0 would be NaN).
+        (route,) = ctx.saved_tensors
+        first, second = _pairs(input_tangent, ctx.dim)
+        return torch.where(route[0] != 0, first, second), None
 
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
