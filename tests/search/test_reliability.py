@@ -453,3 +453,39 @@ def test_a_ctrl_c_as_a_trial_ends_stops_its_worker_before_the_next_trial(tmp_pat
     trials = load(url, "late")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert epochs_logged(run) == list(range(LATE_CTRL_C_EPOCHS))  # not run again
+
+
+def test_a_trial_stopped_before_its_stage_was_recorded_is_retried_in_its_stage(tmp_path) -> None:
+    # QA: a coarse-to-fine trial stopped just after Optuna asked for it (before its worker
+    # recorded its stage) was retried on resume in the stage of the retry's own, later,
+    # number: the last stage-0 slot trained with stage 1's epochs and stage 0 ended without it.
+    stages = "  stages: [{epochs: 1, trials: 3}, {epochs: 2, trials: 2}]\n"
+    config = write_config(tmp_path, "early", search=SPACE + stages)
+    spec = parse_search(yaml.safe_load(config.read_text()))
+    folder = tmp_path / "studies" / "early"
+    folder.mkdir(parents=True)
+    study = optuna.create_study(
+        storage=f"sqlite:///{folder / 'study.db'}", study_name="early", direction="minimize"
+    )
+    for value, lr in ((0.9, 1e-2), (0.8, 3e-2)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE,
+                value=value,
+                params={"optimizer.lr": lr, "model.width": 16},
+                distributions=spec.distributions(),
+                user_attrs={"stage": 0, "epochs": 1},
+            )
+        )
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))  # asked, then stopped
+    done = gradwise("search", str(config), "--strategy", "coarse-to-fine", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "resuming: 1 interrupted trial(s) queued again" in done.stderr
+    trials = load(storage_of(folder), "early")
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 2)
+    assert (retry.state, retry.user_attrs["stage"], retry.user_attrs["epochs"]) == (
+        TrialState.COMPLETE, 0, 1,
+    )  # fmt: skip
+    assert epochs_logged(folder / "trials/trial-0002") == [0]
+    later = [t for t in trials if t.number > retry.number]
+    assert [(t.user_attrs["stage"], t.user_attrs["epochs"]) for t in later] == [(1, 2)] * 2

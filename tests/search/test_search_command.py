@@ -9,7 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from gradwise.cli import main
-from gradwise.config import load_config
+from gradwise.config import ConfigError, load_config
+from gradwise.search import search as run_search
 from tests.cli.helpers import gradwise, start
 from tests.search.helpers import (
     SPACE,
@@ -310,3 +311,28 @@ def test_a_seed_out_of_the_configs_seed_range_is_refused_before_any_study(
         f"gradwise search: error: --seed must be an int in [0, 4294967295]. Got {seed} instead.\n"
     )
     assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("argument", ["trials", "workers", "heartbeat"])
+def test_a_boolean_count_is_refused_before_any_study(tmp_path, monkeypatch, argument) -> None:
+    # QA: search(trials=True) passed the int check (a bool is an int) and ran one trial.
+    config = write_config(tmp_path, "counted")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=f"--{argument} must be an int >= 1. Got True instead"):
+        run_search(config, **{argument: True})
+    assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("storage", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_storage_is_refused_before_any_trial(
+    tmp_path, monkeypatch, storage
+) -> None:
+    # QA: each process opened its own empty database: the search made the study twice and
+    # ended with "no study 'tiny' in the storage (studies there: none)" or "no SQLite
+    # database at .../:memory:".
+    config = write_config(tmp_path, "tiny")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="in-memory SQLite database") as raised:
+        run_search(config, trials=1, storage=storage)
+    assert "sqlite:///PATH/study.db" in str(raised.value)
+    assert not (tmp_path / ":memory:").exists()

@@ -190,3 +190,94 @@ def test_parameter_round_trips_through_its_config_form() -> None:
         assert spec.parameters == (parameter,)
         assert parameter.describe().startswith(parameter.kind)
     assert math.isclose(Parameter("x", "uniform", 0, 1).within(0.2, 0.4).high, 0.4)
+
+
+@pytest.mark.parametrize(
+    ("space", "hint"),
+    [
+        ({"model.width": {"uniform": [8, 64]}}, "use {int: [8, 64]}"),
+        ({"data.batch_size": {"log_uniform": [16, 256]}}, "use {int: [16, 256], log: true}"),
+    ],
+)
+def test_a_float_range_on_an_integer_key_is_refused_with_the_int_form(
+    space: dict, hint: str
+) -> None:
+    # QA: the ends were probed as the ints written (8 and 64) and passed, but every trial
+    # draws a float (23.7) and failed with "must be an int": a whole search of failures.
+    ((path, distribution),) = space.items()
+    with pytest.raises(ConfigError, match="does not make a valid run config") as raised:
+        parse_search(_content(space))
+    assert "draws floats" in str(raised.value)
+    assert hint in str(raised.value)
+    # The suggested form is accepted, and a float range stays fine on a float key.
+    int_form = {"int": next(iter(distribution.values())), "log": "log_uniform" in distribution}
+    assert parse_search(_content({path: int_form})).parameters[0].kind == "int"
+    assert parse_search(_content({"optimizer.lr": {"uniform": [1, 2]}})).parameters[0].low == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("epochs", "base config's epochs"),
+        ("checkpoint.monitor", "search.metric"),
+        ("checkpoint.mode", "search.direction"),
+    ],
+)
+def test_keys_the_search_sets_on_every_trial_cannot_be_searched(path: str, why: str) -> None:
+    # QA: a searched epochs (or checkpoint mode) was accepted, recorded as each trial's
+    # parameter, and then overwritten by the search's own setting: every trial ran the
+    # base config's epochs whatever its parameter said.
+    values = {"epochs": {"int": [1, 3]}, "checkpoint.monitor": ["val_loss", "train_loss"]}
+    space = {path: values.get(path, ["min", "max"])}
+    with pytest.raises(ConfigError, match="set by the search itself") as raised:
+        parse_search(_content(space))
+    assert why in str(raised.value)
+    spec = parse_search(_content({"optimizer.lr": {"uniform": [0.1, 0.2]}}))
+    trial = spec.trial_config({}, epochs=3, **spec.checkpoint_settings)
+    assert (trial["epochs"], trial["checkpoint"]) == (3, {"monitor": "val_loss", "mode": "min"})
+
+
+@pytest.mark.parametrize(
+    ("space", "blamed", "message"),
+    [
+        (  # a mistyped path declared after a valid one
+            {"optimizer.lr": {"log_uniform": [1e-4, 0.1]}, "model.widht": {"int": [8, 64]}},
+            "model.widht",
+            "did you mean 'width'",
+        ),
+        (  # two mistyped paths: the first of them
+            {
+                "optimizer.lr": {"log_uniform": [1e-4, 0.1]},
+                "model.widht": {"int": [8, 64]},
+                "model.dephth": {"int": [1, 3]},
+            },
+            "model.widht",
+            "did you mean 'width'",
+        ),
+        (  # keys that only fail together: the value that breaks the pair
+            {"optimizer.name": ["SGD", "Adam"], "optimizer.momentum": {"uniform": [0, 0.9]}},
+            "optimizer.name",
+            "unknown key 'momentum'",
+        ),
+    ],
+)
+def test_a_refused_space_names_the_key_at_fault(space: dict, blamed: str, message: str) -> None:
+    # QA: every check sets the other keys too, so a mistyped path declared second made the
+    # first key's check fail, and the error named the first key ('optimizer.lr' = 0.0001
+    # does not make a valid run config: unknown key 'widht').
+    with pytest.raises(ConfigError) as raised:
+        parse_search(_content(space))
+    assert str(raised.value).startswith(f"'train.search.space.{blamed}' = ")
+    assert message in str(raised.value)
+
+
+def test_a_base_config_that_counts_steps_is_refused() -> None:
+    # QA: trials run with steps=None and the base config's epochs, so `steps: 500` was
+    # dropped silently (each trial ran the default 20 epochs), and both default
+    # coarse-to-fine stages got a single epoch.
+    content = _content({"optimizer.lr": {"log_uniform": [1e-4, 1e-1]}})
+    content["steps"] = 500
+    with pytest.raises(ConfigError, match=r"'train.steps' is 500, but a search runs whole epochs"):
+        parse_search(content)
+    del content["steps"]
+    assert [stage.epochs for stage in parse_search(content).stages] == [2, 8]

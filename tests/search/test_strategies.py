@@ -239,3 +239,53 @@ def test_a_log_int_range_tightens_to_the_kept_values_without_rounding_noise() ->
     width, lr = stage_ranges(spec, trials)[1].parameters
     assert (width.low, width.high) == (14, 14)
     assert lr.low <= 3e-3 <= lr.high  # exp(log(0.003)) < 0.003: the kept value stays in
+
+
+def _bare(state, value, params, spec, system_attrs=None):
+    """A trial as stored before its worker recorded its stage (just asked, or killed then)."""
+    distributions = spec.distributions()
+    return create_trial(
+        state=state,
+        value=value,
+        params=params,
+        distributions={path: distributions[path] for path in params},
+        system_attrs=system_attrs or {},
+    )
+
+
+def test_a_trial_asked_but_not_yet_staged_holds_its_stage_open() -> None:
+    # QA: a worker records a trial's stage just after Optuna asks for it, outside the ask
+    # lock; a worker asking the next slot meanwhile saw the stage without that trial,
+    # called it finished and tightened the next stage's ranges without it.
+    spec = _spec(
+        {"optimizer.lr": {"log_uniform": [1e-4, 1e-1]}},
+        stages=[{"epochs": 1, "trials": 3}, {"epochs": 2, "trials": 3}],
+    )
+    staged = [_trial(i, 0, 0.1 * (i + 1), {"optimizer.lr": 1e-3 * (i + 1)}, spec) for i in (0, 1)]
+    asked = _bare(TrialState.RUNNING, None, {}, spec)
+    assert len(stage_ranges(spec, _numbered([*staged, asked]))) == 1
+    done = _bare(TrialState.COMPLETE, 0.05, {"optimizer.lr": 5e-2}, spec)
+    ranges = stage_ranges(spec, _numbered([*staged, done]))
+    assert ranges[1].kept == (2, 0, 1)  # the unstaged trial counts in its slot's stage
+
+
+def test_the_retry_of_a_trial_stopped_before_its_stage_was_recorded_stays_in_that_stage() -> None:
+    # QA: such a retry took the slot of its own (later) number, so stage 1: stage 0 then
+    # ended without it, and its worker trained it with stage 1's epochs.
+    spec = _spec(
+        {"optimizer.lr": {"log_uniform": [1e-4, 1e-1]}},
+        stages=[{"epochs": 1, "trials": 3}, {"epochs": 2, "trials": 3}],
+    )
+    first = [
+        _trial(0, 0, 0.3, {"optimizer.lr": 1e-3}, spec),
+        _trial(1, 0, 0.2, {"optimizer.lr": 2e-3}, spec),
+        _bare(TrialState.FAIL, None, {}, spec),  # stopped before its stage was recorded
+        _trial(3, 1, None, {}, spec, state=TrialState.RUNNING),  # waits for stage 0
+    ]
+    retry = {"failed_trial": 2, "retry_history": [2]}  # what Optuna's retry callback sets
+    waiting = _bare(TrialState.WAITING, None, {}, spec, retry)
+    assert len(stage_ranges(spec, _numbered([*first, waiting]))) == 1
+    done = _bare(TrialState.COMPLETE, 0.1, {"optimizer.lr": 5e-3}, spec, retry)
+    ranges = stage_ranges(spec, _numbered([*first, done]))
+    assert len(ranges) == 2
+    assert ranges[1].kept == (4, 1, 0)

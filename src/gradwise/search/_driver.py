@@ -109,7 +109,9 @@ def search(
             f"--strategy must be one of {', '.join(STRATEGIES)}. Got {strategy!r} instead."
         )
     for name, value in (("trials", trials), ("workers", workers), ("heartbeat", heartbeat)):
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
             raise ConfigError(f"--{name} must be an int >= 1. Got {value!r} instead.")
     if not _SEED.is_satisfied_by(seed):
         raise ConfigError(f"--seed must be {_SEED.description}. Got {seed!r} instead.")

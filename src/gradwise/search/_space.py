@@ -45,8 +45,17 @@ EPOCH_METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 _SECTION = "train.search"
 _SECTION_KEYS = ("space", "metric", "direction", "stages", "margin", "keep", "pruner")
 _STAGE_KEYS = ("epochs", "trials", "keep")
-# Paths the search itself sets on every trial; searching them would fight it.
-_RESERVED = ("name", "runs_dir", "search", "steps")
+# Paths the search itself sets on every trial (the worker's settings are applied after the
+# sampled values, so a searched value would be silently replaced); searching them is refused.
+_RESERVED = {
+    "name": "the search names each trial's run",
+    "runs_dir": "the search puts each trial's run in the study folder",
+    "search": "it is this section",
+    "steps": "trials run whole epochs",
+    "epochs": "every trial runs the base config's epochs (coarse-to-fine: its stage's)",
+    "checkpoint.monitor": "it follows 'train.search.metric'",
+    "checkpoint.mode": "it follows 'train.search.direction'",
+}
 
 
 @dataclass(frozen=True)
@@ -219,13 +228,20 @@ def parse_search(content: Mapping[str, Any], *, stages_trials: int | None = None
     parameters = tuple(_parameter(str(path), spec) for path, spec in space.items())
     _check_values(parameters, base)
     metric, direction = _metric(section, has_validation=config.data.validation_split > 0)
-    epochs = config.epochs if config.steps is None else None
+    if config.steps is not None:
+        # Every trial is run with steps=None (see SearchSpec.epochs): the steps would be
+        # dropped silently, and a coarse-to-fine stage would get one epoch.
+        raise ConfigError(
+            f"'train.steps' is {config.steps}, but a search runs whole epochs (each trial "
+            f"reports its metric, and is pruned, per epoch; coarse-to-fine stages count "
+            f"epochs): set 'train.epochs' instead of 'train.steps'"
+        )
     return SearchSpec(
         parameters=parameters,
         metric=metric,
         direction=direction,
         base=base,
-        stages=_stages(section, epochs, stages_trials),
+        stages=_stages(section, config.epochs, stages_trials),
         margin=_fraction(section.get("margin", 0.1), "margin"),
         pruner=_pruner(section.get("pruner", "median")),
     )
@@ -236,9 +252,12 @@ def parse_search(content: Mapping[str, Any], *, stages_trials: int | None = None
 
 def _parameter(path: str, spec: Any) -> Parameter:
     where = f"'{_SECTION}.space.{path}'"
-    top = path.split(".")[0]
-    if top in _RESERVED:
-        raise ConfigError(f"{where}: '{top}' is set by the search itself and cannot be searched")
+    reserved = next((key for key in (path.split(".")[0], path) if key in _RESERVED), None)
+    if reserved is not None:
+        raise ConfigError(
+            f"{where}: '{reserved}' is set by the search itself ({_RESERVED[reserved]}) and "
+            f"cannot be searched; remove it from the space"
+        )
     if isinstance(spec, list):
         spec = {"categorical": spec}
     if not isinstance(spec, Mapping):
@@ -332,29 +351,89 @@ def _check_values(parameters: Sequence[Parameter], base: Mapping[str, Any]) -> N
     """Each end of each range (each choice) must make a valid run config.
 
     The other parameters take their first value meanwhile, so that searched keys which
-    only work together (``optimizer.name`` with ``optimizer.lr``) are checked together.
+    only work together (``optimizer.name`` with ``optimizer.lr``) are checked together. A
+    value is blamed only when the others make a valid config without it; otherwise the
+    fault is another key's (a mistyped path declared later), and that key's check names it.
     """
     firsts = {parameter.path: _probes(parameter)[0] for parameter in parameters}
+    failed: list[tuple[Parameter, Any, ConfigError]] = []
     for parameter in parameters:
+        others = {path: value for path, value in firsts.items() if path != parameter.path}
         for value in _probes(parameter):
-            content = copy.deepcopy(dict(base))
             try:
-                for path, other in {**firsts, parameter.path: value}.items():
-                    _set_path(content, path, other)
-                config = parse_config(content)
-                if parameter.path.startswith("optimizer."):
-                    _check_optimizer(config.optimizer)
+                _check_one(base, {**others, parameter.path: value})
             except ConfigError as error:
-                raise ConfigError(
-                    f"'{_SECTION}.space.{parameter.path}' = {value!r} does not make a valid "
-                    f"run config: {error}"
-                ) from None
+                refusal = _refusal(parameter, value, error, base, firsts)
+                if _is_valid(base, others):
+                    raise refusal from None
+                failed.append((parameter, value, refusal))
+                break
+    if not failed:
+        return
+    # Several keys at fault (two mistyped paths): name the first that fails on its own.
+    for parameter, value, _ in failed:
+        try:
+            _check_one(base, {parameter.path: value})
+        except ConfigError as error:
+            raise _refusal(parameter, value, error, base, firsts) from None
+    raise failed[0][2]
+
+
+def _refusal(
+    parameter: Parameter,
+    value: Any,
+    error: ConfigError,
+    base: Mapping[str, Any],
+    firsts: Mapping[str, Any],
+) -> ConfigError:
+    return ConfigError(
+        f"'{_SECTION}.space.{parameter.path}' = {value!r} does not make a valid run config: "
+        f"{error}{_int_hint(parameter, base, firsts)}"
+    )
+
+
+def _check_one(base: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    content = copy.deepcopy(dict(base))
+    for path, value in values.items():
+        _set_path(content, path, value)
+    config = parse_config(content)
+    if any(path.startswith("optimizer.") for path in values):
+        _check_optimizer(config.optimizer)
+
+
+def _is_valid(base: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
+    try:
+        _check_one(base, values)
+    except ConfigError:
+        return False
+    return True
 
 
 def _probes(parameter: Parameter) -> tuple[Any, ...]:
+    """The values that stand for a parameter: the ends of a range, as the type a trial
+    gets (uniform and log_uniform draw floats, so ``[8, 64]`` is probed as 8.0 and 64.0),
+    or every choice."""
     if parameter.kind == "int":
         return (int(parameter.low), int(parameter.high))
-    return (parameter.low, parameter.high) if parameter.is_numeric else parameter.choices
+    if parameter.is_numeric:
+        return (float(parameter.low), float(parameter.high))
+    return parameter.choices
+
+
+def _int_hint(parameter: Parameter, base: Mapping[str, Any], firsts: Mapping[str, Any]) -> str:
+    """A hint when a float range is refused where its integer ends would do (a width)."""
+    if parameter.kind not in ("uniform", "log_uniform"):
+        return ""
+    if parameter.low != int(parameter.low) or parameter.high != int(parameter.high):
+        return ""
+    ends = (int(parameter.low), int(parameter.high))
+    if not all(_is_valid(base, {**firsts, parameter.path: end}) for end in ends):
+        return ""
+    log = ", log: true" if parameter.log else ""
+    return (
+        f" ({parameter.kind} draws floats; for an integer key use "
+        f"{{int: [{int(parameter.low)}, {int(parameter.high)}]{log}}})"
+    )
 
 
 def _check_optimizer(spec: Mapping[str, Any]) -> None:

@@ -99,10 +99,17 @@ def stage_of_slot(stages: Sequence[Stage], slot: int) -> int:
     return len(stages) - 1
 
 
-def stage_finished(trials: Sequence[FrozenTrial], index: int) -> bool:
+def stage_of(stages: Sequence[Stage], trials: Sequence[FrozenTrial], trial: FrozenTrial) -> int:
+    """The stage of a trial: the one its worker recorded, else its slot's (a retry's is its
+    first attempt's: the retry's own number comes after later stages' trials)."""
+    if STAGE_ATTR in trial.user_attrs:
+        return int(trial.user_attrs[STAGE_ATTR])
+    return stage_of_slot(stages, slot_of(trials, original_number(trial)))
+
+
+def stage_finished(stages: Sequence[Stage], trials: Sequence[FrozenTrial], index: int) -> bool:
     """Every trial of stage ``index`` (retries included) has ended for good."""
-    members = [trial for trial in trials if trial.user_attrs.get(STAGE_ATTR) == index]
-    return all(_settled(trial, trials) for trial in members)
+    return all(_settled(trial, trials) for trial in _members(stages, trials, index))
 
 
 def stage_ranges(spec: SearchSpec, trials: Sequence[FrozenTrial]) -> list[StageRanges]:
@@ -110,9 +117,10 @@ def stage_ranges(spec: SearchSpec, trials: Sequence[FrozenTrial]) -> list[StageR
     ranges = [StageRanges(0, spec.stages[0], spec.parameters)]
     for index in range(1, len(spec.stages)):
         previous = ranges[-1]
-        if not stage_finished(trials, index - 1) or not _members(trials, index - 1):
+        members = _members(spec.stages, trials, index - 1)
+        if not members or not stage_finished(spec.stages, trials, index - 1):
             break
-        kept = _best(spec, _members(trials, index - 1), previous.stage.keep)
+        kept = _best(spec, members, previous.stage.keep)
         if not kept:
             # Nothing of the previous stage completed (all failed or pruned): keep its ranges.
             ranges.append(StageRanges(index, spec.stages[index], previous.parameters))
@@ -126,8 +134,12 @@ def stage_ranges(spec: SearchSpec, trials: Sequence[FrozenTrial]) -> list[StageR
     return ranges
 
 
-def _members(trials: Sequence[FrozenTrial], index: int) -> list[FrozenTrial]:
-    return [trial for trial in trials if trial.user_attrs.get(STAGE_ATTR) == index]
+def _members(
+    stages: Sequence[Stage], trials: Sequence[FrozenTrial], index: int
+) -> list[FrozenTrial]:
+    # By slot where the stage is not recorded yet: a worker records it just after Optuna
+    # asks for the trial, and another worker must not see the stage finished meanwhile.
+    return [trial for trial in trials if stage_of(stages, trials, trial) == index]
 
 
 def _settled(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> bool:

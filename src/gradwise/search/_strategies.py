@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial
 
 from gradwise.config import ConfigError
 from gradwise.search._space import Parameter, SearchSpec, _choice_identity
-from gradwise.search._stages import slot_of, stage_of_slot, stage_ranges
+from gradwise.search._stages import stage_of, stage_ranges
 
 STRATEGIES = ("grid", "random", "coarse-to-fine", "tpe")
 
@@ -104,7 +104,7 @@ class CoarseToFineSampler(BaseSampler):
     def _stage_parameters(self, study: Study, trial: FrozenTrial) -> dict[str, Parameter]:
         if trial.number not in self._ranges:
             trials = study.get_trials(deepcopy=False)
-            stage = stage_of_slot(self._spec.stages, slot_of(trials, trial.number))
+            stage = stage_of(self._spec.stages, trials, trial)
             known = stage_ranges(self._spec, trials)
             parameters = known[min(stage, len(known) - 1)].parameters
             self._ranges[trial.number] = {p.path: p for p in parameters}

@@ -96,6 +96,12 @@ def open_storage(
     opening a missing one is an error, since SQLite would otherwise leave an empty
     database behind at a mistyped path.
     """
+    if _in_memory_sqlite(url):
+        raise ConfigError(
+            f"the storage {url} is an in-memory SQLite database, which every process (the "
+            "search and each worker) would open empty; give a file, "
+            "sqlite:///PATH/study.db, or leave --storage out for studies/NAME/study.db"
+        )
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -132,6 +138,19 @@ def open_storage(
         ) from None
     except Exception as error:  # sqlalchemy's errors: a bad URL, a server that is down
         raise ConfigError(f"cannot open the storage {masked(url)}: {_first_line(error)}") from None
+
+
+def _in_memory_sqlite(url: str) -> bool:
+    """``sqlite://``, ``sqlite:///:memory:`` and the like: no file to share."""
+    if not url.startswith("sqlite"):
+        return False
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:  # not a URL sqlalchemy can read: RDBStorage says why
+        return False
+    return not database or database == ":memory:" or database.startswith("file::memory:")
 
 
 def masked(url: str) -> str:

@@ -37,11 +37,9 @@ from gradwise.search._stages import (
     RUN_ATTR,
     STAGE_ATTR,
     is_last_attempt,
-    is_retry,
     original_number,
-    slot_of,
     stage_finished,
-    stage_of_slot,
+    stage_of,
 )
 from gradwise.search._strategies import make_pruner, make_sampler
 from gradwise.search._study import (
@@ -264,15 +262,14 @@ class _Objective:
         """The trial's stage; waits (heartbeat running) until the previous stage ended."""
         frozen = _frozen(trial)
         study = trial.study
-        if is_retry(frozen) and STAGE_ATTR in frozen.user_attrs:
-            # A retry keeps its stage and, like any trial of it, waits for the stage before:
-            # one interrupted while waiting has not been sampled yet.
-            stage = int(frozen.user_attrs[STAGE_ATTR])
-        else:
-            stages = self.settings.spec.stages
-            stage = stage_of_slot(stages, slot_of(study.get_trials(deepcopy=False), trial.number))
+        stages = self.settings.spec.stages
+        # A retry keeps its stage (its first attempt's slot's, when that attempt was stopped
+        # before recording it) and, like any trial of it, waits for the stage before: one
+        # interrupted while waiting has not been sampled yet.
+        stage = stage_of(stages, study.get_trials(deepcopy=False), frozen)
+        if STAGE_ATTR not in frozen.user_attrs:
             trial.set_user_attr(STAGE_ATTR, stage)
-        while stage > 0 and not stage_finished(study.get_trials(deepcopy=False), stage - 1):
+        while stage > 0 and not stage_finished(stages, study.get_trials(deepcopy=False), stage - 1):
             with heartbeats_allowed():
                 fail_stale_trials(study)
             time.sleep(self.poll_s)
