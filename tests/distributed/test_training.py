@@ -153,6 +153,51 @@ def test_a_batch_smaller_than_the_world_trains_like_one_process(tmp_path) -> Non
             torch.testing.assert_close(rank["weights"][name], value, rtol=1e-12, atol=1e-12)
 
 
+class _StopOnRankZero(Callback):
+    """Rank 0's asks for a stop at the end of the first epoch; the other ranks' never do."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.rank == 0:
+            state.request_stop("rank 0 has seen enough")
+
+
+def _stop_on_one_rank(rank: int) -> dict[str, object]:
+    model = DistributedDataParallel(_model())
+    try:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
+        result = Trainer(
+            model, optimizer, _data(), batch_size=BATCH, epochs=EPOCHS, progress=False,
+            callbacks=[_StopOnRankZero(rank)],
+        ).fit()  # fmt: skip
+        return {
+            "status": result.status,
+            "message": result.summary.get("message"),
+            "step": result.steps,
+        }
+    finally:
+        del model
+        gc.collect()
+
+
+def test_a_stop_one_rank_asks_for_at_an_epoch_end_stops_every_rank_there(tmp_path) -> None:
+    # Before, rank 0 stopped and rank 1 trained on, waiting for rank 0 in its next
+    # gradient allreduce until the group's timeout.
+    ranks = run_on_ranks(_stop_on_one_rank, (), tmp_path, timeout=60.0)
+    steps_per_epoch = math.ceil(SAMPLES / BATCH)
+    assert ranks[0] == {
+        "status": "stopped",
+        "message": "rank 0 has seen enough",
+        "step": steps_per_epoch,
+    }
+    assert ranks[1] == {
+        "status": "stopped", "message": "a callback of another process requested a stop",
+        "step": steps_per_epoch,
+    }  # fmt: skip
+
+
 CONFIG = """\
 seed: 0
 epochs: {epochs}

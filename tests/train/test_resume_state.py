@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,10 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradwise import Trainer, optim
+from gradwise.averaging import PolyakAverage
 from gradwise.data import load_dataset
 from gradwise.regularize import EarlyStopping, Mixup
 from gradwise.runs import RunFolder, RunFolderError, read_records, read_summary
-from gradwise.train import Callback, TrainingDiverged, TrainState, load_checkpoint
+from gradwise.train import (
+    Callback,
+    TrainingDiverged,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tests.train.stop_at import StopAt
 
 DATA = load_dataset("spirals", seed=0)  # 216 training samples: 14 steps per epoch of 16
@@ -263,3 +271,160 @@ def test_a_monitor_the_run_does_not_record_is_refused_before_training(
     with pytest.raises(ValueError, match=message):
         _regression_trainer(run, **options)
     assert not run.last_checkpoint.exists()
+
+
+class StopAtStart(Callback):
+    """Requests a stop in on_fit_start; ``steps`` lists the steps it saw end."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_fit_start(self, state: TrainState) -> None:
+        state.request_stop("not today")
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.steps.append(state.step)
+
+
+def test_a_stop_requested_in_on_fit_start_ends_the_run_before_its_first_step(
+    tmp_path: Path,
+) -> None:
+    # Before, the request was never read: the run trained to its end as if none was made.
+    whole = RunFolder.create(tmp_path, "whole")
+    assert _trainer(whole).fit().status == "completed"
+
+    run = RunFolder.create(tmp_path, "run")
+    for resume in (False, True):  # a fresh run, then a resumed one
+        model, stopper = _model(), StopAtStart()
+        before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        result = _trainer(run, model, callbacks=[stopper]).fit(resume=resume)
+        assert (result.status, result.epochs, result.steps) == ("stopped", 0, 0)
+        assert stopper.steps == []
+        assert read_summary(run)["message"] == result.summary["message"] == "not today"
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert load_checkpoint(run.last_checkpoint)["position"] == {
+            "epoch": 0, "batch": 0, "step": 0,
+        }  # fmt: skip
+    # The checkpoint of the stop resumes into the run an uninterrupted one is.
+    assert _trainer(run, _model()).fit(resume=True).status == "completed"
+    reference, resumed = _weights(whole), _weights(run)
+    assert all(torch.equal(tensor, resumed[name]) for name, tensor in reference.items())
+    assert _without_time(run) == _without_time(whole)
+
+
+def test_a_resume_with_another_batch_size_is_refused_saying_which_to_use(
+    tmp_path: Path,
+) -> None:
+    # Before, the batch size was not saved: the resumed run went on in another data order
+    # with another number of steps per epoch, without a word.
+    run = _stopped(tmp_path)
+    assert load_checkpoint(run.last_checkpoint)["batch_size"] == 16
+    message = (
+        f"{run.last_checkpoint} was written by a run with batch_size 16, but this Trainer has "
+        "batch_size 32: the data order and the steps per epoch would differ from the run's. "
+        "Resume with batch_size=16 (data.batch_size in the run's config)."
+    )
+    with pytest.raises(RunFolderError, match=re.escape(message)):
+        _trainer(run, batch_size=32).fit(resume=True)
+    assert _trainer(run).fit(resume=True).status == "completed"
+
+
+def test_a_checkpoint_written_before_checkpoints_kept_the_batch_size_still_resumes(
+    tmp_path: Path,
+) -> None:
+    run = _stopped(tmp_path)
+    contents = load_checkpoint(run.last_checkpoint)
+    del contents["batch_size"]
+    save_checkpoint(run.last_checkpoint, contents)
+    assert _trainer(run).fit(resume=True).status == "completed"
+
+
+class Count(Callback):
+    """A callback with state: the steps it saw."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.count += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: Any) -> None:
+        self.count = state["count"]
+
+
+class Filling(nn.Module):
+    """An identity augmentation with a fill (as shift, crop and rotation have)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fill = 0.5
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+def _with_extra_layer() -> nn.Sequential:
+    return nn.Sequential(*_model(), nn.Linear(3, 3))  # entries the checkpoint lacks
+
+
+def _stepping_part_of_the_model(run: RunFolder) -> Trainer:
+    model = _model()
+    optimizer = optim.Adam(list(model.parameters())[:2], lr=1e-2)  # another param group
+    return Trainer(model, optimizer, DATA, epochs=3, batch_size=16, progress=False, run=run)
+
+
+REFUSED_RESUMES: dict[str, tuple[Callable[[RunFolder], Trainer], type[Exception], str]] = {
+    "a stateful callback the run had not": (
+        lambda run: _trainer(run, callbacks=[Count()]),
+        RunFolderError,
+        "Count has no saved state",
+    ),
+    "a weight average the run had not": (
+        lambda run: _trainer(run, averaging=PolyakAverage(_model())),
+        ValueError,
+        "holds no weight average",
+    ),
+    "augmentations with other fills": (
+        lambda run: _trainer(run, augment=Filling()),
+        RunFolderError,
+        "holds the fills of 0 augmentation",
+    ),
+    "another batch size": (
+        lambda run: _trainer(run, batch_size=32),
+        RunFolderError,
+        "batch_size 16, but this Trainer has batch_size 32",
+    ),
+    "model entries the checkpoint lacks": (
+        lambda run: _trainer(run, _with_extra_layer()),
+        RuntimeError,
+        r"Missing key\(s\)",
+    ),
+    "another optimizer": (
+        _stepping_part_of_the_model,
+        ValueError,
+        "parameter group",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_RESUMES))
+def test_a_refused_resume_leaves_the_model_and_optimizer_as_they_were(
+    tmp_path: Path, case: str
+) -> None:
+    # Before, the callbacks', the average's and the fills' refusals (and torch's own, from
+    # load_state_dict) came after the checkpoint's weights were loaded into the model.
+    run = _stopped(tmp_path)
+    build, error, message = REFUSED_RESUMES[case]
+    trainer = build(run)
+    model = trainer.module
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    optimizer_before = trainer.optimizer.state_dict()
+    with pytest.raises(error, match=message):
+        trainer.fit(resume=True)
+    after = model.state_dict()
+    assert all(torch.equal(tensor, after[name]) for name, tensor in before.items())
+    assert trainer.optimizer.state_dict() == optimizer_before  # empty: nothing loaded
+    assert read_summary(run)["status"] == "stopped"

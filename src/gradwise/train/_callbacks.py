@@ -27,7 +27,8 @@ class TrainState:
         model, optimizer: the live objects, for monitors that read weights, gradients or
             optimizer state. A hook must not replace them.
         stop_reason: set by :meth:`request_stop`; the trainer stops after the current
-            step and records the reason as the summary's ``message``.
+            step (in ``on_fit_start``: before the first) and records the reason as the
+            summary's ``message``.
     """
 
     epoch: int
@@ -42,7 +43,8 @@ class TrainState:
     stop_reason: str | None = field(default=None)
 
     def request_stop(self, reason: str) -> None:
-        """Ask the trainer to stop cleanly after the current step (with a checkpoint)."""
+        """Ask the trainer to stop cleanly after the current step (with a checkpoint); from
+        ``on_fit_start``, before the first step."""
         self.stop_reason = reason
 
 
@@ -60,7 +62,8 @@ class Callback:
     """
 
     def on_fit_start(self, state: TrainState) -> None:
-        """Before the first step (also when resuming)."""
+        """Before the first step (also when resuming); a stop requested here ends the run
+        before that step."""
 
     def on_step_end(self, state: TrainState) -> None:
         """After each optimizer step."""

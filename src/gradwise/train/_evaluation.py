@@ -99,9 +99,10 @@ def evaluate(
 ) -> tuple[float, float | None]:
     """Mean loss and accuracy (None for regression) over a split, in eval mode.
 
-    The model's train/eval mode is restored afterwards.
+    Afterwards every module gets back its own train/eval mode (not ``model.train()``,
+    which would put a batch norm the user froze in eval mode back in training).
     """
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     totals = Accumulator(device)
     try:
@@ -110,5 +111,6 @@ def evaluate(
             correct = (outputs.argmax(dim=1) == targets).sum() if classification else None
             totals.add(loss_fn(outputs, targets), correct, len(targets))
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return totals.means()

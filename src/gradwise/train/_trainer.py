@@ -6,7 +6,9 @@ import math
 import signal
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -112,6 +114,15 @@ class Trainer:
     checkpoints and returns with status ``"interrupted"``. A NaN or infinite loss stops
     the run before the bad step's update is applied and raises :class:`TrainingDiverged`
     naming the step and the last finite loss; the last good checkpoint stays.
+
+    Train and eval modes: each module trains in the mode it is in (the one it had when
+    :meth:`fit` started, or that a callback gave it since), so a batch norm frozen with
+    ``.eval()`` stays frozen: evaluations give every module its own mode back, never a
+    blanket ``.train()`` (a callback that evaluates the model itself must do the same). A
+    model whose root module is in eval mode when :meth:`fit` starts (evaluated, or loaded
+    in eval mode, before) is first put in training mode as a whole: trained in eval mode,
+    its dropout would do nothing and its batch norms would learn no statistics. So is one
+    a callback left in eval mode at an epoch's start, with a warning.
 
     Args:
         model: any ``nn.Module`` mapping a batch of inputs to outputs.
@@ -283,17 +294,23 @@ class Trainer:
         restored, and metrics recorded after the checkpoint are dropped so they are not
         counted twice. A checkpoint the Trainer cannot go on from as the run would have
         is refused with a :class:`gradwise.runs.RunFolderError` before anything is loaded:
-        weights of other shapes (naming the entry), a scheduler the run had not or had,
-        early stopping's state without ``early_stopping`` (a checkpoint without it resumes
-        with a fresh one). A checkpoint whose early stopping had stopped the run (killed
-        before its summary said so) trains no further: the run's end (best weights, test
-        split, summary) is done as it was due then, with status ``"early_stopped"``. The
+        weights of other shapes (naming the entry), another ``batch_size`` (checkpoints of
+        gradwise versions that did not keep it are not checked), a scheduler the run had
+        not or had, early stopping's state without ``early_stopping`` (a checkpoint without
+        it resumes with a fresh one), the fills of other augmentations, other callbacks with
+        state; a weight average the run did not have is a ValueError. What only the loading
+        finds wrong (entries the model lacks, the optimizer's parameter groups) leaves the
+        model, optimizer and scheduler as they were too. A checkpoint whose early stopping
+        had stopped the run (killed before its summary said so) trains no further: the
+        run's end (best weights, test split, summary) is done as it was due then, with
+        status ``"early_stopped"``. The
         summary keeps the run's first ``started`` time and lists the resumes' times in
         ``resumed``; its ``duration_s`` adds up the time spent training in each. Hidden
         temporary files that writes killed mid-way left in the run folder are removed
         (:meth:`gradwise.runs.RunFolder.remove_leftover_temporaries`). A stop requested by
         a callback ends with status ``"stopped"`` and its reason as the summary's
-        ``message``.
+        ``message``; one requested in ``on_fit_start`` ends the run before its first step
+        (of this call), with a checkpoint to resume from.
         """
         self._stop_reason = None
         if resume:
@@ -382,9 +399,20 @@ class Trainer:
             )
 
     def _train(self, interrupt: InterruptFlag, *, resumed: bool) -> Status:
+        if not self.module.training:
+            # Evaluated, or loaded in eval mode, before fit(): trained so, its dropout would
+            # do nothing and its batch norms would never learn their statistics.
+            self.model.train()
         state = self._state()
         for callback in self.callbacks:
             callback.on_fit_start(state)
+        # Every rank stops at the same place, or the others would wait for it forever.
+        (stopped,) = self.world.any((state.stop_reason is not None,), self.device)
+        if stopped:
+            # Before any step: the checkpoint lets fit(resume=True) start where this left off.
+            self._stop_reason = _stop_message(state.stop_reason, stopped)
+            self._save_last()
+            return "stopped"
         if resumed and self.early_stopping is not None and self.early_stopping.should_stop:
             # The checkpoint of the epoch at which early stopping ended the run (it was
             # killed before its summary said so): only the run's end is due, as it was then.
@@ -402,7 +430,19 @@ class Trainer:
     def _train_epoch(self, interrupt: InterruptFlag) -> Status | None:
         position = self._position
         self._outputs_describe()
-        self.model.train()
+        if not self.module.training:
+            # A callback put the whole model in eval mode and did not give it back: trained
+            # so, dropout would do nothing and batch norms would learn no statistics.
+            warnings.warn(
+                f"The model was in eval mode at the start of epoch {position.epoch + 1} (a "
+                "callback evaluated it and left it so); it is put back in training mode as "
+                "a whole, which also unfreezes modules the user put in eval mode. A callback "
+                "that evaluates the model should give each module its own mode back "
+                "(record module.training for model.modules() before, and set it after).",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.model.train()
         for inputs, targets in self.batches.epoch(position.epoch, start_batch=position.batch):
             self._step(inputs, targets)
             position.step += 1
@@ -541,10 +581,12 @@ class Trainer:
             # The same state as last.pt: its bytes, not a second serialization (the
             # watch's records, the optimizer state...), and only where last.pt was written.
             copy_checkpoint(self.run.last_checkpoint, self.run.best_checkpoint)
-        if stop:
+        if stop:  # the same on every rank: the metrics are the whole split's
             return "early_stopped"
-        if state.stop_reason is not None:
-            self._stop_reason = state.stop_reason
+        # Every rank stops after the same epoch, or the others would wait for it forever.
+        (stopped,) = self.world.any((state.stop_reason is not None,), self.device)
+        if stopped:
+            self._stop_reason = _stop_message(state.stop_reason, stopped)
             return "stopped"
         return None
 
@@ -675,6 +717,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "position": {"epoch": position.epoch, "batch": position.batch, "step": position.step},
+            "batch_size": self.batch_size,  # the position means another place in another one
             "used_lr": self._used_lr,  # the last step's, for the records after a resume
             "last_finite": self._last_finite,  # for a divergence's message after a resume
             "rng": per_rank[0]["rng"],
@@ -706,16 +749,22 @@ class Trainer:
                 f"{self.run.last_checkpoint} was written by {len(ranks)} process(es); resume it "
                 f"with the same number (--nproc {len(ranks)}), not {self.world.size}."
             )
-        mine = ranks[self.world.rank]
         self._refuse_another_setup(contents)
+        # What only the loads themselves find wrong (model entries the checkpoint lacks,
+        # the optimizer's parameter groups, a callback's own checks) leaves the user's model,
+        # optimizer and scheduler as they were too.
+        with _put_back_on_failure(self.module, self.optimizer, self.scheduler):
+            self._load(contents, ranks[self.world.rank])
+
+    def _load(self, contents: Mapping[str, Any], mine: Mapping[str, Any]) -> None:
+        """Load a checkpoint that :meth:`_refuse_another_setup` let through."""
+        if self.averaging is not None:
+            # First: it checks the average's kind and settings before it changes anything.
+            self.averaging.load_state_dict(contents["averaging"])
         self.module.load_state_dict(contents["model"])
         self.optimizer.load_state_dict(contents["optimizer"])
         if self.scheduler is not None and contents["scheduler"] is not None:
             self.scheduler.load_state_dict(contents["scheduler"])
-        self._position = _Position(**contents["position"])
-        self._used_lr = contents.get("used_lr")  # absent from older checkpoints
-        last_finite = contents.get("last_finite")  # absent from older checkpoints
-        self._last_finite = (int(last_finite[0]), float(last_finite[1])) if last_finite else None
         set_rng_state(mine["rng"], self.device, (self.augment, self.mixup))
         self._restore_fills(contents.get("augment_fills"))
         if self.rank_state is not None and mine["rank_state"] is not None:
@@ -723,18 +772,23 @@ class Trainer:
         if self.early_stopping is not None and contents["early_stopping"] is not None:
             self.early_stopping.load_state_dict(contents["early_stopping"])
         self._restore_callbacks(contents["callbacks"])
+        self._position = _Position(**contents["position"])
+        self._used_lr = contents.get("used_lr")  # absent from older checkpoints
+        last_finite = contents.get("last_finite")  # absent from older checkpoints
+        self._last_finite = (int(last_finite[0]), float(last_finite[1])) if last_finite else None
         self._best = dict(contents["best"])
         self._epoch_metrics = dict(contents["epoch_metrics"])
         self._totals.load_state_dict(contents["totals"])
         self._elapsed_before = float(contents["elapsed"])
-        self._restore_averaging(contents.get("averaging"))
 
     def _refuse_another_setup(self, contents: Mapping[str, Any]) -> None:
         """Refuse, before anything is loaded, a checkpoint this Trainer would go on from in
-        another state than the run's: weights of other shapes, a scheduler the run had not
-        (it would start its schedule again at step 0) or had (the learning rate would stay
-        where the checkpoint left it), or early stopping's state with no early stopping to
-        take it (the run would train past the epoch at which it stopped)."""
+        another state than the run's: weights of other shapes, another batch size (another
+        data order and number of steps per epoch), a scheduler the run had not (it would
+        start its schedule again at step 0) or had (the learning rate would stay where the
+        checkpoint left it), early stopping's state with no early stopping to take it (the
+        run would train past the epoch at which it stopped), other augmentations with a
+        fill, other callbacks with state, or a weight average the run did not have."""
         checkpoint = self.run.last_checkpoint if self.run is not None else "the checkpoint"
         fix = "Resume with the model, scheduler and early stopping the run started with."
         shapes = _shape_mismatches(contents["model"], self.module.state_dict())
@@ -745,6 +799,7 @@ class Trainer:
                 f"{checkpoint} holds weights of another model: {name!r} has shape {saved} "
                 f"there and {present} in this model{more}. {fix}"
             )
+        self._refuse_another_batch_size(contents.get("batch_size"), checkpoint)
         saved_scheduler = contents["scheduler"] is not None
         if saved_scheduler != (self.scheduler is not None):
             raise RunFolderError(
@@ -757,15 +812,73 @@ class Trainer:
                 f"{checkpoint} holds the state of early stopping, but this Trainer has no "
                 f"'early_stopping'. {fix}"
             )
+        self._refuse_other_fills(contents.get("augment_fills"), checkpoint)
+        self._refuse_other_callbacks(contents["callbacks"], checkpoint)
+        if self.averaging is not None and contents.get("averaging") is None:
+            raise ValueError(
+                f"{self.run.last_checkpoint if self.run else 'The checkpoint'} holds no weight "
+                "average: the run started without one. Resume it without 'averaging'."
+            )
+
+    def _refuse_another_batch_size(self, saved: int | None, checkpoint: object) -> None:
+        """Another batch size would shuffle the data into other batches, and the position
+        (epoch, batch) would point elsewhere in them: the run could not go on as it would
+        have. (Checkpoints written before they kept the batch size are not checked.)"""
+        if saved is None or saved == self.batch_size:
+            return
+        raise RunFolderError(
+            f"{checkpoint} was written by a run with batch_size {saved}, but this Trainer "
+            f"has batch_size {self.batch_size}: the data order and the steps per epoch would "
+            f"differ from the run's. Resume with batch_size={saved} (data.batch_size in the "
+            "run's config)."
+        )
+
+    def _refuse_other_fills(
+        self, saved: Sequence[float | Tensor] | None, checkpoint: object
+    ) -> None:
+        """Refuse fills for other augmentations than this run's (checkpoints written before
+        they kept the fills are :meth:`_restore_fills`'s to warn about)."""
+        filling = _filling(self.augment)
+        if saved is not None and len(saved) != len(filling):
+            raise RunFolderError(
+                f"{checkpoint} holds the fills of {len(saved)} augmentation(s) with a fill, "
+                f"but this run has {len(filling)}; resume it with the augmentations it "
+                "started with."
+            )
+
+    def _refuse_other_callbacks(
+        self, saved: list[Any] | Mapping[str, Any], checkpoint: object
+    ) -> None:
+        """Refuse a saved state without its callback, or a callback with state and none
+        saved: either would train on with the wrong state. (Checkpoints written before they
+        named the states keep them by place, unchecked.)"""
+        if isinstance(saved, list):
+            return
+        present = dict(_keyed(self.callbacks))
+        lost = [key for key, state in saved.items() if state and key not in present]
+        unsaved = [k for k, c in present.items() if k not in saved and c.state_dict()]
+        if not (lost or unsaved):
+            return
+        problem = (
+            f"the saved state of {lost[0]} has no callback to go to"
+            if lost
+            else f"{unsaved[0]} has no saved state (the run started without it)"
+        )
+        raise RunFolderError(
+            f"{checkpoint} holds the state of the callbacks "
+            f"{', '.join(key for key, state in saved.items() if state) or '(none)'}, but "
+            f"this run's callbacks are {', '.join(present) or '(none)'}: {problem}. Resume "
+            "with the callbacks the run started with (the same classes, in the same order)."
+        )
 
     def _restore_fills(self, saved: Sequence[float | Tensor] | None) -> None:
         """Give the augmentations the fills the run started with: a fill computed from the
         training data (``gradwise train``'s ``fill: mean``) must not change with the data
         file between the start and a resume."""
         filling = _filling(self.augment)
-        checkpoint = self.run.last_checkpoint if self.run is not None else "the checkpoint"
         if saved is None:  # written before checkpoints kept the fills
             if any(isinstance(child.fill, Tensor) for child in filling):
+                checkpoint = self.run.last_checkpoint if self.run else "the checkpoint"
                 warnings.warn(
                     f"{checkpoint} holds no fills of the augmentations (an older gradwise "
                     "wrote it), so they keep the fills computed for this resume: a fill "
@@ -773,55 +886,22 @@ class Trainer:
                     "they are now, which differs from the run's start if the data file "
                     "changed since. Restore the original data file to resume exactly.",
                     UserWarning,
-                    stacklevel=4,  # the caller of fit()
+                    stacklevel=5,  # the caller of fit()
                 )
             return
-        if len(saved) != len(filling):
-            raise RunFolderError(
-                f"{checkpoint} holds the fills of {len(saved)} augmentation(s) with a fill, "
-                f"but this run has {len(filling)}; resume it with the augmentations it "
-                "started with."
-            )
         for child, fill in zip(filling, saved, strict=True):
             child.fill = fill
 
     def _restore_callbacks(self, saved: list[Any] | Mapping[str, Any]) -> None:
         """Give each callback the state saved under its key (its class name and place among
-        the callbacks of its class); refuse a saved state without its callback, or a
-        callback with state and none saved: either would train on with the wrong state."""
+        the callbacks of its class), as :meth:`_refuse_other_callbacks` checked."""
         if isinstance(saved, list):  # written before checkpoints named the states: by place
             for callback, state in zip(self.callbacks, saved, strict=False):
                 callback.load_state_dict(state)
             return
-        present = dict(_keyed(self.callbacks))
-        lost = [key for key, state in saved.items() if state and key not in present]
-        unsaved = [k for k, c in present.items() if k not in saved and c.state_dict()]
-        if lost or unsaved:
-            checkpoint = self.run.last_checkpoint if self.run is not None else "the checkpoint"
-            problem = (
-                f"the saved state of {lost[0]} has no callback to go to"
-                if lost
-                else f"{unsaved[0]} has no saved state (the run started without it)"
-            )
-            raise RunFolderError(
-                f"{checkpoint} holds the state of the callbacks "
-                f"{', '.join(key for key, state in saved.items() if state) or '(none)'}, but "
-                f"this run's callbacks are {', '.join(present) or '(none)'}: {problem}. Resume "
-                "with the callbacks the run started with (the same classes, in the same order)."
-            )
-        for key, callback in present.items():
+        for key, callback in _keyed(self.callbacks):
             if key in saved:
                 callback.load_state_dict(saved[key])
-
-    def _restore_averaging(self, saved: Mapping[str, Any] | None) -> None:
-        if self.averaging is None:
-            return
-        if saved is None:
-            raise ValueError(
-                f"{self.run.last_checkpoint if self.run else 'The checkpoint'} holds no weight "
-                "average: the run started without one. Resume it without 'averaging'."
-            )
-        self.averaging.load_state_dict(saved)
 
     # -- small helpers --------------------------------------------------------------------
 
@@ -995,6 +1075,37 @@ def _on_cpu(tree: Any) -> Any:
         return {key: _on_cpu(value) for key, value in tree.items()}
     if isinstance(tree, list | tuple):
         return type(tree)(_on_cpu(value) for value in tree)
+    return tree
+
+
+@contextmanager
+def _put_back_on_failure(*objects: Any) -> Iterator[None]:
+    """Give each of ``objects`` (None, or with ``state_dict`` and ``load_state_dict``) its
+    state back when the block fails, so that a refused resume changes none of them. The
+    copies are on the CPU: a resume must not need twice the device memory."""
+    saved = [(thing, _copied_to_cpu(thing.state_dict())) for thing in objects if thing is not None]
+    try:
+        yield
+    except BaseException:
+        for thing, state in saved:
+            thing.load_state_dict(state)
+        raise
+
+
+def _copied_to_cpu(tree: Any) -> Any:
+    """A copy of ``tree`` (a state dict) with its tensors copied to the CPU, so that it
+    keeps its values while the live tensors change. A module state dict's ``_metadata``
+    (the versions its entries are loaded by) stays."""
+    if isinstance(tree, Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        copied = OrderedDict((key, _copied_to_cpu(value)) for key, value in tree.items())
+        metadata = getattr(tree, "_metadata", None)
+        if metadata is not None:
+            copied._metadata = metadata  # type: ignore[attr-defined]
+        return copied
+    if isinstance(tree, list | tuple):
+        return type(tree)(_copied_to_cpu(value) for value in tree)
     return tree
 
 
