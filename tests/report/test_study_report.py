@@ -1,6 +1,7 @@
 """The study report of gradwise search: the leaderboard and report.html."""
 
 import base64
+import html
 import math
 import random
 import re
@@ -363,3 +364,84 @@ def test_pruned_trials_alone_make_a_history_but_no_other_plot(spec, tmp_path):
     (history,) = (alt for _, _, alt in images(page))
     assert history.startswith("Optimization history: val_loss")
     assert page.count(NO_COMPLETED) == 3  # summary, hyperparameters, parallel coordinates
+
+
+def test_a_dollar_in_a_value_is_drawn_as_text_not_mathtext(tmp_path, monkeypatch):
+    # Two "$" made matplotlib typeset the text between them ("$x$" as an italic x), and
+    # a span that is no valid TeX ("$\frac$") raised ValueError: no report at all.
+    from matplotlib import cbook
+    from matplotlib.text import Text
+
+    choices = ["$\\frac$", "$x$ and $y$", "cost 5$", "a\\$b"]
+    space = {
+        "data.dataset": {"categorical": choices},
+        "optimizer.lr": {"log_uniform": [1e-4, 1e-1]},
+    }
+    search = {"space": space, "stages": [{"epochs": 1, "trials": 4}, {"epochs": 2, "trials": 2}]}
+    spec = parse_search({"search": search, "epochs": 2})
+    trials = [make_trial(spec, n, value=0.1 * (n + 1), stage=0, epochs=1,
+                         params={"data.dataset": choice, "optimizer.lr": 10.0 ** -(n + 1)})
+              for n, choice in enumerate(choices)]  # fmt: skip
+    drawn = []
+    draw = Text.draw
+
+    def recording_draw(self, renderer):
+        drawn.append(self.get_text())
+        return draw(self, renderer)
+
+    monkeypatch.setattr(Text, "draw", recording_draw)
+    page = report(tmp_path, trials, spec, stages=stage_ranges(spec, trials))
+    # matplotlib's own tick labels of a log axis are mathtext ("$\\mathdefault{10^{-4}}$").
+    with_dollars = [text for text in drawn if "$" in text and "\\mathdefault{" not in text]
+    assert with_dollars
+    assert not [text for text in with_dollars if cbook.is_math_text(text)]
+    shown = {text.replace("\\$", "$") for text in with_dollars}
+    assert set(choices) <= shown  # tick labels of the scatter, the axis and the stages
+    history, parameters, parallel, ranges = (alt for _, _, alt in images(page))
+    assert f"data.dataset: {', '.join(choices)}" in html.unescape(parallel)
+
+
+def _failed_and_pruned(spec):
+    return [
+        make_trial(spec, 2, TrialState.FAIL, fail_reason="diverged at step 3"),
+        make_trial(spec, 0, TrialState.PRUNED, intermediate={1: 0.2}),
+        make_trial(spec, 3, TrialState.RUNNING),
+        make_trial(spec, 1, TrialState.FAIL, fail_reason="CUDA out of memory"),
+    ]
+
+
+def test_a_leaderboard_with_no_completed_trial_lists_them_by_number_unranked(spec):
+    # QA: with no trial completed, failed and pruned trials were still ranked (rank 1 a
+    # pruned trial, as if it were the best).
+    table = leaderboard_table(_failed_and_pruned(spec), spec)
+    assert table.title == "Trials (none completed, so none is ranked)"
+    assert table.columns[:3] == ("trial", "state", "val_loss")
+    assert [(row["trial"], row["state"]) for row in rows_by_column(table)] == [
+        (0, "pruned"), (1, "failed"), (2, "failed"),
+    ]  # fmt: skip
+    first = leaderboard_table(_failed_and_pruned(spec), spec, limit=2)
+    assert first.title == "Trials (none completed, so none is ranked; the first 2 of 3 by number)"
+    assert [row["trial"] for row in rows_by_column(first)] == [0, 1]
+
+
+@pytest.mark.parametrize("said", [None, "no trial completed (2 failed, 1 pruned); <why>"])
+def test_the_report_leaderboard_with_no_completed_trial_says_so_and_ranks_none(
+    spec, tmp_path, said
+):
+    page = report(tmp_path, _failed_and_pruned(spec), spec, none_completed=said)
+    assert Page(page).headings == SECTIONS
+    section = page[page.index("<h2>Leaderboard</h2>") :]
+    section = section[: section.index("</section>")]
+    expected = said or (
+        "No trial completed (2 failed, 1 pruned), so there is no best trial and none is "
+        "ranked: they are listed by number."
+    )
+    assert section.startswith(f"<h2>Leaderboard</h2>\n<p>{html.escape(expected)}</p>\n<table")
+    rows = Page(page).table("Trials (none completed")["rows"]
+    assert rows[0][:3] == ["trial", "state", "val_loss"]
+    assert [row[0] for row in rows[1:]] == ["0", "1", "2"]
+    assert "rank" not in rows[0]
+    # A completed trial makes the ranked leaderboard, and the sentence is not shown.
+    page = report(tmp_path, [*_failed_and_pruned(spec), make_trial(spec, 4, value=0.5)], spec)
+    assert Page(page).table("Leaderboard")["rows"][0][0] == "rank"
+    assert "none is ranked" not in page

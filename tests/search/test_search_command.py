@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import math
 import signal
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
 from gradwise.cli import main
-from gradwise.config import ConfigError, load_config
+from gradwise.config import ConfigError, load_config, read_file
+from gradwise.search import Parameter, parse_search
 from gradwise.search import search as run_search
 from tests.cli.helpers import gradwise, start
 from tests.search.helpers import (
@@ -336,3 +340,163 @@ def test_an_in_memory_sqlite_storage_is_refused_before_any_trial(
         run_search(config, trials=1, storage=storage)
     assert "sqlite:///PATH/study.db" in str(raised.value)
     assert not (tmp_path / ":memory:").exists()
+
+
+def test_a_study_where_no_trial_completed_says_so_and_why_ranks_none_and_fails(tmp_path) -> None:
+    # QA: with every trial failed, the leaderboard still ranked them (rank 1, 2: "failed")
+    # as if one were the best, and nothing said that no trial had completed; the search
+    # exited 0 (gradwise train exits 1 when its run fails) and report.html still ranked them.
+    search = """\
+  space:
+    optimizer.name: {grid: [SGD]}
+    optimizer.lr: {grid: [1.0e+12, 1.0e+13]}
+"""
+    config = write_config(tmp_path, "doomed", epochs=1, search=search)
+    done = gradwise("search", str(config), "--strategy", "grid", "--trials", "2", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    folder = tmp_path / "studies" / "doomed"
+    trials = load(storage_of(folder), "doomed")
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    first = trials[0]
+    shown = gradwise("search", "show", str(folder), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr  # it only shows the study
+    for output in (done.stdout, shown.stdout):
+        lines = output.splitlines()
+        assert lines[0] == "Trials (none completed, so none is ranked)"
+        assert lines[1].split()[:3] == ["trial", "state", "val_loss"]
+        assert "Leaderboard" not in output
+        (said,) = [line for line in lines if line.startswith("no trial completed")]
+        assert said.startswith(
+            "no trial completed (2 failed, 0 pruned), so there is no best trial and no best "
+            f"config; the first failure, trial {first.number} (run "
+        )
+        assert said.endswith(f"{first.user_attrs['run']}): {first.user_attrs['fail_reason']}")
+        assert "diverged" in first.user_attrs["fail_reason"]
+        assert "best config:" not in output
+    assert not (folder / "best.yaml").exists()
+    page = (folder / "report.html").read_text()
+    leaderboard = page[page.index("<h2>Leaderboard</h2>") :]
+    leaderboard = html.unescape(leaderboard[: leaderboard.index("</table>")])
+    assert leaderboard.startswith(f"<h2>Leaderboard</h2>\n<p>{said}</p>\n<table")
+    assert "<caption>Trials (none completed, so none is ranked)</caption>" in leaderboard
+    assert ">rank</th>" not in leaderboard
+
+
+def test_a_resume_with_another_seed_or_heartbeat_is_refused_naming_both(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    # QA: the seed and heartbeat stored with a study silently won over the ones given
+    # when it resumed (its workers read the study's); another space or strategy is refused.
+    config = write_config(tmp_path, "kept", epochs=1)
+    made = gradwise("search", str(config), "--trials", "1", "--seed", "3", "--heartbeat", "5",
+                    cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    monkeypatch.chdir(tmp_path)
+    refusals = {
+        ("--seed", "4"): "--seed 3, not --seed 4, and keeps it (the seed: it decided the "
+        "sampler's draws and the grid's order); pass --seed 3 or leave it out to resume",
+        ("--heartbeat", "7"): "--heartbeat 5, not --heartbeat 7, and keeps it (the heartbeat: "
+        "every worker judges the others' trials stale by it); pass --heartbeat 5 or leave it "
+        "out to resume the study, or pass --study NEW_NAME to start another with --heartbeat 7",
+        ("--seed", "0", "--heartbeat", "10"): "--seed 3 --heartbeat 5, not --seed 0 "
+        "--heartbeat 10, and keeps them (the seed: it decided the sampler's draws and the grid's "
+        "order; the heartbeat: every worker judges the others' trials stale by it); pass --seed "
+        "3 --heartbeat 5 or leave them out",
+    }
+    for given, message in refusals.items():
+        assert main(["search", str(config), "--trials", "2", *given]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("gradwise search: error: study 'kept' was made with "), error
+        assert message in error
+    url = storage_of(tmp_path / "studies" / "kept")
+    assert len(load(url, "kept")) == 1  # nothing ran
+    # The stored values given again, or left out, resume it.
+    resumed = gradwise("search", str(config), "--trials", "2", "--seed", "3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(load(url, "kept")) == 2
+    stored = _stored_settings(url, "kept")
+    assert (stored["seed"], stored["heartbeat"], stored["trials"]) == (3, 5, 2)
+
+
+def _stored_settings(url: str, name: str) -> dict:
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).user_attrs["gradwise"]
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_float_range_written_with_ints_resumes_either_way_even_from_an_older_study(
+    tmp_path,
+) -> None:
+    # QA: {uniform: [0, 1]} and {uniform: [0.0, 1.0]} are one space, but a study made with
+    # one refused a resume with the other ("space of regularization.l2 was {'uniform': [0,
+    # 1]}, now {'uniform': [0.0, 1.0]}"). A study stored by a version that kept the ints
+    # (and their fingerprint) resumes too.
+    space = "  space:\n    regularization.l2: {uniform: [%s, %s]}\n"
+    config = write_config(tmp_path, "ranged", epochs=1, search=space % (0, 1))
+    made = gradwise("search", str(config), "--trials", "1", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    url = storage_of(tmp_path / "studies" / "ranged")
+    stored = _stored_settings(url, "ranged")
+    assert stored["spec"]["space"] == {"regularization.l2": {"uniform": [0.0, 1.0]}}
+    old_spec = dataclasses.replace(
+        parse_search(read_file(config)),
+        parameters=(Parameter("regularization.l2", "uniform", 0, 1),),
+    )
+    assert old_spec.fingerprint() != stored["fingerprint"]
+    old = {**stored, "spec": old_spec.to_mapping(), "fingerprint": old_spec.fingerprint()}
+    _store_settings(url, "ranged", old)
+
+    write_config(tmp_path, "ranged", epochs=1, search=space % ("0.0", "1.0"))
+    resumed = gradwise("search", str(config), "--trials", "2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(load(url, "ranged")) == 2
+
+
+def _store_settings(url: str, name: str, settings: dict) -> None:
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        optuna.load_study(study_name=name, storage=storage).set_user_attr("gradwise", settings)
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_resume_without_trials_keeps_the_budget_and_trials_n_replaces_it(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    # QA: a resume without --trials reset the stored budget to the default 20: a study
+    # made with --trials 50 shrank to 20, and one made with --trials 2 grew to 20 (and ran
+    # 18 more trials). An explicit --trials N still makes the budget N, more or fewer.
+    config = write_config(tmp_path, "budget", epochs=1)
+    made = gradwise("search", str(config), "--trials", "2", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    url = storage_of(tmp_path / "studies" / "budget")
+    monkeypatch.chdir(tmp_path)
+    for given, budget, trials in [([], 2, 2), (["--trials", "3"], 3, 3), ([], 3, 3),
+                                  (["--trials", "1"], 1, 3)]:  # fmt: skip
+        assert main(["search", str(config), *given]) == 0
+        assert f"trials {trials}/{budget} done" in capsys.readouterr().out
+        assert _stored_settings(url, "budget")["trials"] == budget
+        assert len(load(url, "budget")) == trials  # a smaller budget keeps the trials run
+
+
+def test_a_coarse_to_fine_resume_without_trials_keeps_the_stages_trials_made(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    # QA: --trials N splits the default stages in halves; resumed without it, the stages
+    # were the default 2 x 25, another search: "study 'halves' exists with a different search".
+    config = write_config(tmp_path, "halves", epochs=1)
+    args = ["search", str(config), "--strategy", "coarse-to-fine"]
+    made = gradwise(*args, "--trials", "2", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    url = storage_of(tmp_path / "studies" / "halves")
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 0, capsys.readouterr().err
+    assert "trials 2/2 done" in capsys.readouterr().out
+    assert _stored_settings(url, "halves")["trials"] == 2
+    assert len(load(url, "halves")) == 2
+    # Another --trials is still another search (its stages differ): refused, as before.
+    assert main([*args, "--trials", "4"]) == 2
+    assert "exists with a different search" in capsys.readouterr().err

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from gradwise.config import ConfigError, parse_config
-from gradwise.search import Parameter, Stage, parse_search
+from gradwise.search import Parameter, Stage, grid_points, parse_search, stage_ranges
 
 
 def _content(space: dict, **section: object) -> dict:
@@ -281,3 +282,73 @@ def test_a_base_config_that_counts_steps_is_refused() -> None:
         parse_search(content)
     del content["steps"]
     assert [stage.epochs for stage in parse_search(content).stages] == [2, 8]
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (
+            {"init.biases": {"uniform": [-1e308, 1e308]}},
+            "uniform needs a range whose width (high - low) is a finite float, but the width "
+            "of [-1e+308, 1e+308] overflows to inf",
+        ),
+        (
+            {"data.options.count": {"int": [-(10**308), 10**308]}},
+            "int needs a range whose width (high - low) is a finite float",
+        ),
+        (
+            {"data.options.count": {"int": [0, 10**400]}},
+            "int needs finite bounds (within a float's range)",
+        ),
+    ],
+)
+def test_a_range_whose_width_overflows_a_float_is_refused_with_its_key(
+    space: dict, message: str
+) -> None:
+    # QA: uniform [-1e308, 1e308] was accepted and every draw was inf or nan (numpy refused
+    # it with "Range exceeds valid bounds", a traceback in every worker); an int bound
+    # beyond a float's range crashed parse_search with an OverflowError.
+    ((path, _),) = space.items()
+    with pytest.raises(ConfigError) as raised:
+        parse_search(_content(space))
+    assert str(raised.value).startswith(f"'train.search.space.{path}': ")
+    assert message in str(raised.value)
+
+
+def test_a_range_almost_as_wide_as_a_float_gives_finite_draws_grids_and_stages() -> None:
+    stages = [{"epochs": 1, "trials": 2, "keep": 2}, {"epochs": 2, "trials": 2}]
+    space = {"init.biases": {"uniform": [-8e307, 8e307]}}
+    spec = parse_search(_content(space, stages=stages, margin=1.0))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = [study.ask(spec.distributions()).params["init.biases"] for _ in range(20)]
+    assert all(math.isfinite(value) and abs(value) <= 8e307 for value in drawn)
+    assert all(math.isfinite(point["init.biases"]) for point in grid_points(spec, 5, seed=0))
+    kept = [
+        optuna.trial.create_trial(
+            params={"init.biases": value},
+            distributions=spec.distributions(),
+            value=float(number),
+            user_attrs={"stage": 0},
+        )
+        for number, value in enumerate([-7e307, 7e307])
+    ]
+    for number, trial in enumerate(kept):
+        trial.number = number
+    # The margin (the whole range on each side) reaches past a float: clipped to the range.
+    (narrowed,) = stage_ranges(spec, kept)[1].parameters
+    assert (narrowed.low, narrowed.high) == (-8e307, 8e307)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "log_uniform"])
+def test_a_float_range_is_one_space_however_its_bounds_are_written(kind: str) -> None:
+    # QA: {uniform: [1, 10]} and {uniform: [1.0, 10.0]} draw the same floats and make the
+    # same trials, but had different fingerprints: a study made with one refused a resume
+    # with the other ("space of ... was {'uniform': [1, 10]}, now {'uniform': [1.0, 10.0]}").
+    written_as_ints = parse_search(_content({"optimizer.lr": {kind: [1, 10]}}))
+    written_as_floats = parse_search(_content({"optimizer.lr": {kind: [1.0, 10.0]}}))
+    assert written_as_ints.fingerprint() == written_as_floats.fingerprint()
+    assert written_as_ints.parameters == written_as_floats.parameters
+    # An int range is another space (it draws integers), whatever its bounds look like.
+    integers = parse_search(_content({"data.options.count": {"int": [1, 10]}}))
+    floats = parse_search(_content({"data.options.count": {kind: [1.0, 10.0]}}))
+    assert integers.fingerprint() != floats.fingerprint()

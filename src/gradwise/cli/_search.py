@@ -25,7 +25,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     parser.add_argument("study_folder", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--strategy", choices=_STRATEGIES, default="random", help="default: random")
     parser.add_argument("--trials", type=int, help="trial budget (default 20; coarse-to-fine: "
-                        "its stages' total, 2 x 25 by default)")  # fmt: skip
+                        "its stages' total, 2 x 25 by default). A resumed study keeps its "
+                        "budget; --trials N makes it N, more or fewer")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="local worker processes")
     parser.add_argument("--storage", help="Optuna storage URL (default: a SQLite file in the "
                         "study folder; postgresql://... for several machines)")  # fmt: skip
@@ -33,10 +34,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     parser.add_argument(
         "--studies-dir", type=Path, default=Path("studies"), help="default: studies"
     )
-    parser.add_argument("--seed", type=int, default=0, help="sampler and grid-order seed")
-    parser.add_argument(
-        "--heartbeat", type=int, default=10, help="seconds between trial heartbeats (default 10)"
-    )
+    parser.add_argument("--seed", type=int, help="sampler and grid-order seed (default 0; a "
+                        "resumed study keeps the one it was made with)")  # fmt: skip
+    parser.add_argument("--heartbeat", type=int, help="seconds between trial heartbeats "
+                        "(default 10; a resumed study keeps the one it was made with)")  # fmt: skip
     parser.set_defaults(handler=run_search)
 
     worker = commands.add_parser(
@@ -80,6 +81,9 @@ def run_search(args: argparse.Namespace) -> int:
     if result.interrupted:
         print("interrupted; run the same command again to resume the study")
         return EXIT_INTERRUPTED
+    if result.none_completed is not None:
+        # Like `gradwise train` when its run fails: the search ended with no best trial.
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -111,6 +115,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
 
 def _show(study: str, studies_dir: Path) -> int:
+    """Print a study's leaderboard. Exits 0 whatever the trials did: it only shows them."""
     from gradwise.search import finish, open_study_folder
 
     folder, url, name = open_study_folder(study, studies_dir)
@@ -124,8 +129,11 @@ def _print_result(result: object, limit: int | None = 10) -> None:
 
     assert isinstance(result, SearchResult)  # noqa: S101 - internal
     trials, spec = load_trials(result.storage, result.study_name)
+    # With no trial completed, the table lists the trials by number, without ranks.
     print(leaderboard_table(trials, spec, limit=limit).render_text())
     print(result.progress.line(spec.metric))
+    if result.none_completed is not None:
+        print(result.none_completed)
     print(f"study folder: {result.folder}")
     if result.best_config is not None:
         print(f"best config:  {result.best_config}   (gradwise train {result.best_config})")

@@ -28,7 +28,7 @@ import numpy as np
 import gradwise
 from gradwise._validation import POSITIVE_INT, Either, Satisfies, check
 from gradwise.report._html import _CSS, _PAGE, Section, _render_section, png_html, utf8
-from gradwise.report._plots import _png
+from gradwise.report._plots import _no_mathtext, _png
 from gradwise.report._table import Cell, Scalar, Table, _scalar, format_time, format_value
 from gradwise.runs import STATUSES
 from gradwise.runs._files import RunFolderError, describe_os_error, write_atomically
@@ -104,6 +104,7 @@ _FOLDER = Satisfies(
 _TITLE = Satisfies(lambda value: isinstance(value, str), "a str")
 _STAGES = Satisfies(_is_stages, "a sequence of StageRanges (from gradwise.search.stage_ranges)")
 _EXTRA = Satisfies(_is_extra, "a mapping of str to str, numbers, booleans or None")
+_NONE_COMPLETED = Either((Satisfies(lambda value: value is None, "None"), _TITLE))
 
 
 # -- trials --------------------------------------------------------------------------------
@@ -189,6 +190,10 @@ def leaderboard_table(
     trials; within each group a missing or non-finite value comes last and ties go to
     the lower trial number. ``rank`` is the row's place in this order.
 
+    When trials finished but none completed (all failed or were pruned), none is a best
+    trial: the table is titled ``Trials (none completed, so none is ranked)``, has no
+    ``rank`` column and lists them by number.
+
     Columns: ``rank``, ``trial`` (its number), ``state``, the metric (``spec.metric``;
     for a pruned trial its last reported value), one column per searched parameter
     (headed by its config path), ``epochs`` (the trial's epoch budget), ``stage`` (only
@@ -227,27 +232,39 @@ def leaderboard_table(
     ranked = _ranked(trials, spec.direction)
     with_stage = any(_stage_of(trial) is not None for trial in trials)
     columns = [
-        "rank", "trial", "state", spec.metric,
+        "trial", "state", spec.metric,
         *(parameter.path for parameter in spec.parameters),
         "epochs", *(["stage"] if with_stage else []), "run", "note",
     ]  # fmt: skip
+    if _none_completed(ranked):
+        by_number = sorted(ranked, key=lambda trial: trial.number)
+        shown = by_number if limit is None else by_number[:limit]
+        rows = [_leaderboard_row(trial, spec, with_stage) for trial in shown]
+        limit_cut = len(shown) < len(ranked)
+        first = f"; the first {len(shown)} of {len(ranked)} by number"
+        title = f"Trials (none completed, so none is ranked{first if limit_cut else ''})"
+        return Table(title, columns, rows)
     shown = ranked if limit is None else ranked[:limit]
-    rows = [_leaderboard_row(rank, trial, spec, with_stage) for rank, trial in enumerate(shown, 1)]
+    rows = [
+        [rank, *_leaderboard_row(trial, spec, with_stage)] for rank, trial in enumerate(shown, 1)
+    ]
     better = "lower" if spec.direction == "minimize" else "higher"
     count = f"top {len(shown)} of {len(ranked)}" if len(shown) < len(ranked) else len(ranked)
     title = f"Leaderboard: {spec.metric}, {better} is better ({count} finished trials)"
-    return Table(title, columns, rows)
+    return Table(title, ["rank", *columns], rows)
 
 
-def _leaderboard_row(
-    rank: int, trial: FrozenTrial, spec: SearchSpec, with_stage: bool
-) -> list[Cell | Scalar]:
+def _none_completed(finished: Sequence[FrozenTrial]) -> bool:
+    """Trials finished, but none completed: there is no best trial to rank the others by."""
+    return bool(finished) and not any(trial.state.name == "COMPLETE" for trial in finished)
+
+
+def _leaderboard_row(trial: FrozenTrial, spec: SearchSpec, with_stage: bool) -> list[Cell | Scalar]:
     from gradwise.search._stages import EPOCHS_ATTR, RUN_ATTR
 
     epochs = trial.user_attrs.get(EPOCHS_ATTR)
     run = trial.user_attrs.get(RUN_ATTR)
     return [
-        rank,
         trial.number,
         _STATE_NAMES[trial.state.name],
         _ranking_value(trial),
@@ -270,6 +287,7 @@ def build_study_report(
     title: str,
     stages: Sequence[StageRanges] = (),
     extra: Mapping[str, Scalar] = _NO_EXTRA,
+    none_completed: str | None = None,
 ) -> Path:
     """Write the study's ``report.html`` into ``folder`` and return its path.
 
@@ -278,7 +296,9 @@ def build_study_report(
 
     1. **Summary**: the metric and direction, the trials by state, the best trial (its
        number, value, parameters and run folder), and ``extra`` as a small table.
-    2. **Leaderboard**: :func:`leaderboard_table`, top 25.
+    2. **Leaderboard**: :func:`leaderboard_table`, top 25. When trials finished but none
+       completed, the trials unranked, by number, under a sentence that says so
+       (``none_completed``).
     3. **Optimization history**: each complete trial's value against its number, the
        best value so far, pruned trials at their last reported value (another marker)
        and failed trials as ticks on the x axis; the y axis is logarithmic when every
@@ -307,6 +327,8 @@ def build_study_report(
         title: the page's heading, e.g. the study name.
         stages: the coarse-to-fine stages (:func:`gradwise.search.stage_ranges`).
         extra: more facts for the summary (strategy, storage URL, ...), by label.
+        none_completed: why no trial completed (``SearchResult.none_completed``), shown
+            above the unranked trials when none did; None says only that none did.
 
     Raises:
         ValueError: a bad argument, in the one error format.
@@ -334,8 +356,10 @@ def build_study_report(
     check("title", owner, title, _TITLE)
     check("stages", owner, stages, _STAGES)
     check("extra", owner, extra, _EXTRA)
+    check("none_completed", owner, none_completed, _NONE_COMPLETED)
     path = Path(folder) / "report.html"
-    page = _render_study(path.parent, trials, spec, title, stages, extra)
+    leaderboard = _leaderboard_section(trials, spec, none_completed)
+    page = _render_study(path.parent, trials, spec, title, stages, extra, leaderboard)
     try:
         write_atomically(path, utf8(page))
     except OSError as error:
@@ -352,12 +376,11 @@ def _render_study(
     title: str,
     stages: Sequence[StageRanges],
     extra: Mapping[str, Scalar],
+    leaderboard: Section,
 ) -> str:
     sections = [
         _summary_section(trials, spec, extra),
-        Section.from_table(
-            "Leaderboard", leaderboard_table(trials, spec, limit=REPORT_LEADERBOARD_ROWS)
-        ),
+        leaderboard,
         _figure_section("Optimization history", _history_figure(trials, spec)),
         _figure_section("Hyperparameters", _parameter_figure(trials, spec, stages)),
         _figure_section("Parallel coordinates", _parallel_figure(trials, spec)),
@@ -380,6 +403,19 @@ def _render_study(
             f"from {folder}"
         ),
     )
+
+
+def _leaderboard_section(
+    trials: Sequence[FrozenTrial], spec: SearchSpec, none_completed: str | None
+) -> Section:
+    table = leaderboard_table(trials, spec, limit=REPORT_LEADERBOARD_ROWS)
+    if not _none_completed(_ranked(trials, spec.direction)):
+        return Section.from_table("Leaderboard", table)
+    said = none_completed or (
+        f"No trial completed ({_count(trials, 'FAIL')} failed, {_count(trials, 'PRUNED')} "
+        "pruned), so there is no best trial and none is ranked: they are listed by number."
+    )
+    return Section("Leaderboard", f"<p>{html.escape(said)}</p>\n{table.render_html()}")
 
 
 def _summary_section(
@@ -449,7 +485,8 @@ def _describe(title: str, figure: Figure) -> str:
 
 def _axes_name(axes: Axes) -> str:
     titles = [axes.get_title(loc=loc) for loc in ("center", "left", "right")]
-    return next((title for title in titles if title), axes.get_ylabel())
+    name = next((title for title in titles if title), axes.get_ylabel())
+    return name.replace(r"\$", "$")  # as drawn: the figures escape "$" (_no_mathtext)
 
 
 def _stages_section(
@@ -520,7 +557,7 @@ def _history_figure(trials: Sequence[FrozenTrial], spec: SearchSpec) -> Figure |
         axes.set_yscale("log")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("trial")
-    axes.set_ylabel(spec.metric)
+    axes.set_ylabel(_no_mathtext(spec.metric))
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", framealpha=0.8)
     return figure
@@ -581,7 +618,7 @@ def _parameter_figure(
         if log_y:
             axes.set_yscale("log")
         if index % columns == 0:
-            axes.set_ylabel(spec.metric)
+            axes.set_ylabel(_no_mathtext(spec.metric))
         if index == 0 and axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize="x-small", framealpha=0.8)
     return figure
@@ -602,10 +639,10 @@ def _draw_parameter(
             axes.set_xscale("log")
         axes.set_xlim(*_padded(parameter.low, parameter.high, log=parameter.log))
     else:
-        axes.set_xticks(range(len(parameter.choices)), [str(c) for c in parameter.choices])
+        axes.set_xticks(range(len(parameter.choices)), [_no_mathtext(c) for c in parameter.choices])
         axes.set_xlim(-0.5, len(parameter.choices) - 0.5)
     _shade_stages(axes, parameter, stages)
-    axes.set_title(parameter.path, fontsize="small")
+    axes.set_title(_no_mathtext(parameter.path), fontsize="small")
     axes.tick_params(labelsize="x-small")
     axes.grid(alpha=0.3)
 
@@ -724,19 +761,21 @@ def _parallel_figure(trials: Sequence[FrozenTrial], spec: SearchSpec) -> Figure 
             axes.text(
                 x + 0.04,
                 position,
-                text,
+                _no_mathtext(text),
                 fontsize=7,
                 va="center",
                 ha="left",
                 bbox={"facecolor": "white", "alpha": 0.75, "pad": 0.5, "lw": 0},
             )
-    axes.set_xticks(xs, [axis.name for axis in axes_data], fontsize="small")
+    axes.set_xticks(xs, [_no_mathtext(axis.name) for axis in axes_data], fontsize="small")
     axes.set_yticks([])
     axes.set_xlim(-0.15, len(axes_data) - 0.6)
     axes.set_ylim(-0.06, 1.06)
     for side in ("left", "right", "top"):
         axes.spines[side].set_visible(False)
-    figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=colorbar_axes, label=spec.metric)
+    figure.colorbar(
+        ScalarMappable(norm=norm, cmap=cmap), cax=colorbar_axes, label=_no_mathtext(spec.metric)
+    )
     return figure
 
 
@@ -787,10 +826,10 @@ def _draw_ranges(axes: Axes, parameter: Parameter, stages: Sequence[StageRanges]
     if parameter.is_numeric:
         axes.set_xlim(*_padded(parameter.low, parameter.high, log=parameter.log))
     else:
-        axes.set_xticks(range(len(parameter.choices)), [str(c) for c in parameter.choices])
+        axes.set_xticks(range(len(parameter.choices)), [_no_mathtext(c) for c in parameter.choices])
         axes.set_xlim(-0.5, len(parameter.choices) - 0.5)
     axes.set_yticks([stage.index for stage in stages], [f"stage {s.index}" for s in stages])
     axes.set_ylim(max(stage.index for stage in stages) + 0.6, min(s.index for s in stages) - 0.6)
-    axes.set_title(parameter.path, fontsize="small", loc="left")
+    axes.set_title(_no_mathtext(parameter.path), fontsize="small", loc="left")
     axes.tick_params(labelsize="x-small")
     axes.grid(alpha=0.3, axis="x")

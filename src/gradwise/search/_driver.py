@@ -20,20 +20,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from gradwise.config import ConfigError, RunConfig, dump_config, parse_config, read_file
 from gradwise.runs._files import write_atomically
 from gradwise.search._space import SearchSpec, parse_search
-from gradwise.search._stages import EPOCHS_ATTR, stage_ranges
+from gradwise.search._stages import EPOCHS_ATTR, FAIL_REASON_ATTR, RUN_ATTR, stage_ranges
 from gradwise.search._strategies import STRATEGIES, enqueue_grid
 from gradwise.search._study import (
     DEFAULT_HEARTBEAT,
+    DEFAULT_SEED,
     Progress,
     StudySettings,
     create_or_load,
@@ -44,6 +45,7 @@ from gradwise.search._study import (
     progress,
     requeue_interrupted,
     sqlite_url,
+    stored_settings,
 )
 
 DEFAULT_TRIALS = 20
@@ -59,7 +61,12 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class SearchResult:
-    """How a search ended: its folder, progress, the best trial and the files written."""
+    """How a search ended: its folder, progress, the best trial and the files written.
+
+    ``none_completed`` is set when trials ended but none completed (all failed or were
+    pruned, so there is no best trial): a sentence saying so, with the first failure's
+    reason. None otherwise.
+    """
 
     folder: Path
     study_name: str
@@ -69,6 +76,7 @@ class SearchResult:
     report: Path | None
     best_config: Path | None
     interrupted: bool = False
+    none_completed: str | None = None
 
 
 def search(
@@ -80,8 +88,8 @@ def search(
     storage: str | None = None,
     study_name: str | None = None,
     studies_dir: str | Path = "studies",
-    seed: int = 0,
-    heartbeat: int = DEFAULT_HEARTBEAT,
+    seed: int | None = None,
+    heartbeat: int | None = None,
     say: Say | None = None,
 ) -> SearchResult:
     """Run (or resume) a search declared in the ``search`` section of a run config.
@@ -89,20 +97,24 @@ def search(
     Args:
         config_path: a run config (.yaml/.toml) with a ``search`` section.
         strategy: ``grid``, ``random``, ``coarse-to-fine`` or ``tpe``.
-        trials: the trial budget (default 20; coarse-to-fine: its stages' total).
+        trials: the trial budget (default 20; coarse-to-fine: its stages' total). None
+            resuming a study: the budget it has; another number replaces that budget (a
+            larger one runs more trials, a smaller one stops the study sooner).
         workers: worker processes on this machine (each takes an equal share of the cores).
         storage: an Optuna storage URL; default a SQLite file in the study folder.
         study_name: default the config file's stem.
         studies_dir: where study folders go.
         seed: seeds the samplers and the grid's order; an int in [0, 2**32 - 1], as a
-            run config's seed.
+            run config's seed. None: 0 for a new study, the stored one when resuming (a
+            study keeps the seed it was made with: another is refused).
         heartbeat: seconds between a running trial's heartbeats; a trial silent for three
-            is failed and retried.
+            is failed and retried. None: 10 for a new study, the stored one when resuming
+            (as with the seed, another is refused).
         say: where progress lines go (nothing when None).
 
     Raises:
         ConfigError: a bad space, strategy, seed, storage, or a study that exists with another
-            search; nothing has run then.
+            search, seed or heartbeat; nothing has run then.
     """
     if strategy not in STRATEGIES:
         raise ConfigError(
@@ -113,32 +125,62 @@ def search(
             not isinstance(value, int) or isinstance(value, bool) or value < 1
         ):
             raise ConfigError(f"--{name} must be an int >= 1. Got {value!r} instead.")
-    if not _SEED.is_satisfied_by(seed):
+    if seed is not None and not _SEED.is_satisfied_by(seed):
         raise ConfigError(f"--seed must be {_SEED.description}. Got {seed!r} instead.")
     config_path = Path(config_path)
     content = read_file(config_path)
-    spec = parse_search(content, stages_trials=trials if strategy == "coarse-to-fine" else None)
+    name = study_name or config_path.stem
+    folder = Path(studies_dir) / name
+    url = storage or sqlite_url(folder / "study.db")
+    stages_trials = _stages_trials(content, strategy, trials, url, name)
+    spec = parse_search(content, stages_trials=stages_trials)
     budget = trials or DEFAULT_TRIALS
     if strategy == "coarse-to-fine":
         budget = sum(stage.trials for stage in spec.stages)
-    name = study_name or config_path.stem
-    folder = Path(studies_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
-    url = storage or sqlite_url(folder / "study.db")
-    settings = StudySettings(spec, strategy, budget, seed, heartbeat)
-    study = create_or_load(open_storage(url, heartbeat=None, create=True), name, settings)
+    settings = StudySettings(
+        spec,
+        strategy,
+        budget,
+        DEFAULT_SEED if seed is None else seed,
+        DEFAULT_HEARTBEAT if heartbeat is None else heartbeat,
+    )
+    given = {"trials": trials, "seed": seed, "heartbeat": heartbeat}
+    chosen = [key for key, value in given.items() if value is not None]
+    study, settings = create_or_load(
+        open_storage(url, heartbeat=None, create=True), name, settings, chosen=chosen
+    )
     if strategy == "grid":
-        size = enqueue_grid(study, spec, budget, seed)
+        budget = settings.trials  # the stored budget when resuming without --trials
+        size = enqueue_grid(study, spec, budget, settings.seed)
         if size < budget and say is not None:
             say(f"the grid has {size} points: running {size} trials instead of {budget}")
         settings = replace(settings, trials=min(budget, size))
-        create_or_load(open_storage(url, heartbeat=None, create=True), name, settings)
+        create_or_load(
+            open_storage(url, heartbeat=None, create=True), name, settings, chosen=["trials"]
+        )
     write_atomically(folder / STUDY_FILE, json.dumps({"storage": url, "study": name}).encode())
     requeued = requeue_interrupted(study)
     if requeued and say is not None:
         say(f"resuming: {requeued} interrupted trial(s) queued again with the same parameters")
     interrupted = _run_workers(folder, url, name, workers, settings, say)
     return finish(folder, url, name, interrupted=interrupted)
+
+
+def _stages_trials(
+    content: Mapping[str, Any], strategy: str, trials: int | None, url: str, name: str
+) -> int | None:
+    """The total that coarse-to-fine's default stages split: ``--trials``, or resuming
+    without it, the budget the study was made with (its stages are part of its search)."""
+    if strategy != "coarse-to-fine":
+        return None
+    section = content.get("search")
+    if trials is not None or not isinstance(section, Mapping) or "stages" in section:
+        return trials
+    stored = stored_settings(url, name)
+    if stored is None or stored.get("strategy") != strategy:
+        return None
+    return int(stored["trials"])
 
 
 def finish(folder: Path, url: str, name: str, *, interrupted: bool = False) -> SearchResult:
@@ -152,6 +194,7 @@ def finish(folder: Path, url: str, name: str, *, interrupted: bool = False) -> S
     from gradwise.report import build_study_report
 
     stages = stage_ranges(settings.spec, trials) if settings.strategy == "coarse-to-fine" else []
+    none_completed = _none_completed(folder, trials, state, settings.spec.pruner)
     report = build_study_report(
         folder,
         trials,
@@ -164,8 +207,38 @@ def finish(folder: Path, url: str, name: str, *, interrupted: bool = False) -> S
             "storage": masked(url),
             "seed": str(settings.seed),
         },
+        none_completed=none_completed,
     )
-    return SearchResult(folder, name, url, state, best, report, best_config, interrupted)
+    return SearchResult(
+        folder, name, url, state, best, report, best_config, interrupted, none_completed
+    )
+
+
+def _none_completed(
+    folder: Path, trials: list[FrozenTrial], state: Progress, pruner: str
+) -> str | None:
+    """Why there is no best trial, when trials ended but none completed (None otherwise)."""
+    ended = [trial for trial in trials if trial.state in (TrialState.FAIL, TrialState.PRUNED)]
+    if state.complete or not ended:
+        return None
+    lead = "no trial completed" if state.done else "no trial has completed yet"
+    counts = f"{state.failed} failed, {state.pruned} pruned"
+    interrupted = sum(1 for trial in ended if trial.state == TrialState.FAIL) - state.failed
+    if interrupted:
+        counts += f", {interrupted} interrupted (retried on resume)"
+    failures = [trial for trial in ended if FAIL_REASON_ATTR in trial.user_attrs]
+    if failures:
+        first = failures[0]
+        run = first.user_attrs.get(RUN_ATTR)
+        where = "" if run is None else f" (run {folder / str(run)})"
+        why = (
+            f"the first failure, trial {first.number}{where}: {first.user_attrs[FAIL_REASON_ATTR]}"
+        )
+    elif state.pruned:
+        why = f"the {pruner} pruner stopped each one (the first: trial {ended[0].number})"
+    else:
+        why = f"each one was interrupted (the first: trial {ended[0].number})"
+    return f"{lead} ({counts}), so there is no best trial and no best config; {why}"
 
 
 def load_trials(url: str, name: str) -> tuple[list[FrozenTrial], SearchSpec]:

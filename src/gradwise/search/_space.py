@@ -337,14 +337,37 @@ def _numeric(path: str, kind: Kind, bounds: Any, log: bool, where: str) -> Param
         what = "two integers" if kind == "int" else "two numbers"
         raise ConfigError(f"{where}: {kind} needs [low, high], {what}. Got {bounds!r}.")
     low, high = bounds
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-        raise ConfigError(f"{where}: {kind} needs finite bounds with low <= high. Got {bounds!r}.")
+    if not (_is_finite(low) and _is_finite(high)) or low > high:
+        raise ConfigError(
+            f"{where}: {kind} needs finite bounds (within a float's range) with low <= high. "
+            f"Got {bounds!r}."
+        )
     if log and low <= 0:
         raise ConfigError(
             f"{where}: a log-scale distribution needs low > 0 (log of {low} is undefined); "
             f"use uniform for ranges that include 0. Got {bounds!r}."
         )
+    # Samplers, grid cells and coarse-to-fine's margins all compute high - low as a float.
+    width = float(high) - float(low)
+    if not math.isfinite(width):
+        raise ConfigError(
+            f"{where}: {kind} needs a range whose width (high - low) is a finite float, but "
+            f"the width of {bounds!r} overflows to {width} (every draw from it would be inf "
+            f"or nan). Narrow the range."
+        )
+    if kind != "int":
+        # A float range is one space however its bounds are written: [1, 10] is [1.0, 10.0]
+        # (same draws, same trial configs), so it must make the same study fingerprint.
+        low, high = float(low), float(high)
     return Parameter(path, kind, low, high, log)
+
+
+def _is_finite(number: float) -> bool:
+    """A finite number that fits in a float (math.isfinite raises on a larger int)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def _check_values(parameters: Sequence[Parameter], base: Mapping[str, Any]) -> None:

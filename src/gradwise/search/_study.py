@@ -22,8 +22,8 @@ import fcntl
 import hashlib
 import sqlite3
 import warnings
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,13 @@ from gradwise.search._space import SearchSpec, parse_search
 from gradwise.search._stages import MAX_RETRIES, failed_for_good, is_retry, original_number
 
 SETTINGS_ATTR = "gradwise"
+DEFAULT_SEED = 0
 DEFAULT_HEARTBEAT = 10
+# Settings a resumed study keeps, and why another value cannot simply replace the stored one.
+_KEPT_SETTINGS = {
+    "seed": "it decided the sampler's draws and the grid's order",
+    "heartbeat": "every worker judges the others' trials stale by it",
+}
 _SQLITE_BUSY_TIMEOUT_S = 120
 
 
@@ -47,7 +53,7 @@ class StudySettings:
     spec: SearchSpec
     strategy: str
     trials: int
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     heartbeat: int = DEFAULT_HEARTBEAT
 
     def to_mapping(self) -> dict[str, Any]:
@@ -163,12 +169,22 @@ def masked(url: str) -> str:
         return url
 
 
-def create_or_load(storage: RDBStorage, name: str, settings: StudySettings) -> optuna.Study:
+def create_or_load(
+    storage: RDBStorage, name: str, settings: StudySettings, *, chosen: Collection[str] = ()
+) -> tuple[optuna.Study, StudySettings]:
     """The study ``name``: made with ``settings``, or loaded when its settings match.
 
+    Returns the study and the settings it runs with: a resumed study keeps its stored seed
+    and heartbeat, and its trial budget unless another was chosen (which replaces it).
+
+    Args:
+        chosen: which of ``trials``, ``seed`` and ``heartbeat`` the user gave (the others
+            in ``settings`` are defaults, which a resumed study's stored values replace).
+
     Raises:
-        ConfigError: the study exists with another space, metric, base config or strategy;
-            the message lists what differs.
+        ConfigError: the study exists with another space, metric, base config or strategy
+            (the message lists what differs), or with another seed or heartbeat than the
+            one chosen (the message names both).
     """
     study = optuna.create_study(
         storage=storage,
@@ -179,16 +195,41 @@ def create_or_load(storage: RDBStorage, name: str, settings: StudySettings) -> o
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, settings.to_mapping())
-        return study
+        return study, settings
     differences = _differences(stored, settings.to_mapping())
     if differences:
         raise ConfigError(
             f"study '{name}' exists with a different search ({'; '.join(differences)}); "
             f"re-run with the original config to resume it, or pass --study NEW_NAME"
         )
-    if stored["trials"] != settings.trials:
+    _check_kept_settings(name, stored, settings, chosen)
+    trials = int(stored["trials"])
+    if "trials" in chosen and trials != settings.trials:
         study.set_user_attr(SETTINGS_ATTR, {**stored, "trials": settings.trials})
-    return study
+        trials = settings.trials
+    seed, heartbeat = int(stored["seed"]), int(stored["heartbeat"])
+    return study, replace(settings, trials=trials, seed=seed, heartbeat=heartbeat)
+
+
+def _check_kept_settings(
+    name: str, stored: Mapping[str, Any], settings: StudySettings, chosen: Collection[str]
+) -> None:
+    """Refuse a chosen seed or heartbeat other than the stored one (as another space is
+    refused: the study was made with it, and its trials and workers depend on it)."""
+    changed = [
+        key for key in _KEPT_SETTINGS if key in chosen and getattr(settings, key) != stored[key]
+    ]
+    if not changed:
+        return
+    made = " ".join(f"--{key} {stored[key]}" for key in changed)
+    given = " ".join(f"--{key} {getattr(settings, key)}" for key in changed)
+    why = "; ".join(f"the {key}: {_KEPT_SETTINGS[key]}" for key in changed)
+    them = "it" if len(changed) == 1 else "them"
+    raise ConfigError(
+        f"study '{name}' was made with {made}, not {given}, and keeps {them} ({why}); pass "
+        f"{made} or leave {them} out to resume the study, or pass --study NEW_NAME to start "
+        f"another with {given}"
+    )
 
 
 def load_settings(study: optuna.Study) -> StudySettings:
@@ -210,8 +251,22 @@ def load_study(storage: RDBStorage, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def stored_settings(url: str, name: str) -> Mapping[str, Any] | None:
+    """The settings stored with study ``name`` (:meth:`StudySettings.to_mapping`); None
+    when there is no such study (or storage) yet. Makes nothing."""
+    try:
+        study = load_study(open_storage(url, heartbeat=None), name)
+    except ConfigError:
+        return None
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    return stored if isinstance(stored, Mapping) else None
+
+
 def _differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    if stored.get("fingerprint") == new["fingerprint"] and stored["strategy"] == new["strategy"]:
+    same_space = stored.get("fingerprint") == new["fingerprint"] or (
+        _refingerprint(stored) == new["fingerprint"]
+    )
+    if same_space and stored["strategy"] == new["strategy"]:
         return []
     out = []
     if stored["strategy"] != new["strategy"]:
@@ -227,6 +282,16 @@ def _differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
             label = "the run config outside 'search'" if key == "base" else key
             out.append(f"{label} changed")
     return out or ["the stored search differs"]
+
+
+def _refingerprint(stored: Mapping[str, Any]) -> str | None:
+    """The stored search's fingerprint as this version computes it (a study made by an
+    earlier one stored e.g. a uniform range written [1, 10] with int bounds; the range is
+    [1.0, 10.0] now, the same space). None when the stored search no longer parses."""
+    try:
+        return StudySettings.from_mapping(stored).spec.fingerprint()
+    except ConfigError:
+        return None
 
 
 def _show(value: Any) -> str:
