@@ -12,8 +12,10 @@ from gradwise.config import (
     config_to_dict,
     dump_config,
     load_config,
+    locate_in_file,
     parse_config,
     parse_value,
+    total_steps,
 )
 
 
@@ -637,3 +639,75 @@ def test_an_override_with_an_empty_key_name_is_refused(override: str) -> None:
     # It set a key named '' (train ignores 'search.' ones: search..x=1 passed silently).
     with pytest.raises(ConfigError, match="has an empty name in its key path"):
         load_config(overrides=[override])
+
+
+def test_a_list_entry_is_set_by_its_index(tmp_path: Path) -> None:
+    # "data.preprocess.0" made a mapping {"0": ...}, which the schema refused as not a list.
+    assert load_config(overrides=["data.preprocess.0=minmax"]).data.preprocess == ["minmax"]
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  preprocess: [standardize, {name: pca, n_components: 3}]\n")
+    config = load_config(path, ["data.preprocess.1.n_components=5", "data.preprocess.0=minmax"])
+    assert config.data.preprocess == ["minmax", {"name": "pca", "n_components": 5}]
+    assert load_config(path).data.preprocess[1] == {"name": "pca", "n_components": 3}
+    config = load_config(overrides=["data.preprocess=[a, b]", "data.preprocess.1=c"])
+    assert config.data.preprocess == ["a", "c"]
+    assert load_config(overrides=["data.options.0=x"]).data.options == {"0": "x"}  # a mapping
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.preprocess.1=minmax"],
+         "override 'data.preprocess.1=minmax': 'train.data.preprocess' has 1 entry, so an "
+         "index must be 0 to 0. Got 1; to add entries, set the whole list instead "
+         "(data.preprocess=[...])"),
+        (["data.preprocess=[a, b, c]", "data.preprocess.7.name=x"],
+         "override 'data.preprocess.7.name=x': 'train.data.preprocess' has 3 entries, so an "
+         "index must be 0 to 2. Got 7; to add entries, set the whole list instead "
+         "(data.preprocess=[...])"),
+        (["data.preprocess.first=minmax"],
+         "override 'data.preprocess.first=minmax': 'train.data.preprocess' is a list of 1 "
+         "entry; name an entry by its index, 0 to 0, not 'first', or set the whole list "
+         "instead (data.preprocess=[...])"),
+        (["data.augment.0=flip"],
+         "override 'data.augment.0=flip': 'train.data.augment' is an empty list, with no "
+         "entry '0'; set the whole list instead (data.augment=[...])"),
+        (["data.preprocess.0.name=pca"],
+         "override 'data.preprocess.0.name=pca': 'train.data.preprocess[0]' is a value, not "
+         "a section"),
+    ],
+)  # fmt: skip
+def test_a_list_index_out_of_range_names_the_length(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=overrides)
+    assert str(error.value) == message
+
+
+def test_an_error_about_a_list_entry_set_by_an_override_does_not_blame_the_file(
+    tmp_path: Path,
+) -> None:
+    # The override's key ("data", "preprocess", "0") did not match the error's, whose
+    # list entries are ints: the error was put at the file's line, which it is not about.
+    path = tmp_path / "run.yaml"
+    path.write_text("seed: 1\ndata:\n  preprocess: [standardize]\n")
+    error = ConfigError("unknown preprocessor 'pcaa'", key=("data", "preprocess", 0))
+    assert locate_in_file(error, path, ["data.preprocess.0=pcaa"]) is error
+    assert str(locate_in_file(error, path)).startswith(f"config file {path}, line 3: ")
+
+
+def test_epochs_times_steps_per_epoch_is_capped_like_steps() -> None:
+    # prepare_run multiplied them unchecked: 2**40 epochs of 2**24 steps reached the
+    # schedules as 2**64 steps, an OverflowError traceback.
+    config = load_config(overrides=[f"epochs={2**40}"])
+    assert total_steps(config, 1) == 2**40
+    with pytest.raises(ConfigError) as error:
+        total_steps(config, 2**24)
+    assert str(error.value) == (
+        "The 'epochs' key in 'train' times the steps per epoch must be at most 1099511627776 "
+        f"(2**40) optimizer steps. Got {2**40} epochs x {2**24} steps per epoch = {2**64} "
+        "instead. Lower 'train.epochs', set 'train.steps', or raise 'train.data.batch_size' "
+        "(fewer steps per epoch)."
+    )
+    assert error.value.key == ("epochs",)
+    assert total_steps(load_config(overrides=["epochs=3"]), 50) == 150
+    assert total_steps(load_config(overrides=[f"epochs={2**40}", "steps=7"]), 2**24) == 7

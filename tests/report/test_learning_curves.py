@@ -115,3 +115,10 @@ def test_a_target_is_drawn() -> None:
     target = UNDERFIT.to_dict()
     target["evidence"] = {**target["evidence"], "target_accuracy": 0.9}
     assert np.abs(pixels(learning_curves_png(records, target)) - without).sum() > 50
+
+
+def test_a_dollar_in_the_finding_kind_is_drawn_as_text() -> None:
+    # The kind comes from findings.jsonl, which may be edited by hand: "$\frac$" in the
+    # title was read as mathtext and raised ValueError while the figure was drawn.
+    finding = {**UNDERFIT.to_dict(), "kind": "$\\frac$"}
+    assert pixels(learning_curves_png(epochs(), finding)).shape[1] > 0

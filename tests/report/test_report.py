@@ -6,6 +6,7 @@ import os
 import re
 import time
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -287,3 +288,39 @@ def test_a_record_with_a_step_beyond_the_float_range_is_left_out_of_the_plots(tm
     page = build_report(run).read_text()
     assert images(page) == ["Loss against optimizer steps", "Accuracy against optimizer steps",
                             "Learning rate against optimizer steps"]  # fmt: skip
+
+
+def test_the_log_scale_rule_is_the_one_the_docs_state(tmp_path, monkeypatch):
+    # docs/runs.md said "when the positive values span more than two decades", so a
+    # warmup from lr 0 (positive values over four decades) should have been log; the
+    # plots keep any series with a 0 linear, as a log axis cannot show the 0.
+    from matplotlib.figure import Figure
+
+    docs = " ".join((Path(__file__).parents[2] / "docs" / "runs.md").read_text().split())
+    assert (
+        "The y axis turns logarithmic when every value is above 0 and the largest is more "
+        "than 100 times the smallest (two decades); a series with a 0 or a negative value "
+        "stays linear"
+    ) in docs
+    scales = {}
+    savefig = Figure.savefig
+
+    def recording_savefig(self, *args, **kwargs):
+        scales.update({axes.get_ylabel(): axes.get_yscale() for axes in self.axes})
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    cases = [  # (loss, lr) at steps 1..30, and the y scales they get
+        (lambda s: 10.0 / s**2, lambda s: 0.1 * (s - 1) / 29, {"loss": "log", "learning rate": "linear"}),
+        (lambda s: 2.0 / s, lambda s: 0.1 * 0.7**s, {"loss": "linear", "learning rate": "log"}),
+        (lambda s: 10.0 / s**2 if s < 30 else 0.0, lambda s: 0.1, {"loss": "linear"}),
+    ]  # fmt: skip
+    for index, (loss, lr, expected) in enumerate(cases):
+        run = RunFolder.create(tmp_path, f"run-{index}", min_free_bytes=0)
+        write_config(run, {"model": "mlp"})
+        with MetricsLog(run.metrics_path) as log:
+            for step in range(1, 31):
+                log.append({"kind": "step", "step": step, "loss": loss(step), "lr": lr(step)})
+        scales.clear()
+        build_report(run)
+        assert {label: scales[label] for label in expected} == expected, index

@@ -19,7 +19,7 @@ from gradwise.report import (
     runs_table,
     summary_table,
 )
-from gradwise.runs import RunFolder, RunInfo, list_runs, write_summary
+from gradwise.runs import RunFolder, RunInfo, list_runs, read_summary, write_summary
 
 
 class CellCollector(HTMLParser):
@@ -273,6 +273,27 @@ def test_control_characters_cannot_steer_the_terminal(tmp_path):
         "t\\x1b[2J",
         "a\\x1b",
     ]
+
+
+@pytest.mark.parametrize(
+    "char", [*map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))]
+)
+def test_bidi_controls_cannot_reorder_the_terminal_line(tmp_path, char):
+    # A right-to-left override in a run name, key or message reversed the rest of the
+    # line as the terminal drew it: "evil\u202egnp.exe" showed as "evilexe.png".
+    name = f"evil{char}gnp.exe"
+    run = RunFolder.create(tmp_path, name, min_free_bytes=0)
+    write_summary(run, {"status": "completed", "message": f"m{char}x", "final": {f"k{char}": 1}})
+    escape = f"\\u{ord(char):04x}"
+    text = runs_table(list_runs(tmp_path)).render_text()
+    assert f"evil{escape}gnp.exe" in text
+    summary = summary_table({**read_summary(run), "name": name}).render_text()
+    assert f"Run evil{escape}gnp.exe" in summary
+    assert f"m{escape}x" in summary
+    assert f"final k{escape}" in summary
+    assert char not in text + summary
+    assert Table(char, [char], [[char]]).render_text().split() == [escape, escape, "-" * 6, escape]
+    assert Table("t", ["c"], [[char]]).to_dict()["rows"] == [[char]]  # JSON keeps the text
 
 
 def test_a_folder_name_that_is_not_utf8_can_be_printed(tmp_path):

@@ -1,6 +1,7 @@
 """list_runs: the runs under a root, with their best metrics, oldest first."""
 
 import os
+import time
 
 import pytest
 
@@ -73,6 +74,30 @@ def test_bad_root_is_refused():
 )  # fmt: skip
 def test_to_timestamp(value, expected):
     assert to_timestamp(value) == expected
+
+
+@pytest.fixture
+def local_time_not_utc(monkeypatch):
+    """The process in a time zone 5 h 30 min east of UTC (no daylight saving time)."""
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("local_time_not_utc")
+def test_an_iso_time_without_an_offset_is_read_as_utc(tmp_path):
+    # It was read as local time: the same summary listed 5.5 h apart on two machines, and
+    # a naive start sorted among runs written with "+00:00" by the reader's time zone.
+    assert time.localtime(0).tm_hour == 5  # the zone took effect
+    assert to_timestamp("1970-01-01T01:00:00") == 3600.0
+    assert to_timestamp("1970-01-01T01:00:00") == to_timestamp("1970-01-01T01:00:00+00:00")
+    assert to_timestamp("1970-01-01T06:30:00+05:30") == 3600.0
+    make_run(tmp_path, "aware", {"status": "completed", "started": "1970-01-01T02:00:00Z"})
+    make_run(tmp_path, "naive", {"status": "completed", "started": "1970-01-01T01:00:00"})
+    runs = list_runs(tmp_path)
+    assert [(run.name, run.started) for run in runs] == [("naive", 3600.0), ("aware", 7200.0)]
 
 
 def test_start_times_that_datetime_cannot_show_are_not_timestamps():

@@ -2,6 +2,7 @@
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -178,3 +179,47 @@ def test_loading_a_state_it_did_not_write_is_a_clear_error(state):
     ):
         schedule.load_state_dict(state)
     assert schedule.state_dict()["value"] == 0.1
+
+
+GOOD_STATE = {"value": 0.05, "best": 0.9, "num_bad_observations": 1, "cooldown_counter": 0}
+
+
+DAMAGED = [
+    ("value", "0.05", "a finite float >= 0", "'0.05'"),
+    ("value", None, "a finite float >= 0", "None"),
+    ("value", -0.1, "a finite float >= 0", "-0.1"),
+    ("value", math.nan, "a finite float >= 0", "nan"),
+    ("value", 10**400, "a finite float >= 0", "an int of 1329 bits"),
+    ("best", "inf", "a float, not NaN (inf before any observation)", "'inf'"),
+    ("best", math.nan, "a float, not NaN (inf before any observation)", "nan"),
+    ("num_bad_observations", 2.7, "an int >= 0", "2.7"),
+    ("num_bad_observations", -1, "an int >= 0", "-1"),
+    ("cooldown_counter", [0], "an int >= 0", "[0]"),
+    ("cooldown_counter", True, "an int >= 0", "True"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected", "got"), DAMAGED, ids=[f"{k}={got}" for k, _, _, got in DAMAGED]
+)
+def test_a_damaged_state_is_refused_naming_its_key(key, value, expected, got):
+    # float("0.05") loaded a str silently, int(2.7) truncated, and float(None) raised a
+    # bare TypeError that named no key.
+    schedule = ReduceOnPlateau(0.1)
+    message = (
+        f"The '{key}' entry of the state given to ReduceOnPlateau.load_state_dict must be "
+        f"{expected} (what state_dict() writes). Got {got} instead."
+    )
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        schedule.load_state_dict({**GOOD_STATE, key: value})
+    assert schedule.state_dict()["value"] == 0.1  # nothing restored
+    with pytest.raises(ValueError, match=r"needs a mapping \(what state_dict\(\) returns\)"):
+        schedule.load_state_dict([0.05, 0.9, 1, 0])  # type: ignore[arg-type]
+
+
+def test_a_state_of_tensors_and_inf_loads():
+    schedule = ReduceOnPlateau(0.1)
+    schedule.load_state_dict(
+        {**GOOD_STATE, "value": torch.tensor(0.05, dtype=torch.float64), "best": math.inf}
+    )
+    assert schedule.state_dict() == {**GOOD_STATE, "best": math.inf}

@@ -292,3 +292,50 @@ def test_a_schedule_with_infinite_values_is_refused_where_it_is_used():
         ScheduleLR(optimizer, inverse_time)
     with pytest.raises(ValueError, match=r"which returns inf at step 0\.$"):
         SGD([torch.nn.Parameter(torch.zeros(1))], lr=inverse_time)
+
+
+BIG = 2**64
+# (make with a bad int, parameter, owner, expected without the size clause)
+INT_SIZES = [
+    (lambda n: step_decay(0.1, n), "step_size", "step_decay", "an int >= 1"),
+    (lambda n: multistep_decay(0.1, [5, n]), "milestones", "multistep_decay",
+     "a strictly increasing sequence of ints >= 1"),
+    (lambda n: cosine_decay(0.1, n), "num_steps", "cosine_decay", "an int >= 1"),
+    (lambda n: linear_decay(0.1, 0.0, n), "num_steps", "linear_decay", "an int >= 1"),
+    (lambda n: polynomial_decay(0.1, n), "num_steps", "polynomial_decay", "an int >= 1"),
+    (lambda n: cosine_warm_restarts(0.1, n), "first_period", "cosine_warm_restarts",
+     "an int >= 1"),
+    (lambda n: cosine_warm_restarts(0.1, 10, n), "period_multiplier", "cosine_warm_restarts",
+     "an int >= 1"),
+    (lambda n: one_cycle(0.1, n), "num_steps", "one_cycle", "an int >= 2"),
+    (lambda n: constant_warmup(constant(0.1), n, 0.01), "num_steps", "constant_warmup",
+     "an int >= 1"),
+    (lambda n: linear_warmup(constant(0.1), n), "num_steps", "linear_warmup", "an int >= 1"),
+    (lambda n: join([constant(0.1), constant(0.2)], [n]), "boundaries", "join",
+     "a strictly increasing sequence of ints >= 1"),
+    (lambda n: inverse_time_decay(0.1, 0.5, n), "decay_steps", "inverse_time_decay",
+     "a finite float > 0"),
+    (lambda n: exponential_decay(n, 0.5), "initial", "exponential_decay", "a finite float >= 0"),
+    (lambda n: ReduceOnPlateau(0.1, patience=n), "patience", "ReduceOnPlateau", "an int >= 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "owner", "expected"), INT_SIZES, ids=[f"{o}-{n}" for _, n, o, _ in INT_SIZES]
+)
+def test_an_int_of_2_to_the_64_or_more_is_refused_when_the_schedule_is_made(
+    make, name, owner, expected
+):
+    # It was accepted, and the schedule's first call raised OverflowError ("int too big to
+    # convert") deep inside torch; 10**400 raised OverflowError from the check itself.
+    size = ", smaller than 2**64 in size (torch computes with no larger int)"
+    sequence = expected.startswith("a strictly")
+    for value, got in ((BIG, str(BIG)), (10**400, "an int of 1329 bits")):
+        shown = f"[{'5, ' if owner == 'multistep_decay' else ''}{got}]" if sequence else got
+        message = (
+            f"The '{name}' parameter of {owner} must be {expected}{size}. Got {shown} instead."
+        )
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            make(value)
+    schedule = make(BIG - 1)  # the largest int torch computes with still works
+    assert math.isfinite(schedule(5))

@@ -86,6 +86,8 @@ _CASES = {
         "averaging:\n  method: ema\n  cycle_steps: 3\n", ("averaging",), 1,
     ),
     "prune's own check": ("prune:\n  ticket: nope.pt\n", ("prune", "ticket"), 2),
+    # 2**40 epochs pass parse_config's cap; times the steps per epoch they are too many.
+    "epochs times steps per epoch": (f"epochs: {2**40}\n", ("epochs",), 1),
 }  # fmt: skip
 
 

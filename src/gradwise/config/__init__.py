@@ -17,6 +17,7 @@ from gradwise.config._parse import (
     parse_config,
     parse_value,
     read_file,
+    total_steps,
     unknown_key_message,
     unknown_name_message,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "parse_config",
     "parse_value",
     "read_file",
+    "total_steps",
     "unknown_key_message",
     "unknown_name_message",
 ]

@@ -22,7 +22,8 @@ YAML_SUFFIXES = (".yaml", ".yml")
 T = TypeVar("T")
 # The longest run: its step count (epochs x steps per epoch) becomes a torch int64 in the
 # schedules, where 2**63 epochs was an OverflowError traceback. 2**40 (about 1.1e12) steps
-# is decades at 1 ms a step, and 2**40 epochs of up to 2**23 steps each still fit.
+# is decades at 1 ms a step. It caps epochs x steps per epoch too (total_steps), known
+# once the data is loaded: 2**40 epochs of 2**24 steps each were 2**64.
 MAX_RUN_LENGTH = 2**40
 # What a value that opens as YAML flow syntax or quoted text is meant as; when it fails to
 # parse, it is a mistake (an unclosed bracket or quote), not text.
@@ -176,7 +177,13 @@ def _syntax_error(error: Exception) -> str:
 
 
 def apply_overrides(content: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides (``--set optimizer.lr=3e-3``) to a nested mapping."""
+    """Apply ``key.path=value`` overrides (``--set optimizer.lr=3e-3``) to a nested mapping.
+
+    A number in the path indexes a list that exists, in ``content`` or in the defaults
+    (``data.preprocess.0=minmax``, ``optimizer.groups.1.lr=0.01``); a list is not
+    extended: set the whole list for that (``data.preprocess=[standardize, pca]``).
+    """
+    defaults = config_to_dict(RunConfig())  # where a list is only in the defaults
     for override in overrides:
         key_path, separator, text = override.partition("=")
         if not separator or not key_path.strip():
@@ -189,17 +196,68 @@ def apply_overrides(content: dict[str, Any], overrides: Iterable[str]) -> dict[s
                 f"override {override!r} has an empty name in its key path "
                 f"{key_path.strip()!r}; name every key between the dots, e.g. optimizer.lr=3e-3"
             )
-        node = content
-        for depth, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                where = ".".join([ROOT, *keys[: depth + 1]])
-                raise ConfigError(f"override {override!r}: '{where}' is a value, not a section")
-            node = child
-        node[keys[-1]] = _parse_override_value(override, text)
+        node, key = _parent_of(content, defaults, keys, override)
+        node[key] = _parse_override_value(override, text)
     return content
+
+
+def _parent_of(
+    content: dict[str, Any], defaults: Mapping[str, Any], keys: Sequence[str], override: str
+) -> tuple[Any, Any]:
+    """The mapping or list that the last of ``keys`` names an entry of, made where a
+    section is missing, and that entry's key or index."""
+    node: Any = content
+    default: Any = defaults  # the default at the same path, while there is one
+    where = ROOT
+    for name in keys[:-1]:
+        key, default, where = _entry(node, name, default, where, override)
+        child = node[key] if isinstance(node, list) else node.get(key)
+        if child is None and isinstance(node, dict):
+            # A list only in the defaults (data.preprocess): its entry is set in a copy.
+            child = node[key] = copy.deepcopy(default) if isinstance(default, list) else {}
+        if isinstance(child, dict) and isinstance(default, dict) and _replaces(default, child):
+            default = None  # the section names something else: the defaults do not apply
+        if not isinstance(child, dict | list):
+            raise ConfigError(f"override {override!r}: '{where}' is a value, not a section")
+        node = child
+    key, _, _ = _entry(node, keys[-1], default, where, override)
+    return node, key
+
+
+def _entry(node: Any, name: str, default: Any, where: str, override: str) -> tuple[Any, Any, str]:
+    """The key (or list index) ``name`` names in ``node``, the default at its path (None
+    where there is none) and the path, ``'train.data.preprocess[0]'``."""
+    if isinstance(node, list):
+        index = _list_index(node, name, where, override)
+        return index, None, f"{where}[{index}]"
+    default = default.get(name) if isinstance(default, dict) else None
+    return name, default, f"{where}.{name}"
+
+
+def _is_index(name: str) -> bool:
+    return name.isascii() and name.isdigit()
+
+
+def _list_index(node: list[Any], name: str, where: str, override: str) -> int:
+    """The entry of the list at ``where`` that ``name`` (from the key path) numbers."""
+    whole = f"set the whole list instead ({where.removeprefix(ROOT + '.')}=[...])"
+    if not node:
+        raise ConfigError(
+            f"override {override!r}: '{where}' is an empty list, with no entry {name!r}; {whole}"
+        )
+    count = f"{len(node)} entr{'y' if len(node) == 1 else 'ies'}"
+    if not _is_index(name):
+        raise ConfigError(
+            f"override {override!r}: '{where}' is a list of {count}; name an entry by its "
+            f"index, 0 to {len(node) - 1}, not {name!r}, or {whole}"
+        )
+    index = int(name)
+    if index >= len(node):
+        raise ConfigError(
+            f"override {override!r}: '{where}' has {count}, so an index must be 0 to "
+            f"{len(node) - 1}. Got {index}; to add entries, {whole}"
+        )
+    return index
 
 
 def _parse_override_value(override: str, text: str) -> Any:
@@ -250,6 +308,39 @@ def parse_config(content: Mapping[str, Any]) -> RunConfig:
             )
     _check_finite_lr(config.optimizer, f"{ROOT}.optimizer", ("optimizer",))
     return config
+
+
+def total_steps(config: RunConfig, steps_per_epoch: int) -> int:
+    """The run's optimizer steps: ``steps``, else ``epochs`` x ``steps_per_epoch``.
+
+    :func:`parse_config` caps ``epochs`` and ``steps`` at :data:`MAX_RUN_LENGTH` each;
+    steps per epoch are known only once the data is loaded, so their product with
+    ``epochs`` is checked here, against the same cap: a run of more steps failed in the
+    schedules, far from the setting that made it so long.
+
+    Raises:
+        ConfigError: epochs x steps per epoch is more than :data:`MAX_RUN_LENGTH`, about
+            ``epochs`` (``key=("epochs",)``).
+
+    Example:
+        >>> from gradwise.config import load_config, total_steps
+        >>> total_steps(load_config(overrides=["epochs=3"]), steps_per_epoch=50)
+        150
+    """
+    if config.steps is not None:
+        return config.steps
+    if config.epochs is None:  # parse_config refuses both null
+        raise ConfigError("one of 'epochs' or 'steps' in 'train' must be set", key=("epochs",))
+    steps = config.epochs * steps_per_epoch
+    if steps > MAX_RUN_LENGTH:
+        raise ConfigError(
+            f"The 'epochs' key in '{ROOT}' times the steps per epoch must be at most "
+            f"{MAX_RUN_LENGTH} (2**40) optimizer steps. Got {config.epochs} epochs x "
+            f"{steps_per_epoch} steps per epoch = {steps} instead. Lower 'train.epochs', "
+            "set 'train.steps', or raise 'train.data.batch_size' (fewer steps per epoch).",
+            key=("epochs",),
+        )
+    return steps
 
 
 def _check_keys_are_strings(content: Mapping[str, Any], kind: type, path: str) -> None:
@@ -499,7 +590,7 @@ def _located(
 ) -> ConfigError:
     """``error`` at the first of ``keys`` (the most precise first) that the file gives;
     unchanged where an override sets it: the file's section does not hold the value."""
-    overridden = [tuple(o.partition("=")[0].strip().split(".")) for o in overrides]
+    overridden = [_override_key(override) for override in overrides]
     for key in keys:
         if not key or any(key[: len(given)] == given for given in overridden):
             return error
@@ -507,6 +598,13 @@ def _located(
         if where is not None:
             return ConfigError(f"{where}: {error}", key=error.key)
     return error
+
+
+def _override_key(override: str) -> ConfigKey:
+    """The key an override sets, list entries by index: ``data.preprocess.0=minmax`` ->
+    ``("data", "preprocess", 0)``, as :class:`ConfigError` keys name them."""
+    names = override.partition("=")[0].strip().split(".")
+    return tuple(int(name) if _is_index(name) else name for name in names)
 
 
 def _quoting_hint(error: ConfigError, overrides: Sequence[str]) -> str | None:
@@ -517,7 +615,7 @@ def _quoting_hint(error: ConfigError, overrides: Sequence[str]) -> str | None:
     """
     if not error.key:
         return None
-    given = [o for o in overrides if tuple(o.partition("=")[0].strip().split(".")) == error.key]
+    given = [o for o in overrides if _override_key(o) == error.key]
     if not given:
         return None
     key_path, _, text = given[-1].partition("=")

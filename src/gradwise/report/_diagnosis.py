@@ -16,7 +16,7 @@ import numpy as np
 
 from gradwise.diagnosis import SEVERITY_ORDER
 from gradwise.report._html import Section, png_html
-from gradwise.report._plots import _figure, _finish, _png, series
+from gradwise.report._plots import _figure, _finish, _no_mathtext, _png, series
 from gradwise.report._table import Table
 from gradwise.runs import RunFolder, read_records
 
@@ -128,7 +128,8 @@ def learning_curves_png(
         axes.set_ylabel(key)
         axes.grid(alpha=0.3)
         axes.legend(fontsize="x-small", framealpha=0.8)
-    figure.suptitle(f"{str(finding.get('kind', '')).upper()}: the curves behind it", fontsize=9)
+    kind = _no_mathtext(str(finding.get("kind", "")).upper())  # findings.jsonl may be edited
+    figure.suptitle(f"{kind}: the curves behind it", fontsize=9)
     figure.tight_layout()
     return _png(figure)
 

@@ -88,7 +88,8 @@ def build_report(
 
     Plots: (1) training loss per step, light, with a moving average (a min-max band once
     a run has more than 1,000 steps), train and validation loss per epoch, test loss,
-    with a log y axis when the values span more than two decades and a dashed line where
+    with a log y axis when every value is > 0 and they span more than two decades (a
+    series with a 0 stays linear: a log axis cannot show it) and a dashed line where
     the loss first became NaN or infinite; (2) accuracy per epoch (and per step when
     recorded); (3) the learning rate per step. The x axis is the optimizer step. A run
     that averages its weights (gradwise.averaging) gets the averaged weights' validation

@@ -156,7 +156,11 @@ def _thin(x: Array, y: Array) -> tuple[Array, Array]:
 
 
 def _log_if_wide(axes: Any, values: Array) -> None:
-    """Log scale when positive values span more than two decades."""
+    """Log scale when every finite value is > 0 and they span more than two decades.
+
+    A series with a 0 or a negative value stays linear (a log axis cannot show those
+    points; a warmup from lr 0 would lose its start), as docs/runs.md says.
+    """
     finite = values[np.isfinite(values)]
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
         axes.set_yscale("log")
@@ -185,6 +189,17 @@ def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
+
+
+def _no_mathtext(text: object) -> str:
+    """``text`` for a matplotlib title, label or tick label, drawn as it is.
+
+    matplotlib reads text between two ``$`` as mathtext: ``$x$`` is drawn as an italic x,
+    and a span that is not valid TeX (``$\\frac$``) raises ValueError while the figure is
+    drawn. Each ``$`` escaped (``\\$``) is drawn as a plain ``$``. User text only:
+    names, values, paths.
+    """
+    return str(text).replace("$", r"\$")
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:

@@ -143,8 +143,9 @@ class Table:
         """Aligned columns for the terminal: number columns right, others left.
 
         Each text is one line, its control characters shown as escapes (``\\x1b``: a
-        name or message cannot move the cursor or recolour the terminal; a lone
-        surrogate from a folder name that is not UTF-8 as ``\\udcff``), and columns
+        name or message cannot move the cursor or recolour the terminal; a bidi override
+        or isolate as ``\\u202e``: it cannot reorder the line; a lone surrogate from a
+        folder name that is not UTF-8 as ``\\udcff``), and columns
         are as wide as the terminal draws their texts (a CJK character or an emoji
         takes two cells, a combining accent none).
         """
@@ -208,12 +209,21 @@ def _json_value(value: Scalar) -> Scalar:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+# The bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): they reorder
+# what follows them on the line, so a name could show as another name, or move its
+# neighbours' cells ("Trojan Source", CVE-2021-42574).
+_BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+
+
 def _terminal_text(text: str) -> str:
-    """``text`` on one line, tabs as spaces, other control characters as escapes, and
-    lone surrogates (a folder name that is not UTF-8) as escapes a terminal can print."""
+    """``text`` on one line, tabs as spaces, other control characters and bidi controls as
+    escapes, and lone surrogates (a folder name that is not UTF-8) as escapes a terminal
+    can print."""
     one_line = " ".join(text.splitlines()).replace("\t", " ")
     return "".join(
-        repr(char)[1:-1] if unicodedata.category(char) in ("Cc", "Cs") else char
+        repr(char)[1:-1]
+        if unicodedata.category(char) in ("Cc", "Cs") or char in _BIDI_CONTROLS
+        else char
         for char in one_line
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, final
 
@@ -119,13 +119,23 @@ def _start_time(info: RunInfo) -> float:
 def to_timestamp(value: Any) -> float | None:
     """POSIX seconds from POSIX seconds or an ISO 8601 string; None if neither.
 
-    None too for a time ``datetime.fromtimestamp`` cannot show (beyond the years 1-9999,
-    e.g. milliseconds written where seconds belong), so every timestamp returned here can
-    be formatted.
+    An ISO string without a UTC offset (``2026-01-01T12:00:00``) is read as UTC, not as
+    the local time of whoever lists the runs: the same summary gives the same time on
+    every machine. None too for a time ``datetime.fromtimestamp`` cannot show (beyond the
+    years 1-9999, e.g. milliseconds written where seconds belong), so every timestamp
+    returned here can be formatted.
+
+    Example:
+        >>> from gradwise.runs import to_timestamp
+        >>> to_timestamp("1970-01-02T00:00:00"), to_timestamp("1970-01-02T00:00:00+01:00")
+        (86400.0, 82800.0)
     """
     if isinstance(value, str):
         try:
-            seconds: float | None = datetime.fromisoformat(value).timestamp()
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            seconds: float | None = moment.timestamp()
         except (ValueError, OverflowError, OSError):
             return None
     else:

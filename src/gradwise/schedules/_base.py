@@ -10,7 +10,7 @@ from typing import Any, ClassVar, overload
 import torch
 from torch import Tensor
 
-from gradwise._validation import POSITIVE_INT, Constraint, Satisfies, check_all
+from gradwise._validation import POSITIVE_INT, Constraint, Satisfies, check_all, invalid_value_error
 
 
 class StepFunction(ABC):
@@ -33,6 +33,7 @@ class StepFunction(ABC):
 
     def __post_init__(self) -> None:
         values = {name: getattr(self, name) for name in self.constraints}
+        check_int_sizes(type(self).__name__, values, self.constraints)
         check_all(type(self).__name__, values, self.constraints)
 
     @overload
@@ -50,6 +51,46 @@ class StepFunction(ABC):
     @abstractmethod
     def _evaluate(self, step: Tensor) -> Tensor:
         """The values at ``step``, a float64 tensor of steps >= 0 (NaN stays NaN)."""
+
+
+#: Python ints of this size or more cannot be schedule arguments: torch takes an int
+#: operand only up to 2**64 - 1 (``step / 2**64`` raises OverflowError), and the
+#: constraints' float() checks raise it beyond the float range.
+INT_LIMIT = 2**64
+
+
+def check_int_sizes(
+    owner: str, values: Mapping[str, Any], constraints: Mapping[str, Constraint]
+) -> None:
+    """Raise the standard ValueError, naming the argument, for an int argument (or an
+    int in a sequence argument, such as milestones) of :data:`INT_LIMIT` or more in
+    size: it raised OverflowError deep inside torch, at the schedule's first call."""
+    for name, value in values.items():
+        is_sequence = isinstance(value, Sequence) and not isinstance(value, str)
+        items = list(value) if is_sequence else [value]
+        if any(isinstance(item, int) and abs(item) >= INT_LIMIT for item in items):
+            expected = (
+                f"{constraints[name].description}, smaller than 2**64 in size "
+                "(torch computes with no larger int)"
+            )
+            shown = [short_value(item) for item in items] if is_sequence else short_value(value)
+            raise invalid_value_error(name, owner, expected, shown)
+
+
+def short_value(value: Any) -> Any:
+    """``value``, or a description of an int too long to show (or to str() at all)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return _Shown(f"an int of {value.bit_length()} bits")
+    return value
+
+
+class _Shown(str):
+    """A description that an error message shows without quotes."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def evaluate(schedule: Any, step: Tensor) -> Tensor:

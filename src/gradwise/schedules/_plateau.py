@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from numbers import Real
 from typing import Any, Literal, final
 
@@ -13,12 +14,13 @@ from gradwise._validation import (
     HALF_OPEN_UNIT_INTERVAL,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
+    Constraint,
     OneOf,
     Satisfies,
     check,
     check_all,
 )
-from gradwise.schedules._base import StepFunction
+from gradwise.schedules._base import StepFunction, check_int_sizes, short_value
 
 _METRIC = Satisfies(
     lambda value: (
@@ -28,7 +30,30 @@ _METRIC = Satisfies(
     "a number or a one-element tensor (a mean loss, not a batch of them)",
 )
 
-_STATE_KEYS = ("value", "best", "num_bad_observations", "cooldown_counter")
+# What state_dict() writes under each key: a damaged state (a hand edit, another object's
+# state) is refused naming the key, not as float()'s or int()'s bare error, nor truncated.
+_STATE: dict[str, Constraint] = {
+    "value": NON_NEGATIVE,
+    "best": Satisfies(
+        lambda value: _real(value) and not math.isnan(value),
+        "a float, not NaN (inf before any observation)",
+    ),
+    "num_bad_observations": NON_NEGATIVE_INT,
+    "cooldown_counter": NON_NEGATIVE_INT,
+}
+_STATE_KEYS = tuple(_STATE)
+
+
+def _real(value: Any) -> bool:
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    try:
+        float(value)
+    except OverflowError:  # an int beyond the float range
+        return False
+    return True
 
 
 @final
@@ -112,6 +137,7 @@ class ReduceOnPlateau(StepFunction):
         self.cooldown = cooldown
         self.min_value = min_value
         self.eps = eps
+        check_int_sizes("ReduceOnPlateau", vars(self), self.constraints)
         check_all("ReduceOnPlateau", vars(self), self.constraints)
         self.value = float(initial)
         self.best = math.inf if mode == "min" else -math.inf
@@ -158,7 +184,18 @@ class ReduceOnPlateau(StepFunction):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s result into an instance built with the same arguments."""
+        """Restore :meth:`state_dict`'s result into an instance built with the same arguments.
+
+        Raises:
+            ValueError: ``state_dict`` is not what :meth:`state_dict` writes (a key missing,
+                a value of the wrong type or range); the message names the key, and
+                nothing is restored.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise ValueError(
+                "ReduceOnPlateau.load_state_dict needs a mapping (what state_dict() returns). "
+                f"Got {type(state_dict).__name__} instead."
+            )
         missing = [key for key in _STATE_KEYS if key not in state_dict]
         if missing:
             raise ValueError(
@@ -166,6 +203,14 @@ class ReduceOnPlateau(StepFunction):
                 f"{', '.join(map(repr, _STATE_KEYS))} (what state_dict() returns); the state "
                 f"given lacks {', '.join(map(repr, missing))}."
             )
+        for key, constraint in _STATE.items():
+            value = state_dict[key]
+            if not (_real(value) and constraint.is_satisfied_by(value)):
+                raise ValueError(
+                    f"The {key!r} entry of the state given to ReduceOnPlateau.load_state_dict "
+                    f"must be {constraint.description} (what state_dict() writes). "
+                    f"Got {short_value(value)!r} instead."
+                )
         self.value = float(state_dict["value"])
         self.best = float(state_dict["best"])
         self.num_bad_observations = int(state_dict["num_bad_observations"])
