@@ -962,6 +962,58 @@ def test_a_binary_classifier_with_one_logit_can_overfit_and_has_two_classes():
     assert initial.measured["num_classes"] == 2
 
 
+def binary_blobs(num_labels=1):
+    """Float 0/1 targets, (N, 1) or (N, labels): the first coordinates' signs."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(100, 4, generator=generator)
+    return inputs, (inputs[:, :num_labels] > 0).float()
+
+
+@pytest.mark.parametrize(
+    ("loss", "num_labels", "last"),
+    [
+        (nn.BCEWithLogitsLoss(), 1, nn.Identity()),
+        (F.binary_cross_entropy_with_logits, 3, nn.Identity()),
+        (nn.BCELoss(), 3, nn.Sigmoid()),
+        (functools.partial(F.binary_cross_entropy, reduction="mean"), 1, nn.Sigmoid()),
+    ],
+)
+def test_binary_cross_entropy_on_0_1_targets_is_classification_at_ln_2(loss, num_labels, last):
+    # Float 0/1 targets read as regression: the initial-loss check was skipped ("no value
+    # at chance") where ln 2 per label is the chance value.
+    inputs, targets = binary_blobs(num_labels)
+    model = nn.Sequential(nn.Linear(4, num_labels), last)
+    nn.init.zeros_(model[0].weight)
+    nn.init.zeros_(model[0].bias)
+    result = check_initial_loss(model, loss, (inputs, targets), rtol=0.0, atol=1e-6)
+    assert not result.skipped
+    assert result.passed, result.message
+    assert result.measured["chance"] == pytest.approx(math.log(2), rel=1e-6)
+    plural = "s" if num_labels > 1 else ""
+    assert f"({num_labels} binary label{plural})" in result.message
+    with torch.no_grad():
+        model[0].weight.fill_(30.0)
+    failed = check_initial_loss(model, loss, (inputs, targets))
+    assert kinds(failed) == [Finding.INITIAL_LOSS_MISMATCH]
+
+
+def test_a_multi_label_classifier_overfits_with_every_label_right():
+    inputs, targets = binary_blobs(num_labels=3)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 3))
+    result = check_overfit_tiny_subset(model, nn.BCEWithLogitsLoss(), (inputs, targets))
+    assert result.passed, result.message
+    assert result.measured["target_loss"] == pytest.approx(0.01 * math.log(2), rel=1e-6)
+    assert result.measured["accuracy"] == 1.0
+    assert "train accuracy 100%" in result.message
+
+
+def test_soft_targets_under_binary_cross_entropy_stay_regression():
+    inputs, targets = binary_blobs()
+    result = check_initial_loss(nn.Linear(4, 1), nn.BCEWithLogitsLoss(), (inputs, 0.3 * targets))
+    assert result.skipped
+
+
 def test_per_position_class_targets_are_refused_before_any_check():
     # Review of 5f3011a feared (B, T, C) logits with (B, T) targets passing the tiny-subset
     # check on the loss alone (accuracy is taken for (B, C) scores only). Such targets never
@@ -1280,3 +1332,18 @@ def test_a_nan_gradient_is_named_by_every_check_that_trains(spirals):
         assert math.isfinite(finding.evidence["loss"])
         assert "'offset'" in result.message or "offset" in result.message
     assert report["overfit_tiny_subset"].measured["runs"][0]["nonfinite_gradient"] == ["offset"]
+
+
+def test_token_id_inputs_reach_an_embedding_model_as_integers():
+    # The batches were cast to the model's float dtype: nn.Embedding refused them, and the
+    # model "could not run on the data".
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 10, (60, 4), generator=generator)
+    targets = ids[:, 0] % 3  # the first token decides the class
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Flatten(), nn.Linear(32, 3))
+    report = sanity(model, "cross_entropy", (ids, targets))
+    assert report.passed, report.to_table()
+    assert report["initial_loss"].measured["chance"] == pytest.approx(math.log(3))
+    assert report["samples_do_not_mix"].skipped
+    assert "integer inputs" in report["samples_do_not_mix"].message

@@ -163,3 +163,46 @@ def test_check_learning_rate_is_a_diagnosis_with_the_bound_and_a_fix():
 def test_bad_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+class FlatUpToRounding(nn.Module):
+    """A tanh MLP under a loss that is identically 0: log(exp(z)) - z."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.hidden = nn.Parameter(torch.randn(3, 32, generator=generator, dtype=dtype))
+        self.out = nn.Parameter(torch.randn(32, 1, generator=generator, dtype=dtype))
+
+    def forward(self, inputs):
+        z = torch.tanh(inputs @ self.hidden) @ self.out
+        return (torch.log(torch.exp(z)) - z).mean()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_rounding_level_lambda_max_gives_no_bound(dtype):
+    # A flat loss's Ritz values are pure rounding (lambda_max 5e-17 in float64, 3e-8 in
+    # float32): max_stable_lr gave 2 / that, a finite 7e15-ish, after a convergence warning.
+    inputs = torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    model = FlatUpToRounding(dtype)
+    assert max_stable_lr(model, lambda out, _: out, (inputs, None)) == math.inf
+    assert max_stable_lr(model, lambda out, _: out, (inputs, None), momentum=0.9) == math.inf
+
+
+def test_a_lambda_max_at_rounding_level_of_the_spectrum_gives_no_bound():
+    # lambda_max 1e-16 next to lambda_min -4 is zero to what float64 resolves (100 eps * 4).
+    matrix = torch.diag(torch.tensor([-4.0, 1e-16], dtype=torch.float64))
+
+    class Saddle(Quadratic):
+        def forward(self, _):
+            return 0.5 * self.theta[:2] @ matrix @ self.theta[:2]
+
+    assert max_stable_lr(Saddle(), lambda out, _: out, (torch.zeros(1), None)) == math.inf
+    tiny = torch.diag(torch.tensor([1e-6, 0.0, 0.0], dtype=torch.float64))
+
+    class Shallow(Quadratic):  # small but resolved curvature keeps its finite bound
+        def forward(self, _):
+            return 0.5 * self.theta @ tiny @ self.theta
+
+    bound = max_stable_lr(Shallow(), lambda out, _: out, (torch.zeros(1), None))
+    assert bound == pytest.approx(2e6, rel=1e-8)

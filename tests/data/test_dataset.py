@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradwise.data import Dataset, DataSplits
+from gradwise.data import Batches, Dataset, DataSplits, iterate_once
 
 
 def test_classification_contract_from_numpy():
@@ -21,7 +21,8 @@ def test_shapes_are_settled():
     # (N,) inputs become one feature; (N, 1) class labels become (N,); float targets (N, 1).
     data = Dataset(torch.arange(5), torch.arange(5).reshape(5, 1))
     assert data.inputs.shape == (5, 1)
-    assert data.inputs.dtype == torch.float32
+    assert data.inputs.dtype == torch.int64  # integer inputs stay integer (token ids)
+    assert Dataset(torch.arange(5.0), torch.arange(5)).inputs.dtype == torch.float32
     assert data.targets.shape == (5,)
     regression = Dataset(torch.zeros(5, 2), torch.linspace(0, 1, 5, dtype=torch.float64))
     assert regression.targets.shape == (5, 1)
@@ -311,3 +312,56 @@ def test_sample_checks_its_arguments(count, seed, match):
     data = Dataset(torch.arange(10.0).unsqueeze(1), torch.arange(10) % 2)
     with pytest.raises(ValueError, match=match):
         data.sample(count, seed)
+
+
+def test_integer_inputs_stay_integer_and_feed_an_embedding():
+    # Token ids were cast to float32, and nn.Embedding refuses float indices.
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 10, (12, 5), generator=generator, dtype=torch.int32)
+    labels = torch.arange(12) % 3
+    data = Dataset(ids, labels)
+    assert data.inputs.dtype == torch.int64
+    assert torch.equal(data.inputs, ids.long())
+    assert Dataset.from_arrays(ids.numpy(), labels.numpy()).inputs.dtype == torch.int64
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(20, 3)
+    )
+    splits = DataSplits.from_datasets(data.subset(range(8)), test=data.subset(range(8, 12)))
+    batches = [inputs for inputs, _ in Batches(splits.train, batch_size=3, seed=0).epoch(0)]
+    batches += [inputs for inputs, _ in iterate_once(splits.test, batch_size=3)]
+    assert all(batch.dtype == torch.int64 for batch in batches)
+    for inputs in batches:
+        assert model(inputs).shape == (len(inputs), 3)
+    # Floating, bool and uint8 (pixel) inputs are features: float32, as before.
+    for dtype in (torch.float64, torch.bool, torch.uint8):
+        assert Dataset(ids.to(dtype), labels).inputs.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("inputs", "targets", "match"),
+    [
+        (
+            torch.tensor([[0.0, 1.0], [2.0, float("nan")], [float("inf"), 0.0]]),
+            torch.tensor([0, 1, 0]),
+            r"Dataset inputs must be finite. Got 2 NaN or infinite values instead, the first "
+            r"in sample 1; drop the samples that hold them, or impute the values",
+        ),
+        (
+            np.zeros((3, 2)),
+            np.array([0.5, 1.0, -np.inf]),
+            r"Dataset targets must be finite. Got 1 NaN or infinite value instead, the first "
+            r"in sample 2",
+        ),
+    ],
+)
+def test_non_finite_inputs_and_targets_are_refused(inputs, targets, match):
+    with pytest.raises(ValueError, match=match):
+        Dataset(inputs, targets)
+    with pytest.raises(ValueError, match=match):
+        Dataset.from_arrays(inputs, targets)
+
+
+def test_finite_values_whose_sum_overflows_pass():
+    huge = torch.full((4, 2), 3e38)  # float32 sum is inf; every value is finite
+    assert len(Dataset(huge, torch.zeros(4))) == 4

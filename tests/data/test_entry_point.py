@@ -269,3 +269,20 @@ def test_inconsistent_splits_are_caught(write_module):
         ValueError, match=r"'test' split of DataSplits must have inputs of shape \(2,\)"
     ):
         load_entry_point(f"{name}:build")
+
+
+def test_non_finite_data_are_refused_naming_the_split(write_module):
+    name = write_module(
+        """
+        def build():
+            x, y = pair(6)
+            x[4, 1] = float("nan")
+            return pair(10), (x, y), None
+        """
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf"The validation data returned by entry point '{name}:build': Dataset inputs "
+        r"must be finite. Got 1 NaN or infinite value instead, the first in sample 4; drop",
+    ):
+        load_entry_point(f"{name}:build")

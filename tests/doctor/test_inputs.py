@@ -53,3 +53,12 @@ def test_a_feature_on_a_tiny_scale_is_not_taken_for_a_constant_one() -> None:
     column = torch.full((500, 1), 3.0, dtype=torch.float64)
     column[0] = 3.0 + 4e-16  # one ulp of 3 in float64
     assert check_input_scale(torch.cat([near_constant.double(), column], dim=1)) is None
+
+
+def test_token_ids_are_indices_not_features() -> None:
+    # Ids from 0 to 5,000 read as features look like unstandardized inputs of huge scale;
+    # standardizing them (the fix) would break the embedding they index.
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 5000, (500, 12), generator=generator)
+    assert check_input_scale(ids.double()) is not None  # the same values as features
+    assert check_input_scale(ids) is None

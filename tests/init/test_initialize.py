@@ -571,3 +571,38 @@ def test_tied_weights_warn_and_the_report_gives_the_std_they_end_with():
     nn.init.zeros_(torch.empty(8))
     nn.init.normal_(replay, 0.0, math.sqrt(1 / 8), generator)  # then '2', with gain 1
     assert torch.equal(encoder.weight.detach(), replay)
+
+
+@pytest.mark.parametrize("scheme", ["xavier_uniform", "he_normal"])
+def test_attention_projections_get_the_scheme_block_by_block(scheme):
+    # in_proj_weight (the stacked Q, K, V) was left as torch set it: xavier_uniform_ on the
+    # whole (3E, E), std sqrt(2 / 4E) = 0.088 where each E -> E block needs 1 / sqrt(E).
+    embed_dim = 256
+    model = nn.Sequential(nn.MultiheadAttention(embed_dim, num_heads=4))
+    with torch.no_grad():
+        model[0].in_proj_bias.fill_(1.0)
+    report = init.initialize(model, scheme, biases=0.0, generator=0)
+    attention = model[0]
+    expected = 1 / math.sqrt(embed_dim)  # xavier: sqrt(2 / (E + E)); he (gain 1): sqrt(1 / E)
+    for block in attention.in_proj_weight.detach().chunk(3):
+        assert float(block.std()) == pytest.approx(expected, rel=0.02)
+    assert torch.count_nonzero(attention.in_proj_bias) == 0
+    rows = {row.name: row for row in report}
+    assert (rows["0"].kind, rows["0"].fan_in, rows["0"].fan_out) == ("MultiheadAttention", 256, 256)
+    assert rows["0"].std == pytest.approx(expected, rel=0.02)
+    assert rows["0.out_proj"].std == pytest.approx(expected, rel=0.02)
+    again = nn.Sequential(nn.MultiheadAttention(embed_dim, num_heads=4))
+    init.initialize(again, scheme, generator=0)
+    assert torch.equal(again[0].in_proj_weight, attention.in_proj_weight)
+
+
+def test_separate_key_and_value_projections_get_their_own_fans():
+    attention = nn.MultiheadAttention(128, num_heads=4, kdim=512, vdim=32)
+    init.initialize(attention, "xavier_normal", generator=0)
+    for weight, fan_in in (
+        (attention.q_proj_weight, 128),
+        (attention.k_proj_weight, 512),
+        (attention.v_proj_weight, 32),
+    ):
+        expected = math.sqrt(2 / (fan_in + 128))
+        assert float(weight.detach().std()) == pytest.approx(expected, rel=0.05), fan_in

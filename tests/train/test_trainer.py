@@ -10,6 +10,7 @@ import pickle
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -725,6 +726,59 @@ def test_a_user_entry_point_supplies_model_and_data(
     result = train(config, progress=False)
     assert result.status == "completed"
     assert result.test["test_accuracy"] > 0.85
+
+
+TOKEN_ENTRY_POINT_MODULE = """
+import torch
+from gradwise.data import Dataset
+
+class Bag(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.EmbeddingBag(10, 8)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.head(self.embed(ids))
+
+def build():
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 10, (200, 6), generator=generator)
+    targets = ((ids < 5).sum(dim=1) > 3).long()
+    return {"model": Bag(), "data": (Dataset(ids[:160], targets[:160]), Dataset(ids[160:], targets[160:]))}
+"""
+
+
+def test_token_ids_reach_an_entry_point_model_as_integers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "user_tokens_for_gradwise.py").write_text(TOKEN_ENTRY_POINT_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = "user_tokens_for_gradwise:build"
+    config = load_config(
+        overrides=[
+            f"data.dataset={spec}", f"model.name={spec}", "data.preprocess=[]",
+            "init.weights=none", "epochs=2", "data.batch_size=32", f"runs_dir={tmp_path / 'runs'}",
+        ]
+    )  # fmt: skip
+    assert train(config, progress=False).status == "completed"
+
+
+def test_integer_features_in_a_file_feed_a_built_in_model(tmp_path: Path) -> None:
+    # Dataset keeps integer inputs (token ids); a built-in model's first layer takes
+    # floats, so the run reads them as features (without preprocessing to do so, it failed
+    # with "mat1 and mat2 must have the same dtype").
+    generator = np.random.default_rng(0)
+    features = generator.integers(0, 10, size=(300, 5))
+    np.savez(tmp_path / "counts.npz", x=features, y=(features.sum(axis=1) > 22).astype(np.int64))
+    config = load_config(
+        overrides=[
+            f"data.dataset={tmp_path / 'counts.npz'}", "data.preprocess=[]", "model.name=mlp",
+            "epochs=1", f"runs_dir={tmp_path / 'runs'}",
+        ]
+    )  # fmt: skip
+    assert train(config, progress=False).status == "completed"
 
 
 def test_step_records_and_hooks_show_the_lr_each_step_used(tmp_path: Path) -> None:

@@ -241,7 +241,8 @@ def sanity(
         data: :class:`gradwise.data.DataSplits` (its training split is used), a
             :class:`gradwise.data.Dataset`, or a pair ``(inputs, targets)``.
         num_classes: the number of classes; default: the data's, else the model's
-            output width. Ignored for regression (float targets).
+            output width. Ignored for regression (float targets, except 0/1 targets
+            under a binary cross-entropy, which are binary or multi-label classification).
         optimizer_factory: ``factory(params, lr)`` for the training checks; default
             :class:`gradwise.optim.Adam`.
         penalty_factory: ``factory(strength)(model)`` gives the regularization term;
@@ -322,7 +323,10 @@ def check_initial_loss(
     (:func:`gradwise.losses.chance_loss`: :math:`\ln C` for softmax cross-entropy,
     :math:`C - 1` for the multiclass hinge loss; for a callable loss, its value on
     all-zero outputs, or on log-probabilities :math:`-\ln C` or probabilities :math:`1/C`
-    where the outputs are those, as from a LogSoftmax for ``nll_loss``). The mean loss
+    where the outputs are those, as from a LogSoftmax for ``nll_loss``; a binary
+    cross-entropy (``BCEWithLogitsLoss``, ``BCELoss``, their functions) on float 0/1
+    targets is binary or multi-label classification, at chance with logit 0 or
+    probability 1/2 for every label: :math:`\ln 2`). The mean loss
     :math:`L` on a batch at init passes when
 
     .. math:: |L - L_0| \le \text{rtol}\, L_0 + \text{atol}
@@ -334,8 +338,8 @@ def check_initial_loss(
     10 to 1e3 times :math:`L_0`). A failure reports
     :attr:`gradwise.Finding.INITIAL_LOSS_MISMATCH` with the factor :math:`s` by which the
     outputs would have to shrink to bring the loss within half the tolerance (found by
-    bisection on :math:`L(s\,z)`). Regression (float targets) is skipped: it has no
-    value at chance.
+    bisection on :math:`L(s\,z)`). Regression (float targets, other than 0/1 targets
+    under a binary cross-entropy) is skipped: it has no value at chance.
 
     Args:
         model, loss, data, num_classes: as for :func:`sanity`.
@@ -677,10 +681,13 @@ class _Problem:
     targets: Tensor  # (N,) class indices, or (N, ...) regression targets
     num_classes: int | None  # None: take the model's output width (classification)
     seed: int
+    # "logits" or "probabilities": a binary cross-entropy on float 0/1 targets (binary or
+    # multi-label classification, one output per label); None: class indices or regression.
+    binary: str | None = None
 
     @property
     def classification(self) -> bool:
-        return not self.targets.is_floating_point()
+        return self.binary is not None or not self.targets.is_floating_point()
 
 
 def _resolve(
@@ -717,7 +724,40 @@ def _resolve(
         targets=dataset.targets,
         num_classes=classes,
         seed=seed,
+        binary=_binary_outputs(loss_fn, dataset.targets),
     )
+
+
+_BINARY_LOSSES: dict[Any, str] = {
+    nn.BCEWithLogitsLoss: "logits",
+    F.binary_cross_entropy_with_logits: "logits",
+    nn.BCELoss: "probabilities",
+    F.binary_cross_entropy: "probabilities",
+}
+
+
+def _binary_outputs(loss_fn: Loss, targets: Tensor) -> str | None:
+    """What a binary cross-entropy on float targets that are all 0 or 1 (binary or
+    multi-label classification) takes: "logits" or "probabilities"; else None.
+
+    Recognized: ``nn.BCEWithLogitsLoss``, ``nn.BCELoss`` (and subclasses),
+    ``F.binary_cross_entropy_with_logits``, ``F.binary_cross_entropy`` and
+    ``functools.partial`` of them; one wrapped in a function of one's own is invisible
+    here (its float targets read as regression). Soft targets (0.3, label smoothing) stay
+    regression: no sample is right or wrong.
+    """
+    function = loss_fn.func if isinstance(loss_fn, functools.partial) else loss_fn
+    kind = next(
+        (
+            kind
+            for loss, kind in _BINARY_LOSSES.items()
+            if function is loss or (isinstance(loss, type) and isinstance(function, loss))
+        ),
+        None,
+    )
+    if kind is None or not targets.is_floating_point():
+        return None
+    return kind if bool(((targets == 0) | (targets == 1)).all()) else None
 
 
 def _check_model_runs(
@@ -728,7 +768,7 @@ def _check_model_runs(
     outputs a named loss cannot take, in either mode) fails here with what to check, not
     as torch's error from deep inside one of the checks."""
     device, dtype = _placement(model)
-    inputs = dataset.inputs[:2].to(device=device, dtype=dtype)
+    inputs = _inputs_for(dataset.inputs[:2], device, dtype)
     targets = dataset.targets[:2].to(device)
     kinds: dict[str, str] = {}
     with _probe(model, seed) as work, torch.no_grad():
@@ -904,8 +944,16 @@ def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 def _batch(model: nn.Module, problem: _Problem, indices: Tensor) -> tuple[Tensor, Tensor]:
     device, dtype = _placement(model)
-    inputs = problem.inputs.index_select(0, indices).to(device=device, dtype=dtype)
+    inputs = _inputs_for(problem.inputs.index_select(0, indices), device, dtype)
     return inputs, problem.targets.index_select(0, indices).to(device)
+
+
+def _inputs_for(inputs: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``inputs`` on the model's device; floating ones in its dtype, integer ones (token
+    ids for an nn.Embedding) left integers."""
+    if inputs.is_floating_point():
+        return inputs.to(device=device, dtype=dtype)
+    return inputs.to(device)
 
 
 def _order(problem: _Problem, seed_offset: int = 0) -> Tensor:
@@ -916,9 +964,13 @@ def _order(problem: _Problem, seed_offset: int = 0) -> Tensor:
 def _stratified(problem: _Problem, count: int) -> Tensor:
     """``count`` indices that take the classes in turn, each in a seeded random order."""
     order = _order(problem)
-    if not problem.classification:
-        return order[:count]
     labels = problem.targets[order]
+    if problem.binary is not None:  # (N,) or (N, 1) 0/1 labels; multi-label rows: no classes
+        if labels[0].numel() != 1:
+            return order[:count]
+        labels = labels.reshape(-1).long()
+    elif not problem.classification:
+        return order[:count]
     rank = torch.zeros_like(labels)
     for label in labels.unique():
         members = labels == label
@@ -959,10 +1011,16 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _accuracy(outputs: Any, targets: Tensor) -> float | None:
+def _accuracy(outputs: Any, targets: Tensor, binary: str | None = None) -> float | None:
     """The fraction of samples whose highest score is their class; None without a score per
-    class (one logit per sample under a binary cross-entropy has no argmax to take)."""
+    class (one logit per sample under a loss of one's own has no argmax to take). Under a
+    recognized binary cross-entropy, the fraction of 0/1 labels whose output is on their
+    side of the threshold (logit 0, probability 1/2)."""
     scores = _scores(outputs)
+    if binary is not None and scores is not None and scores.numel() == targets.numel():
+        threshold = 0.0 if binary == "logits" else 0.5
+        predicted = scores.detach().reshape(targets.shape) > threshold
+        return float((predicted == (targets > 0.5)).float().mean())
     if scores is None or scores.dim() != 2 or scores.shape[-1] < 2:
         return None
     return float((scores.detach().argmax(dim=-1) == targets).float().mean())
@@ -1084,9 +1142,12 @@ def _initial_loss(
         "logit_std": logit_std,
         "output_scale_to_chance": scale,
     }
+    counted = f"{num_classes} classes"
+    if problem.binary is not None:
+        labels = targets[0].numel() if targets.dim() > 1 else 1
+        counted = f"{labels} binary label{'s' if labels > 1 else ''}"
     summary = (
-        f"initial loss {measured:.4g} vs {chance:.4g} at chance ({num_classes} classes); "
-        f"tolerance {bound:.3g}"
+        f"initial loss {measured:.4g} vs {chance:.4g} at chance ({counted}); tolerance {bound:.3g}"
     )
     if math.isfinite(measured) and abs(measured - chance) <= bound:
         return CheckResult(name, True, numbers, summary)
@@ -1103,6 +1164,12 @@ def _initial_loss(
 def _chance(problem: _Problem, outputs: Any, targets: Tensor, num_classes: int) -> float:
     if problem.loss_name is not None:
         return chance_loss(problem.loss_name, num_classes)
+    if problem.binary is not None:
+        # Logit 0 or probability 1/2 for every label: ln 2 per label under the default
+        # mean, and what the loss's weight, pos_weight or reduction make of it.
+        value = 0.0 if problem.binary == "logits" else 0.5
+        uninformed = _map_tensors(lambda t: torch.full_like(t, value), outputs)
+        return float(problem.loss_fn(uninformed, targets))
     return float(problem.loss_fn(_map_tensors(_uninformative, outputs), targets))
 
 
@@ -1423,7 +1490,7 @@ def _fit(
         loss = problem.loss_fn(outputs, targets)
         value = float(loss.detach())
         # No score per class (one logit): the loss alone, a mean at most 1% of chance.
-        accuracy = _accuracy(outputs, targets) if problem.classification else 1.0
+        accuracy = _accuracy(outputs, targets, problem.binary) if problem.classification else 1.0
         all_right = accuracy is None or accuracy == 1.0
         if not math.isfinite(value) or (value <= target and all_right):
             break
@@ -1768,6 +1835,12 @@ def _mixing(model: nn.Module, problem: _Problem, batch_size: int) -> CheckResult
         for norm in norms:
             norm.eval()  # running statistics: the rest of the network is still checked
         inputs, targets = _batch(work, problem, _order(problem)[:batch_size])
+        if not inputs.is_floating_point():
+            return _skipped(
+                name,
+                "skipped: integer inputs (token ids) have no gradient to trace a sample's "
+                "loss back to the others' inputs with",
+            )
         inputs.requires_grad_(True)
         outputs = work(inputs)
         shape = [] if (scores := _scores(outputs)) is None else list(scores.shape)

@@ -23,6 +23,12 @@ _BREAKDOWN = 1e3
 # least-squares Hessian came out as Ritz values of +-5 eps lambda_max in float64, while
 # float32 products still resolved lambda_min = 1e-4 lambda_max (~20 eps) to 1-3%.
 _RESOLUTION = 1e2
+# At most this multiple of the products' measured error (see Tridiagonal.product_error), an
+# eigenvalue is rounding too. A genuine Hessian's products err by a few eps ||H|| (2.7 eps
+# ||H|| for a float32 tanh MLP, so this floor sits near _RESOLUTION eps ||H||); the Ritz
+# values of a loss that is flat up to rounding (log(exp(z)) - z, sigmoid(z) + sigmoid(-z),
+# float32 and float64) came out at 0.3-20 times that error.
+_PRODUCT_NOISE = 1e2
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,9 @@ class Tridiagonal:
     betas: Tensor  # (m,) float64: T's off-diagonal, then the last residual norm
     basis: Tensor  # (m, n) in the model's dtype: orthonormal rows
     block_start: int = 0  # the step of the last restart (0: none)
+    # The largest departure of Q^T H Q from a symmetric tridiagonal seen in the products'
+    # projections: an exact symmetric H gives 0, so this measures the products' rounding.
+    product_error: float = 0.0
 
     def ritz(self, start: int = 0) -> tuple[Tensor, Tensor]:
         """Ritz values (ascending) and T's eigenvectors (columns), both float64.
@@ -73,10 +82,16 @@ def lanczos(
     q = start / torch.linalg.vector_norm(start)
     scale = 0.0
     block_start = 0
+    error = 0.0
     for j in range(steps):
         basis[j] = q
         w = hessian @ q
-        alpha = float(torch.dot(w, q))
+        # (j + 1,): ideally (0, ..., 0, beta_{j-1}, alpha_j) by symmetry.
+        projections = (basis[: j + 1] @ w).double()
+        alpha = float(projections[-1])
+        if j > 0:  # betas[-1] is 0 after a restart: q_j is then orthogonal to H q_{j-1}
+            projections[-2] -= betas[-1]
+        error = max(error, float(torch.linalg.vector_norm(projections[:-1])))
         w = w - alpha * q
         if j > 0:
             w = w - betas[-1] * basis[j - 1]
@@ -88,7 +103,9 @@ def lanczos(
         last = j + 1 == steps
         if beta <= _BREAKDOWN * torch.finfo(hessian.dtype).eps * scale:
             betas[-1] = beta = 0.0
-        done = converged is not None and converged(_tridiagonal(alphas, betas, basis, block_start))
+        done = converged is not None and converged(
+            _tridiagonal(alphas, betas, basis, block_start, error)
+        )
         if last or done:
             break
         if beta == 0.0:
@@ -97,7 +114,7 @@ def lanczos(
             q = w / torch.linalg.vector_norm(w)
         else:
             q = w / beta
-    return _tridiagonal(alphas, betas, basis, block_start)
+    return _tridiagonal(alphas, betas, basis, block_start, error)
 
 
 def extreme_eigenpairs(
@@ -175,6 +192,52 @@ def extreme_eigenpairs(
     # The tridiagonal's eigenvectors are on the CPU; the basis is on the model's device.
     ritz_vectors = tridiagonal.basis.T @ vectors[:, chosen].to(tridiagonal.basis)
     return values[chosen], ritz_vectors
+
+
+def top_eigenvalue(
+    hessian: Hessian, *, tol: float, max_iterations: int, seed: int, owner: str
+) -> float | None:
+    """lambda_max to ``tol`` of itself, or None where it is zero to working precision.
+
+    Zero means at most :func:`resolution`: ``_RESOLUTION`` machine epsilons times the
+    largest |Ritz value| (lambda_max rounding-level next to a negative lambda_min), or
+    ``_PRODUCT_NOISE`` times the products' measured error (a loss flat up to rounding,
+    whose whole spectrum is rounding: no relative test sees that). A Ritz value that small
+    converges to that absolute accuracy, as in :func:`extreme_eigenpairs`. A run that ends
+    unconverged warns.
+    """
+    generator = torch.Generator(device=hessian.device).manual_seed(seed)
+
+    def converged(tridiagonal: Tridiagonal) -> bool:
+        values, vectors = tridiagonal.ritz()
+        limit = max(tol * abs(float(values[-1])), resolution(tridiagonal, values))
+        if not float(tridiagonal.residuals(vectors)[-1]) <= limit:
+            return False
+        threshold = torch.tensor(limit)
+        return _complement_settled(tridiagonal, values[-1:], 1, threshold, threshold)
+
+    start = _random_vector(hessian, generator)
+    tridiagonal = lanczos(hessian, start, max_iterations, generator, converged)
+    values, _ = tridiagonal.ritz()
+    top = float(values[-1])
+    if tridiagonal.alphas.numel() < hessian.num_parameters and not converged(tridiagonal):
+        warnings.warn(
+            f"{owner}: Lanczos did not reach tol={tol} of lambda_max in "
+            f"max_iterations={max_iterations} Hessian-vector products (Ritz value {top:.4g}); "
+            "raise max_iterations or tol.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return None if top <= resolution(tridiagonal, values) else top
+
+
+def resolution(tridiagonal: Tridiagonal, values: Tensor) -> float:
+    """The magnitude below which an eigenvalue is rounding: the larger of ``_RESOLUTION``
+    machine epsilons times the largest |Ritz value| and ``_PRODUCT_NOISE`` times the
+    products' measured error."""
+    eps = torch.finfo(tridiagonal.basis.dtype).eps
+    relative = _RESOLUTION * eps * float(values.abs().max())
+    return max(relative, _PRODUCT_NOISE * tridiagonal.product_error)
 
 
 def condition_extremes(
@@ -291,11 +354,12 @@ def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
 
 
 def _tridiagonal(
-    alphas: list[float], betas: list[float], basis: Tensor, block_start: int
+    alphas: list[float], betas: list[float], basis: Tensor, block_start: int, error: float
 ) -> Tridiagonal:
     return Tridiagonal(
         torch.tensor(alphas, dtype=torch.float64),
         torch.tensor(betas, dtype=torch.float64),
         basis[: len(alphas)],
         block_start,
+        error,
     )

@@ -18,6 +18,7 @@ from gradwise._validation import (
     check_all,
 )
 from gradwise.curvature._hessian import Hessian, Mode
+from gradwise.curvature._lanczos import top_eigenvalue
 from gradwise.curvature._spectrum import LANCZOS_CONSTRAINTS
 from gradwise.diagnosis import Diagnosis, Finding
 
@@ -103,6 +104,15 @@ def max_stable_lr(
     and ``mode`` as there). The bound is local: the curvature changes during training
     (it typically grows until it reaches :math:`2/\eta`, Cohen et al. 2021).
 
+    A :math:`\lambda_{\max}` that is zero to working precision gives ``inf``, as a
+    non-positive one does: at most :math:`100 \epsilon` times the largest |Ritz value|
+    (machine epsilon of the model's dtype; a rounding-level top next to a negative
+    :math:`\lambda_{\min}`), or at most 100 times the Hessian-vector products' own
+    measured error, the departure of :math:`Q^\top H Q` from a symmetric tridiagonal
+    (a loss flat up to rounding, whose whole spectrum is rounding: it gave
+    :math:`\lambda_{\max} = 2.8 \cdot 10^{-16}` and a bound of :math:`7 \cdot 10^{15}`).
+    A genuine Hessian's products err by a few :math:`\epsilon \lVert H \rVert`.
+
     Example:
         >>> import torch
         >>> from gradwise.curvature import max_stable_lr
@@ -116,12 +126,11 @@ def max_stable_lr(
     _check_momentum(owner, momentum, nesterov, dampening)
     lanczos = {"tol": tol, "max_iterations": max_iterations, "seed": seed}
     check_all(owner, lanczos, LANCZOS_CONSTRAINTS)
-    values, _ = Hessian(model, loss_fn, data, mode=mode).eigenvalues(
-        1, "largest", tol=tol, max_iterations=max_iterations, seed=seed
-    )
-    return stable_lr_bound(
-        float(values[0]), momentum=momentum, nesterov=nesterov, dampening=dampening
-    )
+    hessian = Hessian(model, loss_fn, data, mode=mode)
+    top = top_eigenvalue(hessian, tol=tol, max_iterations=max_iterations, seed=seed, owner=owner)
+    if top is None:  # lambda_max is zero to working precision: no curvature bounds the step
+        return math.inf
+    return stable_lr_bound(top, momentum=momentum, nesterov=nesterov, dampening=dampening)
 
 
 def check_learning_rate(

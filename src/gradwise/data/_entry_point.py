@@ -171,6 +171,14 @@ def _as_dataset(value: Any) -> Dataset:
     return Dataset.from_arrays(inputs, targets)
 
 
+def _as_named_dataset(value: Any, split: str, spec: str) -> Dataset:
+    """:func:`_as_dataset`, its errors (non-finite values, say) naming the split and spec."""
+    try:
+        return _as_dataset(value)
+    except ValueError as error:
+        raise ValueError(f"The {split} data returned by entry point {spec!r}: {error}") from None
+
+
 def _as_splits(data: Any, spec: str) -> DataSplits:
     if isinstance(data, DataSplits):
         return data
@@ -180,7 +188,10 @@ def _as_splits(data: Any, spec: str) -> DataSplits:
         parts = [data[0], None, data[1]]
     else:
         parts = list(data)
-    train, validation, test = (None if part is None else _as_dataset(part) for part in parts)
+    train, validation, test = (
+        None if part is None else _as_named_dataset(part, split, spec)
+        for part, split in zip(parts, ("train", "validation", "test"), strict=True)
+    )
     if train is None:  # _is_data guarantees a training set; this keeps the types honest
         raise TypeError(f"The entry point {spec!r} returned no training data.")
     return DataSplits.from_datasets(

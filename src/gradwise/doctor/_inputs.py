@@ -26,8 +26,12 @@ def check_input_scale(inputs: Tensor) -> Diagnosis | None:
     pixels are nearly constant by nature); other inputs per feature (flattened position),
     over samples. Constant features are ignored. SGD is not scale-free: inputs on very
     different scales make the loss surface ill-conditioned, and large offsets and scales
-    slow every layer after the first.
+    slow every layer after the first. Integer inputs (token ids for an ``nn.Embedding``,
+    which :class:`gradwise.data.Dataset` keeps as ints) are indices, not features: no
+    finding.
     """
+    if not inputs.is_floating_point():
+        return None
     image = inputs.dim() == 4
     if image:
         flat = inputs.detach().transpose(0, 1).reshape(inputs.shape[1], -1).T.double()

@@ -113,9 +113,14 @@ def initialize(
     Walks ``model.named_modules()`` in registration order. Each ``nn.Linear``,
     ``nn.Conv{1,2,3}d`` and ``nn.ConvTranspose{1,2,3}d`` gets ``weights`` on its weight
     and ``biases`` on its bias. BatchNorm, InstanceNorm, LayerNorm, GroupNorm and RMSNorm
-    get weight 1 and bias 0, and their running statistics are reset. Other modules are
-    left alone. A weight (or a norm's weight or bias) parametrized with
-    ``torch.nn.utils.parametrize``
+    get weight 1 and bias 0, and their running statistics are reset. An
+    ``nn.MultiheadAttention`` gets ``weights`` on each of its query, key and value
+    projections as a layer of its own (the three (E, E) blocks of ``in_proj_weight`` one
+    by one, with fans (E, E), not those of the stacked (3E, E) that torch's own
+    xavier_uniform_ uses; or ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight``),
+    gain 1 unless a float ``gain`` is given, and ``biases`` on ``in_proj_bias``; its
+    ``out_proj`` is an ``nn.Linear``. Other modules are left alone. A weight (or a norm's
+    weight or bias) parametrized with ``torch.nn.utils.parametrize``
     (``parametrizations.weight_norm``, say) is set through its parametrization's
     ``right_inverse``; a parametrization without one, or a weight rebuilt by a forward
     pre-hook (the older ``torch.nn.utils.weight_norm``, ``spectral_norm``, ``prune``),
@@ -188,6 +193,9 @@ def initialize(
             report.append(_init_layer(name, module, fill, bias_fill, gains[name], rng))
         elif isinstance(module, NORMALIZATION_LAYERS):
             report.append(_init_normalization(name, module))
+        elif isinstance(module, nn.MultiheadAttention):
+            attention_gain = 1.0 if isinstance(gain, str | Mapping) else float(gain)
+            report.append(_init_attention(name, module, fill, bias_fill, attention_gain, rng))
     if weights == "lsuv" and data is not None:
         return _apply_lsuv(model, data, report)
     # A weight shared with a later layer (tied weights) is filled again there: each row's
@@ -196,9 +204,61 @@ def initialize(
     return [
         row
         if row.scheme == _NORMALIZATION_SCHEME
-        else replace(row, std=_std(cast(Tensor, modules[row.name].weight)))
+        else replace(row, std=_std(_projection_weights(modules[row.name])))
         for row in report
     ]
+
+
+def _projection_weights(module: nn.Module) -> Tensor:
+    """A layer's weight; an attention layer's input projections, flattened and joined."""
+    if not isinstance(module, nn.MultiheadAttention):
+        return cast(Tensor, module.weight)
+    names = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+    weights = [w.detach().reshape(-1) for n in names if (w := _parameter(module, n)) is not None]
+    return torch.cat(weights)
+
+
+def _init_attention(
+    name: str,
+    attention: nn.MultiheadAttention,
+    fill: Initializer,
+    bias_fill: Initializer,
+    gain: float,
+    generator: torch.Generator | None,
+) -> LayerInitialization:
+    """The query, key and value projections of ``attention``, each as its own layer.
+
+    torch stacks them into one (3E, E) ``in_proj_weight`` (when key and value have the
+    embedding's width) and gives the whole a xavier_uniform_, whose fans (E, 3E) make each
+    block's std sqrt(2/4E) where a layer E -> E gets sqrt(2/2E). Each block is a separate
+    linear map from the input to E features, so each is filled with its own fans (E, E),
+    as ``q_proj_weight`` (E, E), ``k_proj_weight`` (E, kdim) and ``v_proj_weight``
+    (E, vdim) are. The output projection is an ``nn.Linear`` and is initialized as one;
+    ``bias_k`` and ``bias_v`` (``add_bias_kv``) are left as torch set them.
+    """
+    blocks: list[Tensor] = []
+    stacked = _parameter(attention, "in_proj_weight")
+    with torch.no_grad():
+        if stacked is not None:  # (3E, E): Q, K, V stacked by rows
+            blocks = list(stacked.chunk(3, dim=0))
+        else:
+            names = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+            blocks = [cast(Tensor, _parameter(attention, n)) for n in names]
+        for block in blocks:
+            fill(block, gain=gain, generator=generator)
+        bias = _parameter(attention, "in_proj_bias")
+        if bias is not None:
+            bias_fill(bias, generator=generator)
+    fan_in, fan_out = fan_in_and_fan_out(blocks[0])
+    return LayerInitialization(
+        name=name,
+        kind=type(attention).__name__,
+        scheme=str(fill),
+        fan_in=fan_in,
+        fan_out=fan_out,
+        gain=fill.resolve_gain(gain),
+        std=_std(_projection_weights(attention)),
+    )
 
 
 def _check_data(weights: object, data: object) -> None:
@@ -315,7 +375,7 @@ def _apply_lsuv(
     modules = dict(model.named_modules())
     rows = []
     for row in report:
-        if row.scheme != _NORMALIZATION_SCHEME:
+        if row.scheme != _NORMALIZATION_SCHEME and row.kind != "MultiheadAttention":
             weight = _parameter(modules[row.name], "weight")
             row = replace(
                 row,

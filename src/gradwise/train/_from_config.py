@@ -34,6 +34,7 @@ from gradwise.config import (
     read_file,
     unknown_name_message,
 )
+from gradwise.config import total_steps as total_steps_of_run
 from gradwise.data import Dataset, DataSplits, available_datasets, load_dataset, load_entry_point
 from gradwise.distributed._hooks import COMPRESSIONS, check_compression
 from gradwise.distributed._one_bit_adam import OneBitAdam
@@ -114,7 +115,7 @@ def prepare_run(
     device = _device(config.device)
     torch.manual_seed(config.seed)
     entry_points: dict[str, Any] = {}
-    data = _load_data(config, entry_points)
+    data = _inputs_as_features(_load_data(config, entry_points), config)
     _check_loss_fits_task(config.loss, data)
     _check_monitored_metrics(config, data)
     check_augmentation_layout(config.data, tuple(data.train.inputs.shape[1:]))
@@ -125,7 +126,7 @@ def prepare_run(
     warm = _warm_start(model, config, resuming)
     _apply_ticket(model, config)
     steps_per_epoch = _steps_per_epoch(data.train, config.data.batch_size)
-    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch  # type: ignore[operator]
+    total_steps = total_steps_of_run(config, steps_per_epoch)
     scale = _linear_scaling(config)
     optimizer = build_optimizer(_scaled_optimizer(config.optimizer, scale), model)
     _check_distributed(config, optimizer)
@@ -504,6 +505,28 @@ def _load_data(config: RunConfig, entry_points: dict[str, Any]) -> DataSplits:
         }
         key = argument_key(error, ("data",), arguments)
         raise ConfigError(f"in 'train.data': {error}", key=key) from None
+
+
+def _inputs_as_features(data: DataSplits, config: RunConfig) -> DataSplits:
+    """``data`` with integer inputs as float32 features where the run can only read them
+    so: a built-in model (its first layer multiplies float weights) or a preprocessing
+    chain (means, scales, rotations). Integer inputs for a model from an entry point stay
+    integers (token ids for an ``nn.Embedding``), as :class:`gradwise.data.Dataset` keeps
+    them."""
+    if data.train.inputs.is_floating_point():
+        return data
+    if _is_entry_point(config.model.name) and not config.data.preprocess:
+        return data
+
+    def as_float(dataset: Dataset) -> Dataset:
+        return replace(dataset, inputs=dataset.inputs.float())
+
+    return replace(
+        data,
+        train=as_float(data.train),
+        validation=None if data.validation is None else as_float(data.validation),
+        test=None if data.test is None else as_float(data.test),
+    )
 
 
 def _preprocess(
