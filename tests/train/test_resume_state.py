@@ -410,6 +410,17 @@ REFUSED_RESUMES: dict[str, tuple[Callable[[RunFolder], Trainer], type[Exception]
 }
 
 
+def test_a_resume_without_the_weight_average_the_run_had_is_refused(tmp_path: Path) -> None:
+    # Before, the average was silently dropped: the run went on without it.
+    model = _model()
+    run = RunFolder.create(tmp_path, "averaged")
+    trainer = _trainer(run, model, averaging=PolyakAverage(model), callbacks=[StopAt(20)])
+    assert trainer.fit().status == "stopped"
+    assert load_checkpoint(run.last_checkpoint)["averaging"] is not None
+    with pytest.raises(RunFolderError, match="holds a weight average, but this Trainer has no"):
+        _trainer(run).fit(resume=True)
+
+
 @pytest.mark.parametrize("case", list(REFUSED_RESUMES))
 def test_a_refused_resume_leaves_the_model_and_optimizer_as_they_were(
     tmp_path: Path, case: str

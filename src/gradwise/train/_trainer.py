@@ -788,7 +788,7 @@ class Trainer:
         start its schedule again at step 0) or had (the learning rate would stay where the
         checkpoint left it), early stopping's state with no early stopping to take it (the
         run would train past the epoch at which it stopped), other augmentations with a
-        fill, other callbacks with state, or a weight average the run did not have."""
+        fill, other callbacks with state, or a weight average the run did not have or had."""
         checkpoint = self.run.last_checkpoint if self.run is not None else "the checkpoint"
         fix = "Resume with the model, scheduler and early stopping the run started with."
         shapes = _shape_mismatches(contents["model"], self.module.state_dict())
@@ -814,6 +814,12 @@ class Trainer:
             )
         self._refuse_other_fills(contents.get("augment_fills"), checkpoint)
         self._refuse_other_callbacks(contents["callbacks"], checkpoint)
+        if self.averaging is None and contents.get("averaging") is not None:
+            raise RunFolderError(
+                f"{checkpoint} holds a weight average, but this Trainer has no 'averaging': "
+                "resumed so, the run would drop the average and its best weights. Resume it "
+                "with the averaging it started with."
+            )
         if self.averaging is not None and contents.get("averaging") is None:
             raise ValueError(
                 f"{self.run.last_checkpoint if self.run else 'The checkpoint'} holds no weight "
