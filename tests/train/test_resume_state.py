@@ -30,6 +30,7 @@ from gradwise.train import (
     save_checkpoint,
 )
 from tests.train.stop_at import StopAt
+from tests.train.test_callback_state import Counter
 
 DATA = load_dataset("spirals", seed=0)  # 216 training samples: 14 steps per epoch of 16
 
@@ -339,22 +340,6 @@ def test_a_checkpoint_written_before_checkpoints_kept_the_batch_size_still_resum
     assert _trainer(run).fit(resume=True).status == "completed"
 
 
-class Count(Callback):
-    """A callback with state: the steps it saw."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def on_step_end(self, state: TrainState) -> None:
-        self.count += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count}
-
-    def load_state_dict(self, state: Any) -> None:
-        self.count = state["count"]
-
-
 class Filling(nn.Module):
     """An identity augmentation with a fill (as shift, crop and rotation have)."""
 
@@ -378,9 +363,9 @@ def _stepping_part_of_the_model(run: RunFolder) -> Trainer:
 
 REFUSED_RESUMES: dict[str, tuple[Callable[[RunFolder], Trainer], type[Exception], str]] = {
     "a stateful callback the run had not": (
-        lambda run: _trainer(run, callbacks=[Count()]),
+        lambda run: _trainer(run, callbacks=[Counter()]),
         RunFolderError,
-        "Count has no saved state",
+        "Counter has no saved state",
     ),
     "a weight average the run had not": (
         lambda run: _trainer(run, averaging=PolyakAverage(_model())),
