@@ -481,14 +481,16 @@ def test_gauss_newton_falls_back_to_stratified_where_it_does_not_apply(
 
 
 def test_stratified_trace_ignores_the_entries_between_tensors():
-    # loss = a.a + 2 b.b + 5 a.b for two 3-vectors: H = [[2I, 5I], [5I, 4I]]. Every
+    # loss = a.a + 2 b.b + 5 a.b for two 8-vectors: H = [[2I, 5I], [5I, 4I]]. Every
     # off-diagonal entry pairs a with b, so probes on one tensor at a time measure each
-    # block's trace exactly (tr = 3 * 2 + 3 * 4 = 18); whole-vector probes do not.
+    # block's trace exactly (tr = 8 * 2 + 8 * 4 = 48); whole-vector probes do not. (12
+    # probes, fewer than the 16 parameters, or both would take the exact trace.)
     class Pair(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.a = nn.Parameter(torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64))
-            self.b = nn.Parameter(torch.tensor([1.5, 0.2, -0.7], dtype=torch.float64))
+            generator = torch.Generator().manual_seed(0)
+            self.a = nn.Parameter(torch.randn(8, generator=generator, dtype=torch.float64))
+            self.b = nn.Parameter(torch.randn(8, generator=generator, dtype=torch.float64))
 
         def forward(self, inputs):
             a, b = self.a, self.b
@@ -503,8 +505,8 @@ def test_stratified_trace_ignores_the_entries_between_tensors():
         ]
         for method in ("stratified", "hutchinson")
     }
-    assert estimates["stratified"] == pytest.approx([18.0] * 5, rel=1e-12)
-    assert any(abs(e - 18.0) > 1.0 for e in estimates["hutchinson"])
+    assert estimates["stratified"] == pytest.approx([48.0] * 5, rel=1e-12)
+    assert any(abs(e - 48.0) > 1.0 for e in estimates["hutchinson"])
 
 
 def test_hutch_plus_plus_wins_on_a_fast_decaying_spectrum():
@@ -533,15 +535,31 @@ def test_hutch_plus_plus_wins_on_a_fast_decaying_spectrum():
     assert errors["hutchinson"].mean() > 1e-2
 
 
-def test_hutch_plus_plus_is_exact_once_the_sketch_spans_the_space():
-    model = mlp((3, 4, 2))  # 26 parameters: 78 products give a 26-column sketch
-    batch = classification_batch(num_samples=8, num_features=3, num_classes=2)
-    exact = exact_hessian(model, cross_entropy, *batch).trace()
-    hessian = curvature.Hessian(model, cross_entropy, batch)
-    assert hessian.trace(num_probes=78, seed=3, method="hutch++") == pytest.approx(
-        exact.item(), rel=1e-10
-    )
-    assert hessian.num_products == 52  # the residual is zero: its probes are skipped
+def tiny_normalized_mlp() -> nn.Sequential:
+    """34 parameters, a LayerNorm among them: the Gauss-Newton residual is left to probes."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Tanh(), nn.Linear(4, 2)).double()
+
+
+@pytest.mark.parametrize("extra", [0, 68])
+@pytest.mark.parametrize("method", ["gauss-newton", "stratified", "hutchinson", "hutch++"])
+def test_trace_is_exact_once_the_probes_cover_the_parameters(method, extra):
+    # With P >= n products the n unit vectors give sum_i e_i^T H e_i = tr H exactly, for
+    # no more products than the probes; every method takes it (before, all four stayed
+    # random with P = n, and Hutch++ needed P >= 3n and 2n products to be exact).
+    model = tiny_normalized_mlp()
+    inputs, targets = classification_batch(num_samples=8, num_features=3, num_classes=2)
+
+    def objective(params):
+        return cross_entropy(functional_call(model, params, (inputs,)), targets)
+
+    exact = dense_hessian(model, objective).trace().item()  # torch.autograd.functional
+    hessian = curvature.Hessian(model, cross_entropy, (inputs, targets))
+    size = hessian.num_parameters
+    assert size == 34
+    estimates = [hessian.trace(num_probes=size + extra, seed=s, method=method) for s in range(3)]
+    assert estimates == pytest.approx([exact] * 3, rel=1e-12)
+    assert hessian.num_products == 3 * size
 
 
 def test_trace_is_exact_for_a_diagonal_hessian():
@@ -783,7 +801,7 @@ def test_gauss_newton_split_refuses_a_loss_with_a_penalty_and_the_trace_stays_ri
         split = hessian.trace(num_probes=100, seed=5, method="gauss-newton")
         assert split == hessian.trace(num_probes=100, seed=5, method="stratified")
         assert relative_error(split, exact.trace()) < 0.05
-        # 3n products of Hutch++ sketch all of H (163 parameters): exact.
+        # As many products as parameters (163) or more: the exact trace, whatever method.
         full = hessian.trace(num_probes=3 * 163, method="hutch++")
         assert full == pytest.approx(exact.trace().item(), rel=1e-10)
 

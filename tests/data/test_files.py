@@ -351,6 +351,36 @@ def test_csv_empty_cells_give_the_count_and_first_row(tmp_path):
         load_dataset(str(tmp_path / "t.csv"))
 
 
+def test_csv_text_labels_that_pandas_reads_as_missing_are_classes(tmp_path):
+    # pandas' default na_values made the classes "NA", "None", "null", "nan" and "N/A"
+    # missing labels, and the rows were refused: labels are categories, read as written.
+    classes = ["NA", "None", "cat", "null", "nan", "N/A"]
+    rows = [[float(i), classes[i % 6]] for i in range(24)]
+    _write_csv(tmp_path / "t.csv", rows, ["size", "label"])
+    splits = load_dataset(str(tmp_path / "t.csv"), validation_split=0, test_split=0)
+    assert splits.class_labels == ("N/A", "NA", "None", "cat", "nan", "null")
+    labels = [splits.class_labels[int(t)] for t in splits.train.targets]
+    assert labels == [classes[int(size) % 6] for size in splits.train.inputs[:, 0]]
+
+
+def test_csv_empty_label_is_still_missing_among_na_classes(tmp_path):
+    (tmp_path / "t.csv").write_text("a,y\n1,NA\n2,None\n3,\n4, \n5,cat\n")
+    with pytest.raises(ValueError, match=r"contains 2 empty or NaN cells \(the first in row 2"):
+        load_dataset(str(tmp_path / "t.csv"))
+
+
+def test_csv_na_in_features_and_number_targets_is_still_missing(tmp_path):
+    # Features are numbers: "NA" there is a missing value, as before. So is "NA" among
+    # numeric targets (R's missing number), and among the features next to text labels.
+    for text in (
+        "a,b,y\n1,2,NA\n3,NA,1\n5,6,0\n",
+        "a,b,y\n1,2,dog\n3,NA,None\n5,N/A,cat\n",
+    ):
+        (tmp_path / "t.csv").write_text(text)
+        with pytest.raises(ValueError, match=r"contains 2 empty or NaN cells \(the first in row"):
+            load_dataset(str(tmp_path / "t.csv"))
+
+
 def test_mismatched_lengths(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((10, 2)), y=np.zeros(9))
     with pytest.raises(ValueError, match="Got 10 rows in 'x' and 9 in 'y' instead"):

@@ -135,7 +135,13 @@ def trace(
     mode: Mode = "eval",
 ) -> float:
     r"""An unbiased estimate of the Hessian's trace from ``num_probes`` Hessian-vector products
-    (fewer where the default method is exact sooner).
+    (fewer where the default method is exact sooner); the exact trace once ``num_probes``
+    is at least the number of parameters :math:`n`.
+
+    With :math:`P \ge n`, whatever the method, the :math:`n` products with the unit
+    vectors give :math:`\sum_i e_i^\top H e_i = \operatorname{tr} H` exactly (to
+    rounding), the same for every ``seed``, in no more products than the probes: the
+    estimate has no variance (a standard error of 0). Below :math:`n` the methods are:
 
     ``method="hutchinson"``: :math:`\operatorname{tr} H \approx
     \frac{1}{P}\sum_{p=1}^{P} z_p^\top H z_p` with Rademacher probes :math:`z_p`
@@ -211,7 +217,8 @@ def trace(
     Args:
         model, loss_fn, data, mode: as in :func:`eigenvalues`.
         num_probes: P, the number of Hessian-vector products in all (at most, for
-            ``"gauss-newton"`` on a network of linear layers).
+            ``"gauss-newton"`` on a network of linear layers; :math:`n` where
+            :math:`P \ge n`, for the exact trace).
         seed: seed of the probes.
         method: "gauss-newton", "stratified", "hutchinson" or "hutch++".
 
@@ -224,7 +231,7 @@ def trace(
         >>> # H = diag(2/3, 8/3, 6): z^T H z = tr H for every +-1 vector z
         >>> round(trace(model, torch.nn.functional.mse_loss, (x, y), num_probes=1), 6)
         9.333333
-        >>> # the sketch (min(100 // 3, 3) = 3 columns) spans all 3 directions: exact
+        >>> # 100 probes >= 3 parameters: the exact trace from the 3 unit vectors
         >>> round(trace(model, torch.nn.functional.mse_loss, (x, y), method="hutch++"), 6)
         9.333333
 

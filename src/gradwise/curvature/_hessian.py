@@ -248,7 +248,8 @@ class Hessian:
     ) -> float:
         """Trace estimate from at most ``num_probes`` products (exact Gauss-Newton part plus
         the rest layer by layer or by stratified Hutchinson, stratified Hutchinson by
-        parameter tensor, Hutchinson or Hutch++): see :func:`trace`."""
+        parameter tensor, Hutchinson or Hutch++), exact from the ``num_parameters`` unit
+        vectors where ``num_probes >= num_parameters``: see :func:`trace`."""
         return _spectrum().trace_of(
             self, num_probes=num_probes, seed=seed, method=method, owner="trace"
         )

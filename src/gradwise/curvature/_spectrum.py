@@ -145,7 +145,8 @@ def trace_of(
     hessian: Hessian, *, num_probes: int, seed: int, method: TraceMethod, owner: str
 ) -> float:
     """Gauss-Newton split, stratified Hutchinson, Hutchinson or Hutch++, ``num_probes``
-    products in all."""
+    products in all; the exact trace from the unit vectors where ``num_probes`` is at
+    least the number of parameters."""
     check_all(
         owner,
         {"num_probes": num_probes, "seed": seed, "method": method},
@@ -155,6 +156,11 @@ def trace_of(
             "method": OneOf(TRACE_METHODS),
         },
     )
+    if num_probes >= hessian.num_parameters:
+        # The n unit vectors give sum_i e_i^T H e_i = tr H exactly, within the budget and
+        # for every model; each estimator would still have variance (the Gauss-Newton
+        # split on a network of linear layers can be exact with fewer, but n is small).
+        return _exact_trace(hessian)
     generator = torch.Generator(device=hessian.device).manual_seed(seed)
     if method == "gauss-newton":
         return _gauss_newton(hessian, num_probes, generator)
@@ -163,6 +169,16 @@ def trace_of(
     if method == "hutchinson":
         return _hutchinson(hessian, num_probes, generator)
     return _hutch_plus_plus(hessian, num_probes, generator)
+
+
+def _exact_trace(hessian: Hessian) -> float:
+    """sum_i (H e_i)_i over the n unit vectors e_i: tr H exactly, n products."""
+    total = 0.0
+    for index in range(hessian.num_parameters):
+        unit = torch.zeros(hessian.num_parameters, dtype=hessian.dtype, device=hessian.device)
+        unit[index] = 1
+        total += float((hessian @ unit)[index])
+    return total
 
 
 def _gauss_newton(hessian: Hessian, num_probes: int, generator: torch.Generator) -> float:
@@ -286,19 +302,17 @@ def _neyman(total: int, weights: list[float]) -> list[int]:
 def _hutch_plus_plus(hessian: Hessian, num_products: int, generator: torch.Generator) -> float:
     """Hutch++: a third of the products sketch the range, a third take its trace exactly.
 
-    Q = orth(H S) for a Rademacher (n, k) sketch S, k = num_products // 3 (at most n);
+    Q = orth(H S) for a Rademacher (n, k) sketch S, k = num_products // 3 (below n);
     tr(H) = tr(Q^T H Q) + tr((I - QQ^T) H (I - QQ^T)), the first with k products, the
     second by Hutchinson with the remaining ``num_products - 2k``.
     """
-    size = min(num_products // 3, hessian.num_parameters)
+    size = num_products // 3  # below n: trace_of takes the exact trace from n products
     if size == 0:
         return _hutchinson(hessian, num_products, generator)
     sketch = torch.stack([hessian @ rademacher(hessian, generator) for _ in range(size)], 1)
     basis = torch.linalg.qr(sketch).Q  # (n, size), orthonormal columns
     exact = sum(float(torch.dot(column, hessian @ column)) for column in basis.T)
     remaining = num_products - 2 * size
-    if size == hessian.num_parameters:  # Q spans everything: tr(Q^T H Q) is exact
-        return exact
     return exact + _hutchinson(hessian, remaining, generator, basis)
 
 

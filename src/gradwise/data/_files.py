@@ -129,7 +129,9 @@ def load_csv(
 
     ``header=None`` detects a header row: the first row is a header when one of its cells
     is text while the rest of that column (in the first 100 rows) is numbers. Features
-    must be numbers; a text target column is read as class labels.
+    must be numbers; a text target column is read as class labels, as written: "NA",
+    "None", "null", "nan" or "N/A" there is a class (pandas' default missing values are
+    missing only among numbers), and only an empty cell is a missing label.
 
     A row index is dropped, in the two forms that libraries write it: a header whose first
     cell is empty over distinct whole numbers or names (pandas' ``to_csv()`` with its
@@ -139,17 +141,17 @@ def load_csv(
     """
     _require_file(path)
     header, row_index = _header_layout(path, delimiter, header)
-    frame = _read_table(
-        path, delimiter, header=0 if header else None, index_col=0 if row_index else None
-    )
+    layout = {"header": 0 if header else None, "index_col": 0 if row_index else None}
+    frame = _read_table(path, delimiter, **layout)
     names = [str(name).strip() for name in frame.columns] if header else None
     if frame.empty or frame.shape[1] < 2:
         raise ValueError(
             f"The CSV table {path} must have at least one data row and two columns (features "
             f"and a target). Got {frame.shape[0]} rows and {frame.shape[1]} columns instead."
         )
-    _check_missing(frame, path)
     column = _target_column(target, names, frame.shape[1], path)
+    frame.isetitem(column, _label_cells(frame.iloc[:, column], column, path, delimiter, layout))
+    _check_missing(frame, path)
     features = [j for j in range(frame.shape[1]) if j != column]
     arrays = {
         "inputs": _feature_matrix(frame, features, names, path),
@@ -369,6 +371,23 @@ def _feature_matrix(
             f"{cells.iloc[row]!r} in row {row} instead; encode it as numbers or drop it."
         )
     return frame.iloc[:, features].to_numpy(dtype=np.float64)
+
+
+def _label_cells(
+    cells: Any, column: int, path: Path, delimiter: str, layout: dict[str, Any]
+) -> Any:
+    """The target column with text labels as written, empty cells missing (NaN).
+
+    pandas reads "NA", "None", "null", "nan", "N/A" and the like as missing values: right
+    among numbers (a target column of numbers keeps them missing), wrong among class names.
+    Only a text column with such cells is read again, as text: only its empty cells miss.
+    """
+    pd = _pandas()
+    if pd.api.types.is_numeric_dtype(cells) or not cells.isna().any():
+        return cells
+    raw = _read_table(path, delimiter, dtype=str, keep_default_na=False, **layout)
+    text = raw.iloc[:, column].str.strip()
+    return text.where(text != "").to_numpy(dtype=object)
 
 
 def _check_missing(frame: Any, path: Path) -> None:
