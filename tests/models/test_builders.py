@@ -505,3 +505,44 @@ def test_a_one_element_tensor_width_builds_layers_of_int_sizes():
     assert repr(model) == repr(cnn1d((1, 16), 3, width=8, num_groups=2, norm="group"))
     sizes = [model[0].out_channels, model[1].num_groups, model[-1].in_features]
     assert [type(size) for size in sizes] == [int, int, int]
+
+
+@pytest.mark.parametrize(
+    ("builder", "shape", "options", "layer", "fix"),
+    [
+        # 28 -> 14 -> 7 -> 3 -> 1: block 5's batch norm sees 1x1 maps.
+        (cnn2d, (1, 28, 28), {"depth": 5}, "Layer 17 (BatchNorm2d)", "a depth <= 4"),
+        (cnn2d, (3, 1, 1), {"depth": 1}, "Layer 1 (BatchNorm2d)", None),
+        # 6 -> 3 -> 1: block 3's batch norm sees signals of length 1.
+        (cnn1d, (1, 6), {"depth": 4}, "Layer 9 (BatchNorm1d)", "a depth <= 2"),
+        (mlp, (12,), {"depth": 1, "width": 8, "norm": "batch"}, "Layer 2 (BatchNorm1d)", None),
+    ],
+)  # fmt: skip
+def test_batch_norm_on_one_value_per_channel_names_the_layer_shape_and_fixes(
+    builder, shape, options, layer, fix
+):
+    # QA: one sample through a deep cnn2d in training mode failed deep inside torch with
+    # "Expected more than 1 value per channel when training", naming no layer and no fix.
+    model = builder(shape, 10, **options)
+    with pytest.raises(ValueError, match="needs more than 1 value per channel") as raised:
+        model(inputs(shape, batch=1))
+    message = str(raised.value)
+    assert message.startswith(f"{layer} of this {builder.__name__} got input of shape (1, ")
+    assert "in training mode" in message
+    assert "batches of 2 samples or more" in message
+    assert "model.eval()" in message
+    assert "norm='layer', 'group' or None" in message
+    assert (fix is not None and fix in message) or "depth" not in message
+    assert isinstance(raised.value.__cause__, ValueError)  # torch's own error, kept
+    assert model(inputs(shape, batch=2)).shape == (2, 10)  # each fix then works
+    model.eval()
+    assert model(inputs(shape, batch=1)).shape == (1, 10)
+
+
+def test_other_errors_of_a_built_model_pass_through_unchanged():
+    model = cnn2d((1, 8, 8), 10)
+    with pytest.raises(RuntimeError) as raised:
+        model(torch.zeros(2, 3, 8, 8))  # 3 channels into a 1-channel convolution
+    assert "Layer" not in str(raised.value)
+    assert repr(model).startswith("Sequential(\n  (0): Conv2d(1, 32")
+    assert isinstance(model[:3], nn.Sequential)

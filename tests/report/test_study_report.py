@@ -22,7 +22,7 @@ SPACE = {
 SECTIONS = ["Summary", "Leaderboard", "Optimization history", "Hyperparameters",
             "Parallel coordinates"]  # fmt: skip
 IMAGE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">')
-NO_COMPLETED = "No completed trials yet."
+NOTHING_TO_PLOT = "Nothing to plot."
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +339,7 @@ def test_degenerate_studies_still_make_a_report(case, spec, tmp_path):
     assert Page(page).headings == SECTIONS
     completed = any(trial.state == TrialState.COMPLETE for trial in trials)
     assert len(images(page)) == (3 if completed else 0)
-    assert (NO_COMPLETED in page) is not completed
+    assert (NOTHING_TO_PLOT in page) is not completed
 
 
 def test_one_parameter_and_a_missing_value(tmp_path):
@@ -363,7 +363,51 @@ def test_pruned_trials_alone_make_a_history_but_no_other_plot(spec, tmp_path):
     page = report(tmp_path, trials, spec)
     (history,) = (alt for _, _, alt in images(page))
     assert history.startswith("Optimization history: val_loss")
-    assert page.count(NO_COMPLETED) == 3  # summary, hyperparameters, parallel coordinates
+    assert page.count(NOTHING_TO_PLOT) == 2  # hyperparameters, parallel coordinates
+    assert "No trial completed: every trial ended" in section_text(page, "Summary")
+
+
+def section_text(page, title):
+    """The text of the section headed ``title``, tags stripped."""
+    start = page.index(f"<h2>{title}</h2>")
+    return re.sub(r"<[^>]+>", " ", page[start : page.index("</section>", start)])
+
+
+@pytest.mark.parametrize(
+    ("others", "said"),
+    [
+        ([], "No trial completed: every trial ended (3 in all: 2 failed, 1 pruned), so "
+             "there is no best trial."),
+        ([TrialState.RUNNING, TrialState.WAITING],
+         "No trial has completed yet (1 running, 1 waiting; so far 2 failed, 1 pruned)."),
+        ([TrialState.COMPLETE],
+         "No trial completed with a finite val_loss: every trial ended (4 in all: 2 failed, "
+         "1 pruned, 1 complete without a finite val_loss), so there is no best trial."),
+    ],
+    ids=["finished", "running", "infinite"],
+)  # fmt: skip
+def test_the_summary_without_a_completed_trial_says_whether_the_study_ended(
+    others, said, spec, tmp_path
+):
+    # QA: a study whose trials all failed or were pruned, and that had ended, said "No
+    # completed trials yet." in its summary, as if some trial might still complete.
+    trials = [
+        make_trial(spec, 0, TrialState.FAIL, fail_reason="diverged"),
+        make_trial(spec, 1, TrialState.PRUNED, intermediate={1: 0.5}),
+        make_trial(spec, 2, TrialState.FAIL, fail_reason="CUDA out of memory"),
+        *(make_trial(spec, 3 + n, state, value=math.inf if state == TrialState.COMPLETE
+                     else None) for n, state in enumerate(others)),
+    ]  # fmt: skip
+    page = report(tmp_path, trials, spec)
+    summary = " ".join(section_text(page, "Summary").split())
+    assert said in summary
+    assert "No completed trials yet." not in page
+    tense = "No trial has completed yet." if "running" in said else "No trial completed."
+    assert f"{tense} {NOTHING_TO_PLOT}" in section_text(page, "Hyperparameters")
+
+
+def test_the_summary_of_a_study_without_trials_says_none_has_run(spec, tmp_path):
+    assert "No trial has run yet." in section_text(report(tmp_path, [], spec), "Summary")
 
 
 def test_a_dollar_in_a_value_is_drawn_as_text_not_mathtext(tmp_path, monkeypatch):

@@ -474,10 +474,15 @@ def test_a_resume_without_trials_keeps_the_budget_and_trials_n_replaces_it(
     assert made.returncode == 0, made.stderr
     url = storage_of(tmp_path / "studies" / "budget")
     monkeypatch.chdir(tmp_path)
-    for given, budget, trials in [([], 2, 2), (["--trials", "3"], 3, 3), ([], 3, 3),
-                                  (["--trials", "1"], 1, 3)]:  # fmt: skip
+    # A budget below the trials run reads "trials 3 done (budget 1 used up)", not "3/1".
+    for given, budget, trials, done in [
+        ([], 2, 2, "trials 2/2 done ·"),
+        (["--trials", "3"], 3, 3, "trials 3/3 done ·"),
+        ([], 3, 3, "trials 3/3 done ·"),
+        (["--trials", "1"], 1, 3, "trials 3 done (budget 1 used up) ·"),
+    ]:
         assert main(["search", str(config), *given]) == 0
-        assert f"trials {trials}/{budget} done" in capsys.readouterr().out
+        assert done in capsys.readouterr().out
         assert _stored_settings(url, "budget")["trials"] == budget
         assert len(load(url, "budget")) == trials  # a smaller budget keeps the trials run
 

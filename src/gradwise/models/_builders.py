@@ -24,6 +24,7 @@ from gradwise._validation import (
     Satisfies,
     check,
 )
+from gradwise.models._built_model import BuiltModel
 from gradwise.models._pooling import HalvingMaxPool
 from gradwise.regularize import NORMALIZATION_KINDS, dropout, normalization
 
@@ -102,7 +103,7 @@ def mlp(
         layers += _block_tail(hidden, 0, activation, norm, dropout_rate, num_groups)
         features = hidden
     layers.append(nn.Linear(features, num_outputs))
-    return nn.Sequential(*layers)
+    return _built("mlp", layers)
 
 
 _WIDTHS = Satisfies(
@@ -219,7 +220,11 @@ def _cnn(
     num_outputs, num_groups = int(num_outputs), int(num_groups)
     channels, *size = (int(value) for value in input_shape)
     layers: list[nn.Module] = []
+    shallower = ""
     for block in range(depth):
+        if norm == "batch" and block > 0 and math.prod(size) == 1 and not shallower:
+            one = "1x1 maps" if spatial_dims == 2 else "signals of length 1"
+            shallower = f"with a depth <= {block} (then no batch norm sees {one})"
         _check_values_per_group(
             owner, norm, _values_per_group(norm, width, num_groups, math.prod(size)),
             f"for input {tuple(input_shape)} at depth {depth} (block {block + 1} sees "
@@ -238,7 +243,13 @@ def _cnn(
             layers.append(dropout(dropout_rate, spatial_dims))
         channels = width
     layers += [nn.Flatten(), nn.Linear(channels * math.prod(size), num_outputs)]
-    return nn.Sequential(*layers)
+    return _built(owner, layers, shallower)
+
+
+def _built(owner: str, layers: list[nn.Module], shallower: str = "") -> BuiltModel:
+    model = BuiltModel(*layers)
+    model.owner, model.shallower = owner, shallower
+    return model
 
 
 def _block_tail(

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 #: Rows of the leaderboard in the study report.
 REPORT_LEADERBOARD_ROWS = 25
-NO_COMPLETED = "No completed trials yet."
 
 # Trial states by their optuna.trial.TrialState name (optuna is imported only when used).
 _STATE_NAMES = {
@@ -295,7 +294,10 @@ def build_study_report(
     written atomically so a browser may read it while a search rewrites it:
 
     1. **Summary**: the metric and direction, the trials by state, the best trial (its
-       number, value, parameters and run folder), and ``extra`` as a small table.
+       number, value, parameters and run folder), and ``extra`` as a small table. With
+       no complete trial, a sentence instead of the best trial says whether none has
+       completed yet (some trial is running or waiting) or every trial ended and none
+       completed, with the counts.
     2. **Leaderboard**: :func:`leaderboard_table`, top 25. When trials finished but none
        completed, the trials unranked, by number, under a sentence that says so
        (``none_completed``).
@@ -317,7 +319,7 @@ def build_study_report(
        trials, the trials its ranges were tightened around, each parameter's range)
        and the ranges of every stage as horizontal bars.
 
-    Sections with nothing to draw (no complete trial yet) say so instead of plotting;
+    Sections with nothing to draw (no complete trial) say so instead of plotting;
     each image's ``alt`` text names its axes and their scales.
 
     Args:
@@ -378,16 +380,16 @@ def _render_study(
     extra: Mapping[str, Scalar],
     leaderboard: Section,
 ) -> str:
+    active = _is_active(trials)
     sections = [
         _summary_section(trials, spec, extra),
         leaderboard,
-        _figure_section("Optimization history", _history_figure(trials, spec)),
-        _figure_section("Hyperparameters", _parameter_figure(trials, spec, stages)),
-        _figure_section("Parallel coordinates", _parallel_figure(trials, spec)),
+        _figure_section("Optimization history", _history_figure(trials, spec), active=active),
+        _figure_section("Hyperparameters", _parameter_figure(trials, spec, stages), active=active),
+        _figure_section("Parallel coordinates", _parallel_figure(trials, spec), active=active),
         *([_stages_section(trials, spec, stages)] if stages else []),
     ]
-    running = _count(trials, "RUNNING") + _count(trials, "WAITING")
-    status = "running" if running else "completed" if trials else "empty"
+    status = "running" if active else "completed" if trials else "empty"
     better = "lower" if spec.direction == "minimize" else "higher"
     subtitle = f"gradwise search · {spec.metric}, {better} is better · {len(trials)} trials"
     return _PAGE.format(
@@ -434,11 +436,36 @@ def _summary_section(
         rows.extend(_best_rows(completed[0], spec))
     parts = [Table("Study", ["", "value"], rows).render_html()]
     if not completed:
-        parts.append(f"<p>{NO_COMPLETED}</p>")
+        parts.append(f"<p>{html.escape(_none_completed_summary(trials, spec.metric))}</p>")
     if extra:
         settings = Table("Settings", ["", "value"], [[key, value] for key, value in extra.items()])
         parts.append(settings.render_html())
     return Section("Summary", "\n".join(parts))
+
+
+def _is_active(trials: Sequence[FrozenTrial]) -> bool:
+    """Some trial is running or waiting: the study may still complete one."""
+    return bool(_count(trials, "RUNNING") + _count(trials, "WAITING"))
+
+
+def _none_completed_summary(trials: Sequence[FrozenTrial], metric: str) -> str:
+    """Why the summary has no best trial: none ran yet, none has completed yet (trials are
+    running or waiting), or every trial ended and none completed."""
+    if not trials:
+        return "No trial has run yet."
+    counts = f"{_count(trials, 'FAIL')} failed, {_count(trials, 'PRUNED')} pruned"
+    # A complete trial whose value is not finite (optuna keeps inf) is no best trial either.
+    unranked = _count(trials, "COMPLETE")
+    finite = f" with a finite {metric}" if unranked else ""
+    if unranked:
+        counts += f", {unranked} complete without a finite {metric}"
+    if _is_active(trials):
+        active = f"{_count(trials, 'RUNNING')} running, {_count(trials, 'WAITING')} waiting"
+        return f"No trial has completed{finite} yet ({active}; so far {counts})."
+    return (
+        f"No trial completed{finite}: every trial ended ({len(trials)} in all: {counts}), "
+        "so there is no best trial."
+    )
 
 
 def _time_rows(trials: Sequence[FrozenTrial]) -> list[list[Cell | Scalar]]:
@@ -465,9 +492,10 @@ def _best_rows(best: FrozenTrial, spec: SearchSpec) -> list[list[Cell | Scalar]]
     return rows
 
 
-def _figure_section(title: str, figure: Figure | None) -> Section:
+def _figure_section(title: str, figure: Figure | None, *, active: bool) -> Section:
     if figure is None:
-        return Section(title, f"<p>{NO_COMPLETED}</p>")
+        said = "No trial has completed yet." if active else "No trial completed."
+        return Section(title, f"<p>{said} Nothing to plot.</p>")
     return Section(title, png_html(_png(figure), _describe(title, figure)))
 
 
