@@ -322,7 +322,7 @@ def test_integer_inputs_stay_integer_and_feed_an_embedding():
     data = Dataset(ids, labels)
     assert data.inputs.dtype == torch.int64
     assert torch.equal(data.inputs, ids.long())
-    assert Dataset.from_arrays(ids.numpy(), labels.numpy()).inputs.dtype == torch.int64
+    assert Dataset.from_arrays(ids, labels).inputs.dtype == torch.int64
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(20, 3)
@@ -333,9 +333,23 @@ def test_integer_inputs_stay_integer_and_feed_an_embedding():
     assert all(batch.dtype == torch.int64 for batch in batches)
     for inputs in batches:
         assert model(inputs).shape == (len(inputs), 3)
-    # Floating, bool and uint8 (pixel) inputs are features: float32, as before.
-    for dtype in (torch.float64, torch.bool, torch.uint8):
+    # Floating, bool and other integer (pixel) tensors are features: float32, as before.
+    for dtype in (torch.float64, torch.bool, torch.uint8, torch.int16):
         assert Dataset(ids.to(dtype), labels).inputs.dtype == torch.float32
+
+
+def test_integer_numpy_inputs_are_features() -> None:
+    # Integer NumPy arrays (counts, np.loadtxt(dtype=int), int16 images) are features, as
+    # before ids were kept: an nn.Linear takes them (kept as int64, they failed there with
+    # "mat1 and mat2 must have the same dtype").
+    counts = np.random.default_rng(0).integers(0, 10, size=(12, 4))
+    for data in (
+        Dataset(counts, np.arange(12) % 3),
+        Dataset.from_arrays(counts, np.arange(12) % 3),
+    ):
+        assert data.inputs.dtype == torch.float32
+        assert torch.equal(data.inputs, torch.from_numpy(counts).float())
+        assert torch.nn.Linear(4, 3)(data.inputs).shape == (12, 3)
 
 
 @pytest.mark.parametrize(

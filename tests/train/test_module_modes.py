@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradwise import Trainer, optim
+from gradwise import Trainer, monitor, optim
 from gradwise.data import load_dataset
 from gradwise.train import Callback, TrainState
 
@@ -88,3 +88,43 @@ def test_a_model_a_callback_left_in_eval_mode_trains_in_training_mode_with_a_war
         seen = _fit(model, norm, callbacks=[EvaluateCarelessly(model)])
     assert seen
     assert all(seen)
+
+
+class Merging(nn.Linear):
+    """A LoRA-style layer: its own train() merges an update into the weight in eval mode
+    and takes it out again in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__(16, 16)
+        self.merged = False
+
+    def train(self, mode: bool = True) -> Merging:
+        super().train(mode)
+        self.merged = not mode
+        return self
+
+
+def test_a_module_with_its_own_train_is_switched_back_through_it() -> None:
+    # evaluate() and the watch's probes gave the flags back without calling train(True):
+    # such a layer stayed merged through the training steps after the first evaluation.
+    torch.manual_seed(0)
+    merging = Merging()
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), merging, nn.ReLU(), nn.Linear(16, 3))
+    merged_in_steps: list[bool] = []
+
+    def record(module: nn.Module, inputs: Any) -> None:
+        if torch.is_grad_enabled():
+            merged_in_steps.append(merging.merged)
+
+    merging.register_forward_pre_hook(record)
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    subset = (DATA.train.inputs[:128], DATA.train.targets[:128])
+    watch = monitor.watch(model, optimizer, monitor_data=subset, every=3)
+    trainer = Trainer(
+        model, optimizer, DATA, epochs=3, batch_size=64, progress=False,
+        callbacks=[watch.callback()],
+    )  # fmt: skip
+    assert trainer.fit().status == "completed"
+    assert merged_in_steps
+    assert not any(merged_in_steps)
+    assert not merging.merged

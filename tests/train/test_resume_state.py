@@ -424,3 +424,25 @@ def test_a_refused_resume_leaves_the_model_and_optimizer_as_they_were(
     assert all(torch.equal(tensor, after[name]) for name, tensor in before.items())
     assert trainer.optimizer.state_dict() == optimizer_before  # empty: nothing loaded
     assert read_summary(run)["status"] == "stopped"
+
+
+def test_a_refused_resume_leaves_the_weight_average_as_it_was(tmp_path: Path) -> None:
+    # The average loads first (it checks itself before it changes); an optimizer the
+    # checkpoint does not fit, found wrong after it, left the checkpoint's average in place.
+    model = _model()
+    run = RunFolder.create(tmp_path, "averaged")
+    trainer = _trainer(run, model, averaging=PolyakAverage(model), callbacks=[StopAt(20)])
+    assert trainer.fit().status == "stopped"
+    model = _model()
+    average = PolyakAverage(model)
+    before = {k: v.clone() for k, v in average.state_dict()["averaged_model"].items()}
+    optimizer = optim.Adam(list(model.parameters())[:2], lr=1e-2)  # another param group
+    resumed = Trainer(
+        model, optimizer, DATA, epochs=3, batch_size=16, progress=False, run=run,
+        averaging=average, mixup=Mixup(0.2, num_classes=3, seed=1),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="parameter group"):
+        resumed.fit(resume=True)
+    after = average.state_dict()["averaged_model"]
+    assert int(after["n_averaged"]) == 0
+    assert all(torch.equal(tensor, after[name]) for name, tensor in before.items())

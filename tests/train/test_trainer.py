@@ -765,12 +765,23 @@ def test_token_ids_reach_an_entry_point_model_as_integers(
     assert train(config, progress=False).status == "completed"
 
 
-def test_integer_features_in_a_file_feed_a_built_in_model(tmp_path: Path) -> None:
-    # Dataset keeps integer inputs (token ids); a built-in model's first layer takes
-    # floats, so the run reads them as features (without preprocessing to do so, it failed
-    # with "mat1 and mat2 must have the same dtype").
-    generator = np.random.default_rng(0)
-    features = generator.integers(0, 10, size=(300, 5))
+def test_integer_inputs_feed_a_built_in_model_as_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An entry point's int64 tensor stays int64 in its Dataset (ids); a built-in model's
+    # first layer takes floats, so the run reads them as features (without preprocessing
+    # to do so, it failed with "mat1 and mat2 must have the same dtype").
+    (tmp_path / "user_tokens_for_gradwise.py").write_text(TOKEN_ENTRY_POINT_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = load_config(
+        overrides=[
+            "data.dataset=user_tokens_for_gradwise:build", "data.preprocess=[]",
+            "model.name=mlp", "epochs=1", f"runs_dir={tmp_path / 'runs'}",
+        ]
+    )  # fmt: skip
+    assert train(config, progress=False).status == "completed"
+    # An integer NumPy file is features from the start.
+    features = np.random.default_rng(0).integers(0, 10, size=(300, 5))
     np.savez(tmp_path / "counts.npz", x=features, y=(features.sum(axis=1) > 22).astype(np.int64))
     config = load_config(
         overrides=[

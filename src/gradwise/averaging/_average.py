@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - a torch that moved it
         return ["cuda", "xpu"]
 
 
+from gradwise._modes import module_modes, restore_modes
 from gradwise._validation import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
@@ -597,7 +598,7 @@ def _recompute_batch_norm(model: nn.Module, batches: Iterable[Any]) -> None:
             "batch-norm statistics are left as they were. Pass the training batches, for "
             "instance a DataLoader over the training split."
         )
-    modes = {module: module.training for module in model.modules()}
+    modes = module_modes(model)
     momenta = {layer: layer.momentum for layer in layers}
     for layer in layers:
         layer.reset_running_stats()
@@ -612,5 +613,4 @@ def _recompute_batch_norm(model: nn.Module, batches: Iterable[Any]) -> None:
     finally:
         for layer, momentum in momenta.items():
             layer.momentum = momentum
-        for module, training in modes.items():
-            module.training = training
+        restore_modes(modes)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from gradwise._functional import call_with, tensor_slots
+from gradwise._modes import module_modes, restore_modes
 from gradwise._objective import LossFunction, Objective, held_parameters_error, parameters_reached
 from gradwise._validation import NON_NEGATIVE_INT, OneOf, Satisfies, check, invalid_value_error
 
@@ -354,7 +355,7 @@ class Hessian:
 
     @contextlib.contextmanager
     def _forward_context(self) -> Iterator[None]:
-        flags = [(module, module.training) for module in self._model.modules()]
+        flags = module_modes(self._model)
         devices = [self.device] if self._on_cuda else []
         with torch.random.fork_rng(devices=devices):
             torch.set_rng_state(self._cpu_rng)
@@ -368,8 +369,7 @@ class Hessian:
             try:
                 yield
             finally:
-                for module, training in flags:
-                    module.training = training
+                restore_modes(flags)
 
     def _check_vector(self, vector: Any) -> None:
         expected = f"a {self.dtype} tensor of shape ({self.num_parameters},) on {self.device}"

@@ -89,9 +89,11 @@ def lanczos(
         # (j + 1,): ideally (0, ..., 0, beta_{j-1}, alpha_j) by symmetry.
         projections = (basis[: j + 1] @ w).double()
         alpha = float(projections[-1])
-        if j > 0:  # betas[-1] is 0 after a restart: q_j is then orthogonal to H q_{j-1}
+        if j > 0 and j != block_start:
+            # Right after a restart the dropped beta (up to _BREAKDOWN eps scale, set to 0)
+            # is still in q_{j-1}^T H q_j: not the products' rounding, so not measured.
             projections[-2] -= betas[-1]
-        error = max(error, float(torch.linalg.vector_norm(projections[:-1])))
+            error = max(error, float(torch.linalg.vector_norm(projections[:-1])))
         w = w - alpha * q
         if j > 0:
             w = w - betas[-1] * basis[j - 1]

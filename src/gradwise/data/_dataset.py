@@ -36,10 +36,11 @@ class Dataset:
     are stored as given: no scaling or normalization (fit those on the training split).
 
     The constructor accepts tensors or NumPy arrays and settles them into that contract:
-    floating, bool and uint8 (image pixels: ``nn.Embedding`` refuses uint8 ids) inputs
-    become float32, other integer inputs int64 (token ids stay ids; convert integer
-    counts meant as features to float first), and a 1-D ``(N,)`` array becomes
-    ``(N, 1)``; integer or bool
+    a torch ``int32`` or ``int64`` tensor of inputs becomes int64 (token ids, what
+    ``nn.Embedding`` takes: pass ``.float()`` for integer features held in such a tensor);
+    all other inputs become float32 (integer NumPy arrays too: counts, pixels; pass
+    ``torch.from_numpy(ids)`` for ids), and a 1-D ``(N,)`` array becomes ``(N, 1)``;
+    integer or bool
     targets become int64 ``(N,)`` (an ``(N, 1)`` column is flattened); floating targets
     become float32 with ``(N,)`` turned into ``(N, 1)``, so that a regression model's
     ``(batch, 1)`` output and its targets have the same shape. NaN or infinite inputs or
@@ -301,16 +302,16 @@ def _as_tensor(name: str, value: Any) -> Tensor:
 
 
 def _as_inputs(value: Any) -> Tensor:
+    # A torch int32 or int64 tensor is what nn.Embedding indexes with: ids, kept as int64.
+    # Integer NumPy arrays (counts, int16 images, np.loadtxt) and other integer tensors
+    # are features, float32 as before.
+    ids = isinstance(value, Tensor) and value.dtype in (torch.int32, torch.int64)
     inputs = _as_tensor("inputs", value)
     if inputs.dim() == 0:
         raise ValueError("Dataset inputs must have shape (N, ...). Got a 0-d tensor instead.")
     if inputs.dim() == 1:
         inputs = inputs.unsqueeze(1)
-    if inputs.is_floating_point() or inputs.dtype in (torch.bool, torch.uint8):
-        return inputs.to(torch.float32)
-    # Token ids for an nn.Embedding stay integers (float ids made it raise), as int64,
-    # which every index-taking op accepts.
-    return inputs.to(torch.int64)
+    return inputs.to(torch.int64 if ids else torch.float32)
 
 
 def _check_finite(name: str, values: Tensor) -> None:

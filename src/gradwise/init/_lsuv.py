@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from gradwise._frames import stacklevel_outside
+from gradwise._modes import module_modes, restore_modes
 from gradwise._validation import POSITIVE_INT, Interval, check
 from gradwise.init._initializers import orthogonal
 from gradwise.init._modules import (
@@ -94,7 +95,7 @@ def rescale_to_unit_variance(
     model: nn.Module, batch: Batch, tolerance: float, max_iterations: int
 ) -> dict[str, float]:
     """LSUV's loop over layers, without the orthogonal pre-step."""
-    modes = [(module, module.training) for module in model.modules()]
+    modes = module_modes(model)
     model.eval()
     try:
         with torch.no_grad():
@@ -107,8 +108,7 @@ def rescale_to_unit_variance(
             # weights) is rescaled again there, which moves this layer's variance too.
             variances = _output_variances(model, batch, rescaled)
     finally:
-        for module, training in modes:
-            module.training = training
+        restore_modes(modes)
     _warn_about_fixed_scales({name: label for name, label in fixed.items() if label})
     missed = [name for name, variance in variances.items() if abs(variance - 1) >= tolerance]
     if missed:

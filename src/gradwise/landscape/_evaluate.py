@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from gradwise._functional import Slots, call_with, tensor_slots
+from gradwise._modes import module_modes, restore_modes
 from gradwise._objective import Objective, held_parameters_error, parameters_reached
 from gradwise.data import Dataset, iterate_once
 from gradwise.losses import LOSS_NAMES, get_loss
@@ -113,15 +114,14 @@ def untouched(model: nn.Module) -> Iterator[None]:
     is on inside ``loss_fn`` for the first points, to check it; nothing is differentiated),
     and eval mode keeps BatchNorm's running statistics (and num_batches_tracked) as they are.
     """
-    modes = [(module, module.training) for module in model.modules()]
+    modes = module_modes(model)
     devices = sorted({t.device.index or 0 for t in model.parameters() if t.is_cuda})
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             model.eval()
             yield
     finally:
-        for module, training in modes:
-            module.training = training
+        restore_modes(modes)
 
 
 def evaluate_points(

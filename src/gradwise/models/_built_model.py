@@ -13,6 +13,7 @@ spatial maps larger than 1x1 all pass.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 from torch import Tensor, nn
 
@@ -35,6 +36,11 @@ class BuiltModel(nn.Sequential):
 
     def _get_name(self) -> str:
         return "Sequential"  # printed as torch's: the layers are the model
+
+    def __prepare_scriptable__(self) -> nn.Sequential:
+        # torch.jit.script takes this instead: TorchScript compiles no try/except (nor the
+        # class attributes), and torch's Sequential computes the same.
+        return nn.Sequential(OrderedDict(self._modules))  # the same names: state dicts match
 
     def forward(self, input: Tensor) -> Tensor:
         for index, layer in enumerate(self):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gradwise._modes import restore_modes
 from gradwise.monitor._units import UnitAxes
 
 #: Units whose output is never > 0 on the monitoring subset are dead.
@@ -716,9 +717,8 @@ def probe_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
     finally:
         if direct:
             _set_modes(modules, modes)
-        else:
-            for module, training in zip(modules, modes, strict=True):
-                module.training = training
+        else:  # a module with its own train(): switched back through it
+            restore_modes(list(zip(modules, modes, strict=True)))
         torch.set_rng_state(cpu_state)
         if cuda_state is not None:
             torch.cuda.set_rng_state(cuda_state, device)

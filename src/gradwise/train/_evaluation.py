@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gradwise._modes import module_modes, restore_modes
 from gradwise.data import Dataset, iterate_once
 
 EVALUATION_BATCH_SIZE = 1024
@@ -102,7 +103,7 @@ def evaluate(
     Afterwards every module gets back its own train/eval mode (not ``model.train()``,
     which would put a batch norm the user froze in eval mode back in training).
     """
-    modes = [(module, module.training) for module in model.modules()]
+    modes = module_modes(model)
     model.eval()
     totals = Accumulator(device)
     try:
@@ -111,6 +112,5 @@ def evaluate(
             correct = (outputs.argmax(dim=1) == targets).sum() if classification else None
             totals.add(loss_fn(outputs, targets), correct, len(targets))
     finally:
-        for module, training in modes:
-            module.training = training
+        restore_modes(modes)
     return totals.means()

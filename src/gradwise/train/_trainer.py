@@ -300,8 +300,9 @@ class Trainer:
         it resumes with a fresh one), the fills of other augmentations, other callbacks with
         state; a weight average the run did not have is a ValueError. What only the loading
         finds wrong (entries the model lacks, the optimizer's parameter groups) leaves the
-        model, optimizer and scheduler as they were too. A checkpoint whose early stopping
-        had stopped the run (killed before its summary said so) trains no further: the
+        model, optimizer, scheduler, weight average and early stopping as they were too. A
+        checkpoint whose early stopping had stopped the run (killed before its summary said
+        so) trains no further: the
         run's end (best weights, test split, summary) is done as it was due then, with
         status ``"early_stopped"``. The
         summary keeps the run's first ``started`` time and lists the resumes' times in
@@ -752,8 +753,10 @@ class Trainer:
         self._refuse_another_setup(contents)
         # What only the loads themselves find wrong (model entries the checkpoint lacks,
         # the optimizer's parameter groups, a callback's own checks) leaves the user's model,
-        # optimizer and scheduler as they were too.
-        with _put_back_on_failure(self.module, self.optimizer, self.scheduler):
+        # optimizer, scheduler, weight average and early stopping as they were too.
+        with _put_back_on_failure(
+            self.module, self.optimizer, self.scheduler, self.averaging, self.early_stopping
+        ):
             self._load(contents, ranks[self.world.rank])
 
     def _load(self, contents: Mapping[str, Any], mine: Mapping[str, Any]) -> None:
