@@ -688,3 +688,22 @@ def test_a_long_sweep_stops_where_the_whole_history_re_smoothed_says(shift: floa
     assert not any(_stops_as_written(losses[: n + 1], 0.9, 4.0) for n in range(len(losses) - 1))
     assert _stops_as_written(losses, 0.9, 4.0)
     assert result.diverged_at == len(losses) - 1
+
+
+def test_a_batch_norm_frozen_in_eval_mode_stays_frozen_through_the_sweep() -> None:
+    # The sweep called model.train(): a batch norm the user froze normalized with batch
+    # statistics during the sweep, so the curve was not that of the user's training.
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(16)
+    model = nn.Sequential(nn.Linear(2, 16), norm, nn.ReLU(), nn.Linear(16, 3))
+    norm.eval()
+    modes: list[bool] = []
+    norm.register_forward_pre_hook(lambda module, inputs: modes.append(module.training))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(0)
+    data = Dataset(torch.randn(256, 2, generator=generator), torch.arange(256) % 3)
+    lr_find(model, optimizer, data, start_lr=1e-4, end_lr=1, num_steps=10, batch_size=32)
+    assert modes
+    assert not any(modes)
+    assert model.training
+    assert not norm.training

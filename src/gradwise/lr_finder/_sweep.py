@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gradwise._modes import restore_modes
 from gradwise._step_hooks import is_constraint
 from gradwise._validation import (
     HALF_OPEN_UNIT_INTERVAL,
@@ -96,7 +97,9 @@ def lr_find(
     cut, repeated on one model with 16 seeds, stayed within 2.54x on all ten cases and eight
     inits measured (docs/lr_finder.md).
 
-    Afterwards the model and optimizer are exactly as they were: every parameter and
+    The sweep trains each module in its own mode, as the Trainer does (a batch norm frozen
+    with ``.eval()`` stays frozen); a model in eval mode as a whole is put in training
+    mode first. Afterwards the model and optimizer are exactly as they were: every parameter and
     buffer (bitwise, the same tensor objects) of the model, of a ``loss_fn`` that is a
     module and every parameter the optimizer holds (a learnable temperature of the loss),
     each module's train/eval mode, every existing ``.grad``, the optimizer's
@@ -185,7 +188,8 @@ def lr_find(
             _step_hooks_suspended(optimizer),
             _forked_rng(device, sweep_seed),
         ):
-            model.train()
+            if not model.training:  # as a training loop starts; modules frozen in eval stay
+                model.train()
             source = _reseeded(data, sweep_seed) if index else data
             batches = _batch_stream(source, int(batch_size), sweep_seed)
             stop_rule = StopRule(smoothing, diverge_factor)
@@ -381,8 +385,7 @@ def _preserved(modules: Sequence[nn.Module], optimizer: torch.optim.Optimizer) -
             if grad is not None and saved is not None:
                 grad.copy_(saved)
             parameter.grad = grad
-        for module, training in modes:
-            module.training = training
+        restore_modes(modes)
         optimizer.load_state_dict(optimizer_state)
         for group, entries in groups:
             group.clear()
