@@ -756,13 +756,15 @@ def test_token_ids_reach_an_entry_point_model_as_integers(
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = "user_tokens_for_gradwise:build"
-    config = load_config(
-        overrides=[
-            f"data.dataset={spec}", f"model.name={spec}", "data.preprocess=[]",
-            "init.weights=none", "epochs=2", "data.batch_size=32", f"runs_dir={tmp_path / 'runs'}",
-        ]
-    )  # fmt: skip
-    assert train(config, progress=False).status == "completed"
+    overrides = [
+        f"data.dataset={spec}", f"model.name={spec}", "data.preprocess=[]",
+        "init.weights=none", "epochs=2", "data.batch_size=32", f"runs_dir={tmp_path / 'runs'}",
+    ]  # fmt: skip
+    assert train(load_config(overrides=overrides), progress=False).status == "completed"
+    # Noise (or a shift, a flip, mixup) would make floats of the ids.
+    with pytest.raises(ConfigError, match=r"'train.data.augment' changes input values") as error:
+        prepare_run(load_config(overrides=[*overrides, "data.augment=[noise]"]))
+    assert error.value.key == ("data", "augment")
 
 
 def test_integer_inputs_feed_a_built_in_model_as_features(

@@ -116,6 +116,7 @@ def prepare_run(
     torch.manual_seed(config.seed)
     entry_points: dict[str, Any] = {}
     data = _inputs_as_features(_load_data(config, entry_points), config)
+    _check_augmentations_take(data, config)
     _check_loss_fits_task(config.loss, data)
     _check_monitored_metrics(config, data)
     check_augmentation_layout(config.data, tuple(data.train.inputs.shape[1:]))
@@ -527,6 +528,19 @@ def _inputs_as_features(data: DataSplits, config: RunConfig) -> DataSplits:
         validation=None if data.validation is None else as_float(data.validation),
         test=None if data.test is None else as_float(data.test),
     )
+
+
+def _check_augmentations_take(data: DataSplits, config: RunConfig) -> None:
+    """Refuse augmentations of integer inputs (ids an entry point's model takes as they
+    are): a shift, noise or a mix would make floats of them, or fail inside torch."""
+    if config.data.augment and not data.train.inputs.is_floating_point():
+        raise ConfigError(
+            f"'train.data.augment' changes input values (shifts, flips, noise, mixup), but "
+            f"this run's inputs are integers ({data.train.inputs.dtype}: ids, which the "
+            f"model {config.model.name} takes as they are); remove the augmentations, or "
+            "give the model float inputs",
+            key=("data", "augment"),
+        )
 
 
 def _preprocess(
