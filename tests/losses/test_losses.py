@@ -503,3 +503,9 @@ def test_mse_reads_integer_targets_against_one_output_column_as_regression_value
     (gradient,) = torch.autograd.grad(value, outputs)
     torch.testing.assert_close(gradient, torch.autograd.grad(expected, outputs)[0])
     assert get_loss("mse")(outputs, targets).item() == value.item()
+
+
+def test_accuracy_refuses_one_score_per_sample_with_a_clear_error():
+    # QA: a binary classifier's (batch,) logits ended in a bare IndexError from argmax.
+    with pytest.raises(ValueError, match=r"must be \(batch, classes\) scores. Got shape \(5,\)"):
+        accuracy(torch.randn(5), torch.randint(0, 2, (5,)))

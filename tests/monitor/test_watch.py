@@ -1115,3 +1115,12 @@ def test_observe_takes_numbers_and_one_element_tensors_and_refuses_the_rest() ->
             watch.observe({"train_loss": 0.4, "val_loss": value})
     assert len(records(watch, "epoch")) == 1  # nothing of the refused calls is kept
     assert watch.history.train_loss.values == []
+
+
+def test_monitoring_targets_with_cross_entropys_ignore_index_are_accepted() -> None:
+    # QA: labels of -100 (left out by cross_entropy) made watch() fail in bincount with
+    # "RuntimeError: bincount only supports 1-d non-negative integral inputs".
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(8, 4), torch.tensor([0, 0, 0, 1, -100, -100, -100, -100])
+    w = monitor.watch(nn.Linear(4, 2), monitor_data=(inputs, targets))
+    assert w.history.chance_accuracy == 0.75  # the majority class among the kept labels

@@ -672,3 +672,35 @@ def test_next_step_lr_survives_a_checkpoint_and_is_none_for_a_fixed_transform() 
         assert optim.next_step_lr(other) == schedule(3), make.__name__
     fixed = optim.Optimizer([weight], optim.chain(optim.scale_by_learning_rate(0.1)))
     assert optim.next_step_lr(fixed) is None
+
+
+def test_a_torch_checkpoint_from_before_a_flag_existed_loads_as_torch_loads_it() -> None:
+    # QA: a torch Adam checkpoint written before `maximize` / `decoupled_weight_decay`
+    # existed loads into torch.optim.Adam (its __setstate__ fills the flags), but the
+    # gradwise Adam stepped into a bare KeyError: 'maximize'.
+    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))
+    reference = torch.optim.Adam([weight], lr=0.1)
+    weight.grad = torch.ones_like(weight)
+    reference.step()
+    state_dict = reference.state_dict()
+    for group in state_dict["param_groups"]:
+        del group["maximize"], group["decoupled_weight_decay"]
+    opt = optim.Adam([weight], lr=0.1)
+    opt.load_state_dict(state_dict)
+    assert opt.param_groups[0]["maximize"] is False
+    assert opt.param_groups[0]["decoupled_weight_decay"] is False
+    opt.step()
+
+
+def test_a_checkpoint_of_another_optimizer_is_refused_when_loaded() -> None:
+    # QA: an Adam state_dict loaded into SGD failed only at the next step, with a bare
+    # KeyError: 'momentum' from inside the adapter.
+    weight = torch.nn.Parameter(torch.ones(3))
+    adam = torch.optim.Adam([weight], lr=0.1)
+    weight.grad = torch.ones_like(weight)
+    adam.step()
+    opt = optim.SGD([weight], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"param group 0 without \['dampening', 'momentum'\]"):
+        opt.load_state_dict(adam.state_dict())
+    assert opt.param_groups[0]["momentum"] == 0.9  # nothing was loaded
+    opt.step()

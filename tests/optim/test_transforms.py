@@ -272,3 +272,20 @@ def test_scale_by_learning_rate_follows_a_schedule_from_step_zero() -> None:
 def test_transforms_validate_their_hyperparameters(build: object, message: str) -> None:
     with pytest.raises(ValueError, match=f"^The {re.escape(message)}"):
         build()  # type: ignore[operator]
+
+
+def test_masked_with_one_boolean_per_parameter_works_in_a_chain_and_an_optimizer() -> None:
+    # QA: chain() and the Optimizer call init([]) for the state's layout, where a list
+    # mask raised "has 2 entries but there are 0 parameters": it could not be used at all.
+    model = torch.nn.Linear(2, 2)
+    transform = optim.chain(
+        optim.masked(optim.add_decayed_weights(0.5), [True, False]),
+        optim.scale_by_learning_rate(1.0),
+    )
+    opt = optim.Optimizer(model.parameters(), transform)
+    weight, bias = model.weight.detach().clone(), model.bias.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.equal(model.weight.detach(), weight - 0.5 * weight)
+    assert torch.equal(model.bias.detach(), bias)

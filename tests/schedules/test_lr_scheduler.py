@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
+from gradwise.optim import SGD
 from gradwise.schedules import (
     ReduceOnPlateau,
     ScheduleLR,
@@ -362,3 +363,13 @@ def test_a_param_group_added_later_without_a_schedule_is_a_clear_error():
         r"group, or make a new ScheduleLR after add_param_group\.$",
     ):
         scheduler.step()
+
+
+def test_a_param_group_whose_lr_is_already_a_schedule_is_refused() -> None:
+    # QA: SGD(lr=cosine_decay(...)) under ScheduleLR had its schedule replaced by
+    # ScheduleLR's numbers from the first step on, silently.
+    parameter = torch.nn.Parameter(torch.zeros(2))
+    optimizer = SGD([parameter], lr=cosine_decay(0.1, num_steps=10))
+    with pytest.raises(ValueError, match="Got param group 0 with lr=cosine_decay"):
+        ScheduleLR(optimizer, constant(0.5))
+    assert optimizer.param_groups[0]["lr"] == cosine_decay(0.1, num_steps=10)

@@ -228,6 +228,12 @@ def accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
         >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.tensor([0, 0])).item()
         0.5
     """
+    if outputs.dim() < 2:  # argmax over dim 1 would raise a bare IndexError
+        raise ValueError(
+            f"The 'outputs' parameter of accuracy must be (batch, classes) scores. Got "
+            f"shape {tuple(outputs.shape)} instead; for one logit per sample (a binary "
+            "classifier), compare (outputs > 0) with the targets."
+        )
     if targets.shape == outputs.shape:  # one-hot or probability rows
         targets = targets.argmax(dim=1)
     elif targets.shape != outputs.shape[:1]:  # == would broadcast

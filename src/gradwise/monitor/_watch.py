@@ -797,8 +797,14 @@ class Watch:
     def _set_chance(self, targets: Tensor | None) -> None:
         if targets is None or targets.is_floating_point() or targets.numel() == 0:
             return
-        counts = torch.bincount(targets.reshape(-1).long())
-        majority = float(counts.max()) / targets.numel()
+        labels = targets.reshape(-1).long()
+        # Negative labels are left out, as cross-entropy leaves out its ignore_index -100
+        # (bincount refused them: the watch could not be made).
+        labels = labels[labels >= 0]
+        if labels.numel() == 0:
+            return
+        counts = torch.bincount(labels)
+        majority = float(counts.max()) / labels.numel()
         history = self.history
         history.chance_accuracy = max(history.chance_accuracy or 0.0, majority)
 

@@ -466,10 +466,31 @@ class Optimizer(torch.optim.Optimizer):
             {key: _schedule_from_data(value) for key, value in group.items()}
             for group in state_dict["param_groups"]
         ]
+        for index, group in enumerate(groups):
+            self._fill_missing_hyperparameters(index, group)
         super().load_state_dict({**state_dict, "param_groups": groups})
         for group, before in zip(self.param_groups, previous, strict=True):
             for key in group.keys() - {"params"}:
                 group[key] = keep_current_schedule(before.get(key), group[key])
+
+    def _fill_missing_hyperparameters(self, index: int, group: dict[str, Any]) -> None:
+        """Give a saved param group the flags torch.optim added over its versions, as
+        torch's own ``__setstate__`` does (a torch 2.4 Adam checkpoint has no
+        ``decoupled_weight_decay``); refuse one that lacks any other hyperparameter, before
+        anything is loaded: it was saved by another optimizer, and each step would fail
+        with a bare ``KeyError``."""
+        for name in self.hyperparameter_names:
+            if name not in group and name in _FLAGS_OF_OLDER_CHECKPOINTS:
+                group[name] = _FLAGS_OF_OLDER_CHECKPOINTS[name]
+        missing = sorted(name for name in self.hyperparameter_names if name not in group)
+        if missing:
+            present = sorted(key for key in group if key != "params")
+            raise ValueError(
+                f"The 'state_dict' parameter of {self._owner}.load_state_dict must hold the "
+                f"hyperparameters {self._owner} uses in each param group. Got param group "
+                f"{index} without {missing} (it holds {present}) instead: it was saved by "
+                "another optimizer. Load it into the kind of optimizer that saved it."
+            )
 
     def __getstate__(self) -> dict[str, Any]:
         # torch's Optimizer keeps defaults, state and param_groups and drops the rest (its
@@ -491,6 +512,17 @@ class Optimizer(torch.optim.Optimizer):
         self._runtimes = {}
         if _reset_after_load not in self._optimizer_load_state_dict_post_hooks.values():
             self.register_load_state_dict_post_hook(_reset_after_load)
+
+
+#: Flags torch.optim added to its optimizers over its versions, with the value a group of
+#: an older checkpoint had (torch's ``__setstate__`` fills them so too).
+_FLAGS_OF_OLDER_CHECKPOINTS: Mapping[str, Any] = {
+    "amsgrad": False,
+    "centered": False,
+    "decoupled_weight_decay": False,
+    "maximize": False,
+    "nesterov": False,
+}
 
 
 @functools.cache

@@ -153,10 +153,16 @@ def masked(transform: GradientTransform, mask: ParameterMask) -> GradientTransfo
     def selection(params: Params) -> list[int]:
         if callable(mask):
             return [i for i, p in enumerate(params) if mask(p)]
+        # No parameters: chain() and the Optimizer ask init([]) for the state's layout,
+        # which any mask has (a list mask failed there, so could never be used in them).
+        if not params:
+            return []
         if len(mask) != len(params):
             raise ValueError(
                 f"The mask of masked() has {len(mask)} entries but there are {len(params)} "
-                "parameters. Pass a predicate on tensors, or one boolean per parameter."
+                "parameters. Pass a predicate on tensors, or one boolean per parameter (an "
+                "Optimizer hands a transform one param group's parameters that have a "
+                "gradient, so a predicate is the robust choice there)."
             )
         return [i for i, keep in enumerate(mask) if keep]
 

@@ -66,6 +66,7 @@ class ScheduleLR(LRScheduler):
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        _refuse_schedules_in_groups(optimizer)
         self.schedules = _one_schedule_per_group(schedule, len(optimizer.param_groups))
         self._one_for_all = callable(schedule)
         super().__init__(optimizer, last_epoch)
@@ -170,6 +171,20 @@ class ScheduleLR(LRScheduler):
             group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"]
             for group in self.optimizer.param_groups
         ]
+
+
+def _refuse_schedules_in_groups(optimizer: Optimizer) -> None:
+    """A gradwise optimizer given ``lr=cosine_decay(...)`` evaluates that schedule itself;
+    ScheduleLR would overwrite it with a number, silently, from the first step on."""
+    for index, group in enumerate(optimizer.param_groups):
+        lr = group.get("lr")
+        if callable(lr) and not isinstance(lr, Tensor):
+            raise ValueError(
+                f"The 'optimizer' parameter of ScheduleLR must have a number as each param "
+                f"group's lr. Got param group {index} with lr={lr!r} instead, a schedule the "
+                "optimizer already follows, which ScheduleLR would replace. Keep one of the "
+                "two: the optimizer's schedule, or ScheduleLR with a float lr."
+            )
 
 
 def _one_schedule_per_group(schedule: Any, num_groups: int) -> list[Any]:
