@@ -206,7 +206,9 @@ def test_doctor_without_checks_does_not_say_the_checks_passed(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     overrides = [argument for override in SMALL for argument in ("--set", override)]
-    code = main(["doctor", *overrides, "--epochs", "2", "--no-checks", "--fix"])
+    # 20 epochs of 14 steps: past the 250 steps the trend checks need (a shorter probe is
+    # not called healthy at all: see the test below).
+    code = main(["doctor", *overrides, "--epochs", "20", "--no-checks", "--fix"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "checks passed" not in out
@@ -214,3 +216,18 @@ def test_doctor_without_checks_does_not_say_the_checks_passed(
     # --fix with nothing to apply says so instead of staying silent.
     assert "--fix: no finding carries a fix the doctor is confident in; nothing was changed" in out
     assert "Before and after" not in out
+
+
+def test_a_probe_too_short_for_the_trend_checks_is_not_called_healthy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1 epoch of spirals at batch 16 is a few dozen steps; the trend checks need 250.
+    monkeypatch.chdir(tmp_path)
+    overrides = [argument for override in SMALL for argument in ("--set", override)]
+    code = main(["doctor", *overrides, "--epochs", "1", "--no-checks"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "looks healthy" not in out
+    assert "No findings, but the probe ran " in out
+    assert "fewer than the 250 the monitor's trend checks need" in out
+    assert "(the checks were skipped)" in out

@@ -30,7 +30,10 @@ def test_a_healthy_run_records_no_findings(
     assert read_records(result.run.findings_path) == []
     assert result.run.probes_path.is_file()
     assert "gradwise:" not in capsys.readouterr().err
-    assert "looks healthy" in result.run.report_path.read_text()
+    # 140 steps: too short for the trend checks (250), so the report does not vouch for it.
+    assert result.steps < 250
+    page = result.run.report_path.read_text()
+    assert f"No findings, but the run took {result.steps} steps, fewer than the 250" in page
 
 
 def test_a_diverging_run_names_the_nonfinite_loss(

@@ -366,3 +366,19 @@ def test_a_sparsity_file_of_another_shape_leaves_the_section_out(tmp_path: Path)
     page = build_report(run).read_text()
     assert "<h2>Sparsity</h2>" not in page
     assert "<h2>Summary</h2>" in page
+
+
+def test_no_findings_in_a_run_too_short_for_the_trend_checks_is_not_called_healthy(
+    tmp_path: Path,
+) -> None:
+    # A completed 6-step run (spirals, SGD at lr 1e6, train loss 2.7e18) raised nothing: the
+    # trend findings need the monitor's warmup plus one window, 250 steps.
+    run = RunFolder.create(tmp_path, "short", min_free_bytes=0)
+    write_config(run, {"model": "mlp"})
+    write_summary(run, {"name": "short", "status": "completed", "steps": 6})
+    run.findings_path.write_text("")
+    page = build_report(run).read_text()
+    assert "looks healthy" not in page
+    assert "No findings, but the run took 6 steps, fewer than the 250 the monitor" in page
+    write_summary(run, {"name": "short", "status": "completed", "steps": 250})
+    assert "No findings: the run looks healthy." in build_report(run).read_text()

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from gradwise.doctor._doctor import DoctorResult
+from gradwise.doctor._doctor import TREND_STEPS, DoctorResult
 from gradwise.report import Table
 
 
@@ -81,9 +81,17 @@ def print_result(result: DoctorResult) -> None:
     not finish: its numbers are those of a shorter run.
     """
     outcome = result.probe_outcome()
+    skipped = result.gradcheck is None or result.sanity is None
     if result.findings:
         print(findings_table(result).render_text())
-    elif outcome is None and (result.gradcheck is None or result.sanity is None):
+    elif outcome is None and result.probe.steps < TREND_STEPS:
+        print(
+            f"No findings, but the probe ran {result.probe.steps} steps, fewer than the "
+            f"{TREND_STEPS} the monitor's trend checks need, so this is no sign that the run "
+            "is healthy; probe longer with --epochs (and as many epochs in the config) "
+            + ("(the checks were skipped)." if skipped else "(the checks passed).")
+        )
+    elif outcome is None and skipped:
         print("No findings: the probe run looks healthy (the checks were skipped).")
     elif outcome is None:
         print("No findings: the checks passed and the probe run looks healthy.")

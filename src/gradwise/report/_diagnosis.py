@@ -42,11 +42,48 @@ T = TypeVar("T")
 FINISHED_STATUSES = ("completed", "early_stopped")
 
 
-def findings_section(run: RunFolder, status: str = "completed") -> Section | None:
+def trend_steps() -> int:
+    """The optimizer steps the monitor's trend findings need: its warmup plus one window.
+
+    A run shorter than this was never judged for a too-low learning rate, a plateau, slow
+    progress or underfitting, however it ended.
+    """
+    from gradwise.monitor import Thresholds  # gradwise.monitor imports gradwise.train
+
+    thresholds = Thresholds()
+    return thresholds.warmup_steps + thresholds.window_steps
+
+
+def no_findings_text(status: str, steps: int | None) -> str | None:
+    """What "no findings" means for a run that ended with ``status`` after ``steps``.
+
+    None when the run "looks healthy": its status is one of :data:`FINISHED_STATUSES` and
+    it ran at least :func:`trend_steps` steps (or its step count is unknown).
+    """
+    if status not in FINISHED_STATUSES:
+        return (
+            f"No findings so far (run status: {status}): the run was not watched to its "
+            "end, so this is no sign that it is healthy."
+        )
+    needed = trend_steps()
+    if steps is not None and steps < needed:
+        return (
+            f"No findings, but the run took {steps} steps, fewer than the {needed} the "
+            "monitor's trend checks (learning rate too low, plateau, underfitting) need: "
+            "they never ran, so this is no sign that it is healthy."
+        )
+    return None
+
+
+def findings_section(
+    run: RunFolder, status: str = "completed", steps: int | None = None
+) -> Section | None:
     """The findings, most severe first, each with its evidence; None without findings.jsonl.
 
     Without findings, the run "looks healthy" only when its ``status`` is one of
-    :data:`FINISHED_STATUSES`; a run cut short is said to have raised none so far.
+    :data:`FINISHED_STATUSES` and it ran ``steps`` >= :func:`trend_steps` (or ``steps``
+    is unknown); a run cut short is said to have raised none so far, and a run too short
+    for the trend checks says so.
     """
     if not run.findings_path.is_file():
         return None
@@ -55,12 +92,9 @@ def findings_section(run: RunFolder, status: str = "completed") -> Section | Non
     except (OSError, ValueError) as error:
         return _unreadable("Findings", run.findings_path.name, error)
     if not findings:
-        if status in FINISHED_STATUSES:
+        text = no_findings_text(status, steps)
+        if text is None:
             return Section("Findings", '<p class="healthy">No findings: the run looks healthy.</p>')
-        text = (
-            f"No findings so far (run status: {status}): the run was not watched to its "
-            "end, so this is no sign that it is healthy."
-        )
         return Section("Findings", f"<p>{html.escape(text)}</p>")
     findings = sorted(
         findings, key=lambda f: (SEVERITY_ORDER.get(f.get("severity", ""), 3), f.get("step") or 0)

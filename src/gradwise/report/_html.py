@@ -137,7 +137,9 @@ def render_report(run: RunFolder, extra_sections: Sequence[Section] = ()) -> str
     from gradwise.report import _diagnosis  # the doctor's sections; imports this module
 
     def findings() -> list[Section]:
-        return _listed(_diagnosis.findings_section(run, status))
+        steps = summary.get("steps")
+        known = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+        return _listed(_diagnosis.findings_section(run, status, known))
 
     def histograms() -> list[Section]:
         return _listed(_diagnosis.histogram_section(run))
