@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -542,3 +543,17 @@ def test_values_that_were_tracebacks_are_one_line_usage_errors(tmp_path: Path) -
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, (args, result.stderr)
         assert message in lines[0], (args, result.stderr)
+
+
+def test_the_new_run_a_finished_runs_resume_suggests_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It suggested `gradwise train RUN/config.yaml`, which failed: that config names the
+    # finished run's folder, which exists.
+    run = _tiny_run(tmp_path)
+    capsys.readouterr()
+    assert main(["train", "--no-progress", "--resume", str(run)]) == 2
+    suggested = re.search(r"\(gradwise train (.+?): the config", capsys.readouterr().err)
+    assert suggested is not None
+    assert main(["train", "--no-progress", *suggested[1].split()]) == 0
+    assert len([path for path in run.parent.iterdir() if path.is_dir()]) == 2

@@ -1124,3 +1124,22 @@ def test_monitoring_targets_with_cross_entropys_ignore_index_are_accepted() -> N
     inputs, targets = torch.randn(8, 4), torch.tensor([0, 0, 0, 1, -100, -100, -100, -100])
     w = monitor.watch(nn.Linear(4, 2), monitor_data=(inputs, targets))
     assert w.history.chance_accuracy == 0.75  # the majority class among the kept labels
+
+
+def test_a_blow_up_before_the_first_measurement_is_named_at_the_epoch_end() -> None:
+    # 6 steps of a loss climbing from 1.15 to 1e21 (SGD at lr 1e3), fewer than
+    # cheap_every: no measurement ran, and the run ended with no finding.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e3)
+    generator = torch.Generator().manual_seed(0)
+    inputs, targets = torch.randn(64, 2, generator=generator), torch.arange(64) % 3
+    watch = monitor.watch(model, optimizer, monitor_data=(inputs, targets), cheap_every=10)
+    losses = []
+    for _ in range(6):
+        losses.append(float(sgd_step(model, optimizer, (inputs, targets)).detach()))
+        assert watch.step(losses[-1]) == []
+    assert max(losses) > 1e6 * losses[0]
+    assert watch.findings() == []
+    raised = watch.observe({"train_loss": losses[-1]})
+    assert [finding.kind for finding in raised] == [Finding.LEARNING_RATE_TOO_HIGH]

@@ -286,6 +286,10 @@ class Watch:
             ):
                 if key in values:
                     series.append(step, values[key])
+        # The steps since the last measurement are judged for a blow-up too: a run of
+        # fewer steps than cheap_every (6 steps of a loss climbing to 1e25) was never
+        # measured, and ended with no finding.
+        self._track_peak(self._step)
         return self._diagnose(step)
 
     # -- results -------------------------------------------------------------------------
@@ -755,9 +759,15 @@ class Watch:
         recent = _finite(history.loss.since(step - self.thresholds.smoothing_steps + 1))
         if recent:
             history.smoothed_loss.append(step, statistics.median(recent))
-        # The peak since the previous check of the median of 3 consecutive losses: a
-        # blow-up lasting a few steps, robust to one unlucky batch.
+        self._track_peak(step)
+
+    def _track_peak(self, step: int) -> None:
+        """The peak since the previous check of the median of 3 consecutive losses: a
+        blow-up lasting a few steps, robust to one unlucky batch."""
+        history = self.history
         previous = history.peak_loss.last_step or 0
+        if previous >= step:
+            return
         values = history.loss.since(previous - 1)
         peaks = _finite([statistics.median(values[i : i + 3]) for i in range(len(values) - 2)])
         if peaks:

@@ -336,8 +336,8 @@ def resumable_folder(run: str | Path) -> RunFolder:
     if status in FINISHED:
         raise ConfigError(
             f"{folder.path} has {status.replace('_', ' ')}: there is nothing to resume. Start a "
-            f"new run from its config (gradwise train {folder.config_path}), with more epochs "
-            "if it needs them."
+            f"new run from its config (gradwise train {folder.config_path} --set name=null: "
+            "the config names this run's folder), with more epochs if it needs them."
         )
     return folder
 
