@@ -820,3 +820,30 @@ def test_step_records_and_hooks_show_the_lr_each_step_used(tmp_path: Path) -> No
     records = read_records(folder)
     assert [r["lr"] for r in records if r["kind"] == "step"] == pytest.approx(expected)
     assert seen == pytest.approx(expected)
+
+
+def test_the_summary_follows_each_checkpoint(tmp_path: Path) -> None:
+    # Written at the start and at the end only, the summary of a run killed in between
+    # (SIGKILL) said 0 steps and 0 epochs beside metrics of several epochs.
+    class ReadSummary(Callback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int, str]] = []
+
+        def on_step_end(self, state: TrainState) -> None:
+            summary = read_summary(folder)
+            self.seen.append((summary["epochs"], summary["steps"], summary["status"]))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    folder = RunFolder.create(tmp_path, "summary")
+    reader = ReadSummary()
+    data = load_dataset("spirals", seed=0)
+    Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), data, epochs=3, batch_size=64,
+        progress=False, run=folder, callbacks=[reader],
+    ).fit()  # fmt: skip
+    per_epoch = len(reader.seen) // 3
+    assert reader.seen[0] == (0, 0, "running")
+    assert reader.seen[per_epoch] == (1, per_epoch, "running")  # after epoch 1's checkpoint
+    assert reader.seen[2 * per_epoch] == (2, 2 * per_epoch, "running")
+    assert read_summary(folder)["status"] == "completed"

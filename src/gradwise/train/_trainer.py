@@ -705,6 +705,9 @@ class Trainer:
         if self._outputs is not None:
             self._outputs.sync()
         save_checkpoint(self.run.last_checkpoint, contents)
+        # The summary follows the checkpoint: a run killed (SIGKILL, power loss) before its
+        # end shows the progress it can resume from, not its start's zero steps.
+        self._write_summary("running", None)
         return True
 
     def _checkpoint(self) -> dict[str, Any]:
