@@ -1143,3 +1143,12 @@ def test_a_blow_up_before_the_first_measurement_is_named_at_the_epoch_end() -> N
     assert watch.findings() == []
     raised = watch.observe({"train_loss": losses[-1]})
     assert [finding.kind for finding in raised] == [Finding.LEARNING_RATE_TOO_HIGH]
+
+
+def test_an_optimizer_of_another_model_is_refused() -> None:
+    # It was accepted: the watch then recorded no weight or update ratio, silently.
+    model, other = nn.Linear(2, 3), nn.Linear(2, 3)
+    with pytest.raises(ValueError, match="none of them the model's"):
+        monitor.watch(model, torch.optim.SGD(other.parameters(), lr=0.1))
+    part = torch.optim.SGD([model.weight], lr=0.1)  # a part of the model: fine
+    assert monitor.watch(model, part).optimizer is part

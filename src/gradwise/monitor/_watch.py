@@ -829,6 +829,21 @@ class Watch:
         return new
 
 
+def _check_optimizer_steps_model(model: nn.Module, optimizer: Optimizer | None) -> None:
+    """Refuse an optimizer that steps none of the model's parameters (another model's):
+    the watch would record no update ratio, and its learning-rate findings no evidence."""
+    if optimizer is None:
+        return
+    own = {id(parameter) for parameter in model.parameters()}
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    if held and own and not any(id(parameter) in own for parameter in held):
+        raise ValueError(
+            f"The 'optimizer' parameter of {_OWNER} must step parameters of 'model'. Got an "
+            f"optimizer of {len(held)} tensor(s), none of them the model's, instead: pass "
+            "the optimizer that trains this model (or the model it trains)."
+        )
+
+
 def watch(
     model: nn.Module,
     optimizer: Optimizer | None = None,
@@ -935,6 +950,7 @@ def watch(
     ):
         check(name, _OWNER, value, POSITIVE_INT)
     check("histograms", _OWNER, histograms, Boolean())
+    _check_optimizer_steps_model(model, optimizer)
     thresholds = Thresholds() if thresholds is None else thresholds
     check("thresholds", _OWNER, thresholds, _THRESHOLDS)
     return Watch(
