@@ -104,3 +104,9 @@ def test_bad_arguments_raise_in_the_one_format():
         MaxNorm(1.0).attach(optimizer, other)
     with pytest.raises(ValueError, match="'dim' parameter of MaxNorm"):
         MaxNorm(1.0, dim=2).attach(optimizer, model)
+
+
+def test_a_vector_is_refused_naming_what_to_pass() -> None:
+    # torch.renorm's "input needs at least 2 dimensions" came through as it was.
+    with pytest.raises(ValueError, match=r"must hold weight matrices or kernels .* shape \(3,\)"):
+        max_norm_([torch.randn(3)], 1.0)

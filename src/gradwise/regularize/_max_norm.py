@@ -137,3 +137,10 @@ def _check_dim(owner: str, dim: int, tensors: list[Tensor]) -> None:
                 f"The 'dim' parameter of {owner} must be a dimension of every tensor. "
                 f"Got {dim!r} instead, for a tensor of shape {tuple(tensor.shape)}."
             )
+        if tensor.ndim < 2:  # torch.renorm's own refusal, with what to pass instead
+            raise ValueError(
+                f"The 'parameters' parameter of {owner} must hold weight matrices or kernels "
+                f"(2 or more dimensions: a unit's weights are a slice). Got a tensor of shape "
+                f"{tuple(tensor.shape)} instead; pass a module (its weights, not its biases or "
+                "normalization parameters) or only its weight tensors."
+            )
