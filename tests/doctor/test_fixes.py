@@ -154,3 +154,13 @@ def test_standardization_is_appended_to_the_configured_preprocessing() -> None:
     none = load_config(overrides=["data.preprocess=[]"])
     assert with_config_fix(finding, none).fix == {"data.preprocess": ["standardize"]}
     assert with_config_fix(finding, load_config()).fix == {"data.preprocess": ["standardize"]}
+
+
+def test_the_lowest_learning_rate_wins_over_a_more_severe_finding() -> None:
+    # A blow-up at lr 1e6 measured a factor of 10^7; the non-finite validation loss beside
+    # it (an error) prescribes a generic tenfold cut, which won the key before.
+    findings = [
+        Diagnosis(Finding.NONFINITE_LOSS, "s", "p", severity="error", fix={"optimizer.lr": 1e5}),
+        Diagnosis(Finding.LEARNING_RATE_TOO_HIGH, "s", "p", fix={"optimizer.lr": 0.1}),
+    ]
+    assert fixes_from(findings) == {"optimizer.lr": 0.1}

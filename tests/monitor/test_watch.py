@@ -1152,3 +1152,16 @@ def test_an_optimizer_of_another_model_is_refused() -> None:
         monitor.watch(model, torch.optim.SGD(other.parameters(), lr=0.1))
     part = torch.optim.SGD([model.weight], lr=0.1)  # a part of the model: fine
     assert monitor.watch(model, part).optimizer is part
+
+
+def test_a_non_finite_validation_loss_is_a_non_finite_loss_finding() -> None:
+    # At SGD lr 1e6 the training loss stayed finite (1e25) while the validation loss was
+    # NaN, and nothing was raised for it.
+    model = nn.Linear(2, 3)
+    watch = monitor.watch(model, monitor_data=(torch.randn(8, 2), torch.arange(8) % 3))
+    watch.step(1.1)
+    assert watch.observe({"train_loss": 1.1, "val_loss": 1.0}) == []
+    watch.step(1.2)
+    raised = watch.observe({"train_loss": 1.2, "val_loss": float("nan")})
+    assert [finding.kind for finding in raised] == [Finding.NONFINITE_LOSS]
+    assert raised[0].summary.startswith("the validation loss became NaN or infinite at step 2")

@@ -182,7 +182,8 @@ def diagnose(
 
 
 def fixes_from(findings: list[Diagnosis]) -> dict[str, Any]:
-    """The config changes of the findings that carry one; the most severe wins a key.
+    """The config changes of the findings that carry one; the most severe wins a key,
+    except the learning rate, where the lowest wins.
 
     Two rules on top: a learning-rate change (``DEFERRED_BY_STRUCTURE``: too high, too
     low, oscillation, a non-finite loss) waits while the model, its initialization or the
@@ -206,6 +207,17 @@ def fixes_from(findings: list[Diagnosis]) -> dict[str, Any]:
             continue
         for key, value in finding.fix.items():
             applied.setdefault(key, value)
+    # Of several learning rates, the lowest: a non-finite loss's generic tenfold cut (an
+    # error, so the most severe) must not undo a blow-up's measured factor (10^7 at lr 1e6).
+    rates = [
+        finding.fix["optimizer.lr"]
+        for finding in ordered
+        if "optimizer.lr" in finding.fix
+        and not (structural and finding.kind in DEFERRED_BY_STRUCTURE)
+        and isinstance(finding.fix["optimizer.lr"], int | float)
+    ]
+    if rates:
+        applied["optimizer.lr"] = min(rates)
     # The initializer goes with the activation it was chosen for: a fix that changes the
     # activation brings its own (He with a new ReLU), whichever finding came first with
     # an initializer for the old activation (Xavier for a tanh net's initial loss).

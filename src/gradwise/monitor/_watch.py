@@ -286,6 +286,11 @@ class Watch:
             ):
                 if key in values:
                     series.append(step, values[key])
+        val_loss = values.get("val_loss")
+        if val_loss is not None and not math.isfinite(val_loss) and self.history.nonfinite is None:
+            # The training loss can stay finite while the weights have grown so large that
+            # the evaluation overflows (it did at SGD lr 1e6): a blow-up all the same.
+            self._locate_nonfinite(self._step, "validation loss")
         # The steps since the last measurement are judged for a blow-up too: a run of
         # fewer steps than cheap_every (6 steps of a loss climbing to 1e25) was never
         # measured, and ended with no finding.
