@@ -174,6 +174,55 @@ class HalfBackwardCubic(nn.Module):
         return _HalfBackwardCubic.apply(self.weight, self.c, self.w0).sum()
 
 
+class _TanhWithLargeBackward(torch.autograd.Function):
+    """tanh whose backward is 1.5 times too large."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return 1.5 * grad * (1 - y * y)
+
+
+class ScaledTanh(nn.Module):
+    def forward(self, x):
+        return _TanhWithLargeBackward.apply(x)
+
+
+class _HalfBackwardSquare(torch.autograd.Function):
+    """f(w) = c (w - w0)^2 / 2, whose backward returns half of f'(w)."""
+
+    @staticmethod
+    def forward(ctx, weight, c, w0):
+        ctx.save_for_backward(weight)
+        ctx.c, ctx.w0 = c, w0
+        return c * (weight - w0) ** 2 / 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return grad * ctx.c * (weight - ctx.w0) / 2, None, None
+
+
+class HalfBackwardSquare(nn.Module):
+    """A wrong gradient (half) of a smooth quadratic, at a distance ``offset`` from its
+    minimum: the gradient c * offset is small next to the curvature c, so the one-sided
+    differences at h differ by c h, at least 2|a - n| = c * offset when offset <= h."""
+
+    def __init__(self, c, offset, w0=0.5):
+        super().__init__()
+        self.c, self.w0 = c, w0
+        self.weight = nn.Parameter(torch.tensor([w0 + offset], dtype=torch.float64))
+
+    def forward(self, x):
+        return _HalfBackwardSquare.apply(self.weight, self.c, self.w0).sum()
+
+
 def chaotic_tanh_mlp(seed, depth=20, width=128):
     """A correct tanh MLP with N(0, 1) weights: pre-activations of std ~11, chaotic.
 
@@ -526,6 +575,34 @@ def test_a_kink_the_recorder_cannot_see_is_caught_by_the_one_sided_differences(s
     assert with_fallback.passed
     assert not without.passed
     assert without.findings()[0].evidence["tensors"] == ["0.bias"]
+
+
+@pytest.mark.parametrize(
+    ("h", "c", "offset"), [(1e-6, 1.0, 3e-7), (1e-6, 1.0, 1e-6), (1e-2, 1e3, 5e-3)]
+)
+def test_a_wrong_gradient_of_a_smooth_function_is_no_kink_by_the_one_sided_differences(
+    h, c, offset
+):
+    # Found by QA: the one-sided differences of a smooth f differ by h |f''|, which was
+    # at least kink_tolerance * 2|a - n| whenever the gradient's error was below h |f''|
+    # (a halved backward near the minimum, or any larger h), and the wrong gradient was
+    # called a "kink" and passed. At h / 10 that jump shrinks tenfold; a kink's does not.
+    report = gradcheck(
+        HalfBackwardSquare(c, offset), lambda out, _: out, torch.zeros(1), torch.zeros(1), h=h
+    )
+    [coordinate] = report.coordinates
+    assert coordinate.analytic == pytest.approx(c * offset / 2)
+    assert coordinate.verdict == "wrong"
+    assert [finding.kind for finding in report.findings()] == [Finding.WRONG_GRADIENT]
+
+
+def test_a_wrong_backward_through_a_smooth_net_is_not_called_a_kink_at_a_large_h():
+    # h = 0.1 called 10 of 48 first-layer coordinates of a backward scaled by 1.5 "kink".
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(32, 3), torch.randint(0, 3, (32,))
+    model = nn.Sequential(nn.Linear(3, 16), ScaledTanh(), nn.Linear(16, 3))
+    report = gradcheck(model, F.cross_entropy, inputs, targets, h=0.1, samples_per_tensor=50)
+    assert {c.verdict for c in report.coordinates if c.tensor.startswith("0.")} == {"wrong"}
 
 
 # --- inputs, penalty, dropout -----------------------------------------------------------------

@@ -276,7 +276,9 @@ def gradcheck(
       such a coordinate is also a kink when its one-sided differences :math:`d_\pm`
       differ by at least ``kink_tolerance`` :math:`\times 2|a - n|`: one kink inside
       :math:`[x - h, x + h]` gives :math:`|d_+ - d_-| = 2|a - n|` exactly, a smooth
-      :math:`f` with a wrong gradient only :math:`h |f''|`.
+      :math:`f` with a wrong gradient only :math:`h |f''|`. As that can still reach the
+      threshold for a small :math:`|a - n|` or a large :math:`h`, the jump must persist
+      at :math:`h / 10` (or the difference there pass: a kink no longer crossed).
     * Truncation. A coordinate that would still be "suspicious" or "wrong" is measured
       again at :math:`h / 10`, where the truncation error
       :math:`h^2 f^{(3)} / 6` is 100 times smaller but a wrong gradient's discrepancy
@@ -296,8 +298,9 @@ def gradcheck(
     the RNG (inside ``torch.random.fork_rng``), so a forward that draws random numbers
     anyway sees the same draws each time. The data loss and the penalty are checked
     separately, as the lectures advise: a penalty failure is reported as the penalty's.
-    Cost: one backward pass, and two forwards per sampled coordinate (up to eight for one
-    that would fail: the kink recorder, then :math:`h / 10` and :math:`h / 100`), against
+    Cost: one backward pass, and two forwards per sampled coordinate (up to ten for one
+    that would fail: the fallback's jump at :math:`h / 10`, the kink recorder, then
+    :math:`h / 10` and :math:`h / 100`), against
     two forwards per parameter for ``torch.autograd.gradcheck``'s full Jacobian. For an
     ``nn.Sequential`` with a deterministic forward, a coordinate's forwards start at its
     own layer from cached activations (a ``Linear`` layer's change is applied to its
@@ -708,14 +711,14 @@ def _check_coordinate(
     # the error below 1e-4 changes no verdict. The passing path pays for neither.
     if verdict not in ("suspicious", "wrong"):
         return check
-    if _kink_by_slopes(probe, analytic, numeric, settings) or (
-        _measure(tensor, index, objective, f_zero, settings, record=True).crossed_kink
-    ):
-        return replace(check, verdict="kink")
 
     def measure(step: float) -> _Probe:
         return _measure(tensor, index, objective, f_zero, replace(settings, h=step), False)
 
+    if _kink_by_slopes(check, probe, measure, settings) or (
+        _measure(tensor, index, objective, f_zero, settings, record=True).crossed_kink
+    ):
+        return replace(check, verdict="kink")
     return _settle(check, noise, measure, settings.h)
 
 
@@ -803,12 +806,41 @@ def _judge(analytic: float, numeric: float, noise: float) -> tuple[float, Verdic
     return relative_error, verdict
 
 
-def _kink_by_slopes(probe: _Probe, analytic: float, numeric: float, settings: _Settings) -> bool:
-    if settings.kink_tolerance is None:
+def _kink_by_slopes(
+    check: CoordinateCheck,
+    probe: _Probe,
+    measure: Callable[[float], _Probe],
+    settings: _Settings,
+) -> bool:
+    """The fallback kink test: the one-sided differences jump at h, and the jump is a kink's.
+
+    A smooth f with a wrong gradient jumps by h |f''| too, at least the threshold
+    whenever the gradient's error |a - n| is below about h |f''| (a halved backward near a
+    minimum; any larger h): such a wrong gradient passed as a "kink". So the jump is
+    measured again at h / 10, where h |f''| shrinks tenfold and |a - n| does not. A kink
+    within h / 10 of x keeps its jump; one between h / 10 and h is no longer crossed, and
+    the difference at h / 10 passes with the discrepancy at least halved (as in
+    ``_settle``); a wrong gradient does neither.
+    """
+    tolerance = settings.kink_tolerance
+    if tolerance is None or not _slopes_jump(probe, check.analytic, check.numeric, tolerance):
         return False
+    step = settings.h / 10
+    finer = measure(step)
+    numeric, noise = _centred_difference(finer, step)
+    _, verdict = _judge(check.analytic, numeric, noise)
+    passes = verdict not in ("suspicious", "wrong") and (
+        abs(check.analytic - numeric) <= _SETTLED_SHRINK * abs(check.analytic - check.numeric)
+    )
+    return passes or _slopes_jump(finer, check.analytic, numeric, tolerance)
+
+
+def _slopes_jump(probe: _Probe, analytic: float, numeric: float, tolerance: float) -> bool:
+    """Whether the one-sided differences differ by at least ``tolerance * 2|a - n|``: one
+    kink inside the probe's interval gives exactly ``2|a - n|``."""
     slope_plus = (probe.f_plus - probe.f_zero) / probe.step_plus
     slope_minus = (probe.f_zero - probe.f_minus) / probe.step_minus
-    return abs(slope_plus - slope_minus) >= settings.kink_tolerance * 2 * abs(analytic - numeric)
+    return abs(slope_plus - slope_minus) >= tolerance * 2 * abs(analytic - numeric)
 
 
 def _summarize(
