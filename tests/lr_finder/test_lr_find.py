@@ -707,3 +707,17 @@ def test_a_batch_norm_frozen_in_eval_mode_stays_frozen_through_the_sweep() -> No
     assert not any(modes)
     assert model.training
     assert not norm.training
+
+
+def test_one_inputs_targets_pair_is_refused_saying_what_to_pass() -> None:
+    # Iterated as batches, the pair gave its inputs, then its targets: "a batch of type
+    # Tensor", which did not say what to pass.
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = _data()
+    with pytest.raises(
+        TypeError, match=r"pass Dataset\(inputs, targets\) .* \[\(inputs, targets\)\]"
+    ):
+        lr_find(model, optimizer, (data.inputs, data.targets), num_steps=5)
+    result = lr_find(model, optimizer, [(data.inputs[:32], data.targets[:32])], num_steps=5)
+    assert len(result.losses) == 5

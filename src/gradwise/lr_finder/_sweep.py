@@ -291,6 +291,19 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def _batch_stream(data: Any, batch_size: int, seed: int) -> Iterator[Batch]:
+    if (
+        isinstance(data, tuple | list)
+        and len(data) == 2
+        and all(isinstance(t, Tensor) and t.dim() > 0 for t in data)
+    ):
+        # One (inputs, targets) pair, as the curvature tools and gradcheck take: iterated,
+        # it gave the inputs, then the targets, each "a batch of type Tensor".
+        raise TypeError(
+            f"The 'data' parameter of {_OWNER} must be a Dataset, DataSplits, Batches or "
+            "batches of (inputs, targets). Got one (inputs, targets) pair of tensors "
+            "instead: pass Dataset(inputs, targets) to sweep over shuffled batches of "
+            "batch_size, or [(inputs, targets)] to reuse that one batch at every step."
+        )
     if isinstance(data, DataSplits):
         data = data.train
     if isinstance(data, Dataset):
