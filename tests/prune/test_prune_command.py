@@ -89,3 +89,23 @@ def test_the_next_prune_removes_what_writes_killed_mid_way_left(tmp_path: Path) 
                  "--runs-dir", str(tmp_path / "runs")]) == 0  # fmt: skip
     assert not any(path.exists() for path in left)
     assert not list(folder.rglob("*.tmp"))
+
+
+def test_fewer_rounds_than_a_prune_holds_are_refused_and_keep_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 2-round prune re-run with --rounds 1 used to rewrite prune.json and summary.json
+    # for one round: round 2's results dropped out of the summary and the report, though
+    # its runs were still in the folder.
+    (tmp_path / "small.yaml").write_text(CONFIG.replace("epochs: 3", "epochs: 1"))
+    arguments = ["prune", str(tmp_path / "small.yaml"), *ARGUMENTS[2:],
+                 "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    assert main([*arguments, "--rounds", "2"]) == 0
+    folder = tmp_path / "runs/prune-spirals-mlp"
+    before = {name: (folder / name).read_bytes() for name in ("prune.json", "summary.json")}
+    capsys.readouterr()
+    assert main([*arguments, "--rounds", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "holds 2 rounds" in error
+    assert "--rounds 2" in error
+    assert {name: (folder / name).read_bytes() for name in before} == before

@@ -155,12 +155,27 @@ def _claim(folder: Path, config: RunConfig, settings: PruneSettings) -> None:
                 f"{folder} holds a prune with other settings ({', '.join(differ)} differ); "
                 "use another name (--set name=...) or remove that folder"
             )
+        _refuse_dropping_rounds(folder, settings.rounds)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tickets").mkdir(exist_ok=True)
     # The prune command is the folder's one writer: what a killed write left is nobody's.
     remove_leftover_temporaries(folder, (_SETTINGS_FILE, REWIND_WEIGHTS, *_REPORT_FILES))
     remove_leftover_temporaries(folder / "tickets")
     write_atomically(path, json.dumps(wanted, indent=1).encode("utf-8"))
+
+
+def _refuse_dropping_rounds(folder: Path, rounds: int) -> None:
+    """ConfigError when ``folder`` holds rounds past ``rounds``: a re-run would rewrite its
+    summary and report without them (a round is there once its ticket file is)."""
+    held = rounds
+    while (folder / "tickets" / f"round-{held + 1}.pt").is_file():
+        held += 1
+    if held > rounds:
+        raise ConfigError(
+            f"{folder} holds {held} rounds, but --rounds is {rounds}; a prune continues with "
+            f"the rounds it holds or more: pass --rounds {held} (or more), or use another "
+            "name (--set name=...) for a shorter prune"
+        )
 
 
 def _settings_dict(settings: PruneSettings) -> dict[str, Any]:
