@@ -557,3 +557,27 @@ def test_the_new_run_a_finished_runs_resume_suggests_starts(
     assert suggested is not None
     assert main(["train", "--no-progress", *suggested[1].split()]) == 0
     assert len([path for path in run.parent.iterdir() if path.is_dir()]) == 2
+
+
+def test_ctrl_c_after_a_distributed_run_finished_suggests_no_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C while the ranks were shutting down, after the run completed: it printed
+    # "interrupted; resume with: ...", and that resume was refused (nothing to resume).
+    import gradwise.distributed
+
+    run = _tiny_run(tmp_path)
+    capsys.readouterr()
+
+    def launch(function: object, arguments: tuple[object, ...], nproc: int) -> object:
+        Path(str(arguments[-1])).write_text(str(run))  # the run folder, as rank 0 announces
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gradwise.distributed, "launch", launch)
+    code = main(["train", "--no-progress", "--nproc", "2", "--set", "data.dataset=spirals",
+                 "--set", "model.name=mlp", "--set", "epochs=1"])  # fmt: skip
+    assert code == 130
+    error = capsys.readouterr().err
+    assert (
+        error == f"gradwise train: interrupted after the run ended (completed); run folder: {run}\n"
+    )

@@ -247,9 +247,14 @@ def _train_distributed(
             result = launch(train_launched_rank, (content, where, progress, str(announce)), nproc)
     except KeyboardInterrupt:
         run = announce.read_text() if announce.is_file() else where
+        ended = None if run is None else _ended_status(Path(run))
         if run is None or not RunFolder(Path(run)).last_checkpoint.is_file():
             # Stopped before the first checkpoint (or the run folder): nothing to resume.
             print("gradwise train: interrupted", file=sys.stderr)
+        elif ended is not None:
+            # Ctrl-C while the processes were shutting down: the run had ended already.
+            print(f"gradwise train: interrupted after the run ended ({ended}); run folder: "
+                  f"{run}", file=sys.stderr)  # fmt: skip
         else:
             print(f"interrupted; resume with: gradwise train --resume {run} --nproc {nproc}",
                   file=sys.stderr)  # fmt: skip
@@ -273,6 +278,19 @@ def _train_distributed(
     finally:
         shutil.rmtree(announce.parent, ignore_errors=True)
     return _print_run(result["summary"], Path(result["run"]), result["status"])
+
+
+def _ended_status(run: Path) -> str | None:
+    """The run's final status when its summary says it finished (what ``--resume``
+    refuses: completed, early stopped), else None."""
+    from gradwise.runs import read_summary
+    from gradwise.train._from_config import FINISHED
+
+    try:
+        status = read_summary(run).get("status")
+    except (OSError, ValueError):
+        return None
+    return status if status in FINISHED else None
 
 
 def _print_run(summary: dict[str, object], run: Path, status: str) -> int:

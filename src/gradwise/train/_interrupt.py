@@ -10,7 +10,8 @@ from types import FrameType
 
 
 class InterruptFlag:
-    """Set by the first SIGINT; a second SIGINT raises KeyboardInterrupt at once."""
+    """Set by the first SIGINT; a second SIGINT raises KeyboardInterrupt at once (another
+    of the block's signals after the first only sets it again)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -36,9 +37,16 @@ def graceful_interrupt(
         yield flag
         return
 
+    received: set[int] = set()
+
     def on_interrupt(signum: int, frame: FrameType | None) -> None:
-        if flag.requested:
+        # Only the same signal again is a second Ctrl-C. A terminal's Ctrl-C reaches the
+        # launcher and every rank (SIGINT), and the launcher then stops the ranks with
+        # SIGTERM: taken as a second request, it raised mid-run, and the run ended
+        # "failed" with the steps since its last checkpoint lost.
+        if signum in received:
             raise KeyboardInterrupt
+        received.add(signum)
         flag.requested = True
 
     previous = {signum: signal.signal(signum, on_interrupt) for signum in signals}
