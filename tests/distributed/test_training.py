@@ -705,3 +705,17 @@ def test_the_backend_follows_where_the_ranks_train(
     config = load_config(None, overrides)
     expected = on_a_gpu_machine if torch.cuda.is_available() else on_a_cpu_machine
     assert _backend(config) == expected
+
+
+def _doubled(value: int) -> int:
+    return 2 * value
+
+
+def test_a_launch_gives_back_the_signal_handlers_it_found() -> None:
+    # torch's process context installs its own SIGINT/SIGTERM handler and leaves it: a
+    # later Ctrl-C in the launching process raised torch's SignalException.
+    from gradwise.distributed import launch
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    assert launch(_doubled, (21,), 1) == 42
+    assert {signum: signal.getsignal(signum) for signum in before} == before

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +71,10 @@ def _launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int, l
     levels = [log.level for log in logs]
     for log in logs:
         log.setLevel(logging.CRITICAL)
+    # torch's process context installs its own handler for these and leaves it there: a
+    # later Ctrl-C in this process (a notebook, a script that goes on) raised torch's
+    # SignalException instead of KeyboardInterrupt.
+    handlers = {signum: signal.getsignal(signum) for signum in _AGENT_SIGNALS}
     try:
         results = elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as error:
@@ -80,10 +86,20 @@ def _launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int, l
     finally:
         for log, level in zip(logs, levels, strict=True):
             log.setLevel(level)
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in handlers.items():
+                if handler is not None:  # None: set outside Python, left as it is
+                    signal.signal(signum, handler)
     return results[0]
 
 
 _AGENT_LOGS = ("torch.distributed.elastic", "torch.multiprocessing.spawn")
+# The signals torch's process context takes over (TORCHELASTIC_SIGNALS_TO_HANDLE's default).
+_AGENT_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+    if hasattr(signal, name)
+)
 # The lines of a rank's error message that a failure keeps (DDP's longest: about 8).
 _MOST_LINES = 20
 
