@@ -194,21 +194,7 @@ def test_a_plateau_under_a_warmup_resumes_with_its_state(order):
         plateau = ReduceOnPlateau(0.05, factor=0.5, patience=2, cooldown=1)
         return plateau, linear_warmup(plateau, num_steps=5)
 
-    plateau, schedule = make()
-    parameter, optimizer, scheduler = make_run(schedule, momentum=0.9)
-    uninterrupted_lrs = train(parameter, optimizer, scheduler, 60, plateau)
-    assert len(set(uninterrupted_lrs[5:])) > 2  # cut during the run
-
-    plateau, schedule = make()
-    parameter, optimizer, scheduler = make_run(schedule, momentum=0.9)
-    first_lrs = train(parameter, optimizer, scheduler, 30, plateau)
-    saved = checkpoint(parameter, optimizer, scheduler)
-    assert saved["scheduler"]["nested_schedule_states"] == {0: [plateau.state_dict()]}
-    resumed_plateau, resumed_schedule = make()
-    parameter, optimizer, scheduler = resume(saved, resumed_schedule, order)
-    assert resumed_plateau.state_dict() == plateau.state_dict()
-    second_lrs = train(parameter, optimizer, scheduler, 30, resumed_plateau)
-    assert first_lrs + second_lrs == uninterrupted_lrs
+    _assert_the_plateau_resumes(make, order, steps=60)
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -231,8 +217,15 @@ def test_a_plateau_inside_a_join_resumes_with_its_state(combine, order):
 
     plateau, schedule = make()
     assert stateful_parts(schedule) == [plateau]
+    _assert_the_plateau_resumes(make, order, steps=45)
+
+
+def _assert_the_plateau_resumes(make, order, *, steps):
+    """A run of ``steps`` with the plateau ``make()`` builds, checkpointed after 30 and
+    resumed, gives the uninterrupted run's rates, the plateau's state saved with them."""
+    plateau, schedule = make()
     parameter, optimizer, scheduler = make_run(schedule, momentum=0.9)
-    uninterrupted_lrs = train(parameter, optimizer, scheduler, 45, plateau)
+    uninterrupted_lrs = train(parameter, optimizer, scheduler, steps, plateau)
     assert len(set(uninterrupted_lrs[5:])) > 2  # cut during the run
 
     plateau, schedule = make()
@@ -243,7 +236,7 @@ def test_a_plateau_inside_a_join_resumes_with_its_state(combine, order):
     resumed_plateau, resumed_schedule = make()
     parameter, optimizer, scheduler = resume(saved, resumed_schedule, order)
     assert resumed_plateau.state_dict() == plateau.state_dict()
-    second_lrs = train(parameter, optimizer, scheduler, 15, resumed_plateau)
+    second_lrs = train(parameter, optimizer, scheduler, steps - 30, resumed_plateau)
     assert first_lrs + second_lrs == uninterrupted_lrs
 
 

@@ -94,13 +94,18 @@ def test_int_grid_points_round_half_up_so_two_cell_centres_stay_distinct() -> No
 def _trial(
     number: int, stage: int, value: float | None, params: dict, spec, state=TrialState.COMPLETE
 ):
+    return _created(state, value, params, spec, user_attrs={"stage": stage})
+
+
+def _created(state, value, params, spec, **attrs):
+    """A frozen trial of ``spec``'s distributions for ``params``, with ``attrs``."""
     distributions = spec.distributions()
     return create_trial(
         state=state,
         value=value,
         params=params,
         distributions={path: distributions[path] for path in params},
-        user_attrs={"stage": stage},
+        **attrs,
     )
 
 
@@ -243,14 +248,7 @@ def test_a_log_int_range_tightens_to_the_kept_values_without_rounding_noise() ->
 
 def _bare(state, value, params, spec, system_attrs=None):
     """A trial as stored before its worker recorded its stage (just asked, or killed then)."""
-    distributions = spec.distributions()
-    return create_trial(
-        state=state,
-        value=value,
-        params=params,
-        distributions={path: distributions[path] for path in params},
-        system_attrs=system_attrs or {},
-    )
+    return _created(state, value, params, spec, system_attrs=system_attrs or {})
 
 
 def test_a_trial_asked_but_not_yet_staged_holds_its_stage_open() -> None:

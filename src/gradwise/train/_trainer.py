@@ -1078,15 +1078,23 @@ def _resumed_start_times(run: RunFolder | None, now: float) -> dict[str, Any]:
     }
 
 
-def _on_cpu(tree: Any) -> Any:
+def _on_cpu(tree: Any, *, copy: bool = False) -> Any:
     """``tree`` with its tensors on the CPU (GPU tensors would be pickled for their device
-    when ranks gather their state)."""
+    when ranks gather their state). ``copy``: CPU tensors are copied too, so that the tree
+    keeps its values while the live tensors change. A module state dict keeps its
+    ``_metadata`` (the versions its entries are loaded by)."""
     if isinstance(tree, Tensor):
-        return tree.cpu()
+        return tree.detach().to("cpu", copy=copy)
     if isinstance(tree, dict):
-        return {key: _on_cpu(value) for key, value in tree.items()}
+        moved = {key: _on_cpu(value, copy=copy) for key, value in tree.items()}
+        metadata = getattr(tree, "_metadata", None)
+        if metadata is None:
+            return moved
+        kept = OrderedDict(moved)
+        kept._metadata = metadata  # type: ignore[attr-defined]
+        return kept
     if isinstance(tree, list | tuple):
-        return type(tree)(_on_cpu(value) for value in tree)
+        return type(tree)(_on_cpu(value, copy=copy) for value in tree)
     return tree
 
 
@@ -1095,30 +1103,15 @@ def _put_back_on_failure(*objects: Any) -> Iterator[None]:
     """Give each of ``objects`` (None, or with ``state_dict`` and ``load_state_dict``) its
     state back when the block fails, so that a refused resume changes none of them. The
     copies are on the CPU: a resume must not need twice the device memory."""
-    saved = [(thing, _copied_to_cpu(thing.state_dict())) for thing in objects if thing is not None]
+    saved = [
+        (thing, _on_cpu(thing.state_dict(), copy=True)) for thing in objects if thing is not None
+    ]
     try:
         yield
     except BaseException:
         for thing, state in saved:
             thing.load_state_dict(state)
         raise
-
-
-def _copied_to_cpu(tree: Any) -> Any:
-    """A copy of ``tree`` (a state dict) with its tensors copied to the CPU, so that it
-    keeps its values while the live tensors change. A module state dict's ``_metadata``
-    (the versions its entries are loaded by) stays."""
-    if isinstance(tree, Tensor):
-        return tree.detach().to("cpu", copy=True)
-    if isinstance(tree, dict):
-        copied = OrderedDict((key, _copied_to_cpu(value)) for key, value in tree.items())
-        metadata = getattr(tree, "_metadata", None)
-        if metadata is not None:
-            copied._metadata = metadata  # type: ignore[attr-defined]
-        return copied
-    if isinstance(tree, list | tuple):
-        return type(tree)(_copied_to_cpu(value) for value in tree)
-    return tree
 
 
 def _filling(augment: nn.Module | None) -> list[Any]:
