@@ -67,7 +67,7 @@ def _launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int, l
     # The agent logs every failure with a traceback of its own machinery, and torch's
     # process context a warning for each rank it stops; the error raised here says what
     # failed, once.
-    logs = [logging.getLogger(name) for name in _AGENT_LOGS]
+    logs = _agent_loggers()
     levels = [log.level for log in logs]
     for log in logs:
         log.setLevel(logging.CRITICAL)
@@ -94,6 +94,22 @@ def _launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], nproc: int, l
 
 
 _AGENT_LOGS = ("torch.distributed.elastic", "torch.multiprocessing.spawn")
+
+
+def _agent_loggers() -> list[logging.Logger]:
+    """The loggers of torch's agent and process context: the two above and every one
+    below them. torch gives most of its modules' loggers a level of their own
+    (``LOGLEVEL``, WARNING by default), so the parents' level alone does not silence
+    them: the agent's "Received 2 death signal, shutting down workers" still printed."""
+    prefixes = tuple(f"{name}." for name in _AGENT_LOGS)
+    below = [
+        logger
+        for name, logger in list(logging.root.manager.loggerDict.items())
+        if name.startswith(prefixes) and isinstance(logger, logging.Logger)
+    ]
+    return [logging.getLogger(name) for name in _AGENT_LOGS] + below
+
+
 # The signals torch's process context takes over (TORCHELASTIC_SIGNALS_TO_HANDLE's default).
 _AGENT_SIGNALS = tuple(
     getattr(signal, name)
