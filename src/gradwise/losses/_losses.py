@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gradwise._validation import NON_NEGATIVE, POSITIVE_INT, OneOf, check
+from gradwise._validation import NON_NEGATIVE, POSITIVE_INT, Interval, OneOf, check
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 
@@ -216,18 +216,24 @@ def chance_loss(name: str, num_classes: int, margin: float = 1.0) -> float:
     return 1.0 / num_classes
 
 
-def accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
+def accuracy(outputs: Tensor, targets: Tensor, *, ignore_index: int = _IGNORE_INDEX) -> Tensor:
     """Fraction of samples whose highest score is the target class (a 0-d tensor).
 
     Targets are class indices (batch,), or one-hot or probability rows (batch, classes)
-    (Mixup's), whose class is their argmax.
+    (Mixup's), whose class is their argmax. A class index equal to ``ignore_index`` (-100,
+    cross-entropy's default) leaves its sample out of the hits and of the count, as
+    cross-entropy leaves it out of its mean; with every sample left out the accuracy is
+    NaN, as that mean is. Rows are never left out.
 
     Example:
         >>> import torch
         >>> from gradwise.losses import accuracy
         >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.tensor([0, 0])).item()
         0.5
+        >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.tensor([0, -100])).item()
+        1.0
     """
+    check("ignore_index", "accuracy", ignore_index, Interval(kind="int"))
     if outputs.dim() < 2:  # argmax over dim 1 would raise a bare IndexError
         raise ValueError(
             f"The 'outputs' parameter of accuracy must be (batch, classes) scores. Got "
@@ -235,11 +241,40 @@ def accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
             "classifier), compare (outputs > 0) with the targets."
         )
     if targets.shape == outputs.shape:  # one-hot or probability rows
-        targets = targets.argmax(dim=1)
-    elif targets.shape != outputs.shape[:1]:  # == would broadcast
+        return (outputs.argmax(dim=1) == targets.argmax(dim=1)).to(torch.float32).mean()
+    if targets.shape != outputs.shape[:1]:  # == would broadcast
         raise ValueError(
             f"The 'targets' parameter of accuracy must be class indices of shape "
             f"({outputs.shape[0]},) or rows of the outputs' shape {tuple(outputs.shape)}. "
             f"Got shape {tuple(targets.shape)} instead."
         )
-    return (outputs.argmax(dim=1) == targets).to(torch.float32).mean()
+    correct, counted = count_correct(outputs, targets, ignore_index)
+    return correct.to(torch.float32) / counted  # 0 / 0 is NaN
+
+
+def count_correct(
+    outputs: Tensor, targets: Tensor, ignore_index: int = _IGNORE_INDEX
+) -> tuple[Tensor, Tensor]:
+    """The right argmax predictions and the samples counted, as 0-d int64 tensors left on
+    the device (no host sync): class-index ``targets`` (batch,) equal to ``ignore_index``
+    are left out of both, as cross-entropy leaves them out of its mean. Sums of both over
+    batches give the accuracy of them all (a mean of batch accuracies would not)."""
+    counted = targets != ignore_index  # (batch,)
+    hits = outputs.argmax(dim=1) == targets
+    if ignore_index >= 0:  # an argmax never equals a negative index: no second pass then
+        hits &= counted
+    return hits.sum(), counted.sum()
+
+
+def ignore_index_of(loss_fn: object) -> int:
+    """The class index ``loss_fn`` leaves out, for an accuracy that leaves out the same
+    samples: its ``ignore_index`` attribute (``nn.CrossEntropyLoss``, ``nn.NLLLoss``) or
+    keyword (a ``functools.partial`` of ``F.cross_entropy`` or ``F.nll_loss``), else -100,
+    torch's default (a plain function's own setting is invisible here)."""
+    if isinstance(loss_fn, functools.partial):
+        ignore_index = loss_fn.keywords.get("ignore_index")
+    else:
+        ignore_index = getattr(loss_fn, "ignore_index", None)
+    if isinstance(ignore_index, int) and not isinstance(ignore_index, bool):
+        return ignore_index
+    return _IGNORE_INDEX

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from gradwise._modes import restore_modes
+from gradwise.losses._losses import count_correct, ignore_index_of
 from gradwise.monitor._units import UnitAxes
 
 #: Units whose output is never > 0 on the monitoring subset are dead.
@@ -761,15 +762,17 @@ def run_activation_probe(
         with probe_mode(model, inputs.device), unit_axes.learning():
             outputs = model(inputs)
             loss_tensor, hits = _loss_and_hits(outputs, targets, loss_fn, custom_loss=custom_loss)
-            correct_tensor = None if hits is None else hits.sum()
-            layers, (loss, correct) = stats.results((loss_tensor, correct_tensor))
+            correct_tensor, counted_tensor = (None, None) if hits is None else hits
+            layers, (loss, correct, counted) = stats.results(
+                (loss_tensor, correct_tensor, counted_tensor)
+            )
     finally:
         for handle in handles:
             handle.remove()
     num_outputs = (
         int(outputs.shape[1]) if isinstance(outputs, Tensor) and outputs.dim() == 2 else None
     )
-    accuracy = None if correct is None or hits is None else correct / hits.numel()
+    accuracy = _accuracy(correct, counted)
     return ActivationProbe(loss, accuracy, num_outputs, layers, type(outputs).__name__)
 
 
@@ -782,26 +785,30 @@ def evaluate(
     *,
     custom_loss: bool = False,
 ) -> tuple[float | None, float | None]:
-    """Mean loss and accuracy (None when not classification) in eval mode, in batches;
-    ``custom_loss``: ``loss_fn`` takes any outputs (else only a tensor of outputs)."""
-    loss_sum, correct, classification = 0.0, 0.0, True
+    """Mean loss and accuracy (None when not classification, or when every target is the
+    loss's ignore_index) in eval mode, in batches; ``custom_loss``: ``loss_fn`` takes any
+    outputs (else only a tensor of outputs)."""
+    loss_sum, correct, counted, classification = 0.0, 0, 0, True
     with probe_mode(model, inputs.device):
         for begin in range(0, len(targets), batch_size):
             batch = targets[begin : begin + batch_size]
             outputs = model(inputs[begin : begin + batch_size])
-            loss, accuracy = _loss_and_accuracy(outputs, batch, loss_fn, custom_loss=custom_loss)
+            loss, hits = _loss_and_counts(outputs, batch, loss_fn, custom_loss=custom_loss)
             loss_sum += (loss if loss is not None else math.nan) * len(batch)
-            classification &= accuracy is not None
-            correct += (accuracy or 0.0) * len(batch)
+            classification &= hits is not None
+            if hits is not None:  # sums over the batches: a mean of their accuracies is not
+                correct += hits[0]
+                counted += hits[1]
     count = max(len(targets), 1)
-    return loss_sum / count, correct / count if classification else None
+    return loss_sum / count, _accuracy(correct, counted) if classification else None
 
 
 def _loss_and_hits(
     outputs: Any, targets: Tensor | None, loss_fn: LossFunction, *, custom_loss: bool
-) -> tuple[Tensor | None, Tensor | None]:
-    """:func:`_loss_and_accuracy` left on the device, to be read with the rest of the
-    probe's numbers: the loss (a 0-dim tensor) and which predictions are right."""
+) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None]:
+    """:func:`_loss_and_counts` left on the device, to be read with the rest of the
+    probe's numbers: the loss (a 0-dim tensor), and the right predictions and the samples
+    counted (0-dim tensors; targets equal to the loss's ignore_index left out of both)."""
     # A custom loss gets whatever the model returns (a tuple, a dict, ...); a named loss
     # needs a tensor of outputs.
     if targets is None or not (custom_loss or isinstance(outputs, Tensor)):
@@ -814,15 +821,25 @@ def _loss_and_hits(
     # Accuracy only for class scores: (batch, classes) against class indices.
     if not isinstance(outputs, Tensor) or outputs.dim() != 2 or targets.is_floating_point():
         return loss, None
-    return loss, outputs.argmax(dim=1) == targets
+    return loss, count_correct(outputs, targets, ignore_index_of(loss_fn))
 
 
-def _loss_and_accuracy(
+def _loss_and_counts(
     outputs: Any, targets: Tensor | None, loss_fn: LossFunction, *, custom_loss: bool
-) -> tuple[float | None, float | None]:
+) -> tuple[float | None, tuple[int, int] | None]:
+    """The loss, and the right predictions and the samples counted for accuracy (None when
+    the outputs are no class scores), read on the host."""
     loss, hits = _loss_and_hits(outputs, targets, loss_fn, custom_loss=custom_loss)
-    accuracy = None if hits is None else float(hits.float().mean())
-    return None if loss is None else float(loss), accuracy
+    if hits is None:
+        return None if loss is None else float(loss), None
+    correct, counted = torch.stack(hits).tolist()  # one host read for both
+    return None if loss is None else float(loss), (correct, counted)
+
+
+def _accuracy(correct: float | None, counted: float | None) -> float | None:
+    """Correct over counted; None with no sample counted (every target the loss's
+    ignore_index): no accuracy to record, rather than a NaN in the history."""
+    return correct / counted if correct is not None and counted else None
 
 
 def first_nonfinite_module(model: nn.Module, inputs: Tensor) -> str | None:

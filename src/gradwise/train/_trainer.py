@@ -22,12 +22,13 @@ from gradwise.averaging._average import why_nothing_averaged
 from gradwise.data import Batches, Dataset, DataSplits
 from gradwise.distributed._world import World
 from gradwise.losses import get_loss
+from gradwise.losses._losses import count_correct, ignore_index_of
 from gradwise.optim import next_step_lr
 from gradwise.regularize import EarlyStopping, Mixup
 from gradwise.runs import RunFolder, RunFolderError, read_summary, to_timestamp
 from gradwise.train._callbacks import Callback, TrainState
 from gradwise.train._checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
-from gradwise.train._evaluation import Accumulator, evaluate
+from gradwise.train._evaluation import Accumulator, Hits, evaluate
 from gradwise.train._interrupt import InterruptFlag, graceful_interrupt
 from gradwise.train._outputs import RunOutputs
 from gradwise.train._rng import get_rng_state, set_rng_state
@@ -483,8 +484,8 @@ class Trainer:
             objective = objective * (len(labels) * self.world.size / total)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        correct = _correct(outputs, labels) if self.classification else None
-        loss, correct = self._batch_totals(loss.detach(), correct, len(labels), total)
+        hits = _hits(outputs, labels, self.loss_fn) if self.classification else None
+        loss, hits = self._batch_totals(loss.detach(), hits, len(labels), total)
         self._check_finite(loss)
         if self.clip_grad_norm is not None:
             self._clip_gradients(self.clip_grad_norm)
@@ -493,27 +494,29 @@ class Trainer:
         self._used_lr = used_lr
         if self.scheduler is not None:
             self.scheduler.step()
-        self._totals.add(loss, correct, total)
+        self._totals.add(loss, hits, total)
 
     def _batch_totals(
-        self, loss: Tensor, correct: Tensor | None, count: int, total: int
-    ) -> tuple[Tensor, Tensor | None]:
-        """The whole batch's mean loss and correct count (summed over the ranks).
+        self, loss: Tensor, hits: Hits | None, count: int, total: int
+    ) -> tuple[Tensor, Hits | None]:
+        """The whole batch's mean loss, correct count and count of samples that accuracy
+        counts (the last two summed over the ranks).
 
-        A rank whose shard is empty (a batch smaller than the world) contributes 0 to both:
+        A rank whose shard is empty (a batch smaller than the world) contributes 0 to all:
         its mean loss is NaN (a mean over no samples), and NaN x 0 would be NaN.
         """
         if not self.world.is_distributed:
-            return loss, correct
+            return loss, hits
         zero = loss.new_zeros((), dtype=torch.float64)
         loss_sum = loss.to(torch.float64) * count if count else zero
-        sums = torch.stack([
-            loss_sum,
-            (correct if correct is not None else loss.new_zeros(())).to(torch.float64),
-        ])  # fmt: skip
+        correct, counted = hits if hits is not None else (zero, zero)
+        sums = torch.stack([loss_sum, correct.to(torch.float64), counted.to(torch.float64)])
         self.world.sum(sums)
         mean = sums[0] / total
-        return mean, (sums[1].round().to(torch.int64) if correct is not None else None)
+        if hits is None:
+            return mean, None
+        correct, counted = sums[1:].round().to(torch.int64)
+        return mean, (correct, counted)
 
     def _check_finite(self, loss: Tensor) -> None:
         # One host sync per step; on CPU it costs nothing measurable, and it lets the run
@@ -1134,7 +1137,10 @@ def _direction(monitor: str, mode: str) -> Literal["min", "max"]:
     return "max" if accuracy_like else "min"
 
 
-def _correct(outputs: Tensor, labels: Tensor) -> Tensor | None:
+def _hits(outputs: Tensor, labels: Tensor, loss_fn: LossFunction) -> Hits | None:
+    """The batch's right predictions and its samples counted for accuracy: labels equal to
+    the loss's ignore_index (-100 unless it has its own) are left out of both, as the loss
+    leaves them out. No host sync: the accumulator reads the sums once per record."""
     if labels.is_floating_point() or outputs.dim() != 2:
         return None
-    return (outputs.detach().argmax(dim=1) == labels).sum()
+    return count_correct(outputs.detach(), labels, ignore_index_of(loss_fn))
