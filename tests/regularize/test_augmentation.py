@@ -412,3 +412,17 @@ def test_a_deep_copy_continues_the_same_stream():
         augment(x)
         twin = copy.deepcopy(augment)
         assert torch.equal(augment(x), twin(x))
+
+
+def test_setting_a_state_replaces_the_generators_so_get_then_set_round_trips():
+    # Before, setting the state taken before the first call ({}) removed nothing: the
+    # generator a later set had loaded stayed (a refused resume kept the checkpoint's draws).
+    x = torch.rand(8, 1, 9, 9, generator=torch.Generator().manual_seed(16))
+    fresh = [augment(x) for augment in make_all(17)]
+    for augment, loaded, first in zip(make_all(17), make_all(18), fresh, strict=True):
+        before = augment.get_rng_state()
+        loaded(x)
+        augment.set_rng_state(loaded.get_rng_state())
+        augment.set_rng_state(before)
+        assert augment.get_rng_state() == before == {}
+        assert torch.equal(augment(x), first)  # seeded afresh on first use, as if never set

@@ -137,9 +137,18 @@ class _Augmentation(nn.Module):
         }
 
     def set_rng_state(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`get_rng_state`'s result: the next draws repeat those after it."""
-        for device, generator_state in state.items():
-            self._generator(torch.device(device)).set_state(generator_state)
+        """Restore :meth:`get_rng_state`'s result: the next draws repeat those after it.
+
+        The state replaces the whole set of generators: a device it has no generator for
+        has none afterwards (its first use seeds a fresh one), so that putting back a state
+        taken before the first call undoes a later load. Nothing changes when one fails.
+        """
+        generators: dict[torch.device, torch.Generator] = {}
+        for name, generator_state in state.items():
+            device = torch.device(name)
+            generators[device] = torch.Generator(device)
+            generators[device].set_state(generator_state)
+        self._generators = generators
 
     def _check_batch(self, x: Tensor, ndims: tuple[int, ...] | None) -> None:
         """``x`` is a batch of ``ndims`` dimensions (:attr:`batch_ndims`); ``ndims=None``

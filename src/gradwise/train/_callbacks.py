@@ -58,7 +58,9 @@ class Callback:
     (``"Pruning"``, then ``"Pruning#2"`` for a second one), and a resume gives it back to
     the callback of that class and place; a saved state without its callback, or a
     callback with state and none saved, is refused. A callback whose ``state_dict`` is
-    empty may come and go between the start and a resume.
+    empty may come and go between the start and a resume. A :meth:`load_state_dict` that
+    raises refuses the resume, naming the callback, with nothing of the checkpoint loaded
+    (every callback gets its own :meth:`state_dict` from before back).
     """
 
     def on_fit_start(self, state: TrainState) -> None:

@@ -300,8 +300,9 @@ class Trainer:
         not or had, early stopping's state without ``early_stopping`` (a checkpoint without
         it resumes with a fresh one), the fills of other augmentations, other callbacks with
         state; a weight average the run did not have is a ValueError. What only the loading
-        finds wrong (entries the model lacks, the optimizer's parameter groups) leaves the
-        model, optimizer, scheduler, weight average and early stopping as they were too. A
+        finds wrong (entries the model lacks, the optimizer's parameter groups, a callback
+        that cannot load its state: a RunFolderError naming it) leaves everything the
+        resume would have loaded as it was too. A
         checkpoint whose early stopping had stopped the run (killed before its summary said
         so) trains no further: the
         run's end (best weights, test split, summary) is done as it was due then, with
@@ -758,11 +759,23 @@ class Trainer:
             )
         self._refuse_another_setup(contents)
         # What only the loads themselves find wrong (model entries the checkpoint lacks,
-        # the optimizer's parameter groups, a callback's own checks) leaves the user's model,
-        # optimizer, scheduler, weight average and early stopping as they were too.
+        # the optimizer's parameter groups, a callback's own checks) leaves everything the
+        # load changes as it was too: all of the checkpoint is loaded, or none of it.
+        modules = (self.augment, self.mixup)
+        rng = _Accessors(
+            "the RNG states",
+            lambda: get_rng_state(self.device, modules),
+            lambda state: set_rng_state(state, self.device, modules),
+        )
+        fills = _Accessors(
+            "the fills",
+            lambda: [child.fill for child in _filling(self.augment)],
+            self._restore_fills,
+        )
         with _put_back_on_failure(
-            self.module, self.optimizer, self.scheduler, self.averaging, self.early_stopping
-        ):
+            self.module, self.optimizer, self.scheduler, self.averaging, self.early_stopping,
+            rng, fills, self.rank_state, *self.callbacks, self._totals,
+        ):  # fmt: skip
             self._load(contents, ranks[self.world.rank])
 
     def _load(self, contents: Mapping[str, Any], mine: Mapping[str, Any]) -> None:
@@ -781,14 +794,16 @@ class Trainer:
         if self.early_stopping is not None and contents["early_stopping"] is not None:
             self.early_stopping.load_state_dict(contents["early_stopping"])
         self._restore_callbacks(contents["callbacks"])
-        self._position = _Position(**contents["position"])
-        self._used_lr = contents.get("used_lr")  # absent from older checkpoints
+        # The plain values are all read before the first is set: nothing fails after it.
+        position = _Position(**contents["position"])
         last_finite = contents.get("last_finite")  # absent from older checkpoints
-        self._last_finite = (int(last_finite[0]), float(last_finite[1])) if last_finite else None
-        self._best = dict(contents["best"])
-        self._epoch_metrics = dict(contents["epoch_metrics"])
+        last_finite = (int(last_finite[0]), float(last_finite[1])) if last_finite else None
+        best, epoch_metrics = dict(contents["best"]), dict(contents["epoch_metrics"])
+        elapsed = float(contents["elapsed"])
         self._totals.load_state_dict(contents["totals"])
-        self._elapsed_before = float(contents["elapsed"])
+        self._position, self._last_finite, self._elapsed_before = position, last_finite, elapsed
+        self._used_lr = contents.get("used_lr")  # absent from older checkpoints
+        self._best, self._epoch_metrics = best, epoch_metrics
 
     def _refuse_another_setup(self, contents: Mapping[str, Any]) -> None:
         """Refuse, before anything is loaded, a checkpoint this Trainer would go on from in
@@ -866,9 +881,18 @@ class Trainer:
     ) -> None:
         """Refuse a saved state without its callback, or a callback with state and none
         saved: either would train on with the wrong state. (Checkpoints written before they
-        named the states keep them by place, unchecked.)"""
+        named the states keep them by place: :func:`_by_place_problem` checks those.)"""
         if isinstance(saved, list):
-            return
+            problem = _by_place_problem(saved, self.callbacks)
+            if problem is None:
+                return
+            raise RunFolderError(
+                f"{checkpoint} holds the callbacks' states by place, without their classes "
+                "(an older gradwise wrote it), to go to this run's callbacks "
+                f"{', '.join(key for key, _ in _keyed(self.callbacks)) or '(none)'} in order, "
+                f"but {problem}. Resume with the callbacks the run started with: the same "
+                "classes in the same order, those without state included."
+            )
         present = dict(_keyed(self.callbacks))
         lost = [key for key, state in saved.items() if state and key not in present]
         unsaved = [k for k, c in present.items() if k not in saved and c.state_dict()]
@@ -909,14 +933,27 @@ class Trainer:
 
     def _restore_callbacks(self, saved: list[Any] | Mapping[str, Any]) -> None:
         """Give each callback the state saved under its key (its class name and place among
-        the callbacks of its class), as :meth:`_refuse_other_callbacks` checked."""
+        the callbacks of its class), as :meth:`_refuse_other_callbacks` checked; a callback
+        that cannot take it is named in the RunFolderError raised."""
+        keyed = _keyed(self.callbacks)
         if isinstance(saved, list):  # written before checkpoints named the states: by place
-            for callback, state in zip(self.callbacks, saved, strict=False):
+            # (Of another length only when no callback has state: _by_place_problem.)
+            places = zip(keyed, saved, strict=False)
+            pairs = [(key, callback, state) for (key, callback), state in places]
+        else:
+            pairs = [(key, callback, saved[key]) for key, callback in keyed if key in saved]
+        for key, callback, state in pairs:
+            try:
                 callback.load_state_dict(state)
-            return
-        for key, callback in _keyed(self.callbacks):
-            if key in saved:
-                callback.load_state_dict(saved[key])
+            except Exception as error:
+                checkpoint = self.run.last_checkpoint if self.run else "the checkpoint"
+                raise RunFolderError(
+                    f"The callback {key} could not load its state from {checkpoint}: "
+                    f"{type(error).__name__}: {error}. Nothing was loaded (the model, "
+                    "optimizer, RNG states and callbacks are as they were before the "
+                    "resume); resume with the callbacks, and their settings, that the run "
+                    "started with."
+                ) from error
 
     # -- small helpers --------------------------------------------------------------------
 
@@ -1064,6 +1101,25 @@ def _keyed(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:
     return keyed
 
 
+def _by_place_problem(saved: Sequence[Any], callbacks: Sequence[Callback]) -> str | None:
+    """Why the states of an older checkpoint, saved by place without the callbacks' classes
+    (one per callback, ``{}`` for those without state), cannot go to ``callbacks`` in
+    order: another number of callbacks, a state at the place of a callback that takes
+    none, or no state at the place of one with state. None when they can."""
+    if not any(saved) and not any(callback.state_dict() for callback in callbacks):
+        return None  # nothing to give, nothing to take: callbacks without state may differ
+    if len(saved) != len(callbacks):
+        return f"it holds {len(saved)} state(s), one per callback, for {len(callbacks)} here"
+    places = zip(_keyed(callbacks), saved, strict=True)
+    for place, ((key, callback), state) in enumerate(places, 1):
+        takes_state = type(callback).load_state_dict is not Callback.load_state_dict
+        if state and not takes_state:
+            return f"the state at place {place} would go to {key}, which keeps no state"
+        if not state and callback.state_dict():
+            return f"the state at place {place} is empty, and {key} has state"
+    return None
+
+
 def _resumed_start_times(run: RunFolder | None, now: float) -> dict[str, Any]:
     """``started`` and ``resumed`` for the summary of a run resumed at ``now``.
 
@@ -1105,16 +1161,35 @@ def _on_cpu(tree: Any, *, copy: bool = False) -> Any:
 def _put_back_on_failure(*objects: Any) -> Iterator[None]:
     """Give each of ``objects`` (None, or with ``state_dict`` and ``load_state_dict``) its
     state back when the block fails, so that a refused resume changes none of them. The
-    copies are on the CPU: a resume must not need twice the device memory."""
+    copies are on the CPU: a resume must not need twice the device memory. One that cannot
+    take its state back (a callback whose load fails on any state) is a note on the error
+    raised, after the others are put back."""
     saved = [
         (thing, _on_cpu(thing.state_dict(), copy=True)) for thing in objects if thing is not None
     ]
     try:
         yield
-    except BaseException:
+    except BaseException as error:
         for thing, state in saved:
-            thing.load_state_dict(state)
+            try:
+                thing.load_state_dict(state)
+            except Exception as failure:
+                name = thing.what if isinstance(thing, _Accessors) else type(thing).__name__
+                error.add_note(
+                    f"{name} could not be put back as it was: {type(failure).__name__}: {failure}"
+                )
         raise
+
+
+@dataclass(frozen=True)
+class _Accessors:
+    """State without ``state_dict`` and ``load_state_dict`` of its own (the RNG states,
+    the augmentations' fills), read and set through these two, for
+    :func:`_put_back_on_failure`."""
+
+    what: str
+    state_dict: Callable[[], Any]
+    load_state_dict: Callable[[Any], None]
 
 
 def _filling(augment: nn.Module | None) -> list[Any]:
