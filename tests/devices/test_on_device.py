@@ -471,7 +471,7 @@ def test_a_configured_run_trains_on_the_device_stops_and_resumes(
     assert steps == sorted(set(steps))
     assert steps[0] < 20 < steps[-1]
     epochs = [r for r in records if r["kind"] == "epoch"]
-    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert [r["epoch"] for r in epochs] == [1, 2]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     summary = read_summary(resumed.run)
     assert summary["status"] == "completed"

@@ -71,7 +71,7 @@ def _kill_a_worker_mid_trial(tmp_path, storage: str | None) -> None:
     assert retry.user_attrs["run"] == "trials/trial-0000"
     epochs = epochs_logged(folder / "trials/trial-0000")
     # Resumed from the last checkpoint: no epoch was run twice, none is missing.
-    assert epochs == list(range(KILL_EPOCHS))
+    assert epochs == list(range(1, KILL_EPOCHS + 1))
 
 
 def test_a_killed_worker_is_replaced_and_its_trial_resumed_on_sqlite(tmp_path) -> None:
@@ -198,7 +198,7 @@ def test_a_killed_worker_is_replaced_while_another_waits_for_its_stage(tmp_path)
         (TrialState.COMPLETE, 0),
     ]
     assert trials[2].system_attrs["failed_trial"] == 0
-    assert epochs_logged(tmp_path / "studies/hang/trials/trial-0000") == list(range(40))
+    assert epochs_logged(tmp_path / "studies/hang/trials/trial-0000") == list(range(1, 41))
 
 
 def test_a_resumed_trial_of_a_later_stage_waits_for_the_stage_before(tmp_path) -> None:
@@ -442,7 +442,7 @@ def test_a_ctrl_c_as_a_trial_ends_stops_its_worker_before_the_next_trial(tmp_pat
     summary = json.loads((run / "summary.json").read_text())
     assert (trial.state, summary["status"]) == (TrialState.COMPLETE, "completed")
     assert math.isclose(trial.value, summary["best"]["value"], rel_tol=1e-12)
-    assert epochs_logged(run) == list(range(LATE_CTRL_C_EPOCHS))
+    assert epochs_logged(run) == list(range(1, LATE_CTRL_C_EPOCHS + 1))
     log = (folder / "workers/worker-0.log").read_text()
     assert "worker interrupted" in log
     assert "worker done" not in log
@@ -486,6 +486,6 @@ def test_a_trial_stopped_before_its_stage_was_recorded_is_retried_in_its_stage(t
     assert (retry.state, retry.user_attrs["stage"], retry.user_attrs["epochs"]) == (
         TrialState.COMPLETE, 0, 1,
     )  # fmt: skip
-    assert epochs_logged(folder / "trials/trial-0002") == [0]
+    assert epochs_logged(folder / "trials/trial-0002") == [1]
     later = [t for t in trials if t.number > retry.number]
     assert [(t.user_attrs["stage"], t.user_attrs["epochs"]) for t in later] == [(1, 2)] * 2

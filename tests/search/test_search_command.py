@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import math
 import signal
 
@@ -168,6 +169,17 @@ def test_median_pruner_stops_hopeless_trials(tmp_path) -> None:
     # Only the hopeless rates are pruned, before their last epoch.
     assert all(t.params["optimizer.lr"] < 1e-6 for t in pruned)
     assert all(max(t.intermediate_values) < 5 for t in pruned)
+    # The epoch it was pruned at, counted from 1 everywhere: the leaderboard's note, the
+    # trial's run (its summary and its last epoch record).
+    folder = tmp_path / "studies" / "prune"
+    printed = done.stdout
+    for trial in pruned:
+        run = folder / trial.user_attrs["run"]
+        last_epoch = epochs_logged(run)[-1]
+        assert last_epoch == max(trial.intermediate_values) + 1
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["message"] == f"pruned by the search at epoch {last_epoch}"
+        assert f"pruned at epoch {last_epoch}" in printed
 
 
 def test_ctrl_c_stops_the_search_and_the_same_command_resumes_it(tmp_path) -> None:
@@ -198,7 +210,7 @@ def test_ctrl_c_stops_the_search_and_the_same_command_resumes_it(tmp_path) -> No
     assert retry.params == stopped[0].params
     assert retry.user_attrs["run"] == "trials/trial-0000"
     epochs = epochs_logged(folder / "trials/trial-0000")
-    assert epochs == list(range(40))  # continued from its checkpoint, not restarted
+    assert epochs == list(range(1, 41))  # continued from its checkpoint, not restarted
 
 
 def test_a_one_worker_search_is_reproducible_from_its_seed(tmp_path) -> None:

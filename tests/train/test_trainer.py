@@ -80,10 +80,28 @@ def test_best_pt_holds_the_state_of_the_best_epoch(small_config: RunConfig) -> N
     assert result.run is not None
     best = load_checkpoint(result.run.best_checkpoint)
     summary = read_summary(result.run)["best"]
-    assert best["position"]["epoch"] - 1 == summary["epoch"]
+    assert best["position"]["epoch"] == summary["epoch"]  # the epochs ended, counted from 1
     assert best["epoch_metrics"][summary["monitor"]] == summary["value"]
-    if summary["epoch"] == 7:  # the last epoch was the best: the same bytes as last.pt
+    if summary["epoch"] == 8:  # the last epoch was the best: the same bytes as last.pt
         assert result.run.best_checkpoint.read_bytes() == result.run.last_checkpoint.read_bytes()
+
+
+def test_every_record_and_the_summary_count_epochs_from_1_as_the_progress_bar(
+    small_config: RunConfig,
+) -> None:
+    result = train(replace(small_config, epochs=2), progress=False)
+    assert result.run is not None
+    records = read_records(result.run)
+    steps_per_epoch = result.summary["steps"] // 2
+    for record in records:
+        if record["kind"] == "step":  # the epoch it belongs to, the first being 1
+            assert record["epoch"] == (record["step"] - 1) // steps_per_epoch + 1, record
+    ends = [(r["epoch"], r["step"]) for r in records if r["kind"] == "epoch"]
+    assert ends == [(1, steps_per_epoch), (2, 2 * steps_per_epoch)]
+    (test,) = [r for r in records if r["kind"] == "test"]
+    assert test["epoch"] == 2  # the last epoch trained
+    best = read_summary(result.run)["best"]
+    assert (best["epoch"], best["step"]) in ends  # "best (epoch 2)" names the second epoch
 
 
 def test_the_same_config_and_seed_give_identical_metrics(small_config: RunConfig) -> None:

@@ -299,7 +299,7 @@ class _Objective:
         if result.status == "interrupted":
             raise KeyboardInterrupt
         if reporter.pruned:
-            raise optuna.TrialPruned(f"pruned at epoch {reporter.last_epoch}")
+            raise optuna.TrialPruned(f"pruned at epoch {reporter.last_epoch + 1}")
         value = result.best.get("value")
         if value is None or not math.isfinite(float(value)):
             raise _failed(trial, f"{self.settings.spec.metric} is {value} (not a finite number)")
@@ -307,7 +307,10 @@ class _Objective:
 
 
 class _Reporter(Callback):
-    """Feeds the pruner one value per epoch and stops the run when it says prune."""
+    """Feeds the pruner one value per epoch and stops the run when it says prune.
+
+    Optuna's step is the callbacks' epoch, from 0; what a user reads counts epochs from 1,
+    as the run's records do."""
 
     def __init__(self, trial: Trial, metric: str) -> None:
         self.trial = trial
@@ -323,7 +326,7 @@ class _Reporter(Callback):
         self.trial.report(float(value), state.epoch)
         if self.trial.should_prune():
             self.pruned = True
-            state.request_stop(f"pruned by the search at epoch {state.epoch}")
+            state.request_stop(f"pruned by the search at epoch {state.epoch + 1}")
 
 
 def _suggest(trial: Trial, parameter: Parameter) -> Any:

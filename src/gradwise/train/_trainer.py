@@ -96,6 +96,13 @@ class _Position:
     batch: int = 0
     step: int = 0
 
+    @property
+    def epoch_number(self) -> int:
+        """The epoch as the user reads it, from 1, as the progress bar counts: the one in
+        progress, or the one just ended at its end (0 before the first step). ``epoch``
+        counts the epochs ended."""
+        return self.epoch + (self.batch > 0)
+
 
 class Trainer:
     """Train a model on in-memory data, the way ``gradwise train`` does, in a few lines.
@@ -538,7 +545,7 @@ class Trainer:
         )
         where = f"; the last good checkpoint is {self.run.last_checkpoint}" if self.run else ""
         raise TrainingDiverged(
-            f"loss became {value} at step {step} (epoch {self._position.epoch}); {history}"
+            f"loss became {value} at step {step} (epoch {self._position.epoch + 1}); {history}"
             f"{where}. Lower the learning rate (try 10x smaller) or clip gradients."
         )
 
@@ -607,7 +614,8 @@ class Trainer:
         best = self._best.get("value")
         better = best is None or (value > best if self.monitor_mode == "max" else value < best)
         if better:
-            self._best.update(value=value, epoch=self._position.epoch - 1, step=self._position.step)
+            # (Called once the epoch has ended: position.epoch counts it.)
+            self._best.update(value=value, epoch=self._position.epoch, step=self._position.step)
         return better
 
     def _finish(self, status: Status) -> dict[str, float]:
@@ -678,7 +686,7 @@ class Trainer:
         record = {
             "kind": values["kind"],
             "step": self._position.step,
-            "epoch": self._position.epoch,
+            "epoch": self._position.epoch_number,
             **{k: v for k, v in values.items() if k != "kind"},
             "time": round(self._elapsed(), 3),
         }
