@@ -722,3 +722,17 @@ def test_a_launch_gives_back_the_signal_handlers_it_found() -> None:
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     assert launch(_doubled, (21,), 1) == 42
     assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+def test_the_first_rank_alone_prints_and_records_the_live_findings(tmp_path) -> None:
+    # Every rank's live doctor printed each finding and appended it to findings.jsonl.
+    args = ["--set", "epochs=3", "--set", "optimizer.lr=3"]  # a rate that blows up
+    run = gradwise("train", "--nproc", "2", *args, "--runs-dir", "runs", "--no-progress",
+                   cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    printed = [line for line in run.stderr.splitlines() if line.startswith("gradwise: ")]
+    assert printed, run.stderr
+    assert len(printed) == len(set(printed)), printed
+    (folder,) = (tmp_path / "runs").iterdir()
+    recorded = (folder / "findings.jsonl").read_text().splitlines()
+    assert len(recorded) == len(printed)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from gradwise.diagnosis import Diagnosis
 from gradwise.monitor import Watch
-from gradwise.monitor._callback import WatchCallback
-from gradwise.runs import MetricsLog, RunFolder, replace_atomically
+from gradwise.monitor._callback import WatchCallback, replace_probe_files
+from gradwise.runs import MetricsLog, RunFolder
 from gradwise.train import TrainState
 
 
@@ -26,8 +23,9 @@ class LiveDoctor(WatchCallback):
     """A watch inside the Trainer that prints each new finding once and records them all.
 
     Findings go to the run folder's ``findings.jsonl`` as they are raised; the per-layer
-    measurements and histograms are written to ``probes.jsonl`` and ``histograms.jsonl``
-    when the run ends (and rebuilt from the checkpointed watch after ``--resume``), so
+    measurements and histograms go to ``probes.jsonl`` and ``histograms.jsonl`` at each
+    epoch's end, before its checkpoint, and when the run ends (rewritten from the
+    checkpointed watch when ``--resume`` starts, see :class:`WatchCallback`), so
     ``report.html`` shows them.
     """
 
@@ -38,8 +36,7 @@ class LiveDoctor(WatchCallback):
         *,
         say: Callable[[str], None] = announce,
     ) -> None:
-        super().__init__(watch)
-        self.run = run
+        super().__init__(watch, run)
         self.say = say
         self._log: MetricsLog | None = None
 
@@ -47,6 +44,7 @@ class LiveDoctor(WatchCallback):
         if self.run is not None:
             self._log = MetricsLog(self.run.findings_path)
             self._log.truncate_after(state.step)  # a resumed run re-raises what came after
+        self.start_probe_files()
         self._report(self.watch.findings() if state.step == 0 else [])
 
     def on_step_end(self, state: TrainState) -> None:
@@ -54,12 +52,12 @@ class LiveDoctor(WatchCallback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         self._report(self.watch.observe(state.metrics, step=state.step))
+        self.append_probe_files()
 
     def on_fit_end(self, state: TrainState) -> None:
         if self._log is not None:
             self._log.close()
-        if self.run is not None:
-            write_probe_files(self.watch, self.run)
+        super().on_fit_end(state)  # the probe files' last records
         self.watch.close()
 
     def on_diverged(self, state: TrainState, loss: float) -> None:
@@ -70,10 +68,11 @@ class LiveDoctor(WatchCallback):
 
     def on_exception(self, state: TrainState, error: BaseException) -> None:
         # A failure or a second Ctrl-C: the watch's hooks come off the model and the
-        # findings log is closed (both idempotent, after on_diverged too). The measurements
-        # are in the last checkpoint; a resume writes the probe files.
+        # findings log and probe files are closed (all idempotent, after on_diverged too).
+        # The probe files hold the last checkpoint's measurements (a resume drops any after).
         if self._log is not None:
             self._log.close()
+        super().on_exception(state, error)
         self.watch.close()
 
     def _report(self, findings: Iterable[Diagnosis]) -> None:
@@ -85,30 +84,7 @@ class LiveDoctor(WatchCallback):
 
 
 def write_probe_files(watch: Watch, run: RunFolder) -> None:
-    """The watch's per-layer records and histograms, in the run folder's formats."""
-    probes = [
-        {key: value for key, value in record.items() if key != "kind"}
-        for record in watch.records()
-        if record.get("kind") in ("weight", "activation")
-    ]
-    histograms = []
-    for kind, plural in (("activation", "activations"), ("gradient", "gradients")):
-        for step, layers in sorted(watch.histograms(plural).items()):  # type: ignore[arg-type]
-            for layer, histogram in layers.items():
-                histograms.append(
-                    {
-                        "step": step,
-                        "layer": layer,
-                        "kind": kind,
-                        "edges": list(histogram.edges),
-                        "counts": list(histogram.counts),
-                        "nonfinite": histogram.nan + histogram.posinf + histogram.neginf,
-                    }
-                )
-    _write_lines(run.probes_path, probes)
-    _write_lines(run.histograms_path, histograms)
-
-
-def _write_lines(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    text = "".join(json.dumps(record, allow_nan=True) + "\n" for record in records)
-    replace_atomically(path, lambda file: file.write(text.encode("utf-8")))
+    """The watch's per-layer records and histograms, in the run folder's formats: replaces
+    ``probes.jsonl`` and ``histograms.jsonl`` atomically (what ``gradwise train`` appends
+    to them during the run)."""
+    replace_probe_files(watch, run)

@@ -190,11 +190,12 @@ def make_trainer(
     if regularization.early_stopping is not None:
         options = config_to_dict(regularization.early_stopping)
         early_stopping = EarlyStopping(**options)
-    doctor = [] if config.monitor is None else [_live_doctor(prepared, run)]
+    main = world is None or world.is_main
+    doctor = [] if config.monitor is None else [_live_doctor(prepared, run, main=main)]
     plateaus: list[Callback] = []
     if prepared.plateau_metric is not None and prepared.scheduler is not None:
         plateaus.append(ObservePlateaus(prepared.scheduler, prepared.plateau_metric))
-    pruning, pruning_summary = _pruning(prepared, run if world is None or world.is_main else None)
+    pruning, pruning_summary = _pruning(prepared, run if main else None)
     return Trainer(
         prepared.model,
         prepared.optimizer,
@@ -224,8 +225,12 @@ def make_trainer(
     )
 
 
-def _live_doctor(prepared: PreparedRun, run: RunFolder | None) -> Callback:
-    """The monitor that raises findings live, on a fixed subset of the training split."""
+def _live_doctor(prepared: PreparedRun, run: RunFolder | None, *, main: bool) -> Callback:
+    """The monitor that raises findings live, on a fixed subset of the training split.
+
+    Every rank of a distributed run watches its model, but only the ``main`` one prints
+    the findings and writes them to the run folder: from every rank, each finding was
+    printed once per rank and their appends to findings.jsonl raced."""
     from gradwise.doctor import LiveDoctor
     from gradwise.monitor import Thresholds, watch
 
@@ -246,7 +251,13 @@ def _live_doctor(prepared: PreparedRun, run: RunFolder | None) -> Callback:
             target_accuracy=settings.target_accuracy, target_loss=settings.target_loss
         ),
     )
+    if not main:
+        return LiveDoctor(monitor, None, say=_silent)
     return LiveDoctor(monitor, run)
+
+
+def _silent(message: str) -> None:
+    """A rank other than the first says nothing: the first says it once."""
 
 
 def train(

@@ -1,0 +1,86 @@
+"""A `gradwise train` run SIGKILLed after an epoch's checkpoint keeps its probe files.
+
+probes.jsonl and histograms.jsonl are appended at each epoch's end, just before its
+checkpoint: a killed run leaves them valid and holding exactly the records up to its last
+checkpoint, and `--resume` ends with the files of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from gradwise.train import load_checkpoint
+from tests.cli.helpers import environment, gradwise
+
+CONFIG = """\
+name: small
+seed: 0
+epochs: 4
+log_every: 5
+data: {dataset: spirals, batch_size: 16}
+model: {name: mlp, width: 16, depth: 2, norm: none}
+optimizer: {lr: 0.01}
+monitor: {every: 5, cheap_every: 2}
+"""
+FILES = ("probes.jsonl", "histograms.jsonl")
+
+# What `gradwise train small.yaml` runs, with one more callback: it SIGKILLs the process at
+# the first step after epoch 2's checkpoint (no Python cleanup runs, as with the OOM killer).
+_KILLED = """
+import os, signal
+from gradwise.config import load_config
+from gradwise.train import Callback, train
+
+class KillAfterSecondEpoch(Callback):
+    def on_step_end(self, state):
+        if state.epoch == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+train(load_config("small.yaml"), progress=False, callbacks=[KillAfterSecondEpoch()])
+"""
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of ``path`` as JSON: each must be complete (ended by a newline)."""
+    data = path.read_bytes()
+    assert data.endswith(b"\n"), f"{path.name} ends mid-line"
+    return [json.loads(line) for line in data.decode("ascii").splitlines()]
+
+
+def test_a_killed_run_keeps_its_probe_files_up_to_the_checkpoint_and_resumes_them(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "whole" / "small.yaml").write_text(CONFIG)
+    completed = gradwise("train", "small.yaml", "--no-progress", cwd=tmp_path / "whole")
+    assert completed.returncode == 0, completed.stderr
+    whole = tmp_path / "whole" / "runs/small"
+
+    (tmp_path / "small.yaml").write_text(CONFIG)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED],
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run = tmp_path / "runs/small"
+    checkpoint = load_checkpoint(run / "checkpoints/last.pt")["position"]
+    assert checkpoint["epoch"] == 2
+    for name in FILES:
+        expected = [r for r in _lines(whole / name) if r["step"] <= checkpoint["step"]]
+        assert _lines(run / name) == expected, name
+        assert max(record["step"] for record in expected) > checkpoint["step"] // 2
+
+    resumed = gradwise("train", "--resume", "runs/small", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    for name in FILES:
+        assert (run / name).read_bytes() == (whole / name).read_bytes(), name
