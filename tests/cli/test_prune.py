@@ -119,3 +119,39 @@ def test_bad_arguments_and_folders_are_refused_in_one_line(
     (folder / "prune.json").write_text(json.dumps({"rate": 0.9}))
     assert main([*base, "--rounds", "1", "--rate", "0.2"]) == 2
     assert "holds a prune with other settings (config, rate" in capsys.readouterr().err
+
+
+def test_ctrl_c_before_the_dense_run_finished_says_so_instead_of_an_empty_table(
+    tmp_path: Path,
+) -> None:
+    # The table of finished runs was printed with no rows: a title and a header, nothing else.
+    config = CONFIG.replace("epochs: 3", "epochs: 200") + "checkpoint: {every_steps: 2}\n"
+    (tmp_path / "small.yaml").write_text(config)
+    process = start("prune", "small.yaml", "--rounds", "1", "--rate", "0.5", "--no-progress",
+                    cwd=tmp_path)  # fmt: skip
+    folder = tmp_path / "runs/prune-spirals-mlp"
+    stdout, _ = interrupt_once_written(process, folder / "round-0/checkpoints/last.pt")
+    lines = stdout.splitlines()
+    assert lines[0] == "no run finished: the prune stopped before round-0 (the dense run) ended"
+    assert "Lottery-ticket rounds" not in stdout
+    assert not [line for line in lines if line.startswith("round ")]  # no table header
+    assert lines[-1] == "interrupted; run the same command again to continue"
+    assert json.loads((folder / "summary.json").read_text())["runs"] == []
+    html = (folder / "report.html").read_text()
+    assert "No run finished yet" in html
+    assert "<table" not in html
+
+
+def test_bidi_controls_in_the_prune_name_are_escaped_in_its_reports_title(
+    tmp_path: Path,
+) -> None:
+    # Outside a table cell a right-to-left override reordered the rest of the title.
+    (tmp_path / "small.yaml").write_text(CONFIG)
+    name = "evil\u202egnp"
+    assert main(["prune", str(tmp_path / "small.yaml"), "--rounds", "1", "--rate", "0.5",
+                 "--no-control", "--no-progress", "--runs-dir", str(tmp_path / "runs"),
+                 "--set", f"name={name}"]) == 0  # fmt: skip
+    html = (tmp_path / "runs" / name / "report.html").read_text()
+    assert "<title>evil\\u202egnp - gradwise prune</title>" in html
+    assert "<h1>evil\\u202egnp <span" in html
+    assert "\u202e" not in html

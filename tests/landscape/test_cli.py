@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +37,41 @@ def test_writes_every_kind_of_picture_and_prints_the_paths(
     printed = capsys.readouterr().out.split()
     names = ["landscape-interpolate.png", "landscape-1d.png", "landscape-2d-contour.png",
              "landscape-2d-surface.png"]  # fmt: skip
-    assert printed == [str(run / name) for name in names]
+    assert printed == [str(run / name) for name in names] + [str(run / "report.html")]
     for name in names:
         assert (run / name).read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("rebuilt_by", ["landscape", "report"])
+def test_the_runs_report_embeds_the_pictures(
+    run: Path, capsys: pytest.CaptureFixture[str], rebuilt_by: str
+) -> None:
+    # The run's report.html left the landscape pictures out, however often it was rebuilt,
+    # and gradwise landscape did not rebuild it.
+    (run / "report.html").unlink()
+    assert main(["landscape", str(run), "--resolution", "3", "--subset", "32"]) == 0
+    capsys.readouterr()
+    if rebuilt_by == "report":
+        assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "<h2>Loss landscape</h2>" in page
+    section = page.split("<h2>Loss landscape</h2>")[1].split("</section>")[0]
+    embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', section)
+    names = ["landscape-interpolate.png", "landscape-1d.png", "landscape-2d-contour.png",
+             "landscape-2d-surface.png"]  # fmt: skip
+    assert [base64.b64decode(data) for data in embedded] == [
+        (run / name).read_bytes() for name in names
+    ]
 
 
 def test_one_kind(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for path in run.glob("landscape-*.png"):
         path.unlink()
     assert main(["landscape", str(run), "--kind", "1d", "--resolution", "3"]) == 0
-    assert capsys.readouterr().out.split() == [str(run / "landscape-1d.png")]
+    assert capsys.readouterr().out.split() == [
+        str(run / "landscape-1d.png"),
+        str(run / "report.html"),
+    ]
     assert [path.name for path in run.glob("landscape-*.png")] == ["landscape-1d.png"]
 
 

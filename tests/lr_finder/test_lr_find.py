@@ -334,6 +334,34 @@ def test_cli_turns_a_bad_sweep_setting_into_a_config_error(tmp_path: Any) -> Non
               "--out", str(tmp_path / "x.png")])  # fmt: skip
 
 
+SPIRALS_MLP = ["--set", "data.dataset=spirals", "--set", "model.name=mlp"]
+
+
+@pytest.mark.parametrize(
+    ("out", "what", "fix"),
+    [("x.txt", "its suffix is '.txt'", "x.png"), ("plot", "it has no suffix", "plot.png"),
+     ("x.jpg", "its suffix is '.jpg'", "x.png")],
+)  # fmt: skip
+def test_cli_refuses_an_out_that_is_not_a_png_before_the_sweep(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], out: str, what: str, fix: str
+) -> None:
+    # The plot is PNG bytes; --out x.txt wrote them under that name after the whole sweep.
+    path = tmp_path / out
+    message = (
+        f"The '--out' option of gradwise lr-find must be a path ending in .png (the plot is "
+        f"written as a PNG image). Got {str(path)!r} instead: {what}. Use e.g. "
+        f"{str(tmp_path / fix)!r}."
+    )
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        _cli(["lr-find", *SPIRALS_MLP, "--out", str(path)])
+    assert capsys.readouterr().out == ""  # no sweep: its table is printed first
+    assert not path.exists()
+    upper = tmp_path / "PLOT.PNG"
+    assert _cli(["lr-find", *SPIRALS_MLP, "--steps", "5", "--sweeps", "1",
+                 "--out", str(upper)]) == 0  # fmt: skip
+    assert upper.read_bytes()[:4] == b"\x89PNG"
+
+
 def _linear_problem() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
     torch.manual_seed(0)
     inputs = torch.randn(16, 4)

@@ -324,3 +324,76 @@ def test_the_log_scale_rule_is_the_one_the_docs_state(tmp_path, monkeypatch):
         scales.clear()
         build_report(run)
         assert {label: scales[label] for label in expected} == expected, index
+
+
+def test_landscape_plots_in_the_run_folder_are_embedded_after_the_metric_plots(tmp_path):
+    # gradwise landscape writes landscape-*.png into the run folder; the report left them out.
+    import numpy as np
+
+    from gradwise.landscape import Landscape1D, Landscape2D
+
+    run = make_run(tmp_path)
+    axis = np.linspace(-1.0, 1.0, 5)
+    line = Landscape1D(axis, axis**2).plot_png()
+    contour = Landscape2D(axis, axis, axis[:, None] ** 2 + axis[None, :] ** 2).plot_contour_png()
+    (run.path / "landscape-1d.png").write_bytes(line)
+    (run.path / "landscape-2d-contour.png").write_bytes(contour)
+    page = build_report(run).read_text()
+    assert_self_contained(page)
+    assert parse(page).headings == [
+        "Summary", "Loss", "Accuracy", "Learning rate", "Loss landscape", "Config"
+    ]  # fmt: skip
+    section = page[page.index("<h2>Loss landscape</h2>") : page.index("<h2>Config</h2>")]
+    embedded = [base64.b64decode(data) for data, _ in IMAGE.findall(section)]
+    assert embedded == [line, contour]  # in the order the command writes them
+    assert "(landscape-1d.png)" in section
+    assert "(landscape-2d-contour.png)" in section
+    # A file there that is no PNG is named, not embedded as a broken image.
+    (run.path / "landscape-2d-surface.png").write_text("not a picture")
+    section = render_report(run).split("<h2>Loss landscape</h2>")[1].split("</section>")[0]
+    assert len(IMAGE.findall(section)) == 2
+    assert "landscape-2d-surface.png is not a PNG image; left out" in section
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2067"])
+def test_bidi_controls_outside_table_cells_are_escaped(tmp_path, char):
+    # A table cell confines a bidi override to itself; in the <title>, the heading and a
+    # list item it reordered the rest of the line: "evil\u202egnp.exe - gradwise run"
+    # read "evilnur esidarg - exe.png". They get the escapes the terminal's tables use.
+    import json
+
+    name = f"evil{char}gnp.exe"
+    escape = f"\\u{ord(char):04x}"
+    run = make_run(tmp_path, name, summary=False)
+    write_summary(run, {"name": name, "status": "completed", "dataset": f"d{char}x",
+                        "preprocessing_warnings": [f"feature{char}7 is constant"]})  # fmt: skip
+    finding = {"kind": f"dead{char}units", "severity": "warning", "step": 3,
+               "summary": f"layer{char}1 is dead", "prescription": f"lower{char}the lr"}  # fmt: skip
+    run.findings_path.write_text(json.dumps(finding) + "\n")
+    page = build_report(run).read_text()
+    title = page.split("<title>")[1].split("</title>")[0]
+    assert title == f"evil{escape}gnp.exe - gradwise run"
+    assert f"<h1>evil{escape}gnp.exe <span" in page
+    assert f"<li>feature{escape}7 is constant</li>" in page
+    assert f"<b>DEAD{escape}UNITS</b> (step 3): layer{escape}1 is dead" in page
+    assert f"<i>Fix:</i> lower{escape}the lr" in page
+    assert f"d{escape}x" in page  # the subtitle
+    # Only the table's cells and caption keep the character (the Summary's run name).
+    outside = re.sub(r"<(td|caption)>[^<]*</\1>", "", page)
+    assert char not in outside
+    assert f"<caption>Run {name}</caption>" in page
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2067"])
+def test_bidi_controls_in_the_no_findings_paragraph_are_escaped(tmp_path, char):
+    # Before, the status went into the Findings' <p> as it was ("run status: ..."). One
+    # write_summary refuses: a summary.json from elsewhere (another version, a hand edit).
+    import json
+
+    run = make_run(tmp_path, "demo", summary=False)
+    run.summary_path.write_text(json.dumps({"name": "demo", "status": f"killed{char}by oom"}))
+    run.findings_path.write_text("")
+    page = build_report(run).read_text()
+    assert f"(run status: killed\\u{ord(char):04x}by oom)" in page
+    outside = re.sub(r"<(td|caption)>[^<]*</\1>", "", page)
+    assert char not in outside

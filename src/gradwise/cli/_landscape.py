@@ -19,7 +19,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "load its last checkpoint (the final weights), and plot the training loss on a fixed "
         "subset of the training split: along the line from init to final (--kind "
         "interpolate), along one or two filter-normalized random directions around the final "
-        "weights (1d, 2d). Writes landscape-*.png into RUN and prints their paths.",
+        "weights (1d, 2d). Writes landscape-*.png into RUN, rebuilds RUN's report.html "
+        "(which shows them), and prints their paths and the report's.",
     )
     landscape.add_argument("run", type=Path, help="a run folder")
     landscape.add_argument("--kind", choices=KINDS, default="all", help="default: all")
@@ -36,10 +37,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run_landscape(args: argparse.Namespace) -> int:
-    """Compute the requested landscapes of ``args.run`` and write their PNGs."""
+    """Compute the requested landscapes of ``args.run``, write their PNGs and rebuild the
+    run's report, which shows them."""
     import torch
 
     from gradwise.config import ConfigError
+    from gradwise.report import build_report
+    from gradwise.runs import RunFolder
 
     for name, low in (("resolution", 2), ("subset", 1)):
         value = getattr(args, name)
@@ -64,6 +68,7 @@ def run_landscape(args: argparse.Namespace) -> int:
         paths.append(path)
     for path in paths:
         print(path)
+    print(build_report(RunFolder.open(folder)))
     return 0
 
 

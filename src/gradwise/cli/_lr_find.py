@@ -49,6 +49,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
         name = config.name or Path(config.data.dataset).stem + "-" + config.model.name
         out = Path(config.runs_dir) / f"lr-find-{name}.png"
     check_output_file(out, "--out", "lr-find")  # before the sweep, not after it
+    _check_plot_suffix(out)
     prepared = prepare_run(replace(config, schedule=None))
     prepared.warn_preprocessing()
     try:
@@ -74,6 +75,20 @@ def run_lr_find(args: argparse.Namespace) -> int:
     print(f"suggested lr: {result.suggestion:.3g}")
     print(f"plot: {out}")
     return EXIT_OK
+
+
+def _check_plot_suffix(out: Path) -> None:
+    """The plot is PNG bytes (LRFinderResult.plot_png): a file named otherwise would hold a
+    PNG that its name calls something else."""
+    from gradwise.config import ConfigError
+
+    if out.suffix.lower() != ".png":
+        what = f"its suffix is {out.suffix!r}" if out.suffix else "it has no suffix"
+        raise ConfigError(
+            f"The '--out' option of gradwise lr-find must be a path ending in .png (the plot "
+            f"is written as a PNG image). Got {str(out)!r} instead: {what}. Use e.g. "
+            f"{str(out.with_suffix('.png'))!r}."
+        )
 
 
 def _check_sweep(args: argparse.Namespace) -> None:

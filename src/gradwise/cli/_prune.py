@@ -67,7 +67,10 @@ def run_prune(args: argparse.Namespace) -> int:
     where = "--runs-dir" if args.runs_dir is not None else "runs_dir"
     check_output_folder(Path(config.runs_dir), where, "prune")
     result = find_tickets(config, settings, progress=not args.no_progress, say=_say)
-    print(prune_table(result.rows).render_text())
+    if result.rows:
+        print(prune_table(result.rows).render_text())
+    else:  # stopped before its first run, the dense round-0, finished: no table to show
+        print("no run finished: the prune stopped before round-0 (the dense run) ended")
     print(f"prune folder: {result.folder}")
     if result.report is not None:
         print(f"report:       {result.report}")

@@ -17,7 +17,7 @@ import numpy as np
 from gradwise.diagnosis import SEVERITY_ORDER
 from gradwise.report._html import Section, png_html
 from gradwise.report._plots import _figure, _finish, _no_mathtext, _png, series
-from gradwise.report._table import Table
+from gradwise.report._table import Table, _terminal_text
 from gradwise.runs import RunFolder, read_records
 
 #: At most this many snapshots of histograms are drawn (the first, the last, and evenly
@@ -95,7 +95,7 @@ def findings_section(
         text = no_findings_text(status, steps)
         if text is None:
             return Section("Findings", '<p class="healthy">No findings: the run looks healthy.</p>')
-        return Section("Findings", f"<p>{html.escape(text)}</p>")
+        return Section("Findings", f"<p>{html.escape(_terminal_text(text))}</p>")
     findings = sorted(
         findings, key=lambda f: (SEVERITY_ORDER.get(f.get("severity", ""), 3), f.get("step") or 0)
     )
@@ -105,11 +105,19 @@ def findings_section(
         evidence = json.dumps(finding.get("evidence", {}), indent=1, allow_nan=True)
         step = finding.get("step")
         where = f" (step {step})" if step is not None else ""
+        # Bidi controls escaped, as in the terminal's tables: in a list item they reorder
+        # the rest of it (the kind, the fix) instead of staying in a table cell.
+        kind, summary, fix = (
+            html.escape(_terminal_text(text))
+            for text in (
+                str(finding.get("kind", "")).upper(),
+                str(finding.get("summary", "")),
+                str(finding.get("prescription", "")),
+            )
+        )
         items.append(
             f'<li class="finding {html.escape(str(finding.get("severity", "")))}">'
-            f"<b>{html.escape(str(finding.get('kind', '')).upper())}</b>{html.escape(where)}: "
-            f"{html.escape(str(finding.get('summary', '')))}<br>"
-            f"<i>Fix:</i> {html.escape(str(finding.get('prescription', '')))}"
+            f"<b>{kind}</b>{html.escape(where)}: {summary}<br><i>Fix:</i> {fix}"
             f"<details><summary>evidence</summary><pre>{html.escape(evidence)}</pre></details>"
             f"{_curves_html(metrics, finding)}</li>"
         )
