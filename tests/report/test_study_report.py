@@ -98,7 +98,7 @@ def test_leaderboard_ranks_complete_then_pruned_then_failed(which, request):
     assert [row[spec.metric] for row in rows[8:11]] == [t.intermediate_values[2] for t in pruned]
 
 
-def test_leaderboard_puts_missing_and_infinite_values_last_in_their_group(spec):
+def test_leaderboard_puts_missing_values_last_in_their_group_and_infinite_results_last(spec):
     trials = [
         make_trial(spec, 0, value=math.inf),
         make_trial(spec, 1, value=0.5),
@@ -107,9 +107,66 @@ def test_leaderboard_puts_missing_and_infinite_values_last_in_their_group(spec):
         make_trial(spec, 4, TrialState.PRUNED, intermediate={1: 0.9}),
     ]
     rows = rows_by_column(leaderboard_table(trials, spec))
-    assert [row["trial"] for row in rows] == [1, 0, 4, 2, 3]
-    assert rows[1]["val_loss"] is None  # strict JSON: inf becomes null
-    assert leaderboard_table(trials, spec).to_dict()["rows"][1][3] == "inf"
+    assert [row["trial"] for row in rows] == [1, 4, 2, 3, 0]
+    assert [row["rank"] for row in rows] == [1, 2, 3, 4, None]  # inf: no valid result
+    assert rows[-1]["val_loss"] is None  # strict JSON: inf becomes null
+    assert leaderboard_table(trials, spec).to_dict()["rows"][-1][:4] == [
+        "-",
+        "0",
+        "complete",
+        "inf",
+    ]
+
+
+@pytest.mark.parametrize("which", ["spec", "accuracy_spec"])
+@pytest.mark.parametrize("infinite", [math.inf, -math.inf])
+def test_a_complete_trial_with_an_infinite_value_is_never_ranked_nor_the_best(
+    which, infinite, request, tmp_path
+):
+    # QA: a complete trial whose value was inf (a diverged run's loss) was ranked #1 when no
+    # other trial completed, while the summary said there was no best trial; beside a
+    # finite one, it was ranked too. The rule: a non-finite value is no valid result.
+    spec = request.getfixturevalue(which)
+    metric = spec.metric
+    trials = [
+        make_trial(spec, 0, TrialState.FAIL, fail_reason="CUDA out of memory"),
+        make_trial(spec, 1, value=infinite),
+        make_trial(spec, 2, TrialState.PRUNED, intermediate={1: 0.5}),
+    ]
+    table = leaderboard_table(trials, spec)
+    assert table.title == f"Trials (none completed with a finite {metric}, so none is ranked)"
+    assert "rank" not in table.columns
+    rows = rows_by_column(table)
+    assert [row["trial"] for row in rows] == [0, 1, 2]  # by number
+    assert rows[1]["note"] == (
+        f"{metric} {infinite} is not finite (a diverged run?): no valid result, not ranked"
+    )
+    page = report(tmp_path, trials, spec)
+    assert "best trial" not in dict(Page(page).table("Study")["rows"][1:])
+    summary = " ".join(section_text(page, "Summary").split())
+    assert f"No trial completed with a finite {metric}: every trial ended" in summary
+    leaderboard = " ".join(section_text(page, "Leaderboard").split())
+    assert leaderboard.startswith(
+        f"Leaderboard No trial completed with a finite {metric} (1 failed, 1 pruned, 1 complete "
+        f"without a finite {metric}), so there is no best trial and none is ranked"
+    )
+
+    # Beside finite results, it comes after every ranked trial, unranked; the best trial of
+    # the summary is the leaderboard's first.
+    trials += [make_trial(spec, 3, value=0.4), make_trial(spec, 4, value=0.6)]
+    table = leaderboard_table(trials, spec)
+    assert table.title.endswith(
+        f"(5 finished trials; 1 with a {metric} that is not finite, unranked)"
+    )
+    rows = rows_by_column(table)
+    best = 3 if spec.direction == "minimize" else 4
+    assert [row["trial"] for row in rows] == [best, 7 - best, 2, 0, 1]
+    assert [row["rank"] for row in rows] == [1, 2, 3, 4, None]
+    parsed = Page(report(tmp_path, trials, spec))
+    study = dict(parsed.table("Study")["rows"][1:])
+    assert study["best trial"] == str(best)
+    assert study[f"complete, {metric} not finite (unranked)"] == "1"
+    assert parsed.table("Leaderboard")["rows"][1][:2] == ["1", str(best)]
 
 
 def test_leaderboard_limit_keeps_the_top_rows(spec):
@@ -145,7 +202,7 @@ def test_leaderboard_notes_say_why_a_trial_failed_or_when_it_was_pruned(spec):
     assert notes[0] is None
     assert notes[1] == "CUDA out of memory"
     assert "no reason recorded" in notes[2]
-    assert notes[3] == "pruned at epoch 3"
+    assert notes[3] == "pruned at epoch 4"  # Optuna's step 3 is the fourth epoch
     assert "CUDA out of memory" in leaderboard_table(trials, spec).render_text()
 
 
@@ -171,6 +228,9 @@ def test_bad_arguments_raise_the_one_error_format(spec, tmp_path):
         build_study_report(tmp_path / "missing", [trial], spec, title="t")
     with pytest.raises(ValueError, match="'extra' parameter of build_study_report"):
         build_study_report(tmp_path, [trial], spec, title="t", extra={"storage": object()})
+    with pytest.raises(ValueError, match=r"^The 'unfinished' parameter of build_study_report "
+                       r"must be None or a str\. Got True instead\.$"):  # fmt: skip
+        build_study_report(tmp_path, [trial], spec, title="t", unfinished=True)
     assert not (tmp_path / "report.html").exists()
 
 
@@ -406,6 +466,37 @@ def test_the_summary_without_a_completed_trial_says_whether_the_study_ended(
     assert f"{tense} {NOTHING_TO_PLOT}" in section_text(page, "Hyperparameters")
 
 
+@pytest.mark.parametrize("complete", [False, True], ids=["none complete", "one complete"])
+def test_the_report_of_an_interrupted_study_says_so_and_how_to_resume(complete, spec, tmp_path):
+    # QA: a study interrupted with budget left read "No trial completed: every trial ended"
+    # and its page's status was "completed".
+    said = (
+        "the study was interrupted with budget left (3 of its 5 trials not started); run the "
+        "same gradwise search command again to resume it"
+    )
+    trials = [
+        make_trial(spec, 0, TrialState.FAIL, fail_reason="diverged"),
+        make_trial(spec, 1, TrialState.FAIL),  # stopped by Ctrl-C: no reason of its own
+        *([make_trial(spec, 2, value=0.5)] if complete else []),
+    ]
+    page = report(tmp_path, trials, spec, unfinished=said)
+    summary = " ".join(section_text(page, "Summary").split())
+    assert "every trial ended" not in page
+    assert said in summary
+    assert 'class="status status-interrupted">interrupted<' in page
+    if complete:
+        assert "best trial 2" in summary
+    else:
+        assert "No trial has completed yet (so far 2 failed, 0 pruned)." in summary
+        assert f"No trial has completed yet. {NOTHING_TO_PLOT}" in section_text(
+            page, "Hyperparameters"
+        )
+    # Without it (a study that ended: its budget used), as before.
+    page = report(tmp_path, trials, spec)
+    assert ("No trial completed: every trial ended" in page) is not complete
+    assert 'class="status status-completed">completed<' in page
+
+
 def test_the_summary_of_a_study_without_trials_says_none_has_run(spec, tmp_path):
     assert "No trial has run yet." in section_text(report(tmp_path, [], spec), "Summary")
 
@@ -489,3 +580,26 @@ def test_the_report_leaderboard_with_no_completed_trial_says_so_and_ranks_none(
     page = report(tmp_path, [*_failed_and_pruned(spec), make_trial(spec, 4, value=0.5)], spec)
     assert Page(page).table("Leaderboard")["rows"][0][0] == "rank"
     assert "none is ranked" not in page
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2067"])
+def test_bidi_controls_outside_table_cells_are_escaped(spec, tmp_path, char):
+    # As in the run report: before, the study's name went into the <title> and the heading
+    # as it was, and "evil\u202egnp.exe - gradwise search" read "evilhcraes esidarg - exe.png".
+    escape = f"\\u{ord(char):04x}"
+    folder = tmp_path / f"study{char}dir"
+    folder.mkdir()
+    trials = [make_trial(spec, 0, TrialState.FAIL)]
+    path = build_study_report(
+        folder, trials, spec, title=f"evil{char}gnp.exe", none_completed=f"none{char}ranked",
+        unfinished=f"resume{char}it",
+    )  # fmt: skip
+    page = path.read_text(encoding="utf-8")
+    title = page.split("<title>")[1].split("</title>")[0]
+    assert title == f"evil{escape}gnp.exe - gradwise search"
+    assert f"<h1>evil{escape}gnp.exe <span" in page
+    assert f"<p>none{escape}ranked</p>" in page
+    assert f"<p>resume{escape}it</p>" in page
+    assert f"study{escape}dir" in page  # the footer
+    outside = re.sub(r"<(td|caption)>[^<]*</\1>", "", page)
+    assert char not in outside

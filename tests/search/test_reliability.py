@@ -452,7 +452,74 @@ def test_a_ctrl_c_as_a_trial_ends_stops_its_worker_before_the_next_trial(tmp_pat
     assert "resuming" not in resumed.stderr  # trial 0 is complete, not retried
     trials = load(url, "late")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert epochs_logged(run) == list(range(LATE_CTRL_C_EPOCHS))  # not run again
+    assert epochs_logged(run) == list(range(1, LATE_CTRL_C_EPOCHS + 1))  # not run again
+
+
+def test_a_ctrl_c_after_the_budget_was_used_says_nothing_is_left_to_resume(tmp_path) -> None:
+    # QA: a Ctrl-C as the last trial of the budget ended said "interrupted; run the same
+    # command again to resume the study", though a resume had nothing left to run.
+    (tmp_path / "late.py").write_text(CTRL_C_AT_EVALUATION)
+    (tmp_path / "ctrl-c-at-evaluation").write_text(str(LATE_CTRL_C_EPOCHS))
+    config = write_config(tmp_path, "used", epochs=LATE_CTRL_C_EPOCHS)
+    config.write_text(config.read_text().replace("name: mlp,", "name: 'late:build',"))
+    args = ["search", str(config), "--trials", "1"]
+    done = gradwise(*args, cwd=tmp_path)
+    assert done.returncode == 130, done.stderr
+    assert not (tmp_path / "ctrl-c-at-evaluation").exists()
+    assert "interrupted after the study's budget was used: nothing is left to resume" in (
+        done.stdout
+    )
+    assert "again to resume" not in done.stdout
+    # True: the same command again runs nothing.
+    resumed = gradwise(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    (trial,) = load(storage_of(tmp_path / "studies" / "used"), "used")
+    assert trial.state == TrialState.COMPLETE
+
+
+def _children(pid: int) -> set[int]:
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_a_ctrl_c_that_leaves_a_killed_workers_trial_running_says_when_it_is_retried(
+    tmp_path,
+) -> None:
+    # QA: with a killed worker's trial still marked running (its heartbeat not yet stale),
+    # a Ctrl-C said only "run the same command again to resume the study".
+    config = write_config(tmp_path, "stale", epochs=KILL_EPOCHS)
+    args = ["search", str(config), "--trials", "1", "--heartbeat", "5"]
+    search = start(*args, cwd=tmp_path)
+    folder = tmp_path / "studies" / "stale"
+    wait_for(lambda: (folder / "study.json").is_file(), 60, "the study")
+    url = storage_of(folder)
+
+    def running_trial_with_checkpoint():
+        trials = load(url, "stale")
+        ready = (folder / "trials/trial-0000/checkpoints/last.pt").is_file()
+        return trials[0] if trials and trials[0].state == TrialState.RUNNING and ready else None
+
+    victim = int(wait_for(running_trial_with_checkpoint, 120, "trial 0 to checkpoint")
+                 .user_attrs["worker"].rsplit(":", 1)[1])  # fmt: skip
+    os.kill(victim, signal.SIGKILL)
+    # The replacement waits for the trial's heartbeat to go stale (15 s): stop it before.
+    wait_for(lambda: _children(search.pid) - {victim}, 30, "the worker's replacement")
+    search.send_signal(signal.SIGINT)
+    stdout, stderr = search.communicate(timeout=120)
+    assert search.returncode == 130, stderr
+    assert [t.state for t in load(url, "stale")] == [TrialState.RUNNING]
+    assert (
+        "interrupted with 1 trial(s) still marked running (a killed worker's, or one on another "
+        "machine): run the same command again to resume the study; a killed worker's trial is "
+        "retried from its last checkpoint once its heartbeat times out"
+    ) in stdout
+    # True: the same command again retries it, from its checkpoint.
+    resumed = gradwise(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load(url, "stale")
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == 0
+    assert epochs_logged(folder / "trials/trial-0000") == list(range(1, KILL_EPOCHS + 1))
 
 
 def test_a_trial_stopped_before_its_stage_was_recorded_is_retried_in_its_stage(tmp_path) -> None:

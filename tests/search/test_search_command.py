@@ -195,11 +195,26 @@ def test_ctrl_c_stops_the_search_and_the_same_command_resumes_it(tmp_path) -> No
     # machine running two other test sessions) it had ended before the signal was sent.
     assert search.poll() is None, "the search ended before the test could interrupt it"
     search.send_signal(signal.SIGINT)
-    _, stderr = search.communicate(timeout=120)
+    stdout, stderr = search.communicate(timeout=120)
     assert search.returncode == 130, stderr
     url = storage_of(folder)
     stopped = load(url, "stop")
     assert stopped[0].state == TrialState.FAIL
+    # QA: the report of a study interrupted with budget left read "every trial ended".
+    said = (
+        "the study was interrupted with budget left (1 of its 2 trials not started, 1 "
+        "interrupted trial(s) to finish); run the same gradwise search command again to "
+        "resume it"
+    )
+    shown = gradwise("search", "show", str(folder), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    for output in (stdout, shown.stdout):
+        assert said in output
+        assert output.count("run the same") == 1
+    page = html.unescape((folder / "report.html").read_text())
+    assert said in page
+    assert "every trial ended" not in page
+    assert ">interrupted</" in page  # the page's status
     resumed = gradwise("search", str(config), "--trials", "2", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming: 1 interrupted trial" in resumed.stderr
@@ -393,6 +408,113 @@ def test_a_study_where_no_trial_completed_says_so_and_why_ranks_none_and_fails(t
     assert leaderboard.startswith(f"<h2>Leaderboard</h2>\n<p>{said}</p>\n<table")
     assert "<caption>Trials (none completed, so none is ranked)</caption>" in leaderboard
     assert ">rank</th>" not in leaderboard
+
+
+def _add_complete_trials(url: str, name: str, values: list[float]) -> None:
+    """Add complete trials with these values and the first trial's parameters to a study
+    (Optuna keeps inf and -inf: another tool's ask and tell, or an older gradwise)."""
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+        first = study.trials[0]
+        for value in values:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=first.params,
+                    distributions=first.distributions,
+                    value=value,
+                    user_attrs={"epochs": 1},
+                )
+            )
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_complete_trial_with_an_infinite_value_is_no_best_trial_in_any_output(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    # QA: a complete trial whose value was inf was ranked #1 by the leaderboard, was the
+    # progress line's best and best.yaml's trial (and the search exited 0), while the
+    # report's summary said there was no best trial; beside a finite result, -inf was the
+    # progress line's best and best.yaml's. A non-finite value is no valid result.
+    search = """\
+  space:
+    optimizer.name: {grid: [SGD]}
+    optimizer.lr: {grid: [1.0e+12]}
+"""
+    config = write_config(tmp_path, "inf", epochs=1, search=search)
+    args = ["search", str(config), "--strategy", "grid", "--trials", "1"]
+    made = gradwise(*args, cwd=tmp_path)
+    assert made.returncode == 1, made.stderr  # its one trial diverged: failed
+    folder = tmp_path / "studies" / "inf"
+    url = storage_of(folder)
+    _add_complete_trials(url, "inf", [math.inf])
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 1  # resumed, nothing left to run: no best trial
+    searched = capsys.readouterr().out
+    assert main(["search", "show", "inf"]) == 0
+    shown = capsys.readouterr().out
+    for output in (searched, shown):
+        lines = output.splitlines()
+        assert lines[0] == "Trials (none completed with a finite val_loss, so none is ranked)"
+        assert lines[1].split()[:3] == ["trial", "state", "val_loss"]
+        assert lines[4].split()[:3] == ["1", "complete", "inf"]
+        assert "not finite (a diverged run?): no valid result, not ranked" in lines[4]
+        assert "· best -" in output
+        (said,) = [line for line in lines if line.startswith("no trial completed")]
+        assert said.startswith(
+            "no trial completed with a finite val_loss (1 failed, 0 pruned, 1 complete with a "
+            "val_loss that is not finite), so there is no best trial and no best config"
+        )
+        assert "best config:" not in output
+    assert not (folder / "best.yaml").exists()
+    page = html.unescape((folder / "report.html").read_text())
+    assert "No trial completed with a finite val_loss" in page
+    assert "best trial<" not in page
+
+    # Beside a finite result, -inf (the lowest loss) is neither ranked nor the best.
+    _add_complete_trials(url, "inf", [0.7, -math.inf])
+    assert main(["search", "show", "inf"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "Leaderboard: val_loss, lower is better (4 finished trials; 2 with a val_loss that is "
+        "not finite, unranked)"
+    )
+    assert [line.split()[:4] for line in lines[3:7]] == [
+        ["1", "2", "complete", "0.7"],
+        ["2", "0", "failed", "-"],
+        ["-", "1", "complete", "inf"],
+        ["-", "3", "complete", "-inf"],
+    ]
+    assert "· best val_loss 0.7 (trial 2)" in lines[7]
+    assert (folder / "best.yaml").read_text().startswith("# The best trial (2, val_loss 0.7)")
+    page = html.unescape((folder / "report.html").read_text())
+    assert "<td>best trial</td><td>2</td>" in page
+
+
+def test_a_stale_best_config_is_removed_when_the_study_has_no_best_trial(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    # QA: best.yaml was written when there was a best trial and never removed: one from an
+    # earlier finish (an older gradwise took inf for the best value) stayed beside a
+    # summary that said there was no best config.
+    search = """\
+  space:
+    optimizer.name: {grid: [SGD]}
+    optimizer.lr: {grid: [1.0e+12]}
+"""
+    config = write_config(tmp_path, "stale", epochs=1, search=search)
+    made = gradwise("search", str(config), "--strategy", "grid", "--trials", "1", cwd=tmp_path)
+    assert made.returncode == 1, made.stderr  # its one trial diverged: failed
+    folder = tmp_path / "studies" / "stale"
+    _add_complete_trials(storage_of(folder), "stale", [math.inf])
+    (folder / "best.yaml").write_text("# The best trial (1, val_loss inf) of this study\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "show", "stale"]) == 0
+    out = capsys.readouterr().out
+    assert not (folder / "best.yaml").exists()
+    assert "so there is no best trial and no best config" in out
+    assert "best.yaml" not in out
 
 
 def test_a_resume_with_another_seed_or_heartbeat_is_refused_naming_both(

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gradwise.search._study import Progress
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -79,12 +83,30 @@ def run_search(args: argparse.Namespace) -> int:
     )
     _print_result(result)
     if result.interrupted:
-        print("interrupted; run the same command again to resume the study")
+        if result.unfinished is None:  # else _print_result said it, with what is left
+            print(_interrupted(result.progress))
         return EXIT_INTERRUPTED
     if result.none_completed is not None:
         # Like `gradwise train` when its run fails: the search ended with no best trial.
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _interrupted(progress: Progress) -> str:
+    """What a Ctrl-C left of a study, when there is no budget left to say so
+    (``SearchResult.unfinished``): a trial still running, queued ones, or nothing."""
+    if progress.running:
+        # A worker killed (by the 120 s wait after the Ctrl-C, or before it) leaves its trial
+        # running until a worker's fail_stale_trials finds its heartbeat stale.
+        return (
+            f"interrupted with {progress.running} trial(s) still marked running (a killed "
+            "worker's, or one on another machine): run the same command again to resume the "
+            "study; a killed worker's trial is retried from its last checkpoint once its "
+            "heartbeat times out (3 x the study's --heartbeat seconds)"
+        )
+    if progress.waiting:
+        return "interrupted; run the same command again to resume the study"
+    return "interrupted after the study's budget was used: nothing is left to resume"
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
@@ -132,6 +154,8 @@ def _print_result(result: object, limit: int | None = 10) -> None:
     # With no trial completed, the table lists the trials by number, without ranks.
     print(leaderboard_table(trials, spec, limit=limit).render_text())
     print(result.progress.line(spec.metric))
+    if result.unfinished is not None:
+        print(result.unfinished)
     if result.none_completed is not None:
         print(result.none_completed)
     print(f"study folder: {result.folder}")

@@ -29,7 +29,15 @@ import gradwise
 from gradwise._validation import POSITIVE_INT, Either, Satisfies, check
 from gradwise.report._html import _CSS, _PAGE, Section, _render_section, png_html, utf8
 from gradwise.report._plots import _no_mathtext, _png
-from gradwise.report._table import Cell, Scalar, Table, _scalar, format_time, format_value
+from gradwise.report._table import (
+    Cell,
+    Scalar,
+    Table,
+    _scalar,
+    _terminal_text,
+    format_time,
+    format_value,
+)
 from gradwise.runs import STATUSES
 from gradwise.runs._files import RunFolderError, describe_os_error, write_atomically
 
@@ -52,8 +60,11 @@ _STATE_NAMES = {
     "RUNNING": "running",
     "WAITING": "waiting",
 }
-# Finished trials in leaderboard order; running and waiting trials are left out.
+# Finished trials in leaderboard order; running and waiting trials are left out. A
+# complete trial whose value is not finite (inf or -inf: a diverged run) is no valid
+# result: it comes last, unranked (_INVALID).
 _FINISHED = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
+_INVALID = len(_FINISHED)
 _NO_EXTRA: Mapping[str, Scalar] = MappingProxyType({})
 
 
@@ -103,7 +114,7 @@ _FOLDER = Satisfies(
 _TITLE = Satisfies(lambda value: isinstance(value, str), "a str")
 _STAGES = Satisfies(_is_stages, "a sequence of StageRanges (from gradwise.search.stage_ranges)")
 _EXTRA = Satisfies(_is_extra, "a mapping of str to str, numbers, booleans or None")
-_NONE_COMPLETED = Either((Satisfies(lambda value: value is None, "None"), _TITLE))
+_OPTIONAL_STR = Either((Satisfies(lambda value: value is None, "None"), _TITLE))
 
 
 # -- trials --------------------------------------------------------------------------------
@@ -128,26 +139,34 @@ def _is_finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def _is_valid(trial: FrozenTrial) -> bool:
+    """A complete trial with a finite value: a result the best trial can be."""
+    return trial.state.name == "COMPLETE" and _is_finite(trial.value)
+
+
+def _is_invalid(trial: FrozenTrial) -> bool:
+    """A complete trial whose value is not finite (inf or -inf: a diverged run)."""
+    return trial.state.name == "COMPLETE" and not _is_finite(trial.value)
+
+
 def _ranked(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
-    """Finished trials best first: complete, then pruned, then failed (ties by number)."""
+    """Finished trials best first: complete, then pruned, then failed, then complete
+    without a finite value (ties by number)."""
     sign = 1.0 if direction == "minimize" else -1.0
 
     def key(trial: FrozenTrial) -> tuple[int, int, float, int]:
+        group = _INVALID if _is_invalid(trial) else _FINISHED[trial.state.name]
         value = _ranking_value(trial)
         if value is None or not math.isfinite(value):
-            return (_FINISHED[trial.state.name], 1, 0.0, trial.number)
-        return (_FINISHED[trial.state.name], 0, sign * value, trial.number)
+            return (group, 1, 0.0, trial.number)
+        return (group, 0, sign * value, trial.number)
 
     return sorted((trial for trial in trials if trial.state.name in _FINISHED), key=key)
 
 
 def _completed(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
     """Complete trials with a finite value, best first."""
-    return [
-        trial
-        for trial in _ranked(trials, direction)
-        if trial.state.name == "COMPLETE" and _is_finite(trial.value)
-    ]
+    return [trial for trial in _ranked(trials, direction) if _is_valid(trial)]
 
 
 def _stage_of(trial: FrozenTrial) -> int | None:
@@ -157,16 +176,21 @@ def _stage_of(trial: FrozenTrial) -> int | None:
     return stage if isinstance(stage, int) and not isinstance(stage, bool) else None
 
 
-def _note(trial: FrozenTrial) -> str | None:
+def _note(trial: FrozenTrial, metric: str) -> str | None:
     from gradwise.search._stages import FAIL_REASON_ATTR
 
+    if _is_invalid(trial):
+        return (
+            f"{metric} {trial.value} is not finite (a diverged run?): no valid result, not ranked"
+        )
     if trial.state.name == "FAIL":
         reason = trial.user_attrs.get(FAIL_REASON_ATTR)
         return str(reason) if reason else "no reason recorded (worker killed or interrupted?)"
     if trial.state.name == "PRUNED":
         if not trial.intermediate_values:
             return "pruned before its first epoch ended"
-        return f"pruned at epoch {max(trial.intermediate_values)}"
+        # Its steps are the epochs from 0 (gradwise reports them so); runs count from 1.
+        return f"pruned at epoch {max(trial.intermediate_values) + 1}"
     return None
 
 
@@ -187,11 +211,15 @@ def leaderboard_table(
     trials by their value (the metric at their best epoch) in the search's direction,
     then pruned trials by the metric of the last epoch they reported, then failed
     trials; within each group a missing or non-finite value comes last and ties go to
-    the lower trial number. ``rank`` is the row's place in this order.
+    the lower trial number. ``rank`` is the row's place in this order. A complete trial
+    whose value is not finite (inf or -inf: a diverged run) is no valid result: it is
+    listed after the ranked trials, without a rank (``-``), with a note that says so.
 
-    When trials finished but none completed (all failed or were pruned), none is a best
-    trial: the table is titled ``Trials (none completed, so none is ranked)``, has no
-    ``rank`` column and lists them by number.
+    When trials finished but none completed with a finite value (all failed, were
+    pruned, or ended with inf or -inf), none is a best trial: the table is titled
+    ``Trials (none completed, so none is ranked)`` (``none completed with a finite
+    METRIC`` when some completed with inf or -inf), has no ``rank`` column and lists
+    them by number.
 
     Columns: ``rank``, ``trial`` (its number), ``state``, the metric (``spec.metric``;
     for a pruned trial its last reported value), one column per searched parameter
@@ -235,27 +263,32 @@ def leaderboard_table(
         *(parameter.path for parameter in spec.parameters),
         "epochs", *(["stage"] if with_stage else []), "run", "note",
     ]  # fmt: skip
+    invalid = sum(1 for trial in ranked if _is_invalid(trial))
     if _none_completed(ranked):
         by_number = sorted(ranked, key=lambda trial: trial.number)
         shown = by_number if limit is None else by_number[:limit]
         rows = [_leaderboard_row(trial, spec, with_stage) for trial in shown]
         limit_cut = len(shown) < len(ranked)
         first = f"; the first {len(shown)} of {len(ranked)} by number"
-        title = f"Trials (none completed, so none is ranked{first if limit_cut else ''})"
+        finite = f" with a finite {spec.metric}" if invalid else ""
+        title = f"Trials (none completed{finite}, so none is ranked{first if limit_cut else ''})"
         return Table(title, columns, rows)
     shown = ranked if limit is None else ranked[:limit]
     rows = [
-        [rank, *_leaderboard_row(trial, spec, with_stage)] for rank, trial in enumerate(shown, 1)
+        [None if _is_invalid(trial) else rank, *_leaderboard_row(trial, spec, with_stage)]
+        for rank, trial in enumerate(shown, 1)
     ]
     better = "lower" if spec.direction == "minimize" else "higher"
     count = f"top {len(shown)} of {len(ranked)}" if len(shown) < len(ranked) else len(ranked)
-    title = f"Leaderboard: {spec.metric}, {better} is better ({count} finished trials)"
+    unranked = f"; {invalid} with a {spec.metric} that is not finite, unranked" if invalid else ""
+    title = f"Leaderboard: {spec.metric}, {better} is better ({count} finished trials{unranked})"
     return Table(title, ["rank", *columns], rows)
 
 
 def _none_completed(finished: Sequence[FrozenTrial]) -> bool:
-    """Trials finished, but none completed: there is no best trial to rank the others by."""
-    return bool(finished) and not any(trial.state.name == "COMPLETE" for trial in finished)
+    """Trials finished, but none completed with a finite value: there is no best trial
+    to rank the others by."""
+    return bool(finished) and not any(_is_valid(trial) for trial in finished)
 
 
 def _leaderboard_row(trial: FrozenTrial, spec: SearchSpec, with_stage: bool) -> list[Cell | Scalar]:
@@ -271,7 +304,7 @@ def _leaderboard_row(trial: FrozenTrial, spec: SearchSpec, with_stage: bool) -> 
         _scalar(epochs),
         *([_stage_of(trial)] if with_stage else []),
         None if run is None else str(run),
-        _note(trial),
+        _note(trial, spec.metric),
     ]
 
 
@@ -287,6 +320,7 @@ def build_study_report(
     stages: Sequence[StageRanges] = (),
     extra: Mapping[str, Scalar] = _NO_EXTRA,
     none_completed: str | None = None,
+    unfinished: str | None = None,
 ) -> Path:
     """Write the study's ``report.html`` into ``folder`` and return its path.
 
@@ -294,13 +328,15 @@ def build_study_report(
     written atomically so a browser may read it while a search rewrites it:
 
     1. **Summary**: the metric and direction, the trials by state, the best trial (its
-       number, value, parameters and run folder), and ``extra`` as a small table. With
-       no complete trial, a sentence instead of the best trial says whether none has
-       completed yet (some trial is running or waiting) or every trial ended and none
-       completed, with the counts.
+       number, value, parameters and run folder: the best complete trial with a finite
+       value), and ``extra`` as a small table. With no such trial, a sentence instead of
+       the best trial says whether none has completed yet (some trial is running or
+       waiting, or the study was interrupted with budget left: ``unfinished``) or every
+       trial ended and none completed, with the counts. ``unfinished`` is shown too
+       (and the page's status is ``interrupted``).
     2. **Leaderboard**: :func:`leaderboard_table`, top 25. When trials finished but none
-       completed, the trials unranked, by number, under a sentence that says so
-       (``none_completed``).
+       completed with a finite value, the trials unranked, by number, under a sentence
+       that says so (``none_completed``).
     3. **Optimization history**: each complete trial's value against its number, the
        best value so far, pruned trials at their last reported value (another marker)
        and failed trials as ticks on the x axis; the y axis is logarithmic when every
@@ -331,6 +367,8 @@ def build_study_report(
         extra: more facts for the summary (strategy, storage URL, ...), by label.
         none_completed: why no trial completed (``SearchResult.none_completed``), shown
             above the unranked trials when none did; None says only that none did.
+        unfinished: that the study was interrupted with budget left, and how to resume
+            it (``SearchResult.unfinished``); None: it was not (or this is not known).
 
     Raises:
         ValueError: a bad argument, in the one error format.
@@ -358,10 +396,14 @@ def build_study_report(
     check("title", owner, title, _TITLE)
     check("stages", owner, stages, _STAGES)
     check("extra", owner, extra, _EXTRA)
-    check("none_completed", owner, none_completed, _NONE_COMPLETED)
+    check("none_completed", owner, none_completed, _OPTIONAL_STR)
+    check("unfinished", owner, unfinished, _OPTIONAL_STR)
     path = Path(folder) / "report.html"
     leaderboard = _leaderboard_section(trials, spec, none_completed)
-    page = _render_study(path.parent, trials, spec, title, stages, extra, leaderboard)
+    summary = _summary_section(trials, spec, extra, unfinished)
+    page = _render_study(
+        path.parent, trials, spec, title, stages, summary, leaderboard, bool(unfinished)
+    )
     try:
         write_atomically(path, utf8(page))
     except OSError as error:
@@ -377,33 +419,41 @@ def _render_study(
     spec: SearchSpec,
     title: str,
     stages: Sequence[StageRanges],
-    extra: Mapping[str, Scalar],
+    summary: Section,
     leaderboard: Section,
+    interrupted: bool,
 ) -> str:
     active = _is_active(trials)
+    # A trial may still complete: running or waiting, or after a resume.
+    later = active or interrupted
     sections = [
-        _summary_section(trials, spec, extra),
+        summary,
         leaderboard,
-        _figure_section("Optimization history", _history_figure(trials, spec), active=active),
-        _figure_section("Hyperparameters", _parameter_figure(trials, spec, stages), active=active),
-        _figure_section("Parallel coordinates", _parallel_figure(trials, spec), active=active),
+        _figure_section("Optimization history", _history_figure(trials, spec), active=later),
+        _figure_section("Hyperparameters", _parameter_figure(trials, spec, stages), active=later),
+        _figure_section("Parallel coordinates", _parallel_figure(trials, spec), active=later),
         *([_stages_section(trials, spec, stages)] if stages else []),
     ]
-    status = "running" if active else "completed" if trials else "empty"
+    if active or interrupted:
+        status = "running" if active else "interrupted"
+    else:
+        status = "completed" if trials else "empty"
     better = "lower" if spec.direction == "minimize" else "higher"
     subtitle = f"gradwise search · {spec.metric}, {better} is better · {len(trials)} trials"
+    footer = (
+        f"Generated by gradwise {gradwise.__version__} on {format_time(time.time())} from {folder}"
+    )
+    # Bidi controls outside a table cell escaped, as in the run report (_html.py): a study
+    # "evil\u202egnp.exe" read "evilexe.png" and reordered what follows it.
     return _PAGE.format(
-        title=html.escape(f"{title} - gradwise search"),
+        title=html.escape(_terminal_text(f"{title} - gradwise search")),
         css=_CSS,
-        name=html.escape(title),
-        status=html.escape(status),
+        name=html.escape(_terminal_text(title)),
+        status=html.escape(_terminal_text(status)),
         status_class=status if status in STATUSES else "unknown",
-        subtitle=html.escape(subtitle),
+        subtitle=html.escape(_terminal_text(subtitle)),
         body="\n".join(_render_section(section) for section in sections),
-        footer=html.escape(
-            f"Generated by gradwise {gradwise.__version__} on {format_time(time.time())} "
-            f"from {folder}"
-        ),
+        footer=html.escape(_terminal_text(footer)),
     )
 
 
@@ -413,15 +463,21 @@ def _leaderboard_section(
     table = leaderboard_table(trials, spec, limit=REPORT_LEADERBOARD_ROWS)
     if not _none_completed(_ranked(trials, spec.direction)):
         return Section.from_table("Leaderboard", table)
+    finite = f" with a finite {spec.metric}" if _count(trials, "COMPLETE") else ""
     said = none_completed or (
-        f"No trial completed ({_count(trials, 'FAIL')} failed, {_count(trials, 'PRUNED')} "
-        "pruned), so there is no best trial and none is ranked: they are listed by number."
+        f"No trial completed{finite} ({_ended_counts(trials, spec.metric)}), so there is no "
+        "best trial and none is ranked: they are listed by number."
     )
-    return Section("Leaderboard", f"<p>{html.escape(said)}</p>\n{table.render_html()}")
+    return Section(
+        "Leaderboard", f"<p>{html.escape(_terminal_text(said))}</p>\n{table.render_html()}"
+    )
 
 
 def _summary_section(
-    trials: Sequence[FrozenTrial], spec: SearchSpec, extra: Mapping[str, Scalar]
+    trials: Sequence[FrozenTrial],
+    spec: SearchSpec,
+    extra: Mapping[str, Scalar],
+    unfinished: str | None,
 ) -> Section:
     rows: list[list[Cell | Scalar]] = [
         ["metric", Cell(spec.metric, f"{spec.metric} ({spec.direction})")],
@@ -430,13 +486,19 @@ def _summary_section(
     for state, name in _STATE_NAMES.items():
         if state != "WAITING" or _count(trials, state):
             rows.append([name, _count(trials, state)])
+    invalid = sum(1 for trial in trials if _is_invalid(trial))
+    if invalid:
+        rows.append([f"complete, {spec.metric} not finite (unranked)", invalid])
     rows.extend(_time_rows(trials))
     completed = _completed(trials, spec.direction)
     if completed:
         rows.extend(_best_rows(completed[0], spec))
     parts = [Table("Study", ["", "value"], rows).render_html()]
     if not completed:
-        parts.append(f"<p>{html.escape(_none_completed_summary(trials, spec.metric))}</p>")
+        said = _none_completed_summary(trials, spec.metric, interrupted=bool(unfinished))
+        parts.append(f"<p>{html.escape(_terminal_text(said))}</p>")
+    if unfinished:
+        parts.append(f"<p>{html.escape(_terminal_text(unfinished))}</p>")
     if extra:
         settings = Table("Settings", ["", "value"], [[key, value] for key, value in extra.items()])
         parts.append(settings.render_html())
@@ -448,24 +510,35 @@ def _is_active(trials: Sequence[FrozenTrial]) -> bool:
     return bool(_count(trials, "RUNNING") + _count(trials, "WAITING"))
 
 
-def _none_completed_summary(trials: Sequence[FrozenTrial], metric: str) -> str:
+def _none_completed_summary(
+    trials: Sequence[FrozenTrial], metric: str, *, interrupted: bool
+) -> str:
     """Why the summary has no best trial: none ran yet, none has completed yet (trials are
-    running or waiting), or every trial ended and none completed."""
+    running or waiting, or the study was interrupted with budget left), or every trial
+    ended and none completed."""
     if not trials:
         return "No trial has run yet."
-    counts = f"{_count(trials, 'FAIL')} failed, {_count(trials, 'PRUNED')} pruned"
-    # A complete trial whose value is not finite (optuna keeps inf) is no best trial either.
-    unranked = _count(trials, "COMPLETE")
-    finite = f" with a finite {metric}" if unranked else ""
-    if unranked:
-        counts += f", {unranked} complete without a finite {metric}"
+    counts = _ended_counts(trials, metric)
+    finite = f" with a finite {metric}" if _count(trials, "COMPLETE") else ""
     if _is_active(trials):
         active = f"{_count(trials, 'RUNNING')} running, {_count(trials, 'WAITING')} waiting"
         return f"No trial has completed{finite} yet ({active}; so far {counts})."
+    if interrupted:
+        return f"No trial has completed{finite} yet (so far {counts})."
     return (
         f"No trial completed{finite}: every trial ended ({len(trials)} in all: {counts}), "
         "so there is no best trial."
     )
+
+
+def _ended_counts(trials: Sequence[FrozenTrial], metric: str) -> str:
+    """``2 failed, 1 pruned`` (and ``, 1 complete without a finite val_loss``)."""
+    counts = f"{_count(trials, 'FAIL')} failed, {_count(trials, 'PRUNED')} pruned"
+    # A complete trial whose value is not finite (optuna keeps inf) is no best trial either.
+    invalid = sum(1 for trial in trials if _is_invalid(trial))
+    if invalid:
+        counts += f", {invalid} complete without a finite {metric}"
+    return counts
 
 
 def _time_rows(trials: Sequence[FrozenTrial]) -> list[list[Cell | Scalar]]:

@@ -63,9 +63,13 @@ Say = Callable[[str], None]
 class SearchResult:
     """How a search ended: its folder, progress, the best trial and the files written.
 
-    ``none_completed`` is set when trials ended but none completed (all failed or were
-    pruned, so there is no best trial): a sentence saying so, with the first failure's
-    reason. None otherwise.
+    ``none_completed`` is set when trials ended but none completed with a finite value
+    (all failed, were pruned, or ended with an inf or -inf value, so there is no best
+    trial): a sentence saying so, with the first failure's reason. None otherwise.
+
+    ``unfinished`` is set when nothing runs, yet the study has budget left or interrupted
+    trials to retry (it was interrupted): a sentence saying so and how to resume it.
+    None otherwise.
     """
 
     folder: Path
@@ -77,6 +81,7 @@ class SearchResult:
     best_config: Path | None
     interrupted: bool = False
     none_completed: str | None = None
+    unfinished: str | None = None
 
 
 def search(
@@ -190,11 +195,18 @@ def finish(folder: Path, url: str, name: str, *, interrupted: bool = False) -> S
     trials = study.get_trials(deepcopy=False)
     state = progress(trials, settings.trials, settings.spec.direction)
     best = None if state.best_number is None else trials[state.best_number]
-    best_config = _write_best_config(folder, settings, best) if best is not None else None
+    best_config = None
+    if best is not None:
+        best_config = _write_best_config(folder, settings, best)
+    else:
+        # An earlier finish's best.yaml (from an older gradwise, which took a value that is
+        # not finite for a result) is no best config of this study: the summary says so.
+        (folder / BEST_CONFIG_FILE).unlink(missing_ok=True)
     from gradwise.report import build_study_report
 
     stages = stage_ranges(settings.spec, trials) if settings.strategy == "coarse-to-fine" else []
-    none_completed = _none_completed(folder, trials, state, settings.spec.pruner)
+    none_completed = _none_completed(folder, trials, state, settings.spec)
+    unfinished = _unfinished(state)
     report = build_study_report(
         folder,
         trials,
@@ -208,24 +220,35 @@ def finish(folder: Path, url: str, name: str, *, interrupted: bool = False) -> S
             "seed": str(settings.seed),
         },
         none_completed=none_completed,
+        unfinished=unfinished,
     )
     return SearchResult(
-        folder, name, url, state, best, report, best_config, interrupted, none_completed
-    )
+        folder, name, url, state, best, report, best_config, interrupted, none_completed,
+        unfinished,
+    )  # fmt: skip
 
 
 def _none_completed(
-    folder: Path, trials: list[FrozenTrial], state: Progress, pruner: str
+    folder: Path, trials: list[FrozenTrial], state: Progress, spec: SearchSpec
 ) -> str | None:
-    """Why there is no best trial, when trials ended but none completed (None otherwise)."""
-    ended = [trial for trial in trials if trial.state in (TrialState.FAIL, TrialState.PRUNED)]
-    if state.complete or not ended:
+    """Why there is no best trial, when trials ended but none completed with a finite
+    value (None otherwise)."""
+    if state.best_number is not None:
         return None
-    lead = "no trial completed" if state.done else "no trial has completed yet"
+    ended = [trial for trial in trials if trial.state in (TrialState.FAIL, TrialState.PRUNED)]
+    # With no best trial, each complete trial's value is inf or -inf (a diverged run's
+    # loss): no valid result.
+    invalid = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    if not ended and not invalid:
+        return None
+    finite = f" with a finite {spec.metric}" if invalid else ""
+    over = state.done and not state.interrupted_with_budget_left
+    lead = f"no trial completed{finite}" if over else f"no trial has completed{finite} yet"
     counts = f"{state.failed} failed, {state.pruned} pruned"
-    interrupted = sum(1 for trial in ended if trial.state == TrialState.FAIL) - state.failed
-    if interrupted:
-        counts += f", {interrupted} interrupted (retried on resume)"
+    if state.interrupted:
+        counts += f", {state.interrupted} interrupted (retried on resume)"
+    if invalid:
+        counts += f", {len(invalid)} complete with a {spec.metric} that is not finite"
     failures = [trial for trial in ended if FAIL_REASON_ATTR in trial.user_attrs]
     if failures:
         first = failures[0]
@@ -235,10 +258,30 @@ def _none_completed(
             f"the first failure, trial {first.number}{where}: {first.user_attrs[FAIL_REASON_ATTR]}"
         )
     elif state.pruned:
-        why = f"the {pruner} pruner stopped each one (the first: trial {ended[0].number})"
+        why = f"the {spec.pruner} pruner stopped each one (the first: trial {ended[0].number})"
+    elif invalid:
+        first = invalid[0]
+        why = f"the first complete one, trial {first.number}, has {spec.metric} {first.value}"
     else:
         why = f"each one was interrupted (the first: trial {ended[0].number})"
     return f"{lead} ({counts}), so there is no best trial and no best config; {why}"
+
+
+def _unfinished(state: Progress) -> str | None:
+    """That the study was interrupted with budget left, and how to resume it (None when
+    it was not: its budget is used, or trials still run)."""
+    if not state.interrupted_with_budget_left:
+        return None
+    left = []
+    if state.slots_used < state.budget:
+        left.append(f"{state.budget - state.slots_used} of its {state.budget} trials not started")
+    if state.interrupted:
+        left.append(f"{state.interrupted} interrupted trial(s) to finish")
+    return (
+        f"the study was interrupted with budget left ({', '.join(left)}); run the same "
+        "gradwise search command again to resume it (interrupted trials continue from "
+        "their last checkpoint)"
+    )
 
 
 def load_trials(url: str, name: str) -> tuple[list[FrozenTrial], SearchSpec]:

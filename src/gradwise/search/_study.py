@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import math
 import sqlite3
 import warnings
 from collections.abc import Collection, Iterator, Mapping
@@ -303,7 +304,13 @@ def _show(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a study stands: trials by state, slots of the budget used, the best so far."""
+    """Where a study stands: trials by state, slots of the budget used, the best so far.
+
+    ``complete`` counts every complete trial; the best is the best one with a finite
+    value (a complete trial whose value is inf or -inf, a diverged run, is no valid
+    result). ``interrupted`` counts the trials a resume queues again (stopped without a
+    reason of their own, with retries left).
+    """
 
     complete: int
     pruned: int
@@ -314,6 +321,7 @@ class Progress:
     budget: int
     best_value: float | None
     best_number: int | None
+    interrupted: int = 0
 
     @property
     def finished(self) -> int:
@@ -325,6 +333,14 @@ class Progress:
     def done(self) -> bool:
         """The budget is used and nothing is running or queued."""
         return self.slots_used >= self.budget and self.running == 0 and self.waiting == 0
+
+    @property
+    def interrupted_with_budget_left(self) -> bool:
+        """Nothing runs or waits, yet budget is left or an interrupted trial awaits its
+        retry: the study was stopped (Ctrl-C, killed workers), and ``gradwise search``
+        again resumes it."""
+        stopped = self.running == 0 and self.waiting == 0
+        return stopped and (self.slots_used < self.budget or self.interrupted > 0)
 
     def line(self, metric: str) -> str:
         """``trials 3/20 done · 1 running · 0 pruned · 1 failed · best val_loss 0.31 (trial 2)``.
@@ -352,10 +368,11 @@ def progress(trials: list[FrozenTrial], budget: int, direction: str) -> Progress
     """Count a study's trials (``study.get_trials()``)."""
     states = [trial.state for trial in trials]
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    valid = [t for t in complete if math.isfinite(float(t.value))]  # type: ignore[arg-type]
     best = None
-    if complete:
+    if valid:
         pick = min if direction == "minimize" else max
-        best = pick(complete, key=lambda t: float(t.value))  # type: ignore[arg-type]
+        best = pick(valid, key=lambda t: float(t.value))  # type: ignore[arg-type]
     return Progress(
         complete=len(complete),
         pruned=states.count(TrialState.PRUNED),
@@ -366,7 +383,21 @@ def progress(trials: list[FrozenTrial], budget: int, direction: str) -> Progress
         budget=budget,
         best_value=None if best is None else best.value,
         best_number=None if best is None else best.number,
+        interrupted=len(_interrupted(trials)),
     )
+
+
+def _interrupted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials a resume queues again: the latest attempt of each retry chain, where it
+    failed without a reason of its own and has retries left (earlier attempts have theirs)."""
+    latest: dict[int, FrozenTrial] = {}
+    for trial in trials:
+        latest[original_number(trial)] = trial
+    return [
+        trial
+        for trial in latest.values()
+        if trial.state == TrialState.FAIL and not failed_for_good(trial)
+    ]
 
 
 def requeue_interrupted(study: optuna.Study) -> int:
@@ -378,15 +409,7 @@ def requeue_interrupted(study: optuna.Study) -> int:
     again. Returns how many retries were queued.
     """
     trials = study.get_trials(deepcopy=False)
-    # The latest attempt of each chain is the one to retry; earlier attempts have retries.
-    latest: dict[int, FrozenTrial] = {}
-    for trial in trials:
-        latest[original_number(trial)] = trial
-    interrupted = [
-        trial
-        for trial in latest.values()
-        if trial.state == TrialState.FAIL and not failed_for_good(trial)
-    ]
+    interrupted = _interrupted(trials)
     if not interrupted:
         return 0
     with heartbeats_allowed():
