@@ -743,6 +743,59 @@ def test_bad_arguments_are_named_in_the_one_format(call, message):
         call(model, batch)
 
 
+_FEWER_STEPS = r"so it needs at least one step per eigenvalue asked for\. Pass max_iterations >= "
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda h: curvature.eigenvalues(*h, k=2, max_iterations=1),
+            r"^The 'max_iterations' parameter of eigenvalues must be an int >= k \(2 here\)\. "
+            rf"Got 1 instead\. .*{_FEWER_STEPS}2 \(the default is 100\), or a smaller k\.$",
+        ),
+        (
+            lambda h: curvature.Hessian(*h).eigenvalues(5, "smallest", max_iterations=4),
+            rf"^The 'max_iterations' parameter of eigenvalues must be an int >= k \(5 here\)\. "
+            rf"Got 4 instead\..*{_FEWER_STEPS}5 ",
+        ),
+        (  # k above the 8 parameters asks for all 8
+            lambda h: curvature.eigenvalues(*h, k=20, max_iterations=7),
+            r"must be an int >= 8 here \(k, capped at the model's 8 parameters\)\. Got 7 ",
+        ),
+        (
+            lambda h: curvature.condition_number(*h, max_iterations=1),
+            r"^The 'max_iterations' parameter of condition_number must be an int >= 2 \(one "
+            rf"step each for lambda_min and lambda_max\)\. Got 1 instead\..*{_FEWER_STEPS}2 ",
+        ),
+        (
+            lambda h: curvature.find_negative_curvature(*h, max_iterations=1),
+            r"^The 'max_iterations' parameter of find_negative_curvature must be an int >= 2 ",
+        ),
+    ],
+    ids=["eigenvalues", "Hessian.eigenvalues", "k capped", "condition_number", "saddle"],
+)
+def test_a_max_iterations_below_the_eigenvalues_asked_for_is_refused(call, message):
+    # QA: eigenvalues(k=2, max_iterations=1) ran 2 steps, raising the limit without a word.
+    model = nn.Linear(3, 2).double()
+    batch = (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0]))
+    with pytest.raises(ValueError, match=message):
+        call((model, cross_entropy, batch))
+
+
+def test_max_iterations_is_the_most_products_spent():
+    model = nn.Linear(3, 2).double()
+    batch = (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0]))
+    hessian = curvature.Hessian(model, cross_entropy, batch)
+    with pytest.warns(RuntimeWarning, match="did not reach tol=1e-12 of each eigenvalue"):
+        hessian.eigenvalues(3, tol=1e-12, max_iterations=3)
+    assert hessian.num_products == 3
+    # The 1-parameter case asks one step for both ends of the spectrum.
+    single = nn.Linear(1, 1, bias=False).double()
+    data = (torch.ones(2, 1, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64))
+    assert curvature.condition_number(single, F.mse_loss, data, max_iterations=1) == 1.0
+
+
 # -- a penalty in loss_fn: in H, and not in the Gauss-Newton split ------------------------
 
 

@@ -93,9 +93,11 @@ def eigenvalues(
         tol: the relative accuracy of each eigenvalue: its Ritz pair's residual at most
             ``tol`` times its own magnitude (see above).
         max_iterations: at most this many Lanczos steps (Hessian-vector products); the
-            basis takes ``max_iterations * n`` numbers of memory. A RuntimeWarning says when
-            the tolerance was not reached (the values are then Ritz values that have not
-            converged: a small eigenvalue can be far off, or missing).
+            basis takes ``max_iterations * n`` numbers of memory. Each step adds one Ritz
+            value, so it must be at least ``k`` (at least ``n`` for ``k > n``), or it is a
+            ValueError. A RuntimeWarning says when the tolerance was not reached (the
+            values are then Ritz values that have not converged: a small eigenvalue can be
+            far off, or missing).
         seed: seed of the start vector.
         mode: "eval" (default) or "train" (see :class:`Hessian`).
 
@@ -297,9 +299,10 @@ def condition_number(
     r"""The Hessian's condition number :math:`\kappa = \lambda_{\max} / \lambda_{\min}`.
 
     Both extreme eigenvalues come from one Lanczos run (``max_iterations`` and ``seed`` as
-    in :func:`eigenvalues`). Gradient descent's progress along the flattest direction per
-    step is at most about :math:`2/\kappa` of the way (lecture 3), so a large
-    :math:`\kappa` means slow convergence. The number is defined for a positive definite
+    in :func:`eigenvalues`; ``max_iterations`` at least 2, one step per end). Gradient
+    descent's progress along the flattest direction per step is at most about
+    :math:`2/\kappa` of the way (lecture 3), so a large :math:`\kappa` means slow
+    convergence. The number is defined for a positive definite
     Hessian; when :math:`\lambda_{\min} \le 0` (a saddle, a flat direction) it is ``inf``,
     and so it is when :math:`\lambda_{\min} \le 100 \epsilon \lambda_{\max}` (machine
     epsilon of the model's dtype: :math:`2.2 \cdot 10^{-14} \lambda_{\max}` in float64,

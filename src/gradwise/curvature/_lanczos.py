@@ -142,48 +142,19 @@ def extreme_eigenpairs(
     eigenvalue's error is at most the residual, and usually about its square over the gap
     to the next eigenvalue. A run that ends unconverged warns.
     """
-    generator = torch.Generator(device=hessian.device).manual_seed(seed)
-    wanted_count = min(num_largest + num_smallest, hessian.num_parameters)
     floor = _RESOLUTION * torch.finfo(hessian.dtype).eps
 
-    def wanted(values: Tensor) -> Tensor:
-        m = values.numel()
-        top = torch.arange(m - 1, m - 1 - num_largest, -1)
-        return torch.cat([top, torch.arange(num_smallest)])
-
-    def thresholds(values: Tensor, scale: Tensor) -> Tensor:
+    def limits(tridiagonal: Tridiagonal, values: Tensor, scale: Tensor) -> Tensor:
         if not each_relative:
             return torch.full_like(values, tol * float(scale))
         return torch.maximum(tol * values.abs(), floor * scale)
 
-    def converged(tridiagonal: Tridiagonal) -> bool:
-        values, vectors = tridiagonal.ritz()
-        if values.numel() < wanted_count:
-            return False
-        if max(num_largest, num_smallest) > 1 and _first_space_closed(tridiagonal):
-            return False  # copies of the wanted eigenvalues may lie in the complement
-        scale = values.abs().max()
-        chosen = wanted(values)
-        limits = thresholds(values[chosen], scale)
-        if not bool((tridiagonal.residuals(vectors)[chosen] <= limits).all()):
-            return False
-        # The complement must settle to the strictest limit at each end.
-        top, bottom = limits[:num_largest], limits[num_largest:]
-        return _complement_settled(
-            tridiagonal,
-            values[chosen],
-            num_largest,
-            top.min() if top.numel() else scale,
-            bottom.min() if bottom.numel() else scale,
-        )
-
-    start = _random_vector(hessian, generator)
-    tridiagonal = lanczos(hessian, start, max_iterations, generator, converged)
-    values, vectors = tridiagonal.ritz()
-    chosen = wanted(values)
-    if tridiagonal.alphas.numel() < hessian.num_parameters and not converged(tridiagonal):
+    run = _converge_extremes(
+        hessian, num_largest, num_smallest, limits, max_iterations=max_iterations, seed=seed
+    )
+    if not run.converged:
         measure = "of each eigenvalue" if each_relative else "of the largest |eigenvalue|"
-        shown = ", ".join(f"{float(v):.4g}" for v in values[chosen])
+        shown = ", ".join(f"{float(v):.4g}" for v in run.values)
         warnings.warn(
             f"{owner}: Lanczos did not reach tol={tol} {measure} in "
             f"max_iterations={max_iterations} Hessian-vector products (Ritz values {shown}); "
@@ -192,8 +163,8 @@ def extreme_eigenpairs(
             stacklevel=3,
         )
     # The tridiagonal's eigenvectors are on the CPU; the basis is on the model's device.
-    ritz_vectors = tridiagonal.basis.T @ vectors[:, chosen].to(tridiagonal.basis)
-    return values[chosen], ritz_vectors
+    basis = run.tridiagonal.basis
+    return run.values, basis.T @ run.vectors.to(basis)
 
 
 def top_eigenvalue(
@@ -208,21 +179,14 @@ def top_eigenvalue(
     converges to that absolute accuracy, as in :func:`extreme_eigenpairs`. A run that ends
     unconverged warns.
     """
-    generator = torch.Generator(device=hessian.device).manual_seed(seed)
 
-    def converged(tridiagonal: Tridiagonal) -> bool:
-        values, vectors = tridiagonal.ritz()
-        limit = max(tol * abs(float(values[-1])), resolution(tridiagonal, values))
-        if not float(tridiagonal.residuals(vectors)[-1]) <= limit:
-            return False
-        threshold = torch.tensor(limit)
-        return _complement_settled(tridiagonal, values[-1:], 1, threshold, threshold)
+    def limits(tridiagonal: Tridiagonal, values: Tensor, scale: Tensor) -> Tensor:
+        floor = resolution(tridiagonal, float(scale))
+        return torch.maximum(tol * values.abs(), torch.tensor(floor, dtype=torch.float64))
 
-    start = _random_vector(hessian, generator)
-    tridiagonal = lanczos(hessian, start, max_iterations, generator, converged)
-    values, _ = tridiagonal.ritz()
-    top = float(values[-1])
-    if tridiagonal.alphas.numel() < hessian.num_parameters and not converged(tridiagonal):
+    run = _converge_extremes(hessian, 1, 0, limits, max_iterations=max_iterations, seed=seed)
+    top = float(run.values[0])
+    if not run.converged:
         warnings.warn(
             f"{owner}: Lanczos did not reach tol={tol} of lambda_max in "
             f"max_iterations={max_iterations} Hessian-vector products (Ritz value {top:.4g}); "
@@ -230,16 +194,83 @@ def top_eigenvalue(
             RuntimeWarning,
             stacklevel=3,
         )
-    return None if top <= resolution(tridiagonal, values) else top
+    return None if top <= resolution(run.tridiagonal, run.scale) else top
 
 
-def resolution(tridiagonal: Tridiagonal, values: Tensor) -> float:
+def resolution(tridiagonal: Tridiagonal, scale: float) -> float:
     """The magnitude below which an eigenvalue is rounding: the larger of ``_RESOLUTION``
-    machine epsilons times the largest |Ritz value| and ``_PRODUCT_NOISE`` times the
-    products' measured error."""
+    machine epsilons times ``scale`` (the largest |Ritz value|) and ``_PRODUCT_NOISE``
+    times the products' measured error."""
     eps = torch.finfo(tridiagonal.basis.dtype).eps
-    relative = _RESOLUTION * eps * float(values.abs().max())
+    relative = _RESOLUTION * eps * scale
     return max(relative, _PRODUCT_NOISE * tridiagonal.product_error)
+
+
+@dataclass(frozen=True)
+class _Extremes:
+    """What :func:`_converge_extremes` found."""
+
+    tridiagonal: Tridiagonal
+    values: Tensor  # (k,) float64: the wanted Ritz values, from each end inward
+    vectors: Tensor  # (m, k) float64: T's eigenvectors of them (columns)
+    scale: float  # the largest |Ritz value|, an estimate of ||H||
+    converged: bool  # False: max_iterations ran out before n steps and convergence
+
+
+def _converge_extremes(
+    hessian: Hessian,
+    num_largest: int,
+    num_smallest: int,
+    limits: Callable[[Tridiagonal, Tensor, Tensor], Tensor],
+    *,
+    max_iterations: int,
+    seed: int,
+) -> _Extremes:
+    """Lanczos until the ``num_largest`` largest and ``num_smallest`` smallest Ritz pairs
+    have converged, the one stopping rule of :func:`extreme_eigenpairs` and
+    :func:`top_eigenvalue`.
+
+    A pair has converged when its residual is at most its entry of ``limits(tridiagonal,
+    values, scale)``, given the wanted Ritz values (from each end inward) and the largest
+    |Ritz value|; with a restart, the unexplored complement must also have settled to the
+    strictest limit at each end (:func:`_complement_settled`).
+    """
+    generator = torch.Generator(device=hessian.device).manual_seed(seed)
+    wanted_count = min(num_largest + num_smallest, hessian.num_parameters)
+
+    def wanted(values: Tensor) -> Tensor:
+        m = values.numel()
+        top = torch.arange(m - 1, m - 1 - num_largest, -1)
+        return torch.cat([top, torch.arange(num_smallest)])
+
+    def converged(tridiagonal: Tridiagonal) -> bool:
+        values, vectors = tridiagonal.ritz()
+        if values.numel() < wanted_count:
+            return False
+        if max(num_largest, num_smallest) > 1 and _first_space_closed(tridiagonal):
+            return False  # copies of the wanted eigenvalues may lie in the complement
+        scale = values.abs().max()
+        chosen = wanted(values)
+        chosen_limits = limits(tridiagonal, values[chosen], scale)
+        if not bool((tridiagonal.residuals(vectors)[chosen] <= chosen_limits).all()):
+            return False
+        # The complement must settle to the strictest limit at each end.
+        top, bottom = chosen_limits[:num_largest], chosen_limits[num_largest:]
+        return _complement_settled(
+            tridiagonal,
+            values[chosen],
+            num_largest,
+            top.min() if top.numel() else scale,
+            bottom.min() if bottom.numel() else scale,
+        )
+
+    start = _random_vector(hessian, generator)
+    tridiagonal = lanczos(hessian, start, max_iterations, generator, converged)
+    values, vectors = tridiagonal.ritz()
+    chosen = wanted(values)
+    done = tridiagonal.alphas.numel() >= hessian.num_parameters or converged(tridiagonal)
+    scale = float(values.abs().max())
+    return _Extremes(tridiagonal, values[chosen], vectors[:, chosen], scale, done)
 
 
 def condition_extremes(

@@ -19,6 +19,7 @@ from gradwise._validation import (
     OneOf,
     check,
     check_all,
+    invalid_value_error,
 )
 from gradwise.curvature._gauss_newton import linear_residual_trace, split_gauss_newton
 from gradwise.curvature._lanczos import (
@@ -38,6 +39,8 @@ LANCZOS_CONSTRAINTS = {
     "max_iterations": POSITIVE_INT,
     "seed": NON_NEGATIVE_INT,
 }
+#: What condition_number and find_negative_curvature ask of one Lanczos run.
+BOTH_ENDS = "an int >= 2 (one step each for lambda_min and lambda_max)"
 
 
 @dataclass(frozen=True)
@@ -126,13 +129,32 @@ def eigenvalues_of(
         {"k": k, "which": which, "tol": tol, "max_iterations": max_iterations, "seed": seed},
         {"k": POSITIVE_INT, "which": OneOf(("largest", "smallest")), **LANCZOS_CONSTRAINTS},
     )
-    k = min(k, hessian.num_parameters)
+    expected = f"an int >= k ({k} here)"
+    if k > hessian.num_parameters:
+        k = hessian.num_parameters
+        expected = f"an int >= {k} here (k, capped at the model's {k} parameters)"
+    check_enough_iterations(owner, max_iterations, k, expected, ", or a smaller k")
     largest, smallest = (k, 0) if which == "largest" else (0, k)
     values, vectors = extreme_eigenpairs(
-        hessian, largest, smallest, tol=tol, max_iterations=max(max_iterations, k), seed=seed,
+        hessian, largest, smallest, tol=tol, max_iterations=max_iterations, seed=seed,
         owner=owner, each_relative=True,
     )  # fmt: skip
     return values.to(device=hessian.device, dtype=hessian.dtype), vectors
+
+
+def check_enough_iterations(
+    owner: str, max_iterations: int, needed: int, expected: str, fix: str = ""
+) -> None:
+    """Refuse a ``max_iterations`` below ``needed``, the number of eigenvalues asked for
+    (``expected`` says so in words): each Lanczos step adds one Ritz value, so fewer steps
+    cannot give them all. eigenvalues raised such a limit to k without a word."""
+    if max_iterations < needed:
+        error = invalid_value_error("max_iterations", owner, expected, max_iterations)
+        raise ValueError(
+            f"{error} Lanczos adds one eigenvalue estimate per step (one Hessian-vector "
+            "product), so it needs at least one step per eigenvalue asked for. Pass "
+            f"max_iterations >= {needed} (the default is 100){fix}."
+        )
 
 
 TraceMethod = Literal["gauss-newton", "stratified", "hutchinson", "hutch++"]
@@ -341,6 +363,7 @@ def extremes_of(
     check_all(
         owner, {"tol": tol, "max_iterations": max_iterations, "seed": seed}, LANCZOS_CONSTRAINTS
     )
+    check_enough_iterations(owner, max_iterations, min(2, hessian.num_parameters), BOTH_ENDS)
     # The question is whether lambda_min < -tolerance * |lambda_max|: both to tol of the
     # largest |eigenvalue| answer it, and a lambda_min near 0 need not converge to itself.
     values, vectors = extreme_eigenpairs(
@@ -377,6 +400,7 @@ def condition_number_of(
     check_all(
         owner, {"tol": tol, "max_iterations": max_iterations, "seed": seed}, LANCZOS_CONSTRAINTS
     )
+    check_enough_iterations(owner, max_iterations, min(2, hessian.num_parameters), BOTH_ENDS)
     extremes = condition_extremes(
         hessian, tol=tol, max_iterations=max_iterations, seed=seed, owner=owner
     )
