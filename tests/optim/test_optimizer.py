@@ -332,6 +332,106 @@ def test_a_torch_scheduler_on_a_fixed_transform_says_why_it_cannot_work() -> Non
         clone.step()
 
 
+_REFUSED_SCHEDULE = (
+    r"^A torch LR scheduler needs a number as each param group's lr\. Got the schedule "
+    r".* instead, which the optimizer already follows step by step\. Either pass a float lr "
+    r"to drive the optimizer with the torch scheduler, or drop the torch scheduler and keep "
+    r"the schedule\.$"
+)
+
+
+def _inverse_time(step: object) -> object:
+    return 0.1 / (1 + torch.as_tensor(step, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "make_scheduler",
+    [
+        lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=30),
+        lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.95**epoch),
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10),
+        lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=20),
+        lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[50]),
+        lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9),
+        lambda opt: torch.optim.lr_scheduler.LinearLR(opt),
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=5),
+    ],
+    ids=[
+        "StepLR",
+        "LambdaLR",
+        "CosineAnnealingLR",
+        "OneCycleLR",
+        "MultiStepLR",
+        "ExponentialLR",
+        "LinearLR",
+        "CosineAnnealingWarmRestarts",
+    ],
+)
+@pytest.mark.parametrize(
+    "lr",
+    [linear_warmup(cosine_decay(0.1, num_steps=90), num_steps=10), _inverse_time],
+    ids=["gradwise schedule", "function"],
+)
+def test_a_torch_scheduler_around_a_schedule_lr_is_refused_when_made(
+    make_scheduler: object, lr: object
+) -> None:
+    # QA: a torch scheduler around SGD(lr=cosine_decay(...)) failed deep inside torch with a
+    # bare TypeError (StepLR only at its step_size-th step); OneCycleLR replaced the
+    # schedule, and cycled the momentum, without a word.
+    params = _params()
+    optimizer = optim.SGD(params, lr=lr, momentum=0.9)
+    with pytest.raises(TypeError, match=_REFUSED_SCHEDULE):
+        make_scheduler(optimizer)  # type: ignore[operator]
+    # Refused before it changed anything: the optimizer goes on following its schedule.
+    group = optimizer.param_groups[0]
+    assert group["lr"] is lr
+    assert group["momentum"] == 0.9
+    assert "initial_lr" not in group
+    _set_grads(params, 0)
+    optimizer.step()
+    assert optim.next_step_lr(optimizer) == pytest.approx(float(lr(1)))  # type: ignore[operator]
+
+
+def test_a_schedule_lr_refuses_torch_schedulers_after_a_reload_a_copy_and_in_new_groups() -> None:
+    params = _params()
+    schedule = cosine_decay(0.1, num_steps=10)
+    optimizer = optim.Adam([params[0]], lr=0.01)
+    optimizer.add_param_group({"params": [params[1]], "lr": schedule})
+    loaded = optim.Adam([{"params": [p]} for p in _params()], lr=schedule)
+    loaded.load_state_dict(optimizer.state_dict())  # torch makes new group dicts
+    for each in (optimizer, loaded, copy.deepcopy(optimizer), pickle.loads(pickle.dumps(loaded))):
+        with pytest.raises(TypeError, match=_REFUSED_SCHEDULE):
+            torch.optim.lr_scheduler.StepLR(each, step_size=1)
+    # A float lr everywhere (a loaded checkpoint's initial_lr included) takes one.
+    float_params = _params()
+    floats = optim.Adam(float_params, lr=0.01)
+    scheduler = torch.optim.lr_scheduler.StepLR(floats, step_size=1, gamma=0.5)
+    resumed = optim.Adam(_params(), lr=0.01)
+    resumed.load_state_dict(floats.state_dict())
+    assert resumed.param_groups[0]["initial_lr"] == 0.01
+    _set_grads(float_params, 0)
+    floats.step()
+    scheduler.step()
+    assert floats.param_groups[0]["lr"] == 0.005
+
+
+def test_reduce_lr_on_plateau_around_a_schedule_lr_says_what_to_do_when_it_reduces() -> None:
+    # ReduceLROnPlateau stores nothing in the groups when made; it reads float(lr) when it
+    # cuts the rate, which said only "float() argument must be ... not 'cosine_decay'".
+    params = _params()
+    optimizer = optim.SGD(params, lr=cosine_decay(0.1, num_steps=10))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0)
+    scheduler.step(1.0)
+    with pytest.raises(
+        TypeError,
+        match=r"^cosine_decay\(.*\) is a schedule, a function of the step, not a number: call "
+        r"it with a step for its value\. If a torch LR scheduler got here, the optimizer's lr "
+        r"is this schedule, .* Either pass a float lr to drive the optimizer with the torch "
+        r"scheduler, or drop the torch scheduler and keep the schedule\.$",
+    ):
+        scheduler.step(2.0)
+
+
 def test_construction_errors_say_what_to_do() -> None:
     params = _params()
     transform = optim.chain(optim.scale_by_adam(), optim.scale_by_learning_rate(0.1))

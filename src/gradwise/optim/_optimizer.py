@@ -15,6 +15,7 @@ from gradwise._validation import Constraint, OneOf, check, check_all
 from gradwise.optim._compiled import CompiledGroupStep
 from gradwise.optim._torch_kernels import fused_kernel_devices
 from gradwise.optim._transform import GradientTransform, State, running_param_group
+from gradwise.schedules._check import torch_scheduler_error
 from gradwise.schedules._plain_data import (
     is_schedule_data,
     keep_current_schedule,
@@ -169,8 +170,7 @@ class Optimizer(torch.optim.Optimizer):
             self._refuse_what_the_fused_kernel_cannot_take(merged)
             self._build_transform(merged)
         super().add_param_group(param_group)
-        if isinstance(self._transform_source, GradientTransform):
-            self.param_groups[-1] = _FixedTransformParamGroup(self.param_groups[-1])
+        _wrap_param_groups(self)
 
     def _refuse_repeated_parameters(self, param_group: dict[str, Any]) -> None:
         """A tensor listed twice in one group: torch warns ("in future, this will cause an
@@ -508,7 +508,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        _wrap_fixed_transform_groups(self)
+        _wrap_param_groups(self)
         self._runtimes = {}
         if _reset_after_load not in self._optimizer_load_state_dict_post_hooks.values():
             self.register_load_state_dict_post_hook(_reset_after_load)
@@ -639,16 +639,47 @@ class _FixedTransformParamGroup(dict[str, Any]):
         raise MissingHyperparameterError(key)
 
 
-def _wrap_fixed_transform_groups(optimizer: Optimizer) -> None:
-    """Make every param group of a fixed-transform optimizer a _FixedTransformParamGroup again
-    (torch's load_state_dict replaces them with plain dicts)."""
-    if isinstance(optimizer._transform_source, GradientTransform):
-        optimizer.param_groups[:] = [
-            group
-            if isinstance(group, _FixedTransformParamGroup)
-            else _FixedTransformParamGroup(group)
-            for group in optimizer.param_groups
-        ]
+class _FactoryParamGroup(dict[str, Any]):
+    """A param group of an Optimizer with a transform factory: a plain dict that refuses a
+    torch LR scheduler while its lr is a schedule, when the scheduler is made.
+
+    Every torch LR scheduler but ReduceLROnPlateau and CyclicLR stores ``initial_lr`` in
+    each group first thing (``setdefault``; OneCycleLR assigns it), before it changes
+    anything; later it computes with ``group["lr"]`` as a number, which failed deep inside
+    torch with a bare TypeError, or (OneCycleLR) replaced the schedule without a word.
+    """
+
+    __slots__ = ()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        # A loaded checkpoint puts back an initial_lr that is already there.
+        if key == "initial_lr" and key not in self:
+            self._refuse_a_torch_scheduler()
+        super().__setitem__(key, value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key == "initial_lr":
+            self._refuse_a_torch_scheduler()
+        return super().setdefault(key, default)
+
+    def _refuse_a_torch_scheduler(self) -> None:
+        lr = self.get("lr")
+        if callable(lr) and not isinstance(lr, Tensor):
+            raise torch_scheduler_error(lr)
+
+
+def _wrap_param_groups(optimizer: Optimizer) -> None:
+    """Make every param group the dict its kind of transform needs (a fixed transform's
+    :class:`_FixedTransformParamGroup`, a factory's :class:`_FactoryParamGroup`): torch's
+    add_param_group keeps the dict it was given, and load_state_dict makes plain dicts."""
+    kind = (
+        _FixedTransformParamGroup
+        if isinstance(optimizer._transform_source, GradientTransform)
+        else _FactoryParamGroup
+    )
+    optimizer.param_groups[:] = [
+        group if type(group) is kind else kind(group) for group in optimizer.param_groups
+    ]
 
 
 def _reset_after_load(optimizer: torch.optim.Optimizer) -> None:
@@ -676,7 +707,7 @@ def _reset_after_load(optimizer: torch.optim.Optimizer) -> None:
                 name: value.detach().clone().to(device) if isinstance(value, Tensor) else value
                 for name, value in states[key].items()
             }
-    _wrap_fixed_transform_groups(optimizer)
+    _wrap_param_groups(optimizer)
     optimizer._runtimes = {}
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
-from typing import Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, overload
 
 import torch
 from torch import Tensor
 
 from gradwise._validation import POSITIVE_INT, Constraint, Satisfies, check_all, invalid_value_error
+from gradwise.schedules._check import KEEP_ONE_SCHEDULE
 
 
 class StepFunction(ABC):
@@ -51,6 +52,23 @@ class StepFunction(ABC):
     @abstractmethod
     def _evaluate(self, step: Tensor) -> Tensor:
         """The values at ``step``, a float64 tensor of steps >= 0 (NaN stays NaN)."""
+
+    def _not_a_number(self, *args: object) -> NoReturn:
+        raise TypeError(
+            f"{self!r} is a schedule, a function of the step, not a number: call it with a "
+            "step for its value. If a torch LR scheduler got here, the optimizer's lr is "
+            "this schedule, which the optimizer already follows step by step. "
+            f"{KEEP_ONE_SCHEDULE}"
+        )
+
+    # A schedule is no number, and a type checker must keep saying so (with __float__ it
+    # would pass for SupportsFloat): these exist at run time only, to give the TypeError a
+    # torch LR scheduler raises on an optimizer's lr (group["lr"] * gamma, float(...) in
+    # ReduceLROnPlateau) a message that says what to do. Those schedulers that store
+    # initial_lr are refused when made (gradwise.optim's param groups).
+    if not TYPE_CHECKING:
+        __float__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _not_a_number
+        __add__ = __radd__ = __sub__ = __rsub__ = _not_a_number
 
 
 #: Python ints of this size or more cannot be schedule arguments: torch takes an int

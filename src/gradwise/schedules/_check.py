@@ -65,3 +65,22 @@ def check_schedule(schedule: Schedule, *, name: str, owner: str, minimum: float 
             f"finite and >= {minimum:g}. "
             f"Got {schedule!r} instead, which returns {value!r} at step {step}."
         )
+
+
+#: How to resolve a torch LR scheduler around an optimizer whose lr is a schedule.
+KEEP_ONE_SCHEDULE = (
+    "Either pass a float lr to drive the optimizer with the torch scheduler, or drop the "
+    "torch scheduler and keep the schedule."
+)
+
+
+def torch_scheduler_error(schedule: Schedule) -> TypeError:
+    """The error for a torch LR scheduler made for an optimizer whose lr is ``schedule``:
+    torch's schedulers compute with ``group["lr"]`` as a number, and failed deep inside
+    torch with a bare TypeError (``unsupported operand type(s) for *``) or, OneCycleLR,
+    silently replaced the schedule."""
+    return TypeError(
+        f"A torch LR scheduler needs a number as each param group's lr. Got the schedule "
+        f"{schedule!r} instead, which the optimizer already follows step by step. "
+        f"{KEEP_ONE_SCHEDULE}"
+    )
