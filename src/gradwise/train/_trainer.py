@@ -281,7 +281,7 @@ class Trainer:
         self._position = _Position()
         self._best: dict[str, Any] = {"monitor": self.monitor, "mode": self.monitor_mode}
         self._epoch_metrics: dict[str, float] = {}
-        self._totals = Accumulator(self.device)
+        self._totals = Accumulator(self.device, windows=("log", "epoch"))
         self._elapsed_before = 0.0
         self._started: float | None = None  # this fit() call's start: duration_s counts from it
         self._start_times: dict[str, Any] = {}  # the summary's "started" (and "resumed")
