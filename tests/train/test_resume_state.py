@@ -221,8 +221,8 @@ def test_a_resume_keeps_the_last_finite_loss_for_hooks_and_a_divergence(tmp_path
     with pytest.raises(TrainingDiverged) as diverged:
         _trainer(run, _model(), loss=_nan_from_call(1), callbacks=[after]).fit(resume=True)
     assert after.seen["start"] == [(20, last_loss)]  # TrainState.loss: the last step's
-    # The checkpoint's step 20 counted its loss at step 19, before its update.
-    assert f"the last finite loss was {last_loss:.4g} at step 19" in str(diverged.value)
+    # The checkpoint's step 20: its loss, numbered as the records number it.
+    assert f"the last finite loss was {last_loss:.4g} at step 20" in str(diverged.value)
 
 
 def _regression_trainer(run: RunFolder, **options: Any) -> Trainer:

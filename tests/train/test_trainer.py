@@ -7,6 +7,7 @@ import io
 import math
 import os
 import pickle
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -470,7 +471,8 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_last_finite_loss(tmp_path:
             weights_before_nan.update({k: v.clone() for k, v in state.model.state_dict().items()})
 
     trainer.callbacks.append(Snapshot())
-    expected = r"loss became nan at step 20 .*last finite loss was [0-9.]+ at step 19"
+    # The 21st step's loss, numbered as the records number steps (steps done, it included).
+    expected = r"loss became nan at step 21 .*last finite loss was [0-9.]+ at step 20"
     with pytest.raises(TrainingDiverged, match=expected):
         trainer.fit()
     # The NaN step's update was never applied, and the epoch-end checkpoint stays valid.
@@ -480,7 +482,24 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_last_finite_loss(tmp_path:
     checkpoint = load_checkpoint(run.last_checkpoint)
     assert checkpoint["position"]["step"] == 14  # the end of epoch 0
     assert read_summary(run)["status"] == "diverged"
-    assert "step 20" in read_summary(run)["message"]
+    assert "step 21" in read_summary(run)["message"]
+    assert f"the last good checkpoint is {run.last_checkpoint}" in read_summary(run)["message"]
+
+
+def test_a_nan_before_the_first_checkpoint_names_none(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def poisoned(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        calls["n"] += torch.is_grad_enabled()
+        loss = F.cross_entropy(outputs, targets)
+        return loss * math.nan if calls["n"] > 3 else loss
+
+    run = RunFolder.create(tmp_path, "nan")
+    # It named runs/.../last.pt, which did not exist.
+    expected = r"at step 4 \(epoch 1\).*; no checkpoint was written before it\."
+    with pytest.raises(TrainingDiverged, match=expected):
+        _spirals_trainer(poisoned, epochs=5, run=run).fit()
+    assert not run.last_checkpoint.exists()
 
 
 def test_trainer_validates_its_arguments() -> None:
@@ -865,3 +884,49 @@ def test_the_summary_follows_each_checkpoint(tmp_path: Path) -> None:
     assert reader.seen[per_epoch] == (1, per_epoch, "running")  # after epoch 1's checkpoint
     assert reader.seen[2 * per_epoch] == (2, 2 * per_epoch, "running")
     assert read_summary(folder)["status"] == "completed"
+
+
+def test_the_progress_bar_counts_the_steps_done_when_stopped_and_after_a_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Stopped at step 23 (records every 10 steps), the bar showed 20; resumed, each move
+    # counted the steps since the record before the checkpoint again, and the bar ran past
+    # its total (spirals: 14 steps an epoch, 3 epochs).
+    run = RunFolder.create(tmp_path, "bar")
+
+    def shown() -> list[tuple[int, int]]:
+        text = capsys.readouterr().err
+        return [(int(done), int(total)) for done, total in re.findall(r"(\d+)/(\d+) \[", text)]
+
+    stopped = _spirals_trainer(
+        F.cross_entropy, epochs=3, run=run, log_every=10, progress=True, callbacks=[StopAt(23)]
+    )
+    assert stopped.fit().status == "stopped"
+    assert shown()[-1] == (23, 42)
+    resumed = _spirals_trainer(F.cross_entropy, epochs=3, run=run, log_every=10, progress=True)
+    assert resumed.fit(resume=True).status == "completed"
+    bars = shown()
+    assert bars[0] == (23, 42)
+    assert [done for done, _ in bars] == sorted(done for done, _ in bars)
+    assert bars[-1] == (42, 42)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_an_early_stop_says_when_and_whose_weights_the_model_has(
+    tmp_path: Path, restore: bool
+) -> None:
+    # The summary said early_stopped and nothing else: not when, nor that the test split
+    # was evaluated on an earlier epoch's weights.
+    from gradwise.regularize import EarlyStopping
+
+    run = RunFolder.create(tmp_path, "early")
+    # A min_delta no epoch can beat: epoch 1 is the best, epoch 2 stops.
+    stopper = EarlyStopping("val_loss", patience=0, min_delta=100.0, restore_best_weights=restore)
+    trainer = _spirals_trainer(F.cross_entropy, epochs=5, run=run, early_stopping=stopper)
+    assert trainer.fit().status == "early_stopped"
+    message = read_summary(run)["message"]
+    assert message.startswith(
+        "early stopping after epoch 2: val_loss did not improve by more than 100 on epoch 1's"
+    )
+    weights = "epoch 1's weights" if restore else "epoch 2's weights (the best were epoch 1's"
+    assert weights in message

@@ -70,10 +70,14 @@ class RunOutputs:
                 if math.isfinite(value):
                     self._writer.add_scalar(f"{kind}/{key}", value, step)
 
-    def advance(self, steps: int, postfix: Mapping[str, Any]) -> None:
+    def advance_to(self, step: int, postfix: Mapping[str, Any] | None = None) -> None:
+        """Move the progress bar to ``step`` (steps done). By the step, not by a count of
+        steps since the last move: a resumed run starts the bar at its checkpoint's step,
+        between two records, and counted from the record before it counted steps twice."""
         if self._bar is not None:
-            self._bar.update(steps)
-            self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(step - self._bar.n)
+            if postfix is not None:
+                self._bar.set_postfix(postfix, refresh=False)
 
     def describe(self, text: str) -> None:
         if self._bar is not None:
@@ -90,8 +94,12 @@ class RunOutputs:
         if self.folder is not None:
             write_summary(self.folder, summary)
 
-    def close(self) -> None:
+    def close(self, step: int | None = None) -> None:
+        """Close every sink; the progress bar at ``step`` first (the steps after the last
+        record: a run stopped between records showed fewer steps than it had done)."""
         if self._bar is not None:
+            if step is not None:
+                self.advance_to(step)
             self._bar.close()
         if self.metrics is not None:
             self.metrics.sync()

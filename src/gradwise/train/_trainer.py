@@ -357,9 +357,8 @@ class Trainer:
             self._write_summary("failed", f"{type(error).__name__}: {error}")
             self._close()
             raise
-        summary = self._write_summary(
-            status, self._stop_reason if status == "stopped" else None, test=test
-        )
+        message = {"stopped": self._stop_reason, "early_stopped": self._early_stop_message()}
+        summary = self._write_summary(status, message.get(status), test=test)
         self._close()
         self._warn_if_nothing_averaged(status)
         return FitResult(
@@ -530,7 +529,9 @@ class Trainer:
         # One host sync per step; on CPU it costs nothing measurable, and it lets the run
         # stop before a NaN reaches the weights.
         value = float(loss.detach())
-        step = self._position.step
+        # The step this loss belongs to, as the records number it (steps done, this one
+        # included): position.step counts it once it is done.
+        step = self._position.step + 1
         if math.isfinite(value):
             self._last_finite = (step, value)
             return
@@ -543,7 +544,14 @@ class Trainer:
             if last is not None
             else "no step had a finite loss"
         )
-        where = f"; the last good checkpoint is {self.run.last_checkpoint}" if self.run else ""
+        where = ""
+        if self.run is not None:
+            checkpoint = self.run.last_checkpoint
+            where = (
+                f"; the last good checkpoint is {checkpoint}"
+                if checkpoint.is_file()
+                else "; no checkpoint was written before it"
+            )
         raise TrainingDiverged(
             f"loss became {value} at step {step} (epoch {self._position.epoch + 1}); {history}"
             f"{where}. Lower the learning rate (try 10x smaller) or clip gradients."
@@ -557,7 +565,7 @@ class Trainer:
         if position.step % self.log_every == 0 or position.step == self.total_steps:
             loss, accuracy = self._totals.take("log")
             self._record({"kind": "step", "loss": loss, "accuracy": accuracy, "lr": lr})
-            self._progress(position.step % self.log_every or self.log_every, loss, accuracy, lr)
+            self._progress(position.step, loss, accuracy, lr)
         state = self._state()
         for callback in self.callbacks:
             callback.on_step_end(state)
@@ -601,6 +609,26 @@ class Trainer:
             self._stop_reason = _stop_message(state.stop_reason, stopped)
             return "stopped"
         return None
+
+    def _early_stop_message(self) -> str | None:
+        """Why early stopping ended the run and which weights it ended with, its epochs
+        counted from 1 as the records count them (EarlyStopping counts from 0)."""
+        stopper = self.early_stopping
+        if stopper is None or stopper.stopped_epoch is None or stopper.best_epoch is None:
+            return None
+        best, stopped = stopper.best_epoch + 1, stopper.stopped_epoch + 1
+        improvement = f"by more than {stopper.min_delta:g} " if stopper.min_delta else ""
+        weights = (
+            f"the model has epoch {best}'s weights (restore_best_weights)"
+            if stopper.restore_best_weights
+            else f"the model has epoch {stopped}'s weights (the best were epoch {best}'s; "
+            "restore_best_weights: true keeps those)"
+        )
+        return (
+            f"early stopping after epoch {stopped}: {stopper.monitor} did not improve "
+            f"{improvement}on epoch {best}'s {stopper.best:.4g} for {stopper.wait} epoch(s) "
+            f"(patience {stopper.patience}); {weights}"
+        )
 
     def _early_stop(self, epoch: int, metrics: Mapping[str, float]) -> bool:
         if self.early_stopping is None:
@@ -692,7 +720,7 @@ class Trainer:
         }
         self._outputs.record(record)
 
-    def _progress(self, steps: int, loss: float, accuracy: float | None, lr: float | None) -> None:
+    def _progress(self, step: int, loss: float, accuracy: float | None, lr: float | None) -> None:
         if self._outputs is None:
             return
         postfix: dict[str, Any] = {"loss": f"{loss:.4f}"}
@@ -700,7 +728,7 @@ class Trainer:
             postfix["acc"] = f"{accuracy:.3f}"
         if lr is not None:
             postfix["lr"] = f"{lr:.2e}"
-        self._outputs.advance(steps, postfix)
+        self._outputs.advance_to(step, postfix)
 
     def _outputs_describe(self) -> None:
         if self._outputs is not None:
@@ -1030,7 +1058,7 @@ class Trainer:
 
     def _close(self) -> None:
         if self._outputs is not None:
-            self._outputs.close()
+            self._outputs.close(self._position.step)
 
 
 def _check_averages_something(averaging: WeightAverage | None, total_steps: int) -> None:
