@@ -36,22 +36,31 @@ def accuracy_spec():
 
 
 def make_trial(spec, number, state=TrialState.COMPLETE, value=None, intermediate=None,
-               params=None, **attrs):  # fmt: skip
-    """A real FrozenTrial of ``spec``'s space (random params unless given)."""
+               params=None, retry_of=None, **attrs):  # fmt: skip
+    """A real FrozenTrial of ``spec``'s space (random params unless given).
+
+    ``retry_of``: the numbers of the attempts before this one (its retry chain's first
+    trial first), recorded as Optuna's RetryHeartbeatStaleTrialCallback records them.
+    """
     rng = random.Random(number)
     if params is None:
         params = {"optimizer.lr": 10 ** rng.uniform(-4, -1), "model.depth": rng.choice([1, 2, 3]),
                   "data.batch_size": rng.choice([32, 64])}  # fmt: skip
     distributions = {path: spec.parameter(path).distribution() for path in params}
-    user_attrs = {"epochs": 2, "run": f"trials/trial-{number:04d}", **attrs}
+    first = number if retry_of is None else retry_of[0]
+    user_attrs = {"epochs": 2, "run": f"trials/trial-{first:04d}", **attrs}
+    system_attrs = {} if retry_of is None else {"failed_trial": first,
+                                                "retry_history": list(retry_of)}  # fmt: skip
     trial = create_trial(state=state, value=value, params=params, distributions=distributions,
-                         intermediate_values=intermediate or {}, user_attrs=user_attrs)  # fmt: skip
+                         intermediate_values=intermediate or {}, user_attrs=user_attrs,
+                         system_attrs=system_attrs)  # fmt: skip
     trial.number = number
     return trial
 
 
 def mixed_trials(spec, seed=0, values=None):
-    """Complete (random values), pruned, failed, running and waiting trials, shuffled."""
+    """Complete (random values), pruned, failed, interrupted (failed without a reason of
+    its own: a Ctrl-C), running and waiting trials, shuffled."""
     rng = random.Random(seed)
     values = values or [rng.uniform(0.1, 2.0) for _ in range(8)]
     trials = [make_trial(spec, n, value=v) for n, v in enumerate(values)]
@@ -85,15 +94,17 @@ def test_leaderboard_ranks_complete_then_pruned_then_failed(which, request):
     complete = sorted(by_state[TrialState.COMPLETE], key=lambda t: t.value, reverse=best_first)
     pruned = sorted(by_state[TrialState.PRUNED], key=lambda t: t.intermediate_values[2],
                     reverse=best_first)  # fmt: skip
-    failed = sorted(by_state[TrialState.FAIL], key=lambda t: t.number)
-    expected = [t.number for t in complete + pruned + failed]
+    (failed,) = [t for t in by_state[TrialState.FAIL] if "fail_reason" in t.user_attrs]
+    (interrupted,) = [t for t in by_state[TrialState.FAIL] if "fail_reason" not in t.user_attrs]
+    expected = [t.number for t in complete + pruned + [failed, interrupted]]
 
     rows = rows_by_column(leaderboard_table(trials, spec))
 
     assert [row["trial"] for row in rows] == expected
-    assert [row["rank"] for row in rows] == list(range(1, len(expected) + 1))
+    assert [row["rank"] for row in rows] == [*range(1, len(expected)), None]
     states = [row["state"] for row in rows]
-    assert states == ["complete"] * 8 + ["pruned"] * 3 + ["failed"] * 2  # no running, waiting
+    # No running or waiting trial; the interrupted attempt last, not ranked.
+    assert states == ["complete"] * 8 + ["pruned"] * 3 + ["failed", "interrupted"]
     assert [row[spec.metric] for row in rows[:8]] == [t.value for t in complete]
     assert [row[spec.metric] for row in rows[8:11]] == [t.intermediate_values[2] for t in pruned]
 
@@ -174,7 +185,10 @@ def test_leaderboard_limit_keeps_the_top_rows(spec):
     full = leaderboard_table(trials, spec).to_dict()
     top = leaderboard_table(trials, spec, limit=3).to_dict()
     assert top["rows"] == full["rows"][:3]
-    assert "top 3 of 13" in top["title"]
+    assert (
+        "top 3 of 12 finished trials; 1 interrupted attempt(s), unranked (0 shown)"
+        in (top["title"])
+    )
     assert leaderboard_table(trials, spec, limit=100).to_dict()["rows"] == full["rows"]
 
 
@@ -195,15 +209,105 @@ def test_leaderboard_notes_say_why_a_trial_failed_or_when_it_was_pruned(spec):
     trials = [
         make_trial(spec, 0, value=0.3),
         make_trial(spec, 1, TrialState.FAIL, fail_reason="CUDA out of memory"),
-        make_trial(spec, 2, TrialState.FAIL),
-        make_trial(spec, 3, TrialState.PRUNED, intermediate={1: 0.9, 3: 0.8}),
+        # The last attempt of trial 2, stopped (a study from before such attempts recorded
+        # why): failed for good, without a reason.
+        make_trial(spec, 5, TrialState.FAIL, retry_of=[2, 3, 4]),
+        make_trial(spec, 6, TrialState.PRUNED, intermediate={1: 0.9, 3: 0.8}),
     ]
     notes = {row["trial"]: row["note"] for row in rows_by_column(leaderboard_table(trials, spec))}
     assert notes[0] is None
     assert notes[1] == "CUDA out of memory"
-    assert "no reason recorded" in notes[2]
-    assert notes[3] == "pruned at epoch 4"  # Optuna's step 3 is the fourth epoch
+    assert "no reason recorded" in notes[5]
+    assert notes[6] == "pruned at epoch 4"  # Optuna's step 3 is the fourth epoch
     assert "CUDA out of memory" in leaderboard_table(trials, spec).render_text()
+
+
+def _ctrl_c_then_resume(spec):
+    """A study of 5 trials whose trial 2 was stopped by a Ctrl-C: its trials after the
+    Ctrl-C, and after the resume (trial 2 retried as trial 4, which was stopped too and
+    retried as trial 5; one more new trial)."""
+    before = [
+        make_trial(spec, 0, value=0.5),
+        make_trial(spec, 1, TrialState.FAIL, fail_reason="diverged at step 3"),
+        make_trial(spec, 2, TrialState.FAIL),  # Ctrl-C: no reason of its own
+        make_trial(spec, 3, value=0.4),
+    ]
+    after = [
+        *before,
+        make_trial(spec, 4, TrialState.FAIL, retry_of=[2]),
+        make_trial(spec, 5, value=0.3, retry_of=[2, 4]),
+        make_trial(spec, 6, value=0.6),
+    ]
+    return before, after
+
+
+def test_an_interrupted_attempt_is_listed_as_interrupted_not_as_a_failed_finished_trial(spec):
+    # QA: after a Ctrl-C the leaderboard read "(3 finished trials)" with a failed row "no
+    # reason recorded" while the progress line said "0 failed"; after the resume, "(6
+    # finished trials)" of a budget of 5, the attempt and its retry both in
+    # trials/trial-0002. An interrupted attempt did not finish: it is listed last, unranked.
+    before, after = _ctrl_c_then_resume(spec)
+    table = leaderboard_table(before, spec)
+    assert table.title == (
+        "Leaderboard: val_loss, lower is better (3 finished trials; 1 interrupted attempt(s), "
+        "unranked)"
+    )
+    rows = rows_by_column(table)
+    assert [(row["rank"], row["trial"], row["state"]) for row in rows] == [
+        (1, 3, "complete"), (2, 0, "complete"), (3, 1, "failed"), (None, 2, "interrupted"),
+    ]  # fmt: skip
+    assert rows[-1]["note"] == "interrupted; retried on resume"
+
+    table = leaderboard_table(after, spec)
+    assert table.title == (
+        "Leaderboard: val_loss, lower is better (5 finished trials; 2 interrupted attempt(s), "
+        "unranked)"
+    )
+    rows = rows_by_column(table)
+    assert [(row["rank"], row["trial"], row["state"]) for row in rows] == [
+        (1, 5, "complete"), (2, 3, "complete"), (3, 0, "complete"), (4, 6, "complete"),
+        (5, 1, "failed"), (None, 2, "interrupted"), (None, 4, "interrupted"),
+    ]  # fmt: skip
+    notes = {row["trial"]: row["note"] for row in rows}
+    assert notes[2] == "interrupted; retried as trial 4"
+    assert notes[4] == "interrupted; retried as trial 5"
+    assert {row["run"] for row in rows if row["trial"] in (2, 4, 5)} == {"trials/trial-0002"}
+
+
+def test_an_attempt_stopped_with_no_retry_left_stays_failed(spec):
+    trials = [
+        make_trial(spec, 0, value=0.5),
+        make_trial(spec, 1, TrialState.FAIL),
+        *(make_trial(spec, n, TrialState.FAIL, retry_of=list(range(1, n))) for n in (2, 3)),
+        make_trial(spec, 4, TrialState.FAIL, retry_of=[1, 2, 3],
+                   fail_reason="interrupted on all 4 attempts (Ctrl-C or a killed worker)"),
+    ]  # fmt: skip
+    table = leaderboard_table(trials, spec)
+    assert "(2 finished trials; 3 interrupted attempt(s), unranked)" in table.title
+    rows = {row["trial"]: row for row in rows_by_column(table)}
+    assert [rows[n]["state"] for n in range(5)] == ["complete", *["interrupted"] * 3, "failed"]
+    assert rows[4]["note"].startswith("interrupted on all 4 attempts")
+    assert rows[3]["note"] == "interrupted; retried as trial 4"
+
+
+def test_the_summary_counts_interrupted_attempts_apart_from_failed_ones(spec, tmp_path):
+    # The report's summary agreed with the leaderboard, not with the progress line: each
+    # attempt stopped by a Ctrl-C counted as failed.
+    before, after = _ctrl_c_then_resume(spec)
+    for trials, interrupted in ((before, "1"), (after, "2")):
+        study = dict(Page(report(tmp_path, trials, spec)).table("Study")["rows"][1:])
+        assert (study["trials"], study["failed"], study["interrupted"]) == (
+            str(len(trials)), "1", interrupted,
+        )  # fmt: skip
+    # None completed: the sentence counts them so too.
+    trials = [make_trial(spec, 0, TrialState.FAIL, fail_reason="diverged"),
+              make_trial(spec, 1, TrialState.FAIL)]  # fmt: skip
+    page = report(tmp_path, trials, spec)
+    summary = " ".join(section_text(page, "Summary").split())
+    assert "every trial ended (2 in all: 1 failed, 0 pruned, 1 interrupted)" in summary
+    table = leaderboard_table(trials, spec)
+    assert table.title == "Trials (none completed, so none is ranked)"
+    assert [row["state"] for row in rows_by_column(table)] == ["failed", "interrupted"]
 
 
 def test_leaderboard_has_a_stage_column_only_in_coarse_to_fine(spec):
@@ -310,8 +414,10 @@ def test_report_is_one_self_contained_page(spec, tmp_path):
     assert study["best trial"] == str(best.number)
     assert study["best run"] == best.user_attrs["run"]
     assert study["best optimizer.lr"] == f"{best.params['optimizer.lr']:.4g}"
-    counts = {name: study[name] for name in ("complete", "pruned", "failed", "running", "waiting")}
-    assert counts == {"complete": "8", "pruned": "3", "failed": "2", "running": "1", "waiting": "1"}
+    names = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
+    counts = {name: study[name] for name in names}
+    assert counts == {"complete": "8", "pruned": "3", "failed": "1", "interrupted": "1",
+                      "running": "1", "waiting": "1"}  # fmt: skip
     assert dict(parsed.table("Settings")["rows"][1:]) == {"strategy": "random",
                                                           "storage": "sqlite:///study.db"}  # fmt: skip
     leaderboard = parsed.table("Leaderboard")["rows"]
@@ -487,7 +593,8 @@ def test_the_report_of_an_interrupted_study_says_so_and_how_to_resume(complete, 
     if complete:
         assert "best trial 2" in summary
     else:
-        assert "No trial has completed yet (so far 2 failed, 0 pruned)." in summary
+        # The Ctrl-C'd trial is interrupted, not failed, as the search's progress line says.
+        assert "No trial has completed yet (so far 1 failed, 0 pruned, 1 interrupted)." in summary
         assert f"No trial has completed yet. {NOTHING_TO_PLOT}" in section_text(
             page, "Hyperparameters"
         )

@@ -11,6 +11,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from gradwise.search import grid_points, parse_search
-from tests.cli.helpers import gradwise, start
+from tests.cli.helpers import COMMAND, environment, gradwise, start
 from tests.postgres_server import new_database
 from tests.search.helpers import (
     SPACE,
@@ -556,3 +557,127 @@ def test_a_trial_stopped_before_its_stage_was_recorded_is_retried_in_its_stage(t
     assert epochs_logged(folder / "trials/trial-0002") == [1]
     later = [t for t in trials if t.number > retry.number]
     assert [(t.user_attrs["stage"], t.user_attrs["epochs"]) for t in later] == [(1, 2)] * 2
+
+
+# A model entry point that holds the training step named in hold-step (its forward sleeps
+# HOLD_S seconds, after touching holding-step), once: a Ctrl-C sent meanwhile, and the
+# signal `gradwise search` sends its worker after it, both reach the worker mid-step.
+HOLD_S = 6
+HELD_STEP = f"""\
+import pathlib
+import time
+
+import torch
+
+
+class Model(torch.nn.Sequential):
+    def __init__(self):
+        super().__init__(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        self.steps = 0
+
+    def forward(self, inputs):
+        if self.training:
+            self.steps += 1
+            marker = pathlib.Path("hold-step")
+            if marker.is_file() and self.steps == int(marker.read_text()):
+                marker.unlink()
+                pathlib.Path("holding-step").touch()
+                time.sleep({HOLD_S})
+                pathlib.Path("held-step").touch()
+        return super().forward(inputs)
+
+
+def build(**options):
+    return Model()
+"""
+HELD_EPOCHS = 2
+HELD_STEP_NUMBER = 3  # of 14 in the first epoch: before the first checkpoint
+
+
+def _ctrl_c_mid_step(tmp_path, name: str, presses: int, to_group: bool):
+    """Start `gradwise search` in a process group of its own, as a terminal's foreground
+    job, and press Ctrl-C ``presses`` times (1 s apart) while its worker holds a step:
+    SIGINT to the whole group, or with ``to_group`` False to the search alone (kill -INT
+    PID). Returns the search's (stdout, stderr), the study URL and the trial's run folder."""
+    (tmp_path / f"{name}.py").write_text(HELD_STEP)
+    (tmp_path / "hold-step").write_text(str(HELD_STEP_NUMBER))
+    config = write_config(tmp_path, name, epochs=HELD_EPOCHS)
+    config.write_text(config.read_text().replace("name: mlp,", f"name: '{name}:build',"))
+    search = subprocess.Popen(
+        [*COMMAND, "search", str(config), "--trials", "1"],
+        cwd=tmp_path,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, which Ctrl-C signals as a whole
+    )
+    try:
+        wait_for(lambda: (tmp_path / "holding-step").is_file(), 120, "the held step")
+        for press in range(presses):
+            if press:
+                time.sleep(1)
+            if not to_group:
+                search.send_signal(signal.SIGINT)
+                continue
+            # The search reacts to this Ctrl-C only once its worker has taken it: Python
+            # handles two signals that come before its handler runs as one, so without
+            # the pause the search's signal sometimes went unseen as a second one.
+            os.kill(search.pid, signal.SIGSTOP)
+            os.killpg(search.pid, signal.SIGINT)
+            time.sleep(0.5)
+            os.kill(search.pid, signal.SIGCONT)
+        stdout, stderr = search.communicate(timeout=120)
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+            search.communicate()
+    folder = tmp_path / "studies" / name
+    return (stdout, stderr), storage_of(folder), folder / "trials/trial-0000"
+
+
+@pytest.mark.parametrize("to_group", [True, False], ids=["terminal ctrl-c", "kill -INT search"])
+def test_one_ctrl_c_stops_a_trial_after_its_step_with_a_checkpoint_and_it_resumes(
+    tmp_path, to_group
+) -> None:
+    # QA: a terminal's Ctrl-C reached the worker (SIGINT to the process group), then the
+    # search forwarded a second SIGINT to it: a second Ctrl-C to the trainer, which raised
+    # KeyboardInterrupt inside the step. The trial had no checkpoint, and its retry started
+    # over. One Ctrl-C must stop the trial once, after its step, with a checkpoint.
+    (stdout, _), url, run = _ctrl_c_mid_step(tmp_path, "held", presses=1, to_group=to_group)
+    assert (tmp_path / "held-step").is_file()  # the held step went on to its end
+    # The leaderboard agrees with the progress line: the trial is interrupted, not failed.
+    assert "trials 0/1 done · 0 running · 0 pruned · 0 failed" in stdout, stdout
+    assert "interrupted; retried on resume" in stdout
+    log = (tmp_path / "studies/held/workers/worker-0.log").read_text()
+    assert "worker interrupted" in log, log
+    assert "_trainer.py" not in log, log  # no traceback from inside the trainer's step
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted", (summary, log)
+    assert (run / "checkpoints/last.pt").is_file()
+    (trial,) = load(url, "held")
+    assert (trial.state, trial.user_attrs.get("fail_reason")) == (TrialState.FAIL, None)
+
+    resumed = gradwise("search", str(tmp_path / "held.yaml"), "--trials", "1", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming: 1 interrupted trial(s) queued again" in resumed.stderr
+    first, retry = load(url, "held")
+    assert (retry.state, retry.system_attrs["failed_trial"]) == (TrialState.COMPLETE, 0)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert len(summary["resumed"]) == 1  # continued from the checkpoint, not started over
+    assert epochs_logged(run) == list(range(1, HELD_EPOCHS + 1))
+    assert "(1 finished trials; 1 interrupted attempt(s), unranked)" in resumed.stdout
+    assert "interrupted; retried as trial 1" in resumed.stdout
+
+
+@pytest.mark.parametrize("to_group", [True, False], ids=["terminal ctrl-c", "kill -INT search"])
+def test_a_second_ctrl_c_stops_a_trial_at_once(tmp_path, to_group) -> None:
+    # The first Ctrl-C asks the worker to stop after its step; a second one stops it inside
+    # the step: the held step never ends (the trial is interrupted, retried on resume).
+    _, url, run = _ctrl_c_mid_step(tmp_path, "twice", presses=2, to_group=to_group)
+    assert not (tmp_path / "held-step").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["message"]) == ("failed", "KeyboardInterrupt: ")
+    (trial,) = load(url, "twice")
+    assert (trial.state, trial.user_attrs.get("fail_reason")) == (TrialState.FAIL, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,6 +114,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     """``gradwise worker --storage URL --study NAME``."""
     from gradwise.config import ConfigError
     from gradwise.search import run_worker
+    from gradwise.train._interrupt import stop_requests
 
     if args.threads is not None:
         if args.threads < 1:
@@ -124,16 +126,19 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker says its own lines
     folder = args.folder or Path("studies") / args.study
-    try:
-        ran = run_worker(args.storage, args.study, folder, say=_say)
-    except KeyboardInterrupt:
-        _say(
-            "worker interrupted; a trial it left unfinished keeps its checkpoint and is "
-            "retried on resume"
-        )
-        return EXIT_INTERRUPTED
-    _say(f"worker done: ran {ran} trial(s); the study's budget is used")
-    return EXIT_OK
+    # A Ctrl-C and the SIGTERM of `gradwise search` are one request until the worker has
+    # said how it ended: the SIGTERM that follows a terminal's Ctrl-C must not kill it.
+    with stop_requests((signal.SIGINT, signal.SIGTERM)):
+        try:
+            ran = run_worker(args.storage, args.study, folder, say=_say)
+        except KeyboardInterrupt:
+            _say(
+                "worker interrupted; a trial it left unfinished keeps its checkpoint and is "
+                "retried on resume"
+            )
+            return EXIT_INTERRUPTED
+        _say(f"worker done: ran {ran} trial(s); the study's budget is used")
+        return EXIT_OK
 
 
 def _show(study: str, studies_dir: Path) -> int:

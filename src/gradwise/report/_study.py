@@ -62,7 +62,8 @@ _STATE_NAMES = {
 }
 # Finished trials in leaderboard order; running and waiting trials are left out. A
 # complete trial whose value is not finite (inf or -inf: a diverged run) is no valid
-# result: it comes last, unranked (_INVALID).
+# result: it comes after the ranked trials, unranked (_INVALID); an interrupted attempt
+# (_is_interrupted) is no finished trial: it comes last, unranked.
 _FINISHED = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
 _INVALID = len(_FINISHED)
 _NO_EXTRA: Mapping[str, Scalar] = MappingProxyType({})
@@ -149,9 +150,34 @@ def _is_invalid(trial: FrozenTrial) -> bool:
     return trial.state.name == "COMPLETE" and not _is_finite(trial.value)
 
 
+def _is_interrupted(trial: FrozenTrial) -> bool:
+    """An attempt stopped by a Ctrl-C or a killed worker that a retry continues (or, on
+    resume, will): failed without a reason of its own, with retries left. It did not
+    finish: the search's progress counts it neither finished nor failed."""
+    from gradwise.search._stages import failed_for_good
+
+    return trial.state.name == "FAIL" and not failed_for_good(trial)
+
+
+def _is_failed(trial: FrozenTrial) -> bool:
+    """Failed for good (for a reason of its own, or stopped on its last attempt)."""
+    return trial.state.name == "FAIL" and not _is_interrupted(trial)
+
+
+def _retried_as(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> int | None:
+    """The number of the attempt that continues an interrupted one (None before the
+    resume that queues it)."""
+    from gradwise.search._stages import is_retry, original_number
+
+    chain = original_number(trial)
+    later = [t.number for t in trials if t.number > trial.number and is_retry(t)
+             and original_number(t) == chain]  # fmt: skip
+    return min(later, default=None)
+
+
 def _ranked(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
     """Finished trials best first: complete, then pruned, then failed, then complete
-    without a finite value (ties by number)."""
+    without a finite value (ties by number). Interrupted attempts are left out."""
     sign = 1.0 if direction == "minimize" else -1.0
 
     def key(trial: FrozenTrial) -> tuple[int, int, float, int]:
@@ -161,7 +187,15 @@ def _ranked(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
             return (group, 1, 0.0, trial.number)
         return (group, 0, sign * value, trial.number)
 
-    return sorted((trial for trial in trials if trial.state.name in _FINISHED), key=key)
+    finished = (t for t in trials if t.state.name in _FINISHED and not _is_interrupted(t))
+    return sorted(finished, key=key)
+
+
+def _listed(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
+    """The leaderboard's trials: the finished ones (:func:`_ranked`), then the interrupted
+    attempts by number."""
+    interrupted = sorted((t for t in trials if _is_interrupted(t)), key=lambda t: t.number)
+    return [*_ranked(trials, direction), *interrupted]
 
 
 def _completed(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
@@ -176,12 +210,17 @@ def _stage_of(trial: FrozenTrial) -> int | None:
     return stage if isinstance(stage, int) and not isinstance(stage, bool) else None
 
 
-def _note(trial: FrozenTrial, metric: str) -> str | None:
+def _note(trial: FrozenTrial, metric: str, trials: Sequence[FrozenTrial]) -> str | None:
     from gradwise.search._stages import FAIL_REASON_ATTR
 
     if _is_invalid(trial):
         return (
             f"{metric} {trial.value} is not finite (a diverged run?): no valid result, not ranked"
+        )
+    if _is_interrupted(trial):
+        retry = _retried_as(trial, trials)
+        return "interrupted; " + (
+            "retried on resume" if retry is None else f"retried as trial {retry}"
         )
     if trial.state.name == "FAIL":
         reason = trial.user_attrs.get(FAIL_REASON_ATTR)
@@ -195,8 +234,14 @@ def _note(trial: FrozenTrial, metric: str) -> str | None:
 
 
 def _count(trials: Sequence[FrozenTrial], state: str) -> int:
-    """How many trials are in ``state`` (a TrialState name)."""
+    """How many trials are in ``state`` (a TrialState name; ``FAIL``: failed for good)."""
+    if state == "FAIL":
+        return sum(1 for trial in trials if _is_failed(trial))
     return sum(1 for trial in trials if trial.state.name == state)
+
+
+def _count_interrupted(trials: Sequence[FrozenTrial]) -> int:
+    return sum(1 for trial in trials if _is_interrupted(trial))
 
 
 # -- the leaderboard -----------------------------------------------------------------------
@@ -214,6 +259,12 @@ def leaderboard_table(
     the lower trial number. ``rank`` is the row's place in this order. A complete trial
     whose value is not finite (inf or -inf: a diverged run) is no valid result: it is
     listed after the ranked trials, without a rank (``-``), with a note that says so.
+    An interrupted attempt (stopped by a Ctrl-C or a killed worker, without a reason of
+    its own, with retries left) did not finish: it is listed last, by number, in state
+    ``interrupted``, without a rank and with the trial that retries it (``interrupted;
+    retried as trial 7``, or ``retried on resume`` before the resume that queues it), and
+    the title does not count it among the finished trials. A trial stopped on its last
+    attempt is failed for good (``failed``).
 
     When trials finished but none completed with a finite value (all failed, were
     pruned, or ended with inf or -inf), none is a best trial: the table is titled
@@ -225,8 +276,8 @@ def leaderboard_table(
     for a pruned trial its last reported value), one column per searched parameter
     (headed by its config path), ``epochs`` (the trial's epoch budget), ``stage`` (only
     when some trial carries one: coarse-to-fine), ``run`` (the trial's run folder,
-    relative to the study folder) and ``note`` (why a trial failed, or when it was
-    pruned).
+    relative to the study folder) and ``note`` (why a trial failed, when it was
+    pruned, or which trial retries an interrupted one).
 
     Args:
         trials: the study's trials (``study.get_trials()``).
@@ -256,31 +307,41 @@ def leaderboard_table(
     check("trials", "leaderboard_table", trials, _TRIALS)
     check("spec", "leaderboard_table", spec, _SPEC)
     check("limit", "leaderboard_table", limit, _LIMIT)
-    ranked = _ranked(trials, spec.direction)
+    listed = _listed(trials, spec.direction)
     with_stage = any(_stage_of(trial) is not None for trial in trials)
     columns = [
         "trial", "state", spec.metric,
         *(parameter.path for parameter in spec.parameters),
         "epochs", *(["stage"] if with_stage else []), "run", "note",
     ]  # fmt: skip
-    invalid = sum(1 for trial in ranked if _is_invalid(trial))
-    if _none_completed(ranked):
-        by_number = sorted(ranked, key=lambda trial: trial.number)
+    invalid = sum(1 for trial in listed if _is_invalid(trial))
+    if _none_completed(listed):
+        by_number = sorted(listed, key=lambda trial: trial.number)
         shown = by_number if limit is None else by_number[:limit]
-        rows = [_leaderboard_row(trial, spec, with_stage) for trial in shown]
-        limit_cut = len(shown) < len(ranked)
-        first = f"; the first {len(shown)} of {len(ranked)} by number"
+        rows = [_leaderboard_row(trial, spec, with_stage, trials) for trial in shown]
+        limit_cut = len(shown) < len(listed)
+        first = f"; the first {len(shown)} of {len(listed)} by number"
         finite = f" with a finite {spec.metric}" if invalid else ""
         title = f"Trials (none completed{finite}, so none is ranked{first if limit_cut else ''})"
         return Table(title, columns, rows)
-    shown = ranked if limit is None else ranked[:limit]
+    shown = listed if limit is None else listed[:limit]
     rows = [
-        [None if _is_invalid(trial) else rank, *_leaderboard_row(trial, spec, with_stage)]
+        [
+            None if _is_invalid(trial) or _is_interrupted(trial) else rank,
+            *_leaderboard_row(trial, spec, with_stage, trials),
+        ]
         for rank, trial in enumerate(shown, 1)
     ]
     better = "lower" if spec.direction == "minimize" else "higher"
-    count = f"top {len(shown)} of {len(ranked)}" if len(shown) < len(ranked) else len(ranked)
+    finished = sum(1 for trial in listed if not _is_interrupted(trial))
+    shown_finished = sum(1 for trial in shown if not _is_interrupted(trial))
+    count = f"top {shown_finished} of {finished}" if shown_finished < finished else finished
     unranked = f"; {invalid} with a {spec.metric} that is not finite, unranked" if invalid else ""
+    interrupted = len(listed) - finished
+    if interrupted:
+        unranked += f"; {interrupted} interrupted attempt(s), unranked"
+        if len(shown) - shown_finished < interrupted:
+            unranked += f" ({len(shown) - shown_finished} shown)"
     title = f"Leaderboard: {spec.metric}, {better} is better ({count} finished trials{unranked})"
     return Table(title, ["rank", *columns], rows)
 
@@ -291,20 +352,22 @@ def _none_completed(finished: Sequence[FrozenTrial]) -> bool:
     return bool(finished) and not any(_is_valid(trial) for trial in finished)
 
 
-def _leaderboard_row(trial: FrozenTrial, spec: SearchSpec, with_stage: bool) -> list[Cell | Scalar]:
+def _leaderboard_row(
+    trial: FrozenTrial, spec: SearchSpec, with_stage: bool, trials: Sequence[FrozenTrial]
+) -> list[Cell | Scalar]:
     from gradwise.search._stages import EPOCHS_ATTR, RUN_ATTR
 
     epochs = trial.user_attrs.get(EPOCHS_ATTR)
     run = trial.user_attrs.get(RUN_ATTR)
     return [
         trial.number,
-        _STATE_NAMES[trial.state.name],
+        "interrupted" if _is_interrupted(trial) else _STATE_NAMES[trial.state.name],
         _ranking_value(trial),
         *(_scalar(trial.params.get(parameter.path)) for parameter in spec.parameters),
         _scalar(epochs),
         *([_stage_of(trial)] if with_stage else []),
         None if run is None else str(run),
-        _note(trial, spec.metric),
+        _note(trial, spec.metric, trials),
     ]
 
 
@@ -461,7 +524,7 @@ def _leaderboard_section(
     trials: Sequence[FrozenTrial], spec: SearchSpec, none_completed: str | None
 ) -> Section:
     table = leaderboard_table(trials, spec, limit=REPORT_LEADERBOARD_ROWS)
-    if not _none_completed(_ranked(trials, spec.direction)):
+    if not _none_completed(_listed(trials, spec.direction)):
         return Section.from_table("Leaderboard", table)
     finite = f" with a finite {spec.metric}" if _count(trials, "COMPLETE") else ""
     said = none_completed or (
@@ -486,6 +549,9 @@ def _summary_section(
     for state, name in _STATE_NAMES.items():
         if state != "WAITING" or _count(trials, state):
             rows.append([name, _count(trials, state)])
+        if state == "FAIL" and _count_interrupted(trials):
+            # Attempts a retry continues: neither finished nor failed (the progress line's).
+            rows.append(["interrupted", _count_interrupted(trials)])
     invalid = sum(1 for trial in trials if _is_invalid(trial))
     if invalid:
         rows.append([f"complete, {spec.metric} not finite (unranked)", invalid])
@@ -532,8 +598,12 @@ def _none_completed_summary(
 
 
 def _ended_counts(trials: Sequence[FrozenTrial], metric: str) -> str:
-    """``2 failed, 1 pruned`` (and ``, 1 complete without a finite val_loss``)."""
+    """``2 failed, 1 pruned`` (and ``, 1 interrupted``, ``, 1 complete without a finite
+    val_loss``): failed counts the trials failed for good, as the search's progress does."""
     counts = f"{_count(trials, 'FAIL')} failed, {_count(trials, 'PRUNED')} pruned"
+    interrupted = _count_interrupted(trials)
+    if interrupted:
+        counts += f", {interrupted} interrupted"
     # A complete trial whose value is not finite (optuna keeps inf) is no best trial either.
     invalid = sum(1 for trial in trials if _is_invalid(trial))
     if invalid:
@@ -665,7 +735,7 @@ def _history_figure(trials: Sequence[FrozenTrial], spec: SearchSpec) -> Figure |
 
 
 def _mark_failed(axes: Axes, trials: Sequence[FrozenTrial]) -> None:
-    failed = [trial.number for trial in trials if trial.state.name == "FAIL"]
+    failed = [trial.number for trial in trials if _is_failed(trial)]
     if failed:
         # x in data coordinates, y in axes coordinates: ticks sit on the x axis.
         axes.plot(failed, [0.0] * len(failed), "|", color="C3", markersize=14,

@@ -53,6 +53,10 @@ STUDY_FILE = "study.json"
 REPORT_FILE = "report.html"
 BEST_CONFIG_FILE = "best.yaml"
 _MAX_RESTARTS_PER_WORKER = 3
+# After a Ctrl-C: how long the workers have to stop before they are killed, and how long a
+# second Ctrl-C waits before it stops them at once (see _stop).
+_STOP_GRACE_S = 120.0
+_SECOND_STOP_DELAY_S = 1.0
 # The range a run config's seed must be in (gradwise train's): one rule for both.
 _SEED = next(f for f in dataclasses.fields(RunConfig) if f.name == "seed").metadata["constraint"]
 
@@ -357,11 +361,44 @@ def _run_workers(
             for worker in due:
                 worker.restart()
     except KeyboardInterrupt:
+        _stop(workers)
+        return True
+
+
+def _stop(workers: Sequence[_Worker]) -> None:
+    """Stop the workers after a Ctrl-C: each after its current step, with a checkpoint;
+    at once after a second Ctrl-C; killed when still running after the grace period.
+
+    The workers are stopped with SIGTERM, which a worker takes as the same request as a
+    Ctrl-C (SIGINT): a terminal's Ctrl-C reaches the workers too, and a second SIGINT
+    would stop them at once, inside a step, losing the steps since their last checkpoint.
+    The same signal again is a second request, so a second Ctrl-C gives each worker a
+    second SIGTERM (a terminal's gives them a second SIGINT as well).
+    """
+    for worker in workers:
+        worker.interrupt()
+    try:
+        _wait(workers, _STOP_GRACE_S)
+        return
+    except KeyboardInterrupt:
+        pass
+    try:
+        # A terminal's second Ctrl-C stops its workers by itself: a moment for them to
+        # record their trial as interrupted, before a signal more would cut that short.
+        _wait(workers, _SECOND_STOP_DELAY_S, kill=False)
         for worker in workers:
             worker.interrupt()
-        for worker in workers:
-            worker.wait(timeout=120)
-        return True
+        _wait(workers, _STOP_GRACE_S)
+    except KeyboardInterrupt:
+        _wait(workers, 0.0)  # a third Ctrl-C: kill them
+
+
+def _wait(workers: Sequence[_Worker], timeout: float, *, kill: bool = True) -> None:
+    """Wait up to ``timeout`` seconds in all for the workers to exit; then kill (SIGKILL)
+    those still running, unless not ``kill``."""
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        worker.wait(max(0.0, deadline - time.monotonic()), kill=kill)
 
 
 class _Worker:
@@ -410,15 +447,20 @@ class _Worker:
         return True
 
     def interrupt(self) -> None:
+        """Ask the worker to stop (SIGTERM: the same request as a Ctrl-C, see _stop)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, *, kill: bool = True) -> None:
+        """Wait up to ``timeout`` seconds for the worker to exit; then kill it (SIGKILL),
+        unless not ``kill``."""
         if self.process is None:
             return
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            if not kill:
+                return
             self.process.kill()
             self.process.wait()
         self.running()

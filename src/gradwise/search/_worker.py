@@ -5,8 +5,10 @@ with the sampled values set in its config; its per-epoch validation metric feeds
 pruner. A trial that diverges (NaN loss) or whose config cannot be built is recorded as
 failed, with the reason in its ``fail_reason`` attribute, and the search goes on. A retry
 of a killed trial continues the original trial's run folder from its last checkpoint.
-A Ctrl-C stops the worker: during a trial's training, after its current step; whenever
-else it reaches the worker during a trial, once that trial has ended.
+A Ctrl-C (SIGINT) or a SIGTERM stops the worker: during a trial's training, after its
+current step; whenever else it reaches the worker during a trial, once that trial has
+ended. The two are one request (a terminal's Ctrl-C reaches the worker, and then
+``gradwise search`` stops it with SIGTERM); the same signal again stops it at once.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from gradwise.search._study import (
     progress,
 )
 from gradwise.train import Callback, TrainingDiverged, TrainState, resume, train
+from gradwise.train._interrupt import stop_requests
 
 TRIALS_FOLDER = "trials"
 _POLL_S = 0.5
@@ -59,6 +62,9 @@ _POLL_S = 0.5
 _OUT_OF_RETRIES = (
     f"interrupted on all {MAX_RETRIES + 1} attempts (Ctrl-C or a killed worker): not retried again"
 )
+
+# What stops a worker, as one request (stop_requests).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 Say = Callable[[str], None]
 
@@ -95,6 +101,18 @@ def run_worker(
     )
     lock = AskLock(storage, study_name)
     objective = _Objective(settings, folder, lock, poll_s)
+    with stop_requests(_STOP_SIGNALS):
+        return _take_trials(study, settings, objective, lock, say, poll_s)
+
+
+def _take_trials(
+    study: optuna.Study,
+    settings: StudySettings,
+    objective: _Objective,
+    lock: AskLock,
+    say: Say | None,
+    poll_s: float,
+) -> int:
     ran = 0
     while True:
         lock.acquire()
@@ -135,7 +153,7 @@ def _run_trial(study: optuna.Study, objective: _Objective, lock: AskLock) -> boo
 
 
 class _InterruptWatch:
-    """Hears every SIGINT (Ctrl-C) that reaches the process within the block.
+    """Hears every SIGINT (Ctrl-C) or SIGTERM that reaches the process within the block.
 
     The trainer takes a Ctrl-C as a request to stop after the current step and forgets it
     when training ends, so one that comes after the last step (while the last epoch
@@ -178,7 +196,7 @@ class _InterruptWatch:
         signal.set_wakeup_fd(-1)
         try:
             while chunk := reader.recv(4096):
-                self.heard = self.heard or signal.SIGINT in chunk
+                self.heard = self.heard or any(signum in chunk for signum in _STOP_SIGNALS)
         except BlockingIOError:  # read all there was
             pass
         finally:
