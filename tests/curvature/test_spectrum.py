@@ -84,6 +84,16 @@ def test_repeated_eigenvalues_are_found_after_the_krylov_space_closes():
     torch.testing.assert_close(bottom, torch.tensor([0.4, 0.4, 0.4, 1.6], dtype=torch.float64))
 
 
+def test_a_k_above_the_parameters_gives_every_eigenvalue():
+    # Documented: k is capped at n (here 5), and the n values are the whole spectrum.
+    model = nn.Linear(5, 1, bias=False).double()
+    inputs = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64))
+    targets = torch.zeros(5, 1, dtype=torch.float64)
+    values = curvature.eigenvalues(model, F.mse_loss, (inputs, targets), k=8)
+    exact = torch.linalg.eigvalsh(2 * inputs.T @ inputs / 5).flip(0)
+    torch.testing.assert_close(values, exact)
+
+
 @pytest.mark.parametrize("which", ["largest", "smallest"])
 def test_repeated_eigenvalues_are_found_when_the_first_krylov_space_holds_k_values(which):
     # X = diag(3, 3, 3, 2, 1, 0.5) over 6 rows: H = (2/6) X^T X has 3 three times among 4

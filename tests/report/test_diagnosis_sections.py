@@ -382,3 +382,16 @@ def test_no_findings_in_a_run_too_short_for_the_trend_checks_is_not_called_healt
     assert "No findings, but the run took 6 steps, fewer than the 250 the monitor" in page
     write_summary(run, {"name": "short", "status": "completed", "steps": 250})
     assert "No findings: the run looks healthy." in build_report(run).read_text()
+
+
+def test_the_histograms_left_out_note_escapes_bidi_controls_in_layer_names(
+    tmp_path: Path,
+) -> None:
+    # Module names (add_module takes any string) went into the note's <p> as they were: a
+    # U+202E reversed the rest of the paragraph.
+    layers = [f"block{i}\u202e" for i in range(30)]
+    page = histograms_page(tmp_path, layers)
+    note = NOTE.search(page)
+    assert note is not None
+    assert "\u202e" not in note.group(0)
+    assert "block0\\u202e" in note.group(4)

@@ -86,7 +86,8 @@ def eigenvalues(
         loss_fn: ``loss_fn(model(inputs), targets)``, a mean-reduced scalar.
         data: one ``(inputs, targets)`` batch, or an iterable of batches (the Hessian of
             the batch-size-weighted mean loss).
-        k: how many eigenvalues.
+        k: how many eigenvalues; a k above the number of trainable parameters n gives all
+            n of them (n values, not k).
         which: "largest" or "smallest".
         return_eigenvectors: also return the unit eigenvectors, as the columns of an
             (n, k) tensor over the flat trainable parameters (see ``Hessian.unflatten``).

@@ -267,7 +267,8 @@ def histogram_section(run: RunFolder) -> Section | None:
         if png is not None:
             images.append(png_html(png, f"{kind} histograms"))
         if png is not None and len(shown) < len(layers):
-            images.append(f"<p>{html.escape(_left_out_note(kind, layers, shown))}</p>")
+            note = _terminal_text(_left_out_note(kind, layers, shown))  # module names
+            images.append(f"<p>{html.escape(note)}</p>")
     return Section("Histograms", "\n".join(images)) if images else None
 
 
