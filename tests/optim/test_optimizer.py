@@ -12,6 +12,7 @@ import torch
 from gradwise import optim
 from gradwise.schedules import (
     ReduceOnPlateau,
+    TwoSchedulesError,
     constant,
     cosine_decay,
     join,
@@ -380,7 +381,7 @@ def test_a_torch_scheduler_around_a_schedule_lr_is_refused_when_made(
     # schedule, and cycled the momentum, without a word.
     params = _params()
     optimizer = optim.SGD(params, lr=lr, momentum=0.9)
-    with pytest.raises(TypeError, match=_REFUSED_SCHEDULE):
+    with pytest.raises(TwoSchedulesError, match=_REFUSED_SCHEDULE):
         make_scheduler(optimizer)  # type: ignore[operator]
     # Refused before it changed anything: the optimizer goes on following its schedule.
     group = optimizer.param_groups[0]

@@ -10,6 +10,7 @@ from gradwise.optim import SGD
 from gradwise.schedules import (
     ReduceOnPlateau,
     ScheduleLR,
+    TwoSchedulesError,
     constant,
     cosine_decay,
     cosine_warm_restarts,
@@ -363,6 +364,10 @@ def test_a_param_group_whose_lr_is_already_a_schedule_is_refused() -> None:
     # ScheduleLR's numbers from the first step on, silently.
     parameter = torch.nn.Parameter(torch.zeros(2))
     optimizer = SGD([parameter], lr=cosine_decay(0.1, num_steps=10))
-    with pytest.raises(ValueError, match="Got param group 0 with lr=cosine_decay"):
+    with pytest.raises(TwoSchedulesError, match="Got param group 0 with lr=cosine_decay") as info:
         ScheduleLR(optimizer, constant(0.5))
+    # The same error as a torch scheduler's over such a group: both a TypeError and the
+    # ValueError ScheduleLR raised first.
+    assert isinstance(info.value, TypeError)
+    assert isinstance(info.value, ValueError)
     assert optimizer.param_groups[0]["lr"] == cosine_decay(0.1, num_steps=10)

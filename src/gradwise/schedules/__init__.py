@@ -9,7 +9,12 @@ float64 tensor of values, element by element, and a 0-d tensor step traces under
 schedule: its value follows a metric reported with ``observe``.
 """
 
-from gradwise.schedules._check import Schedule, check_schedule, first_invalid_value
+from gradwise.schedules._check import (
+    Schedule,
+    TwoSchedulesError,
+    check_schedule,
+    first_invalid_value,
+)
 from gradwise.schedules._compose import constant_warmup, join, linear_warmup
 from gradwise.schedules._cyclic import cosine_warm_restarts, one_cycle
 from gradwise.schedules._decay import (
@@ -29,6 +34,7 @@ __all__ = [
     "ReduceOnPlateau",
     "Schedule",
     "ScheduleLR",
+    "TwoSchedulesError",
     "check_schedule",
     "constant",
     "constant_warmup",

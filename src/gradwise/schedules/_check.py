@@ -74,12 +74,19 @@ KEEP_ONE_SCHEDULE = (
 )
 
 
-def torch_scheduler_error(schedule: Schedule) -> TypeError:
+class TwoSchedulesError(TypeError, ValueError):
+    """A torch LR scheduler (or :class:`~gradwise.schedules.ScheduleLR`) made for an
+    optimizer whose param group's lr is already a schedule: the two would fight over the
+    lr. A TypeError (the lr is no number, which is what torch's schedulers raised) and a
+    ValueError (what ScheduleLR raised first), so either ``except`` catches it."""
+
+
+def torch_scheduler_error(schedule: Schedule) -> TwoSchedulesError:
     """The error for a torch LR scheduler made for an optimizer whose lr is ``schedule``:
     torch's schedulers compute with ``group["lr"]`` as a number, and failed deep inside
     torch with a bare TypeError (``unsupported operand type(s) for *``) or, OneCycleLR,
     silently replaced the schedule."""
-    return TypeError(
+    return TwoSchedulesError(
         f"A torch LR scheduler needs a number as each param group's lr. Got the schedule "
         f"{schedule!r} instead, which the optimizer already follows step by step. "
         f"{KEEP_ONE_SCHEDULE}"

@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from gradwise._validation import invalid_value_error
-from gradwise.schedules._check import Schedule, check_schedule
+from gradwise.schedules._check import Schedule, TwoSchedulesError, check_schedule
 from gradwise.schedules._plain_data import is_stateful
 
 
@@ -179,7 +179,7 @@ def _refuse_schedules_in_groups(optimizer: Optimizer) -> None:
     for index, group in enumerate(optimizer.param_groups):
         lr = group.get("lr")
         if callable(lr) and not isinstance(lr, Tensor):
-            raise ValueError(
+            raise TwoSchedulesError(
                 f"The 'optimizer' parameter of ScheduleLR must have a number as each param "
                 f"group's lr. Got param group {index} with lr={lr!r} instead, a schedule the "
                 "optimizer already follows, which ScheduleLR would replace. Keep one of the "
