@@ -225,15 +225,18 @@ def _converge_extremes(
     *,
     max_iterations: int,
     seed: int,
+    stop_at: Callable[[Tensor], bool] | None = None,
 ) -> _Extremes:
     """Lanczos until the ``num_largest`` largest and ``num_smallest`` smallest Ritz pairs
-    have converged, the one stopping rule of :func:`extreme_eigenpairs` and
-    :func:`top_eigenvalue`.
+    have converged, the one stopping rule of :func:`extreme_eigenpairs`,
+    :func:`top_eigenvalue` and :func:`condition_extremes`.
 
     A pair has converged when its residual is at most its entry of ``limits(tridiagonal,
     values, scale)``, given the wanted Ritz values (from each end inward) and the largest
     |Ritz value|; with a restart, the unexplored complement must also have settled to the
-    strictest limit at each end (:func:`_complement_settled`).
+    strictest limit at each end (:func:`_complement_settled`). ``stop_at(values)``, given
+    all the Ritz values in ascending order, ends the run early when true (the result
+    then counts as converged).
     """
     generator = torch.Generator(device=hessian.device).manual_seed(seed)
     wanted_count = min(num_largest + num_smallest, hessian.num_parameters)
@@ -245,6 +248,8 @@ def _converge_extremes(
 
     def converged(tridiagonal: Tridiagonal) -> bool:
         values, vectors = tridiagonal.ritz()
+        if stop_at is not None and stop_at(values):
+            return True
         if values.numel() < wanted_count:
             return False
         if max(num_largest, num_smallest) > 1 and _first_space_closed(tridiagonal):
@@ -287,29 +292,22 @@ def condition_extremes(
     lambda_min, and the run stops there. A run that ends unconverged warns; its ratio of
     Ritz values is then a lower bound of the condition number.
     """
-    generator = torch.Generator(device=hessian.device).manual_seed(seed)
     floor = _RESOLUTION * torch.finfo(hessian.dtype).eps
 
     def singular(values: Tensor) -> bool:
         return bool(values[0] <= floor * values.abs().max())
 
-    def converged(tridiagonal: Tridiagonal) -> bool:
-        values, vectors = tridiagonal.ritz()
-        if singular(values):
-            return True
-        residuals = tridiagonal.residuals(vectors)
-        top, bottom = tol * values[-1], tol * values[0]
-        if not (residuals[-1] <= top and residuals[0] <= bottom):
-            return False
-        return _complement_settled(tridiagonal, values[[-1, 0]], 1, top, bottom)
+    def limits(tridiagonal: Tridiagonal, values: Tensor, scale: Tensor) -> Tensor:
+        return tol * values  # each end relative to itself
 
-    start = _random_vector(hessian, generator)
-    tridiagonal = lanczos(hessian, start, max_iterations, generator, converged)
-    values, _ = tridiagonal.ritz()
+    run = _converge_extremes(
+        hessian, 1, 1, limits, max_iterations=max_iterations, seed=seed, stop_at=singular
+    )
+    values, _ = run.tridiagonal.ritz()
     if singular(values):
         return None
     low, high = float(values[0]), float(values[-1])
-    if tridiagonal.alphas.numel() < hessian.num_parameters and not converged(tridiagonal):
+    if not run.converged:
         warnings.warn(
             f"{owner}: Lanczos did not bring lambda_min ({low:.4g}) and lambda_max "
             f"({high:.4g}) to tol={tol} of themselves in max_iterations={max_iterations} "
