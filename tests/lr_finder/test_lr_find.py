@@ -340,7 +340,7 @@ SPIRALS_MLP = ["--set", "data.dataset=spirals", "--set", "model.name=mlp"]
 @pytest.mark.parametrize(
     ("out", "what", "fix"),
     [("x.txt", "its suffix is '.txt'", "x.png"), ("plot", "it has no suffix", "plot.png"),
-     ("x.jpg", "its suffix is '.jpg'", "x.png")],
+     ("x.jpg", "its suffix is '.jpg'", "x.png"), ("x.", "it has no suffix", "x.png")],
 )  # fmt: skip
 def test_cli_refuses_an_out_that_is_not_a_png_before_the_sweep(
     tmp_path: Any, capsys: pytest.CaptureFixture[str], out: str, what: str, fix: str

@@ -87,7 +87,7 @@ def _check_plot_suffix(out: Path) -> None:
         raise ConfigError(
             f"The '--out' option of gradwise lr-find must be a path ending in .png (the plot "
             f"is written as a PNG image). Got {str(out)!r} instead: {what}. Use e.g. "
-            f"{str(out.with_suffix('.png'))!r}."
+            f"{str(out.with_name(out.stem.rstrip('.') + '.png'))!r}."
         )
 
 
