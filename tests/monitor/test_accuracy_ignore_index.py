@@ -3,8 +3,6 @@ out (the loss's ignore_index), against a plain computation over the samples coun
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,8 +78,8 @@ def test_the_loss_own_ignore_index_is_the_one_left_out() -> None:
 
 
 def test_no_accuracy_is_recorded_when_every_target_is_ignored() -> None:
-    # Nothing to count: no accuracy rather than a NaN in the history (the loss, a mean
-    # over no sample, is NaN).
+    # Nothing to count: no accuracy rather than a NaN in the history, and no validation
+    # loss either (a mean over no sample, 0 / 0).
     model = _model()
     inputs, targets = _data(64)
     ignored = torch.full_like(targets, -100)
@@ -89,7 +87,8 @@ def test_no_accuracy_is_recorded_when_every_target_is_ignored() -> None:
     probe = _probe(watch)
     assert "val_accuracy" not in probe
     assert "gap" not in probe
-    assert math.isnan(probe["val_loss"])
+    assert "val_loss" not in probe
+    assert watch.history.val_loss.values == []
     unlabeled = monitor.watch(model, monitor_data=(inputs, ignored))
     assert "monitor_accuracy" not in _probe(unlabeled)
     assert unlabeled.history.monitor_accuracy.values == []

@@ -266,6 +266,24 @@ def count_correct(
     return hits.sum(), counted.sum()
 
 
+def count_loss_samples(outputs: object, targets: Tensor, ignore_index: int) -> Tensor | None:
+    """The number of targets a mean cross-entropy averages over, as a 0-d int64 tensor left
+    on the device (no host sync): for class indices (integer ``targets`` with one dimension
+    less than the ``outputs``, whose class dimension is 1, or 0 unbatched), those not equal
+    to ``ignore_index``. None for other targets (probability rows, regression values, one
+    output column), whose mean counts every sample. A batch's mean loss weighted by this
+    count sums to the mean over the samples of many batches; with none counted the mean is
+    NaN (0 / 0) and its gradients zero, and the weight is 0."""
+    if not isinstance(outputs, Tensor) or targets.is_floating_point() or targets.is_complex():
+        return None
+    if targets.dtype == torch.bool:
+        return None
+    class_dim = 1 if outputs.dim() > 1 else 0
+    if outputs.dim() != targets.dim() + 1 or outputs.shape[class_dim] == 1:
+        return None
+    return (targets != ignore_index).sum()
+
+
 def ignore_index_of(loss_fn: object) -> int:
     """The class index ``loss_fn`` leaves out, for an accuracy that leaves out the same
     samples: its ``ignore_index`` attribute (``nn.CrossEntropyLoss``, ``nn.NLLLoss``) or

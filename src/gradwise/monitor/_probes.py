@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from gradwise._modes import restore_modes
-from gradwise.losses._losses import count_correct, ignore_index_of
+from gradwise.losses._losses import count_correct, count_loss_samples, ignore_index_of
 from gradwise.monitor._units import UnitAxes
 
 #: Units whose output is never > 0 on the monitoring subset are dead.
@@ -761,7 +761,9 @@ def run_activation_probe(
     try:
         with probe_mode(model, inputs.device), unit_axes.learning():
             outputs = model(inputs)
-            loss_tensor, hits = _loss_and_hits(outputs, targets, loss_fn, custom_loss=custom_loss)
+            loss_tensor, hits, _ = _loss_and_hits(
+                outputs, targets, loss_fn, custom_loss=custom_loss
+            )
             correct_tensor, counted_tensor = (None, None) if hits is None else hits
             layers, (loss, correct, counted) = stats.results(
                 (loss_tensor, correct_tensor, counted_tensor)
@@ -787,53 +789,66 @@ def evaluate(
 ) -> tuple[float | None, float | None]:
     """Mean loss and accuracy (None when not classification, or when every target is the
     loss's ignore_index) in eval mode, in batches; ``custom_loss``: ``loss_fn`` takes any
-    outputs (else only a tensor of outputs)."""
-    loss_sum, correct, counted, classification = 0.0, 0, 0, True
+    outputs (else only a tensor of outputs).
+
+    Each batch's mean loss weighs the samples it counted (targets equal to the loss's
+    ignore_index left out, as the mean leaves them out): a batch with none counted weighs 0
+    (its mean is 0 / 0), and with none counted in all the loss is None too."""
+    loss_sum, loss_count, correct, counted, classification = 0.0, 0, 0, 0, True
     with probe_mode(model, inputs.device):
         for begin in range(0, len(targets), batch_size):
             batch = targets[begin : begin + batch_size]
             outputs = model(inputs[begin : begin + batch_size])
-            loss, hits = _loss_and_counts(outputs, batch, loss_fn, custom_loss=custom_loss)
-            loss_sum += (loss if loss is not None else math.nan) * len(batch)
+            loss, hits, samples = _loss_and_counts(outputs, batch, loss_fn, custom_loss=custom_loss)
+            samples = len(batch) if samples is None else samples
+            if samples:  # NaN x 0 is NaN: a batch that counted nothing is left out
+                loss_sum += (loss if loss is not None else math.nan) * samples
+                loss_count += samples
             classification &= hits is not None
             if hits is not None:  # sums over the batches: a mean of their accuracies is not
                 correct += hits[0]
                 counted += hits[1]
-    count = max(len(targets), 1)
-    return loss_sum / count, _accuracy(correct, counted) if classification else None
+    if not loss_count and len(targets):
+        return None, None
+    return loss_sum / max(loss_count, 1), _accuracy(correct, counted) if classification else None
 
 
 def _loss_and_hits(
     outputs: Any, targets: Tensor | None, loss_fn: LossFunction, *, custom_loss: bool
-) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None]:
+) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None, Tensor | None]:
     """:func:`_loss_and_counts` left on the device, to be read with the rest of the
-    probe's numbers: the loss (a 0-dim tensor), and the right predictions and the samples
-    counted (0-dim tensors; targets equal to the loss's ignore_index left out of both)."""
+    probe's numbers: the loss (a 0-dim tensor), the right predictions and the samples
+    counted for accuracy, and the samples the loss counted (0-dim tensors; targets equal
+    to the loss's ignore_index left out of all; None: every sample)."""
     # A custom loss gets whatever the model returns (a tuple, a dict, ...); a named loss
     # needs a tensor of outputs.
     if targets is None or not (custom_loss or isinstance(outputs, Tensor)):
-        return None, None
+        return None, None, None
     device = outputs.device if isinstance(outputs, Tensor) else targets.device
     # A custom loss may return a number.
     loss = loss_fn(outputs, targets)
     if not isinstance(loss, Tensor) or loss.device != device:
         loss = torch.as_tensor(loss, device=device)
+    ignore_index = ignore_index_of(loss_fn)
+    loss_count = count_loss_samples(outputs, targets, ignore_index)
     # Accuracy only for class scores: (batch, classes) against class indices.
     if not isinstance(outputs, Tensor) or outputs.dim() != 2 or targets.is_floating_point():
-        return loss, None
-    return loss, count_correct(outputs, targets, ignore_index_of(loss_fn))
+        return loss, None, loss_count
+    return loss, count_correct(outputs, targets, ignore_index), loss_count
 
 
 def _loss_and_counts(
     outputs: Any, targets: Tensor | None, loss_fn: LossFunction, *, custom_loss: bool
-) -> tuple[float | None, tuple[int, int] | None]:
-    """The loss, and the right predictions and the samples counted for accuracy (None when
-    the outputs are no class scores), read on the host."""
-    loss, hits = _loss_and_hits(outputs, targets, loss_fn, custom_loss=custom_loss)
-    if hits is None:
-        return None if loss is None else float(loss), None
-    correct, counted = torch.stack(hits).tolist()  # one host read for both
-    return None if loss is None else float(loss), (correct, counted)
+) -> tuple[float | None, tuple[int, int] | None, int | None]:
+    """The loss, the right predictions and the samples counted for accuracy (None when
+    the outputs are no class scores), and the samples the loss counted (None: every
+    sample), read on the host."""
+    loss, hits, loss_count = _loss_and_hits(outputs, targets, loss_fn, custom_loss=custom_loss)
+    counts = [*(hits or ()), *(() if loss_count is None else (loss_count,))]
+    read = torch.stack(counts).tolist() if counts else []  # one host read for all
+    samples = int(read[-1]) if loss_count is not None else None
+    hit_counts = (int(read[0]), int(read[1])) if hits is not None else None
+    return None if loss is None else float(loss), hit_counts, samples
 
 
 def _accuracy(correct: float | None, counted: float | None) -> float | None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from gradwise._modes import module_modes, restore_modes
 from gradwise.data import Dataset, iterate_once
-from gradwise.losses._losses import count_correct, ignore_index_of
+from gradwise.losses._losses import count_correct, count_loss_samples, ignore_index_of
 
 EVALUATION_BATCH_SIZE = 1024
 
@@ -32,7 +32,11 @@ class Accumulator:
     are float64, so that a resumed run reports the same means as an uninterrupted one, and
     the counts among them stay exact integers (up to 2**53). The accuracy is the sum of
     correct predictions over the sum of samples counted (the ignored ones left out), not a
-    mean of batch accuracies: NaN when a window counted none.
+    mean of batch accuracies: NaN when a window counted none. The mean loss likewise weighs
+    each batch's mean by the samples that mean is over (``loss_count``: the targets not
+    ignored; the batch size when the loss counts every sample): a batch whose targets are
+    all ignored (its mean NaN, 0 / 0) weighs 0 and adds nothing, and a window without a
+    sample counted has a NaN mean loss, as its accuracy is NaN.
     """
 
     def __init__(self, device: torch.device, windows: Sequence[str] = ()) -> None:
@@ -41,16 +45,32 @@ class Accumulator:
         self.has_accuracy = False
         rows = 1 + len(self.windows)
         self._loss_sums = torch.zeros(rows, dtype=torch.float64, device=device)
+        self._loss_counts = torch.zeros(rows, dtype=torch.float64, device=device)  # the weights
         # (rows, 2): correct predictions, samples counted for accuracy.
         self._hit_sums = torch.zeros((rows, 2), dtype=torch.int64, device=device)
         self._counts = [0] * rows  # samples, on the host: reading them needs no sync
 
-    def add(self, mean_loss: Tensor, hits: Hits | None, count: int) -> None:
-        # Every row at once, in three small tensor ops and no host sync (add_ widens the
-        # mean loss to float64 before it multiplies it). Measured on one CPU thread with
-        # the default model's step inputs (batch 128): 3.7-4.0 us per add, where the one
-        # running sum per value took 5.5-5.7 us (five ops); a step takes ~3 ms.
-        self._loss_sums.add_(mean_loss, alpha=count)
+    def add(
+        self, mean_loss: Tensor, hits: Hits | None, count: int, loss_count: Tensor | None = None
+    ) -> None:
+        """Add a batch of ``count`` samples: its mean loss over ``loss_count`` of them (a 0-d
+        tensor, see :func:`count_loss_samples`; None: over all ``count``) and its hits.
+
+        A batch whose loss counted nothing must come with a mean loss of 0, not its NaN
+        (0 / 0): NaN x 0 is NaN, and would poison every sum. (The trainer knows it from
+        the loss it reads anyway, so its steps need no masking op.)"""
+        # Every row at once, in a few small tensor ops and no host sync (add_ and addcmul_
+        # widen the mean loss to float64 before they multiply it). Measured on one CPU
+        # thread with the default model's step inputs (batch 128): 3.7-4.0 us per add, where
+        # the one running sum per value took 5.5-5.7 us (five ops); a step takes ~3 ms.
+        # Weighing by the samples counted adds ~2 us (addcmul_ and the counts' add_); a
+        # where() to mask a NaN mean here would add ~3 us more.
+        if loss_count is None:
+            self._loss_sums.add_(mean_loss, alpha=count)
+            self._loss_counts += count
+        else:
+            self._loss_sums.addcmul_(mean_loss, loss_count)
+            self._loss_counts += loss_count
         if hits is not None:
             self._hit_sums += torch.stack(hits)
             self.has_accuracy = True
@@ -71,6 +91,7 @@ class Accumulator:
         row = 1 + self.windows.index(window)
         means = self._means(row)
         self._loss_sums[row] = 0
+        self._loss_counts[row] = 0
         self._hit_sums[row] = 0
         self._counts[row] = 0
         return means
@@ -79,16 +100,19 @@ class Accumulator:
         count = self._counts[row]
         if count == 0:
             return float("nan"), None
-        loss = self._loss_sums[row].item() / count
+        # One host read for all four (float64 holds the counts exactly, up to 2**53).
+        sums = [self._loss_sums[row], self._loss_counts[row], *self._hit_sums[row]]
+        loss_sum, loss_count, correct, counted = torch.stack(sums).tolist()
+        loss = loss_sum / loss_count if loss_count else float("nan")
         if not self.has_accuracy:
             return loss, None
-        correct, counted = self._hit_sums[row].tolist()
         return loss, correct / counted if counted else float("nan")
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "windows": list(self.windows),
             "loss_sums": self._loss_sums.to("cpu", copy=True),
+            "loss_counts": self._loss_counts.to("cpu", copy=True),
             "hit_sums": self._hit_sums.to("cpu", copy=True),
             "counts": list(self._counts),
             "has_accuracy": self.has_accuracy,
@@ -108,7 +132,14 @@ class Accumulator:
         loss_sums = state["loss_sums"].to(self.device, torch.float64)[rows]
         hit_sums = state["hit_sums"].to(self.device, torch.int64)[rows]
         counts = [int(state["counts"][row]) for row in rows]
-        self._loss_sums, self._hit_sums, self._counts = loss_sums, hit_sums, counts
+        # Saved before the losses were weighted by the samples they counted: each batch
+        # weighed its size then, so the weights of what those sums hold are the counts.
+        saved_counts = state.get("loss_counts")
+        if saved_counts is None:
+            saved_counts = torch.tensor([float(count) for count in state["counts"]])
+        loss_counts = saved_counts.to(self.device, torch.float64)[rows]
+        self._loss_sums, self._loss_counts = loss_sums, loss_counts
+        self._hit_sums, self._counts = hit_sums, counts
         self.has_accuracy = bool(state["has_accuracy"])
 
 
@@ -158,8 +189,9 @@ def evaluate(
 ) -> tuple[float, float | None]:
     """Mean loss and accuracy (None for regression) over a split, in eval mode.
 
-    The accuracy leaves out the samples whose class index is ``loss_fn``'s ignore_index
-    (-100 unless the loss says otherwise, see :func:`ignore_index_of`): NaN when every
+    Both leave out the samples whose class index is ``loss_fn``'s ignore_index (-100
+    unless the loss says otherwise, see :func:`ignore_index_of`): each batch's mean loss
+    weighs the samples it counted, a batch with none weighs 0, and both are NaN when every
     sample is left out. Afterwards every module gets back its own train/eval mode (not
     ``model.train()``, which would put a batch norm the user froze in eval mode back in
     training).
@@ -172,7 +204,11 @@ def evaluate(
         for inputs, targets in iterate_once(dataset, batch_size, device=device):
             outputs = model(inputs)
             hits = count_correct(outputs, targets, ignore_index) if classification else None
-            totals.add(loss_fn(outputs, targets), hits, len(targets))
+            loss = loss_fn(outputs, targets)
+            loss_count = count_loss_samples(outputs, targets, ignore_index)
+            if loss_count is not None:  # a mean over no sample (NaN) adds nothing
+                loss = torch.where(loss_count > 0, loss, 0.0)
+            totals.add(loss, hits, len(targets), loss_count)
     finally:
         restore_modes(modes)
     return totals.means()

@@ -22,7 +22,7 @@ from gradwise.averaging._average import why_nothing_averaged
 from gradwise.data import Batches, Dataset, DataSplits
 from gradwise.distributed._world import World
 from gradwise.losses import get_loss
-from gradwise.losses._losses import count_correct, ignore_index_of
+from gradwise.losses._losses import count_correct, count_loss_samples, ignore_index_of
 from gradwise.optim import next_step_lr
 from gradwise.regularize import EarlyStopping, Mixup
 from gradwise.runs import RunFolder, RunFolderError, read_summary, to_timestamp
@@ -492,8 +492,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         hits = _hits(outputs, labels, self.loss_fn) if self.classification else None
-        loss, hits = self._batch_totals(loss.detach(), hits, len(labels), total)
-        self._check_finite(loss)
+        loss_count = _loss_count(outputs, targets, hits, self.loss_fn)
+        loss, hits, loss_count = self._batch_totals(
+            loss.detach(), hits, loss_count, len(labels), total
+        )
+        if not self._check_finite(loss, loss_count):
+            loss = torch.zeros_like(loss)  # its NaN would poison the sums (NaN x 0 is NaN)
         if self.clip_grad_norm is not None:
             self._clip_gradients(self.clip_grad_norm)
         used_lr = self._lr()  # a schedule in the group counts its steps in step()
@@ -501,31 +505,41 @@ class Trainer:
         self._used_lr = used_lr
         if self.scheduler is not None:
             self.scheduler.step()
-        self._totals.add(loss, hits, total)
+        self._totals.add(loss, hits, total, loss_count)
 
     def _batch_totals(
-        self, loss: Tensor, hits: Hits | None, count: int, total: int
-    ) -> tuple[Tensor, Hits | None]:
-        """The whole batch's mean loss, correct count and count of samples that accuracy
-        counts (the last two summed over the ranks).
+        self, loss: Tensor, hits: Hits | None, loss_count: Tensor | None, count: int, total: int
+    ) -> tuple[Tensor, Hits | None, Tensor | None]:
+        """The whole batch's mean loss, correct count, count of samples that accuracy
+        counts and count of samples the loss counts (None: all; the last three summed over
+        the ranks): each rank's mean loss weighs the samples it counted.
 
-        A rank whose shard is empty (a batch smaller than the world) contributes 0 to all:
-        its mean loss is NaN (a mean over no samples), and NaN x 0 would be NaN.
+        A rank whose loss counted nothing (an empty shard, a batch smaller than the world,
+        or every target ignored) contributes 0 to all: its mean loss is NaN (a mean over
+        no samples), and NaN x 0 would be NaN.
         """
         if not self.world.is_distributed:
-            return loss, hits
-        zero = loss.new_zeros((), dtype=torch.float64)
-        loss_sum = loss.to(torch.float64) * count if count else zero
-        correct, counted = hits if hits is not None else (zero, zero)
-        sums = torch.stack([loss_sum, correct.to(torch.float64), counted.to(torch.float64)])
-        self.world.sum(sums)
-        mean = sums[0] / total
+            return loss, hits, loss_count
+        loss = loss.to(torch.float64)
+        if loss_count is None:  # every sample counted: new_full, not a copy from the host
+            weight = loss.new_full((), float(count))
+            loss_sum = loss * count if count else weight
+        else:
+            weight = loss_count.to(torch.float64)
+            loss_sum = torch.where(loss_count > 0, loss, 0.0) * weight
+        correct, counted = hits if hits is not None else (weight, weight)
+        sums = [loss_sum, weight, correct.to(torch.float64), counted.to(torch.float64)]
+        summed = self.world.sum(torch.stack(sums))
+        mean = summed[0] / summed[1]  # NaN when the whole batch counted nothing
+        loss_count = summed[1] if loss_count is not None else None
         if hits is None:
-            return mean, None
-        correct, counted = sums[1:].round().to(torch.int64)
-        return mean, (correct, counted)
+            return mean, None, loss_count
+        correct, counted = summed[2:].round().to(torch.int64)
+        return mean, (correct, counted), loss_count
 
-    def _check_finite(self, loss: Tensor) -> None:
+    def _check_finite(self, loss: Tensor, loss_count: Tensor | None) -> bool:
+        """Raise TrainingDiverged for a NaN or infinite loss; whether the loss counted any
+        sample (False: every target ignored, a NaN mean over none and no divergence)."""
         # One host sync per step; on CPU it costs nothing measurable, and it lets the run
         # stop before a NaN reaches the weights.
         value = float(loss.detach())
@@ -534,7 +548,12 @@ class Trainer:
         step = self._position.step + 1
         if math.isfinite(value):
             self._last_finite = (step, value)
-            return
+            return True
+        if loss_count is not None and not bool(loss_count):  # a second read, only here
+            # Every target of the batch ignored: its mean loss is 0 / 0, but its gradients
+            # are zero and the weights as good as before. It weighs 0 in the means; the
+            # state's loss stays the last finite one.
+            return False
         state = self._state()
         for callback in self.callbacks:
             callback.on_diverged(state, value)
@@ -1246,6 +1265,17 @@ def _direction(monitor: str, mode: str) -> Literal["min", "max"]:
         return mode  # type: ignore[return-value]
     accuracy_like = any(word in monitor for word in ("acc", "auc", "f1", "precision", "recall"))
     return "max" if accuracy_like else "min"
+
+
+def _loss_count(
+    outputs: Tensor, targets: Tensor, hits: Hits | None, loss_fn: LossFunction
+) -> Tensor | None:
+    """The samples the batch's mean loss is over (:func:`count_loss_samples`; None: all of
+    them). When the loss saw the labels themselves (no mixup), the same labels that
+    accuracy counts: their count is taken from ``hits``, at no further cost."""
+    if hits is not None and not targets.is_floating_point():
+        return hits[1]
+    return count_loss_samples(outputs, targets, ignore_index_of(loss_fn))
 
 
 def _hits(outputs: Tensor, labels: Tensor, loss_fn: LossFunction) -> Hits | None:
