@@ -1,7 +1,7 @@
-"""A `gradwise train` run SIGKILLed after an epoch's checkpoint keeps its probe files.
+"""A `gradwise train` run SIGKILLed after a checkpoint keeps its probe files.
 
-probes.jsonl and histograms.jsonl are appended at each epoch's end, just before its
-checkpoint: a killed run leaves them valid and holding exactly the records up to its last
+probes.jsonl and histograms.jsonl are appended just before each checkpoint (an epoch's
+end's, or one of checkpoint.every_steps within an epoch): a killed run leaves them valid and holding exactly the records up to its last
 checkpoint, and `--resume` ends with the files of an uninterrupted run.
 """
 
@@ -79,6 +79,62 @@ def test_a_killed_run_keeps_its_probe_files_up_to_the_checkpoint_and_resumes_the
         expected = [r for r in _lines(whole / name) if r["step"] <= checkpoint["step"]]
         assert _lines(run / name) == expected, name
         assert max(record["step"] for record in expected) > checkpoint["step"] // 2
+
+    resumed = gradwise("train", "--resume", "runs/small", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    for name in FILES:
+        assert (run / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+# The same run with a checkpoint every 7 steps, SIGKILLed at the step after the first
+# mid-epoch one past epoch 1 (spirals' 16-sample batches give more than 7 steps an epoch).
+_KILLED_MID_EPOCH = """
+import os, signal
+from gradwise.config import load_config
+from gradwise.train import Callback, train
+
+class KillAfterAMidEpochCheckpoint(Callback):
+    def on_step_end(self, state):
+        if state.epoch >= 1 and state.step % 7 == 1 and state.batch_index > 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+train(load_config("small.yaml"), progress=False, callbacks=[KillAfterAMidEpochCheckpoint()])
+"""
+
+
+def test_a_run_killed_after_a_mid_epoch_checkpoint_keeps_its_probe_files_up_to_it(
+    tmp_path: Path,
+) -> None:
+    # Before, the files were appended at epoch ends only: a kill after a checkpoint of
+    # checkpoint.every_steps left them at the last epoch's end, behind the checkpoint.
+    config = CONFIG + "checkpoint: {every_steps: 7}\n"
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "whole" / "small.yaml").write_text(config)
+    completed = gradwise("train", "small.yaml", "--no-progress", cwd=tmp_path / "whole")
+    assert completed.returncode == 0, completed.stderr
+    whole = tmp_path / "whole" / "runs/small"
+
+    (tmp_path / "small.yaml").write_text(config)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_EPOCH],
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run = tmp_path / "runs/small"
+    position = load_checkpoint(run / "checkpoints/last.pt")["position"]
+    assert position["batch"] > 0  # within an epoch
+    assert position["step"] % 7 == 0
+    for name in FILES:
+        expected = [r for r in _lines(whole / name) if r["step"] <= position["step"]]
+        assert _lines(run / name) == expected, name
+    # Records of the checkpoint's own epoch are there (monitor.cheap_every is 2).
+    probes = _lines(run / "probes.jsonl")
+    assert max(record["step"] for record in probes) > position["step"] - position["batch"]
 
     resumed = gradwise("train", "--resume", "runs/small", "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr

@@ -33,7 +33,8 @@ class WatchCallback(Callback):
     With a ``run`` folder the per-layer records and histograms go to its ``probes.jsonl``
     and ``histograms.jsonl`` as the run goes (:class:`ProbeFiles`): written whole when the
     fit starts (a resume drops what a killed run wrote after its checkpoint), then what is
-    new appended at each epoch's end, just before its checkpoint, and when the fit ends.
+    new appended at each epoch's end and just before every checkpoint (those within an
+    epoch too), and when the fit ends.
     """
 
     def __init__(self, watch: Watch, run: RunFolder | None = None) -> None:
@@ -49,6 +50,11 @@ class WatchCallback(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         self.watch.observe(state.metrics, step=state.step)
+        self.append_probe_files()
+
+    def on_checkpoint(self, state: TrainState) -> None:
+        # Also the checkpoints within an epoch (checkpoint_every): a run killed after one
+        # resumes from it, and its files must hold what it holds.
         self.append_probe_files()
 
     def on_fit_end(self, state: TrainState) -> None:

@@ -76,6 +76,13 @@ class Callback:
     def on_fit_end(self, state: TrainState) -> None:
         """After the last step, however the run ended (completed, stopped, interrupted)."""
 
+    def on_checkpoint(self, state: TrainState) -> None:
+        """Just before a checkpoint is written (with a run folder: at each epoch's end
+        after ``on_epoch_end``, every ``checkpoint_every`` steps, and when a run stops or
+        is interrupted): bring files the callback keeps up to what the checkpoint will
+        hold, so that a run killed after it resumes with both in step. Its
+        :meth:`state_dict` is taken right after."""
+
     def on_diverged(self, state: TrainState, loss: float) -> None:
         """The loss of step ``state.step`` became ``loss`` (NaN or inf); the run stops.
 

@@ -758,6 +758,9 @@ class Trainer:
         """Write last.pt (rank 0 only); whether this process wrote it."""
         if self.run is None:
             return False
+        state = self._state()
+        for callback in self.callbacks:
+            callback.on_checkpoint(state)
         contents = self._checkpoint()  # a collective with several ranks: all call it
         if not self.world.is_main:
             return False
