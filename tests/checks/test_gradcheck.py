@@ -804,6 +804,93 @@ def test_a_model_that_cannot_be_deep_copied_is_refused_with_the_reason(spirals):
         gradcheck(model, F.cross_entropy, *spirals)
 
 
+class _ThreeFeatures(nn.Module):
+    """An MLP on 3 features, not an nn.Sequential (its forward is evaluated whole)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(3, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [_ThreeFeatures, lambda: nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))],
+    ids=["module", "sequential"],
+)
+def test_a_model_or_targets_that_do_not_fit_the_data_are_named_with_the_shapes(model):
+    # torch's bare errors from deep inside a layer or the loss, QA: now one error that
+    # says which call could not run on what, with torch's error chained.
+    torch.manual_seed(0)
+    targets = torch.randint(0, 3, (16,))
+    wide = (
+        "The model given to gradcheck cannot run on inputs of shape (16, 4): RuntimeError: "
+        "mat1 and mat2 shapes cannot be multiplied (16x4 and 3x8). Check that the model "
+        "takes inputs of that shape."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(wide)}$") as raised:
+        gradcheck(model(), F.cross_entropy, torch.randn(16, 4), targets)
+    assert isinstance(raised.value.__cause__, RuntimeError)
+
+    few = (
+        "The loss_fn given to gradcheck cannot run on the model's outputs (of shape (16, 3)) "
+        "and the targets (of shape (5,)): ValueError: Expected input batch_size (16) to "
+        "match target batch_size (5). Check that the targets fit the outputs"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(few)}") as raised:
+        gradcheck(model(), F.cross_entropy, torch.randn(16, 3), targets[:5])
+    assert isinstance(raised.value.__cause__, ValueError)
+
+
+def test_a_model_returning_a_tuple_is_described_when_the_loss_cannot_take_it():
+    class TupleOut(_ThreeFeatures):
+        def forward(self, x):
+            return super().forward(x), x
+
+    with pytest.raises(ValueError, match=r"the model's outputs \(a tuple of 2\) and the targets"):
+        gradcheck(TupleOut(), F.cross_entropy, torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+
+
+class _RaisingBackward(torch.autograd.Function):
+    """The identity whose backward has a bug that raises (a shape error of its own)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad @ torch.ones(5, 5, dtype=grad.dtype)  # grad is (4, 3): cannot multiply
+
+
+class _Lambda(nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+
+class _Interrupted(nn.Linear):
+    def forward(self, x):
+        raise KeyboardInterrupt
+
+
+def test_errors_that_are_not_about_the_data_are_not_relabelled():
+    # Only the model's and the loss's first call are guarded: a backward that raises is
+    # the bug gradcheck exists to find, and an interrupt is the user's.
+    model = nn.Sequential(nn.Linear(3, 3), _Lambda(_RaisingBackward.apply))
+    inputs, targets = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied") as raised:
+        gradcheck(model, F.cross_entropy, inputs, targets)
+    assert not isinstance(raised.value, ValueError)
+    with pytest.raises(KeyboardInterrupt):
+        gradcheck(_Interrupted(3, 3), F.cross_entropy, inputs, targets)
+
+
 def test_integer_inputs_work_and_cannot_be_checked():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(5, 4), nn.Flatten(), nn.Linear(8, 2))

@@ -393,6 +393,39 @@ def test_an_optimizer_the_sweep_cannot_drive_is_refused_up_front(make: Any, mess
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+def test_an_optimizer_over_none_of_the_models_parameters_is_refused_up_front() -> None:
+    # QA: an optimizer over another model's parameters swept a model that never moved and
+    # suggested 1.2e-08, the minibatches' noise read as a fall.
+    model, batches = _linear_problem()
+    other = nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(other.parameters(), lr=0.1)
+    before = other.weight.detach().clone()
+    with pytest.raises(ValueError, match=re.escape(
+        "The 'optimizer' parameter of lr_find must hold some of the model's trainable "
+        "parameters. Got an optimizer (SGD) that steps none of them instead (it holds 2 other "
+        "tensors)"
+    )):  # fmt: skip
+        lr_find(model, optimizer, batches, num_steps=20, num_sweeps=1)
+    assert torch.equal(other.weight, before)  # no sweep ran
+    assert other.weight.grad is None
+    # A model with no trainable parameter: no optimizer can step it.
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"^The 'model' parameter of lr_find must have a train"):
+        lr_find(model, torch.optim.SGD(model.parameters(), lr=0.1), batches, num_steps=20)
+
+
+def test_an_optimizer_over_some_of_the_models_parameters_or_more_is_swept() -> None:
+    # Fine-tuning the head only, and a learnable temperature of the loss with the model.
+    model, loss = _net(), _TemperedLoss()
+    head = torch.optim.SGD(model[-1].parameters(), lr=0.1)
+    result = lr_find(model, head, _data(), start_lr=1e-3, end_lr=1e2, num_steps=20, num_sweeps=1)
+    assert len(result.losses) >= 10
+    both = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
+    result = lr_find(model, both, _data(), loss_fn=loss, start_lr=1e-3, end_lr=1e2,
+                     num_steps=20, num_sweeps=1)  # fmt: skip
+    assert len(result.losses) >= 10
+
+
 def test_a_gradwise_chain_built_by_a_factory_is_swept() -> None:
     model, batches = _linear_problem()
     optimizer = optim.Optimizer(

@@ -25,6 +25,7 @@ from gradwise._validation import (
     check,
     invalid_value_error,
 )
+from gradwise.checks._fit import cannot_run_message, structure
 from gradwise.diagnosis import Diagnosis, Finding
 
 Verdict = Literal["zero", "good", "ok", "kink", "unstable", "suspicious", "wrong"]
@@ -329,8 +330,10 @@ def gradcheck(
 
     Raises:
         TypeError: a model, function or tensor of the wrong type.
-        ValueError: a bad setting, a model that ``copy.deepcopy`` refuses, a loss that is
-            not a finite scalar, or a penalty that does not depend on the model it is given.
+        ValueError: a bad setting, a model that ``copy.deepcopy`` refuses, a model that
+            cannot run on the inputs or a loss on its outputs and the targets (their first
+            call; torch's error chained), a loss that is not a finite scalar, or a penalty
+            that does not depend on the model it is given.
 
     Example:
         >>> import torch
@@ -363,6 +366,10 @@ def gradcheck(
         )
     checked = tensors + [("inputs", x)] if check_inputs else tensors
     with _rng_fork(probe):
+        _reseed(seed)
+        # The first evaluation, before anything else runs the model: it says which of
+        # the model and the loss cannot run on the data, if one cannot.
+        value = _first_loss(probe, loss_fn, x, y)
         shortcuts = _Shortcuts.build(probe, loss_fn, x, y, seed)
         checks = _check_term(
             "loss",
@@ -372,6 +379,7 @@ def gradcheck(
             checked,
             settings,
             shortcuts.objective if shortcuts is not None else None,
+            value,
         )
         if penalty is not None:
             checks += _check_term("penalty", lambda: penalty(probe), tensors, settings)
@@ -438,6 +446,43 @@ def _float64_copy(model: nn.Module) -> nn.Module:
         ) from error
     # Complex parameters and buffers to complex128, as .double() takes real ones to float64.
     return probe.double()._apply(_widened).eval()
+
+
+# What torch raises when a model or a loss does not fit the data: a layer that takes
+# another width (RuntimeError), a loss given another number of targets (ValueError), a
+# target outside the outputs (IndexError), outputs a loss cannot take (TypeError).
+_DOES_NOT_FIT = (TypeError, RuntimeError, IndexError, ValueError)
+
+
+def _first_loss(
+    probe: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor
+) -> Tensor:
+    """``loss_fn(probe(x), y)``, with the model's and the loss's call each guarded: one
+    that cannot run on the data is a ValueError that names it and the shapes, chaining
+    torch's error. Only these two calls are: the backward pass (a custom autograd
+    Function's, which the check exists to test) raises as it is."""
+    try:
+        outputs = probe(x.clone())
+    except _DOES_NOT_FIT as error:
+        raise ValueError(cannot_run_message(
+            "model", "gradcheck", f"inputs of shape {tuple(x.shape)}", error,
+            "Check that the model takes inputs of that shape.",
+        )) from error  # fmt: skip
+    try:
+        return loss_fn(outputs, y.clone())
+    except _DOES_NOT_FIT as error:
+        described = (
+            f"of shape {tuple(outputs.shape)}" if isinstance(outputs, Tensor)
+            else structure(outputs)
+        )  # fmt: skip
+        raise ValueError(cannot_run_message(
+            "loss_fn", "gradcheck",
+            f"the model's outputs ({described}) and the targets (of shape "
+            f"{tuple(y.shape)})", error,
+            "Check that the targets fit the outputs (one per input sample, of the kind the "
+            "loss takes) and that loss_fn takes the outputs (a model that returns a tuple "
+            "or dict needs a loss function that picks them).",
+        )) from error  # fmt: skip
 
 
 def _widened(tensor: Tensor) -> Tensor:
@@ -601,9 +646,11 @@ def _check_term(
     tensors: Sequence[tuple[str, Tensor]],
     settings: _Settings,
     shortcut: Shortcut | None = None,
+    value: Tensor | None = None,
 ) -> _TermChecks:
-    _reseed(settings.seed)
-    value = objective()
+    if value is None:  # else the caller evaluated the objective at x (seeded) already
+        _reseed(settings.seed)
+        value = objective()
     f_zero = _scalar(term, value)
     gradients = _analytic_gradients(term, value, [tensor for _, tensor in tensors])
     sampler = random.Random(settings.seed)

@@ -30,6 +30,7 @@ from gradwise._validation import (
     Satisfies,
     check,
 )
+from gradwise.checks._fit import cannot_run_message, structure
 from gradwise.data import Dataset, DataSplits
 from gradwise.diagnosis import REMEDIES, Diagnosis, Finding
 from gradwise.losses import LOSS_NAMES, Loss, chance_loss, get_loss
@@ -779,35 +780,29 @@ def _check_model_runs(
                     module.eval()  # batch statistics of one sample would raise
             try:
                 outputs = work(inputs)
-                kinds[mode] = _structure(outputs)
+                kinds[mode] = structure(outputs)
                 loss_fn(outputs, targets)
             except (TypeError, RuntimeError, IndexError) as error:
                 raise ValueError(_cannot_run_message(owner, dataset, mode, kinds, error)) from error
 
 
-def _structure(outputs: Any) -> str:
-    """What a forward pass returned, in words: "a Tensor", "a tuple of 2", "a dict"."""
-    if isinstance(outputs, tuple | list):
-        return f"a {type(outputs).__name__} of {len(outputs)}"
-    return f"a {type(outputs).__name__}"
-
-
 def _cannot_run_message(
     owner: str, dataset: Dataset, mode: str, kinds: Mapping[str, str], error: Exception
 ) -> str:
-    first_line = str(error).splitlines()[0] if str(error) else ""
     differs = ""
     if mode == "training" and kinds.get("training", kinds["eval"]) != kinds["eval"]:
         differs = (
             f"; the model returns {kinds['training']} in training mode but {kinds['eval']} "
             "in eval mode, and the checks run it in training mode (dropout off)"
         )
-    return (
-        f"The model and loss given to {owner} cannot run on the data (inputs of shape "
-        f"{tuple(dataset.inputs.shape)}) in {mode} mode{differs}: {type(error).__name__}: "
-        f"{first_line}. Check that the model takes inputs of that shape and that the loss "
-        "takes its outputs in both modes (a model that returns a tuple or dict needs a loss "
-        "function that picks the outputs)."
+    return cannot_run_message(
+        "model and loss",
+        owner,
+        f"the data (inputs of shape {tuple(dataset.inputs.shape)}) in {mode} mode{differs}",
+        error,
+        "Check that the model takes inputs of that shape and that the loss takes its outputs "
+        "in both modes (a model that returns a tuple or dict needs a loss function that "
+        "picks the outputs).",
     )
 
 

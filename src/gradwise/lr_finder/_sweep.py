@@ -120,7 +120,9 @@ def lr_find(
             ``optim.Optimizer(params, lambda lr: chain(..., scale_by_learning_rate(lr)),
             lr=1e-3)``); its other settings are kept. A fixed transform (no ``lr`` to set)
             and :class:`~gradwise.optim.Newton` (its closure must not call ``backward()``)
-            raise a ValueError.
+            raise a ValueError, and so does an optimizer that holds none of the model's
+            trainable parameters (one over another model's); holding only some (the head)
+            or more (a learnable temperature of the loss) is fine.
         data: a :class:`~gradwise.data.Dataset`, :class:`~gradwise.data.DataSplits`
             (its training split), :class:`~gradwise.data.Batches`, or any iterable of
             ``(inputs, targets)`` batches (re-iterated when exhausted if it can be; an
@@ -172,6 +174,7 @@ def lr_find(
         smoothing = default_smoothing(lrs)
     _check_arguments(model, optimizer, data, loss_fn, smoothing, diverge_factor, seed)
     _check_sweepable(optimizer)
+    _check_steps_the_model(model, optimizer)
     check("batch_size", _OWNER, batch_size, POSITIVE_INT)
     check("num_sweeps", _OWNER, num_sweeps, POSITIVE_INT)
     check("rise_factor", _OWNER, rise_factor, DIVERGE_FACTOR)
@@ -498,6 +501,34 @@ def _check_sweepable(optimizer: torch.optim.Optimizer) -> None:
                 "instead. Build a chain from a factory of lr: optim.Optimizer(params, lambda "
                 "lr: chain(..., scale_by_learning_rate(lr)), lr=1e-3)."
             )
+
+
+def _check_steps_the_model(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer holds at least one of the model's trainable parameters.
+
+    One that holds none (an optimizer over another model's parameters) leaves the model as
+    it is at every lr, and the analysis reads the minibatches' noise as the loss's fall.
+    Holding some of them (the head only, for fine-tuning) or more (a learnable temperature
+    of the loss) is fine.
+    """
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if trainable & held:
+        return
+    if not trainable:
+        raise ValueError(
+            f"The 'model' parameter of {_OWNER} must have a trainable parameter "
+            f"(requires_grad=True) for the sweep to step. Got {type(model).__name__} with "
+            "none instead: unfreeze the layers to be trained and build the optimizer over them."
+        )
+    raise ValueError(
+        f"The 'optimizer' parameter of {_OWNER} must hold some of the model's trainable "
+        f"parameters. Got an optimizer ({type(optimizer).__name__}) that steps none of them "
+        f"instead (it holds {len(held)} other tensor{'s' if len(held) != 1 else ''}), so the "
+        "sweep would not train the model and would read the loss's noise as its response to "
+        "the lr. Build the optimizer over this model, e.g. "
+        "torch.optim.SGD(model.parameters(), lr=0.1)."
+    )
 
 
 def _check_arguments(
