@@ -156,8 +156,28 @@ NON_NEGATIVE_INT = Interval(low=0.0, kind="int")
 def invalid_value_error(name: str, owner: str, expected: str, value: Any) -> ValueError:
     """The one error format: what was wrong, what was expected."""
     return ValueError(
-        f"The '{name}' parameter of {owner} must be {expected}. Got {value!r} instead."
+        f"The '{name}' parameter of {owner} must be {expected}. Got {shown(value)} instead."
     )
+
+
+#: Tensors of more elements are shown in messages by their shape, not their values.
+SHOWN_ELEMENTS = 8
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a message, but a tensor of more than :data:`SHOWN_ELEMENTS`
+    elements, also inside a tuple or list, as its shape and dtype: a bad
+    ``(inputs, targets)`` pair printed the whole dataset (torch shows up to 1,000
+    elements)."""
+    if isinstance(value, torch.Tensor) and value.numel() > SHOWN_ELEMENTS:
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"<tensor of shape {tuple(value.shape)}, {dtype}>"
+    if type(value) in (tuple, list) and any(isinstance(item, torch.Tensor) for item in value):
+        items = ", ".join(shown(item) for item in value)
+        if type(value) is list:
+            return f"[{items}]"
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    return repr(value)
 
 
 def check(name: str, owner: str, value: Any, constraint: Constraint) -> None:

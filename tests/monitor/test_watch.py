@@ -642,6 +642,29 @@ def test_a_watch_whose_first_probe_fails_says_why_and_leaves_no_hook() -> None:
         monitor.watch(model, optimizer, monitor_data=wrong_width)
     assert hook_counts(model, optimizer) == (0, 0, 0)
 
+    class Broken(nn.Module):
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("Broken on purpose.")
+
+    # An error's own sentence ends in a full stop: quoted once, not as "..".
+    with pytest.raises(ValueError, match=r": RuntimeError: Broken on purpose\. Check that"):
+        monitor.watch(
+            Broken(), optimizer, monitor_data=(torch.randn(16, 8), torch.zeros(16).long())
+        )
+
+
+def test_a_bad_monitoring_pair_is_shown_by_its_shapes_not_its_values() -> None:
+    # The message printed both tensors whole (up to 1,000 values each).
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="monitor_data") as info:
+        monitor.watch(model, optimizer, monitor_data=(torch.randn(16, 8), torch.zeros(5).long()))
+    assert str(info.value) == (
+        "The 'monitor_data' parameter of watch must be an (inputs, targets) pair of tensors of "
+        "equal length, a Dataset, or None. Got (<tensor of shape (16, 8), float32>, "
+        "tensor([0, 0, 0, 0, 0])) instead."
+    )
+
 
 @pytest.mark.parametrize("targets_shape", [(64,), (64, 1)])
 def test_a_class_loss_on_one_output_is_refused(targets_shape: tuple[int, ...]) -> None:

@@ -23,6 +23,7 @@ from gradwise._validation import (
     check,
     invalid_value_error,
 )
+from gradwise.checks._fit import cannot_run_message
 from gradwise.diagnosis import Diagnosis, Finding
 from gradwise.losses import LOSS_NAMES, chance_loss, get_loss
 from gradwise.monitor._columns import ChunkedPacker, unpack_chunks, unpack_state
@@ -616,13 +617,14 @@ class Watch:
             )
             if batch is not None
         )
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        return (
-            f"The model and loss_fn given to watch cannot run on {shapes}: "
-            f"{type(error).__name__}: {first_line}. Check that the model takes inputs of that "
-            "shape and that loss_fn takes its outputs and the targets (a regression needs "
-            "loss_fn='mse' or a function; a model that returns a tuple or dict, a function "
-            "that picks the outputs)."
+        return cannot_run_message(
+            "model and loss_fn",
+            "watch",
+            shapes,
+            error,
+            "Check that the model takes inputs of that shape and that loss_fn takes its "
+            "outputs and the targets (a regression needs loss_fn='mse' or a function; a model "
+            "that returns a tuple or dict, a function that picks the outputs).",
         )
 
     def _probe(self, step: int, histograms: HistogramBatch | None) -> None:
