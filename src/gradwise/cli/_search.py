@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+# Stopped by a signal: this plus its number (EXIT_INTERRUPTED for SIGINT).
+EXIT_SIGNALLED = 128
+_STOPPED_BY = {
+    signal.SIGINT: "Ctrl-C (SIGINT)",
+    signal.SIGHUP: "SIGHUP (the terminal closed?)",
+}
 _STRATEGIES = ("grid", "random", "coarse-to-fine", "tpe")
 
 
@@ -82,11 +88,16 @@ def run_search(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         say=_say,
     )
+    stop_signal = result.stop_signal or signal.SIGINT
+    if result.interrupted:
+        print(f"stopped by {_STOPPED_BY.get(stop_signal, stop_signal.name)}; its workers were "
+              "stopped too")  # fmt: skip
     _print_result(result)
     if result.interrupted:
         if result.unfinished is None:  # else _print_result said it, with what is left
             print(_interrupted(result.progress))
-        return EXIT_INTERRUPTED
+        # The shell's status of a process a signal ended: 130 for a Ctrl-C, 143 for SIGTERM.
+        return EXIT_SIGNALLED + stop_signal
     if result.none_completed is not None:
         # Like `gradwise train` when its run fails: the search ended with no best trial.
         return EXIT_FAILED
@@ -114,6 +125,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     """``gradwise worker --storage URL --study NAME``."""
     from gradwise.config import ConfigError
     from gradwise.search import run_worker
+    from gradwise.search._worker import stop_signals
     from gradwise.train._interrupt import stop_requests
 
     if args.threads is not None:
@@ -126,9 +138,10 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker says its own lines
     folder = args.folder or Path("studies") / args.study
-    # A Ctrl-C and the SIGTERM of `gradwise search` are one request until the worker has
-    # said how it ended: the SIGTERM that follows a terminal's Ctrl-C must not kill it.
-    with stop_requests((signal.SIGINT, signal.SIGTERM)):
+    # A Ctrl-C (or hang-up) and the signal of `gradwise search` are one request until the
+    # worker has said how it ended: the SIGTERM that follows a terminal's Ctrl-C must not
+    # kill it.
+    with stop_requests(stop_signals()):
         try:
             ran = run_worker(args.storage, args.study, folder, say=_say)
         except KeyboardInterrupt:
@@ -159,6 +172,11 @@ def _print_result(result: object, limit: int | None = 10) -> None:
     # With no trial completed, the table lists the trials by number, without ranks.
     print(leaderboard_table(trials, spec, limit=limit).render_text())
     print(result.progress.line(spec.metric))
+    if result.running:
+        print(
+            "the study is running: a gradwise search or worker on this machine runs it (it "
+            f"holds {result.folder / 'running.lock'})"
+        )
     if result.unfinished is not None:
         print(result.unfinished)
     if result.none_completed is not None:

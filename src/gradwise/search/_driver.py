@@ -7,6 +7,8 @@ The study folder (``studies/<name>/`` by default) holds:
 - ``trials/trial-NNNN/``: each trial's normal run folder (config, metrics, checkpoints,
   report);
 - ``workers/worker-K.log``: what each local worker printed;
+- ``running.lock``: locked (shared) by ``gradwise search`` and each local worker while
+  they run, so ``gradwise search show`` can tell a running study from an interrupted one;
 - ``report.html``: the study report; ``best.yaml``: the best trial's config, which
   ``gradwise train best.yaml`` runs as is.
 """
@@ -19,10 +21,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -44,6 +48,8 @@ from gradwise.search._study import (
     open_storage,
     progress,
     requeue_interrupted,
+    running_elsewhere,
+    running_lock,
     sqlite_url,
     stored_settings,
 )
@@ -53,6 +59,8 @@ STUDY_FILE = "study.json"
 REPORT_FILE = "report.html"
 BEST_CONFIG_FILE = "best.yaml"
 _MAX_RESTARTS_PER_WORKER = 3
+# Signals that stop a search as a Ctrl-C (SIGINT, Python's KeyboardInterrupt) does.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 # After a Ctrl-C: how long the workers have to stop before they are killed, and how long a
 # second Ctrl-C waits before it stops them at once (see _stop).
 _STOP_GRACE_S = 120.0
@@ -74,6 +82,11 @@ class SearchResult:
     ``unfinished`` is set when nothing runs, yet the study has budget left or interrupted
     trials to retry (it was interrupted): a sentence saying so and how to resume it.
     None otherwise.
+
+    ``stop_signal`` is the signal that stopped the search when ``interrupted``: SIGINT
+    (Ctrl-C), SIGTERM or SIGHUP. ``running`` is set when a ``gradwise search`` or
+    ``gradwise worker`` on this machine still runs the study (it holds the study folder's
+    ``running.lock``): nothing is interrupted then, though no trial may be running.
     """
 
     folder: Path
@@ -86,6 +99,8 @@ class SearchResult:
     interrupted: bool = False
     none_completed: str | None = None
     unfinished: str | None = None
+    stop_signal: signal.Signals | None = None
+    running: bool = False
 
 
 def search(
@@ -172,8 +187,9 @@ def search(
     requeued = requeue_interrupted(study)
     if requeued and say is not None:
         say(f"resuming: {requeued} interrupted trial(s) queued again with the same parameters")
-    interrupted = _run_workers(folder, url, name, workers, settings, say)
-    return finish(folder, url, name, interrupted=interrupted)
+    stop_signal = _run_workers(folder, url, name, workers, settings, say)
+    result = finish(folder, url, name, interrupted=stop_signal is not None)
+    return replace(result, stop_signal=stop_signal)
 
 
 def _stages_trials(
@@ -210,7 +226,9 @@ def finish(folder: Path, url: str, name: str, *, interrupted: bool = False) -> S
 
     stages = stage_ranges(settings.spec, trials) if settings.strategy == "coarse-to-fine" else []
     none_completed = _none_completed(folder, trials, state, settings.spec)
-    unfinished = _unfinished(state)
+    # Between two trials nothing runs, yet a search that runs its study is no interrupted one.
+    running = running_elsewhere(folder)
+    unfinished = None if running else _unfinished(state)
     report = build_study_report(
         folder,
         trials,
@@ -228,7 +246,7 @@ def finish(folder: Path, url: str, name: str, *, interrupted: bool = False) -> S
     )
     return SearchResult(
         folder, name, url, state, best, report, best_config, interrupted, none_completed,
-        unfinished,
+        unfinished, running=running,
     )  # fmt: skip
 
 
@@ -249,8 +267,12 @@ def _none_completed(
     over = state.done and not state.interrupted_with_budget_left
     lead = f"no trial completed{finite}" if over else f"no trial has completed{finite} yet"
     counts = f"{state.failed} failed, {state.pruned} pruned"
-    if state.interrupted:
-        counts += f", {state.interrupted} interrupted (retried on resume)"
+    if state.interrupted_attempts:
+        # Attempts, as the leaderboard and the report count them; a queued or running retry
+        # continues some, and a resume queues one for each trial that none continues yet.
+        counts += f", {state.interrupted_attempts} interrupted attempt(s)"
+        if state.interrupted:
+            counts += f" ({state.interrupted} trial(s) retried on resume)"
     if invalid:
         counts += f", {len(invalid)} complete with a {spec.metric} that is not finite"
     failures = [trial for trial in ended if FAIL_REASON_ATTR in trial.user_attrs]
@@ -329,54 +351,129 @@ def _write_best_config(folder: Path, settings: StudySettings, best: FrozenTrial)
 
 def _run_workers(
     folder: Path, url: str, name: str, count: int, settings: StudySettings, say: Say | None
-) -> bool:
-    """Run ``count`` worker processes until the study is done; True when interrupted."""
+) -> signal.Signals | None:
+    """Run ``count`` worker processes until the study is done; returns the signal that
+    stopped them (SIGINT for a Ctrl-C, SIGTERM, SIGHUP), None when the study is done."""
     logs = folder / "workers"
     logs.mkdir(exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // count)
     study = load_study(open_storage(url, heartbeat=None), name)
-    workers = [_Worker(index, url, name, folder, threads, logs) for index in range(count)]
+    workers: list[_Worker] = []
     shown = ""
-    try:
-        while True:
-            time.sleep(0.5)
-            state = progress(study.get_trials(deepcopy=False), settings.trials,
-                             settings.spec.direction)  # fmt: skip
-            line = state.line(settings.spec.metric)
-            if say is not None and line != shown:
-                say(line)
-                shown = line
-            stopped = [worker for worker in workers if not worker.running()]
-            everyone = len(stopped) == len(workers)
-            if everyone and state.done:
-                return False
-            # A worker that died is replaced at once, not when the others have exited too:
-            # they may be waiting for its trial (a coarse-to-fine stage). One that exited
-            # cleanly saw the budget used; it is started again only if every worker has
-            # exited and work remains.
-            due = stopped if everyone else [worker for worker in stopped if worker.crashed()]
-            spent = [worker for worker in due if worker.restarts >= _MAX_RESTARTS_PER_WORKER]
-            if everyone and spent:
-                raise ConfigError(_crash_message(spent))
-            for worker in due:
-                worker.restart()
-    except KeyboardInterrupt:
-        _stop(workers)
-        return True
+    with running_lock(folder), _StopSignals() as stops:
+        try:
+            # Started within the try: a stop while they start stops those started.
+            for index in range(count):
+                workers.append(_Worker(index, url, name, folder, threads, logs))
+            while True:
+                time.sleep(0.5)
+                state = progress(study.get_trials(deepcopy=False), settings.trials,
+                                 settings.spec.direction)  # fmt: skip
+                line = state.line(settings.spec.metric)
+                if say is not None and line != shown:
+                    say(line)
+                    shown = line
+                stopped = [worker for worker in workers if not worker.running()]
+                everyone = len(stopped) == len(workers)
+                if everyone and state.done:
+                    return None
+                # A worker that died is replaced at once, not when the others have exited
+                # too: they may be waiting for its trial (a coarse-to-fine stage). One that
+                # exited cleanly saw the budget used; it is started again only if every
+                # worker has exited and work remains.
+                due = stopped if everyone else [worker for worker in stopped if worker.crashed()]
+                spent = [worker for worker in due if worker.restarts >= _MAX_RESTARTS_PER_WORKER]
+                if everyone and spent:
+                    raise ConfigError(_crash_message(spent))
+                for worker in due:
+                    worker.restart()
+        except KeyboardInterrupt as stop:
+            signum = stops.heard(stop)
+            _stop(workers, _forwarded(signum))
+            return signum
 
 
-def _stop(workers: Sequence[_Worker]) -> None:
-    """Stop the workers after a Ctrl-C: each after its current step, with a checkpoint;
-    at once after a second Ctrl-C; killed when still running after the grace period.
+class _Stopped(KeyboardInterrupt):
+    """A SIGTERM or a SIGHUP that stops the search, as a Ctrl-C does."""
 
-    The workers are stopped with SIGTERM, which a worker takes as the same request as a
-    Ctrl-C (SIGINT): a terminal's Ctrl-C reaches the workers too, and a second SIGINT
-    would stop them at once, inside a step, losing the steps since their last checkpoint.
-    The same signal again is a second request, so a second Ctrl-C gives each worker a
-    second SIGTERM (a terminal's gives them a second SIGINT as well).
+    def __init__(self, signum: signal.Signals) -> None:
+        super().__init__(f"stopped by {signum.name}")
+        self.signum = signum
+
+
+class _StopSignals:
+    """Within the block, SIGTERM (``kill``, ``timeout``, a scheduler's preemption) and
+    SIGHUP (the terminal closed) stop the search as a Ctrl-C does: they raise
+    :class:`_Stopped`, a KeyboardInterrupt.
+
+    Each asks once: the same signal again, or the other one, is the same request (``timeout``
+    sends its SIGTERM to the search and then to its process group, the search included;
+    a shell that hangs up may send SIGHUP twice). A Ctrl-C after it is a second request,
+    as a second Ctrl-C is. A signal that is ignored (``nohup`` ignores SIGHUP) stays
+    ignored. Only the main thread can set handlers: elsewhere the block changes nothing.
+    The handlers in place before the block are back after it.
+    """
+
+    def __init__(self) -> None:
+        self.received: set[int] = set()
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in _STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            # None: a handler set outside Python, which cannot be put back.
+            if handler is not None and handler != signal.SIG_IGN:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.received:
+            return
+        self.received.add(signum)
+        raise _Stopped(signal.Signals(signum))
+
+    def heard(self, stop: KeyboardInterrupt) -> signal.Signals:
+        """The signal of a stop (a KeyboardInterrupt of its own is a Ctrl-C), recorded:
+        a SIGTERM or SIGHUP after it is the same request."""
+        signum = stop.signum if isinstance(stop, _Stopped) else signal.SIGINT
+        self.received.add(signum)
+        return signum
+
+
+def _forwarded(signum: signal.Signals) -> signal.Signals:
+    """The signal that stops the workers after the search got ``signum``.
+
+    A worker takes SIGINT, SIGTERM and SIGHUP as one request and only the same signal
+    again as a second (one that stops it at once, inside its step). The signal that
+    stopped the search may have reached the workers too: a terminal's Ctrl-C or hang-up
+    signals the whole foreground process group, and ``timeout`` or a batch scheduler sends
+    SIGTERM to every process of the job. So the workers get another one: SIGTERM, or
+    SIGINT when the search got SIGTERM.
+    """
+    return signal.SIGINT if signum == signal.SIGTERM else signal.SIGTERM
+
+
+def _stop(workers: Sequence[_Worker], signum: signal.Signals = signal.SIGTERM) -> None:
+    """Stop the workers after a Ctrl-C (or a SIGTERM, a SIGHUP): each after its current
+    step, with a checkpoint; at once after a second Ctrl-C; killed when still running
+    after the grace period.
+
+    The workers are stopped with ``signum`` (:func:`_forwarded`: after a Ctrl-C, SIGTERM),
+    which a worker takes as the same request as the signal that stopped the search: a
+    terminal's Ctrl-C reaches the workers too, and a second SIGINT would stop them at
+    once, inside a step, losing the steps since their last checkpoint. The same signal
+    again is a second request, so a second Ctrl-C gives each worker ``signum`` again (a
+    terminal's gives them a second SIGINT as well).
     """
     for worker in workers:
-        worker.interrupt()
+        worker.interrupt(signum)
     try:
         _wait(workers, _STOP_GRACE_S)
         return
@@ -387,7 +484,7 @@ def _stop(workers: Sequence[_Worker]) -> None:
         # record their trial as interrupted, before a signal more would cut that short.
         _wait(workers, _SECOND_STOP_DELAY_S, kill=False)
         for worker in workers:
-            worker.interrupt()
+            worker.interrupt(signum)
         _wait(workers, _STOP_GRACE_S)
     except KeyboardInterrupt:
         _wait(workers, 0.0)  # a third Ctrl-C: kill them
@@ -446,10 +543,11 @@ class _Worker:
         self._start()
         return True
 
-    def interrupt(self) -> None:
-        """Ask the worker to stop (SIGTERM: the same request as a Ctrl-C, see _stop)."""
+    def interrupt(self, signum: signal.Signals = signal.SIGTERM) -> None:
+        """Ask the worker to stop with ``signum`` (SIGINT, SIGTERM and SIGHUP are one
+        request to a worker; see _stop)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
 
     def wait(self, timeout: float, *, kill: bool = True) -> None:
         """Wait up to ``timeout`` seconds for the worker to exit; then kill it (SIGKILL),

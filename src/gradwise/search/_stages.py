@@ -84,6 +84,14 @@ def failed_for_good(trial: FrozenTrial) -> bool:
     return FAIL_REASON_ATTR in trial.user_attrs or is_last_attempt(trial)
 
 
+def is_interrupted_attempt(trial: FrozenTrial) -> bool:
+    """An attempt stopped by a Ctrl-C or a killed worker, which a retry continues (or, on
+    resume, will): failed without a reason of its own, with retries left. The one
+    definition of the leaderboard's and the report's ``interrupted`` and the search's
+    interrupted trials (:class:`~gradwise.search._study.Progress`)."""
+    return trial.state == TrialState.FAIL and not failed_for_good(trial)
+
+
 def slot_of(trials: Sequence[FrozenTrial], number: int) -> int:
     """The slot of a new (non-retry) trial: how many non-retry trials came before it."""
     return sum(1 for trial in trials if trial.number < number and not is_retry(trial))

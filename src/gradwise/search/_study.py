@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import math
+import os
 import sqlite3
 import warnings
 from collections.abc import Collection, Iterator, Mapping
@@ -34,7 +35,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gradwise.config import ConfigError
 from gradwise.search._space import SearchSpec, parse_search
-from gradwise.search._stages import MAX_RETRIES, failed_for_good, is_retry, original_number
+from gradwise.search._stages import (
+    MAX_RETRIES,
+    failed_for_good,
+    is_interrupted_attempt,
+    is_retry,
+    original_number,
+)
 
 SETTINGS_ATTR = "gradwise"
 DEFAULT_SEED = 0
@@ -45,6 +52,8 @@ _KEPT_SETTINGS = {
     "heartbeat": "every worker judges the others' trials stale by it",
 }
 _SQLITE_BUSY_TIMEOUT_S = 120
+# In the study folder: held (a shared lock) by whatever runs the study on this machine.
+RUNNING_LOCK_FILE = "running.lock"
 
 
 @dataclass(frozen=True)
@@ -308,8 +317,10 @@ class Progress:
 
     ``complete`` counts every complete trial; the best is the best one with a finite
     value (a complete trial whose value is inf or -inf, a diverged run, is no valid
-    result). ``interrupted`` counts the trials a resume queues again (stopped without a
-    reason of their own, with retries left).
+    result). ``interrupted_attempts`` counts every attempt stopped by a Ctrl-C or a
+    killed worker that a retry continues or will (the leaderboard's and the report's
+    ``interrupted``); ``interrupted`` counts the trials a resume queues again: those of
+    them that no retry continues yet (a queued or running retry continues its trial).
     """
 
     complete: int
@@ -322,6 +333,7 @@ class Progress:
     best_value: float | None
     best_number: int | None
     interrupted: int = 0
+    interrupted_attempts: int = 0
 
     @property
     def finished(self) -> int:
@@ -384,6 +396,7 @@ def progress(trials: list[FrozenTrial], budget: int, direction: str) -> Progress
         best_value=None if best is None else best.value,
         best_number=None if best is None else best.number,
         interrupted=len(_interrupted(trials)),
+        interrupted_attempts=sum(1 for trial in trials if is_interrupted_attempt(trial)),
     )
 
 
@@ -393,11 +406,7 @@ def _interrupted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     latest: dict[int, FrozenTrial] = {}
     for trial in trials:
         latest[original_number(trial)] = trial
-    return [
-        trial
-        for trial in latest.values()
-        if trial.state == TrialState.FAIL and not failed_for_good(trial)
-    ]
+    return [trial for trial in latest.values() if is_interrupted_attempt(trial)]
 
 
 def requeue_interrupted(study: optuna.Study) -> int:
@@ -424,6 +433,42 @@ def requeue_interrupted(study: optuna.Study) -> int:
         for trial in study.get_trials(deepcopy=False)
         if trial.number > newest and is_retry(trial) and original_number(trial) in chains
     )
+
+
+# -- a study running on this machine -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running_lock(folder: Path) -> Iterator[None]:
+    """Hold a shared lock on the study folder's ``running.lock`` within the block.
+
+    ``gradwise search`` and each worker hold it while they run the study, so
+    :func:`running_elsewhere` sees a study that runs even between two trials, when none is
+    marked running. The kernel lets the lock go when its process ends, killed or not.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / RUNNING_LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def running_elsewhere(folder: Path) -> bool:
+    """Whether a ``gradwise search`` or worker on this machine runs the study in ``folder``
+    (holds its :func:`running_lock`). Workers on other machines are not seen."""
+    try:
+        descriptor = os.open(folder / RUNNING_LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)  # lets the lock taken here go
+    return False
 
 
 # -- one trial at a time --------------------------------------------------------------------

@@ -5,10 +5,11 @@ with the sampled values set in its config; its per-epoch validation metric feeds
 pruner. A trial that diverges (NaN loss) or whose config cannot be built is recorded as
 failed, with the reason in its ``fail_reason`` attribute, and the search goes on. A retry
 of a killed trial continues the original trial's run folder from its last checkpoint.
-A Ctrl-C (SIGINT) or a SIGTERM stops the worker: during a trial's training, after its
-current step; whenever else it reaches the worker during a trial, once that trial has
-ended. The two are one request (a terminal's Ctrl-C reaches the worker, and then
-``gradwise search`` stops it with SIGTERM); the same signal again stops it at once.
+A Ctrl-C (SIGINT), a SIGTERM or a SIGHUP stops the worker: during a trial's training,
+after its current step; whenever else it reaches the worker during a trial, once that
+trial has ended. They are one request (a terminal's Ctrl-C or hang-up reaches the worker,
+and then ``gradwise search`` stops it with another of them); the same signal again stops
+it at once.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from gradwise.search._study import (
     load_study,
     open_storage,
     progress,
+    running_lock,
 )
 from gradwise.train import Callback, TrainingDiverged, TrainState, resume, train
 from gradwise.train._interrupt import stop_requests
@@ -63,10 +65,17 @@ _OUT_OF_RETRIES = (
     f"interrupted on all {MAX_RETRIES + 1} attempts (Ctrl-C or a killed worker): not retried again"
 )
 
-# What stops a worker, as one request (stop_requests).
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What stops a worker, as one request (stop_requests; see stop_signals).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 Say = Callable[[str], None]
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop this worker, as one request: SIGINT, SIGTERM and SIGHUP, less
+    SIGHUP where it is ignored (``nohup``: the worker is to outlive its terminal)."""
+    ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    return tuple(signum for signum in _STOP_SIGNALS if not (ignored and signum == signal.SIGHUP))
 
 
 class TrialFailed(Exception):
@@ -101,7 +110,7 @@ def run_worker(
     )
     lock = AskLock(storage, study_name)
     objective = _Objective(settings, folder, lock, poll_s)
-    with stop_requests(_STOP_SIGNALS):
+    with running_lock(folder), stop_requests(stop_signals()):
         return _take_trials(study, settings, objective, lock, say, poll_s)
 
 
@@ -153,7 +162,8 @@ def _run_trial(study: optuna.Study, objective: _Objective, lock: AskLock) -> boo
 
 
 class _InterruptWatch:
-    """Hears every SIGINT (Ctrl-C) or SIGTERM that reaches the process within the block.
+    """Hears every SIGINT (Ctrl-C), SIGTERM or SIGHUP that reaches the process within the
+    block.
 
     The trainer takes a Ctrl-C as a request to stop after the current step and forgets it
     when training ends, so one that comes after the last step (while the last epoch
