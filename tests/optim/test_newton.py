@@ -376,3 +376,23 @@ def test_a_non_finite_loss_is_an_error_and_leaves_parameters_unchanged() -> None
     with pytest.raises(RuntimeError, match="non-finite gradient or Hessian"):
         optimizer.step(lambda: (point**2).sum() * float("nan"))
     assert point.tolist() == [0.5, 0.1]
+
+
+@pytest.mark.compile
+def test_a_step_under_torch_compile_runs_as_it_does_eagerly() -> None:
+    # QA: torch.compile(opt.step) failed in inductor ("a mutation on a view chain ... where
+    # view 1 was an as_strided() call"); the step now runs eagerly inside compiled code.
+    def run(compiled: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1, dtype=torch.float64)
+        x = torch.randn(16, 3, dtype=torch.float64)
+        y = torch.randn(16, 1, dtype=torch.float64)
+        opt = Newton(model.parameters())
+        step = torch.compile(opt.step) if compiled else opt.step
+        for _ in range(2):
+            step(lambda: torch.nn.functional.mse_loss(model(x), y))
+        return [p.detach().clone() for p in model.parameters()]
+
+    torch._dynamo.reset()
+    for ours, eager in zip(run(compiled=True), run(compiled=False), strict=True):
+        torch.testing.assert_close(ours, eager, rtol=0, atol=0)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import pickle
+import re
 
 import pytest
 import torch
@@ -805,3 +807,318 @@ def test_a_checkpoint_of_another_optimizer_is_refused_when_loaded() -> None:
         opt.load_state_dict(adam.state_dict())
     assert opt.param_groups[0]["momentum"] == 0.9  # nothing was loaded
     opt.step()
+
+
+# -- checkpoints of another model --------------------------------------------------------------
+
+
+def _stepped(optimizer_class: type[optim.Optimizer], model: torch.nn.Module, **options: object):
+    optimizer = optimizer_class(model.parameters(), **options)  # type: ignore[call-arg]
+    model(torch.ones(2, model.in_features, dtype=torch.float64)).sum().backward()
+    optimizer.step()
+    return optimizer
+
+
+@pytest.mark.parametrize(
+    ("optimizer_class", "options", "key"),
+    [
+        (optim.SGD, {"lr": 0.1, "momentum": 0.9}, "momentum_buffer"),
+        (optim.Adam, {"lr": 0.1}, "exp_avg"),
+        (optim.RMSprop, {"lr": 0.1}, "square_avg"),
+        (optim.LAMB, {"lr": 0.1}, "exp_avg"),
+    ],
+)
+@pytest.mark.parametrize("implementation", ["auto", "reference"])
+def test_a_checkpoint_of_another_model_is_refused_when_loaded_and_nothing_is_loaded(
+    optimizer_class: type[optim.Optimizer],
+    options: dict[str, object],
+    key: str,
+    implementation: str,
+) -> None:
+    # QA: a checkpoint of Linear(3, 1) loaded into an optimizer of Linear(1000, 1000), and
+    # the fused SGD step then segfaulted (Adam read past the end of a (3,) state for a (4,)
+    # parameter); the reference path broadcast a smaller momentum buffer silently.
+    small = torch.nn.Linear(3, 1, dtype=torch.float64)
+    checkpoint = _stepped(optimizer_class, small, **options).state_dict()
+    checkpoint["param_groups"][0]["lr"] = 0.5
+    big = torch.nn.Linear(5, 1, dtype=torch.float64)
+    if implementation == "reference" and optimizer_class is not optim.LAMB:
+        options = {**options, "implementation": "reference"}
+    opt = _stepped(optimizer_class, big, **options)
+    before = {name: value.clone() for name, value in opt.state[big.weight].items()}
+    with pytest.raises(
+        ValueError,
+        match=rf"^The 'state_dict' parameter of {optimizer_class.__name__}\.load_state_dict must "
+        r"hold state of the shape this optimizer keeps for each parameter\. "
+        rf"Got '{key}' of shape \(1, 3\) for parameter 0 of param group 0, whose shape is "
+        r"\(1, 5\), instead: the checkpoint was made for another model .* nothing was loaded\.$",
+    ):
+        opt.load_state_dict(checkpoint)
+    assert opt.param_groups[0]["lr"] == 0.1
+    assert opt.state[big.weight].keys() == before.keys()
+    for name, value in before.items():
+        assert torch.equal(opt.state[big.weight][name], value)
+    opt.step()  # still its own state, of the right shapes
+
+
+def test_state_of_the_right_size_but_another_shape_is_refused_too() -> None:
+    # The parameters of a model in another order: a step counter where a buffer was, a
+    # (2, 3) buffer for a (3, 2) parameter (the same number of elements).
+    params = [torch.nn.Parameter(torch.ones(2, 3)), torch.nn.Parameter(torch.ones(3))]
+    opt = optim.Adam(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    checkpoint = opt.state_dict()
+    checkpoint["state"][1]["step"] = torch.ones(3)
+    with pytest.raises(
+        ValueError,
+        match=r"Got 'step' of shape \(3,\) for parameter 1 of param group 0, whose shape is "
+        r"\(3,\) \(its 'step' has shape \(\)\), instead",
+    ):
+        optim.Adam(params, lr=0.1).load_state_dict(checkpoint)
+    transposed = [torch.nn.Parameter(torch.ones(3, 2)), torch.nn.Parameter(torch.ones(3))]
+    with pytest.raises(ValueError, match=r"Got 'exp_avg' of shape \(2, 3\) for parameter 0"):
+        optim.Adam(transposed, lr=0.1).load_state_dict(opt.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("torch_class", "optimizer_class", "options"),
+    [
+        (torch.optim.SGD, optim.SGD, {"momentum": 0.9}),
+        (torch.optim.SGD, optim.SGD, {}),
+        (torch.optim.Adam, optim.Adam, {"amsgrad": True}),
+        (torch.optim.AdamW, optim.AdamW, {}),
+        (torch.optim.Adagrad, optim.Adagrad, {}),
+        (torch.optim.RMSprop, optim.RMSprop, {"centered": True, "momentum": 0.5}),
+        (torch.optim.Adadelta, optim.Adadelta, {}),
+        (torch.optim.NAdam, optim.NAdam, {}),
+        (torch.optim.RAdam, optim.RAdam, {}),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_torch_checkpoints_still_load_with_their_step_counters_and_complex_state(
+    torch_class: type[torch.optim.Optimizer],
+    optimizer_class: type[optim.Optimizer],
+    options: dict[str, object],
+    dtype: torch.dtype,
+) -> None:
+    # The shape check compares each state entry with the transform's own layout: step
+    # counters and NAdam's mu_product are 0-d, a complex parameter's state is complex.
+    weight = torch.nn.Parameter(torch.ones(2, 3, dtype=dtype))
+    reference = torch_class([weight], lr=0.01, **options)
+    weight.grad = torch.ones_like(weight)
+    reference.step()
+    opt = optimizer_class([weight], lr=0.01, **options)  # type: ignore[call-arg]
+    opt.load_state_dict(reference.state_dict())
+    opt.step()
+    torch_class([weight], lr=0.01, **options).load_state_dict(opt.state_dict())
+
+
+# -- torch.compile -----------------------------------------------------------------------------
+
+
+def _train(optimizer_class: type[optim.Optimizer], options: dict[str, object], compiled: str):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2, dtype=torch.float64)
+    opt = optimizer_class(model.parameters(), **options)  # type: ignore[call-arg]
+    x = torch.randn(8, 3, dtype=torch.float64)
+    y = torch.randn(8, 2, dtype=torch.float64)
+
+    def loss() -> torch.Tensor:
+        return ((model(x) - y) ** 2).mean()
+
+    def training_step() -> None:
+        loss().backward()
+        opt.step()
+
+    step = torch.compile(opt.step) if compiled == "step" else opt.step
+    train = torch.compile(training_step) if compiled == "training step" else training_step
+    for _ in range(3):
+        opt.zero_grad()
+        if compiled == "step":
+            loss().backward()
+            step()
+        else:
+            train()
+    return [p.detach().clone() for p in model.parameters()], opt.last_implementations
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize(
+    ("optimizer_class", "options"),
+    [(optim.SGD, {"lr": 0.1, "momentum": 0.9}), (optim.Adam, {"lr": 0.1})],
+)
+@pytest.mark.parametrize("compiled", ["step", "training step"])
+def test_a_step_under_torch_compile_runs_as_it_does_eagerly(
+    optimizer_class: type[optim.Optimizer], options: dict[str, object], compiled: str
+) -> None:
+    # QA: torch.compile(opt.step) raised InternalTorchDynamoError ('UserDefinedDictVariable'
+    # object has no attribute 'items'): dynamo cannot trace the param groups, dict
+    # subclasses. The step now runs eagerly inside the compiled region.
+    torch._dynamo.reset()
+    expected, paths = _train(optimizer_class, options, compiled="none")
+    got, compiled_paths = _train(optimizer_class, options, compiled=compiled)
+    assert compiled_paths == paths == ["fused"]
+    for ours, eager in zip(got, expected, strict=True):
+        torch.testing.assert_close(ours, eager, rtol=0, atol=1e-15)
+
+
+@pytest.mark.compile
+def test_the_compiled_implementation_still_compiles_inside_a_compiled_training_step() -> None:
+    from torch._dynamo.utils import counters
+
+    options = {"lr": 0.1, "implementation": "compiled"}
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    expected, _ = _train(optim.Adam, {**options, "implementation": "reference"}, "none")
+    assert counters["stats"]["unique_graphs"] == before
+    got, paths = _train(optim.Adam, options, compiled="training step")
+    assert paths == ["compiled"]
+    # The forward, and the optimizer's own compiled update (its step is not traced).
+    assert counters["stats"]["unique_graphs"] - before >= 2
+    for ours, eager in zip(got, expected, strict=True):
+        torch.testing.assert_close(ours, eager, rtol=1e-12, atol=1e-14)
+
+
+# -- a learning rate checked where it is used -----------------------------------------------------
+
+
+def _missed_by_the_probe(step: object) -> float:
+    # A schedule that only takes ints is probed at a few hundred steps; 1001 is not one.
+    return -1.0 if int(step) == 1001 else 0.001  # type: ignore[call-overload]
+
+
+def _nan_at_1001(step: object) -> float:
+    return math.nan if int(step) == 1001 else 0.001  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("schedule", [_missed_by_the_probe, _nan_at_1001])
+@pytest.mark.parametrize("optimizer_class", [optim.SGD, optim.SWATS])
+def test_a_schedule_that_goes_bad_where_it_was_not_probed_is_refused_at_that_step(
+    schedule: object, optimizer_class: type[optim.Optimizer]
+) -> None:
+    # QA: lr = lambda k: -1.0 if int(k) == 5000 else 0.001 was accepted (the probe when it
+    # was given missed step 5000) and step 5000 climbed the gradient.
+    weight = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = optimizer_class([weight], lr=schedule)  # type: ignore[call-arg]
+    for _ in range(1001):
+        weight.grad = torch.ones_like(weight)
+        opt.step()
+    before = weight.detach().clone()
+    name = "scale_by_learning_rate" if optimizer_class is optim.SGD else "SWATS"
+    with pytest.raises(
+        ValueError,
+        match=rf"^The 'lr' parameter of {name} must be a schedule whose values are finite and "
+        rf">= 0\. Got <function {schedule.__name__} .*> instead, which returns "  # type: ignore[attr-defined]
+        r"(-1\.0|nan) at step 1001; fix the schedule",
+    ):
+        opt.step()
+    assert torch.equal(weight.detach(), before)
+
+
+def test_a_tensor_lr_that_requires_grad_is_taken_as_torch_takes_it() -> None:
+    # QA: it was refused with "which is not a finite number >= 0", the wrong reason;
+    # torch.optim steps with its value (under no_grad), so gradwise does too.
+    weights = [torch.nn.Parameter(torch.ones(3, dtype=torch.float64)) for _ in range(2)]
+    for optimizer, reference in (
+        (
+            optim.SGD([weights[0]], lr=torch.tensor(0.25, requires_grad=True), momentum=0.5),
+            torch.optim.SGD([weights[1]], lr=torch.tensor(0.25, requires_grad=True), momentum=0.5),
+        ),
+        (
+            optim.Adam([weights[0]], lr=torch.tensor(0.25, requires_grad=True)),
+            torch.optim.Adam([weights[1]], lr=torch.tensor(0.25, requires_grad=True)),
+        ),
+    ):
+        for _ in range(2):
+            for weight in weights:
+                weight.grad = weight.detach() * 2
+            optimizer.step()
+            reference.step()
+        torch.testing.assert_close(weights[0], weights[1], rtol=1e-12, atol=1e-14)
+    for lr in (torch.tensor(-0.1, requires_grad=True), torch.tensor(math.nan)):
+        with pytest.raises(ValueError, match=r"which is not a finite number >= 0\.$"):
+            optim.SGD(_params(), lr=lr)
+    with pytest.raises(
+        ValueError, match=r"which is a tensor of 2 elements; pass a float or a one-element tensor"
+    ):
+        optim.Adam(_params(), lr=torch.tensor([0.1, 0.2]))
+
+
+# -- next_step_lr's index ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [1, 3, -1, 0.0, True])
+def test_next_step_lr_refuses_an_index_of_no_param_group(index: object) -> None:
+    # QA: index 3 of a one-group optimizer raised a bare IndexError; -1 read the last
+    # group's lr but looked up the schedule's step count under "param_group_-1".
+    opt = optim.SGD(_params(), lr=0.1)
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'index' parameter of next_step_lr must be the index of one of the "
+        r"optimizer's param groups, an int in \[0, 0\]\. "
+        rf"Got {re.escape(repr(index))} instead \(the optimizer has 1 param group\)\.$",
+    ):
+        optim.next_step_lr(opt, index)  # type: ignore[arg-type]
+    assert optim.next_step_lr(opt, 0) == 0.1
+
+
+# -- param group keys --------------------------------------------------------------------------
+
+
+def test_a_misspelt_hyperparameter_in_a_param_group_is_refused() -> None:
+    # QA: {"momentun": 0.9} was ignored (momentum stayed 0), while the same key given to
+    # the optimizer is refused.
+    first, second = _params()
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD got the key 'momentun' in param group 0, which is not one of its "
+        r"hyperparameters and would be ignored\. Did you mean 'momentum'\? Its hyperparameters "
+        r"are: \['dampening', 'lr', 'maximize', 'momentum', 'nesterov', 'weight_decay'\]\.$",
+    ):
+        optim.SGD([{"params": [first], "momentun": 0.9}], lr=0.1)
+    opt = optim.SGD([first], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"key 'nesterof' in param group 1, .*'nesterov'\?"):
+        opt.add_param_group({"params": [second], "nesterof": True})
+    assert len(opt.param_groups) == 1
+    # Another optimizer's hyperparameter, which this one would ignore.
+    adam = optim.Adam([first], lr=0.1)
+    with pytest.raises(ValueError, match=r"key 'momentum' in param group 1, .* ignored\. Its"):
+        adam.add_param_group({"params": [second], "momentum": 0.9})
+    # Other keys are metadata, as in torch.optim: timm's layer-wise lr_scale is read by
+    # its schedulers.
+    adam.add_param_group({"params": [second], "lr_scale": 0.5, "layer_id": 3})
+    assert adam.param_groups[1]["lr_scale"] == 0.5
+    with pytest.raises(
+        ValueError,
+        match=r"key 'weight_decay' in param group 0, .* A group can override only the "
+        r"hyperparameters given to the Optimizer\. Its hyperparameters are: \['lr'\]\.$",
+    ):
+        optim.Optimizer(
+            [{"params": [first], "weight_decay": 0.1}],
+            lambda lr, weight_decay=0.0: _adam_factory(lr, weight_decay),
+            lr=0.1,
+        )
+
+
+def test_keys_torch_puts_in_param_groups_and_metadata_pass() -> None:
+    model = torch.nn.Linear(3, 2, dtype=torch.float64)
+    opt = optim.SGD(
+        [{"params": model.named_parameters(), "name": "all", "foreach": None}],
+        lr=0.1,
+        momentum=0.9,
+    )
+    assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    model(torch.ones(1, 3, dtype=torch.float64)).sum().backward()
+    opt.step()
+    scheduler.step()
+    # A group copied from a scheduled optimizer carries the keys its scheduler added.
+    copied = dict(opt.param_groups[0])
+    assert {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"} <= copied.keys()
+    other = torch.nn.Linear(3, 2, dtype=torch.float64)
+    copied["params"] = list(other.parameters())
+    again = optim.SGD([copied], lr=0.1, momentum=0.9)
+    again.load_state_dict(opt.state_dict())
+    assert again.param_groups[0]["max_lr"] == 0.1

@@ -263,6 +263,22 @@ def test_scale_by_learning_rate_follows_a_schedule_from_step_zero() -> None:
             lambda: optim.scale_by_learning_rate(math.inf),
             "'lr' parameter of scale_by_learning_rate must be a finite float >= 0. Got inf",
         ),
+        # QA: a tensor lr was not checked at all (the float -1.0 was refused).
+        (
+            lambda: optim.scale_by_learning_rate(torch.tensor(-1.0)),
+            "'lr' parameter of scale_by_learning_rate must be a finite float >= 0. "
+            "Got tensor(-1.) instead.",
+        ),
+        (
+            lambda: optim.scale_by_learning_rate(torch.tensor(math.nan, requires_grad=True)),
+            "'lr' parameter of scale_by_learning_rate must be a finite float >= 0. "
+            "Got tensor(nan) instead.",
+        ),
+        (
+            lambda: optim.scale_by_learning_rate(torch.tensor([0.1, 0.2])),
+            "'lr' parameter of scale_by_learning_rate must be a finite float >= 0. "
+            "Got tensor([0.1000, 0.2000]) instead.",
+        ),
         (
             lambda: optim.scale_by_adam(eps=torch.tensor(math.inf)),
             "'eps' parameter of scale_by_adam must be a finite float >= 0. Got tensor(inf)",
@@ -272,6 +288,17 @@ def test_scale_by_learning_rate_follows_a_schedule_from_step_zero() -> None:
 def test_transforms_validate_their_hyperparameters(build: object, message: str) -> None:
     with pytest.raises(ValueError, match=f"^The {re.escape(message)}"):
         build()  # type: ignore[operator]
+
+
+def test_scale_by_learning_rate_takes_a_valid_tensor_lr_and_refuses_a_bad_scheduled_value() -> None:
+    updates, _ = optim.scale_by_learning_rate(torch.tensor(0.5)).update([torch.ones(2)], {}, [])
+    torch.testing.assert_close(updates[0], torch.full((2,), -0.5))
+    # A Python number from a schedule is checked at the step that uses it (the probe when
+    # the schedule was given sees a few hundred steps of a function that takes ints).
+    transform = optim.scale_by_learning_rate(lambda step: -2.0 if int(step) == 1001 else 1.0)
+    state = {"schedule_step": torch.tensor(1001.0, dtype=torch.float64)}
+    with pytest.raises(ValueError, match=r"which returns -2\.0 at step 1001; fix the schedule"):
+        transform.update([torch.ones(2)], state, [torch.zeros(2)])
 
 
 def test_masked_with_one_boolean_per_parameter_works_in_a_chain_and_an_optimizer() -> None:

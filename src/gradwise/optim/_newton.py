@@ -32,7 +32,7 @@ from gradwise._validation import (
     check_all,
     invalid_value_error,
 )
-from gradwise.optim._optimizer import _shared_key
+from gradwise.optim._optimizer import _shared_key, run_step_eagerly_under_torch_compile
 
 _OWNER = "Newton"
 _STEP_OWNER = "Newton.step"
@@ -141,7 +141,14 @@ class Newton(torch.optim.Optimizer):
         param_list: list[Any] = list(params)
         if len(param_list) > 1 and all(isinstance(group, dict) for group in param_list):
             raise _param_groups_error(f"Got {len(param_list)} groups instead.")
+        # torch.compile(opt.step) failed in inductor (a mutation through as_strided): the
+        # step runs eagerly inside compiled code, as the other gradwise optimizers' do.
+        run_step_eagerly_under_torch_compile(Newton)
         super().__init__(param_list, {"lr": lr, "damping": damping, "max_damping": max_damping})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        run_step_eagerly_under_torch_compile(Newton)  # torch's __setstate__ wraps step too
+        super().__setstate__(state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add the one param group, checking its hyperparameters and its parameters."""

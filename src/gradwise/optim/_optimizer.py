@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
@@ -11,7 +12,7 @@ from typing import Any, ClassVar, Literal, cast, get_args
 import torch
 from torch import Tensor
 
-from gradwise._validation import Constraint, OneOf, check, check_all
+from gradwise._validation import Constraint, Interval, OneOf, check, check_all
 from gradwise.optim._compiled import CompiledGroupStep
 from gradwise.optim._torch_kernels import fused_kernel_devices
 from gradwise.optim._transform import GradientTransform, State, running_param_group
@@ -150,6 +151,7 @@ class Optimizer(torch.optim.Optimizer):
         self._runtimes: dict[int, _GroupRuntime] = {}
         # Not self.defaults: torch adds its own flags there (differentiable, ...) on load.
         self.hyperparameter_names: tuple[str, ...] = tuple(hyperparameters)
+        run_step_eagerly_under_torch_compile(Optimizer)
         super().__init__(params, defaults=dict(hyperparameters))
         self.register_load_state_dict_post_hook(_reset_after_load)
 
@@ -165,12 +167,43 @@ class Optimizer(torch.optim.Optimizer):
             self._refuse_repeated_parameters(param_group)
             if isinstance(self._transform_source, GradientTransform):
                 _refuse_group_hyperparameters(param_group, self._owner)
+            else:
+                self._refuse_unknown_group_keys(param_group)
             merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
             self._validate_hyperparameters(merged)
             self._refuse_what_the_fused_kernel_cannot_take(merged)
             self._build_transform(merged)
         super().add_param_group(param_group)
         _wrap_param_groups(self)
+
+    def _refuse_unknown_group_keys(self, param_group: Mapping[str, Any]) -> None:
+        """A param group's key that reads like a hyperparameter, yet is none of this
+        optimizer's, would be ignored: refuse it, as the constructor refuses it for the
+        whole optimizer. That is a key close to one of its hyperparameters' names (a typo:
+        ``"momentun": 0.9``, ``"nesterof": True``) or the name of another optimizer's
+        hyperparameter (``"momentum"`` for Adam; ``"weight_decay"`` for an Optimizer whose
+        factory takes it but was not given it).
+
+        Passed: the keys torch.optim and its LR schedulers put in groups
+        (:data:`_TORCH_GROUP_KEYS`), and other keys, which torch.optim keeps as metadata
+        and other libraries read (``"name": "encoder"``; timm's layer-wise ``"lr_scale"``,
+        which its schedulers multiply the lr by).
+        """
+        accepted = self.hyperparameter_names
+        for key in param_group:
+            if key in accepted or key in _TORCH_GROUP_KEYS or not isinstance(key, str):
+                continue
+            close = _closest(key, accepted)
+            if not (close or key in _known_hyperparameters()):
+                continue
+            hint = f" Did you mean {close!r}?" if close else ""
+            if type(self) is Optimizer:
+                hint += " A group can override only the hyperparameters given to the Optimizer."
+            raise ValueError(
+                f"{self._owner} got the key {key!r} in param group {len(self.param_groups)}, "
+                f"which is not one of its hyperparameters and would be ignored.{hint} Its "
+                f"hyperparameters are: {sorted(accepted)}."
+            )
 
     def _refuse_repeated_parameters(self, param_group: dict[str, Any]) -> None:
         """A tensor listed twice in one group: torch warns ("in future, this will cause an
@@ -224,7 +257,12 @@ class Optimizer(torch.optim.Optimizer):
     # -- the step ----------------------------------------------------------------------------
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Apply one update to every parameter that has a gradient; return the closure's loss."""
+        """Apply one update to every parameter that has a gradient; return the closure's loss.
+
+        Under ``torch.compile`` (``torch.compile(opt.step)``, or a compiled function that
+        calls it) the step is not traced: the graph breaks around it and it runs as it does
+        eagerly (see :func:`run_step_eagerly_under_torch_compile`).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -460,6 +498,9 @@ class Optimizer(torch.optim.Optimizer):
         object is kept and given the saved state, so a ``ReduceOnPlateau`` you call
         ``observe`` on goes on driving the resumed optimizer. Schedule objects (checkpoints
         written before schedules were plain data) load as before.
+
+        State of another shape than its parameter's (a checkpoint of another model) is a
+        ValueError, and nothing is loaded.
         """
         previous = [dict(group) for group in self.param_groups]
         groups = [
@@ -468,6 +509,7 @@ class Optimizer(torch.optim.Optimizer):
         ]
         for index, group in enumerate(groups):
             self._fill_missing_hyperparameters(index, group)
+        self._refuse_state_of_other_shapes(state_dict["state"], groups)
         super().load_state_dict({**state_dict, "param_groups": groups})
         for group, before in zip(self.param_groups, previous, strict=True):
             for key in group.keys() - {"params"}:
@@ -492,6 +534,56 @@ class Optimizer(torch.optim.Optimizer):
                 "another optimizer. Load it into the kind of optimizer that saved it."
             )
 
+    def _refuse_state_of_other_shapes(
+        self, saved_state: Mapping[Any, Any], groups: list[dict[str, Any]]
+    ) -> None:
+        """Refuse, before anything is loaded, a checkpoint whose per-parameter state does
+        not have the shape this optimizer keeps for its parameter.
+
+        torch's load_state_dict pairs the saved state with the parameters by position and
+        casts it, but never compares shapes: a checkpoint of another model loaded, and
+        torch's fused kernels (the ``"auto"`` path) then read and wrote past the end of the
+        smaller tensors (a segmentation fault, or silently wrong numbers); the reference
+        path broadcast a (1,) momentum buffer silently. Only the state the transform keeps
+        per parameter is compared (the state of a torch.optim checkpoint of the same model
+        has the same shapes; other entries are not read): each entry must have the shape
+        the transform's ``init`` gives it (step counters 0-d, buffers the parameter's
+        shape), or the parameter's shape where ``init`` leaves it None (a momentum buffer
+        made at the first update).
+        """
+        own_groups = self.param_groups
+        if len(groups) != len(own_groups) or any(
+            len(saved["params"]) != len(own["params"])
+            for saved, own in zip(groups, own_groups, strict=True)
+        ):
+            return  # torch's own ValueError says so
+        for index, (saved, own) in enumerate(zip(groups, own_groups, strict=True)):
+            params: list[Tensor] = own["params"]
+            stored = {
+                position: saved_state[key]
+                for position, key in enumerate(saved["params"])
+                if isinstance(saved_state.get(key), Mapping)
+            }
+            if not stored:
+                continue
+            expected = _state_shapes(self._build_transform(saved), params)
+            for position, entries in stored.items():
+                p = params[position]
+                for key, shape in expected[position].items():
+                    entry = entries.get(key)
+                    # None, or a number (a torch 1.x step count): nothing to compare.
+                    if isinstance(entry, Tensor) and _view_shape(entry, p) != shape:
+                        raise ValueError(
+                            f"The 'state_dict' parameter of {self._owner}.load_state_dict must "
+                            "hold state of the shape this optimizer keeps for each parameter. "
+                            f"Got {key!r} of shape {tuple(entry.shape)} for parameter "
+                            f"{position} of param group {index}, whose shape is "
+                            f"{tuple(p.shape)}{_kept_shape(key, shape, p)}, instead: the "
+                            "checkpoint was made for another model (or its parameters in "
+                            "another order). Load it into an optimizer of the model that saved "
+                            "it; nothing was loaded."
+                        )
+
     def __getstate__(self) -> dict[str, Any]:
         # torch's Optimizer keeps defaults, state and param_groups and drops the rest (its
         # hooks may hold anything); gradwise's own attributes (the transform, the
@@ -507,11 +599,33 @@ class Optimizer(torch.optim.Optimizer):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        run_step_eagerly_under_torch_compile(Optimizer)  # torch's __setstate__ wraps step too
         super().__setstate__(state)
         _wrap_param_groups(self)
         self._runtimes = {}
         if _reset_after_load not in self._optimizer_load_state_dict_post_hooks.values():
             self.register_load_state_dict_post_hook(_reset_after_load)
+
+
+def run_step_eagerly_under_torch_compile(optimizer_class: type[torch.optim.Optimizer]) -> None:
+    """Wrap ``optimizer_class.step`` in ``torch.compiler.disable``, once, before the first
+    optimizer is made (torch.optim wraps each class's step in its hooks there).
+
+    Dynamo cannot trace an :class:`Optimizer`'s param groups, dict subclasses
+    (``'UserDefinedDictVariable' object has no attribute 'items'``), and inductor refused
+    Newton's in-place updates, so ``torch.compile(opt.step)`` and a compiled training step
+    that calls ``opt.step()`` crashed; now the graph breaks around the step,
+    which runs eagerly, and ``implementation="compiled"`` still runs its own compiled code
+    inside. Done here rather than as a decorator: ``torch.compiler.disable`` imports
+    torch._dynamo (1.4 s), which making a torch optimizer does anyway and ``import
+    gradwise`` must not. The wrapper costs 0.3-0.5 us a step (measured on a no-op; a small
+    model's step is 20-40 us).
+    """
+    step = optimizer_class.__dict__["step"]
+    if not getattr(step, "_gradwise_eager_under_compile", False):
+        eager_step = torch.compiler.disable(step)
+        eager_step._gradwise_eager_under_compile = True
+        optimizer_class.step = eager_step  # type: ignore[method-assign]
 
 
 #: Flags torch.optim added to its optimizers over its versions, with the value a group of
@@ -532,6 +646,43 @@ def _torch_optimizer_attributes() -> frozenset[str]:
     torch._dynamo (add_param_group is wrapped to disable it), 1.3 s that every
     ``import gradwise`` paid when this ran at import time."""
     return frozenset(vars(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)))
+
+
+def _state_shapes(
+    transform: GradientTransform, params: list[Tensor]
+) -> list[dict[str, tuple[int, ...]]]:
+    """The shape of each per-parameter state entry ``transform`` keeps for each parameter,
+    as the transforms see it (a complex parameter's real view, shape ``(..., 2)``).
+
+    ``init`` runs on meta tensors (shapes, no memory); an entry it leaves None (made at the
+    first update, as SGD's momentum buffer) has the parameter's shape. A transform of your
+    own that cannot run on meta tensors runs on the parameters themselves.
+    """
+    views = [torch.view_as_real(p) if p.is_complex() else p for p in params]
+    try:
+        layout = transform.init([torch.empty_like(view, device="meta") for view in views])
+    except (RuntimeError, NotImplementedError):
+        layout = transform.init(views)
+    shapes: list[dict[str, tuple[int, ...]]] = [{} for _ in params]
+    for key, value in layout.items():
+        if not isinstance(value, list):
+            continue  # shared by the group
+        for shape, entry, view in zip(shapes, value, views, strict=True):
+            shape[key] = tuple((entry if isinstance(entry, Tensor) else view).shape)
+    return shapes
+
+
+def _view_shape(entry: Tensor, param: Tensor) -> tuple[int, ...]:
+    """A saved state entry's shape as the transforms see it (complex state as its real view)."""
+    if entry.is_complex() and param.is_complex():
+        return (*entry.shape, 2)
+    return tuple(entry.shape)
+
+
+def _kept_shape(key: str, shape: tuple[int, ...], param: Tensor) -> str:
+    """Where the state is not of the parameter's shape (a 0-d step counter), say which."""
+    view = (*param.shape, 2) if param.is_complex() else tuple(param.shape)
+    return "" if shape == view else f" (its {key!r} has shape {shape})"
 
 
 def _schedule_as_data(value: Any) -> Any:
@@ -592,7 +743,15 @@ def next_step_lr(optimizer: torch.optim.Optimizer, index: int = 0) -> float | No
         >>> next_step_lr(opt), opt.step(), next_step_lr(opt)
         (1.0, None, 0.75)
     """
-    value = optimizer.param_groups[index].get("lr")
+    groups = optimizer.param_groups
+    if not Interval(low=0, high=len(groups) - 1, kind="int").is_satisfied_by(index):
+        raise ValueError(
+            f"The 'index' parameter of next_step_lr must be the index of one of the "
+            f"optimizer's param groups, an int in [0, {len(groups) - 1}]. Got {index!r} "
+            f"instead (the optimizer has {len(groups)} param group"
+            f"{'' if len(groups) == 1 else 's'})."
+        )
+    value = groups[index].get("lr")
     if isinstance(value, Tensor):
         return float(value) if value.numel() == 1 else None
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -804,6 +963,60 @@ def _refuse_group_hyperparameters(group: Mapping[str, Any], owner: str) -> None:
             "which would ignore them. Pass a factory (a function of those hyperparameters "
             "that returns the transform) so that each group builds its own."
         )
+
+
+#: Keys torch.optim puts in param groups (``add_param_group``: ``param_names``; its
+#: optimizers' flags) and its LR schedulers add (``initial_lr``; OneCycleLR's ``max_lr``
+#: and ``min_lr``; OneCycleLR's and CyclicLR's ``max_momentum`` and ``base_momentum``;
+#: SWALR's ``swa_lr``): a group copied from another optimizer carries them.
+_TORCH_GROUP_KEYS = frozenset(
+    (
+        "params",
+        "param_names",
+        "initial_lr",
+        "max_lr",
+        "min_lr",
+        "max_momentum",
+        "base_momentum",
+        "swa_lr",
+        "foreach",
+        "fused",
+        "capturable",
+        "differentiable",
+    )
+)
+
+
+@functools.cache
+def _known_hyperparameters() -> frozenset[str]:
+    """The hyperparameters of torch.optim's optimizers (their constructors' arguments but
+    the parameters and the implementation flags) and of gradwise's."""
+    import gradwise.optim as gradwise_optim
+
+    bases = (torch.optim.Optimizer, Optimizer)  # (params, defaults), (params, transform)
+    classes = [
+        value
+        for module in (torch.optim, gradwise_optim)
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, bases[0]) and value not in bases
+    ]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = {
+        name
+        for cls in classes
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if parameter.kind in named and name not in ("self", "params", "implementation")
+    }
+    return frozenset(names - _TORCH_GROUP_KEYS)
+
+
+def _closest(key: str, accepted: Iterable[str]) -> str | None:
+    """The hyperparameter a misspelt key most likely meant (same letters in another case
+    first), as the run config's "did you mean" does."""
+    names = list(accepted)
+    same_letters = [name for name in names if name.lower() == key.lower()]
+    close = same_letters[:1] or difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _is_number_like(value: Any) -> bool:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from gradwise._validation import NON_NEGATIVE
 from gradwise.optim._adam import BETAS
-from gradwise.optim._learning_rate import LEARNING_RATE
+from gradwise.optim._learning_rate import LEARNING_RATE, checked_rate
 from gradwise.optim._optimizer import Implementation, Optimizer, _shared_key
 from gradwise.optim._scalars import per_parameter, scalar
 from gradwise.optim._transform import (
@@ -185,8 +185,8 @@ def _value_at(lr: float | Tensor | Schedule, count: Tensor) -> Any:
     if not callable(lr) or isinstance(lr, Tensor):
         return lr
     if torch.compiler.is_compiling() or count.device.type != "cpu":
-        return lr(count)
-    return lr(int(count))
+        return checked_rate(lr(count), lr, count, "SWATS")
+    return checked_rate(lr(int(count)), lr, count, "SWATS")
 
 
 def _swats(
