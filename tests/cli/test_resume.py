@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from gradwise.runs import read_records
@@ -65,12 +66,17 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_parameters(tmp_path: 
     assert without_time(run / "metrics.jsonl") == without_time(reference / "metrics.jsonl")
 
 
-def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_checkpoints_and_exits_cleanly_then_resumes(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # SIGTERM (a scheduler's preemption) killed a single-process run at once: no checkpoint
+    # of the steps since the last epoch's end, and a summary left "running".
     (tmp_path / "small.yaml").write_text(SMALL_CONFIG)
     process = start("train", "small.yaml", "--no-progress", cwd=tmp_path)
     run = tmp_path / "runs/small"
     _wait_for_step(run, 100)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "resume with: gradwise train --resume runs/small" in stdout

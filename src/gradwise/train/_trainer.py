@@ -118,8 +118,9 @@ class Trainer:
     Reliability: checkpoints hold the model, optimizer, scheduler, RNG states (torch's,
     each augmentation's, and the global ones of Python's ``random`` and ``np.random``),
     early stopping, callbacks and the position in the data order, so ``fit(resume=True)``
-    on a killed run ends with bit-identical parameters. Ctrl-C finishes the current step,
-    checkpoints and returns with status ``"interrupted"``. A NaN or infinite loss stops
+    on a killed run ends with bit-identical parameters. Ctrl-C (or SIGTERM: a scheduler's
+    preemption, ``kill``) finishes the current step, checkpoints and returns with status
+    ``"interrupted"``. A NaN or infinite loss stops
     the run before the bad step's update is applied and raises :class:`TrainingDiverged`
     naming the step and the last finite loss; the last good checkpoint stays.
 
@@ -341,10 +342,10 @@ class Trainer:
         )
         self._write_summary("running", None)
         try:
-            stop_signals = (
-                (signal.SIGINT, signal.SIGTERM) if self.world.is_distributed else (signal.SIGINT,)
-            )
-            with graceful_interrupt(stop_signals) as interrupt:
+            # SIGTERM too: a batch scheduler's preemption, `kill`, `timeout` (and, in a
+            # distributed run, torch's launcher stopping its ranks) stop the run as a Ctrl-C
+            # does, with a checkpoint of the step reached and the summary "interrupted".
+            with graceful_interrupt((signal.SIGINT, signal.SIGTERM)) as interrupt:
                 status = self._train(interrupt, resumed=resume)
             test = self._finish(status)
         except TrainingDiverged as error:
