@@ -710,3 +710,21 @@ def test_bidi_controls_outside_table_cells_are_escaped(spec, tmp_path, char):
     assert f"study{escape}dir" in page  # the footer
     outside = re.sub(r"<(td|caption)>[^<]*</\1>", "", page)
     assert char not in outside
+
+
+@pytest.mark.parametrize("complete", [False, True], ids=["none complete", "one complete"])
+def test_the_report_of_a_study_a_search_runs_between_two_trials_says_running(
+    complete, spec, tmp_path
+):
+    # Between two trials no trial is marked running: the page of a study that a search
+    # was still running read "completed" (or "every trial ended").
+    trials = [
+        make_trial(spec, 0, TrialState.FAIL, fail_reason="diverged"),
+        *([make_trial(spec, 1, value=0.5)] if complete else []),
+    ]
+    page = report(tmp_path, trials, spec, running=True)
+    assert 'class="status status-running">running<' in page
+    assert "every trial ended" not in page
+    if not complete:
+        summary = " ".join(section_text(page, "Summary").split())
+        assert "No trial has completed yet (so far 1 failed, 0 pruned)." in summary

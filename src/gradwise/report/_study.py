@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import gradwise
-from gradwise._validation import POSITIVE_INT, Either, Satisfies, check
+from gradwise._validation import POSITIVE_INT, Boolean, Either, Satisfies, check
 from gradwise.report._html import _CSS, _PAGE, Section, _render_section, png_html, utf8
 from gradwise.report._plots import _no_mathtext, _png
 from gradwise.report._table import (
@@ -152,11 +152,11 @@ def _is_invalid(trial: FrozenTrial) -> bool:
 
 def _is_interrupted(trial: FrozenTrial) -> bool:
     """An attempt stopped by a Ctrl-C or a killed worker that a retry continues (or, on
-    resume, will): failed without a reason of its own, with retries left. It did not
-    finish: the search's progress counts it neither finished nor failed."""
-    from gradwise.search._stages import failed_for_good
+    resume, will): it did not finish, and the search's progress counts it neither finished
+    nor failed (:func:`~gradwise.search._stages.is_interrupted_attempt`)."""
+    from gradwise.search._stages import is_interrupted_attempt
 
-    return trial.state.name == "FAIL" and not failed_for_good(trial)
+    return is_interrupted_attempt(trial)
 
 
 def _is_failed(trial: FrozenTrial) -> bool:
@@ -384,8 +384,12 @@ def build_study_report(
     extra: Mapping[str, Scalar] = _NO_EXTRA,
     none_completed: str | None = None,
     unfinished: str | None = None,
+    running: bool = False,
 ) -> Path:
     """Write the study's ``report.html`` into ``folder`` and return its path.
+
+    ``running``: a search or worker runs the study now, though no trial may be marked
+    running (between two trials): the page's status is ``running``, not ``completed``.
 
     One self-contained page (inline CSS, plots as base64 PNG, no links, no JavaScript),
     written atomically so a browser may read it while a search rewrites it:
@@ -461,11 +465,12 @@ def build_study_report(
     check("extra", owner, extra, _EXTRA)
     check("none_completed", owner, none_completed, _OPTIONAL_STR)
     check("unfinished", owner, unfinished, _OPTIONAL_STR)
+    check("running", owner, running, Boolean())
     path = Path(folder) / "report.html"
     leaderboard = _leaderboard_section(trials, spec, none_completed)
-    summary = _summary_section(trials, spec, extra, unfinished)
+    summary = _summary_section(trials, spec, extra, unfinished, running)
     page = _render_study(
-        path.parent, trials, spec, title, stages, summary, leaderboard, bool(unfinished)
+        path.parent, trials, spec, title, stages, summary, leaderboard, bool(unfinished), running
     )
     try:
         write_atomically(path, utf8(page))
@@ -485,8 +490,9 @@ def _render_study(
     summary: Section,
     leaderboard: Section,
     interrupted: bool,
+    running: bool,
 ) -> str:
-    active = _is_active(trials)
+    active = running or _is_active(trials)
     # A trial may still complete: running or waiting, or after a resume.
     later = active or interrupted
     sections = [
@@ -541,6 +547,7 @@ def _summary_section(
     spec: SearchSpec,
     extra: Mapping[str, Scalar],
     unfinished: str | None,
+    running: bool,
 ) -> Section:
     rows: list[list[Cell | Scalar]] = [
         ["metric", Cell(spec.metric, f"{spec.metric} ({spec.direction})")],
@@ -561,7 +568,9 @@ def _summary_section(
         rows.extend(_best_rows(completed[0], spec))
     parts = [Table("Study", ["", "value"], rows).render_html()]
     if not completed:
-        said = _none_completed_summary(trials, spec.metric, interrupted=bool(unfinished))
+        said = _none_completed_summary(
+            trials, spec.metric, interrupted=bool(unfinished), running=running
+        )
         parts.append(f"<p>{html.escape(_terminal_text(said))}</p>")
     if unfinished:
         parts.append(f"<p>{html.escape(_terminal_text(unfinished))}</p>")
@@ -577,7 +586,7 @@ def _is_active(trials: Sequence[FrozenTrial]) -> bool:
 
 
 def _none_completed_summary(
-    trials: Sequence[FrozenTrial], metric: str, *, interrupted: bool
+    trials: Sequence[FrozenTrial], metric: str, *, interrupted: bool, running: bool = False
 ) -> str:
     """Why the summary has no best trial: none ran yet, none has completed yet (trials are
     running or waiting, or the study was interrupted with budget left), or every trial
@@ -589,7 +598,7 @@ def _none_completed_summary(
     if _is_active(trials):
         active = f"{_count(trials, 'RUNNING')} running, {_count(trials, 'WAITING')} waiting"
         return f"No trial has completed{finite} yet ({active}; so far {counts})."
-    if interrupted:
+    if interrupted or running:
         return f"No trial has completed{finite} yet (so far {counts})."
     return (
         f"No trial completed{finite}: every trial ended ({len(trials)} in all: {counts}), "

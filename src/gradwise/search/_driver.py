@@ -243,6 +243,7 @@ def finish(folder: Path, url: str, name: str, *, interrupted: bool = False) -> S
         },
         none_completed=none_completed,
         unfinished=unfinished,
+        running=running,
     )
     return SearchResult(
         folder, name, url, state, best, report, best_config, interrupted, none_completed,
