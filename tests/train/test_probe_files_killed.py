@@ -52,18 +52,16 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.decode("ascii").splitlines()]
 
 
-def test_a_killed_run_keeps_its_probe_files_up_to_the_checkpoint_and_resumes_them(
-    tmp_path: Path,
-) -> None:
+def _whole_and_killed(tmp_path: Path, config: str, killer: str) -> tuple[Path, Path, Any]:
+    """The run folders of ``config`` run uninterrupted and run by ``killer`` (a script
+    that SIGKILLs it), and the killed run's checkpointed position."""
     (tmp_path / "whole").mkdir()
-    (tmp_path / "whole" / "small.yaml").write_text(CONFIG)
+    (tmp_path / "whole" / "small.yaml").write_text(config)
     completed = gradwise("train", "small.yaml", "--no-progress", cwd=tmp_path / "whole")
     assert completed.returncode == 0, completed.stderr
-    whole = tmp_path / "whole" / "runs/small"
-
-    (tmp_path / "small.yaml").write_text(CONFIG)
+    (tmp_path / "small.yaml").write_text(config)
     killed = subprocess.run(
-        [sys.executable, "-c", _KILLED],
+        [sys.executable, "-c", killer],
         cwd=tmp_path,
         env=environment(),
         capture_output=True,
@@ -73,17 +71,33 @@ def test_a_killed_run_keeps_its_probe_files_up_to_the_checkpoint_and_resumes_the
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     run = tmp_path / "runs/small"
-    checkpoint = load_checkpoint(run / "checkpoints/last.pt")["position"]
-    assert checkpoint["epoch"] == 2
-    for name in FILES:
-        expected = [r for r in _lines(whole / name) if r["step"] <= checkpoint["step"]]
-        assert _lines(run / name) == expected, name
-        assert max(record["step"] for record in expected) > checkpoint["step"] // 2
+    position = load_checkpoint(run / "checkpoints/last.pt")["position"]
+    return tmp_path / "whole" / "runs/small", run, position
 
+
+def _assert_files_up_to(run: Path, whole: Path, step: int) -> None:
+    """The killed run's files hold exactly the uninterrupted run's lines up to ``step``."""
+    for name in FILES:
+        expected = [r for r in _lines(whole / name) if r["step"] <= step]
+        assert _lines(run / name) == expected, name
+
+
+def _assert_resumed_like_whole(tmp_path: Path, run: Path, whole: Path) -> None:
     resumed = gradwise("train", "--resume", "runs/small", "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     for name in FILES:
         assert (run / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+def test_a_killed_run_keeps_its_probe_files_up_to_the_checkpoint_and_resumes_them(
+    tmp_path: Path,
+) -> None:
+    whole, run, position = _whole_and_killed(tmp_path, CONFIG, _KILLED)
+    assert position["epoch"] == 2
+    _assert_files_up_to(run, whole, position["step"])
+    for name in FILES:
+        assert max(record["step"] for record in _lines(run / name)) > position["step"] // 2
+    _assert_resumed_like_whole(tmp_path, run, whole)
 
 
 # The same run with a checkpoint every 7 steps, SIGKILLed at the step after the first
@@ -108,35 +122,11 @@ def test_a_run_killed_after_a_mid_epoch_checkpoint_keeps_its_probe_files_up_to_i
     # Before, the files were appended at epoch ends only: a kill after a checkpoint of
     # checkpoint.every_steps left them at the last epoch's end, behind the checkpoint.
     config = CONFIG + "checkpoint: {every_steps: 7}\n"
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "whole" / "small.yaml").write_text(config)
-    completed = gradwise("train", "small.yaml", "--no-progress", cwd=tmp_path / "whole")
-    assert completed.returncode == 0, completed.stderr
-    whole = tmp_path / "whole" / "runs/small"
-
-    (tmp_path / "small.yaml").write_text(config)
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_MID_EPOCH],
-        cwd=tmp_path,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    run = tmp_path / "runs/small"
-    position = load_checkpoint(run / "checkpoints/last.pt")["position"]
+    whole, run, position = _whole_and_killed(tmp_path, config, _KILLED_MID_EPOCH)
     assert position["batch"] > 0  # within an epoch
     assert position["step"] % 7 == 0
-    for name in FILES:
-        expected = [r for r in _lines(whole / name) if r["step"] <= position["step"]]
-        assert _lines(run / name) == expected, name
+    _assert_files_up_to(run, whole, position["step"])
     # Records of the checkpoint's own epoch are there (monitor.cheap_every is 2).
     probes = _lines(run / "probes.jsonl")
     assert max(record["step"] for record in probes) > position["step"] - position["batch"]
-
-    resumed = gradwise("train", "--resume", "runs/small", "--no-progress", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    for name in FILES:
-        assert (run / name).read_bytes() == (whole / name).read_bytes(), name
+    _assert_resumed_like_whole(tmp_path, run, whole)
