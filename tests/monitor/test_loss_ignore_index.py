@@ -17,17 +17,7 @@ from gradwise import Trainer, monitor, optim
 from gradwise.data import Dataset, DataSplits
 from gradwise.diagnosis import Finding
 from gradwise.monitor._callback import WatchCallback
-
-
-def _model() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-
-
-def _data(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    inputs = torch.randn(count, 8, generator=generator)
-    return inputs, (inputs[:, 0] > 0).long() + (inputs[:, 1] > 1).long()
+from tests.monitor.test_accuracy_ignore_index import _data, _model
 
 
 def _plain_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, ignored: int):

@@ -14,17 +14,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from gradwise import optim
 from gradwise.data import Dataset, DataSplits
 from gradwise.runs import RunFolder, read_records
 from gradwise.train import Trainer, TrainingDiverged, load_checkpoint, save_checkpoint
 from tests.distributed.multiprocess import run_on_ranks
 from tests.train.stop_at import StopAt
+from tests.train.test_accuracy_ignore_index import CLASSES
+from tests.train.test_accuracy_ignore_index import _trainer as accuracy_trainer
 
-CLASSES = 3
-BATCH = 16
 IGNORED = 0  # nn.CrossEntropyLoss(ignore_index=0): class 0 is a real class, left out
 
 
@@ -57,13 +55,8 @@ def _trainer(
     loss: nn.Module | None = None,
     **kwargs: object,
 ) -> Trainer:
-    torch.manual_seed(0)
-    model: nn.Module = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, CLASSES))
-    optimizer = optim.SGD(model.parameters(), lr=lr)
-    model = DistributedDataParallel(model) if ddp else model
-    options = {"batch_size": BATCH, "progress": False, "epochs": 1, **kwargs}
     loss = loss if loss is not None else nn.CrossEntropyLoss(ignore_index=IGNORED)
-    return Trainer(model, optimizer, data, loss=loss, **options)  # type: ignore[arg-type]
+    return accuracy_trainer(data, loss, lr=lr, ddp=ddp, **kwargs)
 
 
 def _plain_loss(model: nn.Module, dataset: Dataset) -> float:
