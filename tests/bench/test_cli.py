@@ -76,3 +76,36 @@ def test_bench_unit_tests_says_when_tests_matches_no_test(
     assert len(err.strip().splitlines()) == 1, err
     assert "The '--tests' option of gradwise bench unit-tests" in err
     assert "'no-such-test'" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["surfaces", "--tolerance", "0"], "The '--tolerance' option of gradwise bench surfaces "
+         "must be a finite float > 0. Got 0.0 instead."),
+        (["surfaces", "--max-steps", "0"], "The '--max-steps' option of gradwise bench surfaces "
+         "must be an int >= 1. Got 0 instead."),
+        (["surfaces", "--optimizers", "SGD,Foo"], "The '--optimizers' option of gradwise bench "
+         "surfaces must be comma-separated names from SGD, Momentum, Nesterov, Adam, AMSGrad, "
+         "RMSprop, Adagrad, NAdam, RAdam. Got 'SGD,Foo' instead (unknown: Foo)."),
+        (["unit-tests", "--optimizers", ","], "The '--optimizers' option of gradwise bench "
+         "unit-tests must be comma-separated names from SGD,"),
+        (["profiles", "--surfaces", "nope"], "The '--surfaces' option of gradwise bench profiles "
+         "must be comma-separated names from quadratic, rosenbrock, beale, himmelblau, saddle, "
+         "monkey_saddle, styblinski_tang. Got 'nope' instead (unknown: nope)."),
+        (["profiles", "--optimizers", "Foo"], "The '--optimizers' option of gradwise bench "
+         "profiles must be comma-separated names from SGD,"),
+    ],
+)  # fmt: skip
+def test_bench_errors_name_the_flag_and_the_command_not_the_library_function(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # QA: these named surface_benchmark's or tuned_optimizers' parameters.
+    started = time.perf_counter()
+    assert main(["bench", *args]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err.startswith(f"gradwise bench: error: {message}")
+    assert len(printed.err.strip().splitlines()) == 1, printed.err
+    assert "parameter" not in printed.err
+    assert time.perf_counter() - started < 1.0  # before any benchmark ran

@@ -118,7 +118,72 @@ def test_bad_arguments_and_folders_are_refused_in_one_line(
     folder.mkdir(parents=True)
     (folder / "prune.json").write_text(json.dumps({"rate": 0.9}))
     assert main([*base, "--rounds", "1", "--rate", "0.2"]) == 2
-    assert "holds a prune with other settings (config, rate" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "holds a prune with other settings (config was not set, now {" in error
+    assert "; rate was 0.9, now 0.2; rewind_step was not set, now 0; and 3 more)" in error
+
+
+def test_a_prune_with_other_settings_names_the_keys_that_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # QA: the refusal said "(config differ)", leaving the user to find which key changed.
+    (tmp_path / "small.yaml").write_text(CONFIG.replace("epochs: 3", "epochs: 1"))
+    base = ["prune", str(tmp_path / "small.yaml"), "--runs-dir", str(tmp_path / "runs"),
+            "--rounds", "1", "--no-control", "--no-progress"]  # fmt: skip
+    assert main([*base, "--rate", "0.5"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--rate", "0.5", "--set", "optimizer.lr=0.02",
+                 "--set", "data.batch_size=8"]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert error == (
+        f"gradwise prune: error: {tmp_path / 'runs/prune-spirals-mlp'} holds a prune with "
+        "other settings (config.data.batch_size was 16, now 8; config.optimizer.lr was 0.01, "
+        "now 0.02); use another name (--set name=...) or remove that folder\n"
+    )
+
+
+def test_prune_refuses_a_training_runs_folder_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # QA: a prune named like a training run wrote into its folder, replacing the run's
+    # summary.json and report.html.
+    (tmp_path / "small.yaml").write_text(CONFIG.replace("epochs: 3", "epochs: 1"))
+    runs = tmp_path / "runs"
+    assert main(["train", str(tmp_path / "small.yaml"), "--runs-dir", str(runs),
+                 "--set", "name=base", "--no-progress"]) == 0  # fmt: skip
+    before = {path: path.read_bytes() for path in (runs / "base").rglob("*") if path.is_file()}
+    capsys.readouterr()
+    assert main(["prune", str(tmp_path / "small.yaml"), "--runs-dir", str(runs),
+                 "--rounds", "1", "--rate", "0.5", "--no-progress",
+                 "--set", "name=base"]) == 2  # fmt: skip
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err == (
+        f"gradwise prune: error: {runs / 'base'} already exists and is not a prune folder (it "
+        "has no prune.json); a prune would overwrite its files. Choose another name (--set "
+        "name=...), or remove that folder.\n"
+    )
+    assert {p: p.read_bytes() for p in (runs / "base").rglob("*") if p.is_file()} == before
+
+
+def test_prune_refuses_a_name_taken_by_a_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # QA: a FileExistsError traceback.
+    (tmp_path / "small.yaml").write_text(CONFIG)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "pfile").write_text("not a folder\n")
+    assert main(["prune", str(tmp_path / "small.yaml"), "--runs-dir", str(runs),
+                 "--rounds", "1", "--rate", "0.5", "--no-progress",
+                 "--set", "name=pfile"]) == 2  # fmt: skip
+    printed = capsys.readouterr()
+    assert printed.err == (
+        f"gradwise prune: error: {runs / 'pfile'} is a file, not a prune folder. Choose "
+        "another name (--set name=...), or move that file.\n"
+    )
+    assert (runs / "pfile").read_text() == "not a folder\n"
+    assert [path.name for path in runs.iterdir()] == ["pfile"]
 
 
 def test_ctrl_c_before_the_dense_run_finished_says_so_instead_of_an_empty_table(

@@ -579,13 +579,16 @@ def test_one_process_trains_alone_with_a_valid_distributed_section(tmp_path) -> 
 def test_a_rank_that_cannot_make_the_run_folder_gives_the_one_process_error(
     tmp_path, capsys
 ) -> None:
-    # The config builds, so the ranks start; rank 0 then cannot create the run folder.
-    (tmp_path / "a_file").write_text("not a folder")
+    # The config builds and the runs folder can be written, so the ranks start; rank 0
+    # then cannot create the run folder: its name is taken by a file.
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs/ddp").write_text("not a folder")
     config = _config(tmp_path, epochs=1)
-    args = ["train", str(config), "--runs-dir", str(tmp_path / "a_file/runs"), "--no-progress"]
+    args = ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+    args += ["--set", "name=ddp"]
     assert main(args) == 2
     one = capsys.readouterr().err
-    assert "Cannot write to run folder" in one
+    assert "runs/ddp already exists" in one
     assert main([*args, "--nproc", "2"]) == 2
     assert capsys.readouterr().err == one  # one line, no resume hint: the run never began
 

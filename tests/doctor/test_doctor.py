@@ -210,3 +210,27 @@ def test_the_default_probe_never_runs_longer_than_the_configured_run(tmp_path: P
         probe = diagnose(in_steps, checks=False, probe_epochs=probe_epochs)
         assert probe.probe_steps == steps
         assert probe.probe.steps == steps
+
+
+def test_a_runs_dir_that_is_a_file_is_refused_before_the_checks_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # QA: the doctor ran every check (11 s) before it found that its probe's folder could
+    # not be made, and then named the run folder, not the file in the way.
+    from gradwise.doctor import _doctor
+    from gradwise.runs import RunFolderError
+
+    runs_dir = tmp_path / "afile"
+    runs_dir.write_text("not a folder")
+    config = load_config(overrides=[f"runs_dir={runs_dir}", "data.dataset=spirals",
+                                    "model.name=mlp", "epochs=1"])  # fmt: skip
+    prepared = []
+    monkeypatch.setattr(_doctor, "prepare_run", lambda *a, **k: prepared.append(a))
+    with pytest.raises(RunFolderError) as caught:
+        diagnose(config)
+    assert str(caught.value) == (
+        f"The 'runs_dir' setting must be a folder that can be written. Got {str(runs_dir)!r} "
+        "instead: it is a file. Set runs_dir to another folder, or move that file."
+    )
+    assert prepared == []  # no data loaded, no model built, no check run
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]

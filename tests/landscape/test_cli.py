@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +141,48 @@ def test_the_cli_interpolation_starts_at_the_init_models_loss(
     assert main(["landscape", str(run), "--kind", "interpolate", *subset]) == 0
     (line,) = lines
     np.testing.assert_allclose(line.losses[line.coordinates == 0.0], [at_init], rtol=1e-5)
+
+
+def test_a_run_folder_that_cannot_be_written_is_refused_before_any_plot_is_computed(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # QA: every plot was computed, then writing the first one was a PermissionError
+    # traceback. Root writes through chmod, so the folder is made read-only the way a
+    # user without write permission sees it: os.access says no.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("landscape-*.png"))
+    real_access = os.access
+
+    def access(path: object, mode: int, *args: object, **kwargs: object) -> bool:
+        if Path(str(path)).resolve() == copy.resolve() and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)  # type: ignore[arg-type]
+
+    computed = []
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(landscape, "slice_1d", lambda *a, **k: computed.append(a))
+    assert main(["landscape", str(copy), "--kind", "1d", "--resolution", "3"]) == 2
+    printed = capsys.readouterr()
+    assert printed.err.strip() == (
+        f"gradwise landscape: error: The 'RUN' argument of gradwise landscape must be a "
+        f"folder that can be written. Got {str(copy)!r} instead: permission denied. Make it "
+        "writable: the plots and report.html are written into it."
+    )
+    assert printed.out == ""
+    assert computed == []
+    assert not list(copy.glob("landscape-*.png"))
+
+
+def test_a_plot_that_cannot_be_written_is_a_one_line_error(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The folder can be written, the plot's path cannot: a folder holds its name.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("landscape-*.png"))
+    (copy / "landscape-1d.png").mkdir()
+    assert main(["landscape", str(copy), "--kind", "1d", "--resolution", "3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "gradwise landscape: error: Could not write the landscape plot "
+        f"{copy / 'landscape-1d.png'}: Is a directory."
+    )

@@ -86,11 +86,27 @@ def test_unwritable_root_fails_with_one_clear_line(tmp_path):
         RunFolder.create(root, "x", min_free_bytes=0)
     message = str(caught.value)
     assert message == (
-        f"Cannot write to run folder {root / 'x'}: Not a directory. "
-        "Choose another folder with --runs-dir or fix its permissions."
+        f"The 'runs_dir' setting must be a folder that can be written. Got {str(root)!r} "
+        f"instead: {str(blocker)!r} is a file. Set runs_dir to another folder, or move that "
+        "file."
     )
     assert "\n" not in message
     assert isinstance(caught.value, OSError)
+
+
+def test_a_root_that_is_a_file_is_named_as_the_runs_dir_not_as_the_run_folder(tmp_path):
+    # QA: "Cannot write to run folder afile/x: File exists. Choose another folder with
+    # --runs-dir ...": the run folder named, not the file in the way, and a flag that a
+    # train(config) call does not have.
+    root = tmp_path / "afile"
+    root.write_text("not a folder")
+    with pytest.raises(RunFolderError) as caught:
+        RunFolder.create(root, "x", min_free_bytes=0)
+    assert str(caught.value) == (
+        f"The 'runs_dir' setting must be a folder that can be written. Got {str(root)!r} "
+        "instead: it is a file. Set runs_dir to another folder, or move that file."
+    )
+    assert root.read_text() == "not a folder"
 
 
 def test_check_writable_fails_when_the_run_folder_is_not_writable(tmp_path):

@@ -81,17 +81,44 @@ def _add_optimizers(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _optimizers(args: argparse.Namespace) -> dict[str, Tuned]:
+def _optimizers(args: argparse.Namespace, benchmark: str) -> dict[str, Tuned]:
     from gradwise.bench import tuned_optimizers
+
+    _check_optimizers(args, benchmark)
+    return dict(tuned_optimizers(_names(args.optimizers)))
+
+
+def _check_optimizers(args: argparse.Namespace, benchmark: str) -> None:
+    from gradwise.bench import OPTIMIZER_NAMES
+
+    names = _names(args.optimizers)
+    _check_names("--optimizers", benchmark, names, OPTIMIZER_NAMES, args.optimizers)
+    if not names:
+        _refuse_names("--optimizers", benchmark, OPTIMIZER_NAMES, args.optimizers, "none")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _check_names(
+    option: str, benchmark: str, names: list[str], known: tuple[str, ...], text: str
+) -> None:
+    """ConfigError naming the flag when ``names`` holds one not in ``known``."""
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        _refuse_names(option, benchmark, known, text, "unknown: " + ", ".join(unknown))
+
+
+def _refuse_names(
+    option: str, benchmark: str, known: tuple[str, ...], text: str, problem: str
+) -> None:
     from gradwise.config import ConfigError
 
-    names = [name.strip() for name in args.optimizers.split(",") if name.strip()]
-    try:
-        return dict(tuned_optimizers(names))
-    except ValueError as error:
-        raise ConfigError(
-            str(error).replace("'names' parameter", "'--optimizers' option")
-        ) from None
+    raise ConfigError(
+        f"The '{option}' option of gradwise bench {benchmark} must be comma-separated names "
+        f"from {', '.join(known)}. Got {text!r} instead ({problem})."
+    )
 
 
 def run_unit_tests(args: argparse.Namespace) -> int:
@@ -103,7 +130,7 @@ def run_unit_tests(args: argparse.Namespace) -> int:
         "unit-tests",
         {"--steps": (args.steps, 1), "--runs": (args.runs, 1), "--seed": (args.seed, 0)},
     )
-    optimizers = _optimizers(args)
+    optimizers = _optimizers(args, "unit-tests")
     tests = [name for name in UNIT_TEST_NAMES if args.tests in name]
     if not tests:
         raise ConfigError(
@@ -130,7 +157,9 @@ def run_surfaces(args: argparse.Namespace) -> int:
     """Count the optimizers' steps to the surfaces' minima; print the table."""
     from gradwise.bench import surface_benchmark
 
-    optimizers = _optimizers(args)
+    _check_options("surfaces", {"--max-steps": (args.max_steps, 1)})
+    _check_tolerance(args.tolerance, "surfaces")
+    optimizers = _optimizers(args, "surfaces")
     _check_out(args, "surfaces")
     with _as_config_errors():
         result = surface_benchmark(
@@ -168,11 +197,12 @@ def _check_profile_options(args: argparse.Namespace) -> None:
             f"The '--tau-max' option of {owner} must be a finite float > 1. "
             f"Got {args.tau_max} instead."
         )
-    if not (args.tolerance > 0 and math.isfinite(args.tolerance)):
-        raise ConfigError(
-            f"The '--tolerance' option of {owner} must be a finite float > 0. "
-            f"Got {args.tolerance} instead."
-        )
+    _check_tolerance(args.tolerance, "profiles")
+    if args.surfaces is not None:
+        from gradwise.viz import SURFACE_NAMES
+
+        _check_names("--surfaces", "profiles", _names(args.surfaces), SURFACE_NAMES, args.surfaces)
+    _check_optimizers(args, "profiles")
     gaps = _numbers("--quadratic-deep-gaps", args.quadratic_deep_gaps)
     if args.quadratic_deep_epochs > 0 and not (gaps and all(0 < gap < 1 for gap in gaps)):
         raise ConfigError(
@@ -184,6 +214,16 @@ def _check_profile_options(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"The '--quadratic-deep-gaps' option of {owner} must be distinct numbers (each "
             f"is a problem). Got {args.quadratic_deep_gaps!r} instead."
+        )
+
+
+def _check_tolerance(tolerance: float, benchmark: str) -> None:
+    from gradwise.config import ConfigError
+
+    if not (tolerance > 0 and math.isfinite(tolerance)):
+        raise ConfigError(
+            f"The '--tolerance' option of gradwise bench {benchmark} must be a finite float "
+            f"> 0. Got {tolerance} instead."
         )
 
 
@@ -235,13 +275,9 @@ def _profile_steps(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         surface_steps,
     )
 
-    optimizers = _optimizers(args)
+    optimizers = _optimizers(args, "profiles")
     steps: dict[str, dict[str, float]] = {}
-    surfaces = (
-        list(BENCHMARK_SURFACES)
-        if args.surfaces is None
-        else [name.strip() for name in args.surfaces.split(",") if name.strip()]
-    )
+    surfaces = list(BENCHMARK_SURFACES) if args.surfaces is None else _names(args.surfaces)
     if surfaces:
         results = surface_benchmark(
             optimizers, surfaces, tolerance=args.tolerance, max_steps=args.max_steps

@@ -43,7 +43,8 @@ def run_landscape(args: argparse.Namespace) -> int:
 
     from gradwise.config import ConfigError
     from gradwise.report import build_report
-    from gradwise.runs import RunFolder
+    from gradwise.runs import RunFolder, RunFolderError
+    from gradwise.runs._files import describe_os_error
 
     for name, low in (("resolution", 2), ("subset", 1)):
         value = getattr(args, name)
@@ -64,7 +65,12 @@ def run_landscape(args: argparse.Namespace) -> int:
     paths = []
     for file_name, png in _landscapes(args, model, init, data, loss):
         path = folder / file_name
-        path.write_bytes(png)
+        try:
+            path.write_bytes(png)
+        except OSError as error:  # the folder was checked; this is what changed since
+            raise RunFolderError(
+                f"Could not write the landscape plot {path}: {describe_os_error(error)}."
+            ) from error
         paths.append(path)
     for path in paths:
         print(path)
@@ -76,6 +82,7 @@ def _load_run(run: Path, subset: int) -> tuple[Path, Any, dict[str, Any], Any, A
     """The run's model at its final weights, its init state_dict, a data subset, the loss."""
     import torch
 
+    from gradwise.cli._output import check_output_folder
     from gradwise.config import ConfigError, parse_config, read_file
     from gradwise.losses import get_loss
     from gradwise.runs import RunFolder
@@ -93,6 +100,11 @@ def _load_run(run: Path, subset: int) -> tuple[Path, Any, dict[str, Any], Any, A
             f"{folder.path} has no final weights to plot (no {folder.last_checkpoint}); "
             "train it first."
         )
+    # The plots go into the run folder: find out now, not after computing them.
+    check_output_folder(
+        folder.path, "RUN", "landscape",
+        fix="Make it writable: the plots and report.html are written into it.",
+    )  # fmt: skip
     config = parse_config(read_file(folder.config_path))
     # The model at its initialization (config.seed), fed as it was trained.
     prepared = prepare_run(config, preprocessing=saved_preprocessing(folder))

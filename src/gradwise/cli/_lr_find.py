@@ -37,7 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run_lr_find(args: argparse.Namespace) -> int:
     """Run the sweep of ``args.config``; ConfigError for a bad config or sweep setting."""
-    from gradwise.cli._output import check_output_file
+    from gradwise.cli._output import check_output_file, check_output_folder
     from gradwise.config import ConfigError, load_config
     from gradwise.lr_finder import lr_find
     from gradwise.train import prepare_run
@@ -48,6 +48,8 @@ def run_lr_find(args: argparse.Namespace) -> int:
     if out is None:
         name = config.name or Path(config.data.dataset).stem + "-" + config.model.name
         out = Path(config.runs_dir) / f"lr-find-{name}.png"
+        # The default path's folder came from runs_dir: a problem there is named so.
+        check_output_folder(out.parent, "runs_dir", "lr-find")
     check_output_file(out, "--out", "lr-find")  # before the sweep, not after it
     _check_plot_suffix(out)
     prepared = prepare_run(replace(config, schedule=None))

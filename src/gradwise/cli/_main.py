@@ -181,6 +181,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.runs_dir is not None:
             overrides.append(f"runs_dir={args.runs_dir}")
         config = load_config(args.config, overrides)
+        _check_runs_dir(args, config, "train")
     if args.nproc > 1 or in_launched_process():
         if not in_launched_process():
             _check_before_launch(config, args.resume, args.nproc)
@@ -317,6 +318,7 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.runs_dir is not None:
         overrides.append(f"runs_dir={args.runs_dir}")
     config = load_config(args.config, overrides)
+    _check_runs_dir(args, config, "doctor")  # before the checks, not after them
     result = diagnose(
         config,
         fix=args.fix,
@@ -329,6 +331,14 @@ def _doctor(args: argparse.Namespace) -> int:
         # --fix was asked for and changed nothing: say so, not silence.
         print("--fix: no finding carries a fix the doctor is confident in; nothing was changed")
     return _doctor_exit_code(result)
+
+
+def _check_runs_dir(args: argparse.Namespace, config: RunConfig, command: str) -> None:
+    """The run folder's parent, checked before any work, named as the user gave it."""
+    from gradwise.cli._output import check_output_folder
+
+    where = "--runs-dir" if args.runs_dir is not None else "runs_dir"
+    check_output_folder(Path(config.runs_dir), where, command)
 
 
 def _doctor_exit_code(result: DoctorResult) -> int:

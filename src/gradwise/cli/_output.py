@@ -10,8 +10,14 @@ from gradwise.config import ConfigError
 from gradwise.runs._files import describe_os_error
 
 
-def check_output_folder(path: Path, option: str, command: str) -> None:
+def check_output_folder(
+    path: Path, option: str, command: str, *, fix: str = "Pick another folder."
+) -> None:
     """Check that the folder ``path`` exists or can be made, and can be written.
+
+    ``option`` names where the path came from: a flag (``--out``), a config setting
+    (``runs_dir``, when no flag gave the path) or a positional argument (``RUN``); ``fix``
+    ends the message.
 
     Raises:
         ConfigError: ``path`` is a file, cannot be made, or cannot be written.
@@ -19,8 +25,8 @@ def check_output_folder(path: Path, option: str, command: str) -> None:
     problem = "it is a file" if path.exists() and not path.is_dir() else _make_folder(path)
     if problem is not None:
         raise ConfigError(
-            f"The '{option}' option of gradwise {command} must be a folder that can be "
-            f"written. Got {str(path)!r} instead: {problem}. Pick another folder."
+            f"The '{option}' {_kind(option)} of gradwise {command} must be a folder that can "
+            f"be written. Got {str(path)!r} instead: {problem}. {fix}"
         )
 
 
@@ -44,9 +50,17 @@ def check_output_file(path: Path, option: str, command: str) -> None:
             problem = f"its folder {str(path.parent)!r}: {problem}"
     if problem is not None:
         raise ConfigError(
-            f"The '{option}' option of gradwise {command} must be a file path that can be "
-            f"written. Got {str(path)!r} instead: {problem}."
+            f"The '{option}' {_kind(option)} of gradwise {command} must be a file path that "
+            f"can be written. Got {str(path)!r} instead: {problem}."
         )
+
+
+def _kind(option: str) -> str:
+    """What ``option`` is on the command line: ``--out`` an option, ``RUN`` an argument,
+    ``runs_dir`` a config setting (set in CONFIG or with --set)."""
+    if option.startswith("-"):
+        return "option"
+    return "argument" if option.isupper() else "setting"
 
 
 def _make_folder(path: Path) -> str | None:

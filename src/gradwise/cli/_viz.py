@@ -60,7 +60,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     viz.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
     viz.add_argument("--start", default=None, metavar="X,Y", help="start point (default: the "
-                     "surface's)")  # fmt: skip
+                     "surface's); write a negative one with '=': --start=-1.2,1")  # fmt: skip
     viz.add_argument("--out", type=Path, default=Path("."), help="output folder (default: .)")
     viz.add_argument("--gif", action="store_true", help="also write an animated GIF")
     viz.set_defaults(handler=run_viz)

@@ -33,6 +33,7 @@ from gradwise.runs import (
     replace_atomically,
     write_config,
 )
+from gradwise.runs._folder import check_runs_dir
 from gradwise.train import FitResult, PreparedRun, TrainingDiverged, make_trainer, prepare_run
 
 #: The probe run: this many epochs at least, unless the configured run is shorter...
@@ -130,6 +131,9 @@ def diagnose(
     loss became non-finite ends the diagnosis (``probe_status`` "diverged", usually with a
     NONFINITE_LOSS finding) instead of raising.
     """
+    # The probe's folder is made after the checks (a Ctrl-C during them leaves none behind):
+    # whether it can be made is found out before them.
+    check_runs_dir(config.runs_dir)
     probe_config, prepared = _prepared_probe(config, probe_epochs)
     prepared.warn_preprocessing()
     findings: list[Diagnosis] = []

@@ -52,6 +52,7 @@ from gradwise.runs import (
     write_config,
 )
 from gradwise.runs._files import (
+    describe_os_error,
     remove_leftover_temporaries,
     replace_atomically,
     write_atomically,
@@ -146,22 +147,92 @@ def _claim(folder: Path, config: RunConfig, settings: PruneSettings) -> None:
     if path.is_file():
         existing = json.loads(path.read_text(encoding="utf-8"))
         differ = [
-            key
+            change
             for key in wanted
-            if key != "rounds" and _procedure(existing, key) != _procedure(wanted, key)
+            if key != "rounds"
+            for change in _changes(
+                _procedure(existing, key) if key in existing else _UNSET,
+                _procedure(wanted, key),
+                key,
+            )
         ]
         if differ:
+            shown = "; ".join(differ[:_CHANGES_SHOWN])
+            more = len(differ) - _CHANGES_SHOWN
             raise ConfigError(
-                f"{folder} holds a prune with other settings ({', '.join(differ)} differ); "
+                f"{folder} holds a prune with other settings ({shown}"
+                f"{f'; and {more} more' if more > 0 else ''}); "
                 "use another name (--set name=...) or remove that folder"
             )
         _refuse_dropping_rounds(folder, settings.rounds)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tickets").mkdir(exist_ok=True)
+    elif folder.exists() and not folder.is_dir():
+        raise ConfigError(
+            f"{folder} is a file, not a prune folder. Choose another name (--set name=...), "
+            "or move that file."
+        )
+    elif folder.is_dir() and not _only_prune_leftovers(folder):
+        raise ConfigError(
+            f"{folder} already exists and is not a prune folder (it has no {_SETTINGS_FILE}); "
+            "a prune would overwrite its files. Choose another name (--set name=...), or "
+            "remove that folder."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "tickets").mkdir(exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot make the prune folder {folder}: {describe_os_error(error)}. Choose "
+            "another name (--set name=...) or runs folder (--runs-dir)."
+        ) from error
     # The prune command is the folder's one writer: what a killed write left is nobody's.
     remove_leftover_temporaries(folder, (_SETTINGS_FILE, REWIND_WEIGHTS, *_REPORT_FILES))
     remove_leftover_temporaries(folder / "tickets")
     write_atomically(path, json.dumps(wanted, indent=1).encode("utf-8"))
+
+
+def _only_prune_leftovers(folder: Path) -> bool:
+    """True if ``folder`` is empty, or holds only what a prune killed before it wrote
+    prune.json left: an empty ``tickets/`` and temporary files of its own writes."""
+    for entry in folder.iterdir():
+        if entry.name == "tickets" and entry.is_dir():
+            if not all(_is_temporary(ticket) for ticket in entry.iterdir()):
+                return False
+        elif not _is_temporary(entry):
+            return False
+    return True
+
+
+def _is_temporary(path: Path) -> bool:
+    """A ``.<name>.<random>.tmp`` file of :func:`write_atomically`."""
+    return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
+
+
+_CHANGES_SHOWN = 3
+_UNSET = object()  # a key one side does not have
+
+
+def _changes(saved: Any, wanted: Any, key: str) -> list[str]:
+    """How ``saved`` became ``wanted``, per dotted key: "config.optimizer.lr was 0.1, now
+    0.2" (an empty list when they are equal)."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        keys = [*wanted, *(name for name in saved if name not in wanted)]
+        return [
+            change
+            for name in keys
+            for change in _changes(
+                saved.get(name, _UNSET), wanted.get(name, _UNSET), f"{key}.{name}"
+            )
+        ]
+    if saved == wanted:
+        return []
+    return [f"{key} was {_shown(saved)}, now {_shown(wanted)}"]
+
+
+def _shown(value: Any) -> str:
+    if value is _UNSET:
+        return "not set"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _refuse_dropping_rounds(folder: Path, rounds: int) -> None:

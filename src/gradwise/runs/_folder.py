@@ -200,7 +200,7 @@ class RunFolder:
             },
         )
         root = Path(root)
-        _make_root(root, name or prefix)
+        _make_root(root)
         if name is None:
             path = _claim_unique(root, f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
             made = True
@@ -348,11 +348,47 @@ def _unwritable(path: Path, error: OSError) -> RunFolderError:
     )
 
 
-def _make_root(root: Path, name: str) -> None:
+def check_runs_dir(root: PathLike) -> None:
+    """Fail now, with one clear line, if :meth:`RunFolder.create` could not make run folders
+    in ``root``: it, or a folder above it, is a file, or cannot be written. Makes nothing,
+    so a command checking before its work leaves nothing behind if it is refused or
+    interrupted later.
+
+    Raises:
+        RunFolderError: naming the ``runs_dir`` setting (the run config's) and the problem.
+    """
+    root = Path(root)
+    problem = _runs_dir_problem(root)
+    if problem is not None:
+        raise _unusable_runs_dir(root, problem)
+
+
+def _runs_dir_problem(root: Path) -> str | None:
+    """Why run folders cannot be made in ``root``, judged by its nearest existing folder."""
+    existing = next((folder for folder in (root, *root.parents) if folder.exists()), None)
+    if existing is None:
+        return None  # nothing exists above it, not even the current folder: let mkdir say
+    if not existing.is_dir():
+        return "it is a file" if existing == root else f"{str(existing)!r} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "permission denied" if existing == root else f"{str(existing)!r} cannot be written"
+    return None
+
+
+def _unusable_runs_dir(root: Path, problem: str) -> RunFolderError:
+    remedy = "move that file" if problem.endswith("is a file") else "fix its permissions"
+    return RunFolderError(
+        f"The 'runs_dir' setting must be a folder that can be written. Got {str(root)!r} "
+        f"instead: {problem}. Set runs_dir to another folder, or {remedy}."
+    )
+
+
+def _make_root(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise _unwritable(root / name, error) from error
+        problem = _runs_dir_problem(root) or f"cannot make it ({describe_os_error(error)})"
+        raise _unusable_runs_dir(root, problem) from error
 
 
 def _claim(path: Path, exist_ok: bool) -> bool:
