@@ -8,11 +8,12 @@ Every public boundary validates with these so that a bad value always reads::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 
@@ -162,22 +163,34 @@ def invalid_value_error(name: str, owner: str, expected: str, value: Any) -> Val
 
 #: Tensors of more elements are shown in messages by their shape, not their values.
 SHOWN_ELEMENTS = 8
+#: A value whose repr is longer is shown by its kind and size (an array, a list, a module).
+SHOWN_CHARACTERS = 200
 
 
 def shown(value: Any) -> str:
-    """``repr(value)`` for a message, but a tensor of more than :data:`SHOWN_ELEMENTS`
-    elements, also inside a tuple or list, as its shape and dtype: a bad
-    ``(inputs, targets)`` pair printed the whole dataset (torch shows up to 1,000
-    elements)."""
+    """``repr(value)`` for a message, but short: a tensor of more than
+    :data:`SHOWN_ELEMENTS` elements as its shape and dtype (also inside a short tuple or
+    list), and anything whose repr runs over :data:`SHOWN_CHARACTERS` or over several
+    lines by what it is (a NumPy array's shape, a module's class, a sequence's length).
+    A bad ``(inputs, targets)`` pair printed the whole dataset, a module its every layer."""
     if isinstance(value, torch.Tensor) and value.numel() > SHOWN_ELEMENTS:
         dtype = str(value.dtype).removeprefix("torch.")
         return f"<tensor of shape {tuple(value.shape)}, {dtype}>"
-    if type(value) in (tuple, list) and any(isinstance(item, torch.Tensor) for item in value):
-        items = ", ".join(shown(item) for item in value)
+    if type(value) in (tuple, list) and len(value) <= SHOWN_ELEMENTS:
+        items = ", ".join(shown(item) for item in value)  # each short already
         if type(value) is list:
             return f"[{items}]"
         return f"({items},)" if len(value) == 1 else f"({items})"
-    return repr(value)
+    text = repr(value)
+    if len(text) <= SHOWN_CHARACTERS and "\n" not in text:
+        return text
+    if isinstance(value, np.ndarray):
+        return f"<ndarray of shape {value.shape}, {value.dtype}>"
+    if isinstance(value, torch.nn.Module):
+        return f"<{type(value).__name__} module>"
+    if isinstance(value, Sized) and not isinstance(value, str | bytes):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return f"{text[:SHOWN_CHARACTERS]}..."
 
 
 def check(name: str, owner: str, value: Any, constraint: Constraint) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 import sys
 import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -192,6 +194,10 @@ class Watch:
                 self._probe(0, first_histograms)
             except (TypeError, RuntimeError, IndexError) as error:
                 raise ValueError(self._cannot_run_message(error)) from error
+            except TargetsRefused:
+                raise  # the validation data's, named
+            except ValueError as error:  # the loss's own check of the targets, say
+                raise TargetsRefused("monitor_data", error) from error
             self._record_histograms(0, first_histograms)
         if self._validation is not None:
             self._set_chance(self._validation[1])
@@ -363,7 +369,13 @@ class Watch:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`: the watch continues as if it had never stopped.
-        (Also reads the lists and dicts that checkpoints held before the packing.)"""
+        (Also reads the lists and dicts that checkpoints held before the packing.)
+
+        Raises:
+            ValueError: ``state`` is no watch's state (a model's ``state_dict``, say);
+                nothing is changed.
+        """
+        _check_watch_state(state)
         self._step = int(state["step"])
         if "packed_chunks" in state:
             history, records, histograms = unpack_chunks(state["packed_chunks"])
@@ -567,7 +579,10 @@ class Watch:
             rate = self._pending_rate
             if rate is not None and updates:
                 self._record_step_size(step, rate)
-            self._awaiting_moving_update = rate is not None and rate <= 0
+            # Until an update measures a step size: one at rate 0 does not, and neither
+            # does one whose finite ratios are all 0 (a zero-initialized output layer: its
+            # own ratios are inf, and the layers behind it get no gradient at step 1).
+            self._awaiting_moving_update = (rate is not None and rate <= 0) or not _moved(updates)
         self._place_new_layers(names)
         for name, norm in zip(names, norms, strict=True):
             history.layer_grad_norm[name].append(step, norm)
@@ -742,13 +757,16 @@ class Watch:
         train_accuracy: float | None,
     ) -> dict[str, Any]:
         inputs, targets = validation
-        val_loss, val_accuracy = evaluate(
-            self._probed_model,
-            inputs,
-            targets,
-            self.loss_fn,
-            custom_loss=self.loss_name is None,
-        )
+        try:
+            val_loss, val_accuracy = evaluate(
+                self._probed_model,
+                inputs,
+                targets,
+                self.loss_fn,
+                custom_loss=self.loss_name is None,
+            )
+        except ValueError as error:  # the loss's own check of the targets, say
+            raise TargetsRefused("validation_data", error) from error
         history = self.history
         result: dict[str, Any] = {}
         if train_loss is not None and val_loss is not None:
@@ -989,12 +1007,59 @@ def _ratio(update: float, weight: float) -> float:
     return math.inf if update > 0 else math.nan
 
 
+#: The keys of a watch's state: always, and one of the forms its measurements took.
+_STATE_KEYS = ("step", "findings")
+_MEASUREMENT_FORMS = (("packed_chunks",), ("packed",), ("history", "records", "histograms"))
+
+
+class TargetsRefused(ValueError):
+    """The loss refused the targets of the watch's ``argument`` (labels out of range, say):
+    its message, led by the argument that holds them."""
+
+    def __init__(self, argument: str, error: ValueError) -> None:
+        super().__init__(
+            f"The '{argument}' parameter of watch must hold targets that loss_fn takes. {error}"
+        )
+        self.argument = argument
+
+
+def _moved(updates: Mapping[str, tuple[float, float]]) -> bool:
+    """Whether an update measured a step size: the median of its finite update ratios is
+    > 0, as :func:`~gradwise.monitor._detectors.first_update_ratio` asks of it."""
+    ratios = [
+        ratio
+        for update, weight in updates.values()
+        if math.isfinite(ratio := _ratio(update, weight))
+    ]
+    return bool(ratios) and statistics.median(ratios) > 0
+
+
+def _check_watch_state(state: object) -> None:
+    """Refuse, before anything is loaded, what is no :meth:`Watch.state_dict` result."""
+    keys = set(state) if isinstance(state, Mapping) else set()
+    if set(_STATE_KEYS) <= keys and any(set(form) <= keys for form in _MEASUREMENT_FORMS):
+        return
+    shown_keys = sorted(map(str, keys))[:6]
+    got = f"a mapping with keys {shown_keys}" if keys else type(state).__name__
+    raise ValueError(
+        "The 'state' parameter of Watch.load_state_dict must be what Watch.state_dict() "
+        f"returned (keys 'step', 'findings' and 'packed_chunks'). Got {got} instead: load "
+        "the watch's own state (a Trainer's checkpoint keeps it under its callbacks, not "
+        "under 'model'); nothing was changed."
+    )
+
+
 def _as_number(value: object) -> float | None:
-    """A number or a 1-element tensor as a float; None for anything else (a bool too)."""
+    """A real number (a NumPy scalar too: ``np.float32`` is no ``float``) or a 1-element
+    tensor or array as a float; None for anything else (a bool too)."""
     if isinstance(value, Tensor) and value.numel() == 1:
         return float(value.item())
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, numbers.Real):
         return float(value)
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        return float(value.item())
     return None
 
 
