@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -601,3 +602,29 @@ def test_ctrl_c_after_a_distributed_run_finished_suggests_no_resume(
     assert (
         error == f"gradwise train: interrupted after the run ended (completed); run folder: {run}\n"
     )
+
+
+def test_output_to_a_reader_that_went_away_ends_quietly(tmp_path: Path) -> None:
+    # QA: `gradwise search show NAME | head -c0` and `gradwise runs | ...` ended in a
+    # 17-line BrokenPipeError traceback, exit 1.
+    from tests.cli.helpers import COMMAND, environment
+
+    (tmp_path / "runs").mkdir()
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the command prints its first line
+    try:
+        done = subprocess.run(
+            [*COMMAND, "runs", "--runs-dir", "runs"],
+            cwd=tmp_path,
+            env=environment(),
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert done.returncode == 128 + 13, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr == ""

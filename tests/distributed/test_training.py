@@ -479,14 +479,30 @@ def test_compression_state_of_every_rank_goes_into_the_checkpoint(tmp_path) -> N
                 "distributed.compression=one_bit",
                 "distributed.compression_options={momentum: 0.9}",
             ],
-            "the optimizer must not add its own; SGD has momentum 0.9",
+            "the optimizer must not add its own; SGD has momentum 0.9. Set "
+            "'train.optimizer.momentum: 0', or drop the hook's momentum.",
+        ),
+        (
+            # QA: AdamW was told to set 'train.optimizer.momentum', a key it does not have.
+            [
+                "optimizer={name: AdamW, lr: 0.001}",
+                "distributed.compression=one_bit",
+                "distributed.compression_options={momentum: 0.9}",
+            ],
+            "AdamW has beta1 0.9 (its momentum, betas[0]). Use 'train.optimizer.name: SGD' "
+            "with momentum 0, or drop the hook's momentum.",
         ),
         (
             ["distributed.compression=powersgd", "distributed.compression_options={rank: 2}"],
             "in 'train.distributed': The 'options' parameter of register_compression must be",
         ),
     ],
-    ids=["one_bit_adam_without_its_optimizer", "momentum_in_hook_and_optimizer", "unknown_option"],
+    ids=[
+        "one_bit_adam_without_its_optimizer",
+        "momentum_in_hook_and_optimizer",
+        "momentum_in_hook_and_adams_beta1",
+        "unknown_option",
+    ],
 )
 def test_inconsistent_compression_settings_fail_with_a_clear_message(
     tmp_path, capsys, overrides: list[str], message: str

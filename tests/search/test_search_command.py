@@ -112,6 +112,11 @@ def test_rerunning_resumes_the_study_and_a_changed_space_is_an_error(tmp_path) -
     assert len(after) == 3
     assert [t.params for t in after[:2]] == [t.params for t in before]
     assert [t.value for t in after[:2]] == [t.value for t in before]
+    # gradwise's own lines only: optuna logged "[I ...] A new study created in RDB ..."
+    # and "Using an existing study ..." in its own format.
+    for done in (first, more):
+        assert "A new study created" not in done.stderr
+        assert "Using an existing study" not in done.stderr
 
     narrowed = SPACE.replace("3.0e-1", "1.0e-1")
     write_config(tmp_path, "again", search=narrowed)

@@ -27,6 +27,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a process that SIGPIPE ended
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # outside it (loading data, building the run, the doctor's checks).
         print(f"gradwise {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of the output went away (`gradwise runs | head -1`): stop quietly,
+        # as a process that SIGPIPE ended would, without a traceback. Python flushes
+        # stdout once more at exit, which would raise again: it writes to devnull now.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 def _located(error: ConfigError, args: argparse.Namespace) -> ConfigError:

@@ -66,8 +66,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 def run_search(args: argparse.Namespace) -> int:
     """``gradwise search CONFIG ...`` or ``gradwise search show STUDY``."""
+    import optuna
+
     from gradwise.config import ConfigError
 
+    # gradwise says what happens in its own lines ("resuming: ...", the progress line):
+    # optuna's "[I ...] A new study created in RDB" is noise in another format.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if str(args.config) == "show":
         if args.study_folder is None:
             raise ConfigError("'gradwise search show' needs a STUDY (a study folder or name)")

@@ -911,15 +911,22 @@ def _check_momentum_applied_once(
     if not hook_momentum:
         return
     for group in optimizer.param_groups:
-        own = group.get("momentum", 0) or (group.get("betas") or (0,))[0]
-        if own:
-            raise ConfigError(
-                f"'train.distributed.compression_options.momentum' ({hook_momentum}) keeps the "
-                f"momentum in the compression hook, so the optimizer must not add its own; "
-                f"{type(optimizer).__name__} has momentum {own}. Set 'train.optimizer.momentum: "
-                "0' (SGD), or drop the hook's momentum.",
-                key=("distributed", "compression_options", "momentum"),
-            )
+        momentum = group.get("momentum", 0)
+        beta1 = (group.get("betas") or (0,))[0]
+        if not (momentum or beta1):
+            continue
+        name = type(optimizer).__name__
+        if momentum:
+            has, fix = f"momentum {momentum}", "Set 'train.optimizer.momentum: 0'"
+        else:  # Adam's family: beta1 is its momentum, and it has no momentum key
+            has = f"beta1 {beta1} (its momentum, betas[0])"
+            fix = "Use 'train.optimizer.name: SGD' with momentum 0"
+        raise ConfigError(
+            f"'train.distributed.compression_options.momentum' ({hook_momentum}) keeps the "
+            f"momentum in the compression hook, so the optimizer must not add its own; "
+            f"{name} has {has}. {fix}, or drop the hook's momentum.",
+            key=("distributed", "compression_options", "momentum"),
+        )
 
 
 def _linear_scaling(config: RunConfig) -> float:
