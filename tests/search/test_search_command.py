@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from gradwise.cli import main
 from gradwise.config import ConfigError, load_config, read_file
-from gradwise.search import Parameter, parse_search
+from gradwise.search import Parameter, grid_points, parse_search
 from gradwise.search import search as run_search
 from tests.cli.helpers import gradwise, start
 from tests.search.helpers import (
@@ -98,6 +98,57 @@ def test_an_invalid_space_is_rejected_before_any_trial_runs(tmp_path) -> None:
     done = gradwise("search", str(typo), cwd=tmp_path)
     assert done.returncode == 2
     assert "did you mean 'width'" in done.stderr
+
+
+def test_a_model_option_the_model_does_not_take_is_refused_before_any_study(tmp_path) -> None:
+    # QA: the study was made and every trial failed ("build_model got an unknown option
+    # 'foo'"), exit 1, where `gradwise train --set model.options.foo=0.5` exits 2.
+    search = "  space:\n    model.options.foo: {uniform: [0.1, 1]}\n"
+    config = write_config(tmp_path, "foo", search=search)
+    done = gradwise("search", str(config), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert (
+        "'train.search.space.model.options.foo' = 0.1 does not make a valid run config: in "
+        "'train.model': build_model got an unknown option 'foo' for 'mlp'"
+    ) in done.stderr
+    assert not (tmp_path / "studies").exists()
+
+
+def test_a_grid_larger_than_the_budget_says_it_runs_a_seeded_subset(tmp_path) -> None:
+    # QA: 6 grid points with --trials 4 ran 4 and said nothing (a smaller grid says so).
+    search = "  pruner: none\n  space:\n    model.activation: [relu, tanh, gelu]\n"
+    config = write_config(tmp_path, "subset", epochs=1, search=search)
+    done = gradwise("search", str(config), "--strategy", "grid", "--trials", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "the grid has 3 points: this study runs 1 of them, a random subset drawn with its "
+        "seed (it was made with --trials 1, and a study keeps its grid); a new study "
+        "(--study NAME) with --trials 3 runs them all"
+    ) in done.stdout + done.stderr
+    trials = load(storage_of(tmp_path / "studies" / "subset"), "subset")
+    assert len(trials) == 1
+    spec = parse_search(read_file(config))
+    # The seeded shuffled order's first point (the default seed is 0), not the declared first.
+    (point,) = grid_points(spec, 1, seed=0)
+    assert trials[0].params == point
+
+
+def test_a_trial_whose_config_does_not_build_points_to_no_run_folder(tmp_path) -> None:
+    # QA: the failed trial's row and "the first failure" named trials/trial-0000, which
+    # was never made (the path was recorded before the config was built).
+    search = "  space:\n    model.name: {grid: [cnn2d]}\n"  # spirals has no image shape
+    config = write_config(tmp_path, "shape", epochs=1, search=search)
+    done = gradwise("search", str(config), "--strategy", "grid", "--trials", "1", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    folder = tmp_path / "studies" / "shape"
+    (trial,) = load(storage_of(folder), "shape")
+    assert trial.user_attrs["run"] is None
+    assert not (folder / "trials" / "trial-0000").exists()
+    assert (
+        "the first failure, trial 0 (no run folder: the config did not build): config error: "
+        "in 'train.model'"
+    ) in done.stdout
+    assert "trials/trial-0000" not in done.stdout
 
 
 def test_rerunning_resumes_the_study_and_a_changed_space_is_an_error(tmp_path) -> None:

@@ -96,10 +96,97 @@ def test_bad_spaces_are_rejected_with_the_path_and_the_fix(space: dict, message:
 
 def test_values_equal_as_numbers_are_one_choice_but_booleans_are_not_numbers() -> None:
     # QA: grid [1, 1.0] was accepted as two values and ran the same trial twice.
+    # An entry point's data takes any option (a built-in dataset's are checked).
+    entry_point = {"dataset": "my_data:load"}
     with pytest.raises(ConfigError, match=r"1 and 1\.0 are the same number"):
-        parse_search(_content({"data.options.flag": {"grid": [1, 1.0]}}))
-    spec = parse_search(_content({"data.options.flag": {"grid": [True, 1, False, 0, "1", None]}}))
+        parse_search(_content({"data.options.flag": {"grid": [1, 1.0]}}) | {"data": entry_point})
+    values = [True, 1, False, 0, "1", None]
+    spec = parse_search(_content({"data.options.flag": {"grid": values}}) | {"data": entry_point})
     assert spec.parameters[0].choices == (True, 1, False, 0, "1", None)
+
+
+@pytest.mark.parametrize(
+    ("base", "space", "message"),
+    [
+        # QA: each of these made a study whose every trial failed with a config error.
+        (
+            {},
+            {"model.options.foo": {"uniform": [0.1, 1]}},
+            "'train.search.space.model.options.foo' = 0.1 does not make a valid run config: "
+            "in 'train.model': build_model got an unknown option 'foo' for 'cnn1d'. Valid "
+            "options: depth, width, kernel_size,",
+        ),
+        (
+            {},
+            {"model.name": ["mlp", "mpl"]},
+            "'train.search.space.model.name' = 'mpl' does not make a valid run config: "
+            "unknown model 'mpl'",
+        ),
+        (
+            {"schedule": {"name": "cosine"}},
+            {"schedule.options.foo": {"uniform": [0.1, 1]}},
+            "'train.search.space.schedule.options.foo' = 0.1 does not make a valid run "
+            "config: unknown key 'foo' in 'train.schedule.options'",
+        ),
+        (
+            {"init": {"weights": "he_normal"}},
+            {"init.options.foo": {"uniform": [0.1, 1]}},
+            "'train.search.space.init.options.foo' = 0.1 does not make a valid run config: "
+            "unknown key 'foo' in 'train.init.options'",
+        ),
+        (
+            {"data": {"dataset": "spirals"}},
+            {"data.options.foo": {"uniform": [0.1, 1]}},
+            "'train.search.space.data.options.foo' = 0.1 does not make a valid run config: "
+            "in 'train.data': load_dataset('spirals') got an unknown option 'foo'",
+        ),
+        (
+            {"data": {"dataset": "spirals"}},
+            {"data.options.noise": {"uniform": [-1.0, 0.3]}},
+            "'train.search.space.data.options.noise' = -1.0 does not make a valid run config",
+        ),
+        (
+            {},
+            {"init.biases": {"uniform": [-8e307, 8e307]}},
+            "'train.search.space.init.biases' = -8e+307 does not make a valid run config: "
+            "in 'train.init': value cannot be converted to type float without overflow",
+        ),
+        (
+            {"data": {"dataset": "digitz"}},
+            {"data.options.noise": {"uniform": [0.1, 0.3]}},
+            "'train.search.space.data.options.noise' = 0.1 does not make a valid run config: "
+            "unknown dataset 'digitz'",
+        ),
+    ],
+)
+def test_a_key_the_run_cannot_build_is_refused_before_any_trial(
+    base: dict, space: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_search({**_content(space), **base})
+    assert str(raised.value).startswith(message)
+
+
+def test_keys_the_run_builds_pass_the_build_checks() -> None:
+    spec = parse_search(
+        {
+            "epochs": 2,
+            "data": {"dataset": "spirals"},
+            "schedule": {"name": "plateau"},
+            "init": {"weights": "normal"},
+            "search": {
+                "space": {
+                    "model.name": ["mlp", "cnn2d"],
+                    "model.options.num_groups": {"int": [1, 4]},
+                    "schedule.options.factor": {"uniform": [0.1, 0.5]},
+                    "init.options.std": {"log_uniform": [0.01, 1.0]},
+                    "data.options.noise": {"uniform": [0.0, 0.3]},
+                    "data.dataset": ["spirals", "moons"],
+                }
+            },
+        }
+    )
+    assert len(spec.parameters) == 6
 
 
 @pytest.mark.parametrize(
@@ -317,15 +404,18 @@ def test_a_range_whose_width_overflows_a_float_is_refused_with_its_key(
 
 def test_a_range_almost_as_wide_as_a_float_gives_finite_draws_grids_and_stages() -> None:
     stages = [{"epochs": 1, "trials": 2, "keep": 2}, {"epochs": 2, "trials": 2}]
-    space = {"init.biases": {"uniform": [-8e307, 8e307]}}
-    spec = parse_search(_content(space, stages=stages, margin=1.0))
+    # An entry point's data option: any float is a valid config (init.biases is not: the
+    # weights' float32 cannot hold 8e307).
+    space = {"data.options.scale": {"uniform": [-8e307, 8e307]}}
+    content = _content(space, stages=stages, margin=1.0) | {"data": {"dataset": "my_data:load"}}
+    spec = parse_search(content)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    drawn = [study.ask(spec.distributions()).params["init.biases"] for _ in range(20)]
+    drawn = [study.ask(spec.distributions()).params["data.options.scale"] for _ in range(20)]
     assert all(math.isfinite(value) and abs(value) <= 8e307 for value in drawn)
-    assert all(math.isfinite(point["init.biases"]) for point in grid_points(spec, 5, seed=0))
+    assert all(math.isfinite(point["data.options.scale"]) for point in grid_points(spec, 5, seed=0))
     kept = [
         optuna.trial.create_trial(
-            params={"init.biases": value},
+            params={"data.options.scale": value},
             distributions=spec.distributions(),
             value=float(number),
             user_attrs={"stage": 0},
@@ -349,6 +439,8 @@ def test_a_float_range_is_one_space_however_its_bounds_are_written(kind: str) ->
     assert written_as_ints.fingerprint() == written_as_floats.fingerprint()
     assert written_as_ints.parameters == written_as_floats.parameters
     # An int range is another space (it draws integers), whatever its bounds look like.
-    integers = parse_search(_content({"data.options.count": {"int": [1, 10]}}))
-    floats = parse_search(_content({"data.options.count": {kind: [1.0, 10.0]}}))
+    # (an entry point's data option takes any value; a built-in dataset's are checked)
+    entry_point = {"data": {"dataset": "my_data:load"}}
+    integers = parse_search(_content({"data.options.count": {"int": [1, 10]}}) | entry_point)
+    floats = parse_search(_content({"data.options.count": {kind: [1.0, 10.0]}}) | entry_point)
     assert integers.fingerprint() != floats.fingerprint()

@@ -18,7 +18,9 @@ SPACE = {
 
 
 def _spec(space: dict = SPACE, **section: object):
-    return parse_search({"epochs": 8, "search": {"space": space, **section}})
+    # Entry-point data takes any data.options (a built-in dataset's are checked).
+    content = {"epochs": 8, "data": {"dataset": "my_data:load"}}
+    return parse_search({**content, "search": {"space": space, **section}})
 
 
 def test_grid_uses_cell_centres_in_log_space_and_fits_the_budget() -> None:

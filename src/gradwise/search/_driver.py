@@ -176,9 +176,9 @@ def search(
     )
     if strategy == "grid":
         budget = settings.trials  # the stored budget when resuming without --trials
-        size = enqueue_grid(study, spec, budget, settings.seed)
-        if size < budget and say is not None:
-            say(f"the grid has {size} points: running {size} trials instead of {budget}")
+        size, whole = enqueue_grid(study, spec, budget, settings.seed)
+        if say is not None:
+            _say_grid_size(say, size, whole, budget)
         settings = replace(settings, trials=min(budget, size))
         create_or_load(
             open_storage(url, heartbeat=None, create=True), name, settings, chosen=["trials"]
@@ -190,6 +190,20 @@ def search(
     stop_signal = _run_workers(folder, url, name, workers, settings, say)
     result = finish(folder, url, name, interrupted=stop_signal is not None)
     return replace(result, stop_signal=stop_signal)
+
+
+def _say_grid_size(say: Say, size: int, whole: int, budget: int) -> None:
+    """Say when the grid's points and the budget differ: a grid smaller than --trials runs
+    fewer trials, a larger one a seeded random subset of its points (a resume too: a study
+    keeps the points it queued first, so only a new study runs more of them)."""
+    if whole > size:
+        say(
+            f"the grid has {whole} points: this study runs {size} of them, a random subset "
+            f"drawn with its seed (it was made with --trials {size}, and a study keeps its "
+            f"grid); a new study (--study NAME) with --trials {whole} runs them all"
+        )
+    elif size < budget:
+        say(f"the grid has {size} points: running {size} trials instead of {budget}")
 
 
 def _stages_trials(
@@ -281,6 +295,8 @@ def _none_completed(
         first = failures[0]
         run = first.user_attrs.get(RUN_ATTR)
         where = "" if run is None else f" (run {folder / str(run)})"
+        if RUN_ATTR in first.user_attrs and run is None:  # see the worker's _train
+            where = " (no run folder: the config did not build)"
         why = (
             f"the first failure, trial {first.number}{where}: {first.user_attrs[FAIL_REASON_ATTR]}"
         )

@@ -14,7 +14,9 @@ A space maps config paths to distributions, one short mapping each::
 Everything is checked before any trial runs: the distributions (a log-uniform low bound
 must be > 0), the paths (each must name a key of the run config, with a did-you-mean hint),
 and the values at the ends of each range (a dropout range reaching 1.5 is refused by the
-config schema, an optimizer argument the optimizer does not take by the optimizer).
+config schema, an optimizer argument the optimizer does not take by the optimizer; a model,
+schedule, initializer or dataset option the run cannot build with as ``gradwise train``
+would, without loading the data).
 """
 
 from __future__ import annotations
@@ -34,11 +36,21 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from gradwise.config import ConfigError, apply_overrides, parse_config, unknown_key_message
+from gradwise.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    parse_config,
+    unknown_key_message,
+    unknown_name_message,
+)
 
 Kind = Literal["log_uniform", "uniform", "int", "categorical", "grid"]
 Direction = Literal["minimize", "maximize"]
 KINDS: tuple[Kind, ...] = ("log_uniform", "uniform", "int", "categorical", "grid")
+# The run length a searched schedule is built over when it is checked (a trial's own
+# depends on the data's size).
+_NOMINAL_STEPS = 1000
 PRUNERS = ("median", "successive-halving", "hyperband", "none")
 EPOCH_METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 
@@ -420,8 +432,17 @@ def _check_one(base: Mapping[str, Any], values: Mapping[str, Any]) -> None:
     for path, value in values.items():
         _set_path(content, path, value)
     config = parse_config(content)
-    if any(path.startswith("optimizer.") for path in values):
+    sections = {path.split(".")[0] for path in values}
+    if "optimizer" in sections:
         _check_optimizer(config.optimizer)
+    if "model" in sections:
+        _check_model(config)
+    if "schedule" in sections and config.schedule is not None:
+        _check_schedule(config)
+    if "init" in sections:
+        _check_init(config)
+    if any(path.startswith("data.options.") for path in values):
+        _check_data(config)
 
 
 def _is_valid(base: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
@@ -465,6 +486,96 @@ def _check_optimizer(spec: Mapping[str, Any]) -> None:
     from gradwise.train._components import build_optimizer
 
     build_optimizer(spec, nn.Linear(1, 1))
+
+
+def _check_model(config: RunConfig) -> None:
+    """The model's name and its options' names, as ``gradwise train`` builds it, without
+    loading the data (a built-in model's values may depend on the data's shape: a trial
+    reports those)."""
+    import inspect
+
+    from gradwise.models import MODELS
+    from gradwise.train._from_config import _is_entry_point
+
+    spec = config.model
+    if _is_entry_point(spec.name):
+        return  # the user's function takes the options it takes
+    if spec.name not in MODELS:
+        raise ConfigError(
+            unknown_name_message("model", spec.name, "train.model.name", list(MODELS)),
+            key=("model", "name"),
+        )
+    accepted = [
+        name
+        for name in inspect.signature(MODELS[spec.name]).parameters
+        if name not in ("input_shape", "num_outputs")
+    ]
+    for option in spec.options:
+        if option not in accepted:
+            raise ConfigError(
+                f"in 'train.model': build_model got an unknown option {option!r} for "
+                f"{spec.name!r}. Valid options: {', '.join(accepted)}.",
+                key=("model", "options", option),
+            )
+
+
+def _check_schedule(config: RunConfig) -> None:
+    """The schedule as ``gradwise train`` builds it, over a nominal run length (the real
+    one needs the data's size)."""
+    from gradwise.train._components import build_schedule
+    from gradwise.train._from_config import _schedule_options
+
+    schedule = config.schedule
+    assert schedule is not None  # noqa: S101 - the caller's branch
+    # A plateau's metric is checked against the data's metrics by the trial; here it only
+    # decides the default mode, as in gradwise train.
+    metric = str(schedule.options.get("metric", "val_loss"))
+    plateau = metric if schedule.name == "plateau" else None
+    lr = config.optimizer.get("lr", 1e-3)
+    build_schedule(
+        schedule.name,
+        _schedule_options(config, plateau),
+        schedule.warmup,
+        float(lr) if isinstance(lr, int | float) else 1e-3,
+        _NOMINAL_STEPS,
+        "train.schedule",
+    )
+
+
+def _check_init(config: RunConfig) -> None:
+    """The initializer, its options and the biases, applied to a small linear layer."""
+    from torch import nn
+
+    from gradwise.train._from_config import _initialize
+
+    try:
+        _initialize(nn.Linear(2, 2), config)
+    except RuntimeError as error:  # torch's: a bias of 1e300 does not fit the weights' dtype
+        raise ConfigError(f"in 'train.init': {error}", key=("init",)) from None
+
+
+def _check_data(config: RunConfig) -> None:
+    """The dataset's name and its options (names and values), without loading it."""
+    from pathlib import Path
+
+    from gradwise.data import available_datasets
+    from gradwise.data._registry import _FILE_LOADERS, _REGISTRY, _check_options
+    from gradwise.train._from_config import _is_entry_point
+
+    data = config.data
+    if _is_entry_point(data.dataset):
+        return  # the user's function takes the options it takes
+    entry = _FILE_LOADERS.get(Path(data.dataset).suffix.lower()) or _REGISTRY.get(data.dataset)
+    if entry is None:
+        names = available_datasets()
+        raise ConfigError(
+            unknown_name_message("dataset", data.dataset, "train.data.dataset", names),
+            key=("data", "dataset"),
+        )
+    try:
+        _check_options(data.dataset, entry, dict(data.options))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"in 'train.data': {error}", key=("data", "options")) from None
 
 
 def _set_path(content: dict[str, Any], path: str, value: Any) -> None:

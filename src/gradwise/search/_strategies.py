@@ -125,6 +125,20 @@ def grid_points(spec: SearchSpec, budget: int, seed: int) -> list[dict[str, Any]
     are its cell centres rounded half up, all its integers when it has no more than its
     share (duplicates from a log scale are merged).
     """
+    axes = _grid_axes(spec, budget)
+    points = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
+    random.Random(seed).shuffle(points)
+    return points[:budget]
+
+
+def grid_size(spec: SearchSpec, budget: int) -> int:
+    """How many points the grid of :func:`grid_points` has before it is cut to ``budget``
+    (more than ``budget`` only when the value lists alone make more points)."""
+    return math.prod(len(axis) for axis in _grid_axes(spec, budget).values())
+
+
+def _grid_axes(spec: SearchSpec, budget: int) -> dict[str, Sequence[Any]]:
+    """Each parameter's grid values: a value list whole, a range its share of ``budget``."""
     finite = [p for p in spec.parameters if not p.is_numeric]
     numeric = [p for p in spec.parameters if p.is_numeric]
     counts = _points_per_range(
@@ -133,9 +147,7 @@ def grid_points(spec: SearchSpec, budget: int, seed: int) -> list[dict[str, Any]
     )
     axes: dict[str, Sequence[Any]] = {p.path: p.choices for p in finite}
     axes.update({p.path: _cell_centres(p, k) for p, k in zip(numeric, counts, strict=True)})
-    points = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
-    random.Random(seed).shuffle(points)
-    return points[:budget]
+    return axes
 
 
 def _distinct_values(parameter: Parameter) -> float:
@@ -179,8 +191,10 @@ def _cell_centres(parameter: Parameter, count: int) -> list[Any]:
     return centres
 
 
-def enqueue_grid(study: Study, spec: SearchSpec, budget: int, seed: int) -> int:
-    """Enqueue each of the grid's points once; returns the grid size.
+def enqueue_grid(study: Study, spec: SearchSpec, budget: int, seed: int) -> tuple[int, int]:
+    """Enqueue each of the grid's points once; returns how many that is, and how many
+    points the whole grid has (more when its value lists make more points than the budget:
+    the queued ones are then a seeded random subset, see :func:`grid_points`).
 
     A search stopped (Ctrl-C, a kill) while it enqueued leaves part of the grid queued.
     Run again, this enqueues only the points no trial of the study has (queued, running,
@@ -188,8 +202,9 @@ def enqueue_grid(study: Study, spec: SearchSpec, budget: int, seed: int) -> int:
     each point once.
     """
     attributes = study.user_attrs
+    whole = grid_size(spec, int(attributes.get(_GRID_BUDGET_ATTR, budget)))
     if attributes.get(_GRID_ENQUEUED_ATTR):
-        return int(attributes[_GRID_SIZE_ATTR])
+        return int(attributes[_GRID_SIZE_ATTR]), whole
     if _GRID_BUDGET_ATTR not in attributes:
         # Stored before the first point, so a resume with another --trials finishes
         # this grid instead of queueing another one's points too.
@@ -205,7 +220,7 @@ def enqueue_grid(study: Study, spec: SearchSpec, budget: int, seed: int) -> int:
             study.enqueue_trial(point, skip_if_exists=False)
     study.set_user_attr(_GRID_SIZE_ATTR, len(points))
     study.set_user_attr(_GRID_ENQUEUED_ATTR, True)
-    return len(points)
+    return len(points), whole
 
 
 def _point_identity(point: Mapping[str, Any]) -> frozenset[tuple[str, tuple[str, Any]]]:

@@ -316,6 +316,10 @@ class _Objective:
         except TrainingDiverged as error:
             raise _failed(trial, f"diverged: {error}") from None
         except ConfigError as error:
+            if not run.exists():
+                # The config did not build, so no run folder was made: the leaderboard
+                # and the first failure must not point to one.
+                trial.set_user_attr(RUN_ATTR, None)
             raise _failed(trial, f"config error: {error}") from None
         except Exception as error:
             # Anything else (CUDA out of memory, a bug in an entry point) still ends the
