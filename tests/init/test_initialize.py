@@ -606,3 +606,23 @@ def test_separate_key_and_value_projections_get_their_own_fans():
     ):
         expected = math.sqrt(2 / (fan_in + 128))
         assert float(weight.detach().std()) == pytest.approx(expected, rel=0.05), fan_in
+
+
+def test_a_constant_bias_beyond_the_biases_dtype_is_refused_before_any_write() -> None:
+    # QA: init.biases: 8e307 overflowed a float32 bias inside torch's fill_ (a bare
+    # RuntimeError through `gradwise train`), after the layers before it were set.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'biases' parameter of initialize must be a value the model's biases can "
+        r"hold\. Got 8e\+307 instead, beyond the largest torch\.float32 \(3\.403e\+38\) of "
+        r"'0\.bias'\.$",
+    ):
+        init.initialize(model, "he_normal", biases=8e307)
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+    wide = model.double()
+    init.initialize(wide, "he_normal", biases=8e307)  # a float64 bias holds it
+    assert float(wide[0].bias.detach()[0]) == 8e307

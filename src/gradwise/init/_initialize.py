@@ -179,6 +179,8 @@ def initialize(
     rng = make_generator(generator, model, "initialize")
     layers = weight_layers(model, "initialize")
     normalization_layers(model, "initialize")  # refuse before any write, as for the layers
+    if not isinstance(biases, Initializer):
+        _check_bias_fits(float(biases), model)
     fill = orthogonal() if weights == "lsuv" else _as_initializer(weights)
     bias_fill = biases if isinstance(biases, Initializer) else constant(float(biases))
     gains = _layer_gains(model, layers, gain)
@@ -207,6 +209,21 @@ def initialize(
         else replace(row, std=_std(_projection_weights(modules[row.name])))
         for row in report
     ]
+
+
+def _check_bias_fits(value: float, model: nn.Module) -> None:
+    """A constant bias every floating bias can hold: 8e307 fits a float64 bias and
+    overflowed a float32 one inside torch's fill, after the layers before it were set."""
+    for name, parameter in model.named_parameters():
+        if not (name.endswith("bias") and parameter.is_floating_point()):
+            continue
+        largest = torch.finfo(parameter.dtype).max
+        if abs(value) > largest:
+            raise ValueError(
+                f"The 'biases' parameter of initialize must be a value the model's biases can "
+                f"hold. Got {value!r} instead, beyond the largest {parameter.dtype} "
+                f"({largest:.4g}) of {name!r}."
+            )
 
 
 def _projection_weights(module: nn.Module) -> Tensor:
