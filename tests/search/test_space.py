@@ -149,7 +149,8 @@ def test_values_equal_as_numbers_are_one_choice_but_booleans_are_not_numbers() -
             {},
             {"init.biases": {"uniform": [-8e307, 8e307]}},
             "'train.search.space.init.biases' = -8e+307 does not make a valid run config: "
-            "in 'train.init': value cannot be converted to type float without overflow",
+            "in 'train.init': The 'biases' parameter of initialize must be a value the "
+            "model's biases can hold. Got -8e+307 instead, beyond the largest torch.float32",
         ),
         (
             {"data": {"dataset": "digitz"}},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
 from typing import Literal, cast
 
@@ -373,17 +373,23 @@ def build_model(
           (3): Linear(in_features=8, out_features=3, bias=True)
         )
     """
-    check("name", "build_model", name, OneOf(tuple(MODELS)))
     check("input_shape", "build_model", input_shape, Satisfies(_is_shape, _SHAPE))
-    builder = MODELS[name]
-    accepted = [p for p in inspect.signature(builder).parameters if p not in _POSITIONAL]
+    check_model_options(name, options)
+    return MODELS[name](tuple(input_shape), num_outputs, **options)
+
+
+def check_model_options(name: str, options: Mapping[str, object]) -> None:
+    """Refuse what :func:`build_model` refuses before it builds anything: an unknown
+    ``name``, or an option its builder does not take (their values need the data's shape
+    to be checked, and are checked when the model is built)."""
+    check("name", "build_model", name, OneOf(tuple(MODELS)))
+    accepted = [p for p in inspect.signature(MODELS[name]).parameters if p not in _POSITIONAL]
     for option in options:
         if option not in accepted:
             raise ValueError(
                 f"build_model got an unknown option {option!r} for {name!r}. "
                 f"Valid options: {', '.join(accepted)}."
             )
-    return builder(tuple(input_shape), num_outputs, **options)
 
 
 _POSITIONAL = ("input_shape", "num_outputs")

@@ -492,31 +492,22 @@ def _check_model(config: RunConfig) -> None:
     """The model's name and its options' names, as ``gradwise train`` builds it, without
     loading the data (a built-in model's values may depend on the data's shape: a trial
     reports those)."""
-    import inspect
-
     from gradwise.models import MODELS
+    from gradwise.models._builders import check_model_options
     from gradwise.train._from_config import _is_entry_point
 
     spec = config.model
     if _is_entry_point(spec.name):
         return  # the user's function takes the options it takes
-    if spec.name not in MODELS:
+    if spec.name not in MODELS:  # gradwise train's message, with its did-you-mean
         raise ConfigError(
             unknown_name_message("model", spec.name, "train.model.name", list(MODELS)),
             key=("model", "name"),
         )
-    accepted = [
-        name
-        for name in inspect.signature(MODELS[spec.name]).parameters
-        if name not in ("input_shape", "num_outputs")
-    ]
-    for option in spec.options:
-        if option not in accepted:
-            raise ConfigError(
-                f"in 'train.model': build_model got an unknown option {option!r} for "
-                f"{spec.name!r}. Valid options: {', '.join(accepted)}.",
-                key=("model", "options", option),
-            )
+    try:
+        check_model_options(spec.name, spec.options)
+    except ValueError as error:
+        raise ConfigError(f"in 'train.model': {error}", key=("model", "options")) from None
 
 
 def _check_schedule(config: RunConfig) -> None:
