@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -287,3 +288,31 @@ def test_outside_the_main_thread_it_runs_without_signal_handlers(tmp_path) -> No
     (result,) = outcome
     assert isinstance(result, SearchResult), result
     assert result.progress.complete == 1
+
+
+def test_a_stop_a_destructor_swallowed_still_stops_the_search(tmp_path, monkeypatch) -> None:
+    # CI: the SIGTERM handler raised inside a WeakKeyDictionary callback, where Python
+    # prints the exception and drops it ("Exception ignored in"): the search ran its budget
+    # and exited 0, and the signals after it counted as the same request.
+    from gradwise.search._driver import _Stopped
+
+    config = write_config(tmp_path, "swallowed", epochs=1)
+    dropped: list[object] = []
+    monkeypatch.setattr(
+        sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_type)
+    )
+
+    class SignalsWhenCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, inside the destructor
+                pass
+
+    def say(line: str) -> None:  # called by the search's loop
+        if not dropped:
+            SignalsWhenCollected()  # collected at once
+
+    result = search(config, trials=1, studies_dir=tmp_path / "studies", say=say)
+    assert dropped == [_Stopped]
+    assert result.interrupted
+    assert result.stop_signal == signal.SIGTERM

@@ -384,6 +384,7 @@ def _run_workers(
                 workers.append(_Worker(index, url, name, folder, threads, logs))
             while True:
                 time.sleep(0.5)
+                stops.raise_if_swallowed()
                 state = progress(study.get_trials(deepcopy=False), settings.trials,
                                  settings.spec.direction)  # fmt: skip
                 line = state.line(settings.spec.metric)
@@ -455,6 +456,15 @@ class _StopSignals:
             return
         self.received.add(signum)
         raise _Stopped(signal.Signals(signum))
+
+    def raise_if_swallowed(self) -> None:
+        """Raise the stop a signal asked for, if it has not reached the loop: the handler
+        raises where the signal finds the main thread, and inside a weakref callback or a
+        ``__del__`` Python prints the exception and drops it ("Exception ignored in"), so
+        the search went on and ran its budget while later signals counted as the same
+        request. The loop calls this at each turn."""
+        if self.received:
+            raise _Stopped(signal.Signals(min(self.received)))
 
     def heard(self, stop: KeyboardInterrupt) -> signal.Signals:
         """The signal of a stop (a KeyboardInterrupt of its own is a Ctrl-C), recorded:
