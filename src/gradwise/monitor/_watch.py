@@ -565,24 +565,25 @@ class Watch:
                 "first_last_grad_ratio": ratio,
             }
         )
-        # Per weight the optimizer stepped: (||update||, ||w|| before the step).
-        updates: dict[str, tuple[float, float]] = {}
+        # Per weight the optimizer stepped: (||update||, ||w|| before the step, the ratio).
+        updates: dict[str, tuple[float, float, float]] = {}
         if measurement.before is not None and measurement.weight_norms is not None:
             update_norms = self._gradients.update_norms(measurement)
-            updates = dict(
-                zip(
-                    measurement.updated_names,
-                    zip(update_norms, measurement.weight_norms, strict=True),
-                    strict=True,
+            updates = {
+                name: (update, weight, _ratio(update, weight))
+                for name, update, weight in zip(
+                    measurement.updated_names, update_norms, measurement.weight_norms, strict=True
                 )
-            )
+            }
             rate = self._pending_rate
             if rate is not None and updates:
                 self._record_step_size(step, rate)
             # Until an update measures a step size: one at rate 0 does not, and neither
             # does one whose finite ratios are all 0 (a zero-initialized output layer: its
             # own ratios are inf, and the layers behind it get no gradient at step 1).
-            self._awaiting_moving_update = (rate is not None and rate <= 0) or not _moved(updates)
+            self._awaiting_moving_update = (rate is not None and rate <= 0) or not _moved(
+                [ratio for _, _, ratio in updates.values()]
+            )
         self._place_new_layers(names)
         for name, norm in zip(names, norms, strict=True):
             history.layer_grad_norm[name].append(step, norm)
@@ -593,8 +594,7 @@ class Watch:
                 "grad_norm": norm,
             }
             if name in updates:
-                update, weight = updates[name]
-                update_ratio = _ratio(update, weight)
+                update, weight, update_ratio = updates[name]
                 history.layer(history.update_ratio, name).append(step, update_ratio)
                 record.update(weight_norm=weight, update_norm=update, update_ratio=update_ratio)
             self._records.append(record)
@@ -1023,15 +1023,11 @@ class TargetsRefused(ValueError):
         self.argument = argument
 
 
-def _moved(updates: Mapping[str, tuple[float, float]]) -> bool:
+def _moved(ratios: list[float]) -> bool:
     """Whether an update measured a step size: the median of its finite update ratios is
     > 0, as :func:`~gradwise.monitor._detectors.first_update_ratio` asks of it."""
-    ratios = [
-        ratio
-        for update, weight in updates.values()
-        if math.isfinite(ratio := _ratio(update, weight))
-    ]
-    return bool(ratios) and statistics.median(ratios) > 0
+    finite = [ratio for ratio in ratios if math.isfinite(ratio)]
+    return bool(finite) and statistics.median(finite) > 0
 
 
 def _check_watch_state(state: object) -> None:
